@@ -1,0 +1,447 @@
+//! [`Context`]: adapter, device, queue, limits and the pipeline cache.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::kernels::{Kernel, PipelineKey};
+
+/// Default cap on the scratch memory of one operation (im2col columns, split-K partials).
+pub const DEFAULT_SCRATCH_BUDGET: u64 = 64 << 20;
+
+/// Options for [`Context::with_options`].
+#[derive(Clone, Debug, Default)]
+pub struct ContextOptions {
+    /// Backends to consider. `None`: `WGPU_BACKEND` if set, else every native backend.
+    pub backends: Option<wgpu::Backends>,
+    /// Pick the first adapter whose name contains this (case-insensitive).
+    /// `None`: `WGPU_ADAPTER_NAME` if set, else the highest-performance adapter.
+    pub adapter_name: Option<String>,
+    /// Lower the limits the library plans its work against (never raises them). Used to
+    /// exercise the splitting paths on small problems, or to leave headroom to an app.
+    pub limits: Option<LimitsOverride>,
+    /// Scratch-memory budget per operation in bytes (im2col columns and the like).
+    /// `None`: [`DEFAULT_SCRATCH_BUDGET`].
+    pub scratch_budget: Option<u64>,
+}
+
+/// Artificially lower device limits (see [`ContextOptions::limits`]). `None` keeps the
+/// device's own value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LimitsOverride {
+    /// Cap for `maxStorageBufferBindingSize` in bytes.
+    pub max_storage_buffer_binding_size: Option<u64>,
+    /// Cap for `maxBufferSize` in bytes.
+    pub max_buffer_size: Option<u64>,
+    /// Cap for `maxComputeWorkgroupsPerDimension`.
+    pub max_compute_workgroups_per_dimension: Option<u32>,
+}
+
+/// The limits the library plans against (the device's, possibly lowered by
+/// [`LimitsOverride`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest storage-buffer binding in bytes.
+    pub max_storage_buffer_binding_size: u64,
+    /// Largest buffer in bytes.
+    pub max_buffer_size: u64,
+    /// Largest dispatch size along one dimension.
+    pub max_compute_workgroups_per_dimension: u32,
+    /// Largest workgroup (invocations).
+    pub max_compute_invocations_per_workgroup: u32,
+    /// Required alignment of storage-buffer binding offsets.
+    pub min_storage_buffer_offset_alignment: u32,
+}
+
+impl Limits {
+    fn from_wgpu(l: &wgpu::Limits, over: Option<LimitsOverride>) -> Self {
+        let o = over.unwrap_or_default();
+        let cap = |v: u64, c: Option<u64>| c.map_or(v, |c| v.min(c));
+        Limits {
+            max_storage_buffer_binding_size: cap(l.max_storage_buffer_binding_size, o.max_storage_buffer_binding_size),
+            max_buffer_size: cap(l.max_buffer_size, o.max_buffer_size),
+            max_compute_workgroups_per_dimension: o
+                .max_compute_workgroups_per_dimension
+                .map_or(l.max_compute_workgroups_per_dimension, |c| {
+                    c.clamp(1, l.max_compute_workgroups_per_dimension)
+                }),
+            max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+            min_storage_buffer_offset_alignment: l.min_storage_buffer_offset_alignment,
+        }
+    }
+}
+
+/// A GPU context: one device and queue, its limits, and the compiled pipelines.
+///
+/// Cheap to clone (an `Arc`); `Send + Sync`, so one context can serve many threads.
+/// Every [`Tensor`](crate::Tensor) keeps its context alive.
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: Limits,
+    scratch_budget: AtomicU64,
+    pipelines: RwLock<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    layouts: RwLock<HashMap<Kernel, Arc<wgpu::BindGroupLayout>>>,
+    compiles: AtomicUsize,
+    pub(crate) allocated: AtomicU64,
+    lost: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("adapter", &self.inner.info.name)
+            .field("backend", &self.inner.info.backend)
+            .field("limits", &self.inner.limits)
+            .finish()
+    }
+}
+
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let ty = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 5,
+        wgpu::DeviceType::IntegratedGpu => 4,
+        wgpu::DeviceType::VirtualGpu => 3,
+        wgpu::DeviceType::Other => 2,
+        wgpu::DeviceType::Cpu => 1,
+    };
+    // GL compiles shaders slowly and has the weakest compute support.
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 2,
+        wgpu::Backend::Gl => 1,
+        _ => 0,
+    };
+    (ty, backend)
+}
+
+impl Context {
+    /// Creates a context on the best adapter: `WGPU_BACKEND` / `WGPU_ADAPTER_NAME` when
+    /// set, else the highest-performance adapter (discrete > integrated > CPU; Vulkan,
+    /// Metal, DX12 before GL). The device is requested with the adapter's own limits.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NoAdapter`] (with the lavapipe install hint) when no adapter matches;
+    /// [`ErrorKind::RequestDevice`] when the device cannot be created.
+    pub async fn new() -> Result<Self> {
+        Self::with_options(ContextOptions::default()).await
+    }
+
+    /// Blocking [`Context::new`].
+    pub fn new_blocking() -> Result<Self> {
+        pollster::block_on(Self::new())
+    }
+
+    /// Blocking [`Context::with_options`].
+    pub fn with_options_blocking(options: ContextOptions) -> Result<Self> {
+        pollster::block_on(Self::with_options(options))
+    }
+
+    /// Creates a context with explicit options.
+    pub async fn with_options(options: ContextOptions) -> Result<Self> {
+        let backends = options
+            .backends
+            .or_else(wgpu::Backends::from_env)
+            .unwrap_or(wgpu::Backends::PRIMARY | wgpu::Backends::GL);
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.backends = backends;
+        let instance = wgpu::Instance::new(desc);
+        let adapters = instance.enumerate_adapters(backends).await;
+        let wanted = options
+            .adapter_name
+            .clone()
+            .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
+            .filter(|s| !s.is_empty());
+        let adapter = match &wanted {
+            Some(name) => {
+                let needle = name.to_lowercase();
+                adapters
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&needle))
+                    .ok_or_else(|| {
+                        Error::new(ErrorKind::NoAdapter {
+                            detail: format!(" whose name contains {name:?} (backends {backends:?})"),
+                        })
+                    })?
+            }
+            None => adapters
+                .into_iter()
+                .max_by_key(|a| rank(&a.get_info()))
+                .ok_or_else(|| {
+                    Error::new(ErrorKind::NoAdapter {
+                        detail: format!(" (backends {backends:?})"),
+                    })
+                })?,
+        };
+        let info = adapter.get_info();
+        let wanted_features =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS | wgpu::Features::SUBGROUP;
+        let features = adapter.features() & wanted_features;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgconv"),
+                required_features: features,
+                required_limits: adapter.limits(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::new(ErrorKind::RequestDevice(format!("{e} (adapter {})", info.name))))?;
+        // Errors the library does not catch in its own scopes are logged, never a panic.
+        device.on_uncaptured_error(Arc::new(|e| log::error!("wgconv: uncaptured wgpu error: {e}")));
+        let ctx = Self::build(device, queue, info, options.limits, options.scratch_budget);
+        let lost = ctx.inner.lost.clone();
+        ctx.inner.device.set_device_lost_callback(move |reason, msg| {
+            log::error!("wgconv: device lost ({reason:?}): {msg}");
+            lost.store(true, Ordering::SeqCst);
+        });
+        Ok(ctx)
+    }
+
+    /// Wraps a device and queue the application already has. The library uses them as
+    /// given (features, limits) and never destroys them; the application's error handlers
+    /// and device-lost callback are left untouched.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        let info = device.adapter_info();
+        Self::build(device, queue, info, None, None)
+    }
+
+    /// [`Context::from_device`] with lowered limits and a scratch budget.
+    pub fn from_device_with_options(device: wgpu::Device, queue: wgpu::Queue, options: &ContextOptions) -> Self {
+        let info = device.adapter_info();
+        Self::build(device, queue, info, options.limits, options.scratch_budget)
+    }
+
+    fn build(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        over: Option<LimitsOverride>,
+        scratch: Option<u64>,
+    ) -> Self {
+        let limits = Limits::from_wgpu(&device.limits(), over);
+        Context {
+            inner: Arc::new(Inner {
+                device,
+                queue,
+                info,
+                limits,
+                scratch_budget: AtomicU64::new(scratch.unwrap_or(DEFAULT_SCRATCH_BUDGET)),
+                pipelines: RwLock::default(),
+                layouts: RwLock::default(),
+                compiles: AtomicUsize::new(0),
+                allocated: AtomicU64::new(0),
+                lost: Arc::new(AtomicBool::new(false)),
+            }),
+        }
+    }
+
+    /// The wgpu device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+    /// Adapter name, backend, device type and driver.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+    /// One line describing the adapter, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu, Mesa 22.3.6)`.
+    pub fn adapter_summary(&self) -> String {
+        let i = &self.inner.info;
+        format!("{} ({:?}, {:?}, {} {})", i.name, i.backend, i.device_type, i.driver, i.driver_info)
+    }
+    /// Is the adapter a CPU implementation (lavapipe, SwiftShader, WARP)?
+    pub fn is_cpu_adapter(&self) -> bool {
+        self.inner.info.device_type == wgpu::DeviceType::Cpu
+    }
+    /// The limits the library plans its work against.
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+    /// The scratch-memory budget per operation, in bytes.
+    pub fn scratch_budget(&self) -> u64 {
+        self.inner.scratch_budget.load(Ordering::Relaxed)
+    }
+    /// Sets the scratch-memory budget per operation (at least 4 KiB are always allowed).
+    pub fn set_scratch_budget(&self, bytes: u64) {
+        self.inner.scratch_budget.store(bytes.max(4096), Ordering::Relaxed);
+    }
+    /// How many compute pipelines this context has compiled (each kernel specialization
+    /// exactly once).
+    pub fn pipeline_compiles(&self) -> usize {
+        self.inner.compiles.load(Ordering::Relaxed)
+    }
+    /// Bytes of device memory currently held by tensors and scratch buffers of this context.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.inner.allocated.load(Ordering::Relaxed)
+    }
+    /// Blocks until all submitted work has finished.
+    pub fn synchronize(&self) -> Result<()> {
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| self.device_error("waiting for the queue", e.to_string()))?;
+        self.check_lost("waiting for the queue")
+    }
+
+    pub(crate) fn same(&self, other: &Context) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    pub(crate) fn check_lost(&self, context: &str) -> Result<()> {
+        if self.inner.lost.load(Ordering::SeqCst) {
+            return Err(self.device_error(context, "the device was lost".into()));
+        }
+        Ok(())
+    }
+
+    fn device_error(&self, context: &str, message: String) -> Error {
+        Error::new(ErrorKind::Device {
+            context: context.to_string(),
+            message,
+        })
+    }
+
+    /// Runs `f` inside validation + out-of-memory error scopes and turns captured errors
+    /// into typed errors. Scopes are per thread in wgpu, so this is safe to use from many
+    /// threads at once.
+    pub(crate) fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+        self.check_lost(what)?;
+        let dev = &self.inner.device;
+        let oom = dev.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let internal = dev.push_error_scope(wgpu::ErrorFilter::Internal);
+        let validation = dev.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(validation.pop());
+        let i = pollster::block_on(internal.pop());
+        let o = pollster::block_on(oom.pop());
+        if let Some(e) = o {
+            return Err(Error::new(ErrorKind::OutOfMemory(format!("{what}: {e}"))));
+        }
+        if let Some(e) = v.or(i) {
+            return Err(self.device_error(what, e.to_string()));
+        }
+        Ok(out)
+    }
+
+    /// Bind-group layout of a kernel (cached).
+    pub(crate) fn layout(&self, kernel: Kernel) -> Result<Arc<wgpu::BindGroupLayout>> {
+        if let Some(l) = self.inner.layouts.read().map_err(poisoned)?.get(&kernel) {
+            return Ok(l.clone());
+        }
+        let mut map = self.inner.layouts.write().map_err(poisoned)?;
+        if let Some(l) = map.get(&kernel) {
+            return Ok(l.clone());
+        }
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = std::iter::once(wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .chain(kernel.storage_bindings().iter().enumerate().map(|(i, &read_only)| {
+            wgpu::BindGroupLayoutEntry {
+                binding: i as u32 + 1,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            }
+        }))
+        .collect();
+        let layout = self.scoped("creating a bind group layout", || {
+            self.inner.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(kernel.name()),
+                entries: &entries,
+            })
+        })?;
+        let layout = Arc::new(layout);
+        map.insert(kernel, layout.clone());
+        Ok(layout)
+    }
+
+    /// The compute pipeline of a kernel specialization, compiled once per context.
+    pub(crate) fn pipeline(&self, key: &PipelineKey) -> Result<Arc<wgpu::ComputePipeline>> {
+        if let Some(p) = self.inner.pipelines.read().map_err(poisoned)?.get(key) {
+            return Ok(p.clone());
+        }
+        let layout = self.layout(key.kernel)?;
+        let mut map = self.inner.pipelines.write().map_err(poisoned)?;
+        if let Some(p) = map.get(key) {
+            return Ok(p.clone());
+        }
+        let kernel = key.kernel;
+        let constants: Vec<(&str, f64)> = key.constants.iter().map(|(n, v)| (*n, *v as f64)).collect();
+        let device = &self.inner.device;
+        let pipeline = self
+            .scoped("compiling a pipeline", || {
+                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(kernel.name()),
+                    source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+                });
+                let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some(kernel.name()),
+                    bind_group_layouts: &[Some(&layout)],
+                    immediate_size: 0,
+                });
+                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(kernel.name()),
+                    layout: Some(&pl),
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &constants,
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                })
+            })
+            .map_err(|e| match e.into_kind() {
+                ErrorKind::Device { message, .. } => Error::new(ErrorKind::ShaderCompile {
+                    kernel: kernel.name(),
+                    message,
+                }),
+                k => Error::new(k),
+            })?;
+        self.inner.compiles.fetch_add(1, Ordering::Relaxed);
+        log::debug!("wgconv: compiled {} {:?}", kernel.name(), key.constants);
+        let pipeline = Arc::new(pipeline);
+        map.insert(key.clone(), pipeline.clone());
+        Ok(pipeline)
+    }
+}
+
+fn poisoned<T>(_: T) -> Error {
+    Error::new(ErrorKind::Device {
+        context: "accessing the pipeline cache".into(),
+        message: "a thread panicked while holding the cache lock".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn context_is_send_sync() {
+        fn check<T: Send + Sync + Clone>() {}
+        check::<Context>();
+    }
+}

@@ -1,0 +1,169 @@
+//! Convolution operations on the GPU: forward algorithms and their selection.
+
+pub(crate) mod direct;
+
+use crate::context::Context;
+use crate::error::{Error, ErrorKind, Result};
+use crate::params::{Conv2dParams, Conv2dProblem};
+use crate::tensor::Tensor;
+
+/// Which kernel family computes a convolution.
+///
+/// `Auto` (the default) picks per problem and adapter. A forced algorithm that cannot run
+/// a problem returns [`ErrorKind::UnsupportedAlgorithm`]; it never silently runs another
+/// algorithm, so a caller (or a test) that forces one knows what ran.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Algorithm {
+    /// Choose automatically.
+    #[default]
+    Auto,
+    /// Direct convolution: each invocation accumulates a register block of outputs.
+    Direct,
+}
+
+impl Algorithm {
+    /// Every concrete (non-`Auto`) algorithm.
+    pub const ALL: &'static [Algorithm] = &[Algorithm::Direct];
+
+    /// Lowercase name (`auto`, `direct`, ...), as used by the conformance runner and benches.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Auto => "auto",
+            Algorithm::Direct => "direct",
+        }
+    }
+
+    /// Parses a name produced by [`Algorithm::name`].
+    pub fn from_name(name: &str) -> Result<Self> {
+        std::iter::once(Algorithm::Auto)
+            .chain(Algorithm::ALL.iter().copied())
+            .find(|a| a.name() == name)
+            .ok_or_else(|| Error::invalid_param("algorithm", name, "unknown algorithm name"))
+    }
+
+    /// Can this algorithm run the forward convolution `p`?
+    pub fn supports_forward(self, p: &Conv2dProblem) -> bool {
+        let _ = p;
+        match self {
+            Algorithm::Auto | Algorithm::Direct => true,
+        }
+    }
+}
+
+fn select_forward(_ctx: &Context, _p: &Conv2dProblem) -> Algorithm {
+    Algorithm::Direct
+}
+
+impl Context {
+    /// 2-D convolution (PyTorch `conv2d`, or true convolution with `params.flip`).
+    ///
+    /// `x`: `[N, C, H, W]`; `w`: `[K, C/groups, R, S]`; `bias`: `[K]`. Returns
+    /// `[N, K, Ho, Wo]`. The work is recorded and submitted; reading the result waits for it.
+    ///
+    /// # Errors
+    /// Every invalid parameter or shape gives [`ErrorKind::InvalidParam`] or
+    /// [`ErrorKind::ShapeMismatch`] before anything runs.
+    pub fn conv2d(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, params: &Conv2dParams) -> Result<Tensor> {
+        self.conv2d_with(x, w, bias, params, Algorithm::Auto)
+    }
+
+    /// [`Context::conv2d`] with a chosen algorithm.
+    pub fn conv2d_with(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        params: &Conv2dParams,
+        algorithm: Algorithm,
+    ) -> Result<Tensor> {
+        let p = self.conv2d_problem(x, w, bias, params)?;
+        let y = Tensor::uninit(self, &p.y_shape())?;
+        let mut enc = self.encoder("wgconv conv2d");
+        self.encode_conv2d_problem(&mut enc, &p, x, w, bias, &y, algorithm)?;
+        self.submit(enc)?;
+        Ok(y)
+    }
+
+    /// Records a convolution into `encoder` writing into `y` (`[N, K, Ho, Wo]`), without
+    /// submitting, so many operations can share one submission.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_conv2d(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        params: &Conv2dParams,
+        algorithm: Algorithm,
+        y: &Tensor,
+    ) -> Result<()> {
+        let p = self.conv2d_problem(x, w, bias, params)?;
+        y.check_ctx(self, "y")?;
+        if y.shape() != p.y_shape() {
+            return Err(Error::shape_mismatch("y", format!("{:?}", p.y_shape()), format!("{:?}", y.shape())));
+        }
+        self.encode_conv2d_problem(encoder, &p, x, w, bias, y, algorithm)
+    }
+
+    fn conv2d_problem(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, params: &Conv2dParams) -> Result<Conv2dProblem> {
+        x.check_ctx(self, "x")?;
+        w.check_ctx(self, "w")?;
+        let bias_len = match bias {
+            Some(b) => {
+                b.check_ctx(self, "bias")?;
+                if b.shape().len() != 1 {
+                    return Err(Error::shape_mismatch("bias", "a 1-D shape", format!("{:?}", b.shape())));
+                }
+                Some(b.shape()[0])
+            }
+            None => None,
+        };
+        Conv2dProblem::new(x.shape4("x")?, w.shape4("w")?, bias_len, params)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn encode_conv2d_problem(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        p: &Conv2dProblem,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        y: &Tensor,
+        algorithm: Algorithm,
+    ) -> Result<()> {
+        let algo = match algorithm {
+            Algorithm::Auto => select_forward(self, p),
+            a if a.supports_forward(p) => a,
+            a => {
+                return Err(Error::new(ErrorKind::UnsupportedAlgorithm {
+                    algorithm: a.name(),
+                    reason: "not applicable to this convolution".into(),
+                }))
+            }
+        };
+        match algo {
+            Algorithm::Direct | Algorithm::Auto => direct::encode(
+                self,
+                enc,
+                p,
+                x.buffer(),
+                w.buffer(),
+                bias.map(|b| b.buffer()),
+                y.buffer(),
+            ),
+        }
+    }
+
+    pub(crate) fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+        self.device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    }
+
+    pub(crate) fn submit(&self, enc: wgpu::CommandEncoder) -> Result<()> {
+        self.scoped("submitting work", || {
+            self.queue().submit([enc.finish()]);
+        })
+    }
+}

@@ -1,0 +1,168 @@
+//! The one list of WGSL kernels, their bindings, and the dispatch helper.
+//!
+//! Every kernel lives in its own file under `shaders/` (valid WGSL as it stands, checked by
+//! naga in `tests/shaders.rs`) and follows one convention: binding 0 is a uniform struct of
+//! runtime shapes, bindings 1.. are storage buffers (read-only ones first, the output last),
+//! the entry point is `main`, specializations are WGSL `override` constants, and the linear
+//! invocation index is `gid.x + gid.y * num_workgroups.x * WG` so that a launch can spread
+//! over two dispatch dimensions.
+
+use wgpu::util::DeviceExt;
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+
+/// A WGSL kernel of the crate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kernel {
+    /// Direct (register-blocked) forward convolution.
+    Conv2dDirect,
+}
+
+/// Every kernel, for tests and tooling.
+pub const ALL_KERNELS: &[Kernel] = &[Kernel::Conv2dDirect];
+
+impl Kernel {
+    /// Kernel (and shader file) name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Conv2dDirect => "conv2d_direct",
+        }
+    }
+
+    /// WGSL source.
+    pub fn source(self) -> &'static str {
+        match self {
+            Kernel::Conv2dDirect => include_str!("../shaders/conv2d_direct.wgsl"),
+        }
+    }
+
+    /// `read_only` flag of each storage binding, from binding 1 on.
+    pub(crate) fn storage_bindings(self) -> &'static [bool] {
+        match self {
+            Kernel::Conv2dDirect => &[true, true, true, false],
+        }
+    }
+
+    /// Size in bytes of the kernel's uniform struct (checked against naga in the tests).
+    pub fn uniform_size(self) -> usize {
+        match self {
+            Kernel::Conv2dDirect => std::mem::size_of::<crate::conv::direct::DirectUniforms>(),
+        }
+    }
+}
+
+/// A kernel plus its specialization constants: the pipeline-cache key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PipelineKey {
+    pub kernel: Kernel,
+    /// `(override name, value)`, in a fixed order per kernel.
+    pub constants: Vec<(&'static str, i64)>,
+}
+
+impl PipelineKey {
+    pub fn new(kernel: Kernel) -> Self {
+        PipelineKey {
+            kernel,
+            constants: Vec::new(),
+        }
+    }
+    pub fn with(mut self, name: &'static str, value: impl Into<i64>) -> Self {
+        self.constants.push((name, value.into()));
+        self
+    }
+    /// Value of the `WG` constant (workgroup size), which every kernel has.
+    pub fn workgroup_size(&self) -> u32 {
+        self.constants
+            .iter()
+            .find(|(n, _)| *n == "WG")
+            .map_or(64, |(_, v)| *v as u32)
+    }
+}
+
+/// One storage binding: a buffer range. `offset` must be a multiple of the device's
+/// `min_storage_buffer_offset_alignment`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bind<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl<'a> Bind<'a> {
+    pub fn whole(buffer: &'a wgpu::Buffer) -> Self {
+        Bind {
+            buffer,
+            offset: 0,
+            size: buffer.size(),
+        }
+    }
+}
+
+/// Workgroup grid for `invocations` linear invocations of `wg` lanes: `[x, y]` with
+/// `x <= max_dim`, or an error when even two dimensions do not suffice (callers split
+/// their work before that).
+pub(crate) fn grid(ctx: &Context, invocations: u64, wg: u32) -> Result<[u32; 2]> {
+    let max = ctx.limits().max_compute_workgroups_per_dimension.max(1) as u64;
+    let groups = invocations.div_ceil(wg as u64).max(1);
+    let x = groups.min(max);
+    let y = groups.div_ceil(x);
+    if y > max || invocations > u32::MAX as u64 {
+        return Err(Error::exceeds_limit(
+            "max_compute_workgroups_per_dimension (one dispatch)",
+            groups,
+            max * max,
+        ));
+    }
+    Ok([x as u32, y as u32])
+}
+
+/// Records one dispatch of `key` over `invocations` linear invocations.
+pub(crate) fn dispatch(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    key: &PipelineKey,
+    uniforms: &[u8],
+    binds: &[Bind<'_>],
+    invocations: u64,
+) -> Result<()> {
+    let kernel = key.kernel;
+    debug_assert_eq!(binds.len(), kernel.storage_bindings().len());
+    let pipeline = ctx.pipeline(key)?;
+    let layout = ctx.layout(kernel)?;
+    let [gx, gy] = grid(ctx, invocations, key.workgroup_size())?;
+    let device = ctx.device();
+    ctx.scoped(kernel.name(), || {
+        let ubuf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(kernel.name()),
+            contents: uniforms,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: ubuf.as_entire_binding(),
+        }];
+        for (i, b) in binds.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: b.buffer,
+                    offset: b.offset,
+                    size: std::num::NonZeroU64::new(b.size),
+                }),
+            });
+        }
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.name()),
+            layout: &layout,
+            entries: &entries,
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(kernel.name()),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(gx, gy, 1);
+    })
+}
