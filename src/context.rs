@@ -59,7 +59,10 @@ impl Limits {
         let o = over.unwrap_or_default();
         let cap = |v: u64, c: Option<u64>| c.map_or(v, |c| v.min(c));
         Limits {
-            max_storage_buffer_binding_size: cap(l.max_storage_buffer_binding_size, o.max_storage_buffer_binding_size),
+            max_storage_buffer_binding_size: cap(
+                l.max_storage_buffer_binding_size,
+                o.max_storage_buffer_binding_size,
+            ),
             max_buffer_size: cap(l.max_buffer_size, o.max_buffer_size),
             max_compute_workgroups_per_dimension: o
                 .max_compute_workgroups_per_dimension
@@ -166,7 +169,9 @@ impl Context {
                     .find(|a| a.get_info().name.to_lowercase().contains(&needle))
                     .ok_or_else(|| {
                         Error::new(ErrorKind::NoAdapter {
-                            detail: format!(" whose name contains {name:?} (backends {backends:?})"),
+                            detail: format!(
+                                " whose name contains {name:?} (backends {backends:?})"
+                            ),
                         })
                     })?
             }
@@ -180,8 +185,9 @@ impl Context {
                 })?,
         };
         let info = adapter.get_info();
-        let wanted_features =
-            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS | wgpu::Features::SUBGROUP;
+        let wanted_features = wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+            | wgpu::Features::SUBGROUP;
         let features = adapter.features() & wanted_features;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -193,15 +199,24 @@ impl Context {
                 trace: wgpu::Trace::Off,
             })
             .await
-            .map_err(|e| Error::new(ErrorKind::RequestDevice(format!("{e} (adapter {})", info.name))))?;
+            .map_err(|e| {
+                Error::new(ErrorKind::RequestDevice(format!(
+                    "{e} (adapter {})",
+                    info.name
+                )))
+            })?;
         // Errors the library does not catch in its own scopes are logged, never a panic.
-        device.on_uncaptured_error(Arc::new(|e| log::error!("wgconv: uncaptured wgpu error: {e}")));
+        device.on_uncaptured_error(Arc::new(|e| {
+            log::error!("wgconv: uncaptured wgpu error: {e}")
+        }));
         let ctx = Self::build(device, queue, info, options.limits, options.scratch_budget);
         let lost = ctx.inner.lost.clone();
-        ctx.inner.device.set_device_lost_callback(move |reason, msg| {
-            log::error!("wgconv: device lost ({reason:?}): {msg}");
-            lost.store(true, Ordering::SeqCst);
-        });
+        ctx.inner
+            .device
+            .set_device_lost_callback(move |reason, msg| {
+                log::error!("wgconv: device lost ({reason:?}): {msg}");
+                lost.store(true, Ordering::SeqCst);
+            });
         Ok(ctx)
     }
 
@@ -214,7 +229,11 @@ impl Context {
     }
 
     /// [`Context::from_device`] with lowered limits and a scratch budget.
-    pub fn from_device_with_options(device: wgpu::Device, queue: wgpu::Queue, options: &ContextOptions) -> Self {
+    pub fn from_device_with_options(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        options: &ContextOptions,
+    ) -> Self {
         let info = device.adapter_info();
         Self::build(device, queue, info, options.limits, options.scratch_budget)
     }
@@ -258,7 +277,10 @@ impl Context {
     /// One line describing the adapter, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu, Mesa 22.3.6)`.
     pub fn adapter_summary(&self) -> String {
         let i = &self.inner.info;
-        format!("{} ({:?}, {:?}, {} {})", i.name, i.backend, i.device_type, i.driver, i.driver_info)
+        format!(
+            "{} ({:?}, {:?}, {} {})",
+            i.name, i.backend, i.device_type, i.driver, i.driver_info
+        )
     }
     /// Is the adapter a CPU implementation (lavapipe, SwiftShader, WARP)?
     pub fn is_cpu_adapter(&self) -> bool {
@@ -274,7 +296,9 @@ impl Context {
     }
     /// Sets the scratch-memory budget per operation (at least 4 KiB are always allowed).
     pub fn set_scratch_budget(&self, bytes: u64) {
-        self.inner.scratch_budget.store(bytes.max(4096), Ordering::Relaxed);
+        self.inner
+            .scratch_budget
+            .store(bytes.max(4096), Ordering::Relaxed);
     }
     /// How many compute pipelines this context has compiled (each kernel specialization
     /// exactly once).
@@ -344,34 +368,41 @@ impl Context {
         if let Some(l) = map.get(&kernel) {
             return Ok(l.clone());
         }
-        let entries: Vec<wgpu::BindGroupLayoutEntry> = std::iter::once(wgpu::BindGroupLayoutEntry {
-            binding: 0,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Uniform,
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        })
-        .chain(kernel.storage_bindings().iter().enumerate().map(|(i, &read_only)| {
-            wgpu::BindGroupLayoutEntry {
-                binding: i as u32 + 1,
+        let entries: Vec<wgpu::BindGroupLayoutEntry> =
+            std::iter::once(wgpu::BindGroupLayoutEntry {
+                binding: 0,
                 visibility: wgpu::ShaderStages::COMPUTE,
                 ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage { read_only },
+                    ty: wgpu::BufferBindingType::Uniform,
                     has_dynamic_offset: false,
                     min_binding_size: None,
                 },
                 count: None,
-            }
-        }))
-        .collect();
-        let layout = self.scoped("creating a bind group layout", || {
-            self.inner.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(kernel.name()),
-                entries: &entries,
             })
+            .chain(
+                kernel
+                    .storage_bindings()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &read_only)| wgpu::BindGroupLayoutEntry {
+                        binding: i as u32 + 1,
+                        visibility: wgpu::ShaderStages::COMPUTE,
+                        ty: wgpu::BindingType::Buffer {
+                            ty: wgpu::BufferBindingType::Storage { read_only },
+                            has_dynamic_offset: false,
+                            min_binding_size: None,
+                        },
+                        count: None,
+                    }),
+            )
+            .collect();
+        let layout = self.scoped("creating a bind group layout", || {
+            self.inner
+                .device
+                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some(kernel.name()),
+                    entries: &entries,
+                })
         })?;
         let layout = Arc::new(layout);
         map.insert(kernel, layout.clone());
@@ -389,14 +420,24 @@ impl Context {
             return Ok(p.clone());
         }
         let kernel = key.kernel;
-        let constants: Vec<(&str, f64)> = key.constants.iter().map(|(n, v)| (*n, *v as f64)).collect();
+        let constants: Vec<(&str, f64)> =
+            key.constants.iter().map(|(n, v)| (*n, *v as f64)).collect();
         let device = &self.inner.device;
         let pipeline = self
             .scoped("compiling a pipeline", || {
-                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                let desc = wgpu::ShaderModuleDescriptor {
                     label: Some(kernel.name()),
                     source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
-                });
+                };
+                let mut checks = wgpu::ShaderRuntimeChecks::checked();
+                // Our loops are all bounded by uniforms and overrides, and every divisor is a
+                // validated non-zero size: naga's loop-bounding counters and division guards
+                // only block unrolling. Out-of-bounds protection stays on.
+                checks.force_loop_bounding = false;
+                checks.int_div_checks = false;
+                // SAFETY: see above; bounds checks are kept, so memory safety does not rest
+                // on the kernels' index math.
+                let module = unsafe { device.create_shader_module_trusted(desc, checks) };
                 let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                     label: Some(kernel.name()),
                     bind_group_layouts: &[Some(&layout)],

@@ -35,7 +35,11 @@ impl Error {
     }
 
     /// An invalid parameter value (`name` is the parameter, `value` what was given).
-    pub fn invalid_param(name: &'static str, value: impl fmt::Display, reason: impl Into<String>) -> Self {
+    pub fn invalid_param(
+        name: &'static str,
+        value: impl fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::new(ErrorKind::InvalidParam {
             name,
             value: value.to_string(),
@@ -44,7 +48,11 @@ impl Error {
     }
 
     /// A tensor or slice whose shape or length does not fit the operation.
-    pub fn shape_mismatch(what: &'static str, expected: impl Into<String>, got: impl Into<String>) -> Self {
+    pub fn shape_mismatch(
+        what: &'static str,
+        expected: impl Into<String>,
+        got: impl Into<String>,
+    ) -> Self {
         Error::new(ErrorKind::ShapeMismatch {
             what,
             expected: expected.into(),

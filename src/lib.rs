@@ -37,6 +37,7 @@ pub use conv::Algorithm;
 pub use error::{Error, ErrorKind, Result};
 pub use kernels::{Kernel, ALL_KERNELS};
 pub use params::{
-    conv_output_size, conv_transpose_output_size, numel, Conv2dParams, Conv2dProblem, Padding, PaddingMode, Shape4,
+    conv_output_size, conv_transpose_output_size, numel, Conv2dParams, Conv2dProblem, Padding,
+    PaddingMode, Shape4,
 };
 pub use tensor::Tensor;

@@ -220,7 +220,14 @@ impl Conv2dParams {
 /// Output size along one dimension:
 /// `floor((size + pad_lo + pad_hi - dilation*(k-1) - 1) / stride) + 1`, or `None` when
 /// the dilated kernel does not fit in the padded input (or on overflow).
-pub fn conv_output_size(size: usize, k: usize, stride: usize, dilation: usize, pad_lo: usize, pad_hi: usize) -> Option<usize> {
+pub fn conv_output_size(
+    size: usize,
+    k: usize,
+    stride: usize,
+    dilation: usize,
+    pad_lo: usize,
+    pad_hi: usize,
+) -> Option<usize> {
     if stride == 0 || dilation == 0 || k == 0 {
         return None;
     }
@@ -266,13 +273,23 @@ fn check_positive(name: &'static str, v: [usize; 2]) -> Result<()> {
 
 fn check_dims(what: &'static str, shape: Shape4) -> Result<()> {
     if shape.contains(&0) {
-        return Err(Error::shape_mismatch(what, "every dimension >= 1", format!("{shape:?}")));
+        return Err(Error::shape_mismatch(
+            what,
+            "every dimension >= 1",
+            format!("{shape:?}"),
+        ));
     }
     // Element count must be representable (and stays far below usize::MAX in bytes).
     shape
         .iter()
         .try_fold(4usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| Error::shape_mismatch(what, "a shape whose byte size fits in usize", format!("{shape:?}")))?;
+        .ok_or_else(|| {
+            Error::shape_mismatch(
+                what,
+                "a shape whose byte size fits in usize",
+                format!("{shape:?}"),
+            )
+        })?;
     Ok(())
 }
 
@@ -357,13 +374,20 @@ impl Conv2dProblem {
         if cg != c / g {
             return Err(Error::shape_mismatch(
                 "weight",
-                format!("[{k}, {}, {r}, {s}] (dim 1 = input channels / groups = {c}/{g})", c / g),
+                format!(
+                    "[{k}, {}, {r}, {s}] (dim 1 = input channels / groups = {c}/{g})",
+                    c / g
+                ),
                 format!("{w:?}"),
             ));
         }
         if let Some(len) = bias_len {
             if len != k {
-                return Err(Error::shape_mismatch("bias", format!("[{k}]"), format!("[{len}]")));
+                return Err(Error::shape_mismatch(
+                    "bias",
+                    format!("[{k}]"),
+                    format!("[{len}]"),
+                ));
             }
         }
         let pad = p.resolved_padding([r, s])?;
@@ -403,8 +427,12 @@ impl Conv2dProblem {
                     format!("{r}x{s} dilated {:?}", p.dilation),
                     format!(
                         "the dilated kernel ({}x{}) is larger than the padded input ({}x{})",
-                        p.dilation[0].saturating_mul(r.saturating_sub(1)).saturating_add(1),
-                        p.dilation[1].saturating_mul(s.saturating_sub(1)).saturating_add(1),
+                        p.dilation[0]
+                            .saturating_mul(r.saturating_sub(1))
+                            .saturating_add(1),
+                        p.dilation[1]
+                            .saturating_mul(s.saturating_sub(1))
+                            .saturating_add(1),
                         h.saturating_add(pad[0]).saturating_add(pad[1]),
                         wd.saturating_add(pad[2]).saturating_add(pad[3]),
                     ),
@@ -426,7 +454,12 @@ impl Conv2dProblem {
             groups: g,
             stride: p.stride,
             dilation: p.dilation,
-            pad: [to_isize(pad[0])?, to_isize(pad[1])?, to_isize(pad[2])?, to_isize(pad[3])?],
+            pad: [
+                to_isize(pad[0])?,
+                to_isize(pad[1])?,
+                to_isize(pad[2])?,
+                to_isize(pad[3])?,
+            ],
             mode: p.padding_mode,
             flip: p.flip,
             has_bias: bias_len.is_some(),
@@ -536,36 +569,94 @@ mod tests {
         let err = |x: Shape4, w: Shape4, b: Option<usize>, q: Conv2dParams| {
             kind_name(Conv2dProblem::new(x, w, b, &q).unwrap_err())
         };
-        assert_eq!(err(x, w, None, p().with_stride([0, 1])), ("param", "stride".into()));
-        assert_eq!(err(x, w, None, p().with_stride([1, 0])), ("param", "stride".into()));
-        assert_eq!(err(x, w, None, p().with_dilation([0, 1])), ("param", "dilation".into()));
-        assert_eq!(err(x, w, None, p().with_groups(0)), ("param", "groups".into()));
-        assert_eq!(err(x, [4, 1, 3, 3], None, p().with_groups(3)), ("param", "groups".into()));
-        assert_eq!(err([1, 4, 8, 8], [6, 2, 3, 3], None, p().with_groups(4)), ("param", "groups".into()));
+        assert_eq!(
+            err(x, w, None, p().with_stride([0, 1])),
+            ("param", "stride".into())
+        );
+        assert_eq!(
+            err(x, w, None, p().with_stride([1, 0])),
+            ("param", "stride".into())
+        );
+        assert_eq!(
+            err(x, w, None, p().with_dilation([0, 1])),
+            ("param", "dilation".into())
+        );
+        assert_eq!(
+            err(x, w, None, p().with_groups(0)),
+            ("param", "groups".into())
+        );
+        assert_eq!(
+            err(x, [4, 1, 3, 3], None, p().with_groups(3)),
+            ("param", "groups".into())
+        );
+        assert_eq!(
+            err([1, 4, 8, 8], [6, 2, 3, 3], None, p().with_groups(4)),
+            ("param", "groups".into())
+        );
         assert_eq!(err(x, [4, 2, 3, 3], None, p()), ("shape", "weight".into()));
         assert_eq!(err(x, w, Some(3), p()), ("shape", "bias".into()));
         assert_eq!(
-            err(x, w, None, p().with_padding(Padding::Same).with_stride([2, 1])),
+            err(
+                x,
+                w,
+                None,
+                p().with_padding(Padding::Same).with_stride([2, 1])
+            ),
             ("param", "padding".into())
         );
         let refl = p().with_padding_mode(PaddingMode::Reflect);
-        assert_eq!(err(x, w, None, refl.with_padding(Padding::Symmetric([8, 0]))), ("param", "padding".into()));
-        assert!(Conv2dProblem::new(x, w, None, &refl.with_padding(Padding::Symmetric([7, 7]))).is_ok());
+        assert_eq!(
+            err(x, w, None, refl.with_padding(Padding::Symmetric([8, 0]))),
+            ("param", "padding".into())
+        );
+        assert!(
+            Conv2dProblem::new(x, w, None, &refl.with_padding(Padding::Symmetric([7, 7]))).is_ok()
+        );
         let circ = p().with_padding_mode(PaddingMode::Circular);
-        assert_eq!(err(x, w, None, circ.with_padding(Padding::PerSide([0, 9, 0, 0]))), ("param", "padding".into()));
-        assert!(Conv2dProblem::new(x, w, None, &circ.with_padding(Padding::Symmetric([8, 8]))).is_ok());
+        assert_eq!(
+            err(
+                x,
+                w,
+                None,
+                circ.with_padding(Padding::PerSide([0, 9, 0, 0]))
+            ),
+            ("param", "padding".into())
+        );
+        assert!(
+            Conv2dProblem::new(x, w, None, &circ.with_padding(Padding::Symmetric([8, 8]))).is_ok()
+        );
         let repl = p().with_padding_mode(PaddingMode::Replicate);
-        assert!(Conv2dProblem::new(x, w, None, &repl.with_padding(Padding::Symmetric([20, 20]))).is_ok());
+        assert!(
+            Conv2dProblem::new(x, w, None, &repl.with_padding(Padding::Symmetric([20, 20])))
+                .is_ok()
+        );
         assert_eq!(err(x, [4, 4, 9, 3], None, p()), ("param", "kernel".into()));
-        assert_eq!(err(x, w, None, p().with_dilation([4, 1])), ("param", "kernel".into()));
-        assert!(Conv2dProblem::new(x, [4, 4, 9, 3], None, &p().with_padding(Padding::PerSide([1, 0, 0, 0]))).is_ok());
+        assert_eq!(
+            err(x, w, None, p().with_dilation([4, 1])),
+            ("param", "kernel".into())
+        );
+        assert!(Conv2dProblem::new(
+            x,
+            [4, 4, 9, 3],
+            None,
+            &p().with_padding(Padding::PerSide([1, 0, 0, 0]))
+        )
+        .is_ok());
         assert_eq!(err([0, 4, 8, 8], w, None, p()), ("shape", "input".into()));
         assert_eq!(err(x, [4, 4, 0, 3], None, p()), ("shape", "weight".into()));
         assert_eq!(
-            err(x, w, None, p().with_padding(Padding::Symmetric([usize::MAX, 0]))),
+            err(
+                x,
+                w,
+                None,
+                p().with_padding(Padding::Symmetric([usize::MAX, 0]))
+            ),
             ("param", "kernel".into())
         );
-        assert_eq!(err([usize::MAX, 4, 8, 8], w, None, p()), ("shape", "input".into()));
+        assert_eq!(
+            err([usize::MAX, 4, 8, 8], w, None, p()),
+            ("shape", "input".into())
+        );
         // A huge stride is valid: one output row.
         let pr = Conv2dProblem::new(x, w, None, &p().with_stride([usize::MAX, 1])).unwrap();
         assert_eq!((pr.oh, pr.ow), (1, 6));

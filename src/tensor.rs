@@ -17,7 +17,10 @@ pub(crate) struct DeviceBuffer {
 impl Drop for DeviceBuffer {
     fn drop(&mut self) {
         if !self.external {
-            self.ctx.inner.allocated.fetch_sub(self.buffer.size(), Ordering::Relaxed);
+            self.ctx
+                .inner
+                .allocated
+                .fetch_sub(self.buffer.size(), Ordering::Relaxed);
         }
     }
 }
@@ -34,7 +37,9 @@ impl DeviceBuffer {
             ctx.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 size,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             })
         })?;
@@ -59,7 +64,9 @@ pub struct Tensor {
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tensor").field("shape", &self.shape).finish()
+        f.debug_struct("Tensor")
+            .field("shape", &self.shape)
+            .finish()
     }
 }
 
@@ -68,7 +75,13 @@ fn checked_numel(shape: &[usize]) -> Result<usize> {
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .filter(|n| n.checked_mul(4).is_some())
-        .ok_or_else(|| Error::shape_mismatch("tensor shape", "an element count that fits in memory", format!("{shape:?}")))
+        .ok_or_else(|| {
+            Error::shape_mismatch(
+                "tensor shape",
+                "an element count that fits in memory",
+                format!("{shape:?}"),
+            )
+        })
 }
 
 impl Tensor {
@@ -90,7 +103,8 @@ impl Tensor {
         let t = Self::uninit(ctx, shape)?;
         if n > 0 {
             ctx.scoped("uploading a tensor", || {
-                ctx.queue().write_buffer(&t.buf.buffer, 0, bytemuck::cast_slice(data));
+                ctx.queue()
+                    .write_buffer(&t.buf.buffer, 0, bytemuck::cast_slice(data));
             })?;
         }
         Ok(t)
@@ -116,8 +130,11 @@ impl Tensor {
         while done < n {
             let len = (n - done).min(CHUNK);
             ctx.scoped("filling a tensor", || {
-                ctx.queue()
-                    .write_buffer(&t.buf.buffer, (done * 4) as u64, bytemuck::cast_slice(&block[..len]));
+                ctx.queue().write_buffer(
+                    &t.buf.buffer,
+                    (done * 4) as u64,
+                    bytemuck::cast_slice(&block[..len]),
+                );
             })?;
             done += len;
         }
@@ -147,7 +164,9 @@ impl Tensor {
             ));
         }
         let usage = buffer.usage();
-        let want = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+        let want = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST;
         if !usage.contains(want) {
             return Err(Error::invalid_param(
                 "buffer usage",
@@ -219,7 +238,9 @@ impl Tensor {
             });
             let mut enc = ctx
                 .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgconv readback") });
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("wgconv readback"),
+                });
             enc.copy_buffer_to_buffer(&self.buf.buffer, 0, &staging, 0, bytes);
             ctx.queue().submit([enc.finish()]);
             staging
@@ -230,11 +251,19 @@ impl Tensor {
         });
         ctx.device()
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::new(ErrorKind::BufferMap(format!("waiting for the readback: {e}"))))?;
+            .map_err(|e| {
+                Error::new(ErrorKind::BufferMap(format!(
+                    "waiting for the readback: {e}"
+                )))
+            })?;
         match rx.receive().await {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(Error::new(ErrorKind::BufferMap(e.to_string()))),
-            None => return Err(Error::new(ErrorKind::BufferMap("the map callback was dropped".into()))),
+            None => {
+                return Err(Error::new(ErrorKind::BufferMap(
+                    "the map callback was dropped".into(),
+                )))
+            }
         }
         ctx.check_lost("reading a tensor")?;
         let out = {

@@ -23,13 +23,23 @@ fn run_case(i: usize, case: &ConvCase, algo: Algorithm, rng: &mut Rng) -> Result
     let err = |e: wgconv::Error| format!("case {i} {case:?}: {e}");
     let xt = Tensor::from_slice(ctx, &x, &case.x).map_err(err)?;
     let wt = Tensor::from_slice(ctx, &w, &case.w).map_err(err)?;
-    let bt = b.as_ref().map(|b| Tensor::from_slice(ctx, b, &[p.k])).transpose().map_err(err)?;
+    let bt = b
+        .as_ref()
+        .map(|b| Tensor::from_slice(ctx, b, &[p.k]))
+        .transpose()
+        .map_err(err)?;
     let yt = Tensor::full(ctx, &p.y_shape(), f32::NAN).map_err(err)?;
     let mut enc = ctx.device().create_command_encoder(&Default::default());
-    ctx.encode_conv2d(&mut enc, &xt, &wt, bt.as_ref(), &case.params, algo, &yt).map_err(err)?;
+    ctx.encode_conv2d(&mut enc, &xt, &wt, bt.as_ref(), &case.params, algo, &yt)
+        .map_err(err)?;
     ctx.queue().submit([enc.finish()]);
     let got = yt.read().map_err(err)?;
-    check(&format!("case {i} algo {} {:?}", algo.name(), case), &got, &want, &tols)
+    check(
+        &format!("case {i} algo {} {:?}", algo.name(), case),
+        &got,
+        &want,
+        &tols,
+    )
 }
 
 fn sweep(algo: Algorithm) {
@@ -47,7 +57,12 @@ fn sweep(algo: Algorithm) {
     for f in failures.iter().take(20) {
         eprintln!("{f}");
     }
-    assert!(failures.is_empty(), "{} of {} cases failed", failures.len(), cases.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed",
+        failures.len(),
+        cases.len()
+    );
 }
 
 #[test]

@@ -56,7 +56,8 @@ pub(crate) fn u32_of(v: usize, what: &'static str) -> Result<u32> {
 }
 
 pub(crate) fn i32_of(v: isize, what: &'static str) -> Result<i32> {
-    i32::try_from(v).map_err(|_| Error::exceeds_limit(what, v.unsigned_abs() as u64, i32::MAX as u64))
+    i32::try_from(v)
+        .map_err(|_| Error::exceeds_limit(what, v.unsigned_abs() as u64, i32::MAX as u64))
 }
 
 /// Records the direct forward convolution of `p` into `enc`.
@@ -121,7 +122,11 @@ pub(crate) fn encode(
         let nb = step.min(images - n0);
         let mut oy0 = 0;
         while oy0 < p.oh {
-            let rows = if whole { p.oh } else { rows_per_launch.min(p.oh - oy0) };
+            let rows = if whole {
+                p.oh
+            } else {
+                rows_per_launch.min(p.oh - oy0)
+            };
             let total = nb * per_row * rows;
             u.n = nb as u32;
             u.x_off = u32_of(n0 * x_img, "input elements")?;
@@ -134,7 +139,12 @@ pub(crate) fn encode(
                 enc,
                 &key,
                 bytemuck::bytes_of(&u),
-                &[Bind::whole(x), Bind::whole(w), Bind::whole(b), Bind::whole(y)],
+                &[
+                    Bind::whole(x),
+                    Bind::whole(w),
+                    Bind::whole(b),
+                    Bind::whole(y),
+                ],
                 total as u64,
             )?;
             oy0 += rows;

@@ -64,7 +64,13 @@ impl Context {
     /// # Errors
     /// Every invalid parameter or shape gives [`ErrorKind::InvalidParam`] or
     /// [`ErrorKind::ShapeMismatch`] before anything runs.
-    pub fn conv2d(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, params: &Conv2dParams) -> Result<Tensor> {
+    pub fn conv2d(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        params: &Conv2dParams,
+    ) -> Result<Tensor> {
         self.conv2d_with(x, w, bias, params, Algorithm::Auto)
     }
 
@@ -101,19 +107,33 @@ impl Context {
         let p = self.conv2d_problem(x, w, bias, params)?;
         y.check_ctx(self, "y")?;
         if y.shape() != p.y_shape() {
-            return Err(Error::shape_mismatch("y", format!("{:?}", p.y_shape()), format!("{:?}", y.shape())));
+            return Err(Error::shape_mismatch(
+                "y",
+                format!("{:?}", p.y_shape()),
+                format!("{:?}", y.shape()),
+            ));
         }
         self.encode_conv2d_problem(encoder, &p, x, w, bias, y, algorithm)
     }
 
-    fn conv2d_problem(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, params: &Conv2dParams) -> Result<Conv2dProblem> {
+    fn conv2d_problem(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        params: &Conv2dParams,
+    ) -> Result<Conv2dProblem> {
         x.check_ctx(self, "x")?;
         w.check_ctx(self, "w")?;
         let bias_len = match bias {
             Some(b) => {
                 b.check_ctx(self, "bias")?;
                 if b.shape().len() != 1 {
-                    return Err(Error::shape_mismatch("bias", "a 1-D shape", format!("{:?}", b.shape())));
+                    return Err(Error::shape_mismatch(
+                        "bias",
+                        "a 1-D shape",
+                        format!("{:?}", b.shape()),
+                    ));
                 }
                 Some(b.shape()[0])
             }

@@ -12,7 +12,11 @@ use crate::params::{numel, Conv2dParams, Conv2dProblem, Shape4};
 fn check_len(what: &'static str, data: &[f32], shape: &[usize]) -> Result<()> {
     let n = numel(shape);
     if data.len() != n {
-        return Err(Error::shape_mismatch(what, format!("{n} elements (shape {shape:?})"), format!("{} elements", data.len())));
+        return Err(Error::shape_mismatch(
+            what,
+            format!("{n} elements (shape {shape:?})"),
+            format!("{} elements", data.len()),
+        ));
     }
     Ok(())
 }

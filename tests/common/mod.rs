@@ -70,7 +70,11 @@ pub fn tol(scale: f32, len: usize) -> f32 {
 /// passes (outputs are poisoned with NaN first, so unwritten elements show).
 pub fn check(label: &str, got: &[f32], want: &[f32], tols: &[f32]) -> Result<(), String> {
     if got.len() != want.len() {
-        return Err(format!("{label}: length {} != expected {}", got.len(), want.len()));
+        return Err(format!(
+            "{label}: length {} != expected {}",
+            got.len(),
+            want.len()
+        ));
     }
     let mut first = None;
     let mut bad = 0usize;
@@ -124,7 +128,11 @@ fn random_case(rng: &mut Rng, max_macs: usize) -> Option<ConvCase> {
     let groups_kind = rng.range(0, 5);
     let sizes = [1, 2, 3, 5, 7, 8, 11, 13, 16, 17, 19, 24];
     let h = rng.pick(&sizes);
-    let w = if rng.range(0, 2) == 0 { h } else { rng.pick(&sizes) };
+    let w = if rng.range(0, 2) == 0 {
+        h
+    } else {
+        rng.pick(&sizes)
+    };
     let (c, k, g) = match groups_kind {
         0 | 1 => {
             let c = rng.pick(&[1, 2, 3, 4, 5, 8, 13, 16, 32, 64]);
@@ -148,16 +156,33 @@ fn random_case(rng: &mut Rng, max_macs: usize) -> Option<ConvCase> {
         }
     };
     let r = rng.pick(&[1, 1, 2, 3, 3, 3, 4, 5, 7]);
-    let s = if rng.range(0, 3) == 0 { rng.pick(&[1, 2, 3, 5, 7]) } else { r };
+    let s = if rng.range(0, 3) == 0 {
+        rng.pick(&[1, 2, 3, 5, 7])
+    } else {
+        r
+    };
     let stride = [rng.pick(&[1, 1, 1, 2, 2, 3]), rng.pick(&[1, 1, 1, 2, 2, 3])];
-    let dilation = if rng.range(0, 3) == 0 { [rng.range(1, 3), rng.range(1, 3)] } else { [1, 1] };
+    let dilation = if rng.range(0, 3) == 0 {
+        [rng.range(1, 3), rng.range(1, 3)]
+    } else {
+        [1, 1]
+    };
     let padding = match rng.range(0, 9) {
         0 => Padding::Valid,
         1 => Padding::Same,
-        2 | 3 => Padding::PerSide([rng.range(0, 3), rng.range(0, 3), rng.range(0, 3), rng.range(0, 3)]),
+        2 | 3 => Padding::PerSide([
+            rng.range(0, 3),
+            rng.range(0, 3),
+            rng.range(0, 3),
+            rng.range(0, 3),
+        ]),
         _ => Padding::Symmetric([rng.range(0, 3), rng.range(0, 3)]),
     };
-    let stride = if padding == Padding::Same { [1, 1] } else { stride };
+    let stride = if padding == Padding::Same {
+        [1, 1]
+    } else {
+        stride
+    };
     let mode = MODES[rng.range(0, 3)];
     let params = Conv2dParams {
         stride,
@@ -174,31 +199,106 @@ fn random_case(rng: &mut Rng, max_macs: usize) -> Option<ConvCase> {
     if macs > max_macs {
         return None;
     }
-    Some(ConvCase { x: [n, c, h, w], w: wshape, bias, params, problem })
+    Some(ConvCase {
+        x: [n, c, h, w],
+        w: wshape,
+        bias,
+        params,
+        problem,
+    })
 }
 
 /// Hand-picked edge cases: 1x1 inputs, kernel equal to the padded input, extreme pads.
 fn edge_cases() -> Vec<ConvCase> {
     let mut v = Vec::new();
     let mut add = |x: [usize; 4], w: [usize; 4], bias: bool, params: Conv2dParams| {
-        let problem = Conv2dProblem::new(x, w, bias.then_some(w[0]), &params).expect("edge case is valid");
-        v.push(ConvCase { x, w, bias, params, problem });
+        let problem =
+            Conv2dProblem::new(x, w, bias.then_some(w[0]), &params).expect("edge case is valid");
+        v.push(ConvCase {
+            x,
+            w,
+            bias,
+            params,
+            problem,
+        });
     };
     let d = Conv2dParams::default();
     add([1, 1, 1, 1], [1, 1, 1, 1], false, d);
     add([2, 3, 1, 1], [5, 3, 1, 1], true, d);
     add([1, 2, 3, 3], [4, 2, 3, 3], true, d); // kernel == input
-    add([1, 2, 3, 4], [3, 2, 5, 6], false, d.with_padding(Padding::Symmetric([1, 1]))); // kernel == padded input
-    add([1, 2, 3, 4], [3, 2, 5, 6], true, d.with_padding(Padding::Symmetric([1, 1])).with_padding_mode(PaddingMode::Reflect));
-    add([1, 2, 3, 4], [3, 2, 9, 12], true, d.with_padding(Padding::Symmetric([3, 4])).with_padding_mode(PaddingMode::Circular));
-    add([1, 1, 2, 2], [1, 1, 3, 3], false, d.with_padding(Padding::Symmetric([5, 5])).with_padding_mode(PaddingMode::Replicate));
-    add([1, 3, 13, 17], [6, 1, 3, 3], true, d.with_groups(3).with_padding(Padding::Same).with_padding_mode(PaddingMode::Reflect));
-    add([2, 4, 13, 17], [8, 2, 2, 4], true, d.with_groups(2).with_padding(Padding::Same).with_dilation([2, 3]).with_flip(true));
-    add([1, 1, 5, 5], [1, 1, 5, 5], false, d.with_padding(Padding::PerSide([4, 0, 0, 4])).with_padding_mode(PaddingMode::Reflect));
+    add(
+        [1, 2, 3, 4],
+        [3, 2, 5, 6],
+        false,
+        d.with_padding(Padding::Symmetric([1, 1])),
+    ); // kernel == padded input
+    add(
+        [1, 2, 3, 4],
+        [3, 2, 5, 6],
+        true,
+        d.with_padding(Padding::Symmetric([1, 1]))
+            .with_padding_mode(PaddingMode::Reflect),
+    );
+    add(
+        [1, 2, 3, 4],
+        [3, 2, 9, 12],
+        true,
+        d.with_padding(Padding::Symmetric([3, 4]))
+            .with_padding_mode(PaddingMode::Circular),
+    );
+    add(
+        [1, 1, 2, 2],
+        [1, 1, 3, 3],
+        false,
+        d.with_padding(Padding::Symmetric([5, 5]))
+            .with_padding_mode(PaddingMode::Replicate),
+    );
+    add(
+        [1, 3, 13, 17],
+        [6, 1, 3, 3],
+        true,
+        d.with_groups(3)
+            .with_padding(Padding::Same)
+            .with_padding_mode(PaddingMode::Reflect),
+    );
+    add(
+        [2, 4, 13, 17],
+        [8, 2, 2, 4],
+        true,
+        d.with_groups(2)
+            .with_padding(Padding::Same)
+            .with_dilation([2, 3])
+            .with_flip(true),
+    );
+    add(
+        [1, 1, 5, 5],
+        [1, 1, 5, 5],
+        false,
+        d.with_padding(Padding::PerSide([4, 0, 0, 4]))
+            .with_padding_mode(PaddingMode::Reflect),
+    );
     add([3, 2, 8, 8], [2, 2, 2, 2], false, d.with_stride([3, 3])); // rows never read
-    add([1, 64, 7, 7], [64, 1, 3, 3], true, d.with_groups(64).with_padding(Padding::Symmetric([1, 1])));
-    add([1, 5, 9, 1], [3, 5, 3, 1], true, d.with_padding(Padding::Symmetric([1, 0])).with_stride([2, 1]));
-    add([4, 1, 1, 9], [2, 1, 1, 7], true, d.with_padding(Padding::PerSide([0, 0, 3, 3])).with_padding_mode(PaddingMode::Circular).with_dilation([1, 1]));
+    add(
+        [1, 64, 7, 7],
+        [64, 1, 3, 3],
+        true,
+        d.with_groups(64).with_padding(Padding::Symmetric([1, 1])),
+    );
+    add(
+        [1, 5, 9, 1],
+        [3, 5, 3, 1],
+        true,
+        d.with_padding(Padding::Symmetric([1, 0]))
+            .with_stride([2, 1]),
+    );
+    add(
+        [4, 1, 1, 9],
+        [2, 1, 1, 7],
+        true,
+        d.with_padding(Padding::PerSide([0, 0, 3, 3]))
+            .with_padding_mode(PaddingMode::Circular)
+            .with_dilation([1, 1]),
+    );
     v
 }
 

@@ -1,0 +1,158 @@
+//! Convolution benchmarks: GFLOP/s per shape and algorithm.
+//!
+//! `cargo bench --bench conv [-- --quick] [--shapes a,b,...] [--ops fwd,...]`
+//!
+//! Prints the adapter first, then one machine-readable line per measurement:
+//! `bench op=<op> shape=<name> algo=<name> ms=<median> gflops=<value>`.
+//! Each measurement is the median of several timed runs (submit + wait), after a warm-up
+//! that also compiles the pipelines.
+
+use std::time::Instant;
+
+use wgconv::{Algorithm, Context, Conv2dParams, Padding, Tensor};
+
+struct Shape {
+    name: &'static str,
+    x: [usize; 4],
+    w: [usize; 4],
+    params: Conv2dParams,
+}
+
+fn shapes() -> Vec<Shape> {
+    let p = |s: usize, pad: usize| {
+        Conv2dParams::default()
+            .with_stride([s, s])
+            .with_padding(Padding::Symmetric([pad, pad]))
+    };
+    vec![
+        Shape {
+            name: "a",
+            x: [1, 3, 224, 224],
+            w: [64, 3, 7, 7],
+            params: p(2, 3),
+        },
+        Shape {
+            name: "b",
+            x: [1, 64, 56, 56],
+            w: [64, 64, 3, 3],
+            params: p(1, 1),
+        },
+        Shape {
+            name: "c",
+            x: [1, 128, 28, 28],
+            w: [128, 128, 3, 3],
+            params: p(1, 1),
+        },
+        Shape {
+            name: "d",
+            x: [1, 256, 14, 14],
+            w: [256, 256, 3, 3],
+            params: p(1, 1),
+        },
+        Shape {
+            name: "e",
+            x: [1, 256, 14, 14],
+            w: [512, 256, 1, 1],
+            params: p(2, 0),
+        },
+        Shape {
+            name: "f",
+            x: [8, 32, 32, 32],
+            w: [32, 32, 3, 3],
+            params: p(1, 1),
+        },
+        Shape {
+            name: "g",
+            x: [1, 32, 112, 112],
+            w: [32, 1, 3, 3],
+            params: p(1, 1).with_groups(32),
+        },
+    ]
+}
+
+fn fill(n: usize, mul: usize) -> Vec<f32> {
+    // The peers' deterministic fill: ((i*mul) % m)/m - 0.5
+    let m = 1013;
+    (0..n)
+        .map(|i| ((i * mul) % m) as f32 / m as f32 - 0.5)
+        .collect()
+}
+
+struct Opts {
+    reps: usize,
+    shapes: Option<Vec<String>>,
+    ops: Option<Vec<String>>,
+}
+
+fn opts() -> Opts {
+    let args: Vec<String> = std::env::args().collect();
+    let list = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map(|s| s.split(',').map(str::to_string).collect())
+    };
+    let quick = args.iter().any(|a| a == "--quick");
+    Opts {
+        reps: if quick { 5 } else { 11 },
+        shapes: list("--shapes"),
+        ops: list("--ops"),
+    }
+}
+
+/// Median wall time in ms of `f` (which records and submits work), waiting for the GPU.
+fn time(
+    ctx: &Context,
+    reps: usize,
+    mut f: impl FnMut() -> wgconv::Result<()>,
+) -> wgconv::Result<f64> {
+    f()?;
+    ctx.synchronize()?;
+    let mut v = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        f()?;
+        ctx.synchronize()?;
+        v.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    v.sort_by(f64::total_cmp);
+    Ok(v[v.len() / 2])
+}
+
+fn report(op: &str, shape: &str, algo: &str, ms: f64, flops: f64) {
+    println!(
+        "bench op={op} shape={shape} algo={algo} ms={ms:.3} gflops={:.2}",
+        flops / ms / 1e6
+    );
+}
+
+fn main() -> wgconv::Result<()> {
+    let o = opts();
+    let ctx = Context::new_blocking()?;
+    println!("adapter: {}", ctx.adapter_summary());
+    let want_op = |op: &str| o.ops.as_ref().map_or(true, |v| v.iter().any(|s| s == op));
+    for s in shapes() {
+        if o.shapes
+            .as_ref()
+            .is_some_and(|v| !v.iter().any(|n| n == s.name))
+        {
+            continue;
+        }
+        let x = Tensor::from_slice(&ctx, &fill(s.x.iter().product(), 7), &s.x)?;
+        let w = Tensor::from_slice(&ctx, &fill(s.w.iter().product(), 11), &s.w)?;
+        let p = s.params.resolve(s.x, s.w, None)?;
+        let flops = p.flops();
+        if want_op("fwd") {
+            for &algo in Algorithm::ALL.iter().chain([&Algorithm::Auto]) {
+                if !algo.supports_forward(&p) {
+                    continue;
+                }
+                let ms = time(&ctx, o.reps, || {
+                    ctx.conv2d_with(&x, &w, None, &s.params, algo).map(drop)
+                })?;
+                report("conv2d_fwd", s.name, algo.name(), ms, flops);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,376 @@
+//! Conformance runner: every `*.json` case in `tests/fixtures/` (or `$WGCONV_FIXTURES`) is
+//! run through every algorithm that supports it and through the CPU reference (`cpu`).
+//! Contract: `../shared/FIXTURES.md`. Prints one line per failure and ends with
+//! `N passed, M failed` over (case, algorithm) pairs; exits non-zero when M > 0.
+//! With `$WGCONV_FIXTURES_OUT`, writes `<id>.<algorithm>.json` for every pair.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use wgconv::{cpu, Algorithm, Context, Conv2dParams, Error, Padding, PaddingMode, Tensor};
+
+type Arrays = BTreeMap<String, Vec<f32>>;
+
+struct Case {
+    id: String,
+    op: String,
+    expect_ok: bool,
+    params: Value,
+    shapes: BTreeMap<String, Vec<i64>>,
+    integer_valued: bool,
+    rtol: f64,
+    atol: f64,
+    data: Arrays,
+}
+
+fn load(path: &Path) -> Result<Case, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or(format!("missing {k}"))
+    };
+    let shapes = v
+        .get("shapes")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, a)| {
+                    let dims = a
+                        .as_array()
+                        .map(|d| d.iter().filter_map(Value::as_i64).collect())
+                        .unwrap_or_default();
+                    (k.clone(), dims)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let data = v
+        .get("data")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, a)| {
+                    let vals = a
+                        .as_array()
+                        .map(|d| {
+                            d.iter()
+                                .map(|x| x.as_f64().unwrap_or(f64::NAN) as f32)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (k.clone(), vals)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let tol = v.get("tolerance");
+    let num = |k: &str, d: f64| {
+        tol.and_then(|t| t.get(k))
+            .and_then(Value::as_f64)
+            .unwrap_or(d)
+    };
+    Ok(Case {
+        id: s("id")?,
+        op: s("op")?,
+        expect_ok: s("expect")? == "ok",
+        params: v.get("params").cloned().unwrap_or(Value::Null),
+        shapes,
+        integer_valued: v
+            .get("integer_valued")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        rtol: num("rtol", 1e-5),
+        atol: num("atol", 1e-6),
+        data,
+    })
+}
+
+// ---- parameter decoding: values a Rust API cannot represent (negative, non-integer) are
+// refused with the library's own typed error, like any other invalid parameter.
+
+fn uint(v: &Value, name: &'static str) -> Result<usize, Error> {
+    match v.as_i64() {
+        Some(i) if i >= 0 => Ok(i as usize),
+        _ => Err(Error::invalid_param(
+            name,
+            v,
+            "must be a non-negative integer",
+        )),
+    }
+}
+
+fn pair(p: &Value, key: &'static str, default: [usize; 2]) -> Result<[usize; 2], Error> {
+    match p.get(key) {
+        None => Ok(default),
+        Some(Value::Array(a)) if a.len() == 2 => Ok([uint(&a[0], key)?, uint(&a[1], key)?]),
+        Some(Value::Array(a)) if a.len() == 1 => {
+            let v = uint(&a[0], key)?;
+            Ok([v, v])
+        }
+        Some(v) if v.is_i64() => {
+            let v = uint(v, key)?;
+            Ok([v, v])
+        }
+        Some(v) => Err(Error::invalid_param(key, v, "expected [h, w]")),
+    }
+}
+
+fn padding(p: &Value) -> Result<Padding, Error> {
+    match p.get("padding") {
+        None => Ok(Padding::Symmetric([0, 0])),
+        Some(Value::String(s)) if s == "same" => Ok(Padding::Same),
+        Some(Value::String(s)) if s == "valid" => Ok(Padding::Valid),
+        Some(Value::Array(a)) if a.len() == 4 => Ok(Padding::PerSide([
+            uint(&a[0], "padding")?,
+            uint(&a[1], "padding")?,
+            uint(&a[2], "padding")?,
+            uint(&a[3], "padding")?,
+        ])),
+        Some(_) => Ok(Padding::Symmetric(pair(p, "padding", [0, 0])?)),
+    }
+}
+
+fn conv_params(p: &Value, flip: bool) -> Result<Conv2dParams, Error> {
+    Ok(Conv2dParams {
+        stride: pair(p, "stride", [1, 1])?,
+        padding: padding(p)?,
+        dilation: pair(p, "dilation", [1, 1])?,
+        groups: p.get("groups").map_or(Ok(1), |g| uint(g, "groups"))?,
+        padding_mode: PaddingMode::from_name(
+            p.get("padding_mode")
+                .and_then(Value::as_str)
+                .unwrap_or("zeros"),
+        )?,
+        flip,
+    })
+}
+
+fn has_bias(c: &Case) -> bool {
+    c.params
+        .get("bias")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+fn shape<const N: usize>(c: &Case, name: &'static str) -> Result<[usize; N], Error> {
+    let dims = c
+        .shapes
+        .get(name)
+        .ok_or_else(|| Error::shape_mismatch(name, format!("{N}-D shape"), "none"))?;
+    if dims.len() != N || dims.iter().any(|&d| d < 0) {
+        return Err(Error::shape_mismatch(
+            name,
+            format!("{N}-D shape"),
+            format!("{dims:?}"),
+        ));
+    }
+    let mut out = [0usize; N];
+    for (o, &d) in out.iter_mut().zip(dims) {
+        *o = d as usize;
+    }
+    Ok(out)
+}
+
+/// Input array `name`: the case's data, or zeros of its shape for error cases.
+fn input(c: &Case, name: &'static str) -> Vec<f32> {
+    c.data.get(name).cloned().unwrap_or_else(|| {
+        let n: i64 = c.shapes.get(name).map_or(0, |d| d.iter().product());
+        vec![0.0; n.max(0) as usize]
+    })
+}
+
+fn upload(ctx: &Context, c: &Case, name: &'static str, dims: &[usize]) -> Result<Tensor, Error> {
+    Tensor::from_slice(ctx, &input(c, name), dims)
+}
+
+// ---- ops
+
+fn conv2d(ctx: &Context, c: &Case, algo: &str, flip: bool) -> Result<Arrays, Error> {
+    let params = conv_params(&c.params, flip)?;
+    let xs: [usize; 4] = shape(c, "x")?;
+    let ws: [usize; 4] = shape(c, "w")?;
+    let bias = if has_bias(c) {
+        Some(input(c, "b"))
+    } else {
+        None
+    };
+    let bs: Option<[usize; 1]> = if has_bias(c) {
+        Some(shape(c, "b")?)
+    } else {
+        None
+    };
+    let y = if algo == "cpu" {
+        cpu::conv2d(
+            &input(c, "x"),
+            xs,
+            &input(c, "w"),
+            ws,
+            bias.as_deref(),
+            &params,
+        )?
+        .0
+    } else {
+        let x = upload(ctx, c, "x", &xs)?;
+        let w = upload(ctx, c, "w", &ws)?;
+        let b = bs.map(|bs| upload(ctx, c, "b", &bs)).transpose()?;
+        ctx.conv2d_with(&x, &w, b.as_ref(), &params, Algorithm::from_name(algo)?)?
+            .read()?
+    };
+    Ok(BTreeMap::from([("y".to_string(), y)]))
+}
+
+/// Algorithms that claim to support the case (all of them for error cases: each must refuse).
+fn algorithms(c: &Case) -> Vec<String> {
+    let mut v = vec!["cpu".to_string()];
+    match c.op.as_str() {
+        "conv2d" | "convolve2d" => {
+            let problem = (|| -> Result<_, Error> {
+                let params = conv_params(&c.params, c.op == "convolve2d")?;
+                let bias = if has_bias(c) {
+                    Some(shape::<1>(c, "b")?[0])
+                } else {
+                    None
+                };
+                params.resolve(shape(c, "x")?, shape(c, "w")?, bias)
+            })();
+            for a in Algorithm::ALL {
+                if problem.as_ref().map_or(true, |p| a.supports_forward(p)) {
+                    v.push(a.name().to_string());
+                }
+            }
+            v.push("auto".into());
+        }
+        _ => {}
+    }
+    v
+}
+
+fn run(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
+    match c.op.as_str() {
+        "conv2d" => conv2d(ctx, c, algo, false),
+        "convolve2d" => conv2d(ctx, c, algo, true),
+        other => Err(Error::invalid_param(
+            "op",
+            other,
+            "operation not implemented by wgconv",
+        )),
+    }
+}
+
+/// Output arrays a case must produce.
+fn expected_outputs(c: &Case) -> Vec<&'static str> {
+    match c.op.as_str() {
+        "conv2d_grad" if has_bias(c) => vec!["dx", "dw", "db"],
+        "conv2d_grad" => vec!["dx", "dw"],
+        "gemm" => vec!["c"],
+        _ => vec!["y"],
+    }
+}
+
+fn compare(c: &Case, algo: &str, got: &Arrays) -> Result<(), String> {
+    for name in expected_outputs(c) {
+        let want = c.data.get(name).ok_or(format!("fixture has no `{name}`"))?;
+        let g = got.get(name).ok_or(format!("no output `{name}`"))?;
+        if g.len() != want.len() {
+            return Err(format!("{name}: length {} != {}", g.len(), want.len()));
+        }
+        let exact = c.integer_valued;
+        let mut first = None;
+        let mut max_err = 0f64;
+        for (i, (&a, &b)) in g.iter().zip(want).enumerate() {
+            let err = (a as f64 - b as f64).abs();
+            let bound = if exact {
+                0.0
+            } else {
+                c.atol + c.rtol * (b as f64).abs()
+            };
+            if !(err <= bound) && a != b {
+                first.get_or_insert((i, a, b));
+            }
+            if err.is_nan() {
+                max_err = f64::NAN;
+            } else if !max_err.is_nan() {
+                max_err = max_err.max(err);
+            }
+        }
+        if let Some((i, a, b)) = first {
+            return Err(format!(
+                "{} {algo} {name} first bad index {i}: got {a} want {b}; max error {max_err:e}",
+                c.id
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn write_out(dir: &Path, c: &Case, algo: &str, result: &Result<Arrays, Error>) {
+    let body = match result {
+        Ok(arrays) => json!({"id": c.id, "algorithm": algo, "outputs": arrays}),
+        Err(e) => json!({"id": c.id, "algorithm": algo, "error": e.to_string()}),
+    };
+    let path = dir.join(format!("{}.{algo}.json", c.id));
+    if let Err(e) = std::fs::write(&path, body.to_string()) {
+        eprintln!("cannot write {}: {e}", path.display());
+    }
+}
+
+fn main() {
+    let dir = std::env::var_os("WGCONV_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"));
+    let out_dir = std::env::var_os("WGCONV_FIXTURES_OUT").map(PathBuf::from);
+    if let Some(d) = &out_dir {
+        std::fs::create_dir_all(d).expect("create WGCONV_FIXTURES_OUT");
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read fixtures directory {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("json"))
+        .collect();
+    files.sort();
+    let _ = env_logger::builder().is_test(true).try_init();
+    let ctx = Context::new_blocking()
+        .unwrap_or_else(|e| panic!("conformance needs a WebGPU adapter: {e}"));
+    eprintln!("adapter: {}", ctx.adapter_summary());
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for path in &files {
+        let case = match load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                println!("FAIL {}: cannot load: {e}", path.display());
+                failed += 1;
+                continue;
+            }
+        };
+        for algo in algorithms(&case) {
+            let result = run(&ctx, &case, &algo);
+            if let Some(d) = &out_dir {
+                write_out(d, &case, &algo, &result);
+            }
+            let verdict = match (&result, case.expect_ok) {
+                (Ok(arrays), true) => compare(&case, &algo, arrays),
+                (Err(e), true) => Err(format!("{} {algo}: unexpected error: {e}", case.id)),
+                (Ok(_), false) => Err(format!(
+                    "{} {algo}: computed a result, expected an error",
+                    case.id
+                )),
+                (Err(_), false) => Ok(()),
+            };
+            match verdict {
+                Ok(()) => passed += 1,
+                Err(msg) => {
+                    println!("FAIL {msg}");
+                    failed += 1;
+                }
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 || passed == 0 {
+        std::process::exit(1);
+    }
+}

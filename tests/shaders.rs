@@ -1,0 +1,108 @@
+//! Every shader under `shaders/` parses and validates with naga (no GPU needed), every
+//! shader file is registered as a kernel, and each kernel's uniform struct has the size the
+//! Rust side uploads.
+
+use std::path::Path;
+
+use wgconv::ALL_KERNELS;
+
+fn parse(name: &str, src: &str) -> naga::Module {
+    naga::front::wgsl::parse_str(src)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)))
+}
+
+fn validate(name: &str, module: &naga::Module, src: &str) -> naga::valid::ModuleInfo {
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(module)
+    .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)))
+}
+
+#[test]
+fn every_shader_file_validates_with_naga() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).expect("shaders/ exists") {
+        let path = entry.expect("readable entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("wgsl") {
+            continue;
+        }
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("utf-8 name")
+            .to_string();
+        let src = std::fs::read_to_string(&path).expect("readable shader");
+        let module = parse(&name, &src);
+        validate(&name, &module, &src);
+        assert!(
+            ALL_KERNELS.iter().any(|k| k.name() == name),
+            "shaders/{name}.wgsl is not registered in src/kernels.rs"
+        );
+        count += 1;
+    }
+    assert_eq!(
+        count,
+        ALL_KERNELS.len(),
+        "every registered kernel has a shader file"
+    );
+}
+
+#[test]
+fn uniform_structs_match_rust_layout() {
+    for &kernel in ALL_KERNELS {
+        let src = kernel.source();
+        let module = parse(kernel.name(), src);
+        validate(kernel.name(), &module, src);
+        let uniforms: Vec<_> = module
+            .global_variables
+            .iter()
+            .filter(|(_, g)| g.space == naga::AddressSpace::Uniform)
+            .collect();
+        assert_eq!(
+            uniforms.len(),
+            1,
+            "{}: exactly one uniform struct",
+            kernel.name()
+        );
+        let ty = &module.types[uniforms[0].1.ty];
+        let size = ty.inner.size(module.to_ctx()) as usize;
+        assert_eq!(
+            size,
+            kernel.uniform_size(),
+            "{}: WGSL uniform size vs Rust struct",
+            kernel.name()
+        );
+        assert_eq!(
+            size % 16,
+            0,
+            "{}: uniform size is a multiple of 16",
+            kernel.name()
+        );
+    }
+}
+
+#[test]
+fn every_kernel_has_main_entry_and_wg_override() {
+    for &kernel in ALL_KERNELS {
+        let module = parse(kernel.name(), kernel.source());
+        assert!(
+            module
+                .entry_points
+                .iter()
+                .any(|e| e.name == "main" && e.stage == naga::ShaderStage::Compute),
+            "{}: compute entry point `main`",
+            kernel.name()
+        );
+        assert!(
+            module
+                .overrides
+                .iter()
+                .any(|(_, o)| o.name.as_deref() == Some("WG")),
+            "{}: `override WG` (workgroup size)",
+            kernel.name()
+        );
+    }
+}
