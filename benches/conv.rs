@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use wgconv::{Algorithm, Context, Conv2dParams, Padding, Tensor};
+use wgconv::{Algorithm, Context, Conv2dParams, GemmParams, GemmVariant, Padding, Tensor};
 
 struct Shape {
     name: &'static str,
@@ -152,6 +152,20 @@ fn main() -> wgconv::Result<()> {
                 })?;
                 report("conv2d_fwd", s.name, algo.name(), ms, flops);
             }
+        }
+    }
+    if o.shapes
+        .as_ref()
+        .map_or(true, |v| v.iter().any(|n| n == "gemm1024"))
+        && want_op("gemm")
+    {
+        let n = 1024;
+        let a = Tensor::from_slice(&ctx, &fill(n * n, 7), &[n, n])?;
+        let b = Tensor::from_slice(&ctx, &fill(n * n, 11), &[n, n])?;
+        for &v in GemmVariant::ALL.iter().chain([&GemmVariant::Auto]) {
+            let p = GemmParams::default().with_variant(v);
+            let ms = time(&ctx, o.reps, || ctx.gemm(&a, &b, &p).map(drop))?;
+            report("gemm", "gemm1024", v.name(), ms, 2.0 * (n * n * n) as f64);
         }
     }
     Ok(())

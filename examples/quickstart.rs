@@ -55,7 +55,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "GPU time: {gpu_ms:.2} ms ({:.2} GFLOP/s)",
         flops / gpu_ms / 1e6
     );
-    if y.shape() != shape || !(max_err <= 1e-4) || got.iter().any(|v| !v.is_finite()) {
+    let within = max_err <= 1e-4; // false for NaN too
+    if y.shape() != shape || !within || got.iter().any(|v| !v.is_finite()) {
         eprintln!("MISMATCH: GPU result differs from the CPU reference");
         std::process::exit(1);
     }

@@ -286,6 +286,17 @@ impl Context {
     pub fn is_cpu_adapter(&self) -> bool {
         self.inner.info.device_type == wgpu::DeviceType::Cpu
     }
+    /// Does the device support subgroup operations with 8-lane subgroups (the size the
+    /// subgroup kernels are written for)?
+    pub fn has_subgroups8(&self) -> bool {
+        let i = &self.inner.info;
+        self.inner
+            .device
+            .features()
+            .contains(wgpu::Features::SUBGROUP)
+            && i.subgroup_min_size == 8
+            && i.subgroup_max_size == 8
+    }
     /// The limits the library plans its work against.
     pub fn limits(&self) -> Limits {
         self.inner.limits

@@ -17,16 +17,33 @@ use crate::error::{Error, Result};
 pub enum Kernel {
     /// Direct (register-blocked) forward convolution.
     Conv2dDirect,
+    /// GEMM with per-invocation register blocks (CPU-like adapters).
+    GemmReg,
+    /// GEMM with workgroup-memory tiles (GPUs).
+    GemmTiled,
+    /// GEMM sharing operand loads through subgroup broadcasts (8-lane subgroups).
+    GemmSg,
+    /// Operand packing (transpose / pad to vec4) for the GEMM kernels.
+    Pack,
 }
 
 /// Every kernel, for tests and tooling.
-pub const ALL_KERNELS: &[Kernel] = &[Kernel::Conv2dDirect];
+pub const ALL_KERNELS: &[Kernel] = &[
+    Kernel::Conv2dDirect,
+    Kernel::GemmReg,
+    Kernel::GemmTiled,
+    Kernel::Pack,
+];
 
 impl Kernel {
     /// Kernel (and shader file) name.
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Conv2dDirect => "conv2d_direct",
+            Kernel::GemmReg => "gemm_reg",
+            Kernel::GemmTiled => "gemm_tiled",
+            Kernel::GemmSg => "gemm_sg",
+            Kernel::Pack => "pack",
         }
     }
 
@@ -34,13 +51,20 @@ impl Kernel {
     pub fn source(self) -> &'static str {
         match self {
             Kernel::Conv2dDirect => include_str!("../shaders/conv2d_direct.wgsl"),
+            Kernel::GemmReg => include_str!("../shaders/gemm_reg.wgsl"),
+            Kernel::GemmTiled => include_str!("../shaders/gemm_tiled.wgsl"),
+            Kernel::GemmSg => include_str!("../shaders/gemm_sg.wgsl"),
+            Kernel::Pack => include_str!("../shaders/pack.wgsl"),
         }
     }
 
     /// `read_only` flag of each storage binding, from binding 1 on.
     pub(crate) fn storage_bindings(self) -> &'static [bool] {
         match self {
-            Kernel::Conv2dDirect => &[true, true, true, false],
+            Kernel::Conv2dDirect | Kernel::GemmReg | Kernel::GemmTiled | Kernel::GemmSg => {
+                &[true, true, true, false]
+            }
+            Kernel::Pack => &[true, false],
         }
     }
 
@@ -48,6 +72,10 @@ impl Kernel {
     pub fn uniform_size(self) -> usize {
         match self {
             Kernel::Conv2dDirect => std::mem::size_of::<crate::conv::direct::DirectUniforms>(),
+            Kernel::GemmReg | Kernel::GemmTiled | Kernel::GemmSg => {
+                std::mem::size_of::<crate::gemm::GemmUniforms>()
+            }
+            Kernel::Pack => std::mem::size_of::<crate::gemm::PackUniforms>(),
         }
     }
 }

@@ -28,6 +28,7 @@ mod context;
 pub mod conv;
 pub mod cpu;
 mod error;
+mod gemm;
 mod kernels;
 mod params;
 mod tensor;
@@ -35,9 +36,10 @@ mod tensor;
 pub use context::{Context, ContextOptions, Limits, LimitsOverride, DEFAULT_SCRATCH_BUDGET};
 pub use conv::Algorithm;
 pub use error::{Error, ErrorKind, Result};
+pub use gemm::{GemmParams, GemmVariant};
 pub use kernels::{Kernel, ALL_KERNELS};
 pub use params::{
-    conv_output_size, conv_transpose_output_size, numel, Conv2dParams, Conv2dProblem, Padding,
-    PaddingMode, Shape4,
+    conv_output_size, conv_transpose_output_size, numel, Conv2dParams, Conv2dProblem,
+    ConvTranspose2dParams, Padding, PaddingMode, Shape4, TransposedProblem,
 };
 pub use tensor::Tensor;

@@ -520,6 +520,281 @@ impl Conv2dProblem {
 
 const SIDES: [&str; 4] = ["top", "bottom", "left", "right"];
 
+/// Parameters of a 2-D transposed convolution, with PyTorch's `ConvTranspose2d` meaning and
+/// defaults (stride 1, padding 0, output padding 0, dilation 1, groups 1; zero padding only).
+///
+/// Shapes: input `x` `[N, Cin, H, W]`, weight `[Cin, Cout/groups, R, S]`, bias `[Cout]`,
+/// output `[N, Cout, Ho, Wo]` with
+/// `Ho = (H-1)*sh - 2*ph + dh*(R-1) + oph + 1` (and likewise `Wo`).
+///
+/// ```
+/// use wgconv::ConvTranspose2dParams;
+/// let p = ConvTranspose2dParams::default()
+///     .with_stride([2, 2])
+///     .with_padding([1, 1])
+///     .with_output_padding([1, 1]);
+/// // x: [1, 16, 5, 7], w: [16, 8, 3, 3]
+/// assert_eq!(p.output_shape([1, 16, 5, 7], [16, 8, 3, 3]).unwrap(), [1, 8, 10, 14]);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvTranspose2dParams {
+    /// `[sh, sw]`, each >= 1.
+    pub stride: [usize; 2],
+    /// `[ph, pw]` (PyTorch's meaning): the full transposed output is cropped by `ph` rows at
+    /// the top and bottom and `pw` columns left and right.
+    pub padding: [usize; 2],
+    /// `[oph, opw]`: extra rows/columns added to the bottom/right of the output; each must be
+    /// smaller than the stride or smaller than the dilation along its dimension.
+    pub output_padding: [usize; 2],
+    /// `[dh, dw]`, each >= 1.
+    pub dilation: [usize; 2],
+    /// Number of groups; must divide the input channels.
+    pub groups: usize,
+}
+
+impl Default for ConvTranspose2dParams {
+    fn default() -> Self {
+        ConvTranspose2dParams {
+            stride: [1, 1],
+            padding: [0, 0],
+            output_padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        }
+    }
+}
+
+impl ConvTranspose2dParams {
+    /// Sets the stride.
+    pub fn with_stride(mut self, stride: [usize; 2]) -> Self {
+        self.stride = stride;
+        self
+    }
+    /// Sets the padding `[ph, pw]`.
+    pub fn with_padding(mut self, padding: [usize; 2]) -> Self {
+        self.padding = padding;
+        self
+    }
+    /// Sets the output padding `[oph, opw]`.
+    pub fn with_output_padding(mut self, output_padding: [usize; 2]) -> Self {
+        self.output_padding = output_padding;
+        self
+    }
+    /// Sets the dilation.
+    pub fn with_dilation(mut self, dilation: [usize; 2]) -> Self {
+        self.dilation = dilation;
+        self
+    }
+    /// Sets the number of groups.
+    pub fn with_groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// Validates the parameters against input `[N, Cin, H, W]` and weight
+    /// `[Cin, Cout/groups, R, S]` shapes (no bias) and returns the output shape
+    /// `[N, Cout, Ho, Wo]`.
+    ///
+    /// # Errors
+    /// As [`ConvTranspose2dParams::resolve`].
+    pub fn output_shape(&self, x: Shape4, w: Shape4) -> Result<Shape4> {
+        Ok(self.resolve(x, w, None)?.y_shape())
+    }
+
+    /// Validates everything PyTorch's `conv_transpose2d` validates and returns the resolved
+    /// problem, expressed as the forward convolution it is the input-gradient of.
+    ///
+    /// `x` is `[N, Cin, H, W]`, `w` `[Cin, Cout/groups, R, S]`, `bias_len` the length of the
+    /// bias (`Cout`) if there is one.
+    ///
+    /// # Errors
+    /// [`InvalidParam`](crate::ErrorKind::InvalidParam) named `stride` / `dilation` (a zero),
+    /// `groups` (zero, or not dividing `Cin`), `output_padding` (not smaller than the stride
+    /// nor the dilation), `padding` (output size < 1); [`ShapeMismatch`](crate::ErrorKind::ShapeMismatch)
+    /// named `input` / `weight` / `output` (a zero dimension, or a size overflowing `usize`),
+    /// `weight` (`w[0] != Cin`), `bias` (length != `Cout`).
+    pub fn resolve(
+        &self,
+        x: Shape4,
+        w: Shape4,
+        bias_len: Option<usize>,
+    ) -> Result<TransposedProblem> {
+        check_positive("stride", self.stride)?;
+        check_positive("dilation", self.dilation)?;
+        if self.groups == 0 {
+            return Err(Error::invalid_param("groups", 0, "must be >= 1"));
+        }
+        check_dims("input", x)?;
+        check_dims("weight", w)?;
+        let [n, cin, h, wd] = x;
+        let [wk, cog, r, s] = w;
+        let g = self.groups;
+        if cin % g != 0 {
+            return Err(Error::invalid_param(
+                "groups",
+                g,
+                format!("input channels {cin} are not divisible by groups"),
+            ));
+        }
+        if wk != cin {
+            return Err(Error::shape_mismatch(
+                "weight",
+                format!("[{cin}, Cout/groups, R, S] (dim 0 = input channels = {cin})"),
+                format!("{w:?}"),
+            ));
+        }
+        let cout = cog.checked_mul(g).ok_or_else(|| {
+            Error::shape_mismatch(
+                "output",
+                "a channel count (groups * weight dim 1) that fits in usize",
+                format!("{g} * {cog}"),
+            )
+        })?;
+        if let Some(len) = bias_len {
+            if len != cout {
+                return Err(Error::shape_mismatch(
+                    "bias",
+                    format!("[{cout}] (output channels = groups * weight dim 1 = {g}*{cog})"),
+                    format!("[{len}]"),
+                ));
+            }
+        }
+        for (d, dim) in DIMS.iter().enumerate() {
+            let (op, st, dl) = (self.output_padding[d], self.stride[d], self.dilation[d]);
+            if op >= st && op >= dl {
+                return Err(Error::invalid_param(
+                    "output_padding",
+                    format!("{:?}", self.output_padding),
+                    format!(
+                        "output padding {op} along {dim} must be smaller than either the stride \
+                         {st} or the dilation {dl}"
+                    ),
+                ));
+            }
+        }
+        let in_sizes = [h, wd];
+        let kernel = [r, s];
+        let mut out = [0usize; 2];
+        for d in 0..2 {
+            let (size, k) = (in_sizes[d], kernel[d]);
+            let (st, dl, pd, op) = (
+                self.stride[d],
+                self.dilation[d],
+                self.padding[d],
+                self.output_padding[d],
+            );
+            out[d] = match conv_transpose_output_size(size, k, st, dl, pd, op) {
+                Some(o) => o,
+                None => {
+                    // Distinguish "< 1" (a padding error) from an overflow of the size itself.
+                    let exact = (|| {
+                        let full = ((size as i128 - 1).checked_mul(st as i128))?
+                            .checked_add((dl as i128).checked_mul(k as i128 - 1)?)?
+                            .checked_add(op as i128)?
+                            .checked_add(1)?;
+                        full.checked_sub((pd as i128).checked_mul(2)?)
+                    })();
+                    return Err(match exact {
+                        Some(v) if v < 1 => Error::invalid_param(
+                            "padding",
+                            format!("{:?}", self.padding),
+                            format!(
+                                "the output {} (in-1)*stride - 2*padding + dilation*(kernel-1) \
+                                 + output_padding + 1 = ({size}-1)*{st} - 2*{pd} + {dl}*({k}-1) \
+                                 + {op} + 1 = {v} must be >= 1",
+                                DIMS[d]
+                            ),
+                        ),
+                        _ => Error::shape_mismatch(
+                            "output",
+                            "an output size that fits in usize",
+                            format!("{} overflowing usize", DIMS[d]),
+                        ),
+                    });
+                }
+            };
+        }
+        let [ho, wo] = out;
+        check_dims("output", [n, cout, ho, wo])?;
+        let to_isize = |v: usize| -> Result<isize> {
+            isize::try_from(v).map_err(|_| Error::invalid_param("padding", v, "too large"))
+        };
+        let to_isize_op = |v: usize| -> Result<isize> {
+            isize::try_from(v).map_err(|_| Error::invalid_param("output_padding", v, "too large"))
+        };
+        let (ph, pw) = (to_isize(self.padding[0])?, to_isize(self.padding[1])?);
+        let (oph, opw) = (
+            to_isize_op(self.output_padding[0])?,
+            to_isize_op(self.output_padding[1])?,
+        );
+        // ph, oph >= 0, so the differences cannot overflow.
+        let conv = Conv2dProblem {
+            n,
+            c: cout,
+            h: ho,
+            w: wo,
+            k: cin,
+            r,
+            s,
+            groups: g,
+            stride: self.stride,
+            dilation: self.dilation,
+            pad: [ph, ph - oph, pw, pw - opw],
+            mode: PaddingMode::Zeros,
+            flip: false,
+            has_bias: false,
+            oh: h,
+            ow: wd,
+        };
+        Ok(TransposedProblem {
+            conv,
+            has_bias: bias_len.is_some(),
+        })
+    }
+}
+
+const DIMS: [&str; 2] = ["height", "width"];
+
+/// A fully validated transposed convolution, expressed through the forward convolution whose
+/// input-gradient it is.
+///
+/// `conv` is that forward problem: its input is the transposed convolution's output
+/// (`conv.n = N`, `conv.c = Cout`, `conv.h = Ho`, `conv.w = Wo`), its output is the transposed
+/// convolution's input (`conv.k = Cin`, `conv.oh = H`, `conv.ow = W`), and its weight
+/// `[Cin, Cout/groups, R, S]` is the transposed convolution's weight unchanged. Padding is
+/// `[ph, ph - oph, pw, pw - opw]` with mode zeros and no flip; the bottom/right pad is negative
+/// when `output_padding > padding` (those output rows/columns receive no input, only bias).
+/// Then, for every element,
+/// `y[n, co, oy, ox] = b[co] + Σ x[n, ci, iy, ix] · w[ci, co % (Cout/g), r, s]` over
+/// `oy = iy*sh - ph + r*dh`, `ox = ix*sw - pw + s*dw`, `ci` in the group of `co`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TransposedProblem {
+    /// The forward convolution whose input-gradient this transposed convolution is
+    /// (`has_bias` is always `false` there).
+    pub conv: Conv2dProblem,
+    /// A bias of length `Cout` is added.
+    pub has_bias: bool,
+}
+
+impl TransposedProblem {
+    /// Input shape `[N, Cin, H, W]` (= `conv.y_shape()`).
+    pub fn x_shape(&self) -> Shape4 {
+        self.conv.y_shape()
+    }
+    /// Weight shape `[Cin, Cout/groups, R, S]` (= `conv.w_shape()`).
+    pub fn w_shape(&self) -> Shape4 {
+        self.conv.w_shape()
+    }
+    /// Output shape `[N, Cout, Ho, Wo]` (= `conv.x_shape()`).
+    pub fn y_shape(&self) -> Shape4 {
+        self.conv.x_shape()
+    }
+    /// Multiply-adds × 2 (`2·N·Cin·(Cout/g)·R·S·H·W`, = `conv.flops()`).
+    pub fn flops(&self) -> f64 {
+        self.conv.flops()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -660,5 +935,245 @@ mod tests {
         // A huge stride is valid: one output row.
         let pr = Conv2dProblem::new(x, w, None, &p().with_stride([usize::MAX, 1])).unwrap();
         assert_eq!((pr.oh, pr.ow), (1, 6));
+    }
+
+    fn tkind(
+        x: Shape4,
+        w: Shape4,
+        b: Option<usize>,
+        q: ConvTranspose2dParams,
+    ) -> (&'static str, String) {
+        kind_name(q.resolve(x, w, b).unwrap_err())
+    }
+
+    #[test]
+    fn transposed_problem_layout() {
+        let q = ConvTranspose2dParams::default()
+            .with_stride([2, 3])
+            .with_padding([1, 2])
+            .with_output_padding([1, 2])
+            .with_dilation([1, 1])
+            .with_groups(2);
+        let tp = q.resolve([3, 4, 5, 7], [4, 3, 3, 4], Some(6)).unwrap();
+        // Ho = 4*2 - 2 + 2 + 1 + 1 = 10, Wo = 6*3 - 4 + 3 + 2 + 1 = 20.
+        assert_eq!(tp.y_shape(), [3, 6, 10, 20]);
+        assert_eq!(tp.x_shape(), [3, 4, 5, 7]);
+        assert_eq!(tp.w_shape(), [4, 3, 3, 4]);
+        assert!(tp.has_bias);
+        let c = tp.conv;
+        assert_eq!((c.n, c.c, c.h, c.w, c.k, c.r, c.s), (3, 6, 10, 20, 4, 3, 4));
+        assert_eq!((c.groups, c.stride, c.dilation), (2, [2, 3], [1, 1]));
+        assert_eq!(c.pad, [1, 0, 2, 0]);
+        assert_eq!(
+            (c.mode, c.flip, c.has_bias, c.oh, c.ow),
+            (PaddingMode::Zeros, false, false, 5, 7)
+        );
+        assert_eq!(tp.flops(), 2.0 * (3 * 4 * 3 * 3 * 4 * 5 * 7) as f64);
+        assert_eq!(
+            q.output_shape([3, 4, 5, 7], [4, 3, 3, 4]).unwrap(),
+            [3, 6, 10, 20]
+        );
+        // output_padding > padding: negative bottom/right pad.
+        let q = ConvTranspose2dParams::default()
+            .with_stride([1, 3])
+            .with_dilation([3, 1])
+            .with_output_padding([2, 2]);
+        let tp = q.resolve([1, 1, 4, 4], [1, 1, 2, 2], None).unwrap();
+        assert_eq!(tp.conv.pad, [0, -2, 0, -2]);
+        assert_eq!(tp.y_shape(), [1, 1, 4 + 3 + 2, 9 + 1 + 2 + 1]);
+        assert!(!tp.has_bias);
+    }
+
+    #[test]
+    fn transposed_forward_size_roundtrip() {
+        // SplitMix64.
+        let mut state = 0x5EED_u64;
+        let mut next = |m: usize| -> usize {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) % m as u64) as usize
+        };
+        let mut valid = 0;
+        for _ in 0..20_000 {
+            let stride = [1 + next(5), 1 + next(5)];
+            let dilation = [1 + next(4), 1 + next(4)];
+            let output_padding = [next(5), next(5)];
+            let padding = [next(6), next(6)];
+            let g = 1 + next(3);
+            let x = [1 + next(2), g * (1 + next(2)), 1 + next(9), 1 + next(9)];
+            let w = [x[1], 1 + next(3), 1 + next(5), 1 + next(5)];
+            let q = ConvTranspose2dParams {
+                stride,
+                padding,
+                output_padding,
+                dilation,
+                groups: g,
+            };
+            let Ok(tp) = q.resolve(x, w, None) else {
+                continue;
+            };
+            valid += 1;
+            let c = tp.conv;
+            let y = tp.y_shape();
+            for d in 0..2 {
+                let (size, k) = ([c.h, c.w][d], [c.r, c.s][d]);
+                let (lo, hi) = (c.pad[2 * d] as i128, c.pad[2 * d + 1] as i128);
+                let span = (c.dilation[d] * (k - 1) + 1) as i128;
+                let num = size as i128 + lo + hi - span;
+                assert!(num >= 0, "{q:?} {x:?} {w:?}");
+                let out = num.div_euclid(c.stride[d] as i128) + 1;
+                assert_eq!(out, x[2 + d] as i128, "{q:?} {x:?} {w:?}");
+                // Exact fit: the last output row's window ends exactly at the bottom pad.
+                assert_eq!(num % c.stride[d] as i128, 0);
+                if hi >= 0 {
+                    assert_eq!(
+                        conv_output_size(
+                            size,
+                            k,
+                            c.stride[d],
+                            c.dilation[d],
+                            lo as usize,
+                            hi as usize
+                        ),
+                        Some(x[2 + d])
+                    );
+                }
+                assert_eq!(
+                    Some(y[2 + d]),
+                    conv_transpose_output_size(
+                        x[2 + d],
+                        k,
+                        stride[d],
+                        dilation[d],
+                        padding[d],
+                        output_padding[d]
+                    )
+                );
+            }
+            assert_eq!((c.k, c.c, c.n), (x[1], w[1] * g, x[0]));
+        }
+        assert!(valid > 5_000, "{valid}");
+    }
+
+    #[test]
+    fn transposed_validation_rules() {
+        let t = ConvTranspose2dParams::default;
+        let x = [1, 4, 5, 5];
+        let w = [4, 2, 3, 3];
+        assert!(t().resolve(x, w, Some(2)).is_ok());
+        assert_eq!(
+            tkind(x, w, None, t().with_stride([0, 1])),
+            ("param", "stride".into())
+        );
+        assert_eq!(
+            tkind(x, w, None, t().with_stride([1, 0])),
+            ("param", "stride".into())
+        );
+        assert_eq!(
+            tkind(x, w, None, t().with_dilation([1, 0])),
+            ("param", "dilation".into())
+        );
+        assert_eq!(
+            tkind(x, w, None, t().with_groups(0)),
+            ("param", "groups".into())
+        );
+        assert_eq!(
+            tkind(x, [4, 2, 3, 3], None, t().with_groups(3)),
+            ("param", "groups".into())
+        );
+        assert_eq!(
+            tkind(x, [3, 2, 3, 3], None, t()),
+            ("shape", "weight".into())
+        );
+        assert_eq!(tkind(x, w, Some(4), t()), ("shape", "bias".into()));
+        assert_eq!(
+            tkind(x, w, Some(2), t().with_groups(2)),
+            ("shape", "bias".into())
+        );
+        assert!(t().with_groups(2).resolve(x, w, Some(4)).is_ok());
+        assert_eq!(tkind([0, 4, 5, 5], w, None, t()), ("shape", "input".into()));
+        assert_eq!(
+            tkind(x, [4, 0, 3, 3], None, t()),
+            ("shape", "weight".into())
+        );
+        assert_eq!(
+            tkind([usize::MAX, 4, 5, 5], w, None, t()),
+            ("shape", "input".into())
+        );
+        // output_padding < stride or < dilation.
+        let op = |o: [usize; 2]| t().with_output_padding(o);
+        assert_eq!(
+            tkind(x, w, None, op([1, 0])),
+            ("param", "output_padding".into())
+        );
+        assert_eq!(
+            tkind(x, w, None, op([0, 1])),
+            ("param", "output_padding".into())
+        );
+        assert_eq!(
+            tkind(x, w, None, op([2, 0]).with_stride([2, 2])),
+            ("param", "output_padding".into())
+        );
+        assert!(op([1, 1]).with_stride([2, 2]).resolve(x, w, None).is_ok());
+        assert!(op([2, 1]).with_dilation([3, 2]).resolve(x, w, None).is_ok());
+        assert_eq!(
+            tkind(x, w, None, op([0, 2]).with_dilation([2, 2])),
+            ("param", "output_padding".into())
+        );
+        // Output size < 1: Ho = (5-1) - 2*4 + 2 + 1 = -1 / exactly 0.
+        assert_eq!(
+            tkind(x, w, None, t().with_padding([4, 0])),
+            ("param", "padding".into())
+        );
+        assert_eq!(
+            tkind([1, 4, 2, 4], w, None, t().with_padding([2, 0])),
+            ("param", "padding".into())
+        );
+        assert_eq!(
+            t().with_padding([1, 0])
+                .output_shape([1, 4, 2, 4], w)
+                .unwrap(),
+            [1, 2, 2, 6]
+        );
+        assert_eq!(
+            tkind([1, 4, 1, 1], [4, 2, 1, 1], None, t().with_padding([1, 1])),
+            ("param", "padding".into())
+        );
+        assert_eq!(
+            tkind(x, w, None, t().with_padding([usize::MAX, 0])),
+            ("param", "padding".into())
+        );
+        // Huge values never panic.
+        assert_eq!(
+            tkind(x, w, None, t().with_stride([usize::MAX, 1])),
+            ("shape", "output".into())
+        );
+        assert_eq!(
+            tkind(x, [4, usize::MAX, 3, 3], None, t().with_groups(2)),
+            ("shape", "weight".into())
+        );
+        assert_eq!(
+            // The weight fits but the output (Cout = 4 * MAX/32, 5x5) does not.
+            tkind(x, [4, usize::MAX / 32, 1, 1], None, t().with_groups(4)),
+            ("shape", "output".into())
+        );
+        assert_eq!(
+            tkind(
+                x,
+                w,
+                None,
+                t().with_stride([usize::MAX, 1])
+                    .with_output_padding([usize::MAX - 1, 0])
+            ),
+            ("shape", "output".into())
+        );
+        let big = t()
+            .with_stride([usize::MAX, 1])
+            .with_padding([usize::MAX / 2, 0])
+            .with_output_padding([usize::MAX - 1, 0]);
+        let _ = big.resolve([1, 4, 1, 5], w, None);
+        let _ = big.resolve([1, 4, 2, 5], w, None);
     }
 }

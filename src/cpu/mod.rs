@@ -6,6 +6,9 @@
 //! written for clarity, not speed; they also serve as a fallback on machines without any
 //! WebGPU adapter.
 
+mod gemm;
+pub use gemm::gemm;
+
 use crate::error::{Error, Result};
 use crate::params::{numel, Conv2dParams, Conv2dProblem, Shape4};
 
@@ -85,3 +88,6 @@ pub fn conv2d_abs_scale(p: &Conv2dProblem, x: &[f32], w: &[f32], bias: Option<&[
     let ab: Option<Vec<f32>> = bias.map(|b| b.iter().map(|v| v.abs()).collect());
     conv2d_problem(p, &ax, &aw, ab.as_deref())
 }
+
+mod grad;
+pub use grad::*;

@@ -1,0 +1,237 @@
+//! GEMM on the GPU vs the CPU reference: every M, N, K in 1..=20, odd larger shapes, all
+//! four transpose combinations, both kernel variants, batching, bias and accumulation.
+
+mod common;
+
+use common::{check, ctx, tol, Rng};
+use wgconv::{cpu, ErrorKind, GemmParams, GemmVariant, Tensor};
+
+fn abs(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|x| x.abs()).collect()
+}
+
+fn shapes(m: usize, n: usize, k: usize, p: &GemmParams) -> ([usize; 2], [usize; 2]) {
+    let a = if p.transpose_a { [k, m] } else { [m, k] };
+    let b = if p.transpose_b { [n, k] } else { [k, n] };
+    (a, b)
+}
+
+fn params_all() -> Vec<GemmParams> {
+    let mut v = Vec::new();
+    for &variant in GemmVariant::ALL {
+        for ta in [false, true] {
+            for tb in [false, true] {
+                v.push(
+                    GemmParams::default()
+                        .with_transpose_a(ta)
+                        .with_transpose_b(tb)
+                        .with_variant(variant),
+                );
+            }
+        }
+    }
+    v
+}
+
+/// Runs many GEMMs in one submission, gathering every C into one buffer read once.
+fn run_many(dims: &[(usize, usize, usize)], p: &GemmParams, rng: &mut Rng) -> Result<(), String> {
+    let ctx = ctx();
+    let total: usize = dims.iter().map(|&(m, n, _)| m * n).sum();
+    let all = Tensor::full(ctx, &[total], f32::NAN).unwrap();
+    let mut enc = ctx.device().create_command_encoder(&Default::default());
+    let mut want = Vec::with_capacity(total);
+    let mut tols = Vec::with_capacity(total);
+    let mut keep = Vec::new();
+    let mut off = 0u64;
+    for &(m, n, k) in dims {
+        let (ash, bsh) = shapes(m, n, k, p);
+        let a = rng.vec(m * k);
+        let b = rng.vec(k * n);
+        let (c, _) = cpu::gemm(&a, &ash, &b, &bsh, p).unwrap();
+        let (s, _) = cpu::gemm(&abs(&a), &ash, &abs(&b), &bsh, p).unwrap();
+        want.extend_from_slice(&c);
+        tols.extend(s.iter().map(|&s| tol(s, k)));
+        let at = Tensor::from_slice(ctx, &a, &ash).unwrap();
+        let bt = Tensor::from_slice(ctx, &b, &bsh).unwrap();
+        let ct = Tensor::full(ctx, &[m, n], f32::NAN).unwrap();
+        ctx.encode_gemm(&mut enc, &at, &bt, None, &ct, false, p)
+            .map_err(|e| format!("{m}x{n}x{k}: {e}"))?;
+        enc.copy_buffer_to_buffer(ct.buffer(), 0, all.buffer(), off, (m * n * 4) as u64);
+        off += (m * n * 4) as u64;
+        keep.push((at, bt, ct));
+    }
+    ctx.queue().submit([enc.finish()]);
+    let got = all.read().unwrap();
+    // Locate the failing shape for the message.
+    check("gemm", &got, &want, &tols).map_err(|e| {
+        let mut start = 0;
+        let idx: usize = e
+            .split("index ")
+            .nth(1)
+            .and_then(|s| s.split(':').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut at = None;
+        for &(m, n, k) in dims {
+            if idx < start + m * n {
+                at = Some((m, n, k, idx - start));
+                break;
+            }
+            start += m * n;
+        }
+        format!("{p:?} shape (m, n, k, index) {at:?}: {e}")
+    })
+}
+
+#[test]
+fn every_size_up_to_20_all_transposes_both_variants() {
+    let mut dims = Vec::new();
+    for m in 1..=20 {
+        for n in 1..=20 {
+            for k in 1..=20 {
+                dims.push((m, n, k));
+            }
+        }
+    }
+    let mut rng = Rng::new(1);
+    for p in params_all() {
+        run_many(&dims, &p, &mut rng).unwrap();
+    }
+}
+
+#[test]
+fn odd_larger_shapes_all_transposes_both_variants() {
+    let dims = [
+        (17, 33, 65),
+        (300, 7, 129),
+        (1, 4096, 1),
+        (1024, 1, 1024),
+        (67, 129, 3),
+        (5, 5, 1000),
+    ];
+    let mut rng = Rng::new(2);
+    for p in params_all() {
+        for d in dims {
+            run_many(&[d], &p, &mut rng).unwrap();
+        }
+    }
+}
+
+#[test]
+fn batched_bias_and_accumulate() {
+    let ctx = ctx();
+    let mut rng = Rng::new(3);
+    for p in params_all() {
+        let (batch, m, n, k) = (3, 13, 9, 21);
+        let (ash, bsh) = shapes(m, n, k, &p);
+        // a batched, b shared; then both batched.
+        for both in [false, true] {
+            let a = rng.vec(batch * m * k);
+            let b = rng.vec(if both { batch } else { 1 } * k * n);
+            let a3 = [batch, ash[0], ash[1]];
+            let b3 = [batch, bsh[0], bsh[1]];
+            let bshape: &[usize] = if both { &b3 } else { &bsh };
+            let (want, wshape) = cpu::gemm(&a, &a3, &b, bshape, &p).unwrap();
+            let (scale, _) = cpu::gemm(&abs(&a), &a3, &abs(&b), bshape, &p).unwrap();
+            let at = Tensor::from_slice(ctx, &a, &a3).unwrap();
+            let bt = Tensor::from_slice(ctx, &b, bshape).unwrap();
+            let c = ctx.gemm(&at, &bt, &p).unwrap();
+            assert_eq!(c.shape(), wshape.as_slice());
+            let tols: Vec<f32> = scale.iter().map(|&s| tol(s, k)).collect();
+            check(
+                &format!("batched {p:?} both={both}"),
+                &c.read().unwrap(),
+                &want,
+                &tols,
+            )
+            .unwrap();
+        }
+        // bias per column + accumulate onto existing C.
+        let a = rng.vec(m * k);
+        let b = rng.vec(k * n);
+        let bias = rng.vec(n);
+        let c0 = rng.vec(m * n);
+        let (prod, _) = cpu::gemm(&a, &ash, &b, &bsh, &p).unwrap();
+        let (scale, _) = cpu::gemm(&abs(&a), &ash, &abs(&b), &bsh, &p).unwrap();
+        let want: Vec<f32> = (0..m * n).map(|i| prod[i] + bias[i % n] + c0[i]).collect();
+        let ct = Tensor::from_slice(ctx, &c0, &[m, n]).unwrap();
+        let bias_t = Tensor::from_slice(ctx, &bias, &[n]).unwrap();
+        let mut enc = ctx.device().create_command_encoder(&Default::default());
+        ctx.encode_gemm(
+            &mut enc,
+            &Tensor::from_slice(ctx, &a, &ash).unwrap(),
+            &Tensor::from_slice(ctx, &b, &bsh).unwrap(),
+            Some(&bias_t),
+            &ct,
+            true,
+            &p,
+        )
+        .unwrap();
+        ctx.queue().submit([enc.finish()]);
+        let tols: Vec<f32> = scale
+            .iter()
+            .zip(&want)
+            .map(|(&s, w)| tol(s + w.abs() + 2.0, k))
+            .collect();
+        check(
+            &format!("bias+acc {p:?}"),
+            &ct.read().unwrap(),
+            &want,
+            &tols,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn shape_errors_are_typed() {
+    let ctx = ctx();
+    let t = |s: &[usize]| Tensor::zeros(ctx, s).unwrap();
+    let p = GemmParams::default();
+    let is_shape = |r: wgconv::Result<Tensor>| {
+        matches!(r.unwrap_err().kind(), ErrorKind::ShapeMismatch { .. })
+    };
+    assert!(is_shape(ctx.gemm(&t(&[3, 4]), &t(&[5, 6]), &p)));
+    assert!(is_shape(ctx.gemm(
+        &t(&[3, 4]),
+        &t(&[4, 6]),
+        &p.with_transpose_a(true)
+    )));
+    assert!(is_shape(ctx.gemm(
+        &t(&[3, 4]),
+        &t(&[4, 6]),
+        &p.with_transpose_b(true)
+    )));
+    assert!(is_shape(ctx.gemm(&t(&[2, 3, 4]), &t(&[3, 4, 6]), &p)));
+    assert!(is_shape(ctx.gemm(&t(&[3]), &t(&[3, 4]), &p)));
+    assert!(is_shape(ctx.gemm(&t(&[0, 4]), &t(&[4, 6]), &p)));
+    let mut enc = ctx.device().create_command_encoder(&Default::default());
+    let r = ctx.encode_gemm(
+        &mut enc,
+        &t(&[3, 4]),
+        &t(&[4, 6]),
+        None,
+        &t(&[3, 5]),
+        false,
+        &p,
+    );
+    assert!(matches!(
+        r.unwrap_err().kind(),
+        ErrorKind::ShapeMismatch { .. }
+    ));
+    let r = ctx.encode_gemm(
+        &mut enc,
+        &t(&[3, 4]),
+        &t(&[4, 6]),
+        Some(&t(&[3])),
+        &t(&[3, 6]),
+        false,
+        &p,
+    );
+    assert!(matches!(
+        r.unwrap_err().kind(),
+        ErrorKind::ShapeMismatch { .. }
+    ));
+    let (r, _) = (cpu::gemm(&[0.0; 12], &[3, 4], &[0.0; 30], &[5, 6], &p), ());
+    assert!(r.is_err());
+}
