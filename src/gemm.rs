@@ -170,14 +170,35 @@ fn round4(v: usize) -> usize {
 }
 
 /// Can `mat` be read directly as a K-major vec4 operand?
-fn vec4_ready(mat: &Mat<'_>, k_major: bool) -> bool {
+pub(crate) fn vec4_ready(mat: &Mat<'_>, k_major: bool) -> bool {
     k_major && mat.ld % 4 == 0 && mat.off % 4 == 0 && mat.so % 4 == 0 && mat.si % 4 == 0
 }
 
-/// Packs operand `mat` (logical `[K, cols]`) into a new zero-padded K-major buffer.
-/// Returns the buffer and the packed `Mat` description.
+/// An operand packed into a zero-padded K-major buffer (see [`pack`]).
+pub(crate) struct Packed {
+    pub buf: DeviceBuffer,
+    pub ld: usize,
+    pub si: usize,
+    pub so: usize,
+}
+
+impl Packed {
+    pub fn mat(&self) -> Mat<'_> {
+        Mat {
+            buf: &self.buf.buffer,
+            off: 0,
+            ld: self.ld,
+            si: self.si,
+            so: self.so,
+        }
+    }
+}
+
+/// Packs operand `mat` (logical `[K, cols]`, stored K-major when `k_major`, else
+/// `[cols, K]`) into a new zero-padded K-major buffer whose rows are vec4-aligned. An operand
+/// shared by every outer (or inner) batch (stride 0) is packed once.
 #[allow(clippy::too_many_arguments)]
-fn pack(
+pub(crate) fn pack(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     mat: &Mat<'_>,
@@ -186,31 +207,28 @@ fn pack(
     cols: usize,
     outer: usize,
     inner: usize,
-) -> Result<DeviceBuffer> {
+) -> Result<Packed> {
     let ld = round4(cols);
     let per = k * ld;
-    // An operand shared by every outer batch (stride 0) is packed once.
-    let shared_outer = mat.so == 0 || outer == 1;
-    let batches = if shared_outer { inner } else { outer * inner };
-    let bytes = (batches * per * 4) as u64;
+    let outers = if mat.so == 0 { 1 } else { outer };
+    let inners = if mat.si == 0 { 1 } else { inner };
+    let bytes = (outers * inners * per * 4) as u64;
     let dst = DeviceBuffer::new(ctx, bytes, "wgconv packed operand")?;
     let key = PipelineKey::new(Kernel::Pack)
         .with("WG", 64)
         .with("TRANSPOSE", (!k_major) as u32);
-    // Pack one dispatch per outer batch when strides are two-level.
-    let outers = if shared_outer { 1 } else { outer };
     for o in 0..outers {
-        let total = inner * per;
+        let total = inners * per;
         let u = PackUniforms {
             rows: u32_of(k, "gemm k")?,
             cols: u32_of(cols, "gemm columns")?,
             ld_dst: u32_of(ld, "gemm leading dimension")?,
             ld_src: u32_of(mat.ld, "gemm leading dimension")?,
             src_off: u32_of(mat.off + o * mat.so, "gemm offset")?,
-            dst_off: u32_of(o * inner * per, "gemm offset")?,
+            dst_off: u32_of(o * inners * per, "gemm offset")?,
             src_bs: u32_of(mat.si, "gemm batch stride")?,
             dst_bs: u32_of(per, "gemm batch stride")?,
-            batch: u32_of(inner, "gemm batch")?,
+            batch: u32_of(inners, "gemm batch")?,
             total: u32_of(total, "gemm packed elements")?,
             ..Default::default()
         };
@@ -223,7 +241,12 @@ fn pack(
             total as u64,
         )?;
     }
-    Ok(dst)
+    Ok(Packed {
+        buf: dst,
+        ld,
+        si: if inners == 1 { 0 } else { per },
+        so: if outers == 1 { 0 } else { inners * per },
+    })
 }
 
 /// Records a (batched) GEMM.
@@ -242,15 +265,7 @@ pub(crate) fn encode_job(
         job.a
     } else {
         a_pack = pack(ctx, enc, &job.a, job.a_km, k, m, outer, inner)?;
-        let per = k * round4(m);
-        let shared = job.a.so == 0 || outer == 1;
-        Mat {
-            buf: &a_pack.buffer,
-            off: 0,
-            ld: round4(m),
-            si: per,
-            so: if shared { 0 } else { inner * per },
-        }
+        a_pack.mat()
     };
     // The register kernel reads B with uniform scalar loads in either layout; the tiled
     // kernel needs it K-major and vec4-aligned like A.
@@ -259,16 +274,7 @@ pub(crate) fn encode_job(
         (job.b, job.b_kn)
     } else {
         b_pack = pack(ctx, enc, &job.b, job.b_kn, k, n, outer, inner)?;
-        let per = k * round4(n);
-        let shared = job.b.so == 0 || outer == 1;
-        let packed = Mat {
-            buf: &b_pack.buffer,
-            off: 0,
-            ld: round4(n),
-            si: per,
-            so: if shared { 0 } else { inner * per },
-        };
-        (packed, true)
+        (b_pack.mat(), true)
     };
     let (kernel, tm, tn, wg) = match variant {
         GemmVariant::Tiled => (Kernel::GemmTiled, 64usize, 64usize, 256u32),

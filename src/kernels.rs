@@ -25,6 +25,8 @@ pub enum Kernel {
     GemmSg,
     /// Operand packing (transpose / pad to vec4) for the GEMM kernels.
     Pack,
+    /// Unfolds convolution patches into a column matrix.
+    Im2col,
 }
 
 /// Every kernel, for tests and tooling.
@@ -44,6 +46,7 @@ impl Kernel {
             Kernel::GemmTiled => "gemm_tiled",
             Kernel::GemmSg => "gemm_sg",
             Kernel::Pack => "pack",
+            Kernel::Im2col => "im2col",
         }
     }
 
@@ -55,6 +58,7 @@ impl Kernel {
             Kernel::GemmTiled => include_str!("../shaders/gemm_tiled.wgsl"),
             Kernel::GemmSg => include_str!("../shaders/gemm_sg.wgsl"),
             Kernel::Pack => include_str!("../shaders/pack.wgsl"),
+            Kernel::Im2col => include_str!("../shaders/im2col.wgsl"),
         }
     }
 
@@ -64,7 +68,7 @@ impl Kernel {
             Kernel::Conv2dDirect | Kernel::GemmReg | Kernel::GemmTiled | Kernel::GemmSg => {
                 &[true, true, true, false]
             }
-            Kernel::Pack => &[true, false],
+            Kernel::Pack | Kernel::Im2col => &[true, false],
         }
     }
 
@@ -76,6 +80,7 @@ impl Kernel {
                 std::mem::size_of::<crate::gemm::GemmUniforms>()
             }
             Kernel::Pack => std::mem::size_of::<crate::gemm::PackUniforms>(),
+            Kernel::Im2col => std::mem::size_of::<crate::conv::im2col::Im2colUniforms>(),
         }
     }
 }

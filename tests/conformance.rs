@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use wgconv::{cpu, Algorithm, Context, Conv2dParams, Error, Padding, PaddingMode, Tensor};
+use wgconv::{
+    cpu, Algorithm, Context, Conv2dParams, ConvTranspose2dParams, Error, GemmParams, GemmVariant,
+    Padding, PaddingMode, Tensor,
+};
 
 type Arrays = BTreeMap<String, Vec<f32>>;
 
@@ -223,6 +226,153 @@ fn conv2d(ctx: &Context, c: &Case, algo: &str, flip: bool) -> Result<Arrays, Err
     Ok(BTreeMap::from([("y".to_string(), y)]))
 }
 
+fn transpose_params(p: &Value) -> Result<ConvTranspose2dParams, Error> {
+    Ok(ConvTranspose2dParams {
+        stride: pair(p, "stride", [1, 1])?,
+        padding: pair(p, "padding", [0, 0])?,
+        output_padding: pair(p, "output_padding", [0, 0])?,
+        dilation: pair(p, "dilation", [1, 1])?,
+        groups: p.get("groups").map_or(Ok(1), |g| uint(g, "groups"))?,
+    })
+}
+
+fn conv_transpose2d(_ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
+    let params = transpose_params(&c.params)?;
+    if let Some(m) = c.params.get("padding_mode").and_then(Value::as_str) {
+        if m != "zeros" {
+            return Err(Error::invalid_param(
+                "padding_mode",
+                m,
+                "conv_transpose2d supports only zeros",
+            ));
+        }
+    }
+    let xs: [usize; 4] = shape(c, "x")?;
+    let ws: [usize; 4] = shape(c, "w")?;
+    let bias = if has_bias(c) {
+        Some(input(c, "b"))
+    } else {
+        None
+    };
+    if has_bias(c) {
+        shape::<1>(c, "b")?;
+    }
+    let y = match algo {
+        "cpu" => {
+            cpu::conv_transpose2d(
+                &input(c, "x"),
+                xs,
+                &input(c, "w"),
+                ws,
+                bias.as_deref(),
+                &params,
+            )?
+            .0
+        }
+        other => {
+            return Err(Error::invalid_param(
+                "algorithm",
+                other,
+                "no GPU conv_transpose2d yet",
+            ))
+        }
+    };
+    Ok(BTreeMap::from([("y".to_string(), y)]))
+}
+
+fn conv2d_grad(_ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
+    let params = conv_params(&c.params, false)?;
+    let xs: [usize; 4] = shape(c, "x")?;
+    let ws: [usize; 4] = shape(c, "w")?;
+    let dys: [usize; 4] = shape(c, "dy")?;
+    if has_bias(c) {
+        // The bias values do not enter the gradients, but its shape is validated.
+        params.resolve(xs, ws, Some(shape::<1>(c, "b")?[0]))?;
+    }
+    let g = match algo {
+        "cpu" => cpu::conv2d_grad(
+            &input(c, "x"),
+            xs,
+            &input(c, "w"),
+            ws,
+            &input(c, "dy"),
+            dys,
+            has_bias(c),
+            &params,
+        )?,
+        other => {
+            return Err(Error::invalid_param(
+                "algorithm",
+                other,
+                "no GPU conv2d_grad yet",
+            ))
+        }
+    };
+    let mut out = BTreeMap::from([("dx".to_string(), g.dx), ("dw".to_string(), g.dw)]);
+    if let Some(db) = g.db {
+        out.insert("db".to_string(), db);
+    }
+    Ok(out)
+}
+
+fn gemm(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
+    let p = &c.params;
+    let flag = |k: &str| p.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let params = GemmParams::default()
+        .with_transpose_a(flag("transpose_a"))
+        .with_transpose_b(flag("transpose_b"));
+    let dims = |name: &'static str| -> Result<Vec<usize>, Error> {
+        let d = c
+            .shapes
+            .get(name)
+            .ok_or_else(|| Error::shape_mismatch(name, "a shape", "none"))?;
+        d.iter()
+            .map(|&v| {
+                usize::try_from(v)
+                    .map_err(|_| Error::shape_mismatch(name, "non-negative dims", format!("{d:?}")))
+            })
+            .collect()
+    };
+    let (ash, bsh) = (dims("a")?, dims("b")?);
+    // The declared m, k, n must agree with the operand shapes.
+    let (m, k, n) = (
+        uint(&p["m"], "m")?,
+        uint(&p["k"], "k")?,
+        uint(&p["n"], "n")?,
+    );
+    let (am, ak) = if params.transpose_a {
+        (ash.get(1), ash.first())
+    } else {
+        (ash.first(), ash.get(1))
+    };
+    let (bk, bn) = if params.transpose_b {
+        (bsh.get(1), bsh.first())
+    } else {
+        (bsh.first(), bsh.get(1))
+    };
+    if am != Some(&m) || ak != Some(&k) || bk != Some(&k) || bn != Some(&n) {
+        return Err(Error::shape_mismatch(
+            "gemm operands",
+            format!("m={m} k={k} n={n}"),
+            format!("a {ash:?}, b {bsh:?}"),
+        ));
+    }
+    let out = if algo == "cpu" {
+        cpu::gemm(&input(c, "a"), &ash, &input(c, "b"), &bsh, &params)?.0
+    } else {
+        let variant = GemmVariant::ALL
+            .iter()
+            .chain([&GemmVariant::Auto])
+            .find(|v| v.name() == algo)
+            .copied()
+            .ok_or_else(|| Error::invalid_param("algorithm", algo, "unknown gemm variant"))?;
+        let a = Tensor::from_slice(ctx, &input(c, "a"), &ash)?;
+        let b = Tensor::from_slice(ctx, &input(c, "b"), &bsh)?;
+        ctx.gemm(&a, &b, &params.with_variant(variant))?.read()?
+    };
+    Ok(BTreeMap::from([("c".to_string(), out)]))
+}
+
 /// Algorithms that claim to support the case (all of them for error cases: each must refuse).
 fn algorithms(c: &Case) -> Vec<String> {
     let mut v = vec!["cpu".to_string()];
@@ -244,6 +394,10 @@ fn algorithms(c: &Case) -> Vec<String> {
             }
             v.push("auto".into());
         }
+        "gemm" => {
+            v.extend(GemmVariant::ALL.iter().map(|g| g.name().to_string()));
+            v.push("auto".into());
+        }
         _ => {}
     }
     v
@@ -253,6 +407,9 @@ fn run(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
     match c.op.as_str() {
         "conv2d" => conv2d(ctx, c, algo, false),
         "convolve2d" => conv2d(ctx, c, algo, true),
+        "conv_transpose2d" => conv_transpose2d(ctx, c, algo),
+        "conv2d_grad" => conv2d_grad(ctx, c, algo),
+        "gemm" => gemm(ctx, c, algo),
         other => Err(Error::invalid_param(
             "op",
             other,

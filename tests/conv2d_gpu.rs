@@ -3,10 +3,19 @@
 mod common;
 
 use common::{check, conv_sweep, ctx, tol, ConvCase, Rng};
-use wgconv::{cpu, Algorithm, Tensor};
+use wgconv::{cpu, Algorithm, Context, ContextOptions, Tensor};
 
 fn run_case(i: usize, case: &ConvCase, algo: Algorithm, rng: &mut Rng) -> Result<(), String> {
-    let ctx = ctx();
+    run_case_on(ctx(), i, case, algo, rng)
+}
+
+fn run_case_on(
+    ctx: &Context,
+    i: usize,
+    case: &ConvCase,
+    algo: Algorithm,
+    rng: &mut Rng,
+) -> Result<(), String> {
     let p = &case.problem;
     let integer = rng.range(0, 4) == 0;
     let gen = |rng: &mut Rng, n: usize| if integer { rng.int_vec(n) } else { rng.vec(n) };
@@ -73,4 +82,64 @@ fn direct_matches_cpu_on_sweep() {
 #[test]
 fn auto_matches_cpu_on_sweep() {
     sweep(Algorithm::Auto);
+}
+
+#[test]
+fn im2col_gemm_matches_cpu_on_sweep() {
+    sweep(Algorithm::Im2colGemm);
+}
+
+#[test]
+fn gemm1x1_matches_cpu_on_pointwise_cases() {
+    // The sweep has few 1x1 stride-1 unpadded cases: add a dedicated set.
+    let mut rng = Rng::new(99);
+    let mut n = 0;
+    for i in 0..60 {
+        let g = rng.pick(&[1, 1, 2, 4]);
+        let c = g * rng.range(1, 9);
+        let k = g * rng.range(1, 9);
+        let (h, w) = (rng.range(1, 13), rng.range(1, 13));
+        let params = wgconv::Conv2dParams::default().with_groups(g);
+        let bias = rng.bool();
+        let x = [rng.range(1, 3), c, h, w];
+        let wsh = [k, c / g, 1, 1];
+        let problem = params.resolve(x, wsh, bias.then_some(k)).unwrap();
+        let case = ConvCase {
+            x,
+            w: wsh,
+            bias,
+            params,
+            problem,
+        };
+        run_case(i, &case, Algorithm::Gemm1x1, &mut rng).unwrap();
+        n += 1;
+    }
+    assert_eq!(n, 60);
+    // Forced on a problem it cannot run: a typed error, never a silent fallback.
+    let ctx = ctx();
+    let x = Tensor::zeros(ctx, &[1, 2, 5, 5]).unwrap();
+    let w = Tensor::zeros(ctx, &[2, 2, 3, 3]).unwrap();
+    let err = ctx
+        .conv2d_with(&x, &w, None, &Default::default(), Algorithm::Gemm1x1)
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), wgconv::ErrorKind::UnsupportedAlgorithm { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn im2col_chunked_under_a_tiny_scratch_budget() {
+    // 4 KiB of scratch forces splitting over images and pixel ranges.
+    let ctx = Context::with_options_blocking(ContextOptions {
+        scratch_budget: Some(4096),
+        ..Default::default()
+    })
+    .expect("adapter");
+    assert_eq!(ctx.scratch_budget(), 4096);
+    let cases = conv_sweep(0x5eed_0002, 60, 200_000);
+    let mut rng = Rng::new(8);
+    for (i, case) in cases.iter().enumerate() {
+        run_case_on(&ctx, i, case, Algorithm::Im2colGemm, &mut rng).unwrap();
+    }
 }

@@ -1,6 +1,7 @@
 //! Convolution operations on the GPU: forward algorithms and their selection.
 
 pub(crate) mod direct;
+pub(crate) mod im2col;
 
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
@@ -20,17 +21,25 @@ pub enum Algorithm {
     Auto,
     /// Direct convolution: each invocation accumulates a register block of outputs.
     Direct,
+    /// Unfold patches into a column matrix (im2col), then one GEMM per group. The column
+    /// buffer is bounded by the context's scratch budget (split over images and pixels).
+    Im2colGemm,
+    /// 1x1 convolution (stride 1, no padding) as a GEMM reading the input in place.
+    Gemm1x1,
 }
 
 impl Algorithm {
     /// Every concrete (non-`Auto`) algorithm.
-    pub const ALL: &'static [Algorithm] = &[Algorithm::Direct];
+    pub const ALL: &'static [Algorithm] =
+        &[Algorithm::Direct, Algorithm::Im2colGemm, Algorithm::Gemm1x1];
 
     /// Lowercase name (`auto`, `direct`, ...), as used by the conformance runner and benches.
     pub fn name(self) -> &'static str {
         match self {
             Algorithm::Auto => "auto",
             Algorithm::Direct => "direct",
+            Algorithm::Im2colGemm => "im2col_gemm",
+            Algorithm::Gemm1x1 => "gemm1x1",
         }
     }
 
@@ -44,15 +53,23 @@ impl Algorithm {
 
     /// Can this algorithm run the forward convolution `p`?
     pub fn supports_forward(self, p: &Conv2dProblem) -> bool {
-        let _ = p;
         match self {
-            Algorithm::Auto | Algorithm::Direct => true,
+            Algorithm::Auto | Algorithm::Direct | Algorithm::Im2colGemm => true,
+            Algorithm::Gemm1x1 => im2col::is_pointwise(p),
         }
     }
 }
 
-fn select_forward(_ctx: &Context, _p: &Conv2dProblem) -> Algorithm {
-    Algorithm::Direct
+/// The heuristic choice (until autotuning): 1x1 as GEMM; direct for depthwise and for
+/// tiny reductions; im2col + GEMM otherwise.
+fn select_forward(_ctx: &Context, p: &Conv2dProblem) -> Algorithm {
+    if im2col::is_pointwise(p) {
+        Algorithm::Gemm1x1
+    } else if p.c_per_group() == 1 || p.k_per_group() < 4 || p.reduction_len() < 16 {
+        Algorithm::Direct
+    } else {
+        Algorithm::Im2colGemm
+    }
 }
 
 impl Context {
@@ -163,16 +180,18 @@ impl Context {
                 }))
             }
         };
+        let bufs = im2col::ConvBuffers {
+            x: x.buffer(),
+            w: w.buffer(),
+            b: bias.map(|b| b.buffer()),
+            y: y.buffer(),
+        };
         match algo {
-            Algorithm::Direct | Algorithm::Auto => direct::encode(
-                self,
-                enc,
-                p,
-                x.buffer(),
-                w.buffer(),
-                bias.map(|b| b.buffer()),
-                y.buffer(),
-            ),
+            Algorithm::Direct | Algorithm::Auto => {
+                direct::encode(self, enc, p, bufs.x, bufs.w, bufs.b, bufs.y)
+            }
+            Algorithm::Im2colGemm => im2col::encode_im2col(self, enc, p, &bufs),
+            Algorithm::Gemm1x1 => im2col::encode_pointwise(self, enc, p, &bufs),
         }
     }
 

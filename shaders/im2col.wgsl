@@ -1,0 +1,85 @@
+// im2col: unfolds the input patches of a convolution into a K-major column matrix, the
+// B operand of the GEMM `y[k, p] = Σ_q w[k, q] · col[q, p]`.
+//
+// A launch covers `n` images (from element offset x_off of x) and output pixels
+// [p0, p0 + np), all groups. Layout, with q = (ci * R + rr) * S + ss the weight index
+// within a group and p' = p - p0:
+//   col[((img * groups + g) * cg * R * S + q) * ldp + p']   (ldp % 4 == 0, zero for p' >= np)
+// Row q holds the input sample that multiplies w[k, ci, rr, ss]: for true convolution
+// (FLIP) that is kernel tap (R-1-rr, S-1-ss), so the weights are used as stored. Padding
+// modes are resolved by index mapping.
+
+struct Params {
+    n: u32, c: u32, h: u32, w: u32,
+    cg: u32, groups: u32, r: u32, s: u32,
+    oh: u32, ow: u32, sh: u32, sw: u32,
+    dh: u32, dw: u32, pad_top: i32, pad_left: i32,
+    x_off: u32, p0: u32, np: u32, ldp: u32,
+    total: u32, _p0: u32, _p1: u32, _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> col: array<f32>;
+
+override WG: u32 = 64u;
+override PAD_MODE: u32 = 0u;
+override FLIP: bool = false;
+
+fn src_index(i: i32, size: i32) -> i32 {
+    if (i >= 0 && i < size) {
+        return i;
+    }
+    switch PAD_MODE {
+        case 1u: {
+            var j = -i;
+            if (i >= size) {
+                j = 2 * (size - 1) - i;
+            }
+            return select(-1, j, j >= 0 && j < size);
+        }
+        case 2u: {
+            return clamp(i, 0, size - 1);
+        }
+        case 3u: {
+            return ((i % size) + size) % size;
+        }
+        default: {
+            return -1;
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let id = gid.x + gid.y * nwg.x * WG;
+    if (id >= P.total) {
+        return;
+    }
+    let pp = id % P.ldp;
+    var t = id / P.ldp;
+    let rs = P.r * P.s;
+    let crs = P.cg * rs;
+    let q = t % crs;
+    t = t / crs;
+    let g = t % P.groups;
+    let img = t / P.groups;
+    var v = 0.0;
+    if (pp < P.np) {
+        let ci = q / rs;
+        let rr = (q % rs) / P.s;
+        let ss = q % P.s;
+        let r = select(rr, P.r - 1u - rr, FLIP);
+        let s = select(ss, P.s - 1u - ss, FLIP);
+        let p = P.p0 + pp;
+        let oy = p / P.ow;
+        let ox = p % P.ow;
+        let sy = src_index(i32(oy * P.sh + r * P.dh) - P.pad_top, i32(P.h));
+        let sx = src_index(i32(ox * P.sw + s * P.dw) - P.pad_left, i32(P.w));
+        if (sy >= 0 && sx >= 0) {
+            let plane = img * P.c + g * P.cg + ci;
+            v = x[P.x_off + (plane * P.h + u32(sy)) * P.w + u32(sx)];
+        }
+    }
+    col[id] = v;
+}

@@ -1,0 +1,230 @@
+//! im2col + GEMM convolution, and 1x1 convolution as a GEMM on the input in place.
+
+use crate::context::Context;
+use crate::conv::direct::{i32_of, u32_of};
+use crate::error::{Error, Result};
+use crate::gemm::{encode_job, pack, GemmJob, GemmVariant, Mat};
+use crate::kernels::{dispatch, Bind, Kernel, PipelineKey};
+use crate::params::Conv2dProblem;
+use crate::tensor::DeviceBuffer;
+
+/// Uniforms of `im2col.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct Im2colUniforms {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    cg: u32,
+    groups: u32,
+    r: u32,
+    s: u32,
+    oh: u32,
+    ow: u32,
+    sh: u32,
+    sw: u32,
+    dh: u32,
+    dw: u32,
+    pad_top: i32,
+    pad_left: i32,
+    x_off: u32,
+    p0: u32,
+    np: u32,
+    ldp: u32,
+    total: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+/// Buffers of one convolution call.
+pub(crate) struct ConvBuffers<'a> {
+    pub x: &'a wgpu::Buffer,
+    pub w: &'a wgpu::Buffer,
+    pub b: Option<&'a wgpu::Buffer>,
+    pub y: &'a wgpu::Buffer,
+}
+
+/// Weights `[K, C/g, R, S]` packed once per call as the K-major A operand `[CRS_g, Kg]`
+/// of every group.
+fn pack_weights<'a>(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    w: &'a wgpu::Buffer,
+) -> Result<crate::gemm::Packed> {
+    let crs = p.reduction_len();
+    let kg = p.k_per_group();
+    let wmat = Mat {
+        buf: w,
+        off: 0,
+        ld: crs,
+        si: kg * crs,
+        so: 0,
+    };
+    pack(ctx, enc, &wmat, false, crs, kg, 1, p.groups)
+}
+
+/// Is this convolution a plain GEMM on the input (1x1 kernel, stride 1, no padding)?
+pub(crate) fn is_pointwise(p: &Conv2dProblem) -> bool {
+    p.r == 1 && p.s == 1 && p.stride == [1, 1] && p.pad == [0, 0, 0, 0]
+}
+
+/// 1x1 convolution: `y[n, k, :] = W_g · x[n, group(k), :]`, reading x in place.
+pub(crate) fn encode_pointwise(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    bufs: &ConvBuffers<'_>,
+) -> Result<()> {
+    if !is_pointwise(p) {
+        return Err(Error::new(crate::ErrorKind::UnsupportedAlgorithm {
+            algorithm: "gemm1x1",
+            reason: "needs a 1x1 kernel, stride 1 and no padding".into(),
+        }));
+    }
+    let (cg, kg, hw) = (p.c_per_group(), p.k_per_group(), p.h * p.w);
+    let wp = pack_weights(ctx, enc, p, bufs.w)?;
+    // The register kernel reads B at any alignment, so x is never copied; the vec4 kernels
+    // need rows of x aligned to 4 floats.
+    let variant = if hw % 4 == 0 {
+        GemmVariant::Auto
+    } else {
+        GemmVariant::Register
+    };
+    let job = GemmJob {
+        m: kg,
+        n: hw,
+        k: cg,
+        batch_outer: p.n,
+        batch_inner: p.groups,
+        a: wp.mat(),
+        a_km: true,
+        b: Mat {
+            buf: bufs.x,
+            off: 0,
+            ld: hw,
+            si: cg * hw,
+            so: p.c * hw,
+        },
+        b_kn: true,
+        c: Mat {
+            buf: bufs.y,
+            off: 0,
+            ld: hw,
+            si: kg * hw,
+            so: p.k * hw,
+        },
+        bias: bufs.b.map(|b| (b, 0, kg, 1)),
+        accumulate: false,
+    };
+    encode_job(ctx, enc, &job, variant)
+}
+
+/// im2col + GEMM. The column buffer never exceeds the context's scratch budget nor the
+/// storage-binding limit: the work is split over images and ranges of output pixels.
+pub(crate) fn encode_im2col(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    bufs: &ConvBuffers<'_>,
+) -> Result<()> {
+    let crs = p.reduction_len();
+    let (kg, ohw) = (p.k_per_group(), p.oh * p.ow);
+    let full_crs = crs * p.groups; // rows of one image's column matrix (all groups)
+    let limits = ctx.limits();
+    let budget = ctx
+        .scratch_budget()
+        .min(limits.max_storage_buffer_binding_size)
+        .max(4096) as usize;
+    let row_bytes = full_crs * 4; // one pixel column of one image
+    let per_image = row_bytes * ohw.div_ceil(4) * 4;
+    let (images, np) = if per_image <= budget {
+        ((budget / per_image).clamp(1, p.n), ohw)
+    } else {
+        (1, ((budget / row_bytes) / 4 * 4).max(4).min(ohw))
+    };
+    let ldp = np.div_ceil(4) * 4;
+    let col_bytes = (images * full_crs * ldp * 4) as u64;
+    let col = DeviceBuffer::new(ctx, col_bytes, "wgconv im2col columns")?;
+    let wp = pack_weights(ctx, enc, p, bufs.w)?;
+    let key = PipelineKey::new(Kernel::Im2col)
+        .with("WG", 64)
+        .with("PAD_MODE", p.mode.code())
+        .with("FLIP", p.flip as u32);
+    let mut u = Im2colUniforms {
+        c: u32_of(p.c, "channels")?,
+        h: u32_of(p.h, "height")?,
+        w: u32_of(p.w, "width")?,
+        cg: u32_of(p.c_per_group(), "channels per group")?,
+        groups: u32_of(p.groups, "groups")?,
+        r: u32_of(p.r, "kernel height")?,
+        s: u32_of(p.s, "kernel width")?,
+        oh: u32_of(p.oh, "output height")?,
+        ow: u32_of(p.ow, "output width")?,
+        sh: u32_of(p.stride[0], "stride")?,
+        sw: u32_of(p.stride[1], "stride")?,
+        dh: u32_of(p.dilation[0], "dilation")?,
+        dw: u32_of(p.dilation[1], "dilation")?,
+        pad_top: i32_of(p.pad[0], "padding")?,
+        pad_left: i32_of(p.pad[2], "padding")?,
+        ..Default::default()
+    };
+    let x_img = p.c * p.h * p.w;
+    let y_img = p.k * ohw;
+    let mut n0 = 0;
+    while n0 < p.n {
+        let nb = images.min(p.n - n0);
+        let mut p0 = 0;
+        while p0 < ohw {
+            let cnt = np.min(ohw - p0);
+            let ld = cnt.div_ceil(4) * 4;
+            let total = nb * full_crs * ld;
+            u.n = u32_of(nb, "images")?;
+            u.x_off = u32_of(n0 * x_img, "input elements")?;
+            u.p0 = u32_of(p0, "pixels")?;
+            u.np = u32_of(cnt, "pixels")?;
+            u.ldp = u32_of(ld, "pixels")?;
+            u.total = u32_of(total, "column elements")?;
+            dispatch(
+                ctx,
+                enc,
+                &key,
+                bytemuck::bytes_of(&u),
+                &[Bind::whole(bufs.x), Bind::whole(&col.buffer)],
+                total as u64,
+            )?;
+            let job = GemmJob {
+                m: kg,
+                n: cnt,
+                k: crs,
+                batch_outer: nb,
+                batch_inner: p.groups,
+                a: wp.mat(),
+                a_km: true,
+                b: Mat {
+                    buf: &col.buffer,
+                    off: 0,
+                    ld,
+                    si: crs * ld,
+                    so: full_crs * ld,
+                },
+                b_kn: true,
+                c: Mat {
+                    buf: bufs.y,
+                    off: n0 * y_img + p0,
+                    ld: ohw,
+                    si: kg * ohw,
+                    so: y_img,
+                },
+                bias: bufs.b.map(|b| (b, 0, kg, 1)),
+                accumulate: false,
+            };
+            encode_job(ctx, enc, &job, GemmVariant::Auto)?;
+            p0 += cnt;
+        }
+        n0 += nb;
+    }
+    Ok(())
+}
