@@ -48,11 +48,11 @@ pub(crate) struct ConvBuffers<'a> {
 
 /// Weights `[K, C/g, R, S]` packed once per call as the K-major A operand `[CRS_g, Kg]`
 /// of every group.
-fn pack_weights<'a>(
+fn pack_weights(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     p: &Conv2dProblem,
-    w: &'a wgpu::Buffer,
+    w: &wgpu::Buffer,
 ) -> Result<crate::gemm::Packed> {
     let crs = p.reduction_len();
     let kg = p.k_per_group();
