@@ -10,7 +10,7 @@
 // (TM/4 vec4 per k). No workgroup memory, no barriers. Layouts:
 //   A is K-major: A[k, m] at a[k * lda + m]   (lda % 4 == 0, offsets % 4 == 0)
 //   B is K-major: B[k, n] at b[k * ldb + n]   (ldb % 4 == 0, offsets % 4 == 0)
-//   C is row-major: C[m, n] at c[m * ldc + n]
+//   C[m, n] at c[m * ldc + n * ldc_n] (row-major when ldc_n == 1)
 // The K tail is handled with uniform guards, so padded rows never multiply real data
 // (NaN and Inf propagate exactly as in the reference).
 
@@ -21,7 +21,7 @@ struct Params {
     c_off: u32, bias_off: u32, tiles_m: u32, tiles_n: u32,
     batch_inner: u32, batch: u32, a_si: u32, a_so: u32,
     b_si: u32, b_so: u32, c_si: u32, c_so: u32,
-    bias_si: u32, total: u32, _p0: u32, _p1: u32,
+    bias_si: u32, total: u32, ldc_n: u32, _p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -53,7 +53,7 @@ fn store(c_base: u32, m: u32, n0: u32, v: vec4<f32>, bi: u32) {
             if (BIAS_MODE == 2u) {
                 out += bias[P.bias_off + bi * P.bias_si + n];
             }
-            let ci = c_base + m * P.ldc + n;
+            let ci = c_base + m * P.ldc + n * P.ldc_n;
             if (ACCUMULATE) {
                 out += c[ci];
             }

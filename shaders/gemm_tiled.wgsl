@@ -11,7 +11,7 @@ struct Params {
     c_off: u32, bias_off: u32, tiles_m: u32, tiles_n: u32,
     batch_inner: u32, batch: u32, a_si: u32, a_so: u32,
     b_si: u32, b_so: u32, c_si: u32, c_so: u32,
-    bias_si: u32, total: u32, _p0: u32, _p1: u32,
+    bias_si: u32, total: u32, ldc_n: u32, _p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -103,7 +103,7 @@ fn main(
                 if (BIAS_MODE == 2u) {
                     out += bias[P.bias_off + bi * P.bias_si + n];
                 }
-                let ci = c_base + m * P.ldc + n;
+                let ci = c_base + m * P.ldc + n * P.ldc_n;
                 if (ACCUMULATE) {
                     out += c[ci];
                 }

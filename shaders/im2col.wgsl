@@ -8,6 +8,9 @@
 // Row q holds the input sample that multiplies w[k, ci, rr, ss]: for true convolution
 // (FLIP) that is kernel tap (R-1-rr, S-1-ss), so the weights are used as stored. Padding
 // modes are resolved by index mapping.
+//
+// With TRANSPOSED the layout is pixel-major, for the weight gradient:
+//   col[((img * groups + g) * np + p') * ldq + q]            (ldq % 4 == 0, zero for q >= cg*R*S)
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
@@ -15,7 +18,7 @@ struct Params {
     oh: u32, ow: u32, sh: u32, sw: u32,
     dh: u32, dw: u32, pad_top: i32, pad_left: i32,
     x_off: u32, p0: u32, np: u32, ldp: u32,
-    total: u32, _p0: u32, _p1: u32, _p2: u32,
+    total: u32, ldq: u32, _p1: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -25,6 +28,7 @@ struct Params {
 override WG: u32 = 64u;
 override PAD_MODE: u32 = 0u;
 override FLIP: bool = false;
+override TRANSPOSED: bool = false;
 
 fn src_index(i: i32, size: i32) -> i32 {
     if (i >= 0 && i < size) {
@@ -56,16 +60,26 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (id >= P.total) {
         return;
     }
-    let pp = id % P.ldp;
-    var t = id / P.ldp;
     let rs = P.r * P.s;
     let crs = P.cg * rs;
-    let q = t % crs;
-    t = t / crs;
+    var pp: u32;
+    var q: u32;
+    var t: u32;
+    if (TRANSPOSED) {
+        q = id % P.ldq;
+        t = id / P.ldq;
+        pp = t % P.np;
+        t = t / P.np;
+    } else {
+        pp = id % P.ldp;
+        t = id / P.ldp;
+        q = t % crs;
+        t = t / crs;
+    }
     let g = t % P.groups;
     let img = t / P.groups;
     var v = 0.0;
-    if (pp < P.np) {
+    if (pp < P.np && q < crs) {
         let ci = q / rs;
         let rr = (q % rs) / P.s;
         let ss = q % P.s;

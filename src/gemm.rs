@@ -112,6 +112,8 @@ pub(crate) struct GemmJob<'a> {
     pub b: Mat<'a>,
     pub b_kn: bool,
     pub c: Mat<'a>,
+    /// Element stride between columns of C (1: row-major C; `c.ld` is the row stride).
+    pub c_col_stride: usize,
     /// `(buffer, element offset, inner-batch stride, mode)`: mode 1 per row, 2 per column.
     pub bias: Option<(&'a wgpu::Buffer, usize, usize, u32)>,
     pub accumulate: bool,
@@ -143,7 +145,7 @@ pub(crate) struct GemmUniforms {
     c_so: u32,
     bias_si: u32,
     total: u32,
-    _p0: u32,
+    ldc_n: u32,
     _p1: u32,
 }
 
@@ -353,6 +355,7 @@ pub(crate) fn encode_job(
         c_so: u32_of(job.c.so, "gemm stride")?,
         bias_si: u32_of(bias_si, "gemm stride")?,
         total: u32_of(total, "gemm invocations")?,
+        ldc_n: u32_of(job.c_col_stride, "gemm ldc")?,
         ..Default::default()
     };
     dispatch(
@@ -514,6 +517,7 @@ impl Context {
                 so: 0,
                 si: m * n,
             },
+            c_col_stride: 1,
             bias: bias.map(|t| (t.buffer(), 0, 0, 2)),
             accumulate,
         };

@@ -27,6 +27,16 @@ pub enum Kernel {
     Pack,
     /// Unfolds convolution patches into a column matrix.
     Im2col,
+    /// Input gradient / transposed convolution, gathered.
+    Conv2dDgrad,
+    /// Folds a column-gradient matrix back onto the input (gathered).
+    Col2im,
+    /// Adjoint of reflect / replicate / circular padding.
+    PadFold,
+    /// Direct weight gradient.
+    Conv2dWgrad,
+    /// Deterministic row sums (bias gradient).
+    ReduceRows,
 }
 
 /// Every kernel, for tests and tooling.
@@ -34,7 +44,14 @@ pub const ALL_KERNELS: &[Kernel] = &[
     Kernel::Conv2dDirect,
     Kernel::GemmReg,
     Kernel::GemmTiled,
+    Kernel::GemmSg,
     Kernel::Pack,
+    Kernel::Im2col,
+    Kernel::Conv2dDgrad,
+    Kernel::Col2im,
+    Kernel::PadFold,
+    Kernel::Conv2dWgrad,
+    Kernel::ReduceRows,
 ];
 
 impl Kernel {
@@ -47,6 +64,11 @@ impl Kernel {
             Kernel::GemmSg => "gemm_sg",
             Kernel::Pack => "pack",
             Kernel::Im2col => "im2col",
+            Kernel::Conv2dDgrad => "conv2d_dgrad",
+            Kernel::Col2im => "col2im",
+            Kernel::PadFold => "pad_fold",
+            Kernel::Conv2dWgrad => "conv2d_wgrad",
+            Kernel::ReduceRows => "reduce_rows",
         }
     }
 
@@ -59,6 +81,11 @@ impl Kernel {
             Kernel::GemmSg => include_str!("../shaders/gemm_sg.wgsl"),
             Kernel::Pack => include_str!("../shaders/pack.wgsl"),
             Kernel::Im2col => include_str!("../shaders/im2col.wgsl"),
+            Kernel::Conv2dDgrad => include_str!("../shaders/conv2d_dgrad.wgsl"),
+            Kernel::Col2im => include_str!("../shaders/col2im.wgsl"),
+            Kernel::PadFold => include_str!("../shaders/pad_fold.wgsl"),
+            Kernel::Conv2dWgrad => include_str!("../shaders/conv2d_wgrad.wgsl"),
+            Kernel::ReduceRows => include_str!("../shaders/reduce_rows.wgsl"),
         }
     }
 
@@ -68,7 +95,9 @@ impl Kernel {
             Kernel::Conv2dDirect | Kernel::GemmReg | Kernel::GemmTiled | Kernel::GemmSg => {
                 &[true, true, true, false]
             }
-            Kernel::Pack | Kernel::Im2col => &[true, false],
+            Kernel::Conv2dDgrad => &[true, true, true, false],
+            Kernel::Col2im | Kernel::Conv2dWgrad => &[true, true, false],
+            Kernel::Pack | Kernel::Im2col | Kernel::PadFold | Kernel::ReduceRows => &[true, false],
         }
     }
 
@@ -81,6 +110,11 @@ impl Kernel {
             }
             Kernel::Pack => std::mem::size_of::<crate::gemm::PackUniforms>(),
             Kernel::Im2col => std::mem::size_of::<crate::conv::im2col::Im2colUniforms>(),
+            Kernel::Conv2dDgrad => std::mem::size_of::<crate::conv::backward::DgradUniforms>(),
+            Kernel::Col2im => std::mem::size_of::<crate::conv::backward::Col2imUniforms>(),
+            Kernel::PadFold => std::mem::size_of::<crate::conv::backward::PadFoldUniforms>(),
+            Kernel::Conv2dWgrad => std::mem::size_of::<crate::conv::backward::WgradUniforms>(),
+            Kernel::ReduceRows => std::mem::size_of::<crate::conv::backward::ReduceUniforms>(),
         }
     }
 }

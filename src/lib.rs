@@ -34,7 +34,7 @@ mod params;
 mod tensor;
 
 pub use context::{Context, ContextOptions, Limits, LimitsOverride, DEFAULT_SCRATCH_BUDGET};
-pub use conv::Algorithm;
+pub use conv::{Algorithm, Conv2dGradients};
 pub use error::{Error, ErrorKind, Result};
 pub use gemm::{GemmParams, GemmVariant};
 pub use kernels::{Kernel, ALL_KERNELS};

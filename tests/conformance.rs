@@ -236,7 +236,7 @@ fn transpose_params(p: &Value) -> Result<ConvTranspose2dParams, Error> {
     })
 }
 
-fn conv_transpose2d(_ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
+fn conv_transpose2d(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
     let params = transpose_params(&c.params)?;
     if let Some(m) = c.params.get("padding_mode").and_then(Value::as_str) {
         if m != "zeros" {
@@ -254,33 +254,32 @@ fn conv_transpose2d(_ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Erro
     } else {
         None
     };
-    if has_bias(c) {
-        shape::<1>(c, "b")?;
-    }
-    let y = match algo {
-        "cpu" => {
-            cpu::conv_transpose2d(
-                &input(c, "x"),
-                xs,
-                &input(c, "w"),
-                ws,
-                bias.as_deref(),
-                &params,
-            )?
-            .0
-        }
-        other => {
-            return Err(Error::invalid_param(
-                "algorithm",
-                other,
-                "no GPU conv_transpose2d yet",
-            ))
-        }
+    let bs: Option<[usize; 1]> = if has_bias(c) {
+        Some(shape(c, "b")?)
+    } else {
+        None
+    };
+    let y = if algo == "cpu" {
+        cpu::conv_transpose2d(
+            &input(c, "x"),
+            xs,
+            &input(c, "w"),
+            ws,
+            bias.as_deref(),
+            &params,
+        )?
+        .0
+    } else {
+        let x = upload(ctx, c, "x", &xs)?;
+        let w = upload(ctx, c, "w", &ws)?;
+        let b = bs.map(|bs| upload(ctx, c, "b", &bs)).transpose()?;
+        ctx.conv_transpose2d(&x, &w, b.as_ref(), &params, Algorithm::from_name(algo)?)?
+            .read()?
     };
     Ok(BTreeMap::from([("y".to_string(), y)]))
 }
 
-fn conv2d_grad(_ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
+fn conv2d_grad(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
     let params = conv_params(&c.params, false)?;
     let xs: [usize; 4] = shape(c, "x")?;
     let ws: [usize; 4] = shape(c, "w")?;
@@ -289,8 +288,8 @@ fn conv2d_grad(_ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
         // The bias values do not enter the gradients, but its shape is validated.
         params.resolve(xs, ws, Some(shape::<1>(c, "b")?[0]))?;
     }
-    let g = match algo {
-        "cpu" => cpu::conv2d_grad(
+    let g = if algo == "cpu" {
+        cpu::conv2d_grad(
             &input(c, "x"),
             xs,
             &input(c, "w"),
@@ -299,13 +298,23 @@ fn conv2d_grad(_ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
             dys,
             has_bias(c),
             &params,
-        )?,
-        other => {
-            return Err(Error::invalid_param(
-                "algorithm",
-                other,
-                "no GPU conv2d_grad yet",
-            ))
+        )?
+    } else {
+        let x = upload(ctx, c, "x", &xs)?;
+        let w = upload(ctx, c, "w", &ws)?;
+        let dy = upload(ctx, c, "dy", &dys)?;
+        let g = ctx.conv2d_backward(
+            &x,
+            &w,
+            &dy,
+            has_bias(c),
+            &params,
+            Algorithm::from_name(algo)?,
+        )?;
+        cpu::Conv2dGrads {
+            dx: g.dx.read()?,
+            dw: g.dw.read()?,
+            db: g.db.map(|d| d.read()).transpose()?,
         }
     };
     let mut out = BTreeMap::from([("dx".to_string(), g.dx), ("dw".to_string(), g.dw)]);
@@ -396,6 +405,28 @@ fn algorithms(c: &Case) -> Vec<String> {
         }
         "gemm" => {
             v.extend(GemmVariant::ALL.iter().map(|g| g.name().to_string()));
+            v.push("auto".into());
+        }
+        "conv_transpose2d" | "conv2d_grad" => {
+            let problem = (|| -> Result<_, Error> {
+                let xs = shape(c, "x")?;
+                let ws = shape(c, "w")?;
+                if c.op == "conv2d_grad" {
+                    conv_params(&c.params, false)?.resolve(xs, ws, None)
+                } else {
+                    let bias = if has_bias(c) {
+                        Some(shape::<1>(c, "b")?[0])
+                    } else {
+                        None
+                    };
+                    Ok(transpose_params(&c.params)?.resolve(xs, ws, bias)?.conv)
+                }
+            })();
+            for a in Algorithm::ALL {
+                if problem.as_ref().map_or(true, |p| a.supports_forward(p)) {
+                    v.push(a.name().to_string());
+                }
+            }
             v.push("auto".into());
         }
         _ => {}

@@ -21,7 +21,7 @@ GEMM_PARAMS = """struct Params {
     c_off: u32, bias_off: u32, tiles_m: u32, tiles_n: u32,
     batch_inner: u32, batch: u32, a_si: u32, a_so: u32,
     b_si: u32, b_so: u32, c_si: u32, c_so: u32,
-    bias_si: u32, total: u32, _p0: u32, _p1: u32,
+    bias_si: u32, total: u32, ldc_n: u32, _p1: u32,
 }"""
 
 MAX_TM = 16  # rows per invocation (one A gather of a vec4 per 4 rows)
@@ -41,7 +41,7 @@ def gemm_reg():
     w("// vec4 gathers of A. Operand layouts:")
     w("//   A is K-major: A[k, m] at a[k * lda + m]   (lda % 4 == 0, offsets % 4 == 0)")
     w("//   B: B[k, n] at b[k * ldb + n] (B_KN) or b[n * ldb + k]; any ldb and offset")
-    w("//   C is row-major: C[m, n] at c[m * ldc + n]")
+    w("//   C[m, n] at c[m * ldc + n * ldc_n] (row-major when ldc_n == 1)")
     w("// Row and column guards compare `override` constants directly (never through a `let`),")
     w("// so they fold away per specialization. Loads past the matrix edge are clamped to valid")
     w("// memory and only feed outputs that are never stored. Batches are two-level")
@@ -83,7 +83,7 @@ def gemm_reg():
     w("            if (BIAS_MODE == 2u) {")
     w("                out += bias[P.bias_off + bi * P.bias_si + n];")
     w("            }")
-    w("            let ci = c_base + m * P.ldc + n;")
+    w("            let ci = c_base + m * P.ldc + n * P.ldc_n;")
     w("            if (ACCUMULATE) {")
     w("                out += c[ci];")
     w("            }")
@@ -182,7 +182,7 @@ def gemm_sg():
     w("// (TM/4 vec4 per k). No workgroup memory, no barriers. Layouts:")
     w("//   A is K-major: A[k, m] at a[k * lda + m]   (lda % 4 == 0, offsets % 4 == 0)")
     w("//   B is K-major: B[k, n] at b[k * ldb + n]   (ldb % 4 == 0, offsets % 4 == 0)")
-    w("//   C is row-major: C[m, n] at c[m * ldc + n]")
+    w("//   C[m, n] at c[m * ldc + n * ldc_n] (row-major when ldc_n == 1)")
     w("// The K tail is handled with uniform guards, so padded rows never multiply real data")
     w("// (NaN and Inf propagate exactly as in the reference).")
     w("")
@@ -218,7 +218,7 @@ def gemm_sg():
     w("            if (BIAS_MODE == 2u) {")
     w("                out += bias[P.bias_off + bi * P.bias_si + n];")
     w("            }")
-    w("            let ci = c_base + m * P.ldc + n;")
+    w("            let ci = c_base + m * P.ldc + n * P.ldc_n;")
     w("            if (ACCUMULATE) {")
     w("                out += c[ci];")
     w("            }")

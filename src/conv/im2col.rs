@@ -12,30 +12,30 @@ use crate::tensor::DeviceBuffer;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct Im2colUniforms {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    cg: u32,
-    groups: u32,
-    r: u32,
-    s: u32,
-    oh: u32,
-    ow: u32,
-    sh: u32,
-    sw: u32,
-    dh: u32,
-    dw: u32,
-    pad_top: i32,
-    pad_left: i32,
-    x_off: u32,
-    p0: u32,
-    np: u32,
-    ldp: u32,
-    total: u32,
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
+    pub(crate) n: u32,
+    pub(crate) c: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) cg: u32,
+    pub(crate) groups: u32,
+    pub(crate) r: u32,
+    pub(crate) s: u32,
+    pub(crate) oh: u32,
+    pub(crate) ow: u32,
+    pub(crate) sh: u32,
+    pub(crate) sw: u32,
+    pub(crate) dh: u32,
+    pub(crate) dw: u32,
+    pub(crate) pad_top: i32,
+    pub(crate) pad_left: i32,
+    pub(crate) x_off: u32,
+    pub(crate) p0: u32,
+    pub(crate) np: u32,
+    pub(crate) ldp: u32,
+    pub(crate) total: u32,
+    pub(crate) ldq: u32,
+    pub(crate) _p1: u32,
+    pub(crate) _p2: u32,
 }
 
 /// Buffers of one convolution call.
@@ -64,6 +64,14 @@ fn pack_weights(
         so: 0,
     };
     pack(ctx, enc, &wmat, false, crs, kg, 1, p.groups)
+}
+
+pub(crate) fn im2col_key(p: &Conv2dProblem, transposed: bool) -> PipelineKey {
+    PipelineKey::new(Kernel::Im2col)
+        .with("WG", 64)
+        .with("PAD_MODE", p.mode.code())
+        .with("FLIP", p.flip as u32)
+        .with("TRANSPOSED", transposed as u32)
 }
 
 /// Is this convolution a plain GEMM on the input (1x1 kernel, stride 1, no padding)?
@@ -116,6 +124,7 @@ pub(crate) fn encode_pointwise(
             si: kg * hw,
             so: p.k * hw,
         },
+        c_col_stride: 1,
         bias: bufs.b.map(|b| (b, 0, kg, 1)),
         accumulate: false,
     };
@@ -149,10 +158,7 @@ pub(crate) fn encode_im2col(
     let col_bytes = (images * full_crs * ldp * 4) as u64;
     let col = DeviceBuffer::new(ctx, col_bytes, "wgconv im2col columns")?;
     let wp = pack_weights(ctx, enc, p, bufs.w)?;
-    let key = PipelineKey::new(Kernel::Im2col)
-        .with("WG", 64)
-        .with("PAD_MODE", p.mode.code())
-        .with("FLIP", p.flip as u32);
+    let key = im2col_key(p, false);
     let mut u = Im2colUniforms {
         c: u32_of(p.c, "channels")?,
         h: u32_of(p.h, "height")?,
@@ -219,6 +225,7 @@ pub(crate) fn encode_im2col(
                     so: y_img,
                 },
                 bias: bufs.b.map(|b| (b, 0, kg, 1)),
+                c_col_stride: 1,
                 accumulate: false,
             };
             encode_job(ctx, enc, &job, GemmVariant::Auto)?;

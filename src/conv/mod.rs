@@ -1,11 +1,14 @@
 //! Convolution operations on the GPU: forward algorithms and their selection.
 
+pub(crate) mod backward;
 pub(crate) mod direct;
 pub(crate) mod im2col;
 
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
-use crate::params::{Conv2dParams, Conv2dProblem};
+use crate::params::{
+    Conv2dParams, Conv2dProblem, ConvTranspose2dParams, Shape4, TransposedProblem,
+};
 use crate::tensor::Tensor;
 
 /// Which kernel family computes a convolution.
@@ -204,5 +207,281 @@ impl Context {
         self.scoped("submitting work", || {
             self.queue().submit([enc.finish()]);
         })
+    }
+}
+
+/// The three gradients of a convolution, from [`Context::conv2d_backward`].
+#[derive(Debug, Clone)]
+pub struct Conv2dGradients {
+    /// Gradient w.r.t. the input, `[N, C, H, W]`.
+    pub dx: Tensor,
+    /// Gradient w.r.t. the weight, `[K, C/groups, R, S]`.
+    pub dw: Tensor,
+    /// Gradient w.r.t. the bias, `[K]` (when asked for).
+    pub db: Option<Tensor>,
+}
+
+impl Context {
+    fn check_dy(&self, p: &Conv2dProblem, dy: &Tensor) -> Result<()> {
+        dy.check_ctx(self, "dy")?;
+        if dy.shape() != p.y_shape() {
+            return Err(Error::shape_mismatch(
+                "dy",
+                format!("{:?} (the forward output shape)", p.y_shape()),
+                format!("{:?}", dy.shape()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_out(&self, t: &Tensor, what: &'static str, shape: &[usize]) -> Result<()> {
+        t.check_ctx(self, what)?;
+        if t.shape() != shape {
+            return Err(Error::shape_mismatch(
+                what,
+                format!("{shape:?}"),
+                format!("{:?}", t.shape()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Gradient of a conv2d w.r.t. its input: `dx` of shape `x_shape` from `dy`
+    /// (`[N, K, Ho, Wo]`) and the weight. Every forward parameter is honoured, including the
+    /// padding modes (gradient reaching a padded copy of a pixel is added to that pixel).
+    pub fn conv2d_backward_input(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        x_shape: Shape4,
+        params: &Conv2dParams,
+        algorithm: Algorithm,
+    ) -> Result<Tensor> {
+        let dx = Tensor::uninit(self, &x_shape)?;
+        let mut enc = self.encoder("wgconv conv2d_backward_input");
+        self.encode_conv2d_backward_input(&mut enc, dy, w, params, algorithm, &dx)?;
+        self.submit(enc)?;
+        Ok(dx)
+    }
+
+    /// Records [`Context::conv2d_backward_input`] into `encoder`, writing `dx` (whose shape
+    /// is the forward input shape).
+    pub fn encode_conv2d_backward_input(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        dy: &Tensor,
+        w: &Tensor,
+        params: &Conv2dParams,
+        algorithm: Algorithm,
+        dx: &Tensor,
+    ) -> Result<()> {
+        w.check_ctx(self, "w")?;
+        dx.check_ctx(self, "dx")?;
+        let p = Conv2dProblem::new(dx.shape4("dx")?, w.shape4("w")?, None, params)?;
+        self.check_dy(&p, dy)?;
+        backward::encode_dgrad(
+            self,
+            encoder,
+            &p,
+            dy.buffer(),
+            w.buffer(),
+            None,
+            dx.buffer(),
+            algorithm,
+        )
+    }
+
+    /// Gradient of a conv2d w.r.t. its weight: `dw` of shape `w_shape` from the input `x`
+    /// and `dy`. The reduction over images and pixels runs in a fixed order
+    /// (deterministic).
+    pub fn conv2d_backward_weight(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        w_shape: Shape4,
+        params: &Conv2dParams,
+        algorithm: Algorithm,
+    ) -> Result<Tensor> {
+        let dw = Tensor::uninit(self, &w_shape)?;
+        let mut enc = self.encoder("wgconv conv2d_backward_weight");
+        self.encode_conv2d_backward_weight(&mut enc, x, dy, params, algorithm, &dw)?;
+        self.submit(enc)?;
+        Ok(dw)
+    }
+
+    /// Records [`Context::conv2d_backward_weight`] into `encoder`, writing `dw`.
+    pub fn encode_conv2d_backward_weight(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        dy: &Tensor,
+        params: &Conv2dParams,
+        algorithm: Algorithm,
+        dw: &Tensor,
+    ) -> Result<()> {
+        x.check_ctx(self, "x")?;
+        dw.check_ctx(self, "dw")?;
+        let p = Conv2dProblem::new(x.shape4("x")?, dw.shape4("dw")?, None, params)?;
+        self.check_dy(&p, dy)?;
+        backward::encode_wgrad(
+            self,
+            encoder,
+            &p,
+            x.buffer(),
+            dy.buffer(),
+            dw.buffer(),
+            algorithm,
+        )
+    }
+
+    /// Gradient of a conv2d w.r.t. its bias: `db[k] = Σ dy[n, k, :, :]` (`[K]`).
+    pub fn conv2d_backward_bias(&self, dy: &Tensor) -> Result<Tensor> {
+        let [_, k, _, _] = dy.shape4("dy")?;
+        let db = Tensor::uninit(self, &[k])?;
+        let mut enc = self.encoder("wgconv conv2d_backward_bias");
+        self.encode_conv2d_backward_bias(&mut enc, dy, &db)?;
+        self.submit(enc)?;
+        Ok(db)
+    }
+
+    /// Records [`Context::conv2d_backward_bias`] into `encoder`, writing `db` (`[K]`).
+    pub fn encode_conv2d_backward_bias(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        dy: &Tensor,
+        db: &Tensor,
+    ) -> Result<()> {
+        dy.check_ctx(self, "dy")?;
+        let shape = dy.shape4("dy")?;
+        if shape.contains(&0) {
+            return Err(Error::shape_mismatch(
+                "dy",
+                "every dimension >= 1",
+                format!("{shape:?}"),
+            ));
+        }
+        self.check_out(db, "db", &[shape[1]])?;
+        backward::encode_bgrad(self, encoder, shape, dy.buffer(), db.buffer())
+    }
+
+    /// All gradients of `y = conv2d(x, w, b)` for an upstream gradient `dy`, in one
+    /// submission: `dx`, `dw`, and `db` when `with_bias`.
+    pub fn conv2d_backward(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        with_bias: bool,
+        params: &Conv2dParams,
+        algorithm: Algorithm,
+    ) -> Result<Conv2dGradients> {
+        x.check_ctx(self, "x")?;
+        w.check_ctx(self, "w")?;
+        let p = Conv2dProblem::new(x.shape4("x")?, w.shape4("w")?, None, params)?;
+        self.check_dy(&p, dy)?;
+        let dx = Tensor::uninit(self, &p.x_shape())?;
+        let dw = Tensor::uninit(self, &p.w_shape())?;
+        let db = if with_bias {
+            Some(Tensor::uninit(self, &[p.k])?)
+        } else {
+            None
+        };
+        let mut enc = self.encoder("wgconv conv2d_backward");
+        backward::encode_dgrad(
+            self,
+            &mut enc,
+            &p,
+            dy.buffer(),
+            w.buffer(),
+            None,
+            dx.buffer(),
+            algorithm,
+        )?;
+        backward::encode_wgrad(
+            self,
+            &mut enc,
+            &p,
+            x.buffer(),
+            dy.buffer(),
+            dw.buffer(),
+            algorithm,
+        )?;
+        if let Some(db) = &db {
+            backward::encode_bgrad(self, &mut enc, p.y_shape(), dy.buffer(), db.buffer())?;
+        }
+        self.submit(enc)?;
+        Ok(Conv2dGradients { dx, dw, db })
+    }
+
+    /// Transposed convolution (PyTorch `conv_transpose2d`): `x` `[N, Cin, H, W]`, `w`
+    /// `[Cin, Cout/groups, R, S]`, `bias` `[Cout]`; returns `[N, Cout, Ho, Wo]` with
+    /// `Ho = (H-1)*sh - 2*ph + dh*(R-1) + oph + 1`. It is the input gradient of the conv2d
+    /// with the same parameters, computed by the same gather kernels (no atomics).
+    pub fn conv_transpose2d(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        params: &ConvTranspose2dParams,
+        algorithm: Algorithm,
+    ) -> Result<Tensor> {
+        let tp = self.transposed_problem(x, w, bias, params)?;
+        let y = Tensor::uninit(self, &tp.y_shape())?;
+        let mut enc = self.encoder("wgconv conv_transpose2d");
+        self.encode_conv_transpose2d(&mut enc, x, w, bias, params, algorithm, &y)?;
+        self.submit(enc)?;
+        Ok(y)
+    }
+
+    /// Records [`Context::conv_transpose2d`] into `encoder`, writing `y`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_conv_transpose2d(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        params: &ConvTranspose2dParams,
+        algorithm: Algorithm,
+        y: &Tensor,
+    ) -> Result<()> {
+        let tp = self.transposed_problem(x, w, bias, params)?;
+        self.check_out(y, "y", &tp.y_shape())?;
+        backward::encode_dgrad(
+            self,
+            encoder,
+            &tp.conv,
+            x.buffer(),
+            w.buffer(),
+            bias.map(|b| b.buffer()),
+            y.buffer(),
+            algorithm,
+        )
+    }
+
+    fn transposed_problem(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        params: &ConvTranspose2dParams,
+    ) -> Result<TransposedProblem> {
+        x.check_ctx(self, "x")?;
+        w.check_ctx(self, "w")?;
+        let bias_len = match bias {
+            Some(b) => {
+                b.check_ctx(self, "bias")?;
+                if b.shape().len() != 1 {
+                    return Err(Error::shape_mismatch(
+                        "bias",
+                        "a 1-D shape",
+                        format!("{:?}", b.shape()),
+                    ));
+                }
+                Some(b.shape()[0])
+            }
+            None => None,
+        };
+        params.resolve(x.shape4("x")?, w.shape4("w")?, bias_len)
     }
 }

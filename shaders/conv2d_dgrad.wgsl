@@ -1,0 +1,143 @@
+// Input gradient of a convolution, gathered (no atomics): also the transposed convolution.
+//
+// For the forward y[n,k,oy,ox] = Σ w[k,ci,tap(r,s)] · x[n, g*cg+ci, oy*sh - pt + r*dh, ...]
+// with zero padding, every input pixel gathers the outputs that read it:
+//   dx[n,c,iy,ix] = Σ_{k in group, r, s : iy + pt - r*dh = oy*sh, ix + pl - s*dw = ox*sw}
+//                   w[k, ci, tap(r,s)] · dy[n,k,oy,ox]  (+ bias[c] for conv_transpose2d)
+// Stride-aware: an invocation owns CB channels and 4 pixels ix = ph + sw*(j0 + j) of one
+// row that share the column phase ph, so every kernel column s either feeds all four
+// (consecutive ox) or none; rows and columns of taps that do not divide by the stride are
+// skipped before any multiply. Non-zero padding modes run this on the padded extent and
+// fold the result back with pad_fold.wgsl.
+
+struct Params {
+    n: u32, c: u32, h: u32, w: u32,
+    k: u32, r: u32, s: u32, cg: u32,
+    kg: u32, oh: u32, ow: u32, sh: u32,
+    sw: u32, dh: u32, dw: u32, pad_top: i32,
+    pad_left: i32, dy_off: u32, w_off: u32, b_off: u32,
+    dx_off: u32, cblocks: u32, xblocks: u32, total: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+
+override WG: u32 = 64u;
+// Input channels per invocation: 1, 2, 3 or 4.
+override CB: u32 = 4u;
+override HAS_BIAS: bool = false;
+override FLIP: bool = false;
+
+fn dy4(base: u32, ox0: i32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    let ow = i32(P.ow);
+    for (var j = 0; j < 4; j++) {
+        let ox = ox0 + j;
+        if (ox >= 0 && ox < ow) {
+            v[j] = dy[base + u32(ox)];
+        }
+    }
+    return v;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let id = gid.x + gid.y * nwg.x * WG;
+    if (id >= P.total) {
+        return;
+    }
+    // id -> (x block, column phase, row, channel block, image)
+    let xb = id % P.xblocks;
+    var t = id / P.xblocks;
+    let ph = t % P.sw;
+    t = t / P.sw;
+    let iy = t % P.h;
+    t = t / P.h;
+    let cbt = P.cblocks * (P.c / P.cg);
+    let cb = t % cbt;
+    let n = t / cbt;
+    let g = cb / P.cblocks;
+    let ci0 = (cb % P.cblocks) * CB;
+    let j0 = xb * 4u;
+    if (ph + P.sw * j0 >= P.w) {
+        return;
+    }
+    let sh = i32(P.sh);
+    let sw = i32(P.sw);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    let rs = P.r * P.s;
+    // Clamp channels past the group end to a valid one (their results are not stored).
+    let cmax = P.cg - 1u;
+    let wc0 = min(ci0, cmax) * rs;
+    let wc1 = min(ci0 + 1u, cmax) * rs;
+    let wc2 = min(ci0 + 2u, cmax) * rs;
+    let wc3 = min(ci0 + 3u, cmax) * rs;
+    for (var r = 0u; r < P.r; r++) {
+        let ty = i32(iy) + P.pad_top - i32(r * P.dh);
+        if (ty < 0 || ty % sh != 0) {
+            continue;
+        }
+        let oy = u32(ty / sh);
+        if (oy >= P.oh) {
+            continue;
+        }
+        let rr = select(r, P.r - 1u - r, FLIP);
+        for (var s = 0u; s < P.s; s++) {
+            let base = i32(ph) + P.pad_left - i32(s * P.dw);
+            if (((base % sw) + sw) % sw != 0) {
+                continue;
+            }
+            // ox of pixel j: (base + sw * (j0 + j)) / sw, exact.
+            let ox0 = (base - ((base % sw) + sw) % sw) / sw + i32(j0);
+            let ss = select(s, P.s - 1u - s, FLIP);
+            let tap = rr * P.s + ss;
+            for (var kk = 0u; kk < P.kg; kk++) {
+                let k = g * P.kg + kk;
+                let v = dy4(P.dy_off + ((n * P.k + k) * P.oh + oy) * P.ow, ox0);
+                let wk = P.w_off + k * P.cg * rs + tap;
+                acc0 = fma(vec4<f32>(wt[wk + wc0]), v, acc0);
+                if (CB > 1u) {
+                    acc1 = fma(vec4<f32>(wt[wk + wc1]), v, acc1);
+                }
+                if (CB > 2u) {
+                    acc2 = fma(vec4<f32>(wt[wk + wc2]), v, acc2);
+                }
+                if (CB > 3u) {
+                    acc3 = fma(vec4<f32>(wt[wk + wc3]), v, acc3);
+                }
+            }
+        }
+    }
+    for (var i = 0u; i < CB; i++) {
+        let ci = ci0 + i;
+        if (ci >= P.cg) {
+            break;
+        }
+        let c = g * P.cg + ci;
+        var a = acc0;
+        if (i == 1u) {
+            a = acc1;
+        } else if (i == 2u) {
+            a = acc2;
+        } else if (i == 3u) {
+            a = acc3;
+        }
+        var b = 0.0;
+        if (HAS_BIAS) {
+            b = bias[P.b_off + c];
+        }
+        let row = P.dx_off + ((n * P.c + c) * P.h + iy) * P.w;
+        for (var j = 0u; j < 4u; j++) {
+            let ix = ph + P.sw * (j0 + j);
+            if (ix < P.w) {
+                dx[row + ix] = a[j] + b;
+            }
+        }
+    }
+}

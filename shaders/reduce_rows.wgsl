@@ -1,0 +1,38 @@
+// Deterministic row sums: out[row] = Σ_{b < batch} Σ_{i < len} src[b * bstride + row * len + i]
+// in a fixed order (images, then elements), one invocation per row. Used for the bias
+// gradient (rows = output channels, len = Ho*Wo, batch = images) and for summing split-K
+// partial results (len = 1, rows = elements, batch = partials).
+
+struct Params {
+    rows: u32, len: u32, batch: u32, bstride: u32,
+    total: u32, _p0: u32, _p1: u32, _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+override WG: u32 = 64u;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let id = gid.x + gid.y * nwg.x * WG;
+    if (id >= P.total) {
+        return;
+    }
+    var acc = 0.0;
+    for (var b = 0u; b < P.batch; b++) {
+        let base = b * P.bstride + id * P.len;
+        // Four partial sums, combined in a fixed order: shorter dependency chains.
+        var s = vec4<f32>(0.0);
+        var i = 0u;
+        for (; i + 4u <= P.len; i += 4u) {
+            s += vec4<f32>(src[base + i], src[base + i + 1u], src[base + i + 2u], src[base + i + 3u]);
+        }
+        for (; i < P.len; i++) {
+            s.x += src[base + i];
+        }
+        acc += (s.x + s.y) + (s.z + s.w);
+    }
+    dst[id] = acc;
+}

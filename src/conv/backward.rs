@@ -1,0 +1,760 @@
+//! Convolution gradients (input, weight, bias) and the transposed convolution.
+//!
+//! Every kernel here is a gather with a fixed summation order: no atomics, so the same
+//! inputs give the same bits on every run.
+
+use crate::context::Context;
+use crate::conv::direct::{i32_of, u32_of};
+use crate::conv::im2col::{im2col_key, is_pointwise, Im2colUniforms};
+use crate::conv::Algorithm;
+use crate::error::{Error, ErrorKind, Result};
+use crate::gemm::{encode_job, pack, GemmJob, GemmVariant, Mat};
+use crate::kernels::{dispatch, Bind, Kernel, PipelineKey};
+use crate::params::{Conv2dProblem, PaddingMode};
+use crate::tensor::DeviceBuffer;
+
+/// Uniforms of `conv2d_dgrad.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct DgradUniforms {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    k: u32,
+    r: u32,
+    s: u32,
+    cg: u32,
+    kg: u32,
+    oh: u32,
+    ow: u32,
+    sh: u32,
+    sw: u32,
+    dh: u32,
+    dw: u32,
+    pad_top: i32,
+    pad_left: i32,
+    dy_off: u32,
+    w_off: u32,
+    b_off: u32,
+    dx_off: u32,
+    cblocks: u32,
+    xblocks: u32,
+    total: u32,
+}
+
+/// Uniforms of `col2im.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct Col2imUniforms {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    cg: u32,
+    groups: u32,
+    r: u32,
+    s: u32,
+    oh: u32,
+    ow: u32,
+    sh: u32,
+    sw: u32,
+    dh: u32,
+    dw: u32,
+    pad_top: i32,
+    pad_left: i32,
+    dx_off: u32,
+    p0: u32,
+    np: u32,
+    ldp: u32,
+    total: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+/// Uniforms of `pad_fold.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct PadFoldUniforms {
+    planes: u32,
+    h: u32,
+    w: u32,
+    hp: u32,
+    wp: u32,
+    top: u32,
+    left: u32,
+    bottom: u32,
+    right: u32,
+    total: u32,
+    dst_off: u32,
+    _p1: u32,
+}
+
+/// Uniforms of `conv2d_wgrad.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct WgradUniforms {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    k: u32,
+    r: u32,
+    s: u32,
+    cg: u32,
+    kg: u32,
+    oh: u32,
+    ow: u32,
+    sh: u32,
+    sw: u32,
+    dh: u32,
+    dw: u32,
+    pad_top: i32,
+    pad_left: i32,
+    kblocks: u32,
+    sblocks: u32,
+    total: u32,
+}
+
+/// Uniforms of `reduce_rows.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct ReduceUniforms {
+    rows: u32,
+    len: u32,
+    batch: u32,
+    bstride: u32,
+    total: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+fn unsupported(algo: Algorithm, reason: &str) -> Error {
+    Error::new(ErrorKind::UnsupportedAlgorithm {
+        algorithm: algo.name(),
+        reason: reason.into(),
+    })
+}
+
+/// Does the problem read padded positions through a non-zero padding mode?
+fn needs_fold(p: &Conv2dProblem) -> bool {
+    p.mode != PaddingMode::Zeros && p.pad.iter().any(|&v| v > 0)
+}
+
+/// The same convolution on the explicitly padded input (zero padding of 0): its input
+/// gradient is the gradient of the padded tensor, which `pad_fold` folds back.
+fn padded_problem(p: &Conv2dProblem) -> Conv2dProblem {
+    Conv2dProblem {
+        h: p.h + (p.pad[0] + p.pad[1]) as usize,
+        w: p.w + (p.pad[2] + p.pad[3]) as usize,
+        pad: [0; 4],
+        mode: PaddingMode::Zeros,
+        ..*p
+    }
+}
+
+/// Auto choice for the input gradient / transposed convolution.
+pub(crate) fn select_dgrad(p: &Conv2dProblem) -> Algorithm {
+    if is_pointwise(p) {
+        Algorithm::Gemm1x1
+    } else if p.k_per_group() < 4 || p.reduction_len() < 16 {
+        Algorithm::Direct
+    } else {
+        Algorithm::Im2colGemm
+    }
+}
+
+/// Auto choice for the weight gradient.
+pub(crate) fn select_wgrad(p: &Conv2dProblem) -> Algorithm {
+    if p.c_per_group() == 1 || p.k_per_group() < 4 {
+        Algorithm::Direct
+    } else {
+        Algorithm::Im2colGemm
+    }
+}
+
+/// Input gradient `dx` (`[N, C, H, W]`) of the forward `p` from `dy` (`[N, K, Ho, Wo]`);
+/// with `bias` (length C) this is the transposed convolution of `dy`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn encode_dgrad(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    dy: &wgpu::Buffer,
+    w: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    dx: &wgpu::Buffer,
+    algo: Algorithm,
+) -> Result<()> {
+    let algo = match algo {
+        Algorithm::Auto => select_dgrad(p),
+        Algorithm::Gemm1x1 if !is_pointwise(p) => {
+            return Err(unsupported(
+                algo,
+                "needs a 1x1 kernel, stride 1 and no padding",
+            ))
+        }
+        a => a,
+    };
+    if !needs_fold(p) {
+        return dgrad_zero_padded(ctx, enc, p, dy, w, bias, dx, 0, algo);
+    }
+    // Gradient of the padded input in bounded scratch (image by image if needed), folded
+    // back onto dx.
+    let pp = padded_problem(p);
+    let per_image = (p.c * pp.h * pp.w * 4) as u64;
+    let budget = ctx
+        .scratch_budget()
+        .min(ctx.limits().max_storage_buffer_binding_size);
+    let images = ((budget / per_image.max(1)) as usize).clamp(1, p.n);
+    let scratch = DeviceBuffer::new(
+        ctx,
+        per_image * images as u64,
+        "wgconv padded input gradient",
+    )?;
+    let key = PipelineKey::new(Kernel::PadFold)
+        .with("WG", 64)
+        .with("PAD_MODE", p.mode.code());
+    let mut n0 = 0;
+    while n0 < p.n {
+        let nb = images.min(p.n - n0);
+        let sub = Conv2dProblem { n: nb, ..pp };
+        let dy_off = n0 * p.k * p.oh * p.ow;
+        dgrad_zero_padded_at(ctx, enc, &sub, dy, dy_off, w, None, &scratch.buffer, algo)?;
+        let total = nb * p.c * p.h * p.w;
+        let u = PadFoldUniforms {
+            planes: u32_of(nb * p.c, "planes")?,
+            h: u32_of(p.h, "height")?,
+            w: u32_of(p.w, "width")?,
+            hp: u32_of(pp.h, "height")?,
+            wp: u32_of(pp.w, "width")?,
+            top: u32_of(p.pad[0] as usize, "padding")?,
+            left: u32_of(p.pad[2] as usize, "padding")?,
+            bottom: u32_of(p.pad[1] as usize, "padding")?,
+            right: u32_of(p.pad[3] as usize, "padding")?,
+            total: u32_of(total, "elements")?,
+            dst_off: u32_of(n0 * p.c * p.h * p.w, "elements")?,
+            _p1: 0,
+        };
+        dispatch(
+            ctx,
+            enc,
+            &key,
+            bytemuck::bytes_of(&u),
+            &[Bind::whole(&scratch.buffer), Bind::whole(dx)],
+            total as u64,
+        )?;
+        n0 += nb;
+    }
+    let _ = bias; // bias only exists for the transposed convolution (zero padding)
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dgrad_zero_padded(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    dy: &wgpu::Buffer,
+    w: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    dx: &wgpu::Buffer,
+    dy_off: usize,
+    algo: Algorithm,
+) -> Result<()> {
+    dgrad_zero_padded_at(ctx, enc, p, dy, dy_off, w, bias, dx, algo)
+}
+
+/// Zero-padding input gradient of `p` (its `n` images), reading dy from element `dy_off`
+/// and writing dx from element 0.
+#[allow(clippy::too_many_arguments)]
+fn dgrad_zero_padded_at(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    dy: &wgpu::Buffer,
+    dy_off: usize,
+    w: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    dx: &wgpu::Buffer,
+    algo: Algorithm,
+) -> Result<()> {
+    match algo {
+        Algorithm::Gemm1x1 => dgrad_pointwise(ctx, enc, p, dy, dy_off, w, bias, dx),
+        Algorithm::Im2colGemm => dgrad_col2im(ctx, enc, p, dy, dy_off, w, bias, dx),
+        _ => dgrad_direct(ctx, enc, p, dy, dy_off, w, bias, dx),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dgrad_direct(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    dy: &wgpu::Buffer,
+    dy_off: usize,
+    w: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    dx: &wgpu::Buffer,
+) -> Result<()> {
+    let cg = p.c_per_group();
+    let cb = cg.min(4);
+    let cblocks = cg.div_ceil(cb);
+    let xblocks = p.w.div_ceil(p.stride[1]).div_ceil(4);
+    let key = PipelineKey::new(Kernel::Conv2dDgrad)
+        .with("WG", 64)
+        .with("CB", cb as u32)
+        .with("HAS_BIAS", bias.is_some() as u32)
+        .with("FLIP", p.flip as u32);
+    let per_image = cblocks * p.groups * p.h * p.stride[1] * xblocks;
+    let limit = 1usize << 30;
+    let images_per_launch = (limit / per_image.max(1)).clamp(1, p.n);
+    let mut u = DgradUniforms {
+        c: u32_of(p.c, "channels")?,
+        h: u32_of(p.h, "height")?,
+        w: u32_of(p.w, "width")?,
+        k: u32_of(p.k, "output channels")?,
+        r: u32_of(p.r, "kernel height")?,
+        s: u32_of(p.s, "kernel width")?,
+        cg: u32_of(cg, "channels per group")?,
+        kg: u32_of(p.k_per_group(), "output channels per group")?,
+        oh: u32_of(p.oh, "output height")?,
+        ow: u32_of(p.ow, "output width")?,
+        sh: u32_of(p.stride[0], "stride")?,
+        sw: u32_of(p.stride[1], "stride")?,
+        dh: u32_of(p.dilation[0], "dilation")?,
+        dw: u32_of(p.dilation[1], "dilation")?,
+        pad_top: i32_of(p.pad[0], "padding")?,
+        pad_left: i32_of(p.pad[2], "padding")?,
+        cblocks: u32_of(cblocks, "blocks")?,
+        xblocks: u32_of(xblocks, "blocks")?,
+        ..Default::default()
+    };
+    let mut n0 = 0;
+    while n0 < p.n {
+        let nb = images_per_launch.min(p.n - n0);
+        let total = nb * per_image;
+        u.n = u32_of(nb, "images")?;
+        u.dy_off = u32_of(dy_off + n0 * p.k * p.oh * p.ow, "elements")?;
+        u.dx_off = u32_of(n0 * p.c * p.h * p.w, "elements")?;
+        u.total = u32_of(total, "invocations")?;
+        dispatch(
+            ctx,
+            enc,
+            &key,
+            bytemuck::bytes_of(&u),
+            &[
+                Bind::whole(dy),
+                Bind::whole(w),
+                Bind::whole(bias.unwrap_or(w)),
+                Bind::whole(dx),
+            ],
+            total as u64,
+        )?;
+        n0 += nb;
+    }
+    Ok(())
+}
+
+/// 1x1, stride 1, no padding: `dx[n, g] = W_gᵀ · dy[n, g]`, one GEMM.
+#[allow(clippy::too_many_arguments)]
+fn dgrad_pointwise(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    dy: &wgpu::Buffer,
+    dy_off: usize,
+    w: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    dx: &wgpu::Buffer,
+) -> Result<()> {
+    let (cg, kg, hw) = (p.c_per_group(), p.k_per_group(), p.h * p.w);
+    let variant = if hw % 4 == 0 && dy_off % 4 == 0 {
+        GemmVariant::Auto
+    } else {
+        GemmVariant::Register
+    };
+    let job = GemmJob {
+        m: cg,
+        n: hw,
+        k: kg,
+        batch_outer: p.n,
+        batch_inner: p.groups,
+        // A[m = c, k] = w[k, c]: K-major with leading dimension cg.
+        a: Mat {
+            buf: w,
+            off: 0,
+            ld: cg,
+            si: kg * cg,
+            so: 0,
+        },
+        a_km: true,
+        b: Mat {
+            buf: dy,
+            off: dy_off,
+            ld: hw,
+            si: kg * hw,
+            so: p.k * hw,
+        },
+        b_kn: true,
+        c: Mat {
+            buf: dx,
+            off: 0,
+            ld: hw,
+            si: cg * hw,
+            so: p.c * hw,
+        },
+        c_col_stride: 1,
+        bias: bias.map(|b| (b, 0, cg, 1)),
+        accumulate: false,
+    };
+    encode_job(ctx, enc, &job, variant)
+}
+
+/// GEMM into a column-gradient matrix, then a gathered col2im; split over images and
+/// output-pixel ranges within the scratch budget.
+#[allow(clippy::too_many_arguments)]
+fn dgrad_col2im(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    dy: &wgpu::Buffer,
+    dy_off: usize,
+    w: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    dx: &wgpu::Buffer,
+) -> Result<()> {
+    let crs = p.reduction_len();
+    let (kg, ohw) = (p.k_per_group(), p.oh * p.ow);
+    let full_crs = crs * p.groups;
+    let budget = ctx
+        .scratch_budget()
+        .min(ctx.limits().max_storage_buffer_binding_size)
+        .max(4096) as usize;
+    let row_bytes = full_crs * 4;
+    let per_image = row_bytes * ohw.div_ceil(4) * 4;
+    let (images, np) = if per_image <= budget {
+        ((budget / per_image).clamp(1, p.n), ohw)
+    } else {
+        (1, ((budget / row_bytes) / 4 * 4).max(4).min(ohw))
+    };
+    let ldp = np.div_ceil(4) * 4;
+    let dcol = DeviceBuffer::new(
+        ctx,
+        (images * full_crs * ldp * 4) as u64,
+        "wgconv column gradient",
+    )?;
+    // A[m = q, k] = w[k, q]: K-major (leading dimension crs); packed once if unaligned.
+    let wmat = Mat {
+        buf: w,
+        off: 0,
+        ld: crs,
+        si: kg * crs,
+        so: 0,
+    };
+    let wpack;
+    let a = if crate::gemm::vec4_ready(&wmat, true) {
+        wmat
+    } else {
+        wpack = pack(ctx, enc, &wmat, true, kg, crs, 1, p.groups)?;
+        wpack.mat()
+    };
+    let y_img = p.k * ohw;
+    let x_img = p.c * p.h * p.w;
+    let mut n0 = 0;
+    while n0 < p.n {
+        let nb = images.min(p.n - n0);
+        let mut p0 = 0;
+        while p0 < ohw {
+            let cnt = np.min(ohw - p0);
+            let ld = cnt.div_ceil(4) * 4;
+            let off = dy_off + n0 * y_img + p0;
+            let job = GemmJob {
+                m: crs,
+                n: cnt,
+                k: kg,
+                batch_outer: nb,
+                batch_inner: p.groups,
+                a,
+                a_km: true,
+                b: Mat {
+                    buf: dy,
+                    off,
+                    ld: ohw,
+                    si: kg * ohw,
+                    so: y_img,
+                },
+                b_kn: true,
+                c: Mat {
+                    buf: &dcol.buffer,
+                    off: 0,
+                    ld,
+                    si: crs * ld,
+                    so: full_crs * ld,
+                },
+                c_col_stride: 1,
+                bias: None,
+                accumulate: false,
+            };
+            let variant = if ohw % 4 == 0 && off % 4 == 0 {
+                GemmVariant::Auto
+            } else {
+                GemmVariant::Register
+            };
+            encode_job(ctx, enc, &job, variant)?;
+            let first = p0 == 0;
+            let key = PipelineKey::new(Kernel::Col2im)
+                .with("WG", 64)
+                .with("FLIP", p.flip as u32)
+                .with("ACCUMULATE", !first as u32)
+                .with("HAS_BIAS", (first && bias.is_some()) as u32);
+            let total = nb * x_img;
+            let u = Col2imUniforms {
+                n: u32_of(nb, "images")?,
+                c: u32_of(p.c, "channels")?,
+                h: u32_of(p.h, "height")?,
+                w: u32_of(p.w, "width")?,
+                cg: u32_of(p.c_per_group(), "channels per group")?,
+                groups: u32_of(p.groups, "groups")?,
+                r: u32_of(p.r, "kernel height")?,
+                s: u32_of(p.s, "kernel width")?,
+                oh: u32_of(p.oh, "output height")?,
+                ow: u32_of(p.ow, "output width")?,
+                sh: u32_of(p.stride[0], "stride")?,
+                sw: u32_of(p.stride[1], "stride")?,
+                dh: u32_of(p.dilation[0], "dilation")?,
+                dw: u32_of(p.dilation[1], "dilation")?,
+                pad_top: i32_of(p.pad[0], "padding")?,
+                pad_left: i32_of(p.pad[2], "padding")?,
+                dx_off: u32_of(n0 * x_img, "elements")?,
+                p0: u32_of(p0, "pixels")?,
+                np: u32_of(cnt, "pixels")?,
+                ldp: u32_of(ld, "pixels")?,
+                total: u32_of(total, "elements")?,
+                ..Default::default()
+            };
+            dispatch(
+                ctx,
+                enc,
+                &key,
+                bytemuck::bytes_of(&u),
+                &[
+                    Bind::whole(&dcol.buffer),
+                    Bind::whole(bias.unwrap_or(w)),
+                    Bind::whole(dx),
+                ],
+                total as u64,
+            )?;
+            p0 += cnt;
+        }
+        n0 += nb;
+    }
+    Ok(())
+}
+
+/// Weight gradient `dw` (`[K, C/g, R, S]`) from `x` and `dy`.
+pub(crate) fn encode_wgrad(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    x: &wgpu::Buffer,
+    dy: &wgpu::Buffer,
+    dw: &wgpu::Buffer,
+    algo: Algorithm,
+) -> Result<()> {
+    match algo {
+        Algorithm::Auto => encode_wgrad(ctx, enc, p, x, dy, dw, select_wgrad(p)),
+        Algorithm::Gemm1x1 if !is_pointwise(p) => Err(unsupported(
+            algo,
+            "needs a 1x1 kernel, stride 1 and no padding",
+        )),
+        Algorithm::Gemm1x1 | Algorithm::Im2colGemm => wgrad_gemm(ctx, enc, p, x, dy, dw),
+        _ => wgrad_direct(ctx, enc, p, x, dy, dw),
+    }
+}
+
+fn wgrad_direct(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    x: &wgpu::Buffer,
+    dy: &wgpu::Buffer,
+    dw: &wgpu::Buffer,
+) -> Result<()> {
+    let kg = p.k_per_group();
+    let kb = kg.min(4);
+    let kblocks = kg.div_ceil(kb);
+    let sblocks = p.s.div_ceil(4);
+    let total = sblocks * p.r * p.c_per_group() * kblocks * p.groups;
+    let key = PipelineKey::new(Kernel::Conv2dWgrad)
+        .with("WG", 64)
+        .with("KB", kb as u32)
+        .with("PAD_MODE", p.mode.code())
+        .with("FLIP", p.flip as u32);
+    let u = WgradUniforms {
+        n: u32_of(p.n, "images")?,
+        c: u32_of(p.c, "channels")?,
+        h: u32_of(p.h, "height")?,
+        w: u32_of(p.w, "width")?,
+        k: u32_of(p.k, "output channels")?,
+        r: u32_of(p.r, "kernel height")?,
+        s: u32_of(p.s, "kernel width")?,
+        cg: u32_of(p.c_per_group(), "channels per group")?,
+        kg: u32_of(kg, "output channels per group")?,
+        oh: u32_of(p.oh, "output height")?,
+        ow: u32_of(p.ow, "output width")?,
+        sh: u32_of(p.stride[0], "stride")?,
+        sw: u32_of(p.stride[1], "stride")?,
+        dh: u32_of(p.dilation[0], "dilation")?,
+        dw: u32_of(p.dilation[1], "dilation")?,
+        pad_top: i32_of(p.pad[0], "padding")?,
+        pad_left: i32_of(p.pad[2], "padding")?,
+        kblocks: u32_of(kblocks, "blocks")?,
+        sblocks: u32_of(sblocks, "blocks")?,
+        total: u32_of(total, "invocations")?,
+    };
+    dispatch(
+        ctx,
+        enc,
+        &key,
+        bytemuck::bytes_of(&u),
+        &[Bind::whole(x), Bind::whole(dy), Bind::whole(dw)],
+        total as u64,
+    )
+}
+
+/// `dwᵀ[q, k] = Σ_p colᵀ[p, q] · dy[k, p]`: a pixel-major im2col per image and pixel
+/// range, and one GEMM each that accumulates into dw in a fixed order.
+fn wgrad_gemm(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    x: &wgpu::Buffer,
+    dy: &wgpu::Buffer,
+    dw: &wgpu::Buffer,
+) -> Result<()> {
+    let crs = p.reduction_len();
+    let (kg, ohw) = (p.k_per_group(), p.oh * p.ow);
+    let ldq = crs.div_ceil(4) * 4;
+    let budget = ctx
+        .scratch_budget()
+        .min(ctx.limits().max_storage_buffer_binding_size)
+        .max(4096) as usize;
+    let pix_bytes = p.groups * ldq * 4; // one pixel row of colT, all groups
+    let np = (budget / pix_bytes).max(1).min(ohw);
+    let col = DeviceBuffer::new(ctx, (np * pix_bytes) as u64, "wgconv im2col (pixel-major)")?;
+    let key = im2col_key(p, true);
+    let mut u = Im2colUniforms {
+        n: 1,
+        c: u32_of(p.c, "channels")?,
+        h: u32_of(p.h, "height")?,
+        w: u32_of(p.w, "width")?,
+        cg: u32_of(p.c_per_group(), "channels per group")?,
+        groups: u32_of(p.groups, "groups")?,
+        r: u32_of(p.r, "kernel height")?,
+        s: u32_of(p.s, "kernel width")?,
+        oh: u32_of(p.oh, "output height")?,
+        ow: u32_of(p.ow, "output width")?,
+        sh: u32_of(p.stride[0], "stride")?,
+        sw: u32_of(p.stride[1], "stride")?,
+        dh: u32_of(p.dilation[0], "dilation")?,
+        dw: u32_of(p.dilation[1], "dilation")?,
+        pad_top: i32_of(p.pad[0], "padding")?,
+        pad_left: i32_of(p.pad[2], "padding")?,
+        ldq: u32_of(ldq, "columns")?,
+        ..Default::default()
+    };
+    let x_img = p.c * p.h * p.w;
+    let y_img = p.k * ohw;
+    let mut first = true;
+    for n in 0..p.n {
+        let mut p0 = 0;
+        while p0 < ohw {
+            let cnt = np.min(ohw - p0);
+            let total = p.groups * cnt * ldq;
+            u.x_off = u32_of(n * x_img, "input elements")?;
+            u.p0 = u32_of(p0, "pixels")?;
+            u.np = u32_of(cnt, "pixels")?;
+            u.ldp = u.np;
+            u.total = u32_of(total, "column elements")?;
+            dispatch(
+                ctx,
+                enc,
+                &key,
+                bytemuck::bytes_of(&u),
+                &[Bind::whole(x), Bind::whole(&col.buffer)],
+                total as u64,
+            )?;
+            let job = GemmJob {
+                m: crs,
+                n: kg,
+                k: cnt,
+                batch_outer: 1,
+                batch_inner: p.groups,
+                // A[m = q, k = p] = colT[p, q]: K-major, vec4-aligned (ldq).
+                a: Mat {
+                    buf: &col.buffer,
+                    off: 0,
+                    ld: ldq,
+                    si: cnt * ldq,
+                    so: 0,
+                },
+                a_km: true,
+                // B[k = p, n = k_out] = dy[k_out, p]: N-major.
+                b: Mat {
+                    buf: dy,
+                    off: n * y_img + p0,
+                    ld: ohw,
+                    si: kg * ohw,
+                    so: 0,
+                },
+                b_kn: false,
+                // C[m = q, n = k_out] = dw[k_out, q].
+                c: Mat {
+                    buf: dw,
+                    off: 0,
+                    ld: 1,
+                    si: kg * crs,
+                    so: 0,
+                },
+                c_col_stride: crs,
+                bias: None,
+                accumulate: !first,
+            };
+            encode_job(ctx, enc, &job, GemmVariant::Auto)?;
+            first = false;
+            p0 += cnt;
+        }
+    }
+    Ok(())
+}
+
+/// Bias gradient `db[k] = Σ_{n, oy, ox} dy[n, k, oy, ox]`, deterministic.
+pub(crate) fn encode_bgrad(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    dy_shape: [usize; 4],
+    dy: &wgpu::Buffer,
+    db: &wgpu::Buffer,
+) -> Result<()> {
+    let [n, k, oh, ow] = dy_shape;
+    let key = PipelineKey::new(Kernel::ReduceRows).with("WG", 64);
+    let u = ReduceUniforms {
+        rows: u32_of(k, "channels")?,
+        len: u32_of(oh * ow, "pixels")?,
+        batch: u32_of(n, "images")?,
+        bstride: u32_of(k * oh * ow, "elements")?,
+        total: u32_of(k, "channels")?,
+        ..Default::default()
+    };
+    dispatch(
+        ctx,
+        enc,
+        &key,
+        bytemuck::bytes_of(&u),
+        &[Bind::whole(dy), Bind::whole(db)],
+        k as u64,
+    )
+}

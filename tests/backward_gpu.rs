@@ -1,0 +1,318 @@
+//! Gradients and transposed convolution on the GPU vs the CPU reference: seeded sweeps over
+//! every forward parameter (padding modes, stride, dilation, groups, depthwise, flip) and
+//! every algorithm; determinism; typed errors.
+
+mod common;
+
+use common::{check, conv_sweep, ctx, tol, ConvCase, Rng};
+use wgconv::{cpu, Algorithm, ConvTranspose2dParams, ErrorKind, Tensor};
+
+fn abs(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|x| x.abs()).collect()
+}
+
+fn algos(p: &wgconv::Conv2dProblem) -> Vec<Algorithm> {
+    let mut v: Vec<Algorithm> = Algorithm::ALL
+        .iter()
+        .copied()
+        .filter(|a| a.supports_forward(p))
+        .collect();
+    v.push(Algorithm::Auto);
+    v
+}
+
+fn run_grads(i: usize, case: &ConvCase, rng: &mut Rng) -> Result<usize, String> {
+    let ctx = ctx();
+    let p = &case.problem;
+    let integer = rng.range(0, 3) == 0;
+    let gen = |rng: &mut Rng, n: usize| if integer { rng.int_vec(n) } else { rng.vec(n) };
+    let x = gen(rng, p.x_shape().iter().product());
+    let w = gen(rng, p.w_shape().iter().product());
+    let dy = gen(rng, p.y_shape().iter().product());
+    let want_dx = cpu::conv2d_backward_input(p, &dy, &w);
+    let want_dw = cpu::conv2d_backward_weight(p, &x, &dy);
+    let want_db = cpu::conv2d_backward_bias(p, &dy);
+    let tols = |want: &[f32], scale: Vec<f32>, len: usize| -> Vec<f32> {
+        if integer {
+            vec![0.0; want.len()]
+        } else {
+            scale.iter().map(|&s| tol(s, len)).collect()
+        }
+    };
+    let dx_tol = tols(
+        &want_dx,
+        cpu::conv2d_backward_input(p, &abs(&dy), &abs(&w)),
+        p.k_per_group() * p.r * p.s,
+    );
+    let dw_tol = tols(
+        &want_dw,
+        cpu::conv2d_backward_weight(p, &abs(&x), &abs(&dy)),
+        p.n * p.oh * p.ow,
+    );
+    let db_tol = tols(
+        &want_db,
+        cpu::conv2d_backward_bias(p, &abs(&dy)),
+        p.n * p.oh * p.ow,
+    );
+    let err = |e: wgconv::Error| format!("case {i} {case:?}: {e}");
+    let xt = Tensor::from_slice(ctx, &x, &p.x_shape()).map_err(err)?;
+    let wt = Tensor::from_slice(ctx, &w, &p.w_shape()).map_err(err)?;
+    let dyt = Tensor::from_slice(ctx, &dy, &p.y_shape()).map_err(err)?;
+    let mut runs = 0;
+    for algo in algos(p) {
+        let label = format!("case {i} algo {} {case:?}", algo.name());
+        // Outputs poisoned with NaN so unwritten elements show.
+        let dx = Tensor::full(ctx, &p.x_shape(), f32::NAN).map_err(err)?;
+        let dw = Tensor::full(ctx, &p.w_shape(), f32::NAN).map_err(err)?;
+        let db = Tensor::full(ctx, &[p.k], f32::NAN).map_err(err)?;
+        let mut enc = ctx.device().create_command_encoder(&Default::default());
+        ctx.encode_conv2d_backward_input(&mut enc, &dyt, &wt, &case.params, algo, &dx)
+            .map_err(err)?;
+        ctx.encode_conv2d_backward_weight(&mut enc, &xt, &dyt, &case.params, algo, &dw)
+            .map_err(err)?;
+        ctx.encode_conv2d_backward_bias(&mut enc, &dyt, &db)
+            .map_err(err)?;
+        ctx.queue().submit([enc.finish()]);
+        check(
+            &format!("dx {label}"),
+            &dx.read().map_err(err)?,
+            &want_dx,
+            &dx_tol,
+        )?;
+        check(
+            &format!("dw {label}"),
+            &dw.read().map_err(err)?,
+            &want_dw,
+            &dw_tol,
+        )?;
+        check(
+            &format!("db {label}"),
+            &db.read().map_err(err)?,
+            &want_db,
+            &db_tol,
+        )?;
+        runs += 1;
+    }
+    Ok(runs)
+}
+
+#[test]
+fn gradients_match_cpu_on_sweep_every_algorithm() {
+    let cases = conv_sweep(0x5eed_0003, 320, 150_000);
+    let mut rng = Rng::new(21);
+    let mut failures = Vec::new();
+    let mut runs = 0;
+    for (i, case) in cases.iter().enumerate() {
+        match run_grads(i, case, &mut rng) {
+            Ok(n) => runs += n,
+            Err(e) => failures.push(e),
+        }
+    }
+    for f in failures.iter().take(15) {
+        eprintln!("{f}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed",
+        failures.len(),
+        cases.len()
+    );
+    assert!(runs >= 3 * 300, "ran {runs} (case, algorithm) pairs");
+}
+
+fn random_transpose(
+    rng: &mut Rng,
+) -> Option<([usize; 4], [usize; 4], bool, ConvTranspose2dParams)> {
+    let g = rng.pick(&[1, 1, 2, 3]);
+    let depthwise = rng.range(0, 4) == 0;
+    let (cin, cout_g) = if depthwise {
+        (g * rng.range(1, 2), 1)
+    } else {
+        (g * rng.range(1, 6), rng.range(1, 6))
+    };
+    let (r, s) = (rng.range(1, 4), rng.range(1, 4));
+    let stride = [rng.range(1, 3), rng.range(1, 3)];
+    let dilation = [rng.range(1, 3), rng.range(1, 3)];
+    let padding = [rng.range(0, 2), rng.range(0, 2)];
+    let op = |st: usize, d: usize, rng: &mut Rng| rng.range(0, st.max(d) - 1);
+    let output_padding = [
+        op(stride[0], dilation[0], rng),
+        op(stride[1], dilation[1], rng),
+    ];
+    let params = ConvTranspose2dParams {
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        groups: g,
+    };
+    let x = [rng.range(1, 2), cin, rng.range(1, 9), rng.range(1, 9)];
+    let w = [cin, cout_g, r, s];
+    let bias = rng.bool();
+    params.resolve(x, w, bias.then_some(cout_g * g)).ok()?;
+    Some((x, w, bias, params))
+}
+
+#[test]
+fn conv_transpose2d_matches_cpu_every_algorithm() {
+    let ctx = ctx();
+    let mut rng = Rng::new(77);
+    let mut done = 0;
+    let mut op_ge_stride = 0;
+    while done < 320 {
+        let Some((xs, ws, bias, params)) = random_transpose(&mut rng) else {
+            continue;
+        };
+        let tp = params
+            .resolve(xs, ws, bias.then_some(ws[1] * params.groups))
+            .unwrap();
+        if params
+            .output_padding
+            .iter()
+            .zip(params.stride)
+            .any(|(&o, s)| o >= s)
+        {
+            op_ge_stride += 1;
+        }
+        let x = rng.vec(xs.iter().product());
+        let w = rng.vec(ws.iter().product());
+        let b = bias.then(|| rng.vec(tp.y_shape()[1]));
+        let (want, shape) = cpu::conv_transpose2d(&x, xs, &w, ws, b.as_deref(), &params).unwrap();
+        let ab = b.as_ref().map(|b| abs(b));
+        let (scale, _) =
+            cpu::conv_transpose2d(&abs(&x), xs, &abs(&w), ws, ab.as_deref(), &params).unwrap();
+        let tols: Vec<f32> = scale
+            .iter()
+            .map(|&s| tol(s, ws[0] * ws[2] * ws[3]))
+            .collect();
+        let xt = Tensor::from_slice(ctx, &x, &xs).unwrap();
+        let wt = Tensor::from_slice(ctx, &w, &ws).unwrap();
+        let bt = b
+            .as_ref()
+            .map(|b| Tensor::from_slice(ctx, b, &[b.len()]).unwrap());
+        for algo in algos(&tp.conv) {
+            let y = Tensor::full(ctx, &shape, f32::NAN).unwrap();
+            let mut enc = ctx.device().create_command_encoder(&Default::default());
+            ctx.encode_conv_transpose2d(&mut enc, &xt, &wt, bt.as_ref(), &params, algo, &y)
+                .unwrap_or_else(|e| panic!("{params:?} {xs:?} {ws:?}: {e}"));
+            ctx.queue().submit([enc.finish()]);
+            check(
+                &format!("{} {params:?} x{xs:?} w{ws:?} bias {bias}", algo.name()),
+                &y.read().unwrap(),
+                &want,
+                &tols,
+            )
+            .unwrap();
+        }
+        done += 1;
+    }
+    assert!(
+        op_ge_stride > 10,
+        "output_padding >= stride (< dilation) covered {op_ge_stride} times"
+    );
+}
+
+#[test]
+fn gradients_are_deterministic() {
+    let ctx = ctx();
+    let mut rng = Rng::new(5);
+    let cases = conv_sweep(0x5eed_0004, 40, 200_000);
+    for case in &cases {
+        let p = &case.problem;
+        let x =
+            Tensor::from_slice(ctx, &rng.vec(p.x_shape().iter().product()), &p.x_shape()).unwrap();
+        let w =
+            Tensor::from_slice(ctx, &rng.vec(p.w_shape().iter().product()), &p.w_shape()).unwrap();
+        let dy =
+            Tensor::from_slice(ctx, &rng.vec(p.y_shape().iter().product()), &p.y_shape()).unwrap();
+        for algo in algos(p) {
+            let a = ctx
+                .conv2d_backward(&x, &w, &dy, true, &case.params, algo)
+                .unwrap();
+            let b = ctx
+                .conv2d_backward(&x, &w, &dy, true, &case.params, algo)
+                .unwrap();
+            let bits = |t: &Tensor| {
+                t.read()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(bits(&a.dx), bits(&b.dx), "dx {}", algo.name());
+            assert_eq!(bits(&a.dw), bits(&b.dw), "dw {}", algo.name());
+            assert_eq!(
+                bits(a.db.as_ref().unwrap()),
+                bits(b.db.as_ref().unwrap()),
+                "db {}",
+                algo.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn backward_shape_errors_are_typed() {
+    let ctx = ctx();
+    let t = |s: &[usize]| Tensor::zeros(ctx, s).unwrap();
+    let p = wgconv::Conv2dParams::default();
+    let is = |r: wgconv::Result<Tensor>| {
+        matches!(
+            r.unwrap_err().kind(),
+            ErrorKind::ShapeMismatch { .. } | ErrorKind::InvalidParam { .. }
+        )
+    };
+    // dy with the wrong spatial size / channel count.
+    assert!(is(ctx.conv2d_backward_input(
+        &t(&[1, 4, 5, 5]),
+        &t(&[4, 3, 3, 3]),
+        [1, 3, 8, 8],
+        &p,
+        Algorithm::Auto
+    )));
+    assert!(is(ctx.conv2d_backward_input(
+        &t(&[1, 5, 6, 6]),
+        &t(&[4, 3, 3, 3]),
+        [1, 3, 8, 8],
+        &p,
+        Algorithm::Auto
+    )));
+    assert!(is(ctx.conv2d_backward_weight(
+        &t(&[1, 3, 8, 8]),
+        &t(&[1, 4, 5, 6]),
+        [4, 3, 3, 3],
+        &p,
+        Algorithm::Auto
+    )));
+    assert!(is(ctx.conv2d_backward_weight(
+        &t(&[1, 3, 8, 8]),
+        &t(&[1, 4, 6, 6]),
+        [4, 2, 3, 3],
+        &p,
+        Algorithm::Auto
+    )));
+    assert!(is(ctx.conv2d_backward_bias(&t(&[4, 6, 6]))));
+    // Transposed: output_padding >= stride and >= dilation.
+    let tp = ConvTranspose2dParams::default()
+        .with_stride([2, 2])
+        .with_output_padding([2, 0]);
+    assert!(is(ctx.conv_transpose2d(
+        &t(&[1, 3, 4, 4]),
+        &t(&[3, 2, 3, 3]),
+        None,
+        &tp,
+        Algorithm::Auto
+    )));
+    // Forced 1x1 algorithm on a 3x3 problem.
+    let r = ctx.conv2d_backward_input(
+        &t(&[1, 4, 6, 6]),
+        &t(&[4, 3, 3, 3]),
+        [1, 3, 8, 8],
+        &p,
+        Algorithm::Gemm1x1,
+    );
+    assert!(matches!(
+        r.unwrap_err().kind(),
+        ErrorKind::UnsupportedAlgorithm { .. }
+    ));
+}
