@@ -9,7 +9,10 @@
 
 use std::time::Instant;
 
-use wgconv::{Algorithm, Context, Conv2dParams, GemmParams, GemmVariant, Padding, Tensor};
+use wgconv::{
+    Algorithm, Context, Conv2dParams, ConvTranspose2dParams, GemmParams, GemmVariant, Padding,
+    Tensor,
+};
 
 struct Shape {
     name: &'static str,
@@ -151,6 +154,60 @@ fn main() -> wgconv::Result<()> {
                     ctx.conv2d_with(&x, &w, None, &s.params, algo).map(drop)
                 })?;
                 report("conv2d_fwd", s.name, algo.name(), ms, flops);
+            }
+        }
+        let dy = Tensor::from_slice(&ctx, &fill(p.y_shape().iter().product(), 13), &p.y_shape())?;
+        let algos: Vec<Algorithm> = Algorithm::ALL
+            .iter()
+            .copied()
+            .filter(|a| a.supports_forward(&p))
+            .chain([Algorithm::Auto])
+            .collect();
+        if want_op("dx") {
+            for &algo in &algos {
+                let ms = time(&ctx, o.reps, || {
+                    ctx.conv2d_backward_input(&dy, &w, s.x, &s.params, algo)
+                        .map(drop)
+                })?;
+                report("conv2d_dx", s.name, algo.name(), ms, flops);
+            }
+        }
+        if want_op("dw") {
+            for &algo in &algos {
+                let ms = time(&ctx, o.reps, || {
+                    ctx.conv2d_backward_weight(&x, &dy, s.w, &s.params, algo)
+                        .map(drop)
+                })?;
+                report("conv2d_dw", s.name, algo.name(), ms, flops);
+            }
+        }
+        if want_op("bwd") {
+            for &algo in &algos {
+                let ms = time(&ctx, o.reps, || {
+                    ctx.conv2d_backward(&x, &w, &dy, true, &s.params, algo)
+                        .map(drop)
+                })?;
+                report("conv2d_bwd", s.name, algo.name(), ms, 2.0 * flops);
+            }
+        }
+        if want_op("transpose") {
+            // The transposed convolution mapping this shape's output back to its input.
+            let Padding::Symmetric([pad, _]) = s.params.padding else {
+                unreachable!("bench shapes are symmetric")
+            };
+            let st = s.params.stride[0];
+            let op = (s.x[2] + 2 * pad - (s.w[2] - 1) - 1) % st;
+            let tparams = ConvTranspose2dParams::default()
+                .with_stride(s.params.stride)
+                .with_padding([pad, pad])
+                .with_output_padding([op, op])
+                .with_groups(s.params.groups);
+            for &algo in &algos {
+                let ms = time(&ctx, o.reps, || {
+                    ctx.conv_transpose2d(&dy, &w, None, &tparams, algo)
+                        .map(drop)
+                })?;
+                report("conv_transpose2d", s.name, algo.name(), ms, flops);
             }
         }
     }
