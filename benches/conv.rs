@@ -133,7 +133,7 @@ fn main() -> wgconv::Result<()> {
     let o = opts();
     let ctx = Context::new_blocking()?;
     println!("adapter: {}", ctx.adapter_summary());
-    let want_op = |op: &str| o.ops.as_ref().map_or(true, |v| v.iter().any(|s| s == op));
+    let want_op = |op: &str| o.ops.as_ref().is_none_or(|v| v.iter().any(|s| s == op));
     for s in shapes() {
         if o.shapes
             .as_ref()
@@ -213,7 +213,7 @@ fn main() -> wgconv::Result<()> {
     }
     if o.shapes
         .as_ref()
-        .map_or(true, |v| v.iter().any(|n| n == "gemm1024"))
+        .is_none_or(|v| v.iter().any(|n| n == "gemm1024"))
         && want_op("gemm")
     {
         let n = 1024;

@@ -9,6 +9,10 @@
 // (consecutive ox) or none; rows and columns of taps that do not divide by the stride are
 // skipped before any multiply. Non-zero padding modes run this on the padded extent and
 // fold the result back with pad_fold.wgsl.
+//
+// A launch covers `n` images, dx rows [iy0, iy0 + rows), the channel blocks
+// [cb_lo, cb_lo + cbt) (numbered over all groups) and output channels [k_lo, k_lo + k_cnt)
+// of each group. Offsets are added with wrapping arithmetic (windows of large tensors).
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
@@ -17,6 +21,8 @@ struct Params {
     sw: u32, dh: u32, dw: u32, pad_top: i32,
     pad_left: i32, dy_off: u32, w_off: u32, b_off: u32,
     dx_off: u32, cblocks: u32, xblocks: u32, total: u32,
+    k_lo: u32, k_cnt: u32, cb_lo: u32, cbt: u32,
+    iy0: u32, rows: u32, _p0: u32, _p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -30,6 +36,8 @@ override WG: u32 = 64u;
 override CB: u32 = 4u;
 override HAS_BIAS: bool = false;
 override FLIP: bool = false;
+// Add to dx (second and later chunks of output channels); bias comes with the first.
+override ACCUMULATE: bool = false;
 
 fn dy4(base: u32, ox0: i32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
@@ -54,11 +62,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var t = id / P.xblocks;
     let ph = t % P.sw;
     t = t / P.sw;
-    let iy = t % P.h;
-    t = t / P.h;
-    let cbt = P.cblocks * (P.c / P.cg);
-    let cb = t % cbt;
-    let n = t / cbt;
+    let iy = P.iy0 + t % P.rows;
+    t = t / P.rows;
+    let cb = P.cb_lo + t % P.cbt;
+    let n = t / P.cbt;
     let g = cb / P.cblocks;
     let ci0 = (cb % P.cblocks) * CB;
     let j0 = xb * 4u;
@@ -97,7 +104,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             let ox0 = (base - ((base % sw) + sw) % sw) / sw + i32(j0);
             let ss = select(s, P.s - 1u - s, FLIP);
             let tap = rr * P.s + ss;
-            for (var kk = 0u; kk < P.kg; kk++) {
+            for (var kk = P.k_lo; kk < P.k_lo + P.k_cnt; kk++) {
                 let k = g * P.kg + kk;
                 let v = dy4(P.dy_off + ((n * P.k + k) * P.oh + oy) * P.ow, ox0);
                 let wk = P.w_off + k * P.cg * rs + tap;
@@ -129,14 +136,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             a = acc3;
         }
         var b = 0.0;
-        if (HAS_BIAS) {
+        if (HAS_BIAS && !ACCUMULATE) {
             b = bias[P.b_off + c];
         }
         let row = P.dx_off + ((n * P.c + c) * P.h + iy) * P.w;
         for (var j = 0u; j < 4u; j++) {
             let ix = ph + P.sw * (j0 + j);
             if (ix < P.w) {
-                dx[row + ix] = a[j] + b;
+                var out = a[j] + b;
+                if (ACCUMULATE) {
+                    out += dx[row + ix];
+                }
+                dx[row + ix] = out;
             }
         }
     }

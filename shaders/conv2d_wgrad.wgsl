@@ -3,6 +3,9 @@
 // and output pixel in a fixed order (deterministic):
 //   dw[k, ci, tap(r, s)] = Σ_{n, oy, ox} dy[n,k,oy,ox] · xpad[n, g*cg+ci, oy*sh - pt + r*dh, ox*sw - pl + s*dw]
 // xpad reads x through the padding mode's index mapping, as in the forward kernel.
+// A launch covers `n` images, output rows [oy0, oy0 + oy_cnt), k-blocks [kb_lo, kb_lo + kbt)
+// (numbered over all groups) and input channels [c_lo, c_lo + c_cnt) of each group. Offsets
+// are added with wrapping arithmetic (windows of large tensors).
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
@@ -10,6 +13,9 @@ struct Params {
     kg: u32, oh: u32, ow: u32, sh: u32,
     sw: u32, dh: u32, dw: u32, pad_top: i32,
     pad_left: i32, kblocks: u32, sblocks: u32, total: u32,
+    x_off: u32, dy_off: u32, dw_off: u32, kb_lo: u32,
+    kbt: u32, c_lo: u32, c_cnt: u32, oy0: u32,
+    oy_cnt: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -22,6 +28,8 @@ override WG: u32 = 64u;
 override KB: u32 = 4u;
 override PAD_MODE: u32 = 0u;
 override FLIP: bool = false;
+// Add to dw (second and later images / row bands / windows).
+override ACCUMULATE: bool = false;
 
 fn src_index(i: i32, size: i32) -> i32 {
     if (i >= 0 && i < size) {
@@ -58,8 +66,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var t = id / P.sblocks;
     let r = t % P.r;
     t = t / P.r;
-    let ci = t % P.cg;
-    let kbt = t / P.cg;
+    let ci = P.c_lo + t % P.c_cnt;
+    let kbt = P.kb_lo + t / P.c_cnt;
     let g = kbt / P.kblocks;
     let k0 = g * P.kg + (kbt % P.kblocks) * KB;
     let kend = (g + 1u) * P.kg;
@@ -74,9 +82,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var acc3 = vec4<f32>(0.0);
     let ohw = P.oh * P.ow;
     for (var n = 0u; n < P.n; n++) {
-        let xplane = (n * P.c + c) * P.h * P.w;
-        let dyn = n * P.k * ohw;
-        for (var oy = 0u; oy < P.oh; oy++) {
+        let xplane = P.x_off + (n * P.c + c) * P.h * P.w;
+        let dyn = P.dy_off + n * P.k * ohw;
+        for (var oy = P.oy0; oy < P.oy0 + P.oy_cnt; oy++) {
             let sy = src_index(i32(oy * P.sh + r * P.dh) - P.pad_top, i32(P.h));
             if (sy < 0) {
                 continue;
@@ -124,7 +132,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             let s = s0 + j;
             if (s < P.s) {
                 let ss = select(s, P.s - 1u - s, FLIP);
-                dw[((k * P.cg + ci) * P.r + rr) * P.s + ss] = a[j];
+                let o = P.dw_off + ((k * P.cg + ci) * P.r + rr) * P.s + ss;
+                var v = a[j];
+                if (ACCUMULATE) {
+                    v += dw[o];
+                }
+                dw[o] = v;
             }
         }
     }

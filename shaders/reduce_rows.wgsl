@@ -5,7 +5,7 @@
 
 struct Params {
     rows: u32, len: u32, batch: u32, bstride: u32,
-    total: u32, _p0: u32, _p1: u32, _p2: u32,
+    total: u32, src_off: u32, dst_off: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -13,6 +13,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
 override WG: u32 = 64u;
+// Add to dst (windows of a large source processed one after another).
+override ACCUMULATE: bool = false;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -22,7 +24,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     var acc = 0.0;
     for (var b = 0u; b < P.batch; b++) {
-        let base = b * P.bstride + id * P.len;
+        let base = P.src_off + b * P.bstride + id * P.len;
         // Four partial sums, combined in a fixed order: shorter dependency chains.
         var s = vec4<f32>(0.0);
         var i = 0u;
@@ -34,5 +36,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         }
         acc += (s.x + s.y) + (s.z + s.w);
     }
-    dst[id] = acc;
+    let o = P.dst_off + id;
+    if (ACCUMULATE) {
+        acc += dst[o];
+    }
+    dst[o] = acc;
 }

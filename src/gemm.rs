@@ -6,7 +6,7 @@
 use crate::context::Context;
 use crate::conv::direct::u32_of;
 use crate::error::{Error, Result};
-use crate::kernels::{dispatch, Bind, Kernel, PipelineKey};
+use crate::kernels::{dispatch, fits, max_window_elems, window, Bind, Kernel, PipelineKey};
 use crate::tensor::{DeviceBuffer, Tensor};
 
 /// Which GEMM kernel runs.
@@ -91,6 +91,9 @@ impl GemmParams {
 /// (outer, inner) in elements.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Mat<'a> {
+    /// Element range `[lo, hi)` to bind instead of the whole buffer (for buffers larger than
+    /// one storage binding); `off` stays a global element offset inside it.
+    pub win: Option<(usize, usize)>,
     pub buf: &'a wgpu::Buffer,
     pub off: usize,
     pub ld: usize,
@@ -173,7 +176,11 @@ fn round4(v: usize) -> usize {
 
 /// Can `mat` be read directly as a K-major vec4 operand?
 pub(crate) fn vec4_ready(mat: &Mat<'_>, k_major: bool) -> bool {
-    k_major && mat.ld % 4 == 0 && mat.off % 4 == 0 && mat.so % 4 == 0 && mat.si % 4 == 0
+    k_major
+        && mat.ld.is_multiple_of(4)
+        && mat.off.is_multiple_of(4)
+        && mat.so.is_multiple_of(4)
+        && mat.si.is_multiple_of(4)
 }
 
 /// An operand packed into a zero-padded K-major buffer (see [`pack`]).
@@ -184,9 +191,27 @@ pub(crate) struct Packed {
     pub so: usize,
 }
 
+impl<'a> Mat<'a> {
+    /// The binding of this operand and the offset (relative to the binding) of `off`.
+    fn bind(&self, ctx: &Context) -> Result<(Bind<'a>, u32)> {
+        match self.win {
+            None => Ok((Bind::whole(self.buf), u32_of(self.off, "gemm offset")?)),
+            Some((lo, hi)) => {
+                let (b, w) = window(ctx, self.buf, lo, hi)?;
+                Ok((b, w.wrapping_add(u32_of(self.off, "gemm offset")?)))
+            }
+        }
+    }
+
+    fn fits(&self, ctx: &Context) -> bool {
+        self.win.is_some() || fits(ctx, self.buf)
+    }
+}
+
 impl Packed {
     pub fn mat(&self) -> Mat<'_> {
         Mat {
+            win: None,
             buf: &self.buf.buffer,
             off: 0,
             ld: self.ld,
@@ -219,6 +244,7 @@ pub(crate) fn pack(
     let key = PipelineKey::new(Kernel::Pack)
         .with("WG", 64)
         .with("TRANSPOSE", (!k_major) as u32);
+    let (src, src_base) = mat.bind(ctx)?;
     for o in 0..outers {
         let total = inners * per;
         let u = PackUniforms {
@@ -226,7 +252,7 @@ pub(crate) fn pack(
             cols: u32_of(cols, "gemm columns")?,
             ld_dst: u32_of(ld, "gemm leading dimension")?,
             ld_src: u32_of(mat.ld, "gemm leading dimension")?,
-            src_off: u32_of(mat.off + o * mat.so, "gemm offset")?,
+            src_off: src_base.wrapping_add(u32_of(o * mat.so, "gemm offset")?),
             dst_off: u32_of(o * inners * per, "gemm offset")?,
             src_bs: u32_of(mat.si, "gemm batch stride")?,
             dst_bs: u32_of(per, "gemm batch stride")?,
@@ -239,7 +265,7 @@ pub(crate) fn pack(
             enc,
             &key,
             bytemuck::bytes_of(&u),
-            &[Bind::whole(mat.buf), Bind::whole(&dst.buffer)],
+            &[src, Bind::whole(&dst.buffer)],
             total as u64,
         )?;
     }
@@ -258,6 +284,19 @@ pub(crate) fn encode_job(
     job: &GemmJob<'_>,
     variant: GemmVariant,
 ) -> Result<()> {
+    let bias_fits = job.bias.is_none_or(|(b, ..)| fits(ctx, b));
+    // Packed copies (operands not vec4-ready) must fit one binding too.
+    let maxw = max_window_elems(ctx);
+    let batches = |mat: &Mat<'_>| {
+        (if mat.so == 0 { 1 } else { job.batch_outer })
+            * (if mat.si == 0 { 1 } else { job.batch_inner })
+    };
+    let a_packed = !vec4_ready(&job.a, job.a_km) && batches(&job.a) * job.k * round4(job.m) > maxw;
+    let b_packed = !vec4_ready(&job.b, job.b_kn) && batches(&job.b) * job.k * round4(job.n) > maxw;
+    if !(job.a.fits(ctx) && job.b.fits(ctx) && job.c.fits(ctx) && bias_fits) || a_packed || b_packed
+    {
+        return encode_chunked(ctx, enc, job, variant);
+    }
     let variant = variant.resolve(ctx);
     let (m, n, k) = (job.m, job.n, job.k);
     let (outer, inner) = (job.batch_outer, job.batch_inner);
@@ -332,6 +371,9 @@ pub(crate) fn encode_job(
         GemmVariant::Tiled => tiles_m * tiles_n * batch * wg as usize,
         _ => tiles_m.div_ceil(wg as usize) * tiles_n * batch * wg as usize,
     };
+    let (a_bind, a_off) = a.bind(ctx)?;
+    let (b_bind, b_off) = b.bind(ctx)?;
+    let (c_bind, c_off) = job.c.bind(ctx)?;
     let u = GemmUniforms {
         m: u32_of(m, "gemm m")?,
         n: u32_of(n, "gemm n")?,
@@ -339,9 +381,9 @@ pub(crate) fn encode_job(
         lda: u32_of(a.ld, "gemm lda")?,
         ldb: u32_of(b.ld, "gemm ldb")?,
         ldc: u32_of(job.c.ld, "gemm ldc")?,
-        a_off: u32_of(a.off, "gemm offset")?,
-        b_off: u32_of(b.off, "gemm offset")?,
-        c_off: u32_of(job.c.off, "gemm offset")?,
+        a_off,
+        b_off,
+        c_off,
         bias_off: u32_of(bias_off, "gemm offset")?,
         tiles_m: u32_of(tiles_m, "gemm tiles")?,
         tiles_n: u32_of(tiles_n, "gemm tiles")?,
@@ -363,14 +405,139 @@ pub(crate) fn encode_job(
         enc,
         &key,
         bytemuck::bytes_of(&u),
-        &[
-            Bind::whole(a.buf),
-            Bind::whole(b.buf),
-            Bind::whole(bias_buf),
-            Bind::whole(job.c.buf),
-        ],
+        &[a_bind, b_bind, Bind::whole(bias_buf), c_bind],
         total as u64,
     )
+}
+
+/// A GEMM whose operands do not fit one storage binding: every batch entry is split into
+/// chunks of rows (M), columns (N) and reduction (K) whose operand windows fit; K-chunks after
+/// the first accumulate into C, in order (deterministic). Bias comes with the first K-chunk.
+fn encode_chunked(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    job: &GemmJob<'_>,
+    variant: GemmVariant,
+) -> Result<()> {
+    let maxw = max_window_elems(ctx);
+    let (a, b, c) = (&job.a, &job.b, &job.c);
+    let span = |mc: usize, nc: usize, kc: usize| {
+        let sa = if job.a_km {
+            (kc - 1) * a.ld + mc
+        } else {
+            (mc - 1) * a.ld + kc
+        };
+        let sb = if job.b_kn {
+            (kc - 1) * b.ld + nc
+        } else {
+            (nc - 1) * b.ld + kc
+        };
+        let sc = (mc - 1) * c.ld + (nc - 1) * job.c_col_stride + 1;
+        (sa, sb, sc)
+    };
+    let (mut mc, mut nc, mut kc) = (job.m, job.n, job.k);
+    loop {
+        let (sa, sb, sc) = span(mc, nc, kc);
+        // Chunks may be packed into K-major vec4 copies: those must fit as well.
+        let (pa, pb) = (kc * round4(mc), kc * round4(nc));
+        if sa <= maxw && sb <= maxw && sc <= maxw && pa <= maxw && pb <= maxw {
+            break;
+        }
+        if (mc, nc, kc) == (1, 1, 1) {
+            return Err(Error::exceeds_limit(
+                "max_storage_buffer_binding_size (gemm operand)",
+                (sa.max(sb).max(sc) * 4) as u64,
+                (maxw * 4) as u64,
+            ));
+        }
+        if sa > maxw || pa > maxw {
+            if (job.a_km && kc > 1) || mc == 1 {
+                kc = kc.div_ceil(2)
+            } else {
+                mc = mc.div_ceil(2)
+            }
+        } else if sb > maxw || pb > maxw {
+            if (job.b_kn && kc > 1) || nc == 1 {
+                kc = kc.div_ceil(2)
+            } else {
+                nc = nc.div_ceil(2)
+            }
+        } else if mc > 1 {
+            mc = mc.div_ceil(2)
+        } else {
+            nc = nc.div_ceil(2)
+        }
+    }
+    for bo in 0..job.batch_outer {
+        for bi in 0..job.batch_inner {
+            let (a0, b0, c0) = (
+                a.off + bo * a.so + bi * a.si,
+                b.off + bo * b.so + bi * b.si,
+                c.off + bo * c.so + bi * c.si,
+            );
+            for m0 in (0..job.m).step_by(mc) {
+                let mm = mc.min(job.m - m0);
+                for n0 in (0..job.n).step_by(nc) {
+                    let nn = nc.min(job.n - n0);
+                    for k0 in (0..job.k).step_by(kc) {
+                        let kk = kc.min(job.k - k0);
+                        let (sa, sb, sc) = span(mm, nn, kk);
+                        let ao = a0
+                            + if job.a_km {
+                                k0 * a.ld + m0
+                            } else {
+                                m0 * a.ld + k0
+                            };
+                        let bo_ = b0
+                            + if job.b_kn {
+                                k0 * b.ld + n0
+                            } else {
+                                n0 * b.ld + k0
+                            };
+                        let co = c0 + m0 * c.ld + n0 * job.c_col_stride;
+                        let sub = |buf, off, ld, s| Mat {
+                            win: Some((off, off + s)),
+                            buf,
+                            off,
+                            ld,
+                            so: 0,
+                            si: 0,
+                        };
+                        let first = k0 == 0;
+                        let bias = if first {
+                            job.bias.map(|(buf, off, si, mode)| {
+                                (
+                                    buf,
+                                    off + bi * si + if mode == 1 { m0 } else { n0 },
+                                    0,
+                                    mode,
+                                )
+                            })
+                        } else {
+                            None
+                        };
+                        let part = GemmJob {
+                            m: mm,
+                            n: nn,
+                            k: kk,
+                            batch_outer: 1,
+                            batch_inner: 1,
+                            a: sub(a.buf, ao, a.ld, sa),
+                            a_km: job.a_km,
+                            b: sub(b.buf, bo_, b.ld, sb),
+                            b_kn: job.b_kn,
+                            c: sub(c.buf, co, c.ld, sc),
+                            c_col_stride: job.c_col_stride,
+                            bias,
+                            accumulate: job.accumulate || !first,
+                        };
+                        encode_job(ctx, enc, &part, variant)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Shapes of a (possibly batched) public GEMM call: `(batch, m, k, n)`, with per-operand
@@ -495,6 +662,7 @@ impl Context {
             batch_outer: 1,
             batch_inner: batch,
             a: Mat {
+                win: None,
                 buf: a.buffer(),
                 off: 0,
                 ld: a_ld,
@@ -503,6 +671,7 @@ impl Context {
             },
             a_km: params.transpose_a,
             b: Mat {
+                win: None,
                 buf: b.buffer(),
                 off: 0,
                 ld: b_ld,
@@ -511,6 +680,7 @@ impl Context {
             },
             b_kn: !params.transpose_b,
             c: Mat {
+                win: None,
                 buf: c.buffer(),
                 off: 0,
                 ld: n,

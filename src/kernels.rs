@@ -166,6 +166,52 @@ impl<'a> Bind<'a> {
     }
 }
 
+/// A window onto `buffer` covering elements `[lo, hi)`, bound at an offset aligned to the
+/// device's `min_storage_buffer_offset_alignment`. Returns the binding and the element offset
+/// to add (wrapping, mod 2^32) to a *global* element index to get the index inside the
+/// window: kernels keep computing global indices and only their `*_off` uniform changes.
+pub(crate) fn window<'a>(
+    ctx: &Context,
+    buffer: &'a wgpu::Buffer,
+    lo: usize,
+    hi: usize,
+) -> Result<(Bind<'a>, u32)> {
+    let align = ctx.limits().min_storage_buffer_offset_alignment.max(4) as u64;
+    let start = (lo as u64 * 4) / align * align;
+    let end = ((hi.max(lo + 1) as u64) * 4).min(buffer.size());
+    let size = end.saturating_sub(start).max(4);
+    let max = ctx.limits().max_storage_buffer_binding_size;
+    if size > max {
+        return Err(Error::exceeds_limit(
+            "max_storage_buffer_binding_size",
+            size,
+            max,
+        ));
+    }
+    let off = 0u32.wrapping_sub((start / 4) as u32);
+    Ok((
+        Bind {
+            buffer,
+            offset: start,
+            size,
+        },
+        off,
+    ))
+}
+
+/// Largest element count whose window always fits one binding (whatever its alignment).
+pub(crate) fn max_window_elems(ctx: &Context) -> usize {
+    let l = ctx.limits();
+    ((l.max_storage_buffer_binding_size
+        .saturating_sub(l.min_storage_buffer_offset_alignment as u64 + 4))
+        / 4) as usize
+}
+
+/// Does the whole buffer fit in one binding?
+pub(crate) fn fits(ctx: &Context, buffer: &wgpu::Buffer) -> bool {
+    buffer.size() <= ctx.limits().max_storage_buffer_binding_size
+}
+
 /// Workgroup grid for `invocations` linear invocations of `wg` lanes: `[x, y]` with
 /// `x <= max_dim`, or an error when even two dimensions do not suffice (callers split
 /// their work before that).
@@ -195,6 +241,14 @@ pub(crate) fn dispatch(
 ) -> Result<()> {
     let kernel = key.kernel;
     debug_assert_eq!(binds.len(), kernel.storage_bindings().len());
+    let max = ctx.limits().max_storage_buffer_binding_size;
+    if let Some(b) = binds.iter().find(|b| b.size > max) {
+        return Err(Error::exceeds_limit(
+            "max_storage_buffer_binding_size",
+            b.size,
+            max,
+        ));
+    }
     let pipeline = ctx.pipeline(key)?;
     let layout = ctx.layout(kernel)?;
     let [gx, gy] = grid(ctx, invocations, key.workgroup_size())?;

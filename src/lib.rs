@@ -30,6 +30,9 @@ pub mod cpu;
 mod error;
 mod gemm;
 mod kernels;
+/// `Tensor::{from,to}_array{4,2}`: conversions to and from `ndarray` (feature `ndarray`).
+#[cfg(feature = "ndarray")]
+mod ndarray_support;
 mod params;
 mod tensor;
 
@@ -43,3 +46,8 @@ pub use params::{
     ConvTranspose2dParams, Padding, PaddingMode, Shape4, TransposedProblem,
 };
 pub use tensor::Tensor;
+
+/// The README's code blocks, compiled as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

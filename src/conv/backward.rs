@@ -9,7 +9,7 @@ use crate::conv::im2col::{im2col_key, is_pointwise, Im2colUniforms};
 use crate::conv::Algorithm;
 use crate::error::{Error, ErrorKind, Result};
 use crate::gemm::{encode_job, pack, GemmJob, GemmVariant, Mat};
-use crate::kernels::{dispatch, Bind, Kernel, PipelineKey};
+use crate::kernels::{dispatch, fits, max_window_elems, window, Bind, Kernel, PipelineKey};
 use crate::params::{Conv2dProblem, PaddingMode};
 use crate::tensor::DeviceBuffer;
 
@@ -41,6 +41,14 @@ pub(crate) struct DgradUniforms {
     cblocks: u32,
     xblocks: u32,
     total: u32,
+    k_lo: u32,
+    k_cnt: u32,
+    cb_lo: u32,
+    cbt: u32,
+    iy0: u32,
+    rows: u32,
+    _p0: u32,
+    _p1: u32,
 }
 
 /// Uniforms of `col2im.wgsl`.
@@ -115,6 +123,18 @@ pub(crate) struct WgradUniforms {
     kblocks: u32,
     sblocks: u32,
     total: u32,
+    x_off: u32,
+    dy_off: u32,
+    dw_off: u32,
+    kb_lo: u32,
+    kbt: u32,
+    c_lo: u32,
+    c_cnt: u32,
+    oy0: u32,
+    oy_cnt: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 /// Uniforms of `reduce_rows.wgsl`.
@@ -126,8 +146,8 @@ pub(crate) struct ReduceUniforms {
     batch: u32,
     bstride: u32,
     total: u32,
-    _p0: u32,
-    _p1: u32,
+    src_off: u32,
+    dst_off: u32,
     _p2: u32,
 }
 
@@ -188,7 +208,17 @@ pub(crate) fn encode_dgrad(
     dx: &wgpu::Buffer,
     algo: Algorithm,
 ) -> Result<()> {
+    // Split plane by plane when a tensor, or the padded gradient of one image, exceeds a
+    // storage binding.
+    let padded_image = if needs_fold(p) {
+        p.c * padded_problem(p).h * padded_problem(p).w
+    } else {
+        0
+    };
+    let windowed =
+        !(fits(ctx, dy) && fits(ctx, dx) && fits(ctx, w)) || padded_image > max_window_elems(ctx);
     let algo = match algo {
+        Algorithm::Auto if windowed => Algorithm::Direct,
         Algorithm::Auto => select_dgrad(p),
         Algorithm::Gemm1x1 if !is_pointwise(p) => {
             return Err(unsupported(
@@ -198,6 +228,15 @@ pub(crate) fn encode_dgrad(
         }
         a => a,
     };
+    if windowed {
+        if algo != Algorithm::Direct {
+            return Err(unsupported(
+                algo,
+                "tensors larger than one storage binding are split only by the direct algorithm",
+            ));
+        }
+        return dgrad_windowed(ctx, enc, p, dy, w, bias, dx);
+    }
     if !needs_fold(p) {
         return dgrad_zero_padded(ctx, enc, p, dy, w, bias, dx, 0, algo);
     }
@@ -288,30 +327,20 @@ fn dgrad_zero_padded_at(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn dgrad_direct(
-    ctx: &Context,
-    enc: &mut wgpu::CommandEncoder,
-    p: &Conv2dProblem,
-    dy: &wgpu::Buffer,
-    dy_off: usize,
-    w: &wgpu::Buffer,
-    bias: Option<&wgpu::Buffer>,
-    dx: &wgpu::Buffer,
-) -> Result<()> {
-    let cg = p.c_per_group();
-    let cb = cg.min(4);
-    let cblocks = cg.div_ceil(cb);
-    let xblocks = p.w.div_ceil(p.stride[1]).div_ceil(4);
-    let key = PipelineKey::new(Kernel::Conv2dDgrad)
+fn dgrad_key(p: &Conv2dProblem, cb: usize, bias: bool, accumulate: bool) -> PipelineKey {
+    PipelineKey::new(Kernel::Conv2dDgrad)
         .with("WG", 64)
         .with("CB", cb as u32)
-        .with("HAS_BIAS", bias.is_some() as u32)
-        .with("FLIP", p.flip as u32);
-    let per_image = cblocks * p.groups * p.h * p.stride[1] * xblocks;
-    let limit = 1usize << 30;
-    let images_per_launch = (limit / per_image.max(1)).clamp(1, p.n);
-    let mut u = DgradUniforms {
+        .with("HAS_BIAS", bias as u32)
+        .with("FLIP", p.flip as u32)
+        .with("ACCUMULATE", accumulate as u32)
+}
+
+fn dgrad_uniforms(p: &Conv2dProblem, cb: usize) -> Result<DgradUniforms> {
+    let cg = p.c_per_group();
+    let cblocks = cg.div_ceil(cb);
+    Ok(DgradUniforms {
+        n: 1,
         c: u32_of(p.c, "channels")?,
         h: u32_of(p.h, "height")?,
         w: u32_of(p.w, "width")?,
@@ -329,9 +358,34 @@ fn dgrad_direct(
         pad_top: i32_of(p.pad[0], "padding")?,
         pad_left: i32_of(p.pad[2], "padding")?,
         cblocks: u32_of(cblocks, "blocks")?,
-        xblocks: u32_of(xblocks, "blocks")?,
+        xblocks: u32_of(p.w.div_ceil(p.stride[1]).div_ceil(4), "blocks")?,
+        k_lo: 0,
+        k_cnt: u32_of(p.k_per_group(), "output channels per group")?,
+        cb_lo: 0,
+        cbt: u32_of(cblocks * p.groups, "blocks")?,
+        iy0: 0,
+        rows: u32_of(p.h, "height")?,
         ..Default::default()
-    };
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dgrad_direct(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    dy: &wgpu::Buffer,
+    dy_off: usize,
+    w: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    dx: &wgpu::Buffer,
+) -> Result<()> {
+    let cb = p.c_per_group().min(4);
+    let key = dgrad_key(p, cb, bias.is_some(), false);
+    let mut u = dgrad_uniforms(p, cb)?;
+    let per_image = (u.cbt * u.rows * u.sw * u.xblocks) as usize;
+    let limit = 1usize << 30;
+    let images_per_launch = (limit / per_image.max(1)).clamp(1, p.n);
     let mut n0 = 0;
     while n0 < p.n {
         let nb = images_per_launch.min(p.n - n0);
@@ -358,6 +412,196 @@ fn dgrad_direct(
     Ok(())
 }
 
+/// Output rows `[lo, hi]` of `dy` that feed input rows `[iy0, iy1)` (zero padding).
+fn dy_rows(p: &Conv2dProblem, iy0: usize, iy1: usize) -> Option<(usize, usize)> {
+    let sh = p.stride[0] as isize;
+    let lo = iy0 as isize + p.pad[0] - ((p.r - 1) * p.dilation[0]) as isize;
+    let lo = if lo <= 0 { 0 } else { (lo + sh - 1) / sh };
+    let hi = (iy1 as isize - 1 + p.pad[0]).div_euclid(sh);
+    let hi = hi.min(p.oh as isize - 1);
+    (hi >= 0 && lo <= hi).then_some((lo as usize, hi as usize))
+}
+
+/// Windowed input gradient of one input plane `(n, c)`, rows `[iy0, iy1)`: output channels
+/// in chunks whose dy windows fit a binding, accumulated in order. `dx_bind` / `dx_off`
+/// address the target (dx itself, or a padded scratch plane): `dx_off` plus the global
+/// index of an element of `p` is its index in the binding.
+#[allow(clippy::too_many_arguments)]
+fn dgrad_plane(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    dy: &wgpu::Buffer,
+    w: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    dx_bind: Bind<'_>,
+    dx_off: u32,
+    (n, c): (usize, usize),
+    (iy0, iy1): (usize, usize),
+) -> Result<()> {
+    let maxw = max_window_elems(ctx);
+    let (cg, kg, ohw) = (p.c_per_group(), p.k_per_group(), p.oh * p.ow);
+    let g = c / cg;
+    let mut u = dgrad_uniforms(p, 1)?;
+    u.cb_lo = u32_of(c, "channel")?;
+    u.cbt = 1;
+    u.iy0 = u32_of(iy0, "rows")?;
+    u.rows = u32_of(iy1 - iy0, "rows")?;
+    // The kernel addresses image 0; image n is reached through the offsets.
+    u.dx_off = dx_off.wrapping_add(u32_of(n * p.c * p.h * p.w, "elements")?);
+    let total = (iy1 - iy0) * p.stride[1] * p.w.div_ceil(p.stride[1]).div_ceil(4);
+    u.total = u32_of(total, "invocations")?;
+    let bias_bind = match bias {
+        Some(b) => {
+            let (bb, off) = window(ctx, b, c, c + 1)?;
+            u.b_off = off;
+            bb
+        }
+        None => window(ctx, w, 0, 1)?.0,
+    };
+    let rows = dy_rows(p, iy0, iy1);
+    let band = rows.map_or(0, |(a, b)| (b - a + 1) * p.ow);
+    let rs = p.r * p.s;
+    let ci = c % cg;
+    // Output channels per chunk: their dy rows and their weights must each fit a window.
+    let per = if band >= maxw {
+        1
+    } else {
+        1 + (maxw - band) / ohw.max(1)
+    };
+    let per = per.min(1 + maxw.saturating_sub(rs) / (cg * rs));
+    let mut k0 = 0;
+    loop {
+        let k1 = if rows.is_some() {
+            (k0 + per).min(kg)
+        } else {
+            k0
+        };
+        let (dy_bind, off) = match rows {
+            Some((a, b)) => {
+                let plane0 = n * p.k + g * kg + k0;
+                window(
+                    ctx,
+                    dy,
+                    plane0 * ohw + a * p.ow,
+                    (plane0 + (k1 - k0 - 1)) * ohw + (b + 1) * p.ow,
+                )?
+            }
+            None => window(ctx, dy, 0, 1)?,
+        };
+        u.dy_off = off.wrapping_add(u32_of(n * p.k * ohw, "elements")?);
+        u.k_lo = u32_of(k0, "channel")?;
+        u.k_cnt = u32_of(k1 - k0, "channels")?;
+        let wk = g * kg + k0;
+        let (w_bind, w_off) = if k1 > k0 {
+            window(
+                ctx,
+                w,
+                (wk * cg + ci) * rs,
+                ((wk + (k1 - k0 - 1)) * cg + ci + 1) * rs,
+            )?
+        } else {
+            window(ctx, w, 0, 1)?
+        };
+        u.w_off = w_off;
+        let key = dgrad_key(p, 1, bias.is_some(), k0 > 0);
+        dispatch(
+            ctx,
+            enc,
+            &key,
+            bytemuck::bytes_of(&u),
+            &[dy_bind, w_bind, bias_bind, dx_bind],
+            total as u64,
+        )?;
+        k0 = k1;
+        if k0 >= kg || rows.is_none() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Input gradient when a tensor is larger than one storage binding: plane by plane, in row
+/// bands, with a padded scratch plane folded back for non-zero padding modes.
+#[allow(clippy::too_many_arguments)]
+fn dgrad_windowed(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    dy: &wgpu::Buffer,
+    w: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    dx: &wgpu::Buffer,
+) -> Result<()> {
+    let maxw = max_window_elems(ctx);
+    let hw = p.h * p.w;
+    if needs_fold(p) {
+        let pp = padded_problem(p);
+        let plane = pp.h * pp.w;
+        let scratch = DeviceBuffer::new(ctx, (plane * 4) as u64, "wgconv padded plane gradient")?;
+        let key = PipelineKey::new(Kernel::PadFold)
+            .with("WG", 64)
+            .with("PAD_MODE", p.mode.code());
+        for n in 0..p.n {
+            for c in 0..p.c {
+                let global = (n * p.c + c) * plane;
+                let off = 0u32.wrapping_sub(global as u32);
+                dgrad_plane(
+                    ctx,
+                    enc,
+                    &pp,
+                    dy,
+                    w,
+                    None,
+                    Bind::whole(&scratch.buffer),
+                    off,
+                    (n, c),
+                    (0, pp.h),
+                )?;
+                let lo = (n * p.c + c) * hw;
+                let (dst, dst_off) = window(ctx, dx, lo, lo + hw)?;
+                let u = PadFoldUniforms {
+                    planes: 1,
+                    h: u32_of(p.h, "height")?,
+                    w: u32_of(p.w, "width")?,
+                    hp: u32_of(pp.h, "height")?,
+                    wp: u32_of(pp.w, "width")?,
+                    top: u32_of(p.pad[0] as usize, "padding")?,
+                    left: u32_of(p.pad[2] as usize, "padding")?,
+                    bottom: u32_of(p.pad[1] as usize, "padding")?,
+                    right: u32_of(p.pad[3] as usize, "padding")?,
+                    total: u32_of(hw, "elements")?,
+                    dst_off: dst_off.wrapping_add(lo as u32),
+                    _p1: 0,
+                };
+                dispatch(
+                    ctx,
+                    enc,
+                    &key,
+                    bytemuck::bytes_of(&u),
+                    &[Bind::whole(&scratch.buffer), dst],
+                    hw as u64,
+                )?;
+            }
+        }
+        return Ok(());
+    }
+    let rows = (maxw / p.w.max(1)).clamp(1, p.h);
+    for n in 0..p.n {
+        for c in 0..p.c {
+            let mut iy0 = 0;
+            while iy0 < p.h {
+                let iy1 = (iy0 + rows).min(p.h);
+                let lo = (n * p.c + c) * hw + iy0 * p.w;
+                let (dxb, off) = window(ctx, dx, lo, lo + (iy1 - iy0) * p.w)?;
+                dgrad_plane(ctx, enc, p, dy, w, bias, dxb, off, (n, c), (iy0, iy1))?;
+                iy0 = iy1;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// 1x1, stride 1, no padding: `dx[n, g] = W_gᵀ · dy[n, g]`, one GEMM.
 #[allow(clippy::too_many_arguments)]
 fn dgrad_pointwise(
@@ -371,7 +615,7 @@ fn dgrad_pointwise(
     dx: &wgpu::Buffer,
 ) -> Result<()> {
     let (cg, kg, hw) = (p.c_per_group(), p.k_per_group(), p.h * p.w);
-    let variant = if hw % 4 == 0 && dy_off % 4 == 0 {
+    let variant = if hw % 4 == 0 && dy_off.is_multiple_of(4) {
         GemmVariant::Auto
     } else {
         GemmVariant::Register
@@ -384,6 +628,7 @@ fn dgrad_pointwise(
         batch_inner: p.groups,
         // A[m = c, k] = w[k, c]: K-major with leading dimension cg.
         a: Mat {
+            win: None,
             buf: w,
             off: 0,
             ld: cg,
@@ -392,6 +637,7 @@ fn dgrad_pointwise(
         },
         a_km: true,
         b: Mat {
+            win: None,
             buf: dy,
             off: dy_off,
             ld: hw,
@@ -400,6 +646,7 @@ fn dgrad_pointwise(
         },
         b_kn: true,
         c: Mat {
+            win: None,
             buf: dx,
             off: 0,
             ld: hw,
@@ -448,6 +695,7 @@ fn dgrad_col2im(
     )?;
     // A[m = q, k] = w[k, q]: K-major (leading dimension crs); packed once if unaligned.
     let wmat = Mat {
+        win: None,
         buf: w,
         off: 0,
         ld: crs,
@@ -480,6 +728,7 @@ fn dgrad_col2im(
                 a,
                 a_km: true,
                 b: Mat {
+                    win: None,
                     buf: dy,
                     off,
                     ld: ohw,
@@ -488,6 +737,7 @@ fn dgrad_col2im(
                 },
                 b_kn: true,
                 c: Mat {
+                    win: None,
                     buf: &dcol.buffer,
                     off: 0,
                     ld,
@@ -498,7 +748,7 @@ fn dgrad_col2im(
                 bias: None,
                 accumulate: false,
             };
-            let variant = if ohw % 4 == 0 && off % 4 == 0 {
+            let variant = if ohw % 4 == 0 && off.is_multiple_of(4) {
                 GemmVariant::Auto
             } else {
                 GemmVariant::Register
@@ -564,8 +814,14 @@ pub(crate) fn encode_wgrad(
     dw: &wgpu::Buffer,
     algo: Algorithm,
 ) -> Result<()> {
+    let fits_all = fits(ctx, x) && fits(ctx, dy) && fits(ctx, dw);
     match algo {
+        Algorithm::Auto if !fits_all => wgrad_direct(ctx, enc, p, x, dy, dw),
         Algorithm::Auto => encode_wgrad(ctx, enc, p, x, dy, dw, select_wgrad(p)),
+        a if !fits_all && a != Algorithm::Direct => Err(unsupported(
+            a,
+            "tensors larger than one storage binding are split only by the direct algorithm",
+        )),
         Algorithm::Gemm1x1 if !is_pointwise(p) => Err(unsupported(
             algo,
             "needs a 1x1 kernel, stride 1 and no padding",
@@ -575,25 +831,19 @@ pub(crate) fn encode_wgrad(
     }
 }
 
-fn wgrad_direct(
-    ctx: &Context,
-    enc: &mut wgpu::CommandEncoder,
-    p: &Conv2dProblem,
-    x: &wgpu::Buffer,
-    dy: &wgpu::Buffer,
-    dw: &wgpu::Buffer,
-) -> Result<()> {
-    let kg = p.k_per_group();
-    let kb = kg.min(4);
-    let kblocks = kg.div_ceil(kb);
-    let sblocks = p.s.div_ceil(4);
-    let total = sblocks * p.r * p.c_per_group() * kblocks * p.groups;
-    let key = PipelineKey::new(Kernel::Conv2dWgrad)
+fn wgrad_key(p: &Conv2dProblem, kb: usize, accumulate: bool) -> PipelineKey {
+    PipelineKey::new(Kernel::Conv2dWgrad)
         .with("WG", 64)
         .with("KB", kb as u32)
         .with("PAD_MODE", p.mode.code())
-        .with("FLIP", p.flip as u32);
-    let u = WgradUniforms {
+        .with("FLIP", p.flip as u32)
+        .with("ACCUMULATE", accumulate as u32)
+}
+
+fn wgrad_uniforms(p: &Conv2dProblem, kb: usize) -> Result<WgradUniforms> {
+    let kg = p.k_per_group();
+    let kblocks = kg.div_ceil(kb);
+    Ok(WgradUniforms {
         n: u32_of(p.n, "images")?,
         c: u32_of(p.c, "channels")?,
         h: u32_of(p.h, "height")?,
@@ -612,17 +862,117 @@ fn wgrad_direct(
         pad_top: i32_of(p.pad[0], "padding")?,
         pad_left: i32_of(p.pad[2], "padding")?,
         kblocks: u32_of(kblocks, "blocks")?,
-        sblocks: u32_of(sblocks, "blocks")?,
-        total: u32_of(total, "invocations")?,
-    };
+        sblocks: u32_of(p.s.div_ceil(4), "blocks")?,
+        kb_lo: 0,
+        kbt: u32_of(kblocks * p.groups, "blocks")?,
+        c_lo: 0,
+        c_cnt: u32_of(p.c_per_group(), "channels per group")?,
+        oy0: 0,
+        oy_cnt: u32_of(p.oh, "output height")?,
+        ..Default::default()
+    })
+}
+
+fn wgrad_direct(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    x: &wgpu::Buffer,
+    dy: &wgpu::Buffer,
+    dw: &wgpu::Buffer,
+) -> Result<()> {
+    if !(fits(ctx, x) && fits(ctx, dy) && fits(ctx, dw)) {
+        return wgrad_windowed(ctx, enc, p, x, dy, dw);
+    }
+    let kb = p.k_per_group().min(4);
+    let mut u = wgrad_uniforms(p, kb)?;
+    let total = (u.sblocks * u.r * u.c_cnt * u.kbt) as usize;
+    u.total = u32_of(total, "invocations")?;
     dispatch(
         ctx,
         enc,
-        &key,
+        &wgrad_key(p, kb, false),
         bytemuck::bytes_of(&u),
         &[Bind::whole(x), Bind::whole(dy), Bind::whole(dw)],
         total as u64,
     )
+}
+
+/// Weight gradient when a tensor is larger than one storage binding: per image, output
+/// channel, input channel and band of output rows, each bound through a window, summed
+/// into dw in a fixed order.
+fn wgrad_windowed(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    x: &wgpu::Buffer,
+    dy: &wgpu::Buffer,
+    dw: &wgpu::Buffer,
+) -> Result<()> {
+    let maxw = max_window_elems(ctx);
+    let (cg, kg, hw, ohw, rs) = (
+        p.c_per_group(),
+        p.k_per_group(),
+        p.h * p.w,
+        p.oh * p.ow,
+        p.r * p.s,
+    );
+    let mut u = wgrad_uniforms(p, 1)?;
+    u.n = 1;
+    u.kbt = 1;
+    u.c_cnt = 1;
+    let total = p.s.div_ceil(4) * p.r;
+    u.total = u32_of(total, "invocations")?;
+    // Output-row bands whose dy rows and x rows each fit one window.
+    let mut rows = p.oh.min((maxw / p.ow.max(1)).max(1));
+    loop {
+        let x_rows = (rows - 1) * p.stride[0] + (p.r - 1) * p.dilation[0] + 1;
+        if x_rows * p.w <= maxw || rows == 1 {
+            break;
+        }
+        rows = (rows / 2).max(1);
+    }
+    for k in 0..p.k {
+        let g = k / kg;
+        for ci in 0..cg {
+            let dw_lo = (k * cg + ci) * rs;
+            let (dwb, dw_off) = window(ctx, dw, dw_lo, dw_lo + rs)?;
+            u.dw_off = dw_off;
+            u.kb_lo = u32_of(k, "channel")?;
+            u.c_lo = u32_of(ci, "channel")?;
+            let mut first = true;
+            for n in 0..p.n {
+                let mut oy0 = 0;
+                while oy0 < p.oh {
+                    let oy1 = (oy0 + rows).min(p.oh);
+                    let y_lo = (n * p.k + k) * ohw + oy0 * p.ow;
+                    let (dyb, dy_off) = window(ctx, dy, y_lo, y_lo + (oy1 - oy0) * p.ow)?;
+                    let plane = n * p.c + g * cg + ci;
+                    let (xb, x_off) = match crate::conv::direct::source_rows(p, oy0, oy1) {
+                        Some((r0, r1)) => {
+                            window(ctx, x, plane * hw + r0 * p.w, plane * hw + (r1 + 1) * p.w)?
+                        }
+                        None => window(ctx, x, 0, 1)?,
+                    };
+                    u.x_off = x_off.wrapping_add(u32_of(n * p.c * hw, "elements")?);
+                    u.dy_off = dy_off.wrapping_add(u32_of(n * p.k * ohw, "elements")?);
+                    u.oy0 = u32_of(oy0, "rows")?;
+                    u.oy_cnt = u32_of(oy1 - oy0, "rows")?;
+                    dispatch(
+                        ctx,
+                        enc,
+                        &wgrad_key(p, 1, !first),
+                        bytemuck::bytes_of(&u),
+                        &[xb, dyb, dwb],
+                        total as u64,
+                    )?;
+                    first = false;
+                    oy0 = oy1;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `dwᵀ[q, k] = Σ_p colᵀ[p, q] · dy[k, p]`: a pixel-major im2col per image and pixel
@@ -695,6 +1045,7 @@ fn wgrad_gemm(
                 batch_inner: p.groups,
                 // A[m = q, k = p] = colT[p, q]: K-major, vec4-aligned (ldq).
                 a: Mat {
+                    win: None,
                     buf: &col.buffer,
                     off: 0,
                     ld: ldq,
@@ -704,6 +1055,7 @@ fn wgrad_gemm(
                 a_km: true,
                 // B[k = p, n = k_out] = dy[k_out, p]: N-major.
                 b: Mat {
+                    win: None,
                     buf: dy,
                     off: n * y_img + p0,
                     ld: ohw,
@@ -713,6 +1065,7 @@ fn wgrad_gemm(
                 b_kn: false,
                 // C[m = q, n = k_out] = dw[k_out, q].
                 c: Mat {
+                    win: None,
                     buf: dw,
                     off: 0,
                     ld: 1,
@@ -740,21 +1093,63 @@ pub(crate) fn encode_bgrad(
     db: &wgpu::Buffer,
 ) -> Result<()> {
     let [n, k, oh, ow] = dy_shape;
-    let key = PipelineKey::new(Kernel::ReduceRows).with("WG", 64);
-    let u = ReduceUniforms {
-        rows: u32_of(k, "channels")?,
-        len: u32_of(oh * ow, "pixels")?,
-        batch: u32_of(n, "images")?,
-        bstride: u32_of(k * oh * ow, "elements")?,
-        total: u32_of(k, "channels")?,
-        ..Default::default()
+    let ohw = oh * ow;
+    let key = |acc: bool| {
+        PipelineKey::new(Kernel::ReduceRows)
+            .with("WG", 64)
+            .with("ACCUMULATE", acc as u32)
     };
-    dispatch(
-        ctx,
-        enc,
-        &key,
-        bytemuck::bytes_of(&u),
-        &[Bind::whole(dy), Bind::whole(db)],
-        k as u64,
-    )
+    if fits(ctx, dy) && fits(ctx, db) {
+        let u = ReduceUniforms {
+            rows: u32_of(k, "channels")?,
+            len: u32_of(ohw, "pixels")?,
+            batch: u32_of(n, "images")?,
+            bstride: u32_of(k * ohw, "elements")?,
+            total: u32_of(k, "channels")?,
+            ..Default::default()
+        };
+        return dispatch(
+            ctx,
+            enc,
+            &key(false),
+            bytemuck::bytes_of(&u),
+            &[Bind::whole(dy), Bind::whole(db)],
+            k as u64,
+        );
+    }
+    // Large dy: one channel plane (or a piece of it) per launch, added in order.
+    let maxw = max_window_elems(ctx);
+    for kk in 0..k {
+        let (dbb, db_off) = window(ctx, db, kk, kk + 1)?;
+        let mut first = true;
+        for img in 0..n {
+            let mut p0 = 0;
+            while p0 < ohw {
+                let cnt = maxw.min(ohw - p0);
+                let lo = (img * k + kk) * ohw + p0;
+                let (src, src_off) = window(ctx, dy, lo, lo + cnt)?;
+                let u = ReduceUniforms {
+                    rows: 1,
+                    len: u32_of(cnt, "pixels")?,
+                    batch: 1,
+                    bstride: 0,
+                    total: 1,
+                    src_off: src_off.wrapping_add(lo as u32),
+                    dst_off: db_off.wrapping_add(kk as u32),
+                    _p2: 0,
+                };
+                dispatch(
+                    ctx,
+                    enc,
+                    &key(!first),
+                    bytemuck::bytes_of(&u),
+                    &[src, dbb],
+                    1,
+                )?;
+                first = false;
+                p0 += cnt;
+            }
+        }
+    }
+    Ok(())
 }

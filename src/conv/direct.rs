@@ -2,7 +2,7 @@
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::{dispatch, Bind, Kernel, PipelineKey};
+use crate::kernels::{dispatch, fits, max_window_elems, window, Bind, Kernel, PipelineKey};
 use crate::params::Conv2dProblem;
 
 /// Uniforms of `conv2d_direct.wgsl` (same field order).
@@ -36,18 +36,24 @@ pub(crate) struct DirectUniforms {
     kbt: u32,
     pblocks: u32,
     total: u32,
-    _pad: u32,
+    c_lo: u32,
+    c_cnt: u32,
+    kb_lo: u32,
+    _p0: u32,
+    _p1: u32,
 }
 
 /// Register block of one invocation: (output channels, output columns).
-fn block(p: &Conv2dProblem) -> (u32, u32) {
+fn block(p: &Conv2dProblem) -> (usize, usize) {
     let kg = p.k_per_group();
     if kg == 1 {
         (1, 8)
     } else if kg <= 2 {
         (2, 8)
-    } else {
+    } else if kg <= 4 {
         (4, 4)
+    } else {
+        (8, 4)
     }
 }
 
@@ -60,38 +66,21 @@ pub(crate) fn i32_of(v: isize, what: &'static str) -> Result<i32> {
         .map_err(|_| Error::exceeds_limit(what, v.unsigned_abs() as u64, i32::MAX as u64))
 }
 
-/// Records the direct forward convolution of `p` into `enc`.
-pub(crate) fn encode(
-    ctx: &Context,
-    enc: &mut wgpu::CommandEncoder,
-    p: &Conv2dProblem,
-    x: &wgpu::Buffer,
-    w: &wgpu::Buffer,
-    b: Option<&wgpu::Buffer>,
-    y: &wgpu::Buffer,
-) -> Result<()> {
-    let (kb, pb) = block(p);
-    let key = PipelineKey::new(Kernel::Conv2dDirect)
+fn key(p: &Conv2dProblem, kb: usize, pb: usize, accumulate: bool) -> PipelineKey {
+    PipelineKey::new(Kernel::Conv2dDirect)
         .with("WG", 64)
-        .with("KB", kb)
-        .with("PB", pb)
+        .with("KB", kb as u32)
+        .with("PB", pb as u32)
         .with("PAD_MODE", p.mode.code())
         .with("HAS_BIAS", p.has_bias as u32)
-        .with("FLIP", p.flip as u32);
+        .with("FLIP", p.flip as u32)
+        .with("ACCUMULATE", accumulate as u32)
+}
+
+fn base_uniforms(p: &Conv2dProblem, kb: usize, pb: usize) -> Result<DirectUniforms> {
     let kg = p.k_per_group();
-    let kblocks = kg.div_ceil(kb as usize);
-    let pblocks = p.ow.div_ceil(pb as usize);
-    let per_row = p.groups * kblocks * pblocks;
-    let limits = ctx.limits();
-    let dim = limits.max_compute_workgroups_per_dimension as u64;
-    // Invocations of one dispatch: bounded by the 2-D grid and by 32-bit invocation ids.
-    let max_inv = (dim * dim * 64).min(1 << 31);
-    // One launch = one image x a band of rows small enough for one dispatch.
-    let rows_per_launch = ((max_inv / per_row as u64).max(1) as usize).min(p.oh);
-    let x_img = p.c * p.h * p.w;
-    let y_img = p.k * p.oh * p.ow;
-    let b = b.unwrap_or(w);
-    let mut u = DirectUniforms {
+    let kblocks = kg.div_ceil(kb);
+    Ok(DirectUniforms {
         n: 1,
         c: u32_of(p.c, "channels")?,
         h: u32_of(p.h, "height")?,
@@ -111,15 +100,48 @@ pub(crate) fn encode(
         pad_left: i32_of(p.pad[2], "padding")?,
         kblocks: u32_of(kblocks, "blocks")?,
         kbt: u32_of(p.groups * kblocks, "blocks")?,
-        pblocks: u32_of(pblocks, "blocks")?,
+        pblocks: u32_of(p.ow.div_ceil(pb), "blocks")?,
+        c_lo: 0,
+        c_cnt: u32_of(p.c_per_group(), "channels per group")?,
+        kb_lo: 0,
         ..Default::default()
-    };
-    // Whole batch in one launch when it fits, else image by image.
-    let whole = (p.n * per_row * p.oh) as u64 <= max_inv;
-    let (images, step) = if whole { (p.n, p.n) } else { (p.n, 1) };
+    })
+}
+
+/// Invocations one dispatch may cover: bounded by the 2-D grid and by 32-bit invocation ids.
+fn max_invocations(ctx: &Context) -> usize {
+    let dim = ctx.limits().max_compute_workgroups_per_dimension as u64;
+    (dim * dim * 64).min(1 << 31) as usize
+}
+
+/// Records the direct forward convolution of `p` into `enc`. When a tensor is larger than
+/// one storage binding, the work is split into windows (see [`encode_windowed`]).
+pub(crate) fn encode(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    x: &wgpu::Buffer,
+    w: &wgpu::Buffer,
+    b: Option<&wgpu::Buffer>,
+    y: &wgpu::Buffer,
+) -> Result<()> {
+    if !(fits(ctx, x) && fits(ctx, y) && fits(ctx, w)) {
+        return encode_windowed(ctx, enc, p, x, w, b, y);
+    }
+    let (kb, pb) = block(p);
+    let key = key(p, kb, pb, false);
+    let mut u = base_uniforms(p, kb, pb)?;
+    let per_row = (u.kbt * u.pblocks) as usize;
+    let max_inv = max_invocations(ctx);
+    // One launch = as many images as fit one dispatch, else one image x a band of rows.
+    let whole = p.n * per_row * p.oh <= max_inv;
+    let rows_per_launch = (max_inv / per_row.max(1)).clamp(1, p.oh);
+    let step = if whole { p.n } else { 1 };
+    let (x_img, y_img) = (p.c * p.h * p.w, p.k * p.oh * p.ow);
+    let b = b.unwrap_or(w);
     let mut n0 = 0;
-    while n0 < images {
-        let nb = step.min(images - n0);
+    while n0 < p.n {
+        let nb = step.min(p.n - n0);
         let mut oy0 = 0;
         while oy0 < p.oh {
             let rows = if whole {
@@ -128,11 +150,11 @@ pub(crate) fn encode(
                 rows_per_launch.min(p.oh - oy0)
             };
             let total = nb * per_row * rows;
-            u.n = nb as u32;
+            u.n = u32_of(nb, "images")?;
             u.x_off = u32_of(n0 * x_img, "input elements")?;
             u.y_off = u32_of(n0 * y_img, "output elements")?;
-            u.oy0 = oy0 as u32;
-            u.rows = rows as u32;
+            u.oy0 = u32_of(oy0, "rows")?;
+            u.rows = u32_of(rows, "rows")?;
             u.total = u32_of(total, "invocations")?;
             dispatch(
                 ctx,
@@ -152,4 +174,168 @@ pub(crate) fn encode(
         n0 += nb;
     }
     Ok(())
+}
+
+/// Range `[min, max]` of input rows (after the padding mode's mapping) read by output rows
+/// `[oy0, oy1)`; `None` when every read is a zero.
+pub(crate) fn source_rows(p: &Conv2dProblem, oy0: usize, oy1: usize) -> Option<(usize, usize)> {
+    let lo = (oy0 * p.stride[0]) as isize - p.pad[0];
+    let hi = ((oy1 - 1) * p.stride[0] + (p.r - 1) * p.dilation[0]) as isize - p.pad[0];
+    let (mut a, mut b) = (usize::MAX, 0usize);
+    // Only the rows outside [0, h) need mapping; the inside is contiguous.
+    let inside = (lo.max(0), hi.min(p.h as isize - 1));
+    if inside.0 <= inside.1 {
+        a = inside.0 as usize;
+        b = inside.1 as usize;
+    }
+    for i in (lo..lo.max(0).min(hi + 1)).chain((p.h as isize).max(lo)..=hi) {
+        if let Some(s) = p.mode.source_index(i, p.h) {
+            a = a.min(s);
+            b = b.max(s);
+        }
+    }
+    (a <= b).then_some((a, b))
+}
+
+/// Large tensors: one output channel per launch, input channels in chunks whose planes fit a
+/// binding (partial sums accumulated into y in a fixed order), and bands of output rows when
+/// a single plane does not fit. Every tensor is bound through a window.
+fn encode_windowed(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    x: &wgpu::Buffer,
+    w: &wgpu::Buffer,
+    b: Option<&wgpu::Buffer>,
+    y: &wgpu::Buffer,
+) -> Result<()> {
+    let maxw = max_window_elems(ctx);
+    let pb = 8;
+    let mut u = base_uniforms(p, 1, pb)?;
+    let (cg, kg) = (p.c_per_group(), p.k_per_group());
+    let (hw, ohw) = (p.h * p.w, p.oh * p.ow);
+    let max_inv = max_invocations(ctx);
+    // Output rows per band: the y band and the x band of one plane must each fit.
+    let mut rows =
+        p.oh.min((maxw / p.ow.max(1)).max(1))
+            .min((max_inv / p.ow.div_ceil(pb)).max(1));
+    loop {
+        let x_rows = (rows - 1) * p.stride[0] + (p.r - 1) * p.dilation[0] + 1;
+        if x_rows * p.w <= maxw || rows == 1 {
+            break;
+        }
+        rows = (rows / 2).max(1);
+    }
+    let rs = p.r * p.s;
+    for n in 0..p.n {
+        for k in 0..p.k {
+            let g = k / kg;
+            let bias_bind = match b {
+                Some(b) => {
+                    let (bb, off) = window(ctx, b, k, k + 1)?;
+                    u.b_off = off;
+                    bb
+                }
+                None => window(ctx, w, 0, 1)?.0,
+            };
+            let mut oy0 = 0;
+            while oy0 < p.oh {
+                let oy1 = (oy0 + rows).min(p.oh);
+                let y_lo = (n * p.k + k) * ohw + oy0 * p.ow;
+                let (ybind, y_win) = window(ctx, y, y_lo, y_lo + (oy1 - oy0) * p.ow)?;
+                let Some((r0, r1)) = source_rows(p, oy0, oy1) else {
+                    // Every read is a zero padding: still write bias (or zeros).
+                    let (xbind, x_win) = window(ctx, x, 0, 1)?;
+                    let (wbind, w_win) = window(ctx, w, 0, 1)?;
+                    u.w_off = w_win;
+                    let binds = [xbind, wbind, bias_bind, ybind];
+                    launch_band(
+                        ctx,
+                        enc,
+                        p,
+                        &mut u,
+                        binds,
+                        (x_win, y_win),
+                        n,
+                        k,
+                        (0, 0),
+                        (oy0, oy1),
+                        pb,
+                    )?;
+                    oy0 = oy1;
+                    continue;
+                };
+                let band = (r1 - r0 + 1) * p.w;
+                // Input planes per chunk so that the window fits.
+                let per = if band >= maxw {
+                    1
+                } else {
+                    1 + (maxw - band) / hw
+                };
+                // ... and whose weights (R*S per input channel) fit too.
+                let per = per.min((maxw / rs).max(1));
+                let mut c0 = 0;
+                while c0 < cg {
+                    let c1 = (c0 + per).min(cg);
+                    let plane0 = n * p.c + g * cg + c0;
+                    let lo = plane0 * hw + r0 * p.w;
+                    let hi = (plane0 + (c1 - c0 - 1)) * hw + (r1 + 1) * p.w;
+                    let (xbind, x_win) = window(ctx, x, lo, hi)?;
+                    let (wbind, w_win) = window(ctx, w, (k * cg + c0) * rs, (k * cg + c1) * rs)?;
+                    u.w_off = w_win;
+                    let binds = [xbind, wbind, bias_bind, ybind];
+                    launch_band(
+                        ctx,
+                        enc,
+                        p,
+                        &mut u,
+                        binds,
+                        (x_win, y_win),
+                        n,
+                        k,
+                        (c0, c1),
+                        (oy0, oy1),
+                        pb,
+                    )?;
+                    c0 = c1;
+                }
+                oy0 = oy1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One launch of the windowed path: output channel `k` of image `n`, input channels
+/// `[c0, c1)` of its group (accumulating after the first chunk), output rows `[oy0, oy1)`.
+/// `wins` are the window offsets of x and y; the kernel addresses image 0, so image `n` is
+/// reached by adding its element offset.
+#[allow(clippy::too_many_arguments)]
+fn launch_band(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    u: &mut DirectUniforms,
+    binds: [Bind<'_>; 4],
+    wins: (u32, u32),
+    n: usize,
+    k: usize,
+    (c0, c1): (usize, usize),
+    (oy0, oy1): (usize, usize),
+    pb: usize,
+) -> Result<()> {
+    let (x_img, y_img) = (p.c * p.h * p.w, p.k * p.oh * p.ow);
+    u.n = 1;
+    u.x_off = wins.0.wrapping_add(u32_of(n * x_img, "input elements")?);
+    u.y_off = wins.1.wrapping_add(u32_of(n * y_img, "output elements")?);
+    u.kb_lo = u32_of(k, "channel")?;
+    u.kbt = 1;
+    u.c_lo = u32_of(c0, "channel")?;
+    u.c_cnt = u32_of(c1 - c0, "channels")?;
+    u.oy0 = u32_of(oy0, "rows")?;
+    u.rows = u32_of(oy1 - oy0, "rows")?;
+    let total = (oy1 - oy0) * p.ow.div_ceil(pb);
+    u.total = u32_of(total, "invocations")?;
+    let key = key(p, 1, pb, c0 > 0);
+    dispatch(ctx, enc, &key, bytemuck::bytes_of(u), &binds, total as u64)
 }

@@ -57,6 +57,7 @@ fn pack_weights(
     let crs = p.reduction_len();
     let kg = p.k_per_group();
     let wmat = Mat {
+        win: None,
         buf: w,
         off: 0,
         ld: crs,
@@ -110,6 +111,7 @@ pub(crate) fn encode_pointwise(
         a: wp.mat(),
         a_km: true,
         b: Mat {
+            win: None,
             buf: bufs.x,
             off: 0,
             ld: hw,
@@ -118,6 +120,7 @@ pub(crate) fn encode_pointwise(
         },
         b_kn: true,
         c: Mat {
+            win: None,
             buf: bufs.y,
             off: 0,
             ld: hw,
@@ -210,6 +213,7 @@ pub(crate) fn encode_im2col(
                 a: wp.mat(),
                 a_km: true,
                 b: Mat {
+                    win: None,
                     buf: &col.buffer,
                     off: 0,
                     ld,
@@ -218,6 +222,7 @@ pub(crate) fn encode_im2col(
                 },
                 b_kn: true,
                 c: Mat {
+                    win: None,
                     buf: bufs.y,
                     off: n0 * y_img + p0,
                     ld: ohw,

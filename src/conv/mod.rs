@@ -173,8 +173,19 @@ impl Context {
         y: &Tensor,
         algorithm: Algorithm,
     ) -> Result<()> {
+        let fit = [Some(x), Some(w), bias, Some(y)]
+            .iter()
+            .flatten()
+            .all(|t| crate::kernels::fits(self, t.buffer()));
         let algo = match algorithm {
+            Algorithm::Auto if !fit => Algorithm::Direct,
             Algorithm::Auto => select_forward(self, p),
+            a if !fit && a != Algorithm::Direct => {
+                return Err(Error::new(ErrorKind::UnsupportedAlgorithm {
+                    algorithm: a.name(),
+                    reason: "tensors larger than one storage binding are split only by the direct algorithm".into(),
+                }))
+            }
             a if a.supports_forward(p) => a,
             a => {
                 return Err(Error::new(ErrorKind::UnsupportedAlgorithm {
