@@ -7,8 +7,6 @@
 //! invocation index is `gid.x + gid.y * num_workgroups.x * WG` so that a launch can spread
 //! over two dispatch dimensions.
 
-use wgpu::util::DeviceExt;
-
 use crate::context::Context;
 use crate::error::{Error, Result};
 
@@ -254,11 +252,15 @@ pub(crate) fn dispatch(
     let [gx, gy] = grid(ctx, invocations, key.workgroup_size())?;
     let device = ctx.device();
     ctx.scoped(kernel.name(), || {
-        let ubuf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        // Written through the queue (not mapped at creation): on a lost or destroyed
+        // device this records an error instead of panicking.
+        let ubuf = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(kernel.name()),
-            contents: uniforms,
-            usage: wgpu::BufferUsages::UNIFORM,
+            size: uniforms.len() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
         });
+        ctx.queue().write_buffer(&ubuf, 0, uniforms);
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: ubuf.as_entire_binding(),

@@ -27,7 +27,18 @@ pub fn gemm(
             ));
         }
     }
-    let mut c = vec![0f32; batch * m * n];
+    let len = batch
+        .checked_mul(m)
+        .and_then(|v| v.checked_mul(n))
+        .ok_or_else(|| {
+            Error::shape_mismatch(
+                "gemm",
+                "a result that fits in memory",
+                format!("{batch} x {m} x {n}"),
+            )
+        })?;
+    super::ensure_alloc(len, "gemm")?;
+    let mut c = vec![0f32; len];
     for bt in 0..batch {
         let a0 = if ba { bt * m * k } else { 0 };
         let b0 = if bb { bt * k * n } else { 0 };

@@ -181,6 +181,7 @@ pub fn conv2d_grad(
     check_len("x", x, &x_shape)?;
     check_len("w", w, &w_shape)?;
     check_len("dy", dy, &dy_shape)?;
+    super::ensure_alloc(numel(&x_shape).max(numel(&w_shape)), "conv2d_grad")?;
     Ok(Conv2dGrads {
         dx: conv2d_backward_input(&p, dy, w),
         dw: conv2d_backward_weight(&p, x, dy),
@@ -208,6 +209,7 @@ pub fn conv_transpose2d(
     let tp = params.resolve(x_shape, w_shape, bias.map(<[f32]>::len))?;
     check_len("x", x, &x_shape)?;
     check_len("w", w, &w_shape)?;
+    super::ensure_alloc(numel(&tp.y_shape()), "conv_transpose2d")?;
     Ok((conv_transpose2d_problem(&tp, x, w, bias), tp.y_shape()))
 }
 

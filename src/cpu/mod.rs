@@ -12,6 +12,17 @@ pub use gemm::gemm;
 use crate::error::{Error, Result};
 use crate::params::{numel, Conv2dParams, Conv2dProblem, Shape4};
 
+/// Fails with a typed [`ErrorKind::OutOfMemory`](crate::ErrorKind::OutOfMemory) instead of
+/// aborting when `elems` values of 8 bytes (the f64 accumulators) cannot be allocated.
+pub(crate) fn ensure_alloc(elems: usize, what: &str) -> Result<()> {
+    let mut probe: Vec<f64> = Vec::new();
+    probe.try_reserve_exact(elems).map_err(|_| {
+        Error::new(crate::ErrorKind::OutOfMemory(format!(
+            "allocating the CPU result of {what} ({elems} elements)"
+        )))
+    })
+}
+
 fn check_len(what: &'static str, data: &[f32], shape: &[usize]) -> Result<()> {
     let n = numel(shape);
     if data.len() != n {
@@ -42,6 +53,7 @@ pub fn conv2d(
     let p = Conv2dProblem::new(x_shape, w_shape, bias.map(|b| b.len()), params)?;
     check_len("x", x, &x_shape)?;
     check_len("w", w, &w_shape)?;
+    ensure_alloc(numel(&p.y_shape()), "conv2d")?;
     Ok((conv2d_problem(&p, x, w, bias), p.y_shape()))
 }
 
