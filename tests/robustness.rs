@@ -116,7 +116,7 @@ fn mixed_op(ctx: &Context, which: usize, rng: &mut Rng) -> Result<(), String> {
         0 | 1 => {
             let params = Conv2dParams::default()
                 .with_padding(Padding::Symmetric([1, 1]))
-                .with_padding_mode(if which % 2 == 0 {
+                .with_padding_mode(if which.is_multiple_of(2) {
                     PaddingMode::Zeros
                 } else {
                     PaddingMode::Reflect
@@ -265,14 +265,14 @@ fn two_thousand_forward_backward_calls_keep_memory_flat() {
     let w = Tensor::from_slice(&ctx, &rng.vec(ws.iter().product()), &ws).unwrap();
     let b = Tensor::from_slice(&ctx, &rng.vec(8), &[8]).unwrap();
     let baseline_bytes = ctx.allocated_bytes();
-    let mut step = |i: usize| {
+    let step = |i: usize| {
         let algo = Algorithm::ALL[i % 2]; // direct and im2col+GEMM (scratch buffers)
         let y = ctx.conv2d_with(&x, &w, Some(&b), &params, algo).unwrap();
         let g = ctx
             .conv2d_backward(&x, &w, &y, true, &params, algo)
             .unwrap();
         drop((y, g));
-        if i % 50 == 0 {
+        if i.is_multiple_of(50) {
             ctx.synchronize().unwrap();
         }
     };
