@@ -22,6 +22,75 @@
 //! Semantics are PyTorch's: tensors are NCHW `f32`, weights `[K, C/groups, R, S]`, bias
 //! `[K]`; "convolution" is cross-correlation unless [`Conv2dParams::flip`] asks for true
 //! convolution.
+//!
+//! # A quick tour
+//!
+//! **Forward.** [`Context::conv2d`] takes [`Conv2dParams`]: stride, dilation, groups
+//! (depthwise and channel multipliers included), [`Padding`] (symmetric, per side, `Same`,
+//! `Valid`) and [`PaddingMode`] (zeros, reflect, replicate, circular). The output shape is
+//! validated first ([`Conv2dParams::output_shape`]); invalid input is an [`Error`], never a
+//! panic.
+//!
+//! **Backward.** [`Context::conv2d_backward`] returns `dx`, `dw` and `db` for an upstream
+//! gradient `dy` with the same parameters as the forward; [`Context::conv2d_backward_input`],
+//! [`Context::conv2d_backward_weight`] and [`Context::conv2d_backward_bias`] compute one each.
+//! Every kernel gathers (no atomics): the same inputs give the same bits.
+//!
+//! ```no_run
+//! # use wgconv::*;
+//! # fn main() -> Result<()> {
+//! # let ctx = Context::new_blocking()?;
+//! let p = Conv2dParams::default().with_stride([2, 2]).with_padding(Padding::Symmetric([1, 1]));
+//! let x = Tensor::from_slice(&ctx, &vec![0.5; 2 * 4 * 16 * 16], &[2, 4, 16, 16])?;
+//! let w = Tensor::from_slice(&ctx, &vec![0.1; 8 * 4 * 3 * 3], &[8, 4, 3, 3])?;
+//! let y = ctx.conv2d(&x, &w, None, &p)?; // [2, 8, 8, 8]
+//! let dy = Tensor::full(&ctx, y.shape(), 1.0)?;
+//! let g = ctx.conv2d_backward(&x, &w, &dy, true, &p, Algorithm::Auto)?;
+//! assert_eq!(g.dw.shape(), &[8, 4, 3, 3]);
+//! # Ok(()) }
+//! ```
+//!
+//! **Transposed.** [`Context::conv_transpose2d`] with [`ConvTranspose2dParams`]
+//! (`output_padding`, dilation, groups; weights `[Cin, Cout/groups, R, S]`) is the input
+//! gradient of the matching conv2d, computed by the same kernels.
+//!
+//! **GEMM.** [`Context::gemm`]: `C = op(A)·op(B)` for any sizes, with [`GemmParams`]
+//! (transposes, kernel [`GemmVariant`]); a leading batch dimension gives strided-batched GEMM;
+//! [`Context::encode_gemm`] adds a per-column bias and accumulation.
+//!
+//! **Algorithms.** [`Algorithm::Auto`] (the default) chooses per problem: 1x1 convolutions run
+//! as a GEMM on the input in place ([`Algorithm::Gemm1x1`]), depthwise and tiny reductions
+//! run the register-blocked direct kernel ([`Algorithm::Direct`]), the rest im2col + GEMM
+//! ([`Algorithm::Im2colGemm`]). A forced algorithm that cannot run a problem returns
+//! [`ErrorKind::UnsupportedAlgorithm`]; it never silently falls back.
+//!
+//! **Batching.** Every operation has an `encode_*` form recording into a caller's
+//! [`wgpu::CommandEncoder`], so a whole network can go out in one submission; with
+//! [`Context::from_device`] the library uses a device and queue the application already owns,
+//! and [`Tensor::from_buffer`] / [`Tensor::buffer`] share buffers with it.
+//!
+//! **Limits.** Tensors larger than one storage binding, dispatches beyond
+//! `maxComputeWorkgroupsPerDimension` and im2col scratch beyond the context's budget are split
+//! automatically (see the README, "Limits and errors"); a single tensor larger than
+//! `maxBufferSize` is refused with [`ErrorKind::ExceedsLimit`].
+//!
+//! **Errors.** One type, [`Error`], whose [`Error::kind`] is an [`ErrorKind`] carrying the
+//! parameter, shape or limit at fault; device loss and allocation failures are caught with
+//! wgpu error scopes and returned, never panics.
+//!
+//! **Choosing an adapter.** [`Context::new`] honours `WGPU_BACKEND` (e.g. `vulkan`) and
+//! `WGPU_ADAPTER_NAME` (a substring of the adapter name), else takes the highest-performance
+//! adapter (discrete > integrated > CPU; Vulkan/Metal/DX12 before GL) and requests its own
+//! limits. [`Context::adapter_summary`] says what was picked.
+//!
+//! **CI without a GPU.** Install Mesa's software Vulkan driver (`apt-get install -y
+//! mesa-vulkan-drivers`) and run with `WGPU_BACKEND=vulkan`: lavapipe runs every kernel. With no
+//! adapter at all, [`Context::new`] fails with [`ErrorKind::NoAdapter`], whose message gives
+//! that install hint; the crate's own GPU tests fail (never skip) in that case.
+//!
+//! **CPU reference.** [`cpu`] has every operation on host slices, accumulating in `f64`: the
+//! oracle of the tests (itself checked against float64 fixtures and by adjoint identities)
+//! and a fallback on machines without any adapter.
 #![deny(missing_docs)]
 
 mod context;
