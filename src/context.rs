@@ -24,6 +24,12 @@ pub struct ContextOptions {
     /// Scratch-memory budget per operation in bytes (im2col columns and the like).
     /// `None`: [`DEFAULT_SCRATCH_BUDGET`].
     pub scratch_budget: Option<u64>,
+    /// Autotuning of [`Algorithm::Auto`](crate::Algorithm::Auto): `Some(false)` for the
+    /// deterministic heuristic choice. `None`: on, unless `WGCONV_AUTOTUNE=0`.
+    pub autotune: Option<bool>,
+    /// File that persists tuning results across processes (keyed by adapter name and
+    /// driver). `None`: `WGCONV_TUNE_CACHE` if set, else in memory only.
+    pub tune_cache: Option<std::path::PathBuf>,
 }
 
 /// Artificially lower device limits (see [`ContextOptions::limits`]). `None` keeps the
@@ -95,6 +101,7 @@ pub(crate) struct Inner {
     compiles: AtomicUsize,
     pub(crate) allocated: AtomicU64,
     lost: Arc<AtomicBool>,
+    pub(crate) tuner: crate::tune::Tuner,
 }
 
 impl std::fmt::Debug for Context {
@@ -209,7 +216,7 @@ impl Context {
         device.on_uncaptured_error(Arc::new(|e| {
             log::error!("wgconv: uncaptured wgpu error: {e}")
         }));
-        let ctx = Self::build(device, queue, info, options.limits, options.scratch_budget);
+        let ctx = Self::build(device, queue, info, &options);
         let lost = ctx.inner.lost.clone();
         ctx.inner
             .device
@@ -225,7 +232,7 @@ impl Context {
     /// and device-lost callback are left untouched.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let info = device.adapter_info();
-        Self::build(device, queue, info, None, None)
+        Self::build(device, queue, info, &ContextOptions::default())
     }
 
     /// [`Context::from_device`] with lowered limits and a scratch budget.
@@ -235,17 +242,18 @@ impl Context {
         options: &ContextOptions,
     ) -> Self {
         let info = device.adapter_info();
-        Self::build(device, queue, info, options.limits, options.scratch_budget)
+        Self::build(device, queue, info, options)
     }
 
     fn build(
         device: wgpu::Device,
         queue: wgpu::Queue,
         info: wgpu::AdapterInfo,
-        over: Option<LimitsOverride>,
-        scratch: Option<u64>,
+        options: &ContextOptions,
     ) -> Self {
-        let limits = Limits::from_wgpu(&device.limits(), over);
+        let limits = Limits::from_wgpu(&device.limits(), options.limits);
+        let scratch = options.scratch_budget;
+        let tuner = crate::tune::Tuner::new(options, &info);
         Context {
             inner: Arc::new(Inner {
                 device,
@@ -258,6 +266,7 @@ impl Context {
                 compiles: AtomicUsize::new(0),
                 allocated: AtomicU64::new(0),
                 lost: Arc::new(AtomicBool::new(false)),
+                tuner,
             }),
         }
     }

@@ -104,6 +104,7 @@ mod kernels;
 mod ndarray_support;
 mod params;
 mod tensor;
+mod tune;
 
 pub use context::{Context, ContextOptions, Limits, LimitsOverride, DEFAULT_SCRATCH_BUDGET};
 pub use conv::{Algorithm, Conv2dGradients};

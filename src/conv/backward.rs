@@ -12,6 +12,7 @@ use crate::gemm::{encode_job, pack, GemmJob, GemmVariant, Mat};
 use crate::kernels::{dispatch, fits, max_window_elems, window, Bind, Kernel, PipelineKey};
 use crate::params::{Conv2dProblem, PaddingMode};
 use crate::tensor::DeviceBuffer;
+use crate::tune::TunedOp;
 
 /// Uniforms of `conv2d_dgrad.wgsl`.
 #[repr(C)]
@@ -219,7 +220,7 @@ pub(crate) fn encode_dgrad(
         !(fits(ctx, dy) && fits(ctx, dx) && fits(ctx, w)) || padded_image > max_window_elems(ctx);
     let algo = match algo {
         Algorithm::Auto if windowed => Algorithm::Direct,
-        Algorithm::Auto => select_dgrad(p),
+        Algorithm::Auto => ctx.choose(TunedOp::BackwardInput, p, select_dgrad(p)),
         Algorithm::Gemm1x1 if !is_pointwise(p) => {
             return Err(unsupported(
                 algo,
@@ -817,7 +818,10 @@ pub(crate) fn encode_wgrad(
     let fits_all = fits(ctx, x) && fits(ctx, dy) && fits(ctx, dw);
     match algo {
         Algorithm::Auto if !fits_all => wgrad_direct(ctx, enc, p, x, dy, dw),
-        Algorithm::Auto => encode_wgrad(ctx, enc, p, x, dy, dw, select_wgrad(p)),
+        Algorithm::Auto => {
+            let algo = ctx.choose(TunedOp::BackwardWeight, p, select_wgrad(p));
+            encode_wgrad(ctx, enc, p, x, dy, dw, algo)
+        }
         a if !fits_all && a != Algorithm::Direct => Err(unsupported(
             a,
             "tensors larger than one storage binding are split only by the direct algorithm",

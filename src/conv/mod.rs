@@ -163,7 +163,7 @@ impl Context {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn encode_conv2d_problem(
+    pub(crate) fn encode_conv2d_problem(
         &self,
         enc: &mut wgpu::CommandEncoder,
         p: &Conv2dProblem,
@@ -179,7 +179,7 @@ impl Context {
             .all(|t| crate::kernels::fits(self, t.buffer()));
         let algo = match algorithm {
             Algorithm::Auto if !fit => Algorithm::Direct,
-            Algorithm::Auto => select_forward(self, p),
+            Algorithm::Auto => self.choose(crate::tune::TunedOp::Forward, p, select_forward(self, p)),
             a if !fit && a != Algorithm::Direct => {
                 return Err(Error::new(ErrorKind::UnsupportedAlgorithm {
                     algorithm: a.name(),

@@ -1,0 +1,276 @@
+//! Autotuning of [`Algorithm::Auto`]: the first call of an (operation, parameters, shape
+//! bucket) on a context times every algorithm that can run it and remembers the fastest.
+//!
+//! - Keys hold the operation, every index parameter exactly (kernel, stride, padding,
+//!   dilation, groups, padding mode, flip, bias) and the sizes rounded up to powers of two, so
+//!   one measurement serves a bucket of shapes. Whether an algorithm can run a problem depends
+//!   only on the exact parts of the key (and on fitting one storage binding, which is decided
+//!   before tuning), so a cached choice is always valid for the whole bucket.
+//! - Timing is wall clock around submit + wait, median of three runs after a warm-up that also
+//!   compiles the pipelines, on scratch tensors of the problem's shape (the caller's tensors
+//!   are never touched).
+//! - Results can persist in a file (`ContextOptions::tune_cache` or `WGCONV_TUNE_CACHE`),
+//!   one line per entry: `<adapter>\t<key>\t<algorithm>`; entries of other adapters or
+//!   drivers in the same file are ignored.
+//! - Forced algorithms bypass the tuner; `ContextOptions::autotune = Some(false)` (or
+//!   `WGCONV_AUTOTUNE=0`, or [`Context::set_autotune`]) gives the deterministic heuristic.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::Instant;
+
+use crate::context::{Context, ContextOptions};
+use crate::conv::Algorithm;
+use crate::params::Conv2dProblem;
+
+/// Problems whose tensors together exceed this are not tuned (the heuristic decides): the
+/// scratch copies and the timing runs would cost more than they save.
+const MAX_TUNED_BYTES: usize = 96 << 20;
+
+/// Which operation a tuning entry is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum TunedOp {
+    Forward,
+    BackwardInput,
+    BackwardWeight,
+}
+
+impl TunedOp {
+    fn name(self) -> &'static str {
+        match self {
+            TunedOp::Forward => "fwd",
+            TunedOp::BackwardInput => "dx",
+            TunedOp::BackwardWeight => "dw",
+        }
+    }
+}
+
+pub(crate) struct Tuner {
+    enabled: AtomicBool,
+    cache: RwLock<HashMap<String, Algorithm>>,
+    path: Option<PathBuf>,
+    adapter: String,
+    file_lock: Mutex<()>,
+    measured: AtomicUsize,
+}
+
+impl Tuner {
+    pub(crate) fn new(options: &ContextOptions, info: &wgpu::AdapterInfo) -> Self {
+        let env_off = std::env::var("WGCONV_AUTOTUNE")
+            .is_ok_and(|v| v == "0" || v.eq_ignore_ascii_case("off"));
+        let enabled = options.autotune.unwrap_or(!env_off);
+        let path = options
+            .tune_cache
+            .clone()
+            .or_else(|| std::env::var_os("WGCONV_TUNE_CACHE").map(PathBuf::from));
+        let adapter = format!(
+            "{} | {:?} | {} {}",
+            info.name, info.backend, info.driver, info.driver_info
+        )
+        .replace('\t', " ");
+        let mut cache = HashMap::new();
+        if let Some(p) = &path {
+            if let Ok(text) = std::fs::read_to_string(p) {
+                for line in text.lines() {
+                    let mut parts = line.split('\t');
+                    if let (Some(a), Some(k), Some(v)) = (parts.next(), parts.next(), parts.next())
+                    {
+                        if a == adapter {
+                            if let Ok(alg) = Algorithm::from_name(v) {
+                                cache.insert(k.to_string(), alg);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Tuner {
+            enabled: AtomicBool::new(enabled),
+            cache: RwLock::new(cache),
+            path,
+            adapter,
+            file_lock: Mutex::new(()),
+            measured: AtomicUsize::new(0),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<Algorithm> {
+        self.cache.read().ok()?.get(key).copied()
+    }
+
+    fn insert(&self, key: String, algo: Algorithm) {
+        if let Some(p) = &self.path {
+            // Best effort: a cache file that cannot be written only costs re-tuning.
+            let _guard = self.file_lock.lock();
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+            {
+                let _ = writeln!(f, "{}\t{}\t{}", self.adapter, key, algo.name());
+            }
+        }
+        if let Ok(mut c) = self.cache.write() {
+            c.insert(key, algo);
+        }
+    }
+}
+
+fn bucket(v: usize) -> usize {
+    v.max(1).next_power_of_two()
+}
+
+/// The tuning key of `op` on `p`.
+pub(crate) fn key(op: TunedOp, p: &Conv2dProblem) -> String {
+    format!(
+        "{} n{} c{} h{} w{} k{} g{} r{} s{} st{}x{} p{},{},{},{} d{}x{} m{} f{} b{}",
+        op.name(),
+        bucket(p.n),
+        bucket(p.c_per_group()),
+        bucket(p.h),
+        bucket(p.w),
+        bucket(p.k_per_group()),
+        p.groups,
+        p.r,
+        p.s,
+        p.stride[0],
+        p.stride[1],
+        p.pad[0],
+        p.pad[1],
+        p.pad[2],
+        p.pad[3],
+        p.dilation[0],
+        p.dilation[1],
+        p.mode.name(),
+        p.flip as u8,
+        p.has_bias as u8,
+    )
+}
+
+impl Context {
+    /// Turns autotuning of [`Algorithm::Auto`] on or off (off: the deterministic heuristic).
+    pub fn set_autotune(&self, on: bool) {
+        self.inner.tuner.enabled.store(on, Ordering::Relaxed);
+    }
+
+    /// Is autotuning on?
+    pub fn autotune(&self) -> bool {
+        self.inner.tuner.enabled.load(Ordering::Relaxed)
+    }
+
+    /// How many (operation, parameters, shape bucket) entries this context has measured.
+    pub fn tuned_entries(&self) -> usize {
+        self.inner.tuner.measured.load(Ordering::Relaxed)
+    }
+
+    /// The algorithm `Auto` runs for `op` on `p`: the cached or freshly measured fastest when
+    /// tuning is on, else `heuristic`.
+    pub(crate) fn choose(&self, op: TunedOp, p: &Conv2dProblem, heuristic: Algorithm) -> Algorithm {
+        let tuner = &self.inner.tuner;
+        if !self.autotune() {
+            return heuristic;
+        }
+        let candidates: Vec<Algorithm> = Algorithm::ALL
+            .iter()
+            .copied()
+            .filter(|a| a.supports_forward(p))
+            .collect();
+        if candidates.len() <= 1 {
+            return candidates.first().copied().unwrap_or(heuristic);
+        }
+        let key = key(op, p);
+        if let Some(a) = tuner.get(&key) {
+            return a;
+        }
+        let elems = crate::params::numel(&p.x_shape())
+            + crate::params::numel(&p.w_shape())
+            + crate::params::numel(&p.y_shape());
+        if elems * 4 > MAX_TUNED_BYTES {
+            return heuristic;
+        }
+        let best = self.measure(op, p, &candidates).unwrap_or(heuristic);
+        tuner.measured.fetch_add(1, Ordering::Relaxed);
+        tuner.insert(key, best);
+        best
+    }
+
+    /// Median wall time of each candidate; the fastest that ran.
+    fn measure(
+        &self,
+        op: TunedOp,
+        p: &Conv2dProblem,
+        candidates: &[Algorithm],
+    ) -> Option<Algorithm> {
+        use crate::tensor::Tensor;
+        let x = Tensor::zeros(self, &p.x_shape()).ok()?;
+        let w = Tensor::zeros(self, &p.w_shape()).ok()?;
+        let y = Tensor::zeros(self, &p.y_shape()).ok()?;
+        let b = if p.has_bias {
+            Some(Tensor::zeros(self, &[p.k]).ok()?)
+        } else {
+            None
+        };
+        let run = |algo: Algorithm| -> crate::Result<f64> {
+            let t = Instant::now();
+            let mut enc = self.encoder("wgconv autotune");
+            match op {
+                TunedOp::Forward => {
+                    self.encode_conv2d_problem(&mut enc, p, &x, &w, b.as_ref(), &y, algo)?
+                }
+                TunedOp::BackwardInput => crate::conv::backward::encode_dgrad(
+                    self,
+                    &mut enc,
+                    p,
+                    y.buffer(),
+                    w.buffer(),
+                    None,
+                    x.buffer(),
+                    algo,
+                )?,
+                TunedOp::BackwardWeight => crate::conv::backward::encode_wgrad(
+                    self,
+                    &mut enc,
+                    p,
+                    x.buffer(),
+                    y.buffer(),
+                    w.buffer(),
+                    algo,
+                )?,
+            }
+            self.submit(enc)?;
+            self.synchronize()?;
+            Ok(t.elapsed().as_secs_f64())
+        };
+        let mut best: Option<(f64, Algorithm)> = None;
+        for &algo in candidates {
+            if run(algo).is_err() {
+                continue; // warm-up (compiles); an algorithm that fails is not a candidate
+            }
+            let mut times = Vec::with_capacity(3);
+            for _ in 0..3 {
+                match run(algo) {
+                    Ok(t) => times.push(t),
+                    Err(_) => break,
+                }
+            }
+            if times.len() < 3 {
+                continue;
+            }
+            times.sort_by(f64::total_cmp);
+            let t = times[1];
+            log::debug!(
+                "wgconv autotune {} {}: {:.3} ms",
+                key(op, p),
+                algo.name(),
+                t * 1e3
+            );
+            if best.is_none_or(|(bt, _)| t < bt) {
+                best = Some((t, algo));
+            }
+        }
+        best.map(|(_, a)| a)
+    }
+}
