@@ -85,6 +85,8 @@ struct Opts {
     reps: usize,
     shapes: Option<Vec<String>>,
     ops: Option<Vec<String>>,
+    /// Only these algorithm / variant names (e.g. `auto`).
+    algos: Option<Vec<String>>,
 }
 
 fn opts() -> Opts {
@@ -100,6 +102,7 @@ fn opts() -> Opts {
         reps: if quick { 5 } else { 11 },
         shapes: list("--shapes"),
         ops: list("--ops"),
+        algos: list("--algos"),
     }
 }
 
@@ -134,6 +137,7 @@ fn main() -> wgconv::Result<()> {
     let ctx = Context::new_blocking()?;
     println!("adapter: {}", ctx.adapter_summary());
     let want_op = |op: &str| o.ops.as_ref().is_none_or(|v| v.iter().any(|s| s == op));
+    let want_algo = |a: &str| o.algos.as_ref().is_none_or(|v| v.iter().any(|s| s == a));
     for s in shapes() {
         if o.shapes
             .as_ref()
@@ -147,7 +151,7 @@ fn main() -> wgconv::Result<()> {
         let flops = p.flops();
         if want_op("fwd") {
             for &algo in Algorithm::ALL.iter().chain([&Algorithm::Auto]) {
-                if !algo.supports_forward(&p) {
+                if !algo.supports_forward(&p) || !want_algo(algo.name()) {
                     continue;
                 }
                 let ms = time(&ctx, o.reps, || {
@@ -162,6 +166,7 @@ fn main() -> wgconv::Result<()> {
             .copied()
             .filter(|a| a.supports_forward(&p))
             .chain([Algorithm::Auto])
+            .filter(|a| want_algo(a.name()))
             .collect();
         if want_op("dx") {
             for &algo in &algos {
@@ -220,6 +225,9 @@ fn main() -> wgconv::Result<()> {
         let a = Tensor::from_slice(&ctx, &fill(n * n, 7), &[n, n])?;
         let b = Tensor::from_slice(&ctx, &fill(n * n, 11), &[n, n])?;
         for &v in GemmVariant::ALL.iter().chain([&GemmVariant::Auto]) {
+            if !want_algo(v.name()) {
+                continue;
+            }
             let p = GemmParams::default().with_variant(v);
             let ms = time(&ctx, o.reps, || ctx.gemm(&a, &b, &p).map(drop))?;
             report("gemm", "gemm1024", v.name(), ms, 2.0 * (n * n * n) as f64);
