@@ -35,6 +35,8 @@ pub enum Kernel {
     Conv2dWgrad,
     /// Deterministic row sums (bias gradient).
     ReduceRows,
+    /// Depthwise convolution with register row windows.
+    Conv2dDepthwise,
 }
 
 /// Every kernel, for tests and tooling.
@@ -50,6 +52,7 @@ pub const ALL_KERNELS: &[Kernel] = &[
     Kernel::PadFold,
     Kernel::Conv2dWgrad,
     Kernel::ReduceRows,
+    Kernel::Conv2dDepthwise,
 ];
 
 impl Kernel {
@@ -67,6 +70,7 @@ impl Kernel {
             Kernel::PadFold => "pad_fold",
             Kernel::Conv2dWgrad => "conv2d_wgrad",
             Kernel::ReduceRows => "reduce_rows",
+            Kernel::Conv2dDepthwise => "conv2d_depthwise",
         }
     }
 
@@ -84,6 +88,7 @@ impl Kernel {
             Kernel::PadFold => include_str!("../shaders/pad_fold.wgsl"),
             Kernel::Conv2dWgrad => include_str!("../shaders/conv2d_wgrad.wgsl"),
             Kernel::ReduceRows => include_str!("../shaders/reduce_rows.wgsl"),
+            Kernel::Conv2dDepthwise => include_str!("../shaders/conv2d_depthwise.wgsl"),
         }
     }
 
@@ -93,7 +98,7 @@ impl Kernel {
             Kernel::Conv2dDirect | Kernel::GemmReg | Kernel::GemmTiled | Kernel::GemmSg => {
                 &[true, true, true, false]
             }
-            Kernel::Conv2dDgrad => &[true, true, true, false],
+            Kernel::Conv2dDgrad | Kernel::Conv2dDepthwise => &[true, true, true, false],
             Kernel::Col2im | Kernel::Conv2dWgrad => &[true, true, false],
             Kernel::Pack | Kernel::Im2col | Kernel::PadFold | Kernel::ReduceRows => &[true, false],
         }
@@ -113,6 +118,9 @@ impl Kernel {
             Kernel::PadFold => std::mem::size_of::<crate::conv::backward::PadFoldUniforms>(),
             Kernel::Conv2dWgrad => std::mem::size_of::<crate::conv::backward::WgradUniforms>(),
             Kernel::ReduceRows => std::mem::size_of::<crate::conv::backward::ReduceUniforms>(),
+            Kernel::Conv2dDepthwise => {
+                std::mem::size_of::<crate::conv::depthwise::DepthwiseUniforms>()
+            }
         }
     }
 }

@@ -143,3 +143,55 @@ fn im2col_chunked_under_a_tiny_scratch_budget() {
         run_case_on(&ctx, i, case, Algorithm::Im2colGemm, &mut rng).unwrap();
     }
 }
+
+#[test]
+fn depthwise_matches_cpu_on_sweep() {
+    // The general sweep has depthwise cases (with and without channel multipliers); this adds
+    // a dense set of them: every padding mode, strides 1-2, kernels 1..7 wide, flip, bias.
+    let mut rng = Rng::new(1234);
+    let mut n = 0;
+    let modes = [
+        wgconv::PaddingMode::Zeros,
+        wgconv::PaddingMode::Reflect,
+        wgconv::PaddingMode::Replicate,
+        wgconv::PaddingMode::Circular,
+    ];
+    while n < 120 {
+        let c = rng.pick(&[1, 2, 3, 8, 16]);
+        let mult = rng.pick(&[1, 1, 2, 3]);
+        let (r, s) = (rng.range(1, 7), rng.range(1, 7));
+        let params = wgconv::Conv2dParams::default()
+            .with_groups(c)
+            .with_stride([rng.range(1, 3), rng.range(1, 2)])
+            .with_dilation([rng.range(1, 2), 1])
+            .with_padding(wgconv::Padding::PerSide([
+                rng.range(0, 3),
+                rng.range(0, 3),
+                rng.range(0, 3),
+                rng.range(0, 3),
+            ]))
+            .with_padding_mode(modes[rng.range(0, 3)])
+            .with_flip(rng.bool());
+        let bias = rng.bool();
+        let x = [rng.range(1, 2), c, rng.range(1, 20), rng.range(1, 40)];
+        let w = [c * mult, 1, r, s];
+        let Ok(problem) = params.resolve(x, w, bias.then_some(c * mult)) else {
+            continue;
+        };
+        assert!(Algorithm::Depthwise.supports_forward(&problem));
+        run_case(
+            n,
+            &ConvCase {
+                x,
+                w,
+                bias,
+                params,
+                problem,
+            },
+            Algorithm::Depthwise,
+            &mut rng,
+        )
+        .unwrap();
+        n += 1;
+    }
+}

@@ -1,6 +1,7 @@
 //! Convolution operations on the GPU: forward algorithms and their selection.
 
 pub(crate) mod backward;
+pub(crate) mod depthwise;
 pub(crate) mod direct;
 pub(crate) mod im2col;
 
@@ -29,12 +30,21 @@ pub enum Algorithm {
     Im2colGemm,
     /// 1x1 convolution (stride 1, no padding) as a GEMM reading the input in place.
     Gemm1x1,
+    /// Depthwise convolution (one input channel per group, any channel multiplier): a
+    /// dedicated kernel that loads each input row window once into registers. Kernels up to
+    /// 7 wide, column stride 1 or 2, column dilation 1. Forward only (its gradients run the
+    /// direct kernels).
+    Depthwise,
 }
 
 impl Algorithm {
     /// Every concrete (non-`Auto`) algorithm.
-    pub const ALL: &'static [Algorithm] =
-        &[Algorithm::Direct, Algorithm::Im2colGemm, Algorithm::Gemm1x1];
+    pub const ALL: &'static [Algorithm] = &[
+        Algorithm::Direct,
+        Algorithm::Im2colGemm,
+        Algorithm::Gemm1x1,
+        Algorithm::Depthwise,
+    ];
 
     /// Lowercase name (`auto`, `direct`, ...), as used by the conformance runner and benches.
     pub fn name(self) -> &'static str {
@@ -43,6 +53,7 @@ impl Algorithm {
             Algorithm::Direct => "direct",
             Algorithm::Im2colGemm => "im2col_gemm",
             Algorithm::Gemm1x1 => "gemm1x1",
+            Algorithm::Depthwise => "depthwise",
         }
     }
 
@@ -59,6 +70,7 @@ impl Algorithm {
         match self {
             Algorithm::Auto | Algorithm::Direct | Algorithm::Im2colGemm => true,
             Algorithm::Gemm1x1 => im2col::is_pointwise(p),
+            Algorithm::Depthwise => depthwise::supports(p),
         }
     }
 }
@@ -68,6 +80,8 @@ impl Algorithm {
 fn select_forward(_ctx: &Context, p: &Conv2dProblem) -> Algorithm {
     if im2col::is_pointwise(p) {
         Algorithm::Gemm1x1
+    } else if depthwise::supports(p) && p.groups > 1 {
+        Algorithm::Depthwise
     } else if p.c_per_group() == 1 || p.k_per_group() < 4 || p.reduction_len() < 16 {
         Algorithm::Direct
     } else {
@@ -206,6 +220,7 @@ impl Context {
             }
             Algorithm::Im2colGemm => im2col::encode_im2col(self, enc, p, &bufs),
             Algorithm::Gemm1x1 => im2col::encode_pointwise(self, enc, p, &bufs),
+            Algorithm::Depthwise => depthwise::encode(self, enc, p, bufs.x, bufs.w, bufs.b, bufs.y),
         }
     }
 
