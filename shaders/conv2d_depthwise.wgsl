@@ -12,7 +12,8 @@ struct Params {
     n: u32, c: u32, h: u32, w: u32,
     k: u32, r: u32, kg: u32, oh: u32,
     ow: u32, sh: u32, dh: u32, pad_top: i32,
-    pad_left: i32, xblocks: u32, total: u32, _p0: u32,
+    pad_left: i32, xblocks: u32, total: u32, x_off: u32,
+    y_off: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -79,7 +80,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let c = k / P.kg;
     let ox0 = xb * 16u;
     let ix0 = i32(ox0 * SW) - P.pad_left;
-    let xplane = (n * P.c + c) * P.h * P.w;
+    let xplane = P.x_off + (n * P.c + c) * P.h * P.w;
     let wbase = k * P.r * S;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
@@ -406,7 +407,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (HAS_BIAS) {
         b = bias[k];
     }
-    let ybase = ((n * P.k + k) * P.oh + oy) * P.ow;
+    let ybase = P.y_off + ((n * P.k + k) * P.oh + oy) * P.ow;
     for (var e = 0u; e < 4u; e++) {
         let ox = ox0 + 0u + e;
         if (ox < P.ow) {

@@ -523,7 +523,8 @@ def conv2d_depthwise():
     w("    n: u32, c: u32, h: u32, w: u32,")
     w("    k: u32, r: u32, kg: u32, oh: u32,")
     w("    ow: u32, sh: u32, dh: u32, pad_top: i32,")
-    w("    pad_left: i32, xblocks: u32, total: u32, _p0: u32,")
+    w("    pad_left: i32, xblocks: u32, total: u32, x_off: u32,")
+    w("    y_off: u32, _p0: u32, _p1: u32, _p2: u32,")
     w("}")
     w("")
     w("@group(0) @binding(0) var<uniform> P: Params;")
@@ -566,7 +567,7 @@ def conv2d_depthwise():
     w("    let c = k / P.kg;")
     w(f"    let ox0 = xb * {DW_TX}u;")
     w("    let ix0 = i32(ox0 * SW) - P.pad_left;")
-    w("    let xplane = (n * P.c + c) * P.h * P.w;")
+    w("    let xplane = P.x_off + (n * P.c + c) * P.h * P.w;")
     w("    let wbase = k * P.r * S;")
     for q in range(DW_TX // 4):
         w(f"    var acc{q} = vec4<f32>(0.0);")
@@ -601,7 +602,7 @@ def conv2d_depthwise():
     w("    if (HAS_BIAS) {")
     w("        b = bias[k];")
     w("    }")
-    w("    let ybase = ((n * P.k + k) * P.oh + oy) * P.ow;")
+    w("    let ybase = P.y_off + ((n * P.k + k) * P.oh + oy) * P.ow;")
     for q in range(DW_TX // 4):
         w(f"    for (var e = 0u; e < 4u; e++) {{")
         w(f"        let ox = ox0 + {4*q}u + e;")

@@ -180,6 +180,8 @@ fn padded_problem(p: &Conv2dProblem) -> Conv2dProblem {
 pub(crate) fn select_dgrad(p: &Conv2dProblem) -> Algorithm {
     if is_pointwise(p) {
         Algorithm::Gemm1x1
+    } else if crate::conv::depthwise::dgrad_as_forward(p).is_some() {
+        Algorithm::Depthwise
     } else if p.k_per_group() < 4 || p.reduction_len() < 16 {
         Algorithm::Direct
     } else {
@@ -321,6 +323,15 @@ fn dgrad_zero_padded_at(
     dx: &wgpu::Buffer,
     algo: Algorithm,
 ) -> Result<()> {
+    if matches!(algo, Algorithm::Depthwise) {
+        if let Some(q) = crate::conv::depthwise::dgrad_as_forward(p) {
+            let q = Conv2dProblem {
+                has_bias: bias.is_some(),
+                ..q
+            };
+            return crate::conv::depthwise::encode_at(ctx, enc, &q, (dy, dy_off), w, bias, (dx, 0));
+        }
+    }
     match algo {
         Algorithm::Gemm1x1 => dgrad_pointwise(ctx, enc, p, dy, dy_off, w, bias, dx),
         Algorithm::Im2colGemm => dgrad_col2im(ctx, enc, p, dy, dy_off, w, bias, dx),

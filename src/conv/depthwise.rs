@@ -28,7 +28,11 @@ pub(crate) struct DepthwiseUniforms {
     pad_left: i32,
     xblocks: u32,
     total: u32,
+    x_off: u32,
+    y_off: u32,
     _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 /// Can the dedicated kernel run `p`? One input channel per group, kernels up to 7 wide,
@@ -45,6 +49,58 @@ pub(crate) fn encode(
     w: &wgpu::Buffer,
     b: Option<&wgpu::Buffer>,
     y: &wgpu::Buffer,
+) -> Result<()> {
+    encode_at(ctx, enc, p, (x, 0), w, b, (y, 0))
+}
+
+/// The input gradient of a stride-1 depthwise convolution without channel multiplier is a
+/// depthwise convolution of `dy` with the kernel rotated by 180° and the complementary
+/// padding `(R-1)*d - pad` (zero padding, possibly negative): that forward problem, if the
+/// dedicated kernel can run it.
+pub(crate) fn dgrad_as_forward(p: &Conv2dProblem) -> Option<Conv2dProblem> {
+    if p.c_per_group() != 1
+        || p.k_per_group() != 1
+        || p.stride != [1, 1]
+        || p.mode != crate::PaddingMode::Zeros
+    {
+        return None;
+    }
+    let span = |k: usize, d: usize| ((k - 1) * d) as isize;
+    let q = Conv2dProblem {
+        n: p.n,
+        c: p.k,
+        h: p.oh,
+        w: p.ow,
+        k: p.c,
+        r: p.r,
+        s: p.s,
+        groups: p.groups,
+        stride: [1, 1],
+        dilation: p.dilation,
+        pad: [
+            span(p.r, p.dilation[0]) - p.pad[0],
+            span(p.r, p.dilation[0]) - p.pad[1],
+            span(p.s, p.dilation[1]) - p.pad[2],
+            span(p.s, p.dilation[1]) - p.pad[3],
+        ],
+        mode: crate::PaddingMode::Zeros,
+        flip: !p.flip,
+        has_bias: false,
+        oh: p.h,
+        ow: p.w,
+    };
+    supports(&q).then_some(q)
+}
+
+/// [`encode`] reading x from element offset `x.1` and writing y from element offset `y.1`.
+pub(crate) fn encode_at(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    (x, x_off): (&wgpu::Buffer, usize),
+    w: &wgpu::Buffer,
+    b: Option<&wgpu::Buffer>,
+    (y, y_off): (&wgpu::Buffer, usize),
 ) -> Result<()> {
     let xblocks = p.ow.div_ceil(TX);
     let total = p.n * p.k * p.oh * xblocks;
@@ -71,7 +127,9 @@ pub(crate) fn encode(
         pad_left: i32_of(p.pad[2], "padding")?,
         xblocks: u32_of(xblocks, "blocks")?,
         total: u32_of(total, "invocations")?,
-        _p0: 0,
+        x_off: u32_of(x_off, "elements")?,
+        y_off: u32_of(y_off, "elements")?,
+        ..Default::default()
     };
     dispatch(
         ctx,
