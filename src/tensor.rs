@@ -52,6 +52,68 @@ impl DeviceBuffer {
     }
 }
 
+/// A 2-D `rgba32float` storage image (scratch of the image GEMM) whose size is accounted in
+/// [`Context::allocated_bytes`], like [`DeviceBuffer`].
+pub(crate) struct DeviceImage {
+    pub(crate) view: wgpu::TextureView,
+    _texture: wgpu::Texture,
+    bytes: u64,
+    ctx: Context,
+}
+
+impl Drop for DeviceImage {
+    fn drop(&mut self) {
+        self.ctx
+            .inner
+            .allocated
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+impl DeviceImage {
+    /// Bytes per texel of `rgba32float`.
+    pub(crate) const TEXEL: u64 = 16;
+
+    /// Allocates a `width` x `height` image usable as a read-only and a write-only storage
+    /// binding.
+    pub(crate) fn new(ctx: &Context, width: u32, height: u32, label: &str) -> Result<Self> {
+        let max = ctx.limits().max_texture_dimension_2d;
+        if width.max(height) > max {
+            return Err(Error::exceeds_limit(
+                "max_texture_dimension_2d",
+                width.max(height) as u64,
+                max as u64,
+            ));
+        }
+        let (width, height) = (width.max(1), height.max(1));
+        let texture = ctx.scoped("allocating a storage image", || {
+            ctx.device().create_texture(&wgpu::TextureDescriptor {
+                label: Some(label),
+                size: wgpu::Extent3d {
+                    width,
+                    height,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba32Float,
+                usage: wgpu::TextureUsages::STORAGE_BINDING,
+                view_formats: &[],
+            })
+        })?;
+        let view = texture.create_view(&Default::default());
+        let bytes = width as u64 * height as u64 * Self::TEXEL;
+        ctx.inner.allocated.fetch_add(bytes, Ordering::Relaxed);
+        Ok(DeviceImage {
+            view,
+            _texture: texture,
+            bytes,
+            ctx: ctx.clone(),
+        })
+    }
+}
+
 /// An f32 tensor in device memory (NCHW for activations, `[K, C/g, R, S]` for weights,
 /// `[M, N]` for matrices), row-major.
 ///
@@ -181,6 +243,42 @@ impl Tensor {
                 external: true,
             }),
             shape: shape.to_vec(),
+        })
+    }
+
+    /// The same data under another shape with the same number of elements (shares the
+    /// buffer, like PyTorch's `view`).
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        let n = checked_numel(shape)?;
+        if n != self.numel() {
+            return Err(Error::shape_mismatch(
+                "reshape",
+                format!("{} elements (shape {:?})", self.numel(), self.shape),
+                format!("{n} elements (shape {shape:?})"),
+            ));
+        }
+        Ok(Tensor {
+            buf: self.buf.clone(),
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// Overwrites the tensor's contents with `data` (row-major, `numel()` values). Ordered
+    /// with the work submitted before and after it on the queue.
+    pub fn write(&self, data: &[f32]) -> Result<()> {
+        if data.len() != self.numel() {
+            return Err(Error::shape_mismatch(
+                "data length",
+                format!("{} (shape {:?})", self.numel(), self.shape),
+                data.len().to_string(),
+            ));
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let ctx = &self.buf.ctx;
+        ctx.scoped("writing a tensor", || {
+            ctx.queue().write_buffer(&self.buf.buffer, 0, bytemuck::cast_slice(data));
         })
     }
 

@@ -229,7 +229,10 @@ impl Context {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
     }
 
-    pub(crate) fn submit(&self, enc: wgpu::CommandEncoder) -> Result<()> {
+    /// Finishes and submits an encoder filled by `encode_*` calls, inside the library's error
+    /// scopes: validation and out-of-memory errors come back as typed errors instead of going
+    /// to the device's uncaptured-error handler.
+    pub fn submit(&self, enc: wgpu::CommandEncoder) -> Result<()> {
         self.scoped("submitting work", || {
             self.queue().submit([enc.finish()]);
         })
