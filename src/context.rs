@@ -42,6 +42,11 @@ pub struct LimitsOverride {
     pub max_buffer_size: Option<u64>,
     /// Cap for `maxComputeWorkgroupsPerDimension`.
     pub max_compute_workgroups_per_dimension: Option<u32>,
+    /// Cap for `maxTextureDimension2D` (the storage images of [`GemmVariant::Image`]);
+    /// values below 16 count as 16.
+    ///
+    /// [`GemmVariant::Image`]: crate::GemmVariant::Image
+    pub max_texture_dimension_2d: Option<u32>,
 }
 
 /// The limits the library plans against (the device's, possibly lowered by
@@ -58,6 +63,8 @@ pub struct Limits {
     pub max_compute_invocations_per_workgroup: u32,
     /// Required alignment of storage-buffer binding offsets.
     pub min_storage_buffer_offset_alignment: u32,
+    /// Largest width or height of a 2-D texture (storage images of the image GEMM).
+    pub max_texture_dimension_2d: u32,
 }
 
 impl Limits {
@@ -77,6 +84,11 @@ impl Limits {
                 }),
             max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
             min_storage_buffer_offset_alignment: l.min_storage_buffer_offset_alignment,
+            max_texture_dimension_2d: o
+                .max_texture_dimension_2d
+                .map_or(l.max_texture_dimension_2d, |c| {
+                    c.max(16).min(l.max_texture_dimension_2d)
+                }),
         }
     }
 }
@@ -401,19 +413,10 @@ impl Context {
             })
             .chain(
                 kernel
-                    .storage_bindings()
+                    .bindings()
                     .iter()
                     .enumerate()
-                    .map(|(i, &read_only)| wgpu::BindGroupLayoutEntry {
-                        binding: i as u32 + 1,
-                        visibility: wgpu::ShaderStages::COMPUTE,
-                        ty: wgpu::BindingType::Buffer {
-                            ty: wgpu::BufferBindingType::Storage { read_only },
-                            has_dynamic_offset: false,
-                            min_binding_size: None,
-                        },
-                        count: None,
-                    }),
+                    .map(|(i, b)| b.layout_entry(i as u32 + 1)),
             )
             .collect();
         let layout = self.scoped("creating a bind group layout", || {

@@ -7,13 +7,14 @@ use crate::context::Context;
 use crate::conv::direct::u32_of;
 use crate::error::{Error, Result};
 use crate::kernels::{dispatch, fits, max_window_elems, window, Bind, Kernel, PipelineKey};
-use crate::tensor::{DeviceBuffer, Tensor};
+use crate::tensor::{DeviceBuffer, DeviceImage, Tensor};
 
 /// Which GEMM kernel runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum GemmVariant {
-    /// Chosen per adapter: `Register` on CPU adapters, `Tiled` on GPUs.
+    /// Chosen per adapter: `Image` on CPU adapters with 8-lane subgroups (lavapipe),
+    /// `Register` on other CPU adapters, `Tiled` on GPUs.
     #[default]
     Auto,
     /// Large per-invocation register blocks, vec4 loads, no workgroup memory (fast on
@@ -25,6 +26,14 @@ pub enum GemmVariant {
     /// the `SUBGROUP` feature and 8-lane subgroups (lavapipe). Where unavailable it runs as
     /// `Register`.
     Subgroup,
+    /// Both operands packed into read-only `rgba32float` storage images (K-major panels) and
+    /// read with `textureLoad`, B shared through subgroup broadcasts: the fastest kernel on
+    /// lavapipe, whose storage-image loads are far cheaper than storage-buffer loads (about
+    /// 3x `Subgroup` at 1024³). Needs the `SUBGROUP` feature and 8-lane subgroups; where
+    /// unavailable it runs as `Register`. The images are scratch memory within the context's
+    /// scratch budget and `maxTextureDimension2D`: larger problems are split (over batch
+    /// entries, then rows, columns or K with accumulation).
+    Image,
 }
 
 impl GemmVariant {
@@ -33,26 +42,28 @@ impl GemmVariant {
         GemmVariant::Register,
         GemmVariant::Tiled,
         GemmVariant::Subgroup,
+        GemmVariant::Image,
     ];
 
-    /// Lowercase name (`auto`, `register`, `tiled`).
+    /// Lowercase name (`auto`, `register`, `tiled`, `subgroup`, `image`).
     pub fn name(self) -> &'static str {
         match self {
             GemmVariant::Auto => "auto",
             GemmVariant::Register => "register",
             GemmVariant::Tiled => "tiled",
             GemmVariant::Subgroup => "subgroup",
+            GemmVariant::Image => "image",
         }
     }
 
     pub(crate) fn resolve(self, ctx: &Context) -> GemmVariant {
         match self {
-            GemmVariant::Auto if ctx.is_cpu_adapter() && ctx.has_subgroups8() => {
-                GemmVariant::Subgroup
-            }
+            GemmVariant::Auto if ctx.is_cpu_adapter() && ctx.has_subgroups8() => GemmVariant::Image,
             GemmVariant::Auto if ctx.is_cpu_adapter() => GemmVariant::Register,
             GemmVariant::Auto => GemmVariant::Tiled,
-            GemmVariant::Subgroup if !ctx.has_subgroups8() => GemmVariant::Register,
+            GemmVariant::Subgroup | GemmVariant::Image if !ctx.has_subgroups8() => {
+                GemmVariant::Register
+            }
             v => v,
         }
     }
@@ -170,6 +181,58 @@ pub(crate) struct PackUniforms {
     _p1: u32,
 }
 
+/// Uniforms of `gemm_image.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct GemmImageUniforms {
+    m: u32,
+    n: u32,
+    kp: u32,
+    ldc: u32,
+    ldc_n: u32,
+    c_off: u32,
+    c_si: u32,
+    c_so: u32,
+    groups_m: u32,
+    groups_n: u32,
+    batch_inner: u32,
+    batch: u32,
+    ha: u32,
+    hb: u32,
+    a_pi: u32,
+    a_po: u32,
+    b_pi: u32,
+    b_po: u32,
+    bias_off: u32,
+    bias_si: u32,
+    wg0: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+/// Uniforms of `pack_image.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct PackImageUniforms {
+    r: u32,
+    k: u32,
+    kp: u32,
+    rs: u32,
+    ks: u32,
+    off: u32,
+    w: u32,
+    h: u32,
+    np: u32,
+    inners: u32,
+    so: u32,
+    si: u32,
+    total: u32,
+    t0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
 fn round4(v: usize) -> usize {
     v.div_ceil(4) * 4
 }
@@ -277,6 +340,11 @@ pub(crate) fn pack(
     })
 }
 
+/// `(TM, TN, WG)` of the subgroup kernel: rows per lane, columns per subgroup, lanes.
+const SG_TILE: (usize, usize, u32) = (4, 32, 8);
+/// `(TM, TN, WG)` of the register kernel: rows per invocation, columns per workgroup, lanes.
+const REG_TILE: (usize, usize, u32) = (8, 16, 8);
+
 /// Records a (batched) GEMM.
 pub(crate) fn encode_job(
     ctx: &Context,
@@ -284,7 +352,16 @@ pub(crate) fn encode_job(
     job: &GemmJob<'_>,
     variant: GemmVariant,
 ) -> Result<()> {
+    let variant = variant.resolve(ctx);
     let bias_fits = job.bias.is_none_or(|(b, ..)| fits(ctx, b));
+    let operands_fit = job.a.fits(ctx) && job.b.fits(ctx) && job.c.fits(ctx) && bias_fits;
+    if variant == GemmVariant::Image {
+        return if operands_fit {
+            encode_image_job(ctx, enc, job)
+        } else {
+            encode_chunked(ctx, enc, job, variant)
+        };
+    }
     // Packed copies (operands not vec4-ready) must fit one binding too.
     let maxw = max_window_elems(ctx);
     let batches = |mat: &Mat<'_>| {
@@ -293,11 +370,9 @@ pub(crate) fn encode_job(
     };
     let a_packed = !vec4_ready(&job.a, job.a_km) && batches(&job.a) * job.k * round4(job.m) > maxw;
     let b_packed = !vec4_ready(&job.b, job.b_kn) && batches(&job.b) * job.k * round4(job.n) > maxw;
-    if !(job.a.fits(ctx) && job.b.fits(ctx) && job.c.fits(ctx) && bias_fits) || a_packed || b_packed
-    {
+    if !operands_fit || a_packed || b_packed {
         return encode_chunked(ctx, enc, job, variant);
     }
-    let variant = variant.resolve(ctx);
     let (m, n, k) = (job.m, job.n, job.k);
     let (outer, inner) = (job.batch_outer, job.batch_inner);
     // A as [K, M] and B as [K, N], both vec4-aligned; pack when they are not.
@@ -317,40 +392,16 @@ pub(crate) fn encode_job(
         b_pack = pack(ctx, enc, &job.b, job.b_kn, k, n, outer, inner)?;
         (b_pack.mat(), true)
     };
+    // Tile shapes (rows per invocation, columns per workgroup, lanes), measured on lavapipe
+    // at 1024³ (see `tools/gen_shaders.py` for the block limits of each kernel).
     let (kernel, tm, tn, wg) = match variant {
         GemmVariant::Tiled => (Kernel::GemmTiled, 64usize, 64usize, 256u32),
-        GemmVariant::Subgroup => {
-            let env = |k: &str, d: usize| {
-                std::env::var(k)
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(d)
-            };
-            (
-                Kernel::GemmSg,
-                env("WGCONV_TM", 4),
-                env("WGCONV_TN", 32),
-                env("WGCONV_WG", 8) as u32,
-            )
-        }
-        _ => {
-            let env = |k: &str, d: usize| {
-                std::env::var(k)
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(d)
-            };
-            (
-                Kernel::GemmReg,
-                env("WGCONV_TM", 8),
-                env("WGCONV_TN", 16),
-                env("WGCONV_WG", 8) as u32,
-            )
-        }
+        GemmVariant::Subgroup => (Kernel::GemmSg, SG_TILE.0, SG_TILE.1, SG_TILE.2),
+        _ => (Kernel::GemmReg, REG_TILE.0, REG_TILE.1, REG_TILE.2),
     };
     let (bias_buf, bias_off, bias_si, bias_mode) = match job.bias {
-        Some((buf, off, si, mode)) => (buf, off, si, mode),
-        None => (a.buf, 0, 0, 0), // unused placeholder (read-only binding)
+        Some((buf, off, si, mode)) => (Some(buf), off, si, mode),
+        None => (None, 0, 0, 0),
     };
     let tiles_m = m.div_ceil(tm);
     let tiles_n = n.div_ceil(tn);
@@ -374,6 +425,8 @@ pub(crate) fn encode_job(
     let (a_bind, a_off) = a.bind(ctx)?;
     let (b_bind, b_off) = b.bind(ctx)?;
     let (c_bind, c_off) = job.c.bind(ctx)?;
+    // Without bias the (unused) bias binding repeats A's, which is known to fit.
+    let bias_bind = bias_buf.map_or(a_bind, Bind::whole);
     let u = GemmUniforms {
         m: u32_of(m, "gemm m")?,
         n: u32_of(n, "gemm n")?,
@@ -405,9 +458,328 @@ pub(crate) fn encode_job(
         enc,
         &key,
         bytemuck::bytes_of(&u),
-        &[a_bind, b_bind, Bind::whole(bias_buf), c_bind],
+        &[a_bind, b_bind, bias_bind, c_bind],
         total as u64,
     )
+}
+
+/// Lanes of a `gemm_image.wgsl` workgroup (one 8-lane subgroup; 8, 16, 32, 64 measured alike).
+const IMG_WG: usize = 8;
+/// Rows of an A panel of the image GEMM: 8 rows per lane.
+const IMG_PANEL_A: usize = 8 * IMG_WG;
+/// Columns of a B panel of the image GEMM: one workgroup's columns.
+const IMG_PANEL_B: usize = 16;
+
+/// Geometry of one operand image of the image GEMM: `entries` batch entries of an operand
+/// with `rows` rows (M or N) and K padded to `kp`, in panels of `4 * w` rows ("wrapped
+/// panels", see `shaders/gemm_image.wgsl`).
+#[derive(Clone, Copy, Debug)]
+struct ImageGeom {
+    /// Panels per batch entry.
+    np: usize,
+    /// K rounded up to 8.
+    kp: usize,
+    /// Texels per panel row.
+    w: usize,
+    /// Image height (a multiple of 8).
+    h: usize,
+    /// Image width (a multiple of `w`).
+    width: usize,
+}
+
+impl ImageGeom {
+    /// `None` when the image would exceed `maxTextureDimension2D`.
+    fn new(ctx: &Context, rows: usize, k: usize, panel: usize, entries: usize) -> Option<Self> {
+        let d = ctx.limits().max_texture_dimension_2d as usize;
+        let kp = k.div_ceil(8) * 8;
+        let np = rows.div_ceil(panel);
+        let w = panel / 4;
+        let total = entries.checked_mul(np)?.checked_mul(kp)?;
+        let h = total.min(d / 8 * 8);
+        let width = total.div_ceil(h).checked_mul(w)?;
+        (width <= d).then_some(ImageGeom {
+            np,
+            kp,
+            w,
+            h,
+            width,
+        })
+    }
+
+    fn bytes(&self) -> u64 {
+        (self.width * self.h) as u64 * DeviceImage::TEXEL
+    }
+}
+
+/// Distinct batch entries of an operand (stride 0: shared) among `outer` x `inner`.
+fn entries(mat: &Mat<'_>, outer: usize, inner: usize) -> (usize, usize) {
+    (
+        if mat.so == 0 { 1 } else { outer },
+        if mat.si == 0 { 1 } else { inner },
+    )
+}
+
+/// The A and B images of an `m` x `n` x `k` image GEMM over `ea` / `eb` distinct batch
+/// entries, when both fit the texture limits and together the scratch budget.
+fn image_plan(
+    ctx: &Context,
+    (m, n, k): (usize, usize, usize),
+    ea: usize,
+    eb: usize,
+) -> Option<(ImageGeom, ImageGeom)> {
+    let ga = ImageGeom::new(ctx, m, k, IMG_PANEL_A, ea)?;
+    let gb = ImageGeom::new(ctx, n, k, IMG_PANEL_B, eb)?;
+    (ga.bytes() + gb.bytes() <= ctx.scratch_budget().max(4096)).then_some((ga, gb))
+}
+
+/// Can chunks of `mc` x `nc` x `kc` of one batch entry run as one image GEMM?
+fn image_chunk_fits(ctx: &Context, mc: usize, nc: usize, kc: usize) -> bool {
+    image_plan(ctx, (mc, nc, kc), 1, 1).is_some()
+}
+
+/// The batch entries `[o0, o0 + oc)` x `[i0, i0 + ic)` of `job` as a job of their own.
+fn batch_range<'a>(
+    job: &GemmJob<'a>,
+    (o0, oc): (usize, usize),
+    (i0, ic): (usize, usize),
+) -> GemmJob<'a> {
+    let shift = |mat: &Mat<'a>| Mat {
+        off: mat.off + o0 * mat.so + i0 * mat.si,
+        ..*mat
+    };
+    GemmJob {
+        batch_outer: oc,
+        batch_inner: ic,
+        a: shift(&job.a),
+        b: shift(&job.b),
+        c: shift(&job.c),
+        bias: job
+            .bias
+            .map(|(buf, off, si, mode)| (buf, off + i0 * si, si, mode)),
+        ..*job
+    }
+}
+
+/// Image GEMM of a job whose operands fit their bindings: one launch when its images fit
+/// (texture limits, scratch budget), else groups of batch entries, else chunks of one entry.
+fn encode_image_job(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    job: &GemmJob<'_>,
+) -> Result<()> {
+    let (m, n, k) = (job.m, job.n, job.k);
+    let (outer, inner) = (job.batch_outer, job.batch_inner);
+    let plan = |oc: usize, ic: usize| {
+        let (ao, ai) = entries(&job.a, oc, ic);
+        let (bo, bi) = entries(&job.b, oc, ic);
+        image_plan(ctx, (m, n, k), ao * ai, bo * bi)
+    };
+    if let Some(geom) = plan(outer, inner) {
+        return encode_image(ctx, enc, job, geom);
+    }
+    if plan(1, 1).is_none() {
+        return encode_chunked(ctx, enc, job, GemmVariant::Image);
+    }
+    // Largest count (halving from `all`) whose images fit.
+    let largest = |all: usize, fits: &dyn Fn(usize) -> bool| {
+        let mut g = all;
+        while g > 1 && !fits(g) {
+            g = g.div_ceil(2);
+        }
+        g
+    };
+    if plan(1, inner).is_some() {
+        let g = largest(outer, &|g| plan(g, inner).is_some());
+        for o0 in (0..outer).step_by(g) {
+            let oc = g.min(outer - o0);
+            let sub = batch_range(job, (o0, oc), (0, inner));
+            encode_image(ctx, enc, &sub, plan(oc, inner).expect("fits"))?;
+        }
+    } else {
+        let g = largest(inner, &|g| plan(1, g).is_some());
+        for o in 0..outer {
+            for i0 in (0..inner).step_by(g) {
+                let ic = g.min(inner - i0);
+                let sub = batch_range(job, (o, 1), (i0, ic));
+                encode_image(ctx, enc, &sub, plan(1, ic).expect("fits"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records `total` linear work items of `per_group` items per workgroup as dispatches of at
+/// most the device's workgroup-grid size each; `record(start, count)` records one dispatch of
+/// `count` items starting at item `start`.
+fn split_dispatches(
+    ctx: &Context,
+    total: u64,
+    per_group: u64,
+    mut record: impl FnMut(u64, u64) -> Result<()>,
+) -> Result<()> {
+    let dim = ctx.limits().max_compute_workgroups_per_dimension.max(1) as u64;
+    let groups = (dim * dim).min(u32::MAX as u64 / per_group);
+    let step = groups * per_group;
+    let mut start = 0;
+    while start < total {
+        let count = step.min(total - start);
+        record(start, count)?;
+        start += count;
+    }
+    Ok(())
+}
+
+/// Packs operand `mat` (element `(r, k)` of batch entry `(bo, bi)` at
+/// `off + bo*so + bi*si + r*rs + k*ks`) into a new image of geometry `g`.
+#[allow(clippy::too_many_arguments)]
+fn pack_image(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    mat: &Mat<'_>,
+    k_major: bool,
+    rows: usize,
+    k: usize,
+    (outers, inners): (usize, usize),
+    g: &ImageGeom,
+    label: &str,
+) -> Result<DeviceImage> {
+    let img = DeviceImage::new(
+        ctx,
+        u32_of(g.width, "gemm image width")?,
+        u32_of(g.h, "gemm image height")?,
+        label,
+    )?;
+    let (rs, ks) = if k_major { (1, mat.ld) } else { (mat.ld, 1) };
+    let (src, off) = mat.bind(ctx)?;
+    let total = outers * inners * g.np * g.kp * g.w;
+    let mut u = PackImageUniforms {
+        r: u32_of(rows, "gemm rows")?,
+        k: u32_of(k, "gemm k")?,
+        kp: u32_of(g.kp, "gemm k")?,
+        rs: u32_of(rs, "gemm leading dimension")?,
+        ks: u32_of(ks, "gemm leading dimension")?,
+        off,
+        w: g.w as u32,
+        h: u32_of(g.h, "gemm image height")?,
+        np: u32_of(g.np, "gemm panels")?,
+        inners: u32_of(inners, "gemm batch")?,
+        so: u32_of(mat.so, "gemm batch stride")?,
+        si: u32_of(mat.si, "gemm batch stride")?,
+        total: u32_of(total, "gemm image texels")?,
+        ..Default::default()
+    };
+    let key = PipelineKey::new(Kernel::PackImage).with("WG", 64);
+    split_dispatches(ctx, total as u64, 64, |start, count| {
+        u.t0 = start as u32;
+        dispatch(
+            ctx,
+            enc,
+            &key,
+            bytemuck::bytes_of(&u),
+            &[src, Bind::Image(&img.view)],
+            count,
+        )
+    })?;
+    Ok(img)
+}
+
+/// One image GEMM launch: packs A and B into images of geometry `ga`, `gb` and runs
+/// `gemm_image.wgsl` over every batch entry.
+fn encode_image(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    job: &GemmJob<'_>,
+    (ga, gb): (ImageGeom, ImageGeom),
+) -> Result<()> {
+    let (m, n, k) = (job.m, job.n, job.k);
+    let (outer, inner) = (job.batch_outer, job.batch_inner);
+    let ea = entries(&job.a, outer, inner);
+    let eb = entries(&job.b, outer, inner);
+    let ia = pack_image(
+        ctx,
+        enc,
+        &job.a,
+        job.a_km,
+        m,
+        k,
+        ea,
+        &ga,
+        "wgconv gemm image A",
+    )?;
+    let ib = pack_image(
+        ctx,
+        enc,
+        &job.b,
+        job.b_kn,
+        n,
+        k,
+        eb,
+        &gb,
+        "wgconv gemm image B",
+    )?;
+    // Panel index strides of the batch levels (0: operand shared).
+    let strides = |(outers, inners): (usize, usize), np: usize| {
+        (
+            if outers == 1 { 0 } else { inners * np },
+            if inners == 1 { 0 } else { np },
+        )
+    };
+    let (a_po, a_pi) = strides(ea, ga.np);
+    let (b_po, b_pi) = strides(eb, gb.np);
+    let (c_bind, c_off) = job.c.bind(ctx)?;
+    let (bias_bind, bias_off, bias_si, bias_mode) = match job.bias {
+        Some((buf, off, si, mode)) => (Bind::whole(buf), off, si, mode),
+        // Unused; A's source binding is read-only and known to fit.
+        None => (job.a.bind(ctx)?.0, 0, 0, 0),
+    };
+    let (groups_m, groups_n) = (m.div_ceil(IMG_PANEL_A), n.div_ceil(IMG_PANEL_B));
+    let batch = outer * inner;
+    let mut u = GemmImageUniforms {
+        m: u32_of(m, "gemm m")?,
+        n: u32_of(n, "gemm n")?,
+        kp: u32_of(ga.kp, "gemm k")?,
+        ldc: u32_of(job.c.ld, "gemm ldc")?,
+        ldc_n: u32_of(job.c_col_stride, "gemm ldc")?,
+        c_off,
+        c_si: u32_of(job.c.si, "gemm stride")?,
+        c_so: u32_of(job.c.so, "gemm stride")?,
+        groups_m: u32_of(groups_m, "gemm tiles")?,
+        groups_n: u32_of(groups_n, "gemm tiles")?,
+        batch_inner: u32_of(inner, "gemm batch")?,
+        batch: u32_of(batch, "gemm batch")?,
+        ha: u32_of(ga.h, "gemm image height")?,
+        hb: u32_of(gb.h, "gemm image height")?,
+        a_pi: u32_of(a_pi, "gemm panels")?,
+        a_po: u32_of(a_po, "gemm panels")?,
+        b_pi: u32_of(b_pi, "gemm panels")?,
+        b_po: u32_of(b_po, "gemm panels")?,
+        bias_off: u32_of(bias_off, "gemm offset")?,
+        bias_si: u32_of(bias_si, "gemm stride")?,
+        ..Default::default()
+    };
+    let groups = groups_m * groups_n * batch;
+    u32_of(groups, "gemm workgroups")?;
+    let key = PipelineKey::new(Kernel::GemmImage)
+        .with("WG", IMG_WG as u32)
+        .with("BIAS_MODE", bias_mode)
+        .with("ACCUMULATE", job.accumulate as u32);
+    let wg = IMG_WG as u64;
+    split_dispatches(ctx, groups as u64 * wg, wg, |start, count| {
+        u.wg0 = (start / wg) as u32;
+        dispatch(
+            ctx,
+            enc,
+            &key,
+            bytemuck::bytes_of(&u),
+            &[
+                Bind::Image(&ia.view),
+                Bind::Image(&ib.view),
+                bias_bind,
+                c_bind,
+            ],
+            count,
+        )
+    })
 }
 
 /// A GEMM whose operands do not fit one storage binding: every batch entry is split into
@@ -435,12 +807,21 @@ fn encode_chunked(
         let sc = (mc - 1) * c.ld + (nc - 1) * job.c_col_stride + 1;
         (sa, sb, sc)
     };
+    // The image kernel packs every chunk into images (texture limits, scratch budget)
+    // instead of vec4 buffers.
+    let image = variant.resolve(ctx) == GemmVariant::Image;
     let (mut mc, mut nc, mut kc) = (job.m, job.n, job.k);
     loop {
         let (sa, sb, sc) = span(mc, nc, kc);
         // Chunks may be packed into K-major vec4 copies: those must fit as well.
-        let (pa, pb) = (kc * round4(mc), kc * round4(nc));
-        if sa <= maxw && sb <= maxw && sc <= maxw && pa <= maxw && pb <= maxw {
+        let (pa, pb) = if image {
+            (0, 0)
+        } else {
+            (kc * round4(mc), kc * round4(nc))
+        };
+        let bind_ok = sa <= maxw && sb <= maxw && sc <= maxw && pa <= maxw && pb <= maxw;
+        let image_ok = !image || image_chunk_fits(ctx, mc, nc, kc);
+        if bind_ok && image_ok {
             break;
         }
         if (mc, nc, kc) == (1, 1, 1) {
@@ -450,22 +831,42 @@ fn encode_chunked(
                 (maxw * 4) as u64,
             ));
         }
-        if sa > maxw || pa > maxw {
-            if (job.a_km && kc > 1) || mc == 1 {
-                kc = kc.div_ceil(2)
-            } else {
+        if !bind_ok {
+            if sa > maxw || pa > maxw {
+                if (job.a_km && kc > 1) || mc == 1 {
+                    kc = kc.div_ceil(2)
+                } else {
+                    mc = mc.div_ceil(2)
+                }
+            } else if sb > maxw || pb > maxw {
+                if (job.b_kn && kc > 1) || nc == 1 {
+                    kc = kc.div_ceil(2)
+                } else {
+                    nc = nc.div_ceil(2)
+                }
+            } else if mc > 1 {
                 mc = mc.div_ceil(2)
-            }
-        } else if sb > maxw || pb > maxw {
-            if (job.b_kn && kc > 1) || nc == 1 {
-                kc = kc.div_ceil(2)
             } else {
                 nc = nc.div_ceil(2)
             }
-        } else if mc > 1 {
-            mc = mc.div_ceil(2)
         } else {
-            nc = nc.div_ceil(2)
+            // Images too large: halve the largest of K, M and N, in whole panels (8 k-rows,
+            // 64 rows of A, 16 columns of B: less would not shrink the images). Squarish
+            // chunks keep the re-packing of operands shared between chunks low.
+            let halve = |v: usize, unit: usize| v.div_ceil(unit).div_ceil(2) * unit;
+            let dims = [(kc, 8), (mc, IMG_PANEL_A), (nc, IMG_PANEL_B)];
+            let pick = (0..3)
+                .filter(|&i| dims[i].0 > dims[i].1)
+                .max_by_key(|&i| (dims[i].0, std::cmp::Reverse(i)));
+            match pick {
+                Some(0) => kc = halve(kc, 8),
+                Some(1) => mc = halve(mc, IMG_PANEL_A),
+                Some(_) => nc = halve(nc, IMG_PANEL_B),
+                // Unreachable with a budget of at least 4 KiB and 16-texel images.
+                None if kc > 1 => kc = kc.div_ceil(2),
+                None if mc > 1 => mc = mc.div_ceil(2),
+                None => nc = nc.div_ceil(2),
+            }
         }
     }
     for bo in 0..job.batch_outer {

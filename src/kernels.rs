@@ -2,8 +2,8 @@
 //!
 //! Every kernel lives in its own file under `shaders/` (valid WGSL as it stands, checked by
 //! naga in `tests/shaders.rs`) and follows one convention: binding 0 is a uniform struct of
-//! runtime shapes, bindings 1.. are storage buffers (read-only ones first, the output last),
-//! the entry point is `main`, specializations are WGSL `override` constants, and the linear
+//! runtime shapes, bindings 1.. are storage buffers or `rgba32float` storage images (read-only
+//! ones first, the output last; see [`Binding`]), the entry point is `main`, specializations are WGSL `override` constants, and the linear
 //! invocation index is `gid.x + gid.y * num_workgroups.x * WG` so that a launch can spread
 //! over two dispatch dimensions.
 
@@ -21,8 +21,12 @@ pub enum Kernel {
     GemmTiled,
     /// GEMM sharing operand loads through subgroup broadcasts (8-lane subgroups).
     GemmSg,
+    /// GEMM reading both operands from packed read-only storage images (8-lane subgroups).
+    GemmImage,
     /// Operand packing (transpose / pad to vec4) for the GEMM kernels.
     Pack,
+    /// Operand packing into the storage-image panels of [`Kernel::GemmImage`].
+    PackImage,
     /// Unfolds convolution patches into a column matrix.
     Im2col,
     /// Input gradient / transposed convolution, gathered.
@@ -45,7 +49,9 @@ pub const ALL_KERNELS: &[Kernel] = &[
     Kernel::GemmReg,
     Kernel::GemmTiled,
     Kernel::GemmSg,
+    Kernel::GemmImage,
     Kernel::Pack,
+    Kernel::PackImage,
     Kernel::Im2col,
     Kernel::Conv2dDgrad,
     Kernel::Col2im,
@@ -63,7 +69,9 @@ impl Kernel {
             Kernel::GemmReg => "gemm_reg",
             Kernel::GemmTiled => "gemm_tiled",
             Kernel::GemmSg => "gemm_sg",
+            Kernel::GemmImage => "gemm_image",
             Kernel::Pack => "pack",
+            Kernel::PackImage => "pack_image",
             Kernel::Im2col => "im2col",
             Kernel::Conv2dDgrad => "conv2d_dgrad",
             Kernel::Col2im => "col2im",
@@ -81,7 +89,9 @@ impl Kernel {
             Kernel::GemmReg => include_str!("../shaders/gemm_reg.wgsl"),
             Kernel::GemmTiled => include_str!("../shaders/gemm_tiled.wgsl"),
             Kernel::GemmSg => include_str!("../shaders/gemm_sg.wgsl"),
+            Kernel::GemmImage => include_str!("../shaders/gemm_image.wgsl"),
             Kernel::Pack => include_str!("../shaders/pack.wgsl"),
+            Kernel::PackImage => include_str!("../shaders/pack_image.wgsl"),
             Kernel::Im2col => include_str!("../shaders/im2col.wgsl"),
             Kernel::Conv2dDgrad => include_str!("../shaders/conv2d_dgrad.wgsl"),
             Kernel::Col2im => include_str!("../shaders/col2im.wgsl"),
@@ -92,15 +102,22 @@ impl Kernel {
         }
     }
 
-    /// `read_only` flag of each storage binding, from binding 1 on.
-    pub(crate) fn storage_bindings(self) -> &'static [bool] {
+    /// Kind of each binding from binding 1 on (binding 0 is always the uniform struct).
+    pub(crate) fn bindings(self) -> &'static [Binding] {
+        use Binding::{ImageRead, ImageWrite, Storage, StorageRead};
         match self {
             Kernel::Conv2dDirect | Kernel::GemmReg | Kernel::GemmTiled | Kernel::GemmSg => {
-                &[true, true, true, false]
+                &[StorageRead, StorageRead, StorageRead, Storage]
             }
-            Kernel::Conv2dDgrad | Kernel::Conv2dDepthwise => &[true, true, true, false],
-            Kernel::Col2im | Kernel::Conv2dWgrad => &[true, true, false],
-            Kernel::Pack | Kernel::Im2col | Kernel::PadFold | Kernel::ReduceRows => &[true, false],
+            Kernel::GemmImage => &[ImageRead, ImageRead, StorageRead, Storage],
+            Kernel::Conv2dDgrad | Kernel::Conv2dDepthwise => {
+                &[StorageRead, StorageRead, StorageRead, Storage]
+            }
+            Kernel::Col2im | Kernel::Conv2dWgrad => &[StorageRead, StorageRead, Storage],
+            Kernel::Pack | Kernel::Im2col | Kernel::PadFold | Kernel::ReduceRows => {
+                &[StorageRead, Storage]
+            }
+            Kernel::PackImage => &[StorageRead, ImageWrite],
         }
     }
 
@@ -111,7 +128,9 @@ impl Kernel {
             Kernel::GemmReg | Kernel::GemmTiled | Kernel::GemmSg => {
                 std::mem::size_of::<crate::gemm::GemmUniforms>()
             }
+            Kernel::GemmImage => std::mem::size_of::<crate::gemm::GemmImageUniforms>(),
             Kernel::Pack => std::mem::size_of::<crate::gemm::PackUniforms>(),
+            Kernel::PackImage => std::mem::size_of::<crate::gemm::PackImageUniforms>(),
             Kernel::Im2col => std::mem::size_of::<crate::conv::im2col::Im2colUniforms>(),
             Kernel::Conv2dDgrad => std::mem::size_of::<crate::conv::backward::DgradUniforms>(),
             Kernel::Col2im => std::mem::size_of::<crate::conv::backward::Col2imUniforms>(),
@@ -153,21 +172,85 @@ impl PipelineKey {
     }
 }
 
-/// One storage binding: a buffer range. `offset` must be a multiple of the device's
-/// `min_storage_buffer_offset_alignment`.
+/// Kind of a kernel binding after the uniform struct (see [`Kernel::bindings`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Binding {
+    /// `var<storage, read>` buffer.
+    StorageRead,
+    /// `var<storage, read_write>` buffer.
+    Storage,
+    /// `texture_storage_2d<rgba32float, read>`.
+    ImageRead,
+    /// `texture_storage_2d<rgba32float, write>`.
+    ImageWrite,
+}
+
+impl Binding {
+    /// The bind-group layout entry of this binding.
+    pub(crate) fn layout_entry(self, binding: u32) -> wgpu::BindGroupLayoutEntry {
+        let image = |access| wgpu::BindingType::StorageTexture {
+            access,
+            format: wgpu::TextureFormat::Rgba32Float,
+            view_dimension: wgpu::TextureViewDimension::D2,
+        };
+        let storage = |read_only| wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        };
+        wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: match self {
+                Binding::StorageRead => storage(true),
+                Binding::Storage => storage(false),
+                Binding::ImageRead => image(wgpu::StorageTextureAccess::ReadOnly),
+                Binding::ImageWrite => image(wgpu::StorageTextureAccess::WriteOnly),
+            },
+            count: None,
+        }
+    }
+
+    fn is_image(self) -> bool {
+        matches!(self, Binding::ImageRead | Binding::ImageWrite)
+    }
+}
+
+/// One binding after the uniform struct: a buffer range (`offset` a multiple of the device's
+/// `min_storage_buffer_offset_alignment`) or a storage-image view.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Bind<'a> {
-    pub buffer: &'a wgpu::Buffer,
-    pub offset: u64,
-    pub size: u64,
+pub(crate) enum Bind<'a> {
+    /// A storage-buffer range.
+    Buffer {
+        buffer: &'a wgpu::Buffer,
+        offset: u64,
+        size: u64,
+    },
+    /// A storage image (a view of an `rgba32float` texture).
+    Image(&'a wgpu::TextureView),
 }
 
 impl<'a> Bind<'a> {
     pub fn whole(buffer: &'a wgpu::Buffer) -> Self {
-        Bind {
+        Bind::Buffer {
             buffer,
             offset: 0,
             size: buffer.size(),
+        }
+    }
+
+    fn resource(&self) -> wgpu::BindingResource<'a> {
+        match *self {
+            Bind::Buffer {
+                buffer,
+                offset,
+                size,
+            } => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer,
+                offset,
+                size: std::num::NonZeroU64::new(size),
+            }),
+            Bind::Image(view) => wgpu::BindingResource::TextureView(view),
         }
     }
 }
@@ -196,7 +279,7 @@ pub(crate) fn window<'a>(
     }
     let off = 0u32.wrapping_sub((start / 4) as u32);
     Ok((
-        Bind {
+        Bind::Buffer {
             buffer,
             offset: start,
             size,
@@ -246,14 +329,23 @@ pub(crate) fn dispatch(
     invocations: u64,
 ) -> Result<()> {
     let kernel = key.kernel;
-    debug_assert_eq!(binds.len(), kernel.storage_bindings().len());
+    let kinds = kernel.bindings();
+    debug_assert_eq!(binds.len(), kinds.len());
+    debug_assert!(binds
+        .iter()
+        .zip(kinds)
+        .all(|(b, k)| matches!(b, Bind::Image(_)) == k.is_image()));
     let max = ctx.limits().max_storage_buffer_binding_size;
-    if let Some(b) = binds.iter().find(|b| b.size > max) {
-        return Err(Error::exceeds_limit(
-            "max_storage_buffer_binding_size",
-            b.size,
-            max,
-        ));
+    for b in binds {
+        if let Bind::Buffer { size, .. } = *b {
+            if size > max {
+                return Err(Error::exceeds_limit(
+                    "max_storage_buffer_binding_size",
+                    size,
+                    max,
+                ));
+            }
+        }
     }
     let pipeline = ctx.pipeline(key)?;
     let layout = ctx.layout(kernel)?;
@@ -276,11 +368,7 @@ pub(crate) fn dispatch(
         for (i, b) in binds.iter().enumerate() {
             entries.push(wgpu::BindGroupEntry {
                 binding: i as u32 + 1,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: b.buffer,
-                    offset: b.offset,
-                    size: std::num::NonZeroU64::new(b.size),
-                }),
+                resource: b.resource(),
             });
         }
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {

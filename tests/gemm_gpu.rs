@@ -1,10 +1,14 @@
 //! GEMM on the GPU vs the CPU reference: every M, N, K in 1..=20, odd larger shapes, all
-//! four transpose combinations, both kernel variants, batching, bias and accumulation.
+//! four transpose combinations, every kernel variant, batching, bias and accumulation; the
+//! image variant's splitting under lowered texture limits and scratch budgets.
 
 mod common;
 
 use common::{check, ctx, tol, Rng};
-use wgconv::{cpu, ErrorKind, GemmParams, GemmVariant, Tensor};
+use wgconv::{
+    cpu, Algorithm, Context, ContextOptions, Conv2dParams, ErrorKind, GemmParams, GemmVariant,
+    LimitsOverride, Padding, Tensor,
+};
 
 fn abs(v: &[f32]) -> Vec<f32> {
     v.iter().map(|x| x.abs()).collect()
@@ -234,4 +238,182 @@ fn shape_errors_are_typed() {
     ));
     let (r, _) = (cpu::gemm(&[0.0; 12], &[3, 4], &[0.0; 30], &[5, 6], &p), ());
     assert!(r.is_err());
+}
+
+/// `C = op(A)·op(B) (+ bias) (+ C0)` on `ctx` vs the CPU reference; `batch` 0 means 2-D.
+#[allow(clippy::too_many_arguments)]
+fn check_on(
+    ctx: &Context,
+    (m, n, k): (usize, usize, usize),
+    batch: usize,
+    b_batched: bool,
+    with_bias: bool,
+    accumulate: bool,
+    p: &GemmParams,
+    rng: &mut Rng,
+) {
+    let (ash, bsh) = shapes(m, n, k, p);
+    let nb = batch.max(1);
+    let a_shape: Vec<usize> = if batch > 0 {
+        vec![batch, ash[0], ash[1]]
+    } else {
+        ash.to_vec()
+    };
+    let b_shape: Vec<usize> = if batch > 0 && b_batched {
+        vec![batch, bsh[0], bsh[1]]
+    } else {
+        bsh.to_vec()
+    };
+    let a = rng.vec(a_shape.iter().product());
+    let b = rng.vec(b_shape.iter().product());
+    let (prod, c_shape) = cpu::gemm(&a, &a_shape, &b, &b_shape, p).unwrap();
+    let (scale, _) = cpu::gemm(&abs(&a), &a_shape, &abs(&b), &b_shape, p).unwrap();
+    let bias = rng.vec(n);
+    let c0 = if accumulate {
+        rng.vec(nb * m * n)
+    } else {
+        vec![f32::NAN; nb * m * n]
+    };
+    let want: Vec<f32> = (0..nb * m * n)
+        .map(|i| {
+            prod[i]
+                + if with_bias { bias[i % n] } else { 0.0 }
+                + if accumulate { c0[i] } else { 0.0 }
+        })
+        .collect();
+    let ct = Tensor::from_slice(ctx, &c0, &c_shape).unwrap();
+    let bias_t = Tensor::from_slice(ctx, &bias, &[n]).unwrap();
+    let mut enc = ctx.device().create_command_encoder(&Default::default());
+    ctx.encode_gemm(
+        &mut enc,
+        &Tensor::from_slice(ctx, &a, &a_shape).unwrap(),
+        &Tensor::from_slice(ctx, &b, &b_shape).unwrap(),
+        with_bias.then_some(&bias_t),
+        &ct,
+        accumulate,
+        p,
+    )
+    .unwrap();
+    ctx.queue().submit([enc.finish()]);
+    let tols: Vec<f32> = scale
+        .iter()
+        .zip(&want)
+        .map(|(&s, w)| tol(s + w.abs() + 2.0, k))
+        .collect();
+    let label = format!(
+        "{m}x{n}x{k} batch {batch} (b batched {b_batched}) bias {with_bias} acc {accumulate} {p:?}"
+    );
+    check(&label, &ct.read().unwrap(), &want, &tols).unwrap();
+}
+
+/// The image GEMM splits problems whose storage images would exceed
+/// `maxTextureDimension2D` (lowered to 64 texels here: 256 panel rows of A) or the scratch
+/// budget: over batch entries, then over M, N and K (accumulating), with bias and
+/// accumulation, every transpose; no scratch stays allocated.
+#[test]
+fn image_variant_splits_on_texture_limit_and_scratch_budget() {
+    let small_tex = Context::with_options_blocking(ContextOptions {
+        limits: Some(LimitsOverride {
+            max_texture_dimension_2d: Some(64),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .expect("adapter");
+    assert_eq!(small_tex.limits().max_texture_dimension_2d, 64);
+    let small_budget = Context::with_options_blocking(ContextOptions {
+        scratch_budget: Some(4096),
+        ..Default::default()
+    })
+    .expect("adapter");
+    let mut rng = Rng::new(4);
+    for ctx in [&small_tex, &small_budget] {
+        let before = ctx.allocated_bytes();
+        for ta in [false, true] {
+            for tb in [false, true] {
+                let p = GemmParams::default()
+                    .with_transpose_a(ta)
+                    .with_transpose_b(tb)
+                    .with_variant(GemmVariant::Image);
+                // One entry exceeds the texture (A: 3 panels x 104 k-rows > 256 rows).
+                check_on(ctx, (130, 70, 100), 0, false, false, false, &p, &mut rng);
+                check_on(ctx, (130, 70, 100), 0, false, true, true, &p, &mut rng);
+                // K alone exceeds it (A: 40 * 8 k-rows) and N is wide (B: 30 panels).
+                check_on(ctx, (3, 470, 317), 0, false, true, false, &p, &mut rng);
+                // Entries fit one by one, not all together: groups of batch entries.
+                check_on(ctx, (20, 24, 30), 13, true, true, true, &p, &mut rng);
+                check_on(ctx, (20, 24, 30), 13, false, false, false, &p, &mut rng);
+            }
+        }
+        ctx.synchronize().unwrap();
+        assert_eq!(ctx.allocated_bytes(), before, "scratch images are released");
+    }
+}
+
+/// Convolutions through im2col + GEMM (outer batch = images, inner = groups) and the
+/// gradients' GEMMs keep matching the CPU when the image GEMM must split.
+#[test]
+fn image_variant_splits_inside_convolutions() {
+    let ctx = Context::with_options_blocking(ContextOptions {
+        limits: Some(LimitsOverride {
+            max_texture_dimension_2d: Some(64),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .expect("adapter");
+    let mut rng = Rng::new(5);
+    for (x_shape, w_shape, groups) in [
+        ([3, 4, 9, 11], [6, 2, 3, 3], 2),
+        ([2, 8, 12, 12], [40, 8, 3, 3], 1),
+    ] {
+        let params = Conv2dParams::default()
+            .with_padding(Padding::Symmetric([1, 1]))
+            .with_groups(groups);
+        let x = rng.vec(x_shape.iter().product());
+        let w = rng.vec(w_shape.iter().product());
+        let bias = rng.vec(w_shape[0]);
+        let (want, y_shape) = cpu::conv2d(&x, x_shape, &w, w_shape, Some(&bias), &params).unwrap();
+        let (scale, _) = cpu::conv2d(
+            &abs(&x),
+            x_shape,
+            &abs(&w),
+            w_shape,
+            Some(&abs(&bias)),
+            &params,
+        )
+        .unwrap();
+        let xt = Tensor::from_slice(&ctx, &x, &x_shape).unwrap();
+        let wt = Tensor::from_slice(&ctx, &w, &w_shape).unwrap();
+        let bt = Tensor::from_slice(&ctx, &bias, &[w_shape[0]]).unwrap();
+        let y = ctx
+            .conv2d_with(&xt, &wt, Some(&bt), &params, Algorithm::Im2colGemm)
+            .unwrap();
+        assert_eq!(y.shape(), y_shape.as_slice());
+        let red = w_shape[1] * w_shape[2] * w_shape[3];
+        let tols: Vec<f32> = scale.iter().map(|&s| tol(s, red)).collect();
+        check(
+            &format!("im2col {x_shape:?} {w_shape:?}"),
+            &y.read().unwrap(),
+            &want,
+            &tols,
+        )
+        .unwrap();
+        // Gradients (GEMM-based dx and dw) against the CPU.
+        let p = wgconv::Conv2dProblem::new(x_shape, w_shape, None, &params).unwrap();
+        let dy = rng.vec(y_shape.iter().product());
+        let dyt = Tensor::from_slice(&ctx, &dy, &y_shape).unwrap();
+        let g = ctx
+            .conv2d_backward(&xt, &wt, &dyt, false, &params, Algorithm::Im2colGemm)
+            .unwrap();
+        let want_dx = cpu::conv2d_backward_input(&p, &dy, &w);
+        let s_dx = cpu::conv2d_backward_input(&p, &abs(&dy), &abs(&w));
+        let t_dx: Vec<f32> = s_dx.iter().map(|&s| tol(s, p.k * p.r * p.s)).collect();
+        check("dx", &g.dx.read().unwrap(), &want_dx, &t_dx).unwrap();
+        let want_dw = cpu::conv2d_backward_weight(&p, &x, &dy);
+        let s_dw = cpu::conv2d_backward_weight(&p, &abs(&x), &abs(&dy));
+        let red_dw = p.n * p.oh * p.ow;
+        let t_dw: Vec<f32> = s_dw.iter().map(|&s| tol(s, red_dw)).collect();
+        check("dw", &g.dw.read().unwrap(), &want_dw, &t_dw).unwrap();
+    }
 }

@@ -23,6 +23,7 @@ fn small_ctx(binding: u64, dim: u32) -> Context {
             max_storage_buffer_binding_size: Some(binding),
             max_buffer_size: None,
             max_compute_workgroups_per_dimension: Some(dim),
+            max_texture_dimension_2d: None,
         }),
         ..Default::default()
     })
