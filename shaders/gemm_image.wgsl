@@ -25,8 +25,12 @@
 // no guards and no early return in the kernel body (both turn into execution masks),
 // `select` for the panel wrap. Workgroups past the last one only skip their stores.
 //   C[m, n] at c[c_off + bo * c_so + bi * c_si + m * ldc + n * ldc_n]
-//   batch entry bt = bo * batch_inner + bi; its A panels start at panel
-//   bo * a_po + bi * a_pi (0 strides: operand shared), likewise B.
+//   batch entry bt = bo * batch_inner + bi; row block gm of it is A panel
+//   bo * a_po + bi * a_pi + gm * a_pn (0 strides: operand shared), likewise B. With
+//   a_pn = 1 that is the wrapped-panel order above; with a_pn = E (entries), a_pi = 1 and
+//   H = E * KP it is the plain K-major layout: texel (r / 4, e * KP + k), which the host
+//   fills with buffer-to-texture copies when the operand is stored K-major with rows of
+//   a multiple of 64 floats (no pack kernel).
 // Bias (BIAS_MODE 1: bias[bias_off + bi * bias_si + m], 2: ... + n) and ACCUMULATE as in
 // the other GEMM kernels.
 
@@ -36,7 +40,7 @@ struct Params {
     groups_m: u32, groups_n: u32, batch_inner: u32, batch: u32,
     ha: u32, hb: u32, a_pi: u32, a_po: u32,
     b_pi: u32, b_po: u32, bias_off: u32, bias_si: u32,
-    wg0: u32, _p0: u32, _p1: u32, _p2: u32,
+    wg0: u32, a_pn: u32, b_pn: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -96,10 +100,10 @@ fn main(
     // Image position of k-row 0 of this workgroup's A and B panels (uniform but for the
     // lane's texel column in A).
     let wa = WG * 2u;
-    let la = (bo * P.a_po + bi * P.a_pi + gm) * P.kp;
+    let la = (bo * P.a_po + bi * P.a_pi + gm * P.a_pn) * P.kp;
     var ya = la % P.ha;
     var xa = (la / P.ha) * wa + lid * 2u;
-    let lb = (bo * P.b_po + bi * P.b_pi + tn) * P.kp;
+    let lb = (bo * P.b_po + bi * P.b_pi + tn * P.b_pn) * P.kp;
     var yb = lb % P.hb;
     var xb = (lb / P.hb) * 4u;
     var c0_0 = vec4<f32>(0.0);

@@ -13,17 +13,18 @@
 //   x = (L / H) * PW/4 + (r % PW) / 4,   y = L % H,   channel r % 4.
 // So 8 consecutive k of a panel never straddle a column block, and one image holds any
 // number of batch entries. Padding (r >= R or k >= K) is 0.
-// Here the panel width is 4 * w rows (w texels per panel row).
+// Here the panel width is 4 * w rows (w texels per panel row, a power of two: 1 << w_shift).
 //
-// One invocation per destination texel. Branch-free: source indices are clamped into range
-// and the padding zeroed with `select` (an `if` around a load becomes a lane mask on SIMD
-// CPUs).
+// One invocation per texel column x of one 8-k group of one panel: 8 texel stores.
+// Integer division is scalarized on SIMD CPUs (about as costly as the loads), so the
+// index math is done once per 8 texels. Branch-free: source indices are clamped into
+// range and the padding zeroed with `select` (an `if` around a load becomes a lane mask).
 
 struct Params {
     r: u32, k: u32, kp: u32, rs: u32,
     ks: u32, off: u32, w: u32, h: u32,
     np: u32, inners: u32, so: u32, si: u32,
-    total: u32, t0: u32, _p1: u32, _p2: u32,
+    total: u32, t0: u32, w_shift: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -34,26 +35,55 @@ override WG: u32 = 64u;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    // Linear texel index t = L * w + x (L: panel row); a dispatch covers [t0, total).
+    // t = (panel of all entries * KP/8 + k group) * w + x; a dispatch covers [t0, total).
     let t = P.t0 + gid.x + gid.y * nwg.x * WG;
     if (t >= P.total) {
         return;
     }
-    let x = t % P.w;
-    let l = t / P.w;
-    let k = l % P.kp;
-    let pg = l / P.kp;
-    let pnl = pg % P.np;
+    let x = t & (P.w - 1u);
+    let q = t >> P.w_shift;
+    let groups = P.kp / 8u;
+    let pg = q / groups;
+    let k0 = (q - pg * groups) * 8u;
     let bt = pg / P.np;
+    let pnl = pg - bt * P.np;
+    let bo = bt / P.inners;
+    let bi = bt - bo * P.inners;
+    let l0 = pg * P.kp + k0;
+    let tc = l0 / P.h;
+    let tx = tc * P.w + x;
+    let ty = l0 - tc * P.h;
     let r0 = (pnl * P.w + x) * 4u;
-    let kc = min(k, P.k - 1u);
-    let base = P.off + (bt / P.inners) * P.so + (bt % P.inners) * P.si + kc * P.ks;
+    let base = P.off + bo * P.so + bi * P.si;
     let rl = P.r - 1u;
-    let x0 = src[base + min(r0, rl) * P.rs];
-    let x1 = src[base + min(r0 + 1u, rl) * P.rs];
-    let x2 = src[base + min(r0 + 2u, rl) * P.rs];
-    let x3 = src[base + min(r0 + 3u, rl) * P.rs];
-    let keep = vec4<bool>(r0 < P.r, r0 + 1u < P.r, r0 + 2u < P.r, r0 + 3u < P.r) & vec4<bool>(k < P.k);
-    let v = select(vec4<f32>(0.0), vec4<f32>(x0, x1, x2, x3), keep);
-    textureStore(dst, vec2<u32>((l / P.h) * P.w + x, l % P.h), v);
+    let i0 = min(r0, rl) * P.rs;
+    let i1 = min(r0 + 1u, rl) * P.rs;
+    let i2 = min(r0 + 2u, rl) * P.rs;
+    let i3 = min(r0 + 3u, rl) * P.rs;
+    let keep = vec4<bool>(r0 < P.r, r0 + 1u < P.r, r0 + 2u < P.r, r0 + 3u < P.r);
+    let kl = P.k - 1u;
+    let kb0 = base + min(k0 + 0u, kl) * P.ks;
+    let v0 = vec4<f32>(src[kb0 + i0], src[kb0 + i1], src[kb0 + i2], src[kb0 + i3]);
+    textureStore(dst, vec2<u32>(tx, ty + 0u), select(vec4<f32>(0.0), v0, keep & vec4<bool>(k0 + 0u < P.k)));
+    let kb1 = base + min(k0 + 1u, kl) * P.ks;
+    let v1 = vec4<f32>(src[kb1 + i0], src[kb1 + i1], src[kb1 + i2], src[kb1 + i3]);
+    textureStore(dst, vec2<u32>(tx, ty + 1u), select(vec4<f32>(0.0), v1, keep & vec4<bool>(k0 + 1u < P.k)));
+    let kb2 = base + min(k0 + 2u, kl) * P.ks;
+    let v2 = vec4<f32>(src[kb2 + i0], src[kb2 + i1], src[kb2 + i2], src[kb2 + i3]);
+    textureStore(dst, vec2<u32>(tx, ty + 2u), select(vec4<f32>(0.0), v2, keep & vec4<bool>(k0 + 2u < P.k)));
+    let kb3 = base + min(k0 + 3u, kl) * P.ks;
+    let v3 = vec4<f32>(src[kb3 + i0], src[kb3 + i1], src[kb3 + i2], src[kb3 + i3]);
+    textureStore(dst, vec2<u32>(tx, ty + 3u), select(vec4<f32>(0.0), v3, keep & vec4<bool>(k0 + 3u < P.k)));
+    let kb4 = base + min(k0 + 4u, kl) * P.ks;
+    let v4 = vec4<f32>(src[kb4 + i0], src[kb4 + i1], src[kb4 + i2], src[kb4 + i3]);
+    textureStore(dst, vec2<u32>(tx, ty + 4u), select(vec4<f32>(0.0), v4, keep & vec4<bool>(k0 + 4u < P.k)));
+    let kb5 = base + min(k0 + 5u, kl) * P.ks;
+    let v5 = vec4<f32>(src[kb5 + i0], src[kb5 + i1], src[kb5 + i2], src[kb5 + i3]);
+    textureStore(dst, vec2<u32>(tx, ty + 5u), select(vec4<f32>(0.0), v5, keep & vec4<bool>(k0 + 5u < P.k)));
+    let kb6 = base + min(k0 + 6u, kl) * P.ks;
+    let v6 = vec4<f32>(src[kb6 + i0], src[kb6 + i1], src[kb6 + i2], src[kb6 + i3]);
+    textureStore(dst, vec2<u32>(tx, ty + 6u), select(vec4<f32>(0.0), v6, keep & vec4<bool>(k0 + 6u < P.k)));
+    let kb7 = base + min(k0 + 7u, kl) * P.ks;
+    let v7 = vec4<f32>(src[kb7 + i0], src[kb7 + i1], src[kb7 + i2], src[kb7 + i3]);
+    textureStore(dst, vec2<u32>(tx, ty + 7u), select(vec4<f32>(0.0), v7, keep & vec4<bool>(k0 + 7u < P.k)));
 }

@@ -206,8 +206,8 @@ pub(crate) struct GemmImageUniforms {
     bias_off: u32,
     bias_si: u32,
     wg0: u32,
-    _p0: u32,
-    _p1: u32,
+    a_pn: u32,
+    b_pn: u32,
     _p2: u32,
 }
 
@@ -229,7 +229,7 @@ pub(crate) struct PackImageUniforms {
     si: u32,
     total: u32,
     t0: u32,
-    _p1: u32,
+    w_shift: u32,
     _p2: u32,
 }
 
@@ -471,8 +471,9 @@ const IMG_PANEL_A: usize = 8 * IMG_WG;
 const IMG_PANEL_B: usize = 16;
 
 /// Geometry of one operand image of the image GEMM: `entries` batch entries of an operand
-/// with `rows` rows (M or N) and K padded to `kp`, in panels of `4 * w` rows ("wrapped
-/// panels", see `shaders/gemm_image.wgsl`).
+/// with `rows` rows (M or N) and K padded to `kp`, in panels of `4 * w` rows (see
+/// `shaders/gemm_image.wgsl`): wrapped panels filled by `pack_image.wgsl`, or the plain
+/// K-major layout filled by buffer-to-texture copies (`copy`).
 #[derive(Clone, Copy, Debug)]
 struct ImageGeom {
     /// Panels per batch entry.
@@ -485,10 +486,12 @@ struct ImageGeom {
     h: usize,
     /// Image width (a multiple of `w`).
     width: usize,
+    /// Plain layout (texel `(r / 4, entry * kp + k)`), filled by copies.
+    copy: bool,
 }
 
 impl ImageGeom {
-    /// `None` when the image would exceed `maxTextureDimension2D`.
+    /// Wrapped panels; `None` when the image would exceed `maxTextureDimension2D`.
     fn new(ctx: &Context, rows: usize, k: usize, panel: usize, entries: usize) -> Option<Self> {
         let d = ctx.limits().max_texture_dimension_2d as usize;
         let kp = k.div_ceil(8) * 8;
@@ -503,11 +506,64 @@ impl ImageGeom {
             w,
             h,
             width,
+            copy: false,
+        })
+    }
+
+    /// The plain layout when operand `mat` (`rows` x `k`, `entries` = (outer, inner) distinct
+    /// batch entries) can be copied into it verbatim: stored K-major, rows of a multiple of 64
+    /// floats (256-byte copy rows), 16-byte aligned offsets, every read inside the buffer,
+    /// and the image within `maxTextureDimension2D`. Columns `rows..` of the panels are copied
+    /// from the row padding and only reach outputs that are never stored.
+    fn plain(
+        ctx: &Context,
+        mat: &Mat<'_>,
+        k_major: bool,
+        (rows, k): (usize, usize),
+        panel: usize,
+        (outers, inners): (usize, usize),
+    ) -> Option<Self> {
+        let d = ctx.limits().max_texture_dimension_2d as usize;
+        let kp = k.div_ceil(8) * 8;
+        let np = rows.div_ceil(panel);
+        let w = panel / 4;
+        let aligned = mat.ld.is_multiple_of(64)
+            && mat.off.is_multiple_of(4)
+            && mat.so.is_multiple_of(4)
+            && mat.si.is_multiple_of(4);
+        if !(k_major && aligned && np * panel <= mat.ld) {
+            return None;
+        }
+        let last = mat.off + (outers - 1) * mat.so + (inners - 1) * mat.si + k * mat.ld;
+        let h = (outers * inners).checked_mul(kp)?;
+        let width = np * w;
+        (last as u64 * 4 <= mat.buf.size() && h <= d && width <= d).then_some(ImageGeom {
+            np,
+            kp,
+            w,
+            h,
+            width,
+            copy: true,
         })
     }
 
     fn bytes(&self) -> u64 {
         (self.width * self.h) as u64 * DeviceImage::TEXEL
+    }
+
+    /// Panel-index strides `(outer entry, inner entry, panel)` of an operand with
+    /// `(outers, inners)` distinct entries (0 for a shared level).
+    fn strides(&self, (outers, inners): (usize, usize)) -> (usize, usize, usize) {
+        let (entry, panel) = if self.copy {
+            (1, outers * inners)
+        } else {
+            (self.np, 1)
+        };
+        (
+            if outers == 1 { 0 } else { inners * entry },
+            if inners == 1 { 0 } else { entry },
+            panel,
+        )
     }
 }
 
@@ -519,22 +575,33 @@ fn entries(mat: &Mat<'_>, outer: usize, inner: usize) -> (usize, usize) {
     )
 }
 
-/// The A and B images of an `m` x `n` x `k` image GEMM over `ea` / `eb` distinct batch
-/// entries, when both fit the texture limits and together the scratch budget.
+/// The A and B images of `job` restricted to `oc` x `ic` batch entries: the plain layout
+/// (copies) where possible, else wrapped panels; `None` unless both fit the texture limits and
+/// together the scratch budget.
 fn image_plan(
     ctx: &Context,
-    (m, n, k): (usize, usize, usize),
-    ea: usize,
-    eb: usize,
+    job: &GemmJob<'_>,
+    oc: usize,
+    ic: usize,
 ) -> Option<(ImageGeom, ImageGeom)> {
-    let ga = ImageGeom::new(ctx, m, k, IMG_PANEL_A, ea)?;
-    let gb = ImageGeom::new(ctx, n, k, IMG_PANEL_B, eb)?;
+    let geom = |mat: &Mat<'_>, k_major: bool, rows: usize, panel: usize| {
+        let e = entries(mat, oc, ic);
+        ImageGeom::plain(ctx, mat, k_major, (rows, job.k), panel, e)
+            .or_else(|| ImageGeom::new(ctx, rows, job.k, panel, e.0 * e.1))
+    };
+    let ga = geom(&job.a, job.a_km, job.m, IMG_PANEL_A)?;
+    let gb = geom(&job.b, job.b_kn, job.n, IMG_PANEL_B)?;
     (ga.bytes() + gb.bytes() <= ctx.scratch_budget().max(4096)).then_some((ga, gb))
 }
 
-/// Can chunks of `mc` x `nc` x `kc` of one batch entry run as one image GEMM?
+/// Can chunks of `mc` x `nc` x `kc` of one batch entry run as one image GEMM (in wrapped
+/// panels, which are never smaller than the plain layout)?
 fn image_chunk_fits(ctx: &Context, mc: usize, nc: usize, kc: usize) -> bool {
-    image_plan(ctx, (mc, nc, kc), 1, 1).is_some()
+    let fits = |rows, panel| ImageGeom::new(ctx, rows, kc, panel, 1);
+    match (fits(mc, IMG_PANEL_A), fits(nc, IMG_PANEL_B)) {
+        (Some(a), Some(b)) => a.bytes() + b.bytes() <= ctx.scratch_budget().max(4096),
+        _ => false,
+    }
 }
 
 /// The batch entries `[o0, o0 + oc)` x `[i0, i0 + ic)` of `job` as a job of their own.
@@ -567,13 +634,8 @@ fn encode_image_job(
     enc: &mut wgpu::CommandEncoder,
     job: &GemmJob<'_>,
 ) -> Result<()> {
-    let (m, n, k) = (job.m, job.n, job.k);
     let (outer, inner) = (job.batch_outer, job.batch_inner);
-    let plan = |oc: usize, ic: usize| {
-        let (ao, ai) = entries(&job.a, oc, ic);
-        let (bo, bi) = entries(&job.b, oc, ic);
-        image_plan(ctx, (m, n, k), ao * ai, bo * bi)
-    };
+    let plan = |oc: usize, ic: usize| image_plan(ctx, job, oc, ic);
     if let Some(geom) = plan(outer, inner) {
         return encode_image(ctx, enc, job, geom);
     }
@@ -593,7 +655,12 @@ fn encode_image_job(
         for o0 in (0..outer).step_by(g) {
             let oc = g.min(outer - o0);
             let sub = batch_range(job, (o0, oc), (0, inner));
-            encode_image(ctx, enc, &sub, plan(oc, inner).expect("fits"))?;
+            encode_image(
+                ctx,
+                enc,
+                &sub,
+                image_plan(ctx, &sub, oc, inner).expect("fits"),
+            )?;
         }
     } else {
         let g = largest(inner, &|g| plan(1, g).is_some());
@@ -601,7 +668,7 @@ fn encode_image_job(
             for i0 in (0..inner).step_by(g) {
                 let ic = g.min(inner - i0);
                 let sub = batch_range(job, (o, 1), (i0, ic));
-                encode_image(ctx, enc, &sub, plan(1, ic).expect("fits"))?;
+                encode_image(ctx, enc, &sub, image_plan(ctx, &sub, 1, ic).expect("fits"))?;
             }
         }
     }
@@ -629,10 +696,11 @@ fn split_dispatches(
     Ok(())
 }
 
-/// Packs operand `mat` (element `(r, k)` of batch entry `(bo, bi)` at
-/// `off + bo*so + bi*si + r*rs + k*ks`) into a new image of geometry `g`.
+/// Fills a new image of geometry `g` with operand `mat` (element `(r, k)` of batch entry
+/// `(bo, bi)` at `off + bo*so + bi*si + r*rs + k*ks`): one buffer-to-texture copy per entry
+/// for the plain layout, else the pack kernel.
 #[allow(clippy::too_many_arguments)]
-fn pack_image(
+fn fill_image(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     mat: &Mat<'_>,
@@ -649,9 +717,46 @@ fn pack_image(
         u32_of(g.h, "gemm image height")?,
         label,
     )?;
+    if g.copy {
+        ctx.scoped("copying a gemm operand", || {
+            for o in 0..outers {
+                for i in 0..inners {
+                    let e = o * inners + i;
+                    enc.copy_buffer_to_texture(
+                        wgpu::TexelCopyBufferInfo {
+                            buffer: mat.buf,
+                            layout: wgpu::TexelCopyBufferLayout {
+                                offset: ((mat.off + o * mat.so + i * mat.si) * 4) as u64,
+                                bytes_per_row: Some((mat.ld * 4) as u32),
+                                rows_per_image: None,
+                            },
+                        },
+                        wgpu::TexelCopyTextureInfo {
+                            texture: &img.texture,
+                            mip_level: 0,
+                            origin: wgpu::Origin3d {
+                                x: 0,
+                                y: (e * g.kp) as u32,
+                                z: 0,
+                            },
+                            aspect: wgpu::TextureAspect::All,
+                        },
+                        wgpu::Extent3d {
+                            width: g.width as u32,
+                            height: k as u32,
+                            depth_or_array_layers: 1,
+                        },
+                    );
+                }
+            }
+        })?;
+        return Ok(img);
+    }
     let (rs, ks) = if k_major { (1, mat.ld) } else { (mat.ld, 1) };
     let (src, off) = mat.bind(ctx)?;
-    let total = outers * inners * g.np * g.kp * g.w;
+    // One invocation per texel column of an 8-k group.
+    let total = outers * inners * g.np * (g.kp / 8) * g.w;
+    debug_assert!(g.w.is_power_of_two());
     let mut u = PackImageUniforms {
         r: u32_of(rows, "gemm rows")?,
         k: u32_of(k, "gemm k")?,
@@ -666,6 +771,7 @@ fn pack_image(
         so: u32_of(mat.so, "gemm batch stride")?,
         si: u32_of(mat.si, "gemm batch stride")?,
         total: u32_of(total, "gemm image texels")?,
+        w_shift: g.w.trailing_zeros(),
         ..Default::default()
     };
     let key = PipelineKey::new(Kernel::PackImage).with("WG", 64);
@@ -695,7 +801,7 @@ fn encode_image(
     let (outer, inner) = (job.batch_outer, job.batch_inner);
     let ea = entries(&job.a, outer, inner);
     let eb = entries(&job.b, outer, inner);
-    let ia = pack_image(
+    let ia = fill_image(
         ctx,
         enc,
         &job.a,
@@ -706,7 +812,7 @@ fn encode_image(
         &ga,
         "wgconv gemm image A",
     )?;
-    let ib = pack_image(
+    let ib = fill_image(
         ctx,
         enc,
         &job.b,
@@ -717,15 +823,8 @@ fn encode_image(
         &gb,
         "wgconv gemm image B",
     )?;
-    // Panel index strides of the batch levels (0: operand shared).
-    let strides = |(outers, inners): (usize, usize), np: usize| {
-        (
-            if outers == 1 { 0 } else { inners * np },
-            if inners == 1 { 0 } else { np },
-        )
-    };
-    let (a_po, a_pi) = strides(ea, ga.np);
-    let (b_po, b_pi) = strides(eb, gb.np);
+    let (a_po, a_pi, a_pn) = ga.strides(ea);
+    let (b_po, b_pi, b_pn) = gb.strides(eb);
     let (c_bind, c_off) = job.c.bind(ctx)?;
     let (bias_bind, bias_off, bias_si, bias_mode) = match job.bias {
         Some((buf, off, si, mode)) => (Bind::whole(buf), off, si, mode),
@@ -755,6 +854,8 @@ fn encode_image(
         b_po: u32_of(b_po, "gemm panels")?,
         bias_off: u32_of(bias_off, "gemm offset")?,
         bias_si: u32_of(bias_si, "gemm stride")?,
+        a_pn: u32_of(a_pn, "gemm panels")?,
+        b_pn: u32_of(b_pn, "gemm panels")?,
         ..Default::default()
     };
     let groups = groups_m * groups_n * batch;

@@ -56,7 +56,7 @@ impl DeviceBuffer {
 /// [`Context::allocated_bytes`], like [`DeviceBuffer`].
 pub(crate) struct DeviceImage {
     pub(crate) view: wgpu::TextureView,
-    _texture: wgpu::Texture,
+    pub(crate) texture: wgpu::Texture,
     bytes: u64,
     ctx: Context,
 }
@@ -74,8 +74,8 @@ impl DeviceImage {
     /// Bytes per texel of `rgba32float`.
     pub(crate) const TEXEL: u64 = 16;
 
-    /// Allocates a `width` x `height` image usable as a read-only and a write-only storage
-    /// binding.
+    /// Allocates a `width` x `height` image usable as a read-only or write-only storage
+    /// binding and as a copy destination.
     pub(crate) fn new(ctx: &Context, width: u32, height: u32, label: &str) -> Result<Self> {
         let max = ctx.limits().max_texture_dimension_2d;
         if width.max(height) > max {
@@ -98,7 +98,7 @@ impl DeviceImage {
                 sample_count: 1,
                 dimension: wgpu::TextureDimension::D2,
                 format: wgpu::TextureFormat::Rgba32Float,
-                usage: wgpu::TextureUsages::STORAGE_BINDING,
+                usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
                 view_formats: &[],
             })
         })?;
@@ -107,7 +107,7 @@ impl DeviceImage {
         ctx.inner.allocated.fetch_add(bytes, Ordering::Relaxed);
         Ok(DeviceImage {
             view,
-            _texture: texture,
+            texture,
             bytes,
             ctx: ctx.clone(),
         })

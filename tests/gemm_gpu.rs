@@ -417,3 +417,54 @@ fn image_variant_splits_inside_convolutions() {
         check("dw", &g.dw.read().unwrap(), &want_dw, &t_dw).unwrap();
     }
 }
+
+/// Operands stored K-major with rows of a multiple of 64 floats reach the image GEMM by
+/// buffer-to-texture copies (plain layout) instead of the pack kernel: K not a multiple of 8,
+/// batch entries stacked in one image, shared operands, bias and accumulation; and the
+/// fallback to packed panels when the plain image would exceed the texture limit.
+#[test]
+fn image_variant_copy_layout() {
+    let mut rng = Rng::new(6);
+    let small_tex = Context::with_options_blocking(ContextOptions {
+        limits: Some(LimitsOverride {
+            max_texture_dimension_2d: Some(64),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .expect("adapter");
+    for ta in [false, true] {
+        for tb in [false, true] {
+            let p = GemmParams::default()
+                .with_transpose_a(ta)
+                .with_transpose_b(tb)
+                .with_variant(GemmVariant::Image);
+            for dims in [(64, 128, 13), (128, 64, 40), (192, 256, 1), (64, 64, 8)] {
+                check_on(ctx(), dims, 0, false, false, false, &p, &mut rng);
+                check_on(ctx(), dims, 3, true, true, true, &p, &mut rng);
+                check_on(ctx(), dims, 3, false, true, false, &p, &mut rng);
+            }
+            // One entry is 104 k-rows: taller than the 64-texel limit, so packed panels.
+            check_on(
+                &small_tex,
+                (64, 64, 100),
+                0,
+                false,
+                true,
+                true,
+                &p,
+                &mut rng,
+            );
+            check_on(
+                &small_tex,
+                (64, 128, 20),
+                4,
+                true,
+                false,
+                false,
+                &p,
+                &mut rng,
+            );
+        }
+    }
+}

@@ -332,7 +332,7 @@ GEMM_IMAGE_PARAMS = """struct Params {
     groups_m: u32, groups_n: u32, batch_inner: u32, batch: u32,
     ha: u32, hb: u32, a_pi: u32, a_po: u32,
     b_pi: u32, b_po: u32, bias_off: u32, bias_si: u32,
-    wg0: u32, _p0: u32, _p1: u32, _p2: u32,
+    wg0: u32, a_pn: u32, b_pn: u32, _p2: u32,
 }"""
 
 PANELS_DOC = """// Wrapped panels. An operand with R rows (M for A, N for B) and K columns is cut into panels
@@ -342,7 +342,6 @@ PANELS_DOC = """// Wrapped panels. An operand with R rows (M for A, N for B) and
 //   x = (L / H) * PW/4 + (r % PW) / 4,   y = L % H,   channel r % 4.
 // So 8 consecutive k of a panel never straddle a column block, and one image holds any
 // number of batch entries. Padding (r >= R or k >= K) is 0."""
-
 
 def gemm_image():
     L = []
@@ -368,8 +367,12 @@ def gemm_image():
     w("// no guards and no early return in the kernel body (both turn into execution masks),")
     w("// `select` for the panel wrap. Workgroups past the last one only skip their stores.")
     w("//   C[m, n] at c[c_off + bo * c_so + bi * c_si + m * ldc + n * ldc_n]")
-    w("//   batch entry bt = bo * batch_inner + bi; its A panels start at panel")
-    w("//   bo * a_po + bi * a_pi (0 strides: operand shared), likewise B.")
+    w("//   batch entry bt = bo * batch_inner + bi; row block gm of it is A panel")
+    w("//   bo * a_po + bi * a_pi + gm * a_pn (0 strides: operand shared), likewise B. With")
+    w("//   a_pn = 1 that is the wrapped-panel order above; with a_pn = E (entries), a_pi = 1 and")
+    w("//   H = E * KP it is the plain K-major layout: texel (r / 4, e * KP + k), which the host")
+    w("//   fills with buffer-to-texture copies when the operand is stored K-major with rows of")
+    w("//   a multiple of 64 floats (no pack kernel).")
     w("// Bias (BIAS_MODE 1: bias[bias_off + bi * bias_si + m], 2: ... + n) and ACCUMULATE as in")
     w("// the other GEMM kernels.")
     w("")
@@ -432,10 +435,10 @@ def gemm_image():
     w("    // Image position of k-row 0 of this workgroup's A and B panels (uniform but for the")
     w("    // lane's texel column in A).")
     w("    let wa = WG * 2u;")
-    w("    let la = (bo * P.a_po + bi * P.a_pi + gm) * P.kp;")
+    w("    let la = (bo * P.a_po + bi * P.a_pi + gm * P.a_pn) * P.kp;")
     w("    var ya = la % P.ha;")
     w(f"    var xa = (la / P.ha) * wa + lid * {IMG_TM // 4}u;")
-    w("    let lb = (bo * P.b_po + bi * P.b_pi + tn) * P.kp;")
+    w("    let lb = (bo * P.b_po + bi * P.b_pi + tn * P.b_pn) * P.kp;")
     w("    var yb = lb % P.hb;")
     w(f"    var xb = (lb / P.hb) * {IMG_TN // 4}u;")
     for r in range(IMG_TM):
@@ -477,6 +480,9 @@ def gemm_image():
     return "\n".join(L) + "\n"
 
 
+PACK_KS = 8  # k-rows per pack invocation (one 8-k group: never straddles an image column)
+
+
 def pack_image():
     L = []
     w = L.append
@@ -489,17 +495,18 @@ def pack_image():
     w("// so any transpose, leading dimension and batch stride works; entry b = bo * inners + bi.")
     w("//")
     w(PANELS_DOC)
-    w("// Here the panel width is 4 * w rows (w texels per panel row).")
+    w("// Here the panel width is 4 * w rows (w texels per panel row, a power of two: 1 << w_shift).")
     w("//")
-    w("// One invocation per destination texel. Branch-free: source indices are clamped into range")
-    w("// and the padding zeroed with `select` (an `if` around a load becomes a lane mask on SIMD")
-    w("// CPUs).")
+    w(f"// One invocation per texel column x of one {PACK_KS}-k group of one panel: {PACK_KS} texel stores.")
+    w("// Integer division is scalarized on SIMD CPUs (about as costly as the loads), so the")
+    w(f"// index math is done once per {PACK_KS} texels. Branch-free: source indices are clamped into")
+    w("// range and the padding zeroed with `select` (an `if` around a load becomes a lane mask).")
     w("")
     w("struct Params {")
     w("    r: u32, k: u32, kp: u32, rs: u32,")
     w("    ks: u32, off: u32, w: u32, h: u32,")
     w("    np: u32, inners: u32, so: u32, si: u32,")
-    w("    total: u32, t0: u32, _p1: u32, _p2: u32,")
+    w("    total: u32, t0: u32, w_shift: u32, _p2: u32,")
     w("}")
     w("")
     w("@group(0) @binding(0) var<uniform> P: Params;")
@@ -510,28 +517,37 @@ def pack_image():
     w("")
     w("@compute @workgroup_size(WG)")
     w("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {")
-    w("    // Linear texel index t = L * w + x (L: panel row); a dispatch covers [t0, total).")
+    w(f"    // t = (panel of all entries * KP/{PACK_KS} + k group) * w + x; a dispatch covers [t0, total).")
     w("    let t = P.t0 + gid.x + gid.y * nwg.x * WG;")
     w("    if (t >= P.total) {")
     w("        return;")
     w("    }")
-    w("    let x = t % P.w;")
-    w("    let l = t / P.w;")
-    w("    let k = l % P.kp;")
-    w("    let pg = l / P.kp;")
-    w("    let pnl = pg % P.np;")
+    w("    let x = t & (P.w - 1u);")
+    w("    let q = t >> P.w_shift;")
+    w(f"    let groups = P.kp / {PACK_KS}u;")
+    w("    let pg = q / groups;")
+    w(f"    let k0 = (q - pg * groups) * {PACK_KS}u;")
     w("    let bt = pg / P.np;")
+    w("    let pnl = pg - bt * P.np;")
+    w("    let bo = bt / P.inners;")
+    w("    let bi = bt - bo * P.inners;")
+    w("    let l0 = pg * P.kp + k0;")
+    w("    let tc = l0 / P.h;")
+    w("    let tx = tc * P.w + x;")
+    w("    let ty = l0 - tc * P.h;")
     w("    let r0 = (pnl * P.w + x) * 4u;")
-    w("    let kc = min(k, P.k - 1u);")
-    w("    let base = P.off + (bt / P.inners) * P.so + (bt % P.inners) * P.si + kc * P.ks;")
+    w("    let base = P.off + bo * P.so + bi * P.si;")
     w("    let rl = P.r - 1u;")
-    w("    let x0 = src[base + min(r0, rl) * P.rs];")
-    w("    let x1 = src[base + min(r0 + 1u, rl) * P.rs];")
-    w("    let x2 = src[base + min(r0 + 2u, rl) * P.rs];")
-    w("    let x3 = src[base + min(r0 + 3u, rl) * P.rs];")
-    w("    let keep = vec4<bool>(r0 < P.r, r0 + 1u < P.r, r0 + 2u < P.r, r0 + 3u < P.r) & vec4<bool>(k < P.k);")
-    w("    let v = select(vec4<f32>(0.0), vec4<f32>(x0, x1, x2, x3), keep);")
-    w("    textureStore(dst, vec2<u32>((l / P.h) * P.w + x, l % P.h), v);")
+    w("    let i0 = min(r0, rl) * P.rs;")
+    w("    let i1 = min(r0 + 1u, rl) * P.rs;")
+    w("    let i2 = min(r0 + 2u, rl) * P.rs;")
+    w("    let i3 = min(r0 + 3u, rl) * P.rs;")
+    w("    let keep = vec4<bool>(r0 < P.r, r0 + 1u < P.r, r0 + 2u < P.r, r0 + 3u < P.r);")
+    w("    let kl = P.k - 1u;")
+    for s_ in range(PACK_KS):
+        w(f"    let kb{s_} = base + min(k0 + {s_}u, kl) * P.ks;")
+        w(f"    let v{s_} = vec4<f32>(src[kb{s_} + i0], src[kb{s_} + i1], src[kb{s_} + i2], src[kb{s_} + i3]);")
+        w(f"    textureStore(dst, vec2<u32>(tx, ty + {s_}u), select(vec4<f32>(0.0), v{s_}, keep & vec4<bool>(k0 + {s_}u < P.k)));")
     w("}")
     return "\n".join(L) + "\n"
 
