@@ -31,6 +31,8 @@
 //   H = E * KP it is the plain K-major layout: texel (r / 4, e * KP + k), which the host
 //   fills with buffer-to-texture copies when the operand is stored K-major with rows of
 //   a multiple of 64 floats (no pack kernel).
+// A dispatch covers the k-rows [k_lo, k_lo + k_len) of the panels (multiples of 8): long
+// reductions run as several dispatches that accumulate into C.
 // Bias (BIAS_MODE 1: bias[bias_off + bi * bias_si + m], 2: ... + n) and ACCUMULATE as in
 // the other GEMM kernels.
 
@@ -40,7 +42,8 @@ struct Params {
     groups_m: u32, groups_n: u32, batch_inner: u32, batch: u32,
     ha: u32, hb: u32, a_pi: u32, a_po: u32,
     b_pi: u32, b_po: u32, bias_off: u32, bias_si: u32,
-    wg0: u32, a_pn: u32, b_pn: u32, _p2: u32,
+    wg0: u32, a_pn: u32, b_pn: u32, k_lo: u32,
+    k_len: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -100,10 +103,10 @@ fn main(
     // Image position of k-row 0 of this workgroup's A and B panels (uniform but for the
     // lane's texel column in A).
     let wa = WG * 2u;
-    let la = (bo * P.a_po + bi * P.a_pi + gm * P.a_pn) * P.kp;
+    let la = (bo * P.a_po + bi * P.a_pi + gm * P.a_pn) * P.kp + P.k_lo;
     var ya = la % P.ha;
     var xa = (la / P.ha) * wa + lid * 2u;
-    let lb = (bo * P.b_po + bi * P.b_pi + tn * P.b_pn) * P.kp;
+    let lb = (bo * P.b_po + bi * P.b_pi + tn * P.b_pn) * P.kp + P.k_lo;
     var yb = lb % P.hb;
     var xb = (lb / P.hb) * 4u;
     var c0_0 = vec4<f32>(0.0);
@@ -138,7 +141,7 @@ fn main(
     var c7_1 = vec4<f32>(0.0);
     var c7_2 = vec4<f32>(0.0);
     var c7_3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < P.kp; k0 += 8u) {
+    for (var k0 = 0u; k0 < P.k_len; k0 += 8u) {
         // B: lane sl loads k-row k0 + sl of the panel, shared below by subgroupBroadcast.
         let bl0 = textureLoad(tb, vec2<u32>(xb + 0u, yb + sl));
         let bl1 = textureLoad(tb, vec2<u32>(xb + 1u, yb + sl));

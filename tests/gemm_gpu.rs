@@ -468,3 +468,18 @@ fn image_variant_copy_layout() {
         }
     }
 }
+
+/// Reductions longer than one k-block of the image GEMM run as accumulating dispatches (bias
+/// with the first): K = 2500 is three blocks.
+#[test]
+fn image_variant_long_reduction() {
+    let mut rng = Rng::new(7);
+    for (ta, tb) in [(false, false), (true, true)] {
+        let p = GemmParams::default()
+            .with_transpose_a(ta)
+            .with_transpose_b(tb)
+            .with_variant(GemmVariant::Image);
+        check_on(ctx(), (70, 33, 2500), 0, false, true, true, &p, &mut rng);
+        check_on(ctx(), (64, 128, 2049), 2, true, true, false, &p, &mut rng);
+    }
+}

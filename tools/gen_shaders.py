@@ -332,7 +332,8 @@ GEMM_IMAGE_PARAMS = """struct Params {
     groups_m: u32, groups_n: u32, batch_inner: u32, batch: u32,
     ha: u32, hb: u32, a_pi: u32, a_po: u32,
     b_pi: u32, b_po: u32, bias_off: u32, bias_si: u32,
-    wg0: u32, a_pn: u32, b_pn: u32, _p2: u32,
+    wg0: u32, a_pn: u32, b_pn: u32, k_lo: u32,
+    k_len: u32, _p0: u32, _p1: u32, _p2: u32,
 }"""
 
 PANELS_DOC = """// Wrapped panels. An operand with R rows (M for A, N for B) and K columns is cut into panels
@@ -373,6 +374,8 @@ def gemm_image():
     w("//   H = E * KP it is the plain K-major layout: texel (r / 4, e * KP + k), which the host")
     w("//   fills with buffer-to-texture copies when the operand is stored K-major with rows of")
     w("//   a multiple of 64 floats (no pack kernel).")
+    w("// A dispatch covers the k-rows [k_lo, k_lo + k_len) of the panels (multiples of 8): long")
+    w("// reductions run as several dispatches that accumulate into C.")
     w("// Bias (BIAS_MODE 1: bias[bias_off + bi * bias_si + m], 2: ... + n) and ACCUMULATE as in")
     w("// the other GEMM kernels.")
     w("")
@@ -435,16 +438,16 @@ def gemm_image():
     w("    // Image position of k-row 0 of this workgroup's A and B panels (uniform but for the")
     w("    // lane's texel column in A).")
     w("    let wa = WG * 2u;")
-    w("    let la = (bo * P.a_po + bi * P.a_pi + gm * P.a_pn) * P.kp;")
+    w("    let la = (bo * P.a_po + bi * P.a_pi + gm * P.a_pn) * P.kp + P.k_lo;")
     w("    var ya = la % P.ha;")
     w(f"    var xa = (la / P.ha) * wa + lid * {IMG_TM // 4}u;")
-    w("    let lb = (bo * P.b_po + bi * P.b_pi + tn * P.b_pn) * P.kp;")
+    w("    let lb = (bo * P.b_po + bi * P.b_pi + tn * P.b_pn) * P.kp + P.k_lo;")
     w("    var yb = lb % P.hb;")
     w(f"    var xb = (lb / P.hb) * {IMG_TN // 4}u;")
     for r in range(IMG_TM):
         for j in range(IMG_TN // 4):
             w(f"    var c{r}_{j} = vec4<f32>(0.0);")
-    w(f"    for (var k0 = 0u; k0 < P.kp; k0 += {SG}u) {{")
+    w(f"    for (var k0 = 0u; k0 < P.k_len; k0 += {SG}u) {{")
     w("        // B: lane sl loads k-row k0 + sl of the panel, shared below by subgroupBroadcast.")
     for j in range(IMG_TN // 4):
         w(f"        let bl{j} = textureLoad(tb, vec2<u32>(xb + {j}u, yb + sl));")
