@@ -43,7 +43,8 @@ struct Params {
     ha: u32, hb: u32, a_pi: u32, a_po: u32,
     b_pi: u32, b_po: u32, bias_off: u32, bias_si: u32,
     wg0: u32, a_pn: u32, b_pn: u32, k_lo: u32,
-    k_len: u32, _p0: u32, _p1: u32, _p2: u32,
+    k_len: u32, k: u32, b_off: u32, ldb: u32,
+    b_si: u32, b_so: u32, _p0: u32, _p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;

@@ -210,9 +210,13 @@ pub(crate) struct GemmImageUniforms {
     b_pn: u32,
     k_lo: u32,
     k_len: u32,
+    k: u32,
+    b_off: u32,
+    ldb: u32,
+    b_si: u32,
+    b_so: u32,
     _p0: u32,
     _p1: u32,
-    _p2: u32,
 }
 
 /// Uniforms of `pack_image.wgsl`.
@@ -479,6 +483,11 @@ const IMG_WG: usize = 8;
 const IMG_PANEL_A: usize = 8 * IMG_WG;
 /// Columns of a B panel of the image GEMM: one workgroup's columns.
 const IMG_PANEL_B: usize = 16;
+/// Largest M for which the image GEMM reads a vec4-ready (not copyable) B straight from its
+/// buffer instead of packing it. Measured on lavapipe (B row-major, cpu-equivalent GFLOP/s,
+/// packed vs buffer): M = 64 (x3140x576) 16.4 vs 42.1, 128 17.0 vs 37.1, 256 20.5 vs 23.5,
+/// 512 29.9 vs 29.9, 1024 36.7 vs 36.1, 2048 47.9 vs 45.5.
+const IMG_B_BUFFER_MAX_M: usize = 1024;
 /// k-rows per dispatch of the image GEMM (longer reductions accumulate over several
 /// dispatches). On lavapipe 2048^3 ran 3-7 % faster in blocks of 1024 than in one pass
 /// (512 and 2048 alike, within noise); shorter reductions are one dispatch.
@@ -589,23 +598,32 @@ fn entries(mat: &Mat<'_>, outer: usize, inner: usize) -> (usize, usize) {
     )
 }
 
-/// The A and B images of `job` restricted to `oc` x `ic` batch entries: the plain layout
-/// (copies) where possible, else wrapped panels; `None` unless both fit the texture limits and
+/// Where the image GEMM reads its operands from for `job` restricted to `oc` x `ic` batch
+/// entries: A from an image (the plain layout, copied, where possible, else wrapped panels);
+/// B likewise, or (`None`) straight from its buffer with `gemm_image_sb.wgsl` when it is
+/// K-major and vec4-aligned but not copyable and few rows of C share it (packing it would cost
+/// more than the slower buffer loads). `None` unless the images fit the texture limits and
 /// together the scratch budget.
 fn image_plan(
     ctx: &Context,
     job: &GemmJob<'_>,
     oc: usize,
     ic: usize,
-) -> Option<(ImageGeom, ImageGeom)> {
+) -> Option<(ImageGeom, Option<ImageGeom>)> {
     let geom = |mat: &Mat<'_>, k_major: bool, rows: usize, panel: usize| {
         let e = entries(mat, oc, ic);
         ImageGeom::plain(ctx, mat, k_major, (rows, job.k), panel, e)
             .or_else(|| ImageGeom::new(ctx, rows, job.k, panel, e.0 * e.1))
     };
     let ga = geom(&job.a, job.a_km, job.m, IMG_PANEL_A)?;
-    let gb = geom(&job.b, job.b_kn, job.n, IMG_PANEL_B)?;
-    (ga.bytes() + gb.bytes() <= ctx.scratch_budget().max(4096)).then_some((ga, gb))
+    let b_direct = job.m <= IMG_B_BUFFER_MAX_M && vec4_ready(&job.b, job.b_kn);
+    let gb = match geom(&job.b, job.b_kn, job.n, IMG_PANEL_B) {
+        Some(g) if g.copy || !b_direct => Some(g),
+        _ if b_direct => None,
+        _ => return None,
+    };
+    let bytes = ga.bytes() + gb.map_or(0, |g| g.bytes());
+    (bytes <= ctx.scratch_budget().max(4096)).then_some((ga, gb))
 }
 
 /// Can chunks of `mc` x `nc` x `kc` of one batch entry run as one image GEMM (in wrapped
@@ -809,7 +827,7 @@ fn encode_image(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     job: &GemmJob<'_>,
-    (ga, gb): (ImageGeom, ImageGeom),
+    (ga, gb): (ImageGeom, Option<ImageGeom>),
 ) -> Result<()> {
     let (m, n, k) = (job.m, job.n, job.k);
     let (outer, inner) = (job.batch_outer, job.batch_inner);
@@ -826,19 +844,26 @@ fn encode_image(
         &ga,
         "wgconv gemm image A",
     )?;
-    let ib = fill_image(
-        ctx,
-        enc,
-        &job.b,
-        job.b_kn,
-        n,
-        k,
-        eb,
-        &gb,
-        "wgconv gemm image B",
-    )?;
+    let ib = match &gb {
+        Some(g) => Some(fill_image(
+            ctx,
+            enc,
+            &job.b,
+            job.b_kn,
+            n,
+            k,
+            eb,
+            g,
+            "wgconv gemm image B",
+        )?),
+        None => None,
+    };
     let (a_po, a_pi, a_pn) = ga.strides(ea);
-    let (b_po, b_pi, b_pn) = gb.strides(eb);
+    let (b_po, b_pi, b_pn) = gb.map_or((0, 0, 0), |g| g.strides(eb));
+    let (b_bind, b_off) = match &ib {
+        Some(img) => (Bind::Image(&img.view), 0),
+        None => job.b.bind(ctx)?,
+    };
     let (c_bind, c_off) = job.c.bind(ctx)?;
     let (bias_bind, bias_off, bias_si, bias_mode) = match job.bias {
         Some((buf, off, si, mode)) => (Bind::whole(buf), off, si, mode),
@@ -861,7 +886,7 @@ fn encode_image(
         batch_inner: u32_of(inner, "gemm batch")?,
         batch: u32_of(batch, "gemm batch")?,
         ha: u32_of(ga.h, "gemm image height")?,
-        hb: u32_of(gb.h, "gemm image height")?,
+        hb: u32_of(gb.map_or(0, |g| g.h), "gemm image height")?,
         a_pi: u32_of(a_pi, "gemm panels")?,
         a_po: u32_of(a_po, "gemm panels")?,
         b_pi: u32_of(b_pi, "gemm panels")?,
@@ -870,7 +895,17 @@ fn encode_image(
         bias_si: u32_of(bias_si, "gemm stride")?,
         a_pn: u32_of(a_pn, "gemm panels")?,
         b_pn: u32_of(b_pn, "gemm panels")?,
+        k: u32_of(k, "gemm k")?,
+        b_off,
+        ldb: u32_of(job.b.ld, "gemm ldb")?,
+        b_si: u32_of(job.b.si, "gemm stride")?,
+        b_so: u32_of(job.b.so, "gemm stride")?,
         ..Default::default()
+    };
+    let kernel = if ib.is_some() {
+        Kernel::GemmImage
+    } else {
+        Kernel::GemmImageSb
     };
     let groups = groups_m * groups_n * batch;
     u32_of(groups, "gemm workgroups")?;
@@ -881,7 +916,7 @@ fn encode_image(
         let first = k_lo == 0;
         u.k_lo = k_lo as u32;
         u.k_len = IMG_K_BLOCK.min(ga.kp - k_lo) as u32;
-        let key = PipelineKey::new(Kernel::GemmImage)
+        let key = PipelineKey::new(kernel)
             .with("WG", IMG_WG as u32)
             .with("BIAS_MODE", if first { bias_mode } else { 0 })
             .with("ACCUMULATE", (job.accumulate || !first) as u32);
@@ -892,12 +927,7 @@ fn encode_image(
                 enc,
                 &key,
                 bytemuck::bytes_of(&u),
-                &[
-                    Bind::Image(&ia.view),
-                    Bind::Image(&ib.view),
-                    bias_bind,
-                    c_bind,
-                ],
+                &[Bind::Image(&ia.view), b_bind, bias_bind, c_bind],
                 count,
             )
         })?;

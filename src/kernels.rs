@@ -23,6 +23,8 @@ pub enum Kernel {
     GemmSg,
     /// GEMM reading both operands from packed read-only storage images (8-lane subgroups).
     GemmImage,
+    /// [`Kernel::GemmImage`] reading B from a storage buffer.
+    GemmImageSb,
     /// Operand packing (transpose / pad to vec4) for the GEMM kernels.
     Pack,
     /// Operand packing into the storage-image panels of [`Kernel::GemmImage`].
@@ -50,6 +52,7 @@ pub const ALL_KERNELS: &[Kernel] = &[
     Kernel::GemmTiled,
     Kernel::GemmSg,
     Kernel::GemmImage,
+    Kernel::GemmImageSb,
     Kernel::Pack,
     Kernel::PackImage,
     Kernel::Im2col,
@@ -70,6 +73,7 @@ impl Kernel {
             Kernel::GemmTiled => "gemm_tiled",
             Kernel::GemmSg => "gemm_sg",
             Kernel::GemmImage => "gemm_image",
+            Kernel::GemmImageSb => "gemm_image_sb",
             Kernel::Pack => "pack",
             Kernel::PackImage => "pack_image",
             Kernel::Im2col => "im2col",
@@ -90,6 +94,7 @@ impl Kernel {
             Kernel::GemmTiled => include_str!("../shaders/gemm_tiled.wgsl"),
             Kernel::GemmSg => include_str!("../shaders/gemm_sg.wgsl"),
             Kernel::GemmImage => include_str!("../shaders/gemm_image.wgsl"),
+            Kernel::GemmImageSb => include_str!("../shaders/gemm_image_sb.wgsl"),
             Kernel::Pack => include_str!("../shaders/pack.wgsl"),
             Kernel::PackImage => include_str!("../shaders/pack_image.wgsl"),
             Kernel::Im2col => include_str!("../shaders/im2col.wgsl"),
@@ -110,6 +115,7 @@ impl Kernel {
                 &[StorageRead, StorageRead, StorageRead, Storage]
             }
             Kernel::GemmImage => &[ImageRead, ImageRead, StorageRead, Storage],
+            Kernel::GemmImageSb => &[ImageRead, StorageRead, StorageRead, Storage],
             Kernel::Conv2dDgrad | Kernel::Conv2dDepthwise => {
                 &[StorageRead, StorageRead, StorageRead, Storage]
             }
@@ -128,7 +134,9 @@ impl Kernel {
             Kernel::GemmReg | Kernel::GemmTiled | Kernel::GemmSg => {
                 std::mem::size_of::<crate::gemm::GemmUniforms>()
             }
-            Kernel::GemmImage => std::mem::size_of::<crate::gemm::GemmImageUniforms>(),
+            Kernel::GemmImage | Kernel::GemmImageSb => {
+                std::mem::size_of::<crate::gemm::GemmImageUniforms>()
+            }
             Kernel::Pack => std::mem::size_of::<crate::gemm::PackUniforms>(),
             Kernel::PackImage => std::mem::size_of::<crate::gemm::PackImageUniforms>(),
             Kernel::Im2col => std::mem::size_of::<crate::conv::im2col::Im2colUniforms>(),

@@ -420,10 +420,11 @@ fn image_variant_splits_inside_convolutions() {
 
 /// Operands stored K-major with rows of a multiple of 64 floats reach the image GEMM by
 /// buffer-to-texture copies (plain layout) instead of the pack kernel: K not a multiple of 8,
-/// batch entries stacked in one image, shared operands, bias and accumulation; and the
-/// fallback to packed panels when the plain image would exceed the texture limit.
+/// batch entries stacked in one image, shared operands, bias and accumulation; the fallback to
+/// packed panels when the plain image would exceed the texture limit; and B read straight
+/// from its buffer (K-major, vec4-aligned rows, M <= 1024).
 #[test]
-fn image_variant_copy_layout() {
+fn image_variant_operand_sources() {
     let mut rng = Rng::new(6);
     let small_tex = Context::with_options_blocking(ContextOptions {
         limits: Some(LimitsOverride {
@@ -439,7 +440,14 @@ fn image_variant_copy_layout() {
                 .with_transpose_a(ta)
                 .with_transpose_b(tb)
                 .with_variant(GemmVariant::Image);
-            for dims in [(64, 128, 13), (128, 64, 40), (192, 256, 1), (64, 64, 8)] {
+            for dims in [
+                (64, 128, 13),
+                (128, 64, 40),
+                (192, 256, 1),
+                (64, 64, 8),
+                (100, 36, 50),
+                (1030, 12, 9),
+            ] {
                 check_on(ctx(), dims, 0, false, false, false, &p, &mut rng);
                 check_on(ctx(), dims, 3, true, true, true, &p, &mut rng);
                 check_on(ctx(), dims, 3, false, true, false, &p, &mut rng);
@@ -480,6 +488,7 @@ fn image_variant_long_reduction() {
             .with_transpose_b(tb)
             .with_variant(GemmVariant::Image);
         check_on(ctx(), (70, 33, 2500), 0, false, true, true, &p, &mut rng);
+        check_on(ctx(), (70, 44, 2100), 2, true, true, true, &p, &mut rng);
         check_on(ctx(), (64, 128, 2049), 2, true, true, false, &p, &mut rng);
     }
 }
