@@ -69,6 +69,17 @@ impl GemmVariant {
     }
 }
 
+/// The kernel for an internal GEMM whose B may not be vec4-aligned (`b_vec4` false): `Auto`
+/// when B is aligned or `Auto` resolves to the image kernel (which takes any layout), else
+/// `Register` (reads B at any alignment, so B is never copied).
+pub(crate) fn auto_for_b(ctx: &Context, b_vec4: bool) -> GemmVariant {
+    if b_vec4 || GemmVariant::Auto.resolve(ctx) == GemmVariant::Image {
+        GemmVariant::Auto
+    } else {
+        GemmVariant::Register
+    }
+}
+
 /// Options of [`Context::gemm`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct GemmParams {

@@ -8,7 +8,7 @@ use crate::conv::direct::{i32_of, u32_of};
 use crate::conv::im2col::{im2col_key, is_pointwise, Im2colUniforms};
 use crate::conv::Algorithm;
 use crate::error::{Error, ErrorKind, Result};
-use crate::gemm::{encode_job, pack, GemmJob, GemmVariant, Mat};
+use crate::gemm::{auto_for_b, encode_job, pack, GemmJob, GemmVariant, Mat};
 use crate::kernels::{dispatch, fits, max_window_elems, window, Bind, Kernel, PipelineKey};
 use crate::params::{Conv2dProblem, PaddingMode};
 use crate::tensor::DeviceBuffer;
@@ -627,11 +627,7 @@ fn dgrad_pointwise(
     dx: &wgpu::Buffer,
 ) -> Result<()> {
     let (cg, kg, hw) = (p.c_per_group(), p.k_per_group(), p.h * p.w);
-    let variant = if hw % 4 == 0 && dy_off.is_multiple_of(4) {
-        GemmVariant::Auto
-    } else {
-        GemmVariant::Register
-    };
+    let variant = auto_for_b(ctx, hw % 4 == 0 && dy_off.is_multiple_of(4));
     let job = GemmJob {
         m: cg,
         n: hw,
@@ -760,11 +756,7 @@ fn dgrad_col2im(
                 bias: None,
                 accumulate: false,
             };
-            let variant = if ohw % 4 == 0 && off.is_multiple_of(4) {
-                GemmVariant::Auto
-            } else {
-                GemmVariant::Register
-            };
+            let variant = auto_for_b(ctx, ohw % 4 == 0 && off.is_multiple_of(4));
             encode_job(ctx, enc, &job, variant)?;
             let first = p0 == 0;
             let key = PipelineKey::new(Kernel::Col2im)

@@ -3,7 +3,7 @@
 use crate::context::Context;
 use crate::conv::direct::{i32_of, u32_of};
 use crate::error::{Error, Result};
-use crate::gemm::{encode_job, pack, GemmJob, GemmVariant, Mat};
+use crate::gemm::{auto_for_b, encode_job, pack, GemmJob, GemmVariant, Mat};
 use crate::kernels::{dispatch, Bind, Kernel, PipelineKey};
 use crate::params::Conv2dProblem;
 use crate::tensor::DeviceBuffer;
@@ -95,13 +95,8 @@ pub(crate) fn encode_pointwise(
     }
     let (cg, kg, hw) = (p.c_per_group(), p.k_per_group(), p.h * p.w);
     let wp = pack_weights(ctx, enc, p, bufs.w)?;
-    // The register kernel reads B at any alignment, so x is never copied; the vec4 kernels
-    // need rows of x aligned to 4 floats.
-    let variant = if hw % 4 == 0 {
-        GemmVariant::Auto
-    } else {
-        GemmVariant::Register
-    };
+    // The vec4 kernels need rows of x aligned to 4 floats (see `auto_for_b`).
+    let variant = auto_for_b(ctx, hw % 4 == 0);
     let job = GemmJob {
         m: kg,
         n: hw,
