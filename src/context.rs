@@ -7,7 +7,8 @@ use std::sync::{Arc, RwLock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernels::{Kernel, PipelineKey};
 
-/// Default cap on the scratch memory of one operation (im2col columns, split-K partials).
+/// Default cap on the scratch memory of one operation (im2col columns, split-K partials, the
+/// operand images of [`GemmVariant::Image`](crate::GemmVariant::Image)).
 pub const DEFAULT_SCRATCH_BUDGET: u64 = 64 << 20;
 
 /// Options for [`Context::with_options`].
@@ -21,7 +22,8 @@ pub struct ContextOptions {
     /// Lower the limits the library plans its work against (never raises them). Used to
     /// exercise the splitting paths on small problems, or to leave headroom to an app.
     pub limits: Option<LimitsOverride>,
-    /// Scratch-memory budget per operation in bytes (im2col columns and the like).
+    /// Scratch-memory budget per operation in bytes (im2col columns, GEMM operand images and
+    /// the like).
     /// `None`: [`DEFAULT_SCRATCH_BUDGET`].
     pub scratch_budget: Option<u64>,
     /// Autotuning of [`Algorithm::Auto`](crate::Algorithm::Auto): `Some(false)` for the
@@ -337,7 +339,8 @@ impl Context {
     pub fn pipeline_compiles(&self) -> usize {
         self.inner.compiles.load(Ordering::Relaxed)
     }
-    /// Bytes of device memory currently held by tensors and scratch buffers of this context.
+    /// Bytes of device memory currently held by tensors and scratch buffers and images of this
+    /// context.
     pub fn allocated_bytes(&self) -> u64 {
         self.inner.allocated.load(Ordering::Relaxed)
     }

@@ -26,13 +26,17 @@ pub enum GemmVariant {
     /// the `SUBGROUP` feature and 8-lane subgroups (lavapipe). Where unavailable it runs as
     /// `Register`.
     Subgroup,
-    /// Both operands packed into read-only `rgba32float` storage images (K-major panels) and
-    /// read with `textureLoad`, B shared through subgroup broadcasts: the fastest kernel on
-    /// lavapipe, whose storage-image loads are far cheaper than storage-buffer loads (about
-    /// 3x `Subgroup` at 1024³). Needs the `SUBGROUP` feature and 8-lane subgroups; where
-    /// unavailable it runs as `Register`. The images are scratch memory within the context's
-    /// scratch budget and `maxTextureDimension2D`: larger problems are split (over batch
-    /// entries, then rows, columns or K with accumulation).
+    /// Operands read from read-only `rgba32float` storage images with `textureLoad`, B shared
+    /// through subgroup broadcasts: the fastest kernel on lavapipe, whose storage-image loads
+    /// are far cheaper than storage-buffer loads (1024³ on 2 quiet cores: ~48 GFLOP/s vs ~20
+    /// for `Subgroup`, operand packing included). An operand gets into its image by a buffer-to-texture copy
+    /// when it is stored K-major with rows of a multiple of 64 floats, else by a pack kernel;
+    /// a vec4-aligned K-major B is read straight from its buffer when M <= 1024 (packing it
+    /// would cost more). Needs the `SUBGROUP` feature and 8-lane subgroups; where unavailable
+    /// it runs as `Register`. The images are scratch memory, counted in
+    /// [`Context::allocated_bytes`] while an operation is recorded and kept within the
+    /// context's scratch budget and `maxTextureDimension2D`: larger problems are split (over
+    /// batch entries, then rows, columns or K, accumulating).
     Image,
 }
 
