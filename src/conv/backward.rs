@@ -1030,7 +1030,7 @@ fn wgrad_gemm(
         let mut p0 = 0;
         while p0 < ohw {
             let cnt = np.min(ohw - p0);
-            let total = p.groups * cnt * ldq;
+            let total = p.groups * cnt * ldq.div_ceil(8); // invocations, 8 elements each
             u.x_off = u32_of(n * x_img, "input elements")?;
             u.p0 = u32_of(p0, "pixels")?;
             u.np = u32_of(cnt, "pixels")?;

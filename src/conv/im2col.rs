@@ -184,7 +184,8 @@ pub(crate) fn encode_im2col(
         while p0 < ohw {
             let cnt = np.min(ohw - p0);
             let ld = cnt.div_ceil(4) * 4;
-            let total = nb * full_crs * ld;
+            // im2col.wgsl: one invocation per 8 elements of a row.
+            let total = nb * full_crs * ld.div_ceil(8);
             u.n = u32_of(nb, "images")?;
             u.x_off = u32_of(n0 * x_img, "input elements")?;
             u.p0 = u32_of(p0, "pixels")?;
