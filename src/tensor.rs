@@ -278,7 +278,8 @@ impl Tensor {
         }
         let ctx = &self.buf.ctx;
         ctx.scoped("writing a tensor", || {
-            ctx.queue().write_buffer(&self.buf.buffer, 0, bytemuck::cast_slice(data));
+            ctx.queue()
+                .write_buffer(&self.buf.buffer, 0, bytemuck::cast_slice(data));
         })
     }
 

@@ -155,7 +155,14 @@ pub(crate) fn encode_im2col(
     let ldp = np.div_ceil(4) * 4;
     let col_bytes = (images * full_crs * ldp * 4) as u64;
     let col = DeviceBuffer::new(ctx, col_bytes, "wgconv im2col columns")?;
-    let wp = pack_weights(ctx, enc, p, bufs.w)?;
+    // Orientation: output channels as GEMM rows (weights packed once), or pixels as rows
+    // when a group has few output channels (a short M side starves the row tiles).
+    let pixel_major = kg < 64;
+    let wp = if pixel_major {
+        None
+    } else {
+        Some(pack_weights(ctx, enc, p, bufs.w)?)
+    };
     let key = im2col_key(p, false);
     let mut u = Im2colUniforms {
         c: u32_of(p.c, "channels")?,
@@ -200,34 +207,63 @@ pub(crate) fn encode_im2col(
                 &[Bind::whole(bufs.x), Bind::whole(&col.buffer)],
                 total as u64,
             )?;
-            let job = GemmJob {
-                m: kg,
-                n: cnt,
-                k: crs,
-                batch_outer: nb,
-                batch_inner: p.groups,
-                a: wp.mat(),
-                a_km: true,
-                b: Mat {
-                    win: None,
-                    buf: &col.buffer,
-                    off: 0,
-                    ld,
-                    si: crs * ld,
-                    so: full_crs * ld,
-                },
-                b_kn: true,
-                c: Mat {
-                    win: None,
-                    buf: bufs.y,
-                    off: n0 * y_img + p0,
-                    ld: ohw,
-                    si: kg * ohw,
-                    so: y_img,
-                },
-                bias: bufs.b.map(|b| (b, 0, kg, 1)),
-                c_col_stride: 1,
-                accumulate: false,
+            let col_mat = Mat {
+                win: None,
+                buf: &col.buffer,
+                off: 0,
+                ld,
+                si: crs * ld,
+                so: full_crs * ld,
+            };
+            let y_mat = |ld, si| Mat {
+                win: None,
+                buf: bufs.y,
+                off: n0 * y_img + p0,
+                ld,
+                si,
+                so: y_img,
+            };
+            let job = if pixel_major {
+                // C[m = pixel, n = k_out] = Σ_q col[q, pixel] · w[k_out, q]: the pixels give
+                // the GEMM its long M side (few output channels per group).
+                GemmJob {
+                    m: cnt,
+                    n: kg,
+                    k: crs,
+                    batch_outer: nb,
+                    batch_inner: p.groups,
+                    a: col_mat,
+                    a_km: true,
+                    b: Mat {
+                        win: None,
+                        buf: bufs.w,
+                        off: 0,
+                        ld: crs,
+                        si: kg * crs,
+                        so: 0,
+                    },
+                    b_kn: false,
+                    c: y_mat(1, kg * ohw),
+                    c_col_stride: ohw,
+                    bias: bufs.b.map(|b| (b, 0, kg, 2)),
+                    accumulate: false,
+                }
+            } else {
+                GemmJob {
+                    m: kg,
+                    n: cnt,
+                    k: crs,
+                    batch_outer: nb,
+                    batch_inner: p.groups,
+                    a: wp.as_ref().map_or(col_mat, |w| w.mat()),
+                    a_km: true,
+                    b: col_mat,
+                    b_kn: true,
+                    c: y_mat(ohw, kg * ohw),
+                    bias: bufs.b.map(|b| (b, 0, kg, 1)),
+                    c_col_stride: 1,
+                    accumulate: false,
+                }
             };
             encode_job(ctx, enc, &job, GemmVariant::Auto)?;
             p0 += cnt;
