@@ -994,7 +994,8 @@ fn wgrad_gemm(
 ) -> Result<()> {
     let crs = p.reduction_len();
     let (kg, ohw) = (p.k_per_group(), p.oh * p.ow);
-    let ldq = crs.div_ceil(4) * 4;
+    let align = crate::conv::im2col::col_align(ctx);
+    let ldq = crs.div_ceil(align) * align;
     let budget = ctx
         .scratch_budget()
         .min(ctx.limits().max_storage_buffer_binding_size)
@@ -1025,6 +1026,104 @@ fn wgrad_gemm(
     };
     let x_img = p.c * p.h * p.w;
     let y_img = p.k * ohw;
+    // Several whole images per launch when their columns and partial results fit: one
+    // batched GEMM writes one partial dw per image, then a fixed-order sum (deterministic).
+    let dw_len = p.k * crs;
+    let per_image = p.groups * ohw * ldq + dw_len;
+    let images = if p.n > 1 {
+        (budget / 4 / per_image).min(p.n)
+    } else {
+        0
+    };
+    if images >= 2 {
+        let col_all = DeviceBuffer::new(
+            ctx,
+            (images * p.groups * ohw * ldq * 4) as u64,
+            "wgconv im2col (pixel-major)",
+        )?;
+        let partial = DeviceBuffer::new(
+            ctx,
+            (images * dw_len * 4) as u64,
+            "wgconv partial weight gradients",
+        )?;
+        let mut n0 = 0;
+        while n0 < p.n {
+            let nb = images.min(p.n - n0);
+            let total = nb * p.groups * ohw * ldq.div_ceil(8);
+            u.n = u32_of(nb, "images")?;
+            u.x_off = u32_of(n0 * x_img, "input elements")?;
+            u.p0 = 0;
+            u.np = u32_of(ohw, "pixels")?;
+            u.ldp = u.np;
+            u.total = u32_of(total, "column elements")?;
+            dispatch(
+                ctx,
+                enc,
+                &key,
+                bytemuck::bytes_of(&u),
+                &[Bind::whole(x), Bind::whole(&col_all.buffer)],
+                total as u64,
+            )?;
+            let job = GemmJob {
+                m: crs,
+                n: kg,
+                k: ohw,
+                batch_outer: nb,
+                batch_inner: p.groups,
+                a: Mat {
+                    win: None,
+                    buf: &col_all.buffer,
+                    off: 0,
+                    ld: ldq,
+                    si: ohw * ldq,
+                    so: p.groups * ohw * ldq,
+                },
+                a_km: true,
+                b: Mat {
+                    win: None,
+                    buf: dy,
+                    off: n0 * y_img,
+                    ld: ohw,
+                    si: kg * ohw,
+                    so: y_img,
+                },
+                b_kn: false,
+                c: Mat {
+                    win: None,
+                    buf: &partial.buffer,
+                    off: 0,
+                    ld: 1,
+                    si: kg * crs,
+                    so: dw_len,
+                },
+                c_col_stride: crs,
+                bias: None,
+                accumulate: false,
+            };
+            encode_job(ctx, enc, &job, GemmVariant::Auto)?;
+            let key = PipelineKey::new(Kernel::ReduceRows)
+                .with("WG", 64)
+                .with("ACCUMULATE", (n0 > 0) as u32);
+            let r = ReduceUniforms {
+                rows: u32_of(dw_len, "weights")?,
+                len: 1,
+                batch: u32_of(nb, "images")?,
+                bstride: u32_of(dw_len, "weights")?,
+                total: u32_of(dw_len, "weights")?,
+                ..Default::default()
+            };
+            dispatch(
+                ctx,
+                enc,
+                &key,
+                bytemuck::bytes_of(&r),
+                &[Bind::whole(&partial.buffer), Bind::whole(dw)],
+                dw_len as u64,
+            )?;
+            n0 += nb;
+        }
+        return Ok(());
+    }
     let mut first = true;
     for n in 0..p.n {
         let mut p0 = 0;

@@ -75,6 +75,16 @@ pub(crate) fn im2col_key(p: &Conv2dProblem, transposed: bool) -> PipelineKey {
         .with("TRANSPOSED", transposed as u32)
 }
 
+/// Row alignment (in floats) of column matrices: 64 when the GEMM runs on storage images,
+/// whose K-major operands with 64-float rows are copied into the image instead of packed.
+pub(crate) fn col_align(ctx: &Context) -> usize {
+    if GemmVariant::Auto.resolve(ctx) == GemmVariant::Image {
+        64
+    } else {
+        4
+    }
+}
+
 /// Is this convolution a plain GEMM on the input (1x1 kernel, stride 1, no padding)?
 pub(crate) fn is_pointwise(p: &Conv2dProblem) -> bool {
     p.r == 1 && p.s == 1 && p.stride == [1, 1] && p.pad == [0, 0, 0, 0]
@@ -152,7 +162,8 @@ pub(crate) fn encode_im2col(
     } else {
         (1, ((budget / row_bytes) / 4 * 4).max(4).min(ohw))
     };
-    let ldp = np.div_ceil(4) * 4;
+    let align = col_align(ctx);
+    let ldp = np.div_ceil(align) * align;
     let col_bytes = (images * full_crs * ldp * 4) as u64;
     let col = DeviceBuffer::new(ctx, col_bytes, "wgconv im2col columns")?;
     // Orientation: output channels as GEMM rows (weights packed once), or pixels as rows
@@ -190,7 +201,7 @@ pub(crate) fn encode_im2col(
         let mut p0 = 0;
         while p0 < ohw {
             let cnt = np.min(ohw - p0);
-            let ld = cnt.div_ceil(4) * 4;
+            let ld = cnt.div_ceil(align) * align;
             // im2col.wgsl: one invocation per 8 elements of a row.
             let total = nb * full_crs * ld.div_ceil(8);
             u.n = u32_of(nb, "images")?;
