@@ -43,6 +43,8 @@ pub enum Kernel {
     ReduceRows,
     /// Depthwise convolution with register row windows.
     Conv2dDepthwise,
+    /// Swaps the output/input channel axes of a grouped weight.
+    PermuteKc,
 }
 
 /// Every kernel, for tests and tooling.
@@ -62,6 +64,7 @@ pub const ALL_KERNELS: &[Kernel] = &[
     Kernel::Conv2dWgrad,
     Kernel::ReduceRows,
     Kernel::Conv2dDepthwise,
+    Kernel::PermuteKc,
 ];
 
 impl Kernel {
@@ -83,6 +86,7 @@ impl Kernel {
             Kernel::Conv2dWgrad => "conv2d_wgrad",
             Kernel::ReduceRows => "reduce_rows",
             Kernel::Conv2dDepthwise => "conv2d_depthwise",
+            Kernel::PermuteKc => "permute_kc",
         }
     }
 
@@ -104,6 +108,7 @@ impl Kernel {
             Kernel::Conv2dWgrad => include_str!("../shaders/conv2d_wgrad.wgsl"),
             Kernel::ReduceRows => include_str!("../shaders/reduce_rows.wgsl"),
             Kernel::Conv2dDepthwise => include_str!("../shaders/conv2d_depthwise.wgsl"),
+            Kernel::PermuteKc => include_str!("../shaders/permute_kc.wgsl"),
         }
     }
 
@@ -120,9 +125,11 @@ impl Kernel {
                 &[StorageRead, StorageRead, StorageRead, Storage]
             }
             Kernel::Col2im | Kernel::Conv2dWgrad => &[StorageRead, StorageRead, Storage],
-            Kernel::Pack | Kernel::Im2col | Kernel::PadFold | Kernel::ReduceRows => {
-                &[StorageRead, Storage]
-            }
+            Kernel::Pack
+            | Kernel::Im2col
+            | Kernel::PadFold
+            | Kernel::ReduceRows
+            | Kernel::PermuteKc => &[StorageRead, Storage],
             Kernel::PackImage => &[StorageRead, ImageWrite],
         }
     }
@@ -148,6 +155,7 @@ impl Kernel {
             Kernel::Conv2dDepthwise => {
                 std::mem::size_of::<crate::conv::depthwise::DepthwiseUniforms>()
             }
+            Kernel::PermuteKc => std::mem::size_of::<crate::conv::backward::PermuteUniforms>(),
         }
     }
 }

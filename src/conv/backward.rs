@@ -152,6 +152,95 @@ pub(crate) struct ReduceUniforms {
     _p2: u32,
 }
 
+/// Uniforms of `permute_kc.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct PermuteUniforms {
+    groups: u32,
+    kg: u32,
+    cg: u32,
+    rs: u32,
+    total: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+/// The input gradient of a stride-1, zero-padded convolution as a forward convolution of
+/// `dy`: channels swapped, kernel rotated by 180° (`flip` toggled), complementary padding
+/// `(R-1)*d - pad` (possibly negative: those rows are cropped).
+fn dgrad_forward_problem(p: &Conv2dProblem, has_bias: bool) -> Option<Conv2dProblem> {
+    if p.stride != [1, 1] || p.mode != PaddingMode::Zeros {
+        return None;
+    }
+    let span = |k: usize, d: usize| ((k - 1) * d) as isize;
+    Some(Conv2dProblem {
+        n: p.n,
+        c: p.k,
+        h: p.oh,
+        w: p.ow,
+        k: p.c,
+        r: p.r,
+        s: p.s,
+        groups: p.groups,
+        stride: [1, 1],
+        dilation: p.dilation,
+        pad: [
+            span(p.r, p.dilation[0]) - p.pad[0],
+            span(p.r, p.dilation[0]) - p.pad[1],
+            span(p.s, p.dilation[1]) - p.pad[2],
+            span(p.s, p.dilation[1]) - p.pad[3],
+        ],
+        mode: PaddingMode::Zeros,
+        flip: !p.flip,
+        has_bias,
+        oh: p.h,
+        ow: p.w,
+    })
+}
+
+/// Runs the stride-1 input gradient through the forward im2col + GEMM path.
+#[allow(clippy::too_many_arguments)]
+fn dgrad_as_forward(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    q: &Conv2dProblem,
+    p: &Conv2dProblem,
+    dy: &wgpu::Buffer,
+    dy_off: usize,
+    w: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    dx: &wgpu::Buffer,
+) -> Result<()> {
+    let rs = p.r * p.s;
+    let len = p.k * p.c_per_group() * rs;
+    let wt = DeviceBuffer::new(ctx, (len * 4) as u64, "wgconv permuted weights")?;
+    let key = PipelineKey::new(Kernel::PermuteKc).with("WG", 64);
+    let u = PermuteUniforms {
+        groups: u32_of(p.groups, "groups")?,
+        kg: u32_of(p.k_per_group(), "channels")?,
+        cg: u32_of(p.c_per_group(), "channels")?,
+        rs: u32_of(rs, "taps")?,
+        total: u32_of(len, "weights")?,
+        ..Default::default()
+    };
+    dispatch(
+        ctx,
+        enc,
+        &key,
+        bytemuck::bytes_of(&u),
+        &[Bind::whole(w), Bind::whole(&wt.buffer)],
+        len as u64,
+    )?;
+    let bufs = crate::conv::im2col::ConvBuffers {
+        x: dy,
+        w: &wt.buffer,
+        b: bias,
+        y: dx,
+    };
+    crate::conv::im2col::encode_im2col_at(ctx, enc, q, &bufs, dy_off)
+}
+
 fn unsupported(algo: Algorithm, reason: &str) -> Error {
     Error::new(ErrorKind::UnsupportedAlgorithm {
         algorithm: algo.name(),
@@ -334,7 +423,10 @@ fn dgrad_zero_padded_at(
     }
     match algo {
         Algorithm::Gemm1x1 => dgrad_pointwise(ctx, enc, p, dy, dy_off, w, bias, dx),
-        Algorithm::Im2colGemm => dgrad_col2im(ctx, enc, p, dy, dy_off, w, bias, dx),
+        Algorithm::Im2colGemm => match dgrad_forward_problem(p, bias.is_some()) {
+            Some(q) => dgrad_as_forward(ctx, enc, &q, p, dy, dy_off, w, bias, dx),
+            None => dgrad_col2im(ctx, enc, p, dy, dy_off, w, bias, dx),
+        },
         _ => dgrad_direct(ctx, enc, p, dy, dy_off, w, bias, dx),
     }
 }

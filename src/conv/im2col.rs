@@ -147,6 +147,17 @@ pub(crate) fn encode_im2col(
     p: &Conv2dProblem,
     bufs: &ConvBuffers<'_>,
 ) -> Result<()> {
+    encode_im2col_at(ctx, enc, p, bufs, 0)
+}
+
+/// [`encode_im2col`] reading x from element offset `x_base`.
+pub(crate) fn encode_im2col_at(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    bufs: &ConvBuffers<'_>,
+    x_base: usize,
+) -> Result<()> {
     let crs = p.reduction_len();
     let (kg, ohw) = (p.k_per_group(), p.oh * p.ow);
     let full_crs = crs * p.groups; // rows of one image's column matrix (all groups)
@@ -205,7 +216,7 @@ pub(crate) fn encode_im2col(
             // im2col.wgsl: one invocation per 8 elements of a row.
             let total = nb * full_crs * ld.div_ceil(8);
             u.n = u32_of(nb, "images")?;
-            u.x_off = u32_of(n0 * x_img, "input elements")?;
+            u.x_off = u32_of(x_base + n0 * x_img, "input elements")?;
             u.p0 = u32_of(p0, "pixels")?;
             u.np = u32_of(cnt, "pixels")?;
             u.ldp = u32_of(ld, "pixels")?;
