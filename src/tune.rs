@@ -6,7 +6,7 @@
 //!   one measurement serves a bucket of shapes. Whether an algorithm can run a problem depends
 //!   only on the exact parts of the key (and on fitting one storage binding, which is decided
 //!   before tuning), so a cached choice is always valid for the whole bucket.
-//! - Timing is wall clock around submit + wait, median of three runs after a warm-up that also
+//! - Timing is wall clock around submit + wait, the fastest of three runs after a warm-up that also
 //!   compiles the pipelines, on scratch tensors of the problem's shape (the caller's tensors
 //!   are never touched).
 //! - Results can persist in a file (`ContextOptions::tune_cache` or `WGCONV_TUNE_CACHE`),
@@ -259,8 +259,9 @@ impl Context {
             if times.len() < 3 {
                 continue;
             }
-            times.sort_by(f64::total_cmp);
-            let t = times[1];
+            // The fastest run: interference from other processes only ever slows a run down,
+            // so the minimum is the robust estimate on a shared machine.
+            let t = times.iter().copied().fold(f64::INFINITY, f64::min);
             log::debug!(
                 "wgconv autotune {} {}: {:.3} ms",
                 key(op, p),
