@@ -18,7 +18,14 @@ fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let ctx = Context::new_blocking()?;
     println!("adapter: {}", ctx.adapter_summary());
 
