@@ -1096,26 +1096,8 @@ fn wgrad_gemm(
     let np = (budget / pix_bytes).max(1).min(ohw);
     let col = DeviceBuffer::new(ctx, (np * pix_bytes) as u64, "wgconv im2col (pixel-major)")?;
     let key = im2col_key(p, true);
-    let mut u = Im2colUniforms {
-        n: 1,
-        c: u32_of(p.c, "channels")?,
-        h: u32_of(p.h, "height")?,
-        w: u32_of(p.w, "width")?,
-        cg: u32_of(p.c_per_group(), "channels per group")?,
-        groups: u32_of(p.groups, "groups")?,
-        r: u32_of(p.r, "kernel height")?,
-        s: u32_of(p.s, "kernel width")?,
-        oh: u32_of(p.oh, "output height")?,
-        ow: u32_of(p.ow, "output width")?,
-        sh: u32_of(p.stride[0], "stride")?,
-        sw: u32_of(p.stride[1], "stride")?,
-        dh: u32_of(p.dilation[0], "dilation")?,
-        dw: u32_of(p.dilation[1], "dilation")?,
-        pad_top: i32_of(p.pad[0], "padding")?,
-        pad_left: i32_of(p.pad[2], "padding")?,
-        ldq: u32_of(ldq, "columns")?,
-        ..Default::default()
-    };
+    let mut u = Im2colUniforms::for_problem(p)?;
+    u.ldq = u32_of(ldq, "columns")?;
     let x_img = p.c * p.h * p.w;
     let y_img = p.k * ohw;
     // Several whole images per launch when their columns and partial results fit: one

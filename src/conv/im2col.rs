@@ -38,6 +38,32 @@ pub(crate) struct Im2colUniforms {
     pub(crate) _p2: u32,
 }
 
+impl Im2colUniforms {
+    /// The problem's shape fields; the launch fields (`n`, offsets, pixel range, `total`) are
+    /// set per launch.
+    pub(crate) fn for_problem(p: &Conv2dProblem) -> Result<Self> {
+        Ok(Im2colUniforms {
+            n: 1,
+            c: u32_of(p.c, "channels")?,
+            h: u32_of(p.h, "height")?,
+            w: u32_of(p.w, "width")?,
+            cg: u32_of(p.c_per_group(), "channels per group")?,
+            groups: u32_of(p.groups, "groups")?,
+            r: u32_of(p.r, "kernel height")?,
+            s: u32_of(p.s, "kernel width")?,
+            oh: u32_of(p.oh, "output height")?,
+            ow: u32_of(p.ow, "output width")?,
+            sh: u32_of(p.stride[0], "stride")?,
+            sw: u32_of(p.stride[1], "stride")?,
+            dh: u32_of(p.dilation[0], "dilation")?,
+            dw: u32_of(p.dilation[1], "dilation")?,
+            pad_top: i32_of(p.pad[0], "padding")?,
+            pad_left: i32_of(p.pad[2], "padding")?,
+            ..Default::default()
+        })
+    }
+}
+
 /// Buffers of one convolution call.
 pub(crate) struct ConvBuffers<'a> {
     pub x: &'a wgpu::Buffer,
@@ -186,24 +212,7 @@ pub(crate) fn encode_im2col_at(
         Some(pack_weights(ctx, enc, p, bufs.w)?)
     };
     let key = im2col_key(p, false);
-    let mut u = Im2colUniforms {
-        c: u32_of(p.c, "channels")?,
-        h: u32_of(p.h, "height")?,
-        w: u32_of(p.w, "width")?,
-        cg: u32_of(p.c_per_group(), "channels per group")?,
-        groups: u32_of(p.groups, "groups")?,
-        r: u32_of(p.r, "kernel height")?,
-        s: u32_of(p.s, "kernel width")?,
-        oh: u32_of(p.oh, "output height")?,
-        ow: u32_of(p.ow, "output width")?,
-        sh: u32_of(p.stride[0], "stride")?,
-        sw: u32_of(p.stride[1], "stride")?,
-        dh: u32_of(p.dilation[0], "dilation")?,
-        dw: u32_of(p.dilation[1], "dilation")?,
-        pad_top: i32_of(p.pad[0], "padding")?,
-        pad_left: i32_of(p.pad[2], "padding")?,
-        ..Default::default()
-    };
+    let mut u = Im2colUniforms::for_problem(p)?;
     let x_img = p.c * p.h * p.w;
     let y_img = p.k * ohw;
     let mut n0 = 0;
