@@ -508,6 +508,38 @@ impl Conv2dProblem {
     pub fn in_col(&self, ox: usize, s: usize) -> isize {
         (ox * self.stride[1] + s * self.dilation[1]) as isize - self.pad[2]
     }
+    /// For a stride-1, zero-padded convolution, the forward convolution whose output is this
+    /// problem's input gradient: `dy` as input, channels swapped (weights `[C, K/groups, R, S]`),
+    /// kernel rotated by 180° (`flip` toggled) and complementary padding `(R-1)*d - pad`
+    /// (possibly negative: those rows are cropped). `None` for other strides or modes.
+    pub(crate) fn input_gradient_as_forward(&self, has_bias: bool) -> Option<Conv2dProblem> {
+        if self.stride != [1, 1] || self.mode != PaddingMode::Zeros {
+            return None;
+        }
+        let span = |k: usize, d: usize| ((k - 1) * d) as isize;
+        let (sr, ss) = (
+            span(self.r, self.dilation[0]),
+            span(self.s, self.dilation[1]),
+        );
+        Some(Conv2dProblem {
+            c: self.k,
+            h: self.oh,
+            w: self.ow,
+            k: self.c,
+            pad: [
+                sr - self.pad[0],
+                sr - self.pad[1],
+                ss - self.pad[2],
+                ss - self.pad[3],
+            ],
+            flip: !self.flip,
+            has_bias,
+            oh: self.h,
+            ow: self.w,
+            ..*self
+        })
+    }
+
     /// Weight index `(r', s')` used at kernel tap `(r, s)` (rotated when `flip`).
     pub fn tap(&self, r: usize, s: usize) -> (usize, usize) {
         if self.flip {

@@ -166,39 +166,6 @@ pub(crate) struct PermuteUniforms {
     _p2: u32,
 }
 
-/// The input gradient of a stride-1, zero-padded convolution as a forward convolution of
-/// `dy`: channels swapped, kernel rotated by 180° (`flip` toggled), complementary padding
-/// `(R-1)*d - pad` (possibly negative: those rows are cropped).
-fn dgrad_forward_problem(p: &Conv2dProblem, has_bias: bool) -> Option<Conv2dProblem> {
-    if p.stride != [1, 1] || p.mode != PaddingMode::Zeros {
-        return None;
-    }
-    let span = |k: usize, d: usize| ((k - 1) * d) as isize;
-    Some(Conv2dProblem {
-        n: p.n,
-        c: p.k,
-        h: p.oh,
-        w: p.ow,
-        k: p.c,
-        r: p.r,
-        s: p.s,
-        groups: p.groups,
-        stride: [1, 1],
-        dilation: p.dilation,
-        pad: [
-            span(p.r, p.dilation[0]) - p.pad[0],
-            span(p.r, p.dilation[0]) - p.pad[1],
-            span(p.s, p.dilation[1]) - p.pad[2],
-            span(p.s, p.dilation[1]) - p.pad[3],
-        ],
-        mode: PaddingMode::Zeros,
-        flip: !p.flip,
-        has_bias,
-        oh: p.h,
-        ow: p.w,
-    })
-}
-
 /// Runs the stride-1 input gradient through the forward im2col + GEMM path.
 #[allow(clippy::too_many_arguments)]
 fn dgrad_as_forward(
@@ -302,11 +269,8 @@ pub(crate) fn encode_dgrad(
 ) -> Result<()> {
     // Split plane by plane when a tensor, or the padded gradient of one image, exceeds a
     // storage binding.
-    let padded_image = if needs_fold(p) {
-        p.c * padded_problem(p).h * padded_problem(p).w
-    } else {
-        0
-    };
+    let pp = padded_problem(p);
+    let padded_image = if needs_fold(p) { p.c * pp.h * pp.w } else { 0 };
     let windowed =
         !(fits(ctx, dy) && fits(ctx, dx) && fits(ctx, w)) || padded_image > max_window_elems(ctx);
     let algo = match algo {
@@ -330,11 +294,10 @@ pub(crate) fn encode_dgrad(
         return dgrad_windowed(ctx, enc, p, dy, w, bias, dx);
     }
     if !needs_fold(p) {
-        return dgrad_zero_padded(ctx, enc, p, dy, w, bias, dx, 0, algo);
+        return dgrad_zero_padded_at(ctx, enc, p, dy, 0, w, bias, dx, algo);
     }
     // Gradient of the padded input in bounded scratch (image by image if needed), folded
     // back onto dx.
-    let pp = padded_problem(p);
     let per_image = (p.c * pp.h * pp.w * 4) as u64;
     let budget = ctx
         .scratch_budget()
@@ -379,23 +342,7 @@ pub(crate) fn encode_dgrad(
         )?;
         n0 += nb;
     }
-    let _ = bias; // bias only exists for the transposed convolution (zero padding)
     Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn dgrad_zero_padded(
-    ctx: &Context,
-    enc: &mut wgpu::CommandEncoder,
-    p: &Conv2dProblem,
-    dy: &wgpu::Buffer,
-    w: &wgpu::Buffer,
-    bias: Option<&wgpu::Buffer>,
-    dx: &wgpu::Buffer,
-    dy_off: usize,
-    algo: Algorithm,
-) -> Result<()> {
-    dgrad_zero_padded_at(ctx, enc, p, dy, dy_off, w, bias, dx, algo)
 }
 
 /// Zero-padding input gradient of `p` (its `n` images), reading dy from element `dy_off`
@@ -423,7 +370,7 @@ fn dgrad_zero_padded_at(
     }
     match algo {
         Algorithm::Gemm1x1 => dgrad_pointwise(ctx, enc, p, dy, dy_off, w, bias, dx),
-        Algorithm::Im2colGemm => match dgrad_forward_problem(p, bias.is_some()) {
+        Algorithm::Im2colGemm => match p.input_gradient_as_forward(bias.is_some()) {
             Some(q) => dgrad_as_forward(ctx, enc, &q, p, dy, dy_off, w, bias, dx),
             None => dgrad_col2im(ctx, enc, p, dy, dy_off, w, bias, dx),
         },

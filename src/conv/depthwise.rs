@@ -58,38 +58,10 @@ pub(crate) fn encode(
 /// padding `(R-1)*d - pad` (zero padding, possibly negative): that forward problem, if the
 /// dedicated kernel can run it.
 pub(crate) fn dgrad_as_forward(p: &Conv2dProblem) -> Option<Conv2dProblem> {
-    if p.c_per_group() != 1
-        || p.k_per_group() != 1
-        || p.stride != [1, 1]
-        || p.mode != crate::PaddingMode::Zeros
-    {
+    if p.c_per_group() != 1 || p.k_per_group() != 1 {
         return None;
     }
-    let span = |k: usize, d: usize| ((k - 1) * d) as isize;
-    let q = Conv2dProblem {
-        n: p.n,
-        c: p.k,
-        h: p.oh,
-        w: p.ow,
-        k: p.c,
-        r: p.r,
-        s: p.s,
-        groups: p.groups,
-        stride: [1, 1],
-        dilation: p.dilation,
-        pad: [
-            span(p.r, p.dilation[0]) - p.pad[0],
-            span(p.r, p.dilation[0]) - p.pad[1],
-            span(p.s, p.dilation[1]) - p.pad[2],
-            span(p.s, p.dilation[1]) - p.pad[3],
-        ],
-        mode: crate::PaddingMode::Zeros,
-        flip: !p.flip,
-        has_bias: false,
-        oh: p.h,
-        ow: p.w,
-    };
-    supports(&q).then_some(q)
+    p.input_gradient_as_forward(false).filter(supports)
 }
 
 /// [`encode`] reading x from element offset `x.1` and writing y from element offset `y.1`.
