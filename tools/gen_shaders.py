@@ -29,6 +29,31 @@ MAX_TM = 16  # rows per invocation (one A gather of a vec4 per 4 rows)
 MAX_TN4 = 4  # vec4 columns per invocation (uniform B loads)
 
 
+GEMM_STORE = """fn store(c_base: u32, m: u32, n0: u32, v: vec4<f32>, bi: u32) {
+    if (m >= P.m) {
+        return;
+    }
+    var row_bias = 0.0;
+    if (BIAS_MODE == 1u) {
+        row_bias = bias[P.bias_off + bi * P.bias_si + m];
+    }
+    for (var e = 0u; e < 4u; e++) {
+        let n = n0 + e;
+        if (n < P.n) {
+            var out = v[e] + row_bias;
+            if (BIAS_MODE == 2u) {
+                out += bias[P.bias_off + bi * P.bias_si + n];
+            }
+            let ci = c_base + m * P.ldc + n * P.ldc_n;
+            if (ACCUMULATE) {
+                out += c[ci];
+            }
+            c[ci] = out;
+        }
+    }
+}"""  # the GEMM epilogue shared by gemm_reg and gemm_sg
+
+
 def gemm_reg():
     L = []
     w = L.append
@@ -69,29 +94,7 @@ def gemm_reg():
     w("// Add to the existing contents of C.")
     w("override ACCUMULATE: bool = false;")
     w("")
-    w("fn store(c_base: u32, m: u32, n0: u32, v: vec4<f32>, bi: u32) {")
-    w("    if (m >= P.m) {")
-    w("        return;")
-    w("    }")
-    w("    var row_bias = 0.0;")
-    w("    if (BIAS_MODE == 1u) {")
-    w("        row_bias = bias[P.bias_off + bi * P.bias_si + m];")
-    w("    }")
-    w("    for (var e = 0u; e < 4u; e++) {")
-    w("        let n = n0 + e;")
-    w("        if (n < P.n) {")
-    w("            var out = v[e] + row_bias;")
-    w("            if (BIAS_MODE == 2u) {")
-    w("                out += bias[P.bias_off + bi * P.bias_si + n];")
-    w("            }")
-    w("            let ci = c_base + m * P.ldc + n * P.ldc_n;")
-    w("            if (ACCUMULATE) {")
-    w("                out += c[ci];")
-    w("            }")
-    w("            c[ci] = out;")
-    w("        }")
-    w("    }")
-    w("}")
+    w(GEMM_STORE)
     w("")
     w("@compute @workgroup_size(WG)")
     w("fn main(")
@@ -204,29 +207,7 @@ def gemm_sg():
     w("override BIAS_MODE: u32 = 0u;")
     w("override ACCUMULATE: bool = false;")
     w("")
-    w("fn store(c_base: u32, m: u32, n0: u32, v: vec4<f32>, bi: u32) {")
-    w("    if (m >= P.m) {")
-    w("        return;")
-    w("    }")
-    w("    var row_bias = 0.0;")
-    w("    if (BIAS_MODE == 1u) {")
-    w("        row_bias = bias[P.bias_off + bi * P.bias_si + m];")
-    w("    }")
-    w("    for (var e = 0u; e < 4u; e++) {")
-    w("        let n = n0 + e;")
-    w("        if (n < P.n) {")
-    w("            var out = v[e] + row_bias;")
-    w("            if (BIAS_MODE == 2u) {")
-    w("                out += bias[P.bias_off + bi * P.bias_si + n];")
-    w("            }")
-    w("            let ci = c_base + m * P.ldc + n * P.ldc_n;")
-    w("            if (ACCUMULATE) {")
-    w("                out += c[ci];")
-    w("            }")
-    w("            c[ci] = out;")
-    w("        }")
-    w("    }")
-    w("}")
+    w(GEMM_STORE)
     w("")
     w("@compute @workgroup_size(WG)")
     w("fn main(")
