@@ -191,7 +191,7 @@ impl Context {
         if elems * 4 > MAX_TUNED_BYTES {
             return heuristic;
         }
-        let best = self.measure(op, p, &candidates).unwrap_or(heuristic);
+        let best = self.measure(op, p, &candidates, &key).unwrap_or(heuristic);
         tuner.measured.fetch_add(1, Ordering::Relaxed);
         tuner.insert(key, best);
         best
@@ -203,6 +203,7 @@ impl Context {
         op: TunedOp,
         p: &Conv2dProblem,
         candidates: &[Algorithm],
+        key: &str,
     ) -> Option<Algorithm> {
         use crate::tensor::Tensor;
         let x = Tensor::zeros(self, &p.x_shape()).ok()?;
@@ -262,12 +263,7 @@ impl Context {
             // The fastest run: interference from other processes only ever slows a run down,
             // so the minimum is the robust estimate on a shared machine.
             let t = times.iter().copied().fold(f64::INFINITY, f64::min);
-            log::debug!(
-                "wgconv autotune {} {}: {:.3} ms",
-                key(op, p),
-                algo.name(),
-                t * 1e3
-            );
+            log::debug!("wgconv autotune {key} {}: {:.3} ms", algo.name(), t * 1e3);
             if best.is_none_or(|(bt, _)| t < bt) {
                 best = Some((t, algo));
             }
