@@ -725,7 +725,7 @@ fn encode_image_job(
 /// Records `total` linear work items of `per_group` items per workgroup as dispatches of at
 /// most the device's workgroup-grid size each; `record(start, count)` records one dispatch of
 /// `count` items starting at item `start`.
-fn split_dispatches(
+pub(crate) fn split_dispatches(
     ctx: &Context,
     total: u64,
     per_group: u64,

@@ -45,6 +45,12 @@ pub enum Kernel {
     Conv2dDepthwise,
     /// Swaps the output/input channel axes of a grouped weight.
     PermuteKc,
+    /// Input copied into the padded input image of the implicit-GEMM convolution.
+    PadImage,
+    /// Convolution weights packed into the weight image of the implicit-GEMM convolution.
+    PackConvWeights,
+    /// Implicit-GEMM convolution on storage images.
+    Conv2dImplicit,
 }
 
 /// Every kernel, for tests and tooling.
@@ -65,6 +71,9 @@ pub const ALL_KERNELS: &[Kernel] = &[
     Kernel::ReduceRows,
     Kernel::Conv2dDepthwise,
     Kernel::PermuteKc,
+    Kernel::PadImage,
+    Kernel::PackConvWeights,
+    Kernel::Conv2dImplicit,
 ];
 
 impl Kernel {
@@ -87,6 +96,9 @@ impl Kernel {
             Kernel::ReduceRows => "reduce_rows",
             Kernel::Conv2dDepthwise => "conv2d_depthwise",
             Kernel::PermuteKc => "permute_kc",
+            Kernel::PadImage => "pad_image",
+            Kernel::PackConvWeights => "pack_conv_weights",
+            Kernel::Conv2dImplicit => "conv2d_implicit",
         }
     }
 
@@ -109,6 +121,9 @@ impl Kernel {
             Kernel::ReduceRows => include_str!("../shaders/reduce_rows.wgsl"),
             Kernel::Conv2dDepthwise => include_str!("../shaders/conv2d_depthwise.wgsl"),
             Kernel::PermuteKc => include_str!("../shaders/permute_kc.wgsl"),
+            Kernel::PadImage => include_str!("../shaders/pad_image.wgsl"),
+            Kernel::PackConvWeights => include_str!("../shaders/pack_conv_weights.wgsl"),
+            Kernel::Conv2dImplicit => include_str!("../shaders/conv2d_implicit.wgsl"),
         }
     }
 
@@ -130,7 +145,10 @@ impl Kernel {
             | Kernel::PadFold
             | Kernel::ReduceRows
             | Kernel::PermuteKc => &[StorageRead, Storage],
-            Kernel::PackImage => &[StorageRead, ImageWrite],
+            Kernel::PackImage | Kernel::PadImage | Kernel::PackConvWeights => {
+                &[StorageRead, ImageWrite]
+            }
+            Kernel::Conv2dImplicit => &[ImageRead, ImageRead, StorageRead, Storage],
         }
     }
 
@@ -156,6 +174,13 @@ impl Kernel {
                 std::mem::size_of::<crate::conv::depthwise::DepthwiseUniforms>()
             }
             Kernel::PermuteKc => std::mem::size_of::<crate::conv::backward::PermuteUniforms>(),
+            Kernel::PadImage => std::mem::size_of::<crate::conv::implicit::PadImageUniforms>(),
+            Kernel::PackConvWeights => {
+                std::mem::size_of::<crate::conv::implicit::PackWeightsUniforms>()
+            }
+            Kernel::Conv2dImplicit => {
+                std::mem::size_of::<crate::conv::implicit::ImplicitUniforms>()
+            }
         }
     }
 }

@@ -176,14 +176,29 @@ impl Context {
         let candidates: Vec<Algorithm> = Algorithm::ALL
             .iter()
             .copied()
-            .filter(|a| a.supports_forward(p))
+            .filter(|&a| match op {
+                TunedOp::Forward => self.can_run_forward(a, p),
+                // Its input gradient is a forward convolution only at stride 1 (else the
+                // im2col kernels run); its weight gradient is always im2col + GEMM.
+                TunedOp::BackwardInput => {
+                    a.supports_forward(p)
+                        && (a != Algorithm::ImplicitGemm
+                            || p.input_gradient_as_forward(false)
+                                .is_some_and(|q| crate::conv::implicit::runnable(self, &q)))
+                }
+                TunedOp::BackwardWeight => {
+                    a.supports_forward(p) && a != Algorithm::ImplicitGemm
+                }
+            })
             .collect();
         if candidates.len() <= 1 {
             return candidates.first().copied().unwrap_or(heuristic);
         }
         let key = key(op, p);
         if let Some(a) = tuner.get(&key) {
-            return a;
+            // Texture limits depend on exact sizes: a choice made for a smaller shape of the
+            // bucket may not run this one.
+            return if candidates.contains(&a) { a } else { heuristic };
         }
         let elems = crate::params::numel(&p.x_shape())
             + crate::params::numel(&p.w_shape())

@@ -368,9 +368,31 @@ fn dgrad_zero_padded_at(
             return crate::conv::depthwise::encode_at(ctx, enc, &q, (dy, dy_off), w, bias, (dx, 0));
         }
     }
+    if algo == Algorithm::ImplicitGemm {
+        if let Some(q) = p
+            .input_gradient_as_forward(bias.is_some())
+            .filter(|q| crate::conv::implicit::runnable(ctx, q))
+        {
+            // q's output channel i (p's input channel) and input channel j (p's output
+            // channel) of group g: w[g * kg + j, i, r, s].
+            let rs = p.r * p.s;
+            let layout = crate::conv::implicit::WeightLayout {
+                g_stride: p.k_per_group() * p.c_per_group() * rs,
+                k_stride: rs,
+                c_stride: p.c_per_group() * rs,
+            };
+            let bufs = crate::conv::im2col::ConvBuffers {
+                x: dy,
+                w,
+                b: bias,
+                y: dx,
+            };
+            return crate::conv::implicit::encode_at(ctx, enc, &q, &bufs, dy_off, layout);
+        }
+    }
     match algo {
         Algorithm::Gemm1x1 => dgrad_pointwise(ctx, enc, p, dy, dy_off, w, bias, dx),
-        Algorithm::Im2colGemm => match p.input_gradient_as_forward(bias.is_some()) {
+        Algorithm::Im2colGemm | Algorithm::ImplicitGemm => match p.input_gradient_as_forward(bias.is_some()) {
             Some(q) => dgrad_as_forward(ctx, enc, &q, p, dy, dy_off, w, bias, dx),
             None => dgrad_col2im(ctx, enc, p, dy, dy_off, w, bias, dx),
         },
@@ -872,7 +894,9 @@ pub(crate) fn encode_wgrad(
             algo,
             "needs a 1x1 kernel, stride 1 and no padding",
         )),
-        Algorithm::Gemm1x1 | Algorithm::Im2colGemm => wgrad_gemm(ctx, enc, p, x, dy, dw),
+        Algorithm::Gemm1x1 | Algorithm::Im2colGemm | Algorithm::ImplicitGemm => {
+            wgrad_gemm(ctx, enc, p, x, dy, dw)
+        }
         _ => wgrad_direct(ctx, enc, p, x, dy, dw),
     }
 }

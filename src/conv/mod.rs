@@ -4,6 +4,7 @@ pub(crate) mod backward;
 pub(crate) mod depthwise;
 pub(crate) mod direct;
 pub(crate) mod im2col;
+pub(crate) mod implicit;
 
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
@@ -35,6 +36,13 @@ pub enum Algorithm {
     /// 7 wide, column stride 1 or 2, column dilation 1. Forward only (its gradients run the
     /// direct kernels).
     Depthwise,
+    /// Implicit GEMM on storage images: the input is copied once into a padded image and
+    /// the GEMM gathers its patches from it (no column matrix). The lavapipe kernel family:
+    /// needs 8-lane subgroups, and the padded input of one image and the packed weights
+    /// within `maxTextureDimension2D` (see [`Context::can_run_forward`]). For gradients it
+    /// runs the input gradient of stride-1 convolutions (as a forward convolution of `dy`);
+    /// the other gradients run the im2col + GEMM kernels.
+    ImplicitGemm,
 }
 
 impl Algorithm {
@@ -44,6 +52,7 @@ impl Algorithm {
         Algorithm::Im2colGemm,
         Algorithm::Gemm1x1,
         Algorithm::Depthwise,
+        Algorithm::ImplicitGemm,
     ];
 
     /// Lowercase name (`auto`, `direct`, ...), as used by the conformance runner and benches.
@@ -54,6 +63,7 @@ impl Algorithm {
             Algorithm::Im2colGemm => "im2col_gemm",
             Algorithm::Gemm1x1 => "gemm1x1",
             Algorithm::Depthwise => "depthwise",
+            Algorithm::ImplicitGemm => "implicit_gemm",
         }
     }
 
@@ -65,10 +75,14 @@ impl Algorithm {
             .ok_or_else(|| Error::invalid_param("algorithm", name, "unknown algorithm name"))
     }
 
-    /// Can this algorithm run the forward convolution `p`?
+    /// Can this algorithm run the forward convolution `p` (on some adapter)? Whether it runs
+    /// on a given context's adapter is [`Context::can_run_forward`].
     pub fn supports_forward(self, p: &Conv2dProblem) -> bool {
         match self {
-            Algorithm::Auto | Algorithm::Direct | Algorithm::Im2colGemm => true,
+            Algorithm::Auto
+            | Algorithm::Direct
+            | Algorithm::Im2colGemm
+            | Algorithm::ImplicitGemm => true,
             Algorithm::Gemm1x1 => im2col::is_pointwise(p),
             Algorithm::Depthwise => depthwise::supports(p),
         }
@@ -90,6 +104,14 @@ fn select_forward(_ctx: &Context, p: &Conv2dProblem) -> Algorithm {
 }
 
 impl Context {
+    /// Can `algorithm` run the forward convolution `p` on this context's adapter? (Auto,
+    /// direct and im2col + GEMM always can; the others depend on the problem and, for
+    /// [`Algorithm::ImplicitGemm`], on the adapter's subgroups and texture limits.)
+    pub fn can_run_forward(&self, algorithm: Algorithm, p: &Conv2dProblem) -> bool {
+        algorithm.supports_forward(p)
+            && (algorithm != Algorithm::ImplicitGemm || implicit::runnable(self, p))
+    }
+
     /// 2-D convolution (PyTorch `conv2d`, or true convolution with `params.flip`).
     ///
     /// `x`: `[N, C, H, W]`; `w`: `[K, C/groups, R, S]`; `bias`: `[K]`. Returns
@@ -221,6 +243,9 @@ impl Context {
             Algorithm::Im2colGemm => im2col::encode_im2col(self, enc, p, &bufs),
             Algorithm::Gemm1x1 => im2col::encode_pointwise(self, enc, p, &bufs),
             Algorithm::Depthwise => depthwise::encode(self, enc, p, bufs.x, bufs.w, bufs.b, bufs.y),
+            Algorithm::ImplicitGemm => {
+                implicit::encode_at(self, enc, p, &bufs, 0, implicit::WeightLayout::forward(p))
+            }
         }
     }
 

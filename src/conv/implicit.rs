@@ -1,0 +1,372 @@
+//! Implicit-GEMM convolution on storage images (`Algorithm::ImplicitGemm`).
+//!
+//! The input of a chunk of images is copied once into a padded rgba32float image
+//! (`pad_image.wgsl`: any padding mode, channels of a group padded to 8, 4 per texel) and
+//! the weights into the GEMM's wrapped weight panels (`pack_conv_weights.wgsl`); then
+//! `conv2d_implicit.wgsl` runs the image GEMM with its pixel-side operand gathered straight
+//! from the input image. Compared with im2col + GEMM it writes and reads no column matrix
+//! (R*S times the input) and packs nothing per pixel. It is the lavapipe kernel family: on
+//! Mesa 22.3 a storage-image load costs ~1.4 instructions per float and a storage-buffer
+//! load ~20 (`docs/lavapipe-loads.md`), so every load of the inner loop is an image load.
+
+use crate::context::Context;
+use crate::conv::direct::{i32_of, u32_of};
+use crate::conv::im2col::ConvBuffers;
+use crate::error::{Error, ErrorKind, Result};
+use crate::kernels::{dispatch, Bind, Kernel, PipelineKey};
+use crate::params::Conv2dProblem;
+use crate::tensor::DeviceImage;
+
+/// Lanes per workgroup (one 8-lane subgroup) and output pixels per lane.
+const WG: usize = 8;
+const PIXELS_PER_LANE: usize = 8;
+/// Output channels per workgroup.
+const COLS: usize = 16;
+
+/// Uniforms of `pad_image.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct PadImageUniforms {
+    c: u32,
+    h: u32,
+    w: u32,
+    cg: u32,
+    qg: u32,
+    qb: u32,
+    cpr: u32,
+    rows_img: u32,
+    wp: u32,
+    hp: u32,
+    pad_top: i32,
+    pad_left: i32,
+    x_off: u32,
+    width: u32,
+    total: u32,
+    t0: u32,
+}
+
+/// Uniforms of `pack_conv_weights.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct PackWeightsUniforms {
+    kg: u32,
+    cg: u32,
+    r: u32,
+    s: u32,
+    kp: u32,
+    groups_n: u32,
+    hb: u32,
+    rows_total: u32,
+    g_stride: u32,
+    k_stride: u32,
+    c_stride: u32,
+    width: u32,
+    total: u32,
+    t0: u32,
+    w_off: u32,
+    _p0: u32,
+}
+
+/// Uniforms of `conv2d_implicit.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct ImplicitUniforms {
+    ohw: u32,
+    ow: u32,
+    sh: u32,
+    sw: u32,
+    dh: u32,
+    dw: u32,
+    r: u32,
+    s: u32,
+    cb8: u32,
+    cpr: u32,
+    wp: u32,
+    hp: u32,
+    rows_img: u32,
+    groups_m: u32,
+    groups_n: u32,
+    groups: u32,
+    batch: u32,
+    wg0: u32,
+    kg: u32,
+    k: u32,
+    hb: u32,
+    kp: u32,
+    y_off: u32,
+    _p0: u32,
+}
+
+/// How the weights of a problem are laid out in memory: element (group, output channel,
+/// input channel, tap) at `g * g_stride + k * k_stride + c * c_stride + tap`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WeightLayout {
+    pub g_stride: usize,
+    pub k_stride: usize,
+    pub c_stride: usize,
+}
+
+impl WeightLayout {
+    /// The forward layout `[K, C/groups, R, S]`.
+    pub(crate) fn forward(p: &Conv2dProblem) -> Self {
+        let rs = p.r * p.s;
+        WeightLayout {
+            g_stride: p.k_per_group() * p.c_per_group() * rs,
+            k_stride: p.c_per_group() * rs,
+            c_stride: rs,
+        }
+    }
+}
+
+/// Image geometry of one problem.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    /// 8-channel blocks per group.
+    cb8: usize,
+    /// 4-channel blocks over all groups.
+    qb: usize,
+    wp: usize,
+    hp: usize,
+    /// Channel planes per input-image row, and plane rows per image.
+    cpr: usize,
+    rows_img: usize,
+    /// Input image width; images per chunk.
+    width: usize,
+    chunk: usize,
+    /// Reduction rows per weight panel, weight image height and width, panels x rows.
+    kp: usize,
+    hb: usize,
+    wwidth: usize,
+    rows_total: usize,
+}
+
+fn plan(ctx: &Context, p: &Conv2dProblem) -> Option<Plan> {
+    if !ctx.has_subgroups8() {
+        return None;
+    }
+    let d = ctx.limits().max_texture_dimension_2d as usize;
+    let wp = usize::try_from(p.w as isize + p.pad[2] + p.pad[3]).ok()?;
+    let hp = usize::try_from(p.h as isize + p.pad[0] + p.pad[1]).ok()?;
+    if wp == 0 || hp == 0 || wp > d {
+        return None;
+    }
+    let cb8 = p.c_per_group().div_ceil(8);
+    let qb = p.groups.checked_mul(cb8 * 2)?;
+    let cpr = (d / wp).min(qb).max(1);
+    let rows_img = qb.div_ceil(cpr);
+    let img_h = rows_img.checked_mul(hp)?;
+    if img_h > d {
+        return None;
+    }
+    let width = cpr * wp;
+    let per_image = (width * img_h) as u64 * DeviceImage::TEXEL;
+    let budget = ctx.scratch_budget().max(4096);
+    let chunk = (d / img_h)
+        .min((budget / per_image.max(1)) as usize)
+        .clamp(1, p.n);
+    let kp = cb8 * 8 * p.r * p.s;
+    let rows_total = p
+        .groups
+        .checked_mul(p.k_per_group().div_ceil(COLS))?
+        .checked_mul(kp)?;
+    let hb = rows_total.min(d / 8 * 8);
+    let wwidth = rows_total.div_ceil(hb) * (COLS / 4);
+    if wwidth > d || u32::try_from(p.n * p.k * p.oh * p.ow).is_err() {
+        return None;
+    }
+    Some(Plan {
+        cb8,
+        qb,
+        wp,
+        hp,
+        cpr,
+        rows_img,
+        width,
+        chunk,
+        kp,
+        hb,
+        wwidth,
+        rows_total,
+    })
+}
+
+/// Can the implicit-GEMM convolution run `p` on this context (8-lane subgroups, images
+/// within `maxTextureDimension2D`)?
+pub(crate) fn runnable(ctx: &Context, p: &Conv2dProblem) -> bool {
+    p.oh * p.ow > 0 && plan(ctx, p).is_some()
+}
+
+fn unsupported(reason: &str) -> Error {
+    Error::new(ErrorKind::UnsupportedAlgorithm {
+        algorithm: "implicit_gemm",
+        reason: reason.into(),
+    })
+}
+
+/// Records `total` invocations of `key` in dispatches of at most the grid size, setting the
+/// uniform field `t0` (via `set`) to each dispatch's first invocation.
+fn dispatch_linear<U: bytemuck::Pod>(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    key: &PipelineKey,
+    u: &mut U,
+    set: impl Fn(&mut U, u32),
+    binds: &[Bind<'_>],
+    total: u64,
+) -> Result<()> {
+    let wg = key.workgroup_size() as u64;
+    crate::gemm::split_dispatches(ctx, total, wg, |start, count| {
+        set(u, start as u32);
+        dispatch(ctx, enc, key, bytemuck::bytes_of(u), binds, count)
+    })
+}
+
+/// Forward convolution `p` reading x from element `x_base` of `bufs.x`, with weights laid
+/// out as `wl`.
+pub(crate) fn encode_at(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    bufs: &ConvBuffers<'_>,
+    x_base: usize,
+    wl: WeightLayout,
+) -> Result<()> {
+    let Some(pl) = plan(ctx, p) else {
+        return Err(unsupported(if ctx.has_subgroups8() {
+            "the padded input or the weights exceed max_texture_dimension_2d"
+        } else {
+            "needs subgroups of 8 lanes (a CPU adapter such as lavapipe)"
+        }));
+    };
+    if p.oh * p.ow == 0 || p.n == 0 || p.k == 0 {
+        return Ok(());
+    }
+    let (kg, cg, ohw) = (p.k_per_group(), p.c_per_group(), p.oh * p.ow);
+    let groups_n = kg.div_ceil(COLS);
+    // Weights.
+    let wimg = DeviceImage::new(
+        ctx,
+        u32_of(pl.wwidth, "weight image width")?,
+        u32_of(pl.hb, "weight image height")?,
+        "wgconv implicit-gemm weights",
+    )?;
+    let wtotal = pl.wwidth * pl.hb;
+    let mut wu = PackWeightsUniforms {
+        kg: u32_of(kg, "output channels per group")?,
+        cg: u32_of(cg, "channels per group")?,
+        r: u32_of(p.r, "kernel height")?,
+        s: u32_of(p.s, "kernel width")?,
+        kp: u32_of(pl.kp, "reduction length")?,
+        groups_n: u32_of(groups_n, "channel blocks")?,
+        hb: u32_of(pl.hb, "weight image height")?,
+        rows_total: u32_of(pl.rows_total, "weight rows")?,
+        g_stride: u32_of(wl.g_stride, "weight stride")?,
+        k_stride: u32_of(wl.k_stride, "weight stride")?,
+        c_stride: u32_of(wl.c_stride, "weight stride")?,
+        width: u32_of(pl.wwidth, "weight image width")?,
+        total: u32_of(wtotal, "weight texels")?,
+        ..Default::default()
+    };
+    let wkey = PipelineKey::new(Kernel::PackConvWeights)
+        .with("WG", 64)
+        .with("FLIP", p.flip as u32);
+    dispatch_linear(
+        ctx,
+        enc,
+        &wkey,
+        &mut wu,
+        |u, t0| u.t0 = t0,
+        &[Bind::whole(bufs.w), Bind::Image(&wimg.view)],
+        wtotal as u64,
+    )?;
+    // Input image, reused chunk by chunk.
+    let img_h = pl.rows_img * pl.hp;
+    let ximg = DeviceImage::new(
+        ctx,
+        u32_of(pl.width, "input image width")?,
+        u32_of(pl.chunk * img_h, "input image height")?,
+        "wgconv implicit-gemm input",
+    )?;
+    let mut xu = PadImageUniforms {
+        c: u32_of(p.c, "channels")?,
+        h: u32_of(p.h, "height")?,
+        w: u32_of(p.w, "width")?,
+        cg: u32_of(cg, "channels per group")?,
+        qg: u32_of(pl.cb8 * 2, "channel blocks")?,
+        qb: u32_of(pl.qb, "channel blocks")?,
+        cpr: u32_of(pl.cpr, "channel blocks")?,
+        rows_img: u32_of(pl.rows_img, "channel blocks")?,
+        wp: u32_of(pl.wp, "padded width")?,
+        hp: u32_of(pl.hp, "padded height")?,
+        pad_top: i32_of(p.pad[0], "padding")?,
+        pad_left: i32_of(p.pad[2], "padding")?,
+        width: u32_of(pl.width, "input image width")?,
+        ..Default::default()
+    };
+    let xkey = PipelineKey::new(Kernel::PadImage)
+        .with("WG", 64)
+        .with("PAD_MODE", p.mode.code());
+    let groups_m = ohw.div_ceil(WG * PIXELS_PER_LANE);
+    let mut cu = ImplicitUniforms {
+        ohw: u32_of(ohw, "output pixels")?,
+        ow: u32_of(p.ow, "output width")?,
+        sh: u32_of(p.stride[0], "stride")?,
+        sw: u32_of(p.stride[1], "stride")?,
+        dh: u32_of(p.dilation[0], "dilation")?,
+        dw: u32_of(p.dilation[1], "dilation")?,
+        r: u32_of(p.r, "kernel height")?,
+        s: u32_of(p.s, "kernel width")?,
+        cb8: u32_of(pl.cb8, "channel blocks")?,
+        cpr: u32_of(pl.cpr, "channel blocks")?,
+        wp: u32_of(pl.wp, "padded width")?,
+        hp: u32_of(pl.hp, "padded height")?,
+        rows_img: u32_of(pl.rows_img, "channel blocks")?,
+        groups_m: u32_of(groups_m, "pixel blocks")?,
+        groups_n: u32_of(groups_n, "channel blocks")?,
+        groups: u32_of(p.groups, "groups")?,
+        kg: u32_of(kg, "output channels per group")?,
+        k: u32_of(p.k, "output channels")?,
+        hb: u32_of(pl.hb, "weight image height")?,
+        kp: u32_of(pl.kp, "reduction length")?,
+        ..Default::default()
+    };
+    let ckey = PipelineKey::new(Kernel::Conv2dImplicit)
+        .with("WG", WG as u32)
+        .with("HAS_BIAS", bufs.b.is_some() as u32);
+    let mut n0 = 0;
+    while n0 < p.n {
+        let nb = pl.chunk.min(p.n - n0);
+        xu.x_off = u32_of(x_base + n0 * p.c * p.h * p.w, "input elements")?;
+        let xtotal = pl.width * nb * img_h;
+        xu.total = u32_of(xtotal, "input texels")?;
+        dispatch_linear(
+            ctx,
+            enc,
+            &xkey,
+            &mut xu,
+            |u, t0| u.t0 = t0,
+            &[Bind::whole(bufs.x), Bind::Image(&ximg.view)],
+            xtotal as u64,
+        )?;
+        let batch = nb * p.groups;
+        cu.batch = u32_of(batch, "images x groups")?;
+        cu.y_off = u32_of(n0 * p.k * ohw, "output elements")?;
+        let groups = groups_m * groups_n * batch;
+        dispatch_linear(
+            ctx,
+            enc,
+            &ckey,
+            &mut cu,
+            |u, wg| u.wg0 = wg / WG as u32,
+            &[
+                Bind::Image(&ximg.view),
+                Bind::Image(&wimg.view),
+                Bind::whole(bufs.b.unwrap_or(bufs.w)),
+                Bind::whole(bufs.y),
+            ],
+            (groups * WG) as u64,
+        )?;
+        n0 += nb;
+    }
+    Ok(())
+}
