@@ -513,24 +513,30 @@ const IMG_K_BLOCK: usize = 1024;
 /// `shaders/gemm_image.wgsl`): wrapped panels filled by `pack_image.wgsl`, or the plain
 /// K-major layout filled by buffer-to-texture copies (`copy`).
 #[derive(Clone, Copy, Debug)]
-struct ImageGeom {
+pub(crate) struct ImageGeom {
     /// Panels per batch entry.
-    np: usize,
+    pub(crate) np: usize,
     /// K rounded up to 8.
-    kp: usize,
+    pub(crate) kp: usize,
     /// Texels per panel row.
     w: usize,
     /// Image height (a multiple of 8).
-    h: usize,
+    pub(crate) h: usize,
     /// Image width (a multiple of `w`).
-    width: usize,
+    pub(crate) width: usize,
     /// Plain layout (texel `(r / 4, entry * kp + k)`), filled by copies.
     copy: bool,
 }
 
 impl ImageGeom {
     /// Wrapped panels; `None` when the image would exceed `maxTextureDimension2D`.
-    fn new(ctx: &Context, rows: usize, k: usize, panel: usize, entries: usize) -> Option<Self> {
+    pub(crate) fn new(
+        ctx: &Context,
+        rows: usize,
+        k: usize,
+        panel: usize,
+        entries: usize,
+    ) -> Option<Self> {
         let d = ctx.limits().max_texture_dimension_2d as usize;
         let kp = k.div_ceil(8) * 8;
         let np = rows.div_ceil(panel);
@@ -747,7 +753,7 @@ pub(crate) fn split_dispatches(
 /// `(bo, bi)` at `off + bo*so + bi*si + r*rs + k*ks`): one buffer-to-texture copy per entry
 /// for the plain layout, else the pack kernel.
 #[allow(clippy::too_many_arguments)]
-fn fill_image(
+pub(crate) fn fill_image(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     mat: &Mat<'_>,

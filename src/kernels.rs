@@ -51,6 +51,8 @@ pub enum Kernel {
     PackConvWeights,
     /// Implicit-GEMM convolution on storage images.
     Conv2dImplicit,
+    /// Implicit-GEMM weight gradient on storage images.
+    Conv2dWgradImplicit,
 }
 
 /// Every kernel, for tests and tooling.
@@ -74,6 +76,7 @@ pub const ALL_KERNELS: &[Kernel] = &[
     Kernel::PadImage,
     Kernel::PackConvWeights,
     Kernel::Conv2dImplicit,
+    Kernel::Conv2dWgradImplicit,
 ];
 
 impl Kernel {
@@ -99,6 +102,7 @@ impl Kernel {
             Kernel::PadImage => "pad_image",
             Kernel::PackConvWeights => "pack_conv_weights",
             Kernel::Conv2dImplicit => "conv2d_implicit",
+            Kernel::Conv2dWgradImplicit => "conv2d_wgrad_implicit",
         }
     }
 
@@ -124,6 +128,9 @@ impl Kernel {
             Kernel::PadImage => include_str!("../shaders/pad_image.wgsl"),
             Kernel::PackConvWeights => include_str!("../shaders/pack_conv_weights.wgsl"),
             Kernel::Conv2dImplicit => include_str!("../shaders/conv2d_implicit.wgsl"),
+            Kernel::Conv2dWgradImplicit => {
+                include_str!("../shaders/conv2d_wgrad_implicit.wgsl")
+            }
         }
     }
 
@@ -149,6 +156,7 @@ impl Kernel {
                 &[StorageRead, ImageWrite]
             }
             Kernel::Conv2dImplicit => &[ImageRead, ImageRead, StorageRead, Storage],
+            Kernel::Conv2dWgradImplicit => &[ImageRead, ImageRead, Storage],
         }
     }
 
@@ -180,6 +188,9 @@ impl Kernel {
             }
             Kernel::Conv2dImplicit => {
                 std::mem::size_of::<crate::conv::implicit::ImplicitUniforms>()
+            }
+            Kernel::Conv2dWgradImplicit => {
+                std::mem::size_of::<crate::conv::implicit::WgradImplicitUniforms>()
             }
         }
     }

@@ -179,7 +179,7 @@ impl Context {
             .filter(|&a| match op {
                 TunedOp::Forward => self.can_run_forward(a, p),
                 // Its input gradient is a forward convolution only at stride 1 (else the
-                // im2col kernels run); its weight gradient is always im2col + GEMM.
+                // im2col kernels run); its weight gradient has its own kernel.
                 TunedOp::BackwardInput => {
                     a.supports_forward(p)
                         && (a != Algorithm::ImplicitGemm
@@ -187,7 +187,9 @@ impl Context {
                                 .is_some_and(|q| crate::conv::implicit::runnable(self, &q)))
                 }
                 TunedOp::BackwardWeight => {
-                    a.supports_forward(p) && a != Algorithm::ImplicitGemm
+                    a.supports_forward(p)
+                        && (a != Algorithm::ImplicitGemm
+                            || crate::conv::implicit::wgrad_runnable(self, p))
                 }
             })
             .collect();

@@ -894,6 +894,9 @@ pub(crate) fn encode_wgrad(
             algo,
             "needs a 1x1 kernel, stride 1 and no padding",
         )),
+        Algorithm::ImplicitGemm if crate::conv::implicit::wgrad_runnable(ctx, p) => {
+            crate::conv::implicit::encode_wgrad(ctx, enc, p, x, dy, dw)
+        }
         Algorithm::Gemm1x1 | Algorithm::Im2colGemm | Algorithm::ImplicitGemm => {
             wgrad_gemm(ctx, enc, p, x, dy, dw)
         }

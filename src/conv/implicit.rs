@@ -118,21 +118,122 @@ impl WeightLayout {
     }
 }
 
-/// Image geometry of one problem.
+/// Geometry of the padded input image of a problem (see `shaders/pad_image.wgsl`).
 #[derive(Clone, Copy, Debug)]
-struct Plan {
+struct InputGeom {
     /// 8-channel blocks per group.
     cb8: usize,
     /// 4-channel blocks over all groups.
     qb: usize,
     wp: usize,
     hp: usize,
-    /// Channel planes per input-image row, and plane rows per image.
+    /// Channel planes per image row, and plane rows per input image.
     cpr: usize,
     rows_img: usize,
-    /// Input image width; images per chunk.
+    /// Image width; input images per chunk (per image fill).
     width: usize,
     chunk: usize,
+}
+
+impl InputGeom {
+    fn new(ctx: &Context, p: &Conv2dProblem) -> Option<Self> {
+        if !ctx.has_subgroups8() {
+            return None;
+        }
+        let d = ctx.limits().max_texture_dimension_2d as usize;
+        let wp = usize::try_from(p.w as isize + p.pad[2] + p.pad[3]).ok()?;
+        let hp = usize::try_from(p.h as isize + p.pad[0] + p.pad[1]).ok()?;
+        if wp == 0 || hp == 0 || wp > d || p.n == 0 {
+            return None;
+        }
+        let cb8 = p.c_per_group().div_ceil(8);
+        let qb = p.groups.checked_mul(cb8 * 2)?;
+        let cpr = (d / wp).min(qb).max(1);
+        let rows_img = qb.div_ceil(cpr);
+        let img_h = rows_img.checked_mul(hp)?;
+        if img_h > d {
+            return None;
+        }
+        let width = cpr * wp;
+        let per_image = (width * img_h) as u64 * DeviceImage::TEXEL;
+        let budget = ctx.scratch_budget().max(4096);
+        let chunk = (d / img_h)
+            .min((budget / per_image.max(1)) as usize)
+            .clamp(1, p.n);
+        Some(InputGeom {
+            cb8,
+            qb,
+            wp,
+            hp,
+            cpr,
+            rows_img,
+            width,
+            chunk,
+        })
+    }
+
+    fn image_height(&self) -> usize {
+        self.rows_img * self.hp
+    }
+
+    /// The input image for chunks of images.
+    fn alloc(&self, ctx: &Context) -> Result<DeviceImage> {
+        DeviceImage::new(
+            ctx,
+            u32_of(self.width, "input image width")?,
+            u32_of(self.chunk * self.image_height(), "input image height")?,
+            "wgconv implicit-gemm input",
+        )
+    }
+
+    /// Records the fill of `img` with `nb` images of x starting at element `x_off`.
+    fn fill(
+        &self,
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+        p: &Conv2dProblem,
+        (x, x_off): (&wgpu::Buffer, usize),
+        nb: usize,
+        img: &DeviceImage,
+    ) -> Result<()> {
+        let total = self.width * nb * self.image_height();
+        let mut u = PadImageUniforms {
+            c: u32_of(p.c, "channels")?,
+            h: u32_of(p.h, "height")?,
+            w: u32_of(p.w, "width")?,
+            cg: u32_of(p.c_per_group(), "channels per group")?,
+            qg: u32_of(self.cb8 * 2, "channel blocks")?,
+            qb: u32_of(self.qb, "channel blocks")?,
+            cpr: u32_of(self.cpr, "channel blocks")?,
+            rows_img: u32_of(self.rows_img, "channel blocks")?,
+            wp: u32_of(self.wp, "padded width")?,
+            hp: u32_of(self.hp, "padded height")?,
+            pad_top: i32_of(p.pad[0], "padding")?,
+            pad_left: i32_of(p.pad[2], "padding")?,
+            x_off: u32_of(x_off, "input elements")?,
+            width: u32_of(self.width, "input image width")?,
+            total: u32_of(total, "input texels")?,
+            t0: 0,
+        };
+        let key = PipelineKey::new(Kernel::PadImage)
+            .with("WG", 64)
+            .with("PAD_MODE", p.mode.code());
+        dispatch_linear(
+            ctx,
+            enc,
+            &key,
+            &mut u,
+            |u, t0| u.t0 = t0,
+            &[Bind::whole(x), Bind::Image(&img.view)],
+            total as u64,
+        )
+    }
+}
+
+/// Image geometry of one forward problem: input image and weight panels.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    x: InputGeom,
     /// Reduction rows per weight panel, weight image height and width, panels x rows.
     kp: usize,
     hb: usize,
@@ -141,30 +242,9 @@ struct Plan {
 }
 
 fn plan(ctx: &Context, p: &Conv2dProblem) -> Option<Plan> {
-    if !ctx.has_subgroups8() {
-        return None;
-    }
+    let x = InputGeom::new(ctx, p)?;
     let d = ctx.limits().max_texture_dimension_2d as usize;
-    let wp = usize::try_from(p.w as isize + p.pad[2] + p.pad[3]).ok()?;
-    let hp = usize::try_from(p.h as isize + p.pad[0] + p.pad[1]).ok()?;
-    if wp == 0 || hp == 0 || wp > d {
-        return None;
-    }
-    let cb8 = p.c_per_group().div_ceil(8);
-    let qb = p.groups.checked_mul(cb8 * 2)?;
-    let cpr = (d / wp).min(qb).max(1);
-    let rows_img = qb.div_ceil(cpr);
-    let img_h = rows_img.checked_mul(hp)?;
-    if img_h > d {
-        return None;
-    }
-    let width = cpr * wp;
-    let per_image = (width * img_h) as u64 * DeviceImage::TEXEL;
-    let budget = ctx.scratch_budget().max(4096);
-    let chunk = (d / img_h)
-        .min((budget / per_image.max(1)) as usize)
-        .clamp(1, p.n);
-    let kp = cb8 * 8 * p.r * p.s;
+    let kp = x.cb8 * 8 * p.r * p.s;
     let rows_total = p
         .groups
         .checked_mul(p.k_per_group().div_ceil(COLS))?
@@ -175,14 +255,7 @@ fn plan(ctx: &Context, p: &Conv2dProblem) -> Option<Plan> {
         return None;
     }
     Some(Plan {
-        cb8,
-        qb,
-        wp,
-        hp,
-        cpr,
-        rows_img,
-        width,
-        chunk,
+        x,
         kp,
         hb,
         wwidth,
@@ -280,32 +353,7 @@ pub(crate) fn encode_at(
         wtotal as u64,
     )?;
     // Input image, reused chunk by chunk.
-    let img_h = pl.rows_img * pl.hp;
-    let ximg = DeviceImage::new(
-        ctx,
-        u32_of(pl.width, "input image width")?,
-        u32_of(pl.chunk * img_h, "input image height")?,
-        "wgconv implicit-gemm input",
-    )?;
-    let mut xu = PadImageUniforms {
-        c: u32_of(p.c, "channels")?,
-        h: u32_of(p.h, "height")?,
-        w: u32_of(p.w, "width")?,
-        cg: u32_of(cg, "channels per group")?,
-        qg: u32_of(pl.cb8 * 2, "channel blocks")?,
-        qb: u32_of(pl.qb, "channel blocks")?,
-        cpr: u32_of(pl.cpr, "channel blocks")?,
-        rows_img: u32_of(pl.rows_img, "channel blocks")?,
-        wp: u32_of(pl.wp, "padded width")?,
-        hp: u32_of(pl.hp, "padded height")?,
-        pad_top: i32_of(p.pad[0], "padding")?,
-        pad_left: i32_of(p.pad[2], "padding")?,
-        width: u32_of(pl.width, "input image width")?,
-        ..Default::default()
-    };
-    let xkey = PipelineKey::new(Kernel::PadImage)
-        .with("WG", 64)
-        .with("PAD_MODE", p.mode.code());
+    let ximg = pl.x.alloc(ctx)?;
     let groups_m = ohw.div_ceil(WG * PIXELS_PER_LANE);
     let mut cu = ImplicitUniforms {
         ohw: u32_of(ohw, "output pixels")?,
@@ -316,11 +364,11 @@ pub(crate) fn encode_at(
         dw: u32_of(p.dilation[1], "dilation")?,
         r: u32_of(p.r, "kernel height")?,
         s: u32_of(p.s, "kernel width")?,
-        cb8: u32_of(pl.cb8, "channel blocks")?,
-        cpr: u32_of(pl.cpr, "channel blocks")?,
-        wp: u32_of(pl.wp, "padded width")?,
-        hp: u32_of(pl.hp, "padded height")?,
-        rows_img: u32_of(pl.rows_img, "channel blocks")?,
+        cb8: u32_of(pl.x.cb8, "channel blocks")?,
+        cpr: u32_of(pl.x.cpr, "channel blocks")?,
+        wp: u32_of(pl.x.wp, "padded width")?,
+        hp: u32_of(pl.x.hp, "padded height")?,
+        rows_img: u32_of(pl.x.rows_img, "channel blocks")?,
         groups_m: u32_of(groups_m, "pixel blocks")?,
         groups_n: u32_of(groups_n, "channel blocks")?,
         groups: u32_of(p.groups, "groups")?,
@@ -335,19 +383,9 @@ pub(crate) fn encode_at(
         .with("HAS_BIAS", bufs.b.is_some() as u32);
     let mut n0 = 0;
     while n0 < p.n {
-        let nb = pl.chunk.min(p.n - n0);
-        xu.x_off = u32_of(x_base + n0 * p.c * p.h * p.w, "input elements")?;
-        let xtotal = pl.width * nb * img_h;
-        xu.total = u32_of(xtotal, "input texels")?;
-        dispatch_linear(
-            ctx,
-            enc,
-            &xkey,
-            &mut xu,
-            |u, t0| u.t0 = t0,
-            &[Bind::whole(bufs.x), Bind::Image(&ximg.view)],
-            xtotal as u64,
-        )?;
+        let nb = pl.x.chunk.min(p.n - n0);
+        let x_off = x_base + n0 * p.c * p.h * p.w;
+        pl.x.fill(ctx, enc, p, (bufs.x, x_off), nb, &ximg)?;
         let batch = nb * p.groups;
         cu.batch = u32_of(batch, "images x groups")?;
         cu.y_off = u32_of(n0 * p.k * ohw, "output elements")?;
@@ -363,6 +401,149 @@ pub(crate) fn encode_at(
                 Bind::Image(&wimg.view),
                 Bind::whole(bufs.b.unwrap_or(bufs.w)),
                 Bind::whole(bufs.y),
+            ],
+            (groups * WG) as u64,
+        )?;
+        n0 += nb;
+    }
+    Ok(())
+}
+
+/// Uniforms of `conv2d_wgrad_implicit.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct WgradImplicitUniforms {
+    ohw: u32,
+    ow: u32,
+    sh: u32,
+    sw: u32,
+    dh: u32,
+    dw: u32,
+    r: u32,
+    s: u32,
+    cb8: u32,
+    cpr: u32,
+    wp: u32,
+    hp: u32,
+    rows_img: u32,
+    groups_m: u32,
+    groups_n: u32,
+    groups: u32,
+    wg0: u32,
+    kg: u32,
+    cg: u32,
+    nimg: u32,
+    kpp: u32,
+    hdy: u32,
+    rb_total: u32,
+    n_base: u32,
+}
+
+/// Geometry of the weight-gradient launch: the input image and the dy panels (entries
+/// (image, group), rows = output channels of the group, K = output pixels).
+fn wgrad_plan(ctx: &Context, p: &Conv2dProblem) -> Option<(InputGeom, crate::gemm::ImageGeom)> {
+    let x = InputGeom::new(ctx, p)?;
+    let ohw = p.oh * p.ow;
+    if ohw == 0 || p.k == 0 {
+        return None;
+    }
+    let g = crate::gemm::ImageGeom::new(ctx, p.k_per_group(), ohw, COLS, p.n * p.groups)?;
+    let bytes = (g.width * g.h) as u64 * DeviceImage::TEXEL;
+    (bytes <= ctx.scratch_budget().max(4096)
+        && u32::try_from(p.k * p.c_per_group() * p.r * p.s).is_ok())
+    .then_some((x, g))
+}
+
+/// Can the implicit-GEMM weight gradient run `p` on this context?
+pub(crate) fn wgrad_runnable(ctx: &Context, p: &Conv2dProblem) -> bool {
+    wgrad_plan(ctx, p).is_some()
+}
+
+/// Weight gradient `dw` (`[K, C/groups, R, S]`) of `p` from `x` and `dy`; the reduction
+/// over images and pixels runs in a fixed order (chunks of images accumulate in order).
+pub(crate) fn encode_wgrad(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    x: &wgpu::Buffer,
+    dy: &wgpu::Buffer,
+    dw: &wgpu::Buffer,
+) -> Result<()> {
+    let Some((xg, dg)) = wgrad_plan(ctx, p) else {
+        return Err(unsupported(
+            "needs 8-lane subgroups and images within max_texture_dimension_2d",
+        ));
+    };
+    let (kg, ohw) = (p.k_per_group(), p.oh * p.ow);
+    let dy_mat = crate::gemm::Mat {
+        win: None,
+        buf: dy,
+        off: 0,
+        ld: ohw,
+        si: kg * ohw,
+        so: p.k * ohw,
+    };
+    let dyimg = crate::gemm::fill_image(
+        ctx,
+        enc,
+        &dy_mat,
+        false,
+        kg,
+        ohw,
+        (p.n, p.groups),
+        &dg,
+        "wgconv implicit-gemm dy",
+    )?;
+    let ximg = xg.alloc(ctx)?;
+    let rb_total = p.r * p.s * xg.cb8;
+    let groups_m = rb_total.div_ceil(WG);
+    let groups_n = kg.div_ceil(COLS);
+    debug_assert_eq!(groups_n, dg.np);
+    let mut u = WgradImplicitUniforms {
+        ohw: u32_of(ohw, "output pixels")?,
+        ow: u32_of(p.ow, "output width")?,
+        sh: u32_of(p.stride[0], "stride")?,
+        sw: u32_of(p.stride[1], "stride")?,
+        dh: u32_of(p.dilation[0], "dilation")?,
+        dw: u32_of(p.dilation[1], "dilation")?,
+        r: u32_of(p.r, "kernel height")?,
+        s: u32_of(p.s, "kernel width")?,
+        cb8: u32_of(xg.cb8, "channel blocks")?,
+        cpr: u32_of(xg.cpr, "channel blocks")?,
+        wp: u32_of(xg.wp, "padded width")?,
+        hp: u32_of(xg.hp, "padded height")?,
+        rows_img: u32_of(xg.rows_img, "channel blocks")?,
+        groups_m: u32_of(groups_m, "row blocks")?,
+        groups_n: u32_of(groups_n, "channel blocks")?,
+        groups: u32_of(p.groups, "groups")?,
+        kg: u32_of(kg, "output channels per group")?,
+        cg: u32_of(p.c_per_group(), "channels per group")?,
+        kpp: u32_of(dg.kp, "output pixels")?,
+        hdy: u32_of(dg.h, "dy image height")?,
+        rb_total: u32_of(rb_total, "row blocks")?,
+        ..Default::default()
+    };
+    let groups = groups_m * groups_n * p.groups;
+    let mut n0 = 0;
+    while n0 < p.n {
+        let nb = xg.chunk.min(p.n - n0);
+        xg.fill(ctx, enc, p, (x, n0 * p.c * p.h * p.w), nb, &ximg)?;
+        u.nimg = u32_of(nb, "images")?;
+        u.n_base = u32_of(n0, "images")?;
+        let key = PipelineKey::new(Kernel::Conv2dWgradImplicit)
+            .with("WG", WG as u32)
+            .with("FLIP", p.flip as u32)
+            .with("ACCUMULATE", (n0 > 0) as u32);
+        dispatch_linear(
+            ctx,
+            enc,
+            &key,
+            &mut u,
+            |u, wg| u.wg0 = wg / WG as u32,
+            &[
+                Bind::Image(&ximg.view),
+                Bind::Image(&dyimg.view),
+                Bind::whole(dw),
             ],
             (groups * WG) as u64,
         )?;
