@@ -200,7 +200,11 @@ impl Context {
         if let Some(a) = tuner.get(&key) {
             // Texture limits depend on exact sizes: a choice made for a smaller shape of the
             // bucket may not run this one.
-            return if candidates.contains(&a) { a } else { heuristic };
+            return if candidates.contains(&a) {
+                a
+            } else {
+                heuristic
+            };
         }
         let elems = crate::params::numel(&p.x_shape())
             + crate::params::numel(&p.w_shape())

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{check, conv_sweep, ctx, tol, ConvCase, Rng};
-use wgconv::{cpu, Algorithm, Context, ContextOptions, Tensor};
+use wgconv::{cpu, Algorithm, Context, ContextOptions, LimitsOverride, Tensor};
 
 fn run_case(i: usize, case: &ConvCase, algo: Algorithm, rng: &mut Rng) -> Result<(), String> {
     run_case_on(ctx(), i, case, algo, rng)
@@ -87,6 +87,117 @@ fn auto_matches_cpu_on_sweep() {
 #[test]
 fn im2col_gemm_matches_cpu_on_sweep() {
     sweep(Algorithm::Im2colGemm);
+}
+
+#[test]
+fn implicit_gemm_matches_cpu_on_sweep() {
+    // Runs on adapters with 8-lane subgroups (lavapipe, which CI uses); elsewhere the
+    // forced algorithm must refuse with a typed error, never fall back.
+    let ctx = ctx();
+    let case = &conv_sweep(0x5eed_0001, 1, 400_000)[0];
+    if !ctx.can_run_forward(Algorithm::ImplicitGemm, &case.problem) {
+        assert!(
+            !ctx.has_subgroups8(),
+            "implicit GEMM refused a small problem"
+        );
+        return;
+    }
+    sweep(Algorithm::ImplicitGemm);
+}
+
+/// The implicit GEMM under lowered texture limits and a tiny scratch budget: the padded
+/// input is filled and consumed a chunk of images at a time, the weight and dy panels wrap
+/// into several column blocks, and problems whose images cannot fit are refused with a
+/// typed error (forward) or run by the im2col kernels (gradients).
+#[test]
+fn implicit_gemm_chunks_and_wraps_under_small_limits() {
+    let small = Context::with_options_blocking(ContextOptions {
+        limits: Some(LimitsOverride {
+            max_texture_dimension_2d: Some(64),
+            ..Default::default()
+        }),
+        scratch_budget: Some(16384),
+        ..Default::default()
+    })
+    .expect("adapter");
+    if !small.has_subgroups8() {
+        return;
+    }
+    let cases = conv_sweep(0x5eed_0003, 120, 60_000);
+    let mut rng = Rng::new(11);
+    let (mut ran, mut refused) = (0, 0);
+    for (i, case) in cases.iter().enumerate() {
+        if small.can_run_forward(Algorithm::ImplicitGemm, &case.problem) {
+            run_case_on(&small, i, case, Algorithm::ImplicitGemm, &mut rng).unwrap();
+            ran += 1;
+        } else {
+            let x = Tensor::zeros(&small, &case.x).unwrap();
+            let w = Tensor::zeros(&small, &case.w).unwrap();
+            let err = small
+                .conv2d_with(&x, &w, None, &case.params, Algorithm::ImplicitGemm)
+                .unwrap_err();
+            assert!(
+                matches!(err.kind(), wgconv::ErrorKind::UnsupportedAlgorithm { .. }),
+                "{err}"
+            );
+            refused += 1;
+        }
+    }
+    assert!(ran >= 40 && refused >= 1, "ran {ran}, refused {refused}");
+    // Many images with several channel blocks: chunks of images (the scratch budget holds
+    // few padded images) accumulate in order; 40 output channels wrap the weight panels.
+    let params = wgconv::Conv2dParams::default().with_padding(wgconv::Padding::Symmetric([1, 1]));
+    let problem = params
+        .resolve([9, 12, 6, 7], [40, 12, 3, 3], Some(40))
+        .unwrap();
+    let case = common::ConvCase {
+        x: [9, 12, 6, 7],
+        w: [40, 12, 3, 3],
+        bias: true,
+        params,
+        problem,
+    };
+    run_case_on(&small, 999, &case, Algorithm::ImplicitGemm, &mut rng).unwrap();
+    // Gradients through the implicit kernels: 5 images in chunks of 3 + 2 (the weight
+    // gradient accumulates the second chunk), weight and dy panels wrapping at 64 rows.
+    let problem = params.resolve([5, 12, 6, 7], [8, 12, 3, 3], None).unwrap();
+    let case = common::ConvCase {
+        x: [5, 12, 6, 7],
+        w: [8, 12, 3, 3],
+        bias: false,
+        params,
+        problem,
+    };
+    let p = &case.problem;
+    let x = rng.vec(p.x_shape().iter().product());
+    let w = rng.vec(p.w_shape().iter().product());
+    let dy = rng.vec(p.y_shape().iter().product());
+    let xt = Tensor::from_slice(&small, &x, &case.x).unwrap();
+    let wt = Tensor::from_slice(&small, &w, &case.w).unwrap();
+    let dyt = Tensor::from_slice(&small, &dy, &p.y_shape()).unwrap();
+    let g = small
+        .conv2d_backward(&xt, &wt, &dyt, false, &case.params, Algorithm::ImplicitGemm)
+        .unwrap();
+    let want_dw = cpu::conv2d_backward_weight(p, &x, &dy);
+    let len = p.n * p.oh * p.ow;
+    let tol_dw: Vec<f32> = want_dw.iter().map(|_| tol(len as f32, len)).collect();
+    check(
+        "implicit dw (small limits)",
+        &g.dw.read().unwrap(),
+        &want_dw,
+        &tol_dw,
+    )
+    .unwrap();
+    let want_dx = cpu::conv2d_backward_input(p, &dy, &w);
+    let klen = p.k * p.r * p.s;
+    let tol_dx: Vec<f32> = want_dx.iter().map(|_| tol(klen as f32, klen)).collect();
+    check(
+        "implicit dx (small limits)",
+        &g.dx.read().unwrap(),
+        &want_dx,
+        &tol_dx,
+    )
+    .unwrap();
 }
 
 #[test]

@@ -233,22 +233,31 @@ fn padded_problem(p: &Conv2dProblem) -> Conv2dProblem {
 }
 
 /// Auto choice for the input gradient / transposed convolution.
-pub(crate) fn select_dgrad(p: &Conv2dProblem) -> Algorithm {
+pub(crate) fn select_dgrad(ctx: &Context, p: &Conv2dProblem) -> Algorithm {
     if is_pointwise(p) {
         Algorithm::Gemm1x1
     } else if crate::conv::depthwise::dgrad_as_forward(p).is_some() {
         Algorithm::Depthwise
     } else if p.k_per_group() < 4 || p.reduction_len() < 16 {
         Algorithm::Direct
+    } else if p.k_per_group() >= 8
+        && p.r * p.s > 1
+        && p.input_gradient_as_forward(false)
+            .is_some_and(|q| crate::conv::implicit::runnable(ctx, &q))
+    {
+        Algorithm::ImplicitGemm
     } else {
         Algorithm::Im2colGemm
     }
 }
 
 /// Auto choice for the weight gradient.
-pub(crate) fn select_wgrad(p: &Conv2dProblem) -> Algorithm {
+pub(crate) fn select_wgrad(ctx: &Context, p: &Conv2dProblem) -> Algorithm {
     if p.c_per_group() == 1 || p.k_per_group() < 4 {
         Algorithm::Direct
+    } else if p.c_per_group() >= 8 && p.r * p.s > 1 && crate::conv::implicit::wgrad_runnable(ctx, p)
+    {
+        Algorithm::ImplicitGemm
     } else {
         Algorithm::Im2colGemm
     }
@@ -275,7 +284,7 @@ pub(crate) fn encode_dgrad(
         !(fits(ctx, dy) && fits(ctx, dx) && fits(ctx, w)) || padded_image > max_window_elems(ctx);
     let algo = match algo {
         Algorithm::Auto if windowed => Algorithm::Direct,
-        Algorithm::Auto => ctx.choose(TunedOp::BackwardInput, p, select_dgrad(p)),
+        Algorithm::Auto => ctx.choose(TunedOp::BackwardInput, p, select_dgrad(ctx, p)),
         Algorithm::Gemm1x1 if !is_pointwise(p) => {
             return Err(unsupported(
                 algo,
@@ -392,10 +401,12 @@ fn dgrad_zero_padded_at(
     }
     match algo {
         Algorithm::Gemm1x1 => dgrad_pointwise(ctx, enc, p, dy, dy_off, w, bias, dx),
-        Algorithm::Im2colGemm | Algorithm::ImplicitGemm => match p.input_gradient_as_forward(bias.is_some()) {
-            Some(q) => dgrad_as_forward(ctx, enc, &q, p, dy, dy_off, w, bias, dx),
-            None => dgrad_col2im(ctx, enc, p, dy, dy_off, w, bias, dx),
-        },
+        Algorithm::Im2colGemm | Algorithm::ImplicitGemm => {
+            match p.input_gradient_as_forward(bias.is_some()) {
+                Some(q) => dgrad_as_forward(ctx, enc, &q, p, dy, dy_off, w, bias, dx),
+                None => dgrad_col2im(ctx, enc, p, dy, dy_off, w, bias, dx),
+            }
+        }
         _ => dgrad_direct(ctx, enc, p, dy, dy_off, w, bias, dx),
     }
 }
@@ -883,7 +894,7 @@ pub(crate) fn encode_wgrad(
     match algo {
         Algorithm::Auto if !fits_all => wgrad_direct(ctx, enc, p, x, dy, dw),
         Algorithm::Auto => {
-            let algo = ctx.choose(TunedOp::BackwardWeight, p, select_wgrad(p));
+            let algo = ctx.choose(TunedOp::BackwardWeight, p, select_wgrad(ctx, p));
             encode_wgrad(ctx, enc, p, x, dy, dw, algo)
         }
         a if !fits_all && a != Algorithm::Direct => Err(unsupported(

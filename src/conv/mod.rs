@@ -89,15 +89,21 @@ impl Algorithm {
     }
 }
 
-/// The heuristic choice (until autotuning): 1x1 as GEMM; direct for depthwise and for
-/// tiny reductions; im2col + GEMM otherwise.
-fn select_forward(_ctx: &Context, p: &Conv2dProblem) -> Algorithm {
+/// The heuristic choice (autotuning off): 1x1 as GEMM; the depthwise kernel; direct for
+/// tiny reductions; the implicit GEMM where it runs (lavapipe) and the channels fill its
+/// 8-channel blocks; im2col + GEMM otherwise.
+fn select_forward(ctx: &Context, p: &Conv2dProblem) -> Algorithm {
     if im2col::is_pointwise(p) {
         Algorithm::Gemm1x1
     } else if depthwise::supports(p) && p.groups > 1 {
         Algorithm::Depthwise
     } else if p.c_per_group() == 1 || p.k_per_group() < 4 || p.reduction_len() < 16 {
         Algorithm::Direct
+    } else if p.c_per_group() >= 8
+        && p.r * p.s > 1
+        && ctx.can_run_forward(Algorithm::ImplicitGemm, p)
+    {
+        Algorithm::ImplicitGemm
     } else {
         Algorithm::Im2colGemm
     }
