@@ -31,7 +31,7 @@ struct Params {
     kpp: u32, hdy: u32, rb_total: u32, n_base: u32,
 }
 
-@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(0) var<storage, read> P: Params;
 @group(0) @binding(1) var tx: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var tdy: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(3) var<storage, read_write> dw: array<f32>;

@@ -47,7 +47,7 @@ struct Params {
     b_si: u32, b_so: u32, _p0: u32, _p1: u32,
 }
 
-@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(0) var<storage, read> P: Params;
 @group(0) @binding(1) var ta: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var tb: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;

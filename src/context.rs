@@ -408,7 +408,11 @@ impl Context {
                 binding: 0,
                 visibility: wgpu::ShaderStages::COMPUTE,
                 ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Uniform,
+                    // A read-only storage buffer, not a uniform buffer: lavapipe (Mesa 22.3)
+                    // inlines uniform-buffer values that steer loops and branches and then
+                    // recompiles the shader whenever they change (~10 ms per dispatch, see
+                    // docs/lavapipe-loads.md); storage-buffer parameters are never inlined.
+                    ty: wgpu::BufferBindingType::Storage { read_only: true },
                     has_dynamic_offset: false,
                     min_binding_size: None,
                 },

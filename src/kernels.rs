@@ -409,7 +409,7 @@ pub(crate) fn dispatch(
         let ubuf = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(kernel.name()),
             size: uniforms.len() as u64,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         ctx.queue().write_buffer(&ubuf, 0, uniforms);

@@ -56,15 +56,32 @@ fn uniform_structs_match_rust_layout() {
         let src = kernel.source();
         let module = parse(kernel.name(), src);
         validate(kernel.name(), &module, src);
+        // The parameter struct `P` is binding 0, a read-only storage buffer (not a uniform
+        // buffer: see `Context::layout`).
         let uniforms: Vec<_> = module
             .global_variables
             .iter()
-            .filter(|(_, g)| g.space == naga::AddressSpace::Uniform)
+            .filter(|(_, g)| {
+                g.binding.as_ref().is_some_and(|b| b.group == 0 && b.binding == 0)
+                    && g.space
+                        == naga::AddressSpace::Storage {
+                            access: naga::StorageAccess::LOAD,
+                        }
+                    && g.name.as_deref() == Some("P")
+            })
             .collect();
         assert_eq!(
             uniforms.len(),
             1,
-            "{}: exactly one uniform struct",
+            "{}: exactly one parameter struct P at binding 0 (read-only storage)",
+            kernel.name()
+        );
+        assert!(
+            !module
+                .global_variables
+                .iter()
+                .any(|(_, g)| g.space == naga::AddressSpace::Uniform),
+            "{}: no uniform buffers (lavapipe inlines and recompiles them)",
             kernel.name()
         );
         let ty = &module.types[uniforms[0].1.ty];
