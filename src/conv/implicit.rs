@@ -64,7 +64,7 @@ pub(crate) struct PackWeightsUniforms {
     total: u32,
     t0: u32,
     w_off: u32,
-    _p0: u32,
+    groups: u32,
 }
 
 /// Uniforms of `conv2d_implicit.wgsl`.
@@ -323,7 +323,8 @@ pub(crate) fn encode_at(
         u32_of(pl.hb, "weight image height")?,
         "wgconv implicit-gemm weights",
     )?;
-    let wtotal = pl.wwidth * pl.hb;
+    // One invocation per texel column of an 8-row group.
+    let wtotal = pl.wwidth * (pl.hb / 8);
     let mut wu = PackWeightsUniforms {
         kg: u32_of(kg, "output channels per group")?,
         cg: u32_of(cg, "channels per group")?,
@@ -338,6 +339,7 @@ pub(crate) fn encode_at(
         c_stride: u32_of(wl.c_stride, "weight stride")?,
         width: u32_of(pl.wwidth, "weight image width")?,
         total: u32_of(wtotal, "weight texels")?,
+        groups: u32_of(p.groups, "groups")?,
         ..Default::default()
     };
     let wkey = PipelineKey::new(Kernel::PackConvWeights)
