@@ -53,6 +53,8 @@ pub enum Kernel {
     Conv2dImplicit,
     /// Implicit-GEMM weight gradient on storage images.
     Conv2dWgradImplicit,
+    /// Implicit-GEMM convolution with workgroup-memory tiles (GPUs).
+    Conv2dImplicitTiled,
 }
 
 /// Every kernel, for tests and tooling.
@@ -77,6 +79,7 @@ pub const ALL_KERNELS: &[Kernel] = &[
     Kernel::PackConvWeights,
     Kernel::Conv2dImplicit,
     Kernel::Conv2dWgradImplicit,
+    Kernel::Conv2dImplicitTiled,
 ];
 
 impl Kernel {
@@ -103,6 +106,7 @@ impl Kernel {
             Kernel::PackConvWeights => "pack_conv_weights",
             Kernel::Conv2dImplicit => "conv2d_implicit",
             Kernel::Conv2dWgradImplicit => "conv2d_wgrad_implicit",
+            Kernel::Conv2dImplicitTiled => "conv2d_implicit_tiled",
         }
     }
 
@@ -131,6 +135,9 @@ impl Kernel {
             Kernel::Conv2dWgradImplicit => {
                 include_str!("../shaders/conv2d_wgrad_implicit.wgsl")
             }
+            Kernel::Conv2dImplicitTiled => {
+                include_str!("../shaders/conv2d_implicit_tiled.wgsl")
+            }
         }
     }
 
@@ -143,7 +150,7 @@ impl Kernel {
             }
             Kernel::GemmImage => &[ImageRead, ImageRead, StorageRead, Storage],
             Kernel::GemmImageSb => &[ImageRead, StorageRead, StorageRead, Storage],
-            Kernel::Conv2dDgrad | Kernel::Conv2dDepthwise => {
+            Kernel::Conv2dDgrad | Kernel::Conv2dDepthwise | Kernel::Conv2dImplicitTiled => {
                 &[StorageRead, StorageRead, StorageRead, Storage]
             }
             Kernel::Col2im | Kernel::Conv2dWgrad => &[StorageRead, StorageRead, Storage],
@@ -191,6 +198,9 @@ impl Kernel {
             }
             Kernel::Conv2dWgradImplicit => {
                 std::mem::size_of::<crate::conv::implicit::WgradImplicitUniforms>()
+            }
+            Kernel::Conv2dImplicitTiled => {
+                std::mem::size_of::<crate::conv::implicit::TiledUniforms>()
             }
         }
     }

@@ -176,6 +176,9 @@ impl Context {
         let candidates: Vec<Algorithm> = Algorithm::ALL
             .iter()
             .copied()
+            // Workgroup-memory variants lose by an order of magnitude on CPU adapters (their
+            // barriers and shared memory are emulated): not worth the tuning time there.
+            .filter(|&a| !(a == Algorithm::ImplicitGemmTiled && self.is_cpu_adapter()))
             .filter(|&a| match op {
                 TunedOp::Forward => self.can_run_forward(a, p),
                 // Its input gradient is a forward convolution only at stride 1 (else the
@@ -188,6 +191,7 @@ impl Context {
                 }
                 TunedOp::BackwardWeight => {
                     a.supports_forward(p)
+                        && a != Algorithm::ImplicitGemmTiled
                         && (a != Algorithm::ImplicitGemm
                             || crate::conv::implicit::wgrad_runnable(self, p))
                 }

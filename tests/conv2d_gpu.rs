@@ -105,6 +105,11 @@ fn implicit_gemm_matches_cpu_on_sweep() {
     sweep(Algorithm::ImplicitGemm);
 }
 
+#[test]
+fn implicit_gemm_tiled_matches_cpu_on_sweep() {
+    sweep(Algorithm::ImplicitGemmTiled);
+}
+
 /// The implicit GEMM under lowered texture limits and a tiny scratch budget: the padded
 /// input is filled and consumed a chunk of images at a time, the weight and dy panels wrap
 /// into several column blocks, and problems whose images cannot fit are refused with a

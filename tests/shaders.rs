@@ -62,7 +62,9 @@ fn uniform_structs_match_rust_layout() {
             .global_variables
             .iter()
             .filter(|(_, g)| {
-                g.binding.as_ref().is_some_and(|b| b.group == 0 && b.binding == 0)
+                g.binding
+                    .as_ref()
+                    .is_some_and(|b| b.group == 0 && b.binding == 0)
                     && g.space
                         == naga::AddressSpace::Storage {
                             access: naga::StorageAccess::LOAD,

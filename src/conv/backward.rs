@@ -377,10 +377,11 @@ fn dgrad_zero_padded_at(
             return crate::conv::depthwise::encode_at(ctx, enc, &q, (dy, dy_off), w, bias, (dx, 0));
         }
     }
-    if algo == Algorithm::ImplicitGemm {
+    if matches!(algo, Algorithm::ImplicitGemm | Algorithm::ImplicitGemmTiled) {
+        let image = algo == Algorithm::ImplicitGemm;
         if let Some(q) = p
             .input_gradient_as_forward(bias.is_some())
-            .filter(|q| crate::conv::implicit::runnable(ctx, q))
+            .filter(|q| !image || crate::conv::implicit::runnable(ctx, q))
         {
             // q's output channel i (p's input channel) and input channel j (p's output
             // channel) of group g: w[g * kg + j, i, r, s].
@@ -396,7 +397,11 @@ fn dgrad_zero_padded_at(
                 b: bias,
                 y: dx,
             };
-            return crate::conv::implicit::encode_at(ctx, enc, &q, &bufs, dy_off, layout);
+            return if image {
+                crate::conv::implicit::encode_at(ctx, enc, &q, &bufs, dy_off, layout)
+            } else {
+                crate::conv::implicit::encode_tiled_at(ctx, enc, &q, &bufs, dy_off, layout)
+            };
         }
     }
     match algo {
@@ -908,9 +913,10 @@ pub(crate) fn encode_wgrad(
         Algorithm::ImplicitGemm if crate::conv::implicit::wgrad_runnable(ctx, p) => {
             crate::conv::implicit::encode_wgrad(ctx, enc, p, x, dy, dw)
         }
-        Algorithm::Gemm1x1 | Algorithm::Im2colGemm | Algorithm::ImplicitGemm => {
-            wgrad_gemm(ctx, enc, p, x, dy, dw)
-        }
+        Algorithm::Gemm1x1
+        | Algorithm::Im2colGemm
+        | Algorithm::ImplicitGemm
+        | Algorithm::ImplicitGemmTiled => wgrad_gemm(ctx, enc, p, x, dy, dw),
         _ => wgrad_direct(ctx, enc, p, x, dy, dw),
     }
 }

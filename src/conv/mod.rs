@@ -43,6 +43,13 @@ pub enum Algorithm {
     /// runs the input gradient of stride-1 convolutions (as a forward convolution of `dy`);
     /// the other gradients run the im2col + GEMM kernels.
     ImplicitGemm,
+    /// Implicit GEMM with workgroup-memory tiles, the GPU variant (the tfjs `conv2d_mm` /
+    /// ORT im2col-matmul shape): 8x8 invocations own 32 output channels x 32 pixels and stage
+    /// weights and gathered input patches in workgroup memory. Runs on every adapter (slowly
+    /// on CPU adapters, where it is not autotuned: workgroup memory and barriers are
+    /// emulated there). Gradients as for [`Algorithm::ImplicitGemm`]: the stride-1 input
+    /// gradient runs this kernel, the others the im2col + GEMM kernels.
+    ImplicitGemmTiled,
 }
 
 impl Algorithm {
@@ -53,6 +60,7 @@ impl Algorithm {
         Algorithm::Gemm1x1,
         Algorithm::Depthwise,
         Algorithm::ImplicitGemm,
+        Algorithm::ImplicitGemmTiled,
     ];
 
     /// Lowercase name (`auto`, `direct`, ...), as used by the conformance runner and benches.
@@ -64,6 +72,7 @@ impl Algorithm {
             Algorithm::Gemm1x1 => "gemm1x1",
             Algorithm::Depthwise => "depthwise",
             Algorithm::ImplicitGemm => "implicit_gemm",
+            Algorithm::ImplicitGemmTiled => "implicit_gemm_tiled",
         }
     }
 
@@ -82,7 +91,8 @@ impl Algorithm {
             Algorithm::Auto
             | Algorithm::Direct
             | Algorithm::Im2colGemm
-            | Algorithm::ImplicitGemm => true,
+            | Algorithm::ImplicitGemm
+            | Algorithm::ImplicitGemmTiled => true,
             Algorithm::Gemm1x1 => im2col::is_pointwise(p),
             Algorithm::Depthwise => depthwise::supports(p),
         }
@@ -90,8 +100,8 @@ impl Algorithm {
 }
 
 /// The heuristic choice (autotuning off): 1x1 as GEMM; the depthwise kernel; direct for
-/// tiny reductions; the implicit GEMM where it runs (lavapipe) and the channels fill its
-/// 8-channel blocks; im2col + GEMM otherwise.
+/// tiny reductions; the image implicit GEMM where it runs (lavapipe) and the channels fill
+/// its 8-channel blocks; on GPUs the tiled implicit GEMM; im2col + GEMM otherwise.
 fn select_forward(ctx: &Context, p: &Conv2dProblem) -> Algorithm {
     if im2col::is_pointwise(p) {
         Algorithm::Gemm1x1
@@ -104,6 +114,9 @@ fn select_forward(ctx: &Context, p: &Conv2dProblem) -> Algorithm {
         && ctx.can_run_forward(Algorithm::ImplicitGemm, p)
     {
         Algorithm::ImplicitGemm
+    } else if !ctx.is_cpu_adapter() {
+        // GPUs: the workgroup-memory implicit GEMM (tfjs and ORT default to it too).
+        Algorithm::ImplicitGemmTiled
     } else {
         Algorithm::Im2colGemm
     }
@@ -252,6 +265,14 @@ impl Context {
             Algorithm::ImplicitGemm => {
                 implicit::encode_at(self, enc, p, &bufs, 0, implicit::WeightLayout::forward(p))
             }
+            Algorithm::ImplicitGemmTiled => implicit::encode_tiled_at(
+                self,
+                enc,
+                p,
+                &bufs,
+                0,
+                implicit::WeightLayout::forward(p),
+            ),
         }
     }
 
