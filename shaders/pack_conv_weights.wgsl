@@ -24,7 +24,7 @@ struct Params {
     kg: u32, cg: u32, r: u32, s: u32,
     kp: u32, groups_n: u32, hb: u32, rows_total: u32,
     g_stride: u32, k_stride: u32, c_stride: u32, width: u32,
-    total: u32, t0: u32, w_off: u32, groups: u32,
+    total: u32, t0: u32, w_off: u32, pw: u32,
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
@@ -43,7 +43,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     let tx = t % P.width;
     let ty = (t / P.width) * 8u;
-    let l = (tx / 4u) * P.hb + ty;
+    // Panels are pw texels (4 * pw output channels) wide.
+    let l = (tx / P.pw) * P.hb + ty;
     let live = l < P.rows_total;
     let pn = min(l, P.rows_total - 1u) / P.kp;
     let step = (min(l, P.rows_total - 1u) - pn * P.kp) / 8u;
@@ -59,7 +60,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         tr = P.r - 1u - cr;
         ts = P.s - 1u - cs;
     }
-    let col0 = tn * 16u + (tx % 4u) * 4u;
+    let col0 = (tn * P.pw + tx % P.pw) * 4u;
     let base = P.w_off + g * P.g_stride + tr * P.s + ts;
     let kl = P.kg - 1u;
     let i0 = min(col0, kl) * P.k_stride;

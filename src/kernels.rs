@@ -51,6 +51,8 @@ pub enum Kernel {
     PackConvWeights,
     /// Implicit-GEMM convolution on storage images.
     Conv2dImplicit,
+    /// [`Kernel::Conv2dImplicit`] with 4 pixels x 32 output channels per invocation.
+    Conv2dImplicitN32,
     /// Implicit-GEMM weight gradient on storage images.
     Conv2dWgradImplicit,
     /// Implicit-GEMM convolution with workgroup-memory tiles (GPUs).
@@ -78,6 +80,7 @@ pub const ALL_KERNELS: &[Kernel] = &[
     Kernel::PadImage,
     Kernel::PackConvWeights,
     Kernel::Conv2dImplicit,
+    Kernel::Conv2dImplicitN32,
     Kernel::Conv2dWgradImplicit,
     Kernel::Conv2dImplicitTiled,
 ];
@@ -105,6 +108,7 @@ impl Kernel {
             Kernel::PadImage => "pad_image",
             Kernel::PackConvWeights => "pack_conv_weights",
             Kernel::Conv2dImplicit => "conv2d_implicit",
+            Kernel::Conv2dImplicitN32 => "conv2d_implicit_n32",
             Kernel::Conv2dWgradImplicit => "conv2d_wgrad_implicit",
             Kernel::Conv2dImplicitTiled => "conv2d_implicit_tiled",
         }
@@ -132,6 +136,7 @@ impl Kernel {
             Kernel::PadImage => include_str!("../shaders/pad_image.wgsl"),
             Kernel::PackConvWeights => include_str!("../shaders/pack_conv_weights.wgsl"),
             Kernel::Conv2dImplicit => include_str!("../shaders/conv2d_implicit.wgsl"),
+            Kernel::Conv2dImplicitN32 => include_str!("../shaders/conv2d_implicit_n32.wgsl"),
             Kernel::Conv2dWgradImplicit => {
                 include_str!("../shaders/conv2d_wgrad_implicit.wgsl")
             }
@@ -162,7 +167,9 @@ impl Kernel {
             Kernel::PackImage | Kernel::PadImage | Kernel::PackConvWeights => {
                 &[StorageRead, ImageWrite]
             }
-            Kernel::Conv2dImplicit => &[ImageRead, ImageRead, StorageRead, Storage],
+            Kernel::Conv2dImplicit | Kernel::Conv2dImplicitN32 => {
+                &[ImageRead, ImageRead, StorageRead, Storage]
+            }
             Kernel::Conv2dWgradImplicit => &[ImageRead, ImageRead, Storage],
         }
     }
@@ -193,7 +200,7 @@ impl Kernel {
             Kernel::PackConvWeights => {
                 std::mem::size_of::<crate::conv::implicit::PackWeightsUniforms>()
             }
-            Kernel::Conv2dImplicit => {
+            Kernel::Conv2dImplicit | Kernel::Conv2dImplicitN32 => {
                 std::mem::size_of::<crate::conv::implicit::ImplicitUniforms>()
             }
             Kernel::Conv2dWgradImplicit => {
