@@ -49,6 +49,8 @@ pub enum Kernel {
     PadImage,
     /// Convolution weights packed into the weight image of the implicit-GEMM convolution.
     PackConvWeights,
+    /// Depthwise convolution reading the input from a storage image.
+    Conv2dDepthwiseImage,
     /// Implicit-GEMM convolution on storage images.
     Conv2dImplicit,
     /// [`Kernel::Conv2dImplicit`] with 4 pixels x 32 output channels per invocation.
@@ -79,6 +81,7 @@ pub const ALL_KERNELS: &[Kernel] = &[
     Kernel::PermuteKc,
     Kernel::PadImage,
     Kernel::PackConvWeights,
+    Kernel::Conv2dDepthwiseImage,
     Kernel::Conv2dImplicit,
     Kernel::Conv2dImplicitN32,
     Kernel::Conv2dWgradImplicit,
@@ -107,6 +110,7 @@ impl Kernel {
             Kernel::PermuteKc => "permute_kc",
             Kernel::PadImage => "pad_image",
             Kernel::PackConvWeights => "pack_conv_weights",
+            Kernel::Conv2dDepthwiseImage => "conv2d_depthwise_image",
             Kernel::Conv2dImplicit => "conv2d_implicit",
             Kernel::Conv2dImplicitN32 => "conv2d_implicit_n32",
             Kernel::Conv2dWgradImplicit => "conv2d_wgrad_implicit",
@@ -135,6 +139,9 @@ impl Kernel {
             Kernel::PermuteKc => include_str!("../shaders/permute_kc.wgsl"),
             Kernel::PadImage => include_str!("../shaders/pad_image.wgsl"),
             Kernel::PackConvWeights => include_str!("../shaders/pack_conv_weights.wgsl"),
+            Kernel::Conv2dDepthwiseImage => {
+                include_str!("../shaders/conv2d_depthwise_image.wgsl")
+            }
             Kernel::Conv2dImplicit => include_str!("../shaders/conv2d_implicit.wgsl"),
             Kernel::Conv2dImplicitN32 => include_str!("../shaders/conv2d_implicit_n32.wgsl"),
             Kernel::Conv2dWgradImplicit => {
@@ -170,6 +177,7 @@ impl Kernel {
             Kernel::Conv2dImplicit | Kernel::Conv2dImplicitN32 => {
                 &[ImageRead, ImageRead, StorageRead, Storage]
             }
+            Kernel::Conv2dDepthwiseImage => &[ImageRead, StorageRead, StorageRead, Storage],
             Kernel::Conv2dWgradImplicit => &[ImageRead, ImageRead, Storage],
         }
     }
@@ -199,6 +207,9 @@ impl Kernel {
             Kernel::PadImage => std::mem::size_of::<crate::conv::implicit::PadImageUniforms>(),
             Kernel::PackConvWeights => {
                 std::mem::size_of::<crate::conv::implicit::PackWeightsUniforms>()
+            }
+            Kernel::Conv2dDepthwiseImage => {
+                std::mem::size_of::<crate::conv::depthwise::DepthwiseImageUniforms>()
             }
             Kernel::Conv2dImplicit | Kernel::Conv2dImplicitN32 => {
                 std::mem::size_of::<crate::conv::implicit::ImplicitUniforms>()

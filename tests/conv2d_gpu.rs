@@ -260,6 +260,56 @@ fn im2col_chunked_under_a_tiny_scratch_budget() {
     }
 }
 
+/// Cases the image variant of the depthwise kernel takes on CPU adapters (column stride 1,
+/// zero padding with pad_left <= 4 and S - pad_left <= 5, W a multiple of 4): every kernel
+/// width and left padding it allows, row strides and dilations, multipliers, flip, bias, and
+/// row counts that leave a partial texture row.
+#[test]
+fn depthwise_image_variant_matches_cpu() {
+    let mut rng = Rng::new(4321);
+    let mut n = 0;
+    while n < 80 {
+        let c = rng.pick(&[1, 3, 8, 16]);
+        let mult = rng.pick(&[1, 1, 2]);
+        let s = rng.range(1, 7);
+        let pl = rng.range(s.saturating_sub(5), s.min(5) - 1).min(4);
+        let pr = s - 1 - pl; // keeps OW == W (a multiple of 4)
+        let r = rng.range(1, 5);
+        let params = wgconv::Conv2dParams::default()
+            .with_groups(c)
+            .with_stride([rng.range(1, 2), 1])
+            .with_dilation([rng.range(1, 2), 1])
+            .with_padding(wgconv::Padding::PerSide([
+                rng.range(0, 2),
+                rng.range(0, 2),
+                pl,
+                pr,
+            ]))
+            .with_flip(rng.bool());
+        let bias = rng.bool();
+        let x = [rng.range(1, 3), c, rng.range(1, 13), 4 * rng.range(1, 30)];
+        let w = [c * mult, 1, r, s];
+        let Ok(problem) = params.resolve(x, w, bias.then_some(c * mult)) else {
+            continue;
+        };
+        assert_eq!(problem.ow, x[3]);
+        run_case(
+            n,
+            &ConvCase {
+                x,
+                w,
+                bias,
+                params,
+                problem,
+            },
+            Algorithm::Depthwise,
+            &mut rng,
+        )
+        .unwrap();
+        n += 1;
+    }
+}
+
 #[test]
 fn depthwise_matches_cpu_on_sweep() {
     // The general sweep has depthwise cases (with and without channel multipliers); this adds

@@ -4,7 +4,8 @@ use crate::context::Context;
 use crate::conv::direct::{i32_of, u32_of};
 use crate::error::Result;
 use crate::kernels::{dispatch, Bind, Kernel, PipelineKey};
-use crate::params::Conv2dProblem;
+use crate::params::{Conv2dProblem, PaddingMode};
+use crate::tensor::DeviceImage;
 
 /// Output columns per invocation (the generator's `DW_TX`).
 const TX: usize = 16;
@@ -33,6 +34,78 @@ pub(crate) struct DepthwiseUniforms {
     _p0: u32,
     _p1: u32,
     _p2: u32,
+}
+
+/// Uniforms of `conv2d_depthwise_image.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct DepthwiseImageUniforms {
+    n: u32,
+    c: u32,
+    h: u32,
+    k: u32,
+    r: u32,
+    kg: u32,
+    oh: u32,
+    ow: u32,
+    sh: u32,
+    dh: u32,
+    pad_top: i32,
+    xblocks: u32,
+    total: u32,
+    wq: u32,
+    rows_per: u32,
+    y_off4: u32,
+    t0: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+/// Geometry of the input image of `conv2d_depthwise_image.wgsl`: `rows_per` input rows per
+/// texture row (so a texture row is a multiple of 256 bytes and one copy fills it), width
+/// and height in texels. `None` when the image kernel does not apply: it is the lavapipe
+/// variant (CPU adapters), for column stride and dilation 1, zero padding with
+/// `pad_left <= 4` and `S - pad_left <= 5`, W, OW and both offsets multiples of 4, and an
+/// image within the texture limit and the scratch budget.
+fn image_geom(
+    ctx: &Context,
+    p: &Conv2dProblem,
+    x_off: usize,
+    y_off: usize,
+) -> Option<(usize, usize, usize)> {
+    let pl = p.pad[2];
+    let fits_window = (0..=4).contains(&pl) && p.s as isize - pl <= 5;
+    if !(ctx.is_cpu_adapter()
+        && p.stride[1] == 1
+        && p.dilation[1] == 1
+        && p.mode == PaddingMode::Zeros
+        && fits_window
+        && p.w % 4 == 0
+        && p.ow % 4 == 0
+        && x_off % 4 == 0
+        && y_off % 4 == 0
+        && p.n * p.k * p.oh * p.ow > 0)
+    {
+        return None;
+    }
+    let d = ctx.limits().max_texture_dimension_2d as usize;
+    let row_bytes = p.w * 4;
+    let rows_per = 256 / gcd(row_bytes, 256);
+    let rows = p.n.checked_mul(p.c)?.checked_mul(p.h)?;
+    let width = rows_per * p.w / 4;
+    let height = rows.div_ceil(rows_per);
+    let bytes = (width * height) as u64 * DeviceImage::TEXEL;
+    (width <= d && height <= d && bytes <= ctx.scratch_budget().max(4096))
+        .then_some((rows_per, width, height))
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// Can the dedicated kernel run `p`? One input channel per group, kernels up to 7 wide,
@@ -74,6 +147,9 @@ pub(crate) fn encode_at(
     b: Option<&wgpu::Buffer>,
     (y, y_off): (&wgpu::Buffer, usize),
 ) -> Result<()> {
+    if let Some(geom) = image_geom(ctx, p, x_off, y_off) {
+        return encode_image(ctx, enc, p, (x, x_off), w, b, (y, y_off), geom);
+    }
     let xblocks = p.ow.div_ceil(TX);
     let total = p.n * p.k * p.oh * xblocks;
     let key = PipelineKey::new(Kernel::Conv2dDepthwise)
@@ -116,4 +192,109 @@ pub(crate) fn encode_at(
         ],
         total as u64,
     )
+}
+
+/// The image variant: x copied into a storage image (one buffer-to-texture copy, plus one
+/// for a last partial texture row), then `conv2d_depthwise_image.wgsl`.
+#[allow(clippy::too_many_arguments)]
+fn encode_image(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    (x, x_off): (&wgpu::Buffer, usize),
+    w: &wgpu::Buffer,
+    b: Option<&wgpu::Buffer>,
+    (y, y_off): (&wgpu::Buffer, usize),
+    (rows_per, width, height): (usize, usize, usize),
+) -> Result<()> {
+    let img = DeviceImage::new(
+        ctx,
+        u32_of(width, "depthwise image width")?,
+        u32_of(height, "depthwise image height")?,
+        "wgconv depthwise input",
+    )?;
+    let rows = p.n * p.c * p.h;
+    let (full, rem) = (rows / rows_per, rows % rows_per);
+    let row_bytes = (rows_per * p.w * 4) as u64;
+    ctx.scoped("copying the depthwise input", || {
+        let copy = |enc: &mut wgpu::CommandEncoder, offset: u64, y0: u32, w: u32, h: u32| {
+            enc.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer: x,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset,
+                        bytes_per_row: (h > 1).then_some(row_bytes as u32),
+                        rows_per_image: None,
+                    },
+                },
+                wgpu::TexelCopyTextureInfo {
+                    texture: &img.texture,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d { x: 0, y: y0, z: 0 },
+                    aspect: wgpu::TextureAspect::All,
+                },
+                wgpu::Extent3d {
+                    width: w,
+                    height: h,
+                    depth_or_array_layers: 1,
+                },
+            );
+        };
+        let base = (x_off * 4) as u64;
+        if full > 0 {
+            copy(enc, base, 0, width as u32, full as u32);
+        }
+        if rem > 0 {
+            copy(
+                enc,
+                base + full as u64 * row_bytes,
+                full as u32,
+                (rem * p.w / 4) as u32,
+                1,
+            );
+        }
+    })?;
+    let xblocks = p.ow.div_ceil(TX);
+    let total = p.n * p.k * p.oh * xblocks;
+    let key = PipelineKey::new(Kernel::Conv2dDepthwiseImage)
+        .with("WG", 64)
+        .with("S", p.s as u32)
+        .with("PAD_LEFT", p.pad[2] as u32)
+        .with("HAS_BIAS", b.is_some() as u32)
+        .with("FLIP", p.flip as u32);
+    let mut u = DepthwiseImageUniforms {
+        n: u32_of(p.n, "images")?,
+        c: u32_of(p.c, "channels")?,
+        h: u32_of(p.h, "height")?,
+        k: u32_of(p.k, "output channels")?,
+        r: u32_of(p.r, "kernel height")?,
+        kg: u32_of(p.k_per_group(), "channel multiplier")?,
+        oh: u32_of(p.oh, "output height")?,
+        ow: u32_of(p.ow, "output width")?,
+        sh: u32_of(p.stride[0], "stride")?,
+        dh: u32_of(p.dilation[0], "dilation")?,
+        pad_top: i32_of(p.pad[0], "padding")?,
+        xblocks: u32_of(xblocks, "blocks")?,
+        total: u32_of(total, "invocations")?,
+        wq: u32_of(p.w / 4, "width")?,
+        rows_per: rows_per as u32,
+        y_off4: u32_of(y_off / 4, "elements")?,
+        ..Default::default()
+    };
+    crate::gemm::split_dispatches(ctx, total as u64, 64, |start, count| {
+        u.t0 = start as u32;
+        dispatch(
+            ctx,
+            enc,
+            &key,
+            bytemuck::bytes_of(&u),
+            &[
+                Bind::Image(&img.view),
+                Bind::whole(w),
+                Bind::whole(b.unwrap_or(w)),
+                Bind::whole(y),
+            ],
+            count,
+        )
+    })
 }
