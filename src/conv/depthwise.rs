@@ -81,10 +81,10 @@ fn image_geom(
         && p.dilation[1] == 1
         && p.mode == PaddingMode::Zeros
         && fits_window
-        && p.w % 4 == 0
-        && p.ow % 4 == 0
-        && x_off % 4 == 0
-        && y_off % 4 == 0
+        && p.w.is_multiple_of(4)
+        && p.ow.is_multiple_of(4)
+        && x_off.is_multiple_of(4)
+        && y_off.is_multiple_of(4)
         && p.n * p.k * p.oh * p.ow > 0)
     {
         return None;
