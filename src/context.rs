@@ -23,7 +23,8 @@ pub struct ContextOptions {
     /// exercise the splitting paths on small problems, or to leave headroom to an app.
     pub limits: Option<LimitsOverride>,
     /// Scratch-memory budget per operation in bytes (im2col columns, GEMM operand images and
-    /// the like).
+    /// the like). Images filled by a kernel are written through a staging buffer of their
+    /// size (freed right after the copy), so the transient peak can reach one more image.
     /// `None`: [`DEFAULT_SCRATCH_BUDGET`].
     pub scratch_budget: Option<u64>,
     /// Autotuning of [`Algorithm::Auto`](crate::Algorithm::Auto): `Some(false)` for the

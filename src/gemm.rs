@@ -253,7 +253,7 @@ pub(crate) struct PackImageUniforms {
     total: u32,
     t0: u32,
     w_shift: u32,
-    _p2: u32,
+    dst_row: u32,
 }
 
 fn round4(v: usize) -> usize {
@@ -643,6 +643,8 @@ fn image_plan(
         _ if b_direct => None,
         _ => return None,
     };
+    // (A packed image passes through a staging buffer of its size while it is filled: a
+    // transient peak of at most one more image, see `ContextOptions::scratch_budget`.)
     let bytes = ga.bytes() + gb.map_or(0, |g| g.bytes());
     (bytes <= ctx.scratch_budget().max(4096)).then_some((ga, gb))
 }
@@ -827,6 +829,12 @@ pub(crate) fn fill_image(
         w_shift: g.w.trailing_zeros(),
         ..Default::default()
     };
+    let (width, height) = (
+        u32_of(g.width, "gemm image width")?,
+        u32_of(g.h, "gemm image height")?,
+    );
+    let staging = crate::tensor::ImageStaging::new(ctx, width, height)?;
+    u.dst_row = staging.row;
     let key = PipelineKey::new(Kernel::PackImage).with("WG", 64);
     split_dispatches(ctx, total as u64, 64, |start, count| {
         u.t0 = start as u32;
@@ -835,10 +843,11 @@ pub(crate) fn fill_image(
             enc,
             &key,
             bytemuck::bytes_of(&u),
-            &[src, Bind::Image(&img.view)],
+            &[src, Bind::whole(&staging.buf.buffer)],
             count,
         )
     })?;
+    staging.copy_to(ctx, enc, &img, (0, width, height))?;
     Ok(img)
 }
 
@@ -997,6 +1006,14 @@ fn encode_chunked(
         let image_ok = !image || image_chunk_fits(ctx, mc, nc, kc);
         if bind_ok && image_ok {
             break;
+        }
+        if (mc, nc, kc) == (1, 1, 1) && bind_ok {
+            // Only the images do not fit (a budget below the smallest panels).
+            return Err(Error::exceeds_limit(
+                "scratch_budget (smallest gemm image chunk)",
+                ctx.scratch_budget().max(4096) + 1,
+                ctx.scratch_budget().max(4096),
+            ));
         }
         if (mc, nc, kc) == (1, 1, 1) {
             return Err(Error::exceeds_limit(

@@ -49,6 +49,8 @@ pub enum Kernel {
     PadImage,
     /// Convolution weights packed into the weight image of the implicit-GEMM convolution.
     PackConvWeights,
+    /// [`Kernel::PackConvWeights`] reading the weights from a verbatim copy in an image.
+    PackConvWeightsImage,
     /// Depthwise convolution reading the input from a storage image.
     Conv2dDepthwiseImage,
     /// Implicit-GEMM convolution on storage images.
@@ -81,6 +83,7 @@ pub const ALL_KERNELS: &[Kernel] = &[
     Kernel::PermuteKc,
     Kernel::PadImage,
     Kernel::PackConvWeights,
+    Kernel::PackConvWeightsImage,
     Kernel::Conv2dDepthwiseImage,
     Kernel::Conv2dImplicit,
     Kernel::Conv2dImplicitN32,
@@ -110,6 +113,7 @@ impl Kernel {
             Kernel::PermuteKc => "permute_kc",
             Kernel::PadImage => "pad_image",
             Kernel::PackConvWeights => "pack_conv_weights",
+            Kernel::PackConvWeightsImage => "pack_conv_weights_image",
             Kernel::Conv2dDepthwiseImage => "conv2d_depthwise_image",
             Kernel::Conv2dImplicit => "conv2d_implicit",
             Kernel::Conv2dImplicitN32 => "conv2d_implicit_n32",
@@ -139,6 +143,9 @@ impl Kernel {
             Kernel::PermuteKc => include_str!("../shaders/permute_kc.wgsl"),
             Kernel::PadImage => include_str!("../shaders/pad_image.wgsl"),
             Kernel::PackConvWeights => include_str!("../shaders/pack_conv_weights.wgsl"),
+            Kernel::PackConvWeightsImage => {
+                include_str!("../shaders/pack_conv_weights_image.wgsl")
+            }
             Kernel::Conv2dDepthwiseImage => {
                 include_str!("../shaders/conv2d_depthwise_image.wgsl")
             }
@@ -155,7 +162,7 @@ impl Kernel {
 
     /// Kind of each binding from binding 1 on (binding 0 is always the uniform struct).
     pub(crate) fn bindings(self) -> &'static [Binding] {
-        use Binding::{ImageRead, ImageWrite, Storage, StorageRead};
+        use Binding::{ImageRead, Storage, StorageRead};
         match self {
             Kernel::Conv2dDirect | Kernel::GemmReg | Kernel::GemmTiled | Kernel::GemmSg => {
                 &[StorageRead, StorageRead, StorageRead, Storage]
@@ -172,12 +179,13 @@ impl Kernel {
             | Kernel::ReduceRows
             | Kernel::PermuteKc => &[StorageRead, Storage],
             Kernel::PackImage | Kernel::PadImage | Kernel::PackConvWeights => {
-                &[StorageRead, ImageWrite]
+                &[StorageRead, Storage]
             }
             Kernel::Conv2dImplicit | Kernel::Conv2dImplicitN32 => {
                 &[ImageRead, ImageRead, StorageRead, Storage]
             }
             Kernel::Conv2dDepthwiseImage => &[ImageRead, StorageRead, StorageRead, Storage],
+            Kernel::PackConvWeightsImage => &[ImageRead, Storage],
             Kernel::Conv2dWgradImplicit => &[ImageRead, ImageRead, Storage],
         }
     }
@@ -205,7 +213,7 @@ impl Kernel {
             }
             Kernel::PermuteKc => std::mem::size_of::<crate::conv::backward::PermuteUniforms>(),
             Kernel::PadImage => std::mem::size_of::<crate::conv::implicit::PadImageUniforms>(),
-            Kernel::PackConvWeights => {
+            Kernel::PackConvWeights | Kernel::PackConvWeightsImage => {
                 std::mem::size_of::<crate::conv::implicit::PackWeightsUniforms>()
             }
             Kernel::Conv2dDepthwiseImage => {
@@ -259,10 +267,9 @@ pub(crate) enum Binding {
     StorageRead,
     /// `var<storage, read_write>` buffer.
     Storage,
-    /// `texture_storage_2d<rgba32float, read>`.
+    /// `texture_storage_2d<rgba32float, read>`. (Images are written through staging buffers
+    /// and copies, never `textureStore`: see `tensor::ImageStaging`.)
     ImageRead,
-    /// `texture_storage_2d<rgba32float, write>`.
-    ImageWrite,
 }
 
 impl Binding {
@@ -285,14 +292,13 @@ impl Binding {
                 Binding::StorageRead => storage(true),
                 Binding::Storage => storage(false),
                 Binding::ImageRead => image(wgpu::StorageTextureAccess::ReadOnly),
-                Binding::ImageWrite => image(wgpu::StorageTextureAccess::WriteOnly),
             },
             count: None,
         }
     }
 
     fn is_image(self) -> bool {
-        matches!(self, Binding::ImageRead | Binding::ImageWrite)
+        matches!(self, Binding::ImageRead)
     }
 }
 

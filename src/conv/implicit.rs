@@ -87,6 +87,10 @@ pub(crate) struct PadImageUniforms {
     width: u32,
     total: u32,
     t0: u32,
+    dst_row: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 /// Uniforms of `pack_conv_weights.wgsl`.
@@ -109,6 +113,10 @@ pub(crate) struct PackWeightsUniforms {
     t0: u32,
     w_off: u32,
     pw: u32,
+    tw: u32,
+    tw_shift: u32,
+    dst_row: u32,
+    _p2: u32,
 }
 
 /// Uniforms of `conv2d_implicit.wgsl`.
@@ -240,7 +248,8 @@ impl InputGeom {
         nb: usize,
         img: &DeviceImage,
     ) -> Result<()> {
-        let total = self.width * nb * self.image_height();
+        // One invocation per 8 texels of a row.
+        let total = self.width.div_ceil(8) * nb * self.image_height();
         let mut u = PadImageUniforms {
             c: u32_of(p.c, "channels")?,
             h: u32_of(p.h, "height")?,
@@ -257,8 +266,12 @@ impl InputGeom {
             x_off: u32_of(x_off, "input elements")?,
             width: u32_of(self.width, "input image width")?,
             total: u32_of(total, "input texels")?,
-            t0: 0,
+            ..Default::default()
         };
+        let rows = u32_of(nb * self.image_height(), "input image height")?;
+        let width = u32_of(self.width, "input image width")?;
+        let staging = crate::tensor::ImageStaging::new(ctx, width, rows)?;
+        u.dst_row = staging.row;
         let key = PipelineKey::new(Kernel::PadImage)
             .with("WG", 64)
             .with("PAD_MODE", p.mode.code());
@@ -268,9 +281,10 @@ impl InputGeom {
             &key,
             &mut u,
             |u, t0| u.t0 = t0,
-            &[Bind::whole(x), Bind::Image(&img.view)],
+            &[Bind::whole(x), Bind::whole(&staging.buf.buffer)],
             total as u64,
-        )
+        )?;
+        staging.copy_to(ctx, enc, img, (0, width, rows))
     }
 }
 
@@ -323,6 +337,71 @@ fn unsupported(reason: &str) -> Error {
     })
 }
 
+/// Texels per row of a flat image copy (16 KiB rows: a multiple of the 256-byte copy pitch;
+/// a power of two).
+const FLAT_TW: usize = 1024;
+
+/// Copies the first `len` floats of `buf` verbatim into a new image of rows of `tw` texels
+/// (float i at texel i / 4, channel i % 4): one buffer-to-texture copy for the full rows and
+/// one for the last partial row. `None` when it cannot (`len` not a multiple of 4, or an
+/// image beyond `maxTextureDimension2D` or the scratch budget); returns the image and `tw`.
+fn copy_flat(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    buf: &wgpu::Buffer,
+    len: usize,
+    label: &str,
+) -> Result<Option<(DeviceImage, u32)>> {
+    let d = ctx.limits().max_texture_dimension_2d as usize;
+    let texels = len / 4;
+    // A power of two (the pack kernel indexes with shifts), at most the texture limit.
+    let tw = FLAT_TW.min(1 << d.max(16).ilog2());
+    let rows = texels.div_ceil(tw);
+    let bytes = (tw * rows) as u64 * DeviceImage::TEXEL;
+    if len == 0
+        || !len.is_multiple_of(4)
+        || rows > d
+        || bytes > ctx.scratch_budget().max(4096)
+        || (len * 4) as u64 > buf.size()
+    {
+        return Ok(None);
+    }
+    let img = DeviceImage::new(ctx, tw as u32, rows as u32, label)?;
+    let (full, rem) = (texels / tw, texels % tw);
+    ctx.scoped("copying weights into an image", || {
+        let mut copy = |offset: u64, y: u32, width: u32, height: u32| {
+            enc.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer: buf,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset,
+                        bytes_per_row: (height > 1).then_some((tw * 16) as u32),
+                        rows_per_image: None,
+                    },
+                },
+                wgpu::TexelCopyTextureInfo {
+                    texture: &img.texture,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d { x: 0, y, z: 0 },
+                    aspect: wgpu::TextureAspect::All,
+                },
+                wgpu::Extent3d {
+                    width,
+                    height,
+                    depth_or_array_layers: 1,
+                },
+            );
+        };
+        if full > 0 {
+            copy(0, 0, tw as u32, full as u32);
+        }
+        if rem > 0 {
+            copy((full * tw * 16) as u64, full as u32, rem as u32, 1);
+        }
+    })?;
+    Ok(Some((img, tw as u32)))
+}
+
 /// Records `total` invocations of `key` in dispatches of at most the grid size, setting the
 /// uniform field `t0` (via `set`) to each dispatch's first invocation.
 fn dispatch_linear<U: bytemuck::Pod>(
@@ -370,8 +449,8 @@ pub(crate) fn encode_at(
         u32_of(pl.hb, "weight image height")?,
         "wgconv implicit-gemm weights",
     )?;
-    // One invocation per texel column of an 8-row group.
-    let wtotal = pl.wwidth * (pl.hb / 8);
+    // One invocation per panel column (pw texels) of an 8-row group.
+    let wtotal = pl.wwidth / (pl.tile.cols() / 4) * (pl.hb / 8);
     let mut wu = PackWeightsUniforms {
         kg: u32_of(kg, "output channels per group")?,
         cg: u32_of(cg, "channels per group")?,
@@ -389,18 +468,41 @@ pub(crate) fn encode_at(
         pw: (pl.tile.cols() / 4) as u32,
         ..Default::default()
     };
-    let wkey = PipelineKey::new(Kernel::PackConvWeights)
+    // On CPU adapters read the weights through a verbatim image copy of their buffer (a
+    // storage-buffer load costs several times an image load there); else from the buffer.
+    let w_len = p.k * cg * p.r * p.s;
+    let raw = if ctx.is_cpu_adapter() {
+        copy_flat(ctx, enc, bufs.w, w_len, "wgconv implicit-gemm raw weights")?
+    } else {
+        None
+    };
+    let (kernel, src) = match &raw {
+        Some((img, tw)) => {
+            wu.tw = *tw;
+            wu.tw_shift = tw.trailing_zeros();
+            (Kernel::PackConvWeightsImage, Bind::Image(&img.view))
+        }
+        None => (Kernel::PackConvWeights, Bind::whole(bufs.w)),
+    };
+    let wkey = PipelineKey::new(kernel)
         .with("WG", 64)
         .with("FLIP", p.flip as u32);
+    let (ww, wh) = (
+        u32_of(pl.wwidth, "weight image width")?,
+        u32_of(pl.hb, "weight image height")?,
+    );
+    let staging = crate::tensor::ImageStaging::new(ctx, ww, wh)?;
+    wu.dst_row = staging.row;
     dispatch_linear(
         ctx,
         enc,
         &wkey,
         &mut wu,
         |u, t0| u.t0 = t0,
-        &[Bind::whole(bufs.w), Bind::Image(&wimg.view)],
+        &[src, Bind::whole(&staging.buf.buffer)],
         wtotal as u64,
     )?;
+    staging.copy_to(ctx, enc, &wimg, (0, ww, wh))?;
     // Input image, reused chunk by chunk.
     let ximg = pl.x.alloc(ctx)?;
     let groups_m = ohw.div_ceil(WG * pl.tile.pixels());
