@@ -254,6 +254,10 @@ pub(crate) struct PackImageUniforms {
     t0: u32,
     w_shift: u32,
     dst_row: u32,
+    y_lo: u32,
+    y_hi: u32,
+    _p0: u32,
+    _p1: u32,
 }
 
 fn round4(v: usize) -> usize {
@@ -836,18 +840,20 @@ pub(crate) fn fill_image(
     let staging = crate::tensor::ImageStaging::new(ctx, width, height)?;
     u.dst_row = staging.row;
     let key = PipelineKey::new(Kernel::PackImage).with("WG", 64);
-    split_dispatches(ctx, total as u64, 64, |start, count| {
-        u.t0 = start as u32;
-        dispatch(
-            ctx,
-            enc,
-            &key,
-            bytemuck::bytes_of(&u),
-            &[src, Bind::whole(&staging.buf.buffer)],
-            count,
-        )
+    staging.fill(ctx, enc, &img, (width, height), |enc, y_lo, y_hi, dst| {
+        (u.y_lo, u.y_hi) = (y_lo, y_hi);
+        split_dispatches(ctx, total as u64, 64, |start, count| {
+            u.t0 = start as u32;
+            dispatch(
+                ctx,
+                enc,
+                &key,
+                bytemuck::bytes_of(&u),
+                &[src, Bind::whole(dst)],
+                count,
+            )
+        })
     })?;
-    staging.copy_to(ctx, enc, &img, (0, width, height))?;
     Ok(img)
 }
 

@@ -52,30 +52,65 @@ impl DeviceBuffer {
     }
 }
 
-/// Staging storage buffer for kernels that fill a [`DeviceImage`]: texel `(x, y)` at vec4
-/// `y * row + x` (`row` a multiple of 16 texels, so rows are 256-byte aligned for the copy).
-/// On lavapipe a `textureStore` costs ~2.5x a vec4 storage-buffer store plus the copy.
+/// Staging storage buffer for kernels that fill a [`DeviceImage`]: texel `(x, y)` of rows
+/// `y_lo <= y < y_hi` at vec4 `(y - y_lo) * row + x` (`row` a multiple of 16 texels, so rows
+/// are 256-byte aligned for the copy). On lavapipe a `textureStore` costs ~2.5x a vec4
+/// storage-buffer store plus the copy. The buffer holds at most as many rows as fit one
+/// storage binding; taller images are filled in row ranges (`fill`).
 pub(crate) struct ImageStaging {
     pub(crate) buf: DeviceBuffer,
     /// Texels per staging row.
     pub(crate) row: u32,
+    /// Image rows per range (a multiple of 8 unless the image is shorter).
+    chunk: u32,
 }
 
 impl ImageStaging {
-    /// Staging for `rows` rows of `width` texels.
+    /// Staging for an image of `rows` rows of `width` texels.
     pub(crate) fn new(ctx: &Context, width: u32, rows: u32) -> Result<Self> {
         let row = width.max(1).div_ceil(16) * 16;
-        let buf = DeviceBuffer::new(
-            ctx,
-            row as u64 * rows.max(1) as u64 * DeviceImage::TEXEL,
-            "wgconv image staging",
-        )?;
-        Ok(ImageStaging { buf, row })
+        let row_bytes = row as u64 * DeviceImage::TEXEL;
+        let max = ctx.limits().max_storage_buffer_binding_size;
+        let fit = (max / row_bytes).min(u32::MAX as u64) as u32;
+        let chunk = if fit >= rows.max(1) {
+            rows.max(1)
+        } else {
+            fit / 8 * 8
+        };
+        if chunk == 0 {
+            return Err(Error::exceeds_limit(
+                "max_storage_buffer_binding_size (image staging rows)",
+                8 * row_bytes,
+                max,
+            ));
+        }
+        let buf = DeviceBuffer::new(ctx, row_bytes * chunk as u64, "wgconv image staging")?;
+        Ok(ImageStaging { buf, row, chunk })
     }
 
-    /// Records the copy of staging rows `[0, rows)` into rows `[y0, y0 + rows)` of `img`
-    /// (`width` texels each).
-    pub(crate) fn copy_to(
+    /// Fills rows `[0, rows)` (`width` texels each) of `img`: for each row range
+    /// `[y_lo, y_hi)`, `record(encoder, y_lo, y_hi, staging)` records the kernel writing it,
+    /// then the range is copied into the image.
+    pub(crate) fn fill(
+        &self,
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+        img: &DeviceImage,
+        (width, rows): (u32, u32),
+        mut record: impl FnMut(&mut wgpu::CommandEncoder, u32, u32, &wgpu::Buffer) -> Result<()>,
+    ) -> Result<()> {
+        let mut y_lo = 0;
+        while y_lo < rows {
+            let y_hi = (y_lo + self.chunk).min(rows);
+            record(enc, y_lo, y_hi, &self.buf.buffer)?;
+            self.copy_to(ctx, enc, img, (y_lo, width, y_hi - y_lo))?;
+            y_lo = y_hi;
+        }
+        Ok(())
+    }
+
+    /// Records the copy of staging rows `[0, rows)` into rows `[y0, y0 + rows)` of `img`.
+    fn copy_to(
         &self,
         ctx: &Context,
         enc: &mut wgpu::CommandEncoder,

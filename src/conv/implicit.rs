@@ -88,8 +88,8 @@ pub(crate) struct PadImageUniforms {
     total: u32,
     t0: u32,
     dst_row: u32,
-    _p0: u32,
-    _p1: u32,
+    y_lo: u32,
+    y_hi: u32,
     _p2: u32,
 }
 
@@ -116,6 +116,10 @@ pub(crate) struct PackWeightsUniforms {
     tw: u32,
     tw_shift: u32,
     dst_row: u32,
+    y_lo: u32,
+    y_hi: u32,
+    _p0: u32,
+    _p1: u32,
     _p2: u32,
 }
 
@@ -275,16 +279,18 @@ impl InputGeom {
         let key = PipelineKey::new(Kernel::PadImage)
             .with("WG", 64)
             .with("PAD_MODE", p.mode.code());
-        dispatch_linear(
-            ctx,
-            enc,
-            &key,
-            &mut u,
-            |u, t0| u.t0 = t0,
-            &[Bind::whole(x), Bind::whole(&staging.buf.buffer)],
-            total as u64,
-        )?;
-        staging.copy_to(ctx, enc, img, (0, width, rows))
+        staging.fill(ctx, enc, img, (width, rows), |enc, y_lo, y_hi, dst| {
+            (u.y_lo, u.y_hi) = (y_lo, y_hi);
+            dispatch_linear(
+                ctx,
+                enc,
+                &key,
+                &mut u,
+                |u, t0| u.t0 = t0,
+                &[Bind::whole(x), Bind::whole(dst)],
+                total as u64,
+            )
+        })
     }
 }
 
@@ -493,16 +499,18 @@ pub(crate) fn encode_at(
     );
     let staging = crate::tensor::ImageStaging::new(ctx, ww, wh)?;
     wu.dst_row = staging.row;
-    dispatch_linear(
-        ctx,
-        enc,
-        &wkey,
-        &mut wu,
-        |u, t0| u.t0 = t0,
-        &[src, Bind::whole(&staging.buf.buffer)],
-        wtotal as u64,
-    )?;
-    staging.copy_to(ctx, enc, &wimg, (0, ww, wh))?;
+    staging.fill(ctx, enc, &wimg, (ww, wh), |enc, y_lo, y_hi, dst| {
+        (wu.y_lo, wu.y_hi) = (y_lo, y_hi);
+        dispatch_linear(
+            ctx,
+            enc,
+            &wkey,
+            &mut wu,
+            |u, t0| u.t0 = t0,
+            &[src.clone(), Bind::whole(dst)],
+            wtotal as u64,
+        )
+    })?;
     // Input image, reused chunk by chunk.
     let ximg = pl.x.alloc(ctx)?;
     let groups_m = ohw.div_ceil(WG * pl.tile.pixels());
