@@ -507,7 +507,7 @@ pub(crate) fn encode_at(
             &wkey,
             &mut wu,
             |u, t0| u.t0 = t0,
-            &[src.clone(), Bind::whole(dst)],
+            &[src, Bind::whole(dst)],
             wtotal as u64,
         )
     })?;
