@@ -8,6 +8,11 @@
 //! (R*S times the input) and packs nothing per pixel. It is the lavapipe kernel family: on
 //! Mesa 22.3 a storage-image load costs ~1.4 instructions per float and a storage-buffer
 //! load ~20 (`docs/lavapipe-loads.md`), so every load of the inner loop is an image load.
+//! Images are written through staging buffers and copies (`tensor::ImageStaging`).
+//!
+//! Also here: the weight gradient on the same input image (`conv2d_wgrad_implicit.wgsl`, dy
+//! packed into the GEMM's B panels), and the GPU variant `Algorithm::ImplicitGemmTiled`
+//! (`conv2d_implicit_tiled.wgsl`: workgroup-memory tiles, input gathered from the buffer).
 
 use crate::context::Context;
 use crate::conv::direct::{i32_of, u32_of};
