@@ -781,30 +781,14 @@ pub(crate) fn fill_image(
             for o in 0..outers {
                 for i in 0..inners {
                     let e = o * inners + i;
-                    enc.copy_buffer_to_texture(
-                        wgpu::TexelCopyBufferInfo {
-                            buffer: mat.buf,
-                            layout: wgpu::TexelCopyBufferLayout {
-                                offset: ((mat.off + o * mat.so + i * mat.si) * 4) as u64,
-                                bytes_per_row: Some((mat.ld * 4) as u32),
-                                rows_per_image: None,
-                            },
-                        },
-                        wgpu::TexelCopyTextureInfo {
-                            texture: &img.texture,
-                            mip_level: 0,
-                            origin: wgpu::Origin3d {
-                                x: 0,
-                                y: (e * g.kp) as u32,
-                                z: 0,
-                            },
-                            aspect: wgpu::TextureAspect::All,
-                        },
-                        wgpu::Extent3d {
-                            width: g.width as u32,
-                            height: k as u32,
-                            depth_or_array_layers: 1,
-                        },
+                    img.copy_rows_from(
+                        enc,
+                        mat.buf,
+                        (
+                            ((mat.off + o * mat.so + i * mat.si) * 4) as u64,
+                            (mat.ld * 4) as u32,
+                        ),
+                        ((e * g.kp) as u32, g.width as u32, k as u32),
                     );
                 }
             }

@@ -115,33 +115,15 @@ impl ImageStaging {
         ctx: &Context,
         enc: &mut wgpu::CommandEncoder,
         img: &DeviceImage,
-        (y0, width, rows): (u32, u32, u32),
+        rows: (u32, u32, u32),
     ) -> Result<()> {
-        if rows == 0 || width == 0 {
-            return Ok(());
-        }
         ctx.scoped("copying a staged image", || {
-            enc.copy_buffer_to_texture(
-                wgpu::TexelCopyBufferInfo {
-                    buffer: &self.buf.buffer,
-                    layout: wgpu::TexelCopyBufferLayout {
-                        offset: 0,
-                        bytes_per_row: Some(self.row * DeviceImage::TEXEL as u32),
-                        rows_per_image: None,
-                    },
-                },
-                wgpu::TexelCopyTextureInfo {
-                    texture: &img.texture,
-                    mip_level: 0,
-                    origin: wgpu::Origin3d { x: 0, y: y0, z: 0 },
-                    aspect: wgpu::TextureAspect::All,
-                },
-                wgpu::Extent3d {
-                    width,
-                    height: rows,
-                    depth_or_array_layers: 1,
-                },
-            );
+            img.copy_rows_from(
+                enc,
+                &self.buf.buffer,
+                (0, self.row * DeviceImage::TEXEL as u32),
+                rows,
+            )
         })
     }
 }
@@ -167,6 +149,70 @@ impl Drop for DeviceImage {
 impl DeviceImage {
     /// Bytes per texel of `rgba32float`.
     pub(crate) const TEXEL: u64 = 16;
+
+    /// Records one copy of `rows` rows of `width` texels from `buf` (starting at byte
+    /// `offset`, rows `bytes_per_row` apart: a multiple of 256 when `rows > 1`) into image
+    /// rows `y0..y0 + rows`. The caller wraps it in an error scope.
+    pub(crate) fn copy_rows_from(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        buf: &wgpu::Buffer,
+        (offset, bytes_per_row): (u64, u32),
+        (y0, width, rows): (u32, u32, u32),
+    ) {
+        if rows == 0 || width == 0 {
+            return;
+        }
+        enc.copy_buffer_to_texture(
+            wgpu::TexelCopyBufferInfo {
+                buffer: buf,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset,
+                    bytes_per_row: (rows > 1).then_some(bytes_per_row),
+                    rows_per_image: None,
+                },
+            },
+            wgpu::TexelCopyTextureInfo {
+                texture: &self.texture,
+                mip_level: 0,
+                origin: wgpu::Origin3d { x: 0, y: y0, z: 0 },
+                aspect: wgpu::TextureAspect::All,
+            },
+            wgpu::Extent3d {
+                width,
+                height: rows,
+                depth_or_array_layers: 1,
+            },
+        );
+    }
+
+    /// Records the copy of `texels` contiguous texels of `buf` (from byte `offset`) into the
+    /// image row after row (the image width times 16 bytes must be a multiple of 256): one
+    /// copy for the full rows and one for the last partial row. The caller wraps it in an
+    /// error scope.
+    pub(crate) fn copy_flat_from(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        buf: &wgpu::Buffer,
+        offset: u64,
+        texels: usize,
+    ) {
+        let width = self.texture.width() as usize;
+        let row_bytes = width as u64 * Self::TEXEL;
+        let (full, rem) = (texels / width, texels % width);
+        self.copy_rows_from(
+            enc,
+            buf,
+            (offset, row_bytes as u32),
+            (0, width as u32, full as u32),
+        );
+        self.copy_rows_from(
+            enc,
+            buf,
+            (offset + full as u64 * row_bytes, row_bytes as u32),
+            (full as u32, rem as u32, 1),
+        );
+    }
 
     /// Allocates a `width` x `height` image usable as a read-only or write-only storage
     /// binding and as a copy destination.

@@ -213,46 +213,10 @@ fn encode_image(
         u32_of(height, "depthwise image height")?,
         "wgconv depthwise input",
     )?;
-    let rows = p.n * p.c * p.h;
-    let (full, rem) = (rows / rows_per, rows % rows_per);
-    let row_bytes = (rows_per * p.w * 4) as u64;
+    // rows_per input rows per texture row: the input is a contiguous run of texels.
+    let texels = p.n * p.c * p.h * p.w / 4;
     ctx.scoped("copying the depthwise input", || {
-        let copy = |enc: &mut wgpu::CommandEncoder, offset: u64, y0: u32, w: u32, h: u32| {
-            enc.copy_buffer_to_texture(
-                wgpu::TexelCopyBufferInfo {
-                    buffer: x,
-                    layout: wgpu::TexelCopyBufferLayout {
-                        offset,
-                        bytes_per_row: (h > 1).then_some(row_bytes as u32),
-                        rows_per_image: None,
-                    },
-                },
-                wgpu::TexelCopyTextureInfo {
-                    texture: &img.texture,
-                    mip_level: 0,
-                    origin: wgpu::Origin3d { x: 0, y: y0, z: 0 },
-                    aspect: wgpu::TextureAspect::All,
-                },
-                wgpu::Extent3d {
-                    width: w,
-                    height: h,
-                    depth_or_array_layers: 1,
-                },
-            );
-        };
-        let base = (x_off * 4) as u64;
-        if full > 0 {
-            copy(enc, base, 0, width as u32, full as u32);
-        }
-        if rem > 0 {
-            copy(
-                enc,
-                base + full as u64 * row_bytes,
-                full as u32,
-                (rem * p.w / 4) as u32,
-                1,
-            );
-        }
+        img.copy_flat_from(enc, x, (x_off * 4) as u64, texels)
     })?;
     let xblocks = p.ow.div_ceil(TX);
     let total = p.n * p.k * p.oh * xblocks;

@@ -378,37 +378,8 @@ fn copy_flat(
         return Ok(None);
     }
     let img = DeviceImage::new(ctx, tw as u32, rows as u32, label)?;
-    let (full, rem) = (texels / tw, texels % tw);
     ctx.scoped("copying weights into an image", || {
-        let mut copy = |offset: u64, y: u32, width: u32, height: u32| {
-            enc.copy_buffer_to_texture(
-                wgpu::TexelCopyBufferInfo {
-                    buffer: buf,
-                    layout: wgpu::TexelCopyBufferLayout {
-                        offset,
-                        bytes_per_row: (height > 1).then_some((tw * 16) as u32),
-                        rows_per_image: None,
-                    },
-                },
-                wgpu::TexelCopyTextureInfo {
-                    texture: &img.texture,
-                    mip_level: 0,
-                    origin: wgpu::Origin3d { x: 0, y, z: 0 },
-                    aspect: wgpu::TextureAspect::All,
-                },
-                wgpu::Extent3d {
-                    width,
-                    height,
-                    depth_or_array_layers: 1,
-                },
-            );
-        };
-        if full > 0 {
-            copy(0, 0, tw as u32, full as u32);
-        }
-        if rem > 0 {
-            copy((full * tw * 16) as u64, full as u32, rem as u32, 1);
-        }
+        img.copy_flat_from(enc, buf, 0, texels)
     })?;
     Ok(Some((img, tw as u32)))
 }
