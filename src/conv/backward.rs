@@ -406,7 +406,7 @@ fn dgrad_zero_padded_at(
     }
     match algo {
         Algorithm::Gemm1x1 => dgrad_pointwise(ctx, enc, p, dy, dy_off, w, bias, dx),
-        Algorithm::Im2colGemm | Algorithm::ImplicitGemm => {
+        Algorithm::Im2colGemm | Algorithm::ImplicitGemm | Algorithm::ImplicitGemmTiled => {
             match p.input_gradient_as_forward(bias.is_some()) {
                 Some(q) => dgrad_as_forward(ctx, enc, &q, p, dy, dy_off, w, bias, dx),
                 None => dgrad_col2im(ctx, enc, p, dy, dy_off, w, bias, dx),

@@ -39,16 +39,17 @@ pub enum Algorithm {
     /// Implicit GEMM on storage images: the input is copied once into a padded image and
     /// the GEMM gathers its patches from it (no column matrix). The lavapipe kernel family:
     /// needs 8-lane subgroups, and the padded input of one image and the packed weights
-    /// within `maxTextureDimension2D` (see [`Context::can_run_forward`]). For gradients it
-    /// runs the input gradient of stride-1 convolutions (as a forward convolution of `dy`);
-    /// the other gradients run the im2col + GEMM kernels.
+    /// within `maxTextureDimension2D` (see [`Context::can_run_forward`]). Gradients: the
+    /// stride-1 input gradient runs as an implicit GEMM of `dy`, the weight gradient has its
+    /// own image kernel (same input image, `dy` in GEMM panels); where those cannot run (other
+    /// strides, other adapters, texture limits) the im2col / col2im + GEMM kernels run.
     ImplicitGemm,
     /// Implicit GEMM with workgroup-memory tiles, the GPU variant (the tfjs `conv2d_mm` /
     /// ORT im2col-matmul shape): 8x8 invocations own 32 output channels x 32 pixels and stage
     /// weights and gathered input patches in workgroup memory. Runs on every adapter (slowly
     /// on CPU adapters, where it is not autotuned: workgroup memory and barriers are
-    /// emulated there). Gradients as for [`Algorithm::ImplicitGemm`]: the stride-1 input
-    /// gradient runs this kernel, the others the im2col + GEMM kernels.
+    /// emulated there). Gradients: the stride-1 input gradient runs this kernel, the others
+    /// the im2col / col2im + GEMM kernels.
     ImplicitGemmTiled,
 }
 
