@@ -186,8 +186,7 @@ impl Context {
                 TunedOp::BackwardInput => {
                     a.supports_forward(p)
                         && (a != Algorithm::ImplicitGemm
-                            || p.input_gradient_as_forward(false)
-                                .is_some_and(|q| crate::conv::implicit::runnable(self, &q)))
+                            || crate::conv::implicit::dgrad_as_forward(self, p, false).is_some())
                 }
                 TunedOp::BackwardWeight => {
                     a.supports_forward(p)

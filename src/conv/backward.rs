@@ -242,8 +242,7 @@ pub(crate) fn select_dgrad(ctx: &Context, p: &Conv2dProblem) -> Algorithm {
         Algorithm::Direct
     } else if p.k_per_group() >= 8
         && p.r * p.s > 1
-        && p.input_gradient_as_forward(false)
-            .is_some_and(|q| crate::conv::implicit::runnable(ctx, &q))
+        && crate::conv::implicit::dgrad_as_forward(ctx, p, false).is_some()
     {
         Algorithm::ImplicitGemm
     } else {
@@ -377,32 +376,25 @@ fn dgrad_zero_padded_at(
             return crate::conv::depthwise::encode_at(ctx, enc, &q, (dy, dy_off), w, bias, (dx, 0));
         }
     }
-    if matches!(algo, Algorithm::ImplicitGemm | Algorithm::ImplicitGemmTiled) {
-        let image = algo == Algorithm::ImplicitGemm;
-        if let Some(q) = p
+    let implicit = match algo {
+        Algorithm::ImplicitGemm => crate::conv::implicit::dgrad_as_forward(ctx, p, bias.is_some()),
+        Algorithm::ImplicitGemmTiled => p
             .input_gradient_as_forward(bias.is_some())
-            .filter(|q| !image || crate::conv::implicit::runnable(ctx, q))
-        {
-            // q's output channel i (p's input channel) and input channel j (p's output
-            // channel) of group g: w[g * kg + j, i, r, s].
-            let rs = p.r * p.s;
-            let layout = crate::conv::implicit::WeightLayout {
-                g_stride: p.k_per_group() * p.c_per_group() * rs,
-                k_stride: rs,
-                c_stride: p.c_per_group() * rs,
-            };
-            let bufs = crate::conv::im2col::ConvBuffers {
-                x: dy,
-                w,
-                b: bias,
-                y: dx,
-            };
-            return if image {
-                crate::conv::implicit::encode_at(ctx, enc, &q, &bufs, dy_off, layout)
-            } else {
-                crate::conv::implicit::encode_tiled_at(ctx, enc, &q, &bufs, dy_off, layout)
-            };
-        }
+            .map(|q| (q, crate::conv::implicit::WeightLayout::input_gradient(p))),
+        _ => None,
+    };
+    if let Some((q, layout)) = implicit {
+        let bufs = crate::conv::im2col::ConvBuffers {
+            x: dy,
+            w,
+            b: bias,
+            y: dx,
+        };
+        return if algo == Algorithm::ImplicitGemm {
+            crate::conv::implicit::encode_at(ctx, enc, &q, &bufs, dy_off, layout)
+        } else {
+            crate::conv::implicit::encode_tiled_at(ctx, enc, &q, &bufs, dy_off, layout)
+        };
     }
     match algo {
         Algorithm::Gemm1x1 => dgrad_pointwise(ctx, enc, p, dy, dy_off, w, bias, dx),

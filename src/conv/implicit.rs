@@ -128,10 +128,11 @@ pub(crate) struct PackWeightsUniforms {
     _p2: u32,
 }
 
-/// Uniforms of `conv2d_implicit.wgsl`.
+/// The leading uniform fields shared by `conv2d_implicit*.wgsl` and
+/// `conv2d_wgrad_implicit.wgsl`: output geometry, kernel, and the input image layout.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct ImplicitUniforms {
+pub(crate) struct ImageConvFields {
     ohw: u32,
     ow: u32,
     sh: u32,
@@ -145,6 +146,13 @@ pub(crate) struct ImplicitUniforms {
     wp: u32,
     hp: u32,
     rows_img: u32,
+}
+
+/// Uniforms of `conv2d_implicit.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct ImplicitUniforms {
+    geom: ImageConvFields,
     groups_m: u32,
     groups_n: u32,
     groups: u32,
@@ -168,6 +176,17 @@ pub(crate) struct WeightLayout {
 }
 
 impl WeightLayout {
+    /// `p`'s weights read by the forward problem that computes its input gradient: output
+    /// and input channels swapped within each group.
+    pub(crate) fn input_gradient(p: &Conv2dProblem) -> Self {
+        let rs = p.r * p.s;
+        WeightLayout {
+            g_stride: p.k_per_group() * p.c_per_group() * rs,
+            k_stride: rs,
+            c_stride: p.c_per_group() * rs,
+        }
+    }
+
     /// The forward layout `[K, C/groups, R, S]`.
     pub(crate) fn forward(p: &Conv2dProblem) -> Self {
         let rs = p.r * p.s;
@@ -230,6 +249,25 @@ impl InputGeom {
             rows_img,
             width,
             chunk,
+        })
+    }
+
+    /// The uniform fields of problem `p` on this input image.
+    fn fields(&self, p: &Conv2dProblem) -> Result<ImageConvFields> {
+        Ok(ImageConvFields {
+            ohw: u32_of(p.oh * p.ow, "output pixels")?,
+            ow: u32_of(p.ow, "output width")?,
+            sh: u32_of(p.stride[0], "stride")?,
+            sw: u32_of(p.stride[1], "stride")?,
+            dh: u32_of(p.dilation[0], "dilation")?,
+            dw: u32_of(p.dilation[1], "dilation")?,
+            r: u32_of(p.r, "kernel height")?,
+            s: u32_of(p.s, "kernel width")?,
+            cb8: u32_of(self.cb8, "channel blocks")?,
+            cpr: u32_of(self.cpr, "channel blocks")?,
+            wp: u32_of(self.wp, "padded width")?,
+            hp: u32_of(self.hp, "padded height")?,
+            rows_img: u32_of(self.rows_img, "channel blocks")?,
         })
     }
 
@@ -333,6 +371,21 @@ fn plan(ctx: &Context, p: &Conv2dProblem) -> Option<Plan> {
         wwidth,
         rows_total,
     })
+}
+
+/// The input gradient of stride-1 `p` as the forward problem the implicit GEMM runs on `dy`
+/// (`None` when it is not a stride-1 zero-padded problem or the images do not fit), with the
+/// layout in which that problem reads `p`'s weights: its output channel i (p's input channel)
+/// and input channel j (p's output channel) of group g are w[g * kg + j, i, r, s].
+pub(crate) fn dgrad_as_forward(
+    ctx: &Context,
+    p: &Conv2dProblem,
+    has_bias: bool,
+) -> Option<(Conv2dProblem, WeightLayout)> {
+    let q = p
+        .input_gradient_as_forward(has_bias)
+        .filter(|q| runnable(ctx, q))?;
+    Some((q, WeightLayout::input_gradient(p)))
 }
 
 /// Can the implicit-GEMM convolution run `p` on this context (8-lane subgroups, images
@@ -491,19 +544,7 @@ pub(crate) fn encode_at(
     let ximg = pl.x.alloc(ctx)?;
     let groups_m = ohw.div_ceil(WG * pl.tile.pixels());
     let mut cu = ImplicitUniforms {
-        ohw: u32_of(ohw, "output pixels")?,
-        ow: u32_of(p.ow, "output width")?,
-        sh: u32_of(p.stride[0], "stride")?,
-        sw: u32_of(p.stride[1], "stride")?,
-        dh: u32_of(p.dilation[0], "dilation")?,
-        dw: u32_of(p.dilation[1], "dilation")?,
-        r: u32_of(p.r, "kernel height")?,
-        s: u32_of(p.s, "kernel width")?,
-        cb8: u32_of(pl.x.cb8, "channel blocks")?,
-        cpr: u32_of(pl.x.cpr, "channel blocks")?,
-        wp: u32_of(pl.x.wp, "padded width")?,
-        hp: u32_of(pl.x.hp, "padded height")?,
-        rows_img: u32_of(pl.x.rows_img, "channel blocks")?,
+        geom: pl.x.fields(p)?,
         groups_m: u32_of(groups_m, "pixel blocks")?,
         groups_n: u32_of(groups_n, "channel blocks")?,
         groups: u32_of(p.groups, "groups")?,
@@ -548,19 +589,7 @@ pub(crate) fn encode_at(
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct WgradImplicitUniforms {
-    ohw: u32,
-    ow: u32,
-    sh: u32,
-    sw: u32,
-    dh: u32,
-    dw: u32,
-    r: u32,
-    s: u32,
-    cb8: u32,
-    cpr: u32,
-    wp: u32,
-    hp: u32,
-    rows_img: u32,
+    geom: ImageConvFields,
     groups_m: u32,
     groups_n: u32,
     groups: u32,
@@ -635,19 +664,7 @@ pub(crate) fn encode_wgrad(
     let groups_n = kg.div_ceil(COLS);
     debug_assert_eq!(groups_n, dg.np);
     let mut u = WgradImplicitUniforms {
-        ohw: u32_of(ohw, "output pixels")?,
-        ow: u32_of(p.ow, "output width")?,
-        sh: u32_of(p.stride[0], "stride")?,
-        sw: u32_of(p.stride[1], "stride")?,
-        dh: u32_of(p.dilation[0], "dilation")?,
-        dw: u32_of(p.dilation[1], "dilation")?,
-        r: u32_of(p.r, "kernel height")?,
-        s: u32_of(p.s, "kernel width")?,
-        cb8: u32_of(xg.cb8, "channel blocks")?,
-        cpr: u32_of(xg.cpr, "channel blocks")?,
-        wp: u32_of(xg.wp, "padded width")?,
-        hp: u32_of(xg.hp, "padded height")?,
-        rows_img: u32_of(xg.rows_img, "channel blocks")?,
+        geom: xg.fields(p)?,
         groups_m: u32_of(groups_m, "row blocks")?,
         groups_n: u32_of(groups_n, "channel blocks")?,
         groups: u32_of(p.groups, "groups")?,
