@@ -61,6 +61,10 @@ pub enum Kernel {
     Conv2dWgradImplicit,
     /// Implicit-GEMM convolution with workgroup-memory tiles (GPUs).
     Conv2dImplicitTiled,
+    /// Depthwise weight gradient: per-band partial sums (then [`Kernel::ReduceRows`]).
+    Conv2dWgradDepthwise,
+    /// [`Kernel::Conv2dWgradDepthwise`] reading x and dy from storage images.
+    Conv2dWgradDepthwiseImage,
 }
 
 /// Every kernel, for tests and tooling.
@@ -89,6 +93,8 @@ pub const ALL_KERNELS: &[Kernel] = &[
     Kernel::Conv2dImplicitN32,
     Kernel::Conv2dWgradImplicit,
     Kernel::Conv2dImplicitTiled,
+    Kernel::Conv2dWgradDepthwise,
+    Kernel::Conv2dWgradDepthwiseImage,
 ];
 
 impl Kernel {
@@ -119,6 +125,8 @@ impl Kernel {
             Kernel::Conv2dImplicitN32 => "conv2d_implicit_n32",
             Kernel::Conv2dWgradImplicit => "conv2d_wgrad_implicit",
             Kernel::Conv2dImplicitTiled => "conv2d_implicit_tiled",
+            Kernel::Conv2dWgradDepthwise => "conv2d_wgrad_depthwise",
+            Kernel::Conv2dWgradDepthwiseImage => "conv2d_wgrad_depthwise_image",
         }
     }
 
@@ -157,6 +165,12 @@ impl Kernel {
             Kernel::Conv2dImplicitTiled => {
                 include_str!("../shaders/conv2d_implicit_tiled.wgsl")
             }
+            Kernel::Conv2dWgradDepthwise => {
+                include_str!("../shaders/conv2d_wgrad_depthwise.wgsl")
+            }
+            Kernel::Conv2dWgradDepthwiseImage => {
+                include_str!("../shaders/conv2d_wgrad_depthwise_image.wgsl")
+            }
         }
     }
 
@@ -172,7 +186,9 @@ impl Kernel {
             Kernel::Conv2dDgrad | Kernel::Conv2dDepthwise | Kernel::Conv2dImplicitTiled => {
                 &[StorageRead, StorageRead, StorageRead, Storage]
             }
-            Kernel::Col2im | Kernel::Conv2dWgrad => &[StorageRead, StorageRead, Storage],
+            Kernel::Col2im | Kernel::Conv2dWgrad | Kernel::Conv2dWgradDepthwise => {
+                &[StorageRead, StorageRead, Storage]
+            }
             Kernel::Pack
             | Kernel::Im2col
             | Kernel::PadFold
@@ -186,7 +202,9 @@ impl Kernel {
             }
             Kernel::Conv2dDepthwiseImage => &[ImageRead, StorageRead, StorageRead, Storage],
             Kernel::PackConvWeightsImage => &[ImageRead, Storage],
-            Kernel::Conv2dWgradImplicit => &[ImageRead, ImageRead, Storage],
+            Kernel::Conv2dWgradImplicit | Kernel::Conv2dWgradDepthwiseImage => {
+                &[ImageRead, ImageRead, Storage]
+            }
         }
     }
 
@@ -227,6 +245,12 @@ impl Kernel {
             }
             Kernel::Conv2dImplicitTiled => {
                 std::mem::size_of::<crate::conv::implicit::TiledUniforms>()
+            }
+            Kernel::Conv2dWgradDepthwise => {
+                std::mem::size_of::<crate::conv::backward::WgradDepthwiseUniforms>()
+            }
+            Kernel::Conv2dWgradDepthwiseImage => {
+                std::mem::size_of::<crate::conv::backward::WgradDepthwiseImageUniforms>()
             }
         }
     }

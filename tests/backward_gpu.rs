@@ -316,3 +316,72 @@ fn backward_shape_errors_are_typed() {
         ErrorKind::UnsupportedAlgorithm { .. }
     ));
 }
+
+/// The depthwise weight-gradient kernels (the image variant on CPU adapters: every left
+/// padding 0..=4 and kernel width it takes, row stride and dilation, multipliers, flip,
+/// several images and bands; and the buffer variant for the shapes the image one refuses)
+/// against the CPU reference, forced and auto, with dw poisoned with NaN.
+#[test]
+fn depthwise_weight_gradient_matches_cpu() {
+    use wgconv::{Conv2dParams, Padding};
+    let ctx = ctx();
+    let mut rng = Rng::new(77);
+    let mut cases = Vec::new();
+    for (s, pl) in [
+        (1, 0),
+        (3, 0),
+        (3, 1),
+        (3, 2),
+        (5, 2),
+        (5, 4),
+        (7, 3),
+        (7, 2),
+        (4, 1),
+    ] {
+        // [n, c, h, w], multiplier, kernel rows, row stride, row dilation, flip
+        cases.push(([2, 3, 9, 16], 1, 3, 1, 1, s, pl, false));
+        cases.push(([1, 4, 13, 8], 2, 2, 2, 1, s, pl, true));
+        cases.push(([3, 2, 6, 12], 3, 3, 1, 2, s, pl, false));
+    }
+    // Shapes the image variant refuses: W or OW not a multiple of 4.
+    cases.push(([2, 3, 9, 10], 1, 3, 1, 1, 3, 1, false));
+    cases.push(([1, 5, 40, 33], 1, 5, 1, 1, 5, 2, true));
+    let mut checked = 0;
+    for (xs, mult, r, sh, dh, s, pl, flip) in cases {
+        let c = xs[1];
+        let pr = (s - 1 - pl).min(4);
+        let params = Conv2dParams::default()
+            .with_groups(c)
+            .with_stride([sh, 1])
+            .with_dilation([dh, 1])
+            .with_padding(Padding::PerSide([r / 2, r / 2, pl, pr]))
+            .with_flip(flip);
+        let ws = [c * mult, 1, r, s];
+        let Ok(p) = params.resolve(xs, ws, None) else {
+            continue;
+        };
+        let x = rng.vec(xs.iter().product());
+        let dy = rng.vec(p.y_shape().iter().product());
+        let want = cpu::conv2d_backward_weight(&p, &x, &dy);
+        let scale = cpu::conv2d_backward_weight(&p, &abs(&x), &abs(&dy));
+        let tols: Vec<f32> = scale.iter().map(|&v| tol(v, p.n * p.oh * p.ow)).collect();
+        let xt = Tensor::from_slice(ctx, &x, &xs).unwrap();
+        let dyt = Tensor::from_slice(ctx, &dy, &p.y_shape()).unwrap();
+        for algo in [Algorithm::Depthwise, Algorithm::Auto] {
+            if !algo.supports_forward(&p) {
+                continue;
+            }
+            let dw = Tensor::full(ctx, &ws, f32::NAN).unwrap();
+            let mut enc = ctx.device().create_command_encoder(&Default::default());
+            ctx.encode_conv2d_backward_weight(&mut enc, &xt, &dyt, &params, algo, &dw)
+                .unwrap();
+            ctx.queue().submit([enc.finish()]);
+            let label = format!("dw {} x{xs:?} w{ws:?} {params:?}", algo.name());
+            if let Err(e) = check(&label, &dw.read().unwrap(), &want, &tols) {
+                panic!("{e}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 50, "checked {checked}");
+}

@@ -152,6 +152,58 @@ pub(crate) struct ReduceUniforms {
     _p2: u32,
 }
 
+/// Uniforms of `conv2d_wgrad_depthwise.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct WgradDepthwiseUniforms {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    k: u32,
+    kg: u32,
+    r: u32,
+    oh: u32,
+    ow: u32,
+    sh: u32,
+    sw: u32,
+    dh: u32,
+    dw: u32,
+    pad_top: i32,
+    pad_left: i32,
+    nr: u32,
+    rb: u32,
+    nb: u32,
+    total: u32,
+    _p0: u32,
+}
+
+/// Uniforms of `conv2d_wgrad_depthwise_image.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct WgradDepthwiseImageUniforms {
+    c: u32,
+    h: u32,
+    k: u32,
+    kg: u32,
+    r: u32,
+    oh: u32,
+    sh: u32,
+    dh: u32,
+    pad_top: i32,
+    nr: u32,
+    rb: u32,
+    nb: u32,
+    total: u32,
+    wq: u32,
+    x_rows_per: u32,
+    owq: u32,
+    dy_rows_per: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
 /// Uniforms of `permute_kc.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -252,7 +304,9 @@ pub(crate) fn select_dgrad(ctx: &Context, p: &Conv2dProblem) -> Algorithm {
 
 /// Auto choice for the weight gradient.
 pub(crate) fn select_wgrad(ctx: &Context, p: &Conv2dProblem) -> Algorithm {
-    if p.c_per_group() == 1 || p.k_per_group() < 4 {
+    if p.groups > 1 && wgrad_depthwise_supports(p) && crate::conv::depthwise::supports(p) {
+        Algorithm::Depthwise
+    } else if p.c_per_group() == 1 || p.k_per_group() < 4 {
         Algorithm::Direct
     } else if p.c_per_group() >= 8 && p.r * p.s > 1 && crate::conv::implicit::wgrad_runnable(ctx, p)
     {
@@ -905,12 +959,164 @@ pub(crate) fn encode_wgrad(
         Algorithm::ImplicitGemm if crate::conv::implicit::wgrad_runnable(ctx, p) => {
             crate::conv::implicit::encode_wgrad(ctx, enc, p, x, dy, dw)
         }
+        Algorithm::Depthwise if wgrad_depthwise_supports(p) => {
+            wgrad_depthwise(ctx, enc, p, x, dy, dw)
+        }
         Algorithm::Gemm1x1
         | Algorithm::Im2colGemm
         | Algorithm::ImplicitGemm
         | Algorithm::ImplicitGemmTiled => wgrad_gemm(ctx, enc, p, x, dy, dw),
         _ => wgrad_direct(ctx, enc, p, x, dy, dw),
     }
+}
+
+/// Can `conv2d_wgrad_depthwise.wgsl` compute the weight gradient of `p` (one input channel
+/// per group, kernels up to 7 wide)?
+pub(crate) fn wgrad_depthwise_supports(p: &Conv2dProblem) -> bool {
+    p.c_per_group() == 1 && (1..=7).contains(&p.s)
+}
+
+/// Invocations the depthwise weight gradient aims for (bands of dy rows per (k, r)).
+const WGRAD_DW_INVOCATIONS: usize = 4096;
+
+/// Depthwise weight gradient: per-band partial sums of every tap, then their sum in band
+/// order (deterministic).
+fn wgrad_depthwise(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    x: &wgpu::Buffer,
+    dy: &wgpu::Buffer,
+    dw: &wgpu::Buffer,
+) -> Result<()> {
+    let rs = p.r * p.s;
+    let taps = p.k * rs;
+    if taps == 0 {
+        return Ok(());
+    }
+    let nr = p.n * p.oh;
+    if nr * p.ow == 0 {
+        // No output pixels: the gradient is zero.
+        enc.clear_buffer(dw, 0, Some((taps * 4) as u64));
+        return Ok(());
+    }
+    let want = WGRAD_DW_INVOCATIONS.div_ceil(p.k * p.r).clamp(1, nr);
+    let rb = nr.div_ceil(want);
+    let nb = nr.div_ceil(rb);
+    let part = DeviceBuffer::new(
+        ctx,
+        (taps * nb * 4) as u64,
+        "wgconv depthwise weight-gradient partials",
+    )?;
+    let total = p.k * p.r * nb;
+    let pbind = Bind::whole(&part.buffer);
+    if let Some((xg, dyg)) = crate::conv::depthwise::wgrad_image_geoms(ctx, p) {
+        // CPU adapters: x and dy read from image copies.
+        let ximg = crate::conv::depthwise::flat_rows_image(
+            ctx,
+            enc,
+            (x, 0),
+            p.n * p.c * p.h * p.w / 4,
+            xg,
+            "wgconv depthwise weight-gradient x",
+        )?;
+        let dyimg = crate::conv::depthwise::flat_rows_image(
+            ctx,
+            enc,
+            (dy, 0),
+            p.n * p.k * p.oh * p.ow / 4,
+            dyg,
+            "wgconv depthwise weight-gradient dy",
+        )?;
+        let u = WgradDepthwiseImageUniforms {
+            c: u32_of(p.c, "channels")?,
+            h: u32_of(p.h, "height")?,
+            k: u32_of(p.k, "output channels")?,
+            kg: u32_of(p.k_per_group(), "channel multiplier")?,
+            r: u32_of(p.r, "kernel height")?,
+            oh: u32_of(p.oh, "output height")?,
+            sh: u32_of(p.stride[0], "stride")?,
+            dh: u32_of(p.dilation[0], "dilation")?,
+            pad_top: i32_of(p.pad[0], "padding")?,
+            nr: u32_of(nr, "output rows")?,
+            rb: u32_of(rb, "rows per band")?,
+            nb: u32_of(nb, "bands")?,
+            total: u32_of(total, "invocations")?,
+            wq: u32_of(p.w / 4, "width")?,
+            x_rows_per: u32_of(xg.rows_per, "rows")?,
+            owq: u32_of(p.ow / 4, "output width")?,
+            dy_rows_per: u32_of(dyg.rows_per, "rows")?,
+            ..Default::default()
+        };
+        let key = PipelineKey::new(Kernel::Conv2dWgradDepthwiseImage)
+            .with("WG", 64)
+            .with("S", p.s as u32)
+            .with("PAD_LEFT", p.pad[2] as u32)
+            .with("FLIP", p.flip as u32);
+        dispatch(
+            ctx,
+            enc,
+            &key,
+            bytemuck::bytes_of(&u),
+            &[Bind::Image(&ximg.view), Bind::Image(&dyimg.view), pbind],
+            total as u64,
+        )?;
+    } else {
+        let u = WgradDepthwiseUniforms {
+            n: u32_of(p.n, "images")?,
+            c: u32_of(p.c, "channels")?,
+            h: u32_of(p.h, "height")?,
+            w: u32_of(p.w, "width")?,
+            k: u32_of(p.k, "output channels")?,
+            kg: u32_of(p.k_per_group(), "channel multiplier")?,
+            r: u32_of(p.r, "kernel height")?,
+            oh: u32_of(p.oh, "output height")?,
+            ow: u32_of(p.ow, "output width")?,
+            sh: u32_of(p.stride[0], "stride")?,
+            sw: u32_of(p.stride[1], "stride")?,
+            dh: u32_of(p.dilation[0], "dilation")?,
+            dw: u32_of(p.dilation[1], "dilation")?,
+            pad_top: i32_of(p.pad[0], "padding")?,
+            pad_left: i32_of(p.pad[2], "padding")?,
+            nr: u32_of(nr, "output rows")?,
+            rb: u32_of(rb, "rows per band")?,
+            nb: u32_of(nb, "bands")?,
+            total: u32_of(total, "invocations")?,
+            _p0: 0,
+        };
+        let key = PipelineKey::new(Kernel::Conv2dWgradDepthwise)
+            .with("WG", 64)
+            .with("S", p.s as u32)
+            .with("COLS1", (p.stride[1] == 1 && p.dilation[1] == 1) as u32)
+            .with("PAD_MODE", p.mode.code())
+            .with("FLIP", p.flip as u32);
+        dispatch(
+            ctx,
+            enc,
+            &key,
+            bytemuck::bytes_of(&u),
+            &[Bind::whole(x), Bind::whole(dy), pbind],
+            total as u64,
+        )?;
+    }
+    let ru = ReduceUniforms {
+        rows: u32_of(taps, "weights")?,
+        len: u32_of(nb, "bands")?,
+        batch: 1,
+        bstride: 0,
+        total: u32_of(taps, "weights")?,
+        ..Default::default()
+    };
+    dispatch(
+        ctx,
+        enc,
+        &PipelineKey::new(Kernel::ReduceRows)
+            .with("WG", 64)
+            .with("ACCUMULATE", 0),
+        bytemuck::bytes_of(&ru),
+        &[Bind::whole(&part.buffer), Bind::whole(dw)],
+        taps as u64,
+    )
 }
 
 fn wgrad_key(p: &Conv2dProblem, kb: usize, accumulate: bool) -> PipelineKey {

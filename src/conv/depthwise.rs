@@ -68,12 +68,7 @@ pub(crate) struct DepthwiseImageUniforms {
 /// variant (CPU adapters), for column stride and dilation 1, zero padding with
 /// `pad_left <= 4` and `S - pad_left <= 5`, W, OW and both offsets multiples of 4, and an
 /// image within the texture limit and the scratch budget.
-fn image_geom(
-    ctx: &Context,
-    p: &Conv2dProblem,
-    x_off: usize,
-    y_off: usize,
-) -> Option<(usize, usize, usize)> {
+fn image_geom(ctx: &Context, p: &Conv2dProblem, x_off: usize, y_off: usize) -> Option<FlatRows> {
     let pl = p.pad[2];
     let fits_window = (0..=4).contains(&pl) && p.s as isize - pl <= 5;
     if !(ctx.is_cpu_adapter()
@@ -89,15 +84,69 @@ fn image_geom(
     {
         return None;
     }
+    flat_rows_geom(ctx, p.n.checked_mul(p.c)?.checked_mul(p.h)?, p.w)
+}
+
+/// Geometries of the x and dy images of
+/// `conv2d_wgrad_depthwise_image.wgsl` (the conditions of the forward image kernel: same
+/// window over the x row), or `None`.
+pub(crate) fn wgrad_image_geoms(ctx: &Context, p: &Conv2dProblem) -> Option<(FlatRows, FlatRows)> {
+    let xg = image_geom(ctx, p, 0, 0)?;
+    let dyg = flat_rows_geom(ctx, p.n.checked_mul(p.k)?.checked_mul(p.oh)?, p.ow)?;
+    Some((xg, dyg))
+}
+
+/// Geometry of a verbatim image copy of `rows` tensor rows of `row_len` floats (`row_len` a
+/// multiple of 4): `rows_per` rows side by side per texture row (so a texture row is a
+/// multiple of 256 bytes and one copy fills the image), width and height in texels. Texel
+/// `(row % rows_per) * row_len / 4 + q` of texture row `row / rows_per` holds columns
+/// `4q..4q+3` of `row`. `None` beyond `maxTextureDimension2D` or the scratch budget.
+pub(crate) fn flat_rows_geom(ctx: &Context, rows: usize, row_len: usize) -> Option<FlatRows> {
+    if row_len == 0 || !row_len.is_multiple_of(4) || rows == 0 {
+        return None;
+    }
     let d = ctx.limits().max_texture_dimension_2d as usize;
-    let row_bytes = p.w * 4;
-    let rows_per = 256 / gcd(row_bytes, 256);
-    let rows = p.n.checked_mul(p.c)?.checked_mul(p.h)?;
-    let width = rows_per * p.w / 4;
+    let rows_per = 256 / gcd(row_len * 4, 256);
+    let width = rows_per * row_len / 4;
     let height = rows.div_ceil(rows_per);
     let bytes = (width * height) as u64 * DeviceImage::TEXEL;
-    (width <= d && height <= d && bytes <= ctx.scratch_budget().max(4096))
-        .then_some((rows_per, width, height))
+    (width <= d && height <= d && bytes <= ctx.scratch_budget().max(4096)).then_some(FlatRows {
+        rows_per,
+        width,
+        height,
+    })
+}
+
+/// A verbatim image copy of tensor rows: see [`flat_rows_geom`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FlatRows {
+    /// Tensor rows per texture row.
+    pub rows_per: usize,
+    /// Image width and height in texels.
+    pub width: usize,
+    pub height: usize,
+}
+
+/// The image of [`flat_rows_geom`] `g` filled with `texels` texels of `buf`
+/// from element `off` (one buffer-to-texture copy, plus one for a last partial texture row).
+pub(crate) fn flat_rows_image(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    (buf, off): (&wgpu::Buffer, usize),
+    texels: usize,
+    g: FlatRows,
+    label: &str,
+) -> Result<DeviceImage> {
+    let img = DeviceImage::new(
+        ctx,
+        u32_of(g.width, "image width")?,
+        u32_of(g.height, "image height")?,
+        label,
+    )?;
+    ctx.scoped("copying a tensor into an image", || {
+        img.copy_flat_from(enc, buf, (off * 4) as u64, texels)
+    })?;
+    Ok(img)
 }
 
 fn gcd(a: usize, b: usize) -> usize {
@@ -205,19 +254,17 @@ fn encode_image(
     w: &wgpu::Buffer,
     b: Option<&wgpu::Buffer>,
     (y, y_off): (&wgpu::Buffer, usize),
-    (rows_per, width, height): (usize, usize, usize),
+    geom: FlatRows,
 ) -> Result<()> {
-    let img = DeviceImage::new(
+    // rows_per input rows per texture row: the input is a contiguous run of texels.
+    let img = flat_rows_image(
         ctx,
-        u32_of(width, "depthwise image width")?,
-        u32_of(height, "depthwise image height")?,
+        enc,
+        (x, x_off),
+        p.n * p.c * p.h * p.w / 4,
+        geom,
         "wgconv depthwise input",
     )?;
-    // rows_per input rows per texture row: the input is a contiguous run of texels.
-    let texels = p.n * p.c * p.h * p.w / 4;
-    ctx.scoped("copying the depthwise input", || {
-        img.copy_flat_from(enc, x, (x_off * 4) as u64, texels)
-    })?;
     let xblocks = p.ow.div_ceil(TX);
     let total = p.n * p.k * p.oh * xblocks;
     let key = PipelineKey::new(Kernel::Conv2dDepthwiseImage)
@@ -241,7 +288,7 @@ fn encode_image(
         xblocks: u32_of(xblocks, "blocks")?,
         total: u32_of(total, "invocations")?,
         wq: u32_of(p.w / 4, "width")?,
-        rows_per: rows_per as u32,
+        rows_per: geom.rows_per as u32,
         y_off4: u32_of(y_off / 4, "elements")?,
         ..Default::default()
     };

@@ -33,8 +33,10 @@ pub enum Algorithm {
     Gemm1x1,
     /// Depthwise convolution (one input channel per group, any channel multiplier): a
     /// dedicated kernel that loads each input row window once into registers. Kernels up to
-    /// 7 wide, column stride 1 or 2, column dilation 1. Forward only (its gradients run the
-    /// direct kernels).
+    /// 7 wide, column stride 1 or 2, column dilation 1. Gradients: the stride-1 input
+    /// gradient (no multiplier) runs the same kernel on `dy` with the kernel rotated; the
+    /// weight gradient has its own kernel (per-band partial sums of each tap, then a
+    /// fixed-order sum); other input gradients run the direct kernel.
     Depthwise,
     /// Implicit GEMM on storage images: the input is copied once into a padded image and
     /// the GEMM gathers its patches from it (no column matrix). The lavapipe kernel family:
