@@ -65,6 +65,10 @@ pub enum Kernel {
     Conv2dWgradDepthwise,
     /// [`Kernel::Conv2dWgradDepthwise`] reading x and dy from storage images.
     Conv2dWgradDepthwiseImage,
+    /// Input gradient of a strided convolution, one phase per dispatch (storage images).
+    Conv2dDgradPhaseImage,
+    /// Sub-kernel weights of the phases of [`Kernel::Conv2dDgradPhaseImage`].
+    DgradPhaseWeights,
 }
 
 /// Every kernel, for tests and tooling.
@@ -95,6 +99,8 @@ pub const ALL_KERNELS: &[Kernel] = &[
     Kernel::Conv2dImplicitTiled,
     Kernel::Conv2dWgradDepthwise,
     Kernel::Conv2dWgradDepthwiseImage,
+    Kernel::Conv2dDgradPhaseImage,
+    Kernel::DgradPhaseWeights,
 ];
 
 impl Kernel {
@@ -127,6 +133,8 @@ impl Kernel {
             Kernel::Conv2dImplicitTiled => "conv2d_implicit_tiled",
             Kernel::Conv2dWgradDepthwise => "conv2d_wgrad_depthwise",
             Kernel::Conv2dWgradDepthwiseImage => "conv2d_wgrad_depthwise_image",
+            Kernel::Conv2dDgradPhaseImage => "conv2d_dgrad_phase_image",
+            Kernel::DgradPhaseWeights => "dgrad_phase_weights",
         }
     }
 
@@ -171,6 +179,10 @@ impl Kernel {
             Kernel::Conv2dWgradDepthwiseImage => {
                 include_str!("../shaders/conv2d_wgrad_depthwise_image.wgsl")
             }
+            Kernel::Conv2dDgradPhaseImage => {
+                include_str!("../shaders/conv2d_dgrad_phase_image.wgsl")
+            }
+            Kernel::DgradPhaseWeights => include_str!("../shaders/dgrad_phase_weights.wgsl"),
         }
     }
 
@@ -197,9 +209,10 @@ impl Kernel {
             Kernel::PackImage | Kernel::PadImage | Kernel::PackConvWeights => {
                 &[StorageRead, Storage]
             }
-            Kernel::Conv2dImplicit | Kernel::Conv2dImplicitN32 => {
+            Kernel::Conv2dImplicit | Kernel::Conv2dImplicitN32 | Kernel::Conv2dDgradPhaseImage => {
                 &[ImageRead, ImageRead, StorageRead, Storage]
             }
+            Kernel::DgradPhaseWeights => &[StorageRead, Storage],
             Kernel::Conv2dDepthwiseImage => &[ImageRead, StorageRead, StorageRead, Storage],
             Kernel::PackConvWeightsImage => &[ImageRead, Storage],
             Kernel::Conv2dWgradImplicit | Kernel::Conv2dWgradDepthwiseImage => {
@@ -251,6 +264,12 @@ impl Kernel {
             }
             Kernel::Conv2dWgradDepthwiseImage => {
                 std::mem::size_of::<crate::conv::backward::WgradDepthwiseImageUniforms>()
+            }
+            Kernel::Conv2dDgradPhaseImage => {
+                std::mem::size_of::<crate::conv::phase::PhaseUniforms>()
+            }
+            Kernel::DgradPhaseWeights => {
+                std::mem::size_of::<crate::conv::phase::PhaseWeightsUniforms>()
             }
         }
     }

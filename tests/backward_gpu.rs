@@ -385,3 +385,88 @@ fn depthwise_weight_gradient_matches_cpu() {
     }
     assert!(checked >= 50, "checked {checked}");
 }
+
+/// The strided input gradient by phases (the direct algorithm on CPU adapters when OW is a
+/// multiple of 4): strides 2, 3 and mixed, sub-kernels 1..=8 wide and every window offset,
+/// phases without taps (kernel smaller than the stride), groups, channels not a multiple of
+/// 4, several images, flip, bias (the transposed convolution), against the CPU reference with
+/// dx poisoned with NaN.
+#[test]
+fn strided_input_gradient_by_phases_matches_cpu() {
+    use wgconv::{Conv2dParams, Padding};
+    let ctx = ctx();
+    let mut rng = Rng::new(91);
+    // x shape, w shape, stride, padding [top, bottom, left, right], groups, flip
+    let cases: Vec<([usize; 4], [usize; 4], [usize; 2], [usize; 4], usize, bool)> = vec![
+        ([1, 3, 32, 32], [8, 3, 7, 7], [2, 2], [3, 3, 3, 3], 1, false),
+        ([2, 5, 17, 16], [6, 5, 3, 3], [2, 2], [1, 1, 1, 1], 1, true),
+        ([1, 4, 15, 24], [4, 2, 5, 4], [3, 3], [2, 1, 0, 3], 2, false),
+        ([1, 2, 9, 32], [3, 2, 1, 1], [2, 2], [0, 0, 0, 0], 1, false),
+        ([1, 6, 12, 16], [4, 6, 3, 16], [1, 2], [1, 1, 7, 8], 1, false),
+        ([2, 3, 16, 8], [4, 3, 4, 3], [2, 1], [1, 2, 1, 1], 1, true),
+        ([1, 8, 20, 24], [8, 1, 3, 3], [2, 2], [1, 1, 1, 1], 8, false),
+        ([1, 9, 16, 16], [12, 9, 2, 2], [2, 2], [0, 0, 0, 0], 1, false),
+        ([1, 3, 23, 31], [5, 3, 6, 5], [3, 2], [2, 2, 2, 3], 1, false),
+    ];
+    let mut checked = 0;
+    for (xs, ws, stride, pad, groups, flip) in cases {
+        let params = Conv2dParams::default()
+            .with_stride(stride)
+            .with_padding(Padding::PerSide(pad))
+            .with_groups(groups)
+            .with_flip(flip);
+        let p = params.resolve(xs, ws, None).unwrap();
+        assert!(p.ow.is_multiple_of(4), "{xs:?} {ws:?}: ow {}", p.ow);
+        let w = rng.vec(ws.iter().product());
+        let dy = rng.vec(p.y_shape().iter().product());
+        let want = cpu::conv2d_backward_input(&p, &dy, &w);
+        let scale = cpu::conv2d_backward_input(&p, &abs(&dy), &abs(&w));
+        let len = p.k_per_group() * p.r * p.s;
+        let tols: Vec<f32> = scale.iter().map(|&v| tol(v, len)).collect();
+        let wt = Tensor::from_slice(ctx, &w, &ws).unwrap();
+        let dyt = Tensor::from_slice(ctx, &dy, &p.y_shape()).unwrap();
+        for algo in [Algorithm::Direct, Algorithm::Auto] {
+            let dx = Tensor::full(ctx, &xs, f32::NAN).unwrap();
+            let mut enc = ctx.device().create_command_encoder(&Default::default());
+            ctx.encode_conv2d_backward_input(&mut enc, &dyt, &wt, &params, algo, &dx)
+                .unwrap();
+            ctx.queue().submit([enc.finish()]);
+            let label = format!("dx {} x{xs:?} w{ws:?} {params:?}", algo.name());
+            if let Err(e) = check(&label, &dx.read().unwrap(), &want, &tols) {
+                panic!("{e}");
+            }
+            checked += 1;
+        }
+        // With bias: the transposed convolution of dy.
+        let tp = wgconv::ConvTranspose2dParams::default()
+            .with_stride(stride)
+            .with_padding([pad[0], pad[2]])
+            .with_groups(groups);
+        if pad[0] == pad[1] && pad[2] == pad[3] && !flip {
+            let op = [
+                xs[2] - ((p.oh - 1) * stride[0] + ws[2] - 2 * pad[0]),
+                xs[3] - ((p.ow - 1) * stride[1] + ws[3] - 2 * pad[2]),
+            ];
+            let tp = tp.with_output_padding(op);
+            let b = rng.vec(xs[1]);
+            let bt = Tensor::from_slice(ctx, &b, &[xs[1]]).unwrap();
+            let got = ctx
+                .conv_transpose2d(&dyt, &wt, Some(&bt), &tp, Algorithm::Direct)
+                .unwrap()
+                .read()
+                .unwrap();
+            let plane = xs[2] * xs[3];
+            let want_b: Vec<f32> = want
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v + b[(i / plane) % xs[1]])
+                .collect();
+            let label = format!("transpose x{xs:?} w{ws:?} {tp:?}");
+            if let Err(e) = check(&label, &got, &want_b, &tols) {
+                panic!("{e}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "checked {checked}");
+}

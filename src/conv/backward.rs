@@ -458,6 +458,9 @@ fn dgrad_zero_padded_at(
                 None => dgrad_col2im(ctx, enc, p, dy, dy_off, w, bias, dx),
             }
         }
+        Algorithm::Direct if p.stride != [1, 1] && crate::conv::phase::supports(ctx, p) => {
+            crate::conv::phase::encode(ctx, enc, p, dy, dy_off, w, bias, dx)
+        }
         _ => dgrad_direct(ctx, enc, p, dy, dy_off, w, bias, dx),
     }
 }

@@ -409,7 +409,7 @@ const FLAT_TW: usize = 1024;
 /// (float i at texel i / 4, channel i % 4): one buffer-to-texture copy for the full rows and
 /// one for the last partial row. `None` when it cannot (`len` not a multiple of 4, or an
 /// image beyond `maxTextureDimension2D` or the scratch budget); returns the image and `tw`.
-fn copy_flat(
+pub(crate) fn copy_flat(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     buf: &wgpu::Buffer,

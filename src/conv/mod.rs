@@ -5,6 +5,7 @@ pub(crate) mod depthwise;
 pub(crate) mod direct;
 pub(crate) mod im2col;
 pub(crate) mod implicit;
+pub(crate) mod phase;
 
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
