@@ -8,7 +8,7 @@
 // and the reduction runs over the output pixels of every image. The x-side operand is
 // gathered straight from the padded input image of pad_image.wgsl; dy is packed into
 // the GEMM's wrapped B panels by pack_image.wgsl (entry (n, g), K = output pixels).
-// Per 8 output pixels each lane loads two texels (its 8 channels) per pixel and one
+// Per 8 output pixels each lane loads 2 texel(s) (its 8 channels) per pixel and one
 // pixel row of the dy panel (4 texels) that the subgroup shares by subgroupBroadcast.
 //
 // Layouts (see src/conv/implicit.rs, which sizes them):

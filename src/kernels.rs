@@ -59,6 +59,8 @@ pub enum Kernel {
     Conv2dImplicitN32,
     /// Implicit-GEMM weight gradient on storage images.
     Conv2dWgradImplicit,
+    /// [`Kernel::Conv2dWgradImplicit`] with 4 input channels per lane (few channels).
+    Conv2dWgradImplicitC4,
     /// Implicit-GEMM convolution with workgroup-memory tiles (GPUs).
     Conv2dImplicitTiled,
     /// Depthwise weight gradient: per-band partial sums (then [`Kernel::ReduceRows`]).
@@ -96,6 +98,7 @@ pub const ALL_KERNELS: &[Kernel] = &[
     Kernel::Conv2dImplicit,
     Kernel::Conv2dImplicitN32,
     Kernel::Conv2dWgradImplicit,
+    Kernel::Conv2dWgradImplicitC4,
     Kernel::Conv2dImplicitTiled,
     Kernel::Conv2dWgradDepthwise,
     Kernel::Conv2dWgradDepthwiseImage,
@@ -130,6 +133,7 @@ impl Kernel {
             Kernel::Conv2dImplicit => "conv2d_implicit",
             Kernel::Conv2dImplicitN32 => "conv2d_implicit_n32",
             Kernel::Conv2dWgradImplicit => "conv2d_wgrad_implicit",
+            Kernel::Conv2dWgradImplicitC4 => "conv2d_wgrad_implicit_c4",
             Kernel::Conv2dImplicitTiled => "conv2d_implicit_tiled",
             Kernel::Conv2dWgradDepthwise => "conv2d_wgrad_depthwise",
             Kernel::Conv2dWgradDepthwiseImage => "conv2d_wgrad_depthwise_image",
@@ -169,6 +173,9 @@ impl Kernel {
             Kernel::Conv2dImplicitN32 => include_str!("../shaders/conv2d_implicit_n32.wgsl"),
             Kernel::Conv2dWgradImplicit => {
                 include_str!("../shaders/conv2d_wgrad_implicit.wgsl")
+            }
+            Kernel::Conv2dWgradImplicitC4 => {
+                include_str!("../shaders/conv2d_wgrad_implicit_c4.wgsl")
             }
             Kernel::Conv2dImplicitTiled => {
                 include_str!("../shaders/conv2d_implicit_tiled.wgsl")
@@ -215,9 +222,9 @@ impl Kernel {
             Kernel::DgradPhaseWeights => &[StorageRead, Storage],
             Kernel::Conv2dDepthwiseImage => &[ImageRead, StorageRead, StorageRead, Storage],
             Kernel::PackConvWeightsImage => &[ImageRead, Storage],
-            Kernel::Conv2dWgradImplicit | Kernel::Conv2dWgradDepthwiseImage => {
-                &[ImageRead, ImageRead, Storage]
-            }
+            Kernel::Conv2dWgradImplicit
+            | Kernel::Conv2dWgradImplicitC4
+            | Kernel::Conv2dWgradDepthwiseImage => &[ImageRead, ImageRead, Storage],
         }
     }
 
@@ -253,7 +260,7 @@ impl Kernel {
             Kernel::Conv2dImplicit | Kernel::Conv2dImplicitN32 => {
                 std::mem::size_of::<crate::conv::implicit::ImplicitUniforms>()
             }
-            Kernel::Conv2dWgradImplicit => {
+            Kernel::Conv2dWgradImplicit | Kernel::Conv2dWgradImplicitC4 => {
                 std::mem::size_of::<crate::conv::implicit::WgradImplicitUniforms>()
             }
             Kernel::Conv2dImplicitTiled => {

@@ -397,15 +397,30 @@ fn strided_input_gradient_by_phases_matches_cpu() {
     let ctx = ctx();
     let mut rng = Rng::new(91);
     // x shape, w shape, stride, padding [top, bottom, left, right], groups, flip
-    let cases: Vec<([usize; 4], [usize; 4], [usize; 2], [usize; 4], usize, bool)> = vec![
+    type Case = ([usize; 4], [usize; 4], [usize; 2], [usize; 4], usize, bool);
+    let cases: Vec<Case> = vec![
         ([1, 3, 32, 32], [8, 3, 7, 7], [2, 2], [3, 3, 3, 3], 1, false),
         ([2, 5, 17, 16], [6, 5, 3, 3], [2, 2], [1, 1, 1, 1], 1, true),
         ([1, 4, 15, 24], [4, 2, 5, 4], [3, 3], [2, 1, 0, 3], 2, false),
         ([1, 2, 9, 32], [3, 2, 1, 1], [2, 2], [0, 0, 0, 0], 1, false),
-        ([1, 6, 12, 16], [4, 6, 3, 16], [1, 2], [1, 1, 7, 8], 1, false),
+        (
+            [1, 6, 12, 16],
+            [4, 6, 3, 16],
+            [1, 2],
+            [1, 1, 7, 8],
+            1,
+            false,
+        ),
         ([2, 3, 16, 8], [4, 3, 4, 3], [2, 1], [1, 2, 1, 1], 1, true),
         ([1, 8, 20, 24], [8, 1, 3, 3], [2, 2], [1, 1, 1, 1], 8, false),
-        ([1, 9, 16, 16], [12, 9, 2, 2], [2, 2], [0, 0, 0, 0], 1, false),
+        (
+            [1, 9, 16, 16],
+            [12, 9, 2, 2],
+            [2, 2],
+            [0, 0, 0, 0],
+            1,
+            false,
+        ),
         ([1, 3, 23, 31], [5, 3, 6, 5], [3, 2], [2, 2, 2, 3], 1, false),
     ];
     let mut checked = 0;

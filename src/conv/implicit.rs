@@ -659,7 +659,14 @@ pub(crate) fn encode_wgrad(
         "wgconv implicit-gemm dy",
     )?;
     let ximg = xg.alloc(ctx)?;
-    let rb_total = p.r * p.s * xg.cb8;
+    // 4 channels per lane when that halves the channel padding (1-4 channels modulo 8).
+    let c4 = p.c_per_group().div_ceil(4) * 4 < xg.cb8 * 8;
+    let (kernel, blocks) = if c4 {
+        (Kernel::Conv2dWgradImplicitC4, p.c_per_group().div_ceil(4))
+    } else {
+        (Kernel::Conv2dWgradImplicit, xg.cb8)
+    };
+    let rb_total = p.r * p.s * blocks;
     let groups_m = rb_total.div_ceil(WG);
     let groups_n = kg.div_ceil(COLS);
     debug_assert_eq!(groups_n, dg.np);
@@ -682,7 +689,7 @@ pub(crate) fn encode_wgrad(
         xg.fill(ctx, enc, p, (x, n0 * p.c * p.h * p.w), nb, &ximg)?;
         u.nimg = u32_of(nb, "images")?;
         u.n_base = u32_of(n0, "images")?;
-        let key = PipelineKey::new(Kernel::Conv2dWgradImplicit)
+        let key = PipelineKey::new(kernel)
             .with("WG", WG as u32)
             .with("FLIP", p.flip as u32)
             .with("ACCUMULATE", (n0 > 0) as u32);
