@@ -292,6 +292,13 @@ pub(crate) fn select_dgrad(ctx: &Context, p: &Conv2dProblem) -> Algorithm {
         Algorithm::Depthwise
     } else if p.k_per_group() < 4 || p.reduction_len() < 16 {
         Algorithm::Direct
+    } else if p.stride != [1, 1]
+        && p.c_per_group() <= 16
+        && crate::conv::phase::supports(ctx, &padded_problem(p))
+    {
+        // Strided, few input channels (a network's first layers), CPU adapters: the phase
+        // kernel (no column matrix).
+        Algorithm::Direct
     } else if p.k_per_group() >= 8
         && p.r * p.s > 1
         && crate::conv::implicit::dgrad_as_forward(ctx, p, false).is_some()
