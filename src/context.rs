@@ -33,6 +33,10 @@ pub struct ContextOptions {
     /// File that persists tuning results across processes (keyed by adapter name and
     /// driver). `None`: `WGCONV_TUNE_CACHE` if set, else in memory only.
     pub tune_cache: Option<std::path::PathBuf>,
+    /// Byte budget of the cache of packed weights reused across calls with unchanged
+    /// weights (see [`Context::set_weight_cache_budget`]); `Some(0)` disables it. `None`:
+    /// [`DEFAULT_WEIGHT_CACHE_BUDGET`](crate::DEFAULT_WEIGHT_CACHE_BUDGET).
+    pub weight_cache_budget: Option<u64>,
 }
 
 /// Artificially lower device limits (see [`ContextOptions::limits`]). `None` keeps the
@@ -117,6 +121,7 @@ pub(crate) struct Inner {
     pub(crate) allocated: AtomicU64,
     lost: Arc<AtomicBool>,
     pub(crate) tuner: crate::tune::Tuner,
+    pub(crate) weights: crate::wcache::WeightCache,
 }
 
 impl std::fmt::Debug for Context {
@@ -282,8 +287,38 @@ impl Context {
                 allocated: AtomicU64::new(0),
                 lost: Arc::new(AtomicBool::new(false)),
                 tuner,
+                weights: crate::wcache::WeightCache::new(
+                    options
+                        .weight_cache_budget
+                        .unwrap_or(crate::wcache::DEFAULT_WEIGHT_CACHE_BUDGET),
+                ),
             }),
         }
+    }
+
+    /// Sets the byte budget of the packed-weight cache and evicts down to it (0 empties and
+    /// disables it). Forward convolutions whose algorithm packs the weights into GEMM panels
+    /// (the implicit GEMM on lavapipe) keep the packed image of a weight tensor between calls
+    /// while the tensor is unchanged: its version moves with every [`Tensor::write`]; tensors
+    /// wrapped with [`Tensor::from_buffer`], whose [`Tensor::buffer`] was handed out, or that
+    /// were the output of an `encode_*` call are never cached (the library cannot see their
+    /// writes). Entries go with their tensor.
+    ///
+    /// [`Tensor::write`]: crate::Tensor::write
+    /// [`Tensor::from_buffer`]: crate::Tensor::from_buffer
+    /// [`Tensor::buffer`]: crate::Tensor::buffer
+    pub fn set_weight_cache_budget(&self, bytes: u64) {
+        self.inner.weights.set_budget(self, bytes);
+    }
+
+    /// The packed-weight cache's budget in bytes.
+    pub fn weight_cache_budget(&self) -> u64 {
+        self.inner.weights.budget()
+    }
+
+    /// Bytes held by the packed-weight cache (included in [`Context::allocated_bytes`]).
+    pub fn weight_cache_bytes(&self) -> u64 {
+        self.inner.weights.bytes()
     }
 
     /// The wgpu device.

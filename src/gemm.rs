@@ -1209,6 +1209,8 @@ impl Context {
         accumulate: bool,
         params: &GemmParams,
     ) -> Result<()> {
+        // Written when the caller submits: never cached from now on.
+        c.mark_volatile();
         a.check_ctx(self, "a")?;
         b.check_ctx(self, "b")?;
         c.check_ctx(self, "c")?;
@@ -1245,7 +1247,7 @@ impl Context {
             batch_inner: batch,
             a: Mat {
                 win: None,
-                buf: a.buffer(),
+                buf: a.raw(),
                 off: 0,
                 ld: a_ld,
                 so: 0,
@@ -1254,7 +1256,7 @@ impl Context {
             a_km: params.transpose_a,
             b: Mat {
                 win: None,
-                buf: b.buffer(),
+                buf: b.raw(),
                 off: 0,
                 ld: b_ld,
                 so: 0,
@@ -1263,14 +1265,14 @@ impl Context {
             b_kn: !params.transpose_b,
             c: Mat {
                 win: None,
-                buf: c.buffer(),
+                buf: c.raw(),
                 off: 0,
                 ld: n,
                 so: 0,
                 si: m * n,
             },
             c_col_stride: 1,
-            bias: bias.map(|t| (t.buffer(), 0, 0, 2)),
+            bias: bias.map(|t| (t.raw(), 0, 0, 2)),
             accumulate,
         };
         encode_job(self, encoder, &job, params.variant)

@@ -105,6 +105,7 @@ mod ndarray_support;
 mod params;
 mod tensor;
 mod tune;
+mod wcache;
 
 pub use context::{Context, ContextOptions, Limits, LimitsOverride, DEFAULT_SCRATCH_BUDGET};
 pub use conv::{Algorithm, Conv2dGradients};
@@ -116,6 +117,7 @@ pub use params::{
     ConvTranspose2dParams, Padding, PaddingMode, Shape4, TransposedProblem,
 };
 pub use tensor::Tensor;
+pub use wcache::DEFAULT_WEIGHT_CACHE_BUDGET;
 
 /// The README's code blocks, compiled as doctests.
 #[doc = include_str!("../README.md")]

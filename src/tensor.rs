@@ -1,7 +1,7 @@
 //! [`Tensor`]: an f32 array in device memory with a row-major shape.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
@@ -12,6 +12,27 @@ pub(crate) struct DeviceBuffer {
     ctx: Context,
     /// Wrapped from the caller: not counted, never destroyed by us.
     external: bool,
+    /// Identity and content version for caches derived from the contents (packed weights):
+    /// `version` changes with every write the library orders ([`Tensor::write`]); `volatile`
+    /// marks buffers that may change behind the library's back (caller-owned buffers, buffers
+    /// handed out by [`Tensor::buffer`], outputs recorded into a caller's encoder), which are
+    /// never cached.
+    id: u64,
+    version: AtomicU64,
+    volatile: AtomicBool,
+}
+
+/// Source of [`DeviceBuffer`] identities.
+static NEXT_BUFFER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What a cache of data derived from a tensor's contents keys on: see
+/// [`Tensor::content_key`].
+#[derive(Clone)]
+pub(crate) struct ContentKey {
+    pub id: u64,
+    pub version: u64,
+    /// Dead once every tensor sharing the buffer is dropped.
+    pub alive: Weak<DeviceBuffer>,
 }
 
 impl Drop for DeviceBuffer {
@@ -26,6 +47,11 @@ impl Drop for DeviceBuffer {
 }
 
 impl DeviceBuffer {
+    /// Whether the contents may change without the library knowing (see [`ContentKey`]).
+    pub(crate) fn is_volatile(&self) -> bool {
+        self.volatile.load(Ordering::Acquire)
+    }
+
     /// Allocates a storage buffer of `bytes` (rounded up to 4, at least 4).
     pub(crate) fn new(ctx: &Context, bytes: u64, label: &str) -> Result<Self> {
         let size = bytes.max(4).div_ceil(4) * 4;
@@ -48,6 +74,9 @@ impl DeviceBuffer {
             buffer,
             ctx: ctx.clone(),
             external: false,
+            id: NEXT_BUFFER_ID.fetch_add(1, Ordering::Relaxed),
+            version: AtomicU64::new(0),
+            volatile: AtomicBool::new(false),
         })
     }
 }
@@ -133,7 +162,7 @@ impl ImageStaging {
 pub(crate) struct DeviceImage {
     pub(crate) view: wgpu::TextureView,
     pub(crate) texture: wgpu::Texture,
-    bytes: u64,
+    pub(crate) bytes: u64,
     ctx: Context,
 }
 
@@ -381,6 +410,9 @@ impl Tensor {
                 buffer,
                 ctx: ctx.clone(),
                 external: true,
+                id: NEXT_BUFFER_ID.fetch_add(1, Ordering::Relaxed),
+                version: AtomicU64::new(0),
+                volatile: AtomicBool::new(true),
             }),
             shape: shape.to_vec(),
         })
@@ -417,10 +449,14 @@ impl Tensor {
             return Ok(());
         }
         let ctx = &self.buf.ctx;
-        ctx.scoped("writing a tensor", || {
+        let r = ctx.scoped("writing a tensor", || {
             ctx.queue()
                 .write_buffer(&self.buf.buffer, 0, bytemuck::cast_slice(data));
-        })
+        });
+        // Queue-ordered: work submitted after this call sees the new contents. The version
+        // moves after the write is staged, so a cache entry is never older than its label.
+        self.buf.version.fetch_add(1, Ordering::AcqRel);
+        r
     }
 
     /// The shape.
@@ -432,8 +468,39 @@ impl Tensor {
         self.shape.iter().product()
     }
     /// The underlying wgpu buffer (its size may exceed `4 * numel`).
+    ///
+    /// The caller may write the buffer by any means after this, so the tensor (and every
+    /// clone or reshape sharing the buffer) is excluded from the library's caches of data
+    /// derived from tensor contents (packed weights) from then on.
     pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buf.volatile.store(true, Ordering::Release);
         &self.buf.buffer
+    }
+
+    /// The buffer, for the library's own bindings (does not mark it volatile).
+    pub(crate) fn raw(&self) -> &wgpu::Buffer {
+        &self.buf.buffer
+    }
+
+    /// Marks the tensor as written by work recorded into a caller's encoder: its contents
+    /// change when (and if) the caller submits, which the library cannot order, so it is
+    /// never cached from then on.
+    pub(crate) fn mark_volatile(&self) {
+        self.buf.volatile.store(true, Ordering::Release);
+    }
+
+    /// Identity and content version of the tensor's buffer for caches of derived data, or
+    /// `None` when the contents may change without the library knowing (see
+    /// [`Tensor::buffer`]).
+    pub(crate) fn content_key(&self) -> Option<ContentKey> {
+        if self.buf.volatile.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(ContentKey {
+            id: self.buf.id,
+            version: self.buf.version.load(Ordering::Acquire),
+            alive: Arc::downgrade(&self.buf),
+        })
     }
     /// The context the tensor lives in.
     pub fn context(&self) -> &Context {

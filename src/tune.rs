@@ -232,6 +232,9 @@ impl Context {
         use crate::tensor::Tensor;
         let x = Tensor::zeros(self, &p.x_shape()).ok()?;
         let w = Tensor::zeros(self, &p.w_shape()).ok()?;
+        // Timed with the weight packing of every call (as in training, where the weights
+        // change between calls), not from the packed-weight cache.
+        w.mark_volatile();
         let y = Tensor::zeros(self, &p.y_shape()).ok()?;
         let b = if p.has_bias {
             Some(Tensor::zeros(self, &[p.k]).ok()?)
@@ -249,19 +252,19 @@ impl Context {
                     self,
                     &mut enc,
                     p,
-                    y.buffer(),
-                    w.buffer(),
+                    y.raw(),
+                    w.raw(),
                     None,
-                    x.buffer(),
+                    x.raw(),
                     algo,
                 )?,
                 TunedOp::BackwardWeight => crate::conv::backward::encode_wgrad(
                     self,
                     &mut enc,
                     p,
-                    x.buffer(),
-                    y.buffer(),
-                    w.buffer(),
+                    x.raw(),
+                    y.raw(),
+                    w.raw(),
                     algo,
                 )?,
             }

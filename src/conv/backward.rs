@@ -256,6 +256,7 @@ fn dgrad_as_forward(
         w: &wt.buffer,
         b: bias,
         y: dx,
+        w_key: None,
     };
     crate::conv::im2col::encode_im2col_at(ctx, enc, q, &bufs, dy_off)
 }
@@ -450,6 +451,7 @@ fn dgrad_zero_padded_at(
             w,
             b: bias,
             y: dx,
+            w_key: None,
         };
         return if algo == Algorithm::ImplicitGemm {
             crate::conv::implicit::encode_at(ctx, enc, &q, &bufs, dy_off, layout)

@@ -70,6 +70,9 @@ pub(crate) struct ConvBuffers<'a> {
     pub w: &'a wgpu::Buffer,
     pub b: Option<&'a wgpu::Buffer>,
     pub y: &'a wgpu::Buffer,
+    /// Identity and version of the weights when the caller's weight tensor may be cached
+    /// (see `wcache`); `None` packs every call.
+    pub w_key: Option<crate::tensor::ContentKey>,
 }
 
 /// Weights `[K, C/g, R, S]` packed once per call as the K-major A operand `[CRS_g, Kg]`

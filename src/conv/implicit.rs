@@ -455,29 +455,17 @@ fn dispatch_linear<U: bytemuck::Pod>(
     })
 }
 
-/// Forward convolution `p` reading x from element `x_base` of `bufs.x`, with weights laid
-/// out as `wl`.
-pub(crate) fn encode_at(
+/// Packs the weights of `p` (laid out as `wl`) into a new weight image of plan `pl`.
+fn pack_weights_image(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     p: &Conv2dProblem,
     bufs: &ConvBuffers<'_>,
-    x_base: usize,
+    pl: &Plan,
     wl: WeightLayout,
-) -> Result<()> {
-    let Some(pl) = plan(ctx, p) else {
-        return Err(unsupported(if ctx.has_subgroups8() {
-            "the padded input or the weights exceed max_texture_dimension_2d"
-        } else {
-            "needs subgroups of 8 lanes (a CPU adapter such as lavapipe)"
-        }));
-    };
-    if p.oh * p.ow == 0 || p.n == 0 || p.k == 0 {
-        return Ok(());
-    }
-    let (kg, cg, ohw) = (p.k_per_group(), p.c_per_group(), p.oh * p.ow);
+) -> Result<DeviceImage> {
+    let (kg, cg) = (p.k_per_group(), p.c_per_group());
     let groups_n = kg.div_ceil(pl.tile.cols());
-    // Weights.
     let wimg = DeviceImage::new(
         ctx,
         u32_of(pl.wwidth, "weight image width")?,
@@ -540,6 +528,71 @@ pub(crate) fn encode_at(
             wtotal as u64,
         )
     })?;
+    Ok(wimg)
+}
+
+/// Forward convolution `p` reading x from element `x_base` of `bufs.x`, with weights laid
+/// out as `wl`.
+pub(crate) fn encode_at(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    bufs: &ConvBuffers<'_>,
+    x_base: usize,
+    wl: WeightLayout,
+) -> Result<()> {
+    let Some(pl) = plan(ctx, p) else {
+        return Err(unsupported(if ctx.has_subgroups8() {
+            "the padded input or the weights exceed max_texture_dimension_2d"
+        } else {
+            "needs subgroups of 8 lanes (a CPU adapter such as lavapipe)"
+        }));
+    };
+    if p.oh * p.ow == 0 || p.n == 0 || p.k == 0 {
+        return Ok(());
+    }
+    let (kg, cg, ohw) = (p.k_per_group(), p.c_per_group(), p.oh * p.ow);
+    let groups_n = kg.div_ceil(pl.tile.cols());
+    // Weights: from the packed-weight cache, else packed (in a submission of its own when
+    // the result is cached, so the image is filled whatever the caller does with `enc`).
+    let layout_key: Vec<u64> = [
+        p.k,
+        cg,
+        p.r,
+        p.s,
+        p.groups,
+        p.flip as usize,
+        pl.tile.cols(),
+        pl.kp,
+        pl.hb,
+        pl.wwidth,
+        pl.rows_total,
+        wl.g_stride,
+        wl.k_stride,
+        wl.c_stride,
+    ]
+    .iter()
+    .map(|&v| v as u64)
+    .collect();
+    let cache = &ctx.inner.weights;
+    let cached = bufs.w_key.as_ref().and_then(|k| cache.get(k, &layout_key));
+    let wview = match cached {
+        Some(v) => v,
+        None => {
+            let own = bufs.w_key.is_some() && cache.budget() > 0;
+            let mut own_enc = own.then(|| ctx.encoder("wgconv weight pack"));
+            let target = match own_enc.as_mut() {
+                Some(e) => e,
+                None => &mut *enc,
+            };
+            let wimg = pack_weights_image(ctx, target, p, bufs, &pl, wl)?;
+            if let (Some(penc), Some(k)) = (own_enc, &bufs.w_key) {
+                ctx.submit(penc)?;
+                cache.insert(ctx, k, layout_key, &wimg.view, wimg.bytes);
+            }
+            wimg.view.clone()
+        }
+    };
     // Input image, reused chunk by chunk.
     let ximg = pl.x.alloc(ctx)?;
     let groups_m = ohw.div_ceil(WG * pl.tile.pixels());
@@ -574,7 +627,7 @@ pub(crate) fn encode_at(
             |u, wg| u.wg0 = wg / WG as u32,
             &[
                 Bind::Image(&ximg.view),
-                Bind::Image(&wimg.view),
+                Bind::Image(&wview),
                 Bind::whole(bufs.b.unwrap_or(bufs.w)),
                 Bind::whole(bufs.y),
             ],

@@ -183,6 +183,8 @@ impl Context {
         algorithm: Algorithm,
         y: &Tensor,
     ) -> Result<()> {
+        // Written when the caller submits: never cached from now on.
+        y.mark_volatile();
         let p = self.conv2d_problem(x, w, bias, params)?;
         y.check_ctx(self, "y")?;
         if y.shape() != p.y_shape() {
@@ -235,7 +237,7 @@ impl Context {
         let fit = [Some(x), Some(w), bias, Some(y)]
             .iter()
             .flatten()
-            .all(|t| crate::kernels::fits(self, t.buffer()));
+            .all(|t| crate::kernels::fits(self, t.raw()));
         let algo = match algorithm {
             Algorithm::Auto if !fit => Algorithm::Direct,
             Algorithm::Auto => self.choose(crate::tune::TunedOp::Forward, p, select_forward(self, p)),
@@ -254,10 +256,11 @@ impl Context {
             }
         };
         let bufs = im2col::ConvBuffers {
-            x: x.buffer(),
-            w: w.buffer(),
-            b: bias.map(|b| b.buffer()),
-            y: y.buffer(),
+            x: x.raw(),
+            w: w.raw(),
+            b: bias.map(|b| b.raw()),
+            y: y.raw(),
+            w_key: w.content_key(),
         };
         match algo {
             Algorithm::Direct | Algorithm::Auto => {
@@ -360,6 +363,8 @@ impl Context {
         algorithm: Algorithm,
         dx: &Tensor,
     ) -> Result<()> {
+        // Written when the caller submits: never cached from now on.
+        dx.mark_volatile();
         w.check_ctx(self, "w")?;
         dx.check_ctx(self, "dx")?;
         let p = Conv2dProblem::new(dx.shape4("dx")?, w.shape4("w")?, None, params)?;
@@ -368,10 +373,10 @@ impl Context {
             self,
             encoder,
             &p,
-            dy.buffer(),
-            w.buffer(),
+            dy.raw(),
+            w.raw(),
             None,
-            dx.buffer(),
+            dx.raw(),
             algorithm,
         )
     }
@@ -404,19 +409,13 @@ impl Context {
         algorithm: Algorithm,
         dw: &Tensor,
     ) -> Result<()> {
+        // Written when the caller submits: never cached from now on.
+        dw.mark_volatile();
         x.check_ctx(self, "x")?;
         dw.check_ctx(self, "dw")?;
         let p = Conv2dProblem::new(x.shape4("x")?, dw.shape4("dw")?, None, params)?;
         self.check_dy(&p, dy)?;
-        backward::encode_wgrad(
-            self,
-            encoder,
-            &p,
-            x.buffer(),
-            dy.buffer(),
-            dw.buffer(),
-            algorithm,
-        )
+        backward::encode_wgrad(self, encoder, &p, x.raw(), dy.raw(), dw.raw(), algorithm)
     }
 
     /// Gradient of a conv2d w.r.t. its bias: `db[k] = Σ dy[n, k, :, :]` (`[K]`).
@@ -436,6 +435,8 @@ impl Context {
         dy: &Tensor,
         db: &Tensor,
     ) -> Result<()> {
+        // Written when the caller submits: never cached from now on.
+        db.mark_volatile();
         dy.check_ctx(self, "dy")?;
         let shape = dy.shape4("dy")?;
         if shape.contains(&0) {
@@ -446,7 +447,7 @@ impl Context {
             ));
         }
         self.check_out(db, "db", &[shape[1]])?;
-        backward::encode_bgrad(self, encoder, shape, dy.buffer(), db.buffer())
+        backward::encode_bgrad(self, encoder, shape, dy.raw(), db.raw())
     }
 
     /// All gradients of `y = conv2d(x, w, b)` for an upstream gradient `dy`, in one
@@ -476,23 +477,15 @@ impl Context {
             self,
             &mut enc,
             &p,
-            dy.buffer(),
-            w.buffer(),
+            dy.raw(),
+            w.raw(),
             None,
-            dx.buffer(),
+            dx.raw(),
             algorithm,
         )?;
-        backward::encode_wgrad(
-            self,
-            &mut enc,
-            &p,
-            x.buffer(),
-            dy.buffer(),
-            dw.buffer(),
-            algorithm,
-        )?;
+        backward::encode_wgrad(self, &mut enc, &p, x.raw(), dy.raw(), dw.raw(), algorithm)?;
         if let Some(db) = &db {
-            backward::encode_bgrad(self, &mut enc, p.y_shape(), dy.buffer(), db.buffer())?;
+            backward::encode_bgrad(self, &mut enc, p.y_shape(), dy.raw(), db.raw())?;
         }
         self.submit(enc)?;
         Ok(Conv2dGradients { dx, dw, db })
@@ -530,16 +523,18 @@ impl Context {
         algorithm: Algorithm,
         y: &Tensor,
     ) -> Result<()> {
+        // Written when the caller submits: never cached from now on.
+        y.mark_volatile();
         let tp = self.transposed_problem(x, w, bias, params)?;
         self.check_out(y, "y", &tp.y_shape())?;
         backward::encode_dgrad(
             self,
             encoder,
             &tp.conv,
-            x.buffer(),
-            w.buffer(),
-            bias.map(|b| b.buffer()),
-            y.buffer(),
+            x.raw(),
+            w.raw(),
+            bias.map(|b| b.raw()),
+            y.raw(),
             algorithm,
         )
     }

@@ -1,0 +1,132 @@
+//! Cache of packed weights (the implicit-GEMM weight panels) across calls.
+//!
+//! Packing a convolution's weights into the GEMM's panels costs as much as a third of a
+//! forward pass on lavapipe (shape d: 28 %; a 1x1 layer with 512 x 256 weights: ~1.6 ms of
+//! 4.5), and inference calls a layer with the same weights again and again. Entries are keyed
+//! by the weight buffer's identity, its content version and the panel layout; the version
+//! changes with every [`Tensor::write`](crate::Tensor::write), and tensors the library cannot
+//! track (caller-owned buffers, [`Tensor::buffer`](crate::Tensor::buffer), outputs recorded
+//! into a caller's encoder) are never cached. A miss packs in a submission of its own, so a
+//! cached image is filled whatever the caller later does with its encoder. Entries die with
+//! their tensor (checked on every insertion) and the least recently used go first when the
+//! cache exceeds its byte budget ([`Context::set_weight_cache_budget`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::context::Context;
+use crate::tensor::ContentKey;
+
+/// Default byte budget of the cache.
+pub const DEFAULT_WEIGHT_CACHE_BUDGET: u64 = 256 << 20;
+
+struct Entry {
+    key: ContentKey,
+    layout: Vec<u64>,
+    /// Keeps its texture alive.
+    view: wgpu::TextureView,
+    bytes: u64,
+    last_use: u64,
+}
+
+pub(crate) struct WeightCache {
+    entries: Mutex<Vec<Entry>>,
+    budget: AtomicU64,
+    tick: AtomicU64,
+}
+
+impl WeightCache {
+    pub(crate) fn new(budget: u64) -> Self {
+        WeightCache {
+            entries: Mutex::new(Vec::new()),
+            budget: AtomicU64::new(budget),
+            tick: AtomicU64::new(0),
+        }
+    }
+
+    /// The packed image of the weights `key` in panel layout `layout`, if cached.
+    pub(crate) fn get(&self, key: &ContentKey, layout: &[u64]) -> Option<wgpu::TextureView> {
+        let mut entries = self.entries.lock().ok()?;
+        let e = entries
+            .iter_mut()
+            .find(|e| e.key.id == key.id && e.key.version == key.version && e.layout == layout)?;
+        e.last_use = self.tick.fetch_add(1, Ordering::Relaxed);
+        Some(e.view.clone())
+    }
+
+    /// Remembers the image behind `view` (`bytes` large) as the packed weights `key` in layout `layout`,
+    /// dropping older versions of the same weights, entries of dropped tensors or of tensors
+    /// that became untrackable and, past the budget, the least recently used.
+    pub(crate) fn insert(
+        &self,
+        ctx: &Context,
+        key: &ContentKey,
+        layout: Vec<u64>,
+        view: &wgpu::TextureView,
+        bytes: u64,
+    ) {
+        let budget = self.budget.load(Ordering::Relaxed);
+        if bytes > budget {
+            return;
+        }
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        let allocated = &ctx.inner.allocated;
+        entries.retain(|e| {
+            // Live, still trackable, and not replaced by this entry.
+            let keep = e.key.alive.upgrade().is_some_and(|b| !b.is_volatile())
+                && !(e.key.id == key.id && (e.key.version != key.version || e.layout == layout));
+            if !keep {
+                allocated.fetch_sub(e.bytes, Ordering::Relaxed);
+            }
+            keep
+        });
+        let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
+        while total + bytes > budget {
+            let Some((i, _)) = entries.iter().enumerate().min_by_key(|(_, e)| e.last_use) else {
+                break;
+            };
+            let e = entries.swap_remove(i);
+            allocated.fetch_sub(e.bytes, Ordering::Relaxed);
+            total -= e.bytes;
+        }
+        allocated.fetch_add(bytes, Ordering::Relaxed);
+        entries.push(Entry {
+            key: key.clone(),
+            layout,
+            view: view.clone(),
+            bytes,
+            last_use: self.tick.fetch_add(1, Ordering::Relaxed),
+        });
+    }
+
+    /// Bytes held.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.entries
+            .lock()
+            .map(|e| e.iter().map(|e| e.bytes).sum())
+            .unwrap_or(0)
+    }
+
+    /// Sets the budget and evicts down to it (0 disables the cache).
+    pub(crate) fn set_budget(&self, ctx: &Context, budget: u64) {
+        self.budget.store(budget, Ordering::Relaxed);
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
+        while total > budget {
+            let Some((i, _)) = entries.iter().enumerate().min_by_key(|(_, e)| e.last_use) else {
+                break;
+            };
+            let e = entries.swap_remove(i);
+            ctx.inner.allocated.fetch_sub(e.bytes, Ordering::Relaxed);
+            total -= e.bytes;
+        }
+    }
+
+    pub(crate) fn budget(&self) -> u64 {
+        self.budget.load(Ordering::Relaxed)
+    }
+}

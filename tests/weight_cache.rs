@@ -1,0 +1,173 @@
+//! The packed-weight cache: results follow every way a weight tensor can change (write,
+//! clones and reshapes, outputs of `encode_*` calls, `buffer()` writes, caller-owned
+//! buffers), entries go with their tensor and the budget, and memory is accounted.
+
+mod common;
+
+use common::{check, tol, Rng};
+use wgconv::{cpu, Algorithm, Context, Conv2dParams, Padding, Tensor};
+
+fn fresh_ctx() -> Context {
+    match Context::new_blocking() {
+        Ok(c) => c,
+        Err(e) => panic!("GPU test needs a WebGPU adapter and found none: {e}"),
+    }
+}
+
+fn abs(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|x| x.abs()).collect()
+}
+
+const XS: [usize; 4] = [1, 16, 9, 10];
+const WS: [usize; 4] = [24, 16, 3, 3];
+
+fn params() -> Conv2dParams {
+    Conv2dParams::default().with_padding(Padding::Symmetric([1, 1]))
+}
+
+/// The forward convolution of `x` with weights `w` (host copies) checked against the CPU
+/// reference; `got` is the GPU result.
+fn expect(label: &str, x: &[f32], w: &[f32], got: &[f32]) {
+    let p = params().resolve(XS, WS, None).unwrap();
+    let want = cpu::conv2d(x, XS, w, WS, None, &params()).unwrap().0;
+    let scale = cpu::conv2d(&abs(x), XS, &abs(w), WS, None, &params())
+        .unwrap()
+        .0;
+    let tols: Vec<f32> = scale.iter().map(|&s| tol(s, p.reduction_len())).collect();
+    if let Err(e) = check(label, got, &want, &tols) {
+        panic!("{e}");
+    }
+}
+
+fn conv(ctx: &Context, x: &Tensor, w: &Tensor) -> Vec<f32> {
+    ctx.conv2d_with(x, w, None, &params(), Algorithm::ImplicitGemm)
+        .unwrap()
+        .read()
+        .unwrap()
+}
+
+#[test]
+fn cached_weights_follow_every_change() {
+    let ctx = fresh_ctx();
+    let p = params().resolve(XS, WS, None).unwrap();
+    if !ctx.can_run_forward(Algorithm::ImplicitGemm, &p) {
+        // Only the lavapipe implicit GEMM packs weights into cached panels; elsewhere the
+        // cache stays empty and every result below must still be right.
+        eprintln!("implicit GEMM not available: checking results only");
+    }
+    let packs = ctx.can_run_forward(Algorithm::ImplicitGemm, &p);
+    let mut rng = Rng::new(5);
+    let xv = rng.vec(XS.iter().product());
+    let x = Tensor::from_slice(&ctx, &xv, &XS).unwrap();
+    let base = ctx.allocated_bytes();
+
+    // First call packs and caches; the second reads the cache.
+    let mut wv = rng.vec(WS.iter().product());
+    let w = Tensor::from_slice(&ctx, &wv, &WS).unwrap();
+    expect("first call", &xv, &wv, &conv(&ctx, &x, &w));
+    let cached = ctx.weight_cache_bytes();
+    if packs {
+        assert!(cached > 0, "nothing cached");
+    }
+    expect("cached call", &xv, &wv, &conv(&ctx, &x, &w));
+    assert_eq!(
+        ctx.weight_cache_bytes(),
+        cached,
+        "a hit must not add entries"
+    );
+
+    // Tensor::write: the next call repacks (the old version is dropped).
+    wv = rng.vec(WS.iter().product());
+    w.write(&wv).unwrap();
+    expect("after write", &xv, &wv, &conv(&ctx, &x, &w));
+    assert_eq!(ctx.weight_cache_bytes(), cached, "old version kept");
+
+    // A reshape shares the buffer and its version.
+    wv = rng.vec(WS.iter().product());
+    let flat = w.reshape(&[WS.iter().product()]).unwrap();
+    flat.write(&wv).unwrap();
+    expect(
+        "after write through a reshape",
+        &xv,
+        &wv,
+        &conv(&ctx, &x, &w),
+    );
+    let clone = w.clone();
+    wv = rng.vec(WS.iter().product());
+    clone.write(&wv).unwrap();
+    expect("after write through a clone", &xv, &wv, &conv(&ctx, &x, &w));
+
+    // Written as the output of an encode_* call in the same encoder that then reads it as
+    // weights: the cache must not serve the old contents.
+    let dy =
+        Tensor::from_slice(&ctx, &rng.vec(p.y_shape().iter().product()), &p.y_shape()).unwrap();
+    let y = Tensor::zeros(&ctx, &p.y_shape()).unwrap();
+    let mut enc = ctx.device().create_command_encoder(&Default::default());
+    ctx.encode_conv2d_backward_weight(&mut enc, &x, &dy, &params(), Algorithm::Auto, &w)
+        .unwrap();
+    ctx.encode_conv2d(
+        &mut enc,
+        &x,
+        &w,
+        None,
+        &params(),
+        Algorithm::ImplicitGemm,
+        &y,
+    )
+    .unwrap();
+    ctx.submit(enc).unwrap();
+    let new_w = w.read().unwrap();
+    expect(
+        "weights written in the same encoder",
+        &xv,
+        &new_w,
+        &y.read().unwrap(),
+    );
+    expect("and in a later call", &xv, &new_w, &conv(&ctx, &x, &w));
+
+    // Written behind the library's back through buffer().
+    let w2 = Tensor::from_slice(&ctx, &rng.vec(WS.iter().product()), &WS).unwrap();
+    let _ = conv(&ctx, &x, &w2);
+    wv = rng.vec(WS.iter().product());
+    ctx.queue()
+        .write_buffer(w2.buffer(), 0, bytemuck::cast_slice(&wv));
+    expect("after a raw buffer write", &xv, &wv, &conv(&ctx, &x, &w2));
+
+    // A caller-owned buffer is never cached.
+    let before = ctx.weight_cache_bytes();
+    let raw = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: (wv.len() * 4) as u64,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    ctx.queue().write_buffer(&raw, 0, bytemuck::cast_slice(&wv));
+    let w3 = Tensor::from_buffer(&ctx, raw, &WS).unwrap();
+    expect("caller-owned buffer", &xv, &wv, &conv(&ctx, &x, &w3));
+    assert_eq!(
+        ctx.weight_cache_bytes(),
+        before,
+        "a caller-owned buffer was cached"
+    );
+
+    // Entries go with their tensor (at the next insertion) and with the budget; the bytes
+    // are accounted in allocated_bytes.
+    drop((w, flat, clone));
+    let w4 = Tensor::from_slice(&ctx, &wv, &WS).unwrap();
+    expect("new tensor", &xv, &wv, &conv(&ctx, &x, &w4));
+    if packs {
+        assert_eq!(
+            ctx.weight_cache_bytes(),
+            cached,
+            "a dropped tensor's entry survived"
+        );
+    }
+    ctx.set_weight_cache_budget(0);
+    assert_eq!(ctx.weight_cache_bytes(), 0);
+    expect("cache disabled", &xv, &wv, &conv(&ctx, &x, &w4));
+    assert_eq!(ctx.weight_cache_bytes(), 0, "cached with a zero budget");
+    drop((w2, w3, w4, y, dy));
+    assert_eq!(ctx.allocated_bytes(), base, "cache bytes not released");
+}
