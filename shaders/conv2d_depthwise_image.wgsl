@@ -5,18 +5,23 @@
 // The host copies x into the image with one buffer-to-texture copy (a memcpy, no kernel):
 // texel (q, ty) of row block ty holds input columns 4q..4q+3 of flat row
 // fr = ty * rows_per + q / wq (fr = plane * H + row, wq = W / 4 texels per row), rows_per
-// rows side by side so a texture row is a multiple of 256 bytes. A storage-image load is ~1.4
-// instructions per float on lavapipe against ~20 for a storage-buffer load.
-// One invocation computes 16 consecutive outputs of one row of one output channel from six
-// texels per kernel row (the 16 columns plus a halo of 4 on each side). Column stride 1,
-// column dilation 1, zero padding, PAD_LEFT <= 4 and S - PAD_LEFT <= 5, W and OW multiples
-// of 4 (the host checks); rows are general. Outputs are stored as vec4.
+// (a power of two, 1 << rows_shift) rows side by side so a texture row is a multiple of 256
+// bytes. A storage-image load is ~1.4 instructions per float on lavapipe against ~20 for a
+// storage-buffer load (and a storage-buffer store costs as much: the outputs are most of
+// the time).
+// One invocation computes 16 consecutive outputs of ROWS (1 or 4) rows of one output
+// channel from six texels per input row (the 16 columns plus a halo of 4 on each side),
+// with the R x S weights held in registers. ROWS = 1 takes any row stride and dilation; with
+// ROWS = 4 (row stride 1, row dilation 1) each of the ROWS + R - 1 input rows is
+// loaded once and feeds every output row it belongs to. Column stride 1, column dilation
+// 1, zero padding, PAD_LEFT <= 4 and S - PAD_LEFT <= 5, W and OW multiples of 4 (the host
+// checks). Outputs are stored as vec4.
 
 struct Params {
     n: u32, c: u32, h: u32, k: u32,
-    r: u32, kg: u32, oh: u32, ow: u32,
-    sh: u32, dh: u32, pad_top: i32, xblocks: u32,
-    total: u32, wq: u32, rows_per: u32, y_off4: u32,
+    kg: u32, oh: u32, ow: u32, sh: u32,
+    dh: u32, pad_top: i32, xblocks: u32, oyblocks: u32,
+    total: u32, wq: u32, rows_shift: u32, y_off4: u32,
     t0: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
@@ -27,9 +32,12 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;
 
 override WG: u32 = 64u;
-// Kernel width (1..=7) and left padding (0..=4).
+// Kernel height (1..=7), width (1..=7) and left padding (0..=4).
+override R: u32 = 3u;
 override S: u32 = 3u;
 override PAD_LEFT: u32 = 1u;
+// Output rows per invocation: 1 or 4.
+override ROWS: u32 = 1u;
 override HAS_BIAS: bool = false;
 override FLIP: bool = false;
 
@@ -47,122 +55,2453 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     let xb = id % P.xblocks;
     var t = id / P.xblocks;
-    let oy = t % P.oh;
-    t = t / P.oh;
+    let oyb = t % P.oyblocks;
+    t = t / P.oyblocks;
     let k = t % P.k;
     let n = t / P.k;
     let c = k / P.kg;
+    let oy0 = oyb * ROWS;
     let q0 = i32(xb * 4u);
     let plane = n * P.c + c;
-    let wbase = k * P.r * S;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    for (var r = 0u; r < P.r; r++) {
-        let iy = i32(oy * P.sh + r * P.dh) - P.pad_top;
-        if (iy < 0 || iy >= i32(P.h)) {
-            continue;
+    let wbase = k * R * S;
+    let rmask = (1u << P.rows_shift) - 1u;
+    // The weights, rotated for true convolution.
+    var w0_0 = 0.0;
+    if (R > 0u && S > 0u) {
+        w0_0 = wt[wbase + select(0u, R - 1u - 0u, FLIP) * S + select(0u, S - 1u - 0u, FLIP)];
+    }
+    var w0_1 = 0.0;
+    if (R > 0u && S > 1u) {
+        w0_1 = wt[wbase + select(0u, R - 1u - 0u, FLIP) * S + select(1u, S - 1u - 1u, FLIP)];
+    }
+    var w0_2 = 0.0;
+    if (R > 0u && S > 2u) {
+        w0_2 = wt[wbase + select(0u, R - 1u - 0u, FLIP) * S + select(2u, S - 1u - 2u, FLIP)];
+    }
+    var w0_3 = 0.0;
+    if (R > 0u && S > 3u) {
+        w0_3 = wt[wbase + select(0u, R - 1u - 0u, FLIP) * S + select(3u, S - 1u - 3u, FLIP)];
+    }
+    var w0_4 = 0.0;
+    if (R > 0u && S > 4u) {
+        w0_4 = wt[wbase + select(0u, R - 1u - 0u, FLIP) * S + select(4u, S - 1u - 4u, FLIP)];
+    }
+    var w0_5 = 0.0;
+    if (R > 0u && S > 5u) {
+        w0_5 = wt[wbase + select(0u, R - 1u - 0u, FLIP) * S + select(5u, S - 1u - 5u, FLIP)];
+    }
+    var w0_6 = 0.0;
+    if (R > 0u && S > 6u) {
+        w0_6 = wt[wbase + select(0u, R - 1u - 0u, FLIP) * S + select(6u, S - 1u - 6u, FLIP)];
+    }
+    var w1_0 = 0.0;
+    if (R > 1u && S > 0u) {
+        w1_0 = wt[wbase + select(1u, R - 1u - 1u, FLIP) * S + select(0u, S - 1u - 0u, FLIP)];
+    }
+    var w1_1 = 0.0;
+    if (R > 1u && S > 1u) {
+        w1_1 = wt[wbase + select(1u, R - 1u - 1u, FLIP) * S + select(1u, S - 1u - 1u, FLIP)];
+    }
+    var w1_2 = 0.0;
+    if (R > 1u && S > 2u) {
+        w1_2 = wt[wbase + select(1u, R - 1u - 1u, FLIP) * S + select(2u, S - 1u - 2u, FLIP)];
+    }
+    var w1_3 = 0.0;
+    if (R > 1u && S > 3u) {
+        w1_3 = wt[wbase + select(1u, R - 1u - 1u, FLIP) * S + select(3u, S - 1u - 3u, FLIP)];
+    }
+    var w1_4 = 0.0;
+    if (R > 1u && S > 4u) {
+        w1_4 = wt[wbase + select(1u, R - 1u - 1u, FLIP) * S + select(4u, S - 1u - 4u, FLIP)];
+    }
+    var w1_5 = 0.0;
+    if (R > 1u && S > 5u) {
+        w1_5 = wt[wbase + select(1u, R - 1u - 1u, FLIP) * S + select(5u, S - 1u - 5u, FLIP)];
+    }
+    var w1_6 = 0.0;
+    if (R > 1u && S > 6u) {
+        w1_6 = wt[wbase + select(1u, R - 1u - 1u, FLIP) * S + select(6u, S - 1u - 6u, FLIP)];
+    }
+    var w2_0 = 0.0;
+    if (R > 2u && S > 0u) {
+        w2_0 = wt[wbase + select(2u, R - 1u - 2u, FLIP) * S + select(0u, S - 1u - 0u, FLIP)];
+    }
+    var w2_1 = 0.0;
+    if (R > 2u && S > 1u) {
+        w2_1 = wt[wbase + select(2u, R - 1u - 2u, FLIP) * S + select(1u, S - 1u - 1u, FLIP)];
+    }
+    var w2_2 = 0.0;
+    if (R > 2u && S > 2u) {
+        w2_2 = wt[wbase + select(2u, R - 1u - 2u, FLIP) * S + select(2u, S - 1u - 2u, FLIP)];
+    }
+    var w2_3 = 0.0;
+    if (R > 2u && S > 3u) {
+        w2_3 = wt[wbase + select(2u, R - 1u - 2u, FLIP) * S + select(3u, S - 1u - 3u, FLIP)];
+    }
+    var w2_4 = 0.0;
+    if (R > 2u && S > 4u) {
+        w2_4 = wt[wbase + select(2u, R - 1u - 2u, FLIP) * S + select(4u, S - 1u - 4u, FLIP)];
+    }
+    var w2_5 = 0.0;
+    if (R > 2u && S > 5u) {
+        w2_5 = wt[wbase + select(2u, R - 1u - 2u, FLIP) * S + select(5u, S - 1u - 5u, FLIP)];
+    }
+    var w2_6 = 0.0;
+    if (R > 2u && S > 6u) {
+        w2_6 = wt[wbase + select(2u, R - 1u - 2u, FLIP) * S + select(6u, S - 1u - 6u, FLIP)];
+    }
+    var w3_0 = 0.0;
+    if (R > 3u && S > 0u) {
+        w3_0 = wt[wbase + select(3u, R - 1u - 3u, FLIP) * S + select(0u, S - 1u - 0u, FLIP)];
+    }
+    var w3_1 = 0.0;
+    if (R > 3u && S > 1u) {
+        w3_1 = wt[wbase + select(3u, R - 1u - 3u, FLIP) * S + select(1u, S - 1u - 1u, FLIP)];
+    }
+    var w3_2 = 0.0;
+    if (R > 3u && S > 2u) {
+        w3_2 = wt[wbase + select(3u, R - 1u - 3u, FLIP) * S + select(2u, S - 1u - 2u, FLIP)];
+    }
+    var w3_3 = 0.0;
+    if (R > 3u && S > 3u) {
+        w3_3 = wt[wbase + select(3u, R - 1u - 3u, FLIP) * S + select(3u, S - 1u - 3u, FLIP)];
+    }
+    var w3_4 = 0.0;
+    if (R > 3u && S > 4u) {
+        w3_4 = wt[wbase + select(3u, R - 1u - 3u, FLIP) * S + select(4u, S - 1u - 4u, FLIP)];
+    }
+    var w3_5 = 0.0;
+    if (R > 3u && S > 5u) {
+        w3_5 = wt[wbase + select(3u, R - 1u - 3u, FLIP) * S + select(5u, S - 1u - 5u, FLIP)];
+    }
+    var w3_6 = 0.0;
+    if (R > 3u && S > 6u) {
+        w3_6 = wt[wbase + select(3u, R - 1u - 3u, FLIP) * S + select(6u, S - 1u - 6u, FLIP)];
+    }
+    var w4_0 = 0.0;
+    if (R > 4u && S > 0u) {
+        w4_0 = wt[wbase + select(4u, R - 1u - 4u, FLIP) * S + select(0u, S - 1u - 0u, FLIP)];
+    }
+    var w4_1 = 0.0;
+    if (R > 4u && S > 1u) {
+        w4_1 = wt[wbase + select(4u, R - 1u - 4u, FLIP) * S + select(1u, S - 1u - 1u, FLIP)];
+    }
+    var w4_2 = 0.0;
+    if (R > 4u && S > 2u) {
+        w4_2 = wt[wbase + select(4u, R - 1u - 4u, FLIP) * S + select(2u, S - 1u - 2u, FLIP)];
+    }
+    var w4_3 = 0.0;
+    if (R > 4u && S > 3u) {
+        w4_3 = wt[wbase + select(4u, R - 1u - 4u, FLIP) * S + select(3u, S - 1u - 3u, FLIP)];
+    }
+    var w4_4 = 0.0;
+    if (R > 4u && S > 4u) {
+        w4_4 = wt[wbase + select(4u, R - 1u - 4u, FLIP) * S + select(4u, S - 1u - 4u, FLIP)];
+    }
+    var w4_5 = 0.0;
+    if (R > 4u && S > 5u) {
+        w4_5 = wt[wbase + select(4u, R - 1u - 4u, FLIP) * S + select(5u, S - 1u - 5u, FLIP)];
+    }
+    var w4_6 = 0.0;
+    if (R > 4u && S > 6u) {
+        w4_6 = wt[wbase + select(4u, R - 1u - 4u, FLIP) * S + select(6u, S - 1u - 6u, FLIP)];
+    }
+    var w5_0 = 0.0;
+    if (R > 5u && S > 0u) {
+        w5_0 = wt[wbase + select(5u, R - 1u - 5u, FLIP) * S + select(0u, S - 1u - 0u, FLIP)];
+    }
+    var w5_1 = 0.0;
+    if (R > 5u && S > 1u) {
+        w5_1 = wt[wbase + select(5u, R - 1u - 5u, FLIP) * S + select(1u, S - 1u - 1u, FLIP)];
+    }
+    var w5_2 = 0.0;
+    if (R > 5u && S > 2u) {
+        w5_2 = wt[wbase + select(5u, R - 1u - 5u, FLIP) * S + select(2u, S - 1u - 2u, FLIP)];
+    }
+    var w5_3 = 0.0;
+    if (R > 5u && S > 3u) {
+        w5_3 = wt[wbase + select(5u, R - 1u - 5u, FLIP) * S + select(3u, S - 1u - 3u, FLIP)];
+    }
+    var w5_4 = 0.0;
+    if (R > 5u && S > 4u) {
+        w5_4 = wt[wbase + select(5u, R - 1u - 5u, FLIP) * S + select(4u, S - 1u - 4u, FLIP)];
+    }
+    var w5_5 = 0.0;
+    if (R > 5u && S > 5u) {
+        w5_5 = wt[wbase + select(5u, R - 1u - 5u, FLIP) * S + select(5u, S - 1u - 5u, FLIP)];
+    }
+    var w5_6 = 0.0;
+    if (R > 5u && S > 6u) {
+        w5_6 = wt[wbase + select(5u, R - 1u - 5u, FLIP) * S + select(6u, S - 1u - 6u, FLIP)];
+    }
+    var w6_0 = 0.0;
+    if (R > 6u && S > 0u) {
+        w6_0 = wt[wbase + select(6u, R - 1u - 6u, FLIP) * S + select(0u, S - 1u - 0u, FLIP)];
+    }
+    var w6_1 = 0.0;
+    if (R > 6u && S > 1u) {
+        w6_1 = wt[wbase + select(6u, R - 1u - 6u, FLIP) * S + select(1u, S - 1u - 1u, FLIP)];
+    }
+    var w6_2 = 0.0;
+    if (R > 6u && S > 2u) {
+        w6_2 = wt[wbase + select(6u, R - 1u - 6u, FLIP) * S + select(2u, S - 1u - 2u, FLIP)];
+    }
+    var w6_3 = 0.0;
+    if (R > 6u && S > 3u) {
+        w6_3 = wt[wbase + select(6u, R - 1u - 6u, FLIP) * S + select(3u, S - 1u - 3u, FLIP)];
+    }
+    var w6_4 = 0.0;
+    if (R > 6u && S > 4u) {
+        w6_4 = wt[wbase + select(6u, R - 1u - 6u, FLIP) * S + select(4u, S - 1u - 4u, FLIP)];
+    }
+    var w6_5 = 0.0;
+    if (R > 6u && S > 5u) {
+        w6_5 = wt[wbase + select(6u, R - 1u - 6u, FLIP) * S + select(5u, S - 1u - 5u, FLIP)];
+    }
+    var w6_6 = 0.0;
+    if (R > 6u && S > 6u) {
+        w6_6 = wt[wbase + select(6u, R - 1u - 6u, FLIP) * S + select(6u, S - 1u - 6u, FLIP)];
+    }
+    var acc0_0 = vec4<f32>(0.0);
+    var acc0_1 = vec4<f32>(0.0);
+    var acc0_2 = vec4<f32>(0.0);
+    var acc0_3 = vec4<f32>(0.0);
+    var acc1_0 = vec4<f32>(0.0);
+    var acc1_1 = vec4<f32>(0.0);
+    var acc1_2 = vec4<f32>(0.0);
+    var acc1_3 = vec4<f32>(0.0);
+    var acc2_0 = vec4<f32>(0.0);
+    var acc2_1 = vec4<f32>(0.0);
+    var acc2_2 = vec4<f32>(0.0);
+    var acc2_3 = vec4<f32>(0.0);
+    var acc3_0 = vec4<f32>(0.0);
+    var acc3_1 = vec4<f32>(0.0);
+    var acc3_2 = vec4<f32>(0.0);
+    var acc3_3 = vec4<f32>(0.0);
+    if (ROWS == 1u) {
+        // Any row stride and dilation: kernel row r reads input row oy * sh + r * dh - pad_top.
+        if (R > 0u) {
+            let iy = i32(oy0 * P.sh + 0u * P.dh) - P.pad_top;
+            if (iy >= 0 && iy < i32(P.h)) {
+                let fr = plane * P.h + u32(iy);
+                let ty = fr >> P.rows_shift;
+                let tx0 = (fr & rmask) * P.wq;
+                let t0 = tload(tx0, ty, q0 + -1);
+                let t1 = tload(tx0, ty, q0 + 0);
+                let t2 = tload(tx0, ty, q0 + 1);
+                let t3 = tload(tx0, ty, q0 + 2);
+                let t4 = tload(tx0, ty, q0 + 3);
+                let t5 = tload(tx0, ty, q0 + 4);
+                // Window element i (input column 16 * xb - PAD_LEFT + i) is u[4 - PAD_LEFT + i].
+                let v0 = select(select(select(select(t0.x, t0.y, PAD_LEFT == 3u), t0.z, PAD_LEFT == 2u), t0.w, PAD_LEFT == 1u), t1.x, PAD_LEFT == 0u);
+                let v1 = select(select(select(select(t0.y, t0.z, PAD_LEFT == 3u), t0.w, PAD_LEFT == 2u), t1.x, PAD_LEFT == 1u), t1.y, PAD_LEFT == 0u);
+                let v2 = select(select(select(select(t0.z, t0.w, PAD_LEFT == 3u), t1.x, PAD_LEFT == 2u), t1.y, PAD_LEFT == 1u), t1.z, PAD_LEFT == 0u);
+                let v3 = select(select(select(select(t0.w, t1.x, PAD_LEFT == 3u), t1.y, PAD_LEFT == 2u), t1.z, PAD_LEFT == 1u), t1.w, PAD_LEFT == 0u);
+                let v4 = select(select(select(select(t1.x, t1.y, PAD_LEFT == 3u), t1.z, PAD_LEFT == 2u), t1.w, PAD_LEFT == 1u), t2.x, PAD_LEFT == 0u);
+                let v5 = select(select(select(select(t1.y, t1.z, PAD_LEFT == 3u), t1.w, PAD_LEFT == 2u), t2.x, PAD_LEFT == 1u), t2.y, PAD_LEFT == 0u);
+                let v6 = select(select(select(select(t1.z, t1.w, PAD_LEFT == 3u), t2.x, PAD_LEFT == 2u), t2.y, PAD_LEFT == 1u), t2.z, PAD_LEFT == 0u);
+                let v7 = select(select(select(select(t1.w, t2.x, PAD_LEFT == 3u), t2.y, PAD_LEFT == 2u), t2.z, PAD_LEFT == 1u), t2.w, PAD_LEFT == 0u);
+                let v8 = select(select(select(select(t2.x, t2.y, PAD_LEFT == 3u), t2.z, PAD_LEFT == 2u), t2.w, PAD_LEFT == 1u), t3.x, PAD_LEFT == 0u);
+                let v9 = select(select(select(select(t2.y, t2.z, PAD_LEFT == 3u), t2.w, PAD_LEFT == 2u), t3.x, PAD_LEFT == 1u), t3.y, PAD_LEFT == 0u);
+                let v10 = select(select(select(select(t2.z, t2.w, PAD_LEFT == 3u), t3.x, PAD_LEFT == 2u), t3.y, PAD_LEFT == 1u), t3.z, PAD_LEFT == 0u);
+                let v11 = select(select(select(select(t2.w, t3.x, PAD_LEFT == 3u), t3.y, PAD_LEFT == 2u), t3.z, PAD_LEFT == 1u), t3.w, PAD_LEFT == 0u);
+                let v12 = select(select(select(select(t3.x, t3.y, PAD_LEFT == 3u), t3.z, PAD_LEFT == 2u), t3.w, PAD_LEFT == 1u), t4.x, PAD_LEFT == 0u);
+                let v13 = select(select(select(select(t3.y, t3.z, PAD_LEFT == 3u), t3.w, PAD_LEFT == 2u), t4.x, PAD_LEFT == 1u), t4.y, PAD_LEFT == 0u);
+                let v14 = select(select(select(select(t3.z, t3.w, PAD_LEFT == 3u), t4.x, PAD_LEFT == 2u), t4.y, PAD_LEFT == 1u), t4.z, PAD_LEFT == 0u);
+                let v15 = select(select(select(select(t3.w, t4.x, PAD_LEFT == 3u), t4.y, PAD_LEFT == 2u), t4.z, PAD_LEFT == 1u), t4.w, PAD_LEFT == 0u);
+                let v16 = select(select(select(select(t4.x, t4.y, PAD_LEFT == 3u), t4.z, PAD_LEFT == 2u), t4.w, PAD_LEFT == 1u), t5.x, PAD_LEFT == 0u);
+                let v17 = select(select(select(select(t4.y, t4.z, PAD_LEFT == 3u), t4.w, PAD_LEFT == 2u), t5.x, PAD_LEFT == 1u), t5.y, PAD_LEFT == 0u);
+                let v18 = select(select(select(select(t4.z, t4.w, PAD_LEFT == 3u), t5.x, PAD_LEFT == 2u), t5.y, PAD_LEFT == 1u), t5.z, PAD_LEFT == 0u);
+                let v19 = select(select(select(select(t4.w, t5.x, PAD_LEFT == 3u), t5.y, PAD_LEFT == 2u), t5.z, PAD_LEFT == 1u), t5.w, PAD_LEFT == 0u);
+                let v20 = select(select(select(select(t5.x, t5.y, PAD_LEFT == 3u), t5.z, PAD_LEFT == 2u), t5.w, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                let v21 = select(select(select(select(t5.y, t5.z, PAD_LEFT == 3u), t5.w, PAD_LEFT == 2u), 0.0, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                if (S > 0u) {
+                    acc0_0 = fma(vec4<f32>(w0_0), vec4<f32>(v0, v1, v2, v3), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w0_0), vec4<f32>(v4, v5, v6, v7), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w0_0), vec4<f32>(v8, v9, v10, v11), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w0_0), vec4<f32>(v12, v13, v14, v15), acc0_3);
+                }
+                if (S > 1u) {
+                    acc0_0 = fma(vec4<f32>(w0_1), vec4<f32>(v1, v2, v3, v4), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w0_1), vec4<f32>(v5, v6, v7, v8), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w0_1), vec4<f32>(v9, v10, v11, v12), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w0_1), vec4<f32>(v13, v14, v15, v16), acc0_3);
+                }
+                if (S > 2u) {
+                    acc0_0 = fma(vec4<f32>(w0_2), vec4<f32>(v2, v3, v4, v5), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w0_2), vec4<f32>(v6, v7, v8, v9), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w0_2), vec4<f32>(v10, v11, v12, v13), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w0_2), vec4<f32>(v14, v15, v16, v17), acc0_3);
+                }
+                if (S > 3u) {
+                    acc0_0 = fma(vec4<f32>(w0_3), vec4<f32>(v3, v4, v5, v6), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w0_3), vec4<f32>(v7, v8, v9, v10), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w0_3), vec4<f32>(v11, v12, v13, v14), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w0_3), vec4<f32>(v15, v16, v17, v18), acc0_3);
+                }
+                if (S > 4u) {
+                    acc0_0 = fma(vec4<f32>(w0_4), vec4<f32>(v4, v5, v6, v7), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w0_4), vec4<f32>(v8, v9, v10, v11), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w0_4), vec4<f32>(v12, v13, v14, v15), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w0_4), vec4<f32>(v16, v17, v18, v19), acc0_3);
+                }
+                if (S > 5u) {
+                    acc0_0 = fma(vec4<f32>(w0_5), vec4<f32>(v5, v6, v7, v8), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w0_5), vec4<f32>(v9, v10, v11, v12), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w0_5), vec4<f32>(v13, v14, v15, v16), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w0_5), vec4<f32>(v17, v18, v19, v20), acc0_3);
+                }
+                if (S > 6u) {
+                    acc0_0 = fma(vec4<f32>(w0_6), vec4<f32>(v6, v7, v8, v9), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w0_6), vec4<f32>(v10, v11, v12, v13), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w0_6), vec4<f32>(v14, v15, v16, v17), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w0_6), vec4<f32>(v18, v19, v20, v21), acc0_3);
+                }
+            }
         }
-        let fr = plane * P.h + u32(iy);
-        let ty = fr / P.rows_per;
-        let tx0 = (fr - ty * P.rows_per) * P.wq;
-        let rr = select(r, P.r - 1u - r, FLIP);
-        let t0 = tload(tx0, ty, q0 + -1);
-        let t1 = tload(tx0, ty, q0 + 0);
-        let t2 = tload(tx0, ty, q0 + 1);
-        let t3 = tload(tx0, ty, q0 + 2);
-        let t4 = tload(tx0, ty, q0 + 3);
-        let t5 = tload(tx0, ty, q0 + 4);
-        // Window element i (input column 16 * xb - PAD_LEFT + i) is u[4 - PAD_LEFT + i].
-        let v0 = select(select(select(select(t0.x, t0.y, PAD_LEFT == 3u), t0.z, PAD_LEFT == 2u), t0.w, PAD_LEFT == 1u), t1.x, PAD_LEFT == 0u);
-        let v1 = select(select(select(select(t0.y, t0.z, PAD_LEFT == 3u), t0.w, PAD_LEFT == 2u), t1.x, PAD_LEFT == 1u), t1.y, PAD_LEFT == 0u);
-        let v2 = select(select(select(select(t0.z, t0.w, PAD_LEFT == 3u), t1.x, PAD_LEFT == 2u), t1.y, PAD_LEFT == 1u), t1.z, PAD_LEFT == 0u);
-        let v3 = select(select(select(select(t0.w, t1.x, PAD_LEFT == 3u), t1.y, PAD_LEFT == 2u), t1.z, PAD_LEFT == 1u), t1.w, PAD_LEFT == 0u);
-        let v4 = select(select(select(select(t1.x, t1.y, PAD_LEFT == 3u), t1.z, PAD_LEFT == 2u), t1.w, PAD_LEFT == 1u), t2.x, PAD_LEFT == 0u);
-        let v5 = select(select(select(select(t1.y, t1.z, PAD_LEFT == 3u), t1.w, PAD_LEFT == 2u), t2.x, PAD_LEFT == 1u), t2.y, PAD_LEFT == 0u);
-        let v6 = select(select(select(select(t1.z, t1.w, PAD_LEFT == 3u), t2.x, PAD_LEFT == 2u), t2.y, PAD_LEFT == 1u), t2.z, PAD_LEFT == 0u);
-        let v7 = select(select(select(select(t1.w, t2.x, PAD_LEFT == 3u), t2.y, PAD_LEFT == 2u), t2.z, PAD_LEFT == 1u), t2.w, PAD_LEFT == 0u);
-        let v8 = select(select(select(select(t2.x, t2.y, PAD_LEFT == 3u), t2.z, PAD_LEFT == 2u), t2.w, PAD_LEFT == 1u), t3.x, PAD_LEFT == 0u);
-        let v9 = select(select(select(select(t2.y, t2.z, PAD_LEFT == 3u), t2.w, PAD_LEFT == 2u), t3.x, PAD_LEFT == 1u), t3.y, PAD_LEFT == 0u);
-        let v10 = select(select(select(select(t2.z, t2.w, PAD_LEFT == 3u), t3.x, PAD_LEFT == 2u), t3.y, PAD_LEFT == 1u), t3.z, PAD_LEFT == 0u);
-        let v11 = select(select(select(select(t2.w, t3.x, PAD_LEFT == 3u), t3.y, PAD_LEFT == 2u), t3.z, PAD_LEFT == 1u), t3.w, PAD_LEFT == 0u);
-        let v12 = select(select(select(select(t3.x, t3.y, PAD_LEFT == 3u), t3.z, PAD_LEFT == 2u), t3.w, PAD_LEFT == 1u), t4.x, PAD_LEFT == 0u);
-        let v13 = select(select(select(select(t3.y, t3.z, PAD_LEFT == 3u), t3.w, PAD_LEFT == 2u), t4.x, PAD_LEFT == 1u), t4.y, PAD_LEFT == 0u);
-        let v14 = select(select(select(select(t3.z, t3.w, PAD_LEFT == 3u), t4.x, PAD_LEFT == 2u), t4.y, PAD_LEFT == 1u), t4.z, PAD_LEFT == 0u);
-        let v15 = select(select(select(select(t3.w, t4.x, PAD_LEFT == 3u), t4.y, PAD_LEFT == 2u), t4.z, PAD_LEFT == 1u), t4.w, PAD_LEFT == 0u);
-        let v16 = select(select(select(select(t4.x, t4.y, PAD_LEFT == 3u), t4.z, PAD_LEFT == 2u), t4.w, PAD_LEFT == 1u), t5.x, PAD_LEFT == 0u);
-        let v17 = select(select(select(select(t4.y, t4.z, PAD_LEFT == 3u), t4.w, PAD_LEFT == 2u), t5.x, PAD_LEFT == 1u), t5.y, PAD_LEFT == 0u);
-        let v18 = select(select(select(select(t4.z, t4.w, PAD_LEFT == 3u), t5.x, PAD_LEFT == 2u), t5.y, PAD_LEFT == 1u), t5.z, PAD_LEFT == 0u);
-        let v19 = select(select(select(select(t4.w, t5.x, PAD_LEFT == 3u), t5.y, PAD_LEFT == 2u), t5.z, PAD_LEFT == 1u), t5.w, PAD_LEFT == 0u);
-        let v20 = select(select(select(select(t5.x, t5.y, PAD_LEFT == 3u), t5.z, PAD_LEFT == 2u), t5.w, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
-        let v21 = select(select(select(select(t5.y, t5.z, PAD_LEFT == 3u), t5.w, PAD_LEFT == 2u), 0.0, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
-        if (S > 0u) {
-            let wv = wt[wbase + rr * S + select(0u, S - 1u - 0u, FLIP)];
-            acc0 = fma(vec4<f32>(wv), vec4<f32>(v0, v1, v2, v3), acc0);
-            acc1 = fma(vec4<f32>(wv), vec4<f32>(v4, v5, v6, v7), acc1);
-            acc2 = fma(vec4<f32>(wv), vec4<f32>(v8, v9, v10, v11), acc2);
-            acc3 = fma(vec4<f32>(wv), vec4<f32>(v12, v13, v14, v15), acc3);
+        if (R > 1u) {
+            let iy = i32(oy0 * P.sh + 1u * P.dh) - P.pad_top;
+            if (iy >= 0 && iy < i32(P.h)) {
+                let fr = plane * P.h + u32(iy);
+                let ty = fr >> P.rows_shift;
+                let tx0 = (fr & rmask) * P.wq;
+                let t0 = tload(tx0, ty, q0 + -1);
+                let t1 = tload(tx0, ty, q0 + 0);
+                let t2 = tload(tx0, ty, q0 + 1);
+                let t3 = tload(tx0, ty, q0 + 2);
+                let t4 = tload(tx0, ty, q0 + 3);
+                let t5 = tload(tx0, ty, q0 + 4);
+                // Window element i (input column 16 * xb - PAD_LEFT + i) is u[4 - PAD_LEFT + i].
+                let v0 = select(select(select(select(t0.x, t0.y, PAD_LEFT == 3u), t0.z, PAD_LEFT == 2u), t0.w, PAD_LEFT == 1u), t1.x, PAD_LEFT == 0u);
+                let v1 = select(select(select(select(t0.y, t0.z, PAD_LEFT == 3u), t0.w, PAD_LEFT == 2u), t1.x, PAD_LEFT == 1u), t1.y, PAD_LEFT == 0u);
+                let v2 = select(select(select(select(t0.z, t0.w, PAD_LEFT == 3u), t1.x, PAD_LEFT == 2u), t1.y, PAD_LEFT == 1u), t1.z, PAD_LEFT == 0u);
+                let v3 = select(select(select(select(t0.w, t1.x, PAD_LEFT == 3u), t1.y, PAD_LEFT == 2u), t1.z, PAD_LEFT == 1u), t1.w, PAD_LEFT == 0u);
+                let v4 = select(select(select(select(t1.x, t1.y, PAD_LEFT == 3u), t1.z, PAD_LEFT == 2u), t1.w, PAD_LEFT == 1u), t2.x, PAD_LEFT == 0u);
+                let v5 = select(select(select(select(t1.y, t1.z, PAD_LEFT == 3u), t1.w, PAD_LEFT == 2u), t2.x, PAD_LEFT == 1u), t2.y, PAD_LEFT == 0u);
+                let v6 = select(select(select(select(t1.z, t1.w, PAD_LEFT == 3u), t2.x, PAD_LEFT == 2u), t2.y, PAD_LEFT == 1u), t2.z, PAD_LEFT == 0u);
+                let v7 = select(select(select(select(t1.w, t2.x, PAD_LEFT == 3u), t2.y, PAD_LEFT == 2u), t2.z, PAD_LEFT == 1u), t2.w, PAD_LEFT == 0u);
+                let v8 = select(select(select(select(t2.x, t2.y, PAD_LEFT == 3u), t2.z, PAD_LEFT == 2u), t2.w, PAD_LEFT == 1u), t3.x, PAD_LEFT == 0u);
+                let v9 = select(select(select(select(t2.y, t2.z, PAD_LEFT == 3u), t2.w, PAD_LEFT == 2u), t3.x, PAD_LEFT == 1u), t3.y, PAD_LEFT == 0u);
+                let v10 = select(select(select(select(t2.z, t2.w, PAD_LEFT == 3u), t3.x, PAD_LEFT == 2u), t3.y, PAD_LEFT == 1u), t3.z, PAD_LEFT == 0u);
+                let v11 = select(select(select(select(t2.w, t3.x, PAD_LEFT == 3u), t3.y, PAD_LEFT == 2u), t3.z, PAD_LEFT == 1u), t3.w, PAD_LEFT == 0u);
+                let v12 = select(select(select(select(t3.x, t3.y, PAD_LEFT == 3u), t3.z, PAD_LEFT == 2u), t3.w, PAD_LEFT == 1u), t4.x, PAD_LEFT == 0u);
+                let v13 = select(select(select(select(t3.y, t3.z, PAD_LEFT == 3u), t3.w, PAD_LEFT == 2u), t4.x, PAD_LEFT == 1u), t4.y, PAD_LEFT == 0u);
+                let v14 = select(select(select(select(t3.z, t3.w, PAD_LEFT == 3u), t4.x, PAD_LEFT == 2u), t4.y, PAD_LEFT == 1u), t4.z, PAD_LEFT == 0u);
+                let v15 = select(select(select(select(t3.w, t4.x, PAD_LEFT == 3u), t4.y, PAD_LEFT == 2u), t4.z, PAD_LEFT == 1u), t4.w, PAD_LEFT == 0u);
+                let v16 = select(select(select(select(t4.x, t4.y, PAD_LEFT == 3u), t4.z, PAD_LEFT == 2u), t4.w, PAD_LEFT == 1u), t5.x, PAD_LEFT == 0u);
+                let v17 = select(select(select(select(t4.y, t4.z, PAD_LEFT == 3u), t4.w, PAD_LEFT == 2u), t5.x, PAD_LEFT == 1u), t5.y, PAD_LEFT == 0u);
+                let v18 = select(select(select(select(t4.z, t4.w, PAD_LEFT == 3u), t5.x, PAD_LEFT == 2u), t5.y, PAD_LEFT == 1u), t5.z, PAD_LEFT == 0u);
+                let v19 = select(select(select(select(t4.w, t5.x, PAD_LEFT == 3u), t5.y, PAD_LEFT == 2u), t5.z, PAD_LEFT == 1u), t5.w, PAD_LEFT == 0u);
+                let v20 = select(select(select(select(t5.x, t5.y, PAD_LEFT == 3u), t5.z, PAD_LEFT == 2u), t5.w, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                let v21 = select(select(select(select(t5.y, t5.z, PAD_LEFT == 3u), t5.w, PAD_LEFT == 2u), 0.0, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                if (S > 0u) {
+                    acc0_0 = fma(vec4<f32>(w1_0), vec4<f32>(v0, v1, v2, v3), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w1_0), vec4<f32>(v4, v5, v6, v7), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w1_0), vec4<f32>(v8, v9, v10, v11), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w1_0), vec4<f32>(v12, v13, v14, v15), acc0_3);
+                }
+                if (S > 1u) {
+                    acc0_0 = fma(vec4<f32>(w1_1), vec4<f32>(v1, v2, v3, v4), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w1_1), vec4<f32>(v5, v6, v7, v8), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w1_1), vec4<f32>(v9, v10, v11, v12), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w1_1), vec4<f32>(v13, v14, v15, v16), acc0_3);
+                }
+                if (S > 2u) {
+                    acc0_0 = fma(vec4<f32>(w1_2), vec4<f32>(v2, v3, v4, v5), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w1_2), vec4<f32>(v6, v7, v8, v9), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w1_2), vec4<f32>(v10, v11, v12, v13), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w1_2), vec4<f32>(v14, v15, v16, v17), acc0_3);
+                }
+                if (S > 3u) {
+                    acc0_0 = fma(vec4<f32>(w1_3), vec4<f32>(v3, v4, v5, v6), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w1_3), vec4<f32>(v7, v8, v9, v10), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w1_3), vec4<f32>(v11, v12, v13, v14), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w1_3), vec4<f32>(v15, v16, v17, v18), acc0_3);
+                }
+                if (S > 4u) {
+                    acc0_0 = fma(vec4<f32>(w1_4), vec4<f32>(v4, v5, v6, v7), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w1_4), vec4<f32>(v8, v9, v10, v11), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w1_4), vec4<f32>(v12, v13, v14, v15), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w1_4), vec4<f32>(v16, v17, v18, v19), acc0_3);
+                }
+                if (S > 5u) {
+                    acc0_0 = fma(vec4<f32>(w1_5), vec4<f32>(v5, v6, v7, v8), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w1_5), vec4<f32>(v9, v10, v11, v12), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w1_5), vec4<f32>(v13, v14, v15, v16), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w1_5), vec4<f32>(v17, v18, v19, v20), acc0_3);
+                }
+                if (S > 6u) {
+                    acc0_0 = fma(vec4<f32>(w1_6), vec4<f32>(v6, v7, v8, v9), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w1_6), vec4<f32>(v10, v11, v12, v13), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w1_6), vec4<f32>(v14, v15, v16, v17), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w1_6), vec4<f32>(v18, v19, v20, v21), acc0_3);
+                }
+            }
         }
-        if (S > 1u) {
-            let wv = wt[wbase + rr * S + select(1u, S - 1u - 1u, FLIP)];
-            acc0 = fma(vec4<f32>(wv), vec4<f32>(v1, v2, v3, v4), acc0);
-            acc1 = fma(vec4<f32>(wv), vec4<f32>(v5, v6, v7, v8), acc1);
-            acc2 = fma(vec4<f32>(wv), vec4<f32>(v9, v10, v11, v12), acc2);
-            acc3 = fma(vec4<f32>(wv), vec4<f32>(v13, v14, v15, v16), acc3);
+        if (R > 2u) {
+            let iy = i32(oy0 * P.sh + 2u * P.dh) - P.pad_top;
+            if (iy >= 0 && iy < i32(P.h)) {
+                let fr = plane * P.h + u32(iy);
+                let ty = fr >> P.rows_shift;
+                let tx0 = (fr & rmask) * P.wq;
+                let t0 = tload(tx0, ty, q0 + -1);
+                let t1 = tload(tx0, ty, q0 + 0);
+                let t2 = tload(tx0, ty, q0 + 1);
+                let t3 = tload(tx0, ty, q0 + 2);
+                let t4 = tload(tx0, ty, q0 + 3);
+                let t5 = tload(tx0, ty, q0 + 4);
+                // Window element i (input column 16 * xb - PAD_LEFT + i) is u[4 - PAD_LEFT + i].
+                let v0 = select(select(select(select(t0.x, t0.y, PAD_LEFT == 3u), t0.z, PAD_LEFT == 2u), t0.w, PAD_LEFT == 1u), t1.x, PAD_LEFT == 0u);
+                let v1 = select(select(select(select(t0.y, t0.z, PAD_LEFT == 3u), t0.w, PAD_LEFT == 2u), t1.x, PAD_LEFT == 1u), t1.y, PAD_LEFT == 0u);
+                let v2 = select(select(select(select(t0.z, t0.w, PAD_LEFT == 3u), t1.x, PAD_LEFT == 2u), t1.y, PAD_LEFT == 1u), t1.z, PAD_LEFT == 0u);
+                let v3 = select(select(select(select(t0.w, t1.x, PAD_LEFT == 3u), t1.y, PAD_LEFT == 2u), t1.z, PAD_LEFT == 1u), t1.w, PAD_LEFT == 0u);
+                let v4 = select(select(select(select(t1.x, t1.y, PAD_LEFT == 3u), t1.z, PAD_LEFT == 2u), t1.w, PAD_LEFT == 1u), t2.x, PAD_LEFT == 0u);
+                let v5 = select(select(select(select(t1.y, t1.z, PAD_LEFT == 3u), t1.w, PAD_LEFT == 2u), t2.x, PAD_LEFT == 1u), t2.y, PAD_LEFT == 0u);
+                let v6 = select(select(select(select(t1.z, t1.w, PAD_LEFT == 3u), t2.x, PAD_LEFT == 2u), t2.y, PAD_LEFT == 1u), t2.z, PAD_LEFT == 0u);
+                let v7 = select(select(select(select(t1.w, t2.x, PAD_LEFT == 3u), t2.y, PAD_LEFT == 2u), t2.z, PAD_LEFT == 1u), t2.w, PAD_LEFT == 0u);
+                let v8 = select(select(select(select(t2.x, t2.y, PAD_LEFT == 3u), t2.z, PAD_LEFT == 2u), t2.w, PAD_LEFT == 1u), t3.x, PAD_LEFT == 0u);
+                let v9 = select(select(select(select(t2.y, t2.z, PAD_LEFT == 3u), t2.w, PAD_LEFT == 2u), t3.x, PAD_LEFT == 1u), t3.y, PAD_LEFT == 0u);
+                let v10 = select(select(select(select(t2.z, t2.w, PAD_LEFT == 3u), t3.x, PAD_LEFT == 2u), t3.y, PAD_LEFT == 1u), t3.z, PAD_LEFT == 0u);
+                let v11 = select(select(select(select(t2.w, t3.x, PAD_LEFT == 3u), t3.y, PAD_LEFT == 2u), t3.z, PAD_LEFT == 1u), t3.w, PAD_LEFT == 0u);
+                let v12 = select(select(select(select(t3.x, t3.y, PAD_LEFT == 3u), t3.z, PAD_LEFT == 2u), t3.w, PAD_LEFT == 1u), t4.x, PAD_LEFT == 0u);
+                let v13 = select(select(select(select(t3.y, t3.z, PAD_LEFT == 3u), t3.w, PAD_LEFT == 2u), t4.x, PAD_LEFT == 1u), t4.y, PAD_LEFT == 0u);
+                let v14 = select(select(select(select(t3.z, t3.w, PAD_LEFT == 3u), t4.x, PAD_LEFT == 2u), t4.y, PAD_LEFT == 1u), t4.z, PAD_LEFT == 0u);
+                let v15 = select(select(select(select(t3.w, t4.x, PAD_LEFT == 3u), t4.y, PAD_LEFT == 2u), t4.z, PAD_LEFT == 1u), t4.w, PAD_LEFT == 0u);
+                let v16 = select(select(select(select(t4.x, t4.y, PAD_LEFT == 3u), t4.z, PAD_LEFT == 2u), t4.w, PAD_LEFT == 1u), t5.x, PAD_LEFT == 0u);
+                let v17 = select(select(select(select(t4.y, t4.z, PAD_LEFT == 3u), t4.w, PAD_LEFT == 2u), t5.x, PAD_LEFT == 1u), t5.y, PAD_LEFT == 0u);
+                let v18 = select(select(select(select(t4.z, t4.w, PAD_LEFT == 3u), t5.x, PAD_LEFT == 2u), t5.y, PAD_LEFT == 1u), t5.z, PAD_LEFT == 0u);
+                let v19 = select(select(select(select(t4.w, t5.x, PAD_LEFT == 3u), t5.y, PAD_LEFT == 2u), t5.z, PAD_LEFT == 1u), t5.w, PAD_LEFT == 0u);
+                let v20 = select(select(select(select(t5.x, t5.y, PAD_LEFT == 3u), t5.z, PAD_LEFT == 2u), t5.w, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                let v21 = select(select(select(select(t5.y, t5.z, PAD_LEFT == 3u), t5.w, PAD_LEFT == 2u), 0.0, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                if (S > 0u) {
+                    acc0_0 = fma(vec4<f32>(w2_0), vec4<f32>(v0, v1, v2, v3), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w2_0), vec4<f32>(v4, v5, v6, v7), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w2_0), vec4<f32>(v8, v9, v10, v11), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w2_0), vec4<f32>(v12, v13, v14, v15), acc0_3);
+                }
+                if (S > 1u) {
+                    acc0_0 = fma(vec4<f32>(w2_1), vec4<f32>(v1, v2, v3, v4), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w2_1), vec4<f32>(v5, v6, v7, v8), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w2_1), vec4<f32>(v9, v10, v11, v12), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w2_1), vec4<f32>(v13, v14, v15, v16), acc0_3);
+                }
+                if (S > 2u) {
+                    acc0_0 = fma(vec4<f32>(w2_2), vec4<f32>(v2, v3, v4, v5), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w2_2), vec4<f32>(v6, v7, v8, v9), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w2_2), vec4<f32>(v10, v11, v12, v13), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w2_2), vec4<f32>(v14, v15, v16, v17), acc0_3);
+                }
+                if (S > 3u) {
+                    acc0_0 = fma(vec4<f32>(w2_3), vec4<f32>(v3, v4, v5, v6), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w2_3), vec4<f32>(v7, v8, v9, v10), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w2_3), vec4<f32>(v11, v12, v13, v14), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w2_3), vec4<f32>(v15, v16, v17, v18), acc0_3);
+                }
+                if (S > 4u) {
+                    acc0_0 = fma(vec4<f32>(w2_4), vec4<f32>(v4, v5, v6, v7), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w2_4), vec4<f32>(v8, v9, v10, v11), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w2_4), vec4<f32>(v12, v13, v14, v15), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w2_4), vec4<f32>(v16, v17, v18, v19), acc0_3);
+                }
+                if (S > 5u) {
+                    acc0_0 = fma(vec4<f32>(w2_5), vec4<f32>(v5, v6, v7, v8), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w2_5), vec4<f32>(v9, v10, v11, v12), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w2_5), vec4<f32>(v13, v14, v15, v16), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w2_5), vec4<f32>(v17, v18, v19, v20), acc0_3);
+                }
+                if (S > 6u) {
+                    acc0_0 = fma(vec4<f32>(w2_6), vec4<f32>(v6, v7, v8, v9), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w2_6), vec4<f32>(v10, v11, v12, v13), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w2_6), vec4<f32>(v14, v15, v16, v17), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w2_6), vec4<f32>(v18, v19, v20, v21), acc0_3);
+                }
+            }
         }
-        if (S > 2u) {
-            let wv = wt[wbase + rr * S + select(2u, S - 1u - 2u, FLIP)];
-            acc0 = fma(vec4<f32>(wv), vec4<f32>(v2, v3, v4, v5), acc0);
-            acc1 = fma(vec4<f32>(wv), vec4<f32>(v6, v7, v8, v9), acc1);
-            acc2 = fma(vec4<f32>(wv), vec4<f32>(v10, v11, v12, v13), acc2);
-            acc3 = fma(vec4<f32>(wv), vec4<f32>(v14, v15, v16, v17), acc3);
+        if (R > 3u) {
+            let iy = i32(oy0 * P.sh + 3u * P.dh) - P.pad_top;
+            if (iy >= 0 && iy < i32(P.h)) {
+                let fr = plane * P.h + u32(iy);
+                let ty = fr >> P.rows_shift;
+                let tx0 = (fr & rmask) * P.wq;
+                let t0 = tload(tx0, ty, q0 + -1);
+                let t1 = tload(tx0, ty, q0 + 0);
+                let t2 = tload(tx0, ty, q0 + 1);
+                let t3 = tload(tx0, ty, q0 + 2);
+                let t4 = tload(tx0, ty, q0 + 3);
+                let t5 = tload(tx0, ty, q0 + 4);
+                // Window element i (input column 16 * xb - PAD_LEFT + i) is u[4 - PAD_LEFT + i].
+                let v0 = select(select(select(select(t0.x, t0.y, PAD_LEFT == 3u), t0.z, PAD_LEFT == 2u), t0.w, PAD_LEFT == 1u), t1.x, PAD_LEFT == 0u);
+                let v1 = select(select(select(select(t0.y, t0.z, PAD_LEFT == 3u), t0.w, PAD_LEFT == 2u), t1.x, PAD_LEFT == 1u), t1.y, PAD_LEFT == 0u);
+                let v2 = select(select(select(select(t0.z, t0.w, PAD_LEFT == 3u), t1.x, PAD_LEFT == 2u), t1.y, PAD_LEFT == 1u), t1.z, PAD_LEFT == 0u);
+                let v3 = select(select(select(select(t0.w, t1.x, PAD_LEFT == 3u), t1.y, PAD_LEFT == 2u), t1.z, PAD_LEFT == 1u), t1.w, PAD_LEFT == 0u);
+                let v4 = select(select(select(select(t1.x, t1.y, PAD_LEFT == 3u), t1.z, PAD_LEFT == 2u), t1.w, PAD_LEFT == 1u), t2.x, PAD_LEFT == 0u);
+                let v5 = select(select(select(select(t1.y, t1.z, PAD_LEFT == 3u), t1.w, PAD_LEFT == 2u), t2.x, PAD_LEFT == 1u), t2.y, PAD_LEFT == 0u);
+                let v6 = select(select(select(select(t1.z, t1.w, PAD_LEFT == 3u), t2.x, PAD_LEFT == 2u), t2.y, PAD_LEFT == 1u), t2.z, PAD_LEFT == 0u);
+                let v7 = select(select(select(select(t1.w, t2.x, PAD_LEFT == 3u), t2.y, PAD_LEFT == 2u), t2.z, PAD_LEFT == 1u), t2.w, PAD_LEFT == 0u);
+                let v8 = select(select(select(select(t2.x, t2.y, PAD_LEFT == 3u), t2.z, PAD_LEFT == 2u), t2.w, PAD_LEFT == 1u), t3.x, PAD_LEFT == 0u);
+                let v9 = select(select(select(select(t2.y, t2.z, PAD_LEFT == 3u), t2.w, PAD_LEFT == 2u), t3.x, PAD_LEFT == 1u), t3.y, PAD_LEFT == 0u);
+                let v10 = select(select(select(select(t2.z, t2.w, PAD_LEFT == 3u), t3.x, PAD_LEFT == 2u), t3.y, PAD_LEFT == 1u), t3.z, PAD_LEFT == 0u);
+                let v11 = select(select(select(select(t2.w, t3.x, PAD_LEFT == 3u), t3.y, PAD_LEFT == 2u), t3.z, PAD_LEFT == 1u), t3.w, PAD_LEFT == 0u);
+                let v12 = select(select(select(select(t3.x, t3.y, PAD_LEFT == 3u), t3.z, PAD_LEFT == 2u), t3.w, PAD_LEFT == 1u), t4.x, PAD_LEFT == 0u);
+                let v13 = select(select(select(select(t3.y, t3.z, PAD_LEFT == 3u), t3.w, PAD_LEFT == 2u), t4.x, PAD_LEFT == 1u), t4.y, PAD_LEFT == 0u);
+                let v14 = select(select(select(select(t3.z, t3.w, PAD_LEFT == 3u), t4.x, PAD_LEFT == 2u), t4.y, PAD_LEFT == 1u), t4.z, PAD_LEFT == 0u);
+                let v15 = select(select(select(select(t3.w, t4.x, PAD_LEFT == 3u), t4.y, PAD_LEFT == 2u), t4.z, PAD_LEFT == 1u), t4.w, PAD_LEFT == 0u);
+                let v16 = select(select(select(select(t4.x, t4.y, PAD_LEFT == 3u), t4.z, PAD_LEFT == 2u), t4.w, PAD_LEFT == 1u), t5.x, PAD_LEFT == 0u);
+                let v17 = select(select(select(select(t4.y, t4.z, PAD_LEFT == 3u), t4.w, PAD_LEFT == 2u), t5.x, PAD_LEFT == 1u), t5.y, PAD_LEFT == 0u);
+                let v18 = select(select(select(select(t4.z, t4.w, PAD_LEFT == 3u), t5.x, PAD_LEFT == 2u), t5.y, PAD_LEFT == 1u), t5.z, PAD_LEFT == 0u);
+                let v19 = select(select(select(select(t4.w, t5.x, PAD_LEFT == 3u), t5.y, PAD_LEFT == 2u), t5.z, PAD_LEFT == 1u), t5.w, PAD_LEFT == 0u);
+                let v20 = select(select(select(select(t5.x, t5.y, PAD_LEFT == 3u), t5.z, PAD_LEFT == 2u), t5.w, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                let v21 = select(select(select(select(t5.y, t5.z, PAD_LEFT == 3u), t5.w, PAD_LEFT == 2u), 0.0, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                if (S > 0u) {
+                    acc0_0 = fma(vec4<f32>(w3_0), vec4<f32>(v0, v1, v2, v3), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w3_0), vec4<f32>(v4, v5, v6, v7), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w3_0), vec4<f32>(v8, v9, v10, v11), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w3_0), vec4<f32>(v12, v13, v14, v15), acc0_3);
+                }
+                if (S > 1u) {
+                    acc0_0 = fma(vec4<f32>(w3_1), vec4<f32>(v1, v2, v3, v4), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w3_1), vec4<f32>(v5, v6, v7, v8), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w3_1), vec4<f32>(v9, v10, v11, v12), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w3_1), vec4<f32>(v13, v14, v15, v16), acc0_3);
+                }
+                if (S > 2u) {
+                    acc0_0 = fma(vec4<f32>(w3_2), vec4<f32>(v2, v3, v4, v5), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w3_2), vec4<f32>(v6, v7, v8, v9), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w3_2), vec4<f32>(v10, v11, v12, v13), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w3_2), vec4<f32>(v14, v15, v16, v17), acc0_3);
+                }
+                if (S > 3u) {
+                    acc0_0 = fma(vec4<f32>(w3_3), vec4<f32>(v3, v4, v5, v6), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w3_3), vec4<f32>(v7, v8, v9, v10), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w3_3), vec4<f32>(v11, v12, v13, v14), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w3_3), vec4<f32>(v15, v16, v17, v18), acc0_3);
+                }
+                if (S > 4u) {
+                    acc0_0 = fma(vec4<f32>(w3_4), vec4<f32>(v4, v5, v6, v7), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w3_4), vec4<f32>(v8, v9, v10, v11), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w3_4), vec4<f32>(v12, v13, v14, v15), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w3_4), vec4<f32>(v16, v17, v18, v19), acc0_3);
+                }
+                if (S > 5u) {
+                    acc0_0 = fma(vec4<f32>(w3_5), vec4<f32>(v5, v6, v7, v8), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w3_5), vec4<f32>(v9, v10, v11, v12), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w3_5), vec4<f32>(v13, v14, v15, v16), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w3_5), vec4<f32>(v17, v18, v19, v20), acc0_3);
+                }
+                if (S > 6u) {
+                    acc0_0 = fma(vec4<f32>(w3_6), vec4<f32>(v6, v7, v8, v9), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w3_6), vec4<f32>(v10, v11, v12, v13), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w3_6), vec4<f32>(v14, v15, v16, v17), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w3_6), vec4<f32>(v18, v19, v20, v21), acc0_3);
+                }
+            }
         }
-        if (S > 3u) {
-            let wv = wt[wbase + rr * S + select(3u, S - 1u - 3u, FLIP)];
-            acc0 = fma(vec4<f32>(wv), vec4<f32>(v3, v4, v5, v6), acc0);
-            acc1 = fma(vec4<f32>(wv), vec4<f32>(v7, v8, v9, v10), acc1);
-            acc2 = fma(vec4<f32>(wv), vec4<f32>(v11, v12, v13, v14), acc2);
-            acc3 = fma(vec4<f32>(wv), vec4<f32>(v15, v16, v17, v18), acc3);
+        if (R > 4u) {
+            let iy = i32(oy0 * P.sh + 4u * P.dh) - P.pad_top;
+            if (iy >= 0 && iy < i32(P.h)) {
+                let fr = plane * P.h + u32(iy);
+                let ty = fr >> P.rows_shift;
+                let tx0 = (fr & rmask) * P.wq;
+                let t0 = tload(tx0, ty, q0 + -1);
+                let t1 = tload(tx0, ty, q0 + 0);
+                let t2 = tload(tx0, ty, q0 + 1);
+                let t3 = tload(tx0, ty, q0 + 2);
+                let t4 = tload(tx0, ty, q0 + 3);
+                let t5 = tload(tx0, ty, q0 + 4);
+                // Window element i (input column 16 * xb - PAD_LEFT + i) is u[4 - PAD_LEFT + i].
+                let v0 = select(select(select(select(t0.x, t0.y, PAD_LEFT == 3u), t0.z, PAD_LEFT == 2u), t0.w, PAD_LEFT == 1u), t1.x, PAD_LEFT == 0u);
+                let v1 = select(select(select(select(t0.y, t0.z, PAD_LEFT == 3u), t0.w, PAD_LEFT == 2u), t1.x, PAD_LEFT == 1u), t1.y, PAD_LEFT == 0u);
+                let v2 = select(select(select(select(t0.z, t0.w, PAD_LEFT == 3u), t1.x, PAD_LEFT == 2u), t1.y, PAD_LEFT == 1u), t1.z, PAD_LEFT == 0u);
+                let v3 = select(select(select(select(t0.w, t1.x, PAD_LEFT == 3u), t1.y, PAD_LEFT == 2u), t1.z, PAD_LEFT == 1u), t1.w, PAD_LEFT == 0u);
+                let v4 = select(select(select(select(t1.x, t1.y, PAD_LEFT == 3u), t1.z, PAD_LEFT == 2u), t1.w, PAD_LEFT == 1u), t2.x, PAD_LEFT == 0u);
+                let v5 = select(select(select(select(t1.y, t1.z, PAD_LEFT == 3u), t1.w, PAD_LEFT == 2u), t2.x, PAD_LEFT == 1u), t2.y, PAD_LEFT == 0u);
+                let v6 = select(select(select(select(t1.z, t1.w, PAD_LEFT == 3u), t2.x, PAD_LEFT == 2u), t2.y, PAD_LEFT == 1u), t2.z, PAD_LEFT == 0u);
+                let v7 = select(select(select(select(t1.w, t2.x, PAD_LEFT == 3u), t2.y, PAD_LEFT == 2u), t2.z, PAD_LEFT == 1u), t2.w, PAD_LEFT == 0u);
+                let v8 = select(select(select(select(t2.x, t2.y, PAD_LEFT == 3u), t2.z, PAD_LEFT == 2u), t2.w, PAD_LEFT == 1u), t3.x, PAD_LEFT == 0u);
+                let v9 = select(select(select(select(t2.y, t2.z, PAD_LEFT == 3u), t2.w, PAD_LEFT == 2u), t3.x, PAD_LEFT == 1u), t3.y, PAD_LEFT == 0u);
+                let v10 = select(select(select(select(t2.z, t2.w, PAD_LEFT == 3u), t3.x, PAD_LEFT == 2u), t3.y, PAD_LEFT == 1u), t3.z, PAD_LEFT == 0u);
+                let v11 = select(select(select(select(t2.w, t3.x, PAD_LEFT == 3u), t3.y, PAD_LEFT == 2u), t3.z, PAD_LEFT == 1u), t3.w, PAD_LEFT == 0u);
+                let v12 = select(select(select(select(t3.x, t3.y, PAD_LEFT == 3u), t3.z, PAD_LEFT == 2u), t3.w, PAD_LEFT == 1u), t4.x, PAD_LEFT == 0u);
+                let v13 = select(select(select(select(t3.y, t3.z, PAD_LEFT == 3u), t3.w, PAD_LEFT == 2u), t4.x, PAD_LEFT == 1u), t4.y, PAD_LEFT == 0u);
+                let v14 = select(select(select(select(t3.z, t3.w, PAD_LEFT == 3u), t4.x, PAD_LEFT == 2u), t4.y, PAD_LEFT == 1u), t4.z, PAD_LEFT == 0u);
+                let v15 = select(select(select(select(t3.w, t4.x, PAD_LEFT == 3u), t4.y, PAD_LEFT == 2u), t4.z, PAD_LEFT == 1u), t4.w, PAD_LEFT == 0u);
+                let v16 = select(select(select(select(t4.x, t4.y, PAD_LEFT == 3u), t4.z, PAD_LEFT == 2u), t4.w, PAD_LEFT == 1u), t5.x, PAD_LEFT == 0u);
+                let v17 = select(select(select(select(t4.y, t4.z, PAD_LEFT == 3u), t4.w, PAD_LEFT == 2u), t5.x, PAD_LEFT == 1u), t5.y, PAD_LEFT == 0u);
+                let v18 = select(select(select(select(t4.z, t4.w, PAD_LEFT == 3u), t5.x, PAD_LEFT == 2u), t5.y, PAD_LEFT == 1u), t5.z, PAD_LEFT == 0u);
+                let v19 = select(select(select(select(t4.w, t5.x, PAD_LEFT == 3u), t5.y, PAD_LEFT == 2u), t5.z, PAD_LEFT == 1u), t5.w, PAD_LEFT == 0u);
+                let v20 = select(select(select(select(t5.x, t5.y, PAD_LEFT == 3u), t5.z, PAD_LEFT == 2u), t5.w, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                let v21 = select(select(select(select(t5.y, t5.z, PAD_LEFT == 3u), t5.w, PAD_LEFT == 2u), 0.0, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                if (S > 0u) {
+                    acc0_0 = fma(vec4<f32>(w4_0), vec4<f32>(v0, v1, v2, v3), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w4_0), vec4<f32>(v4, v5, v6, v7), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w4_0), vec4<f32>(v8, v9, v10, v11), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w4_0), vec4<f32>(v12, v13, v14, v15), acc0_3);
+                }
+                if (S > 1u) {
+                    acc0_0 = fma(vec4<f32>(w4_1), vec4<f32>(v1, v2, v3, v4), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w4_1), vec4<f32>(v5, v6, v7, v8), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w4_1), vec4<f32>(v9, v10, v11, v12), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w4_1), vec4<f32>(v13, v14, v15, v16), acc0_3);
+                }
+                if (S > 2u) {
+                    acc0_0 = fma(vec4<f32>(w4_2), vec4<f32>(v2, v3, v4, v5), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w4_2), vec4<f32>(v6, v7, v8, v9), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w4_2), vec4<f32>(v10, v11, v12, v13), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w4_2), vec4<f32>(v14, v15, v16, v17), acc0_3);
+                }
+                if (S > 3u) {
+                    acc0_0 = fma(vec4<f32>(w4_3), vec4<f32>(v3, v4, v5, v6), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w4_3), vec4<f32>(v7, v8, v9, v10), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w4_3), vec4<f32>(v11, v12, v13, v14), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w4_3), vec4<f32>(v15, v16, v17, v18), acc0_3);
+                }
+                if (S > 4u) {
+                    acc0_0 = fma(vec4<f32>(w4_4), vec4<f32>(v4, v5, v6, v7), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w4_4), vec4<f32>(v8, v9, v10, v11), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w4_4), vec4<f32>(v12, v13, v14, v15), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w4_4), vec4<f32>(v16, v17, v18, v19), acc0_3);
+                }
+                if (S > 5u) {
+                    acc0_0 = fma(vec4<f32>(w4_5), vec4<f32>(v5, v6, v7, v8), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w4_5), vec4<f32>(v9, v10, v11, v12), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w4_5), vec4<f32>(v13, v14, v15, v16), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w4_5), vec4<f32>(v17, v18, v19, v20), acc0_3);
+                }
+                if (S > 6u) {
+                    acc0_0 = fma(vec4<f32>(w4_6), vec4<f32>(v6, v7, v8, v9), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w4_6), vec4<f32>(v10, v11, v12, v13), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w4_6), vec4<f32>(v14, v15, v16, v17), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w4_6), vec4<f32>(v18, v19, v20, v21), acc0_3);
+                }
+            }
         }
-        if (S > 4u) {
-            let wv = wt[wbase + rr * S + select(4u, S - 1u - 4u, FLIP)];
-            acc0 = fma(vec4<f32>(wv), vec4<f32>(v4, v5, v6, v7), acc0);
-            acc1 = fma(vec4<f32>(wv), vec4<f32>(v8, v9, v10, v11), acc1);
-            acc2 = fma(vec4<f32>(wv), vec4<f32>(v12, v13, v14, v15), acc2);
-            acc3 = fma(vec4<f32>(wv), vec4<f32>(v16, v17, v18, v19), acc3);
+        if (R > 5u) {
+            let iy = i32(oy0 * P.sh + 5u * P.dh) - P.pad_top;
+            if (iy >= 0 && iy < i32(P.h)) {
+                let fr = plane * P.h + u32(iy);
+                let ty = fr >> P.rows_shift;
+                let tx0 = (fr & rmask) * P.wq;
+                let t0 = tload(tx0, ty, q0 + -1);
+                let t1 = tload(tx0, ty, q0 + 0);
+                let t2 = tload(tx0, ty, q0 + 1);
+                let t3 = tload(tx0, ty, q0 + 2);
+                let t4 = tload(tx0, ty, q0 + 3);
+                let t5 = tload(tx0, ty, q0 + 4);
+                // Window element i (input column 16 * xb - PAD_LEFT + i) is u[4 - PAD_LEFT + i].
+                let v0 = select(select(select(select(t0.x, t0.y, PAD_LEFT == 3u), t0.z, PAD_LEFT == 2u), t0.w, PAD_LEFT == 1u), t1.x, PAD_LEFT == 0u);
+                let v1 = select(select(select(select(t0.y, t0.z, PAD_LEFT == 3u), t0.w, PAD_LEFT == 2u), t1.x, PAD_LEFT == 1u), t1.y, PAD_LEFT == 0u);
+                let v2 = select(select(select(select(t0.z, t0.w, PAD_LEFT == 3u), t1.x, PAD_LEFT == 2u), t1.y, PAD_LEFT == 1u), t1.z, PAD_LEFT == 0u);
+                let v3 = select(select(select(select(t0.w, t1.x, PAD_LEFT == 3u), t1.y, PAD_LEFT == 2u), t1.z, PAD_LEFT == 1u), t1.w, PAD_LEFT == 0u);
+                let v4 = select(select(select(select(t1.x, t1.y, PAD_LEFT == 3u), t1.z, PAD_LEFT == 2u), t1.w, PAD_LEFT == 1u), t2.x, PAD_LEFT == 0u);
+                let v5 = select(select(select(select(t1.y, t1.z, PAD_LEFT == 3u), t1.w, PAD_LEFT == 2u), t2.x, PAD_LEFT == 1u), t2.y, PAD_LEFT == 0u);
+                let v6 = select(select(select(select(t1.z, t1.w, PAD_LEFT == 3u), t2.x, PAD_LEFT == 2u), t2.y, PAD_LEFT == 1u), t2.z, PAD_LEFT == 0u);
+                let v7 = select(select(select(select(t1.w, t2.x, PAD_LEFT == 3u), t2.y, PAD_LEFT == 2u), t2.z, PAD_LEFT == 1u), t2.w, PAD_LEFT == 0u);
+                let v8 = select(select(select(select(t2.x, t2.y, PAD_LEFT == 3u), t2.z, PAD_LEFT == 2u), t2.w, PAD_LEFT == 1u), t3.x, PAD_LEFT == 0u);
+                let v9 = select(select(select(select(t2.y, t2.z, PAD_LEFT == 3u), t2.w, PAD_LEFT == 2u), t3.x, PAD_LEFT == 1u), t3.y, PAD_LEFT == 0u);
+                let v10 = select(select(select(select(t2.z, t2.w, PAD_LEFT == 3u), t3.x, PAD_LEFT == 2u), t3.y, PAD_LEFT == 1u), t3.z, PAD_LEFT == 0u);
+                let v11 = select(select(select(select(t2.w, t3.x, PAD_LEFT == 3u), t3.y, PAD_LEFT == 2u), t3.z, PAD_LEFT == 1u), t3.w, PAD_LEFT == 0u);
+                let v12 = select(select(select(select(t3.x, t3.y, PAD_LEFT == 3u), t3.z, PAD_LEFT == 2u), t3.w, PAD_LEFT == 1u), t4.x, PAD_LEFT == 0u);
+                let v13 = select(select(select(select(t3.y, t3.z, PAD_LEFT == 3u), t3.w, PAD_LEFT == 2u), t4.x, PAD_LEFT == 1u), t4.y, PAD_LEFT == 0u);
+                let v14 = select(select(select(select(t3.z, t3.w, PAD_LEFT == 3u), t4.x, PAD_LEFT == 2u), t4.y, PAD_LEFT == 1u), t4.z, PAD_LEFT == 0u);
+                let v15 = select(select(select(select(t3.w, t4.x, PAD_LEFT == 3u), t4.y, PAD_LEFT == 2u), t4.z, PAD_LEFT == 1u), t4.w, PAD_LEFT == 0u);
+                let v16 = select(select(select(select(t4.x, t4.y, PAD_LEFT == 3u), t4.z, PAD_LEFT == 2u), t4.w, PAD_LEFT == 1u), t5.x, PAD_LEFT == 0u);
+                let v17 = select(select(select(select(t4.y, t4.z, PAD_LEFT == 3u), t4.w, PAD_LEFT == 2u), t5.x, PAD_LEFT == 1u), t5.y, PAD_LEFT == 0u);
+                let v18 = select(select(select(select(t4.z, t4.w, PAD_LEFT == 3u), t5.x, PAD_LEFT == 2u), t5.y, PAD_LEFT == 1u), t5.z, PAD_LEFT == 0u);
+                let v19 = select(select(select(select(t4.w, t5.x, PAD_LEFT == 3u), t5.y, PAD_LEFT == 2u), t5.z, PAD_LEFT == 1u), t5.w, PAD_LEFT == 0u);
+                let v20 = select(select(select(select(t5.x, t5.y, PAD_LEFT == 3u), t5.z, PAD_LEFT == 2u), t5.w, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                let v21 = select(select(select(select(t5.y, t5.z, PAD_LEFT == 3u), t5.w, PAD_LEFT == 2u), 0.0, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                if (S > 0u) {
+                    acc0_0 = fma(vec4<f32>(w5_0), vec4<f32>(v0, v1, v2, v3), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w5_0), vec4<f32>(v4, v5, v6, v7), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w5_0), vec4<f32>(v8, v9, v10, v11), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w5_0), vec4<f32>(v12, v13, v14, v15), acc0_3);
+                }
+                if (S > 1u) {
+                    acc0_0 = fma(vec4<f32>(w5_1), vec4<f32>(v1, v2, v3, v4), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w5_1), vec4<f32>(v5, v6, v7, v8), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w5_1), vec4<f32>(v9, v10, v11, v12), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w5_1), vec4<f32>(v13, v14, v15, v16), acc0_3);
+                }
+                if (S > 2u) {
+                    acc0_0 = fma(vec4<f32>(w5_2), vec4<f32>(v2, v3, v4, v5), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w5_2), vec4<f32>(v6, v7, v8, v9), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w5_2), vec4<f32>(v10, v11, v12, v13), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w5_2), vec4<f32>(v14, v15, v16, v17), acc0_3);
+                }
+                if (S > 3u) {
+                    acc0_0 = fma(vec4<f32>(w5_3), vec4<f32>(v3, v4, v5, v6), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w5_3), vec4<f32>(v7, v8, v9, v10), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w5_3), vec4<f32>(v11, v12, v13, v14), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w5_3), vec4<f32>(v15, v16, v17, v18), acc0_3);
+                }
+                if (S > 4u) {
+                    acc0_0 = fma(vec4<f32>(w5_4), vec4<f32>(v4, v5, v6, v7), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w5_4), vec4<f32>(v8, v9, v10, v11), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w5_4), vec4<f32>(v12, v13, v14, v15), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w5_4), vec4<f32>(v16, v17, v18, v19), acc0_3);
+                }
+                if (S > 5u) {
+                    acc0_0 = fma(vec4<f32>(w5_5), vec4<f32>(v5, v6, v7, v8), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w5_5), vec4<f32>(v9, v10, v11, v12), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w5_5), vec4<f32>(v13, v14, v15, v16), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w5_5), vec4<f32>(v17, v18, v19, v20), acc0_3);
+                }
+                if (S > 6u) {
+                    acc0_0 = fma(vec4<f32>(w5_6), vec4<f32>(v6, v7, v8, v9), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w5_6), vec4<f32>(v10, v11, v12, v13), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w5_6), vec4<f32>(v14, v15, v16, v17), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w5_6), vec4<f32>(v18, v19, v20, v21), acc0_3);
+                }
+            }
         }
-        if (S > 5u) {
-            let wv = wt[wbase + rr * S + select(5u, S - 1u - 5u, FLIP)];
-            acc0 = fma(vec4<f32>(wv), vec4<f32>(v5, v6, v7, v8), acc0);
-            acc1 = fma(vec4<f32>(wv), vec4<f32>(v9, v10, v11, v12), acc1);
-            acc2 = fma(vec4<f32>(wv), vec4<f32>(v13, v14, v15, v16), acc2);
-            acc3 = fma(vec4<f32>(wv), vec4<f32>(v17, v18, v19, v20), acc3);
+        if (R > 6u) {
+            let iy = i32(oy0 * P.sh + 6u * P.dh) - P.pad_top;
+            if (iy >= 0 && iy < i32(P.h)) {
+                let fr = plane * P.h + u32(iy);
+                let ty = fr >> P.rows_shift;
+                let tx0 = (fr & rmask) * P.wq;
+                let t0 = tload(tx0, ty, q0 + -1);
+                let t1 = tload(tx0, ty, q0 + 0);
+                let t2 = tload(tx0, ty, q0 + 1);
+                let t3 = tload(tx0, ty, q0 + 2);
+                let t4 = tload(tx0, ty, q0 + 3);
+                let t5 = tload(tx0, ty, q0 + 4);
+                // Window element i (input column 16 * xb - PAD_LEFT + i) is u[4 - PAD_LEFT + i].
+                let v0 = select(select(select(select(t0.x, t0.y, PAD_LEFT == 3u), t0.z, PAD_LEFT == 2u), t0.w, PAD_LEFT == 1u), t1.x, PAD_LEFT == 0u);
+                let v1 = select(select(select(select(t0.y, t0.z, PAD_LEFT == 3u), t0.w, PAD_LEFT == 2u), t1.x, PAD_LEFT == 1u), t1.y, PAD_LEFT == 0u);
+                let v2 = select(select(select(select(t0.z, t0.w, PAD_LEFT == 3u), t1.x, PAD_LEFT == 2u), t1.y, PAD_LEFT == 1u), t1.z, PAD_LEFT == 0u);
+                let v3 = select(select(select(select(t0.w, t1.x, PAD_LEFT == 3u), t1.y, PAD_LEFT == 2u), t1.z, PAD_LEFT == 1u), t1.w, PAD_LEFT == 0u);
+                let v4 = select(select(select(select(t1.x, t1.y, PAD_LEFT == 3u), t1.z, PAD_LEFT == 2u), t1.w, PAD_LEFT == 1u), t2.x, PAD_LEFT == 0u);
+                let v5 = select(select(select(select(t1.y, t1.z, PAD_LEFT == 3u), t1.w, PAD_LEFT == 2u), t2.x, PAD_LEFT == 1u), t2.y, PAD_LEFT == 0u);
+                let v6 = select(select(select(select(t1.z, t1.w, PAD_LEFT == 3u), t2.x, PAD_LEFT == 2u), t2.y, PAD_LEFT == 1u), t2.z, PAD_LEFT == 0u);
+                let v7 = select(select(select(select(t1.w, t2.x, PAD_LEFT == 3u), t2.y, PAD_LEFT == 2u), t2.z, PAD_LEFT == 1u), t2.w, PAD_LEFT == 0u);
+                let v8 = select(select(select(select(t2.x, t2.y, PAD_LEFT == 3u), t2.z, PAD_LEFT == 2u), t2.w, PAD_LEFT == 1u), t3.x, PAD_LEFT == 0u);
+                let v9 = select(select(select(select(t2.y, t2.z, PAD_LEFT == 3u), t2.w, PAD_LEFT == 2u), t3.x, PAD_LEFT == 1u), t3.y, PAD_LEFT == 0u);
+                let v10 = select(select(select(select(t2.z, t2.w, PAD_LEFT == 3u), t3.x, PAD_LEFT == 2u), t3.y, PAD_LEFT == 1u), t3.z, PAD_LEFT == 0u);
+                let v11 = select(select(select(select(t2.w, t3.x, PAD_LEFT == 3u), t3.y, PAD_LEFT == 2u), t3.z, PAD_LEFT == 1u), t3.w, PAD_LEFT == 0u);
+                let v12 = select(select(select(select(t3.x, t3.y, PAD_LEFT == 3u), t3.z, PAD_LEFT == 2u), t3.w, PAD_LEFT == 1u), t4.x, PAD_LEFT == 0u);
+                let v13 = select(select(select(select(t3.y, t3.z, PAD_LEFT == 3u), t3.w, PAD_LEFT == 2u), t4.x, PAD_LEFT == 1u), t4.y, PAD_LEFT == 0u);
+                let v14 = select(select(select(select(t3.z, t3.w, PAD_LEFT == 3u), t4.x, PAD_LEFT == 2u), t4.y, PAD_LEFT == 1u), t4.z, PAD_LEFT == 0u);
+                let v15 = select(select(select(select(t3.w, t4.x, PAD_LEFT == 3u), t4.y, PAD_LEFT == 2u), t4.z, PAD_LEFT == 1u), t4.w, PAD_LEFT == 0u);
+                let v16 = select(select(select(select(t4.x, t4.y, PAD_LEFT == 3u), t4.z, PAD_LEFT == 2u), t4.w, PAD_LEFT == 1u), t5.x, PAD_LEFT == 0u);
+                let v17 = select(select(select(select(t4.y, t4.z, PAD_LEFT == 3u), t4.w, PAD_LEFT == 2u), t5.x, PAD_LEFT == 1u), t5.y, PAD_LEFT == 0u);
+                let v18 = select(select(select(select(t4.z, t4.w, PAD_LEFT == 3u), t5.x, PAD_LEFT == 2u), t5.y, PAD_LEFT == 1u), t5.z, PAD_LEFT == 0u);
+                let v19 = select(select(select(select(t4.w, t5.x, PAD_LEFT == 3u), t5.y, PAD_LEFT == 2u), t5.z, PAD_LEFT == 1u), t5.w, PAD_LEFT == 0u);
+                let v20 = select(select(select(select(t5.x, t5.y, PAD_LEFT == 3u), t5.z, PAD_LEFT == 2u), t5.w, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                let v21 = select(select(select(select(t5.y, t5.z, PAD_LEFT == 3u), t5.w, PAD_LEFT == 2u), 0.0, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                if (S > 0u) {
+                    acc0_0 = fma(vec4<f32>(w6_0), vec4<f32>(v0, v1, v2, v3), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w6_0), vec4<f32>(v4, v5, v6, v7), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w6_0), vec4<f32>(v8, v9, v10, v11), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w6_0), vec4<f32>(v12, v13, v14, v15), acc0_3);
+                }
+                if (S > 1u) {
+                    acc0_0 = fma(vec4<f32>(w6_1), vec4<f32>(v1, v2, v3, v4), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w6_1), vec4<f32>(v5, v6, v7, v8), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w6_1), vec4<f32>(v9, v10, v11, v12), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w6_1), vec4<f32>(v13, v14, v15, v16), acc0_3);
+                }
+                if (S > 2u) {
+                    acc0_0 = fma(vec4<f32>(w6_2), vec4<f32>(v2, v3, v4, v5), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w6_2), vec4<f32>(v6, v7, v8, v9), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w6_2), vec4<f32>(v10, v11, v12, v13), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w6_2), vec4<f32>(v14, v15, v16, v17), acc0_3);
+                }
+                if (S > 3u) {
+                    acc0_0 = fma(vec4<f32>(w6_3), vec4<f32>(v3, v4, v5, v6), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w6_3), vec4<f32>(v7, v8, v9, v10), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w6_3), vec4<f32>(v11, v12, v13, v14), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w6_3), vec4<f32>(v15, v16, v17, v18), acc0_3);
+                }
+                if (S > 4u) {
+                    acc0_0 = fma(vec4<f32>(w6_4), vec4<f32>(v4, v5, v6, v7), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w6_4), vec4<f32>(v8, v9, v10, v11), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w6_4), vec4<f32>(v12, v13, v14, v15), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w6_4), vec4<f32>(v16, v17, v18, v19), acc0_3);
+                }
+                if (S > 5u) {
+                    acc0_0 = fma(vec4<f32>(w6_5), vec4<f32>(v5, v6, v7, v8), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w6_5), vec4<f32>(v9, v10, v11, v12), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w6_5), vec4<f32>(v13, v14, v15, v16), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w6_5), vec4<f32>(v17, v18, v19, v20), acc0_3);
+                }
+                if (S > 6u) {
+                    acc0_0 = fma(vec4<f32>(w6_6), vec4<f32>(v6, v7, v8, v9), acc0_0);
+                    acc0_1 = fma(vec4<f32>(w6_6), vec4<f32>(v10, v11, v12, v13), acc0_1);
+                    acc0_2 = fma(vec4<f32>(w6_6), vec4<f32>(v14, v15, v16, v17), acc0_2);
+                    acc0_3 = fma(vec4<f32>(w6_6), vec4<f32>(v18, v19, v20, v21), acc0_3);
+                }
+            }
         }
-        if (S > 6u) {
-            let wv = wt[wbase + rr * S + select(6u, S - 1u - 6u, FLIP)];
-            acc0 = fma(vec4<f32>(wv), vec4<f32>(v6, v7, v8, v9), acc0);
-            acc1 = fma(vec4<f32>(wv), vec4<f32>(v10, v11, v12, v13), acc1);
-            acc2 = fma(vec4<f32>(wv), vec4<f32>(v14, v15, v16, v17), acc2);
-            acc3 = fma(vec4<f32>(wv), vec4<f32>(v18, v19, v20, v21), acc3);
+    } else {
+        // Row stride and dilation 1: input row oy0 - pad_top + i feeds output row oy0 + j with
+        // kernel row i - j.
+        if (ROWS + R - 1u > 0u) {
+            let iy = i32(oy0 + 0u) - P.pad_top;
+            if (iy >= 0 && iy < i32(P.h)) {
+                let fr = plane * P.h + u32(iy);
+                let ty = fr >> P.rows_shift;
+                let tx0 = (fr & rmask) * P.wq;
+                let t0 = tload(tx0, ty, q0 + -1);
+                let t1 = tload(tx0, ty, q0 + 0);
+                let t2 = tload(tx0, ty, q0 + 1);
+                let t3 = tload(tx0, ty, q0 + 2);
+                let t4 = tload(tx0, ty, q0 + 3);
+                let t5 = tload(tx0, ty, q0 + 4);
+                // Window element i (input column 16 * xb - PAD_LEFT + i) is u[4 - PAD_LEFT + i].
+                let v0 = select(select(select(select(t0.x, t0.y, PAD_LEFT == 3u), t0.z, PAD_LEFT == 2u), t0.w, PAD_LEFT == 1u), t1.x, PAD_LEFT == 0u);
+                let v1 = select(select(select(select(t0.y, t0.z, PAD_LEFT == 3u), t0.w, PAD_LEFT == 2u), t1.x, PAD_LEFT == 1u), t1.y, PAD_LEFT == 0u);
+                let v2 = select(select(select(select(t0.z, t0.w, PAD_LEFT == 3u), t1.x, PAD_LEFT == 2u), t1.y, PAD_LEFT == 1u), t1.z, PAD_LEFT == 0u);
+                let v3 = select(select(select(select(t0.w, t1.x, PAD_LEFT == 3u), t1.y, PAD_LEFT == 2u), t1.z, PAD_LEFT == 1u), t1.w, PAD_LEFT == 0u);
+                let v4 = select(select(select(select(t1.x, t1.y, PAD_LEFT == 3u), t1.z, PAD_LEFT == 2u), t1.w, PAD_LEFT == 1u), t2.x, PAD_LEFT == 0u);
+                let v5 = select(select(select(select(t1.y, t1.z, PAD_LEFT == 3u), t1.w, PAD_LEFT == 2u), t2.x, PAD_LEFT == 1u), t2.y, PAD_LEFT == 0u);
+                let v6 = select(select(select(select(t1.z, t1.w, PAD_LEFT == 3u), t2.x, PAD_LEFT == 2u), t2.y, PAD_LEFT == 1u), t2.z, PAD_LEFT == 0u);
+                let v7 = select(select(select(select(t1.w, t2.x, PAD_LEFT == 3u), t2.y, PAD_LEFT == 2u), t2.z, PAD_LEFT == 1u), t2.w, PAD_LEFT == 0u);
+                let v8 = select(select(select(select(t2.x, t2.y, PAD_LEFT == 3u), t2.z, PAD_LEFT == 2u), t2.w, PAD_LEFT == 1u), t3.x, PAD_LEFT == 0u);
+                let v9 = select(select(select(select(t2.y, t2.z, PAD_LEFT == 3u), t2.w, PAD_LEFT == 2u), t3.x, PAD_LEFT == 1u), t3.y, PAD_LEFT == 0u);
+                let v10 = select(select(select(select(t2.z, t2.w, PAD_LEFT == 3u), t3.x, PAD_LEFT == 2u), t3.y, PAD_LEFT == 1u), t3.z, PAD_LEFT == 0u);
+                let v11 = select(select(select(select(t2.w, t3.x, PAD_LEFT == 3u), t3.y, PAD_LEFT == 2u), t3.z, PAD_LEFT == 1u), t3.w, PAD_LEFT == 0u);
+                let v12 = select(select(select(select(t3.x, t3.y, PAD_LEFT == 3u), t3.z, PAD_LEFT == 2u), t3.w, PAD_LEFT == 1u), t4.x, PAD_LEFT == 0u);
+                let v13 = select(select(select(select(t3.y, t3.z, PAD_LEFT == 3u), t3.w, PAD_LEFT == 2u), t4.x, PAD_LEFT == 1u), t4.y, PAD_LEFT == 0u);
+                let v14 = select(select(select(select(t3.z, t3.w, PAD_LEFT == 3u), t4.x, PAD_LEFT == 2u), t4.y, PAD_LEFT == 1u), t4.z, PAD_LEFT == 0u);
+                let v15 = select(select(select(select(t3.w, t4.x, PAD_LEFT == 3u), t4.y, PAD_LEFT == 2u), t4.z, PAD_LEFT == 1u), t4.w, PAD_LEFT == 0u);
+                let v16 = select(select(select(select(t4.x, t4.y, PAD_LEFT == 3u), t4.z, PAD_LEFT == 2u), t4.w, PAD_LEFT == 1u), t5.x, PAD_LEFT == 0u);
+                let v17 = select(select(select(select(t4.y, t4.z, PAD_LEFT == 3u), t4.w, PAD_LEFT == 2u), t5.x, PAD_LEFT == 1u), t5.y, PAD_LEFT == 0u);
+                let v18 = select(select(select(select(t4.z, t4.w, PAD_LEFT == 3u), t5.x, PAD_LEFT == 2u), t5.y, PAD_LEFT == 1u), t5.z, PAD_LEFT == 0u);
+                let v19 = select(select(select(select(t4.w, t5.x, PAD_LEFT == 3u), t5.y, PAD_LEFT == 2u), t5.z, PAD_LEFT == 1u), t5.w, PAD_LEFT == 0u);
+                let v20 = select(select(select(select(t5.x, t5.y, PAD_LEFT == 3u), t5.z, PAD_LEFT == 2u), t5.w, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                let v21 = select(select(select(select(t5.y, t5.z, PAD_LEFT == 3u), t5.w, PAD_LEFT == 2u), 0.0, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                if (ROWS > 0u && R > 0u) {
+                    if (S > 0u) {
+                        acc0_0 = fma(vec4<f32>(w0_0), vec4<f32>(v0, v1, v2, v3), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w0_0), vec4<f32>(v4, v5, v6, v7), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w0_0), vec4<f32>(v8, v9, v10, v11), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w0_0), vec4<f32>(v12, v13, v14, v15), acc0_3);
+                    }
+                    if (S > 1u) {
+                        acc0_0 = fma(vec4<f32>(w0_1), vec4<f32>(v1, v2, v3, v4), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w0_1), vec4<f32>(v5, v6, v7, v8), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w0_1), vec4<f32>(v9, v10, v11, v12), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w0_1), vec4<f32>(v13, v14, v15, v16), acc0_3);
+                    }
+                    if (S > 2u) {
+                        acc0_0 = fma(vec4<f32>(w0_2), vec4<f32>(v2, v3, v4, v5), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w0_2), vec4<f32>(v6, v7, v8, v9), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w0_2), vec4<f32>(v10, v11, v12, v13), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w0_2), vec4<f32>(v14, v15, v16, v17), acc0_3);
+                    }
+                    if (S > 3u) {
+                        acc0_0 = fma(vec4<f32>(w0_3), vec4<f32>(v3, v4, v5, v6), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w0_3), vec4<f32>(v7, v8, v9, v10), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w0_3), vec4<f32>(v11, v12, v13, v14), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w0_3), vec4<f32>(v15, v16, v17, v18), acc0_3);
+                    }
+                    if (S > 4u) {
+                        acc0_0 = fma(vec4<f32>(w0_4), vec4<f32>(v4, v5, v6, v7), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w0_4), vec4<f32>(v8, v9, v10, v11), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w0_4), vec4<f32>(v12, v13, v14, v15), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w0_4), vec4<f32>(v16, v17, v18, v19), acc0_3);
+                    }
+                    if (S > 5u) {
+                        acc0_0 = fma(vec4<f32>(w0_5), vec4<f32>(v5, v6, v7, v8), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w0_5), vec4<f32>(v9, v10, v11, v12), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w0_5), vec4<f32>(v13, v14, v15, v16), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w0_5), vec4<f32>(v17, v18, v19, v20), acc0_3);
+                    }
+                    if (S > 6u) {
+                        acc0_0 = fma(vec4<f32>(w0_6), vec4<f32>(v6, v7, v8, v9), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w0_6), vec4<f32>(v10, v11, v12, v13), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w0_6), vec4<f32>(v14, v15, v16, v17), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w0_6), vec4<f32>(v18, v19, v20, v21), acc0_3);
+                    }
+                }
+            }
+        }
+        if (ROWS + R - 1u > 1u) {
+            let iy = i32(oy0 + 1u) - P.pad_top;
+            if (iy >= 0 && iy < i32(P.h)) {
+                let fr = plane * P.h + u32(iy);
+                let ty = fr >> P.rows_shift;
+                let tx0 = (fr & rmask) * P.wq;
+                let t0 = tload(tx0, ty, q0 + -1);
+                let t1 = tload(tx0, ty, q0 + 0);
+                let t2 = tload(tx0, ty, q0 + 1);
+                let t3 = tload(tx0, ty, q0 + 2);
+                let t4 = tload(tx0, ty, q0 + 3);
+                let t5 = tload(tx0, ty, q0 + 4);
+                // Window element i (input column 16 * xb - PAD_LEFT + i) is u[4 - PAD_LEFT + i].
+                let v0 = select(select(select(select(t0.x, t0.y, PAD_LEFT == 3u), t0.z, PAD_LEFT == 2u), t0.w, PAD_LEFT == 1u), t1.x, PAD_LEFT == 0u);
+                let v1 = select(select(select(select(t0.y, t0.z, PAD_LEFT == 3u), t0.w, PAD_LEFT == 2u), t1.x, PAD_LEFT == 1u), t1.y, PAD_LEFT == 0u);
+                let v2 = select(select(select(select(t0.z, t0.w, PAD_LEFT == 3u), t1.x, PAD_LEFT == 2u), t1.y, PAD_LEFT == 1u), t1.z, PAD_LEFT == 0u);
+                let v3 = select(select(select(select(t0.w, t1.x, PAD_LEFT == 3u), t1.y, PAD_LEFT == 2u), t1.z, PAD_LEFT == 1u), t1.w, PAD_LEFT == 0u);
+                let v4 = select(select(select(select(t1.x, t1.y, PAD_LEFT == 3u), t1.z, PAD_LEFT == 2u), t1.w, PAD_LEFT == 1u), t2.x, PAD_LEFT == 0u);
+                let v5 = select(select(select(select(t1.y, t1.z, PAD_LEFT == 3u), t1.w, PAD_LEFT == 2u), t2.x, PAD_LEFT == 1u), t2.y, PAD_LEFT == 0u);
+                let v6 = select(select(select(select(t1.z, t1.w, PAD_LEFT == 3u), t2.x, PAD_LEFT == 2u), t2.y, PAD_LEFT == 1u), t2.z, PAD_LEFT == 0u);
+                let v7 = select(select(select(select(t1.w, t2.x, PAD_LEFT == 3u), t2.y, PAD_LEFT == 2u), t2.z, PAD_LEFT == 1u), t2.w, PAD_LEFT == 0u);
+                let v8 = select(select(select(select(t2.x, t2.y, PAD_LEFT == 3u), t2.z, PAD_LEFT == 2u), t2.w, PAD_LEFT == 1u), t3.x, PAD_LEFT == 0u);
+                let v9 = select(select(select(select(t2.y, t2.z, PAD_LEFT == 3u), t2.w, PAD_LEFT == 2u), t3.x, PAD_LEFT == 1u), t3.y, PAD_LEFT == 0u);
+                let v10 = select(select(select(select(t2.z, t2.w, PAD_LEFT == 3u), t3.x, PAD_LEFT == 2u), t3.y, PAD_LEFT == 1u), t3.z, PAD_LEFT == 0u);
+                let v11 = select(select(select(select(t2.w, t3.x, PAD_LEFT == 3u), t3.y, PAD_LEFT == 2u), t3.z, PAD_LEFT == 1u), t3.w, PAD_LEFT == 0u);
+                let v12 = select(select(select(select(t3.x, t3.y, PAD_LEFT == 3u), t3.z, PAD_LEFT == 2u), t3.w, PAD_LEFT == 1u), t4.x, PAD_LEFT == 0u);
+                let v13 = select(select(select(select(t3.y, t3.z, PAD_LEFT == 3u), t3.w, PAD_LEFT == 2u), t4.x, PAD_LEFT == 1u), t4.y, PAD_LEFT == 0u);
+                let v14 = select(select(select(select(t3.z, t3.w, PAD_LEFT == 3u), t4.x, PAD_LEFT == 2u), t4.y, PAD_LEFT == 1u), t4.z, PAD_LEFT == 0u);
+                let v15 = select(select(select(select(t3.w, t4.x, PAD_LEFT == 3u), t4.y, PAD_LEFT == 2u), t4.z, PAD_LEFT == 1u), t4.w, PAD_LEFT == 0u);
+                let v16 = select(select(select(select(t4.x, t4.y, PAD_LEFT == 3u), t4.z, PAD_LEFT == 2u), t4.w, PAD_LEFT == 1u), t5.x, PAD_LEFT == 0u);
+                let v17 = select(select(select(select(t4.y, t4.z, PAD_LEFT == 3u), t4.w, PAD_LEFT == 2u), t5.x, PAD_LEFT == 1u), t5.y, PAD_LEFT == 0u);
+                let v18 = select(select(select(select(t4.z, t4.w, PAD_LEFT == 3u), t5.x, PAD_LEFT == 2u), t5.y, PAD_LEFT == 1u), t5.z, PAD_LEFT == 0u);
+                let v19 = select(select(select(select(t4.w, t5.x, PAD_LEFT == 3u), t5.y, PAD_LEFT == 2u), t5.z, PAD_LEFT == 1u), t5.w, PAD_LEFT == 0u);
+                let v20 = select(select(select(select(t5.x, t5.y, PAD_LEFT == 3u), t5.z, PAD_LEFT == 2u), t5.w, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                let v21 = select(select(select(select(t5.y, t5.z, PAD_LEFT == 3u), t5.w, PAD_LEFT == 2u), 0.0, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                if (ROWS > 0u && R > 1u) {
+                    if (S > 0u) {
+                        acc0_0 = fma(vec4<f32>(w1_0), vec4<f32>(v0, v1, v2, v3), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w1_0), vec4<f32>(v4, v5, v6, v7), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w1_0), vec4<f32>(v8, v9, v10, v11), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w1_0), vec4<f32>(v12, v13, v14, v15), acc0_3);
+                    }
+                    if (S > 1u) {
+                        acc0_0 = fma(vec4<f32>(w1_1), vec4<f32>(v1, v2, v3, v4), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w1_1), vec4<f32>(v5, v6, v7, v8), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w1_1), vec4<f32>(v9, v10, v11, v12), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w1_1), vec4<f32>(v13, v14, v15, v16), acc0_3);
+                    }
+                    if (S > 2u) {
+                        acc0_0 = fma(vec4<f32>(w1_2), vec4<f32>(v2, v3, v4, v5), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w1_2), vec4<f32>(v6, v7, v8, v9), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w1_2), vec4<f32>(v10, v11, v12, v13), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w1_2), vec4<f32>(v14, v15, v16, v17), acc0_3);
+                    }
+                    if (S > 3u) {
+                        acc0_0 = fma(vec4<f32>(w1_3), vec4<f32>(v3, v4, v5, v6), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w1_3), vec4<f32>(v7, v8, v9, v10), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w1_3), vec4<f32>(v11, v12, v13, v14), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w1_3), vec4<f32>(v15, v16, v17, v18), acc0_3);
+                    }
+                    if (S > 4u) {
+                        acc0_0 = fma(vec4<f32>(w1_4), vec4<f32>(v4, v5, v6, v7), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w1_4), vec4<f32>(v8, v9, v10, v11), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w1_4), vec4<f32>(v12, v13, v14, v15), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w1_4), vec4<f32>(v16, v17, v18, v19), acc0_3);
+                    }
+                    if (S > 5u) {
+                        acc0_0 = fma(vec4<f32>(w1_5), vec4<f32>(v5, v6, v7, v8), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w1_5), vec4<f32>(v9, v10, v11, v12), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w1_5), vec4<f32>(v13, v14, v15, v16), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w1_5), vec4<f32>(v17, v18, v19, v20), acc0_3);
+                    }
+                    if (S > 6u) {
+                        acc0_0 = fma(vec4<f32>(w1_6), vec4<f32>(v6, v7, v8, v9), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w1_6), vec4<f32>(v10, v11, v12, v13), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w1_6), vec4<f32>(v14, v15, v16, v17), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w1_6), vec4<f32>(v18, v19, v20, v21), acc0_3);
+                    }
+                }
+                if (ROWS > 1u && R > 0u) {
+                    if (S > 0u) {
+                        acc1_0 = fma(vec4<f32>(w0_0), vec4<f32>(v0, v1, v2, v3), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w0_0), vec4<f32>(v4, v5, v6, v7), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w0_0), vec4<f32>(v8, v9, v10, v11), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w0_0), vec4<f32>(v12, v13, v14, v15), acc1_3);
+                    }
+                    if (S > 1u) {
+                        acc1_0 = fma(vec4<f32>(w0_1), vec4<f32>(v1, v2, v3, v4), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w0_1), vec4<f32>(v5, v6, v7, v8), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w0_1), vec4<f32>(v9, v10, v11, v12), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w0_1), vec4<f32>(v13, v14, v15, v16), acc1_3);
+                    }
+                    if (S > 2u) {
+                        acc1_0 = fma(vec4<f32>(w0_2), vec4<f32>(v2, v3, v4, v5), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w0_2), vec4<f32>(v6, v7, v8, v9), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w0_2), vec4<f32>(v10, v11, v12, v13), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w0_2), vec4<f32>(v14, v15, v16, v17), acc1_3);
+                    }
+                    if (S > 3u) {
+                        acc1_0 = fma(vec4<f32>(w0_3), vec4<f32>(v3, v4, v5, v6), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w0_3), vec4<f32>(v7, v8, v9, v10), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w0_3), vec4<f32>(v11, v12, v13, v14), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w0_3), vec4<f32>(v15, v16, v17, v18), acc1_3);
+                    }
+                    if (S > 4u) {
+                        acc1_0 = fma(vec4<f32>(w0_4), vec4<f32>(v4, v5, v6, v7), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w0_4), vec4<f32>(v8, v9, v10, v11), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w0_4), vec4<f32>(v12, v13, v14, v15), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w0_4), vec4<f32>(v16, v17, v18, v19), acc1_3);
+                    }
+                    if (S > 5u) {
+                        acc1_0 = fma(vec4<f32>(w0_5), vec4<f32>(v5, v6, v7, v8), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w0_5), vec4<f32>(v9, v10, v11, v12), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w0_5), vec4<f32>(v13, v14, v15, v16), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w0_5), vec4<f32>(v17, v18, v19, v20), acc1_3);
+                    }
+                    if (S > 6u) {
+                        acc1_0 = fma(vec4<f32>(w0_6), vec4<f32>(v6, v7, v8, v9), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w0_6), vec4<f32>(v10, v11, v12, v13), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w0_6), vec4<f32>(v14, v15, v16, v17), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w0_6), vec4<f32>(v18, v19, v20, v21), acc1_3);
+                    }
+                }
+            }
+        }
+        if (ROWS + R - 1u > 2u) {
+            let iy = i32(oy0 + 2u) - P.pad_top;
+            if (iy >= 0 && iy < i32(P.h)) {
+                let fr = plane * P.h + u32(iy);
+                let ty = fr >> P.rows_shift;
+                let tx0 = (fr & rmask) * P.wq;
+                let t0 = tload(tx0, ty, q0 + -1);
+                let t1 = tload(tx0, ty, q0 + 0);
+                let t2 = tload(tx0, ty, q0 + 1);
+                let t3 = tload(tx0, ty, q0 + 2);
+                let t4 = tload(tx0, ty, q0 + 3);
+                let t5 = tload(tx0, ty, q0 + 4);
+                // Window element i (input column 16 * xb - PAD_LEFT + i) is u[4 - PAD_LEFT + i].
+                let v0 = select(select(select(select(t0.x, t0.y, PAD_LEFT == 3u), t0.z, PAD_LEFT == 2u), t0.w, PAD_LEFT == 1u), t1.x, PAD_LEFT == 0u);
+                let v1 = select(select(select(select(t0.y, t0.z, PAD_LEFT == 3u), t0.w, PAD_LEFT == 2u), t1.x, PAD_LEFT == 1u), t1.y, PAD_LEFT == 0u);
+                let v2 = select(select(select(select(t0.z, t0.w, PAD_LEFT == 3u), t1.x, PAD_LEFT == 2u), t1.y, PAD_LEFT == 1u), t1.z, PAD_LEFT == 0u);
+                let v3 = select(select(select(select(t0.w, t1.x, PAD_LEFT == 3u), t1.y, PAD_LEFT == 2u), t1.z, PAD_LEFT == 1u), t1.w, PAD_LEFT == 0u);
+                let v4 = select(select(select(select(t1.x, t1.y, PAD_LEFT == 3u), t1.z, PAD_LEFT == 2u), t1.w, PAD_LEFT == 1u), t2.x, PAD_LEFT == 0u);
+                let v5 = select(select(select(select(t1.y, t1.z, PAD_LEFT == 3u), t1.w, PAD_LEFT == 2u), t2.x, PAD_LEFT == 1u), t2.y, PAD_LEFT == 0u);
+                let v6 = select(select(select(select(t1.z, t1.w, PAD_LEFT == 3u), t2.x, PAD_LEFT == 2u), t2.y, PAD_LEFT == 1u), t2.z, PAD_LEFT == 0u);
+                let v7 = select(select(select(select(t1.w, t2.x, PAD_LEFT == 3u), t2.y, PAD_LEFT == 2u), t2.z, PAD_LEFT == 1u), t2.w, PAD_LEFT == 0u);
+                let v8 = select(select(select(select(t2.x, t2.y, PAD_LEFT == 3u), t2.z, PAD_LEFT == 2u), t2.w, PAD_LEFT == 1u), t3.x, PAD_LEFT == 0u);
+                let v9 = select(select(select(select(t2.y, t2.z, PAD_LEFT == 3u), t2.w, PAD_LEFT == 2u), t3.x, PAD_LEFT == 1u), t3.y, PAD_LEFT == 0u);
+                let v10 = select(select(select(select(t2.z, t2.w, PAD_LEFT == 3u), t3.x, PAD_LEFT == 2u), t3.y, PAD_LEFT == 1u), t3.z, PAD_LEFT == 0u);
+                let v11 = select(select(select(select(t2.w, t3.x, PAD_LEFT == 3u), t3.y, PAD_LEFT == 2u), t3.z, PAD_LEFT == 1u), t3.w, PAD_LEFT == 0u);
+                let v12 = select(select(select(select(t3.x, t3.y, PAD_LEFT == 3u), t3.z, PAD_LEFT == 2u), t3.w, PAD_LEFT == 1u), t4.x, PAD_LEFT == 0u);
+                let v13 = select(select(select(select(t3.y, t3.z, PAD_LEFT == 3u), t3.w, PAD_LEFT == 2u), t4.x, PAD_LEFT == 1u), t4.y, PAD_LEFT == 0u);
+                let v14 = select(select(select(select(t3.z, t3.w, PAD_LEFT == 3u), t4.x, PAD_LEFT == 2u), t4.y, PAD_LEFT == 1u), t4.z, PAD_LEFT == 0u);
+                let v15 = select(select(select(select(t3.w, t4.x, PAD_LEFT == 3u), t4.y, PAD_LEFT == 2u), t4.z, PAD_LEFT == 1u), t4.w, PAD_LEFT == 0u);
+                let v16 = select(select(select(select(t4.x, t4.y, PAD_LEFT == 3u), t4.z, PAD_LEFT == 2u), t4.w, PAD_LEFT == 1u), t5.x, PAD_LEFT == 0u);
+                let v17 = select(select(select(select(t4.y, t4.z, PAD_LEFT == 3u), t4.w, PAD_LEFT == 2u), t5.x, PAD_LEFT == 1u), t5.y, PAD_LEFT == 0u);
+                let v18 = select(select(select(select(t4.z, t4.w, PAD_LEFT == 3u), t5.x, PAD_LEFT == 2u), t5.y, PAD_LEFT == 1u), t5.z, PAD_LEFT == 0u);
+                let v19 = select(select(select(select(t4.w, t5.x, PAD_LEFT == 3u), t5.y, PAD_LEFT == 2u), t5.z, PAD_LEFT == 1u), t5.w, PAD_LEFT == 0u);
+                let v20 = select(select(select(select(t5.x, t5.y, PAD_LEFT == 3u), t5.z, PAD_LEFT == 2u), t5.w, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                let v21 = select(select(select(select(t5.y, t5.z, PAD_LEFT == 3u), t5.w, PAD_LEFT == 2u), 0.0, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                if (ROWS > 0u && R > 2u) {
+                    if (S > 0u) {
+                        acc0_0 = fma(vec4<f32>(w2_0), vec4<f32>(v0, v1, v2, v3), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w2_0), vec4<f32>(v4, v5, v6, v7), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w2_0), vec4<f32>(v8, v9, v10, v11), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w2_0), vec4<f32>(v12, v13, v14, v15), acc0_3);
+                    }
+                    if (S > 1u) {
+                        acc0_0 = fma(vec4<f32>(w2_1), vec4<f32>(v1, v2, v3, v4), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w2_1), vec4<f32>(v5, v6, v7, v8), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w2_1), vec4<f32>(v9, v10, v11, v12), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w2_1), vec4<f32>(v13, v14, v15, v16), acc0_3);
+                    }
+                    if (S > 2u) {
+                        acc0_0 = fma(vec4<f32>(w2_2), vec4<f32>(v2, v3, v4, v5), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w2_2), vec4<f32>(v6, v7, v8, v9), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w2_2), vec4<f32>(v10, v11, v12, v13), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w2_2), vec4<f32>(v14, v15, v16, v17), acc0_3);
+                    }
+                    if (S > 3u) {
+                        acc0_0 = fma(vec4<f32>(w2_3), vec4<f32>(v3, v4, v5, v6), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w2_3), vec4<f32>(v7, v8, v9, v10), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w2_3), vec4<f32>(v11, v12, v13, v14), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w2_3), vec4<f32>(v15, v16, v17, v18), acc0_3);
+                    }
+                    if (S > 4u) {
+                        acc0_0 = fma(vec4<f32>(w2_4), vec4<f32>(v4, v5, v6, v7), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w2_4), vec4<f32>(v8, v9, v10, v11), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w2_4), vec4<f32>(v12, v13, v14, v15), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w2_4), vec4<f32>(v16, v17, v18, v19), acc0_3);
+                    }
+                    if (S > 5u) {
+                        acc0_0 = fma(vec4<f32>(w2_5), vec4<f32>(v5, v6, v7, v8), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w2_5), vec4<f32>(v9, v10, v11, v12), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w2_5), vec4<f32>(v13, v14, v15, v16), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w2_5), vec4<f32>(v17, v18, v19, v20), acc0_3);
+                    }
+                    if (S > 6u) {
+                        acc0_0 = fma(vec4<f32>(w2_6), vec4<f32>(v6, v7, v8, v9), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w2_6), vec4<f32>(v10, v11, v12, v13), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w2_6), vec4<f32>(v14, v15, v16, v17), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w2_6), vec4<f32>(v18, v19, v20, v21), acc0_3);
+                    }
+                }
+                if (ROWS > 1u && R > 1u) {
+                    if (S > 0u) {
+                        acc1_0 = fma(vec4<f32>(w1_0), vec4<f32>(v0, v1, v2, v3), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w1_0), vec4<f32>(v4, v5, v6, v7), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w1_0), vec4<f32>(v8, v9, v10, v11), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w1_0), vec4<f32>(v12, v13, v14, v15), acc1_3);
+                    }
+                    if (S > 1u) {
+                        acc1_0 = fma(vec4<f32>(w1_1), vec4<f32>(v1, v2, v3, v4), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w1_1), vec4<f32>(v5, v6, v7, v8), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w1_1), vec4<f32>(v9, v10, v11, v12), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w1_1), vec4<f32>(v13, v14, v15, v16), acc1_3);
+                    }
+                    if (S > 2u) {
+                        acc1_0 = fma(vec4<f32>(w1_2), vec4<f32>(v2, v3, v4, v5), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w1_2), vec4<f32>(v6, v7, v8, v9), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w1_2), vec4<f32>(v10, v11, v12, v13), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w1_2), vec4<f32>(v14, v15, v16, v17), acc1_3);
+                    }
+                    if (S > 3u) {
+                        acc1_0 = fma(vec4<f32>(w1_3), vec4<f32>(v3, v4, v5, v6), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w1_3), vec4<f32>(v7, v8, v9, v10), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w1_3), vec4<f32>(v11, v12, v13, v14), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w1_3), vec4<f32>(v15, v16, v17, v18), acc1_3);
+                    }
+                    if (S > 4u) {
+                        acc1_0 = fma(vec4<f32>(w1_4), vec4<f32>(v4, v5, v6, v7), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w1_4), vec4<f32>(v8, v9, v10, v11), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w1_4), vec4<f32>(v12, v13, v14, v15), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w1_4), vec4<f32>(v16, v17, v18, v19), acc1_3);
+                    }
+                    if (S > 5u) {
+                        acc1_0 = fma(vec4<f32>(w1_5), vec4<f32>(v5, v6, v7, v8), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w1_5), vec4<f32>(v9, v10, v11, v12), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w1_5), vec4<f32>(v13, v14, v15, v16), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w1_5), vec4<f32>(v17, v18, v19, v20), acc1_3);
+                    }
+                    if (S > 6u) {
+                        acc1_0 = fma(vec4<f32>(w1_6), vec4<f32>(v6, v7, v8, v9), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w1_6), vec4<f32>(v10, v11, v12, v13), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w1_6), vec4<f32>(v14, v15, v16, v17), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w1_6), vec4<f32>(v18, v19, v20, v21), acc1_3);
+                    }
+                }
+                if (ROWS > 2u && R > 0u) {
+                    if (S > 0u) {
+                        acc2_0 = fma(vec4<f32>(w0_0), vec4<f32>(v0, v1, v2, v3), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w0_0), vec4<f32>(v4, v5, v6, v7), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w0_0), vec4<f32>(v8, v9, v10, v11), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w0_0), vec4<f32>(v12, v13, v14, v15), acc2_3);
+                    }
+                    if (S > 1u) {
+                        acc2_0 = fma(vec4<f32>(w0_1), vec4<f32>(v1, v2, v3, v4), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w0_1), vec4<f32>(v5, v6, v7, v8), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w0_1), vec4<f32>(v9, v10, v11, v12), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w0_1), vec4<f32>(v13, v14, v15, v16), acc2_3);
+                    }
+                    if (S > 2u) {
+                        acc2_0 = fma(vec4<f32>(w0_2), vec4<f32>(v2, v3, v4, v5), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w0_2), vec4<f32>(v6, v7, v8, v9), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w0_2), vec4<f32>(v10, v11, v12, v13), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w0_2), vec4<f32>(v14, v15, v16, v17), acc2_3);
+                    }
+                    if (S > 3u) {
+                        acc2_0 = fma(vec4<f32>(w0_3), vec4<f32>(v3, v4, v5, v6), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w0_3), vec4<f32>(v7, v8, v9, v10), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w0_3), vec4<f32>(v11, v12, v13, v14), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w0_3), vec4<f32>(v15, v16, v17, v18), acc2_3);
+                    }
+                    if (S > 4u) {
+                        acc2_0 = fma(vec4<f32>(w0_4), vec4<f32>(v4, v5, v6, v7), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w0_4), vec4<f32>(v8, v9, v10, v11), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w0_4), vec4<f32>(v12, v13, v14, v15), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w0_4), vec4<f32>(v16, v17, v18, v19), acc2_3);
+                    }
+                    if (S > 5u) {
+                        acc2_0 = fma(vec4<f32>(w0_5), vec4<f32>(v5, v6, v7, v8), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w0_5), vec4<f32>(v9, v10, v11, v12), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w0_5), vec4<f32>(v13, v14, v15, v16), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w0_5), vec4<f32>(v17, v18, v19, v20), acc2_3);
+                    }
+                    if (S > 6u) {
+                        acc2_0 = fma(vec4<f32>(w0_6), vec4<f32>(v6, v7, v8, v9), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w0_6), vec4<f32>(v10, v11, v12, v13), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w0_6), vec4<f32>(v14, v15, v16, v17), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w0_6), vec4<f32>(v18, v19, v20, v21), acc2_3);
+                    }
+                }
+            }
+        }
+        if (ROWS + R - 1u > 3u) {
+            let iy = i32(oy0 + 3u) - P.pad_top;
+            if (iy >= 0 && iy < i32(P.h)) {
+                let fr = plane * P.h + u32(iy);
+                let ty = fr >> P.rows_shift;
+                let tx0 = (fr & rmask) * P.wq;
+                let t0 = tload(tx0, ty, q0 + -1);
+                let t1 = tload(tx0, ty, q0 + 0);
+                let t2 = tload(tx0, ty, q0 + 1);
+                let t3 = tload(tx0, ty, q0 + 2);
+                let t4 = tload(tx0, ty, q0 + 3);
+                let t5 = tload(tx0, ty, q0 + 4);
+                // Window element i (input column 16 * xb - PAD_LEFT + i) is u[4 - PAD_LEFT + i].
+                let v0 = select(select(select(select(t0.x, t0.y, PAD_LEFT == 3u), t0.z, PAD_LEFT == 2u), t0.w, PAD_LEFT == 1u), t1.x, PAD_LEFT == 0u);
+                let v1 = select(select(select(select(t0.y, t0.z, PAD_LEFT == 3u), t0.w, PAD_LEFT == 2u), t1.x, PAD_LEFT == 1u), t1.y, PAD_LEFT == 0u);
+                let v2 = select(select(select(select(t0.z, t0.w, PAD_LEFT == 3u), t1.x, PAD_LEFT == 2u), t1.y, PAD_LEFT == 1u), t1.z, PAD_LEFT == 0u);
+                let v3 = select(select(select(select(t0.w, t1.x, PAD_LEFT == 3u), t1.y, PAD_LEFT == 2u), t1.z, PAD_LEFT == 1u), t1.w, PAD_LEFT == 0u);
+                let v4 = select(select(select(select(t1.x, t1.y, PAD_LEFT == 3u), t1.z, PAD_LEFT == 2u), t1.w, PAD_LEFT == 1u), t2.x, PAD_LEFT == 0u);
+                let v5 = select(select(select(select(t1.y, t1.z, PAD_LEFT == 3u), t1.w, PAD_LEFT == 2u), t2.x, PAD_LEFT == 1u), t2.y, PAD_LEFT == 0u);
+                let v6 = select(select(select(select(t1.z, t1.w, PAD_LEFT == 3u), t2.x, PAD_LEFT == 2u), t2.y, PAD_LEFT == 1u), t2.z, PAD_LEFT == 0u);
+                let v7 = select(select(select(select(t1.w, t2.x, PAD_LEFT == 3u), t2.y, PAD_LEFT == 2u), t2.z, PAD_LEFT == 1u), t2.w, PAD_LEFT == 0u);
+                let v8 = select(select(select(select(t2.x, t2.y, PAD_LEFT == 3u), t2.z, PAD_LEFT == 2u), t2.w, PAD_LEFT == 1u), t3.x, PAD_LEFT == 0u);
+                let v9 = select(select(select(select(t2.y, t2.z, PAD_LEFT == 3u), t2.w, PAD_LEFT == 2u), t3.x, PAD_LEFT == 1u), t3.y, PAD_LEFT == 0u);
+                let v10 = select(select(select(select(t2.z, t2.w, PAD_LEFT == 3u), t3.x, PAD_LEFT == 2u), t3.y, PAD_LEFT == 1u), t3.z, PAD_LEFT == 0u);
+                let v11 = select(select(select(select(t2.w, t3.x, PAD_LEFT == 3u), t3.y, PAD_LEFT == 2u), t3.z, PAD_LEFT == 1u), t3.w, PAD_LEFT == 0u);
+                let v12 = select(select(select(select(t3.x, t3.y, PAD_LEFT == 3u), t3.z, PAD_LEFT == 2u), t3.w, PAD_LEFT == 1u), t4.x, PAD_LEFT == 0u);
+                let v13 = select(select(select(select(t3.y, t3.z, PAD_LEFT == 3u), t3.w, PAD_LEFT == 2u), t4.x, PAD_LEFT == 1u), t4.y, PAD_LEFT == 0u);
+                let v14 = select(select(select(select(t3.z, t3.w, PAD_LEFT == 3u), t4.x, PAD_LEFT == 2u), t4.y, PAD_LEFT == 1u), t4.z, PAD_LEFT == 0u);
+                let v15 = select(select(select(select(t3.w, t4.x, PAD_LEFT == 3u), t4.y, PAD_LEFT == 2u), t4.z, PAD_LEFT == 1u), t4.w, PAD_LEFT == 0u);
+                let v16 = select(select(select(select(t4.x, t4.y, PAD_LEFT == 3u), t4.z, PAD_LEFT == 2u), t4.w, PAD_LEFT == 1u), t5.x, PAD_LEFT == 0u);
+                let v17 = select(select(select(select(t4.y, t4.z, PAD_LEFT == 3u), t4.w, PAD_LEFT == 2u), t5.x, PAD_LEFT == 1u), t5.y, PAD_LEFT == 0u);
+                let v18 = select(select(select(select(t4.z, t4.w, PAD_LEFT == 3u), t5.x, PAD_LEFT == 2u), t5.y, PAD_LEFT == 1u), t5.z, PAD_LEFT == 0u);
+                let v19 = select(select(select(select(t4.w, t5.x, PAD_LEFT == 3u), t5.y, PAD_LEFT == 2u), t5.z, PAD_LEFT == 1u), t5.w, PAD_LEFT == 0u);
+                let v20 = select(select(select(select(t5.x, t5.y, PAD_LEFT == 3u), t5.z, PAD_LEFT == 2u), t5.w, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                let v21 = select(select(select(select(t5.y, t5.z, PAD_LEFT == 3u), t5.w, PAD_LEFT == 2u), 0.0, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                if (ROWS > 0u && R > 3u) {
+                    if (S > 0u) {
+                        acc0_0 = fma(vec4<f32>(w3_0), vec4<f32>(v0, v1, v2, v3), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w3_0), vec4<f32>(v4, v5, v6, v7), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w3_0), vec4<f32>(v8, v9, v10, v11), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w3_0), vec4<f32>(v12, v13, v14, v15), acc0_3);
+                    }
+                    if (S > 1u) {
+                        acc0_0 = fma(vec4<f32>(w3_1), vec4<f32>(v1, v2, v3, v4), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w3_1), vec4<f32>(v5, v6, v7, v8), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w3_1), vec4<f32>(v9, v10, v11, v12), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w3_1), vec4<f32>(v13, v14, v15, v16), acc0_3);
+                    }
+                    if (S > 2u) {
+                        acc0_0 = fma(vec4<f32>(w3_2), vec4<f32>(v2, v3, v4, v5), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w3_2), vec4<f32>(v6, v7, v8, v9), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w3_2), vec4<f32>(v10, v11, v12, v13), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w3_2), vec4<f32>(v14, v15, v16, v17), acc0_3);
+                    }
+                    if (S > 3u) {
+                        acc0_0 = fma(vec4<f32>(w3_3), vec4<f32>(v3, v4, v5, v6), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w3_3), vec4<f32>(v7, v8, v9, v10), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w3_3), vec4<f32>(v11, v12, v13, v14), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w3_3), vec4<f32>(v15, v16, v17, v18), acc0_3);
+                    }
+                    if (S > 4u) {
+                        acc0_0 = fma(vec4<f32>(w3_4), vec4<f32>(v4, v5, v6, v7), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w3_4), vec4<f32>(v8, v9, v10, v11), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w3_4), vec4<f32>(v12, v13, v14, v15), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w3_4), vec4<f32>(v16, v17, v18, v19), acc0_3);
+                    }
+                    if (S > 5u) {
+                        acc0_0 = fma(vec4<f32>(w3_5), vec4<f32>(v5, v6, v7, v8), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w3_5), vec4<f32>(v9, v10, v11, v12), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w3_5), vec4<f32>(v13, v14, v15, v16), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w3_5), vec4<f32>(v17, v18, v19, v20), acc0_3);
+                    }
+                    if (S > 6u) {
+                        acc0_0 = fma(vec4<f32>(w3_6), vec4<f32>(v6, v7, v8, v9), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w3_6), vec4<f32>(v10, v11, v12, v13), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w3_6), vec4<f32>(v14, v15, v16, v17), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w3_6), vec4<f32>(v18, v19, v20, v21), acc0_3);
+                    }
+                }
+                if (ROWS > 1u && R > 2u) {
+                    if (S > 0u) {
+                        acc1_0 = fma(vec4<f32>(w2_0), vec4<f32>(v0, v1, v2, v3), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w2_0), vec4<f32>(v4, v5, v6, v7), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w2_0), vec4<f32>(v8, v9, v10, v11), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w2_0), vec4<f32>(v12, v13, v14, v15), acc1_3);
+                    }
+                    if (S > 1u) {
+                        acc1_0 = fma(vec4<f32>(w2_1), vec4<f32>(v1, v2, v3, v4), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w2_1), vec4<f32>(v5, v6, v7, v8), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w2_1), vec4<f32>(v9, v10, v11, v12), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w2_1), vec4<f32>(v13, v14, v15, v16), acc1_3);
+                    }
+                    if (S > 2u) {
+                        acc1_0 = fma(vec4<f32>(w2_2), vec4<f32>(v2, v3, v4, v5), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w2_2), vec4<f32>(v6, v7, v8, v9), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w2_2), vec4<f32>(v10, v11, v12, v13), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w2_2), vec4<f32>(v14, v15, v16, v17), acc1_3);
+                    }
+                    if (S > 3u) {
+                        acc1_0 = fma(vec4<f32>(w2_3), vec4<f32>(v3, v4, v5, v6), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w2_3), vec4<f32>(v7, v8, v9, v10), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w2_3), vec4<f32>(v11, v12, v13, v14), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w2_3), vec4<f32>(v15, v16, v17, v18), acc1_3);
+                    }
+                    if (S > 4u) {
+                        acc1_0 = fma(vec4<f32>(w2_4), vec4<f32>(v4, v5, v6, v7), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w2_4), vec4<f32>(v8, v9, v10, v11), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w2_4), vec4<f32>(v12, v13, v14, v15), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w2_4), vec4<f32>(v16, v17, v18, v19), acc1_3);
+                    }
+                    if (S > 5u) {
+                        acc1_0 = fma(vec4<f32>(w2_5), vec4<f32>(v5, v6, v7, v8), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w2_5), vec4<f32>(v9, v10, v11, v12), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w2_5), vec4<f32>(v13, v14, v15, v16), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w2_5), vec4<f32>(v17, v18, v19, v20), acc1_3);
+                    }
+                    if (S > 6u) {
+                        acc1_0 = fma(vec4<f32>(w2_6), vec4<f32>(v6, v7, v8, v9), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w2_6), vec4<f32>(v10, v11, v12, v13), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w2_6), vec4<f32>(v14, v15, v16, v17), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w2_6), vec4<f32>(v18, v19, v20, v21), acc1_3);
+                    }
+                }
+                if (ROWS > 2u && R > 1u) {
+                    if (S > 0u) {
+                        acc2_0 = fma(vec4<f32>(w1_0), vec4<f32>(v0, v1, v2, v3), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w1_0), vec4<f32>(v4, v5, v6, v7), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w1_0), vec4<f32>(v8, v9, v10, v11), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w1_0), vec4<f32>(v12, v13, v14, v15), acc2_3);
+                    }
+                    if (S > 1u) {
+                        acc2_0 = fma(vec4<f32>(w1_1), vec4<f32>(v1, v2, v3, v4), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w1_1), vec4<f32>(v5, v6, v7, v8), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w1_1), vec4<f32>(v9, v10, v11, v12), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w1_1), vec4<f32>(v13, v14, v15, v16), acc2_3);
+                    }
+                    if (S > 2u) {
+                        acc2_0 = fma(vec4<f32>(w1_2), vec4<f32>(v2, v3, v4, v5), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w1_2), vec4<f32>(v6, v7, v8, v9), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w1_2), vec4<f32>(v10, v11, v12, v13), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w1_2), vec4<f32>(v14, v15, v16, v17), acc2_3);
+                    }
+                    if (S > 3u) {
+                        acc2_0 = fma(vec4<f32>(w1_3), vec4<f32>(v3, v4, v5, v6), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w1_3), vec4<f32>(v7, v8, v9, v10), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w1_3), vec4<f32>(v11, v12, v13, v14), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w1_3), vec4<f32>(v15, v16, v17, v18), acc2_3);
+                    }
+                    if (S > 4u) {
+                        acc2_0 = fma(vec4<f32>(w1_4), vec4<f32>(v4, v5, v6, v7), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w1_4), vec4<f32>(v8, v9, v10, v11), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w1_4), vec4<f32>(v12, v13, v14, v15), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w1_4), vec4<f32>(v16, v17, v18, v19), acc2_3);
+                    }
+                    if (S > 5u) {
+                        acc2_0 = fma(vec4<f32>(w1_5), vec4<f32>(v5, v6, v7, v8), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w1_5), vec4<f32>(v9, v10, v11, v12), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w1_5), vec4<f32>(v13, v14, v15, v16), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w1_5), vec4<f32>(v17, v18, v19, v20), acc2_3);
+                    }
+                    if (S > 6u) {
+                        acc2_0 = fma(vec4<f32>(w1_6), vec4<f32>(v6, v7, v8, v9), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w1_6), vec4<f32>(v10, v11, v12, v13), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w1_6), vec4<f32>(v14, v15, v16, v17), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w1_6), vec4<f32>(v18, v19, v20, v21), acc2_3);
+                    }
+                }
+                if (ROWS > 3u && R > 0u) {
+                    if (S > 0u) {
+                        acc3_0 = fma(vec4<f32>(w0_0), vec4<f32>(v0, v1, v2, v3), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w0_0), vec4<f32>(v4, v5, v6, v7), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w0_0), vec4<f32>(v8, v9, v10, v11), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w0_0), vec4<f32>(v12, v13, v14, v15), acc3_3);
+                    }
+                    if (S > 1u) {
+                        acc3_0 = fma(vec4<f32>(w0_1), vec4<f32>(v1, v2, v3, v4), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w0_1), vec4<f32>(v5, v6, v7, v8), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w0_1), vec4<f32>(v9, v10, v11, v12), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w0_1), vec4<f32>(v13, v14, v15, v16), acc3_3);
+                    }
+                    if (S > 2u) {
+                        acc3_0 = fma(vec4<f32>(w0_2), vec4<f32>(v2, v3, v4, v5), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w0_2), vec4<f32>(v6, v7, v8, v9), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w0_2), vec4<f32>(v10, v11, v12, v13), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w0_2), vec4<f32>(v14, v15, v16, v17), acc3_3);
+                    }
+                    if (S > 3u) {
+                        acc3_0 = fma(vec4<f32>(w0_3), vec4<f32>(v3, v4, v5, v6), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w0_3), vec4<f32>(v7, v8, v9, v10), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w0_3), vec4<f32>(v11, v12, v13, v14), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w0_3), vec4<f32>(v15, v16, v17, v18), acc3_3);
+                    }
+                    if (S > 4u) {
+                        acc3_0 = fma(vec4<f32>(w0_4), vec4<f32>(v4, v5, v6, v7), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w0_4), vec4<f32>(v8, v9, v10, v11), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w0_4), vec4<f32>(v12, v13, v14, v15), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w0_4), vec4<f32>(v16, v17, v18, v19), acc3_3);
+                    }
+                    if (S > 5u) {
+                        acc3_0 = fma(vec4<f32>(w0_5), vec4<f32>(v5, v6, v7, v8), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w0_5), vec4<f32>(v9, v10, v11, v12), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w0_5), vec4<f32>(v13, v14, v15, v16), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w0_5), vec4<f32>(v17, v18, v19, v20), acc3_3);
+                    }
+                    if (S > 6u) {
+                        acc3_0 = fma(vec4<f32>(w0_6), vec4<f32>(v6, v7, v8, v9), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w0_6), vec4<f32>(v10, v11, v12, v13), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w0_6), vec4<f32>(v14, v15, v16, v17), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w0_6), vec4<f32>(v18, v19, v20, v21), acc3_3);
+                    }
+                }
+            }
+        }
+        if (ROWS + R - 1u > 4u) {
+            let iy = i32(oy0 + 4u) - P.pad_top;
+            if (iy >= 0 && iy < i32(P.h)) {
+                let fr = plane * P.h + u32(iy);
+                let ty = fr >> P.rows_shift;
+                let tx0 = (fr & rmask) * P.wq;
+                let t0 = tload(tx0, ty, q0 + -1);
+                let t1 = tload(tx0, ty, q0 + 0);
+                let t2 = tload(tx0, ty, q0 + 1);
+                let t3 = tload(tx0, ty, q0 + 2);
+                let t4 = tload(tx0, ty, q0 + 3);
+                let t5 = tload(tx0, ty, q0 + 4);
+                // Window element i (input column 16 * xb - PAD_LEFT + i) is u[4 - PAD_LEFT + i].
+                let v0 = select(select(select(select(t0.x, t0.y, PAD_LEFT == 3u), t0.z, PAD_LEFT == 2u), t0.w, PAD_LEFT == 1u), t1.x, PAD_LEFT == 0u);
+                let v1 = select(select(select(select(t0.y, t0.z, PAD_LEFT == 3u), t0.w, PAD_LEFT == 2u), t1.x, PAD_LEFT == 1u), t1.y, PAD_LEFT == 0u);
+                let v2 = select(select(select(select(t0.z, t0.w, PAD_LEFT == 3u), t1.x, PAD_LEFT == 2u), t1.y, PAD_LEFT == 1u), t1.z, PAD_LEFT == 0u);
+                let v3 = select(select(select(select(t0.w, t1.x, PAD_LEFT == 3u), t1.y, PAD_LEFT == 2u), t1.z, PAD_LEFT == 1u), t1.w, PAD_LEFT == 0u);
+                let v4 = select(select(select(select(t1.x, t1.y, PAD_LEFT == 3u), t1.z, PAD_LEFT == 2u), t1.w, PAD_LEFT == 1u), t2.x, PAD_LEFT == 0u);
+                let v5 = select(select(select(select(t1.y, t1.z, PAD_LEFT == 3u), t1.w, PAD_LEFT == 2u), t2.x, PAD_LEFT == 1u), t2.y, PAD_LEFT == 0u);
+                let v6 = select(select(select(select(t1.z, t1.w, PAD_LEFT == 3u), t2.x, PAD_LEFT == 2u), t2.y, PAD_LEFT == 1u), t2.z, PAD_LEFT == 0u);
+                let v7 = select(select(select(select(t1.w, t2.x, PAD_LEFT == 3u), t2.y, PAD_LEFT == 2u), t2.z, PAD_LEFT == 1u), t2.w, PAD_LEFT == 0u);
+                let v8 = select(select(select(select(t2.x, t2.y, PAD_LEFT == 3u), t2.z, PAD_LEFT == 2u), t2.w, PAD_LEFT == 1u), t3.x, PAD_LEFT == 0u);
+                let v9 = select(select(select(select(t2.y, t2.z, PAD_LEFT == 3u), t2.w, PAD_LEFT == 2u), t3.x, PAD_LEFT == 1u), t3.y, PAD_LEFT == 0u);
+                let v10 = select(select(select(select(t2.z, t2.w, PAD_LEFT == 3u), t3.x, PAD_LEFT == 2u), t3.y, PAD_LEFT == 1u), t3.z, PAD_LEFT == 0u);
+                let v11 = select(select(select(select(t2.w, t3.x, PAD_LEFT == 3u), t3.y, PAD_LEFT == 2u), t3.z, PAD_LEFT == 1u), t3.w, PAD_LEFT == 0u);
+                let v12 = select(select(select(select(t3.x, t3.y, PAD_LEFT == 3u), t3.z, PAD_LEFT == 2u), t3.w, PAD_LEFT == 1u), t4.x, PAD_LEFT == 0u);
+                let v13 = select(select(select(select(t3.y, t3.z, PAD_LEFT == 3u), t3.w, PAD_LEFT == 2u), t4.x, PAD_LEFT == 1u), t4.y, PAD_LEFT == 0u);
+                let v14 = select(select(select(select(t3.z, t3.w, PAD_LEFT == 3u), t4.x, PAD_LEFT == 2u), t4.y, PAD_LEFT == 1u), t4.z, PAD_LEFT == 0u);
+                let v15 = select(select(select(select(t3.w, t4.x, PAD_LEFT == 3u), t4.y, PAD_LEFT == 2u), t4.z, PAD_LEFT == 1u), t4.w, PAD_LEFT == 0u);
+                let v16 = select(select(select(select(t4.x, t4.y, PAD_LEFT == 3u), t4.z, PAD_LEFT == 2u), t4.w, PAD_LEFT == 1u), t5.x, PAD_LEFT == 0u);
+                let v17 = select(select(select(select(t4.y, t4.z, PAD_LEFT == 3u), t4.w, PAD_LEFT == 2u), t5.x, PAD_LEFT == 1u), t5.y, PAD_LEFT == 0u);
+                let v18 = select(select(select(select(t4.z, t4.w, PAD_LEFT == 3u), t5.x, PAD_LEFT == 2u), t5.y, PAD_LEFT == 1u), t5.z, PAD_LEFT == 0u);
+                let v19 = select(select(select(select(t4.w, t5.x, PAD_LEFT == 3u), t5.y, PAD_LEFT == 2u), t5.z, PAD_LEFT == 1u), t5.w, PAD_LEFT == 0u);
+                let v20 = select(select(select(select(t5.x, t5.y, PAD_LEFT == 3u), t5.z, PAD_LEFT == 2u), t5.w, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                let v21 = select(select(select(select(t5.y, t5.z, PAD_LEFT == 3u), t5.w, PAD_LEFT == 2u), 0.0, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                if (ROWS > 0u && R > 4u) {
+                    if (S > 0u) {
+                        acc0_0 = fma(vec4<f32>(w4_0), vec4<f32>(v0, v1, v2, v3), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w4_0), vec4<f32>(v4, v5, v6, v7), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w4_0), vec4<f32>(v8, v9, v10, v11), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w4_0), vec4<f32>(v12, v13, v14, v15), acc0_3);
+                    }
+                    if (S > 1u) {
+                        acc0_0 = fma(vec4<f32>(w4_1), vec4<f32>(v1, v2, v3, v4), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w4_1), vec4<f32>(v5, v6, v7, v8), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w4_1), vec4<f32>(v9, v10, v11, v12), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w4_1), vec4<f32>(v13, v14, v15, v16), acc0_3);
+                    }
+                    if (S > 2u) {
+                        acc0_0 = fma(vec4<f32>(w4_2), vec4<f32>(v2, v3, v4, v5), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w4_2), vec4<f32>(v6, v7, v8, v9), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w4_2), vec4<f32>(v10, v11, v12, v13), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w4_2), vec4<f32>(v14, v15, v16, v17), acc0_3);
+                    }
+                    if (S > 3u) {
+                        acc0_0 = fma(vec4<f32>(w4_3), vec4<f32>(v3, v4, v5, v6), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w4_3), vec4<f32>(v7, v8, v9, v10), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w4_3), vec4<f32>(v11, v12, v13, v14), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w4_3), vec4<f32>(v15, v16, v17, v18), acc0_3);
+                    }
+                    if (S > 4u) {
+                        acc0_0 = fma(vec4<f32>(w4_4), vec4<f32>(v4, v5, v6, v7), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w4_4), vec4<f32>(v8, v9, v10, v11), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w4_4), vec4<f32>(v12, v13, v14, v15), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w4_4), vec4<f32>(v16, v17, v18, v19), acc0_3);
+                    }
+                    if (S > 5u) {
+                        acc0_0 = fma(vec4<f32>(w4_5), vec4<f32>(v5, v6, v7, v8), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w4_5), vec4<f32>(v9, v10, v11, v12), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w4_5), vec4<f32>(v13, v14, v15, v16), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w4_5), vec4<f32>(v17, v18, v19, v20), acc0_3);
+                    }
+                    if (S > 6u) {
+                        acc0_0 = fma(vec4<f32>(w4_6), vec4<f32>(v6, v7, v8, v9), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w4_6), vec4<f32>(v10, v11, v12, v13), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w4_6), vec4<f32>(v14, v15, v16, v17), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w4_6), vec4<f32>(v18, v19, v20, v21), acc0_3);
+                    }
+                }
+                if (ROWS > 1u && R > 3u) {
+                    if (S > 0u) {
+                        acc1_0 = fma(vec4<f32>(w3_0), vec4<f32>(v0, v1, v2, v3), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w3_0), vec4<f32>(v4, v5, v6, v7), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w3_0), vec4<f32>(v8, v9, v10, v11), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w3_0), vec4<f32>(v12, v13, v14, v15), acc1_3);
+                    }
+                    if (S > 1u) {
+                        acc1_0 = fma(vec4<f32>(w3_1), vec4<f32>(v1, v2, v3, v4), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w3_1), vec4<f32>(v5, v6, v7, v8), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w3_1), vec4<f32>(v9, v10, v11, v12), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w3_1), vec4<f32>(v13, v14, v15, v16), acc1_3);
+                    }
+                    if (S > 2u) {
+                        acc1_0 = fma(vec4<f32>(w3_2), vec4<f32>(v2, v3, v4, v5), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w3_2), vec4<f32>(v6, v7, v8, v9), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w3_2), vec4<f32>(v10, v11, v12, v13), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w3_2), vec4<f32>(v14, v15, v16, v17), acc1_3);
+                    }
+                    if (S > 3u) {
+                        acc1_0 = fma(vec4<f32>(w3_3), vec4<f32>(v3, v4, v5, v6), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w3_3), vec4<f32>(v7, v8, v9, v10), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w3_3), vec4<f32>(v11, v12, v13, v14), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w3_3), vec4<f32>(v15, v16, v17, v18), acc1_3);
+                    }
+                    if (S > 4u) {
+                        acc1_0 = fma(vec4<f32>(w3_4), vec4<f32>(v4, v5, v6, v7), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w3_4), vec4<f32>(v8, v9, v10, v11), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w3_4), vec4<f32>(v12, v13, v14, v15), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w3_4), vec4<f32>(v16, v17, v18, v19), acc1_3);
+                    }
+                    if (S > 5u) {
+                        acc1_0 = fma(vec4<f32>(w3_5), vec4<f32>(v5, v6, v7, v8), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w3_5), vec4<f32>(v9, v10, v11, v12), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w3_5), vec4<f32>(v13, v14, v15, v16), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w3_5), vec4<f32>(v17, v18, v19, v20), acc1_3);
+                    }
+                    if (S > 6u) {
+                        acc1_0 = fma(vec4<f32>(w3_6), vec4<f32>(v6, v7, v8, v9), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w3_6), vec4<f32>(v10, v11, v12, v13), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w3_6), vec4<f32>(v14, v15, v16, v17), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w3_6), vec4<f32>(v18, v19, v20, v21), acc1_3);
+                    }
+                }
+                if (ROWS > 2u && R > 2u) {
+                    if (S > 0u) {
+                        acc2_0 = fma(vec4<f32>(w2_0), vec4<f32>(v0, v1, v2, v3), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w2_0), vec4<f32>(v4, v5, v6, v7), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w2_0), vec4<f32>(v8, v9, v10, v11), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w2_0), vec4<f32>(v12, v13, v14, v15), acc2_3);
+                    }
+                    if (S > 1u) {
+                        acc2_0 = fma(vec4<f32>(w2_1), vec4<f32>(v1, v2, v3, v4), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w2_1), vec4<f32>(v5, v6, v7, v8), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w2_1), vec4<f32>(v9, v10, v11, v12), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w2_1), vec4<f32>(v13, v14, v15, v16), acc2_3);
+                    }
+                    if (S > 2u) {
+                        acc2_0 = fma(vec4<f32>(w2_2), vec4<f32>(v2, v3, v4, v5), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w2_2), vec4<f32>(v6, v7, v8, v9), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w2_2), vec4<f32>(v10, v11, v12, v13), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w2_2), vec4<f32>(v14, v15, v16, v17), acc2_3);
+                    }
+                    if (S > 3u) {
+                        acc2_0 = fma(vec4<f32>(w2_3), vec4<f32>(v3, v4, v5, v6), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w2_3), vec4<f32>(v7, v8, v9, v10), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w2_3), vec4<f32>(v11, v12, v13, v14), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w2_3), vec4<f32>(v15, v16, v17, v18), acc2_3);
+                    }
+                    if (S > 4u) {
+                        acc2_0 = fma(vec4<f32>(w2_4), vec4<f32>(v4, v5, v6, v7), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w2_4), vec4<f32>(v8, v9, v10, v11), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w2_4), vec4<f32>(v12, v13, v14, v15), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w2_4), vec4<f32>(v16, v17, v18, v19), acc2_3);
+                    }
+                    if (S > 5u) {
+                        acc2_0 = fma(vec4<f32>(w2_5), vec4<f32>(v5, v6, v7, v8), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w2_5), vec4<f32>(v9, v10, v11, v12), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w2_5), vec4<f32>(v13, v14, v15, v16), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w2_5), vec4<f32>(v17, v18, v19, v20), acc2_3);
+                    }
+                    if (S > 6u) {
+                        acc2_0 = fma(vec4<f32>(w2_6), vec4<f32>(v6, v7, v8, v9), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w2_6), vec4<f32>(v10, v11, v12, v13), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w2_6), vec4<f32>(v14, v15, v16, v17), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w2_6), vec4<f32>(v18, v19, v20, v21), acc2_3);
+                    }
+                }
+                if (ROWS > 3u && R > 1u) {
+                    if (S > 0u) {
+                        acc3_0 = fma(vec4<f32>(w1_0), vec4<f32>(v0, v1, v2, v3), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w1_0), vec4<f32>(v4, v5, v6, v7), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w1_0), vec4<f32>(v8, v9, v10, v11), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w1_0), vec4<f32>(v12, v13, v14, v15), acc3_3);
+                    }
+                    if (S > 1u) {
+                        acc3_0 = fma(vec4<f32>(w1_1), vec4<f32>(v1, v2, v3, v4), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w1_1), vec4<f32>(v5, v6, v7, v8), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w1_1), vec4<f32>(v9, v10, v11, v12), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w1_1), vec4<f32>(v13, v14, v15, v16), acc3_3);
+                    }
+                    if (S > 2u) {
+                        acc3_0 = fma(vec4<f32>(w1_2), vec4<f32>(v2, v3, v4, v5), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w1_2), vec4<f32>(v6, v7, v8, v9), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w1_2), vec4<f32>(v10, v11, v12, v13), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w1_2), vec4<f32>(v14, v15, v16, v17), acc3_3);
+                    }
+                    if (S > 3u) {
+                        acc3_0 = fma(vec4<f32>(w1_3), vec4<f32>(v3, v4, v5, v6), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w1_3), vec4<f32>(v7, v8, v9, v10), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w1_3), vec4<f32>(v11, v12, v13, v14), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w1_3), vec4<f32>(v15, v16, v17, v18), acc3_3);
+                    }
+                    if (S > 4u) {
+                        acc3_0 = fma(vec4<f32>(w1_4), vec4<f32>(v4, v5, v6, v7), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w1_4), vec4<f32>(v8, v9, v10, v11), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w1_4), vec4<f32>(v12, v13, v14, v15), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w1_4), vec4<f32>(v16, v17, v18, v19), acc3_3);
+                    }
+                    if (S > 5u) {
+                        acc3_0 = fma(vec4<f32>(w1_5), vec4<f32>(v5, v6, v7, v8), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w1_5), vec4<f32>(v9, v10, v11, v12), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w1_5), vec4<f32>(v13, v14, v15, v16), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w1_5), vec4<f32>(v17, v18, v19, v20), acc3_3);
+                    }
+                    if (S > 6u) {
+                        acc3_0 = fma(vec4<f32>(w1_6), vec4<f32>(v6, v7, v8, v9), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w1_6), vec4<f32>(v10, v11, v12, v13), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w1_6), vec4<f32>(v14, v15, v16, v17), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w1_6), vec4<f32>(v18, v19, v20, v21), acc3_3);
+                    }
+                }
+            }
+        }
+        if (ROWS + R - 1u > 5u) {
+            let iy = i32(oy0 + 5u) - P.pad_top;
+            if (iy >= 0 && iy < i32(P.h)) {
+                let fr = plane * P.h + u32(iy);
+                let ty = fr >> P.rows_shift;
+                let tx0 = (fr & rmask) * P.wq;
+                let t0 = tload(tx0, ty, q0 + -1);
+                let t1 = tload(tx0, ty, q0 + 0);
+                let t2 = tload(tx0, ty, q0 + 1);
+                let t3 = tload(tx0, ty, q0 + 2);
+                let t4 = tload(tx0, ty, q0 + 3);
+                let t5 = tload(tx0, ty, q0 + 4);
+                // Window element i (input column 16 * xb - PAD_LEFT + i) is u[4 - PAD_LEFT + i].
+                let v0 = select(select(select(select(t0.x, t0.y, PAD_LEFT == 3u), t0.z, PAD_LEFT == 2u), t0.w, PAD_LEFT == 1u), t1.x, PAD_LEFT == 0u);
+                let v1 = select(select(select(select(t0.y, t0.z, PAD_LEFT == 3u), t0.w, PAD_LEFT == 2u), t1.x, PAD_LEFT == 1u), t1.y, PAD_LEFT == 0u);
+                let v2 = select(select(select(select(t0.z, t0.w, PAD_LEFT == 3u), t1.x, PAD_LEFT == 2u), t1.y, PAD_LEFT == 1u), t1.z, PAD_LEFT == 0u);
+                let v3 = select(select(select(select(t0.w, t1.x, PAD_LEFT == 3u), t1.y, PAD_LEFT == 2u), t1.z, PAD_LEFT == 1u), t1.w, PAD_LEFT == 0u);
+                let v4 = select(select(select(select(t1.x, t1.y, PAD_LEFT == 3u), t1.z, PAD_LEFT == 2u), t1.w, PAD_LEFT == 1u), t2.x, PAD_LEFT == 0u);
+                let v5 = select(select(select(select(t1.y, t1.z, PAD_LEFT == 3u), t1.w, PAD_LEFT == 2u), t2.x, PAD_LEFT == 1u), t2.y, PAD_LEFT == 0u);
+                let v6 = select(select(select(select(t1.z, t1.w, PAD_LEFT == 3u), t2.x, PAD_LEFT == 2u), t2.y, PAD_LEFT == 1u), t2.z, PAD_LEFT == 0u);
+                let v7 = select(select(select(select(t1.w, t2.x, PAD_LEFT == 3u), t2.y, PAD_LEFT == 2u), t2.z, PAD_LEFT == 1u), t2.w, PAD_LEFT == 0u);
+                let v8 = select(select(select(select(t2.x, t2.y, PAD_LEFT == 3u), t2.z, PAD_LEFT == 2u), t2.w, PAD_LEFT == 1u), t3.x, PAD_LEFT == 0u);
+                let v9 = select(select(select(select(t2.y, t2.z, PAD_LEFT == 3u), t2.w, PAD_LEFT == 2u), t3.x, PAD_LEFT == 1u), t3.y, PAD_LEFT == 0u);
+                let v10 = select(select(select(select(t2.z, t2.w, PAD_LEFT == 3u), t3.x, PAD_LEFT == 2u), t3.y, PAD_LEFT == 1u), t3.z, PAD_LEFT == 0u);
+                let v11 = select(select(select(select(t2.w, t3.x, PAD_LEFT == 3u), t3.y, PAD_LEFT == 2u), t3.z, PAD_LEFT == 1u), t3.w, PAD_LEFT == 0u);
+                let v12 = select(select(select(select(t3.x, t3.y, PAD_LEFT == 3u), t3.z, PAD_LEFT == 2u), t3.w, PAD_LEFT == 1u), t4.x, PAD_LEFT == 0u);
+                let v13 = select(select(select(select(t3.y, t3.z, PAD_LEFT == 3u), t3.w, PAD_LEFT == 2u), t4.x, PAD_LEFT == 1u), t4.y, PAD_LEFT == 0u);
+                let v14 = select(select(select(select(t3.z, t3.w, PAD_LEFT == 3u), t4.x, PAD_LEFT == 2u), t4.y, PAD_LEFT == 1u), t4.z, PAD_LEFT == 0u);
+                let v15 = select(select(select(select(t3.w, t4.x, PAD_LEFT == 3u), t4.y, PAD_LEFT == 2u), t4.z, PAD_LEFT == 1u), t4.w, PAD_LEFT == 0u);
+                let v16 = select(select(select(select(t4.x, t4.y, PAD_LEFT == 3u), t4.z, PAD_LEFT == 2u), t4.w, PAD_LEFT == 1u), t5.x, PAD_LEFT == 0u);
+                let v17 = select(select(select(select(t4.y, t4.z, PAD_LEFT == 3u), t4.w, PAD_LEFT == 2u), t5.x, PAD_LEFT == 1u), t5.y, PAD_LEFT == 0u);
+                let v18 = select(select(select(select(t4.z, t4.w, PAD_LEFT == 3u), t5.x, PAD_LEFT == 2u), t5.y, PAD_LEFT == 1u), t5.z, PAD_LEFT == 0u);
+                let v19 = select(select(select(select(t4.w, t5.x, PAD_LEFT == 3u), t5.y, PAD_LEFT == 2u), t5.z, PAD_LEFT == 1u), t5.w, PAD_LEFT == 0u);
+                let v20 = select(select(select(select(t5.x, t5.y, PAD_LEFT == 3u), t5.z, PAD_LEFT == 2u), t5.w, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                let v21 = select(select(select(select(t5.y, t5.z, PAD_LEFT == 3u), t5.w, PAD_LEFT == 2u), 0.0, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                if (ROWS > 0u && R > 5u) {
+                    if (S > 0u) {
+                        acc0_0 = fma(vec4<f32>(w5_0), vec4<f32>(v0, v1, v2, v3), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w5_0), vec4<f32>(v4, v5, v6, v7), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w5_0), vec4<f32>(v8, v9, v10, v11), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w5_0), vec4<f32>(v12, v13, v14, v15), acc0_3);
+                    }
+                    if (S > 1u) {
+                        acc0_0 = fma(vec4<f32>(w5_1), vec4<f32>(v1, v2, v3, v4), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w5_1), vec4<f32>(v5, v6, v7, v8), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w5_1), vec4<f32>(v9, v10, v11, v12), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w5_1), vec4<f32>(v13, v14, v15, v16), acc0_3);
+                    }
+                    if (S > 2u) {
+                        acc0_0 = fma(vec4<f32>(w5_2), vec4<f32>(v2, v3, v4, v5), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w5_2), vec4<f32>(v6, v7, v8, v9), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w5_2), vec4<f32>(v10, v11, v12, v13), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w5_2), vec4<f32>(v14, v15, v16, v17), acc0_3);
+                    }
+                    if (S > 3u) {
+                        acc0_0 = fma(vec4<f32>(w5_3), vec4<f32>(v3, v4, v5, v6), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w5_3), vec4<f32>(v7, v8, v9, v10), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w5_3), vec4<f32>(v11, v12, v13, v14), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w5_3), vec4<f32>(v15, v16, v17, v18), acc0_3);
+                    }
+                    if (S > 4u) {
+                        acc0_0 = fma(vec4<f32>(w5_4), vec4<f32>(v4, v5, v6, v7), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w5_4), vec4<f32>(v8, v9, v10, v11), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w5_4), vec4<f32>(v12, v13, v14, v15), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w5_4), vec4<f32>(v16, v17, v18, v19), acc0_3);
+                    }
+                    if (S > 5u) {
+                        acc0_0 = fma(vec4<f32>(w5_5), vec4<f32>(v5, v6, v7, v8), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w5_5), vec4<f32>(v9, v10, v11, v12), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w5_5), vec4<f32>(v13, v14, v15, v16), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w5_5), vec4<f32>(v17, v18, v19, v20), acc0_3);
+                    }
+                    if (S > 6u) {
+                        acc0_0 = fma(vec4<f32>(w5_6), vec4<f32>(v6, v7, v8, v9), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w5_6), vec4<f32>(v10, v11, v12, v13), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w5_6), vec4<f32>(v14, v15, v16, v17), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w5_6), vec4<f32>(v18, v19, v20, v21), acc0_3);
+                    }
+                }
+                if (ROWS > 1u && R > 4u) {
+                    if (S > 0u) {
+                        acc1_0 = fma(vec4<f32>(w4_0), vec4<f32>(v0, v1, v2, v3), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w4_0), vec4<f32>(v4, v5, v6, v7), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w4_0), vec4<f32>(v8, v9, v10, v11), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w4_0), vec4<f32>(v12, v13, v14, v15), acc1_3);
+                    }
+                    if (S > 1u) {
+                        acc1_0 = fma(vec4<f32>(w4_1), vec4<f32>(v1, v2, v3, v4), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w4_1), vec4<f32>(v5, v6, v7, v8), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w4_1), vec4<f32>(v9, v10, v11, v12), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w4_1), vec4<f32>(v13, v14, v15, v16), acc1_3);
+                    }
+                    if (S > 2u) {
+                        acc1_0 = fma(vec4<f32>(w4_2), vec4<f32>(v2, v3, v4, v5), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w4_2), vec4<f32>(v6, v7, v8, v9), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w4_2), vec4<f32>(v10, v11, v12, v13), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w4_2), vec4<f32>(v14, v15, v16, v17), acc1_3);
+                    }
+                    if (S > 3u) {
+                        acc1_0 = fma(vec4<f32>(w4_3), vec4<f32>(v3, v4, v5, v6), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w4_3), vec4<f32>(v7, v8, v9, v10), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w4_3), vec4<f32>(v11, v12, v13, v14), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w4_3), vec4<f32>(v15, v16, v17, v18), acc1_3);
+                    }
+                    if (S > 4u) {
+                        acc1_0 = fma(vec4<f32>(w4_4), vec4<f32>(v4, v5, v6, v7), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w4_4), vec4<f32>(v8, v9, v10, v11), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w4_4), vec4<f32>(v12, v13, v14, v15), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w4_4), vec4<f32>(v16, v17, v18, v19), acc1_3);
+                    }
+                    if (S > 5u) {
+                        acc1_0 = fma(vec4<f32>(w4_5), vec4<f32>(v5, v6, v7, v8), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w4_5), vec4<f32>(v9, v10, v11, v12), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w4_5), vec4<f32>(v13, v14, v15, v16), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w4_5), vec4<f32>(v17, v18, v19, v20), acc1_3);
+                    }
+                    if (S > 6u) {
+                        acc1_0 = fma(vec4<f32>(w4_6), vec4<f32>(v6, v7, v8, v9), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w4_6), vec4<f32>(v10, v11, v12, v13), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w4_6), vec4<f32>(v14, v15, v16, v17), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w4_6), vec4<f32>(v18, v19, v20, v21), acc1_3);
+                    }
+                }
+                if (ROWS > 2u && R > 3u) {
+                    if (S > 0u) {
+                        acc2_0 = fma(vec4<f32>(w3_0), vec4<f32>(v0, v1, v2, v3), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w3_0), vec4<f32>(v4, v5, v6, v7), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w3_0), vec4<f32>(v8, v9, v10, v11), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w3_0), vec4<f32>(v12, v13, v14, v15), acc2_3);
+                    }
+                    if (S > 1u) {
+                        acc2_0 = fma(vec4<f32>(w3_1), vec4<f32>(v1, v2, v3, v4), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w3_1), vec4<f32>(v5, v6, v7, v8), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w3_1), vec4<f32>(v9, v10, v11, v12), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w3_1), vec4<f32>(v13, v14, v15, v16), acc2_3);
+                    }
+                    if (S > 2u) {
+                        acc2_0 = fma(vec4<f32>(w3_2), vec4<f32>(v2, v3, v4, v5), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w3_2), vec4<f32>(v6, v7, v8, v9), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w3_2), vec4<f32>(v10, v11, v12, v13), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w3_2), vec4<f32>(v14, v15, v16, v17), acc2_3);
+                    }
+                    if (S > 3u) {
+                        acc2_0 = fma(vec4<f32>(w3_3), vec4<f32>(v3, v4, v5, v6), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w3_3), vec4<f32>(v7, v8, v9, v10), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w3_3), vec4<f32>(v11, v12, v13, v14), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w3_3), vec4<f32>(v15, v16, v17, v18), acc2_3);
+                    }
+                    if (S > 4u) {
+                        acc2_0 = fma(vec4<f32>(w3_4), vec4<f32>(v4, v5, v6, v7), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w3_4), vec4<f32>(v8, v9, v10, v11), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w3_4), vec4<f32>(v12, v13, v14, v15), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w3_4), vec4<f32>(v16, v17, v18, v19), acc2_3);
+                    }
+                    if (S > 5u) {
+                        acc2_0 = fma(vec4<f32>(w3_5), vec4<f32>(v5, v6, v7, v8), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w3_5), vec4<f32>(v9, v10, v11, v12), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w3_5), vec4<f32>(v13, v14, v15, v16), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w3_5), vec4<f32>(v17, v18, v19, v20), acc2_3);
+                    }
+                    if (S > 6u) {
+                        acc2_0 = fma(vec4<f32>(w3_6), vec4<f32>(v6, v7, v8, v9), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w3_6), vec4<f32>(v10, v11, v12, v13), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w3_6), vec4<f32>(v14, v15, v16, v17), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w3_6), vec4<f32>(v18, v19, v20, v21), acc2_3);
+                    }
+                }
+                if (ROWS > 3u && R > 2u) {
+                    if (S > 0u) {
+                        acc3_0 = fma(vec4<f32>(w2_0), vec4<f32>(v0, v1, v2, v3), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w2_0), vec4<f32>(v4, v5, v6, v7), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w2_0), vec4<f32>(v8, v9, v10, v11), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w2_0), vec4<f32>(v12, v13, v14, v15), acc3_3);
+                    }
+                    if (S > 1u) {
+                        acc3_0 = fma(vec4<f32>(w2_1), vec4<f32>(v1, v2, v3, v4), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w2_1), vec4<f32>(v5, v6, v7, v8), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w2_1), vec4<f32>(v9, v10, v11, v12), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w2_1), vec4<f32>(v13, v14, v15, v16), acc3_3);
+                    }
+                    if (S > 2u) {
+                        acc3_0 = fma(vec4<f32>(w2_2), vec4<f32>(v2, v3, v4, v5), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w2_2), vec4<f32>(v6, v7, v8, v9), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w2_2), vec4<f32>(v10, v11, v12, v13), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w2_2), vec4<f32>(v14, v15, v16, v17), acc3_3);
+                    }
+                    if (S > 3u) {
+                        acc3_0 = fma(vec4<f32>(w2_3), vec4<f32>(v3, v4, v5, v6), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w2_3), vec4<f32>(v7, v8, v9, v10), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w2_3), vec4<f32>(v11, v12, v13, v14), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w2_3), vec4<f32>(v15, v16, v17, v18), acc3_3);
+                    }
+                    if (S > 4u) {
+                        acc3_0 = fma(vec4<f32>(w2_4), vec4<f32>(v4, v5, v6, v7), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w2_4), vec4<f32>(v8, v9, v10, v11), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w2_4), vec4<f32>(v12, v13, v14, v15), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w2_4), vec4<f32>(v16, v17, v18, v19), acc3_3);
+                    }
+                    if (S > 5u) {
+                        acc3_0 = fma(vec4<f32>(w2_5), vec4<f32>(v5, v6, v7, v8), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w2_5), vec4<f32>(v9, v10, v11, v12), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w2_5), vec4<f32>(v13, v14, v15, v16), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w2_5), vec4<f32>(v17, v18, v19, v20), acc3_3);
+                    }
+                    if (S > 6u) {
+                        acc3_0 = fma(vec4<f32>(w2_6), vec4<f32>(v6, v7, v8, v9), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w2_6), vec4<f32>(v10, v11, v12, v13), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w2_6), vec4<f32>(v14, v15, v16, v17), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w2_6), vec4<f32>(v18, v19, v20, v21), acc3_3);
+                    }
+                }
+            }
+        }
+        if (ROWS + R - 1u > 6u) {
+            let iy = i32(oy0 + 6u) - P.pad_top;
+            if (iy >= 0 && iy < i32(P.h)) {
+                let fr = plane * P.h + u32(iy);
+                let ty = fr >> P.rows_shift;
+                let tx0 = (fr & rmask) * P.wq;
+                let t0 = tload(tx0, ty, q0 + -1);
+                let t1 = tload(tx0, ty, q0 + 0);
+                let t2 = tload(tx0, ty, q0 + 1);
+                let t3 = tload(tx0, ty, q0 + 2);
+                let t4 = tload(tx0, ty, q0 + 3);
+                let t5 = tload(tx0, ty, q0 + 4);
+                // Window element i (input column 16 * xb - PAD_LEFT + i) is u[4 - PAD_LEFT + i].
+                let v0 = select(select(select(select(t0.x, t0.y, PAD_LEFT == 3u), t0.z, PAD_LEFT == 2u), t0.w, PAD_LEFT == 1u), t1.x, PAD_LEFT == 0u);
+                let v1 = select(select(select(select(t0.y, t0.z, PAD_LEFT == 3u), t0.w, PAD_LEFT == 2u), t1.x, PAD_LEFT == 1u), t1.y, PAD_LEFT == 0u);
+                let v2 = select(select(select(select(t0.z, t0.w, PAD_LEFT == 3u), t1.x, PAD_LEFT == 2u), t1.y, PAD_LEFT == 1u), t1.z, PAD_LEFT == 0u);
+                let v3 = select(select(select(select(t0.w, t1.x, PAD_LEFT == 3u), t1.y, PAD_LEFT == 2u), t1.z, PAD_LEFT == 1u), t1.w, PAD_LEFT == 0u);
+                let v4 = select(select(select(select(t1.x, t1.y, PAD_LEFT == 3u), t1.z, PAD_LEFT == 2u), t1.w, PAD_LEFT == 1u), t2.x, PAD_LEFT == 0u);
+                let v5 = select(select(select(select(t1.y, t1.z, PAD_LEFT == 3u), t1.w, PAD_LEFT == 2u), t2.x, PAD_LEFT == 1u), t2.y, PAD_LEFT == 0u);
+                let v6 = select(select(select(select(t1.z, t1.w, PAD_LEFT == 3u), t2.x, PAD_LEFT == 2u), t2.y, PAD_LEFT == 1u), t2.z, PAD_LEFT == 0u);
+                let v7 = select(select(select(select(t1.w, t2.x, PAD_LEFT == 3u), t2.y, PAD_LEFT == 2u), t2.z, PAD_LEFT == 1u), t2.w, PAD_LEFT == 0u);
+                let v8 = select(select(select(select(t2.x, t2.y, PAD_LEFT == 3u), t2.z, PAD_LEFT == 2u), t2.w, PAD_LEFT == 1u), t3.x, PAD_LEFT == 0u);
+                let v9 = select(select(select(select(t2.y, t2.z, PAD_LEFT == 3u), t2.w, PAD_LEFT == 2u), t3.x, PAD_LEFT == 1u), t3.y, PAD_LEFT == 0u);
+                let v10 = select(select(select(select(t2.z, t2.w, PAD_LEFT == 3u), t3.x, PAD_LEFT == 2u), t3.y, PAD_LEFT == 1u), t3.z, PAD_LEFT == 0u);
+                let v11 = select(select(select(select(t2.w, t3.x, PAD_LEFT == 3u), t3.y, PAD_LEFT == 2u), t3.z, PAD_LEFT == 1u), t3.w, PAD_LEFT == 0u);
+                let v12 = select(select(select(select(t3.x, t3.y, PAD_LEFT == 3u), t3.z, PAD_LEFT == 2u), t3.w, PAD_LEFT == 1u), t4.x, PAD_LEFT == 0u);
+                let v13 = select(select(select(select(t3.y, t3.z, PAD_LEFT == 3u), t3.w, PAD_LEFT == 2u), t4.x, PAD_LEFT == 1u), t4.y, PAD_LEFT == 0u);
+                let v14 = select(select(select(select(t3.z, t3.w, PAD_LEFT == 3u), t4.x, PAD_LEFT == 2u), t4.y, PAD_LEFT == 1u), t4.z, PAD_LEFT == 0u);
+                let v15 = select(select(select(select(t3.w, t4.x, PAD_LEFT == 3u), t4.y, PAD_LEFT == 2u), t4.z, PAD_LEFT == 1u), t4.w, PAD_LEFT == 0u);
+                let v16 = select(select(select(select(t4.x, t4.y, PAD_LEFT == 3u), t4.z, PAD_LEFT == 2u), t4.w, PAD_LEFT == 1u), t5.x, PAD_LEFT == 0u);
+                let v17 = select(select(select(select(t4.y, t4.z, PAD_LEFT == 3u), t4.w, PAD_LEFT == 2u), t5.x, PAD_LEFT == 1u), t5.y, PAD_LEFT == 0u);
+                let v18 = select(select(select(select(t4.z, t4.w, PAD_LEFT == 3u), t5.x, PAD_LEFT == 2u), t5.y, PAD_LEFT == 1u), t5.z, PAD_LEFT == 0u);
+                let v19 = select(select(select(select(t4.w, t5.x, PAD_LEFT == 3u), t5.y, PAD_LEFT == 2u), t5.z, PAD_LEFT == 1u), t5.w, PAD_LEFT == 0u);
+                let v20 = select(select(select(select(t5.x, t5.y, PAD_LEFT == 3u), t5.z, PAD_LEFT == 2u), t5.w, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                let v21 = select(select(select(select(t5.y, t5.z, PAD_LEFT == 3u), t5.w, PAD_LEFT == 2u), 0.0, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                if (ROWS > 0u && R > 6u) {
+                    if (S > 0u) {
+                        acc0_0 = fma(vec4<f32>(w6_0), vec4<f32>(v0, v1, v2, v3), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w6_0), vec4<f32>(v4, v5, v6, v7), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w6_0), vec4<f32>(v8, v9, v10, v11), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w6_0), vec4<f32>(v12, v13, v14, v15), acc0_3);
+                    }
+                    if (S > 1u) {
+                        acc0_0 = fma(vec4<f32>(w6_1), vec4<f32>(v1, v2, v3, v4), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w6_1), vec4<f32>(v5, v6, v7, v8), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w6_1), vec4<f32>(v9, v10, v11, v12), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w6_1), vec4<f32>(v13, v14, v15, v16), acc0_3);
+                    }
+                    if (S > 2u) {
+                        acc0_0 = fma(vec4<f32>(w6_2), vec4<f32>(v2, v3, v4, v5), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w6_2), vec4<f32>(v6, v7, v8, v9), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w6_2), vec4<f32>(v10, v11, v12, v13), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w6_2), vec4<f32>(v14, v15, v16, v17), acc0_3);
+                    }
+                    if (S > 3u) {
+                        acc0_0 = fma(vec4<f32>(w6_3), vec4<f32>(v3, v4, v5, v6), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w6_3), vec4<f32>(v7, v8, v9, v10), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w6_3), vec4<f32>(v11, v12, v13, v14), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w6_3), vec4<f32>(v15, v16, v17, v18), acc0_3);
+                    }
+                    if (S > 4u) {
+                        acc0_0 = fma(vec4<f32>(w6_4), vec4<f32>(v4, v5, v6, v7), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w6_4), vec4<f32>(v8, v9, v10, v11), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w6_4), vec4<f32>(v12, v13, v14, v15), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w6_4), vec4<f32>(v16, v17, v18, v19), acc0_3);
+                    }
+                    if (S > 5u) {
+                        acc0_0 = fma(vec4<f32>(w6_5), vec4<f32>(v5, v6, v7, v8), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w6_5), vec4<f32>(v9, v10, v11, v12), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w6_5), vec4<f32>(v13, v14, v15, v16), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w6_5), vec4<f32>(v17, v18, v19, v20), acc0_3);
+                    }
+                    if (S > 6u) {
+                        acc0_0 = fma(vec4<f32>(w6_6), vec4<f32>(v6, v7, v8, v9), acc0_0);
+                        acc0_1 = fma(vec4<f32>(w6_6), vec4<f32>(v10, v11, v12, v13), acc0_1);
+                        acc0_2 = fma(vec4<f32>(w6_6), vec4<f32>(v14, v15, v16, v17), acc0_2);
+                        acc0_3 = fma(vec4<f32>(w6_6), vec4<f32>(v18, v19, v20, v21), acc0_3);
+                    }
+                }
+                if (ROWS > 1u && R > 5u) {
+                    if (S > 0u) {
+                        acc1_0 = fma(vec4<f32>(w5_0), vec4<f32>(v0, v1, v2, v3), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w5_0), vec4<f32>(v4, v5, v6, v7), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w5_0), vec4<f32>(v8, v9, v10, v11), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w5_0), vec4<f32>(v12, v13, v14, v15), acc1_3);
+                    }
+                    if (S > 1u) {
+                        acc1_0 = fma(vec4<f32>(w5_1), vec4<f32>(v1, v2, v3, v4), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w5_1), vec4<f32>(v5, v6, v7, v8), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w5_1), vec4<f32>(v9, v10, v11, v12), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w5_1), vec4<f32>(v13, v14, v15, v16), acc1_3);
+                    }
+                    if (S > 2u) {
+                        acc1_0 = fma(vec4<f32>(w5_2), vec4<f32>(v2, v3, v4, v5), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w5_2), vec4<f32>(v6, v7, v8, v9), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w5_2), vec4<f32>(v10, v11, v12, v13), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w5_2), vec4<f32>(v14, v15, v16, v17), acc1_3);
+                    }
+                    if (S > 3u) {
+                        acc1_0 = fma(vec4<f32>(w5_3), vec4<f32>(v3, v4, v5, v6), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w5_3), vec4<f32>(v7, v8, v9, v10), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w5_3), vec4<f32>(v11, v12, v13, v14), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w5_3), vec4<f32>(v15, v16, v17, v18), acc1_3);
+                    }
+                    if (S > 4u) {
+                        acc1_0 = fma(vec4<f32>(w5_4), vec4<f32>(v4, v5, v6, v7), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w5_4), vec4<f32>(v8, v9, v10, v11), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w5_4), vec4<f32>(v12, v13, v14, v15), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w5_4), vec4<f32>(v16, v17, v18, v19), acc1_3);
+                    }
+                    if (S > 5u) {
+                        acc1_0 = fma(vec4<f32>(w5_5), vec4<f32>(v5, v6, v7, v8), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w5_5), vec4<f32>(v9, v10, v11, v12), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w5_5), vec4<f32>(v13, v14, v15, v16), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w5_5), vec4<f32>(v17, v18, v19, v20), acc1_3);
+                    }
+                    if (S > 6u) {
+                        acc1_0 = fma(vec4<f32>(w5_6), vec4<f32>(v6, v7, v8, v9), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w5_6), vec4<f32>(v10, v11, v12, v13), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w5_6), vec4<f32>(v14, v15, v16, v17), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w5_6), vec4<f32>(v18, v19, v20, v21), acc1_3);
+                    }
+                }
+                if (ROWS > 2u && R > 4u) {
+                    if (S > 0u) {
+                        acc2_0 = fma(vec4<f32>(w4_0), vec4<f32>(v0, v1, v2, v3), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w4_0), vec4<f32>(v4, v5, v6, v7), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w4_0), vec4<f32>(v8, v9, v10, v11), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w4_0), vec4<f32>(v12, v13, v14, v15), acc2_3);
+                    }
+                    if (S > 1u) {
+                        acc2_0 = fma(vec4<f32>(w4_1), vec4<f32>(v1, v2, v3, v4), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w4_1), vec4<f32>(v5, v6, v7, v8), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w4_1), vec4<f32>(v9, v10, v11, v12), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w4_1), vec4<f32>(v13, v14, v15, v16), acc2_3);
+                    }
+                    if (S > 2u) {
+                        acc2_0 = fma(vec4<f32>(w4_2), vec4<f32>(v2, v3, v4, v5), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w4_2), vec4<f32>(v6, v7, v8, v9), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w4_2), vec4<f32>(v10, v11, v12, v13), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w4_2), vec4<f32>(v14, v15, v16, v17), acc2_3);
+                    }
+                    if (S > 3u) {
+                        acc2_0 = fma(vec4<f32>(w4_3), vec4<f32>(v3, v4, v5, v6), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w4_3), vec4<f32>(v7, v8, v9, v10), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w4_3), vec4<f32>(v11, v12, v13, v14), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w4_3), vec4<f32>(v15, v16, v17, v18), acc2_3);
+                    }
+                    if (S > 4u) {
+                        acc2_0 = fma(vec4<f32>(w4_4), vec4<f32>(v4, v5, v6, v7), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w4_4), vec4<f32>(v8, v9, v10, v11), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w4_4), vec4<f32>(v12, v13, v14, v15), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w4_4), vec4<f32>(v16, v17, v18, v19), acc2_3);
+                    }
+                    if (S > 5u) {
+                        acc2_0 = fma(vec4<f32>(w4_5), vec4<f32>(v5, v6, v7, v8), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w4_5), vec4<f32>(v9, v10, v11, v12), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w4_5), vec4<f32>(v13, v14, v15, v16), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w4_5), vec4<f32>(v17, v18, v19, v20), acc2_3);
+                    }
+                    if (S > 6u) {
+                        acc2_0 = fma(vec4<f32>(w4_6), vec4<f32>(v6, v7, v8, v9), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w4_6), vec4<f32>(v10, v11, v12, v13), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w4_6), vec4<f32>(v14, v15, v16, v17), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w4_6), vec4<f32>(v18, v19, v20, v21), acc2_3);
+                    }
+                }
+                if (ROWS > 3u && R > 3u) {
+                    if (S > 0u) {
+                        acc3_0 = fma(vec4<f32>(w3_0), vec4<f32>(v0, v1, v2, v3), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w3_0), vec4<f32>(v4, v5, v6, v7), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w3_0), vec4<f32>(v8, v9, v10, v11), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w3_0), vec4<f32>(v12, v13, v14, v15), acc3_3);
+                    }
+                    if (S > 1u) {
+                        acc3_0 = fma(vec4<f32>(w3_1), vec4<f32>(v1, v2, v3, v4), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w3_1), vec4<f32>(v5, v6, v7, v8), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w3_1), vec4<f32>(v9, v10, v11, v12), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w3_1), vec4<f32>(v13, v14, v15, v16), acc3_3);
+                    }
+                    if (S > 2u) {
+                        acc3_0 = fma(vec4<f32>(w3_2), vec4<f32>(v2, v3, v4, v5), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w3_2), vec4<f32>(v6, v7, v8, v9), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w3_2), vec4<f32>(v10, v11, v12, v13), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w3_2), vec4<f32>(v14, v15, v16, v17), acc3_3);
+                    }
+                    if (S > 3u) {
+                        acc3_0 = fma(vec4<f32>(w3_3), vec4<f32>(v3, v4, v5, v6), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w3_3), vec4<f32>(v7, v8, v9, v10), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w3_3), vec4<f32>(v11, v12, v13, v14), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w3_3), vec4<f32>(v15, v16, v17, v18), acc3_3);
+                    }
+                    if (S > 4u) {
+                        acc3_0 = fma(vec4<f32>(w3_4), vec4<f32>(v4, v5, v6, v7), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w3_4), vec4<f32>(v8, v9, v10, v11), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w3_4), vec4<f32>(v12, v13, v14, v15), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w3_4), vec4<f32>(v16, v17, v18, v19), acc3_3);
+                    }
+                    if (S > 5u) {
+                        acc3_0 = fma(vec4<f32>(w3_5), vec4<f32>(v5, v6, v7, v8), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w3_5), vec4<f32>(v9, v10, v11, v12), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w3_5), vec4<f32>(v13, v14, v15, v16), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w3_5), vec4<f32>(v17, v18, v19, v20), acc3_3);
+                    }
+                    if (S > 6u) {
+                        acc3_0 = fma(vec4<f32>(w3_6), vec4<f32>(v6, v7, v8, v9), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w3_6), vec4<f32>(v10, v11, v12, v13), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w3_6), vec4<f32>(v14, v15, v16, v17), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w3_6), vec4<f32>(v18, v19, v20, v21), acc3_3);
+                    }
+                }
+            }
+        }
+        if (ROWS + R - 1u > 7u) {
+            let iy = i32(oy0 + 7u) - P.pad_top;
+            if (iy >= 0 && iy < i32(P.h)) {
+                let fr = plane * P.h + u32(iy);
+                let ty = fr >> P.rows_shift;
+                let tx0 = (fr & rmask) * P.wq;
+                let t0 = tload(tx0, ty, q0 + -1);
+                let t1 = tload(tx0, ty, q0 + 0);
+                let t2 = tload(tx0, ty, q0 + 1);
+                let t3 = tload(tx0, ty, q0 + 2);
+                let t4 = tload(tx0, ty, q0 + 3);
+                let t5 = tload(tx0, ty, q0 + 4);
+                // Window element i (input column 16 * xb - PAD_LEFT + i) is u[4 - PAD_LEFT + i].
+                let v0 = select(select(select(select(t0.x, t0.y, PAD_LEFT == 3u), t0.z, PAD_LEFT == 2u), t0.w, PAD_LEFT == 1u), t1.x, PAD_LEFT == 0u);
+                let v1 = select(select(select(select(t0.y, t0.z, PAD_LEFT == 3u), t0.w, PAD_LEFT == 2u), t1.x, PAD_LEFT == 1u), t1.y, PAD_LEFT == 0u);
+                let v2 = select(select(select(select(t0.z, t0.w, PAD_LEFT == 3u), t1.x, PAD_LEFT == 2u), t1.y, PAD_LEFT == 1u), t1.z, PAD_LEFT == 0u);
+                let v3 = select(select(select(select(t0.w, t1.x, PAD_LEFT == 3u), t1.y, PAD_LEFT == 2u), t1.z, PAD_LEFT == 1u), t1.w, PAD_LEFT == 0u);
+                let v4 = select(select(select(select(t1.x, t1.y, PAD_LEFT == 3u), t1.z, PAD_LEFT == 2u), t1.w, PAD_LEFT == 1u), t2.x, PAD_LEFT == 0u);
+                let v5 = select(select(select(select(t1.y, t1.z, PAD_LEFT == 3u), t1.w, PAD_LEFT == 2u), t2.x, PAD_LEFT == 1u), t2.y, PAD_LEFT == 0u);
+                let v6 = select(select(select(select(t1.z, t1.w, PAD_LEFT == 3u), t2.x, PAD_LEFT == 2u), t2.y, PAD_LEFT == 1u), t2.z, PAD_LEFT == 0u);
+                let v7 = select(select(select(select(t1.w, t2.x, PAD_LEFT == 3u), t2.y, PAD_LEFT == 2u), t2.z, PAD_LEFT == 1u), t2.w, PAD_LEFT == 0u);
+                let v8 = select(select(select(select(t2.x, t2.y, PAD_LEFT == 3u), t2.z, PAD_LEFT == 2u), t2.w, PAD_LEFT == 1u), t3.x, PAD_LEFT == 0u);
+                let v9 = select(select(select(select(t2.y, t2.z, PAD_LEFT == 3u), t2.w, PAD_LEFT == 2u), t3.x, PAD_LEFT == 1u), t3.y, PAD_LEFT == 0u);
+                let v10 = select(select(select(select(t2.z, t2.w, PAD_LEFT == 3u), t3.x, PAD_LEFT == 2u), t3.y, PAD_LEFT == 1u), t3.z, PAD_LEFT == 0u);
+                let v11 = select(select(select(select(t2.w, t3.x, PAD_LEFT == 3u), t3.y, PAD_LEFT == 2u), t3.z, PAD_LEFT == 1u), t3.w, PAD_LEFT == 0u);
+                let v12 = select(select(select(select(t3.x, t3.y, PAD_LEFT == 3u), t3.z, PAD_LEFT == 2u), t3.w, PAD_LEFT == 1u), t4.x, PAD_LEFT == 0u);
+                let v13 = select(select(select(select(t3.y, t3.z, PAD_LEFT == 3u), t3.w, PAD_LEFT == 2u), t4.x, PAD_LEFT == 1u), t4.y, PAD_LEFT == 0u);
+                let v14 = select(select(select(select(t3.z, t3.w, PAD_LEFT == 3u), t4.x, PAD_LEFT == 2u), t4.y, PAD_LEFT == 1u), t4.z, PAD_LEFT == 0u);
+                let v15 = select(select(select(select(t3.w, t4.x, PAD_LEFT == 3u), t4.y, PAD_LEFT == 2u), t4.z, PAD_LEFT == 1u), t4.w, PAD_LEFT == 0u);
+                let v16 = select(select(select(select(t4.x, t4.y, PAD_LEFT == 3u), t4.z, PAD_LEFT == 2u), t4.w, PAD_LEFT == 1u), t5.x, PAD_LEFT == 0u);
+                let v17 = select(select(select(select(t4.y, t4.z, PAD_LEFT == 3u), t4.w, PAD_LEFT == 2u), t5.x, PAD_LEFT == 1u), t5.y, PAD_LEFT == 0u);
+                let v18 = select(select(select(select(t4.z, t4.w, PAD_LEFT == 3u), t5.x, PAD_LEFT == 2u), t5.y, PAD_LEFT == 1u), t5.z, PAD_LEFT == 0u);
+                let v19 = select(select(select(select(t4.w, t5.x, PAD_LEFT == 3u), t5.y, PAD_LEFT == 2u), t5.z, PAD_LEFT == 1u), t5.w, PAD_LEFT == 0u);
+                let v20 = select(select(select(select(t5.x, t5.y, PAD_LEFT == 3u), t5.z, PAD_LEFT == 2u), t5.w, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                let v21 = select(select(select(select(t5.y, t5.z, PAD_LEFT == 3u), t5.w, PAD_LEFT == 2u), 0.0, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                if (ROWS > 1u && R > 6u) {
+                    if (S > 0u) {
+                        acc1_0 = fma(vec4<f32>(w6_0), vec4<f32>(v0, v1, v2, v3), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w6_0), vec4<f32>(v4, v5, v6, v7), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w6_0), vec4<f32>(v8, v9, v10, v11), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w6_0), vec4<f32>(v12, v13, v14, v15), acc1_3);
+                    }
+                    if (S > 1u) {
+                        acc1_0 = fma(vec4<f32>(w6_1), vec4<f32>(v1, v2, v3, v4), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w6_1), vec4<f32>(v5, v6, v7, v8), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w6_1), vec4<f32>(v9, v10, v11, v12), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w6_1), vec4<f32>(v13, v14, v15, v16), acc1_3);
+                    }
+                    if (S > 2u) {
+                        acc1_0 = fma(vec4<f32>(w6_2), vec4<f32>(v2, v3, v4, v5), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w6_2), vec4<f32>(v6, v7, v8, v9), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w6_2), vec4<f32>(v10, v11, v12, v13), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w6_2), vec4<f32>(v14, v15, v16, v17), acc1_3);
+                    }
+                    if (S > 3u) {
+                        acc1_0 = fma(vec4<f32>(w6_3), vec4<f32>(v3, v4, v5, v6), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w6_3), vec4<f32>(v7, v8, v9, v10), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w6_3), vec4<f32>(v11, v12, v13, v14), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w6_3), vec4<f32>(v15, v16, v17, v18), acc1_3);
+                    }
+                    if (S > 4u) {
+                        acc1_0 = fma(vec4<f32>(w6_4), vec4<f32>(v4, v5, v6, v7), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w6_4), vec4<f32>(v8, v9, v10, v11), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w6_4), vec4<f32>(v12, v13, v14, v15), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w6_4), vec4<f32>(v16, v17, v18, v19), acc1_3);
+                    }
+                    if (S > 5u) {
+                        acc1_0 = fma(vec4<f32>(w6_5), vec4<f32>(v5, v6, v7, v8), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w6_5), vec4<f32>(v9, v10, v11, v12), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w6_5), vec4<f32>(v13, v14, v15, v16), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w6_5), vec4<f32>(v17, v18, v19, v20), acc1_3);
+                    }
+                    if (S > 6u) {
+                        acc1_0 = fma(vec4<f32>(w6_6), vec4<f32>(v6, v7, v8, v9), acc1_0);
+                        acc1_1 = fma(vec4<f32>(w6_6), vec4<f32>(v10, v11, v12, v13), acc1_1);
+                        acc1_2 = fma(vec4<f32>(w6_6), vec4<f32>(v14, v15, v16, v17), acc1_2);
+                        acc1_3 = fma(vec4<f32>(w6_6), vec4<f32>(v18, v19, v20, v21), acc1_3);
+                    }
+                }
+                if (ROWS > 2u && R > 5u) {
+                    if (S > 0u) {
+                        acc2_0 = fma(vec4<f32>(w5_0), vec4<f32>(v0, v1, v2, v3), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w5_0), vec4<f32>(v4, v5, v6, v7), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w5_0), vec4<f32>(v8, v9, v10, v11), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w5_0), vec4<f32>(v12, v13, v14, v15), acc2_3);
+                    }
+                    if (S > 1u) {
+                        acc2_0 = fma(vec4<f32>(w5_1), vec4<f32>(v1, v2, v3, v4), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w5_1), vec4<f32>(v5, v6, v7, v8), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w5_1), vec4<f32>(v9, v10, v11, v12), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w5_1), vec4<f32>(v13, v14, v15, v16), acc2_3);
+                    }
+                    if (S > 2u) {
+                        acc2_0 = fma(vec4<f32>(w5_2), vec4<f32>(v2, v3, v4, v5), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w5_2), vec4<f32>(v6, v7, v8, v9), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w5_2), vec4<f32>(v10, v11, v12, v13), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w5_2), vec4<f32>(v14, v15, v16, v17), acc2_3);
+                    }
+                    if (S > 3u) {
+                        acc2_0 = fma(vec4<f32>(w5_3), vec4<f32>(v3, v4, v5, v6), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w5_3), vec4<f32>(v7, v8, v9, v10), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w5_3), vec4<f32>(v11, v12, v13, v14), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w5_3), vec4<f32>(v15, v16, v17, v18), acc2_3);
+                    }
+                    if (S > 4u) {
+                        acc2_0 = fma(vec4<f32>(w5_4), vec4<f32>(v4, v5, v6, v7), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w5_4), vec4<f32>(v8, v9, v10, v11), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w5_4), vec4<f32>(v12, v13, v14, v15), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w5_4), vec4<f32>(v16, v17, v18, v19), acc2_3);
+                    }
+                    if (S > 5u) {
+                        acc2_0 = fma(vec4<f32>(w5_5), vec4<f32>(v5, v6, v7, v8), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w5_5), vec4<f32>(v9, v10, v11, v12), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w5_5), vec4<f32>(v13, v14, v15, v16), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w5_5), vec4<f32>(v17, v18, v19, v20), acc2_3);
+                    }
+                    if (S > 6u) {
+                        acc2_0 = fma(vec4<f32>(w5_6), vec4<f32>(v6, v7, v8, v9), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w5_6), vec4<f32>(v10, v11, v12, v13), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w5_6), vec4<f32>(v14, v15, v16, v17), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w5_6), vec4<f32>(v18, v19, v20, v21), acc2_3);
+                    }
+                }
+                if (ROWS > 3u && R > 4u) {
+                    if (S > 0u) {
+                        acc3_0 = fma(vec4<f32>(w4_0), vec4<f32>(v0, v1, v2, v3), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w4_0), vec4<f32>(v4, v5, v6, v7), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w4_0), vec4<f32>(v8, v9, v10, v11), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w4_0), vec4<f32>(v12, v13, v14, v15), acc3_3);
+                    }
+                    if (S > 1u) {
+                        acc3_0 = fma(vec4<f32>(w4_1), vec4<f32>(v1, v2, v3, v4), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w4_1), vec4<f32>(v5, v6, v7, v8), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w4_1), vec4<f32>(v9, v10, v11, v12), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w4_1), vec4<f32>(v13, v14, v15, v16), acc3_3);
+                    }
+                    if (S > 2u) {
+                        acc3_0 = fma(vec4<f32>(w4_2), vec4<f32>(v2, v3, v4, v5), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w4_2), vec4<f32>(v6, v7, v8, v9), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w4_2), vec4<f32>(v10, v11, v12, v13), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w4_2), vec4<f32>(v14, v15, v16, v17), acc3_3);
+                    }
+                    if (S > 3u) {
+                        acc3_0 = fma(vec4<f32>(w4_3), vec4<f32>(v3, v4, v5, v6), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w4_3), vec4<f32>(v7, v8, v9, v10), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w4_3), vec4<f32>(v11, v12, v13, v14), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w4_3), vec4<f32>(v15, v16, v17, v18), acc3_3);
+                    }
+                    if (S > 4u) {
+                        acc3_0 = fma(vec4<f32>(w4_4), vec4<f32>(v4, v5, v6, v7), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w4_4), vec4<f32>(v8, v9, v10, v11), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w4_4), vec4<f32>(v12, v13, v14, v15), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w4_4), vec4<f32>(v16, v17, v18, v19), acc3_3);
+                    }
+                    if (S > 5u) {
+                        acc3_0 = fma(vec4<f32>(w4_5), vec4<f32>(v5, v6, v7, v8), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w4_5), vec4<f32>(v9, v10, v11, v12), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w4_5), vec4<f32>(v13, v14, v15, v16), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w4_5), vec4<f32>(v17, v18, v19, v20), acc3_3);
+                    }
+                    if (S > 6u) {
+                        acc3_0 = fma(vec4<f32>(w4_6), vec4<f32>(v6, v7, v8, v9), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w4_6), vec4<f32>(v10, v11, v12, v13), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w4_6), vec4<f32>(v14, v15, v16, v17), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w4_6), vec4<f32>(v18, v19, v20, v21), acc3_3);
+                    }
+                }
+            }
+        }
+        if (ROWS + R - 1u > 8u) {
+            let iy = i32(oy0 + 8u) - P.pad_top;
+            if (iy >= 0 && iy < i32(P.h)) {
+                let fr = plane * P.h + u32(iy);
+                let ty = fr >> P.rows_shift;
+                let tx0 = (fr & rmask) * P.wq;
+                let t0 = tload(tx0, ty, q0 + -1);
+                let t1 = tload(tx0, ty, q0 + 0);
+                let t2 = tload(tx0, ty, q0 + 1);
+                let t3 = tload(tx0, ty, q0 + 2);
+                let t4 = tload(tx0, ty, q0 + 3);
+                let t5 = tload(tx0, ty, q0 + 4);
+                // Window element i (input column 16 * xb - PAD_LEFT + i) is u[4 - PAD_LEFT + i].
+                let v0 = select(select(select(select(t0.x, t0.y, PAD_LEFT == 3u), t0.z, PAD_LEFT == 2u), t0.w, PAD_LEFT == 1u), t1.x, PAD_LEFT == 0u);
+                let v1 = select(select(select(select(t0.y, t0.z, PAD_LEFT == 3u), t0.w, PAD_LEFT == 2u), t1.x, PAD_LEFT == 1u), t1.y, PAD_LEFT == 0u);
+                let v2 = select(select(select(select(t0.z, t0.w, PAD_LEFT == 3u), t1.x, PAD_LEFT == 2u), t1.y, PAD_LEFT == 1u), t1.z, PAD_LEFT == 0u);
+                let v3 = select(select(select(select(t0.w, t1.x, PAD_LEFT == 3u), t1.y, PAD_LEFT == 2u), t1.z, PAD_LEFT == 1u), t1.w, PAD_LEFT == 0u);
+                let v4 = select(select(select(select(t1.x, t1.y, PAD_LEFT == 3u), t1.z, PAD_LEFT == 2u), t1.w, PAD_LEFT == 1u), t2.x, PAD_LEFT == 0u);
+                let v5 = select(select(select(select(t1.y, t1.z, PAD_LEFT == 3u), t1.w, PAD_LEFT == 2u), t2.x, PAD_LEFT == 1u), t2.y, PAD_LEFT == 0u);
+                let v6 = select(select(select(select(t1.z, t1.w, PAD_LEFT == 3u), t2.x, PAD_LEFT == 2u), t2.y, PAD_LEFT == 1u), t2.z, PAD_LEFT == 0u);
+                let v7 = select(select(select(select(t1.w, t2.x, PAD_LEFT == 3u), t2.y, PAD_LEFT == 2u), t2.z, PAD_LEFT == 1u), t2.w, PAD_LEFT == 0u);
+                let v8 = select(select(select(select(t2.x, t2.y, PAD_LEFT == 3u), t2.z, PAD_LEFT == 2u), t2.w, PAD_LEFT == 1u), t3.x, PAD_LEFT == 0u);
+                let v9 = select(select(select(select(t2.y, t2.z, PAD_LEFT == 3u), t2.w, PAD_LEFT == 2u), t3.x, PAD_LEFT == 1u), t3.y, PAD_LEFT == 0u);
+                let v10 = select(select(select(select(t2.z, t2.w, PAD_LEFT == 3u), t3.x, PAD_LEFT == 2u), t3.y, PAD_LEFT == 1u), t3.z, PAD_LEFT == 0u);
+                let v11 = select(select(select(select(t2.w, t3.x, PAD_LEFT == 3u), t3.y, PAD_LEFT == 2u), t3.z, PAD_LEFT == 1u), t3.w, PAD_LEFT == 0u);
+                let v12 = select(select(select(select(t3.x, t3.y, PAD_LEFT == 3u), t3.z, PAD_LEFT == 2u), t3.w, PAD_LEFT == 1u), t4.x, PAD_LEFT == 0u);
+                let v13 = select(select(select(select(t3.y, t3.z, PAD_LEFT == 3u), t3.w, PAD_LEFT == 2u), t4.x, PAD_LEFT == 1u), t4.y, PAD_LEFT == 0u);
+                let v14 = select(select(select(select(t3.z, t3.w, PAD_LEFT == 3u), t4.x, PAD_LEFT == 2u), t4.y, PAD_LEFT == 1u), t4.z, PAD_LEFT == 0u);
+                let v15 = select(select(select(select(t3.w, t4.x, PAD_LEFT == 3u), t4.y, PAD_LEFT == 2u), t4.z, PAD_LEFT == 1u), t4.w, PAD_LEFT == 0u);
+                let v16 = select(select(select(select(t4.x, t4.y, PAD_LEFT == 3u), t4.z, PAD_LEFT == 2u), t4.w, PAD_LEFT == 1u), t5.x, PAD_LEFT == 0u);
+                let v17 = select(select(select(select(t4.y, t4.z, PAD_LEFT == 3u), t4.w, PAD_LEFT == 2u), t5.x, PAD_LEFT == 1u), t5.y, PAD_LEFT == 0u);
+                let v18 = select(select(select(select(t4.z, t4.w, PAD_LEFT == 3u), t5.x, PAD_LEFT == 2u), t5.y, PAD_LEFT == 1u), t5.z, PAD_LEFT == 0u);
+                let v19 = select(select(select(select(t4.w, t5.x, PAD_LEFT == 3u), t5.y, PAD_LEFT == 2u), t5.z, PAD_LEFT == 1u), t5.w, PAD_LEFT == 0u);
+                let v20 = select(select(select(select(t5.x, t5.y, PAD_LEFT == 3u), t5.z, PAD_LEFT == 2u), t5.w, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                let v21 = select(select(select(select(t5.y, t5.z, PAD_LEFT == 3u), t5.w, PAD_LEFT == 2u), 0.0, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                if (ROWS > 2u && R > 6u) {
+                    if (S > 0u) {
+                        acc2_0 = fma(vec4<f32>(w6_0), vec4<f32>(v0, v1, v2, v3), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w6_0), vec4<f32>(v4, v5, v6, v7), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w6_0), vec4<f32>(v8, v9, v10, v11), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w6_0), vec4<f32>(v12, v13, v14, v15), acc2_3);
+                    }
+                    if (S > 1u) {
+                        acc2_0 = fma(vec4<f32>(w6_1), vec4<f32>(v1, v2, v3, v4), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w6_1), vec4<f32>(v5, v6, v7, v8), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w6_1), vec4<f32>(v9, v10, v11, v12), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w6_1), vec4<f32>(v13, v14, v15, v16), acc2_3);
+                    }
+                    if (S > 2u) {
+                        acc2_0 = fma(vec4<f32>(w6_2), vec4<f32>(v2, v3, v4, v5), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w6_2), vec4<f32>(v6, v7, v8, v9), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w6_2), vec4<f32>(v10, v11, v12, v13), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w6_2), vec4<f32>(v14, v15, v16, v17), acc2_3);
+                    }
+                    if (S > 3u) {
+                        acc2_0 = fma(vec4<f32>(w6_3), vec4<f32>(v3, v4, v5, v6), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w6_3), vec4<f32>(v7, v8, v9, v10), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w6_3), vec4<f32>(v11, v12, v13, v14), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w6_3), vec4<f32>(v15, v16, v17, v18), acc2_3);
+                    }
+                    if (S > 4u) {
+                        acc2_0 = fma(vec4<f32>(w6_4), vec4<f32>(v4, v5, v6, v7), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w6_4), vec4<f32>(v8, v9, v10, v11), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w6_4), vec4<f32>(v12, v13, v14, v15), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w6_4), vec4<f32>(v16, v17, v18, v19), acc2_3);
+                    }
+                    if (S > 5u) {
+                        acc2_0 = fma(vec4<f32>(w6_5), vec4<f32>(v5, v6, v7, v8), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w6_5), vec4<f32>(v9, v10, v11, v12), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w6_5), vec4<f32>(v13, v14, v15, v16), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w6_5), vec4<f32>(v17, v18, v19, v20), acc2_3);
+                    }
+                    if (S > 6u) {
+                        acc2_0 = fma(vec4<f32>(w6_6), vec4<f32>(v6, v7, v8, v9), acc2_0);
+                        acc2_1 = fma(vec4<f32>(w6_6), vec4<f32>(v10, v11, v12, v13), acc2_1);
+                        acc2_2 = fma(vec4<f32>(w6_6), vec4<f32>(v14, v15, v16, v17), acc2_2);
+                        acc2_3 = fma(vec4<f32>(w6_6), vec4<f32>(v18, v19, v20, v21), acc2_3);
+                    }
+                }
+                if (ROWS > 3u && R > 5u) {
+                    if (S > 0u) {
+                        acc3_0 = fma(vec4<f32>(w5_0), vec4<f32>(v0, v1, v2, v3), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w5_0), vec4<f32>(v4, v5, v6, v7), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w5_0), vec4<f32>(v8, v9, v10, v11), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w5_0), vec4<f32>(v12, v13, v14, v15), acc3_3);
+                    }
+                    if (S > 1u) {
+                        acc3_0 = fma(vec4<f32>(w5_1), vec4<f32>(v1, v2, v3, v4), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w5_1), vec4<f32>(v5, v6, v7, v8), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w5_1), vec4<f32>(v9, v10, v11, v12), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w5_1), vec4<f32>(v13, v14, v15, v16), acc3_3);
+                    }
+                    if (S > 2u) {
+                        acc3_0 = fma(vec4<f32>(w5_2), vec4<f32>(v2, v3, v4, v5), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w5_2), vec4<f32>(v6, v7, v8, v9), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w5_2), vec4<f32>(v10, v11, v12, v13), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w5_2), vec4<f32>(v14, v15, v16, v17), acc3_3);
+                    }
+                    if (S > 3u) {
+                        acc3_0 = fma(vec4<f32>(w5_3), vec4<f32>(v3, v4, v5, v6), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w5_3), vec4<f32>(v7, v8, v9, v10), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w5_3), vec4<f32>(v11, v12, v13, v14), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w5_3), vec4<f32>(v15, v16, v17, v18), acc3_3);
+                    }
+                    if (S > 4u) {
+                        acc3_0 = fma(vec4<f32>(w5_4), vec4<f32>(v4, v5, v6, v7), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w5_4), vec4<f32>(v8, v9, v10, v11), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w5_4), vec4<f32>(v12, v13, v14, v15), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w5_4), vec4<f32>(v16, v17, v18, v19), acc3_3);
+                    }
+                    if (S > 5u) {
+                        acc3_0 = fma(vec4<f32>(w5_5), vec4<f32>(v5, v6, v7, v8), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w5_5), vec4<f32>(v9, v10, v11, v12), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w5_5), vec4<f32>(v13, v14, v15, v16), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w5_5), vec4<f32>(v17, v18, v19, v20), acc3_3);
+                    }
+                    if (S > 6u) {
+                        acc3_0 = fma(vec4<f32>(w5_6), vec4<f32>(v6, v7, v8, v9), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w5_6), vec4<f32>(v10, v11, v12, v13), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w5_6), vec4<f32>(v14, v15, v16, v17), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w5_6), vec4<f32>(v18, v19, v20, v21), acc3_3);
+                    }
+                }
+            }
+        }
+        if (ROWS + R - 1u > 9u) {
+            let iy = i32(oy0 + 9u) - P.pad_top;
+            if (iy >= 0 && iy < i32(P.h)) {
+                let fr = plane * P.h + u32(iy);
+                let ty = fr >> P.rows_shift;
+                let tx0 = (fr & rmask) * P.wq;
+                let t0 = tload(tx0, ty, q0 + -1);
+                let t1 = tload(tx0, ty, q0 + 0);
+                let t2 = tload(tx0, ty, q0 + 1);
+                let t3 = tload(tx0, ty, q0 + 2);
+                let t4 = tload(tx0, ty, q0 + 3);
+                let t5 = tload(tx0, ty, q0 + 4);
+                // Window element i (input column 16 * xb - PAD_LEFT + i) is u[4 - PAD_LEFT + i].
+                let v0 = select(select(select(select(t0.x, t0.y, PAD_LEFT == 3u), t0.z, PAD_LEFT == 2u), t0.w, PAD_LEFT == 1u), t1.x, PAD_LEFT == 0u);
+                let v1 = select(select(select(select(t0.y, t0.z, PAD_LEFT == 3u), t0.w, PAD_LEFT == 2u), t1.x, PAD_LEFT == 1u), t1.y, PAD_LEFT == 0u);
+                let v2 = select(select(select(select(t0.z, t0.w, PAD_LEFT == 3u), t1.x, PAD_LEFT == 2u), t1.y, PAD_LEFT == 1u), t1.z, PAD_LEFT == 0u);
+                let v3 = select(select(select(select(t0.w, t1.x, PAD_LEFT == 3u), t1.y, PAD_LEFT == 2u), t1.z, PAD_LEFT == 1u), t1.w, PAD_LEFT == 0u);
+                let v4 = select(select(select(select(t1.x, t1.y, PAD_LEFT == 3u), t1.z, PAD_LEFT == 2u), t1.w, PAD_LEFT == 1u), t2.x, PAD_LEFT == 0u);
+                let v5 = select(select(select(select(t1.y, t1.z, PAD_LEFT == 3u), t1.w, PAD_LEFT == 2u), t2.x, PAD_LEFT == 1u), t2.y, PAD_LEFT == 0u);
+                let v6 = select(select(select(select(t1.z, t1.w, PAD_LEFT == 3u), t2.x, PAD_LEFT == 2u), t2.y, PAD_LEFT == 1u), t2.z, PAD_LEFT == 0u);
+                let v7 = select(select(select(select(t1.w, t2.x, PAD_LEFT == 3u), t2.y, PAD_LEFT == 2u), t2.z, PAD_LEFT == 1u), t2.w, PAD_LEFT == 0u);
+                let v8 = select(select(select(select(t2.x, t2.y, PAD_LEFT == 3u), t2.z, PAD_LEFT == 2u), t2.w, PAD_LEFT == 1u), t3.x, PAD_LEFT == 0u);
+                let v9 = select(select(select(select(t2.y, t2.z, PAD_LEFT == 3u), t2.w, PAD_LEFT == 2u), t3.x, PAD_LEFT == 1u), t3.y, PAD_LEFT == 0u);
+                let v10 = select(select(select(select(t2.z, t2.w, PAD_LEFT == 3u), t3.x, PAD_LEFT == 2u), t3.y, PAD_LEFT == 1u), t3.z, PAD_LEFT == 0u);
+                let v11 = select(select(select(select(t2.w, t3.x, PAD_LEFT == 3u), t3.y, PAD_LEFT == 2u), t3.z, PAD_LEFT == 1u), t3.w, PAD_LEFT == 0u);
+                let v12 = select(select(select(select(t3.x, t3.y, PAD_LEFT == 3u), t3.z, PAD_LEFT == 2u), t3.w, PAD_LEFT == 1u), t4.x, PAD_LEFT == 0u);
+                let v13 = select(select(select(select(t3.y, t3.z, PAD_LEFT == 3u), t3.w, PAD_LEFT == 2u), t4.x, PAD_LEFT == 1u), t4.y, PAD_LEFT == 0u);
+                let v14 = select(select(select(select(t3.z, t3.w, PAD_LEFT == 3u), t4.x, PAD_LEFT == 2u), t4.y, PAD_LEFT == 1u), t4.z, PAD_LEFT == 0u);
+                let v15 = select(select(select(select(t3.w, t4.x, PAD_LEFT == 3u), t4.y, PAD_LEFT == 2u), t4.z, PAD_LEFT == 1u), t4.w, PAD_LEFT == 0u);
+                let v16 = select(select(select(select(t4.x, t4.y, PAD_LEFT == 3u), t4.z, PAD_LEFT == 2u), t4.w, PAD_LEFT == 1u), t5.x, PAD_LEFT == 0u);
+                let v17 = select(select(select(select(t4.y, t4.z, PAD_LEFT == 3u), t4.w, PAD_LEFT == 2u), t5.x, PAD_LEFT == 1u), t5.y, PAD_LEFT == 0u);
+                let v18 = select(select(select(select(t4.z, t4.w, PAD_LEFT == 3u), t5.x, PAD_LEFT == 2u), t5.y, PAD_LEFT == 1u), t5.z, PAD_LEFT == 0u);
+                let v19 = select(select(select(select(t4.w, t5.x, PAD_LEFT == 3u), t5.y, PAD_LEFT == 2u), t5.z, PAD_LEFT == 1u), t5.w, PAD_LEFT == 0u);
+                let v20 = select(select(select(select(t5.x, t5.y, PAD_LEFT == 3u), t5.z, PAD_LEFT == 2u), t5.w, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                let v21 = select(select(select(select(t5.y, t5.z, PAD_LEFT == 3u), t5.w, PAD_LEFT == 2u), 0.0, PAD_LEFT == 1u), 0.0, PAD_LEFT == 0u);
+                if (ROWS > 3u && R > 6u) {
+                    if (S > 0u) {
+                        acc3_0 = fma(vec4<f32>(w6_0), vec4<f32>(v0, v1, v2, v3), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w6_0), vec4<f32>(v4, v5, v6, v7), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w6_0), vec4<f32>(v8, v9, v10, v11), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w6_0), vec4<f32>(v12, v13, v14, v15), acc3_3);
+                    }
+                    if (S > 1u) {
+                        acc3_0 = fma(vec4<f32>(w6_1), vec4<f32>(v1, v2, v3, v4), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w6_1), vec4<f32>(v5, v6, v7, v8), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w6_1), vec4<f32>(v9, v10, v11, v12), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w6_1), vec4<f32>(v13, v14, v15, v16), acc3_3);
+                    }
+                    if (S > 2u) {
+                        acc3_0 = fma(vec4<f32>(w6_2), vec4<f32>(v2, v3, v4, v5), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w6_2), vec4<f32>(v6, v7, v8, v9), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w6_2), vec4<f32>(v10, v11, v12, v13), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w6_2), vec4<f32>(v14, v15, v16, v17), acc3_3);
+                    }
+                    if (S > 3u) {
+                        acc3_0 = fma(vec4<f32>(w6_3), vec4<f32>(v3, v4, v5, v6), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w6_3), vec4<f32>(v7, v8, v9, v10), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w6_3), vec4<f32>(v11, v12, v13, v14), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w6_3), vec4<f32>(v15, v16, v17, v18), acc3_3);
+                    }
+                    if (S > 4u) {
+                        acc3_0 = fma(vec4<f32>(w6_4), vec4<f32>(v4, v5, v6, v7), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w6_4), vec4<f32>(v8, v9, v10, v11), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w6_4), vec4<f32>(v12, v13, v14, v15), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w6_4), vec4<f32>(v16, v17, v18, v19), acc3_3);
+                    }
+                    if (S > 5u) {
+                        acc3_0 = fma(vec4<f32>(w6_5), vec4<f32>(v5, v6, v7, v8), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w6_5), vec4<f32>(v9, v10, v11, v12), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w6_5), vec4<f32>(v13, v14, v15, v16), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w6_5), vec4<f32>(v17, v18, v19, v20), acc3_3);
+                    }
+                    if (S > 6u) {
+                        acc3_0 = fma(vec4<f32>(w6_6), vec4<f32>(v6, v7, v8, v9), acc3_0);
+                        acc3_1 = fma(vec4<f32>(w6_6), vec4<f32>(v10, v11, v12, v13), acc3_1);
+                        acc3_2 = fma(vec4<f32>(w6_6), vec4<f32>(v14, v15, v16, v17), acc3_2);
+                        acc3_3 = fma(vec4<f32>(w6_6), vec4<f32>(v18, v19, v20, v21), acc3_3);
+                    }
+                }
+            }
         }
     }
     var b = 0.0;
     if (HAS_BIAS) {
         b = bias[k];
     }
-    let ybase = P.y_off4 + ((n * P.k + k) * P.oh + oy) * (P.ow / 4u);
     let o0 = xb * 4u;
-    if ((o0 + 0u) * 4u < P.ow) {
-        y[ybase + o0 + 0u] = acc0 + vec4<f32>(b);
+    if (ROWS > 0u && oy0 + 0u < P.oh) {
+        let ybase = P.y_off4 + ((n * P.k + k) * P.oh + oy0 + 0u) * (P.ow / 4u);
+        if ((o0 + 0u) * 4u < P.ow) {
+            y[ybase + o0 + 0u] = acc0_0 + vec4<f32>(b);
+        }
+        if ((o0 + 1u) * 4u < P.ow) {
+            y[ybase + o0 + 1u] = acc0_1 + vec4<f32>(b);
+        }
+        if ((o0 + 2u) * 4u < P.ow) {
+            y[ybase + o0 + 2u] = acc0_2 + vec4<f32>(b);
+        }
+        if ((o0 + 3u) * 4u < P.ow) {
+            y[ybase + o0 + 3u] = acc0_3 + vec4<f32>(b);
+        }
     }
-    if ((o0 + 1u) * 4u < P.ow) {
-        y[ybase + o0 + 1u] = acc1 + vec4<f32>(b);
+    if (ROWS > 1u && oy0 + 1u < P.oh) {
+        let ybase = P.y_off4 + ((n * P.k + k) * P.oh + oy0 + 1u) * (P.ow / 4u);
+        if ((o0 + 0u) * 4u < P.ow) {
+            y[ybase + o0 + 0u] = acc1_0 + vec4<f32>(b);
+        }
+        if ((o0 + 1u) * 4u < P.ow) {
+            y[ybase + o0 + 1u] = acc1_1 + vec4<f32>(b);
+        }
+        if ((o0 + 2u) * 4u < P.ow) {
+            y[ybase + o0 + 2u] = acc1_2 + vec4<f32>(b);
+        }
+        if ((o0 + 3u) * 4u < P.ow) {
+            y[ybase + o0 + 3u] = acc1_3 + vec4<f32>(b);
+        }
     }
-    if ((o0 + 2u) * 4u < P.ow) {
-        y[ybase + o0 + 2u] = acc2 + vec4<f32>(b);
+    if (ROWS > 2u && oy0 + 2u < P.oh) {
+        let ybase = P.y_off4 + ((n * P.k + k) * P.oh + oy0 + 2u) * (P.ow / 4u);
+        if ((o0 + 0u) * 4u < P.ow) {
+            y[ybase + o0 + 0u] = acc2_0 + vec4<f32>(b);
+        }
+        if ((o0 + 1u) * 4u < P.ow) {
+            y[ybase + o0 + 1u] = acc2_1 + vec4<f32>(b);
+        }
+        if ((o0 + 2u) * 4u < P.ow) {
+            y[ybase + o0 + 2u] = acc2_2 + vec4<f32>(b);
+        }
+        if ((o0 + 3u) * 4u < P.ow) {
+            y[ybase + o0 + 3u] = acc2_3 + vec4<f32>(b);
+        }
     }
-    if ((o0 + 3u) * 4u < P.ow) {
-        y[ybase + o0 + 3u] = acc3 + vec4<f32>(b);
+    if (ROWS > 3u && oy0 + 3u < P.oh) {
+        let ybase = P.y_off4 + ((n * P.k + k) * P.oh + oy0 + 3u) * (P.ow / 4u);
+        if ((o0 + 0u) * 4u < P.ow) {
+            y[ybase + o0 + 0u] = acc3_0 + vec4<f32>(b);
+        }
+        if ((o0 + 1u) * 4u < P.ow) {
+            y[ybase + o0 + 1u] = acc3_1 + vec4<f32>(b);
+        }
+        if ((o0 + 2u) * 4u < P.ow) {
+            y[ybase + o0 + 2u] = acc3_2 + vec4<f32>(b);
+        }
+        if ((o0 + 3u) * 4u < P.ow) {
+            y[ybase + o0 + 3u] = acc3_3 + vec4<f32>(b);
+        }
     }
 }

@@ -274,7 +274,7 @@ fn depthwise_image_variant_matches_cpu() {
         let s = rng.range(1, 7);
         let pl = rng.range(s.saturating_sub(5), s.min(5) - 1).min(4);
         let pr = s - 1 - pl; // keeps OW == W (a multiple of 4)
-        let r = rng.range(1, 5);
+        let r = rng.range(1, 7);
         let params = wgconv::Conv2dParams::default()
             .with_groups(c)
             .with_stride([rng.range(1, 2), 1])

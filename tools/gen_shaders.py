@@ -1523,6 +1523,10 @@ def conv2d_implicit_tiled():
 DWI_TEX = 6  # texels of the input-row window (16 outputs + halo of up to 4 on each side)
 
 
+DWI_ROWS = 4  # output rows per invocation of the multi-row path (stride 1, dilation 1 rows)
+DWI_MAX_R = 7
+
+
 def conv2d_depthwise_image():
     L = []
     w = L.append
@@ -1533,18 +1537,23 @@ def conv2d_depthwise_image():
     w("// The host copies x into the image with one buffer-to-texture copy (a memcpy, no kernel):")
     w("// texel (q, ty) of row block ty holds input columns 4q..4q+3 of flat row")
     w("// fr = ty * rows_per + q / wq (fr = plane * H + row, wq = W / 4 texels per row), rows_per")
-    w("// rows side by side so a texture row is a multiple of 256 bytes. A storage-image load is ~1.4")
-    w("// instructions per float on lavapipe against ~20 for a storage-buffer load.")
-    w("// One invocation computes 16 consecutive outputs of one row of one output channel from six")
-    w("// texels per kernel row (the 16 columns plus a halo of 4 on each side). Column stride 1,")
-    w("// column dilation 1, zero padding, PAD_LEFT <= 4 and S - PAD_LEFT <= 5, W and OW multiples")
-    w("// of 4 (the host checks); rows are general. Outputs are stored as vec4.")
+    w("// (a power of two, 1 << rows_shift) rows side by side so a texture row is a multiple of 256")
+    w("// bytes. A storage-image load is ~1.4 instructions per float on lavapipe against ~20 for a")
+    w("// storage-buffer load (and a storage-buffer store costs as much: the outputs are most of")
+    w("// the time).")
+    w(f"// One invocation computes 16 consecutive outputs of ROWS (1 or {DWI_ROWS}) rows of one output")
+    w("// channel from six texels per input row (the 16 columns plus a halo of 4 on each side),")
+    w("// with the R x S weights held in registers. ROWS = 1 takes any row stride and dilation; with")
+    w(f"// ROWS = {DWI_ROWS} (row stride 1, row dilation 1) each of the ROWS + R - 1 input rows is")
+    w("// loaded once and feeds every output row it belongs to. Column stride 1, column dilation")
+    w("// 1, zero padding, PAD_LEFT <= 4 and S - PAD_LEFT <= 5, W and OW multiples of 4 (the host")
+    w("// checks). Outputs are stored as vec4.")
     w("")
     w("struct Params {")
     w("    n: u32, c: u32, h: u32, k: u32,")
-    w("    r: u32, kg: u32, oh: u32, ow: u32,")
-    w("    sh: u32, dh: u32, pad_top: i32, xblocks: u32,")
-    w("    total: u32, wq: u32, rows_per: u32, y_off4: u32,")
+    w("    kg: u32, oh: u32, ow: u32, sh: u32,")
+    w("    dh: u32, pad_top: i32, xblocks: u32, oyblocks: u32,")
+    w("    total: u32, wq: u32, rows_shift: u32, y_off4: u32,")
     w("    t0: u32, _p0: u32, _p1: u32, _p2: u32,")
     w("}")
     w("")
@@ -1555,9 +1564,12 @@ def conv2d_depthwise_image():
     w("@group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;")
     w("")
     w("override WG: u32 = 64u;")
-    w(f"// Kernel width (1..={DW_MAX_S}) and left padding (0..=4).")
+    w(f"// Kernel height (1..={DWI_MAX_R}), width (1..={DW_MAX_S}) and left padding (0..=4).")
+    w("override R: u32 = 3u;")
     w("override S: u32 = 3u;")
     w("override PAD_LEFT: u32 = 1u;")
+    w(f"// Output rows per invocation: 1 or {DWI_ROWS}.")
+    w("override ROWS: u32 = 1u;")
     w("override HAS_BIAS: bool = false;")
     w("override FLIP: bool = false;")
     w("")
@@ -1575,56 +1587,94 @@ def conv2d_depthwise_image():
     w("    }")
     w("    let xb = id % P.xblocks;")
     w("    var t = id / P.xblocks;")
-    w("    let oy = t % P.oh;")
-    w("    t = t / P.oh;")
+    w("    let oyb = t % P.oyblocks;")
+    w("    t = t / P.oyblocks;")
     w("    let k = t % P.k;")
     w("    let n = t / P.k;")
     w("    let c = k / P.kg;")
+    w("    let oy0 = oyb * ROWS;")
     w(f"    let q0 = i32(xb * {DW_TX // 4}u);")
     w("    let plane = n * P.c + c;")
-    w("    let wbase = k * P.r * S;")
-    for q in range(DW_TX // 4):
-        w(f"    var acc{q} = vec4<f32>(0.0);")
-    w("    for (var r = 0u; r < P.r; r++) {")
-    w("        let iy = i32(oy * P.sh + r * P.dh) - P.pad_top;")
-    w("        if (iy < 0 || iy >= i32(P.h)) {")
-    w("            continue;")
-    w("        }")
-    w("        let fr = plane * P.h + u32(iy);")
-    w("        let ty = fr / P.rows_per;")
-    w("        let tx0 = (fr - ty * P.rows_per) * P.wq;")
-    w("        let rr = select(r, P.r - 1u - r, FLIP);")
-    for j in range(DWI_TEX):
-        w(f"        let t{j} = tload(tx0, ty, q0 + {j - 1});")
+    w("    let wbase = k * R * S;")
+    w("    let rmask = (1u << P.rows_shift) - 1u;")
+    w("    // The weights, rotated for true convolution.")
+    for r in range(DWI_MAX_R):
+        for sidx in range(DW_MAX_S):
+            w(f"    var w{r}_{sidx} = 0.0;")
+            w(f"    if (R > {r}u && S > {sidx}u) {{")
+            w(f"        w{r}_{sidx} = wt[wbase + select({r}u, R - 1u - {r}u, FLIP) * S + select({sidx}u, S - 1u - {sidx}u, FLIP)];")
+            w("    }")
+    for j in range(DWI_ROWS):
+        for q in range(DW_TX // 4):
+            w(f"    var acc{j}_{q} = vec4<f32>(0.0);")
     u = [f"t{j}.{c}" for j in range(DWI_TEX) for c in "xyzw"]
     nwin = DW_TX + DW_MAX_S - 1
-    w("        // Window element i (input column 16 * xb - PAD_LEFT + i) is u[4 - PAD_LEFT + i].")
-    for i in range(nwin):
-        opts = []
-        for pl in range(5):
-            idx = 4 - pl + i
-            opts.append(u[idx] if 0 <= idx < len(u) else "0.0")
-        expr = opts[4]
-        for pl in range(3, -1, -1):
-            expr = f"select({expr}, {opts[pl]}, PAD_LEFT == {pl}u)"
-        w(f"        let v{i} = {expr};")
-    for sidx in range(DW_MAX_S):
-        w(f"        if (S > {sidx}u) {{")
-        w(f"            let wv = wt[wbase + rr * S + select({sidx}u, S - 1u - {sidx}u, FLIP)];")
-        for q in range(DW_TX // 4):
-            e1 = [f"v{4 * q + e + sidx}" for e in range(4)]
-            w(f"            acc{q} = fma(vec4<f32>(wv), vec4<f32>({', '.join(e1)}), acc{q});")
+
+    def window(indent):
+        for i in range(nwin):
+            opts = []
+            for pl in range(5):
+                idx = 4 - pl + i
+                opts.append(u[idx] if 0 <= idx < len(u) else "0.0")
+            expr = opts[4]
+            for pl in range(3, -1, -1):
+                expr = f"select({expr}, {opts[pl]}, PAD_LEFT == {pl}u)"
+            w(f"{indent}let v{i} = {expr};")
+
+    def load_row(indent, iy):
+        w(f"{indent}let iy = {iy};")
+        w(f"{indent}if (iy >= 0 && iy < i32(P.h)) {{")
+        w(f"{indent}    let fr = plane * P.h + u32(iy);")
+        w(f"{indent}    let ty = fr >> P.rows_shift;")
+        w(f"{indent}    let tx0 = (fr & rmask) * P.wq;")
+        for j in range(DWI_TEX):
+            w(f"{indent}    let t{j} = tload(tx0, ty, q0 + {j - 1});")
+        w(f"{indent}    // Window element i (input column 16 * xb - PAD_LEFT + i) is u[4 - PAD_LEFT + i].")
+        window(indent + "    ")
+
+    def fmas(indent, j, r):
+        for sidx in range(DW_MAX_S):
+            w(f"{indent}if (S > {sidx}u) {{")
+            for q in range(DW_TX // 4):
+                e1 = [f"v{4 * q + e + sidx}" for e in range(4)]
+                w(f"{indent}    acc{j}_{q} = fma(vec4<f32>(w{r}_{sidx}), vec4<f32>({', '.join(e1)}), acc{j}_{q});")
+            w(f"{indent}}}")
+
+    w("    if (ROWS == 1u) {")
+    w("        // Any row stride and dilation: kernel row r reads input row oy * sh + r * dh - pad_top.")
+    for r in range(DWI_MAX_R):
+        w(f"        if (R > {r}u) {{")
+        load_row("            ", f"i32(oy0 * P.sh + {r}u * P.dh) - P.pad_top")
+        fmas("                ", 0, r)
+        w("            }")
+        w("        }")
+    w("    } else {")
+    w(f"        // Row stride and dilation 1: input row oy0 - pad_top + i feeds output row oy0 + j with")
+    w("        // kernel row i - j.")
+    for i in range(DWI_ROWS + DWI_MAX_R - 1):
+        w(f"        if (ROWS + R - 1u > {i}u) {{")
+        load_row("            ", f"i32(oy0 + {i}u) - P.pad_top")
+        for j in range(DWI_ROWS):
+            r = i - j
+            if 0 <= r < DWI_MAX_R:
+                w(f"                if (ROWS > {j}u && R > {r}u) {{")
+                fmas("                    ", j, r)
+                w("                }")
+        w("            }")
         w("        }")
     w("    }")
     w("    var b = 0.0;")
     w("    if (HAS_BIAS) {")
     w("        b = bias[k];")
     w("    }")
-    w("    let ybase = P.y_off4 + ((n * P.k + k) * P.oh + oy) * (P.ow / 4u);")
     w(f"    let o0 = xb * {DW_TX // 4}u;")
-    for q in range(DW_TX // 4):
-        w(f"    if ((o0 + {q}u) * 4u < P.ow) {{")
-        w(f"        y[ybase + o0 + {q}u] = acc{q} + vec4<f32>(b);")
+    for j in range(DWI_ROWS):
+        w(f"    if (ROWS > {j}u && oy0 + {j}u < P.oh) {{")
+        w(f"        let ybase = P.y_off4 + ((n * P.k + k) * P.oh + oy0 + {j}u) * (P.ow / 4u);")
+        for q in range(DW_TX // 4):
+            w(f"        if ((o0 + {q}u) * 4u < P.ow) {{")
+            w(f"            y[ybase + o0 + {q}u] = acc{j}_{q} + vec4<f32>(b);")
+            w("        }")
         w("    }")
     w("}")
     return "\n".join(L) + "\n"

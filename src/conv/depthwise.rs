@@ -44,7 +44,6 @@ pub(crate) struct DepthwiseImageUniforms {
     c: u32,
     h: u32,
     k: u32,
-    r: u32,
     kg: u32,
     oh: u32,
     ow: u32,
@@ -52,9 +51,10 @@ pub(crate) struct DepthwiseImageUniforms {
     dh: u32,
     pad_top: i32,
     xblocks: u32,
+    oyblocks: u32,
     total: u32,
     wq: u32,
-    rows_per: u32,
+    rows_shift: u32,
     y_off4: u32,
     t0: u32,
     _p0: u32,
@@ -72,6 +72,7 @@ fn image_geom(ctx: &Context, p: &Conv2dProblem, x_off: usize, y_off: usize) -> O
     let pl = p.pad[2];
     let fits_window = (0..=4).contains(&pl) && p.s as isize - pl <= 5;
     if !(ctx.is_cpu_adapter()
+        && p.r <= 7
         && p.stride[1] == 1
         && p.dilation[1] == 1
         && p.mode == PaddingMode::Zeros
@@ -265,12 +266,22 @@ fn encode_image(
         geom,
         "wgconv depthwise input",
     )?;
+    // Four output rows per invocation where input rows can be shared (row stride and
+    // dilation 1) and the weights, accumulators and window fit the registers.
+    let rows = if p.stride[0] == 1 && p.dilation[0] == 1 && p.r * p.s <= 25 {
+        4
+    } else {
+        1
+    };
     let xblocks = p.ow.div_ceil(TX);
-    let total = p.n * p.k * p.oh * xblocks;
+    let oyblocks = p.oh.div_ceil(rows);
+    let total = p.n * p.k * oyblocks * xblocks;
     let key = PipelineKey::new(Kernel::Conv2dDepthwiseImage)
         .with("WG", 64)
+        .with("R", p.r as u32)
         .with("S", p.s as u32)
         .with("PAD_LEFT", p.pad[2] as u32)
+        .with("ROWS", rows as u32)
         .with("HAS_BIAS", b.is_some() as u32)
         .with("FLIP", p.flip as u32);
     let mut u = DepthwiseImageUniforms {
@@ -278,7 +289,6 @@ fn encode_image(
         c: u32_of(p.c, "channels")?,
         h: u32_of(p.h, "height")?,
         k: u32_of(p.k, "output channels")?,
-        r: u32_of(p.r, "kernel height")?,
         kg: u32_of(p.k_per_group(), "channel multiplier")?,
         oh: u32_of(p.oh, "output height")?,
         ow: u32_of(p.ow, "output width")?,
@@ -286,9 +296,10 @@ fn encode_image(
         dh: u32_of(p.dilation[0], "dilation")?,
         pad_top: i32_of(p.pad[0], "padding")?,
         xblocks: u32_of(xblocks, "blocks")?,
+        oyblocks: u32_of(oyblocks, "row blocks")?,
         total: u32_of(total, "invocations")?,
         wq: u32_of(p.w / 4, "width")?,
-        rows_per: geom.rows_per as u32,
+        rows_shift: geom.rows_per.trailing_zeros(),
         y_off4: u32_of(y_off / 4, "elements")?,
         ..Default::default()
     };
