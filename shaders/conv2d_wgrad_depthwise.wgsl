@@ -38,6 +38,7 @@ fn src_index(i: i32, size: i32) -> i32 {
     }
     switch PAD_MODE {
         case 1u: {
+            // reflect (pad < size): one mirror suffices
             var j = -i;
             if (i >= size) {
                 j = 2 * (size - 1) - i;

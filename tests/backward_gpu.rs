@@ -484,4 +484,24 @@ fn strided_input_gradient_by_phases_matches_cpu() {
         }
     }
     assert!(checked >= 20, "checked {checked}");
+
+    // A huge stride (one output row): not the phase kernel (at most 8 phases per axis; the
+    // host once looped over every phase of such a stride for minutes).
+    let xs = [1, 2, 6, 8];
+    let ws = [3, 2, 3, 3];
+    let params = Conv2dParams::default().with_stride([1 << 30, 1]);
+    let p = params.resolve(xs, ws, None).unwrap();
+    let w = rng.vec(ws.iter().product());
+    let dy = rng.vec(p.y_shape().iter().product());
+    let want = cpu::conv2d_backward_input(&p, &dy, &w);
+    let scale = cpu::conv2d_backward_input(&p, &abs(&dy), &abs(&w));
+    let tols: Vec<f32> = scale.iter().map(|&v| tol(v, 27)).collect();
+    let wt = Tensor::from_slice(ctx, &w, &ws).unwrap();
+    let dyt = Tensor::from_slice(ctx, &dy, &p.y_shape()).unwrap();
+    let dx = ctx
+        .conv2d_backward_input(&dyt, &wt, xs, &params, Algorithm::Direct)
+        .unwrap();
+    if let Err(e) = check("huge stride", &dx.read().unwrap(), &want, &tols) {
+        panic!("{e}");
+    }
 }

@@ -125,3 +125,27 @@ fn every_kernel_has_main_entry_and_wg_override() {
         );
     }
 }
+
+/// WGSL has no include: the padding-mode index mapping `src_index` is written into every
+/// kernel that reads through the padding (by tools/gen_shaders.py, or by hand). All copies
+/// must be the same function.
+#[test]
+fn src_index_is_the_same_everywhere() {
+    fn body(src: &str) -> Option<String> {
+        let start = src.find("\nfn src_index(")? + 1;
+        let end = src[start..].find("\n}\n")? + start + 2;
+        Some(src[start..end].to_string())
+    }
+    let copies: Vec<(&str, String)> = wgconv::ALL_KERNELS
+        .iter()
+        .filter_map(|k| body(k.source()).map(|b| (k.name(), b)))
+        .collect();
+    assert!(copies.len() >= 6, "found {} copies", copies.len());
+    for (name, b) in &copies[1..] {
+        assert_eq!(
+            b, &copies[0].1,
+            "src_index in {name} differs from the one in {}",
+            copies[0].0
+        );
+    }
+}

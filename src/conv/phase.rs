@@ -71,6 +71,9 @@ pub(crate) struct PhaseWeightsUniforms {
 /// Widest sub-kernel the kernel unrolls.
 const MAX_SL: usize = 8;
 
+/// Largest stride per axis (one dispatch per phase: at most 64).
+const MAX_STRIDE: usize = 8;
+
 /// One phase along one axis: first tap, taps, offset of dy (`a + j - off`), pixels.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Axis {
@@ -99,10 +102,12 @@ fn axis(ph: usize, size: usize, k: usize, st: usize, pad: isize) -> Axis {
 }
 
 /// Can the phase kernel compute the input gradient of zero-padded `p`? CPU adapters (image
-/// loads), dilation 1, zero padding, sub-kernels up to 8 wide, OW a multiple of 4, dy rows
-/// and weights within the image limits.
+/// loads), strides up to 8, dilation 1, zero padding, sub-kernels up to 8 wide, OW a
+/// multiple of 4, dy rows and weights within the image limits.
 pub(crate) fn supports(ctx: &Context, p: &Conv2dProblem) -> bool {
-    ctx.is_cpu_adapter()
+    p.stride[0] <= MAX_STRIDE
+        && p.stride[1] <= MAX_STRIDE
+        && ctx.is_cpu_adapter()
         && ctx.limits().max_texture_dimension_2d >= 1024
         && p.dilation == [1, 1]
         && p.mode == PaddingMode::Zeros
