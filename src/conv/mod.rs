@@ -25,7 +25,11 @@ pub enum Algorithm {
     /// Choose automatically.
     #[default]
     Auto,
-    /// Direct convolution: each invocation accumulates a register block of outputs.
+    /// Direct convolution: each invocation accumulates a register block of outputs. For
+    /// the input gradient of a strided convolution (and the transposed convolution) on CPU
+    /// adapters it runs the phase kernel where it applies (zero padding after the fold,
+    /// dilation 1, strides up to 8, output width a multiple of 4): each stride phase of dx is
+    /// a stride-1 correlation of dy with a sub-kernel, gathered from an image copy of dy.
     Direct,
     /// Unfold patches into a column matrix (im2col), then one GEMM per group. The column
     /// buffer is bounded by the context's scratch budget (split over images and pixels).
