@@ -485,6 +485,32 @@ fn strided_input_gradient_by_phases_matches_cpu() {
     }
     assert!(checked >= 20, "checked {checked}");
 
+    // Packed weights beyond the scratch budget: the direct gather kernel runs instead (the
+    // forced algorithm still succeeds).
+    let small = wgconv::Context::with_options_blocking(wgconv::ContextOptions {
+        scratch_budget: Some(4096),
+        ..Default::default()
+    })
+    .unwrap();
+    let (xs, ws) = ([1, 3, 8, 8], [8, 3, 7, 7]);
+    let params = Conv2dParams::default()
+        .with_stride([2, 2])
+        .with_padding(Padding::Symmetric([3, 3]));
+    let p = params.resolve(xs, ws, None).unwrap();
+    let w = rng.vec(ws.iter().product());
+    let dy = rng.vec(p.y_shape().iter().product());
+    let want = cpu::conv2d_backward_input(&p, &dy, &w);
+    let scale = cpu::conv2d_backward_input(&p, &abs(&dy), &abs(&w));
+    let tols: Vec<f32> = scale.iter().map(|&v| tol(v, 8 * 49)).collect();
+    let wt = Tensor::from_slice(&small, &w, &ws).unwrap();
+    let dyt = Tensor::from_slice(&small, &dy, &p.y_shape()).unwrap();
+    let dx = small
+        .conv2d_backward_input(&dyt, &wt, xs, &params, Algorithm::Direct)
+        .unwrap();
+    if let Err(e) = check("small scratch budget", &dx.read().unwrap(), &want, &tols) {
+        panic!("{e}");
+    }
+
     // A huge stride (one output row): not the phase kernel (at most 8 phases per axis; the
     // host once looped over every phase of such a stride for minutes).
     let xs = [1, 2, 6, 8];

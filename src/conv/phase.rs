@@ -103,7 +103,8 @@ fn axis(ph: usize, size: usize, k: usize, st: usize, pad: isize) -> Axis {
 
 /// Can the phase kernel compute the input gradient of zero-padded `p`? CPU adapters (image
 /// loads), strides up to 8, dilation 1, zero padding, sub-kernels up to 8 wide, OW a
-/// multiple of 4, dy rows and weights within the image limits.
+/// multiple of 4, dy rows and packed weights within the image limits, one storage binding
+/// and the scratch budget (else the direct gather kernel runs).
 pub(crate) fn supports(ctx: &Context, p: &Conv2dProblem) -> bool {
     p.stride[0] <= MAX_STRIDE
         && p.stride[1] <= MAX_STRIDE
@@ -114,8 +115,19 @@ pub(crate) fn supports(ctx: &Context, p: &Conv2dProblem) -> bool {
         && p.s.div_ceil(p.stride[1]) <= MAX_SL
         && p.ow.is_multiple_of(4)
         && p.n * p.k * p.oh > 0
-        && weight_texels(p) > 0
+        && weights_fit(ctx, weight_texels(p))
         && crate::conv::depthwise::flat_rows_geom(ctx, p.n * p.k * p.oh, p.ow).is_some()
+}
+
+/// Do `texels` packed weight texels fit their staging binding, the scratch budget and an
+/// image of 1024-texel rows?
+fn weights_fit(ctx: &Context, texels: usize) -> bool {
+    let bytes = texels as u64 * 16;
+    let limits = ctx.limits();
+    texels > 0
+        && bytes <= limits.max_storage_buffer_binding_size
+        && bytes <= ctx.scratch_budget().max(4096)
+        && texels.div_ceil(1024) <= limits.max_texture_dimension_2d as usize
 }
 
 /// Texels of the packed weights of every phase.
