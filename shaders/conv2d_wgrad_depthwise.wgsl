@@ -17,7 +17,8 @@ struct Params {
     k: u32, kg: u32, r: u32, oh: u32,
     ow: u32, sh: u32, sw: u32, dh: u32,
     dw: u32, pad_top: i32, pad_left: i32, nr: u32,
-    rb: u32, nb: u32, total: u32, _p0: u32,
+    rb: u32, nb: u32, total: u32, x_rows_shift: u32,
+    dy_rows_shift: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;

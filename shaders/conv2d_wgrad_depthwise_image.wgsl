@@ -2,21 +2,23 @@
 // sums of conv2d_wgrad_depthwise.wgsl (same invocations, bands and partial layout, then
 // reduce_rows.wgsl) with x and dy read from read-only rgba32float storage images, which cost
 // ~1.4 instructions per float on lavapipe against ~20 for a storage-buffer load.
-// Both images are verbatim copies of their buffers, `rows_per` tensor rows side by side per
-// texture row (so a texture row is a multiple of 256 bytes and one copy fills it): texel
-// (row % rows_per) * wq + q of texture row row / rows_per holds columns 4q..4q+3 of flat row
-// `row` (x rows: (n * C + c) * H + iy; dy rows: (n * K + k) * OH + oy).
+// Both images are verbatim copies of their buffers, rows_per = 1 << rows_shift tensor rows
+// side by side per texture row (so a texture row is a multiple of 256 bytes and one copy fills
+// it): texel (row % rows_per) * wq + q of texture row row / rows_per (wq = width / 4) holds
+// columns 4q..4q+3 of flat row `row` (x rows: (n * C + c) * H + iy; dy rows:
+// (n * K + k) * OH + oy).
 // Column stride 1, column dilation 1, zero padding, PAD_LEFT <= 4 and S - PAD_LEFT <= 5, W
 // and OW multiples of 4 (the host checks); rows are general. A step handles four output
 // columns (one dy texel) with a sliding window of three x texels: two image loads per step
 // for 4 * S products.
 
 struct Params {
-    c: u32, h: u32, k: u32, kg: u32,
-    r: u32, oh: u32, sh: u32, dh: u32,
-    pad_top: i32, nr: u32, rb: u32, nb: u32,
-    total: u32, wq: u32, x_rows_per: u32, owq: u32,
-    dy_rows_per: u32, _p0: u32, _p1: u32, _p2: u32,
+    n: u32, c: u32, h: u32, w: u32,
+    k: u32, kg: u32, r: u32, oh: u32,
+    ow: u32, sh: u32, sw: u32, dh: u32,
+    dw: u32, pad_top: i32, pad_left: i32, nr: u32,
+    rb: u32, nb: u32, total: u32, x_rows_shift: u32,
+    dy_rows_shift: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
@@ -31,8 +33,9 @@ override PAD_LEFT: u32 = 1u;
 override FLIP: bool = false;
 
 fn xload(tx0: u32, ty: u32, q: i32) -> vec4<f32> {
-    let inside = q >= 0 && q < i32(P.wq);
-    let v = textureLoad(tx, vec2<u32>(tx0 + u32(clamp(q, 0, i32(P.wq) - 1)), ty));
+    let wq = P.w / 4u;
+    let inside = q >= 0 && q < i32(wq);
+    let v = textureLoad(tx, vec2<u32>(tx0 + u32(clamp(q, 0, i32(wq) - 1)), ty));
     return select(vec4<f32>(0.0), v, inside);
 }
 
@@ -61,14 +64,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             continue;
         }
         let xr = (n * P.c + c) * P.h + u32(iy);
-        let xty = xr / P.x_rows_per;
-        let xtx0 = (xr - xty * P.x_rows_per) * P.wq;
+        let xty = xr >> P.x_rows_shift;
+        let xtx0 = (xr & ((1u << P.x_rows_shift) - 1u)) * (P.w / 4u);
         let dr = (n * P.k + k) * P.oh + oy;
-        let dty = dr / P.dy_rows_per;
-        let dtx0 = (dr - dty * P.dy_rows_per) * P.owq;
+        let dty = dr >> P.dy_rows_shift;
+        let dtx0 = (dr & ((1u << P.dy_rows_shift) - 1u)) * (P.ow / 4u);
         var t0 = xload(xtx0, xty, -1);
         var t1 = xload(xtx0, xty, 0);
-        for (var q = 0u; q < P.owq; q++) {
+        for (var q = 0u; q < P.ow / 4u; q++) {
             let t2 = xload(xtx0, xty, i32(q) + 1);
             let d = textureLoad(tdy, vec2<u32>(dtx0 + q, dty));
             // Input column 4q - PAD_LEFT + s + j is u[4 - PAD_LEFT + s + j].

@@ -266,11 +266,8 @@ impl Kernel {
             Kernel::Conv2dImplicitTiled => {
                 std::mem::size_of::<crate::conv::implicit::TiledUniforms>()
             }
-            Kernel::Conv2dWgradDepthwise => {
+            Kernel::Conv2dWgradDepthwise | Kernel::Conv2dWgradDepthwiseImage => {
                 std::mem::size_of::<crate::conv::backward::WgradDepthwiseUniforms>()
-            }
-            Kernel::Conv2dWgradDepthwiseImage => {
-                std::mem::size_of::<crate::conv::backward::WgradDepthwiseImageUniforms>()
             }
             Kernel::Conv2dDgradPhaseImage => {
                 std::mem::size_of::<crate::conv::phase::PhaseUniforms>()

@@ -152,7 +152,9 @@ pub(crate) struct ReduceUniforms {
     _p2: u32,
 }
 
-/// Uniforms of `conv2d_wgrad_depthwise.wgsl`.
+/// Uniforms of `conv2d_wgrad_depthwise.wgsl` and `conv2d_wgrad_depthwise_image.wgsl` (the
+/// image kernel also reads `x_rows_shift` / `dy_rows_shift`: log2 of the tensor rows per
+/// texture row of its two images).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct WgradDepthwiseUniforms {
@@ -175,30 +177,8 @@ pub(crate) struct WgradDepthwiseUniforms {
     rb: u32,
     nb: u32,
     total: u32,
-    _p0: u32,
-}
-
-/// Uniforms of `conv2d_wgrad_depthwise_image.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct WgradDepthwiseImageUniforms {
-    c: u32,
-    h: u32,
-    k: u32,
-    kg: u32,
-    r: u32,
-    oh: u32,
-    sh: u32,
-    dh: u32,
-    pad_top: i32,
-    nr: u32,
-    rb: u32,
-    nb: u32,
-    total: u32,
-    wq: u32,
-    x_rows_per: u32,
-    owq: u32,
-    dy_rows_per: u32,
+    x_rows_shift: u32,
+    dy_rows_shift: u32,
     _p0: u32,
     _p1: u32,
     _p2: u32,
@@ -1021,6 +1001,28 @@ fn wgrad_depthwise(
         "wgconv depthwise weight-gradient partials",
     )?;
     let total = p.k * p.r * nb;
+    let mut u = WgradDepthwiseUniforms {
+        n: u32_of(p.n, "images")?,
+        c: u32_of(p.c, "channels")?,
+        h: u32_of(p.h, "height")?,
+        w: u32_of(p.w, "width")?,
+        k: u32_of(p.k, "output channels")?,
+        kg: u32_of(p.k_per_group(), "channel multiplier")?,
+        r: u32_of(p.r, "kernel height")?,
+        oh: u32_of(p.oh, "output height")?,
+        ow: u32_of(p.ow, "output width")?,
+        sh: u32_of(p.stride[0], "stride")?,
+        sw: u32_of(p.stride[1], "stride")?,
+        dh: u32_of(p.dilation[0], "dilation")?,
+        dw: u32_of(p.dilation[1], "dilation")?,
+        pad_top: i32_of(p.pad[0], "padding")?,
+        pad_left: i32_of(p.pad[2], "padding")?,
+        nr: u32_of(nr, "output rows")?,
+        rb: u32_of(rb, "rows per band")?,
+        nb: u32_of(nb, "bands")?,
+        total: u32_of(total, "invocations")?,
+        ..Default::default()
+    };
     let pbind = Bind::whole(&part.buffer);
     if let Some((xg, dyg)) = crate::conv::depthwise::wgrad_image_geoms(ctx, p) {
         // CPU adapters: x and dy read from image copies.
@@ -1040,26 +1042,8 @@ fn wgrad_depthwise(
             dyg,
             "wgconv depthwise weight-gradient dy",
         )?;
-        let u = WgradDepthwiseImageUniforms {
-            c: u32_of(p.c, "channels")?,
-            h: u32_of(p.h, "height")?,
-            k: u32_of(p.k, "output channels")?,
-            kg: u32_of(p.k_per_group(), "channel multiplier")?,
-            r: u32_of(p.r, "kernel height")?,
-            oh: u32_of(p.oh, "output height")?,
-            sh: u32_of(p.stride[0], "stride")?,
-            dh: u32_of(p.dilation[0], "dilation")?,
-            pad_top: i32_of(p.pad[0], "padding")?,
-            nr: u32_of(nr, "output rows")?,
-            rb: u32_of(rb, "rows per band")?,
-            nb: u32_of(nb, "bands")?,
-            total: u32_of(total, "invocations")?,
-            wq: u32_of(p.w / 4, "width")?,
-            x_rows_per: u32_of(xg.rows_per, "rows")?,
-            owq: u32_of(p.ow / 4, "output width")?,
-            dy_rows_per: u32_of(dyg.rows_per, "rows")?,
-            ..Default::default()
-        };
+        u.x_rows_shift = xg.rows_per.trailing_zeros();
+        u.dy_rows_shift = dyg.rows_per.trailing_zeros();
         let key = PipelineKey::new(Kernel::Conv2dWgradDepthwiseImage)
             .with("WG", 64)
             .with("S", p.s as u32)
@@ -1074,28 +1058,6 @@ fn wgrad_depthwise(
             total as u64,
         )?;
     } else {
-        let u = WgradDepthwiseUniforms {
-            n: u32_of(p.n, "images")?,
-            c: u32_of(p.c, "channels")?,
-            h: u32_of(p.h, "height")?,
-            w: u32_of(p.w, "width")?,
-            k: u32_of(p.k, "output channels")?,
-            kg: u32_of(p.k_per_group(), "channel multiplier")?,
-            r: u32_of(p.r, "kernel height")?,
-            oh: u32_of(p.oh, "output height")?,
-            ow: u32_of(p.ow, "output width")?,
-            sh: u32_of(p.stride[0], "stride")?,
-            sw: u32_of(p.stride[1], "stride")?,
-            dh: u32_of(p.dilation[0], "dilation")?,
-            dw: u32_of(p.dilation[1], "dilation")?,
-            pad_top: i32_of(p.pad[0], "padding")?,
-            pad_left: i32_of(p.pad[2], "padding")?,
-            nr: u32_of(nr, "output rows")?,
-            rb: u32_of(rb, "rows per band")?,
-            nb: u32_of(nb, "bands")?,
-            total: u32_of(total, "invocations")?,
-            _p0: 0,
-        };
         let key = PipelineKey::new(Kernel::Conv2dWgradDepthwise)
             .with("WG", 64)
             .with("S", p.s as u32)
