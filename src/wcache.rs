@@ -82,15 +82,7 @@ impl WeightCache {
             }
             keep
         });
-        let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
-        while total + bytes > budget {
-            let Some((i, _)) = entries.iter().enumerate().min_by_key(|(_, e)| e.last_use) else {
-                break;
-            };
-            let e = entries.swap_remove(i);
-            allocated.fetch_sub(e.bytes, Ordering::Relaxed);
-            total -= e.bytes;
-        }
+        evict_to(&mut entries, budget - bytes, allocated);
         allocated.fetch_add(bytes, Ordering::Relaxed);
         entries.push(Entry {
             key: key.clone(),
@@ -115,18 +107,23 @@ impl WeightCache {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
-        let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
-        while total > budget {
-            let Some((i, _)) = entries.iter().enumerate().min_by_key(|(_, e)| e.last_use) else {
-                break;
-            };
-            let e = entries.swap_remove(i);
-            ctx.inner.allocated.fetch_sub(e.bytes, Ordering::Relaxed);
-            total -= e.bytes;
-        }
+        evict_to(&mut entries, budget, &ctx.inner.allocated);
     }
 
     pub(crate) fn budget(&self) -> u64 {
         self.budget.load(Ordering::Relaxed)
+    }
+}
+
+/// Drops the least recently used entries until they hold at most `budget` bytes.
+fn evict_to(entries: &mut Vec<Entry>, budget: u64, allocated: &AtomicU64) {
+    let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
+    while total > budget {
+        let Some((i, _)) = entries.iter().enumerate().min_by_key(|(_, e)| e.last_use) else {
+            break;
+        };
+        let e = entries.swap_remove(i);
+        allocated.fetch_sub(e.bytes, Ordering::Relaxed);
+        total -= e.bytes;
     }
 }
