@@ -51,6 +51,9 @@ pub enum Kernel {
     PackConvWeights,
     /// [`Kernel::PackConvWeights`] reading the weights from a verbatim copy in an image.
     PackConvWeightsImage,
+    /// [`Kernel::PackConvWeightsImage`] for weights whose texels are contiguous tap runs
+    /// (the input gradient's channel-swapped view): one texel load per packed texel.
+    PackConvWeightsRuns,
     /// Depthwise convolution reading the input from a storage image.
     Conv2dDepthwiseImage,
     /// Implicit-GEMM convolution on storage images.
@@ -94,6 +97,7 @@ pub const ALL_KERNELS: &[Kernel] = &[
     Kernel::PadImage,
     Kernel::PackConvWeights,
     Kernel::PackConvWeightsImage,
+    Kernel::PackConvWeightsRuns,
     Kernel::Conv2dDepthwiseImage,
     Kernel::Conv2dImplicit,
     Kernel::Conv2dImplicitN32,
@@ -129,6 +133,7 @@ impl Kernel {
             Kernel::PadImage => "pad_image",
             Kernel::PackConvWeights => "pack_conv_weights",
             Kernel::PackConvWeightsImage => "pack_conv_weights_image",
+            Kernel::PackConvWeightsRuns => "pack_conv_weights_runs",
             Kernel::Conv2dDepthwiseImage => "conv2d_depthwise_image",
             Kernel::Conv2dImplicit => "conv2d_implicit",
             Kernel::Conv2dImplicitN32 => "conv2d_implicit_n32",
@@ -166,6 +171,7 @@ impl Kernel {
             Kernel::PackConvWeightsImage => {
                 include_str!("../shaders/pack_conv_weights_image.wgsl")
             }
+            Kernel::PackConvWeightsRuns => include_str!("../shaders/pack_conv_weights_runs.wgsl"),
             Kernel::Conv2dDepthwiseImage => {
                 include_str!("../shaders/conv2d_depthwise_image.wgsl")
             }
@@ -221,7 +227,7 @@ impl Kernel {
             }
             Kernel::DgradPhaseWeights => &[StorageRead, Storage],
             Kernel::Conv2dDepthwiseImage => &[ImageRead, StorageRead, StorageRead, Storage],
-            Kernel::PackConvWeightsImage => &[ImageRead, Storage],
+            Kernel::PackConvWeightsImage | Kernel::PackConvWeightsRuns => &[ImageRead, Storage],
             Kernel::Conv2dWgradImplicit
             | Kernel::Conv2dWgradImplicitC4
             | Kernel::Conv2dWgradDepthwiseImage => &[ImageRead, ImageRead, Storage],
@@ -251,7 +257,9 @@ impl Kernel {
             }
             Kernel::PermuteKc => std::mem::size_of::<crate::conv::backward::PermuteUniforms>(),
             Kernel::PadImage => std::mem::size_of::<crate::conv::implicit::PadImageUniforms>(),
-            Kernel::PackConvWeights | Kernel::PackConvWeightsImage => {
+            Kernel::PackConvWeights
+            | Kernel::PackConvWeightsImage
+            | Kernel::PackConvWeightsRuns => {
                 std::mem::size_of::<crate::conv::implicit::PackWeightsUniforms>()
             }
             Kernel::Conv2dDepthwiseImage => {

@@ -531,3 +531,87 @@ fn strided_input_gradient_by_phases_matches_cpu() {
         panic!("{e}");
     }
 }
+
+/// The implicit GEMM's input gradient packs its weights with the run packer
+/// (`pack_conv_weights_runs.wgsl`) when they come in texel-aligned tap runs: kernels of 1..9
+/// taps, partial output-channel quads, reduction channels padded to 8, groups, flip, and a
+/// weight image whose panels wrap into several texel columns. The forward of each case
+/// (generic packer, fresh weights) is checked alongside.
+#[test]
+fn implicit_gemm_run_packer_matches_cpu() {
+    use wgconv::Conv2dParams;
+    // Also under a 512-texel limit: the weight panels wrap into several texel columns.
+    let small = wgconv::Context::with_options_blocking(wgconv::ContextOptions {
+        limits: Some(wgconv::LimitsOverride {
+            max_texture_dimension_2d: Some(512),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .expect("adapter");
+    if !small.has_subgroups8() {
+        return;
+    }
+    let mut rng = Rng::new(92);
+    // x shape, w shape, padding, groups, flip
+    type Case = ([usize; 4], [usize; 4], [usize; 2], usize, bool);
+    let cases: Vec<Case> = vec![
+        ([1, 8, 9, 11], [12, 8, 1, 1], [0, 0], 1, false),
+        ([1, 4, 10, 9], [5, 4, 3, 3], [1, 1], 1, true),
+        ([2, 3, 8, 12], [9, 3, 2, 2], [1, 0], 1, false),
+        ([1, 5, 7, 13], [6, 5, 2, 4], [1, 2], 1, true),
+        ([1, 8, 6, 9], [16, 4, 3, 1], [1, 0], 2, false),
+        ([1, 12, 9, 8], [8, 12, 1, 3], [0, 1], 1, true),
+        ([1, 20, 7, 7], [36, 20, 3, 3], [1, 1], 1, false),
+        // 4 panels x 2304 rows.
+        ([1, 64, 6, 6], [256, 64, 3, 3], [1, 1], 1, true),
+    ];
+    for (xs, ws, pad, groups, flip) in cases {
+        let params = Conv2dParams::default()
+            .with_padding(wgconv::Padding::Symmetric(pad))
+            .with_groups(groups)
+            .with_flip(flip);
+        let p = params.resolve(xs, ws, None).unwrap();
+        let w = rng.vec(ws.iter().product());
+        let dy = rng.vec(p.y_shape().iter().product());
+        let x = rng.vec(xs.iter().product());
+        let want_y = cpu::conv2d_problem(&p, &x, &w, None);
+        let scale_y = cpu::conv2d_problem(&p, &abs(&x), &abs(&w), None);
+        let len_y = p.c_per_group() * p.r * p.s;
+        let tols_y: Vec<f32> = scale_y.iter().map(|&v| tol(v, len_y)).collect();
+        let want = cpu::conv2d_backward_input(&p, &dy, &w);
+        let scale = cpu::conv2d_backward_input(&p, &abs(&dy), &abs(&w));
+        let len = p.k_per_group() * p.r * p.s;
+        let tols: Vec<f32> = scale.iter().map(|&v| tol(v, len)).collect();
+        for (name, ctx) in [("default", ctx()), ("512-texel", &small)] {
+            let wt = Tensor::from_slice(ctx, &w, &ws).unwrap();
+            let dyt = Tensor::from_slice(ctx, &dy, &p.y_shape()).unwrap();
+            let dx = Tensor::full(ctx, &xs, f32::NAN).unwrap();
+            let mut enc = ctx.device().create_command_encoder(&Default::default());
+            ctx.encode_conv2d_backward_input(
+                &mut enc,
+                &dyt,
+                &wt,
+                &params,
+                Algorithm::ImplicitGemm,
+                &dx,
+            )
+            .unwrap();
+            ctx.queue().submit([enc.finish()]);
+            let label = format!("dx implicit_gemm ({name}) x{xs:?} w{ws:?} {params:?}");
+            if let Err(e) = check(&label, &dx.read().unwrap(), &want, &tols) {
+                panic!("{e}");
+            }
+            // Forward, with a fresh weight tensor (packed, not from the weight cache).
+            let wt = Tensor::from_slice(ctx, &w, &ws).unwrap();
+            let xt = Tensor::from_slice(ctx, &x, &xs).unwrap();
+            let y = ctx
+                .conv2d_with(&xt, &wt, None, &params, Algorithm::ImplicitGemm)
+                .unwrap();
+            let label = format!("fwd implicit_gemm ({name}) x{xs:?} w{ws:?} {params:?}");
+            if let Err(e) = check(&label, &y.read().unwrap(), &want_y, &tols_y) {
+                panic!("{e}");
+            }
+        }
+    }
+}

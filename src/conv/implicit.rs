@@ -123,7 +123,7 @@ pub(crate) struct PackWeightsUniforms {
     dst_row: u32,
     y_lo: u32,
     y_hi: u32,
-    _p0: u32,
+    texels: u32,
     _p1: u32,
     _p2: u32,
 }
@@ -473,7 +473,7 @@ fn pack_weights_image(
         "wgconv implicit-gemm weights",
     )?;
     // One invocation per panel column (pw texels) of an 8-row group.
-    let wtotal = pl.wwidth / (pl.tile.cols() / 4) * (pl.hb / 8);
+    let mut wtotal = pl.wwidth / (pl.tile.cols() / 4) * (pl.hb / 8);
     let mut wu = PackWeightsUniforms {
         kg: u32_of(kg, "output channels per group")?,
         cg: u32_of(cg, "channels per group")?,
@@ -499,17 +499,34 @@ fn pack_weights_image(
     } else {
         None
     };
+    let rs = p.r * p.s;
+    // Texels of 4 output channels that are contiguous, texel-aligned tap runs (the input
+    // gradient's view, k_stride == R * S): the run packer, one load per packed texel.
+    let runs =
+        rs <= 9 && wl.k_stride == rs && [wl.g_stride, wl.c_stride].iter().all(|v| v % 4 == 0);
     let (kernel, src) = match &raw {
         Some((img, tw)) => {
             wu.tw = *tw;
             wu.tw_shift = tw.trailing_zeros();
-            (Kernel::PackConvWeightsImage, Bind::Image(&img.view))
+            wu.texels = u32_of(w_len / 4, "weight texels")?;
+            let k = if runs {
+                Kernel::PackConvWeightsRuns
+            } else {
+                Kernel::PackConvWeightsImage
+            };
+            (k, Bind::Image(&img.view))
         }
         None => (Kernel::PackConvWeights, Bind::whole(bufs.w)),
     };
-    let wkey = PipelineKey::new(kernel)
+    let mut wkey = PipelineKey::new(kernel)
         .with("WG", 64)
         .with("FLIP", p.flip as u32);
+    if kernel == Kernel::PackConvWeightsRuns {
+        // One invocation per (panel, 8-channel block, texel column).
+        wtotal = pl.rows_total / pl.kp * (pl.kp / (8 * rs)) * (pl.tile.cols() / 4);
+        wu.total = u32_of(wtotal, "weight texels")?;
+        wkey = wkey.with("RS", rs as u32);
+    }
     let (ww, wh) = (
         u32_of(pl.wwidth, "weight image width")?,
         u32_of(pl.hb, "weight image height")?,
