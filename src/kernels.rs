@@ -74,6 +74,8 @@ pub enum Kernel {
     Conv2dDgradPhaseImage,
     /// Sub-kernel weights of the phases of [`Kernel::Conv2dDgradPhaseImage`].
     DgradPhaseWeights,
+    /// Input gradient of a strided 1x1 convolution from its sampled pixels' gradient.
+    ScatterStrided,
 }
 
 /// Every kernel, for tests and tooling.
@@ -108,6 +110,7 @@ pub const ALL_KERNELS: &[Kernel] = &[
     Kernel::Conv2dWgradDepthwiseImage,
     Kernel::Conv2dDgradPhaseImage,
     Kernel::DgradPhaseWeights,
+    Kernel::ScatterStrided,
 ];
 
 impl Kernel {
@@ -144,6 +147,7 @@ impl Kernel {
             Kernel::Conv2dWgradDepthwiseImage => "conv2d_wgrad_depthwise_image",
             Kernel::Conv2dDgradPhaseImage => "conv2d_dgrad_phase_image",
             Kernel::DgradPhaseWeights => "dgrad_phase_weights",
+            Kernel::ScatterStrided => "scatter_strided",
         }
     }
 
@@ -196,6 +200,7 @@ impl Kernel {
                 include_str!("../shaders/conv2d_dgrad_phase_image.wgsl")
             }
             Kernel::DgradPhaseWeights => include_str!("../shaders/dgrad_phase_weights.wgsl"),
+            Kernel::ScatterStrided => include_str!("../shaders/scatter_strided.wgsl"),
         }
     }
 
@@ -226,6 +231,7 @@ impl Kernel {
                 &[ImageRead, ImageRead, StorageRead, Storage]
             }
             Kernel::DgradPhaseWeights => &[StorageRead, Storage],
+            Kernel::ScatterStrided => &[StorageRead, StorageRead, Storage],
             Kernel::Conv2dDepthwiseImage => &[ImageRead, StorageRead, StorageRead, Storage],
             Kernel::PackConvWeightsImage | Kernel::PackConvWeightsRuns => &[ImageRead, Storage],
             Kernel::Conv2dWgradImplicit
@@ -283,6 +289,7 @@ impl Kernel {
             Kernel::DgradPhaseWeights => {
                 std::mem::size_of::<crate::conv::phase::PhaseWeightsUniforms>()
             }
+            Kernel::ScatterStrided => std::mem::size_of::<crate::conv::backward::ScatterUniforms>(),
         }
     }
 }

@@ -181,12 +181,13 @@ impl Context {
             .filter(|&a| !(a == Algorithm::ImplicitGemmTiled && self.is_cpu_adapter()))
             .filter(|&a| match op {
                 TunedOp::Forward => self.can_run_forward(a, p),
-                // Its input gradient is a forward convolution only at stride 1 (else the
-                // im2col kernels run); its weight gradient has its own kernel.
+                // Its input gradient is a forward convolution only at stride 1 or for 1x1
+                // kernels (else the im2col kernels run); its weight gradient has its own
+                // kernel.
                 TunedOp::BackwardInput => {
                     a.supports_forward(p)
                         && (a != Algorithm::ImplicitGemm
-                            || crate::conv::implicit::dgrad_as_forward(self, p, false).is_some())
+                            || crate::conv::backward::dgrad_implicit_runnable(self, p))
                 }
                 TunedOp::BackwardWeight => {
                     a.supports_forward(p)

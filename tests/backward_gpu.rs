@@ -615,3 +615,100 @@ fn implicit_gemm_run_packer_matches_cpu() {
         }
     }
 }
+
+/// Input gradient of strided 1x1 convolutions (downsampling shortcuts) by the implicit GEMM
+/// on dy plus `scatter_strided.wgsl`: strides, per-side and non-zero padding modes, groups,
+/// batches, and the bias of the transposed convolution.
+#[test]
+fn strided_pointwise_input_gradient_matches_cpu() {
+    use wgconv::{Conv2dParams, Padding, PaddingMode};
+    let ctx = ctx();
+    if !ctx.has_subgroups8() {
+        return;
+    }
+    let mut rng = Rng::new(93);
+    // x shape, w shape, stride, padding [top, bottom, left, right], groups, mode
+    type Case = (
+        [usize; 4],
+        [usize; 4],
+        [usize; 2],
+        [usize; 4],
+        usize,
+        PaddingMode,
+    );
+    let z = PaddingMode::Zeros;
+    let cases: Vec<Case> = vec![
+        ([1, 16, 14, 14], [32, 16, 1, 1], [2, 2], [0; 4], 1, z),
+        ([2, 8, 9, 13], [12, 8, 1, 1], [3, 2], [0; 4], 1, z),
+        ([1, 12, 10, 11], [16, 12, 1, 1], [2, 3], [1, 0, 2, 1], 1, z),
+        ([1, 16, 8, 8], [16, 8, 1, 1], [2, 2], [0; 4], 2, z),
+        (
+            [1, 8, 7, 9],
+            [8, 8, 1, 1],
+            [2, 2],
+            [1, 1, 1, 1],
+            1,
+            PaddingMode::Reflect,
+        ),
+        ([1, 8, 5, 6], [9, 8, 1, 1], [4, 5], [0, 2, 0, 0], 1, z),
+    ];
+    for (xs, ws, stride, pad, groups, mode) in cases {
+        let params = Conv2dParams::default()
+            .with_stride(stride)
+            .with_padding(Padding::PerSide(pad))
+            .with_padding_mode(mode)
+            .with_groups(groups);
+        let p = params.resolve(xs, ws, None).unwrap();
+        let w = rng.vec(ws.iter().product());
+        let dy = rng.vec(p.y_shape().iter().product());
+        let want = cpu::conv2d_backward_input(&p, &dy, &w);
+        let scale = cpu::conv2d_backward_input(&p, &abs(&dy), &abs(&w));
+        let len = p.k_per_group();
+        let tols: Vec<f32> = scale.iter().map(|&v| tol(v, len)).collect();
+        let wt = Tensor::from_slice(ctx, &w, &ws).unwrap();
+        let dyt = Tensor::from_slice(ctx, &dy, &p.y_shape()).unwrap();
+        for algo in [Algorithm::ImplicitGemm, Algorithm::Auto] {
+            let dx = Tensor::full(ctx, &xs, f32::NAN).unwrap();
+            let mut enc = ctx.device().create_command_encoder(&Default::default());
+            ctx.encode_conv2d_backward_input(&mut enc, &dyt, &wt, &params, algo, &dx)
+                .unwrap();
+            ctx.queue().submit([enc.finish()]);
+            let label = format!("dx {} x{xs:?} w{ws:?} {params:?}", algo.name());
+            if let Err(e) = check(&label, &dx.read().unwrap(), &want, &tols) {
+                panic!("{e}");
+            }
+        }
+        // With bias: the transposed convolution of dy (symmetric zero padding only).
+        if mode == z && pad[0] == pad[1] && pad[2] == pad[3] {
+            let op = [
+                xs[2] - ((p.oh - 1) * stride[0] + 1 - 2 * pad[0]),
+                xs[3] - ((p.ow - 1) * stride[1] + 1 - 2 * pad[2]),
+            ];
+            if op[0] >= stride[0] || op[1] >= stride[1] {
+                continue;
+            }
+            let tp = wgconv::ConvTranspose2dParams::default()
+                .with_stride(stride)
+                .with_padding([pad[0], pad[2]])
+                .with_groups(groups)
+                .with_output_padding(op);
+            let b = rng.vec(xs[1]);
+            let bt = Tensor::from_slice(ctx, &b, &[xs[1]]).unwrap();
+            let got = ctx
+                .conv_transpose2d(&dyt, &wt, Some(&bt), &tp, Algorithm::ImplicitGemm)
+                .unwrap()
+                .read()
+                .unwrap();
+            let hw = xs[2] * xs[3];
+            let want_b: Vec<f32> = want
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v + b[(i / hw) % xs[1]])
+                .collect();
+            let label = format!("conv_transpose2d x{xs:?} w{ws:?} {tp:?}");
+            if let Err(e) = check(&label, &got, &want_b, &tols) {
+                panic!("{e}");
+            }
+        }
+    }
+}

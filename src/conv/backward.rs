@@ -100,6 +100,24 @@ pub(crate) struct PadFoldUniforms {
     _p1: u32,
 }
 
+/// Uniforms of `scatter_strided.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct ScatterUniforms {
+    planes: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    sh: u32,
+    sw: u32,
+    top: u32,
+    left: u32,
+    c: u32,
+    total: u32,
+    t0: u32,
+}
+
 /// Uniforms of `conv2d_wgrad.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -265,6 +283,121 @@ fn padded_problem(p: &Conv2dProblem) -> Conv2dProblem {
     }
 }
 
+/// For a strided 1x1 zero-padded `p` (top/left padding >= 0): the 1x1 stride-1 forward
+/// problem on dy, with p's input channels as its output channels, whose output `G` (the
+/// gradient of the sampled pixels) `scatter_strided.wgsl` spreads onto dx; `None` otherwise
+/// or when the implicit GEMM cannot run it.
+pub(crate) fn strided_pointwise_as_forward(
+    ctx: &Context,
+    p: &Conv2dProblem,
+) -> Option<Conv2dProblem> {
+    if p.r * p.s != 1
+        || p.stride == [1, 1]
+        || p.mode != PaddingMode::Zeros
+        || p.pad[0] < 0
+        || p.pad[2] < 0
+    {
+        return None;
+    }
+    let q = Conv2dProblem {
+        c: p.k,
+        h: p.oh,
+        w: p.ow,
+        k: p.c,
+        stride: [1, 1],
+        dilation: [1, 1],
+        pad: [0; 4],
+        flip: false,
+        has_bias: false,
+        ..*p
+    };
+    let scratch = (q.n * q.k * q.oh * q.ow * 4) as u64;
+    let fits = scratch
+        <= ctx
+            .limits()
+            .max_storage_buffer_binding_size
+            .min(ctx.scratch_budget());
+    (fits && crate::conv::implicit::runnable(ctx, &q)).then_some(q)
+}
+
+/// Can the implicit GEMM run the input gradient of `p` (as a forward convolution, or as a
+/// strided 1x1 one plus a scatter)?
+pub(crate) fn dgrad_implicit_runnable(ctx: &Context, p: &Conv2dProblem) -> bool {
+    crate::conv::implicit::dgrad_as_forward(ctx, p, false).is_some()
+        || strided_pointwise_as_forward(ctx, &padded_problem(p)).is_some()
+}
+
+/// Input gradient of strided 1x1 `p` through the forward problem `q`
+/// ([`strided_pointwise_as_forward`]) into scratch, scattered onto dx (plus the bias).
+#[allow(clippy::too_many_arguments)]
+fn dgrad_strided_pointwise(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    q: &Conv2dProblem,
+    dy: &wgpu::Buffer,
+    dy_off: usize,
+    w: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    dx: &wgpu::Buffer,
+) -> Result<()> {
+    let g = DeviceBuffer::new(
+        ctx,
+        (q.n * q.k * q.oh * q.ow * 4) as u64,
+        "wgconv sampled-pixel input gradient",
+    )?;
+    let bufs = crate::conv::im2col::ConvBuffers {
+        x: dy,
+        w,
+        b: None,
+        y: &g.buffer,
+        w_key: None,
+    };
+    crate::conv::implicit::encode_at(
+        ctx,
+        enc,
+        q,
+        &bufs,
+        dy_off,
+        crate::conv::implicit::WeightLayout::input_gradient(p),
+    )?;
+    let rows = p.n * p.c * p.h;
+    let u = ScatterUniforms {
+        planes: u32_of(p.n * p.c, "planes")?,
+        h: u32_of(p.h, "height")?,
+        w: u32_of(p.w, "width")?,
+        oh: u32_of(p.oh, "output height")?,
+        ow: u32_of(p.ow, "output width")?,
+        sh: u32_of(p.stride[0], "stride")?,
+        sw: u32_of(p.stride[1], "stride")?,
+        top: u32_of(p.pad[0] as usize, "padding")?,
+        left: u32_of(p.pad[2] as usize, "padding")?,
+        c: u32_of(p.c, "channels")?,
+        total: u32_of(rows, "rows")?,
+        t0: 0,
+    };
+    let key = PipelineKey::new(Kernel::ScatterStrided)
+        .with("WG", 64)
+        .with("HAS_BIAS", bias.is_some() as u32);
+    let wg = key.workgroup_size() as u64;
+    let mut u = u;
+    crate::gemm::split_dispatches(ctx, rows as u64, wg, |start, count| {
+        u.t0 = u32_of(start as usize, "rows")?;
+        dispatch(
+            ctx,
+            enc,
+            &key,
+            bytemuck::bytes_of(&u),
+            &[
+                Bind::whole(&g.buffer),
+                Bind::whole(bias.unwrap_or(&g.buffer)),
+                Bind::whole(dx),
+            ],
+            count,
+        )
+    })
+}
+
 /// Auto choice for the input gradient / transposed convolution.
 pub(crate) fn select_dgrad(ctx: &Context, p: &Conv2dProblem) -> Algorithm {
     if is_pointwise(p) {
@@ -273,6 +406,11 @@ pub(crate) fn select_dgrad(ctx: &Context, p: &Conv2dProblem) -> Algorithm {
         Algorithm::Depthwise
     } else if p.k_per_group() < 4 || p.reduction_len() < 16 {
         Algorithm::Direct
+    } else if p.k_per_group() >= 8
+        && strided_pointwise_as_forward(ctx, &padded_problem(p)).is_some()
+    {
+        // Strided 1x1 (a downsampling shortcut): the implicit GEMM on dy plus a scatter.
+        Algorithm::ImplicitGemm
     } else if p.stride != [1, 1]
         && p.c_per_group() <= 16
         && crate::conv::phase::supports(ctx, &padded_problem(p))
@@ -416,6 +554,11 @@ fn dgrad_zero_padded_at(
                 ..q
             };
             return crate::conv::depthwise::encode_at(ctx, enc, &q, (dy, dy_off), w, bias, (dx, 0));
+        }
+    }
+    if algo == Algorithm::ImplicitGemm {
+        if let Some(q) = strided_pointwise_as_forward(ctx, p) {
+            return dgrad_strided_pointwise(ctx, enc, p, &q, dy, dy_off, w, bias, dx);
         }
     }
     let implicit = match algo {
