@@ -6,7 +6,9 @@
 //
 // Copies the input x [N, C, H, W] of a chunk of images into the padded input image of
 // conv2d_implicit.wgsl (one invocation per texel; padding by PAD_MODE, 0 beyond the
-// channels of a group).
+// channels of a group). Image pixel (ihp, iwp) reads padded pixel (ihp * sh, iwp * sw):
+// sh = sw = 1 but for strided 1x1 convolutions, whose image holds only the sampled
+// pixels (the convolution then runs at stride 1 on it).
 //
 // Layouts (see src/conv/implicit.rs, which sizes them):
 // - Input image: the input of a chunk of images, padded (any padding mode, also negative
@@ -24,7 +26,8 @@ struct Params {
     qg: u32, qb: u32, cpr: u32, rows_img: u32,
     wp: u32, hp: u32, pad_top: i32, pad_left: i32,
     x_off: u32, width: u32, total: u32, t0: u32,
-    dst_row: u32, y_lo: u32, y_hi: u32, _p2: u32,
+    dst_row: u32, y_lo: u32, y_hi: u32, sh: u32,
+    sw: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
@@ -79,14 +82,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var q = (prow - n * P.rows_img) * P.cpr + pc;
     var g = q / P.qg;
     var cl0 = (q - g * P.qg) * 4u;
-    let ih = src_index(i32(ihp) - P.pad_top, i32(P.h));
+    let ih = src_index(i32(ihp * P.sh) - P.pad_top, i32(P.h));
     let plane = P.h * P.w;
     for (var e8 = 0u; e8 < 8u; e8++) {
         let tx = tx0 + e8;
         if (tx >= P.width) {
             break;
         }
-        let iw = src_index(i32(iwp) - P.pad_left, i32(P.w));
+        let iw = src_index(i32(iwp * P.sw) - P.pad_left, i32(P.w));
         var v = vec4<f32>(0.0);
         if (ih >= 0 && iw >= 0 && q < P.qb) {
             let base = P.x_off + ((n * P.c + g * P.cg + cl0) * P.h + u32(ih)) * P.w + u32(iw);

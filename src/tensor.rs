@@ -189,6 +189,18 @@ impl DeviceImage {
         (offset, bytes_per_row): (u64, u32),
         (y0, width, rows): (u32, u32, u32),
     ) {
+        self.copy_rect_from(enc, buf, (offset, bytes_per_row), (0, y0, width, rows));
+    }
+
+    /// [`DeviceImage::copy_rows_from`] into the rectangle of `width` x `rows` texels at
+    /// texel `(x0, y0)`.
+    pub(crate) fn copy_rect_from(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        buf: &wgpu::Buffer,
+        (offset, bytes_per_row): (u64, u32),
+        (x0, y0, width, rows): (u32, u32, u32, u32),
+    ) {
         if rows == 0 || width == 0 {
             return;
         }
@@ -204,7 +216,7 @@ impl DeviceImage {
             wgpu::TexelCopyTextureInfo {
                 texture: &self.texture,
                 mip_level: 0,
-                origin: wgpu::Origin3d { x: 0, y: y0, z: 0 },
+                origin: wgpu::Origin3d { x: x0, y: y0, z: 0 },
                 aspect: wgpu::TextureAspect::All,
             },
             wgpu::Extent3d {

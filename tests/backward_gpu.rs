@@ -533,9 +533,10 @@ fn strided_input_gradient_by_phases_matches_cpu() {
 }
 
 /// The implicit GEMM's input gradient packs its weights with the run packer
-/// (`pack_conv_weights_runs.wgsl`) when they come in texel-aligned tap runs: kernels of 1..9
-/// taps, partial output-channel quads, reduction channels padded to 8, groups, flip, and a
-/// weight image whose panels wrap into several texel columns. The forward of each case
+/// (`pack_conv_weights_runs.wgsl`) when they come in texel-aligned tap runs, and by copies
+/// for 1x1 kernels with 256-byte rows: kernels of 1..9 taps, partial output-channel quads,
+/// reduction channels padded to 8, groups, flip, and a weight image whose panels wrap into
+/// several texel columns. The forward of each case
 /// (generic packer, fresh weights) is checked alongside.
 #[test]
 fn implicit_gemm_run_packer_matches_cpu() {
@@ -565,6 +566,10 @@ fn implicit_gemm_run_packer_matches_cpu() {
         ([1, 20, 7, 7], [36, 20, 3, 3], [1, 1], 1, false),
         // 4 panels x 2304 rows.
         ([1, 64, 6, 6], [256, 64, 3, 3], [1, 1], 1, true),
+        // 1x1 with 64-channel rows: packed by buffer-to-texture copies (panels of 200 rows
+        // straddle the 512-row column blocks of the small context).
+        ([1, 64, 5, 6], [200, 64, 1, 1], [0, 0], 1, false),
+        ([1, 128, 4, 5], [16, 64, 1, 1], [0, 0], 2, false),
     ];
     for (xs, ws, pad, groups, flip) in cases {
         let params = Conv2dParams::default()
@@ -620,7 +625,7 @@ fn implicit_gemm_run_packer_matches_cpu() {
 /// on dy plus `scatter_strided.wgsl`: strides, per-side and non-zero padding modes, groups,
 /// batches, and the bias of the transposed convolution.
 #[test]
-fn strided_pointwise_input_gradient_matches_cpu() {
+fn strided_pointwise_matches_cpu() {
     use wgconv::{Conv2dParams, Padding, PaddingMode};
     let ctx = ctx();
     if !ctx.has_subgroups8() {
@@ -651,6 +656,24 @@ fn strided_pointwise_input_gradient_matches_cpu() {
             PaddingMode::Reflect,
         ),
         ([1, 8, 5, 6], [9, 8, 1, 1], [4, 5], [0, 2, 0, 0], 1, z),
+        (
+            [2, 8, 9, 10],
+            [8, 8, 1, 1],
+            [3, 2],
+            [2, 0, 1, 2],
+            1,
+            PaddingMode::Circular,
+        ),
+        (
+            [1, 12, 6, 7],
+            [9, 4, 1, 1],
+            [2, 2],
+            [1, 2, 0, 1],
+            3,
+            PaddingMode::Replicate,
+        ),
+        // 64-channel rows: the weights are packed by copies.
+        ([2, 64, 10, 10], [32, 64, 1, 1], [2, 2], [0; 4], 1, z),
     ];
     for (xs, ws, stride, pad, groups, mode) in cases {
         let params = Conv2dParams::default()
@@ -667,6 +690,19 @@ fn strided_pointwise_input_gradient_matches_cpu() {
         let tols: Vec<f32> = scale.iter().map(|&v| tol(v, len)).collect();
         let wt = Tensor::from_slice(ctx, &w, &ws).unwrap();
         let dyt = Tensor::from_slice(ctx, &dy, &p.y_shape()).unwrap();
+        // The forward runs at stride 1 on an image of the sampled pixels.
+        let x = rng.vec(xs.iter().product());
+        let want_y = cpu::conv2d_problem(&p, &x, &w, None);
+        let scale_y = cpu::conv2d_problem(&p, &abs(&x), &abs(&w), None);
+        let tols_y: Vec<f32> = scale_y.iter().map(|&v| tol(v, p.c_per_group())).collect();
+        let xt = Tensor::from_slice(ctx, &x, &xs).unwrap();
+        let y = ctx
+            .conv2d_with(&xt, &wt, None, &params, Algorithm::ImplicitGemm)
+            .unwrap();
+        let label = format!("fwd implicit_gemm x{xs:?} w{ws:?} {params:?}");
+        if let Err(e) = check(&label, &y.read().unwrap(), &want_y, &tols_y) {
+            panic!("{e}");
+        }
         for algo in [Algorithm::ImplicitGemm, Algorithm::Auto] {
             let dx = Tensor::full(ctx, &xs, f32::NAN).unwrap();
             let mut enc = ctx.device().create_command_encoder(&Default::default());

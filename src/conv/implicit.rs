@@ -95,6 +95,10 @@ pub(crate) struct PadImageUniforms {
     dst_row: u32,
     y_lo: u32,
     y_hi: u32,
+    sh: u32,
+    sw: u32,
+    _p0: u32,
+    _p1: u32,
     _p2: u32,
 }
 
@@ -285,12 +289,16 @@ impl InputGeom {
         )
     }
 
-    /// Records the fill of `img` with `nb` images of x starting at element `x_off`.
+    /// Records the fill of `img` with `nb` images of x starting at element `x_off`: x and
+    /// its padding are `p`'s; image pixel (i, j) is p's padded pixel (i * sh, j * sw) for
+    /// `sub = [sh, sw]` ([1, 1] but for strided 1x1 problems, see [`sampled_problem`]).
+    #[allow(clippy::too_many_arguments)]
     fn fill(
         &self,
         ctx: &Context,
         enc: &mut wgpu::CommandEncoder,
         p: &Conv2dProblem,
+        sub: [usize; 2],
         (x, x_off): (&wgpu::Buffer, usize),
         nb: usize,
         img: &DeviceImage,
@@ -313,6 +321,8 @@ impl InputGeom {
             x_off: u32_of(x_off, "input elements")?,
             width: u32_of(self.width, "input image width")?,
             total: u32_of(total, "input texels")?,
+            sh: u32_of(sub[0], "stride")?,
+            sw: u32_of(sub[1], "stride")?,
             ..Default::default()
         };
         let rows = u32_of(nb * self.image_height(), "input image height")?;
@@ -335,6 +345,20 @@ impl InputGeom {
             )
         })
     }
+}
+
+/// A strided 1x1 problem as the stride-1 problem on its sampled pixels (padded pixel
+/// (oy * sh, ox * sw) of the input, any padding mode): `None` for other problems.
+fn sampled_problem(p: &Conv2dProblem) -> Option<Conv2dProblem> {
+    (p.r * p.s == 1 && p.stride != [1, 1]).then_some(Conv2dProblem {
+        h: p.oh,
+        w: p.ow,
+        stride: [1, 1],
+        dilation: [1, 1],
+        pad: [0; 4],
+        mode: crate::params::PaddingMode::Zeros,
+        ..*p
+    })
 }
 
 /// Image geometry of one forward problem: input image and weight panels.
@@ -455,6 +479,64 @@ fn dispatch_linear<U: bytemuck::Pod>(
     })
 }
 
+/// The weight image of 1x1 problems whose packed texels are texels of the weight buffer:
+/// the input gradient's view (4 consecutive output channels = 4 consecutive floats) with no
+/// padding rows or columns and rows of the buffer 256-byte aligned. Then the pack is one
+/// buffer-to-texture copy per panel (and column block), no shader pass. `None` otherwise.
+fn pack_weights_by_copy(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    bufs: &ConvBuffers<'_>,
+    pl: &Plan,
+    wl: WeightLayout,
+) -> Result<Option<DeviceImage>> {
+    let (kg, cg, cols) = (p.k_per_group(), p.c_per_group(), pl.tile.cols());
+    let pitch = wl.c_stride * 4;
+    if p.r * p.s != 1
+        || wl.k_stride != 1
+        || !cg.is_multiple_of(8)
+        || !kg.is_multiple_of(cols)
+        || !pitch.is_multiple_of(256)
+        || u32::try_from(pitch).is_err()
+    {
+        return Ok(None);
+    }
+    let wimg = DeviceImage::new(
+        ctx,
+        u32_of(pl.wwidth, "weight image width")?,
+        u32_of(pl.hb, "weight image height")?,
+        "wgconv implicit-gemm weights",
+    )?;
+    let (pw, groups_n) = (cols / 4, kg / cols);
+    // Row cl of panel (g, tn) is buffer row cl (pitch c_stride) from float g * g_stride + tn * cols.
+    let mut copies = Vec::new();
+    for g in 0..p.groups {
+        for tn in 0..groups_n {
+            let mut cl = 0;
+            while cl < cg {
+                let l = (g * groups_n + tn) * pl.kp + cl;
+                let (xb, y) = (l / pl.hb, l % pl.hb);
+                let rows = (pl.hb - y).min(cg - cl);
+                let off = 4 * (g * wl.g_stride + cl * wl.c_stride + tn * cols);
+                copies.push((
+                    off as u64,
+                    u32_of(xb * pw, "weight image width")?,
+                    u32_of(y, "weight image height")?,
+                    u32_of(rows, "weight image height")?,
+                ));
+                cl += rows;
+            }
+        }
+    }
+    ctx.scoped("copying weights into an image", || {
+        for &(off, x0, y0, rows) in &copies {
+            wimg.copy_rect_from(enc, bufs.w, (off, pitch as u32), (x0, y0, pw as u32, rows));
+        }
+    })?;
+    Ok(Some(wimg))
+}
+
 /// Packs the weights of `p` (laid out as `wl`) into a new weight image of plan `pl`.
 fn pack_weights_image(
     ctx: &Context,
@@ -464,6 +546,9 @@ fn pack_weights_image(
     pl: &Plan,
     wl: WeightLayout,
 ) -> Result<DeviceImage> {
+    if let Some(img) = pack_weights_by_copy(ctx, enc, p, bufs, pl, wl)? {
+        return Ok(img);
+    }
     let (kg, cg) = (p.k_per_group(), p.c_per_group());
     let groups_n = kg.div_ceil(pl.tile.cols());
     let wimg = DeviceImage::new(
@@ -553,11 +638,18 @@ fn pack_weights_image(
 pub(crate) fn encode_at(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
-    p: &Conv2dProblem,
+    src_p: &Conv2dProblem,
     bufs: &ConvBuffers<'_>,
     x_base: usize,
     wl: WeightLayout,
 ) -> Result<()> {
+    // Strided 1x1: the input image holds only the sampled pixels (a quarter of the fill at
+    // stride 2) and the kernel runs at stride 1 on it.
+    let (sampled, sub) = match sampled_problem(src_p) {
+        Some(q) => (q, src_p.stride),
+        None => (*src_p, [1, 1]),
+    };
+    let p = &sampled;
     let Some(pl) = plan(ctx, p) else {
         return Err(unsupported(if ctx.has_subgroups8() {
             "the padded input or the weights exceed max_texture_dimension_2d"
@@ -630,8 +722,8 @@ pub(crate) fn encode_at(
     let mut n0 = 0;
     while n0 < p.n {
         let nb = pl.x.chunk.min(p.n - n0);
-        let x_off = x_base + n0 * p.c * p.h * p.w;
-        pl.x.fill(ctx, enc, p, (bufs.x, x_off), nb, &ximg)?;
+        let x_off = x_base + n0 * src_p.c * src_p.h * src_p.w;
+        pl.x.fill(ctx, enc, src_p, sub, (bufs.x, x_off), nb, &ximg)?;
         let batch = nb * p.groups;
         cu.batch = u32_of(batch, "images x groups")?;
         cu.y_off = u32_of(n0 * p.k * ohw, "output elements")?;
@@ -756,7 +848,7 @@ pub(crate) fn encode_wgrad(
     let mut n0 = 0;
     while n0 < p.n {
         let nb = xg.chunk.min(p.n - n0);
-        xg.fill(ctx, enc, p, (x, n0 * p.c * p.h * p.w), nb, &ximg)?;
+        xg.fill(ctx, enc, p, [1, 1], (x, n0 * p.c * p.h * p.w), nb, &ximg)?;
         u.nimg = u32_of(nb, "images")?;
         u.n_base = u32_of(n0, "images")?;
         let key = PipelineKey::new(kernel)
