@@ -621,9 +621,10 @@ fn implicit_gemm_run_packer_matches_cpu() {
     }
 }
 
-/// Input gradient of strided 1x1 convolutions (downsampling shortcuts) by the implicit GEMM
-/// on dy plus `scatter_strided.wgsl`: strides, per-side and non-zero padding modes, groups,
-/// batches, and the bias of the transposed convolution.
+/// Strided 1x1 convolutions (downsampling shortcuts) under the implicit GEMM: the forward and
+/// the weight gradient on an image of the sampled pixels, the input gradient on dy plus
+/// `scatter_strided.wgsl`; strides, per-side and non-zero padding modes, groups, batches,
+/// and the bias of the transposed convolution.
 #[test]
 fn strided_pointwise_matches_cpu() {
     use wgconv::{Conv2dParams, Padding, PaddingMode};
@@ -701,6 +702,20 @@ fn strided_pointwise_matches_cpu() {
             .unwrap();
         let label = format!("fwd implicit_gemm x{xs:?} w{ws:?} {params:?}");
         if let Err(e) = check(&label, &y.read().unwrap(), &want_y, &tols_y) {
+            panic!("{e}");
+        }
+        // The weight gradient reads the same image of sampled pixels.
+        let want_dw = cpu::conv2d_backward_weight(&p, &x, &dy);
+        let scale_dw = cpu::conv2d_backward_weight(&p, &abs(&x), &abs(&dy));
+        let tols_dw: Vec<f32> = scale_dw
+            .iter()
+            .map(|&v| tol(v, p.n * p.oh * p.ow))
+            .collect();
+        let dw = ctx
+            .conv2d_backward_weight(&xt, &dyt, ws, &params, Algorithm::ImplicitGemm)
+            .unwrap();
+        let label = format!("dw implicit_gemm x{xs:?} w{ws:?} {params:?}");
+        if let Err(e) = check(&label, &dw.read().unwrap(), &want_dw, &tols_dw) {
             panic!("{e}");
         }
         for algo in [Algorithm::ImplicitGemm, Algorithm::Auto] {

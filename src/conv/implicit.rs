@@ -790,11 +790,17 @@ pub(crate) fn wgrad_runnable(ctx: &Context, p: &Conv2dProblem) -> bool {
 pub(crate) fn encode_wgrad(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
-    p: &Conv2dProblem,
+    src_p: &Conv2dProblem,
     x: &wgpu::Buffer,
     dy: &wgpu::Buffer,
     dw: &wgpu::Buffer,
 ) -> Result<()> {
+    // Strided 1x1: an image of the sampled pixels, as in the forward.
+    let (sampled, sub) = match sampled_problem(src_p) {
+        Some(q) => (q, src_p.stride),
+        None => (*src_p, [1, 1]),
+    };
+    let p = &sampled;
     let Some((xg, dg)) = wgrad_plan(ctx, p) else {
         return Err(unsupported(
             "needs 8-lane subgroups and images within max_texture_dimension_2d",
@@ -848,7 +854,8 @@ pub(crate) fn encode_wgrad(
     let mut n0 = 0;
     while n0 < p.n {
         let nb = xg.chunk.min(p.n - n0);
-        xg.fill(ctx, enc, p, [1, 1], (x, n0 * p.c * p.h * p.w), nb, &ximg)?;
+        let x_off = n0 * src_p.c * src_p.h * src_p.w;
+        xg.fill(ctx, enc, src_p, sub, (x, x_off), nb, &ximg)?;
         u.nimg = u32_of(nb, "images")?;
         u.n_base = u32_of(n0, "images")?;
         let key = PipelineKey::new(kernel)
