@@ -29,7 +29,8 @@ struct Params {
     ks: u32, off: u32, w: u32, h: u32,
     np: u32, inners: u32, so: u32, si: u32,
     total: u32, t0: u32, w_shift: u32, dst_row: u32,
-    y_lo: u32, y_hi: u32, _p0: u32, _p1: u32,
+    y_lo: u32, y_hi: u32, tw: u32, tw_shift: u32,
+    texels: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;

@@ -256,8 +256,12 @@ pub(crate) struct PackImageUniforms {
     dst_row: u32,
     y_lo: u32,
     y_hi: u32,
+    tw: u32,
+    tw_shift: u32,
+    texels: u32,
     _p0: u32,
     _p1: u32,
+    _p2: u32,
 }
 
 fn round4(v: usize) -> usize {
@@ -821,9 +825,36 @@ pub(crate) fn fill_image(
         u32_of(g.width, "gemm image width")?,
         u32_of(g.h, "gemm image height")?,
     );
+    // CPU adapters, k-contiguous operand: read it through a verbatim image copy of the
+    // elements it spans (storage-buffer loads are per-lane loops there).
+    let flat = if ctx.is_cpu_adapter() && ks == 1 && mat.win.is_none() && rows > 0 && k > 0 {
+        let last = mat.off
+            + (outers - 1) * mat.so
+            + (inners - 1) * mat.si
+            + (rows - 1) * rs
+            + (k - 1) * ks;
+        let lo = mat.off / 4 * 4;
+        let len = (last + 1 - lo).div_ceil(4) * 4;
+        crate::conv::implicit::copy_flat_at(ctx, enc, (mat.buf, lo), len, label)?
+            .map(|(img, tw)| (img, tw, lo))
+    } else {
+        None
+    };
+    let (key, src) = match &flat {
+        Some((img, tw, lo)) => {
+            u.off = u32_of(mat.off - lo, "gemm offset")?;
+            u.tw = *tw;
+            u.tw_shift = tw.trailing_zeros();
+            u.texels = u32_of(img.bytes as usize / 16, "gemm operand texels")?;
+            (
+                PipelineKey::new(Kernel::PackImageFlat).with("WG", 64),
+                Bind::Image(&img.view),
+            )
+        }
+        None => (PipelineKey::new(Kernel::PackImage).with("WG", 64), src),
+    };
     let staging = crate::tensor::ImageStaging::new(ctx, width, height)?;
     u.dst_row = staging.row;
-    let key = PipelineKey::new(Kernel::PackImage).with("WG", 64);
     staging.fill(ctx, enc, &img, (width, height), |enc, y_lo, y_hi, dst| {
         (u.y_lo, u.y_hi) = (y_lo, y_hi);
         split_dispatches(ctx, total as u64, 64, |start, count| {

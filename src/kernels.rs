@@ -29,6 +29,8 @@ pub enum Kernel {
     Pack,
     /// Operand packing into the storage-image panels of [`Kernel::GemmImage`].
     PackImage,
+    /// [`Kernel::PackImage`] for k-contiguous operands, reading a verbatim image copy.
+    PackImageFlat,
     /// Unfolds convolution patches into a column matrix.
     Im2col,
     /// Input gradient / transposed convolution, gathered.
@@ -47,6 +49,8 @@ pub enum Kernel {
     PermuteKc,
     /// Input copied into the padded input image of the implicit-GEMM convolution.
     PadImage,
+    /// [`Kernel::PadImage`] (zero padding) reading the input from a verbatim image copy.
+    PadImageFlat,
     /// Convolution weights packed into the weight image of the implicit-GEMM convolution.
     PackConvWeights,
     /// [`Kernel::PackConvWeights`] reading the weights from a verbatim copy in an image.
@@ -88,6 +92,7 @@ pub const ALL_KERNELS: &[Kernel] = &[
     Kernel::GemmImageSb,
     Kernel::Pack,
     Kernel::PackImage,
+    Kernel::PackImageFlat,
     Kernel::Im2col,
     Kernel::Conv2dDgrad,
     Kernel::Col2im,
@@ -97,6 +102,7 @@ pub const ALL_KERNELS: &[Kernel] = &[
     Kernel::Conv2dDepthwise,
     Kernel::PermuteKc,
     Kernel::PadImage,
+    Kernel::PadImageFlat,
     Kernel::PackConvWeights,
     Kernel::PackConvWeightsImage,
     Kernel::PackConvWeightsRuns,
@@ -125,6 +131,7 @@ impl Kernel {
             Kernel::GemmImageSb => "gemm_image_sb",
             Kernel::Pack => "pack",
             Kernel::PackImage => "pack_image",
+            Kernel::PackImageFlat => "pack_image_flat",
             Kernel::Im2col => "im2col",
             Kernel::Conv2dDgrad => "conv2d_dgrad",
             Kernel::Col2im => "col2im",
@@ -134,6 +141,7 @@ impl Kernel {
             Kernel::Conv2dDepthwise => "conv2d_depthwise",
             Kernel::PermuteKc => "permute_kc",
             Kernel::PadImage => "pad_image",
+            Kernel::PadImageFlat => "pad_image_flat",
             Kernel::PackConvWeights => "pack_conv_weights",
             Kernel::PackConvWeightsImage => "pack_conv_weights_image",
             Kernel::PackConvWeightsRuns => "pack_conv_weights_runs",
@@ -162,6 +170,7 @@ impl Kernel {
             Kernel::GemmImageSb => include_str!("../shaders/gemm_image_sb.wgsl"),
             Kernel::Pack => include_str!("../shaders/pack.wgsl"),
             Kernel::PackImage => include_str!("../shaders/pack_image.wgsl"),
+            Kernel::PackImageFlat => include_str!("../shaders/pack_image_flat.wgsl"),
             Kernel::Im2col => include_str!("../shaders/im2col.wgsl"),
             Kernel::Conv2dDgrad => include_str!("../shaders/conv2d_dgrad.wgsl"),
             Kernel::Col2im => include_str!("../shaders/col2im.wgsl"),
@@ -171,6 +180,7 @@ impl Kernel {
             Kernel::Conv2dDepthwise => include_str!("../shaders/conv2d_depthwise.wgsl"),
             Kernel::PermuteKc => include_str!("../shaders/permute_kc.wgsl"),
             Kernel::PadImage => include_str!("../shaders/pad_image.wgsl"),
+            Kernel::PadImageFlat => include_str!("../shaders/pad_image_flat.wgsl"),
             Kernel::PackConvWeights => include_str!("../shaders/pack_conv_weights.wgsl"),
             Kernel::PackConvWeightsImage => {
                 include_str!("../shaders/pack_conv_weights_image.wgsl")
@@ -233,7 +243,10 @@ impl Kernel {
             Kernel::DgradPhaseWeights => &[StorageRead, Storage],
             Kernel::ScatterStrided => &[StorageRead, StorageRead, Storage],
             Kernel::Conv2dDepthwiseImage => &[ImageRead, StorageRead, StorageRead, Storage],
-            Kernel::PackConvWeightsImage | Kernel::PackConvWeightsRuns => &[ImageRead, Storage],
+            Kernel::PackConvWeightsImage
+            | Kernel::PackConvWeightsRuns
+            | Kernel::PadImageFlat
+            | Kernel::PackImageFlat => &[ImageRead, Storage],
             Kernel::Conv2dWgradImplicit
             | Kernel::Conv2dWgradImplicitC4
             | Kernel::Conv2dWgradDepthwiseImage => &[ImageRead, ImageRead, Storage],
@@ -251,7 +264,9 @@ impl Kernel {
                 std::mem::size_of::<crate::gemm::GemmImageUniforms>()
             }
             Kernel::Pack => std::mem::size_of::<crate::gemm::PackUniforms>(),
-            Kernel::PackImage => std::mem::size_of::<crate::gemm::PackImageUniforms>(),
+            Kernel::PackImage | Kernel::PackImageFlat => {
+                std::mem::size_of::<crate::gemm::PackImageUniforms>()
+            }
             Kernel::Im2col => std::mem::size_of::<crate::conv::im2col::Im2colUniforms>(),
             Kernel::Conv2dDgrad => std::mem::size_of::<crate::conv::backward::DgradUniforms>(),
             Kernel::Col2im => std::mem::size_of::<crate::conv::backward::Col2imUniforms>(),
@@ -262,7 +277,9 @@ impl Kernel {
                 std::mem::size_of::<crate::conv::depthwise::DepthwiseUniforms>()
             }
             Kernel::PermuteKc => std::mem::size_of::<crate::conv::backward::PermuteUniforms>(),
-            Kernel::PadImage => std::mem::size_of::<crate::conv::implicit::PadImageUniforms>(),
+            Kernel::PadImage | Kernel::PadImageFlat => {
+                std::mem::size_of::<crate::conv::implicit::PadImageUniforms>()
+            }
             Kernel::PackConvWeights
             | Kernel::PackConvWeightsImage
             | Kernel::PackConvWeightsRuns => {

@@ -19,7 +19,7 @@ use crate::conv::direct::{i32_of, u32_of};
 use crate::conv::im2col::ConvBuffers;
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernels::{dispatch, Bind, Kernel, PipelineKey};
-use crate::params::Conv2dProblem;
+use crate::params::{Conv2dProblem, PaddingMode};
 use crate::tensor::DeviceImage;
 
 /// Lanes per workgroup (one 8-lane subgroup).
@@ -97,9 +97,9 @@ pub(crate) struct PadImageUniforms {
     y_hi: u32,
     sh: u32,
     sw: u32,
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
+    tw: u32,
+    tw_shift: u32,
+    texels: u32,
 }
 
 /// Uniforms of `pack_conv_weights.wgsl`.
@@ -327,11 +327,36 @@ impl InputGeom {
         };
         let rows = u32_of(nb * self.image_height(), "input image height")?;
         let width = u32_of(self.width, "input image width")?;
+        // CPU adapters, zero padding, stride 1: read x through a verbatim image copy of the
+        // chunk (storage-buffer loads are per-lane loops there); any padding of the chunk's
+        // length to whole texels is masked by the kernel.
+        let flat = if ctx.is_cpu_adapter() && sub == [1, 1] && p.mode == PaddingMode::Zeros {
+            let len = (nb * p.c * p.h * p.w).div_ceil(4) * 4;
+            copy_flat_at(ctx, enc, (x, x_off), len, "wgconv implicit-gemm raw input")?
+        } else {
+            None
+        };
+        let (key, src, total) = match &flat {
+            Some((img, tw)) => {
+                u.x_off = 0;
+                u.tw = *tw;
+                u.tw_shift = tw.trailing_zeros();
+                u.texels = u32_of(img.bytes as usize / 16, "input texels")?;
+                // One invocation per 8 pixels of one plane row.
+                let total = nb * self.image_height() * self.cpr * self.wp.div_ceil(8);
+                u.total = u32_of(total, "input texels")?;
+                let key = PipelineKey::new(Kernel::PadImageFlat).with("WG", 64);
+                (key, Bind::Image(&img.view), total)
+            }
+            None => {
+                let key = PipelineKey::new(Kernel::PadImage)
+                    .with("WG", 64)
+                    .with("PAD_MODE", p.mode.code());
+                (key, Bind::whole(x), total)
+            }
+        };
         let staging = crate::tensor::ImageStaging::new(ctx, width, rows)?;
         u.dst_row = staging.row;
-        let key = PipelineKey::new(Kernel::PadImage)
-            .with("WG", 64)
-            .with("PAD_MODE", p.mode.code());
         staging.fill(ctx, enc, img, (width, rows), |enc, y_lo, y_hi, dst| {
             (u.y_lo, u.y_hi) = (y_lo, y_hi);
             dispatch_linear(
@@ -340,7 +365,7 @@ impl InputGeom {
                 &key,
                 &mut u,
                 |u, t0| u.t0 = t0,
-                &[Bind::whole(x), Bind::whole(dst)],
+                &[src, Bind::whole(dst)],
                 total as u64,
             )
         })
@@ -356,7 +381,7 @@ fn sampled_problem(p: &Conv2dProblem) -> Option<Conv2dProblem> {
         stride: [1, 1],
         dilation: [1, 1],
         pad: [0; 4],
-        mode: crate::params::PaddingMode::Zeros,
+        mode: PaddingMode::Zeros,
         ..*p
     })
 }
@@ -440,6 +465,17 @@ pub(crate) fn copy_flat(
     len: usize,
     label: &str,
 ) -> Result<Option<(DeviceImage, u32)>> {
+    copy_flat_at(ctx, enc, (buf, 0), len, label)
+}
+
+/// [`copy_flat`] of the floats `off..off + len` of `buf` (`off` a multiple of 4).
+pub(crate) fn copy_flat_at(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    (buf, off): (&wgpu::Buffer, usize),
+    len: usize,
+    label: &str,
+) -> Result<Option<(DeviceImage, u32)>> {
     let d = ctx.limits().max_texture_dimension_2d as usize;
     let texels = len / 4;
     // A power of two (the pack kernel indexes with shifts), at most the texture limit.
@@ -448,15 +484,16 @@ pub(crate) fn copy_flat(
     let bytes = (tw * rows) as u64 * DeviceImage::TEXEL;
     if len == 0
         || !len.is_multiple_of(4)
+        || !off.is_multiple_of(4)
         || rows > d
         || bytes > ctx.scratch_budget().max(4096)
-        || (len * 4) as u64 > buf.size()
+        || ((off + len) * 4) as u64 > buf.size()
     {
         return Ok(None);
     }
     let img = DeviceImage::new(ctx, tw as u32, rows as u32, label)?;
-    ctx.scoped("copying weights into an image", || {
-        img.copy_flat_from(enc, buf, 0, texels)
+    ctx.scoped("copying a buffer into an image", || {
+        img.copy_flat_from(enc, buf, (off * 4) as u64, texels)
     })?;
     Ok(Some((img, tw as u32)))
 }
