@@ -68,6 +68,8 @@ pub enum Kernel {
     Conv2dWgradImplicit,
     /// [`Kernel::Conv2dWgradImplicit`] with 4 input channels per lane (few channels).
     Conv2dWgradImplicitC4,
+    /// [`Kernel::Conv2dWgradImplicit`] for 1x1 kernels, storing 4 adjacent channels at once.
+    Conv2dWgradImplicitV4,
     /// Implicit-GEMM convolution with workgroup-memory tiles (GPUs).
     Conv2dImplicitTiled,
     /// Depthwise weight gradient: per-band partial sums (then [`Kernel::ReduceRows`]).
@@ -111,6 +113,7 @@ pub const ALL_KERNELS: &[Kernel] = &[
     Kernel::Conv2dImplicitN32,
     Kernel::Conv2dWgradImplicit,
     Kernel::Conv2dWgradImplicitC4,
+    Kernel::Conv2dWgradImplicitV4,
     Kernel::Conv2dImplicitTiled,
     Kernel::Conv2dWgradDepthwise,
     Kernel::Conv2dWgradDepthwiseImage,
@@ -150,6 +153,7 @@ impl Kernel {
             Kernel::Conv2dImplicitN32 => "conv2d_implicit_n32",
             Kernel::Conv2dWgradImplicit => "conv2d_wgrad_implicit",
             Kernel::Conv2dWgradImplicitC4 => "conv2d_wgrad_implicit_c4",
+            Kernel::Conv2dWgradImplicitV4 => "conv2d_wgrad_implicit_v4",
             Kernel::Conv2dImplicitTiled => "conv2d_implicit_tiled",
             Kernel::Conv2dWgradDepthwise => "conv2d_wgrad_depthwise",
             Kernel::Conv2dWgradDepthwiseImage => "conv2d_wgrad_depthwise_image",
@@ -196,6 +200,9 @@ impl Kernel {
             }
             Kernel::Conv2dWgradImplicitC4 => {
                 include_str!("../shaders/conv2d_wgrad_implicit_c4.wgsl")
+            }
+            Kernel::Conv2dWgradImplicitV4 => {
+                include_str!("../shaders/conv2d_wgrad_implicit_v4.wgsl")
             }
             Kernel::Conv2dImplicitTiled => {
                 include_str!("../shaders/conv2d_implicit_tiled.wgsl")
@@ -249,6 +256,7 @@ impl Kernel {
             | Kernel::PackImageFlat => &[ImageRead, Storage],
             Kernel::Conv2dWgradImplicit
             | Kernel::Conv2dWgradImplicitC4
+            | Kernel::Conv2dWgradImplicitV4
             | Kernel::Conv2dWgradDepthwiseImage => &[ImageRead, ImageRead, Storage],
         }
     }
@@ -291,7 +299,9 @@ impl Kernel {
             Kernel::Conv2dImplicit | Kernel::Conv2dImplicitN32 => {
                 std::mem::size_of::<crate::conv::implicit::ImplicitUniforms>()
             }
-            Kernel::Conv2dWgradImplicit | Kernel::Conv2dWgradImplicitC4 => {
+            Kernel::Conv2dWgradImplicit
+            | Kernel::Conv2dWgradImplicitC4
+            | Kernel::Conv2dWgradImplicitV4 => {
                 std::mem::size_of::<crate::conv::implicit::WgradImplicitUniforms>()
             }
             Kernel::Conv2dImplicitTiled => {

@@ -626,6 +626,45 @@ fn implicit_gemm_run_packer_matches_cpu() {
 /// `scatter_strided.wgsl`; strides, per-side and non-zero padding modes, groups, batches,
 /// and the bias of the transposed convolution.
 #[test]
+fn implicit_weight_gradient_accumulates_image_chunks() {
+    // A scratch budget that holds one padded input image but not two: the implicit-GEMM
+    // weight gradient runs image by image, later chunks adding onto dw (ACCUMULATE), for the
+    // 1x1 vec4-store variant, the 8-channel and the 4-channel kernels.
+    let small = wgconv::Context::with_options_blocking(wgconv::ContextOptions {
+        scratch_budget: Some(20_000),
+        ..Default::default()
+    })
+    .unwrap();
+    if !small.has_subgroups8() {
+        return;
+    }
+    let mut rng = Rng::new(17);
+    for (xs, ws, pad) in [
+        ([3, 64, 8, 8], [16, 64, 1, 1], 0),
+        ([3, 64, 6, 6], [16, 64, 3, 3], 1),
+        ([2, 60, 8, 8], [12, 60, 1, 1], 0),
+    ] {
+        let params =
+            wgconv::Conv2dParams::default().with_padding(wgconv::Padding::Symmetric([pad, pad]));
+        let p = params.resolve(xs, ws, None).unwrap();
+        let x = rng.vec(xs.iter().product());
+        let dy = rng.vec(p.y_shape().iter().product());
+        let want = cpu::conv2d_backward_weight(&p, &x, &dy);
+        let scale = cpu::conv2d_backward_weight(&p, &abs(&x), &abs(&dy));
+        let tols: Vec<f32> = scale.iter().map(|&v| tol(v, p.n * p.oh * p.ow)).collect();
+        let xt = Tensor::from_slice(&small, &x, &xs).unwrap();
+        let dyt = Tensor::from_slice(&small, &dy, &p.y_shape()).unwrap();
+        let dw = small
+            .conv2d_backward_weight(&xt, &dyt, ws, &params, Algorithm::ImplicitGemm)
+            .unwrap();
+        let label = format!("dw implicit_gemm, small scratch, x{xs:?} w{ws:?}");
+        if let Err(e) = check(&label, &dw.read().unwrap(), &want, &tols) {
+            panic!("{e}");
+        }
+    }
+}
+
+#[test]
 fn strided_pointwise_matches_cpu() {
     use wgconv::{Conv2dParams, Padding, PaddingMode};
     let ctx = ctx();
@@ -675,6 +714,10 @@ fn strided_pointwise_matches_cpu() {
         ),
         // 64-channel rows: the weights are packed by copies.
         ([2, 64, 10, 10], [32, 64, 1, 1], [2, 2], [0; 4], 1, z),
+        // Stride 1, channels per group a multiple of 8: the weight gradient stores vec4
+        // (conv2d_wgrad_implicit_v4); output channels per group not a multiple of 16.
+        ([2, 24, 5, 7], [21, 8, 1, 1], [1, 1], [0; 4], 3, z),
+        ([1, 32, 6, 6], [40, 32, 1, 1], [1, 1], [0; 4], 1, z),
     ];
     for (xs, ws, stride, pad, groups, mode) in cases {
         let params = Conv2dParams::default()

@@ -1017,6 +1017,9 @@ def build_grad_cases():
     grad(1, 2, 13, 17, 2, 3, 3, padding="valid", dilation=(2, 3))
     grad(1, 2, 5, 11, 2, 1, 5, padding="same", dilation=2)
     grad(3, 16, 5, 7, 8, 3, 3, padding=1, groups=2, note="16 channels, batch 3")
+    grad(2, 16, 6, 5, 22, 1, 1, groups=2,
+         note="1x1, 8 channels per group, 11 output channels per group (vec4 weight-gradient stores)")
+    grad(1, 16, 9, 9, 12, 1, 1, stride=2, bias=True, note="strided 1x1 (downsampling shortcut), 16 channels")
     # reflect
     grad(1, 2, 5, 7, 3, 3, 3, padding=1, mode="reflect")
     grad(2, 3, 9, 11, 2, 3, 3, stride=2, padding=2, mode="reflect", bias=True)

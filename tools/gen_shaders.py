@@ -1337,8 +1337,10 @@ def conv2d_implicit(tm=IC_TM, tn=IC_TN):
     return "\n".join(L) + "\n"
 
 
-def conv2d_wgrad_implicit(cw=8):
-    """cw: input channels per lane (8, or 4 for few channels per group)."""
+def conv2d_wgrad_implicit(cw=8, v4=False):
+    """cw: input channels per lane (8, or 4 for few channels per group). v4: 1x1 kernels with
+    a multiple of 4 channels per group, whose 8 channels per lane are adjacent in dw: stored as
+    vec4 (one per-lane store loop per 4 floats instead of per float)."""
     nq = cw // 4
     L = []
     w = L.append
@@ -1357,6 +1359,10 @@ def conv2d_wgrad_implicit(cw=8):
     if cw == 4:
         w("// This is the 4-channel variant (groups of 1-4 channels modulo 8: half the padding of")
         w("// the 8-channel kernel, e.g. an RGB input layer).")
+    if v4:
+        w("// This is the 1x1 variant (channels per group a multiple of 4): dw[k, c] is contiguous in")
+        w("// c, so each lane stores its 8 channels of a column as two vec4 (per-lane stores are")
+        w("// loops over the lanes on lavapipe, whatever their width).")
     w("//")
     w(IMPLICIT_LAYOUT_DOC)
     w("")
@@ -1372,30 +1378,45 @@ def conv2d_wgrad_implicit(cw=8):
     w("@group(0) @binding(0) var<storage, read> P: Params;")
     w("@group(0) @binding(1) var tx: texture_storage_2d<rgba32float, read>;")
     w("@group(0) @binding(2) var tdy: texture_storage_2d<rgba32float, read>;")
-    w("@group(0) @binding(3) var<storage, read_write> dw: array<f32>;")
+    w(f"@group(0) @binding(3) var<storage, read_write> dw: array<{'vec4<f32>' if v4 else 'f32'}>;")
     w("")
     w(f"override WG: u32 = {SG}u;")
     w("override FLIP: bool = false;")
     w("override ACCUMULATE: bool = false;")
     w("")
-    w("fn store(live: bool, g: u32, c: u32, col0: u32, tap: u32, v: vec4<f32>) {")
-    w("    if (!live || c >= P.cg) {")
-    w("        return;")
-    w("    }")
-    w("    let rs = P.r * P.s;")
-    w("    for (var e = 0u; e < 4u; e++) {")
-    w("        let col = col0 + e;")
-    w("        if (col < P.kg) {")
-    w("            let i = ((g * P.kg + col) * P.cg + c) * rs + tap;")
-    w("            var out = v[e];")
-    w("            if (ACCUMULATE) {")
-    w("                out += dw[i];")
-    w("            }")
-    w("            dw[i] = out;")
-    w("        }")
-    w("    }")
-    w("}")
-    w("")
+    if v4:
+        w("// Channels c..c+3 of column col (c a multiple of 4, cg too: all four exist or none).")
+        w("fn store4(live: bool, g: u32, c: u32, col: u32, v: vec4<f32>) {")
+        w("    if (!live || c >= P.cg || col >= P.kg) {")
+        w("        return;")
+        w("    }")
+        w("    let i = ((g * P.kg + col) * P.cg + c) / 4u;")
+        w("    var out = v;")
+        w("    if (ACCUMULATE) {")
+        w("        out += dw[i];")
+        w("    }")
+        w("    dw[i] = out;")
+        w("}")
+        w("")
+    if not v4:
+        w("fn store(live: bool, g: u32, c: u32, col0: u32, tap: u32, v: vec4<f32>) {")
+        w("    if (!live || c >= P.cg) {")
+        w("        return;")
+        w("    }")
+        w("    let rs = P.r * P.s;")
+        w("    for (var e = 0u; e < 4u; e++) {")
+        w("        let col = col0 + e;")
+        w("        if (col < P.kg) {")
+        w("            let i = ((g * P.kg + col) * P.cg + c) * rs + tap;")
+        w("            var out = v[e];")
+        w("            if (ACCUMULATE) {")
+        w("                out += dw[i];")
+        w("            }")
+        w("            dw[i] = out;")
+        w("        }")
+        w("    }")
+        w("}")
+        w("")
     w("@compute @workgroup_size(WG)")
     w("fn main(")
     w("    @builtin(workgroup_id) wid: vec3<u32>,")
@@ -1482,9 +1503,18 @@ def conv2d_wgrad_implicit(cw=8):
     w("    }")
     w("    let wtap = wr * P.s + ws;")
     w(f"    let col0 = tn * {IC_TN}u;")
-    for i in range(cw):
-        for j in range(IC_TN // 4):
-            w(f"    store(live, g, cb * {cw}u + {i}u, col0 + {4 * j}u, wtap, c{i}_{j});")
+    if v4:
+        w("    _ = wtap;")
+        for h in range(cw // 4):
+            for j in range(IC_TN // 4):
+                for e in range(4):
+                    comp = "xyzw"[e]
+                    v = ", ".join(f"c{4 * h + i}_{j}.{comp}" for i in range(4))
+                    w(f"    store4(live, g, cb * {cw}u + {4 * h}u, col0 + {4 * j + e}u, vec4<f32>({v}));")
+    else:
+        for i in range(cw):
+            for j in range(IC_TN // 4):
+                w(f"    store(live, g, cb * {cw}u + {i}u, col0 + {4 * j}u, wtap, c{i}_{j});")
     w("}")
     return "\n".join(L) + "\n"
 
@@ -1841,6 +1871,8 @@ def main():
         f.write(conv2d_wgrad_implicit())
     with open(os.path.join(ROOT, "conv2d_wgrad_implicit_c4.wgsl"), "w") as f:
         f.write(conv2d_wgrad_implicit(4))
+    with open(os.path.join(ROOT, "conv2d_wgrad_implicit_v4.wgsl"), "w") as f:
+        f.write(conv2d_wgrad_implicit(8, v4=True))
     with open(os.path.join(ROOT, "conv2d_implicit_tiled.wgsl"), "w") as f:
         f.write(conv2d_implicit_tiled())
 

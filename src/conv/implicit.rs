@@ -866,8 +866,12 @@ pub(crate) fn encode_wgrad(
     let ximg = xg.alloc(ctx)?;
     // 4 channels per lane when that halves the channel padding (1-4 channels modulo 8).
     let c4 = p.c_per_group().div_ceil(4) * 4 < xg.cb8 * 8;
+    // 1x1 with whole texels of channels: a lane's channels are adjacent in dw, stored as vec4.
+    let v4 = p.r * p.s == 1 && p.c_per_group().is_multiple_of(4) && dw.size().is_multiple_of(16);
     let (kernel, blocks) = if c4 {
         (Kernel::Conv2dWgradImplicitC4, p.c_per_group().div_ceil(4))
+    } else if v4 {
+        (Kernel::Conv2dWgradImplicitV4, xg.cb8)
     } else {
         (Kernel::Conv2dWgradImplicit, xg.cb8)
     };
