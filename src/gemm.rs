@@ -843,9 +843,7 @@ pub(crate) fn fill_image(
     let (key, src) = match &flat {
         Some((img, tw, lo)) => {
             u.off = u32_of(mat.off - lo, "gemm offset")?;
-            u.tw = *tw;
-            u.tw_shift = tw.trailing_zeros();
-            u.texels = u32_of(img.bytes as usize / 16, "gemm operand texels")?;
+            [u.tw, u.tw_shift, u.texels] = crate::conv::implicit::flat_fields(img, *tw)?;
             (
                 PipelineKey::new(Kernel::PackImageFlat).with("WG", 64),
                 Bind::Image(&img.view),

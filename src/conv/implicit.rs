@@ -339,9 +339,7 @@ impl InputGeom {
         let (key, src, total) = match &flat {
             Some((img, tw)) => {
                 u.x_off = 0;
-                u.tw = *tw;
-                u.tw_shift = tw.trailing_zeros();
-                u.texels = u32_of(img.bytes as usize / 16, "input texels")?;
+                [u.tw, u.tw_shift, u.texels] = flat_fields(img, *tw)?;
                 // One invocation per 8 pixels of one plane row.
                 let total = nb * self.image_height() * self.cpr * self.wp.div_ceil(8);
                 u.total = u32_of(total, "input texels")?;
@@ -466,6 +464,13 @@ pub(crate) fn copy_flat(
     label: &str,
 ) -> Result<Option<(DeviceImage, u32)>> {
     copy_flat_at(ctx, enc, (buf, 0), len, label)
+}
+
+/// Uniform fields `[tw, tw_shift, texels]` of a kernel reading the image of [`copy_flat_at`]
+/// (`tw` its width in texels, a power of two).
+pub(crate) fn flat_fields(img: &DeviceImage, tw: u32) -> Result<[u32; 3]> {
+    let texels = u32_of(img.bytes as usize / 16, "texels of a flat image copy")?;
+    Ok([tw, tw.trailing_zeros(), texels])
 }
 
 /// [`copy_flat`] of the floats `off..off + len` of `buf` (`off` a multiple of 4).
@@ -866,7 +871,8 @@ pub(crate) fn encode_wgrad(
     let ximg = xg.alloc(ctx)?;
     // 4 channels per lane when that halves the channel padding (1-4 channels modulo 8).
     let c4 = p.c_per_group().div_ceil(4) * 4 < xg.cb8 * 8;
-    // 1x1 with whole texels of channels: a lane's channels are adjacent in dw, stored as vec4.
+    // 1x1: a lane's 8 channels are adjacent in dw, stored as vec4 (checked after c4, so only
+    // channels per group a multiple of 8 get here).
     let v4 = p.r * p.s == 1 && p.c_per_group().is_multiple_of(4) && dw.size().is_multiple_of(16);
     let (kernel, blocks) = if c4 {
         (Kernel::Conv2dWgradImplicitC4, p.c_per_group().div_ceil(4))
