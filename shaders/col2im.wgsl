@@ -16,6 +16,27 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_total: u32;
+var<private> p_w: u32;
+var<private> p_h: u32;
+var<private> p_c: u32;
+var<private> p_cg: u32;
+var<private> p_r: u32;
+var<private> p_s: u32;
+var<private> p_sh: u32;
+var<private> p_sw: u32;
+var<private> p_p0: u32;
+var<private> p_np: u32;
+var<private> p_groups: u32;
+var<private> p_pad_top: i32;
+var<private> p_dh: u32;
+var<private> p_oh: u32;
+var<private> p_pad_left: i32;
+var<private> p_dw: u32;
+var<private> p_ow: u32;
+var<private> p_ldp: u32;
+var<private> p_dx_off: u32;
 @group(0) @binding(1) var<storage, read> dcol: array<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
@@ -28,53 +49,73 @@ override HAS_BIAS: bool = false;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p_total = P.total;
+    p_w = P.w;
+    p_h = P.h;
+    p_c = P.c;
+    p_cg = P.cg;
+    p_r = P.r;
+    p_s = P.s;
+    p_sh = P.sh;
+    p_sw = P.sw;
+    p_p0 = P.p0;
+    p_np = P.np;
+    p_groups = P.groups;
+    p_pad_top = P.pad_top;
+    p_dh = P.dh;
+    p_oh = P.oh;
+    p_pad_left = P.pad_left;
+    p_dw = P.dw;
+    p_ow = P.ow;
+    p_ldp = P.ldp;
+    p_dx_off = P.dx_off;
     let id = gid.x + gid.y * nwg.x * WG;
-    if (id >= P.total) {
+    if (id >= p_total) {
         return;
     }
-    let ix = id % P.w;
-    var t = id / P.w;
-    let iy = t % P.h;
-    t = t / P.h;
-    let c = t % P.c;
-    let img = t / P.c;
-    let g = c / P.cg;
-    let ci = c % P.cg;
-    let crs = P.cg * P.r * P.s;
-    let sh = i32(P.sh);
-    let sw = i32(P.sw);
-    let p_end = P.p0 + P.np;
-    let plane = (img * P.groups + g) * crs;
+    let ix = id % p_w;
+    var t = id / p_w;
+    let iy = t % p_h;
+    t = t / p_h;
+    let c = t % p_c;
+    let img = t / p_c;
+    let g = c / p_cg;
+    let ci = c % p_cg;
+    let crs = p_cg * p_r * p_s;
+    let sh = i32(p_sh);
+    let sw = i32(p_sw);
+    let p_end = p_p0 + p_np;
+    let plane = (img * p_groups + g) * crs;
     var acc = 0.0;
-    for (var r = 0u; r < P.r; r++) {
-        let ty = i32(iy) + P.pad_top - i32(r * P.dh);
+    for (var r = 0u; r < p_r; r++) {
+        let ty = i32(iy) + p_pad_top - i32(r * p_dh);
         if (ty < 0 || ty % sh != 0) {
             continue;
         }
         let oy = u32(ty / sh);
-        if (oy >= P.oh) {
+        if (oy >= p_oh) {
             continue;
         }
-        let rr = select(r, P.r - 1u - r, FLIP);
-        for (var s = 0u; s < P.s; s++) {
-            let tx = i32(ix) + P.pad_left - i32(s * P.dw);
+        let rr = select(r, p_r - 1u - r, FLIP);
+        for (var s = 0u; s < p_s; s++) {
+            let tx = i32(ix) + p_pad_left - i32(s * p_dw);
             if (tx < 0 || tx % sw != 0) {
                 continue;
             }
             let ox = u32(tx / sw);
-            if (ox >= P.ow) {
+            if (ox >= p_ow) {
                 continue;
             }
-            let p = oy * P.ow + ox;
-            if (p < P.p0 || p >= p_end) {
+            let p = oy * p_ow + ox;
+            if (p < p_p0 || p >= p_end) {
                 continue;
             }
-            let ss = select(s, P.s - 1u - s, FLIP);
-            let q = (ci * P.r + rr) * P.s + ss;
-            acc += dcol[(plane + q) * P.ldp + (p - P.p0)];
+            let ss = select(s, p_s - 1u - s, FLIP);
+            let q = (ci * p_r + rr) * p_s + ss;
+            acc += dcol[(plane + q) * p_ldp + (p - p_p0)];
         }
     }
-    let o = P.dx_off + id;
+    let o = p_dx_off + id;
     if (ACCUMULATE) {
         acc += dx[o];
     }

@@ -17,6 +17,23 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_w: u32;
+var<private> p_total: u32;
+var<private> p_xblocks: u32;
+var<private> p_oh: u32;
+var<private> p_k: u32;
+var<private> p_kg: u32;
+var<private> p_pad_left: i32;
+var<private> p_x_off: u32;
+var<private> p_c: u32;
+var<private> p_h: u32;
+var<private> p_r: u32;
+var<private> p_sh: u32;
+var<private> p_dh: u32;
+var<private> p_pad_top: i32;
+var<private> p_y_off: u32;
+var<private> p_ow: u32;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -57,7 +74,7 @@ fn src_index(i: i32, size: i32) -> i32 {
 }
 
 fn xload(row: u32, ix: i32) -> f32 {
-    let sx = src_index(ix, i32(P.w));
+    let sx = src_index(ix, i32(p_w));
     var v = 0.0;
     if (sx >= 0) {
         v = x[row + u32(sx)];
@@ -67,32 +84,48 @@ fn xload(row: u32, ix: i32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p_w = P.w;
+    p_total = P.total;
+    p_xblocks = P.xblocks;
+    p_oh = P.oh;
+    p_k = P.k;
+    p_kg = P.kg;
+    p_pad_left = P.pad_left;
+    p_x_off = P.x_off;
+    p_c = P.c;
+    p_h = P.h;
+    p_r = P.r;
+    p_sh = P.sh;
+    p_dh = P.dh;
+    p_pad_top = P.pad_top;
+    p_y_off = P.y_off;
+    p_ow = P.ow;
     let id = gid.x + gid.y * nwg.x * WG;
-    if (id >= P.total) {
+    if (id >= p_total) {
         return;
     }
-    let xb = id % P.xblocks;
-    var t = id / P.xblocks;
-    let oy = t % P.oh;
-    t = t / P.oh;
-    let k = t % P.k;
-    let n = t / P.k;
-    let c = k / P.kg;
+    let xb = id % p_xblocks;
+    var t = id / p_xblocks;
+    let oy = t % p_oh;
+    t = t / p_oh;
+    let k = t % p_k;
+    let n = t / p_k;
+    let c = k / p_kg;
     let ox0 = xb * 16u;
-    let ix0 = i32(ox0 * SW) - P.pad_left;
-    let xplane = P.x_off + (n * P.c + c) * P.h * P.w;
-    let wbase = k * P.r * S;
+    let ix0 = i32(ox0 * SW) - p_pad_left;
+    let xplane = p_x_off + (n * p_c + c) * p_h * p_w;
+    let wbase = k * p_r * S;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var r = 0u; r < P.r; r++) {
-        let sy = src_index(i32(oy * P.sh + r * P.dh) - P.pad_top, i32(P.h));
+    for (var r = 0u; r < p_r; r++) {
+        let sy = src_index(i32(oy * p_sh + r * p_dh) - p_pad_top, i32(p_h));
         if (sy < 0) {
             continue;
         }
-        let row = xplane + u32(sy) * P.w;
-        let rr = select(r, P.r - 1u - r, FLIP);
+        let row = xplane + u32(sy) * p_w;
+        let rr = select(r, p_r - 1u - r, FLIP);
         var v0 = 0.0;
         if (15u * SW + S > 0u) {
             v0 = xload(row, ix0 + 0);
@@ -407,28 +440,28 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (HAS_BIAS) {
         b = bias[k];
     }
-    let ybase = P.y_off + ((n * P.k + k) * P.oh + oy) * P.ow;
+    let ybase = p_y_off + ((n * p_k + k) * p_oh + oy) * p_ow;
     for (var e = 0u; e < 4u; e++) {
         let ox = ox0 + 0u + e;
-        if (ox < P.ow) {
+        if (ox < p_ow) {
             y[ybase + ox] = acc0[e] + b;
         }
     }
     for (var e = 0u; e < 4u; e++) {
         let ox = ox0 + 4u + e;
-        if (ox < P.ow) {
+        if (ox < p_ow) {
             y[ybase + ox] = acc1[e] + b;
         }
     }
     for (var e = 0u; e < 4u; e++) {
         let ox = ox0 + 8u + e;
-        if (ox < P.ow) {
+        if (ox < p_ow) {
             y[ybase + ox] = acc2[e] + b;
         }
     }
     for (var e = 0u; e < 4u; e++) {
         let ox = ox0 + 12u + e;
-        if (ox < P.ow) {
+        if (ox < p_ow) {
             y[ybase + ox] = acc3[e] + b;
         }
     }

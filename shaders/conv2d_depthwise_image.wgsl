@@ -26,6 +26,23 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_wq: u32;
+var<private> p_t0: u32;
+var<private> p_total: u32;
+var<private> p_xblocks: u32;
+var<private> p_oyblocks: u32;
+var<private> p_k: u32;
+var<private> p_kg: u32;
+var<private> p_c: u32;
+var<private> p_rows_shift: u32;
+var<private> p_sh: u32;
+var<private> p_dh: u32;
+var<private> p_pad_top: i32;
+var<private> p_h: u32;
+var<private> p_oh: u32;
+var<private> p_y_off4: u32;
+var<private> p_ow: u32;
 @group(0) @binding(1) var tx: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -42,29 +59,45 @@ override HAS_BIAS: bool = false;
 override FLIP: bool = false;
 
 fn tload(tx0: u32, ty: u32, q: i32) -> vec4<f32> {
-    let inside = q >= 0 && q < i32(P.wq);
-    let v = textureLoad(tx, vec2<u32>(tx0 + u32(clamp(q, 0, i32(P.wq) - 1)), ty));
+    let inside = q >= 0 && q < i32(p_wq);
+    let v = textureLoad(tx, vec2<u32>(tx0 + u32(clamp(q, 0, i32(p_wq) - 1)), ty));
     return select(vec4<f32>(0.0), v, inside);
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let id = P.t0 + gid.x + gid.y * nwg.x * WG;
-    if (id >= P.total) {
+    p_wq = P.wq;
+    p_t0 = P.t0;
+    p_total = P.total;
+    p_xblocks = P.xblocks;
+    p_oyblocks = P.oyblocks;
+    p_k = P.k;
+    p_kg = P.kg;
+    p_c = P.c;
+    p_rows_shift = P.rows_shift;
+    p_sh = P.sh;
+    p_dh = P.dh;
+    p_pad_top = P.pad_top;
+    p_h = P.h;
+    p_oh = P.oh;
+    p_y_off4 = P.y_off4;
+    p_ow = P.ow;
+    let id = p_t0 + gid.x + gid.y * nwg.x * WG;
+    if (id >= p_total) {
         return;
     }
-    let xb = id % P.xblocks;
-    var t = id / P.xblocks;
-    let oyb = t % P.oyblocks;
-    t = t / P.oyblocks;
-    let k = t % P.k;
-    let n = t / P.k;
-    let c = k / P.kg;
+    let xb = id % p_xblocks;
+    var t = id / p_xblocks;
+    let oyb = t % p_oyblocks;
+    t = t / p_oyblocks;
+    let k = t % p_k;
+    let n = t / p_k;
+    let c = k / p_kg;
     let oy0 = oyb * ROWS;
     let q0 = i32(xb * 4u);
-    let plane = n * P.c + c;
+    let plane = n * p_c + c;
     let wbase = k * R * S;
-    let rmask = (1u << P.rows_shift) - 1u;
+    let rmask = (1u << p_rows_shift) - 1u;
     // The weights, rotated for true convolution.
     var w0_0 = 0.0;
     if (R > 0u && S > 0u) {
@@ -281,11 +314,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (ROWS == 1u) {
         // Any row stride and dilation: kernel row r reads input row oy * sh + r * dh - pad_top.
         if (R > 0u) {
-            let iy = i32(oy0 * P.sh + 0u * P.dh) - P.pad_top;
-            if (iy >= 0 && iy < i32(P.h)) {
-                let fr = plane * P.h + u32(iy);
-                let ty = fr >> P.rows_shift;
-                let tx0 = (fr & rmask) * P.wq;
+            let iy = i32(oy0 * p_sh + 0u * p_dh) - p_pad_top;
+            if (iy >= 0 && iy < i32(p_h)) {
+                let fr = plane * p_h + u32(iy);
+                let ty = fr >> p_rows_shift;
+                let tx0 = (fr & rmask) * p_wq;
                 let t0 = tload(tx0, ty, q0 + -1);
                 let t1 = tload(tx0, ty, q0 + 0);
                 let t2 = tload(tx0, ty, q0 + 1);
@@ -360,11 +393,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
         if (R > 1u) {
-            let iy = i32(oy0 * P.sh + 1u * P.dh) - P.pad_top;
-            if (iy >= 0 && iy < i32(P.h)) {
-                let fr = plane * P.h + u32(iy);
-                let ty = fr >> P.rows_shift;
-                let tx0 = (fr & rmask) * P.wq;
+            let iy = i32(oy0 * p_sh + 1u * p_dh) - p_pad_top;
+            if (iy >= 0 && iy < i32(p_h)) {
+                let fr = plane * p_h + u32(iy);
+                let ty = fr >> p_rows_shift;
+                let tx0 = (fr & rmask) * p_wq;
                 let t0 = tload(tx0, ty, q0 + -1);
                 let t1 = tload(tx0, ty, q0 + 0);
                 let t2 = tload(tx0, ty, q0 + 1);
@@ -439,11 +472,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
         if (R > 2u) {
-            let iy = i32(oy0 * P.sh + 2u * P.dh) - P.pad_top;
-            if (iy >= 0 && iy < i32(P.h)) {
-                let fr = plane * P.h + u32(iy);
-                let ty = fr >> P.rows_shift;
-                let tx0 = (fr & rmask) * P.wq;
+            let iy = i32(oy0 * p_sh + 2u * p_dh) - p_pad_top;
+            if (iy >= 0 && iy < i32(p_h)) {
+                let fr = plane * p_h + u32(iy);
+                let ty = fr >> p_rows_shift;
+                let tx0 = (fr & rmask) * p_wq;
                 let t0 = tload(tx0, ty, q0 + -1);
                 let t1 = tload(tx0, ty, q0 + 0);
                 let t2 = tload(tx0, ty, q0 + 1);
@@ -518,11 +551,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
         if (R > 3u) {
-            let iy = i32(oy0 * P.sh + 3u * P.dh) - P.pad_top;
-            if (iy >= 0 && iy < i32(P.h)) {
-                let fr = plane * P.h + u32(iy);
-                let ty = fr >> P.rows_shift;
-                let tx0 = (fr & rmask) * P.wq;
+            let iy = i32(oy0 * p_sh + 3u * p_dh) - p_pad_top;
+            if (iy >= 0 && iy < i32(p_h)) {
+                let fr = plane * p_h + u32(iy);
+                let ty = fr >> p_rows_shift;
+                let tx0 = (fr & rmask) * p_wq;
                 let t0 = tload(tx0, ty, q0 + -1);
                 let t1 = tload(tx0, ty, q0 + 0);
                 let t2 = tload(tx0, ty, q0 + 1);
@@ -597,11 +630,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
         if (R > 4u) {
-            let iy = i32(oy0 * P.sh + 4u * P.dh) - P.pad_top;
-            if (iy >= 0 && iy < i32(P.h)) {
-                let fr = plane * P.h + u32(iy);
-                let ty = fr >> P.rows_shift;
-                let tx0 = (fr & rmask) * P.wq;
+            let iy = i32(oy0 * p_sh + 4u * p_dh) - p_pad_top;
+            if (iy >= 0 && iy < i32(p_h)) {
+                let fr = plane * p_h + u32(iy);
+                let ty = fr >> p_rows_shift;
+                let tx0 = (fr & rmask) * p_wq;
                 let t0 = tload(tx0, ty, q0 + -1);
                 let t1 = tload(tx0, ty, q0 + 0);
                 let t2 = tload(tx0, ty, q0 + 1);
@@ -676,11 +709,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
         if (R > 5u) {
-            let iy = i32(oy0 * P.sh + 5u * P.dh) - P.pad_top;
-            if (iy >= 0 && iy < i32(P.h)) {
-                let fr = plane * P.h + u32(iy);
-                let ty = fr >> P.rows_shift;
-                let tx0 = (fr & rmask) * P.wq;
+            let iy = i32(oy0 * p_sh + 5u * p_dh) - p_pad_top;
+            if (iy >= 0 && iy < i32(p_h)) {
+                let fr = plane * p_h + u32(iy);
+                let ty = fr >> p_rows_shift;
+                let tx0 = (fr & rmask) * p_wq;
                 let t0 = tload(tx0, ty, q0 + -1);
                 let t1 = tload(tx0, ty, q0 + 0);
                 let t2 = tload(tx0, ty, q0 + 1);
@@ -755,11 +788,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
         if (R > 6u) {
-            let iy = i32(oy0 * P.sh + 6u * P.dh) - P.pad_top;
-            if (iy >= 0 && iy < i32(P.h)) {
-                let fr = plane * P.h + u32(iy);
-                let ty = fr >> P.rows_shift;
-                let tx0 = (fr & rmask) * P.wq;
+            let iy = i32(oy0 * p_sh + 6u * p_dh) - p_pad_top;
+            if (iy >= 0 && iy < i32(p_h)) {
+                let fr = plane * p_h + u32(iy);
+                let ty = fr >> p_rows_shift;
+                let tx0 = (fr & rmask) * p_wq;
                 let t0 = tload(tx0, ty, q0 + -1);
                 let t1 = tload(tx0, ty, q0 + 0);
                 let t2 = tload(tx0, ty, q0 + 1);
@@ -837,11 +870,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         // Row stride and dilation 1: input row oy0 - pad_top + i feeds output row oy0 + j with
         // kernel row i - j.
         if (ROWS + R - 1u > 0u) {
-            let iy = i32(oy0 + 0u) - P.pad_top;
-            if (iy >= 0 && iy < i32(P.h)) {
-                let fr = plane * P.h + u32(iy);
-                let ty = fr >> P.rows_shift;
-                let tx0 = (fr & rmask) * P.wq;
+            let iy = i32(oy0 + 0u) - p_pad_top;
+            if (iy >= 0 && iy < i32(p_h)) {
+                let fr = plane * p_h + u32(iy);
+                let ty = fr >> p_rows_shift;
+                let tx0 = (fr & rmask) * p_wq;
                 let t0 = tload(tx0, ty, q0 + -1);
                 let t1 = tload(tx0, ty, q0 + 0);
                 let t2 = tload(tx0, ty, q0 + 1);
@@ -918,11 +951,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
         if (ROWS + R - 1u > 1u) {
-            let iy = i32(oy0 + 1u) - P.pad_top;
-            if (iy >= 0 && iy < i32(P.h)) {
-                let fr = plane * P.h + u32(iy);
-                let ty = fr >> P.rows_shift;
-                let tx0 = (fr & rmask) * P.wq;
+            let iy = i32(oy0 + 1u) - p_pad_top;
+            if (iy >= 0 && iy < i32(p_h)) {
+                let fr = plane * p_h + u32(iy);
+                let ty = fr >> p_rows_shift;
+                let tx0 = (fr & rmask) * p_wq;
                 let t0 = tload(tx0, ty, q0 + -1);
                 let t1 = tload(tx0, ty, q0 + 0);
                 let t2 = tload(tx0, ty, q0 + 1);
@@ -1043,11 +1076,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
         if (ROWS + R - 1u > 2u) {
-            let iy = i32(oy0 + 2u) - P.pad_top;
-            if (iy >= 0 && iy < i32(P.h)) {
-                let fr = plane * P.h + u32(iy);
-                let ty = fr >> P.rows_shift;
-                let tx0 = (fr & rmask) * P.wq;
+            let iy = i32(oy0 + 2u) - p_pad_top;
+            if (iy >= 0 && iy < i32(p_h)) {
+                let fr = plane * p_h + u32(iy);
+                let ty = fr >> p_rows_shift;
+                let tx0 = (fr & rmask) * p_wq;
                 let t0 = tload(tx0, ty, q0 + -1);
                 let t1 = tload(tx0, ty, q0 + 0);
                 let t2 = tload(tx0, ty, q0 + 1);
@@ -1212,11 +1245,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
         if (ROWS + R - 1u > 3u) {
-            let iy = i32(oy0 + 3u) - P.pad_top;
-            if (iy >= 0 && iy < i32(P.h)) {
-                let fr = plane * P.h + u32(iy);
-                let ty = fr >> P.rows_shift;
-                let tx0 = (fr & rmask) * P.wq;
+            let iy = i32(oy0 + 3u) - p_pad_top;
+            if (iy >= 0 && iy < i32(p_h)) {
+                let fr = plane * p_h + u32(iy);
+                let ty = fr >> p_rows_shift;
+                let tx0 = (fr & rmask) * p_wq;
                 let t0 = tload(tx0, ty, q0 + -1);
                 let t1 = tload(tx0, ty, q0 + 0);
                 let t2 = tload(tx0, ty, q0 + 1);
@@ -1425,11 +1458,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
         if (ROWS + R - 1u > 4u) {
-            let iy = i32(oy0 + 4u) - P.pad_top;
-            if (iy >= 0 && iy < i32(P.h)) {
-                let fr = plane * P.h + u32(iy);
-                let ty = fr >> P.rows_shift;
-                let tx0 = (fr & rmask) * P.wq;
+            let iy = i32(oy0 + 4u) - p_pad_top;
+            if (iy >= 0 && iy < i32(p_h)) {
+                let fr = plane * p_h + u32(iy);
+                let ty = fr >> p_rows_shift;
+                let tx0 = (fr & rmask) * p_wq;
                 let t0 = tload(tx0, ty, q0 + -1);
                 let t1 = tload(tx0, ty, q0 + 0);
                 let t2 = tload(tx0, ty, q0 + 1);
@@ -1638,11 +1671,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
         if (ROWS + R - 1u > 5u) {
-            let iy = i32(oy0 + 5u) - P.pad_top;
-            if (iy >= 0 && iy < i32(P.h)) {
-                let fr = plane * P.h + u32(iy);
-                let ty = fr >> P.rows_shift;
-                let tx0 = (fr & rmask) * P.wq;
+            let iy = i32(oy0 + 5u) - p_pad_top;
+            if (iy >= 0 && iy < i32(p_h)) {
+                let fr = plane * p_h + u32(iy);
+                let ty = fr >> p_rows_shift;
+                let tx0 = (fr & rmask) * p_wq;
                 let t0 = tload(tx0, ty, q0 + -1);
                 let t1 = tload(tx0, ty, q0 + 0);
                 let t2 = tload(tx0, ty, q0 + 1);
@@ -1851,11 +1884,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
         if (ROWS + R - 1u > 6u) {
-            let iy = i32(oy0 + 6u) - P.pad_top;
-            if (iy >= 0 && iy < i32(P.h)) {
-                let fr = plane * P.h + u32(iy);
-                let ty = fr >> P.rows_shift;
-                let tx0 = (fr & rmask) * P.wq;
+            let iy = i32(oy0 + 6u) - p_pad_top;
+            if (iy >= 0 && iy < i32(p_h)) {
+                let fr = plane * p_h + u32(iy);
+                let ty = fr >> p_rows_shift;
+                let tx0 = (fr & rmask) * p_wq;
                 let t0 = tload(tx0, ty, q0 + -1);
                 let t1 = tload(tx0, ty, q0 + 0);
                 let t2 = tload(tx0, ty, q0 + 1);
@@ -2064,11 +2097,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
         if (ROWS + R - 1u > 7u) {
-            let iy = i32(oy0 + 7u) - P.pad_top;
-            if (iy >= 0 && iy < i32(P.h)) {
-                let fr = plane * P.h + u32(iy);
-                let ty = fr >> P.rows_shift;
-                let tx0 = (fr & rmask) * P.wq;
+            let iy = i32(oy0 + 7u) - p_pad_top;
+            if (iy >= 0 && iy < i32(p_h)) {
+                let fr = plane * p_h + u32(iy);
+                let ty = fr >> p_rows_shift;
+                let tx0 = (fr & rmask) * p_wq;
                 let t0 = tload(tx0, ty, q0 + -1);
                 let t1 = tload(tx0, ty, q0 + 0);
                 let t2 = tload(tx0, ty, q0 + 1);
@@ -2233,11 +2266,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
         if (ROWS + R - 1u > 8u) {
-            let iy = i32(oy0 + 8u) - P.pad_top;
-            if (iy >= 0 && iy < i32(P.h)) {
-                let fr = plane * P.h + u32(iy);
-                let ty = fr >> P.rows_shift;
-                let tx0 = (fr & rmask) * P.wq;
+            let iy = i32(oy0 + 8u) - p_pad_top;
+            if (iy >= 0 && iy < i32(p_h)) {
+                let fr = plane * p_h + u32(iy);
+                let ty = fr >> p_rows_shift;
+                let tx0 = (fr & rmask) * p_wq;
                 let t0 = tload(tx0, ty, q0 + -1);
                 let t1 = tload(tx0, ty, q0 + 0);
                 let t2 = tload(tx0, ty, q0 + 1);
@@ -2358,11 +2391,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
         if (ROWS + R - 1u > 9u) {
-            let iy = i32(oy0 + 9u) - P.pad_top;
-            if (iy >= 0 && iy < i32(P.h)) {
-                let fr = plane * P.h + u32(iy);
-                let ty = fr >> P.rows_shift;
-                let tx0 = (fr & rmask) * P.wq;
+            let iy = i32(oy0 + 9u) - p_pad_top;
+            if (iy >= 0 && iy < i32(p_h)) {
+                let fr = plane * p_h + u32(iy);
+                let ty = fr >> p_rows_shift;
+                let tx0 = (fr & rmask) * p_wq;
                 let t0 = tload(tx0, ty, q0 + -1);
                 let t1 = tload(tx0, ty, q0 + 0);
                 let t2 = tload(tx0, ty, q0 + 1);
@@ -2444,63 +2477,63 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         b = bias[k];
     }
     let o0 = xb * 4u;
-    if (ROWS > 0u && oy0 + 0u < P.oh) {
-        let ybase = P.y_off4 + ((n * P.k + k) * P.oh + oy0 + 0u) * (P.ow / 4u);
-        if ((o0 + 0u) * 4u < P.ow) {
+    if (ROWS > 0u && oy0 + 0u < p_oh) {
+        let ybase = p_y_off4 + ((n * p_k + k) * p_oh + oy0 + 0u) * (p_ow / 4u);
+        if ((o0 + 0u) * 4u < p_ow) {
             y[ybase + o0 + 0u] = acc0_0 + vec4<f32>(b);
         }
-        if ((o0 + 1u) * 4u < P.ow) {
+        if ((o0 + 1u) * 4u < p_ow) {
             y[ybase + o0 + 1u] = acc0_1 + vec4<f32>(b);
         }
-        if ((o0 + 2u) * 4u < P.ow) {
+        if ((o0 + 2u) * 4u < p_ow) {
             y[ybase + o0 + 2u] = acc0_2 + vec4<f32>(b);
         }
-        if ((o0 + 3u) * 4u < P.ow) {
+        if ((o0 + 3u) * 4u < p_ow) {
             y[ybase + o0 + 3u] = acc0_3 + vec4<f32>(b);
         }
     }
-    if (ROWS > 1u && oy0 + 1u < P.oh) {
-        let ybase = P.y_off4 + ((n * P.k + k) * P.oh + oy0 + 1u) * (P.ow / 4u);
-        if ((o0 + 0u) * 4u < P.ow) {
+    if (ROWS > 1u && oy0 + 1u < p_oh) {
+        let ybase = p_y_off4 + ((n * p_k + k) * p_oh + oy0 + 1u) * (p_ow / 4u);
+        if ((o0 + 0u) * 4u < p_ow) {
             y[ybase + o0 + 0u] = acc1_0 + vec4<f32>(b);
         }
-        if ((o0 + 1u) * 4u < P.ow) {
+        if ((o0 + 1u) * 4u < p_ow) {
             y[ybase + o0 + 1u] = acc1_1 + vec4<f32>(b);
         }
-        if ((o0 + 2u) * 4u < P.ow) {
+        if ((o0 + 2u) * 4u < p_ow) {
             y[ybase + o0 + 2u] = acc1_2 + vec4<f32>(b);
         }
-        if ((o0 + 3u) * 4u < P.ow) {
+        if ((o0 + 3u) * 4u < p_ow) {
             y[ybase + o0 + 3u] = acc1_3 + vec4<f32>(b);
         }
     }
-    if (ROWS > 2u && oy0 + 2u < P.oh) {
-        let ybase = P.y_off4 + ((n * P.k + k) * P.oh + oy0 + 2u) * (P.ow / 4u);
-        if ((o0 + 0u) * 4u < P.ow) {
+    if (ROWS > 2u && oy0 + 2u < p_oh) {
+        let ybase = p_y_off4 + ((n * p_k + k) * p_oh + oy0 + 2u) * (p_ow / 4u);
+        if ((o0 + 0u) * 4u < p_ow) {
             y[ybase + o0 + 0u] = acc2_0 + vec4<f32>(b);
         }
-        if ((o0 + 1u) * 4u < P.ow) {
+        if ((o0 + 1u) * 4u < p_ow) {
             y[ybase + o0 + 1u] = acc2_1 + vec4<f32>(b);
         }
-        if ((o0 + 2u) * 4u < P.ow) {
+        if ((o0 + 2u) * 4u < p_ow) {
             y[ybase + o0 + 2u] = acc2_2 + vec4<f32>(b);
         }
-        if ((o0 + 3u) * 4u < P.ow) {
+        if ((o0 + 3u) * 4u < p_ow) {
             y[ybase + o0 + 3u] = acc2_3 + vec4<f32>(b);
         }
     }
-    if (ROWS > 3u && oy0 + 3u < P.oh) {
-        let ybase = P.y_off4 + ((n * P.k + k) * P.oh + oy0 + 3u) * (P.ow / 4u);
-        if ((o0 + 0u) * 4u < P.ow) {
+    if (ROWS > 3u && oy0 + 3u < p_oh) {
+        let ybase = p_y_off4 + ((n * p_k + k) * p_oh + oy0 + 3u) * (p_ow / 4u);
+        if ((o0 + 0u) * 4u < p_ow) {
             y[ybase + o0 + 0u] = acc3_0 + vec4<f32>(b);
         }
-        if ((o0 + 1u) * 4u < P.ow) {
+        if ((o0 + 1u) * 4u < p_ow) {
             y[ybase + o0 + 1u] = acc3_1 + vec4<f32>(b);
         }
-        if ((o0 + 2u) * 4u < P.ow) {
+        if ((o0 + 2u) * 4u < p_ow) {
             y[ybase + o0 + 2u] = acc3_2 + vec4<f32>(b);
         }
-        if ((o0 + 3u) * 4u < P.ow) {
+        if ((o0 + 3u) * 4u < p_ow) {
             y[ybase + o0 + 3u] = acc3_3 + vec4<f32>(b);
         }
     }

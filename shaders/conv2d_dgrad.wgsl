@@ -26,6 +26,36 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_ow: u32;
+var<private> p_total: u32;
+var<private> p_xblocks: u32;
+var<private> p_sw: u32;
+var<private> p_iy0: u32;
+var<private> p_rows: u32;
+var<private> p_cb_lo: u32;
+var<private> p_cbt: u32;
+var<private> p_cblocks: u32;
+var<private> p_w: u32;
+var<private> p_sh: u32;
+var<private> p_r: u32;
+var<private> p_s: u32;
+var<private> p_cg: u32;
+var<private> p_pad_top: i32;
+var<private> p_dh: u32;
+var<private> p_oh: u32;
+var<private> p_pad_left: i32;
+var<private> p_dw: u32;
+var<private> p_k_lo: u32;
+var<private> p_k_cnt: u32;
+var<private> p_kg: u32;
+var<private> p_dy_off: u32;
+var<private> p_k: u32;
+var<private> p_w_off: u32;
+var<private> p_b_off: u32;
+var<private> p_dx_off: u32;
+var<private> p_c: u32;
+var<private> p_h: u32;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -41,7 +71,7 @@ override ACCUMULATE: bool = false;
 
 fn dy4(base: u32, ox0: i32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
-    let ow = i32(P.ow);
+    let ow = i32(p_ow);
     for (var j = 0; j < 4; j++) {
         let ox = ox0 + j;
         if (ox >= 0 && ox < ow) {
@@ -53,61 +83,90 @@ fn dy4(base: u32, ox0: i32) -> vec4<f32> {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p_ow = P.ow;
+    p_total = P.total;
+    p_xblocks = P.xblocks;
+    p_sw = P.sw;
+    p_iy0 = P.iy0;
+    p_rows = P.rows;
+    p_cb_lo = P.cb_lo;
+    p_cbt = P.cbt;
+    p_cblocks = P.cblocks;
+    p_w = P.w;
+    p_sh = P.sh;
+    p_r = P.r;
+    p_s = P.s;
+    p_cg = P.cg;
+    p_pad_top = P.pad_top;
+    p_dh = P.dh;
+    p_oh = P.oh;
+    p_pad_left = P.pad_left;
+    p_dw = P.dw;
+    p_k_lo = P.k_lo;
+    p_k_cnt = P.k_cnt;
+    p_kg = P.kg;
+    p_dy_off = P.dy_off;
+    p_k = P.k;
+    p_w_off = P.w_off;
+    p_b_off = P.b_off;
+    p_dx_off = P.dx_off;
+    p_c = P.c;
+    p_h = P.h;
     let id = gid.x + gid.y * nwg.x * WG;
-    if (id >= P.total) {
+    if (id >= p_total) {
         return;
     }
     // id -> (x block, column phase, row, channel block, image)
-    let xb = id % P.xblocks;
-    var t = id / P.xblocks;
-    let ph = t % P.sw;
-    t = t / P.sw;
-    let iy = P.iy0 + t % P.rows;
-    t = t / P.rows;
-    let cb = P.cb_lo + t % P.cbt;
-    let n = t / P.cbt;
-    let g = cb / P.cblocks;
-    let ci0 = (cb % P.cblocks) * CB;
+    let xb = id % p_xblocks;
+    var t = id / p_xblocks;
+    let ph = t % p_sw;
+    t = t / p_sw;
+    let iy = p_iy0 + t % p_rows;
+    t = t / p_rows;
+    let cb = p_cb_lo + t % p_cbt;
+    let n = t / p_cbt;
+    let g = cb / p_cblocks;
+    let ci0 = (cb % p_cblocks) * CB;
     let j0 = xb * 4u;
-    if (ph + P.sw * j0 >= P.w) {
+    if (ph + p_sw * j0 >= p_w) {
         return;
     }
-    let sh = i32(P.sh);
-    let sw = i32(P.sw);
+    let sh = i32(p_sh);
+    let sw = i32(p_sw);
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    let rs = P.r * P.s;
+    let rs = p_r * p_s;
     // Clamp channels past the group end to a valid one (their results are not stored).
-    let cmax = P.cg - 1u;
+    let cmax = p_cg - 1u;
     let wc0 = min(ci0, cmax) * rs;
     let wc1 = min(ci0 + 1u, cmax) * rs;
     let wc2 = min(ci0 + 2u, cmax) * rs;
     let wc3 = min(ci0 + 3u, cmax) * rs;
-    for (var r = 0u; r < P.r; r++) {
-        let ty = i32(iy) + P.pad_top - i32(r * P.dh);
+    for (var r = 0u; r < p_r; r++) {
+        let ty = i32(iy) + p_pad_top - i32(r * p_dh);
         if (ty < 0 || ty % sh != 0) {
             continue;
         }
         let oy = u32(ty / sh);
-        if (oy >= P.oh) {
+        if (oy >= p_oh) {
             continue;
         }
-        let rr = select(r, P.r - 1u - r, FLIP);
-        for (var s = 0u; s < P.s; s++) {
-            let base = i32(ph) + P.pad_left - i32(s * P.dw);
+        let rr = select(r, p_r - 1u - r, FLIP);
+        for (var s = 0u; s < p_s; s++) {
+            let base = i32(ph) + p_pad_left - i32(s * p_dw);
             if (((base % sw) + sw) % sw != 0) {
                 continue;
             }
             // ox of pixel j: (base + sw * (j0 + j)) / sw, exact.
             let ox0 = (base - ((base % sw) + sw) % sw) / sw + i32(j0);
-            let ss = select(s, P.s - 1u - s, FLIP);
-            let tap = rr * P.s + ss;
-            for (var kk = P.k_lo; kk < P.k_lo + P.k_cnt; kk++) {
-                let k = g * P.kg + kk;
-                let v = dy4(P.dy_off + ((n * P.k + k) * P.oh + oy) * P.ow, ox0);
-                let wk = P.w_off + k * P.cg * rs + tap;
+            let ss = select(s, p_s - 1u - s, FLIP);
+            let tap = rr * p_s + ss;
+            for (var kk = p_k_lo; kk < p_k_lo + p_k_cnt; kk++) {
+                let k = g * p_kg + kk;
+                let v = dy4(p_dy_off + ((n * p_k + k) * p_oh + oy) * p_ow, ox0);
+                let wk = p_w_off + k * p_cg * rs + tap;
                 acc0 = fma(vec4<f32>(wt[wk + wc0]), v, acc0);
                 if (CB > 1u) {
                     acc1 = fma(vec4<f32>(wt[wk + wc1]), v, acc1);
@@ -123,10 +182,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     for (var i = 0u; i < CB; i++) {
         let ci = ci0 + i;
-        if (ci >= P.cg) {
+        if (ci >= p_cg) {
             break;
         }
-        let c = g * P.cg + ci;
+        let c = g * p_cg + ci;
         var a = acc0;
         if (i == 1u) {
             a = acc1;
@@ -137,12 +196,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         }
         var b = 0.0;
         if (HAS_BIAS && !ACCUMULATE) {
-            b = bias[P.b_off + c];
+            b = bias[p_b_off + c];
         }
-        let row = P.dx_off + ((n * P.c + c) * P.h + iy) * P.w;
+        let row = p_dx_off + ((n * p_c + c) * p_h + iy) * p_w;
         for (var j = 0u; j < 4u; j++) {
-            let ix = ph + P.sw * (j0 + j);
-            if (ix < P.w) {
+            let ix = ph + p_sw * (j0 + j);
+            if (ix < p_w) {
                 var out = a[j] + b;
                 if (ACCUMULATE) {
                     out += dx[row + ix];

@@ -22,6 +22,30 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_owq: u32;
+var<private> p_total: u32;
+var<private> p_bblocks: u32;
+var<private> p_a_n: u32;
+var<private> p_cb: u32;
+var<private> p_c: u32;
+var<private> p_cg: u32;
+var<private> p_qoff: i32;
+var<private> p_kg: u32;
+var<private> p_k: u32;
+var<private> p_oh: u32;
+var<private> p_wbase: u32;
+var<private> p_rj: u32;
+var<private> p_pty: i32;
+var<private> p_rows_shift: u32;
+var<private> p_dy_rows_mask: u32;
+var<private> p_py: u32;
+var<private> p_sh: u32;
+var<private> p_h: u32;
+var<private> p_w: u32;
+var<private> p_b_n: u32;
+var<private> p_px: u32;
+var<private> p_sw: u32;
 @group(0) @binding(1) var tdy: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var tw: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -37,43 +61,66 @@ override HAS_BIAS: bool = false;
 const NT_MAX: u32 = 5u;
 
 fn dload(tx0: u32, ty: u32, q: i32) -> vec4<f32> {
-    let inside = q >= 0 && q < i32(P.owq);
-    let v = textureLoad(tdy, vec2<u32>(tx0 + u32(clamp(q, 0, i32(P.owq) - 1)), ty));
+    let inside = q >= 0 && q < i32(p_owq);
+    let v = textureLoad(tdy, vec2<u32>(tx0 + u32(clamp(q, 0, i32(p_owq) - 1)), ty));
     return select(vec4<f32>(0.0), v, inside);
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p_owq = P.owq;
+    p_total = P.total;
+    p_bblocks = P.bblocks;
+    p_a_n = P.a_n;
+    p_cb = P.cb;
+    p_c = P.c;
+    p_cg = P.cg;
+    p_qoff = P.qoff;
+    p_kg = P.kg;
+    p_k = P.k;
+    p_oh = P.oh;
+    p_wbase = P.wbase;
+    p_rj = P.rj;
+    p_pty = P.pty;
+    p_rows_shift = P.rows_shift;
+    p_dy_rows_mask = P.dy_rows_mask;
+    p_py = P.py;
+    p_sh = P.sh;
+    p_h = P.h;
+    p_w = P.w;
+    p_b_n = P.b_n;
+    p_px = P.px;
+    p_sw = P.sw;
     let id = gid.x + gid.y * nwg.x * WG;
-    if (id >= P.total) {
+    if (id >= p_total) {
         return;
     }
     // id -> (8-column block, phase row, channel block, group, image)
-    let bb = id % P.bblocks;
-    var t = id / P.bblocks;
-    let a = t % P.a_n;
-    t = t / P.a_n;
-    let cb = t % P.cb;
-    t = t / P.cb;
-    let g = t % (P.c / P.cg);
-    let n = t / (P.c / P.cg);
+    let bb = id % p_bblocks;
+    var t = id / p_bblocks;
+    let a = t % p_a_n;
+    t = t / p_a_n;
+    let cb = t % p_cb;
+    t = t / p_cb;
+    let g = t % (p_c / p_cg);
+    let n = t / (p_c / p_cg);
     let nt = (SHIFT + 8u + SL - 1u + 3u) / 4u;
-    let q0 = i32(2u * bb) + P.qoff;
+    let q0 = i32(2u * bb) + p_qoff;
     var acc: array<vec4<f32>, 8>;
     for (var i = 0u; i < 8u; i++) {
         acc[i] = vec4<f32>(0.0);
     }
-    for (var k = 0u; k < P.kg; k++) {
-        let plane = (n * P.k + g * P.kg + k) * P.oh;
-        let wrow = P.wbase + (((g * P.cb + cb) * P.kg + k) * P.rj) * SL;
-        for (var j = 0u; j < P.rj; j++) {
-            let oy = i32(a + j) - P.pty;
-            if (oy < 0 || oy >= i32(P.oh)) {
+    for (var k = 0u; k < p_kg; k++) {
+        let plane = (n * p_k + g * p_kg + k) * p_oh;
+        let wrow = p_wbase + (((g * p_cb + cb) * p_kg + k) * p_rj) * SL;
+        for (var j = 0u; j < p_rj; j++) {
+            let oy = i32(a + j) - p_pty;
+            if (oy < 0 || oy >= i32(p_oh)) {
                 continue;
             }
             let dr = plane + u32(oy);
-            let ty = dr >> P.rows_shift;
-            let tx0 = (dr & P.dy_rows_mask) * P.owq;
+            let ty = dr >> p_rows_shift;
+            let tx0 = (dr & p_dy_rows_mask) * p_owq;
             var u: array<f32, 20>;
             for (var e = 0u; e < NT_MAX; e++) {
                 if (e < nt) {
@@ -94,22 +141,22 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
     }
-    let oy = P.py + P.sh * a;
+    let oy = p_py + p_sh * a;
     for (var ci = 0u; ci < 4u; ci++) {
         let c = cb * 4u + ci;
-        if (c >= P.cg) {
+        if (c >= p_cg) {
             break;
         }
-        let ch = g * P.cg + c;
+        let ch = g * p_cg + c;
         var b = 0.0;
         if (HAS_BIAS) {
             b = bias[ch];
         }
-        let row = ((n * P.c + ch) * P.h + oy) * P.w;
+        let row = ((n * p_c + ch) * p_h + oy) * p_w;
         for (var i = 0u; i < 8u; i++) {
             let bx = bb * 8u + i;
-            if (bx < P.b_n) {
-                dx[row + P.px + P.sw * bx] = acc[i][ci] + b;
+            if (bx < p_b_n) {
+                dx[row + p_px + p_sw * bx] = acc[i][ci] + b;
             }
         }
     }

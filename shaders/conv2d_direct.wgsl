@@ -26,6 +26,36 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_w: u32;
+var<private> p_b_off: u32;
+var<private> p_y_off: u32;
+var<private> p_k: u32;
+var<private> p_oh: u32;
+var<private> p_ow: u32;
+var<private> p_total: u32;
+var<private> p_pblocks: u32;
+var<private> p_oy0: u32;
+var<private> p_rows: u32;
+var<private> p_kb_lo: u32;
+var<private> p_kbt: u32;
+var<private> p_kblocks: u32;
+var<private> p_kg: u32;
+var<private> p_cg: u32;
+var<private> p_sh: u32;
+var<private> p_pad_top: i32;
+var<private> p_sw: u32;
+var<private> p_pad_left: i32;
+var<private> p_h: u32;
+var<private> p_r: u32;
+var<private> p_s: u32;
+var<private> p_w_off: u32;
+var<private> p_c_lo: u32;
+var<private> p_c_cnt: u32;
+var<private> p_x_off: u32;
+var<private> p_c: u32;
+var<private> p_dh: u32;
+var<private> p_dw: u32;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -71,7 +101,7 @@ fn src_index(i: i32, size: i32) -> i32 {
 }
 
 fn xload(row: u32, ix: i32) -> f32 {
-    let sx = src_index(ix, i32(P.w));
+    let sx = src_index(ix, i32(p_w));
     var v = 0.0;
     if (sx >= 0) {
         v = x[row + u32(sx)];
@@ -85,12 +115,12 @@ fn store(n: u32, k: u32, klast: u32, oy: u32, ox0: u32, v: vec4<f32>) {
     }
     var b = 0.0;
     if (HAS_BIAS && !ACCUMULATE) {
-        b = bias[P.b_off + k];
+        b = bias[p_b_off + k];
     }
-    let base = P.y_off + ((n * P.k + k) * P.oh + oy) * P.ow;
+    let base = p_y_off + ((n * p_k + k) * p_oh + oy) * p_ow;
     for (var j = 0u; j < 4u; j++) {
         let ox = ox0 + j;
-        if (ox < P.ow) {
+        if (ox < p_ow) {
             var out = v[j] + b;
             if (ACCUMULATE) {
                 out += y[base + ox];
@@ -102,33 +132,62 @@ fn store(n: u32, k: u32, klast: u32, oy: u32, ox0: u32, v: vec4<f32>) {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p_w = P.w;
+    p_b_off = P.b_off;
+    p_y_off = P.y_off;
+    p_k = P.k;
+    p_oh = P.oh;
+    p_ow = P.ow;
+    p_total = P.total;
+    p_pblocks = P.pblocks;
+    p_oy0 = P.oy0;
+    p_rows = P.rows;
+    p_kb_lo = P.kb_lo;
+    p_kbt = P.kbt;
+    p_kblocks = P.kblocks;
+    p_kg = P.kg;
+    p_cg = P.cg;
+    p_sh = P.sh;
+    p_pad_top = P.pad_top;
+    p_sw = P.sw;
+    p_pad_left = P.pad_left;
+    p_h = P.h;
+    p_r = P.r;
+    p_s = P.s;
+    p_w_off = P.w_off;
+    p_c_lo = P.c_lo;
+    p_c_cnt = P.c_cnt;
+    p_x_off = P.x_off;
+    p_c = P.c;
+    p_dh = P.dh;
+    p_dw = P.dw;
     let id = gid.x + gid.y * nwg.x * WG;
-    if (id >= P.total) {
+    if (id >= p_total) {
         return;
     }
-    let pb = id % P.pblocks;
-    var t = id / P.pblocks;
-    let oy = P.oy0 + t % P.rows;
-    t = t / P.rows;
-    let kbi = P.kb_lo + t % P.kbt;
-    let n = t / P.kbt;
-    let g = kbi / P.kblocks;
-    let k0 = g * P.kg + (kbi % P.kblocks) * KB;
-    let klast = (g + 1u) * P.kg - 1u;
+    let pb = id % p_pblocks;
+    var t = id / p_pblocks;
+    let oy = p_oy0 + t % p_rows;
+    t = t / p_rows;
+    let kbi = p_kb_lo + t % p_kbt;
+    let n = t / p_kbt;
+    let g = kbi / p_kblocks;
+    let k0 = g * p_kg + (kbi % p_kblocks) * KB;
+    let klast = (g + 1u) * p_kg - 1u;
     let ox0 = pb * PB;
-    let cbase = g * P.cg;
-    let iy0 = i32(oy * P.sh) - P.pad_top;
-    let ix0 = i32(ox0 * P.sw) - P.pad_left;
-    let hw = P.h * P.w;
-    let rs = P.r * P.s;
-    let wk0 = P.w_off + min(k0 + 0u, klast) * P.cg * rs;
-    let wk1 = P.w_off + min(k0 + 1u, klast) * P.cg * rs;
-    let wk2 = P.w_off + min(k0 + 2u, klast) * P.cg * rs;
-    let wk3 = P.w_off + min(k0 + 3u, klast) * P.cg * rs;
-    let wk4 = P.w_off + min(k0 + 4u, klast) * P.cg * rs;
-    let wk5 = P.w_off + min(k0 + 5u, klast) * P.cg * rs;
-    let wk6 = P.w_off + min(k0 + 6u, klast) * P.cg * rs;
-    let wk7 = P.w_off + min(k0 + 7u, klast) * P.cg * rs;
+    let cbase = g * p_cg;
+    let iy0 = i32(oy * p_sh) - p_pad_top;
+    let ix0 = i32(ox0 * p_sw) - p_pad_left;
+    let hw = p_h * p_w;
+    let rs = p_r * p_s;
+    let wk0 = p_w_off + min(k0 + 0u, klast) * p_cg * rs;
+    let wk1 = p_w_off + min(k0 + 1u, klast) * p_cg * rs;
+    let wk2 = p_w_off + min(k0 + 2u, klast) * p_cg * rs;
+    let wk3 = p_w_off + min(k0 + 3u, klast) * p_cg * rs;
+    let wk4 = p_w_off + min(k0 + 4u, klast) * p_cg * rs;
+    let wk5 = p_w_off + min(k0 + 5u, klast) * p_cg * rs;
+    let wk6 = p_w_off + min(k0 + 6u, klast) * p_cg * rs;
+    let wk7 = p_w_off + min(k0 + 7u, klast) * p_cg * rs;
     var a0 = vec4<f32>(0.0);
     var b0 = vec4<f32>(0.0);
     var a1 = vec4<f32>(0.0);
@@ -145,22 +204,22 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var b6 = vec4<f32>(0.0);
     var a7 = vec4<f32>(0.0);
     var b7 = vec4<f32>(0.0);
-    let c_end = P.c_lo + P.c_cnt;
-    for (var ci = P.c_lo; ci < c_end; ci++) {
-        let xplane = P.x_off + (n * P.c + cbase + ci) * hw;
+    let c_end = p_c_lo + p_c_cnt;
+    for (var ci = p_c_lo; ci < c_end; ci++) {
+        let xplane = p_x_off + (n * p_c + cbase + ci) * hw;
         let wc = ci * rs;
-        for (var r = 0u; r < P.r; r++) {
-            let sy = src_index(iy0 + i32(r * P.dh), i32(P.h));
+        for (var r = 0u; r < p_r; r++) {
+            let sy = src_index(iy0 + i32(r * p_dh), i32(p_h));
             if (sy < 0) {
                 continue;
             }
-            let xrow = xplane + u32(sy) * P.w;
-            let rr = select(r, P.r - 1u - r, FLIP);
-            for (var s = 0u; s < P.s; s++) {
-                let ss = select(s, P.s - 1u - s, FLIP);
-                let tap = wc + rr * P.s + ss;
-                let xs = ix0 + i32(s * P.dw);
-                let sw = i32(P.sw);
+            let xrow = xplane + u32(sy) * p_w;
+            let rr = select(r, p_r - 1u - r, FLIP);
+            for (var s = 0u; s < p_s; s++) {
+                let ss = select(s, p_s - 1u - s, FLIP);
+                let tap = wc + rr * p_s + ss;
+                let xs = ix0 + i32(s * p_dw);
+                let sw = i32(p_sw);
                 let xa = vec4<f32>(xload(xrow, xs), xload(xrow, xs + sw), xload(xrow, xs + 2 * sw), xload(xrow, xs + 3 * sw));
                 var xb = vec4<f32>(0.0);
                 if (PB > 4u) {

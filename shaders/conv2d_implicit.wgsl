@@ -35,6 +35,30 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_ohw: u32;
+var<private> p_kg: u32;
+var<private> p_wg0: u32;
+var<private> p_groups_m: u32;
+var<private> p_groups_n: u32;
+var<private> p_batch: u32;
+var<private> p_groups: u32;
+var<private> p_ow: u32;
+var<private> p_sw: u32;
+var<private> p_sh: u32;
+var<private> p_kp: u32;
+var<private> p_hb: u32;
+var<private> p_cb8: u32;
+var<private> p_rows_img: u32;
+var<private> p_cpr: u32;
+var<private> p_wp: u32;
+var<private> p_hp: u32;
+var<private> p_r: u32;
+var<private> p_dh: u32;
+var<private> p_s: u32;
+var<private> p_dw: u32;
+var<private> p_y_off: u32;
+var<private> p_k: u32;
 @group(0) @binding(1) var tx: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var tb: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -44,17 +68,17 @@ override WG: u32 = 8u;
 override HAS_BIAS: bool = false;
 
 fn store(live: bool, base: u32, px: u32, col0: u32, g: u32, v: vec4<f32>) {
-    if (!live || px >= P.ohw) {
+    if (!live || px >= p_ohw) {
         return;
     }
     for (var e = 0u; e < 4u; e++) {
         let col = col0 + e;
-        if (col < P.kg) {
+        if (col < p_kg) {
             var out = v[e];
             if (HAS_BIAS) {
-                out += bias[g * P.kg + col];
+                out += bias[g * p_kg + col];
             }
-            y[base + col * P.ohw + px] = out;
+            y[base + col * p_ohw + px] = out;
         }
     }
 }
@@ -66,50 +90,73 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
     @builtin(subgroup_invocation_id) sl: u32,
 ) {
+    p_ohw = P.ohw;
+    p_kg = P.kg;
+    p_wg0 = P.wg0;
+    p_groups_m = P.groups_m;
+    p_groups_n = P.groups_n;
+    p_batch = P.batch;
+    p_groups = P.groups;
+    p_ow = P.ow;
+    p_sw = P.sw;
+    p_sh = P.sh;
+    p_kp = P.kp;
+    p_hb = P.hb;
+    p_cb8 = P.cb8;
+    p_rows_img = P.rows_img;
+    p_cpr = P.cpr;
+    p_wp = P.wp;
+    p_hp = P.hp;
+    p_r = P.r;
+    p_dh = P.dh;
+    p_s = P.s;
+    p_dw = P.dw;
+    p_y_off = P.y_off;
+    p_k = P.k;
     // Workgroup -> ((image, group), channel block, pixel block), pixel block fastest.
-    let wg = P.wg0 + wid.x + wid.y * nwg.x;
-    let gm = wg % P.groups_m;
-    let t = wg / P.groups_m;
-    let tn = t % P.groups_n;
-    let bt = t / P.groups_n;
-    let live = bt < P.batch;
-    let bc = min(bt, P.batch - 1u);
-    let g = bc % P.groups;
-    let n = bc / P.groups;
+    let wg = p_wg0 + wid.x + wid.y * nwg.x;
+    let gm = wg % p_groups_m;
+    let t = wg / p_groups_m;
+    let tn = t % p_groups_n;
+    let bt = t / p_groups_n;
+    let live = bt < p_batch;
+    let bc = min(bt, p_batch - 1u);
+    let g = bc % p_groups;
+    let n = bc / p_groups;
     let m0 = (gm * WG + lid) * 8u;
     let n0 = tn * 16u;
     // Input-image offsets of this lane's pixels (the last pixel stands in for those past it).
-    let last = P.ohw - 1u;
+    let last = p_ohw - 1u;
     let p0 = min(m0 + 0u, last);
-    let bx0 = (p0 % P.ow) * P.sw;
-    let by0 = (p0 / P.ow) * P.sh;
+    let bx0 = (p0 % p_ow) * p_sw;
+    let by0 = (p0 / p_ow) * p_sh;
     let p1 = min(m0 + 1u, last);
-    let bx1 = (p1 % P.ow) * P.sw;
-    let by1 = (p1 / P.ow) * P.sh;
+    let bx1 = (p1 % p_ow) * p_sw;
+    let by1 = (p1 / p_ow) * p_sh;
     let p2 = min(m0 + 2u, last);
-    let bx2 = (p2 % P.ow) * P.sw;
-    let by2 = (p2 / P.ow) * P.sh;
+    let bx2 = (p2 % p_ow) * p_sw;
+    let by2 = (p2 / p_ow) * p_sh;
     let p3 = min(m0 + 3u, last);
-    let bx3 = (p3 % P.ow) * P.sw;
-    let by3 = (p3 / P.ow) * P.sh;
+    let bx3 = (p3 % p_ow) * p_sw;
+    let by3 = (p3 / p_ow) * p_sh;
     let p4 = min(m0 + 4u, last);
-    let bx4 = (p4 % P.ow) * P.sw;
-    let by4 = (p4 / P.ow) * P.sh;
+    let bx4 = (p4 % p_ow) * p_sw;
+    let by4 = (p4 / p_ow) * p_sh;
     let p5 = min(m0 + 5u, last);
-    let bx5 = (p5 % P.ow) * P.sw;
-    let by5 = (p5 / P.ow) * P.sh;
+    let bx5 = (p5 % p_ow) * p_sw;
+    let by5 = (p5 / p_ow) * p_sh;
     let p6 = min(m0 + 6u, last);
-    let bx6 = (p6 % P.ow) * P.sw;
-    let by6 = (p6 / P.ow) * P.sh;
+    let bx6 = (p6 % p_ow) * p_sw;
+    let by6 = (p6 / p_ow) * p_sh;
     let p7 = min(m0 + 7u, last);
-    let bx7 = (p7 % P.ow) * P.sw;
-    let by7 = (p7 / P.ow) * P.sh;
+    let bx7 = (p7 % p_ow) * p_sw;
+    let by7 = (p7 / p_ow) * p_sh;
     // Weight panel of (group, channel block): row 0 at texel (xb, yb).
-    let lb = (g * P.groups_n + tn) * P.kp;
-    var yb = lb % P.hb;
-    var xb = (lb / P.hb) * 4u;
-    let qbase = g * P.cb8 * 2u;
-    let ybase = n * P.rows_img;
+    let lb = (g * p_groups_n + tn) * p_kp;
+    var yb = lb % p_hb;
+    var xb = (lb / p_hb) * 4u;
+    let qbase = g * p_cb8 * 2u;
+    let ybase = n * p_rows_img;
     var c0_0 = vec4<f32>(0.0);
     var c0_1 = vec4<f32>(0.0);
     var c0_2 = vec4<f32>(0.0);
@@ -142,19 +189,19 @@ fn main(
     var c7_1 = vec4<f32>(0.0);
     var c7_2 = vec4<f32>(0.0);
     var c7_3 = vec4<f32>(0.0);
-    for (var cb = 0u; cb < P.cb8; cb++) {
+    for (var cb = 0u; cb < p_cb8; cb++) {
         let q0 = qbase + cb * 2u;
         let q1 = q0 + 1u;
-        let ox0 = (q0 % P.cpr) * P.wp;
-        let oy0 = (ybase + q0 / P.cpr) * P.hp;
-        let ox1 = (q1 % P.cpr) * P.wp;
-        let oy1 = (ybase + q1 / P.cpr) * P.hp;
-        for (var r = 0u; r < P.r; r++) {
-            let y0 = oy0 + r * P.dh;
-            let y1 = oy1 + r * P.dh;
-            for (var s = 0u; s < P.s; s++) {
-                let x0 = ox0 + s * P.dw;
-                let x1 = ox1 + s * P.dw;
+        let ox0 = (q0 % p_cpr) * p_wp;
+        let oy0 = (ybase + q0 / p_cpr) * p_hp;
+        let ox1 = (q1 % p_cpr) * p_wp;
+        let oy1 = (ybase + q1 / p_cpr) * p_hp;
+        for (var r = 0u; r < p_r; r++) {
+            let y0 = oy0 + r * p_dh;
+            let y1 = oy1 + r * p_dh;
+            for (var s = 0u; s < p_s; s++) {
+                let x0 = ox0 + s * p_dw;
+                let x1 = ox1 + s * p_dw;
                 // Weights: lane sl loads k-row sl of this step, shared by subgroupBroadcast.
                 let bl0 = textureLoad(tb, vec2<u32>(xb + 0u, yb + sl));
                 let bl1 = textureLoad(tb, vec2<u32>(xb + 1u, yb + sl));
@@ -514,13 +561,13 @@ fn main(
                     c7_3 = fma(vec4<f32>(a7_1.w), b7, c7_3);
                 }
                 yb += 8u;
-                let eb = yb == P.hb;
+                let eb = yb == p_hb;
                 yb = select(yb, 0u, eb);
                 xb = select(xb, xb + 4u, eb);
             }
         }
     }
-    let base = P.y_off + (n * P.k + g * P.kg) * P.ohw;
+    let base = p_y_off + (n * p_k + g * p_kg) * p_ohw;
     store(live, base, m0 + 0u, n0 + 0u, g, c0_0);
     store(live, base, m0 + 0u, n0 + 4u, g, c0_1);
     store(live, base, m0 + 0u, n0 + 8u, g, c0_2);

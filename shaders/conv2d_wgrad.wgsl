@@ -19,6 +19,35 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_total: u32;
+var<private> p_sblocks: u32;
+var<private> p_r: u32;
+var<private> p_c_lo: u32;
+var<private> p_c_cnt: u32;
+var<private> p_kb_lo: u32;
+var<private> p_kblocks: u32;
+var<private> p_kg: u32;
+var<private> p_cg: u32;
+var<private> p_oh: u32;
+var<private> p_ow: u32;
+var<private> p_n: u32;
+var<private> p_x_off: u32;
+var<private> p_c: u32;
+var<private> p_h: u32;
+var<private> p_w: u32;
+var<private> p_dy_off: u32;
+var<private> p_k: u32;
+var<private> p_oy0: u32;
+var<private> p_oy_cnt: u32;
+var<private> p_sh: u32;
+var<private> p_dh: u32;
+var<private> p_pad_top: i32;
+var<private> p_sw: u32;
+var<private> p_pad_left: i32;
+var<private> p_s: u32;
+var<private> p_dw: u32;
+var<private> p_dw_off: u32;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> dy: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dw: array<f32>;
@@ -58,22 +87,50 @@ fn src_index(i: i32, size: i32) -> i32 {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p_total = P.total;
+    p_sblocks = P.sblocks;
+    p_r = P.r;
+    p_c_lo = P.c_lo;
+    p_c_cnt = P.c_cnt;
+    p_kb_lo = P.kb_lo;
+    p_kblocks = P.kblocks;
+    p_kg = P.kg;
+    p_cg = P.cg;
+    p_oh = P.oh;
+    p_ow = P.ow;
+    p_n = P.n;
+    p_x_off = P.x_off;
+    p_c = P.c;
+    p_h = P.h;
+    p_w = P.w;
+    p_dy_off = P.dy_off;
+    p_k = P.k;
+    p_oy0 = P.oy0;
+    p_oy_cnt = P.oy_cnt;
+    p_sh = P.sh;
+    p_dh = P.dh;
+    p_pad_top = P.pad_top;
+    p_sw = P.sw;
+    p_pad_left = P.pad_left;
+    p_s = P.s;
+    p_dw = P.dw;
+    p_dw_off = P.dw_off;
     let id = gid.x + gid.y * nwg.x * WG;
-    if (id >= P.total) {
+    if (id >= p_total) {
         return;
     }
     // id -> (s block, kernel row, input channel in group, k block (all groups))
-    let sb = id % P.sblocks;
-    var t = id / P.sblocks;
-    let r = t % P.r;
-    t = t / P.r;
-    let ci = P.c_lo + t % P.c_cnt;
-    let kbt = P.kb_lo + t / P.c_cnt;
-    let g = kbt / P.kblocks;
-    let k0 = g * P.kg + (kbt % P.kblocks) * KB;
-    let kend = (g + 1u) * P.kg;
+    let sb = id % p_sblocks;
+    var t = id / p_sblocks;
+    let r = t % p_r;
+    t = t / p_r;
+    let ci = p_c_lo + t % p_c_cnt;
+    let kbt = p_kb_lo + t / p_c_cnt;
+    let g = kbt / p_kblocks;
+    let k0 = g * p_kg + (kbt % p_kblocks) * KB;
+    let kend = (g + 1u) * p_kg;
     let s0 = sb * 4u;
-    let c = g * P.cg + ci;
+    let c = g * p_cg + ci;
     let kk1 = min(k0 + 1u, kend - 1u);
     let kk2 = min(k0 + 2u, kend - 1u);
     let kk3 = min(k0 + 3u, kend - 1u);
@@ -81,27 +138,27 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    let ohw = P.oh * P.ow;
-    for (var n = 0u; n < P.n; n++) {
-        let xplane = P.x_off + (n * P.c + c) * P.h * P.w;
-        let dyn = P.dy_off + n * P.k * ohw;
-        for (var oy = P.oy0; oy < P.oy0 + P.oy_cnt; oy++) {
-            let sy = src_index(i32(oy * P.sh + r * P.dh) - P.pad_top, i32(P.h));
+    let ohw = p_oh * p_ow;
+    for (var n = 0u; n < p_n; n++) {
+        let xplane = p_x_off + (n * p_c + c) * p_h * p_w;
+        let dyn = p_dy_off + n * p_k * ohw;
+        for (var oy = p_oy0; oy < p_oy0 + p_oy_cnt; oy++) {
+            let sy = src_index(i32(oy * p_sh + r * p_dh) - p_pad_top, i32(p_h));
             if (sy < 0) {
                 continue;
             }
-            let xrow = xplane + u32(sy) * P.w;
-            for (var ox = 0u; ox < P.ow; ox++) {
+            let xrow = xplane + u32(sy) * p_w;
+            for (var ox = 0u; ox < p_ow; ox++) {
                 var xv = vec4<f32>(0.0);
-                let ix0 = i32(ox * P.sw) - P.pad_left;
+                let ix0 = i32(ox * p_sw) - p_pad_left;
                 for (var j = 0u; j < 4u; j++) {
-                    let s = min(s0 + j, P.s - 1u);
-                    let sx = src_index(ix0 + i32(s * P.dw), i32(P.w));
+                    let s = min(s0 + j, p_s - 1u);
+                    let sx = src_index(ix0 + i32(s * p_dw), i32(p_w));
                     if (sx >= 0) {
                         xv[j] = x[xrow + u32(sx)];
                     }
                 }
-                let p = dyn + oy * P.ow + ox;
+                let p = dyn + oy * p_ow + ox;
                 acc0 = fma(vec4<f32>(dy[p + k0 * ohw]), xv, acc0);
                 if (KB > 1u) {
                     acc1 = fma(vec4<f32>(dy[p + kk1 * ohw]), xv, acc1);
@@ -115,7 +172,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
     }
-    let rr = select(r, P.r - 1u - r, FLIP);
+    let rr = select(r, p_r - 1u - r, FLIP);
     for (var i = 0u; i < KB; i++) {
         let k = k0 + i;
         if (k >= kend) {
@@ -131,9 +188,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         }
         for (var j = 0u; j < 4u; j++) {
             let s = s0 + j;
-            if (s < P.s) {
-                let ss = select(s, P.s - 1u - s, FLIP);
-                let o = P.dw_off + ((k * P.cg + ci) * P.r + rr) * P.s + ss;
+            if (s < p_s) {
+                let ss = select(s, p_s - 1u - s, FLIP);
+                let o = p_dw_off + ((k * p_cg + ci) * p_r + rr) * p_s + ss;
                 var v = a[j];
                 if (ACCUMULATE) {
                     v += dw[o];

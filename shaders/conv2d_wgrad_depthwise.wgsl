@@ -22,6 +22,25 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_w: u32;
+var<private> p_total: u32;
+var<private> p_nb: u32;
+var<private> p_r: u32;
+var<private> p_kg: u32;
+var<private> p_rb: u32;
+var<private> p_nr: u32;
+var<private> p_ow: u32;
+var<private> p_oh: u32;
+var<private> p_sh: u32;
+var<private> p_dh: u32;
+var<private> p_pad_top: i32;
+var<private> p_h: u32;
+var<private> p_c: u32;
+var<private> p_k: u32;
+var<private> p_sw: u32;
+var<private> p_pad_left: i32;
+var<private> p_dw: u32;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> dy: array<f32>;
 @group(0) @binding(3) var<storage, read_write> part: array<f32>;
@@ -60,45 +79,63 @@ fn src_index(i: i32, size: i32) -> i32 {
 
 // x at column ix of the row starting at `row` (0 in the zero padding).
 fn xval(row: u32, ix: i32) -> f32 {
-    let sx = src_index(ix, i32(P.w));
+    let sx = src_index(ix, i32(p_w));
     return select(0.0, x[row + u32(max(sx, 0))], sx >= 0);
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p_w = P.w;
+    p_total = P.total;
+    p_nb = P.nb;
+    p_r = P.r;
+    p_kg = P.kg;
+    p_rb = P.rb;
+    p_nr = P.nr;
+    p_ow = P.ow;
+    p_oh = P.oh;
+    p_sh = P.sh;
+    p_dh = P.dh;
+    p_pad_top = P.pad_top;
+    p_h = P.h;
+    p_c = P.c;
+    p_k = P.k;
+    p_sw = P.sw;
+    p_pad_left = P.pad_left;
+    p_dw = P.dw;
     let id = gid.x + gid.y * nwg.x * WG;
-    if (id >= P.total) {
+    if (id >= p_total) {
         return;
     }
-    let band = id % P.nb;
-    let t = id / P.nb;
-    let r = t % P.r;
-    let k = t / P.r;
-    let c = k / P.kg;
+    let band = id % p_nb;
+    let t = id / p_nb;
+    let r = t % p_r;
+    let k = t / p_r;
+    let c = k / p_kg;
     var acc: array<vec4<f32>, 7>;
     for (var s = 0u; s < 7u; s++) {
         acc[s] = vec4<f32>(0.0);
     }
-    let row_lo = band * P.rb;
-    let row_hi = min(row_lo + P.rb, P.nr);
-    let last = P.ow - 1u;
+    let row_lo = band * p_rb;
+    let row_hi = min(row_lo + p_rb, p_nr);
+    let last = p_ow - 1u;
     for (var fr = row_lo; fr < row_hi; fr++) {
-        let n = fr / P.oh;
-        let oy = fr - n * P.oh;
-        let sy = src_index(i32(oy * P.sh + r * P.dh) - P.pad_top, i32(P.h));
+        let n = fr / p_oh;
+        let oy = fr - n * p_oh;
+        let sy = src_index(i32(oy * p_sh + r * p_dh) - p_pad_top, i32(p_h));
         if (sy < 0) {
             continue;
         }
-        let xrow = ((n * P.c + c) * P.h + u32(sy)) * P.w;
-        let dyrow = ((n * P.k + k) * P.oh + oy) * P.ow;
-        for (var ox = 0u; ox < P.ow; ox += 4u) {
+        let xrow = ((n * p_c + c) * p_h + u32(sy)) * p_w;
+        let dyrow = ((n * p_k + k) * p_oh + oy) * p_ow;
+        for (var ox = 0u; ox < p_ow; ox += 4u) {
             let d = vec4<f32>(
                 dy[dyrow + ox],
-                select(0.0, dy[dyrow + min(ox + 1u, last)], ox + 1u < P.ow),
-                select(0.0, dy[dyrow + min(ox + 2u, last)], ox + 2u < P.ow),
-                select(0.0, dy[dyrow + min(ox + 3u, last)], ox + 3u < P.ow),
+                select(0.0, dy[dyrow + min(ox + 1u, last)], ox + 1u < p_ow),
+                select(0.0, dy[dyrow + min(ox + 2u, last)], ox + 2u < p_ow),
+                select(0.0, dy[dyrow + min(ox + 3u, last)], ox + 3u < p_ow),
             );
-            let ix0 = i32(ox * P.sw) - P.pad_left;
+            let ix0 = i32(ox * p_sw) - p_pad_left;
             if (COLS1) {
                 var u: array<f32, 10>;
                 for (var i = 0u; i < S + 3u; i++) {
@@ -108,9 +145,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                     acc[s] = fma(d, vec4<f32>(u[s], u[s + 1u], u[s + 2u], u[s + 3u]), acc[s]);
                 }
             } else {
-                let sw = i32(P.sw);
+                let sw = i32(p_sw);
                 for (var s = 0u; s < S; s++) {
-                    let ix = ix0 + i32(s * P.dw);
+                    let ix = ix0 + i32(s * p_dw);
                     let v = vec4<f32>(
                         xval(xrow, ix),
                         xval(xrow, ix + sw),
@@ -122,10 +159,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
     }
-    let rr = select(r, P.r - 1u - r, FLIP);
+    let rr = select(r, p_r - 1u - r, FLIP);
     for (var s = 0u; s < S; s++) {
         let ss = select(s, S - 1u - s, FLIP);
         let a = acc[s];
-        part[((k * P.r + rr) * S + ss) * P.nb + band] = (a.x + a.y) + (a.z + a.w);
+        part[((k * p_r + rr) * S + ss) * p_nb + band] = (a.x + a.y) + (a.z + a.w);
     }
 }

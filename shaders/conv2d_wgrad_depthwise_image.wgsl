@@ -22,6 +22,24 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_w: u32;
+var<private> p_total: u32;
+var<private> p_nb: u32;
+var<private> p_r: u32;
+var<private> p_kg: u32;
+var<private> p_rb: u32;
+var<private> p_nr: u32;
+var<private> p_oh: u32;
+var<private> p_sh: u32;
+var<private> p_dh: u32;
+var<private> p_pad_top: i32;
+var<private> p_h: u32;
+var<private> p_c: u32;
+var<private> p_x_rows_shift: u32;
+var<private> p_k: u32;
+var<private> p_dy_rows_shift: u32;
+var<private> p_ow: u32;
 @group(0) @binding(1) var tx: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var tdy: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(3) var<storage, read_write> part: array<f32>;
@@ -33,7 +51,7 @@ override PAD_LEFT: u32 = 1u;
 override FLIP: bool = false;
 
 fn xload(tx0: u32, ty: u32, q: i32) -> vec4<f32> {
-    let wq = P.w / 4u;
+    let wq = p_w / 4u;
     let inside = q >= 0 && q < i32(wq);
     let v = textureLoad(tx, vec2<u32>(tx0 + u32(clamp(q, 0, i32(wq) - 1)), ty));
     return select(vec4<f32>(0.0), v, inside);
@@ -41,37 +59,54 @@ fn xload(tx0: u32, ty: u32, q: i32) -> vec4<f32> {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p_w = P.w;
+    p_total = P.total;
+    p_nb = P.nb;
+    p_r = P.r;
+    p_kg = P.kg;
+    p_rb = P.rb;
+    p_nr = P.nr;
+    p_oh = P.oh;
+    p_sh = P.sh;
+    p_dh = P.dh;
+    p_pad_top = P.pad_top;
+    p_h = P.h;
+    p_c = P.c;
+    p_x_rows_shift = P.x_rows_shift;
+    p_k = P.k;
+    p_dy_rows_shift = P.dy_rows_shift;
+    p_ow = P.ow;
     let id = gid.x + gid.y * nwg.x * WG;
-    if (id >= P.total) {
+    if (id >= p_total) {
         return;
     }
-    let band = id % P.nb;
-    let t = id / P.nb;
-    let r = t % P.r;
-    let k = t / P.r;
-    let c = k / P.kg;
+    let band = id % p_nb;
+    let t = id / p_nb;
+    let r = t % p_r;
+    let k = t / p_r;
+    let c = k / p_kg;
     var acc: array<vec4<f32>, 7>;
     for (var s = 0u; s < 7u; s++) {
         acc[s] = vec4<f32>(0.0);
     }
-    let row_lo = band * P.rb;
-    let row_hi = min(row_lo + P.rb, P.nr);
+    let row_lo = band * p_rb;
+    let row_hi = min(row_lo + p_rb, p_nr);
     for (var fr = row_lo; fr < row_hi; fr++) {
-        let n = fr / P.oh;
-        let oy = fr - n * P.oh;
-        let iy = i32(oy * P.sh + r * P.dh) - P.pad_top;
-        if (iy < 0 || iy >= i32(P.h)) {
+        let n = fr / p_oh;
+        let oy = fr - n * p_oh;
+        let iy = i32(oy * p_sh + r * p_dh) - p_pad_top;
+        if (iy < 0 || iy >= i32(p_h)) {
             continue;
         }
-        let xr = (n * P.c + c) * P.h + u32(iy);
-        let xty = xr >> P.x_rows_shift;
-        let xtx0 = (xr & ((1u << P.x_rows_shift) - 1u)) * (P.w / 4u);
-        let dr = (n * P.k + k) * P.oh + oy;
-        let dty = dr >> P.dy_rows_shift;
-        let dtx0 = (dr & ((1u << P.dy_rows_shift) - 1u)) * (P.ow / 4u);
+        let xr = (n * p_c + c) * p_h + u32(iy);
+        let xty = xr >> p_x_rows_shift;
+        let xtx0 = (xr & ((1u << p_x_rows_shift) - 1u)) * (p_w / 4u);
+        let dr = (n * p_k + k) * p_oh + oy;
+        let dty = dr >> p_dy_rows_shift;
+        let dtx0 = (dr & ((1u << p_dy_rows_shift) - 1u)) * (p_ow / 4u);
         var t0 = xload(xtx0, xty, -1);
         var t1 = xload(xtx0, xty, 0);
-        for (var q = 0u; q < P.ow / 4u; q++) {
+        for (var q = 0u; q < p_ow / 4u; q++) {
             let t2 = xload(xtx0, xty, i32(q) + 1);
             let d = textureLoad(tdy, vec2<u32>(dtx0 + q, dty));
             // Input column 4q - PAD_LEFT + s + j is u[4 - PAD_LEFT + s + j].
@@ -84,10 +119,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             t1 = t2;
         }
     }
-    let rr = select(r, P.r - 1u - r, FLIP);
+    let rr = select(r, p_r - 1u - r, FLIP);
     for (var s = 0u; s < S; s++) {
         let ss = select(s, S - 1u - s, FLIP);
         let a = acc[s];
-        part[((k * P.r + rr) * S + ss) * P.nb + band] = (a.x + a.y) + (a.z + a.w);
+        part[((k * p_r + rr) * S + ss) * p_nb + band] = (a.x + a.y) + (a.z + a.w);
     }
 }

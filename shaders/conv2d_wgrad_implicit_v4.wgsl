@@ -35,6 +35,31 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_cg: u32;
+var<private> p_kg: u32;
+var<private> p_wg0: u32;
+var<private> p_groups_m: u32;
+var<private> p_groups_n: u32;
+var<private> p_groups: u32;
+var<private> p_rb_total: u32;
+var<private> p_cb8: u32;
+var<private> p_s: u32;
+var<private> p_cpr: u32;
+var<private> p_wp: u32;
+var<private> p_dw: u32;
+var<private> p_hp: u32;
+var<private> p_dh: u32;
+var<private> p_ohw: u32;
+var<private> p_nimg: u32;
+var<private> p_rows_img: u32;
+var<private> p_n_base: u32;
+var<private> p_kpp: u32;
+var<private> p_hdy: u32;
+var<private> p_ow: u32;
+var<private> p_sw: u32;
+var<private> p_sh: u32;
+var<private> p_r: u32;
 @group(0) @binding(1) var tx: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var tdy: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(3) var<storage, read_write> dw: array<vec4<f32>>;
@@ -45,10 +70,10 @@ override ACCUMULATE: bool = false;
 
 // Channels c..c+3 of column col (c a multiple of 4, cg too: all four exist or none).
 fn store4(live: bool, g: u32, c: u32, col: u32, v: vec4<f32>) {
-    if (!live || c >= P.cg || col >= P.kg) {
+    if (!live || c >= p_cg || col >= p_kg) {
         return;
     }
-    let i = ((g * P.kg + col) * P.cg + c) / 4u;
+    let i = ((g * p_kg + col) * p_cg + c) / 4u;
     var out = v;
     if (ACCUMULATE) {
         out += dw[i];
@@ -63,27 +88,51 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
     @builtin(subgroup_invocation_id) sl: u32,
 ) {
+    p_cg = P.cg;
+    p_kg = P.kg;
+    p_wg0 = P.wg0;
+    p_groups_m = P.groups_m;
+    p_groups_n = P.groups_n;
+    p_groups = P.groups;
+    p_rb_total = P.rb_total;
+    p_cb8 = P.cb8;
+    p_s = P.s;
+    p_cpr = P.cpr;
+    p_wp = P.wp;
+    p_dw = P.dw;
+    p_hp = P.hp;
+    p_dh = P.dh;
+    p_ohw = P.ohw;
+    p_nimg = P.nimg;
+    p_rows_img = P.rows_img;
+    p_n_base = P.n_base;
+    p_kpp = P.kpp;
+    p_hdy = P.hdy;
+    p_ow = P.ow;
+    p_sw = P.sw;
+    p_sh = P.sh;
+    p_r = P.r;
     // Workgroup -> (group, column block, row-block group), row blocks fastest.
-    let wg = P.wg0 + wid.x + wid.y * nwg.x;
-    let gm = wg % P.groups_m;
-    let t = wg / P.groups_m;
-    let tn = t % P.groups_n;
-    let gt = t / P.groups_n;
-    let g = min(gt, P.groups - 1u);
+    let wg = p_wg0 + wid.x + wid.y * nwg.x;
+    let gm = wg % p_groups_m;
+    let t = wg / p_groups_m;
+    let tn = t % p_groups_n;
+    let gt = t / p_groups_n;
+    let g = min(gt, p_groups - 1u);
     let rb = gm * WG + lid;
-    let live = gt < P.groups && rb < P.rb_total;
-    let rbc = min(rb, P.rb_total - 1u);
-    let tap = rbc / P.cb8;
-    let cb = rbc - tap * P.cb8;
-    let r = tap / P.s;
-    let s = tap - r * P.s;
-    let q0 = g * P.cb8 * 2u + cb * 2u;
+    let live = gt < p_groups && rb < p_rb_total;
+    let rbc = min(rb, p_rb_total - 1u);
+    let tap = rbc / p_cb8;
+    let cb = rbc - tap * p_cb8;
+    let r = tap / p_s;
+    let s = tap - r * p_s;
+    let q0 = g * p_cb8 * 2u + cb * 2u;
     let q1 = q0 + 1u;
-    let ox0 = (q0 % P.cpr) * P.wp + s * P.dw;
-    let oy0 = (q0 / P.cpr) * P.hp + r * P.dh;
-    let ox1 = (q1 % P.cpr) * P.wp + s * P.dw;
-    let oy1 = (q1 / P.cpr) * P.hp + r * P.dh;
-    let last = P.ohw - 1u;
+    let ox0 = (q0 % p_cpr) * p_wp + s * p_dw;
+    let oy0 = (q0 / p_cpr) * p_hp + r * p_dh;
+    let ox1 = (q1 % p_cpr) * p_wp + s * p_dw;
+    let oy1 = (q1 / p_cpr) * p_hp + r * p_dh;
+    let last = p_ohw - 1u;
     var c0_0 = vec4<f32>(0.0);
     var c0_1 = vec4<f32>(0.0);
     var c0_2 = vec4<f32>(0.0);
@@ -116,14 +165,14 @@ fn main(
     var c7_1 = vec4<f32>(0.0);
     var c7_2 = vec4<f32>(0.0);
     var c7_3 = vec4<f32>(0.0);
-    for (var n = 0u; n < P.nimg; n++) {
-        let yn = n * P.rows_img * P.hp;
+    for (var n = 0u; n < p_nimg; n++) {
+        let yn = n * p_rows_img * p_hp;
         let y0 = oy0 + yn;
         let y1 = oy1 + yn;
-        let lb = (((P.n_base + n) * P.groups + g) * P.groups_n + tn) * P.kpp;
-        var yb = lb % P.hdy;
-        var xb = (lb / P.hdy) * 4u;
-        for (var k0 = 0u; k0 < P.kpp; k0 += 8u) {
+        let lb = (((p_n_base + n) * p_groups + g) * p_groups_n + tn) * p_kpp;
+        var yb = lb % p_hdy;
+        var xb = (lb / p_hdy) * 4u;
+        for (var k0 = 0u; k0 < p_kpp; k0 += 8u) {
             // dy: lane sl loads output pixel k0 + sl of the panel (16 output channels).
             let bl0 = textureLoad(tdy, vec2<u32>(xb + 0u, yb + sl));
             let bl1 = textureLoad(tdy, vec2<u32>(xb + 1u, yb + sl));
@@ -133,8 +182,8 @@ fn main(
             // Lane sl decodes pixel k0 + sl (integer division is a per-lane loop on SIMD CPUs:
             // one per lane, not eight) and the subgroup shares the coordinates.
             let pl = min(k0 + sl, last);
-            let pxl = (pl % P.ow) * P.sw;
-            let pyl = (pl / P.ow) * P.sh;
+            let pxl = (pl % p_ow) * p_sw;
+            let pyl = (pl / p_ow) * p_sh;
             let px0 = subgroupBroadcast(pxl, 0u);
             let py0 = subgroupBroadcast(pyl, 0u);
             let a0_0 = textureLoad(tx, vec2<u32>(ox0 + px0, y0 + py0));
@@ -504,7 +553,7 @@ fn main(
                 c7_3 = fma(vec4<f32>(a7_1.w), b7, c7_3);
             }
             yb += 8u;
-            let eb = yb == P.hdy;
+            let eb = yb == p_hdy;
             yb = select(yb, 0u, eb);
             xb = select(xb, xb + 4u, eb);
         }
@@ -512,10 +561,10 @@ fn main(
     var wr = r;
     var ws = s;
     if (FLIP) {
-        wr = P.r - 1u - r;
-        ws = P.s - 1u - s;
+        wr = p_r - 1u - r;
+        ws = p_s - 1u - s;
     }
-    let wtap = wr * P.s + ws;
+    let wtap = wr * p_s + ws;
     let col0 = tn * 16u;
     _ = wtap;
     store4(live, g, cb * 8u + 0u, col0 + 0u, vec4<f32>(c0_0.x, c1_0.x, c2_0.x, c3_0.x));

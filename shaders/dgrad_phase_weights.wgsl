@@ -15,6 +15,20 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_total: u32;
+var<private> p_sl: u32;
+var<private> p_rj: u32;
+var<private> p_kg: u32;
+var<private> p_cb: u32;
+var<private> p_r0: u32;
+var<private> p_sh: u32;
+var<private> p_s0: u32;
+var<private> p_sw: u32;
+var<private> p_r: u32;
+var<private> p_s: u32;
+var<private> p_cg: u32;
+var<private> p_base: u32;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
 
@@ -23,30 +37,43 @@ override FLIP: bool = false;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p_total = P.total;
+    p_sl = P.sl;
+    p_rj = P.rj;
+    p_kg = P.kg;
+    p_cb = P.cb;
+    p_r0 = P.r0;
+    p_sh = P.sh;
+    p_s0 = P.s0;
+    p_sw = P.sw;
+    p_r = P.r;
+    p_s = P.s;
+    p_cg = P.cg;
+    p_base = P.base;
     let id = gid.x + gid.y * nwg.x * WG;
-    if (id >= P.total) {
+    if (id >= p_total) {
         return;
     }
-    let l = id % P.sl;
-    var t = id / P.sl;
-    let j = t % P.rj;
-    t = t / P.rj;
-    let k = t % P.kg;
-    t = t / P.kg;
-    let cb = t % P.cb;
-    let g = t / P.cb;
-    var r = P.r0 + P.sh * (P.rj - 1u - j);
-    var s = P.s0 + P.sw * (P.sl - 1u - l);
+    let l = id % p_sl;
+    var t = id / p_sl;
+    let j = t % p_rj;
+    t = t / p_rj;
+    let k = t % p_kg;
+    t = t / p_kg;
+    let cb = t % p_cb;
+    let g = t / p_cb;
+    var r = p_r0 + p_sh * (p_rj - 1u - j);
+    var s = p_s0 + p_sw * (p_sl - 1u - l);
     if (FLIP) {
-        r = P.r - 1u - r;
-        s = P.s - 1u - s;
+        r = p_r - 1u - r;
+        s = p_s - 1u - s;
     }
     var v = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
         let c = cb * 4u + i;
-        if (c < P.cg) {
-            v[i] = w[(((g * P.kg + k) * P.cg + c) * P.r + r) * P.s + s];
+        if (c < p_cg) {
+            v[i] = w[(((g * p_kg + k) * p_cg + c) * p_r + r) * p_s + s];
         }
     }
-    dst[P.base + id] = v;
+    dst[p_base + id] = v;
 }

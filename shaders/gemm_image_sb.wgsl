@@ -52,6 +52,33 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_m: u32;
+var<private> p_bias_off: u32;
+var<private> p_bias_si: u32;
+var<private> p_n: u32;
+var<private> p_ldc: u32;
+var<private> p_ldc_n: u32;
+var<private> p_wg0: u32;
+var<private> p_groups_m: u32;
+var<private> p_groups_n: u32;
+var<private> p_batch: u32;
+var<private> p_batch_inner: u32;
+var<private> p_a_po: u32;
+var<private> p_a_pi: u32;
+var<private> p_a_pn: u32;
+var<private> p_kp: u32;
+var<private> p_k_lo: u32;
+var<private> p_ha: u32;
+var<private> p_ldb: u32;
+var<private> p_b_off: u32;
+var<private> p_b_so: u32;
+var<private> p_b_si: u32;
+var<private> p_k_len: u32;
+var<private> p_k: u32;
+var<private> p_c_off: u32;
+var<private> p_c_so: u32;
+var<private> p_c_si: u32;
 @group(0) @binding(1) var ta: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -63,21 +90,21 @@ override BIAS_MODE: u32 = 0u;
 override ACCUMULATE: bool = false;
 
 fn store(live: bool, c_base: u32, m: u32, n0: u32, v: vec4<f32>, bi: u32) {
-    if (!live || m >= P.m) {
+    if (!live || m >= p_m) {
         return;
     }
     var row_bias = 0.0;
     if (BIAS_MODE == 1u) {
-        row_bias = bias[P.bias_off + bi * P.bias_si + m];
+        row_bias = bias[p_bias_off + bi * p_bias_si + m];
     }
     for (var e = 0u; e < 4u; e++) {
         let n = n0 + e;
-        if (n < P.n) {
+        if (n < p_n) {
             var out = v[e] + row_bias;
             if (BIAS_MODE == 2u) {
-                out += bias[P.bias_off + bi * P.bias_si + n];
+                out += bias[p_bias_off + bi * p_bias_si + n];
             }
-            let ci = c_base + m * P.ldc + n * P.ldc_n;
+            let ci = c_base + m * p_ldc + n * p_ldc_n;
             if (ACCUMULATE) {
                 out += c[ci];
             }
@@ -93,33 +120,59 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
     @builtin(subgroup_invocation_id) sl: u32,
 ) {
+    p_m = P.m;
+    p_bias_off = P.bias_off;
+    p_bias_si = P.bias_si;
+    p_n = P.n;
+    p_ldc = P.ldc;
+    p_ldc_n = P.ldc_n;
+    p_wg0 = P.wg0;
+    p_groups_m = P.groups_m;
+    p_groups_n = P.groups_n;
+    p_batch = P.batch;
+    p_batch_inner = P.batch_inner;
+    p_a_po = P.a_po;
+    p_a_pi = P.a_pi;
+    p_a_pn = P.a_pn;
+    p_kp = P.kp;
+    p_k_lo = P.k_lo;
+    p_ha = P.ha;
+    p_ldb = P.ldb;
+    p_b_off = P.b_off;
+    p_b_so = P.b_so;
+    p_b_si = P.b_si;
+    p_k_len = P.k_len;
+    p_k = P.k;
+    p_c_off = P.c_off;
+    p_c_so = P.c_so;
+    p_c_si = P.c_si;
     // Workgroup -> (batch entry, column block, row block), row block fastest. A launch
     // larger than one dispatch is split into dispatches starting at workgroup wg0.
-    let wg = P.wg0 + wid.x + wid.y * nwg.x;
-    let gm = wg % P.groups_m;
-    let t = wg / P.groups_m;
-    let tn = t % P.groups_n;
-    let bt = t / P.groups_n;
-    let live = bt < P.batch;
-    let bo = bt / P.batch_inner;
-    let bi = bt % P.batch_inner;
+    let wg = p_wg0 + wid.x + wid.y * nwg.x;
+    let gm = wg % p_groups_m;
+    let t = wg / p_groups_m;
+    let tn = t % p_groups_n;
+    let bt = t / p_groups_n;
+    let live = bt < p_batch;
+    let bo = bt / p_batch_inner;
+    let bi = bt % p_batch_inner;
     let m0 = (gm * WG + lid) * 8u;
     let n0 = tn * 16u;
     // Image position of k-row 0 of this workgroup's A and B panels (uniform but for the
     // lane's texel column in A).
     let wa = WG * 2u;
-    let la = (bo * P.a_po + bi * P.a_pi + gm * P.a_pn) * P.kp + P.k_lo;
-    var ya = la % P.ha;
-    var xa = (la / P.ha) * wa + lid * 2u;
-    let ldb4 = P.ldb / 4u;
-    let b_base = (P.b_off + bo * P.b_so + bi * P.b_si) / 4u;
+    let la = (bo * p_a_po + bi * p_a_pi + gm * p_a_pn) * p_kp + p_k_lo;
+    var ya = la % p_ha;
+    var xa = (la / p_ha) * wa + lid * 2u;
+    let ldb4 = p_ldb / 4u;
+    let b_base = (p_b_off + bo * p_b_so + bi * p_b_si) / 4u;
     let nq = n0 / 4u;
     let bj0 = min(nq + 0u, ldb4 - 1u);
     let bj1 = min(nq + 1u, ldb4 - 1u);
     let bj2 = min(nq + 2u, ldb4 - 1u);
     let bj3 = min(nq + 3u, ldb4 - 1u);
     // This lane's k-row of B: k_lo + k0 + sl (rows past K read as 0, clamped in memory).
-    var kb = P.k_lo + sl;
+    var kb = p_k_lo + sl;
     var c0_0 = vec4<f32>(0.0);
     var c0_1 = vec4<f32>(0.0);
     var c0_2 = vec4<f32>(0.0);
@@ -152,10 +205,10 @@ fn main(
     var c7_1 = vec4<f32>(0.0);
     var c7_2 = vec4<f32>(0.0);
     var c7_3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < P.k_len; k0 += 8u) {
+    for (var k0 = 0u; k0 < p_k_len; k0 += 8u) {
         // B: lane sl loads k-row k0 + sl of the panel, shared below by subgroupBroadcast.
-        let brow = b_base + min(kb, P.k - 1u) * ldb4;
-        let bk = kb < P.k;
+        let brow = b_base + min(kb, p_k - 1u) * ldb4;
+        let bk = kb < p_k;
         let bl0 = select(vec4<f32>(0.0), b[brow + bj0], bk);
         let bl1 = select(vec4<f32>(0.0), b[brow + bj1], bk);
         let bl2 = select(vec4<f32>(0.0), b[brow + bj2], bk);
@@ -516,12 +569,12 @@ fn main(
         }
         // Next 8 k-rows; a panel wraps to the next column block at the image height.
         ya += 8u;
-        let ea = ya == P.ha;
+        let ea = ya == p_ha;
         ya = select(ya, 0u, ea);
         xa = select(xa, xa + wa, ea);
         kb += 8u;
     }
-    let c_base = P.c_off + bo * P.c_so + bi * P.c_si;
+    let c_base = p_c_off + bo * p_c_so + bi * p_c_si;
     store(live, c_base, m0 + 0u, n0 + 0u, c0_0, bi);
     store(live, c_base, m0 + 0u, n0 + 4u, c0_1, bi);
     store(live, c_base, m0 + 0u, n0 + 8u, c0_2, bi);

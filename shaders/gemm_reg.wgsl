@@ -25,6 +25,29 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_m: u32;
+var<private> p_bias_off: u32;
+var<private> p_bias_si: u32;
+var<private> p_n: u32;
+var<private> p_ldc: u32;
+var<private> p_ldc_n: u32;
+var<private> p_tiles_m: u32;
+var<private> p_batch: u32;
+var<private> p_tiles_n: u32;
+var<private> p_batch_inner: u32;
+var<private> p_lda: u32;
+var<private> p_a_off: u32;
+var<private> p_a_so: u32;
+var<private> p_a_si: u32;
+var<private> p_b_off: u32;
+var<private> p_b_so: u32;
+var<private> p_b_si: u32;
+var<private> p_ldb: u32;
+var<private> p_k: u32;
+var<private> p_c_off: u32;
+var<private> p_c_so: u32;
+var<private> p_c_si: u32;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -43,21 +66,21 @@ override BIAS_MODE: u32 = 0u;
 override ACCUMULATE: bool = false;
 
 fn store(c_base: u32, m: u32, n0: u32, v: vec4<f32>, bi: u32) {
-    if (m >= P.m) {
+    if (m >= p_m) {
         return;
     }
     var row_bias = 0.0;
     if (BIAS_MODE == 1u) {
-        row_bias = bias[P.bias_off + bi * P.bias_si + m];
+        row_bias = bias[p_bias_off + bi * p_bias_si + m];
     }
     for (var e = 0u; e < 4u; e++) {
         let n = n0 + e;
-        if (n < P.n) {
+        if (n < p_n) {
             var out = v[e] + row_bias;
             if (BIAS_MODE == 2u) {
-                out += bias[P.bias_off + bi * P.bias_si + n];
+                out += bias[p_bias_off + bi * p_bias_si + n];
             }
-            let ci = c_base + m * P.ldc + n * P.ldc_n;
+            let ci = c_base + m * p_ldc + n * p_ldc_n;
             if (ACCUMULATE) {
                 out += c[ci];
             }
@@ -72,51 +95,73 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    p_m = P.m;
+    p_bias_off = P.bias_off;
+    p_bias_si = P.bias_si;
+    p_n = P.n;
+    p_ldc = P.ldc;
+    p_ldc_n = P.ldc_n;
+    p_tiles_m = P.tiles_m;
+    p_batch = P.batch;
+    p_tiles_n = P.tiles_n;
+    p_batch_inner = P.batch_inner;
+    p_lda = P.lda;
+    p_a_off = P.a_off;
+    p_a_so = P.a_so;
+    p_a_si = P.a_si;
+    p_b_off = P.b_off;
+    p_b_so = P.b_so;
+    p_b_si = P.b_si;
+    p_ldb = P.ldb;
+    p_k = P.k;
+    p_c_off = P.c_off;
+    p_c_so = P.c_so;
+    p_c_si = P.c_si;
     // Workgroup -> (batch, column tile, group of row tiles); lane -> row tile.
-    let groups_m = (P.tiles_m + WG - 1u) / WG;
+    let groups_m = (p_tiles_m + WG - 1u) / WG;
     let wg = wid.x + wid.y * nwg.x;
-    if (wg >= P.batch * P.tiles_n * groups_m) {
+    if (wg >= p_batch * p_tiles_n * groups_m) {
         return;
     }
     let gm = wg % groups_m;
     let t = wg / groups_m;
-    let tn = t % P.tiles_n;
-    let bt = t / P.tiles_n;
-    let bo = bt / P.batch_inner;
-    let bi = bt % P.batch_inner;
+    let tn = t % p_tiles_n;
+    let bt = t / p_tiles_n;
+    let bo = bt / p_batch_inner;
+    let bi = bt % p_batch_inner;
     let m0 = (gm * WG + lid) * TM;
     let n0 = tn * TN;
-    let lda4 = P.lda / 4u;
-    let a_base = (P.a_off + bo * P.a_so + bi * P.a_si) / 4u;
-    let b_base = P.b_off + bo * P.b_so + bi * P.b_si;
+    let lda4 = p_lda / 4u;
+    let a_base = (p_a_off + bo * p_a_so + bi * p_a_si) / 4u;
+    let b_base = p_b_off + bo * p_b_so + bi * p_b_si;
     let mq = m0 / 4u;
     // B: step along k and offset of each column (uniform).
     var b_step = 1u;
-    var b_col = P.ldb;
+    var b_col = p_ldb;
     if (B_KN) {
-        b_step = P.ldb;
+        b_step = p_ldb;
         b_col = 1u;
     }
     let ai0 = min(mq + 0u, lda4 - 1u);
     let ai1 = min(mq + 1u, lda4 - 1u);
     let ai2 = min(mq + 2u, lda4 - 1u);
     let ai3 = min(mq + 3u, lda4 - 1u);
-    let bn0 = min(n0 + 0u, P.n - 1u) * b_col;
-    let bn1 = min(n0 + 1u, P.n - 1u) * b_col;
-    let bn2 = min(n0 + 2u, P.n - 1u) * b_col;
-    let bn3 = min(n0 + 3u, P.n - 1u) * b_col;
-    let bn4 = min(n0 + 4u, P.n - 1u) * b_col;
-    let bn5 = min(n0 + 5u, P.n - 1u) * b_col;
-    let bn6 = min(n0 + 6u, P.n - 1u) * b_col;
-    let bn7 = min(n0 + 7u, P.n - 1u) * b_col;
-    let bn8 = min(n0 + 8u, P.n - 1u) * b_col;
-    let bn9 = min(n0 + 9u, P.n - 1u) * b_col;
-    let bn10 = min(n0 + 10u, P.n - 1u) * b_col;
-    let bn11 = min(n0 + 11u, P.n - 1u) * b_col;
-    let bn12 = min(n0 + 12u, P.n - 1u) * b_col;
-    let bn13 = min(n0 + 13u, P.n - 1u) * b_col;
-    let bn14 = min(n0 + 14u, P.n - 1u) * b_col;
-    let bn15 = min(n0 + 15u, P.n - 1u) * b_col;
+    let bn0 = min(n0 + 0u, p_n - 1u) * b_col;
+    let bn1 = min(n0 + 1u, p_n - 1u) * b_col;
+    let bn2 = min(n0 + 2u, p_n - 1u) * b_col;
+    let bn3 = min(n0 + 3u, p_n - 1u) * b_col;
+    let bn4 = min(n0 + 4u, p_n - 1u) * b_col;
+    let bn5 = min(n0 + 5u, p_n - 1u) * b_col;
+    let bn6 = min(n0 + 6u, p_n - 1u) * b_col;
+    let bn7 = min(n0 + 7u, p_n - 1u) * b_col;
+    let bn8 = min(n0 + 8u, p_n - 1u) * b_col;
+    let bn9 = min(n0 + 9u, p_n - 1u) * b_col;
+    let bn10 = min(n0 + 10u, p_n - 1u) * b_col;
+    let bn11 = min(n0 + 11u, p_n - 1u) * b_col;
+    let bn12 = min(n0 + 12u, p_n - 1u) * b_col;
+    let bn13 = min(n0 + 13u, p_n - 1u) * b_col;
+    let bn14 = min(n0 + 14u, p_n - 1u) * b_col;
+    let bn15 = min(n0 + 15u, p_n - 1u) * b_col;
     var c0_0 = vec4<f32>(0.0);
     var c0_1 = vec4<f32>(0.0);
     var c0_2 = vec4<f32>(0.0);
@@ -183,7 +228,7 @@ fn main(
     var c15_3 = vec4<f32>(0.0);
     var arow = a_base;
     var brow = b_base;
-    for (var kk = 0u; kk < P.k; kk++) {
+    for (var kk = 0u; kk < p_k; kk++) {
         var b0 = vec4<f32>(0.0);
         if (TN > 0u) {
             b0 = vec4<f32>(b[brow + bn0], b[brow + bn1], b[brow + bn2], b[brow + bn3]);
@@ -423,7 +468,7 @@ fn main(
         arow += lda4;
         brow += b_step;
     }
-    let c_base = P.c_off + bo * P.c_so + bi * P.c_si;
+    let c_base = p_c_off + bo * p_c_so + bi * p_c_si;
     if (TM > 0u && TN > 0u) {
         store(c_base, m0 + 0u, n0 + 0u, c0_0, bi);
         }

@@ -25,6 +25,29 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_m: u32;
+var<private> p_bias_off: u32;
+var<private> p_bias_si: u32;
+var<private> p_n: u32;
+var<private> p_ldc: u32;
+var<private> p_ldc_n: u32;
+var<private> p_tiles_m: u32;
+var<private> p_batch: u32;
+var<private> p_tiles_n: u32;
+var<private> p_batch_inner: u32;
+var<private> p_lda: u32;
+var<private> p_ldb: u32;
+var<private> p_a_off: u32;
+var<private> p_a_so: u32;
+var<private> p_a_si: u32;
+var<private> p_b_off: u32;
+var<private> p_b_so: u32;
+var<private> p_b_si: u32;
+var<private> p_k: u32;
+var<private> p_c_off: u32;
+var<private> p_c_so: u32;
+var<private> p_c_si: u32;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -39,21 +62,21 @@ override BIAS_MODE: u32 = 0u;
 override ACCUMULATE: bool = false;
 
 fn store(c_base: u32, m: u32, n0: u32, v: vec4<f32>, bi: u32) {
-    if (m >= P.m) {
+    if (m >= p_m) {
         return;
     }
     var row_bias = 0.0;
     if (BIAS_MODE == 1u) {
-        row_bias = bias[P.bias_off + bi * P.bias_si + m];
+        row_bias = bias[p_bias_off + bi * p_bias_si + m];
     }
     for (var e = 0u; e < 4u; e++) {
         let n = n0 + e;
-        if (n < P.n) {
+        if (n < p_n) {
             var out = v[e] + row_bias;
             if (BIAS_MODE == 2u) {
-                out += bias[P.bias_off + bi * P.bias_si + n];
+                out += bias[p_bias_off + bi * p_bias_si + n];
             }
-            let ci = c_base + m * P.ldc + n * P.ldc_n;
+            let ci = c_base + m * p_ldc + n * p_ldc_n;
             if (ACCUMULATE) {
                 out += c[ci];
             }
@@ -69,23 +92,45 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
     @builtin(subgroup_invocation_id) sl: u32,
 ) {
-    let groups_m = (P.tiles_m + WG - 1u) / WG;
+    p_m = P.m;
+    p_bias_off = P.bias_off;
+    p_bias_si = P.bias_si;
+    p_n = P.n;
+    p_ldc = P.ldc;
+    p_ldc_n = P.ldc_n;
+    p_tiles_m = P.tiles_m;
+    p_batch = P.batch;
+    p_tiles_n = P.tiles_n;
+    p_batch_inner = P.batch_inner;
+    p_lda = P.lda;
+    p_ldb = P.ldb;
+    p_a_off = P.a_off;
+    p_a_so = P.a_so;
+    p_a_si = P.a_si;
+    p_b_off = P.b_off;
+    p_b_so = P.b_so;
+    p_b_si = P.b_si;
+    p_k = P.k;
+    p_c_off = P.c_off;
+    p_c_so = P.c_so;
+    p_c_si = P.c_si;
+    let groups_m = (p_tiles_m + WG - 1u) / WG;
     let wg = wid.x + wid.y * nwg.x;
-    if (wg >= P.batch * P.tiles_n * groups_m) {
+    if (wg >= p_batch * p_tiles_n * groups_m) {
         return;
     }
     let gm = wg % groups_m;
     let t = wg / groups_m;
-    let tn = t % P.tiles_n;
-    let bt = t / P.tiles_n;
-    let bo = bt / P.batch_inner;
-    let bi = bt % P.batch_inner;
+    let tn = t % p_tiles_n;
+    let bt = t / p_tiles_n;
+    let bo = bt / p_batch_inner;
+    let bi = bt % p_batch_inner;
     let m0 = (gm * WG + lid) * TM;
     let n0 = tn * TN;
-    let lda4 = P.lda / 4u;
-    let ldb4 = P.ldb / 4u;
-    let a_base = (P.a_off + bo * P.a_so + bi * P.a_si) / 4u;
-    let b_base = (P.b_off + bo * P.b_so + bi * P.b_si) / 4u;
+    let lda4 = p_lda / 4u;
+    let ldb4 = p_ldb / 4u;
+    let a_base = (p_a_off + bo * p_a_so + bi * p_a_si) / 4u;
+    let b_base = (p_b_off + bo * p_b_so + bi * p_b_si) / 4u;
     let mq = m0 / 4u;
     let nq = n0 / 4u;
     let ai0 = min(mq + 0u, lda4 - 1u);
@@ -164,7 +209,7 @@ fn main(
     var c7_7 = vec4<f32>(0.0);
     // Full blocks of SG k-steps: straight-line code, no guards (a branch inside the loop
     // would turn every accumulator update into a masked blend on SIMD CPUs).
-    let k_full = P.k - P.k % 8u;
+    let k_full = p_k - p_k % 8u;
     var k0 = 0u;
     for (; k0 < k_full; k0 += 8u) {
         let brow = b_base + (k0 + sl) * ldb4;
@@ -2114,7 +2159,7 @@ fn main(
         }
     }
     // K tail: one k-step at a time, B read directly (the same row in every lane).
-    for (; k0 < P.k; k0++) {
+    for (; k0 < p_k; k0++) {
         let arow = a_base + k0 * lda4;
         let brow = b_base + k0 * ldb4;
         var b0 = vec4<f32>(0.0);
@@ -2356,7 +2401,7 @@ fn main(
             }
         }
     }
-    let c_base = P.c_off + bo * P.c_so + bi * P.c_si;
+    let c_base = p_c_off + bo * p_c_so + bi * p_c_si;
     if (TM > 0u && TN > 0u) {
         store(c_base, m0 + 0u, n0 + 0u, c0_0, bi);
     }

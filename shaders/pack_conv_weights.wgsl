@@ -34,6 +34,26 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_t0: u32;
+var<private> p_total: u32;
+var<private> p_width: u32;
+var<private> p_pw: u32;
+var<private> p_hb: u32;
+var<private> p_rows_total: u32;
+var<private> p_kp: u32;
+var<private> p_groups_n: u32;
+var<private> p_s: u32;
+var<private> p_r: u32;
+var<private> p_w_off: u32;
+var<private> p_g_stride: u32;
+var<private> p_kg: u32;
+var<private> p_k_stride: u32;
+var<private> p_cg: u32;
+var<private> p_c_stride: u32;
+var<private> p_y_lo: u32;
+var<private> p_y_hi: u32;
+var<private> p_dst_row: u32;
 @group(0) @binding(1) var<storage, read> wt: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
 
@@ -42,82 +62,101 @@ override FLIP: bool = false;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p_t0 = P.t0;
+    p_total = P.total;
+    p_width = P.width;
+    p_pw = P.pw;
+    p_hb = P.hb;
+    p_rows_total = P.rows_total;
+    p_kp = P.kp;
+    p_groups_n = P.groups_n;
+    p_s = P.s;
+    p_r = P.r;
+    p_w_off = P.w_off;
+    p_g_stride = P.g_stride;
+    p_kg = P.kg;
+    p_k_stride = P.k_stride;
+    p_cg = P.cg;
+    p_c_stride = P.c_stride;
+    p_y_lo = P.y_lo;
+    p_y_hi = P.y_hi;
+    p_dst_row = P.dst_row;
     // A dispatch covers invocations [t0, total).
-    let t = P.t0 + gid.x + gid.y * nwg.x * WG;
-    if (t >= P.total) {
+    let t = p_t0 + gid.x + gid.y * nwg.x * WG;
+    if (t >= p_total) {
         return;
     }
     // One invocation per (8-row group, panel column): pw texel columns (4 * pw output
     // channels) x 8 rows, so the divisions run once per 8 * pw texels.
-    let blocks = P.width / P.pw;
+    let blocks = p_width / p_pw;
     let tb = t % blocks;
     let ty = (t / blocks) * 8u;
-    let l = tb * P.hb + ty;
-    let live = l < P.rows_total;
-    let pn = min(l, P.rows_total - 1u) / P.kp;
-    let step = (min(l, P.rows_total - 1u) - pn * P.kp) / 8u;
-    let g = pn / P.groups_n;
-    let tn = pn - g * P.groups_n;
-    let cs = step % P.s;
-    let t2 = step / P.s;
-    let cr = t2 % P.r;
-    let cl0 = (t2 / P.r) * 8u;
+    let l = tb * p_hb + ty;
+    let live = l < p_rows_total;
+    let pn = min(l, p_rows_total - 1u) / p_kp;
+    let step = (min(l, p_rows_total - 1u) - pn * p_kp) / 8u;
+    let g = pn / p_groups_n;
+    let tn = pn - g * p_groups_n;
+    let cs = step % p_s;
+    let t2 = step / p_s;
+    let cr = t2 % p_r;
+    let cl0 = (t2 / p_r) * 8u;
     var tr = cr;
     var ts = cs;
     if (FLIP) {
-        tr = P.r - 1u - cr;
-        ts = P.s - 1u - cs;
+        tr = p_r - 1u - cr;
+        ts = p_s - 1u - cs;
     }
-    let base = P.w_off + g * P.g_stride + tr * P.s + ts;
-    for (var c4 = 0u; c4 < P.pw; c4++) {
-    let tx = tb * P.pw + c4;
-    let col0 = (tn * P.pw + c4) * 4u;
-    let kl = P.kg - 1u;
-    let i0 = min(col0, kl) * P.k_stride;
-    let i1 = min(col0 + 1u, kl) * P.k_stride;
-    let i2 = min(col0 + 2u, kl) * P.k_stride;
-    let i3 = min(col0 + 3u, kl) * P.k_stride;
-    let keep = vec4<bool>(col0 < P.kg, col0 + 1u < P.kg, col0 + 2u < P.kg, col0 + 3u < P.kg) & vec4<bool>(live);
-    let cl = P.cg - 1u;
-    let b0 = base + min(cl0 + 0u, cl) * P.c_stride;
+    let base = p_w_off + g * p_g_stride + tr * p_s + ts;
+    for (var c4 = 0u; c4 < p_pw; c4++) {
+    let tx = tb * p_pw + c4;
+    let col0 = (tn * p_pw + c4) * 4u;
+    let kl = p_kg - 1u;
+    let i0 = min(col0, kl) * p_k_stride;
+    let i1 = min(col0 + 1u, kl) * p_k_stride;
+    let i2 = min(col0 + 2u, kl) * p_k_stride;
+    let i3 = min(col0 + 3u, kl) * p_k_stride;
+    let keep = vec4<bool>(col0 < p_kg, col0 + 1u < p_kg, col0 + 2u < p_kg, col0 + 3u < p_kg) & vec4<bool>(live);
+    let cl = p_cg - 1u;
+    let b0 = base + min(cl0 + 0u, cl) * p_c_stride;
     let v0 = vec4<f32>(wt[b0 + i0], wt[b0 + i1], wt[b0 + i2], wt[b0 + i3]);
-    if (ty + 0u >= P.y_lo && ty + 0u < P.y_hi) {
-        dst[(ty + 0u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v0, keep & vec4<bool>(cl0 + 0u < P.cg));
+    if (ty + 0u >= p_y_lo && ty + 0u < p_y_hi) {
+        dst[(ty + 0u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v0, keep & vec4<bool>(cl0 + 0u < p_cg));
     }
-    let b1 = base + min(cl0 + 1u, cl) * P.c_stride;
+    let b1 = base + min(cl0 + 1u, cl) * p_c_stride;
     let v1 = vec4<f32>(wt[b1 + i0], wt[b1 + i1], wt[b1 + i2], wt[b1 + i3]);
-    if (ty + 1u >= P.y_lo && ty + 1u < P.y_hi) {
-        dst[(ty + 1u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v1, keep & vec4<bool>(cl0 + 1u < P.cg));
+    if (ty + 1u >= p_y_lo && ty + 1u < p_y_hi) {
+        dst[(ty + 1u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v1, keep & vec4<bool>(cl0 + 1u < p_cg));
     }
-    let b2 = base + min(cl0 + 2u, cl) * P.c_stride;
+    let b2 = base + min(cl0 + 2u, cl) * p_c_stride;
     let v2 = vec4<f32>(wt[b2 + i0], wt[b2 + i1], wt[b2 + i2], wt[b2 + i3]);
-    if (ty + 2u >= P.y_lo && ty + 2u < P.y_hi) {
-        dst[(ty + 2u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v2, keep & vec4<bool>(cl0 + 2u < P.cg));
+    if (ty + 2u >= p_y_lo && ty + 2u < p_y_hi) {
+        dst[(ty + 2u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v2, keep & vec4<bool>(cl0 + 2u < p_cg));
     }
-    let b3 = base + min(cl0 + 3u, cl) * P.c_stride;
+    let b3 = base + min(cl0 + 3u, cl) * p_c_stride;
     let v3 = vec4<f32>(wt[b3 + i0], wt[b3 + i1], wt[b3 + i2], wt[b3 + i3]);
-    if (ty + 3u >= P.y_lo && ty + 3u < P.y_hi) {
-        dst[(ty + 3u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v3, keep & vec4<bool>(cl0 + 3u < P.cg));
+    if (ty + 3u >= p_y_lo && ty + 3u < p_y_hi) {
+        dst[(ty + 3u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v3, keep & vec4<bool>(cl0 + 3u < p_cg));
     }
-    let b4 = base + min(cl0 + 4u, cl) * P.c_stride;
+    let b4 = base + min(cl0 + 4u, cl) * p_c_stride;
     let v4 = vec4<f32>(wt[b4 + i0], wt[b4 + i1], wt[b4 + i2], wt[b4 + i3]);
-    if (ty + 4u >= P.y_lo && ty + 4u < P.y_hi) {
-        dst[(ty + 4u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v4, keep & vec4<bool>(cl0 + 4u < P.cg));
+    if (ty + 4u >= p_y_lo && ty + 4u < p_y_hi) {
+        dst[(ty + 4u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v4, keep & vec4<bool>(cl0 + 4u < p_cg));
     }
-    let b5 = base + min(cl0 + 5u, cl) * P.c_stride;
+    let b5 = base + min(cl0 + 5u, cl) * p_c_stride;
     let v5 = vec4<f32>(wt[b5 + i0], wt[b5 + i1], wt[b5 + i2], wt[b5 + i3]);
-    if (ty + 5u >= P.y_lo && ty + 5u < P.y_hi) {
-        dst[(ty + 5u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v5, keep & vec4<bool>(cl0 + 5u < P.cg));
+    if (ty + 5u >= p_y_lo && ty + 5u < p_y_hi) {
+        dst[(ty + 5u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v5, keep & vec4<bool>(cl0 + 5u < p_cg));
     }
-    let b6 = base + min(cl0 + 6u, cl) * P.c_stride;
+    let b6 = base + min(cl0 + 6u, cl) * p_c_stride;
     let v6 = vec4<f32>(wt[b6 + i0], wt[b6 + i1], wt[b6 + i2], wt[b6 + i3]);
-    if (ty + 6u >= P.y_lo && ty + 6u < P.y_hi) {
-        dst[(ty + 6u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v6, keep & vec4<bool>(cl0 + 6u < P.cg));
+    if (ty + 6u >= p_y_lo && ty + 6u < p_y_hi) {
+        dst[(ty + 6u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v6, keep & vec4<bool>(cl0 + 6u < p_cg));
     }
-    let b7 = base + min(cl0 + 7u, cl) * P.c_stride;
+    let b7 = base + min(cl0 + 7u, cl) * p_c_stride;
     let v7 = vec4<f32>(wt[b7 + i0], wt[b7 + i1], wt[b7 + i2], wt[b7 + i3]);
-    if (ty + 7u >= P.y_lo && ty + 7u < P.y_hi) {
-        dst[(ty + 7u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v7, keep & vec4<bool>(cl0 + 7u < P.cg));
+    if (ty + 7u >= p_y_lo && ty + 7u < p_y_hi) {
+        dst[(ty + 7u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v7, keep & vec4<bool>(cl0 + 7u < p_cg));
     }
     }
 }

@@ -34,6 +34,24 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_texels: u32;
+var<private> p_tw: u32;
+var<private> p_tw_shift: u32;
+var<private> p_t0: u32;
+var<private> p_total: u32;
+var<private> p_pw: u32;
+var<private> p_kp: u32;
+var<private> p_groups_n: u32;
+var<private> p_kg: u32;
+var<private> p_hb: u32;
+var<private> p_cg: u32;
+var<private> p_w_off: u32;
+var<private> p_g_stride: u32;
+var<private> p_c_stride: u32;
+var<private> p_y_lo: u32;
+var<private> p_y_hi: u32;
+var<private> p_dst_row: u32;
 @group(0) @binding(1) var src: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
 
@@ -42,35 +60,52 @@ override FLIP: bool = false;
 override RS: u32 = 9u;
 
 fn texel(i: u32) -> vec4<f32> {
-    let c = min(i, P.texels - 1u);
-    return textureLoad(src, vec2<u32>(c & (P.tw - 1u), c >> P.tw_shift));
+    let c = min(i, p_texels - 1u);
+    return textureLoad(src, vec2<u32>(c & (p_tw - 1u), c >> p_tw_shift));
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p_texels = P.texels;
+    p_tw = P.tw;
+    p_tw_shift = P.tw_shift;
+    p_t0 = P.t0;
+    p_total = P.total;
+    p_pw = P.pw;
+    p_kp = P.kp;
+    p_groups_n = P.groups_n;
+    p_kg = P.kg;
+    p_hb = P.hb;
+    p_cg = P.cg;
+    p_w_off = P.w_off;
+    p_g_stride = P.g_stride;
+    p_c_stride = P.c_stride;
+    p_y_lo = P.y_lo;
+    p_y_hi = P.y_hi;
+    p_dst_row = P.dst_row;
     // A dispatch covers invocations [t0, total).
-    let t = P.t0 + gid.x + gid.y * nwg.x * WG;
-    if (t >= P.total) {
+    let t = p_t0 + gid.x + gid.y * nwg.x * WG;
+    if (t >= p_total) {
         return;
     }
     // pw (texel columns per panel) is a power of two.
-    let pws = countTrailingZeros(P.pw);
-    let cq = t & (P.pw - 1u);
+    let pws = countTrailingZeros(p_pw);
+    let cq = t & (p_pw - 1u);
     let rest = t >> pws;
-    let cb8 = P.kp / (8u * RS);
+    let cb8 = p_kp / (8u * RS);
     let pn = rest / cb8;
     let cb = rest - pn * cb8;
-    let g = pn / P.groups_n;
-    let tn = pn - g * P.groups_n;
-    let col0 = (tn * P.pw + cq) * 4u;
-    let keep = vec4<bool>(col0 < P.kg, col0 + 1u < P.kg, col0 + 2u < P.kg, col0 + 3u < P.kg);
-    let lbase = pn * P.kp + cb * RS * 8u;
-    let xb0 = lbase / P.hb;
-    let yb0 = lbase - xb0 * P.hb;
+    let g = pn / p_groups_n;
+    let tn = pn - g * p_groups_n;
+    let col0 = (tn * p_pw + cq) * 4u;
+    let keep = vec4<bool>(col0 < p_kg, col0 + 1u < p_kg, col0 + 2u < p_kg, col0 + 3u < p_kg);
+    let lbase = pn * p_kp + cb * RS * 8u;
+    let xb0 = lbase / p_hb;
+    let yb0 = lbase - xb0 * p_hb;
     for (var j = 0u; j < 8u; j++) {
         let cl = cb * 8u + j;
-        let kj = keep & vec4<bool>(cl < P.cg);
-        let f0 = P.w_off + g * P.g_stride + min(cl, P.cg - 1u) * P.c_stride + col0 * RS;
+        let kj = keep & vec4<bool>(cl < p_cg);
+        let f0 = p_w_off + g * p_g_stride + min(cl, p_cg - 1u) * p_c_stride + col0 * RS;
         let tb = f0 >> 2u;
         var run: array<vec4<f32>, 9>;
         for (var i = 0u; i < RS; i++) {
@@ -88,12 +123,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             let f3 = 3u * RS + st;
             let v = vec4<f32>(run[st / 4u][st % 4u], run[f1 / 4u][f1 % 4u], run[f2 / 4u][f2 % 4u], run[f3 / 4u][f3 % 4u]);
             let y = yb + j;
-            if (y >= P.y_lo && y < P.y_hi) {
-                dst[(y - P.y_lo) * P.dst_row + xb * P.pw + cq] = select(vec4<f32>(0.0), v, kj);
+            if (y >= p_y_lo && y < p_y_hi) {
+                dst[(y - p_y_lo) * p_dst_row + xb * p_pw + cq] = select(vec4<f32>(0.0), v, kj);
             }
             yb += 8u;
-            if (yb >= P.hb) {
-                yb -= P.hb;
+            if (yb >= p_hb) {
+                yb -= p_hb;
                 xb += 1u;
             }
         }

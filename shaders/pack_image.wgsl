@@ -34,6 +34,25 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_t0: u32;
+var<private> p_total: u32;
+var<private> p_w: u32;
+var<private> p_w_shift: u32;
+var<private> p_kp: u32;
+var<private> p_np: u32;
+var<private> p_inners: u32;
+var<private> p_h: u32;
+var<private> p_off: u32;
+var<private> p_so: u32;
+var<private> p_si: u32;
+var<private> p_r: u32;
+var<private> p_rs: u32;
+var<private> p_k: u32;
+var<private> p_ks: u32;
+var<private> p_y_lo: u32;
+var<private> p_y_hi: u32;
+var<private> p_dst_row: u32;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
 
@@ -41,71 +60,89 @@ override WG: u32 = 64u;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p_t0 = P.t0;
+    p_total = P.total;
+    p_w = P.w;
+    p_w_shift = P.w_shift;
+    p_kp = P.kp;
+    p_np = P.np;
+    p_inners = P.inners;
+    p_h = P.h;
+    p_off = P.off;
+    p_so = P.so;
+    p_si = P.si;
+    p_r = P.r;
+    p_rs = P.rs;
+    p_k = P.k;
+    p_ks = P.ks;
+    p_y_lo = P.y_lo;
+    p_y_hi = P.y_hi;
+    p_dst_row = P.dst_row;
     // t = (panel of all entries * KP/8 + k group) * w + x; a dispatch covers [t0, total).
-    let t = P.t0 + gid.x + gid.y * nwg.x * WG;
-    if (t >= P.total) {
+    let t = p_t0 + gid.x + gid.y * nwg.x * WG;
+    if (t >= p_total) {
         return;
     }
-    let x = t & (P.w - 1u);
-    let q = t >> P.w_shift;
-    let groups = P.kp / 8u;
+    let x = t & (p_w - 1u);
+    let q = t >> p_w_shift;
+    let groups = p_kp / 8u;
     let pg = q / groups;
     let k0 = (q - pg * groups) * 8u;
-    let bt = pg / P.np;
-    let pnl = pg - bt * P.np;
-    let bo = bt / P.inners;
-    let bi = bt - bo * P.inners;
-    let l0 = pg * P.kp + k0;
-    let tc = l0 / P.h;
-    let tx = tc * P.w + x;
-    let ty = l0 - tc * P.h;
-    let r0 = (pnl * P.w + x) * 4u;
-    let base = P.off + bo * P.so + bi * P.si;
-    let rl = P.r - 1u;
-    let i0 = min(r0, rl) * P.rs;
-    let i1 = min(r0 + 1u, rl) * P.rs;
-    let i2 = min(r0 + 2u, rl) * P.rs;
-    let i3 = min(r0 + 3u, rl) * P.rs;
-    let keep = vec4<bool>(r0 < P.r, r0 + 1u < P.r, r0 + 2u < P.r, r0 + 3u < P.r);
-    let kl = P.k - 1u;
-    let kb0 = base + min(k0 + 0u, kl) * P.ks;
+    let bt = pg / p_np;
+    let pnl = pg - bt * p_np;
+    let bo = bt / p_inners;
+    let bi = bt - bo * p_inners;
+    let l0 = pg * p_kp + k0;
+    let tc = l0 / p_h;
+    let tx = tc * p_w + x;
+    let ty = l0 - tc * p_h;
+    let r0 = (pnl * p_w + x) * 4u;
+    let base = p_off + bo * p_so + bi * p_si;
+    let rl = p_r - 1u;
+    let i0 = min(r0, rl) * p_rs;
+    let i1 = min(r0 + 1u, rl) * p_rs;
+    let i2 = min(r0 + 2u, rl) * p_rs;
+    let i3 = min(r0 + 3u, rl) * p_rs;
+    let keep = vec4<bool>(r0 < p_r, r0 + 1u < p_r, r0 + 2u < p_r, r0 + 3u < p_r);
+    let kl = p_k - 1u;
+    let kb0 = base + min(k0 + 0u, kl) * p_ks;
     let v0 = vec4<f32>(src[kb0 + i0], src[kb0 + i1], src[kb0 + i2], src[kb0 + i3]);
-    if (ty + 0u >= P.y_lo && ty + 0u < P.y_hi) {
-        dst[(ty + 0u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v0, keep & vec4<bool>(k0 + 0u < P.k));
+    if (ty + 0u >= p_y_lo && ty + 0u < p_y_hi) {
+        dst[(ty + 0u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v0, keep & vec4<bool>(k0 + 0u < p_k));
     }
-    let kb1 = base + min(k0 + 1u, kl) * P.ks;
+    let kb1 = base + min(k0 + 1u, kl) * p_ks;
     let v1 = vec4<f32>(src[kb1 + i0], src[kb1 + i1], src[kb1 + i2], src[kb1 + i3]);
-    if (ty + 1u >= P.y_lo && ty + 1u < P.y_hi) {
-        dst[(ty + 1u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v1, keep & vec4<bool>(k0 + 1u < P.k));
+    if (ty + 1u >= p_y_lo && ty + 1u < p_y_hi) {
+        dst[(ty + 1u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v1, keep & vec4<bool>(k0 + 1u < p_k));
     }
-    let kb2 = base + min(k0 + 2u, kl) * P.ks;
+    let kb2 = base + min(k0 + 2u, kl) * p_ks;
     let v2 = vec4<f32>(src[kb2 + i0], src[kb2 + i1], src[kb2 + i2], src[kb2 + i3]);
-    if (ty + 2u >= P.y_lo && ty + 2u < P.y_hi) {
-        dst[(ty + 2u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v2, keep & vec4<bool>(k0 + 2u < P.k));
+    if (ty + 2u >= p_y_lo && ty + 2u < p_y_hi) {
+        dst[(ty + 2u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v2, keep & vec4<bool>(k0 + 2u < p_k));
     }
-    let kb3 = base + min(k0 + 3u, kl) * P.ks;
+    let kb3 = base + min(k0 + 3u, kl) * p_ks;
     let v3 = vec4<f32>(src[kb3 + i0], src[kb3 + i1], src[kb3 + i2], src[kb3 + i3]);
-    if (ty + 3u >= P.y_lo && ty + 3u < P.y_hi) {
-        dst[(ty + 3u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v3, keep & vec4<bool>(k0 + 3u < P.k));
+    if (ty + 3u >= p_y_lo && ty + 3u < p_y_hi) {
+        dst[(ty + 3u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v3, keep & vec4<bool>(k0 + 3u < p_k));
     }
-    let kb4 = base + min(k0 + 4u, kl) * P.ks;
+    let kb4 = base + min(k0 + 4u, kl) * p_ks;
     let v4 = vec4<f32>(src[kb4 + i0], src[kb4 + i1], src[kb4 + i2], src[kb4 + i3]);
-    if (ty + 4u >= P.y_lo && ty + 4u < P.y_hi) {
-        dst[(ty + 4u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v4, keep & vec4<bool>(k0 + 4u < P.k));
+    if (ty + 4u >= p_y_lo && ty + 4u < p_y_hi) {
+        dst[(ty + 4u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v4, keep & vec4<bool>(k0 + 4u < p_k));
     }
-    let kb5 = base + min(k0 + 5u, kl) * P.ks;
+    let kb5 = base + min(k0 + 5u, kl) * p_ks;
     let v5 = vec4<f32>(src[kb5 + i0], src[kb5 + i1], src[kb5 + i2], src[kb5 + i3]);
-    if (ty + 5u >= P.y_lo && ty + 5u < P.y_hi) {
-        dst[(ty + 5u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v5, keep & vec4<bool>(k0 + 5u < P.k));
+    if (ty + 5u >= p_y_lo && ty + 5u < p_y_hi) {
+        dst[(ty + 5u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v5, keep & vec4<bool>(k0 + 5u < p_k));
     }
-    let kb6 = base + min(k0 + 6u, kl) * P.ks;
+    let kb6 = base + min(k0 + 6u, kl) * p_ks;
     let v6 = vec4<f32>(src[kb6 + i0], src[kb6 + i1], src[kb6 + i2], src[kb6 + i3]);
-    if (ty + 6u >= P.y_lo && ty + 6u < P.y_hi) {
-        dst[(ty + 6u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v6, keep & vec4<bool>(k0 + 6u < P.k));
+    if (ty + 6u >= p_y_lo && ty + 6u < p_y_hi) {
+        dst[(ty + 6u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v6, keep & vec4<bool>(k0 + 6u < p_k));
     }
-    let kb7 = base + min(k0 + 7u, kl) * P.ks;
+    let kb7 = base + min(k0 + 7u, kl) * p_ks;
     let v7 = vec4<f32>(src[kb7 + i0], src[kb7 + i1], src[kb7 + i2], src[kb7 + i3]);
-    if (ty + 7u >= P.y_lo && ty + 7u < P.y_hi) {
-        dst[(ty + 7u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v7, keep & vec4<bool>(k0 + 7u < P.k));
+    if (ty + 7u >= p_y_lo && ty + 7u < p_y_hi) {
+        dst[(ty + 7u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v7, keep & vec4<bool>(k0 + 7u < p_k));
     }
 }

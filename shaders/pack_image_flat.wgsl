@@ -39,14 +39,35 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_texels: u32;
+var<private> p_tw: u32;
+var<private> p_tw_shift: u32;
+var<private> p_t0: u32;
+var<private> p_total: u32;
+var<private> p_w: u32;
+var<private> p_w_shift: u32;
+var<private> p_kp: u32;
+var<private> p_np: u32;
+var<private> p_inners: u32;
+var<private> p_h: u32;
+var<private> p_off: u32;
+var<private> p_so: u32;
+var<private> p_si: u32;
+var<private> p_r: u32;
+var<private> p_rs: u32;
+var<private> p_k: u32;
+var<private> p_y_lo: u32;
+var<private> p_y_hi: u32;
+var<private> p_dst_row: u32;
 @group(0) @binding(1) var src: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
 
 override WG: u32 = 64u;
 
 fn texel(i: i32) -> vec4<f32> {
-    let c = u32(clamp(i, 0, i32(P.texels) - 1));
-    return textureLoad(src, vec2<u32>(c & (P.tw - 1u), c >> P.tw_shift));
+    let c = u32(clamp(i, 0, i32(p_texels) - 1));
+    return textureLoad(src, vec2<u32>(c & (p_tw - 1u), c >> p_tw_shift));
 }
 
 // The 8 floats starting at float f of the verbatim image (any alignment: 3 texel loads and
@@ -72,67 +93,87 @@ fn run8(f: i32) -> array<f32, 8> {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p_texels = P.texels;
+    p_tw = P.tw;
+    p_tw_shift = P.tw_shift;
+    p_t0 = P.t0;
+    p_total = P.total;
+    p_w = P.w;
+    p_w_shift = P.w_shift;
+    p_kp = P.kp;
+    p_np = P.np;
+    p_inners = P.inners;
+    p_h = P.h;
+    p_off = P.off;
+    p_so = P.so;
+    p_si = P.si;
+    p_r = P.r;
+    p_rs = P.rs;
+    p_k = P.k;
+    p_y_lo = P.y_lo;
+    p_y_hi = P.y_hi;
+    p_dst_row = P.dst_row;
     // t = (panel of all entries * KP/8 + k group) * w + x; a dispatch covers [t0, total).
-    let t = P.t0 + gid.x + gid.y * nwg.x * WG;
-    if (t >= P.total) {
+    let t = p_t0 + gid.x + gid.y * nwg.x * WG;
+    if (t >= p_total) {
         return;
     }
-    let x = t & (P.w - 1u);
-    let q = t >> P.w_shift;
-    let groups = P.kp / 8u;
+    let x = t & (p_w - 1u);
+    let q = t >> p_w_shift;
+    let groups = p_kp / 8u;
     let pg = q / groups;
     let k0 = (q - pg * groups) * 8u;
-    let bt = pg / P.np;
-    let pnl = pg - bt * P.np;
-    let bo = bt / P.inners;
-    let bi = bt - bo * P.inners;
-    let l0 = pg * P.kp + k0;
-    let tc = l0 / P.h;
-    let tx = tc * P.w + x;
-    let ty = l0 - tc * P.h;
-    let r0 = (pnl * P.w + x) * 4u;
-    let base = P.off + bo * P.so + bi * P.si;
-    let rl = P.r - 1u;
-    let i0 = min(r0, rl) * P.rs;
-    let i1 = min(r0 + 1u, rl) * P.rs;
-    let i2 = min(r0 + 2u, rl) * P.rs;
-    let i3 = min(r0 + 3u, rl) * P.rs;
-    let keep = vec4<bool>(r0 < P.r, r0 + 1u < P.r, r0 + 2u < P.r, r0 + 3u < P.r);
-    let kl = P.k - 1u;
+    let bt = pg / p_np;
+    let pnl = pg - bt * p_np;
+    let bo = bt / p_inners;
+    let bi = bt - bo * p_inners;
+    let l0 = pg * p_kp + k0;
+    let tc = l0 / p_h;
+    let tx = tc * p_w + x;
+    let ty = l0 - tc * p_h;
+    let r0 = (pnl * p_w + x) * 4u;
+    let base = p_off + bo * p_so + bi * p_si;
+    let rl = p_r - 1u;
+    let i0 = min(r0, rl) * p_rs;
+    let i1 = min(r0 + 1u, rl) * p_rs;
+    let i2 = min(r0 + 2u, rl) * p_rs;
+    let i3 = min(r0 + 3u, rl) * p_rs;
+    let keep = vec4<bool>(r0 < p_r, r0 + 1u < p_r, r0 + 2u < p_r, r0 + 3u < p_r);
+    let kl = p_k - 1u;
     let run0 = run8(i32(base + i0 + k0));
     let run1 = run8(i32(base + i1 + k0));
     let run2 = run8(i32(base + i2 + k0));
     let run3 = run8(i32(base + i3 + k0));
     let v0 = vec4<f32>(run0[0], run1[0], run2[0], run3[0]);
-    if (ty + 0u >= P.y_lo && ty + 0u < P.y_hi) {
-        dst[(ty + 0u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v0, keep & vec4<bool>(k0 + 0u < P.k));
+    if (ty + 0u >= p_y_lo && ty + 0u < p_y_hi) {
+        dst[(ty + 0u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v0, keep & vec4<bool>(k0 + 0u < p_k));
     }
     let v1 = vec4<f32>(run0[1], run1[1], run2[1], run3[1]);
-    if (ty + 1u >= P.y_lo && ty + 1u < P.y_hi) {
-        dst[(ty + 1u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v1, keep & vec4<bool>(k0 + 1u < P.k));
+    if (ty + 1u >= p_y_lo && ty + 1u < p_y_hi) {
+        dst[(ty + 1u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v1, keep & vec4<bool>(k0 + 1u < p_k));
     }
     let v2 = vec4<f32>(run0[2], run1[2], run2[2], run3[2]);
-    if (ty + 2u >= P.y_lo && ty + 2u < P.y_hi) {
-        dst[(ty + 2u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v2, keep & vec4<bool>(k0 + 2u < P.k));
+    if (ty + 2u >= p_y_lo && ty + 2u < p_y_hi) {
+        dst[(ty + 2u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v2, keep & vec4<bool>(k0 + 2u < p_k));
     }
     let v3 = vec4<f32>(run0[3], run1[3], run2[3], run3[3]);
-    if (ty + 3u >= P.y_lo && ty + 3u < P.y_hi) {
-        dst[(ty + 3u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v3, keep & vec4<bool>(k0 + 3u < P.k));
+    if (ty + 3u >= p_y_lo && ty + 3u < p_y_hi) {
+        dst[(ty + 3u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v3, keep & vec4<bool>(k0 + 3u < p_k));
     }
     let v4 = vec4<f32>(run0[4], run1[4], run2[4], run3[4]);
-    if (ty + 4u >= P.y_lo && ty + 4u < P.y_hi) {
-        dst[(ty + 4u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v4, keep & vec4<bool>(k0 + 4u < P.k));
+    if (ty + 4u >= p_y_lo && ty + 4u < p_y_hi) {
+        dst[(ty + 4u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v4, keep & vec4<bool>(k0 + 4u < p_k));
     }
     let v5 = vec4<f32>(run0[5], run1[5], run2[5], run3[5]);
-    if (ty + 5u >= P.y_lo && ty + 5u < P.y_hi) {
-        dst[(ty + 5u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v5, keep & vec4<bool>(k0 + 5u < P.k));
+    if (ty + 5u >= p_y_lo && ty + 5u < p_y_hi) {
+        dst[(ty + 5u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v5, keep & vec4<bool>(k0 + 5u < p_k));
     }
     let v6 = vec4<f32>(run0[6], run1[6], run2[6], run3[6]);
-    if (ty + 6u >= P.y_lo && ty + 6u < P.y_hi) {
-        dst[(ty + 6u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v6, keep & vec4<bool>(k0 + 6u < P.k));
+    if (ty + 6u >= p_y_lo && ty + 6u < p_y_hi) {
+        dst[(ty + 6u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v6, keep & vec4<bool>(k0 + 6u < p_k));
     }
     let v7 = vec4<f32>(run0[7], run1[7], run2[7], run3[7]);
-    if (ty + 7u >= P.y_lo && ty + 7u < P.y_hi) {
-        dst[(ty + 7u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v7, keep & vec4<bool>(k0 + 7u < P.k));
+    if (ty + 7u >= p_y_lo && ty + 7u < p_y_hi) {
+        dst[(ty + 7u - p_y_lo) * p_dst_row + tx] = select(vec4<f32>(0.0), v7, keep & vec4<bool>(k0 + 7u < p_k));
     }
 }

@@ -13,6 +13,17 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_total: u32;
+var<private> p_w: u32;
+var<private> p_h: u32;
+var<private> p_top: u32;
+var<private> p_bottom: u32;
+var<private> p_left: u32;
+var<private> p_right: u32;
+var<private> p_hp: u32;
+var<private> p_wp: u32;
+var<private> p_dst_off: u32;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
@@ -66,17 +77,27 @@ fn segments(i: i32, n: i32, lo: i32, hi: i32) -> Segs {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p_total = P.total;
+    p_w = P.w;
+    p_h = P.h;
+    p_top = P.top;
+    p_bottom = P.bottom;
+    p_left = P.left;
+    p_right = P.right;
+    p_hp = P.hp;
+    p_wp = P.wp;
+    p_dst_off = P.dst_off;
     let id = gid.x + gid.y * nwg.x * WG;
-    if (id >= P.total) {
+    if (id >= p_total) {
         return;
     }
-    let x = id % P.w;
-    let t = id / P.w;
-    let y = t % P.h;
-    let plane = t / P.h;
-    let rows = segments(i32(y), i32(P.h), i32(P.top), i32(P.bottom));
-    let cols = segments(i32(x), i32(P.w), i32(P.left), i32(P.right));
-    let base = plane * P.hp * P.wp;
+    let x = id % p_w;
+    let t = id / p_w;
+    let y = t % p_h;
+    let plane = t / p_h;
+    let rows = segments(i32(y), i32(p_h), i32(p_top), i32(p_bottom));
+    let cols = segments(i32(x), i32(p_w), i32(p_left), i32(p_right));
+    let base = plane * p_hp * p_wp;
     var acc = 0.0;
     for (var a = 0; a < 3; a++) {
         let rs = rows.s[a];
@@ -84,10 +105,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             for (var b = 0; b < 3; b++) {
                 let cs = cols.s[b];
                 for (var xx = cs.x; xx < cs.y; xx++) {
-                    acc += src[base + u32(yy) * P.wp + u32(xx)];
+                    acc += src[base + u32(yy) * p_wp + u32(xx)];
                 }
             }
         }
     }
-    dst[P.dst_off + id] = acc;
+    dst[p_dst_off + id] = acc;
 }

@@ -31,6 +31,28 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_t0: u32;
+var<private> p_total: u32;
+var<private> p_width: u32;
+var<private> p_hp: u32;
+var<private> p_rows_img: u32;
+var<private> p_wp: u32;
+var<private> p_cpr: u32;
+var<private> p_qg: u32;
+var<private> p_sh: u32;
+var<private> p_pad_top: i32;
+var<private> p_h: u32;
+var<private> p_w: u32;
+var<private> p_sw: u32;
+var<private> p_pad_left: i32;
+var<private> p_qb: u32;
+var<private> p_x_off: u32;
+var<private> p_c: u32;
+var<private> p_cg: u32;
+var<private> p_y_lo: u32;
+var<private> p_y_hi: u32;
+var<private> p_dst_row: u32;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
 
@@ -65,50 +87,71 @@ fn src_index(i: i32, size: i32) -> i32 {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = P.t0 + gid.x + gid.y * nwg.x * WG;
-    if (t >= P.total) {
+    p_t0 = P.t0;
+    p_total = P.total;
+    p_width = P.width;
+    p_hp = P.hp;
+    p_rows_img = P.rows_img;
+    p_wp = P.wp;
+    p_cpr = P.cpr;
+    p_qg = P.qg;
+    p_sh = P.sh;
+    p_pad_top = P.pad_top;
+    p_h = P.h;
+    p_w = P.w;
+    p_sw = P.sw;
+    p_pad_left = P.pad_left;
+    p_qb = P.qb;
+    p_x_off = P.x_off;
+    p_c = P.c;
+    p_cg = P.cg;
+    p_y_lo = P.y_lo;
+    p_y_hi = P.y_hi;
+    p_dst_row = P.dst_row;
+    let t = p_t0 + gid.x + gid.y * nwg.x * WG;
+    if (t >= p_total) {
         return;
     }
     // One invocation per 8 consecutive texels of an image row: the divisions run once per
     // 8 texels (integer division is a per-lane loop on SIMD CPUs).
-    let xgroups = (P.width + 7u) / 8u;
+    let xgroups = (p_width + 7u) / 8u;
     let ty = t / xgroups;
     let tx0 = (t - ty * xgroups) * 8u;
-    let prow = ty / P.hp;
-    let ihp = ty - prow * P.hp;
-    let n = prow / P.rows_img;
-    var pc = tx0 / P.wp;
-    var iwp = tx0 - pc * P.wp;
-    var q = (prow - n * P.rows_img) * P.cpr + pc;
-    var g = q / P.qg;
-    var cl0 = (q - g * P.qg) * 4u;
-    let ih = src_index(i32(ihp * P.sh) - P.pad_top, i32(P.h));
-    let plane = P.h * P.w;
+    let prow = ty / p_hp;
+    let ihp = ty - prow * p_hp;
+    let n = prow / p_rows_img;
+    var pc = tx0 / p_wp;
+    var iwp = tx0 - pc * p_wp;
+    var q = (prow - n * p_rows_img) * p_cpr + pc;
+    var g = q / p_qg;
+    var cl0 = (q - g * p_qg) * 4u;
+    let ih = src_index(i32(ihp * p_sh) - p_pad_top, i32(p_h));
+    let plane = p_h * p_w;
     for (var e8 = 0u; e8 < 8u; e8++) {
         let tx = tx0 + e8;
-        if (tx >= P.width) {
+        if (tx >= p_width) {
             break;
         }
-        let iw = src_index(i32(iwp * P.sw) - P.pad_left, i32(P.w));
+        let iw = src_index(i32(iwp * p_sw) - p_pad_left, i32(p_w));
         var v = vec4<f32>(0.0);
-        if (ih >= 0 && iw >= 0 && q < P.qb) {
-            let base = P.x_off + ((n * P.c + g * P.cg + cl0) * P.h + u32(ih)) * P.w + u32(iw);
+        if (ih >= 0 && iw >= 0 && q < p_qb) {
+            let base = p_x_off + ((n * p_c + g * p_cg + cl0) * p_h + u32(ih)) * p_w + u32(iw);
             for (var e = 0u; e < 4u; e++) {
-                if (cl0 + e < P.cg) {
+                if (cl0 + e < p_cg) {
                     v[e] = x[base + e * plane];
                 }
             }
         }
-        if (ty >= P.y_lo && ty < P.y_hi) {
-            dst[(ty - P.y_lo) * P.dst_row + tx] = v;
+        if (ty >= p_y_lo && ty < p_y_hi) {
+            dst[(ty - p_y_lo) * p_dst_row + tx] = v;
         }
         // Next texel: the next padded column, or the next channel block's plane.
         iwp += 1u;
-        if (iwp == P.wp) {
+        if (iwp == p_wp) {
             iwp = 0u;
             q += 1u;
             cl0 += 4u;
-            if (cl0 == P.qg * 4u) {
+            if (cl0 == p_qg * 4u) {
                 cl0 = 0u;
                 g += 1u;
             }

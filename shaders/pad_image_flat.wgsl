@@ -34,14 +34,36 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_texels: u32;
+var<private> p_tw: u32;
+var<private> p_tw_shift: u32;
+var<private> p_t0: u32;
+var<private> p_total: u32;
+var<private> p_wp: u32;
+var<private> p_cpr: u32;
+var<private> p_hp: u32;
+var<private> p_rows_img: u32;
+var<private> p_qg: u32;
+var<private> p_pad_top: i32;
+var<private> p_h: u32;
+var<private> p_qb: u32;
+var<private> p_pad_left: i32;
+var<private> p_cg: u32;
+var<private> p_c: u32;
+var<private> p_x_off: u32;
+var<private> p_w: u32;
+var<private> p_y_lo: u32;
+var<private> p_y_hi: u32;
+var<private> p_dst_row: u32;
 @group(0) @binding(1) var src: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
 
 override WG: u32 = 64u;
 
 fn texel(i: i32) -> vec4<f32> {
-    let c = u32(clamp(i, 0, i32(P.texels) - 1));
-    return textureLoad(src, vec2<u32>(c & (P.tw - 1u), c >> P.tw_shift));
+    let c = u32(clamp(i, 0, i32(p_texels) - 1));
+    return textureLoad(src, vec2<u32>(c & (p_tw - 1u), c >> p_tw_shift));
 }
 
 // The 8 floats starting at float f of the verbatim image (any alignment: 3 texel loads and
@@ -67,74 +89,95 @@ fn run8(f: i32) -> array<f32, 8> {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = P.t0 + gid.x + gid.y * nwg.x * WG;
-    if (t >= P.total) {
+    p_texels = P.texels;
+    p_tw = P.tw;
+    p_tw_shift = P.tw_shift;
+    p_t0 = P.t0;
+    p_total = P.total;
+    p_wp = P.wp;
+    p_cpr = P.cpr;
+    p_hp = P.hp;
+    p_rows_img = P.rows_img;
+    p_qg = P.qg;
+    p_pad_top = P.pad_top;
+    p_h = P.h;
+    p_qb = P.qb;
+    p_pad_left = P.pad_left;
+    p_cg = P.cg;
+    p_c = P.c;
+    p_x_off = P.x_off;
+    p_w = P.w;
+    p_y_lo = P.y_lo;
+    p_y_hi = P.y_hi;
+    p_dst_row = P.dst_row;
+    let t = p_t0 + gid.x + gid.y * nwg.x * WG;
+    if (t >= p_total) {
         return;
     }
     // t = (image row ty, plane pc of that row, 8-pixel block b of the plane row).
-    let bpw = (P.wp + 7u) / 8u;
-    let per_row = P.cpr * bpw;
+    let bpw = (p_wp + 7u) / 8u;
+    let per_row = p_cpr * bpw;
     let ty = t / per_row;
     let rem = t - ty * per_row;
     let pc = rem / bpw;
     let iwp0 = (rem - pc * bpw) * 8u;
-    let prow = ty / P.hp;
-    let ihp = ty - prow * P.hp;
-    let n = prow / P.rows_img;
-    let q = (prow - n * P.rows_img) * P.cpr + pc;
-    let g = q / P.qg;
-    let cl0 = (q - g * P.qg) * 4u;
-    let ih = i32(ihp) - P.pad_top;
-    let row_ok = ih >= 0 && ih < i32(P.h) && q < P.qb;
-    let ihc = u32(clamp(ih, 0, i32(P.h) - 1));
-    let iw0 = i32(iwp0) - P.pad_left;
-    let cmax = P.cg - 1u;
-    let gbase = n * P.c + g * P.cg;
-    let r0 = run8(i32(P.x_off + ((gbase + min(cl0 + 0u, cmax)) * P.h + ihc) * P.w) + iw0);
-    let r1 = run8(i32(P.x_off + ((gbase + min(cl0 + 1u, cmax)) * P.h + ihc) * P.w) + iw0);
-    let r2 = run8(i32(P.x_off + ((gbase + min(cl0 + 2u, cmax)) * P.h + ihc) * P.w) + iw0);
-    let r3 = run8(i32(P.x_off + ((gbase + min(cl0 + 3u, cmax)) * P.h + ihc) * P.w) + iw0);
-    let chan = vec4<bool>(cl0 < P.cg, cl0 + 1u < P.cg, cl0 + 2u < P.cg, cl0 + 3u < P.cg) & vec4<bool>(row_ok);
-    let live = ty >= P.y_lo && ty < P.y_hi;
-    let out0 = (ty - P.y_lo) * P.dst_row + pc * P.wp + iwp0;
-    if (live && iwp0 + 0u < P.wp) {
+    let prow = ty / p_hp;
+    let ihp = ty - prow * p_hp;
+    let n = prow / p_rows_img;
+    let q = (prow - n * p_rows_img) * p_cpr + pc;
+    let g = q / p_qg;
+    let cl0 = (q - g * p_qg) * 4u;
+    let ih = i32(ihp) - p_pad_top;
+    let row_ok = ih >= 0 && ih < i32(p_h) && q < p_qb;
+    let ihc = u32(clamp(ih, 0, i32(p_h) - 1));
+    let iw0 = i32(iwp0) - p_pad_left;
+    let cmax = p_cg - 1u;
+    let gbase = n * p_c + g * p_cg;
+    let r0 = run8(i32(p_x_off + ((gbase + min(cl0 + 0u, cmax)) * p_h + ihc) * p_w) + iw0);
+    let r1 = run8(i32(p_x_off + ((gbase + min(cl0 + 1u, cmax)) * p_h + ihc) * p_w) + iw0);
+    let r2 = run8(i32(p_x_off + ((gbase + min(cl0 + 2u, cmax)) * p_h + ihc) * p_w) + iw0);
+    let r3 = run8(i32(p_x_off + ((gbase + min(cl0 + 3u, cmax)) * p_h + ihc) * p_w) + iw0);
+    let chan = vec4<bool>(cl0 < p_cg, cl0 + 1u < p_cg, cl0 + 2u < p_cg, cl0 + 3u < p_cg) & vec4<bool>(row_ok);
+    let live = ty >= p_y_lo && ty < p_y_hi;
+    let out0 = (ty - p_y_lo) * p_dst_row + pc * p_wp + iwp0;
+    if (live && iwp0 + 0u < p_wp) {
         let iw = iw0 + 0;
-        let keep = chan & vec4<bool>(iw >= 0 && iw < i32(P.w));
+        let keep = chan & vec4<bool>(iw >= 0 && iw < i32(p_w));
         dst[out0 + 0u] = select(vec4<f32>(0.0), vec4<f32>(r0[0], r1[0], r2[0], r3[0]), keep);
     }
-    if (live && iwp0 + 1u < P.wp) {
+    if (live && iwp0 + 1u < p_wp) {
         let iw = iw0 + 1;
-        let keep = chan & vec4<bool>(iw >= 0 && iw < i32(P.w));
+        let keep = chan & vec4<bool>(iw >= 0 && iw < i32(p_w));
         dst[out0 + 1u] = select(vec4<f32>(0.0), vec4<f32>(r0[1], r1[1], r2[1], r3[1]), keep);
     }
-    if (live && iwp0 + 2u < P.wp) {
+    if (live && iwp0 + 2u < p_wp) {
         let iw = iw0 + 2;
-        let keep = chan & vec4<bool>(iw >= 0 && iw < i32(P.w));
+        let keep = chan & vec4<bool>(iw >= 0 && iw < i32(p_w));
         dst[out0 + 2u] = select(vec4<f32>(0.0), vec4<f32>(r0[2], r1[2], r2[2], r3[2]), keep);
     }
-    if (live && iwp0 + 3u < P.wp) {
+    if (live && iwp0 + 3u < p_wp) {
         let iw = iw0 + 3;
-        let keep = chan & vec4<bool>(iw >= 0 && iw < i32(P.w));
+        let keep = chan & vec4<bool>(iw >= 0 && iw < i32(p_w));
         dst[out0 + 3u] = select(vec4<f32>(0.0), vec4<f32>(r0[3], r1[3], r2[3], r3[3]), keep);
     }
-    if (live && iwp0 + 4u < P.wp) {
+    if (live && iwp0 + 4u < p_wp) {
         let iw = iw0 + 4;
-        let keep = chan & vec4<bool>(iw >= 0 && iw < i32(P.w));
+        let keep = chan & vec4<bool>(iw >= 0 && iw < i32(p_w));
         dst[out0 + 4u] = select(vec4<f32>(0.0), vec4<f32>(r0[4], r1[4], r2[4], r3[4]), keep);
     }
-    if (live && iwp0 + 5u < P.wp) {
+    if (live && iwp0 + 5u < p_wp) {
         let iw = iw0 + 5;
-        let keep = chan & vec4<bool>(iw >= 0 && iw < i32(P.w));
+        let keep = chan & vec4<bool>(iw >= 0 && iw < i32(p_w));
         dst[out0 + 5u] = select(vec4<f32>(0.0), vec4<f32>(r0[5], r1[5], r2[5], r3[5]), keep);
     }
-    if (live && iwp0 + 6u < P.wp) {
+    if (live && iwp0 + 6u < p_wp) {
         let iw = iw0 + 6;
-        let keep = chan & vec4<bool>(iw >= 0 && iw < i32(P.w));
+        let keep = chan & vec4<bool>(iw >= 0 && iw < i32(p_w));
         dst[out0 + 6u] = select(vec4<f32>(0.0), vec4<f32>(r0[6], r1[6], r2[6], r3[6]), keep);
     }
-    if (live && iwp0 + 7u < P.wp) {
+    if (live && iwp0 + 7u < p_wp) {
         let iw = iw0 + 7;
-        let keep = chan & vec4<bool>(iw >= 0 && iw < i32(P.w));
+        let keep = chan & vec4<bool>(iw >= 0 && iw < i32(p_w));
         dst[out0 + 7u] = select(vec4<f32>(0.0), vec4<f32>(r0[7], r1[7], r2[7], r3[7]), keep);
     }
 }

@@ -9,6 +9,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> P: Params;
+// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py).
+var<private> p_total: u32;
+var<private> p_rs: u32;
+var<private> p_kg: u32;
+var<private> p_cg: u32;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
@@ -16,16 +21,20 @@ override WG: u32 = 64u;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p_total = P.total;
+    p_rs = P.rs;
+    p_kg = P.kg;
+    p_cg = P.cg;
     let id = gid.x + gid.y * nwg.x * WG;
-    if (id >= P.total) {
+    if (id >= p_total) {
         return;
     }
     // id indexes dst: ((g * cg + c) * kg + k) * rs + t
-    let t = id % P.rs;
-    var q = id / P.rs;
-    let k = q % P.kg;
-    q = q / P.kg;
-    let c = q % P.cg;
-    let g = q / P.cg;
-    dst[id] = src[((g * P.kg + k) * P.cg + c) * P.rs + t];
+    let t = id % p_rs;
+    var q = id / p_rs;
+    let k = q % p_kg;
+    q = q / p_kg;
+    let c = q % p_cg;
+    let g = q / p_cg;
+    dst[id] = src[((g * p_kg + k) * p_cg + c) * p_rs + t];
 }

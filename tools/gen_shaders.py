@@ -9,6 +9,9 @@ function-scope arrays cannot be sized by `override` constants, so this script wr
 unrolled code once, for the largest block, with every row and column guarded by an
 `override` comparison (`if (TM > 5u)`), which the compiler folds away per specialization.
 
+Every kernel without barriers reads its parameter fields once, into private variables
+(`hoist_params`; the hand-written shaders were converted by the same function).
+
 The output files are ordinary WGSL checked into `shaders/` (validated by naga in
 `tests/shaders.rs`). Rerun after editing this script:  python3 tools/gen_shaders.py
 """
@@ -1836,45 +1839,69 @@ def conv2d_depthwise_image():
     return "\n".join(L) + "\n"
 
 
+def hoist_params(src):
+    """Reads every field of the parameter struct `P` a kernel uses once, at the top of
+    `main`, into a private variable, and rewrites the uses to read that variable.
+
+    On lavapipe each read of a storage-buffer field is a loop over the 8 lanes with a
+    bounds check and a store-forwarding stall (~15 cycles per lane), and LLVM does not
+    hoist it out of loops: a loop bound read as `P.k_len` costs that on every iteration,
+    and the 32 calls of a store epilogue read their six fields 32 times. Private
+    variables become registers (NIR inlines every function into `main`). Only for kernels
+    without barriers: WGSL's uniformity analysis treats private variables as non-uniform.
+    """
+    import re
+
+    lines = src.split("\n")
+    bind = next(i for i, l in enumerate(lines) if re.match(r"@group\(0\) @binding\(\d+\) var<storage, read> P: (\w+);", l))
+    sname = re.search(r"P: (\w+);", lines[bind]).group(1)
+    m = re.search(r"struct " + sname + r" \{(.*?)\n\}", src, re.S)
+    types = dict(re.findall(r"(\w+): (\w+(?:<\w+>)?)", m.group(1)))
+    body = "\n".join(lines[bind + 1:])
+    used = []
+    for f in re.findall(r"\bP\.(\w+)", body):
+        if f not in used:
+            used.append(f)
+    if not used:
+        return src
+    body = re.sub(r"\bP\.(\w+)", r"p_\1", body)
+    decl = ["// Fields of P read once per invocation (see hoist_params in tools/gen_shaders.py)."]
+    decl += [f"var<private> p_{f}: {types[f]};" for f in used]
+    blines = body.split("\n")
+    start = next(i for i, l in enumerate(blines) if l.startswith("fn main("))
+    open_ = next(i for i in range(start, len(blines)) if blines[i].endswith("{"))
+    blines[open_ + 1:open_ + 1] = [f"    p_{f} = P.{f};" for f in used]
+    return "\n".join(lines[:bind + 1] + decl + blines)
+
+
+def emit(name, src):
+    """Writes shaders/<name>; kernels without barriers get their parameters hoisted."""
+    if "Barrier" not in src:
+        src = hoist_params(src)
+    with open(os.path.join(ROOT, name), "w") as f:
+        f.write(src)
+
+
 def main():
-    with open(os.path.join(ROOT, "gemm_reg.wgsl"), "w") as f:
-        f.write(gemm_reg())
-    with open(os.path.join(ROOT, "gemm_sg.wgsl"), "w") as f:
-        f.write(gemm_sg())
-    with open(os.path.join(ROOT, "gemm_image.wgsl"), "w") as f:
-        f.write(gemm_image())
-    with open(os.path.join(ROOT, "gemm_image_sb.wgsl"), "w") as f:
-        f.write(gemm_image(b_buffer=True))
-    with open(os.path.join(ROOT, "pack_image.wgsl"), "w") as f:
-        f.write(pack_image())
-    with open(os.path.join(ROOT, "pack_image_flat.wgsl"), "w") as f:
-        f.write(pack_image(flat=True))
-    with open(os.path.join(ROOT, "conv2d_direct.wgsl"), "w") as f:
-        f.write(conv2d_direct())
-    with open(os.path.join(ROOT, "conv2d_depthwise.wgsl"), "w") as f:
-        f.write(conv2d_depthwise())
-    with open(os.path.join(ROOT, "conv2d_depthwise_image.wgsl"), "w") as f:
-        f.write(conv2d_depthwise_image())
-    with open(os.path.join(ROOT, "pad_image.wgsl"), "w") as f:
-        f.write(pad_image())
-    with open(os.path.join(ROOT, "pad_image_flat.wgsl"), "w") as f:
-        f.write(pad_image_flat())
-    with open(os.path.join(ROOT, "pack_conv_weights.wgsl"), "w") as f:
-        f.write(pack_conv_weights())
-    with open(os.path.join(ROOT, "pack_conv_weights_image.wgsl"), "w") as f:
-        f.write(pack_conv_weights(from_image=True))
-    with open(os.path.join(ROOT, "conv2d_implicit.wgsl"), "w") as f:
-        f.write(conv2d_implicit())
-    with open(os.path.join(ROOT, "conv2d_implicit_n32.wgsl"), "w") as f:
-        f.write(conv2d_implicit(tm=4, tn=32))
-    with open(os.path.join(ROOT, "conv2d_wgrad_implicit.wgsl"), "w") as f:
-        f.write(conv2d_wgrad_implicit())
-    with open(os.path.join(ROOT, "conv2d_wgrad_implicit_c4.wgsl"), "w") as f:
-        f.write(conv2d_wgrad_implicit(4))
-    with open(os.path.join(ROOT, "conv2d_wgrad_implicit_v4.wgsl"), "w") as f:
-        f.write(conv2d_wgrad_implicit(8, v4=True))
-    with open(os.path.join(ROOT, "conv2d_implicit_tiled.wgsl"), "w") as f:
-        f.write(conv2d_implicit_tiled())
+    emit("gemm_reg.wgsl", gemm_reg())
+    emit("gemm_sg.wgsl", gemm_sg())
+    emit("gemm_image.wgsl", gemm_image())
+    emit("gemm_image_sb.wgsl", gemm_image(b_buffer=True))
+    emit("pack_image.wgsl", pack_image())
+    emit("pack_image_flat.wgsl", pack_image(flat=True))
+    emit("conv2d_direct.wgsl", conv2d_direct())
+    emit("conv2d_depthwise.wgsl", conv2d_depthwise())
+    emit("conv2d_depthwise_image.wgsl", conv2d_depthwise_image())
+    emit("pad_image.wgsl", pad_image())
+    emit("pad_image_flat.wgsl", pad_image_flat())
+    emit("pack_conv_weights.wgsl", pack_conv_weights())
+    emit("pack_conv_weights_image.wgsl", pack_conv_weights(from_image=True))
+    emit("conv2d_implicit.wgsl", conv2d_implicit())
+    emit("conv2d_implicit_n32.wgsl", conv2d_implicit(tm=4, tn=32))
+    emit("conv2d_wgrad_implicit.wgsl", conv2d_wgrad_implicit())
+    emit("conv2d_wgrad_implicit_c4.wgsl", conv2d_wgrad_implicit(4))
+    emit("conv2d_wgrad_implicit_v4.wgsl", conv2d_wgrad_implicit(8, v4=True))
+    emit("conv2d_implicit_tiled.wgsl", conv2d_implicit_tiled())
 
 
 if __name__ == "__main__":
