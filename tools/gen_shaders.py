@@ -308,7 +308,7 @@ def gemm_sg():
 
 IMG_TM = 8  # rows of C per invocation (two texels of an A panel row)
 IMG_TN = 16  # columns of C per workgroup (four texels of a B panel row)
-IMG_RB = 4  # rows per register sub-block
+IMG_RB = 2  # rows per register sub-block (4 spills on AVX2 hosts: driver notes section 10)
 
 GEMM_IMAGE_PARAMS = """struct Params {
     m: u32, n: u32, kp: u32, ldc: u32,
@@ -355,7 +355,9 @@ def gemm_image(b_buffer=False):
     w(f"// of one batch entry; each lane owns {IMG_TM} rows. Per group of 8 k-steps each lane loads one")
     w("// k-row of the B panel (4 texels) that the subgroup shares by `subgroupBroadcast`, and its")
     w(f"// own {IMG_TM} rows for the 8 k-steps (16 texels). The FMAs run in {IMG_RB}-row x 4-column register")
-    w("// sub-blocks over the 8 k-steps, so 16 accumulators stay in registers between updates.")
+    w(f"// sub-blocks over the 8 k-steps, so {IMG_RB * 4} accumulators stay in registers between updates")
+    w("// (2 rows: with AVX2's 16 vector registers a 4 x 4 block plus its operands spills; see")
+    w("// docs/lavapipe-driver-notes.md section 10).")
     w("// Measured code-shape rules (lavapipe): named accumulators, broadcasts next to their use,")
     w("// no guards and no early return in the kernel body (both turn into execution masks),")
     w("// `select` for the panel wrap. Workgroups past the last one only skip their stores.")
@@ -918,7 +920,7 @@ def conv2d_depthwise():
 
 IC_TM = 8  # output pixels per invocation
 IC_TN = 16  # output channels per workgroup (four texels of a weight-panel row)
-IC_RB = 4  # pixels per register sub-block
+IC_RB = 2  # pixels per register sub-block (as IMG_RB)
 
 IMPLICIT_LAYOUT_DOC = """// Layouts (see src/conv/implicit.rs, which sizes them):
 // - Input image: the input of a chunk of images, padded (any padding mode, also negative
