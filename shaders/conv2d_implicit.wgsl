@@ -189,13 +189,21 @@ fn main(
     var c7_1 = vec4<f32>(0.0);
     var c7_2 = vec4<f32>(0.0);
     var c7_3 = vec4<f32>(0.0);
+    // Texel blocks q0 = qbase + 2 cb and q1 = q0 + 1 sit at plane column q % cpr, row q / cpr;
+    // kept as counters (a division is a per-lane loop on lavapipe, 4 of them per 8 k-steps).
+    var qx0 = qbase % p_cpr;
+    var qy0 = qbase / p_cpr;
     for (var cb = 0u; cb < p_cb8; cb++) {
-        let q0 = qbase + cb * 2u;
-        let q1 = q0 + 1u;
-        let ox0 = (q0 % p_cpr) * p_wp;
-        let oy0 = (ybase + q0 / p_cpr) * p_hp;
-        let ox1 = (q1 % p_cpr) * p_wp;
-        let oy1 = (ybase + q1 / p_cpr) * p_hp;
+        let w1 = qx0 + 1u >= p_cpr;
+        let qx1 = select(qx0 + 1u, qx0 + 1u - p_cpr, w1);
+        let qy1 = select(qy0, qy0 + 1u, w1);
+        let ox0 = qx0 * p_wp;
+        let oy0 = (ybase + qy0) * p_hp;
+        let ox1 = qx1 * p_wp;
+        let oy1 = (ybase + qy1) * p_hp;
+        let w2 = qx1 + 1u >= p_cpr;
+        qx0 = select(qx1 + 1u, qx1 + 1u - p_cpr, w2);
+        qy0 = select(qy1, qy1 + 1u, w2);
         for (var r = 0u; r < p_r; r++) {
             let y0 = oy0 + r * p_dh;
             let y1 = oy1 + r * p_dh;

@@ -163,6 +163,24 @@ fn implicit_gemm_chunks_and_wraps_under_small_limits() {
         problem,
     };
     run_case_on(&small, 999, &case, Algorithm::ImplicitGemm, &mut rng).unwrap();
+    // Channel blocks wrapping to the next plane row inside a group's run (the kernel walks
+    // them with counters, not divisions): 2 groups of 3 channel blocks (6 texel blocks
+    // each) on planes 20 and 32 wide, i.e. 3 and 2 blocks per 64-texel row.
+    for (i, (wdt, groups)) in [(18, 2), (30, 2), (18, 1)].into_iter().enumerate() {
+        let params = wgconv::Conv2dParams::default()
+            .with_padding(wgconv::Padding::Symmetric([1, 1]))
+            .with_groups(groups);
+        let (x, w) = ([2, 40, 4, wdt], [16, 40 / groups, 3, 3]);
+        let problem = params.resolve(x, w, Some(16)).unwrap();
+        let case = common::ConvCase {
+            x,
+            w,
+            bias: true,
+            params,
+            problem,
+        };
+        run_case_on(&small, 1000 + i, &case, Algorithm::ImplicitGemm, &mut rng).unwrap();
+    }
     // Gradients through the implicit kernels: 5 images in chunks of 3 + 2 (the weight
     // gradient accumulates the second chunk), weight and dy panels wrapping at 64 rows.
     let problem = params.resolve([5, 12, 6, 7], [8, 12, 3, 3], None).unwrap();
