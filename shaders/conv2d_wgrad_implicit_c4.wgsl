@@ -51,14 +51,14 @@ var<private> p_dw: u32;
 var<private> p_hp: u32;
 var<private> p_dh: u32;
 var<private> p_ohw: u32;
+var<private> p_ow: u32;
+var<private> p_sw: u32;
+var<private> p_sh: u32;
 var<private> p_nimg: u32;
 var<private> p_rows_img: u32;
 var<private> p_n_base: u32;
 var<private> p_kpp: u32;
 var<private> p_hdy: u32;
-var<private> p_ow: u32;
-var<private> p_sw: u32;
-var<private> p_sh: u32;
 @group(0) @binding(1) var tx: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var tdy: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(3) var<storage, read_write> dw: array<f32>;
@@ -108,14 +108,14 @@ fn main(
     p_hp = P.hp;
     p_dh = P.dh;
     p_ohw = P.ohw;
+    p_ow = P.ow;
+    p_sw = P.sw;
+    p_sh = P.sh;
     p_nimg = P.nimg;
     p_rows_img = P.rows_img;
     p_n_base = P.n_base;
     p_kpp = P.kpp;
     p_hdy = P.hdy;
-    p_ow = P.ow;
-    p_sw = P.sw;
-    p_sh = P.sh;
     // Workgroup -> (group, column block, row-block group), row blocks fastest.
     let wg = p_wg0 + wid.x + wid.y * nwg.x;
     let gm = wg % p_groups_m;
@@ -136,6 +136,15 @@ fn main(
     let ox0 = (q0 % p_cpr) * p_wp + s * p_dw;
     let oy0 = (q0 / p_cpr) * p_hp + r * p_dh;
     let last = p_ohw - 1u;
+    // Output pixel k0 + sl of this lane as (column, row) counters advanced by 8 pixels per
+    // step (integer division is a per-lane loop on SIMD CPUs); pixels past the last read
+    // the last one's input (their dy is 0).
+    let step_c = 8u % p_ow;
+    let step_r = 8u / p_ow;
+    let last_x = (last % p_ow) * p_sw;
+    let last_y = (last / p_ow) * p_sh;
+    let pc0 = sl % p_ow;
+    let pr0 = sl / p_ow;
     var c0_0 = vec4<f32>(0.0);
     var c0_1 = vec4<f32>(0.0);
     var c0_2 = vec4<f32>(0.0);
@@ -158,18 +167,24 @@ fn main(
         let lb = (((p_n_base + n) * p_groups + g) * p_groups_n + tn) * p_kpp;
         var yb = lb % p_hdy;
         var xb = (lb / p_hdy) * 4u;
+        var pc = pc0;
+        var pr = pr0;
         for (var k0 = 0u; k0 < p_kpp; k0 += 8u) {
             // dy: lane sl loads output pixel k0 + sl of the panel (16 output channels).
             let bl0 = textureLoad(tdy, vec2<u32>(xb + 0u, yb + sl));
             let bl1 = textureLoad(tdy, vec2<u32>(xb + 1u, yb + sl));
             let bl2 = textureLoad(tdy, vec2<u32>(xb + 2u, yb + sl));
             let bl3 = textureLoad(tdy, vec2<u32>(xb + 3u, yb + sl));
-            // x: this lane's 4 channels at the 8 pixels (past the last: clamped, dy is 0).
-            // Lane sl decodes pixel k0 + sl (integer division is a per-lane loop on SIMD CPUs:
-            // one per lane, not eight) and the subgroup shares the coordinates.
-            let pl = min(k0 + sl, last);
-            let pxl = (pl % p_ow) * p_sw;
-            let pyl = (pl / p_ow) * p_sh;
+            // x: this lane's 4 channels at the 8 pixels; lane sl holds pixel k0 + sl and
+            // the subgroup shares the coordinates.
+            let live_px = k0 + sl <= last;
+            let pxl = select(last_x, pc * p_sw, live_px);
+            let pyl = select(last_y, pr * p_sh, live_px);
+            pc += step_c;
+            pr += step_r;
+            let wc = pc >= p_ow;
+            pc = select(pc, pc - p_ow, wc);
+            pr = select(pr, pr + 1u, wc);
             let px0 = subgroupBroadcast(pxl, 0u);
             let py0 = subgroupBroadcast(pyl, 0u);
             let a0_0 = textureLoad(tx, vec2<u32>(ox0 + px0, y0 + py0));
