@@ -21,7 +21,7 @@
 // channels of one (image, group); each lane owns 8 pixels (clamped into range for the loads;
 // only in-range ones are stored). Per (8-channel block, tap) each lane loads two texels per
 // pixel (8 channels) and one k-row of the weight panel (4 texels) that the subgroup shares by
-// subgroupBroadcast; the FMAs run in 2-pixel x 4-channel register sub-blocks (the code-shape
+// subgroupBroadcast; the FMAs run in 1-pixel x 4-channel register sub-blocks (the code-shape
 // rules of gemm_image.wgsl: named accumulators, no guards in the loop).
 //   y[y_off + (n * K + g * kg + col) * ohw + pixel] (+ bias[g * kg + col])
 
@@ -235,417 +235,577 @@ fn main(
         {
             let b0 = subgroupBroadcast(bl0, 0u);
             c0_0 = fma(vec4<f32>(a0_0.x), b0, c0_0);
-            c1_0 = fma(vec4<f32>(a1_0.x), b0, c1_0);
             let b1 = subgroupBroadcast(bl0, 1u);
             c0_0 = fma(vec4<f32>(a0_0.y), b1, c0_0);
-            c1_0 = fma(vec4<f32>(a1_0.y), b1, c1_0);
             let b2 = subgroupBroadcast(bl0, 2u);
             c0_0 = fma(vec4<f32>(a0_0.z), b2, c0_0);
-            c1_0 = fma(vec4<f32>(a1_0.z), b2, c1_0);
             let b3 = subgroupBroadcast(bl0, 3u);
             c0_0 = fma(vec4<f32>(a0_0.w), b3, c0_0);
-            c1_0 = fma(vec4<f32>(a1_0.w), b3, c1_0);
             let b4 = subgroupBroadcast(bl0, 4u);
             c0_0 = fma(vec4<f32>(a0_1.x), b4, c0_0);
-            c1_0 = fma(vec4<f32>(a1_1.x), b4, c1_0);
             let b5 = subgroupBroadcast(bl0, 5u);
             c0_0 = fma(vec4<f32>(a0_1.y), b5, c0_0);
-            c1_0 = fma(vec4<f32>(a1_1.y), b5, c1_0);
             let b6 = subgroupBroadcast(bl0, 6u);
             c0_0 = fma(vec4<f32>(a0_1.z), b6, c0_0);
-            c1_0 = fma(vec4<f32>(a1_1.z), b6, c1_0);
             let b7 = subgroupBroadcast(bl0, 7u);
             c0_0 = fma(vec4<f32>(a0_1.w), b7, c0_0);
-            c1_0 = fma(vec4<f32>(a1_1.w), b7, c1_0);
         }
         {
             let b0 = subgroupBroadcast(bl1, 0u);
             c0_1 = fma(vec4<f32>(a0_0.x), b0, c0_1);
-            c1_1 = fma(vec4<f32>(a1_0.x), b0, c1_1);
             let b1 = subgroupBroadcast(bl1, 1u);
             c0_1 = fma(vec4<f32>(a0_0.y), b1, c0_1);
-            c1_1 = fma(vec4<f32>(a1_0.y), b1, c1_1);
             let b2 = subgroupBroadcast(bl1, 2u);
             c0_1 = fma(vec4<f32>(a0_0.z), b2, c0_1);
-            c1_1 = fma(vec4<f32>(a1_0.z), b2, c1_1);
             let b3 = subgroupBroadcast(bl1, 3u);
             c0_1 = fma(vec4<f32>(a0_0.w), b3, c0_1);
-            c1_1 = fma(vec4<f32>(a1_0.w), b3, c1_1);
             let b4 = subgroupBroadcast(bl1, 4u);
             c0_1 = fma(vec4<f32>(a0_1.x), b4, c0_1);
-            c1_1 = fma(vec4<f32>(a1_1.x), b4, c1_1);
             let b5 = subgroupBroadcast(bl1, 5u);
             c0_1 = fma(vec4<f32>(a0_1.y), b5, c0_1);
-            c1_1 = fma(vec4<f32>(a1_1.y), b5, c1_1);
             let b6 = subgroupBroadcast(bl1, 6u);
             c0_1 = fma(vec4<f32>(a0_1.z), b6, c0_1);
-            c1_1 = fma(vec4<f32>(a1_1.z), b6, c1_1);
             let b7 = subgroupBroadcast(bl1, 7u);
             c0_1 = fma(vec4<f32>(a0_1.w), b7, c0_1);
-            c1_1 = fma(vec4<f32>(a1_1.w), b7, c1_1);
         }
         {
             let b0 = subgroupBroadcast(bl2, 0u);
             c0_2 = fma(vec4<f32>(a0_0.x), b0, c0_2);
-            c1_2 = fma(vec4<f32>(a1_0.x), b0, c1_2);
             let b1 = subgroupBroadcast(bl2, 1u);
             c0_2 = fma(vec4<f32>(a0_0.y), b1, c0_2);
-            c1_2 = fma(vec4<f32>(a1_0.y), b1, c1_2);
             let b2 = subgroupBroadcast(bl2, 2u);
             c0_2 = fma(vec4<f32>(a0_0.z), b2, c0_2);
-            c1_2 = fma(vec4<f32>(a1_0.z), b2, c1_2);
             let b3 = subgroupBroadcast(bl2, 3u);
             c0_2 = fma(vec4<f32>(a0_0.w), b3, c0_2);
-            c1_2 = fma(vec4<f32>(a1_0.w), b3, c1_2);
             let b4 = subgroupBroadcast(bl2, 4u);
             c0_2 = fma(vec4<f32>(a0_1.x), b4, c0_2);
-            c1_2 = fma(vec4<f32>(a1_1.x), b4, c1_2);
             let b5 = subgroupBroadcast(bl2, 5u);
             c0_2 = fma(vec4<f32>(a0_1.y), b5, c0_2);
-            c1_2 = fma(vec4<f32>(a1_1.y), b5, c1_2);
             let b6 = subgroupBroadcast(bl2, 6u);
             c0_2 = fma(vec4<f32>(a0_1.z), b6, c0_2);
-            c1_2 = fma(vec4<f32>(a1_1.z), b6, c1_2);
             let b7 = subgroupBroadcast(bl2, 7u);
             c0_2 = fma(vec4<f32>(a0_1.w), b7, c0_2);
-            c1_2 = fma(vec4<f32>(a1_1.w), b7, c1_2);
         }
         {
             let b0 = subgroupBroadcast(bl3, 0u);
             c0_3 = fma(vec4<f32>(a0_0.x), b0, c0_3);
-            c1_3 = fma(vec4<f32>(a1_0.x), b0, c1_3);
             let b1 = subgroupBroadcast(bl3, 1u);
             c0_3 = fma(vec4<f32>(a0_0.y), b1, c0_3);
-            c1_3 = fma(vec4<f32>(a1_0.y), b1, c1_3);
             let b2 = subgroupBroadcast(bl3, 2u);
             c0_3 = fma(vec4<f32>(a0_0.z), b2, c0_3);
-            c1_3 = fma(vec4<f32>(a1_0.z), b2, c1_3);
             let b3 = subgroupBroadcast(bl3, 3u);
             c0_3 = fma(vec4<f32>(a0_0.w), b3, c0_3);
-            c1_3 = fma(vec4<f32>(a1_0.w), b3, c1_3);
             let b4 = subgroupBroadcast(bl3, 4u);
             c0_3 = fma(vec4<f32>(a0_1.x), b4, c0_3);
-            c1_3 = fma(vec4<f32>(a1_1.x), b4, c1_3);
             let b5 = subgroupBroadcast(bl3, 5u);
             c0_3 = fma(vec4<f32>(a0_1.y), b5, c0_3);
-            c1_3 = fma(vec4<f32>(a1_1.y), b5, c1_3);
             let b6 = subgroupBroadcast(bl3, 6u);
             c0_3 = fma(vec4<f32>(a0_1.z), b6, c0_3);
-            c1_3 = fma(vec4<f32>(a1_1.z), b6, c1_3);
             let b7 = subgroupBroadcast(bl3, 7u);
             c0_3 = fma(vec4<f32>(a0_1.w), b7, c0_3);
+        }
+        {
+            let b0 = subgroupBroadcast(bl0, 0u);
+            c1_0 = fma(vec4<f32>(a1_0.x), b0, c1_0);
+            let b1 = subgroupBroadcast(bl0, 1u);
+            c1_0 = fma(vec4<f32>(a1_0.y), b1, c1_0);
+            let b2 = subgroupBroadcast(bl0, 2u);
+            c1_0 = fma(vec4<f32>(a1_0.z), b2, c1_0);
+            let b3 = subgroupBroadcast(bl0, 3u);
+            c1_0 = fma(vec4<f32>(a1_0.w), b3, c1_0);
+            let b4 = subgroupBroadcast(bl0, 4u);
+            c1_0 = fma(vec4<f32>(a1_1.x), b4, c1_0);
+            let b5 = subgroupBroadcast(bl0, 5u);
+            c1_0 = fma(vec4<f32>(a1_1.y), b5, c1_0);
+            let b6 = subgroupBroadcast(bl0, 6u);
+            c1_0 = fma(vec4<f32>(a1_1.z), b6, c1_0);
+            let b7 = subgroupBroadcast(bl0, 7u);
+            c1_0 = fma(vec4<f32>(a1_1.w), b7, c1_0);
+        }
+        {
+            let b0 = subgroupBroadcast(bl1, 0u);
+            c1_1 = fma(vec4<f32>(a1_0.x), b0, c1_1);
+            let b1 = subgroupBroadcast(bl1, 1u);
+            c1_1 = fma(vec4<f32>(a1_0.y), b1, c1_1);
+            let b2 = subgroupBroadcast(bl1, 2u);
+            c1_1 = fma(vec4<f32>(a1_0.z), b2, c1_1);
+            let b3 = subgroupBroadcast(bl1, 3u);
+            c1_1 = fma(vec4<f32>(a1_0.w), b3, c1_1);
+            let b4 = subgroupBroadcast(bl1, 4u);
+            c1_1 = fma(vec4<f32>(a1_1.x), b4, c1_1);
+            let b5 = subgroupBroadcast(bl1, 5u);
+            c1_1 = fma(vec4<f32>(a1_1.y), b5, c1_1);
+            let b6 = subgroupBroadcast(bl1, 6u);
+            c1_1 = fma(vec4<f32>(a1_1.z), b6, c1_1);
+            let b7 = subgroupBroadcast(bl1, 7u);
+            c1_1 = fma(vec4<f32>(a1_1.w), b7, c1_1);
+        }
+        {
+            let b0 = subgroupBroadcast(bl2, 0u);
+            c1_2 = fma(vec4<f32>(a1_0.x), b0, c1_2);
+            let b1 = subgroupBroadcast(bl2, 1u);
+            c1_2 = fma(vec4<f32>(a1_0.y), b1, c1_2);
+            let b2 = subgroupBroadcast(bl2, 2u);
+            c1_2 = fma(vec4<f32>(a1_0.z), b2, c1_2);
+            let b3 = subgroupBroadcast(bl2, 3u);
+            c1_2 = fma(vec4<f32>(a1_0.w), b3, c1_2);
+            let b4 = subgroupBroadcast(bl2, 4u);
+            c1_2 = fma(vec4<f32>(a1_1.x), b4, c1_2);
+            let b5 = subgroupBroadcast(bl2, 5u);
+            c1_2 = fma(vec4<f32>(a1_1.y), b5, c1_2);
+            let b6 = subgroupBroadcast(bl2, 6u);
+            c1_2 = fma(vec4<f32>(a1_1.z), b6, c1_2);
+            let b7 = subgroupBroadcast(bl2, 7u);
+            c1_2 = fma(vec4<f32>(a1_1.w), b7, c1_2);
+        }
+        {
+            let b0 = subgroupBroadcast(bl3, 0u);
+            c1_3 = fma(vec4<f32>(a1_0.x), b0, c1_3);
+            let b1 = subgroupBroadcast(bl3, 1u);
+            c1_3 = fma(vec4<f32>(a1_0.y), b1, c1_3);
+            let b2 = subgroupBroadcast(bl3, 2u);
+            c1_3 = fma(vec4<f32>(a1_0.z), b2, c1_3);
+            let b3 = subgroupBroadcast(bl3, 3u);
+            c1_3 = fma(vec4<f32>(a1_0.w), b3, c1_3);
+            let b4 = subgroupBroadcast(bl3, 4u);
+            c1_3 = fma(vec4<f32>(a1_1.x), b4, c1_3);
+            let b5 = subgroupBroadcast(bl3, 5u);
+            c1_3 = fma(vec4<f32>(a1_1.y), b5, c1_3);
+            let b6 = subgroupBroadcast(bl3, 6u);
+            c1_3 = fma(vec4<f32>(a1_1.z), b6, c1_3);
+            let b7 = subgroupBroadcast(bl3, 7u);
             c1_3 = fma(vec4<f32>(a1_1.w), b7, c1_3);
         }
         {
             let b0 = subgroupBroadcast(bl0, 0u);
             c2_0 = fma(vec4<f32>(a2_0.x), b0, c2_0);
-            c3_0 = fma(vec4<f32>(a3_0.x), b0, c3_0);
             let b1 = subgroupBroadcast(bl0, 1u);
             c2_0 = fma(vec4<f32>(a2_0.y), b1, c2_0);
-            c3_0 = fma(vec4<f32>(a3_0.y), b1, c3_0);
             let b2 = subgroupBroadcast(bl0, 2u);
             c2_0 = fma(vec4<f32>(a2_0.z), b2, c2_0);
-            c3_0 = fma(vec4<f32>(a3_0.z), b2, c3_0);
             let b3 = subgroupBroadcast(bl0, 3u);
             c2_0 = fma(vec4<f32>(a2_0.w), b3, c2_0);
-            c3_0 = fma(vec4<f32>(a3_0.w), b3, c3_0);
             let b4 = subgroupBroadcast(bl0, 4u);
             c2_0 = fma(vec4<f32>(a2_1.x), b4, c2_0);
-            c3_0 = fma(vec4<f32>(a3_1.x), b4, c3_0);
             let b5 = subgroupBroadcast(bl0, 5u);
             c2_0 = fma(vec4<f32>(a2_1.y), b5, c2_0);
-            c3_0 = fma(vec4<f32>(a3_1.y), b5, c3_0);
             let b6 = subgroupBroadcast(bl0, 6u);
             c2_0 = fma(vec4<f32>(a2_1.z), b6, c2_0);
-            c3_0 = fma(vec4<f32>(a3_1.z), b6, c3_0);
             let b7 = subgroupBroadcast(bl0, 7u);
             c2_0 = fma(vec4<f32>(a2_1.w), b7, c2_0);
-            c3_0 = fma(vec4<f32>(a3_1.w), b7, c3_0);
         }
         {
             let b0 = subgroupBroadcast(bl1, 0u);
             c2_1 = fma(vec4<f32>(a2_0.x), b0, c2_1);
-            c3_1 = fma(vec4<f32>(a3_0.x), b0, c3_1);
             let b1 = subgroupBroadcast(bl1, 1u);
             c2_1 = fma(vec4<f32>(a2_0.y), b1, c2_1);
-            c3_1 = fma(vec4<f32>(a3_0.y), b1, c3_1);
             let b2 = subgroupBroadcast(bl1, 2u);
             c2_1 = fma(vec4<f32>(a2_0.z), b2, c2_1);
-            c3_1 = fma(vec4<f32>(a3_0.z), b2, c3_1);
             let b3 = subgroupBroadcast(bl1, 3u);
             c2_1 = fma(vec4<f32>(a2_0.w), b3, c2_1);
-            c3_1 = fma(vec4<f32>(a3_0.w), b3, c3_1);
             let b4 = subgroupBroadcast(bl1, 4u);
             c2_1 = fma(vec4<f32>(a2_1.x), b4, c2_1);
-            c3_1 = fma(vec4<f32>(a3_1.x), b4, c3_1);
             let b5 = subgroupBroadcast(bl1, 5u);
             c2_1 = fma(vec4<f32>(a2_1.y), b5, c2_1);
-            c3_1 = fma(vec4<f32>(a3_1.y), b5, c3_1);
             let b6 = subgroupBroadcast(bl1, 6u);
             c2_1 = fma(vec4<f32>(a2_1.z), b6, c2_1);
-            c3_1 = fma(vec4<f32>(a3_1.z), b6, c3_1);
             let b7 = subgroupBroadcast(bl1, 7u);
             c2_1 = fma(vec4<f32>(a2_1.w), b7, c2_1);
-            c3_1 = fma(vec4<f32>(a3_1.w), b7, c3_1);
         }
         {
             let b0 = subgroupBroadcast(bl2, 0u);
             c2_2 = fma(vec4<f32>(a2_0.x), b0, c2_2);
-            c3_2 = fma(vec4<f32>(a3_0.x), b0, c3_2);
             let b1 = subgroupBroadcast(bl2, 1u);
             c2_2 = fma(vec4<f32>(a2_0.y), b1, c2_2);
-            c3_2 = fma(vec4<f32>(a3_0.y), b1, c3_2);
             let b2 = subgroupBroadcast(bl2, 2u);
             c2_2 = fma(vec4<f32>(a2_0.z), b2, c2_2);
-            c3_2 = fma(vec4<f32>(a3_0.z), b2, c3_2);
             let b3 = subgroupBroadcast(bl2, 3u);
             c2_2 = fma(vec4<f32>(a2_0.w), b3, c2_2);
-            c3_2 = fma(vec4<f32>(a3_0.w), b3, c3_2);
             let b4 = subgroupBroadcast(bl2, 4u);
             c2_2 = fma(vec4<f32>(a2_1.x), b4, c2_2);
-            c3_2 = fma(vec4<f32>(a3_1.x), b4, c3_2);
             let b5 = subgroupBroadcast(bl2, 5u);
             c2_2 = fma(vec4<f32>(a2_1.y), b5, c2_2);
-            c3_2 = fma(vec4<f32>(a3_1.y), b5, c3_2);
             let b6 = subgroupBroadcast(bl2, 6u);
             c2_2 = fma(vec4<f32>(a2_1.z), b6, c2_2);
-            c3_2 = fma(vec4<f32>(a3_1.z), b6, c3_2);
             let b7 = subgroupBroadcast(bl2, 7u);
             c2_2 = fma(vec4<f32>(a2_1.w), b7, c2_2);
-            c3_2 = fma(vec4<f32>(a3_1.w), b7, c3_2);
         }
         {
             let b0 = subgroupBroadcast(bl3, 0u);
             c2_3 = fma(vec4<f32>(a2_0.x), b0, c2_3);
-            c3_3 = fma(vec4<f32>(a3_0.x), b0, c3_3);
             let b1 = subgroupBroadcast(bl3, 1u);
             c2_3 = fma(vec4<f32>(a2_0.y), b1, c2_3);
-            c3_3 = fma(vec4<f32>(a3_0.y), b1, c3_3);
             let b2 = subgroupBroadcast(bl3, 2u);
             c2_3 = fma(vec4<f32>(a2_0.z), b2, c2_3);
-            c3_3 = fma(vec4<f32>(a3_0.z), b2, c3_3);
             let b3 = subgroupBroadcast(bl3, 3u);
             c2_3 = fma(vec4<f32>(a2_0.w), b3, c2_3);
-            c3_3 = fma(vec4<f32>(a3_0.w), b3, c3_3);
             let b4 = subgroupBroadcast(bl3, 4u);
             c2_3 = fma(vec4<f32>(a2_1.x), b4, c2_3);
-            c3_3 = fma(vec4<f32>(a3_1.x), b4, c3_3);
             let b5 = subgroupBroadcast(bl3, 5u);
             c2_3 = fma(vec4<f32>(a2_1.y), b5, c2_3);
-            c3_3 = fma(vec4<f32>(a3_1.y), b5, c3_3);
             let b6 = subgroupBroadcast(bl3, 6u);
             c2_3 = fma(vec4<f32>(a2_1.z), b6, c2_3);
-            c3_3 = fma(vec4<f32>(a3_1.z), b6, c3_3);
             let b7 = subgroupBroadcast(bl3, 7u);
             c2_3 = fma(vec4<f32>(a2_1.w), b7, c2_3);
+        }
+        {
+            let b0 = subgroupBroadcast(bl0, 0u);
+            c3_0 = fma(vec4<f32>(a3_0.x), b0, c3_0);
+            let b1 = subgroupBroadcast(bl0, 1u);
+            c3_0 = fma(vec4<f32>(a3_0.y), b1, c3_0);
+            let b2 = subgroupBroadcast(bl0, 2u);
+            c3_0 = fma(vec4<f32>(a3_0.z), b2, c3_0);
+            let b3 = subgroupBroadcast(bl0, 3u);
+            c3_0 = fma(vec4<f32>(a3_0.w), b3, c3_0);
+            let b4 = subgroupBroadcast(bl0, 4u);
+            c3_0 = fma(vec4<f32>(a3_1.x), b4, c3_0);
+            let b5 = subgroupBroadcast(bl0, 5u);
+            c3_0 = fma(vec4<f32>(a3_1.y), b5, c3_0);
+            let b6 = subgroupBroadcast(bl0, 6u);
+            c3_0 = fma(vec4<f32>(a3_1.z), b6, c3_0);
+            let b7 = subgroupBroadcast(bl0, 7u);
+            c3_0 = fma(vec4<f32>(a3_1.w), b7, c3_0);
+        }
+        {
+            let b0 = subgroupBroadcast(bl1, 0u);
+            c3_1 = fma(vec4<f32>(a3_0.x), b0, c3_1);
+            let b1 = subgroupBroadcast(bl1, 1u);
+            c3_1 = fma(vec4<f32>(a3_0.y), b1, c3_1);
+            let b2 = subgroupBroadcast(bl1, 2u);
+            c3_1 = fma(vec4<f32>(a3_0.z), b2, c3_1);
+            let b3 = subgroupBroadcast(bl1, 3u);
+            c3_1 = fma(vec4<f32>(a3_0.w), b3, c3_1);
+            let b4 = subgroupBroadcast(bl1, 4u);
+            c3_1 = fma(vec4<f32>(a3_1.x), b4, c3_1);
+            let b5 = subgroupBroadcast(bl1, 5u);
+            c3_1 = fma(vec4<f32>(a3_1.y), b5, c3_1);
+            let b6 = subgroupBroadcast(bl1, 6u);
+            c3_1 = fma(vec4<f32>(a3_1.z), b6, c3_1);
+            let b7 = subgroupBroadcast(bl1, 7u);
+            c3_1 = fma(vec4<f32>(a3_1.w), b7, c3_1);
+        }
+        {
+            let b0 = subgroupBroadcast(bl2, 0u);
+            c3_2 = fma(vec4<f32>(a3_0.x), b0, c3_2);
+            let b1 = subgroupBroadcast(bl2, 1u);
+            c3_2 = fma(vec4<f32>(a3_0.y), b1, c3_2);
+            let b2 = subgroupBroadcast(bl2, 2u);
+            c3_2 = fma(vec4<f32>(a3_0.z), b2, c3_2);
+            let b3 = subgroupBroadcast(bl2, 3u);
+            c3_2 = fma(vec4<f32>(a3_0.w), b3, c3_2);
+            let b4 = subgroupBroadcast(bl2, 4u);
+            c3_2 = fma(vec4<f32>(a3_1.x), b4, c3_2);
+            let b5 = subgroupBroadcast(bl2, 5u);
+            c3_2 = fma(vec4<f32>(a3_1.y), b5, c3_2);
+            let b6 = subgroupBroadcast(bl2, 6u);
+            c3_2 = fma(vec4<f32>(a3_1.z), b6, c3_2);
+            let b7 = subgroupBroadcast(bl2, 7u);
+            c3_2 = fma(vec4<f32>(a3_1.w), b7, c3_2);
+        }
+        {
+            let b0 = subgroupBroadcast(bl3, 0u);
+            c3_3 = fma(vec4<f32>(a3_0.x), b0, c3_3);
+            let b1 = subgroupBroadcast(bl3, 1u);
+            c3_3 = fma(vec4<f32>(a3_0.y), b1, c3_3);
+            let b2 = subgroupBroadcast(bl3, 2u);
+            c3_3 = fma(vec4<f32>(a3_0.z), b2, c3_3);
+            let b3 = subgroupBroadcast(bl3, 3u);
+            c3_3 = fma(vec4<f32>(a3_0.w), b3, c3_3);
+            let b4 = subgroupBroadcast(bl3, 4u);
+            c3_3 = fma(vec4<f32>(a3_1.x), b4, c3_3);
+            let b5 = subgroupBroadcast(bl3, 5u);
+            c3_3 = fma(vec4<f32>(a3_1.y), b5, c3_3);
+            let b6 = subgroupBroadcast(bl3, 6u);
+            c3_3 = fma(vec4<f32>(a3_1.z), b6, c3_3);
+            let b7 = subgroupBroadcast(bl3, 7u);
             c3_3 = fma(vec4<f32>(a3_1.w), b7, c3_3);
         }
         {
             let b0 = subgroupBroadcast(bl0, 0u);
             c4_0 = fma(vec4<f32>(a4_0.x), b0, c4_0);
-            c5_0 = fma(vec4<f32>(a5_0.x), b0, c5_0);
             let b1 = subgroupBroadcast(bl0, 1u);
             c4_0 = fma(vec4<f32>(a4_0.y), b1, c4_0);
-            c5_0 = fma(vec4<f32>(a5_0.y), b1, c5_0);
             let b2 = subgroupBroadcast(bl0, 2u);
             c4_0 = fma(vec4<f32>(a4_0.z), b2, c4_0);
-            c5_0 = fma(vec4<f32>(a5_0.z), b2, c5_0);
             let b3 = subgroupBroadcast(bl0, 3u);
             c4_0 = fma(vec4<f32>(a4_0.w), b3, c4_0);
-            c5_0 = fma(vec4<f32>(a5_0.w), b3, c5_0);
             let b4 = subgroupBroadcast(bl0, 4u);
             c4_0 = fma(vec4<f32>(a4_1.x), b4, c4_0);
-            c5_0 = fma(vec4<f32>(a5_1.x), b4, c5_0);
             let b5 = subgroupBroadcast(bl0, 5u);
             c4_0 = fma(vec4<f32>(a4_1.y), b5, c4_0);
-            c5_0 = fma(vec4<f32>(a5_1.y), b5, c5_0);
             let b6 = subgroupBroadcast(bl0, 6u);
             c4_0 = fma(vec4<f32>(a4_1.z), b6, c4_0);
-            c5_0 = fma(vec4<f32>(a5_1.z), b6, c5_0);
             let b7 = subgroupBroadcast(bl0, 7u);
             c4_0 = fma(vec4<f32>(a4_1.w), b7, c4_0);
-            c5_0 = fma(vec4<f32>(a5_1.w), b7, c5_0);
         }
         {
             let b0 = subgroupBroadcast(bl1, 0u);
             c4_1 = fma(vec4<f32>(a4_0.x), b0, c4_1);
-            c5_1 = fma(vec4<f32>(a5_0.x), b0, c5_1);
             let b1 = subgroupBroadcast(bl1, 1u);
             c4_1 = fma(vec4<f32>(a4_0.y), b1, c4_1);
-            c5_1 = fma(vec4<f32>(a5_0.y), b1, c5_1);
             let b2 = subgroupBroadcast(bl1, 2u);
             c4_1 = fma(vec4<f32>(a4_0.z), b2, c4_1);
-            c5_1 = fma(vec4<f32>(a5_0.z), b2, c5_1);
             let b3 = subgroupBroadcast(bl1, 3u);
             c4_1 = fma(vec4<f32>(a4_0.w), b3, c4_1);
-            c5_1 = fma(vec4<f32>(a5_0.w), b3, c5_1);
             let b4 = subgroupBroadcast(bl1, 4u);
             c4_1 = fma(vec4<f32>(a4_1.x), b4, c4_1);
-            c5_1 = fma(vec4<f32>(a5_1.x), b4, c5_1);
             let b5 = subgroupBroadcast(bl1, 5u);
             c4_1 = fma(vec4<f32>(a4_1.y), b5, c4_1);
-            c5_1 = fma(vec4<f32>(a5_1.y), b5, c5_1);
             let b6 = subgroupBroadcast(bl1, 6u);
             c4_1 = fma(vec4<f32>(a4_1.z), b6, c4_1);
-            c5_1 = fma(vec4<f32>(a5_1.z), b6, c5_1);
             let b7 = subgroupBroadcast(bl1, 7u);
             c4_1 = fma(vec4<f32>(a4_1.w), b7, c4_1);
-            c5_1 = fma(vec4<f32>(a5_1.w), b7, c5_1);
         }
         {
             let b0 = subgroupBroadcast(bl2, 0u);
             c4_2 = fma(vec4<f32>(a4_0.x), b0, c4_2);
-            c5_2 = fma(vec4<f32>(a5_0.x), b0, c5_2);
             let b1 = subgroupBroadcast(bl2, 1u);
             c4_2 = fma(vec4<f32>(a4_0.y), b1, c4_2);
-            c5_2 = fma(vec4<f32>(a5_0.y), b1, c5_2);
             let b2 = subgroupBroadcast(bl2, 2u);
             c4_2 = fma(vec4<f32>(a4_0.z), b2, c4_2);
-            c5_2 = fma(vec4<f32>(a5_0.z), b2, c5_2);
             let b3 = subgroupBroadcast(bl2, 3u);
             c4_2 = fma(vec4<f32>(a4_0.w), b3, c4_2);
-            c5_2 = fma(vec4<f32>(a5_0.w), b3, c5_2);
             let b4 = subgroupBroadcast(bl2, 4u);
             c4_2 = fma(vec4<f32>(a4_1.x), b4, c4_2);
-            c5_2 = fma(vec4<f32>(a5_1.x), b4, c5_2);
             let b5 = subgroupBroadcast(bl2, 5u);
             c4_2 = fma(vec4<f32>(a4_1.y), b5, c4_2);
-            c5_2 = fma(vec4<f32>(a5_1.y), b5, c5_2);
             let b6 = subgroupBroadcast(bl2, 6u);
             c4_2 = fma(vec4<f32>(a4_1.z), b6, c4_2);
-            c5_2 = fma(vec4<f32>(a5_1.z), b6, c5_2);
             let b7 = subgroupBroadcast(bl2, 7u);
             c4_2 = fma(vec4<f32>(a4_1.w), b7, c4_2);
-            c5_2 = fma(vec4<f32>(a5_1.w), b7, c5_2);
         }
         {
             let b0 = subgroupBroadcast(bl3, 0u);
             c4_3 = fma(vec4<f32>(a4_0.x), b0, c4_3);
-            c5_3 = fma(vec4<f32>(a5_0.x), b0, c5_3);
             let b1 = subgroupBroadcast(bl3, 1u);
             c4_3 = fma(vec4<f32>(a4_0.y), b1, c4_3);
-            c5_3 = fma(vec4<f32>(a5_0.y), b1, c5_3);
             let b2 = subgroupBroadcast(bl3, 2u);
             c4_3 = fma(vec4<f32>(a4_0.z), b2, c4_3);
-            c5_3 = fma(vec4<f32>(a5_0.z), b2, c5_3);
             let b3 = subgroupBroadcast(bl3, 3u);
             c4_3 = fma(vec4<f32>(a4_0.w), b3, c4_3);
-            c5_3 = fma(vec4<f32>(a5_0.w), b3, c5_3);
             let b4 = subgroupBroadcast(bl3, 4u);
             c4_3 = fma(vec4<f32>(a4_1.x), b4, c4_3);
-            c5_3 = fma(vec4<f32>(a5_1.x), b4, c5_3);
             let b5 = subgroupBroadcast(bl3, 5u);
             c4_3 = fma(vec4<f32>(a4_1.y), b5, c4_3);
-            c5_3 = fma(vec4<f32>(a5_1.y), b5, c5_3);
             let b6 = subgroupBroadcast(bl3, 6u);
             c4_3 = fma(vec4<f32>(a4_1.z), b6, c4_3);
-            c5_3 = fma(vec4<f32>(a5_1.z), b6, c5_3);
             let b7 = subgroupBroadcast(bl3, 7u);
             c4_3 = fma(vec4<f32>(a4_1.w), b7, c4_3);
+        }
+        {
+            let b0 = subgroupBroadcast(bl0, 0u);
+            c5_0 = fma(vec4<f32>(a5_0.x), b0, c5_0);
+            let b1 = subgroupBroadcast(bl0, 1u);
+            c5_0 = fma(vec4<f32>(a5_0.y), b1, c5_0);
+            let b2 = subgroupBroadcast(bl0, 2u);
+            c5_0 = fma(vec4<f32>(a5_0.z), b2, c5_0);
+            let b3 = subgroupBroadcast(bl0, 3u);
+            c5_0 = fma(vec4<f32>(a5_0.w), b3, c5_0);
+            let b4 = subgroupBroadcast(bl0, 4u);
+            c5_0 = fma(vec4<f32>(a5_1.x), b4, c5_0);
+            let b5 = subgroupBroadcast(bl0, 5u);
+            c5_0 = fma(vec4<f32>(a5_1.y), b5, c5_0);
+            let b6 = subgroupBroadcast(bl0, 6u);
+            c5_0 = fma(vec4<f32>(a5_1.z), b6, c5_0);
+            let b7 = subgroupBroadcast(bl0, 7u);
+            c5_0 = fma(vec4<f32>(a5_1.w), b7, c5_0);
+        }
+        {
+            let b0 = subgroupBroadcast(bl1, 0u);
+            c5_1 = fma(vec4<f32>(a5_0.x), b0, c5_1);
+            let b1 = subgroupBroadcast(bl1, 1u);
+            c5_1 = fma(vec4<f32>(a5_0.y), b1, c5_1);
+            let b2 = subgroupBroadcast(bl1, 2u);
+            c5_1 = fma(vec4<f32>(a5_0.z), b2, c5_1);
+            let b3 = subgroupBroadcast(bl1, 3u);
+            c5_1 = fma(vec4<f32>(a5_0.w), b3, c5_1);
+            let b4 = subgroupBroadcast(bl1, 4u);
+            c5_1 = fma(vec4<f32>(a5_1.x), b4, c5_1);
+            let b5 = subgroupBroadcast(bl1, 5u);
+            c5_1 = fma(vec4<f32>(a5_1.y), b5, c5_1);
+            let b6 = subgroupBroadcast(bl1, 6u);
+            c5_1 = fma(vec4<f32>(a5_1.z), b6, c5_1);
+            let b7 = subgroupBroadcast(bl1, 7u);
+            c5_1 = fma(vec4<f32>(a5_1.w), b7, c5_1);
+        }
+        {
+            let b0 = subgroupBroadcast(bl2, 0u);
+            c5_2 = fma(vec4<f32>(a5_0.x), b0, c5_2);
+            let b1 = subgroupBroadcast(bl2, 1u);
+            c5_2 = fma(vec4<f32>(a5_0.y), b1, c5_2);
+            let b2 = subgroupBroadcast(bl2, 2u);
+            c5_2 = fma(vec4<f32>(a5_0.z), b2, c5_2);
+            let b3 = subgroupBroadcast(bl2, 3u);
+            c5_2 = fma(vec4<f32>(a5_0.w), b3, c5_2);
+            let b4 = subgroupBroadcast(bl2, 4u);
+            c5_2 = fma(vec4<f32>(a5_1.x), b4, c5_2);
+            let b5 = subgroupBroadcast(bl2, 5u);
+            c5_2 = fma(vec4<f32>(a5_1.y), b5, c5_2);
+            let b6 = subgroupBroadcast(bl2, 6u);
+            c5_2 = fma(vec4<f32>(a5_1.z), b6, c5_2);
+            let b7 = subgroupBroadcast(bl2, 7u);
+            c5_2 = fma(vec4<f32>(a5_1.w), b7, c5_2);
+        }
+        {
+            let b0 = subgroupBroadcast(bl3, 0u);
+            c5_3 = fma(vec4<f32>(a5_0.x), b0, c5_3);
+            let b1 = subgroupBroadcast(bl3, 1u);
+            c5_3 = fma(vec4<f32>(a5_0.y), b1, c5_3);
+            let b2 = subgroupBroadcast(bl3, 2u);
+            c5_3 = fma(vec4<f32>(a5_0.z), b2, c5_3);
+            let b3 = subgroupBroadcast(bl3, 3u);
+            c5_3 = fma(vec4<f32>(a5_0.w), b3, c5_3);
+            let b4 = subgroupBroadcast(bl3, 4u);
+            c5_3 = fma(vec4<f32>(a5_1.x), b4, c5_3);
+            let b5 = subgroupBroadcast(bl3, 5u);
+            c5_3 = fma(vec4<f32>(a5_1.y), b5, c5_3);
+            let b6 = subgroupBroadcast(bl3, 6u);
+            c5_3 = fma(vec4<f32>(a5_1.z), b6, c5_3);
+            let b7 = subgroupBroadcast(bl3, 7u);
             c5_3 = fma(vec4<f32>(a5_1.w), b7, c5_3);
         }
         {
             let b0 = subgroupBroadcast(bl0, 0u);
             c6_0 = fma(vec4<f32>(a6_0.x), b0, c6_0);
-            c7_0 = fma(vec4<f32>(a7_0.x), b0, c7_0);
             let b1 = subgroupBroadcast(bl0, 1u);
             c6_0 = fma(vec4<f32>(a6_0.y), b1, c6_0);
-            c7_0 = fma(vec4<f32>(a7_0.y), b1, c7_0);
             let b2 = subgroupBroadcast(bl0, 2u);
             c6_0 = fma(vec4<f32>(a6_0.z), b2, c6_0);
-            c7_0 = fma(vec4<f32>(a7_0.z), b2, c7_0);
             let b3 = subgroupBroadcast(bl0, 3u);
             c6_0 = fma(vec4<f32>(a6_0.w), b3, c6_0);
-            c7_0 = fma(vec4<f32>(a7_0.w), b3, c7_0);
             let b4 = subgroupBroadcast(bl0, 4u);
             c6_0 = fma(vec4<f32>(a6_1.x), b4, c6_0);
-            c7_0 = fma(vec4<f32>(a7_1.x), b4, c7_0);
             let b5 = subgroupBroadcast(bl0, 5u);
             c6_0 = fma(vec4<f32>(a6_1.y), b5, c6_0);
-            c7_0 = fma(vec4<f32>(a7_1.y), b5, c7_0);
             let b6 = subgroupBroadcast(bl0, 6u);
             c6_0 = fma(vec4<f32>(a6_1.z), b6, c6_0);
-            c7_0 = fma(vec4<f32>(a7_1.z), b6, c7_0);
             let b7 = subgroupBroadcast(bl0, 7u);
             c6_0 = fma(vec4<f32>(a6_1.w), b7, c6_0);
-            c7_0 = fma(vec4<f32>(a7_1.w), b7, c7_0);
         }
         {
             let b0 = subgroupBroadcast(bl1, 0u);
             c6_1 = fma(vec4<f32>(a6_0.x), b0, c6_1);
-            c7_1 = fma(vec4<f32>(a7_0.x), b0, c7_1);
             let b1 = subgroupBroadcast(bl1, 1u);
             c6_1 = fma(vec4<f32>(a6_0.y), b1, c6_1);
-            c7_1 = fma(vec4<f32>(a7_0.y), b1, c7_1);
             let b2 = subgroupBroadcast(bl1, 2u);
             c6_1 = fma(vec4<f32>(a6_0.z), b2, c6_1);
-            c7_1 = fma(vec4<f32>(a7_0.z), b2, c7_1);
             let b3 = subgroupBroadcast(bl1, 3u);
             c6_1 = fma(vec4<f32>(a6_0.w), b3, c6_1);
-            c7_1 = fma(vec4<f32>(a7_0.w), b3, c7_1);
             let b4 = subgroupBroadcast(bl1, 4u);
             c6_1 = fma(vec4<f32>(a6_1.x), b4, c6_1);
-            c7_1 = fma(vec4<f32>(a7_1.x), b4, c7_1);
             let b5 = subgroupBroadcast(bl1, 5u);
             c6_1 = fma(vec4<f32>(a6_1.y), b5, c6_1);
-            c7_1 = fma(vec4<f32>(a7_1.y), b5, c7_1);
             let b6 = subgroupBroadcast(bl1, 6u);
             c6_1 = fma(vec4<f32>(a6_1.z), b6, c6_1);
-            c7_1 = fma(vec4<f32>(a7_1.z), b6, c7_1);
             let b7 = subgroupBroadcast(bl1, 7u);
             c6_1 = fma(vec4<f32>(a6_1.w), b7, c6_1);
-            c7_1 = fma(vec4<f32>(a7_1.w), b7, c7_1);
         }
         {
             let b0 = subgroupBroadcast(bl2, 0u);
             c6_2 = fma(vec4<f32>(a6_0.x), b0, c6_2);
-            c7_2 = fma(vec4<f32>(a7_0.x), b0, c7_2);
             let b1 = subgroupBroadcast(bl2, 1u);
             c6_2 = fma(vec4<f32>(a6_0.y), b1, c6_2);
-            c7_2 = fma(vec4<f32>(a7_0.y), b1, c7_2);
             let b2 = subgroupBroadcast(bl2, 2u);
             c6_2 = fma(vec4<f32>(a6_0.z), b2, c6_2);
-            c7_2 = fma(vec4<f32>(a7_0.z), b2, c7_2);
             let b3 = subgroupBroadcast(bl2, 3u);
             c6_2 = fma(vec4<f32>(a6_0.w), b3, c6_2);
-            c7_2 = fma(vec4<f32>(a7_0.w), b3, c7_2);
             let b4 = subgroupBroadcast(bl2, 4u);
             c6_2 = fma(vec4<f32>(a6_1.x), b4, c6_2);
-            c7_2 = fma(vec4<f32>(a7_1.x), b4, c7_2);
             let b5 = subgroupBroadcast(bl2, 5u);
             c6_2 = fma(vec4<f32>(a6_1.y), b5, c6_2);
-            c7_2 = fma(vec4<f32>(a7_1.y), b5, c7_2);
             let b6 = subgroupBroadcast(bl2, 6u);
             c6_2 = fma(vec4<f32>(a6_1.z), b6, c6_2);
-            c7_2 = fma(vec4<f32>(a7_1.z), b6, c7_2);
             let b7 = subgroupBroadcast(bl2, 7u);
             c6_2 = fma(vec4<f32>(a6_1.w), b7, c6_2);
-            c7_2 = fma(vec4<f32>(a7_1.w), b7, c7_2);
         }
         {
             let b0 = subgroupBroadcast(bl3, 0u);
             c6_3 = fma(vec4<f32>(a6_0.x), b0, c6_3);
-            c7_3 = fma(vec4<f32>(a7_0.x), b0, c7_3);
             let b1 = subgroupBroadcast(bl3, 1u);
             c6_3 = fma(vec4<f32>(a6_0.y), b1, c6_3);
-            c7_3 = fma(vec4<f32>(a7_0.y), b1, c7_3);
             let b2 = subgroupBroadcast(bl3, 2u);
             c6_3 = fma(vec4<f32>(a6_0.z), b2, c6_3);
-            c7_3 = fma(vec4<f32>(a7_0.z), b2, c7_3);
             let b3 = subgroupBroadcast(bl3, 3u);
             c6_3 = fma(vec4<f32>(a6_0.w), b3, c6_3);
-            c7_3 = fma(vec4<f32>(a7_0.w), b3, c7_3);
             let b4 = subgroupBroadcast(bl3, 4u);
             c6_3 = fma(vec4<f32>(a6_1.x), b4, c6_3);
-            c7_3 = fma(vec4<f32>(a7_1.x), b4, c7_3);
             let b5 = subgroupBroadcast(bl3, 5u);
             c6_3 = fma(vec4<f32>(a6_1.y), b5, c6_3);
-            c7_3 = fma(vec4<f32>(a7_1.y), b5, c7_3);
             let b6 = subgroupBroadcast(bl3, 6u);
             c6_3 = fma(vec4<f32>(a6_1.z), b6, c6_3);
-            c7_3 = fma(vec4<f32>(a7_1.z), b6, c7_3);
             let b7 = subgroupBroadcast(bl3, 7u);
             c6_3 = fma(vec4<f32>(a6_1.w), b7, c6_3);
+        }
+        {
+            let b0 = subgroupBroadcast(bl0, 0u);
+            c7_0 = fma(vec4<f32>(a7_0.x), b0, c7_0);
+            let b1 = subgroupBroadcast(bl0, 1u);
+            c7_0 = fma(vec4<f32>(a7_0.y), b1, c7_0);
+            let b2 = subgroupBroadcast(bl0, 2u);
+            c7_0 = fma(vec4<f32>(a7_0.z), b2, c7_0);
+            let b3 = subgroupBroadcast(bl0, 3u);
+            c7_0 = fma(vec4<f32>(a7_0.w), b3, c7_0);
+            let b4 = subgroupBroadcast(bl0, 4u);
+            c7_0 = fma(vec4<f32>(a7_1.x), b4, c7_0);
+            let b5 = subgroupBroadcast(bl0, 5u);
+            c7_0 = fma(vec4<f32>(a7_1.y), b5, c7_0);
+            let b6 = subgroupBroadcast(bl0, 6u);
+            c7_0 = fma(vec4<f32>(a7_1.z), b6, c7_0);
+            let b7 = subgroupBroadcast(bl0, 7u);
+            c7_0 = fma(vec4<f32>(a7_1.w), b7, c7_0);
+        }
+        {
+            let b0 = subgroupBroadcast(bl1, 0u);
+            c7_1 = fma(vec4<f32>(a7_0.x), b0, c7_1);
+            let b1 = subgroupBroadcast(bl1, 1u);
+            c7_1 = fma(vec4<f32>(a7_0.y), b1, c7_1);
+            let b2 = subgroupBroadcast(bl1, 2u);
+            c7_1 = fma(vec4<f32>(a7_0.z), b2, c7_1);
+            let b3 = subgroupBroadcast(bl1, 3u);
+            c7_1 = fma(vec4<f32>(a7_0.w), b3, c7_1);
+            let b4 = subgroupBroadcast(bl1, 4u);
+            c7_1 = fma(vec4<f32>(a7_1.x), b4, c7_1);
+            let b5 = subgroupBroadcast(bl1, 5u);
+            c7_1 = fma(vec4<f32>(a7_1.y), b5, c7_1);
+            let b6 = subgroupBroadcast(bl1, 6u);
+            c7_1 = fma(vec4<f32>(a7_1.z), b6, c7_1);
+            let b7 = subgroupBroadcast(bl1, 7u);
+            c7_1 = fma(vec4<f32>(a7_1.w), b7, c7_1);
+        }
+        {
+            let b0 = subgroupBroadcast(bl2, 0u);
+            c7_2 = fma(vec4<f32>(a7_0.x), b0, c7_2);
+            let b1 = subgroupBroadcast(bl2, 1u);
+            c7_2 = fma(vec4<f32>(a7_0.y), b1, c7_2);
+            let b2 = subgroupBroadcast(bl2, 2u);
+            c7_2 = fma(vec4<f32>(a7_0.z), b2, c7_2);
+            let b3 = subgroupBroadcast(bl2, 3u);
+            c7_2 = fma(vec4<f32>(a7_0.w), b3, c7_2);
+            let b4 = subgroupBroadcast(bl2, 4u);
+            c7_2 = fma(vec4<f32>(a7_1.x), b4, c7_2);
+            let b5 = subgroupBroadcast(bl2, 5u);
+            c7_2 = fma(vec4<f32>(a7_1.y), b5, c7_2);
+            let b6 = subgroupBroadcast(bl2, 6u);
+            c7_2 = fma(vec4<f32>(a7_1.z), b6, c7_2);
+            let b7 = subgroupBroadcast(bl2, 7u);
+            c7_2 = fma(vec4<f32>(a7_1.w), b7, c7_2);
+        }
+        {
+            let b0 = subgroupBroadcast(bl3, 0u);
+            c7_3 = fma(vec4<f32>(a7_0.x), b0, c7_3);
+            let b1 = subgroupBroadcast(bl3, 1u);
+            c7_3 = fma(vec4<f32>(a7_0.y), b1, c7_3);
+            let b2 = subgroupBroadcast(bl3, 2u);
+            c7_3 = fma(vec4<f32>(a7_0.z), b2, c7_3);
+            let b3 = subgroupBroadcast(bl3, 3u);
+            c7_3 = fma(vec4<f32>(a7_0.w), b3, c7_3);
+            let b4 = subgroupBroadcast(bl3, 4u);
+            c7_3 = fma(vec4<f32>(a7_1.x), b4, c7_3);
+            let b5 = subgroupBroadcast(bl3, 5u);
+            c7_3 = fma(vec4<f32>(a7_1.y), b5, c7_3);
+            let b6 = subgroupBroadcast(bl3, 6u);
+            c7_3 = fma(vec4<f32>(a7_1.z), b6, c7_3);
+            let b7 = subgroupBroadcast(bl3, 7u);
             c7_3 = fma(vec4<f32>(a7_1.w), b7, c7_3);
         }
         yb += 8u;

@@ -21,7 +21,7 @@
 // channels of one (image, group); each lane owns 4 pixels (clamped into range for the loads;
 // only in-range ones are stored). Per (8-channel block, tap) each lane loads two texels per
 // pixel (8 channels) and one k-row of the weight panel (4 texels) that the subgroup shares by
-// subgroupBroadcast; the FMAs run in 2-pixel x 4-channel register sub-blocks (the code-shape
+// subgroupBroadcast; the FMAs run in 1-pixel x 4-channel register sub-blocks (the code-shape
 // rules of gemm_image.wgsl: named accumulators, no guards in the loop).
 //   y[y_off + (n * K + g * kg + col) * ohw + pixel] (+ bias[g * kg + col])
 
@@ -219,417 +219,577 @@ fn main(
         {
             let b0 = subgroupBroadcast(bl0, 0u);
             c0_0 = fma(vec4<f32>(a0_0.x), b0, c0_0);
-            c1_0 = fma(vec4<f32>(a1_0.x), b0, c1_0);
             let b1 = subgroupBroadcast(bl0, 1u);
             c0_0 = fma(vec4<f32>(a0_0.y), b1, c0_0);
-            c1_0 = fma(vec4<f32>(a1_0.y), b1, c1_0);
             let b2 = subgroupBroadcast(bl0, 2u);
             c0_0 = fma(vec4<f32>(a0_0.z), b2, c0_0);
-            c1_0 = fma(vec4<f32>(a1_0.z), b2, c1_0);
             let b3 = subgroupBroadcast(bl0, 3u);
             c0_0 = fma(vec4<f32>(a0_0.w), b3, c0_0);
-            c1_0 = fma(vec4<f32>(a1_0.w), b3, c1_0);
             let b4 = subgroupBroadcast(bl0, 4u);
             c0_0 = fma(vec4<f32>(a0_1.x), b4, c0_0);
-            c1_0 = fma(vec4<f32>(a1_1.x), b4, c1_0);
             let b5 = subgroupBroadcast(bl0, 5u);
             c0_0 = fma(vec4<f32>(a0_1.y), b5, c0_0);
-            c1_0 = fma(vec4<f32>(a1_1.y), b5, c1_0);
             let b6 = subgroupBroadcast(bl0, 6u);
             c0_0 = fma(vec4<f32>(a0_1.z), b6, c0_0);
-            c1_0 = fma(vec4<f32>(a1_1.z), b6, c1_0);
             let b7 = subgroupBroadcast(bl0, 7u);
             c0_0 = fma(vec4<f32>(a0_1.w), b7, c0_0);
-            c1_0 = fma(vec4<f32>(a1_1.w), b7, c1_0);
         }
         {
             let b0 = subgroupBroadcast(bl1, 0u);
             c0_1 = fma(vec4<f32>(a0_0.x), b0, c0_1);
-            c1_1 = fma(vec4<f32>(a1_0.x), b0, c1_1);
             let b1 = subgroupBroadcast(bl1, 1u);
             c0_1 = fma(vec4<f32>(a0_0.y), b1, c0_1);
-            c1_1 = fma(vec4<f32>(a1_0.y), b1, c1_1);
             let b2 = subgroupBroadcast(bl1, 2u);
             c0_1 = fma(vec4<f32>(a0_0.z), b2, c0_1);
-            c1_1 = fma(vec4<f32>(a1_0.z), b2, c1_1);
             let b3 = subgroupBroadcast(bl1, 3u);
             c0_1 = fma(vec4<f32>(a0_0.w), b3, c0_1);
-            c1_1 = fma(vec4<f32>(a1_0.w), b3, c1_1);
             let b4 = subgroupBroadcast(bl1, 4u);
             c0_1 = fma(vec4<f32>(a0_1.x), b4, c0_1);
-            c1_1 = fma(vec4<f32>(a1_1.x), b4, c1_1);
             let b5 = subgroupBroadcast(bl1, 5u);
             c0_1 = fma(vec4<f32>(a0_1.y), b5, c0_1);
-            c1_1 = fma(vec4<f32>(a1_1.y), b5, c1_1);
             let b6 = subgroupBroadcast(bl1, 6u);
             c0_1 = fma(vec4<f32>(a0_1.z), b6, c0_1);
-            c1_1 = fma(vec4<f32>(a1_1.z), b6, c1_1);
             let b7 = subgroupBroadcast(bl1, 7u);
             c0_1 = fma(vec4<f32>(a0_1.w), b7, c0_1);
-            c1_1 = fma(vec4<f32>(a1_1.w), b7, c1_1);
         }
         {
             let b0 = subgroupBroadcast(bl2, 0u);
             c0_2 = fma(vec4<f32>(a0_0.x), b0, c0_2);
-            c1_2 = fma(vec4<f32>(a1_0.x), b0, c1_2);
             let b1 = subgroupBroadcast(bl2, 1u);
             c0_2 = fma(vec4<f32>(a0_0.y), b1, c0_2);
-            c1_2 = fma(vec4<f32>(a1_0.y), b1, c1_2);
             let b2 = subgroupBroadcast(bl2, 2u);
             c0_2 = fma(vec4<f32>(a0_0.z), b2, c0_2);
-            c1_2 = fma(vec4<f32>(a1_0.z), b2, c1_2);
             let b3 = subgroupBroadcast(bl2, 3u);
             c0_2 = fma(vec4<f32>(a0_0.w), b3, c0_2);
-            c1_2 = fma(vec4<f32>(a1_0.w), b3, c1_2);
             let b4 = subgroupBroadcast(bl2, 4u);
             c0_2 = fma(vec4<f32>(a0_1.x), b4, c0_2);
-            c1_2 = fma(vec4<f32>(a1_1.x), b4, c1_2);
             let b5 = subgroupBroadcast(bl2, 5u);
             c0_2 = fma(vec4<f32>(a0_1.y), b5, c0_2);
-            c1_2 = fma(vec4<f32>(a1_1.y), b5, c1_2);
             let b6 = subgroupBroadcast(bl2, 6u);
             c0_2 = fma(vec4<f32>(a0_1.z), b6, c0_2);
-            c1_2 = fma(vec4<f32>(a1_1.z), b6, c1_2);
             let b7 = subgroupBroadcast(bl2, 7u);
             c0_2 = fma(vec4<f32>(a0_1.w), b7, c0_2);
-            c1_2 = fma(vec4<f32>(a1_1.w), b7, c1_2);
         }
         {
             let b0 = subgroupBroadcast(bl3, 0u);
             c0_3 = fma(vec4<f32>(a0_0.x), b0, c0_3);
-            c1_3 = fma(vec4<f32>(a1_0.x), b0, c1_3);
             let b1 = subgroupBroadcast(bl3, 1u);
             c0_3 = fma(vec4<f32>(a0_0.y), b1, c0_3);
-            c1_3 = fma(vec4<f32>(a1_0.y), b1, c1_3);
             let b2 = subgroupBroadcast(bl3, 2u);
             c0_3 = fma(vec4<f32>(a0_0.z), b2, c0_3);
-            c1_3 = fma(vec4<f32>(a1_0.z), b2, c1_3);
             let b3 = subgroupBroadcast(bl3, 3u);
             c0_3 = fma(vec4<f32>(a0_0.w), b3, c0_3);
-            c1_3 = fma(vec4<f32>(a1_0.w), b3, c1_3);
             let b4 = subgroupBroadcast(bl3, 4u);
             c0_3 = fma(vec4<f32>(a0_1.x), b4, c0_3);
-            c1_3 = fma(vec4<f32>(a1_1.x), b4, c1_3);
             let b5 = subgroupBroadcast(bl3, 5u);
             c0_3 = fma(vec4<f32>(a0_1.y), b5, c0_3);
-            c1_3 = fma(vec4<f32>(a1_1.y), b5, c1_3);
             let b6 = subgroupBroadcast(bl3, 6u);
             c0_3 = fma(vec4<f32>(a0_1.z), b6, c0_3);
-            c1_3 = fma(vec4<f32>(a1_1.z), b6, c1_3);
             let b7 = subgroupBroadcast(bl3, 7u);
             c0_3 = fma(vec4<f32>(a0_1.w), b7, c0_3);
-            c1_3 = fma(vec4<f32>(a1_1.w), b7, c1_3);
         }
         {
             let b0 = subgroupBroadcast(bl4, 0u);
             c0_4 = fma(vec4<f32>(a0_0.x), b0, c0_4);
-            c1_4 = fma(vec4<f32>(a1_0.x), b0, c1_4);
             let b1 = subgroupBroadcast(bl4, 1u);
             c0_4 = fma(vec4<f32>(a0_0.y), b1, c0_4);
-            c1_4 = fma(vec4<f32>(a1_0.y), b1, c1_4);
             let b2 = subgroupBroadcast(bl4, 2u);
             c0_4 = fma(vec4<f32>(a0_0.z), b2, c0_4);
-            c1_4 = fma(vec4<f32>(a1_0.z), b2, c1_4);
             let b3 = subgroupBroadcast(bl4, 3u);
             c0_4 = fma(vec4<f32>(a0_0.w), b3, c0_4);
-            c1_4 = fma(vec4<f32>(a1_0.w), b3, c1_4);
             let b4 = subgroupBroadcast(bl4, 4u);
             c0_4 = fma(vec4<f32>(a0_1.x), b4, c0_4);
-            c1_4 = fma(vec4<f32>(a1_1.x), b4, c1_4);
             let b5 = subgroupBroadcast(bl4, 5u);
             c0_4 = fma(vec4<f32>(a0_1.y), b5, c0_4);
-            c1_4 = fma(vec4<f32>(a1_1.y), b5, c1_4);
             let b6 = subgroupBroadcast(bl4, 6u);
             c0_4 = fma(vec4<f32>(a0_1.z), b6, c0_4);
-            c1_4 = fma(vec4<f32>(a1_1.z), b6, c1_4);
             let b7 = subgroupBroadcast(bl4, 7u);
             c0_4 = fma(vec4<f32>(a0_1.w), b7, c0_4);
-            c1_4 = fma(vec4<f32>(a1_1.w), b7, c1_4);
         }
         {
             let b0 = subgroupBroadcast(bl5, 0u);
             c0_5 = fma(vec4<f32>(a0_0.x), b0, c0_5);
-            c1_5 = fma(vec4<f32>(a1_0.x), b0, c1_5);
             let b1 = subgroupBroadcast(bl5, 1u);
             c0_5 = fma(vec4<f32>(a0_0.y), b1, c0_5);
-            c1_5 = fma(vec4<f32>(a1_0.y), b1, c1_5);
             let b2 = subgroupBroadcast(bl5, 2u);
             c0_5 = fma(vec4<f32>(a0_0.z), b2, c0_5);
-            c1_5 = fma(vec4<f32>(a1_0.z), b2, c1_5);
             let b3 = subgroupBroadcast(bl5, 3u);
             c0_5 = fma(vec4<f32>(a0_0.w), b3, c0_5);
-            c1_5 = fma(vec4<f32>(a1_0.w), b3, c1_5);
             let b4 = subgroupBroadcast(bl5, 4u);
             c0_5 = fma(vec4<f32>(a0_1.x), b4, c0_5);
-            c1_5 = fma(vec4<f32>(a1_1.x), b4, c1_5);
             let b5 = subgroupBroadcast(bl5, 5u);
             c0_5 = fma(vec4<f32>(a0_1.y), b5, c0_5);
-            c1_5 = fma(vec4<f32>(a1_1.y), b5, c1_5);
             let b6 = subgroupBroadcast(bl5, 6u);
             c0_5 = fma(vec4<f32>(a0_1.z), b6, c0_5);
-            c1_5 = fma(vec4<f32>(a1_1.z), b6, c1_5);
             let b7 = subgroupBroadcast(bl5, 7u);
             c0_5 = fma(vec4<f32>(a0_1.w), b7, c0_5);
-            c1_5 = fma(vec4<f32>(a1_1.w), b7, c1_5);
         }
         {
             let b0 = subgroupBroadcast(bl6, 0u);
             c0_6 = fma(vec4<f32>(a0_0.x), b0, c0_6);
-            c1_6 = fma(vec4<f32>(a1_0.x), b0, c1_6);
             let b1 = subgroupBroadcast(bl6, 1u);
             c0_6 = fma(vec4<f32>(a0_0.y), b1, c0_6);
-            c1_6 = fma(vec4<f32>(a1_0.y), b1, c1_6);
             let b2 = subgroupBroadcast(bl6, 2u);
             c0_6 = fma(vec4<f32>(a0_0.z), b2, c0_6);
-            c1_6 = fma(vec4<f32>(a1_0.z), b2, c1_6);
             let b3 = subgroupBroadcast(bl6, 3u);
             c0_6 = fma(vec4<f32>(a0_0.w), b3, c0_6);
-            c1_6 = fma(vec4<f32>(a1_0.w), b3, c1_6);
             let b4 = subgroupBroadcast(bl6, 4u);
             c0_6 = fma(vec4<f32>(a0_1.x), b4, c0_6);
-            c1_6 = fma(vec4<f32>(a1_1.x), b4, c1_6);
             let b5 = subgroupBroadcast(bl6, 5u);
             c0_6 = fma(vec4<f32>(a0_1.y), b5, c0_6);
-            c1_6 = fma(vec4<f32>(a1_1.y), b5, c1_6);
             let b6 = subgroupBroadcast(bl6, 6u);
             c0_6 = fma(vec4<f32>(a0_1.z), b6, c0_6);
-            c1_6 = fma(vec4<f32>(a1_1.z), b6, c1_6);
             let b7 = subgroupBroadcast(bl6, 7u);
             c0_6 = fma(vec4<f32>(a0_1.w), b7, c0_6);
-            c1_6 = fma(vec4<f32>(a1_1.w), b7, c1_6);
         }
         {
             let b0 = subgroupBroadcast(bl7, 0u);
             c0_7 = fma(vec4<f32>(a0_0.x), b0, c0_7);
-            c1_7 = fma(vec4<f32>(a1_0.x), b0, c1_7);
             let b1 = subgroupBroadcast(bl7, 1u);
             c0_7 = fma(vec4<f32>(a0_0.y), b1, c0_7);
-            c1_7 = fma(vec4<f32>(a1_0.y), b1, c1_7);
             let b2 = subgroupBroadcast(bl7, 2u);
             c0_7 = fma(vec4<f32>(a0_0.z), b2, c0_7);
-            c1_7 = fma(vec4<f32>(a1_0.z), b2, c1_7);
             let b3 = subgroupBroadcast(bl7, 3u);
             c0_7 = fma(vec4<f32>(a0_0.w), b3, c0_7);
-            c1_7 = fma(vec4<f32>(a1_0.w), b3, c1_7);
             let b4 = subgroupBroadcast(bl7, 4u);
             c0_7 = fma(vec4<f32>(a0_1.x), b4, c0_7);
-            c1_7 = fma(vec4<f32>(a1_1.x), b4, c1_7);
             let b5 = subgroupBroadcast(bl7, 5u);
             c0_7 = fma(vec4<f32>(a0_1.y), b5, c0_7);
-            c1_7 = fma(vec4<f32>(a1_1.y), b5, c1_7);
             let b6 = subgroupBroadcast(bl7, 6u);
             c0_7 = fma(vec4<f32>(a0_1.z), b6, c0_7);
-            c1_7 = fma(vec4<f32>(a1_1.z), b6, c1_7);
             let b7 = subgroupBroadcast(bl7, 7u);
             c0_7 = fma(vec4<f32>(a0_1.w), b7, c0_7);
+        }
+        {
+            let b0 = subgroupBroadcast(bl0, 0u);
+            c1_0 = fma(vec4<f32>(a1_0.x), b0, c1_0);
+            let b1 = subgroupBroadcast(bl0, 1u);
+            c1_0 = fma(vec4<f32>(a1_0.y), b1, c1_0);
+            let b2 = subgroupBroadcast(bl0, 2u);
+            c1_0 = fma(vec4<f32>(a1_0.z), b2, c1_0);
+            let b3 = subgroupBroadcast(bl0, 3u);
+            c1_0 = fma(vec4<f32>(a1_0.w), b3, c1_0);
+            let b4 = subgroupBroadcast(bl0, 4u);
+            c1_0 = fma(vec4<f32>(a1_1.x), b4, c1_0);
+            let b5 = subgroupBroadcast(bl0, 5u);
+            c1_0 = fma(vec4<f32>(a1_1.y), b5, c1_0);
+            let b6 = subgroupBroadcast(bl0, 6u);
+            c1_0 = fma(vec4<f32>(a1_1.z), b6, c1_0);
+            let b7 = subgroupBroadcast(bl0, 7u);
+            c1_0 = fma(vec4<f32>(a1_1.w), b7, c1_0);
+        }
+        {
+            let b0 = subgroupBroadcast(bl1, 0u);
+            c1_1 = fma(vec4<f32>(a1_0.x), b0, c1_1);
+            let b1 = subgroupBroadcast(bl1, 1u);
+            c1_1 = fma(vec4<f32>(a1_0.y), b1, c1_1);
+            let b2 = subgroupBroadcast(bl1, 2u);
+            c1_1 = fma(vec4<f32>(a1_0.z), b2, c1_1);
+            let b3 = subgroupBroadcast(bl1, 3u);
+            c1_1 = fma(vec4<f32>(a1_0.w), b3, c1_1);
+            let b4 = subgroupBroadcast(bl1, 4u);
+            c1_1 = fma(vec4<f32>(a1_1.x), b4, c1_1);
+            let b5 = subgroupBroadcast(bl1, 5u);
+            c1_1 = fma(vec4<f32>(a1_1.y), b5, c1_1);
+            let b6 = subgroupBroadcast(bl1, 6u);
+            c1_1 = fma(vec4<f32>(a1_1.z), b6, c1_1);
+            let b7 = subgroupBroadcast(bl1, 7u);
+            c1_1 = fma(vec4<f32>(a1_1.w), b7, c1_1);
+        }
+        {
+            let b0 = subgroupBroadcast(bl2, 0u);
+            c1_2 = fma(vec4<f32>(a1_0.x), b0, c1_2);
+            let b1 = subgroupBroadcast(bl2, 1u);
+            c1_2 = fma(vec4<f32>(a1_0.y), b1, c1_2);
+            let b2 = subgroupBroadcast(bl2, 2u);
+            c1_2 = fma(vec4<f32>(a1_0.z), b2, c1_2);
+            let b3 = subgroupBroadcast(bl2, 3u);
+            c1_2 = fma(vec4<f32>(a1_0.w), b3, c1_2);
+            let b4 = subgroupBroadcast(bl2, 4u);
+            c1_2 = fma(vec4<f32>(a1_1.x), b4, c1_2);
+            let b5 = subgroupBroadcast(bl2, 5u);
+            c1_2 = fma(vec4<f32>(a1_1.y), b5, c1_2);
+            let b6 = subgroupBroadcast(bl2, 6u);
+            c1_2 = fma(vec4<f32>(a1_1.z), b6, c1_2);
+            let b7 = subgroupBroadcast(bl2, 7u);
+            c1_2 = fma(vec4<f32>(a1_1.w), b7, c1_2);
+        }
+        {
+            let b0 = subgroupBroadcast(bl3, 0u);
+            c1_3 = fma(vec4<f32>(a1_0.x), b0, c1_3);
+            let b1 = subgroupBroadcast(bl3, 1u);
+            c1_3 = fma(vec4<f32>(a1_0.y), b1, c1_3);
+            let b2 = subgroupBroadcast(bl3, 2u);
+            c1_3 = fma(vec4<f32>(a1_0.z), b2, c1_3);
+            let b3 = subgroupBroadcast(bl3, 3u);
+            c1_3 = fma(vec4<f32>(a1_0.w), b3, c1_3);
+            let b4 = subgroupBroadcast(bl3, 4u);
+            c1_3 = fma(vec4<f32>(a1_1.x), b4, c1_3);
+            let b5 = subgroupBroadcast(bl3, 5u);
+            c1_3 = fma(vec4<f32>(a1_1.y), b5, c1_3);
+            let b6 = subgroupBroadcast(bl3, 6u);
+            c1_3 = fma(vec4<f32>(a1_1.z), b6, c1_3);
+            let b7 = subgroupBroadcast(bl3, 7u);
+            c1_3 = fma(vec4<f32>(a1_1.w), b7, c1_3);
+        }
+        {
+            let b0 = subgroupBroadcast(bl4, 0u);
+            c1_4 = fma(vec4<f32>(a1_0.x), b0, c1_4);
+            let b1 = subgroupBroadcast(bl4, 1u);
+            c1_4 = fma(vec4<f32>(a1_0.y), b1, c1_4);
+            let b2 = subgroupBroadcast(bl4, 2u);
+            c1_4 = fma(vec4<f32>(a1_0.z), b2, c1_4);
+            let b3 = subgroupBroadcast(bl4, 3u);
+            c1_4 = fma(vec4<f32>(a1_0.w), b3, c1_4);
+            let b4 = subgroupBroadcast(bl4, 4u);
+            c1_4 = fma(vec4<f32>(a1_1.x), b4, c1_4);
+            let b5 = subgroupBroadcast(bl4, 5u);
+            c1_4 = fma(vec4<f32>(a1_1.y), b5, c1_4);
+            let b6 = subgroupBroadcast(bl4, 6u);
+            c1_4 = fma(vec4<f32>(a1_1.z), b6, c1_4);
+            let b7 = subgroupBroadcast(bl4, 7u);
+            c1_4 = fma(vec4<f32>(a1_1.w), b7, c1_4);
+        }
+        {
+            let b0 = subgroupBroadcast(bl5, 0u);
+            c1_5 = fma(vec4<f32>(a1_0.x), b0, c1_5);
+            let b1 = subgroupBroadcast(bl5, 1u);
+            c1_5 = fma(vec4<f32>(a1_0.y), b1, c1_5);
+            let b2 = subgroupBroadcast(bl5, 2u);
+            c1_5 = fma(vec4<f32>(a1_0.z), b2, c1_5);
+            let b3 = subgroupBroadcast(bl5, 3u);
+            c1_5 = fma(vec4<f32>(a1_0.w), b3, c1_5);
+            let b4 = subgroupBroadcast(bl5, 4u);
+            c1_5 = fma(vec4<f32>(a1_1.x), b4, c1_5);
+            let b5 = subgroupBroadcast(bl5, 5u);
+            c1_5 = fma(vec4<f32>(a1_1.y), b5, c1_5);
+            let b6 = subgroupBroadcast(bl5, 6u);
+            c1_5 = fma(vec4<f32>(a1_1.z), b6, c1_5);
+            let b7 = subgroupBroadcast(bl5, 7u);
+            c1_5 = fma(vec4<f32>(a1_1.w), b7, c1_5);
+        }
+        {
+            let b0 = subgroupBroadcast(bl6, 0u);
+            c1_6 = fma(vec4<f32>(a1_0.x), b0, c1_6);
+            let b1 = subgroupBroadcast(bl6, 1u);
+            c1_6 = fma(vec4<f32>(a1_0.y), b1, c1_6);
+            let b2 = subgroupBroadcast(bl6, 2u);
+            c1_6 = fma(vec4<f32>(a1_0.z), b2, c1_6);
+            let b3 = subgroupBroadcast(bl6, 3u);
+            c1_6 = fma(vec4<f32>(a1_0.w), b3, c1_6);
+            let b4 = subgroupBroadcast(bl6, 4u);
+            c1_6 = fma(vec4<f32>(a1_1.x), b4, c1_6);
+            let b5 = subgroupBroadcast(bl6, 5u);
+            c1_6 = fma(vec4<f32>(a1_1.y), b5, c1_6);
+            let b6 = subgroupBroadcast(bl6, 6u);
+            c1_6 = fma(vec4<f32>(a1_1.z), b6, c1_6);
+            let b7 = subgroupBroadcast(bl6, 7u);
+            c1_6 = fma(vec4<f32>(a1_1.w), b7, c1_6);
+        }
+        {
+            let b0 = subgroupBroadcast(bl7, 0u);
+            c1_7 = fma(vec4<f32>(a1_0.x), b0, c1_7);
+            let b1 = subgroupBroadcast(bl7, 1u);
+            c1_7 = fma(vec4<f32>(a1_0.y), b1, c1_7);
+            let b2 = subgroupBroadcast(bl7, 2u);
+            c1_7 = fma(vec4<f32>(a1_0.z), b2, c1_7);
+            let b3 = subgroupBroadcast(bl7, 3u);
+            c1_7 = fma(vec4<f32>(a1_0.w), b3, c1_7);
+            let b4 = subgroupBroadcast(bl7, 4u);
+            c1_7 = fma(vec4<f32>(a1_1.x), b4, c1_7);
+            let b5 = subgroupBroadcast(bl7, 5u);
+            c1_7 = fma(vec4<f32>(a1_1.y), b5, c1_7);
+            let b6 = subgroupBroadcast(bl7, 6u);
+            c1_7 = fma(vec4<f32>(a1_1.z), b6, c1_7);
+            let b7 = subgroupBroadcast(bl7, 7u);
             c1_7 = fma(vec4<f32>(a1_1.w), b7, c1_7);
         }
         {
             let b0 = subgroupBroadcast(bl0, 0u);
             c2_0 = fma(vec4<f32>(a2_0.x), b0, c2_0);
-            c3_0 = fma(vec4<f32>(a3_0.x), b0, c3_0);
             let b1 = subgroupBroadcast(bl0, 1u);
             c2_0 = fma(vec4<f32>(a2_0.y), b1, c2_0);
-            c3_0 = fma(vec4<f32>(a3_0.y), b1, c3_0);
             let b2 = subgroupBroadcast(bl0, 2u);
             c2_0 = fma(vec4<f32>(a2_0.z), b2, c2_0);
-            c3_0 = fma(vec4<f32>(a3_0.z), b2, c3_0);
             let b3 = subgroupBroadcast(bl0, 3u);
             c2_0 = fma(vec4<f32>(a2_0.w), b3, c2_0);
-            c3_0 = fma(vec4<f32>(a3_0.w), b3, c3_0);
             let b4 = subgroupBroadcast(bl0, 4u);
             c2_0 = fma(vec4<f32>(a2_1.x), b4, c2_0);
-            c3_0 = fma(vec4<f32>(a3_1.x), b4, c3_0);
             let b5 = subgroupBroadcast(bl0, 5u);
             c2_0 = fma(vec4<f32>(a2_1.y), b5, c2_0);
-            c3_0 = fma(vec4<f32>(a3_1.y), b5, c3_0);
             let b6 = subgroupBroadcast(bl0, 6u);
             c2_0 = fma(vec4<f32>(a2_1.z), b6, c2_0);
-            c3_0 = fma(vec4<f32>(a3_1.z), b6, c3_0);
             let b7 = subgroupBroadcast(bl0, 7u);
             c2_0 = fma(vec4<f32>(a2_1.w), b7, c2_0);
-            c3_0 = fma(vec4<f32>(a3_1.w), b7, c3_0);
         }
         {
             let b0 = subgroupBroadcast(bl1, 0u);
             c2_1 = fma(vec4<f32>(a2_0.x), b0, c2_1);
-            c3_1 = fma(vec4<f32>(a3_0.x), b0, c3_1);
             let b1 = subgroupBroadcast(bl1, 1u);
             c2_1 = fma(vec4<f32>(a2_0.y), b1, c2_1);
-            c3_1 = fma(vec4<f32>(a3_0.y), b1, c3_1);
             let b2 = subgroupBroadcast(bl1, 2u);
             c2_1 = fma(vec4<f32>(a2_0.z), b2, c2_1);
-            c3_1 = fma(vec4<f32>(a3_0.z), b2, c3_1);
             let b3 = subgroupBroadcast(bl1, 3u);
             c2_1 = fma(vec4<f32>(a2_0.w), b3, c2_1);
-            c3_1 = fma(vec4<f32>(a3_0.w), b3, c3_1);
             let b4 = subgroupBroadcast(bl1, 4u);
             c2_1 = fma(vec4<f32>(a2_1.x), b4, c2_1);
-            c3_1 = fma(vec4<f32>(a3_1.x), b4, c3_1);
             let b5 = subgroupBroadcast(bl1, 5u);
             c2_1 = fma(vec4<f32>(a2_1.y), b5, c2_1);
-            c3_1 = fma(vec4<f32>(a3_1.y), b5, c3_1);
             let b6 = subgroupBroadcast(bl1, 6u);
             c2_1 = fma(vec4<f32>(a2_1.z), b6, c2_1);
-            c3_1 = fma(vec4<f32>(a3_1.z), b6, c3_1);
             let b7 = subgroupBroadcast(bl1, 7u);
             c2_1 = fma(vec4<f32>(a2_1.w), b7, c2_1);
-            c3_1 = fma(vec4<f32>(a3_1.w), b7, c3_1);
         }
         {
             let b0 = subgroupBroadcast(bl2, 0u);
             c2_2 = fma(vec4<f32>(a2_0.x), b0, c2_2);
-            c3_2 = fma(vec4<f32>(a3_0.x), b0, c3_2);
             let b1 = subgroupBroadcast(bl2, 1u);
             c2_2 = fma(vec4<f32>(a2_0.y), b1, c2_2);
-            c3_2 = fma(vec4<f32>(a3_0.y), b1, c3_2);
             let b2 = subgroupBroadcast(bl2, 2u);
             c2_2 = fma(vec4<f32>(a2_0.z), b2, c2_2);
-            c3_2 = fma(vec4<f32>(a3_0.z), b2, c3_2);
             let b3 = subgroupBroadcast(bl2, 3u);
             c2_2 = fma(vec4<f32>(a2_0.w), b3, c2_2);
-            c3_2 = fma(vec4<f32>(a3_0.w), b3, c3_2);
             let b4 = subgroupBroadcast(bl2, 4u);
             c2_2 = fma(vec4<f32>(a2_1.x), b4, c2_2);
-            c3_2 = fma(vec4<f32>(a3_1.x), b4, c3_2);
             let b5 = subgroupBroadcast(bl2, 5u);
             c2_2 = fma(vec4<f32>(a2_1.y), b5, c2_2);
-            c3_2 = fma(vec4<f32>(a3_1.y), b5, c3_2);
             let b6 = subgroupBroadcast(bl2, 6u);
             c2_2 = fma(vec4<f32>(a2_1.z), b6, c2_2);
-            c3_2 = fma(vec4<f32>(a3_1.z), b6, c3_2);
             let b7 = subgroupBroadcast(bl2, 7u);
             c2_2 = fma(vec4<f32>(a2_1.w), b7, c2_2);
-            c3_2 = fma(vec4<f32>(a3_1.w), b7, c3_2);
         }
         {
             let b0 = subgroupBroadcast(bl3, 0u);
             c2_3 = fma(vec4<f32>(a2_0.x), b0, c2_3);
-            c3_3 = fma(vec4<f32>(a3_0.x), b0, c3_3);
             let b1 = subgroupBroadcast(bl3, 1u);
             c2_3 = fma(vec4<f32>(a2_0.y), b1, c2_3);
-            c3_3 = fma(vec4<f32>(a3_0.y), b1, c3_3);
             let b2 = subgroupBroadcast(bl3, 2u);
             c2_3 = fma(vec4<f32>(a2_0.z), b2, c2_3);
-            c3_3 = fma(vec4<f32>(a3_0.z), b2, c3_3);
             let b3 = subgroupBroadcast(bl3, 3u);
             c2_3 = fma(vec4<f32>(a2_0.w), b3, c2_3);
-            c3_3 = fma(vec4<f32>(a3_0.w), b3, c3_3);
             let b4 = subgroupBroadcast(bl3, 4u);
             c2_3 = fma(vec4<f32>(a2_1.x), b4, c2_3);
-            c3_3 = fma(vec4<f32>(a3_1.x), b4, c3_3);
             let b5 = subgroupBroadcast(bl3, 5u);
             c2_3 = fma(vec4<f32>(a2_1.y), b5, c2_3);
-            c3_3 = fma(vec4<f32>(a3_1.y), b5, c3_3);
             let b6 = subgroupBroadcast(bl3, 6u);
             c2_3 = fma(vec4<f32>(a2_1.z), b6, c2_3);
-            c3_3 = fma(vec4<f32>(a3_1.z), b6, c3_3);
             let b7 = subgroupBroadcast(bl3, 7u);
             c2_3 = fma(vec4<f32>(a2_1.w), b7, c2_3);
-            c3_3 = fma(vec4<f32>(a3_1.w), b7, c3_3);
         }
         {
             let b0 = subgroupBroadcast(bl4, 0u);
             c2_4 = fma(vec4<f32>(a2_0.x), b0, c2_4);
-            c3_4 = fma(vec4<f32>(a3_0.x), b0, c3_4);
             let b1 = subgroupBroadcast(bl4, 1u);
             c2_4 = fma(vec4<f32>(a2_0.y), b1, c2_4);
-            c3_4 = fma(vec4<f32>(a3_0.y), b1, c3_4);
             let b2 = subgroupBroadcast(bl4, 2u);
             c2_4 = fma(vec4<f32>(a2_0.z), b2, c2_4);
-            c3_4 = fma(vec4<f32>(a3_0.z), b2, c3_4);
             let b3 = subgroupBroadcast(bl4, 3u);
             c2_4 = fma(vec4<f32>(a2_0.w), b3, c2_4);
-            c3_4 = fma(vec4<f32>(a3_0.w), b3, c3_4);
             let b4 = subgroupBroadcast(bl4, 4u);
             c2_4 = fma(vec4<f32>(a2_1.x), b4, c2_4);
-            c3_4 = fma(vec4<f32>(a3_1.x), b4, c3_4);
             let b5 = subgroupBroadcast(bl4, 5u);
             c2_4 = fma(vec4<f32>(a2_1.y), b5, c2_4);
-            c3_4 = fma(vec4<f32>(a3_1.y), b5, c3_4);
             let b6 = subgroupBroadcast(bl4, 6u);
             c2_4 = fma(vec4<f32>(a2_1.z), b6, c2_4);
-            c3_4 = fma(vec4<f32>(a3_1.z), b6, c3_4);
             let b7 = subgroupBroadcast(bl4, 7u);
             c2_4 = fma(vec4<f32>(a2_1.w), b7, c2_4);
-            c3_4 = fma(vec4<f32>(a3_1.w), b7, c3_4);
         }
         {
             let b0 = subgroupBroadcast(bl5, 0u);
             c2_5 = fma(vec4<f32>(a2_0.x), b0, c2_5);
-            c3_5 = fma(vec4<f32>(a3_0.x), b0, c3_5);
             let b1 = subgroupBroadcast(bl5, 1u);
             c2_5 = fma(vec4<f32>(a2_0.y), b1, c2_5);
-            c3_5 = fma(vec4<f32>(a3_0.y), b1, c3_5);
             let b2 = subgroupBroadcast(bl5, 2u);
             c2_5 = fma(vec4<f32>(a2_0.z), b2, c2_5);
-            c3_5 = fma(vec4<f32>(a3_0.z), b2, c3_5);
             let b3 = subgroupBroadcast(bl5, 3u);
             c2_5 = fma(vec4<f32>(a2_0.w), b3, c2_5);
-            c3_5 = fma(vec4<f32>(a3_0.w), b3, c3_5);
             let b4 = subgroupBroadcast(bl5, 4u);
             c2_5 = fma(vec4<f32>(a2_1.x), b4, c2_5);
-            c3_5 = fma(vec4<f32>(a3_1.x), b4, c3_5);
             let b5 = subgroupBroadcast(bl5, 5u);
             c2_5 = fma(vec4<f32>(a2_1.y), b5, c2_5);
-            c3_5 = fma(vec4<f32>(a3_1.y), b5, c3_5);
             let b6 = subgroupBroadcast(bl5, 6u);
             c2_5 = fma(vec4<f32>(a2_1.z), b6, c2_5);
-            c3_5 = fma(vec4<f32>(a3_1.z), b6, c3_5);
             let b7 = subgroupBroadcast(bl5, 7u);
             c2_5 = fma(vec4<f32>(a2_1.w), b7, c2_5);
-            c3_5 = fma(vec4<f32>(a3_1.w), b7, c3_5);
         }
         {
             let b0 = subgroupBroadcast(bl6, 0u);
             c2_6 = fma(vec4<f32>(a2_0.x), b0, c2_6);
-            c3_6 = fma(vec4<f32>(a3_0.x), b0, c3_6);
             let b1 = subgroupBroadcast(bl6, 1u);
             c2_6 = fma(vec4<f32>(a2_0.y), b1, c2_6);
-            c3_6 = fma(vec4<f32>(a3_0.y), b1, c3_6);
             let b2 = subgroupBroadcast(bl6, 2u);
             c2_6 = fma(vec4<f32>(a2_0.z), b2, c2_6);
-            c3_6 = fma(vec4<f32>(a3_0.z), b2, c3_6);
             let b3 = subgroupBroadcast(bl6, 3u);
             c2_6 = fma(vec4<f32>(a2_0.w), b3, c2_6);
-            c3_6 = fma(vec4<f32>(a3_0.w), b3, c3_6);
             let b4 = subgroupBroadcast(bl6, 4u);
             c2_6 = fma(vec4<f32>(a2_1.x), b4, c2_6);
-            c3_6 = fma(vec4<f32>(a3_1.x), b4, c3_6);
             let b5 = subgroupBroadcast(bl6, 5u);
             c2_6 = fma(vec4<f32>(a2_1.y), b5, c2_6);
-            c3_6 = fma(vec4<f32>(a3_1.y), b5, c3_6);
             let b6 = subgroupBroadcast(bl6, 6u);
             c2_6 = fma(vec4<f32>(a2_1.z), b6, c2_6);
-            c3_6 = fma(vec4<f32>(a3_1.z), b6, c3_6);
             let b7 = subgroupBroadcast(bl6, 7u);
             c2_6 = fma(vec4<f32>(a2_1.w), b7, c2_6);
-            c3_6 = fma(vec4<f32>(a3_1.w), b7, c3_6);
         }
         {
             let b0 = subgroupBroadcast(bl7, 0u);
             c2_7 = fma(vec4<f32>(a2_0.x), b0, c2_7);
-            c3_7 = fma(vec4<f32>(a3_0.x), b0, c3_7);
             let b1 = subgroupBroadcast(bl7, 1u);
             c2_7 = fma(vec4<f32>(a2_0.y), b1, c2_7);
-            c3_7 = fma(vec4<f32>(a3_0.y), b1, c3_7);
             let b2 = subgroupBroadcast(bl7, 2u);
             c2_7 = fma(vec4<f32>(a2_0.z), b2, c2_7);
-            c3_7 = fma(vec4<f32>(a3_0.z), b2, c3_7);
             let b3 = subgroupBroadcast(bl7, 3u);
             c2_7 = fma(vec4<f32>(a2_0.w), b3, c2_7);
-            c3_7 = fma(vec4<f32>(a3_0.w), b3, c3_7);
             let b4 = subgroupBroadcast(bl7, 4u);
             c2_7 = fma(vec4<f32>(a2_1.x), b4, c2_7);
-            c3_7 = fma(vec4<f32>(a3_1.x), b4, c3_7);
             let b5 = subgroupBroadcast(bl7, 5u);
             c2_7 = fma(vec4<f32>(a2_1.y), b5, c2_7);
-            c3_7 = fma(vec4<f32>(a3_1.y), b5, c3_7);
             let b6 = subgroupBroadcast(bl7, 6u);
             c2_7 = fma(vec4<f32>(a2_1.z), b6, c2_7);
-            c3_7 = fma(vec4<f32>(a3_1.z), b6, c3_7);
             let b7 = subgroupBroadcast(bl7, 7u);
             c2_7 = fma(vec4<f32>(a2_1.w), b7, c2_7);
+        }
+        {
+            let b0 = subgroupBroadcast(bl0, 0u);
+            c3_0 = fma(vec4<f32>(a3_0.x), b0, c3_0);
+            let b1 = subgroupBroadcast(bl0, 1u);
+            c3_0 = fma(vec4<f32>(a3_0.y), b1, c3_0);
+            let b2 = subgroupBroadcast(bl0, 2u);
+            c3_0 = fma(vec4<f32>(a3_0.z), b2, c3_0);
+            let b3 = subgroupBroadcast(bl0, 3u);
+            c3_0 = fma(vec4<f32>(a3_0.w), b3, c3_0);
+            let b4 = subgroupBroadcast(bl0, 4u);
+            c3_0 = fma(vec4<f32>(a3_1.x), b4, c3_0);
+            let b5 = subgroupBroadcast(bl0, 5u);
+            c3_0 = fma(vec4<f32>(a3_1.y), b5, c3_0);
+            let b6 = subgroupBroadcast(bl0, 6u);
+            c3_0 = fma(vec4<f32>(a3_1.z), b6, c3_0);
+            let b7 = subgroupBroadcast(bl0, 7u);
+            c3_0 = fma(vec4<f32>(a3_1.w), b7, c3_0);
+        }
+        {
+            let b0 = subgroupBroadcast(bl1, 0u);
+            c3_1 = fma(vec4<f32>(a3_0.x), b0, c3_1);
+            let b1 = subgroupBroadcast(bl1, 1u);
+            c3_1 = fma(vec4<f32>(a3_0.y), b1, c3_1);
+            let b2 = subgroupBroadcast(bl1, 2u);
+            c3_1 = fma(vec4<f32>(a3_0.z), b2, c3_1);
+            let b3 = subgroupBroadcast(bl1, 3u);
+            c3_1 = fma(vec4<f32>(a3_0.w), b3, c3_1);
+            let b4 = subgroupBroadcast(bl1, 4u);
+            c3_1 = fma(vec4<f32>(a3_1.x), b4, c3_1);
+            let b5 = subgroupBroadcast(bl1, 5u);
+            c3_1 = fma(vec4<f32>(a3_1.y), b5, c3_1);
+            let b6 = subgroupBroadcast(bl1, 6u);
+            c3_1 = fma(vec4<f32>(a3_1.z), b6, c3_1);
+            let b7 = subgroupBroadcast(bl1, 7u);
+            c3_1 = fma(vec4<f32>(a3_1.w), b7, c3_1);
+        }
+        {
+            let b0 = subgroupBroadcast(bl2, 0u);
+            c3_2 = fma(vec4<f32>(a3_0.x), b0, c3_2);
+            let b1 = subgroupBroadcast(bl2, 1u);
+            c3_2 = fma(vec4<f32>(a3_0.y), b1, c3_2);
+            let b2 = subgroupBroadcast(bl2, 2u);
+            c3_2 = fma(vec4<f32>(a3_0.z), b2, c3_2);
+            let b3 = subgroupBroadcast(bl2, 3u);
+            c3_2 = fma(vec4<f32>(a3_0.w), b3, c3_2);
+            let b4 = subgroupBroadcast(bl2, 4u);
+            c3_2 = fma(vec4<f32>(a3_1.x), b4, c3_2);
+            let b5 = subgroupBroadcast(bl2, 5u);
+            c3_2 = fma(vec4<f32>(a3_1.y), b5, c3_2);
+            let b6 = subgroupBroadcast(bl2, 6u);
+            c3_2 = fma(vec4<f32>(a3_1.z), b6, c3_2);
+            let b7 = subgroupBroadcast(bl2, 7u);
+            c3_2 = fma(vec4<f32>(a3_1.w), b7, c3_2);
+        }
+        {
+            let b0 = subgroupBroadcast(bl3, 0u);
+            c3_3 = fma(vec4<f32>(a3_0.x), b0, c3_3);
+            let b1 = subgroupBroadcast(bl3, 1u);
+            c3_3 = fma(vec4<f32>(a3_0.y), b1, c3_3);
+            let b2 = subgroupBroadcast(bl3, 2u);
+            c3_3 = fma(vec4<f32>(a3_0.z), b2, c3_3);
+            let b3 = subgroupBroadcast(bl3, 3u);
+            c3_3 = fma(vec4<f32>(a3_0.w), b3, c3_3);
+            let b4 = subgroupBroadcast(bl3, 4u);
+            c3_3 = fma(vec4<f32>(a3_1.x), b4, c3_3);
+            let b5 = subgroupBroadcast(bl3, 5u);
+            c3_3 = fma(vec4<f32>(a3_1.y), b5, c3_3);
+            let b6 = subgroupBroadcast(bl3, 6u);
+            c3_3 = fma(vec4<f32>(a3_1.z), b6, c3_3);
+            let b7 = subgroupBroadcast(bl3, 7u);
+            c3_3 = fma(vec4<f32>(a3_1.w), b7, c3_3);
+        }
+        {
+            let b0 = subgroupBroadcast(bl4, 0u);
+            c3_4 = fma(vec4<f32>(a3_0.x), b0, c3_4);
+            let b1 = subgroupBroadcast(bl4, 1u);
+            c3_4 = fma(vec4<f32>(a3_0.y), b1, c3_4);
+            let b2 = subgroupBroadcast(bl4, 2u);
+            c3_4 = fma(vec4<f32>(a3_0.z), b2, c3_4);
+            let b3 = subgroupBroadcast(bl4, 3u);
+            c3_4 = fma(vec4<f32>(a3_0.w), b3, c3_4);
+            let b4 = subgroupBroadcast(bl4, 4u);
+            c3_4 = fma(vec4<f32>(a3_1.x), b4, c3_4);
+            let b5 = subgroupBroadcast(bl4, 5u);
+            c3_4 = fma(vec4<f32>(a3_1.y), b5, c3_4);
+            let b6 = subgroupBroadcast(bl4, 6u);
+            c3_4 = fma(vec4<f32>(a3_1.z), b6, c3_4);
+            let b7 = subgroupBroadcast(bl4, 7u);
+            c3_4 = fma(vec4<f32>(a3_1.w), b7, c3_4);
+        }
+        {
+            let b0 = subgroupBroadcast(bl5, 0u);
+            c3_5 = fma(vec4<f32>(a3_0.x), b0, c3_5);
+            let b1 = subgroupBroadcast(bl5, 1u);
+            c3_5 = fma(vec4<f32>(a3_0.y), b1, c3_5);
+            let b2 = subgroupBroadcast(bl5, 2u);
+            c3_5 = fma(vec4<f32>(a3_0.z), b2, c3_5);
+            let b3 = subgroupBroadcast(bl5, 3u);
+            c3_5 = fma(vec4<f32>(a3_0.w), b3, c3_5);
+            let b4 = subgroupBroadcast(bl5, 4u);
+            c3_5 = fma(vec4<f32>(a3_1.x), b4, c3_5);
+            let b5 = subgroupBroadcast(bl5, 5u);
+            c3_5 = fma(vec4<f32>(a3_1.y), b5, c3_5);
+            let b6 = subgroupBroadcast(bl5, 6u);
+            c3_5 = fma(vec4<f32>(a3_1.z), b6, c3_5);
+            let b7 = subgroupBroadcast(bl5, 7u);
+            c3_5 = fma(vec4<f32>(a3_1.w), b7, c3_5);
+        }
+        {
+            let b0 = subgroupBroadcast(bl6, 0u);
+            c3_6 = fma(vec4<f32>(a3_0.x), b0, c3_6);
+            let b1 = subgroupBroadcast(bl6, 1u);
+            c3_6 = fma(vec4<f32>(a3_0.y), b1, c3_6);
+            let b2 = subgroupBroadcast(bl6, 2u);
+            c3_6 = fma(vec4<f32>(a3_0.z), b2, c3_6);
+            let b3 = subgroupBroadcast(bl6, 3u);
+            c3_6 = fma(vec4<f32>(a3_0.w), b3, c3_6);
+            let b4 = subgroupBroadcast(bl6, 4u);
+            c3_6 = fma(vec4<f32>(a3_1.x), b4, c3_6);
+            let b5 = subgroupBroadcast(bl6, 5u);
+            c3_6 = fma(vec4<f32>(a3_1.y), b5, c3_6);
+            let b6 = subgroupBroadcast(bl6, 6u);
+            c3_6 = fma(vec4<f32>(a3_1.z), b6, c3_6);
+            let b7 = subgroupBroadcast(bl6, 7u);
+            c3_6 = fma(vec4<f32>(a3_1.w), b7, c3_6);
+        }
+        {
+            let b0 = subgroupBroadcast(bl7, 0u);
+            c3_7 = fma(vec4<f32>(a3_0.x), b0, c3_7);
+            let b1 = subgroupBroadcast(bl7, 1u);
+            c3_7 = fma(vec4<f32>(a3_0.y), b1, c3_7);
+            let b2 = subgroupBroadcast(bl7, 2u);
+            c3_7 = fma(vec4<f32>(a3_0.z), b2, c3_7);
+            let b3 = subgroupBroadcast(bl7, 3u);
+            c3_7 = fma(vec4<f32>(a3_0.w), b3, c3_7);
+            let b4 = subgroupBroadcast(bl7, 4u);
+            c3_7 = fma(vec4<f32>(a3_1.x), b4, c3_7);
+            let b5 = subgroupBroadcast(bl7, 5u);
+            c3_7 = fma(vec4<f32>(a3_1.y), b5, c3_7);
+            let b6 = subgroupBroadcast(bl7, 6u);
+            c3_7 = fma(vec4<f32>(a3_1.z), b6, c3_7);
+            let b7 = subgroupBroadcast(bl7, 7u);
             c3_7 = fma(vec4<f32>(a3_1.w), b7, c3_7);
         }
         yb += 8u;

@@ -19,9 +19,9 @@
 // A workgroup of WG lanes (WG = one 8-lane subgroup) owns 8 * WG rows x 16 columns of C
 // of one batch entry; each lane owns 8 rows. Per group of 8 k-steps each lane loads one
 // k-row of the B panel (4 texels) that the subgroup shares by `subgroupBroadcast`, and its
-// own 8 rows for the 8 k-steps (16 texels). The FMAs run in 2-row x 4-column register
-// sub-blocks over the 8 k-steps, so 8 accumulators stay in registers between updates
-// (2 rows: with AVX2's 16 vector registers a 4 x 4 block plus its operands spills; see
+// own 8 rows for the 8 k-steps (16 texels). The FMAs run in 1-row x 4-column register
+// sub-blocks over the 8 k-steps, so 4 accumulators stay in registers between updates
+// (one row: with AVX2's 16 vector registers a 4 x 4 block plus its operands spills; see
 // docs/lavapipe-driver-notes.md section 10).
 // Measured code-shape rules (lavapipe): named accumulators, broadcasts next to their use,
 // no guards and no early return in the kernel body (both turn into execution masks),
@@ -218,421 +218,581 @@ fn main(
         let a1_6 = textureLoad(ta, vec2<u32>(xa + 1u, ya + 6u));
         let a0_7 = textureLoad(ta, vec2<u32>(xa + 0u, ya + 7u));
         let a1_7 = textureLoad(ta, vec2<u32>(xa + 1u, ya + 7u));
-        // Register sub-blocks of 2 rows x 4 columns, each over the 8 k-steps.
+        // Register sub-blocks of 1 rows x 4 columns, each over the 8 k-steps.
         {
             let b0 = subgroupBroadcast(bl0, 0u);
             c0_0 = fma(vec4<f32>(a0_0.x), b0, c0_0);
-            c1_0 = fma(vec4<f32>(a0_0.y), b0, c1_0);
             let b1 = subgroupBroadcast(bl0, 1u);
             c0_0 = fma(vec4<f32>(a0_1.x), b1, c0_0);
-            c1_0 = fma(vec4<f32>(a0_1.y), b1, c1_0);
             let b2 = subgroupBroadcast(bl0, 2u);
             c0_0 = fma(vec4<f32>(a0_2.x), b2, c0_0);
-            c1_0 = fma(vec4<f32>(a0_2.y), b2, c1_0);
             let b3 = subgroupBroadcast(bl0, 3u);
             c0_0 = fma(vec4<f32>(a0_3.x), b3, c0_0);
-            c1_0 = fma(vec4<f32>(a0_3.y), b3, c1_0);
             let b4 = subgroupBroadcast(bl0, 4u);
             c0_0 = fma(vec4<f32>(a0_4.x), b4, c0_0);
-            c1_0 = fma(vec4<f32>(a0_4.y), b4, c1_0);
             let b5 = subgroupBroadcast(bl0, 5u);
             c0_0 = fma(vec4<f32>(a0_5.x), b5, c0_0);
-            c1_0 = fma(vec4<f32>(a0_5.y), b5, c1_0);
             let b6 = subgroupBroadcast(bl0, 6u);
             c0_0 = fma(vec4<f32>(a0_6.x), b6, c0_0);
-            c1_0 = fma(vec4<f32>(a0_6.y), b6, c1_0);
             let b7 = subgroupBroadcast(bl0, 7u);
             c0_0 = fma(vec4<f32>(a0_7.x), b7, c0_0);
-            c1_0 = fma(vec4<f32>(a0_7.y), b7, c1_0);
         }
         {
             let b0 = subgroupBroadcast(bl1, 0u);
             c0_1 = fma(vec4<f32>(a0_0.x), b0, c0_1);
-            c1_1 = fma(vec4<f32>(a0_0.y), b0, c1_1);
             let b1 = subgroupBroadcast(bl1, 1u);
             c0_1 = fma(vec4<f32>(a0_1.x), b1, c0_1);
-            c1_1 = fma(vec4<f32>(a0_1.y), b1, c1_1);
             let b2 = subgroupBroadcast(bl1, 2u);
             c0_1 = fma(vec4<f32>(a0_2.x), b2, c0_1);
-            c1_1 = fma(vec4<f32>(a0_2.y), b2, c1_1);
             let b3 = subgroupBroadcast(bl1, 3u);
             c0_1 = fma(vec4<f32>(a0_3.x), b3, c0_1);
-            c1_1 = fma(vec4<f32>(a0_3.y), b3, c1_1);
             let b4 = subgroupBroadcast(bl1, 4u);
             c0_1 = fma(vec4<f32>(a0_4.x), b4, c0_1);
-            c1_1 = fma(vec4<f32>(a0_4.y), b4, c1_1);
             let b5 = subgroupBroadcast(bl1, 5u);
             c0_1 = fma(vec4<f32>(a0_5.x), b5, c0_1);
-            c1_1 = fma(vec4<f32>(a0_5.y), b5, c1_1);
             let b6 = subgroupBroadcast(bl1, 6u);
             c0_1 = fma(vec4<f32>(a0_6.x), b6, c0_1);
-            c1_1 = fma(vec4<f32>(a0_6.y), b6, c1_1);
             let b7 = subgroupBroadcast(bl1, 7u);
             c0_1 = fma(vec4<f32>(a0_7.x), b7, c0_1);
-            c1_1 = fma(vec4<f32>(a0_7.y), b7, c1_1);
         }
         {
             let b0 = subgroupBroadcast(bl2, 0u);
             c0_2 = fma(vec4<f32>(a0_0.x), b0, c0_2);
-            c1_2 = fma(vec4<f32>(a0_0.y), b0, c1_2);
             let b1 = subgroupBroadcast(bl2, 1u);
             c0_2 = fma(vec4<f32>(a0_1.x), b1, c0_2);
-            c1_2 = fma(vec4<f32>(a0_1.y), b1, c1_2);
             let b2 = subgroupBroadcast(bl2, 2u);
             c0_2 = fma(vec4<f32>(a0_2.x), b2, c0_2);
-            c1_2 = fma(vec4<f32>(a0_2.y), b2, c1_2);
             let b3 = subgroupBroadcast(bl2, 3u);
             c0_2 = fma(vec4<f32>(a0_3.x), b3, c0_2);
-            c1_2 = fma(vec4<f32>(a0_3.y), b3, c1_2);
             let b4 = subgroupBroadcast(bl2, 4u);
             c0_2 = fma(vec4<f32>(a0_4.x), b4, c0_2);
-            c1_2 = fma(vec4<f32>(a0_4.y), b4, c1_2);
             let b5 = subgroupBroadcast(bl2, 5u);
             c0_2 = fma(vec4<f32>(a0_5.x), b5, c0_2);
-            c1_2 = fma(vec4<f32>(a0_5.y), b5, c1_2);
             let b6 = subgroupBroadcast(bl2, 6u);
             c0_2 = fma(vec4<f32>(a0_6.x), b6, c0_2);
-            c1_2 = fma(vec4<f32>(a0_6.y), b6, c1_2);
             let b7 = subgroupBroadcast(bl2, 7u);
             c0_2 = fma(vec4<f32>(a0_7.x), b7, c0_2);
-            c1_2 = fma(vec4<f32>(a0_7.y), b7, c1_2);
         }
         {
             let b0 = subgroupBroadcast(bl3, 0u);
             c0_3 = fma(vec4<f32>(a0_0.x), b0, c0_3);
-            c1_3 = fma(vec4<f32>(a0_0.y), b0, c1_3);
             let b1 = subgroupBroadcast(bl3, 1u);
             c0_3 = fma(vec4<f32>(a0_1.x), b1, c0_3);
-            c1_3 = fma(vec4<f32>(a0_1.y), b1, c1_3);
             let b2 = subgroupBroadcast(bl3, 2u);
             c0_3 = fma(vec4<f32>(a0_2.x), b2, c0_3);
-            c1_3 = fma(vec4<f32>(a0_2.y), b2, c1_3);
             let b3 = subgroupBroadcast(bl3, 3u);
             c0_3 = fma(vec4<f32>(a0_3.x), b3, c0_3);
-            c1_3 = fma(vec4<f32>(a0_3.y), b3, c1_3);
             let b4 = subgroupBroadcast(bl3, 4u);
             c0_3 = fma(vec4<f32>(a0_4.x), b4, c0_3);
-            c1_3 = fma(vec4<f32>(a0_4.y), b4, c1_3);
             let b5 = subgroupBroadcast(bl3, 5u);
             c0_3 = fma(vec4<f32>(a0_5.x), b5, c0_3);
-            c1_3 = fma(vec4<f32>(a0_5.y), b5, c1_3);
             let b6 = subgroupBroadcast(bl3, 6u);
             c0_3 = fma(vec4<f32>(a0_6.x), b6, c0_3);
-            c1_3 = fma(vec4<f32>(a0_6.y), b6, c1_3);
             let b7 = subgroupBroadcast(bl3, 7u);
             c0_3 = fma(vec4<f32>(a0_7.x), b7, c0_3);
+        }
+        {
+            let b0 = subgroupBroadcast(bl0, 0u);
+            c1_0 = fma(vec4<f32>(a0_0.y), b0, c1_0);
+            let b1 = subgroupBroadcast(bl0, 1u);
+            c1_0 = fma(vec4<f32>(a0_1.y), b1, c1_0);
+            let b2 = subgroupBroadcast(bl0, 2u);
+            c1_0 = fma(vec4<f32>(a0_2.y), b2, c1_0);
+            let b3 = subgroupBroadcast(bl0, 3u);
+            c1_0 = fma(vec4<f32>(a0_3.y), b3, c1_0);
+            let b4 = subgroupBroadcast(bl0, 4u);
+            c1_0 = fma(vec4<f32>(a0_4.y), b4, c1_0);
+            let b5 = subgroupBroadcast(bl0, 5u);
+            c1_0 = fma(vec4<f32>(a0_5.y), b5, c1_0);
+            let b6 = subgroupBroadcast(bl0, 6u);
+            c1_0 = fma(vec4<f32>(a0_6.y), b6, c1_0);
+            let b7 = subgroupBroadcast(bl0, 7u);
+            c1_0 = fma(vec4<f32>(a0_7.y), b7, c1_0);
+        }
+        {
+            let b0 = subgroupBroadcast(bl1, 0u);
+            c1_1 = fma(vec4<f32>(a0_0.y), b0, c1_1);
+            let b1 = subgroupBroadcast(bl1, 1u);
+            c1_1 = fma(vec4<f32>(a0_1.y), b1, c1_1);
+            let b2 = subgroupBroadcast(bl1, 2u);
+            c1_1 = fma(vec4<f32>(a0_2.y), b2, c1_1);
+            let b3 = subgroupBroadcast(bl1, 3u);
+            c1_1 = fma(vec4<f32>(a0_3.y), b3, c1_1);
+            let b4 = subgroupBroadcast(bl1, 4u);
+            c1_1 = fma(vec4<f32>(a0_4.y), b4, c1_1);
+            let b5 = subgroupBroadcast(bl1, 5u);
+            c1_1 = fma(vec4<f32>(a0_5.y), b5, c1_1);
+            let b6 = subgroupBroadcast(bl1, 6u);
+            c1_1 = fma(vec4<f32>(a0_6.y), b6, c1_1);
+            let b7 = subgroupBroadcast(bl1, 7u);
+            c1_1 = fma(vec4<f32>(a0_7.y), b7, c1_1);
+        }
+        {
+            let b0 = subgroupBroadcast(bl2, 0u);
+            c1_2 = fma(vec4<f32>(a0_0.y), b0, c1_2);
+            let b1 = subgroupBroadcast(bl2, 1u);
+            c1_2 = fma(vec4<f32>(a0_1.y), b1, c1_2);
+            let b2 = subgroupBroadcast(bl2, 2u);
+            c1_2 = fma(vec4<f32>(a0_2.y), b2, c1_2);
+            let b3 = subgroupBroadcast(bl2, 3u);
+            c1_2 = fma(vec4<f32>(a0_3.y), b3, c1_2);
+            let b4 = subgroupBroadcast(bl2, 4u);
+            c1_2 = fma(vec4<f32>(a0_4.y), b4, c1_2);
+            let b5 = subgroupBroadcast(bl2, 5u);
+            c1_2 = fma(vec4<f32>(a0_5.y), b5, c1_2);
+            let b6 = subgroupBroadcast(bl2, 6u);
+            c1_2 = fma(vec4<f32>(a0_6.y), b6, c1_2);
+            let b7 = subgroupBroadcast(bl2, 7u);
+            c1_2 = fma(vec4<f32>(a0_7.y), b7, c1_2);
+        }
+        {
+            let b0 = subgroupBroadcast(bl3, 0u);
+            c1_3 = fma(vec4<f32>(a0_0.y), b0, c1_3);
+            let b1 = subgroupBroadcast(bl3, 1u);
+            c1_3 = fma(vec4<f32>(a0_1.y), b1, c1_3);
+            let b2 = subgroupBroadcast(bl3, 2u);
+            c1_3 = fma(vec4<f32>(a0_2.y), b2, c1_3);
+            let b3 = subgroupBroadcast(bl3, 3u);
+            c1_3 = fma(vec4<f32>(a0_3.y), b3, c1_3);
+            let b4 = subgroupBroadcast(bl3, 4u);
+            c1_3 = fma(vec4<f32>(a0_4.y), b4, c1_3);
+            let b5 = subgroupBroadcast(bl3, 5u);
+            c1_3 = fma(vec4<f32>(a0_5.y), b5, c1_3);
+            let b6 = subgroupBroadcast(bl3, 6u);
+            c1_3 = fma(vec4<f32>(a0_6.y), b6, c1_3);
+            let b7 = subgroupBroadcast(bl3, 7u);
             c1_3 = fma(vec4<f32>(a0_7.y), b7, c1_3);
         }
         {
             let b0 = subgroupBroadcast(bl0, 0u);
             c2_0 = fma(vec4<f32>(a0_0.z), b0, c2_0);
-            c3_0 = fma(vec4<f32>(a0_0.w), b0, c3_0);
             let b1 = subgroupBroadcast(bl0, 1u);
             c2_0 = fma(vec4<f32>(a0_1.z), b1, c2_0);
-            c3_0 = fma(vec4<f32>(a0_1.w), b1, c3_0);
             let b2 = subgroupBroadcast(bl0, 2u);
             c2_0 = fma(vec4<f32>(a0_2.z), b2, c2_0);
-            c3_0 = fma(vec4<f32>(a0_2.w), b2, c3_0);
             let b3 = subgroupBroadcast(bl0, 3u);
             c2_0 = fma(vec4<f32>(a0_3.z), b3, c2_0);
-            c3_0 = fma(vec4<f32>(a0_3.w), b3, c3_0);
             let b4 = subgroupBroadcast(bl0, 4u);
             c2_0 = fma(vec4<f32>(a0_4.z), b4, c2_0);
-            c3_0 = fma(vec4<f32>(a0_4.w), b4, c3_0);
             let b5 = subgroupBroadcast(bl0, 5u);
             c2_0 = fma(vec4<f32>(a0_5.z), b5, c2_0);
-            c3_0 = fma(vec4<f32>(a0_5.w), b5, c3_0);
             let b6 = subgroupBroadcast(bl0, 6u);
             c2_0 = fma(vec4<f32>(a0_6.z), b6, c2_0);
-            c3_0 = fma(vec4<f32>(a0_6.w), b6, c3_0);
             let b7 = subgroupBroadcast(bl0, 7u);
             c2_0 = fma(vec4<f32>(a0_7.z), b7, c2_0);
-            c3_0 = fma(vec4<f32>(a0_7.w), b7, c3_0);
         }
         {
             let b0 = subgroupBroadcast(bl1, 0u);
             c2_1 = fma(vec4<f32>(a0_0.z), b0, c2_1);
-            c3_1 = fma(vec4<f32>(a0_0.w), b0, c3_1);
             let b1 = subgroupBroadcast(bl1, 1u);
             c2_1 = fma(vec4<f32>(a0_1.z), b1, c2_1);
-            c3_1 = fma(vec4<f32>(a0_1.w), b1, c3_1);
             let b2 = subgroupBroadcast(bl1, 2u);
             c2_1 = fma(vec4<f32>(a0_2.z), b2, c2_1);
-            c3_1 = fma(vec4<f32>(a0_2.w), b2, c3_1);
             let b3 = subgroupBroadcast(bl1, 3u);
             c2_1 = fma(vec4<f32>(a0_3.z), b3, c2_1);
-            c3_1 = fma(vec4<f32>(a0_3.w), b3, c3_1);
             let b4 = subgroupBroadcast(bl1, 4u);
             c2_1 = fma(vec4<f32>(a0_4.z), b4, c2_1);
-            c3_1 = fma(vec4<f32>(a0_4.w), b4, c3_1);
             let b5 = subgroupBroadcast(bl1, 5u);
             c2_1 = fma(vec4<f32>(a0_5.z), b5, c2_1);
-            c3_1 = fma(vec4<f32>(a0_5.w), b5, c3_1);
             let b6 = subgroupBroadcast(bl1, 6u);
             c2_1 = fma(vec4<f32>(a0_6.z), b6, c2_1);
-            c3_1 = fma(vec4<f32>(a0_6.w), b6, c3_1);
             let b7 = subgroupBroadcast(bl1, 7u);
             c2_1 = fma(vec4<f32>(a0_7.z), b7, c2_1);
-            c3_1 = fma(vec4<f32>(a0_7.w), b7, c3_1);
         }
         {
             let b0 = subgroupBroadcast(bl2, 0u);
             c2_2 = fma(vec4<f32>(a0_0.z), b0, c2_2);
-            c3_2 = fma(vec4<f32>(a0_0.w), b0, c3_2);
             let b1 = subgroupBroadcast(bl2, 1u);
             c2_2 = fma(vec4<f32>(a0_1.z), b1, c2_2);
-            c3_2 = fma(vec4<f32>(a0_1.w), b1, c3_2);
             let b2 = subgroupBroadcast(bl2, 2u);
             c2_2 = fma(vec4<f32>(a0_2.z), b2, c2_2);
-            c3_2 = fma(vec4<f32>(a0_2.w), b2, c3_2);
             let b3 = subgroupBroadcast(bl2, 3u);
             c2_2 = fma(vec4<f32>(a0_3.z), b3, c2_2);
-            c3_2 = fma(vec4<f32>(a0_3.w), b3, c3_2);
             let b4 = subgroupBroadcast(bl2, 4u);
             c2_2 = fma(vec4<f32>(a0_4.z), b4, c2_2);
-            c3_2 = fma(vec4<f32>(a0_4.w), b4, c3_2);
             let b5 = subgroupBroadcast(bl2, 5u);
             c2_2 = fma(vec4<f32>(a0_5.z), b5, c2_2);
-            c3_2 = fma(vec4<f32>(a0_5.w), b5, c3_2);
             let b6 = subgroupBroadcast(bl2, 6u);
             c2_2 = fma(vec4<f32>(a0_6.z), b6, c2_2);
-            c3_2 = fma(vec4<f32>(a0_6.w), b6, c3_2);
             let b7 = subgroupBroadcast(bl2, 7u);
             c2_2 = fma(vec4<f32>(a0_7.z), b7, c2_2);
-            c3_2 = fma(vec4<f32>(a0_7.w), b7, c3_2);
         }
         {
             let b0 = subgroupBroadcast(bl3, 0u);
             c2_3 = fma(vec4<f32>(a0_0.z), b0, c2_3);
-            c3_3 = fma(vec4<f32>(a0_0.w), b0, c3_3);
             let b1 = subgroupBroadcast(bl3, 1u);
             c2_3 = fma(vec4<f32>(a0_1.z), b1, c2_3);
-            c3_3 = fma(vec4<f32>(a0_1.w), b1, c3_3);
             let b2 = subgroupBroadcast(bl3, 2u);
             c2_3 = fma(vec4<f32>(a0_2.z), b2, c2_3);
-            c3_3 = fma(vec4<f32>(a0_2.w), b2, c3_3);
             let b3 = subgroupBroadcast(bl3, 3u);
             c2_3 = fma(vec4<f32>(a0_3.z), b3, c2_3);
-            c3_3 = fma(vec4<f32>(a0_3.w), b3, c3_3);
             let b4 = subgroupBroadcast(bl3, 4u);
             c2_3 = fma(vec4<f32>(a0_4.z), b4, c2_3);
-            c3_3 = fma(vec4<f32>(a0_4.w), b4, c3_3);
             let b5 = subgroupBroadcast(bl3, 5u);
             c2_3 = fma(vec4<f32>(a0_5.z), b5, c2_3);
-            c3_3 = fma(vec4<f32>(a0_5.w), b5, c3_3);
             let b6 = subgroupBroadcast(bl3, 6u);
             c2_3 = fma(vec4<f32>(a0_6.z), b6, c2_3);
-            c3_3 = fma(vec4<f32>(a0_6.w), b6, c3_3);
             let b7 = subgroupBroadcast(bl3, 7u);
             c2_3 = fma(vec4<f32>(a0_7.z), b7, c2_3);
+        }
+        {
+            let b0 = subgroupBroadcast(bl0, 0u);
+            c3_0 = fma(vec4<f32>(a0_0.w), b0, c3_0);
+            let b1 = subgroupBroadcast(bl0, 1u);
+            c3_0 = fma(vec4<f32>(a0_1.w), b1, c3_0);
+            let b2 = subgroupBroadcast(bl0, 2u);
+            c3_0 = fma(vec4<f32>(a0_2.w), b2, c3_0);
+            let b3 = subgroupBroadcast(bl0, 3u);
+            c3_0 = fma(vec4<f32>(a0_3.w), b3, c3_0);
+            let b4 = subgroupBroadcast(bl0, 4u);
+            c3_0 = fma(vec4<f32>(a0_4.w), b4, c3_0);
+            let b5 = subgroupBroadcast(bl0, 5u);
+            c3_0 = fma(vec4<f32>(a0_5.w), b5, c3_0);
+            let b6 = subgroupBroadcast(bl0, 6u);
+            c3_0 = fma(vec4<f32>(a0_6.w), b6, c3_0);
+            let b7 = subgroupBroadcast(bl0, 7u);
+            c3_0 = fma(vec4<f32>(a0_7.w), b7, c3_0);
+        }
+        {
+            let b0 = subgroupBroadcast(bl1, 0u);
+            c3_1 = fma(vec4<f32>(a0_0.w), b0, c3_1);
+            let b1 = subgroupBroadcast(bl1, 1u);
+            c3_1 = fma(vec4<f32>(a0_1.w), b1, c3_1);
+            let b2 = subgroupBroadcast(bl1, 2u);
+            c3_1 = fma(vec4<f32>(a0_2.w), b2, c3_1);
+            let b3 = subgroupBroadcast(bl1, 3u);
+            c3_1 = fma(vec4<f32>(a0_3.w), b3, c3_1);
+            let b4 = subgroupBroadcast(bl1, 4u);
+            c3_1 = fma(vec4<f32>(a0_4.w), b4, c3_1);
+            let b5 = subgroupBroadcast(bl1, 5u);
+            c3_1 = fma(vec4<f32>(a0_5.w), b5, c3_1);
+            let b6 = subgroupBroadcast(bl1, 6u);
+            c3_1 = fma(vec4<f32>(a0_6.w), b6, c3_1);
+            let b7 = subgroupBroadcast(bl1, 7u);
+            c3_1 = fma(vec4<f32>(a0_7.w), b7, c3_1);
+        }
+        {
+            let b0 = subgroupBroadcast(bl2, 0u);
+            c3_2 = fma(vec4<f32>(a0_0.w), b0, c3_2);
+            let b1 = subgroupBroadcast(bl2, 1u);
+            c3_2 = fma(vec4<f32>(a0_1.w), b1, c3_2);
+            let b2 = subgroupBroadcast(bl2, 2u);
+            c3_2 = fma(vec4<f32>(a0_2.w), b2, c3_2);
+            let b3 = subgroupBroadcast(bl2, 3u);
+            c3_2 = fma(vec4<f32>(a0_3.w), b3, c3_2);
+            let b4 = subgroupBroadcast(bl2, 4u);
+            c3_2 = fma(vec4<f32>(a0_4.w), b4, c3_2);
+            let b5 = subgroupBroadcast(bl2, 5u);
+            c3_2 = fma(vec4<f32>(a0_5.w), b5, c3_2);
+            let b6 = subgroupBroadcast(bl2, 6u);
+            c3_2 = fma(vec4<f32>(a0_6.w), b6, c3_2);
+            let b7 = subgroupBroadcast(bl2, 7u);
+            c3_2 = fma(vec4<f32>(a0_7.w), b7, c3_2);
+        }
+        {
+            let b0 = subgroupBroadcast(bl3, 0u);
+            c3_3 = fma(vec4<f32>(a0_0.w), b0, c3_3);
+            let b1 = subgroupBroadcast(bl3, 1u);
+            c3_3 = fma(vec4<f32>(a0_1.w), b1, c3_3);
+            let b2 = subgroupBroadcast(bl3, 2u);
+            c3_3 = fma(vec4<f32>(a0_2.w), b2, c3_3);
+            let b3 = subgroupBroadcast(bl3, 3u);
+            c3_3 = fma(vec4<f32>(a0_3.w), b3, c3_3);
+            let b4 = subgroupBroadcast(bl3, 4u);
+            c3_3 = fma(vec4<f32>(a0_4.w), b4, c3_3);
+            let b5 = subgroupBroadcast(bl3, 5u);
+            c3_3 = fma(vec4<f32>(a0_5.w), b5, c3_3);
+            let b6 = subgroupBroadcast(bl3, 6u);
+            c3_3 = fma(vec4<f32>(a0_6.w), b6, c3_3);
+            let b7 = subgroupBroadcast(bl3, 7u);
             c3_3 = fma(vec4<f32>(a0_7.w), b7, c3_3);
         }
         {
             let b0 = subgroupBroadcast(bl0, 0u);
             c4_0 = fma(vec4<f32>(a1_0.x), b0, c4_0);
-            c5_0 = fma(vec4<f32>(a1_0.y), b0, c5_0);
             let b1 = subgroupBroadcast(bl0, 1u);
             c4_0 = fma(vec4<f32>(a1_1.x), b1, c4_0);
-            c5_0 = fma(vec4<f32>(a1_1.y), b1, c5_0);
             let b2 = subgroupBroadcast(bl0, 2u);
             c4_0 = fma(vec4<f32>(a1_2.x), b2, c4_0);
-            c5_0 = fma(vec4<f32>(a1_2.y), b2, c5_0);
             let b3 = subgroupBroadcast(bl0, 3u);
             c4_0 = fma(vec4<f32>(a1_3.x), b3, c4_0);
-            c5_0 = fma(vec4<f32>(a1_3.y), b3, c5_0);
             let b4 = subgroupBroadcast(bl0, 4u);
             c4_0 = fma(vec4<f32>(a1_4.x), b4, c4_0);
-            c5_0 = fma(vec4<f32>(a1_4.y), b4, c5_0);
             let b5 = subgroupBroadcast(bl0, 5u);
             c4_0 = fma(vec4<f32>(a1_5.x), b5, c4_0);
-            c5_0 = fma(vec4<f32>(a1_5.y), b5, c5_0);
             let b6 = subgroupBroadcast(bl0, 6u);
             c4_0 = fma(vec4<f32>(a1_6.x), b6, c4_0);
-            c5_0 = fma(vec4<f32>(a1_6.y), b6, c5_0);
             let b7 = subgroupBroadcast(bl0, 7u);
             c4_0 = fma(vec4<f32>(a1_7.x), b7, c4_0);
-            c5_0 = fma(vec4<f32>(a1_7.y), b7, c5_0);
         }
         {
             let b0 = subgroupBroadcast(bl1, 0u);
             c4_1 = fma(vec4<f32>(a1_0.x), b0, c4_1);
-            c5_1 = fma(vec4<f32>(a1_0.y), b0, c5_1);
             let b1 = subgroupBroadcast(bl1, 1u);
             c4_1 = fma(vec4<f32>(a1_1.x), b1, c4_1);
-            c5_1 = fma(vec4<f32>(a1_1.y), b1, c5_1);
             let b2 = subgroupBroadcast(bl1, 2u);
             c4_1 = fma(vec4<f32>(a1_2.x), b2, c4_1);
-            c5_1 = fma(vec4<f32>(a1_2.y), b2, c5_1);
             let b3 = subgroupBroadcast(bl1, 3u);
             c4_1 = fma(vec4<f32>(a1_3.x), b3, c4_1);
-            c5_1 = fma(vec4<f32>(a1_3.y), b3, c5_1);
             let b4 = subgroupBroadcast(bl1, 4u);
             c4_1 = fma(vec4<f32>(a1_4.x), b4, c4_1);
-            c5_1 = fma(vec4<f32>(a1_4.y), b4, c5_1);
             let b5 = subgroupBroadcast(bl1, 5u);
             c4_1 = fma(vec4<f32>(a1_5.x), b5, c4_1);
-            c5_1 = fma(vec4<f32>(a1_5.y), b5, c5_1);
             let b6 = subgroupBroadcast(bl1, 6u);
             c4_1 = fma(vec4<f32>(a1_6.x), b6, c4_1);
-            c5_1 = fma(vec4<f32>(a1_6.y), b6, c5_1);
             let b7 = subgroupBroadcast(bl1, 7u);
             c4_1 = fma(vec4<f32>(a1_7.x), b7, c4_1);
-            c5_1 = fma(vec4<f32>(a1_7.y), b7, c5_1);
         }
         {
             let b0 = subgroupBroadcast(bl2, 0u);
             c4_2 = fma(vec4<f32>(a1_0.x), b0, c4_2);
-            c5_2 = fma(vec4<f32>(a1_0.y), b0, c5_2);
             let b1 = subgroupBroadcast(bl2, 1u);
             c4_2 = fma(vec4<f32>(a1_1.x), b1, c4_2);
-            c5_2 = fma(vec4<f32>(a1_1.y), b1, c5_2);
             let b2 = subgroupBroadcast(bl2, 2u);
             c4_2 = fma(vec4<f32>(a1_2.x), b2, c4_2);
-            c5_2 = fma(vec4<f32>(a1_2.y), b2, c5_2);
             let b3 = subgroupBroadcast(bl2, 3u);
             c4_2 = fma(vec4<f32>(a1_3.x), b3, c4_2);
-            c5_2 = fma(vec4<f32>(a1_3.y), b3, c5_2);
             let b4 = subgroupBroadcast(bl2, 4u);
             c4_2 = fma(vec4<f32>(a1_4.x), b4, c4_2);
-            c5_2 = fma(vec4<f32>(a1_4.y), b4, c5_2);
             let b5 = subgroupBroadcast(bl2, 5u);
             c4_2 = fma(vec4<f32>(a1_5.x), b5, c4_2);
-            c5_2 = fma(vec4<f32>(a1_5.y), b5, c5_2);
             let b6 = subgroupBroadcast(bl2, 6u);
             c4_2 = fma(vec4<f32>(a1_6.x), b6, c4_2);
-            c5_2 = fma(vec4<f32>(a1_6.y), b6, c5_2);
             let b7 = subgroupBroadcast(bl2, 7u);
             c4_2 = fma(vec4<f32>(a1_7.x), b7, c4_2);
-            c5_2 = fma(vec4<f32>(a1_7.y), b7, c5_2);
         }
         {
             let b0 = subgroupBroadcast(bl3, 0u);
             c4_3 = fma(vec4<f32>(a1_0.x), b0, c4_3);
-            c5_3 = fma(vec4<f32>(a1_0.y), b0, c5_3);
             let b1 = subgroupBroadcast(bl3, 1u);
             c4_3 = fma(vec4<f32>(a1_1.x), b1, c4_3);
-            c5_3 = fma(vec4<f32>(a1_1.y), b1, c5_3);
             let b2 = subgroupBroadcast(bl3, 2u);
             c4_3 = fma(vec4<f32>(a1_2.x), b2, c4_3);
-            c5_3 = fma(vec4<f32>(a1_2.y), b2, c5_3);
             let b3 = subgroupBroadcast(bl3, 3u);
             c4_3 = fma(vec4<f32>(a1_3.x), b3, c4_3);
-            c5_3 = fma(vec4<f32>(a1_3.y), b3, c5_3);
             let b4 = subgroupBroadcast(bl3, 4u);
             c4_3 = fma(vec4<f32>(a1_4.x), b4, c4_3);
-            c5_3 = fma(vec4<f32>(a1_4.y), b4, c5_3);
             let b5 = subgroupBroadcast(bl3, 5u);
             c4_3 = fma(vec4<f32>(a1_5.x), b5, c4_3);
-            c5_3 = fma(vec4<f32>(a1_5.y), b5, c5_3);
             let b6 = subgroupBroadcast(bl3, 6u);
             c4_3 = fma(vec4<f32>(a1_6.x), b6, c4_3);
-            c5_3 = fma(vec4<f32>(a1_6.y), b6, c5_3);
             let b7 = subgroupBroadcast(bl3, 7u);
             c4_3 = fma(vec4<f32>(a1_7.x), b7, c4_3);
+        }
+        {
+            let b0 = subgroupBroadcast(bl0, 0u);
+            c5_0 = fma(vec4<f32>(a1_0.y), b0, c5_0);
+            let b1 = subgroupBroadcast(bl0, 1u);
+            c5_0 = fma(vec4<f32>(a1_1.y), b1, c5_0);
+            let b2 = subgroupBroadcast(bl0, 2u);
+            c5_0 = fma(vec4<f32>(a1_2.y), b2, c5_0);
+            let b3 = subgroupBroadcast(bl0, 3u);
+            c5_0 = fma(vec4<f32>(a1_3.y), b3, c5_0);
+            let b4 = subgroupBroadcast(bl0, 4u);
+            c5_0 = fma(vec4<f32>(a1_4.y), b4, c5_0);
+            let b5 = subgroupBroadcast(bl0, 5u);
+            c5_0 = fma(vec4<f32>(a1_5.y), b5, c5_0);
+            let b6 = subgroupBroadcast(bl0, 6u);
+            c5_0 = fma(vec4<f32>(a1_6.y), b6, c5_0);
+            let b7 = subgroupBroadcast(bl0, 7u);
+            c5_0 = fma(vec4<f32>(a1_7.y), b7, c5_0);
+        }
+        {
+            let b0 = subgroupBroadcast(bl1, 0u);
+            c5_1 = fma(vec4<f32>(a1_0.y), b0, c5_1);
+            let b1 = subgroupBroadcast(bl1, 1u);
+            c5_1 = fma(vec4<f32>(a1_1.y), b1, c5_1);
+            let b2 = subgroupBroadcast(bl1, 2u);
+            c5_1 = fma(vec4<f32>(a1_2.y), b2, c5_1);
+            let b3 = subgroupBroadcast(bl1, 3u);
+            c5_1 = fma(vec4<f32>(a1_3.y), b3, c5_1);
+            let b4 = subgroupBroadcast(bl1, 4u);
+            c5_1 = fma(vec4<f32>(a1_4.y), b4, c5_1);
+            let b5 = subgroupBroadcast(bl1, 5u);
+            c5_1 = fma(vec4<f32>(a1_5.y), b5, c5_1);
+            let b6 = subgroupBroadcast(bl1, 6u);
+            c5_1 = fma(vec4<f32>(a1_6.y), b6, c5_1);
+            let b7 = subgroupBroadcast(bl1, 7u);
+            c5_1 = fma(vec4<f32>(a1_7.y), b7, c5_1);
+        }
+        {
+            let b0 = subgroupBroadcast(bl2, 0u);
+            c5_2 = fma(vec4<f32>(a1_0.y), b0, c5_2);
+            let b1 = subgroupBroadcast(bl2, 1u);
+            c5_2 = fma(vec4<f32>(a1_1.y), b1, c5_2);
+            let b2 = subgroupBroadcast(bl2, 2u);
+            c5_2 = fma(vec4<f32>(a1_2.y), b2, c5_2);
+            let b3 = subgroupBroadcast(bl2, 3u);
+            c5_2 = fma(vec4<f32>(a1_3.y), b3, c5_2);
+            let b4 = subgroupBroadcast(bl2, 4u);
+            c5_2 = fma(vec4<f32>(a1_4.y), b4, c5_2);
+            let b5 = subgroupBroadcast(bl2, 5u);
+            c5_2 = fma(vec4<f32>(a1_5.y), b5, c5_2);
+            let b6 = subgroupBroadcast(bl2, 6u);
+            c5_2 = fma(vec4<f32>(a1_6.y), b6, c5_2);
+            let b7 = subgroupBroadcast(bl2, 7u);
+            c5_2 = fma(vec4<f32>(a1_7.y), b7, c5_2);
+        }
+        {
+            let b0 = subgroupBroadcast(bl3, 0u);
+            c5_3 = fma(vec4<f32>(a1_0.y), b0, c5_3);
+            let b1 = subgroupBroadcast(bl3, 1u);
+            c5_3 = fma(vec4<f32>(a1_1.y), b1, c5_3);
+            let b2 = subgroupBroadcast(bl3, 2u);
+            c5_3 = fma(vec4<f32>(a1_2.y), b2, c5_3);
+            let b3 = subgroupBroadcast(bl3, 3u);
+            c5_3 = fma(vec4<f32>(a1_3.y), b3, c5_3);
+            let b4 = subgroupBroadcast(bl3, 4u);
+            c5_3 = fma(vec4<f32>(a1_4.y), b4, c5_3);
+            let b5 = subgroupBroadcast(bl3, 5u);
+            c5_3 = fma(vec4<f32>(a1_5.y), b5, c5_3);
+            let b6 = subgroupBroadcast(bl3, 6u);
+            c5_3 = fma(vec4<f32>(a1_6.y), b6, c5_3);
+            let b7 = subgroupBroadcast(bl3, 7u);
             c5_3 = fma(vec4<f32>(a1_7.y), b7, c5_3);
         }
         {
             let b0 = subgroupBroadcast(bl0, 0u);
             c6_0 = fma(vec4<f32>(a1_0.z), b0, c6_0);
-            c7_0 = fma(vec4<f32>(a1_0.w), b0, c7_0);
             let b1 = subgroupBroadcast(bl0, 1u);
             c6_0 = fma(vec4<f32>(a1_1.z), b1, c6_0);
-            c7_0 = fma(vec4<f32>(a1_1.w), b1, c7_0);
             let b2 = subgroupBroadcast(bl0, 2u);
             c6_0 = fma(vec4<f32>(a1_2.z), b2, c6_0);
-            c7_0 = fma(vec4<f32>(a1_2.w), b2, c7_0);
             let b3 = subgroupBroadcast(bl0, 3u);
             c6_0 = fma(vec4<f32>(a1_3.z), b3, c6_0);
-            c7_0 = fma(vec4<f32>(a1_3.w), b3, c7_0);
             let b4 = subgroupBroadcast(bl0, 4u);
             c6_0 = fma(vec4<f32>(a1_4.z), b4, c6_0);
-            c7_0 = fma(vec4<f32>(a1_4.w), b4, c7_0);
             let b5 = subgroupBroadcast(bl0, 5u);
             c6_0 = fma(vec4<f32>(a1_5.z), b5, c6_0);
-            c7_0 = fma(vec4<f32>(a1_5.w), b5, c7_0);
             let b6 = subgroupBroadcast(bl0, 6u);
             c6_0 = fma(vec4<f32>(a1_6.z), b6, c6_0);
-            c7_0 = fma(vec4<f32>(a1_6.w), b6, c7_0);
             let b7 = subgroupBroadcast(bl0, 7u);
             c6_0 = fma(vec4<f32>(a1_7.z), b7, c6_0);
-            c7_0 = fma(vec4<f32>(a1_7.w), b7, c7_0);
         }
         {
             let b0 = subgroupBroadcast(bl1, 0u);
             c6_1 = fma(vec4<f32>(a1_0.z), b0, c6_1);
-            c7_1 = fma(vec4<f32>(a1_0.w), b0, c7_1);
             let b1 = subgroupBroadcast(bl1, 1u);
             c6_1 = fma(vec4<f32>(a1_1.z), b1, c6_1);
-            c7_1 = fma(vec4<f32>(a1_1.w), b1, c7_1);
             let b2 = subgroupBroadcast(bl1, 2u);
             c6_1 = fma(vec4<f32>(a1_2.z), b2, c6_1);
-            c7_1 = fma(vec4<f32>(a1_2.w), b2, c7_1);
             let b3 = subgroupBroadcast(bl1, 3u);
             c6_1 = fma(vec4<f32>(a1_3.z), b3, c6_1);
-            c7_1 = fma(vec4<f32>(a1_3.w), b3, c7_1);
             let b4 = subgroupBroadcast(bl1, 4u);
             c6_1 = fma(vec4<f32>(a1_4.z), b4, c6_1);
-            c7_1 = fma(vec4<f32>(a1_4.w), b4, c7_1);
             let b5 = subgroupBroadcast(bl1, 5u);
             c6_1 = fma(vec4<f32>(a1_5.z), b5, c6_1);
-            c7_1 = fma(vec4<f32>(a1_5.w), b5, c7_1);
             let b6 = subgroupBroadcast(bl1, 6u);
             c6_1 = fma(vec4<f32>(a1_6.z), b6, c6_1);
-            c7_1 = fma(vec4<f32>(a1_6.w), b6, c7_1);
             let b7 = subgroupBroadcast(bl1, 7u);
             c6_1 = fma(vec4<f32>(a1_7.z), b7, c6_1);
-            c7_1 = fma(vec4<f32>(a1_7.w), b7, c7_1);
         }
         {
             let b0 = subgroupBroadcast(bl2, 0u);
             c6_2 = fma(vec4<f32>(a1_0.z), b0, c6_2);
-            c7_2 = fma(vec4<f32>(a1_0.w), b0, c7_2);
             let b1 = subgroupBroadcast(bl2, 1u);
             c6_2 = fma(vec4<f32>(a1_1.z), b1, c6_2);
-            c7_2 = fma(vec4<f32>(a1_1.w), b1, c7_2);
             let b2 = subgroupBroadcast(bl2, 2u);
             c6_2 = fma(vec4<f32>(a1_2.z), b2, c6_2);
-            c7_2 = fma(vec4<f32>(a1_2.w), b2, c7_2);
             let b3 = subgroupBroadcast(bl2, 3u);
             c6_2 = fma(vec4<f32>(a1_3.z), b3, c6_2);
-            c7_2 = fma(vec4<f32>(a1_3.w), b3, c7_2);
             let b4 = subgroupBroadcast(bl2, 4u);
             c6_2 = fma(vec4<f32>(a1_4.z), b4, c6_2);
-            c7_2 = fma(vec4<f32>(a1_4.w), b4, c7_2);
             let b5 = subgroupBroadcast(bl2, 5u);
             c6_2 = fma(vec4<f32>(a1_5.z), b5, c6_2);
-            c7_2 = fma(vec4<f32>(a1_5.w), b5, c7_2);
             let b6 = subgroupBroadcast(bl2, 6u);
             c6_2 = fma(vec4<f32>(a1_6.z), b6, c6_2);
-            c7_2 = fma(vec4<f32>(a1_6.w), b6, c7_2);
             let b7 = subgroupBroadcast(bl2, 7u);
             c6_2 = fma(vec4<f32>(a1_7.z), b7, c6_2);
-            c7_2 = fma(vec4<f32>(a1_7.w), b7, c7_2);
         }
         {
             let b0 = subgroupBroadcast(bl3, 0u);
             c6_3 = fma(vec4<f32>(a1_0.z), b0, c6_3);
-            c7_3 = fma(vec4<f32>(a1_0.w), b0, c7_3);
             let b1 = subgroupBroadcast(bl3, 1u);
             c6_3 = fma(vec4<f32>(a1_1.z), b1, c6_3);
-            c7_3 = fma(vec4<f32>(a1_1.w), b1, c7_3);
             let b2 = subgroupBroadcast(bl3, 2u);
             c6_3 = fma(vec4<f32>(a1_2.z), b2, c6_3);
-            c7_3 = fma(vec4<f32>(a1_2.w), b2, c7_3);
             let b3 = subgroupBroadcast(bl3, 3u);
             c6_3 = fma(vec4<f32>(a1_3.z), b3, c6_3);
-            c7_3 = fma(vec4<f32>(a1_3.w), b3, c7_3);
             let b4 = subgroupBroadcast(bl3, 4u);
             c6_3 = fma(vec4<f32>(a1_4.z), b4, c6_3);
-            c7_3 = fma(vec4<f32>(a1_4.w), b4, c7_3);
             let b5 = subgroupBroadcast(bl3, 5u);
             c6_3 = fma(vec4<f32>(a1_5.z), b5, c6_3);
-            c7_3 = fma(vec4<f32>(a1_5.w), b5, c7_3);
             let b6 = subgroupBroadcast(bl3, 6u);
             c6_3 = fma(vec4<f32>(a1_6.z), b6, c6_3);
-            c7_3 = fma(vec4<f32>(a1_6.w), b6, c7_3);
             let b7 = subgroupBroadcast(bl3, 7u);
             c6_3 = fma(vec4<f32>(a1_7.z), b7, c6_3);
+        }
+        {
+            let b0 = subgroupBroadcast(bl0, 0u);
+            c7_0 = fma(vec4<f32>(a1_0.w), b0, c7_0);
+            let b1 = subgroupBroadcast(bl0, 1u);
+            c7_0 = fma(vec4<f32>(a1_1.w), b1, c7_0);
+            let b2 = subgroupBroadcast(bl0, 2u);
+            c7_0 = fma(vec4<f32>(a1_2.w), b2, c7_0);
+            let b3 = subgroupBroadcast(bl0, 3u);
+            c7_0 = fma(vec4<f32>(a1_3.w), b3, c7_0);
+            let b4 = subgroupBroadcast(bl0, 4u);
+            c7_0 = fma(vec4<f32>(a1_4.w), b4, c7_0);
+            let b5 = subgroupBroadcast(bl0, 5u);
+            c7_0 = fma(vec4<f32>(a1_5.w), b5, c7_0);
+            let b6 = subgroupBroadcast(bl0, 6u);
+            c7_0 = fma(vec4<f32>(a1_6.w), b6, c7_0);
+            let b7 = subgroupBroadcast(bl0, 7u);
+            c7_0 = fma(vec4<f32>(a1_7.w), b7, c7_0);
+        }
+        {
+            let b0 = subgroupBroadcast(bl1, 0u);
+            c7_1 = fma(vec4<f32>(a1_0.w), b0, c7_1);
+            let b1 = subgroupBroadcast(bl1, 1u);
+            c7_1 = fma(vec4<f32>(a1_1.w), b1, c7_1);
+            let b2 = subgroupBroadcast(bl1, 2u);
+            c7_1 = fma(vec4<f32>(a1_2.w), b2, c7_1);
+            let b3 = subgroupBroadcast(bl1, 3u);
+            c7_1 = fma(vec4<f32>(a1_3.w), b3, c7_1);
+            let b4 = subgroupBroadcast(bl1, 4u);
+            c7_1 = fma(vec4<f32>(a1_4.w), b4, c7_1);
+            let b5 = subgroupBroadcast(bl1, 5u);
+            c7_1 = fma(vec4<f32>(a1_5.w), b5, c7_1);
+            let b6 = subgroupBroadcast(bl1, 6u);
+            c7_1 = fma(vec4<f32>(a1_6.w), b6, c7_1);
+            let b7 = subgroupBroadcast(bl1, 7u);
+            c7_1 = fma(vec4<f32>(a1_7.w), b7, c7_1);
+        }
+        {
+            let b0 = subgroupBroadcast(bl2, 0u);
+            c7_2 = fma(vec4<f32>(a1_0.w), b0, c7_2);
+            let b1 = subgroupBroadcast(bl2, 1u);
+            c7_2 = fma(vec4<f32>(a1_1.w), b1, c7_2);
+            let b2 = subgroupBroadcast(bl2, 2u);
+            c7_2 = fma(vec4<f32>(a1_2.w), b2, c7_2);
+            let b3 = subgroupBroadcast(bl2, 3u);
+            c7_2 = fma(vec4<f32>(a1_3.w), b3, c7_2);
+            let b4 = subgroupBroadcast(bl2, 4u);
+            c7_2 = fma(vec4<f32>(a1_4.w), b4, c7_2);
+            let b5 = subgroupBroadcast(bl2, 5u);
+            c7_2 = fma(vec4<f32>(a1_5.w), b5, c7_2);
+            let b6 = subgroupBroadcast(bl2, 6u);
+            c7_2 = fma(vec4<f32>(a1_6.w), b6, c7_2);
+            let b7 = subgroupBroadcast(bl2, 7u);
+            c7_2 = fma(vec4<f32>(a1_7.w), b7, c7_2);
+        }
+        {
+            let b0 = subgroupBroadcast(bl3, 0u);
+            c7_3 = fma(vec4<f32>(a1_0.w), b0, c7_3);
+            let b1 = subgroupBroadcast(bl3, 1u);
+            c7_3 = fma(vec4<f32>(a1_1.w), b1, c7_3);
+            let b2 = subgroupBroadcast(bl3, 2u);
+            c7_3 = fma(vec4<f32>(a1_2.w), b2, c7_3);
+            let b3 = subgroupBroadcast(bl3, 3u);
+            c7_3 = fma(vec4<f32>(a1_3.w), b3, c7_3);
+            let b4 = subgroupBroadcast(bl3, 4u);
+            c7_3 = fma(vec4<f32>(a1_4.w), b4, c7_3);
+            let b5 = subgroupBroadcast(bl3, 5u);
+            c7_3 = fma(vec4<f32>(a1_5.w), b5, c7_3);
+            let b6 = subgroupBroadcast(bl3, 6u);
+            c7_3 = fma(vec4<f32>(a1_6.w), b6, c7_3);
+            let b7 = subgroupBroadcast(bl3, 7u);
             c7_3 = fma(vec4<f32>(a1_7.w), b7, c7_3);
         }
         // Next 8 k-rows; a panel wraps to the next column block at the image height.

@@ -308,7 +308,7 @@ def gemm_sg():
 
 IMG_TM = 8  # rows of C per invocation (two texels of an A panel row)
 IMG_TN = 16  # columns of C per workgroup (four texels of a B panel row)
-IMG_RB = 2  # rows per register sub-block (4 spills on AVX2 hosts: driver notes section 10)
+IMG_RB = 1  # rows per register sub-block (4 and 2 spill on AVX2 hosts: driver notes section 10)
 
 GEMM_IMAGE_PARAMS = """struct Params {
     m: u32, n: u32, kp: u32, ldc: u32,
@@ -356,7 +356,7 @@ def gemm_image(b_buffer=False):
     w("// k-row of the B panel (4 texels) that the subgroup shares by `subgroupBroadcast`, and its")
     w(f"// own {IMG_TM} rows for the 8 k-steps (16 texels). The FMAs run in {IMG_RB}-row x 4-column register")
     w(f"// sub-blocks over the 8 k-steps, so {IMG_RB * 4} accumulators stay in registers between updates")
-    w("// (2 rows: with AVX2's 16 vector registers a 4 x 4 block plus its operands spills; see")
+    w("// (one row: with AVX2's 16 vector registers a 4 x 4 block plus its operands spills; see")
     w("// docs/lavapipe-driver-notes.md section 10).")
     w("// Measured code-shape rules (lavapipe): named accumulators, broadcasts next to their use,")
     w("// no guards and no early return in the kernel body (both turn into execution masks),")
@@ -920,7 +920,8 @@ def conv2d_depthwise():
 
 IC_TM = 8  # output pixels per invocation
 IC_TN = 16  # output channels per workgroup (four texels of a weight-panel row)
-IC_RB = 2  # pixels per register sub-block (as IMG_RB)
+IC_RB = 1  # pixels per register sub-block (as IMG_RB)
+WGRAD_RB = 1  # channels per register sub-block of the weight gradient (as IMG_RB)
 
 IMPLICIT_LAYOUT_DOC = """// Layouts (see src/conv/implicit.rs, which sizes them):
 // - Input image: the input of a chunk of images, padded (any padding mode, also negative
@@ -1539,12 +1540,12 @@ def conv2d_wgrad_implicit(cw=8, v4=False):
         w(f"            let a{kk}_0 = textureLoad(tx, vec2<u32>(ox0 + px{kk}, y0 + py{kk}));")
         if nq == 2:
             w(f"            let a{kk}_1 = textureLoad(tx, vec2<u32>(ox1 + px{kk}, y1 + py{kk}));")
-    for ib in range(0, cw, 4):
+    for ib in range(0, cw, WGRAD_RB):
         for j in range(IC_TN // 4):
             w("            {")
             for kk in range(SG):
                 w(f"                let b{kk} = subgroupBroadcast(bl{j}, {kk}u);")
-                for i in range(ib, ib + 4):
+                for i in range(ib, ib + WGRAD_RB):
                     ch = "xyzw"[i % 4]
                     w(f"                c{i}_{j} = fma(vec4<f32>(a{kk}_{i // 4}.{ch}), b{kk}, c{i}_{j});")
             w("            }")
