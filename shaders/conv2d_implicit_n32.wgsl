@@ -185,11 +185,11 @@ fn main(
     // tap's.
     var qx0 = qbase % p_cpr;
     var qy0 = qbase / p_cpr;
-    let w1 = qx0 + 1u >= p_cpr;
+    let w = qx0 + 1u >= p_cpr;
     var ox0 = qx0 * p_wp;
     var oy0 = (ybase + qy0) * p_hp;
-    var ox1 = select(qx0 + 1u, qx0 + 1u - p_cpr, w1) * p_wp;
-    var oy1 = (ybase + select(qy0, qy0 + 1u, w1)) * p_hp;
+    var ox1 = select(qx0 + 1u, qx0 + 1u - p_cpr, w) * p_wp;
+    var oy1 = (ybase + select(qy0, qy0 + 1u, w)) * p_hp;
     var x0 = ox0;
     var x1 = ox1;
     var y0 = oy0;
@@ -814,11 +814,11 @@ fn main(
         let n2 = qa >= p_cpr;
         let qn = select(qa, qa - p_cpr, n2);
         let qyn = select(qya, qya + 1u, n2);
-        let n3 = qn + 1u >= p_cpr;
+        let nw = qn + 1u >= p_cpr;
         let nox0 = qn * p_wp;
         let noy0 = (ybase + qyn) * p_hp;
-        let nox1 = select(qn + 1u, qn + 1u - p_cpr, n3) * p_wp;
-        let noy1 = (ybase + select(qyn, qyn + 1u, n3)) * p_hp;
+        let nox1 = select(qn + 1u, qn + 1u - p_cpr, nw) * p_wp;
+        let noy1 = (ybase + select(qyn, qyn + 1u, nw)) * p_hp;
         qx0 = select(qx0, qn, er);
         qy0 = select(qy0, qyn, er);
         ox0 = select(ox0, nox0, er);

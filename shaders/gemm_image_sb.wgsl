@@ -232,7 +232,7 @@ fn main(
         let a1_6 = textureLoad(ta, vec2<u32>(xa + 1u, ya + 6u));
         let a0_7 = textureLoad(ta, vec2<u32>(xa + 0u, ya + 7u));
         let a1_7 = textureLoad(ta, vec2<u32>(xa + 1u, ya + 7u));
-        // Register sub-blocks of 1 rows x 4 columns, each over the 8 k-steps.
+        // Register sub-blocks of 1 row(s) x 4 columns, each over the 8 k-steps.
         {
             let b0 = subgroupBroadcast(bl0, 0u);
             c0_0 = fma(vec4<f32>(a0_0.x), b0, c0_0);

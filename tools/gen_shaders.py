@@ -467,7 +467,7 @@ def gemm_image(b_buffer=False):
     for s_ in range(SG):
         for i in range(IMG_TM // 4):
             w(f"        let a{i}_{s_} = textureLoad(ta, vec2<u32>(xa + {i}u, ya + {s_}u));")
-    w(f"        // Register sub-blocks of {IMG_RB} rows x 4 columns, each over the 8 k-steps.")
+    w(f"        // Register sub-blocks of {IMG_RB} row(s) x 4 columns, each over the 8 k-steps.")
     for rb in range(0, IMG_TM, IMG_RB):
         for j in range(IMG_TN // 4):
             w("        {")
@@ -1307,11 +1307,17 @@ def conv2d_implicit(tm=IC_TM, tn=IC_TN):
     w("    // tap's.")
     w("    var qx0 = qbase % P.cpr;")
     w("    var qy0 = qbase / P.cpr;")
-    w("    let w1 = qx0 + 1u >= P.cpr;")
-    w("    var ox0 = qx0 * P.wp;")
-    w("    var oy0 = (ybase + qy0) * P.hp;")
-    w("    var ox1 = select(qx0 + 1u, qx0 + 1u - P.cpr, w1) * P.wp;")
-    w("    var oy1 = (ybase + select(qy0, qy0 + 1u, w1)) * P.hp;")
+    # Texel-block position (column qx, row qy) -> image origin of the block and of the next
+    # one (which wraps to the next plane row at most once): used for the first channel block
+    # and for each next one in the loop.
+    def origins(ind, pre, qx, qy, decl):
+        w(f"{ind}let {pre}w = {qx} + 1u >= P.cpr;")
+        w(f"{ind}{decl} {pre}ox0 = {qx} * P.wp;")
+        w(f"{ind}{decl} {pre}oy0 = (ybase + {qy}) * P.hp;")
+        w(f"{ind}{decl} {pre}ox1 = select({qx} + 1u, {qx} + 1u - P.cpr, {pre}w) * P.wp;")
+        w(f"{ind}{decl} {pre}oy1 = (ybase + select({qy}, {qy} + 1u, {pre}w)) * P.hp;")
+
+    origins("    ", "", "qx0", "qy0", "var")
     w("    var x0 = ox0;")
     w("    var x1 = ox1;")
     w("    var y0 = oy0;")
@@ -1358,11 +1364,7 @@ def conv2d_implicit(tm=IC_TM, tn=IC_TN):
     w("        let n2 = qa >= P.cpr;")
     w("        let qn = select(qa, qa - P.cpr, n2);")
     w("        let qyn = select(qya, qya + 1u, n2);")
-    w("        let n3 = qn + 1u >= P.cpr;")
-    w("        let nox0 = qn * P.wp;")
-    w("        let noy0 = (ybase + qyn) * P.hp;")
-    w("        let nox1 = select(qn + 1u, qn + 1u - P.cpr, n3) * P.wp;")
-    w("        let noy1 = (ybase + select(qyn, qyn + 1u, n3)) * P.hp;")
+    origins("        ", "n", "qn", "qyn", "let")
     w("        qx0 = select(qx0, qn, er);")
     w("        qy0 = select(qy0, qyn, er);")
     w("        ox0 = select(ox0, nox0, er);")
