@@ -621,10 +621,6 @@ fn implicit_gemm_run_packer_matches_cpu() {
     }
 }
 
-/// Strided 1x1 convolutions (downsampling shortcuts) under the implicit GEMM: the forward and
-/// the weight gradient on an image of the sampled pixels, the input gradient on dy plus
-/// `scatter_strided.wgsl`; strides, per-side and non-zero padding modes, groups, batches,
-/// and the bias of the transposed convolution.
 #[test]
 fn implicit_weight_gradient_accumulates_image_chunks() {
     // A scratch budget that holds one padded input image but not two: the implicit-GEMM
@@ -664,6 +660,10 @@ fn implicit_weight_gradient_accumulates_image_chunks() {
     }
 }
 
+/// Strided 1x1 convolutions (downsampling shortcuts) under the implicit GEMM: the forward and
+/// the weight gradient on an image of the sampled pixels, the input gradient on dy plus
+/// `scatter_strided.wgsl`; strides, per-side and non-zero padding modes, groups, batches,
+/// and the bias of the transposed convolution.
 #[test]
 fn strided_pointwise_matches_cpu() {
     use wgconv::{Conv2dParams, Padding, PaddingMode};

@@ -16,6 +16,7 @@ The output files are ordinary WGSL checked into `shaders/` (validated by naga in
 `tests/shaders.rs`). Rerun after editing this script:  python3 tools/gen_shaders.py
 """
 import os
+import re
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shaders")
 
@@ -1909,8 +1910,6 @@ def hoist_params(src):
     variables become registers (NIR inlines every function into `main`). Only for kernels
     without barriers: WGSL's uniformity analysis treats private variables as non-uniform.
     """
-    import re
-
     lines = src.split("\n")
     bind = next(i for i, l in enumerate(lines) if re.match(r"@group\(0\) @binding\(\d+\) var<storage, read> P: (\w+);", l))
     sname = re.search(r"P: (\w+);", lines[bind]).group(1)
