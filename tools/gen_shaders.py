@@ -309,7 +309,10 @@ def gemm_sg():
 
 IMG_TM = 8  # rows of C per invocation (two texels of an A panel row)
 IMG_TN = 16  # columns of C per workgroup (four texels of a B panel row)
-IMG_RB = 1  # rows per register sub-block (4 and 2 spill on AVX2 hosts: driver notes section 10)
+# Register sub-blocks: all IMG_TM rows x one column, over the 8 k-steps of a broadcast group,
+# with one scalar accumulator per (row, column). Each broadcast value then serves IMG_TM FMAs
+# in registers and is never spilled; vec4 accumulators over 4 columns made LLVM compute each
+# broadcast once, spill it and reload it for every row (driver notes section 12).
 
 GEMM_IMAGE_PARAMS = """struct Params {
     m: u32, n: u32, kp: u32, ldc: u32,
@@ -355,10 +358,10 @@ def gemm_image(b_buffer=False):
     w(f"// A workgroup of WG lanes (WG = one {SG}-lane subgroup) owns {IMG_TM} * WG rows x {IMG_TN} columns of C")
     w(f"// of one batch entry; each lane owns {IMG_TM} rows. Per group of 8 k-steps each lane loads one")
     w("// k-row of the B panel (4 texels) that the subgroup shares by `subgroupBroadcast`, and its")
-    w(f"// own {IMG_TM} rows for the 8 k-steps (16 texels). The FMAs run in {IMG_RB}-row x 4-column register")
-    w(f"// sub-blocks over the 8 k-steps, so {IMG_RB * 4} accumulators stay in registers between updates")
-    w("// (one row: with AVX2's 16 vector registers a 4 x 4 block plus its operands spills; see")
-    w("// docs/lavapipe-driver-notes.md section 10).")
+    w(f"// own {IMG_TM} rows for the 8 k-steps (16 texels). The FMAs run in register sub-blocks of")
+    w(f"// {IMG_TM} rows x 1 column over the 8 k-steps, with scalar accumulators: each broadcast value")
+    w(f"// feeds {IMG_TM} FMAs from a register, and the {IMG_TM} accumulators stay in registers between")
+    w("// updates (docs/lavapipe-driver-notes.md sections 10 and 12).")
     w("// Measured code-shape rules (lavapipe): named accumulators, broadcasts next to their use,")
     w("// no guards and no early return in the kernel body (both turn into execution masks),")
     w("// `select` for the panel wrap. Workgroups past the last one only skip their stores.")
@@ -435,7 +438,7 @@ def gemm_image(b_buffer=False):
     w(f"    let n0 = tn * {IMG_TN}u;")
     w("    // Image position of k-row 0 of this workgroup's A and B panels (uniform but for the")
     w("    // lane's texel column in A).")
-    w("    let wa = WG * 2u;")
+    w(f"    let wa = WG * {IMG_TM // 4}u;")
     w("    let la = (bo * P.a_po + bi * P.a_pi + gm * P.a_pn) * P.kp + P.k_lo;")
     w("    var ya = la % P.ha;")
     w(f"    var xa = (la / P.ha) * wa + lid * {IMG_TM // 4}u;")
@@ -452,8 +455,8 @@ def gemm_image(b_buffer=False):
         w("    var yb = lb % P.hb;")
         w(f"    var xb = (lb / P.hb) * {IMG_TN // 4}u;")
     for r in range(IMG_TM):
-        for j in range(IMG_TN // 4):
-            w(f"    var c{r}_{j} = vec4<f32>(0.0);")
+        for n in range(IMG_TN):
+            w(f"    var c{r}_{n} = 0.0;")
     w(f"    for (var k0 = 0u; k0 < P.k_len; k0 += {SG}u) {{")
     w("        // B: lane sl loads k-row k0 + sl of the panel, shared below by subgroupBroadcast.")
     if b_buffer:
@@ -468,16 +471,14 @@ def gemm_image(b_buffer=False):
     for s_ in range(SG):
         for i in range(IMG_TM // 4):
             w(f"        let a{i}_{s_} = textureLoad(ta, vec2<u32>(xa + {i}u, ya + {s_}u));")
-    w(f"        // Register sub-blocks of {IMG_RB} row(s) x 4 columns, each over the 8 k-steps.")
-    for rb in range(0, IMG_TM, IMG_RB):
-        for j in range(IMG_TN // 4):
-            w("        {")
-            for s_ in range(SG):
-                w(f"            let b{s_} = subgroupBroadcast(bl{j}, {s_}u);")
-                for r in range(rb, rb + IMG_RB):
-                    ch = "xyzw"[r % 4]
-                    w(f"            c{r}_{j} = fma(vec4<f32>(a{r // 4}_{s_}.{ch}), b{s_}, c{r}_{j});")
-            w("        }")
+    w(f"        // Register sub-blocks of {IMG_TM} rows x 1 column, each over the 8 k-steps.")
+    for n in range(IMG_TN):
+        w("        {")
+        for s_ in range(SG):
+            w(f"            let b{s_} = subgroupBroadcast(bl{n // 4}.{'xyzw'[n % 4]}, {s_}u);")
+            for r in range(IMG_TM):
+                w(f"            c{r}_{n} = fma(a{r // 4}_{s_}.{'xyzw'[r % 4]}, b{s_}, c{r}_{n});")
+        w("        }")
     w("        // Next 8 k-rows; a panel wraps to the next column block at the image height.")
     w(f"        ya += {SG}u;")
     w("        let ea = ya == P.ha;")
@@ -494,7 +495,8 @@ def gemm_image(b_buffer=False):
     w("    let c_base = P.c_off + bo * P.c_so + bi * P.c_si;")
     for r in range(IMG_TM):
         for j in range(IMG_TN // 4):
-            w(f"    store(live, c_base, m0 + {r}u, n0 + {4 * j}u, c{r}_{j}, bi);")
+            v = ", ".join(f"c{r}_{4 * j + e}" for e in range(4))
+            w(f"    store(live, c_base, m0 + {r}u, n0 + {4 * j}u, vec4<f32>({v}), bi);")
     w("}")
     return "\n".join(L) + "\n"
 
@@ -921,8 +923,6 @@ def conv2d_depthwise():
 
 IC_TM = 8  # output pixels per invocation
 IC_TN = 16  # output channels per workgroup (four texels of a weight-panel row)
-IC_RB = 1  # pixels per register sub-block (as IMG_RB)
-WGRAD_RB = 1  # channels per register sub-block of the weight gradient (as IMG_RB)
 
 IMPLICIT_LAYOUT_DOC = """// Layouts (see src/conv/implicit.rs, which sizes them):
 // - Input image: the input of a chunk of images, padded (any padding mode, also negative
@@ -1228,8 +1228,9 @@ def conv2d_implicit(tm=IC_TM, tn=IC_TN):
     w(f"// channels of one (image, group); each lane owns {tm} pixels (clamped into range for the loads;")
     w("// only in-range ones are stored). Per (8-channel block, tap) each lane loads two texels per")
     w("// pixel (8 channels) and one k-row of the weight panel (4 texels) that the subgroup shares by")
-    w(f"// subgroupBroadcast; the FMAs run in {IC_RB}-pixel x 4-channel register sub-blocks (the code-shape")
-    w("// rules of gemm_image.wgsl: named accumulators, no guards in the loop).")
+    w(f"// subgroupBroadcast; the FMAs run in register sub-blocks of {tm} pixels x 1 channel with scalar")
+    w("// accumulators (the code-shape rules of gemm_image.wgsl: named accumulators, no guards in")
+    w("// the loop).")
     w("//   y[y_off + (n * K + g * kg + col) * ohw + pixel] (+ bias[g * kg + col])")
     w("")
     w("struct Params {")
@@ -1298,8 +1299,8 @@ def conv2d_implicit(tm=IC_TM, tn=IC_TN):
     w("    let qbase = g * P.cb8 * 2u;")
     w("    let ybase = n * P.rows_img;")
     for i in range(tm):
-        for j in range(tn // 4):
-            w(f"    var c{i}_{j} = vec4<f32>(0.0);")
+        for n_ in range(tn):
+            w(f"    var c{i}_{n_} = 0.0;")
     w("    // One loop over the reduction steps (channel block cb, tap r, tap s; s fastest), with")
     w("    // counters instead of nested loops: lavapipe blends every loop-carried value (the 128")
     w("    // accumulators) with the loop mask at the end of each iteration of each loop level, and")
@@ -1334,15 +1335,13 @@ def conv2d_implicit(tm=IC_TM, tn=IC_TN):
     for i in range(tm):
         w(f"        let a{i}_0 = textureLoad(tx, vec2<u32>(x0 + bx{i}, y0 + by{i}));")
         w(f"        let a{i}_1 = textureLoad(tx, vec2<u32>(x1 + bx{i}, y1 + by{i}));")
-    for rb in range(0, tm, min(IC_RB, tm)):
-        for j in range(tn // 4):
-            w("        {")
-            for kk in range(SG):
-                w(f"            let b{kk} = subgroupBroadcast(bl{j}, {kk}u);")
-                ch = "xyzw"[kk % 4]
-                for i in range(rb, rb + min(IC_RB, tm)):
-                    w(f"            c{i}_{j} = fma(vec4<f32>(a{i}_{kk // 4}.{ch}), b{kk}, c{i}_{j});")
-            w("        }")
+    for n_ in range(tn):
+        w("        {")
+        for kk in range(SG):
+            w(f"            let b{kk} = subgroupBroadcast(bl{n_ // 4}.{'xyzw'[n_ % 4]}, {kk}u);")
+            for i in range(tm):
+                w(f"            c{i}_{n_} = fma(a{i}_{kk // 4}.{'xyzw'[kk % 4]}, b{kk}, c{i}_{n_});")
+        w("        }")
     w(f"        yb += {SG}u;")
     w("        let eb = yb == P.hb;")
     w("        yb = select(yb, 0u, eb);")
@@ -1380,7 +1379,8 @@ def conv2d_implicit(tm=IC_TM, tn=IC_TN):
     w("    let base = P.y_off + (n * P.k + g * P.kg) * P.ohw;")
     for i in range(tm):
         for j in range(tn // 4):
-            w(f"    store(live, base, m0 + {i}u, n0 + {4 * j}u, g, c{i}_{j});")
+            v = "vec4<f32>(" + ", ".join(f"c{i}_{4 * j + e}" for e in range(4)) + ")"
+            w(f"    store(live, base, m0 + {i}u, n0 + {4 * j}u, g, {v});")
     w("}")
     return "\n".join(L) + "\n"
 
@@ -1511,8 +1511,8 @@ def conv2d_wgrad_implicit(cw=8, v4=False):
     w("    let pc0 = sl % P.ow;")
     w("    let pr0 = sl / P.ow;")
     for i in range(cw):
-        for j in range(IC_TN // 4):
-            w(f"    var c{i}_{j} = vec4<f32>(0.0);")
+        for n_ in range(IC_TN):
+            w(f"    var c{i}_{n_} = 0.0;")
     w("    for (var n = 0u; n < P.nimg; n++) {")
     w("        let yn = n * P.rows_img * P.hp;")
     w("        let y0 = oy0 + yn;")
@@ -1543,15 +1543,13 @@ def conv2d_wgrad_implicit(cw=8, v4=False):
         w(f"            let a{kk}_0 = textureLoad(tx, vec2<u32>(ox0 + px{kk}, y0 + py{kk}));")
         if nq == 2:
             w(f"            let a{kk}_1 = textureLoad(tx, vec2<u32>(ox1 + px{kk}, y1 + py{kk}));")
-    for ib in range(0, cw, WGRAD_RB):
-        for j in range(IC_TN // 4):
-            w("            {")
-            for kk in range(SG):
-                w(f"                let b{kk} = subgroupBroadcast(bl{j}, {kk}u);")
-                for i in range(ib, ib + WGRAD_RB):
-                    ch = "xyzw"[i % 4]
-                    w(f"                c{i}_{j} = fma(vec4<f32>(a{kk}_{i // 4}.{ch}), b{kk}, c{i}_{j});")
-            w("            }")
+    for n_ in range(IC_TN):
+        w("            {")
+        for kk in range(SG):
+            w(f"                let b{kk} = subgroupBroadcast(bl{n_ // 4}.{'xyzw'[n_ % 4]}, {kk}u);")
+            for i in range(cw):
+                w(f"                c{i}_{n_} = fma(a{kk}_{i // 4}.{'xyzw'[i % 4]}, b{kk}, c{i}_{n_});")
+        w("            }")
     w(f"            yb += {SG}u;")
     w("            let eb = yb == P.hdy;")
     w("            yb = select(yb, 0u, eb);")
@@ -1572,12 +1570,13 @@ def conv2d_wgrad_implicit(cw=8, v4=False):
             for j in range(IC_TN // 4):
                 for e in range(4):
                     comp = "xyzw"[e]
-                    v = ", ".join(f"c{4 * h + i}_{j}.{comp}" for i in range(4))
+                    v = ", ".join(f"c{4 * h + i}_{4 * j + e}" for i in range(4))
                     w(f"    store4(live, g, cb * {cw}u + {4 * h}u, col0 + {4 * j + e}u, vec4<f32>({v}));")
     else:
         for i in range(cw):
             for j in range(IC_TN // 4):
-                w(f"    store(live, g, cb * {cw}u + {i}u, col0 + {4 * j}u, wtap, c{i}_{j});")
+                v = "vec4<f32>(" + ", ".join(f"c{i}_{4 * j + e}" for e in range(4)) + ")"
+                w(f"    store(live, g, cb * {cw}u + {i}u, col0 + {4 * j}u, wtap, {v});")
     w("}")
     return "\n".join(L) + "\n"
 
