@@ -91,10 +91,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     p_b_n = P.b_n;
     p_px = P.px;
     p_sw = P.sw;
-    let id = gid.x + gid.y * nwg.x * WG;
-    if (id >= p_total) {
-        return;
-    }
+    // No early return (it would put the whole body under an execution mask on lavapipe):
+    // invocations past the end compute the last one's values and skip their stores.
+    let id0 = gid.x + gid.y * nwg.x * WG;
+    let live = id0 < p_total;
+    let id = min(id0, p_total - 1u);
     // id -> (8-column block, phase row, channel block, group, image)
     let bb = id % p_bblocks;
     var t = id / p_bblocks;
@@ -110,36 +111,43 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     for (var i = 0u; i < 8u; i++) {
         acc[i] = vec4<f32>(0.0);
     }
-    for (var k = 0u; k < p_kg; k++) {
-        let plane = (n * p_k + g * p_kg + k) * p_oh;
-        let wrow = p_wbase + (((g * p_cb + cb) * p_kg + k) * p_rj) * SL;
-        for (var j = 0u; j < p_rj; j++) {
-            let oy = i32(a + j) - p_pty;
-            if (oy < 0 || oy >= i32(p_oh)) {
-                continue;
-            }
-            let dr = plane + u32(oy);
-            let ty = dr >> p_rows_shift;
-            let tx0 = (dr & p_dy_rows_mask) * p_owq;
-            var u: array<f32, 20>;
-            for (var e = 0u; e < NT_MAX; e++) {
-                if (e < nt) {
-                    let v = dload(tx0, ty, q0 + i32(e));
-                    u[4u * e] = v.x;
-                    u[4u * e + 1u] = v.y;
-                    u[4u * e + 2u] = v.z;
-                    u[4u * e + 3u] = v.w;
-                }
-            }
-            let wt = wrow + j * SL;
-            for (var l = 0u; l < SL; l++) {
-                let wi = wt + l;
-                let wv = textureLoad(tw, vec2<u32>(wi & 1023u, wi >> 10u));
-                for (var i = 0u; i < 8u; i++) {
-                    acc[i] = fma(vec4<f32>(u[SHIFT + i + l]), wv, acc[i]);
-                }
+    // One loop over (output channel k, sub-kernel row j), j fastest, with counters instead of
+    // two nested loops: lavapipe merges every loop-carried value with the loop mask at the end
+    // of each iteration of each loop level (docs/lavapipe-driver-notes.md section 11). Rows of
+    // dy outside the image read a clamped row and are zeroed. The sub-kernel weights of
+    // (k, j) are the SL texels at wbase + (((g * cb_n + cb) * kg + k) * rj + j) * SL: step t's.
+    var plane = (n * p_k + g * p_kg) * p_oh;
+    var j = 0u;
+    var wt = p_wbase + (g * p_cb + cb) * p_kg * p_rj * SL;
+    let steps = p_kg * p_rj;
+    for (var st = 0u; st < steps; st++) {
+        let oy = i32(a + j) - p_pty;
+        let inside = oy >= 0 && oy < i32(p_oh);
+        let dr = plane + u32(clamp(oy, 0, i32(p_oh) - 1));
+        let ty = dr >> p_rows_shift;
+        let tx0 = (dr & p_dy_rows_mask) * p_owq;
+        var u: array<f32, 20>;
+        for (var e = 0u; e < NT_MAX; e++) {
+            if (e < nt) {
+                let v = select(vec4<f32>(0.0), dload(tx0, ty, q0 + i32(e)), inside);
+                u[4u * e] = v.x;
+                u[4u * e + 1u] = v.y;
+                u[4u * e + 2u] = v.z;
+                u[4u * e + 3u] = v.w;
             }
         }
+        for (var l = 0u; l < SL; l++) {
+            let wi = wt + l;
+            let wv = textureLoad(tw, vec2<u32>(wi & 1023u, wi >> 10u));
+            for (var i = 0u; i < 8u; i++) {
+                acc[i] = fma(vec4<f32>(u[SHIFT + i + l]), wv, acc[i]);
+            }
+        }
+        wt += SL;
+        j += 1u;
+        let ej = j == p_rj;
+        j = select(j, 0u, ej);
+        plane = select(plane, plane + p_oh, ej);
     }
     let oy = p_py + p_sh * a;
     for (var ci = 0u; ci < 4u; ci++) {
@@ -155,7 +163,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let row = ((n * p_c + ch) * p_h + oy) * p_w;
         for (var i = 0u; i < 8u; i++) {
             let bx = bb * 8u + i;
-            if (bx < p_b_n) {
+            if (live && bx < p_b_n) {
                 dx[row + p_px + p_sw * bx] = acc[i][ci] + b;
             }
         }
