@@ -7,8 +7,8 @@
 //!   only on the exact parts of the key (and on fitting one storage binding, which is decided
 //!   before tuning), so a cached choice is always valid for the whole bucket.
 //! - Timing is wall clock around submit + wait, the fastest of three runs after a warm-up that also
-//!   compiles the pipelines, on scratch tensors of the problem's shape (the caller's tensors
-//!   are never touched).
+//!   compiles the pipelines, the runs interleaved over the candidates, on scratch tensors of the
+//!   problem's shape (the caller's tensors are never touched).
 //! - Results can persist in a file (`ContextOptions::tune_cache` or `WGCONV_TUNE_CACHE`),
 //!   one line per entry: `<adapter>\t<key>\t<algorithm>`; entries of other adapters or
 //!   drivers in the same file are ignored.
@@ -222,7 +222,7 @@ impl Context {
         best
     }
 
-    /// Median wall time of each candidate; the fastest that ran.
+    /// Fastest of three interleaved runs of each candidate; the fastest candidate that ran.
     fn measure(
         &self,
         op: TunedOp,
@@ -273,24 +273,27 @@ impl Context {
             self.synchronize()?;
             Ok(t.elapsed().as_secs_f64())
         };
-        let mut best: Option<(f64, Algorithm)> = None;
-        for &algo in candidates {
-            if run(algo).is_err() {
-                continue; // warm-up (compiles); an algorithm that fails is not a candidate
-            }
-            let mut times = Vec::with_capacity(3);
-            for _ in 0..3 {
-                match run(algo) {
-                    Ok(t) => times.push(t),
-                    Err(_) => break,
+        // Warm-up (compiles the pipelines); an algorithm that fails is not a candidate.
+        let mut live: Vec<(Algorithm, f64)> = candidates
+            .iter()
+            .filter(|&&algo| run(algo).is_ok())
+            .map(|&algo| (algo, f64::INFINITY))
+            .collect();
+        // Three rounds over all candidates in turn, so a slow phase of the machine (another
+        // process, or the VM moving a thread) hits every candidate alike rather than the one
+        // that happened to be measured then. Each keeps its fastest run: interference only ever
+        // slows a run down, so the minimum is the robust estimate on a shared machine.
+        for _ in 0..3 {
+            live.retain_mut(|(algo, best)| match run(*algo) {
+                Ok(t) => {
+                    *best = best.min(t);
+                    true
                 }
-            }
-            if times.len() < 3 {
-                continue;
-            }
-            // The fastest run: interference from other processes only ever slows a run down,
-            // so the minimum is the robust estimate on a shared machine.
-            let t = times.iter().copied().fold(f64::INFINITY, f64::min);
+                Err(_) => false,
+            });
+        }
+        let mut best: Option<(f64, Algorithm)> = None;
+        for &(algo, t) in &live {
             log::debug!("wgconv autotune {key} {}: {:.3} ms", algo.name(), t * 1e3);
             if best.is_none_or(|(bt, _)| t < bt) {
                 best = Some((t, algo));
