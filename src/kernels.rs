@@ -43,6 +43,8 @@ pub enum Kernel {
     Conv2dWgrad,
     /// Deterministic row sums (bias gradient).
     ReduceRows,
+    /// Bias gradient reading its source from a verbatim image copy (CPU adapters).
+    ReduceRowsImage,
     /// Depthwise convolution with register row windows.
     Conv2dDepthwise,
     /// Swaps the output/input channel axes of a grouped weight.
@@ -101,6 +103,7 @@ pub const ALL_KERNELS: &[Kernel] = &[
     Kernel::PadFold,
     Kernel::Conv2dWgrad,
     Kernel::ReduceRows,
+    Kernel::ReduceRowsImage,
     Kernel::Conv2dDepthwise,
     Kernel::PermuteKc,
     Kernel::PadImage,
@@ -141,6 +144,7 @@ impl Kernel {
             Kernel::PadFold => "pad_fold",
             Kernel::Conv2dWgrad => "conv2d_wgrad",
             Kernel::ReduceRows => "reduce_rows",
+            Kernel::ReduceRowsImage => "reduce_rows_image",
             Kernel::Conv2dDepthwise => "conv2d_depthwise",
             Kernel::PermuteKc => "permute_kc",
             Kernel::PadImage => "pad_image",
@@ -181,6 +185,7 @@ impl Kernel {
             Kernel::PadFold => include_str!("../shaders/pad_fold.wgsl"),
             Kernel::Conv2dWgrad => include_str!("../shaders/conv2d_wgrad.wgsl"),
             Kernel::ReduceRows => include_str!("../shaders/reduce_rows.wgsl"),
+            Kernel::ReduceRowsImage => include_str!("../shaders/reduce_rows_image.wgsl"),
             Kernel::Conv2dDepthwise => include_str!("../shaders/conv2d_depthwise.wgsl"),
             Kernel::PermuteKc => include_str!("../shaders/permute_kc.wgsl"),
             Kernel::PadImage => include_str!("../shaders/pad_image.wgsl"),
@@ -244,6 +249,7 @@ impl Kernel {
             Kernel::PackImage | Kernel::PadImage | Kernel::PackConvWeights => {
                 &[StorageRead, Storage]
             }
+            Kernel::ReduceRowsImage => &[ImageRead, Storage],
             Kernel::Conv2dImplicit | Kernel::Conv2dImplicitN32 | Kernel::Conv2dDgradPhaseImage => {
                 &[ImageRead, ImageRead, StorageRead, Storage]
             }
@@ -281,6 +287,9 @@ impl Kernel {
             Kernel::PadFold => std::mem::size_of::<crate::conv::backward::PadFoldUniforms>(),
             Kernel::Conv2dWgrad => std::mem::size_of::<crate::conv::backward::WgradUniforms>(),
             Kernel::ReduceRows => std::mem::size_of::<crate::conv::backward::ReduceUniforms>(),
+            Kernel::ReduceRowsImage => {
+                std::mem::size_of::<crate::conv::backward::ReduceImageUniforms>()
+            }
             Kernel::Conv2dDepthwise => {
                 std::mem::size_of::<crate::conv::depthwise::DepthwiseUniforms>()
             }

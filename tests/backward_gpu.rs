@@ -806,3 +806,45 @@ fn strided_pointwise_matches_cpu() {
         }
     }
 }
+
+/// The bias gradient on shapes whose channel rows start inside a 4-float texel (the image
+/// kernel of CPU adapters masks straddling texels), whose total is not a multiple of 4 (the
+/// buffer kernel), and with few channels over many pixels and images.
+#[test]
+fn bias_gradient_matches_cpu_on_unaligned_rows() {
+    let ctx = ctx();
+    let mut rng = Rng::new(0xb1a5);
+    for shape in [
+        [2, 3, 5, 6],
+        [1, 3, 5, 5],
+        [3, 7, 1, 1],
+        [1, 1, 1, 4],
+        [2, 40, 33, 33],
+        [1, 32, 112, 112],
+    ] {
+        let [n, k, h, w] = shape;
+        let dy = rng.vec(n * k * h * w);
+        let mut want = vec![0.0f32; k];
+        let mut scale = vec![0.0f32; k];
+        for (c, (wv, sv)) in want.iter_mut().zip(&mut scale).enumerate() {
+            let (mut s, mut a) = (0.0f64, 0.0f64);
+            for img in 0..n {
+                let row = &dy[(img * k + c) * h * w..][..h * w];
+                s += row.iter().map(|&v| v as f64).sum::<f64>();
+                a += row.iter().map(|&v| v.abs() as f64).sum::<f64>();
+            }
+            (*wv, *sv) = (s as f32, a as f32);
+        }
+        let tols: Vec<f32> = scale.iter().map(|&s| tol(s, n * h * w)).collect();
+        let dyt = Tensor::from_slice(ctx, &dy, &shape).expect("upload dy");
+        let db = Tensor::full(ctx, &[k], f32::NAN).expect("poisoned db");
+        let mut enc = ctx.device().create_command_encoder(&Default::default());
+        ctx.encode_conv2d_backward_bias(&mut enc, &dyt, &db)
+            .expect("encode the bias gradient");
+        ctx.queue().submit([enc.finish()]);
+        let got = db.read().expect("read db");
+        if let Err(e) = check(&format!("db {shape:?}"), &got, &want, &tols) {
+            panic!("{e}");
+        }
+    }
+}

@@ -170,6 +170,20 @@ pub(crate) struct ReduceUniforms {
     _p2: u32,
 }
 
+/// Uniforms of `reduce_rows_image.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct ReduceImageUniforms {
+    rows: u32,
+    len: u32,
+    batch: u32,
+    bstride: u32,
+    total: u32,
+    tw_shift: u32,
+    _p0: u32,
+    _p1: u32,
+}
+
 /// Uniforms of `conv2d_wgrad_depthwise.wgsl` and `conv2d_wgrad_depthwise_image.wgsl` (the
 /// image kernel also reads `x_rows_shift` / `dy_rows_shift`: log2 of the tensor rows per
 /// texture row of its two images).
@@ -1585,6 +1599,33 @@ pub(crate) fn encode_bgrad(
             .with("WG", 64)
             .with("ACCUMULATE", acc as u32)
     };
+    // CPU adapters: sum a verbatim image copy of dy (a texel load per four floats instead of
+    // a per-lane loop per float), one subgroup-sized workgroup per 8 channels so that few
+    // channels still spread over the compute threads.
+    if ctx.is_cpu_adapter() && fits(ctx, db) {
+        let len = n * k * ohw;
+        if let Some((img, tw)) =
+            crate::conv::implicit::copy_flat(ctx, enc, dy, len, "wgconv bias-gradient dy image")?
+        {
+            let u = ReduceImageUniforms {
+                rows: u32_of(k, "channels")?,
+                len: u32_of(ohw, "pixels")?,
+                batch: u32_of(n, "images")?,
+                bstride: u32_of(k * ohw, "elements")?,
+                total: u32_of(k, "channels")?,
+                tw_shift: tw.trailing_zeros(),
+                ..Default::default()
+            };
+            return dispatch(
+                ctx,
+                enc,
+                &PipelineKey::new(Kernel::ReduceRowsImage).with("WG", 8),
+                bytemuck::bytes_of(&u),
+                &[Bind::Image(&img.view), Bind::whole(db)],
+                k as u64,
+            );
+        }
+    }
     if fits(ctx, dy) && fits(ctx, db) {
         let u = ReduceUniforms {
             rows: u32_of(k, "channels")?,
