@@ -314,6 +314,25 @@ IMG_TN = 16  # columns of C per workgroup (four texels of a B panel row)
 # in registers and is never spilled; vec4 accumulators over 4 columns made LLVM compute each
 # broadcast once, spill it and reload it for every row (driver notes section 12).
 
+def scalar_subblocks(w, ind, rows, cols, a_of):
+    """Emits the FMAs of one 8-k broadcast group: for each column n (four per texel bl{n // 4}
+    of B) one sub-block over the SG k-steps, where the broadcast of k-step k feeds the scalar
+    accumulators c{r}_{n} of all `rows` rows from a register; a_of(r, k) is row r's operand at
+    k-step k (driver notes section 12)."""
+    for n in range(cols):
+        w(f"{ind}{{")
+        for k in range(SG):
+            w(f"{ind}    let b{k} = subgroupBroadcast(bl{n // 4}.{'xyzw'[n % 4]}, {k}u);")
+            for r in range(rows):
+                w(f"{ind}    c{r}_{n} = fma({a_of(r, k)}, b{k}, c{r}_{n});")
+        w(f"{ind}}}")
+
+
+def acc4(r, j):
+    """The scalar accumulators of row r, columns 4j..4j+3, as one vec4 (for the stores)."""
+    return "vec4<f32>(" + ", ".join(f"c{r}_{4 * j + e}" for e in range(4)) + ")"
+
+
 GEMM_IMAGE_PARAMS = """struct Params {
     m: u32, n: u32, kp: u32, ldc: u32,
     ldc_n: u32, c_off: u32, c_si: u32, c_so: u32,
@@ -472,13 +491,7 @@ def gemm_image(b_buffer=False):
         for i in range(IMG_TM // 4):
             w(f"        let a{i}_{s_} = textureLoad(ta, vec2<u32>(xa + {i}u, ya + {s_}u));")
     w(f"        // Register sub-blocks of {IMG_TM} rows x 1 column, each over the 8 k-steps.")
-    for n in range(IMG_TN):
-        w("        {")
-        for s_ in range(SG):
-            w(f"            let b{s_} = subgroupBroadcast(bl{n // 4}.{'xyzw'[n % 4]}, {s_}u);")
-            for r in range(IMG_TM):
-                w(f"            c{r}_{n} = fma(a{r // 4}_{s_}.{'xyzw'[r % 4]}, b{s_}, c{r}_{n});")
-        w("        }")
+    scalar_subblocks(w, "        ", IMG_TM, IMG_TN, lambda r, k: f"a{r // 4}_{k}.{'xyzw'[r % 4]}")
     w("        // Next 8 k-rows; a panel wraps to the next column block at the image height.")
     w(f"        ya += {SG}u;")
     w("        let ea = ya == P.ha;")
@@ -495,8 +508,7 @@ def gemm_image(b_buffer=False):
     w("    let c_base = P.c_off + bo * P.c_so + bi * P.c_si;")
     for r in range(IMG_TM):
         for j in range(IMG_TN // 4):
-            v = ", ".join(f"c{r}_{4 * j + e}" for e in range(4))
-            w(f"    store(live, c_base, m0 + {r}u, n0 + {4 * j}u, vec4<f32>({v}), bi);")
+            w(f"    store(live, c_base, m0 + {r}u, n0 + {4 * j}u, {acc4(r, j)}, bi);")
     w("}")
     return "\n".join(L) + "\n"
 
@@ -1335,13 +1347,7 @@ def conv2d_implicit(tm=IC_TM, tn=IC_TN):
     for i in range(tm):
         w(f"        let a{i}_0 = textureLoad(tx, vec2<u32>(x0 + bx{i}, y0 + by{i}));")
         w(f"        let a{i}_1 = textureLoad(tx, vec2<u32>(x1 + bx{i}, y1 + by{i}));")
-    for n_ in range(tn):
-        w("        {")
-        for kk in range(SG):
-            w(f"            let b{kk} = subgroupBroadcast(bl{n_ // 4}.{'xyzw'[n_ % 4]}, {kk}u);")
-            for i in range(tm):
-                w(f"            c{i}_{n_} = fma(a{i}_{kk // 4}.{'xyzw'[kk % 4]}, b{kk}, c{i}_{n_});")
-        w("        }")
+    scalar_subblocks(w, "        ", tm, tn, lambda i, kk: f"a{i}_{kk // 4}.{'xyzw'[kk % 4]}")
     w(f"        yb += {SG}u;")
     w("        let eb = yb == P.hb;")
     w("        yb = select(yb, 0u, eb);")
@@ -1379,8 +1385,7 @@ def conv2d_implicit(tm=IC_TM, tn=IC_TN):
     w("    let base = P.y_off + (n * P.k + g * P.kg) * P.ohw;")
     for i in range(tm):
         for j in range(tn // 4):
-            v = "vec4<f32>(" + ", ".join(f"c{i}_{4 * j + e}" for e in range(4)) + ")"
-            w(f"    store(live, base, m0 + {i}u, n0 + {4 * j}u, g, {v});")
+            w(f"    store(live, base, m0 + {i}u, n0 + {4 * j}u, g, {acc4(i, j)});")
     w("}")
     return "\n".join(L) + "\n"
 
@@ -1543,13 +1548,7 @@ def conv2d_wgrad_implicit(cw=8, v4=False):
         w(f"            let a{kk}_0 = textureLoad(tx, vec2<u32>(ox0 + px{kk}, y0 + py{kk}));")
         if nq == 2:
             w(f"            let a{kk}_1 = textureLoad(tx, vec2<u32>(ox1 + px{kk}, y1 + py{kk}));")
-    for n_ in range(IC_TN):
-        w("            {")
-        for kk in range(SG):
-            w(f"                let b{kk} = subgroupBroadcast(bl{n_ // 4}.{'xyzw'[n_ % 4]}, {kk}u);")
-            for i in range(cw):
-                w(f"                c{i}_{n_} = fma(a{kk}_{i // 4}.{'xyzw'[i % 4]}, b{kk}, c{i}_{n_});")
-        w("            }")
+    scalar_subblocks(w, "            ", cw, IC_TN, lambda i, kk: f"a{kk}_{i // 4}.{'xyzw'[i % 4]}")
     w(f"            yb += {SG}u;")
     w("            let eb = yb == P.hdy;")
     w("            yb = select(yb, 0u, eb);")
@@ -1569,14 +1568,12 @@ def conv2d_wgrad_implicit(cw=8, v4=False):
         for h in range(cw // 4):
             for j in range(IC_TN // 4):
                 for e in range(4):
-                    comp = "xyzw"[e]
                     v = ", ".join(f"c{4 * h + i}_{4 * j + e}" for i in range(4))
                     w(f"    store4(live, g, cb * {cw}u + {4 * h}u, col0 + {4 * j + e}u, vec4<f32>({v}));")
     else:
         for i in range(cw):
             for j in range(IC_TN // 4):
-                v = "vec4<f32>(" + ", ".join(f"c{i}_{4 * j + e}" for e in range(4)) + ")"
-                w(f"    store(live, g, cb * {cw}u + {i}u, col0 + {4 * j}u, wtap, {v});")
+                w(f"    store(live, g, cb * {cw}u + {i}u, col0 + {4 * j}u, wtap, {acc4(i, j)});")
     w("}")
     return "\n".join(L) + "\n"
 
