@@ -37,6 +37,32 @@ pub struct ContextOptions {
     /// weights (see [`Context::set_weight_cache_budget`]); `Some(0)` disables it. `None`:
     /// [`DEFAULT_WEIGHT_CACHE_BUDGET`](crate::DEFAULT_WEIGHT_CACHE_BUDGET).
     pub weight_cache_budget: Option<u64>,
+    /// Family of kernel variants to run. `None`: by the adapter's device type
+    /// ([`KernelClass::Cpu`] on CPU adapters such as lavapipe, SwiftShader and WARP, else
+    /// [`KernelClass::Gpu`]). Forcing `Gpu` on a CPU adapter runs the GPU variants there
+    /// (slowly), which is how the test suites check them on machines without a GPU.
+    pub kernel_class: Option<KernelClass>,
+}
+
+/// The family of kernel variants a [`Context`] runs (see [`ContextOptions::kernel_class`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelClass {
+    /// Variants for CPU adapters: register-blocked kernels without barriers, operands read
+    /// through storage images (a per-lane loop per float through a storage buffer there).
+    Cpu,
+    /// Variants for GPUs: workgroup-memory tiles, storage-buffer operands.
+    Gpu,
+}
+
+impl KernelClass {
+    /// The class the library picks for an adapter of this device type.
+    pub fn for_device_type(t: wgpu::DeviceType) -> Self {
+        if t == wgpu::DeviceType::Cpu {
+            KernelClass::Cpu
+        } else {
+            KernelClass::Gpu
+        }
+    }
 }
 
 /// Artificially lower device limits (see [`ContextOptions::limits`]). `None` keeps the
@@ -113,6 +139,7 @@ pub(crate) struct Inner {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
+    kernel_class: KernelClass,
     limits: Limits,
     scratch_budget: AtomicU64,
     pipelines: RwLock<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
@@ -274,11 +301,15 @@ impl Context {
         let limits = Limits::from_wgpu(&device.limits(), options.limits);
         let scratch = options.scratch_budget;
         let tuner = crate::tune::Tuner::new(options, &info);
+        let kernel_class = options
+            .kernel_class
+            .unwrap_or(KernelClass::for_device_type(info.device_type));
         Context {
             inner: Arc::new(Inner {
                 device,
                 queue,
                 info,
+                kernel_class,
                 limits,
                 scratch_budget: AtomicU64::new(scratch.unwrap_or(DEFAULT_SCRATCH_BUDGET)),
                 pipelines: RwLock::default(),
@@ -344,6 +375,15 @@ impl Context {
     /// Is the adapter a CPU implementation (lavapipe, SwiftShader, WARP)?
     pub fn is_cpu_adapter(&self) -> bool {
         self.inner.info.device_type == wgpu::DeviceType::Cpu
+    }
+    /// The family of kernel variants this context runs: by the adapter's device type unless
+    /// [`ContextOptions::kernel_class`] forced one.
+    pub fn kernel_class(&self) -> KernelClass {
+        self.inner.kernel_class
+    }
+    /// Runs the CPU-adapter variants ([`KernelClass::Cpu`])?
+    pub(crate) fn cpu_kernels(&self) -> bool {
+        self.inner.kernel_class == KernelClass::Cpu
     }
     /// Does the device support subgroup operations with 8-lane subgroups (the size the
     /// subgroup kernels are written for)?

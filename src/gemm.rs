@@ -62,8 +62,8 @@ impl GemmVariant {
 
     pub(crate) fn resolve(self, ctx: &Context) -> GemmVariant {
         match self {
-            GemmVariant::Auto if ctx.is_cpu_adapter() && ctx.has_subgroups8() => GemmVariant::Image,
-            GemmVariant::Auto if ctx.is_cpu_adapter() => GemmVariant::Register,
+            GemmVariant::Auto if ctx.cpu_kernels() && ctx.has_subgroups8() => GemmVariant::Image,
+            GemmVariant::Auto if ctx.cpu_kernels() => GemmVariant::Register,
             GemmVariant::Auto => GemmVariant::Tiled,
             GemmVariant::Subgroup | GemmVariant::Image if !ctx.has_subgroups8() => {
                 GemmVariant::Register
@@ -827,7 +827,7 @@ pub(crate) fn fill_image(
     );
     // CPU adapters, k-contiguous operand: read it through a verbatim image copy of the
     // elements it spans (storage-buffer loads are per-lane loops there).
-    let flat = if ctx.is_cpu_adapter() && ks == 1 && mat.win.is_none() && rows > 0 && k > 0 {
+    let flat = if ctx.cpu_kernels() && ks == 1 && mat.win.is_none() && rows > 0 && k > 0 {
         let last = mat.off
             + (outers - 1) * mat.so
             + (inners - 1) * mat.si

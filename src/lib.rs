@@ -107,7 +107,9 @@ mod tensor;
 mod tune;
 mod wcache;
 
-pub use context::{Context, ContextOptions, Limits, LimitsOverride, DEFAULT_SCRATCH_BUDGET};
+pub use context::{
+    Context, ContextOptions, KernelClass, Limits, LimitsOverride, DEFAULT_SCRATCH_BUDGET,
+};
 pub use conv::{Algorithm, Conv2dGradients};
 pub use error::{Error, ErrorKind, Result};
 pub use gemm::{GemmParams, GemmVariant};

@@ -66,11 +66,18 @@ impl Tuner {
             .tune_cache
             .clone()
             .or_else(|| std::env::var_os("WGCONV_TUNE_CACHE").map(PathBuf::from));
-        let adapter = format!(
+        let mut adapter = format!(
             "{} | {:?} | {} {}",
             info.name, info.backend, info.driver, info.driver_info
         )
         .replace('\t', " ");
+        // A forced kernel class tunes other kernels: its entries must not mix with the
+        // adapter's own (entries of the default class keep the plain key).
+        if let Some(class) = options.kernel_class {
+            if class != crate::KernelClass::for_device_type(info.device_type) {
+                adapter.push_str(&format!(" | {class:?} kernels"));
+            }
+        }
         let mut cache = HashMap::new();
         if let Some(p) = &path {
             if let Ok(text) = std::fs::read_to_string(p) {
@@ -178,7 +185,7 @@ impl Context {
             .copied()
             // Workgroup-memory variants lose by an order of magnitude on CPU adapters (their
             // barriers and shared memory are emulated): not worth the tuning time there.
-            .filter(|&a| !(a == Algorithm::ImplicitGemmTiled && self.is_cpu_adapter()))
+            .filter(|&a| !(a == Algorithm::ImplicitGemmTiled && self.cpu_kernels()))
             .filter(|&a| match op {
                 TunedOp::Forward => self.can_run_forward(a, p),
                 // Its input gradient is a forward convolution only at stride 1 or for 1x1

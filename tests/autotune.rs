@@ -5,7 +5,7 @@
 mod common;
 
 use common::{check, tol, Rng};
-use wgconv::{cpu, Algorithm, Context, ContextOptions, Conv2dParams, Padding, Tensor};
+use wgconv::{cpu, Algorithm, Context, ContextOptions, Conv2dParams, KernelClass, Padding, Tensor};
 
 fn run(ctx: &Context, xs: [usize; 4], rng: &mut Rng) {
     let params = Conv2dParams::default().with_padding(Padding::Symmetric([1, 1]));
@@ -93,4 +93,46 @@ fn autotune_off_is_the_heuristic_and_forced_algorithms_bypass_tuning() {
     assert_eq!(ctx.tuned_entries(), 0, "a forced algorithm does not tune");
     ctx.conv2d(&x, &w, None, &Conv2dParams::default()).unwrap();
     assert_eq!(ctx.tuned_entries(), 1);
+}
+
+/// A forced kernel class: the context reports it, tunes and computes correctly with the other
+/// class's variants, and keeps its tuning entries apart from the adapter's own in a shared
+/// cache file.
+#[test]
+fn forced_kernel_class_tunes_apart_and_matches_cpu() {
+    let path = std::env::temp_dir().join(format!("wgconv-class-{}.txt", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let own = Context::with_options_blocking(ContextOptions {
+        autotune: Some(true),
+        tune_cache: Some(path.clone()),
+        ..Default::default()
+    })
+    .expect("adapter");
+    let other = match own.kernel_class() {
+        KernelClass::Cpu => KernelClass::Gpu,
+        KernelClass::Gpu => KernelClass::Cpu,
+    };
+    let forced = Context::with_options_blocking(ContextOptions {
+        autotune: Some(true),
+        tune_cache: Some(path.clone()),
+        kernel_class: Some(other),
+        ..Default::default()
+    })
+    .expect("adapter");
+    assert_eq!(forced.kernel_class(), other);
+    assert_eq!(forced.is_cpu_adapter(), own.is_cpu_adapter());
+    let mut rng = Rng::new(3);
+    run(&own, [1, 8, 20, 20], &mut rng);
+    run(&forced, [1, 8, 20, 20], &mut rng);
+    // The forced context measured its own choices (none read from the other's entries).
+    assert_eq!(forced.tuned_entries(), 3);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let tagged = format!(" | {other:?} kernels\t");
+    assert_eq!(text.lines().count(), 6, "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains(&tagged)).count(),
+        3,
+        "{text}"
+    );
+    let _ = std::fs::remove_file(&path);
 }

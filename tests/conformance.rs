@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use wgconv::{
-    cpu, Algorithm, Context, Conv2dParams, ConvTranspose2dParams, Error, GemmParams, GemmVariant,
-    Padding, PaddingMode, Tensor,
+    cpu, Algorithm, Context, ContextOptions, Conv2dParams, ConvTranspose2dParams, Error,
+    GemmParams, GemmVariant, KernelClass, Padding, PaddingMode, Tensor,
 };
 
 type Arrays = BTreeMap<String, Vec<f32>>;
@@ -507,26 +507,10 @@ fn write_out(dir: &Path, c: &Case, algo: &str, result: &Result<Arrays, Error>) {
     }
 }
 
-fn main() {
-    let dir = std::env::var_os("WGCONV_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"));
-    let out_dir = std::env::var_os("WGCONV_FIXTURES_OUT").map(PathBuf::from);
-    if let Some(d) = &out_dir {
-        std::fs::create_dir_all(d).expect("create WGCONV_FIXTURES_OUT");
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot read fixtures directory {}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("json"))
-        .collect();
-    files.sort();
-    let _ = env_logger::builder().is_test(true).try_init();
-    let ctx = Context::new_blocking()
-        .unwrap_or_else(|e| panic!("conformance needs a WebGPU adapter: {e}"));
-    eprintln!("adapter: {}", ctx.adapter_summary());
+/// Runs every case of `files` with every algorithm it lists on `ctx`: (passed, failed).
+fn run_all(ctx: &Context, files: &[PathBuf], out_dir: Option<&Path>) -> (usize, usize) {
     let (mut passed, mut failed) = (0usize, 0usize);
-    for path in &files {
+    for path in files {
         let case = match load(path) {
             Ok(c) => c,
             Err(e) => {
@@ -536,8 +520,8 @@ fn main() {
             }
         };
         for algo in algorithms(&case) {
-            let result = run(&ctx, &case, &algo);
-            if let Some(d) = &out_dir {
+            let result = run(ctx, &case, &algo);
+            if let Some(d) = out_dir {
                 write_out(d, &case, &algo, &result);
             }
             let verdict = match (&result, case.expect_ok) {
@@ -557,6 +541,41 @@ fn main() {
                 }
             }
         }
+    }
+    (passed, failed)
+}
+
+fn main() {
+    let dir = std::env::var_os("WGCONV_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"));
+    let out_dir = std::env::var_os("WGCONV_FIXTURES_OUT").map(PathBuf::from);
+    if let Some(d) = &out_dir {
+        std::fs::create_dir_all(d).expect("create WGCONV_FIXTURES_OUT");
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read fixtures directory {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("json"))
+        .collect();
+    files.sort();
+    let _ = env_logger::builder().is_test(true).try_init();
+    let ctx = Context::new_blocking()
+        .unwrap_or_else(|e| panic!("conformance needs a WebGPU adapter: {e}"));
+    eprintln!("adapter: {}", ctx.adapter_summary());
+    let (mut passed, mut failed) = run_all(&ctx, &files, out_dir.as_deref());
+    // On a CPU adapter, every case again with the GPU kernel variants forced (workgroup-memory
+    // tiles, buffer operands, the GPU branches of the algorithm choices), so a machine without
+    // a GPU checks them too.
+    if ctx.kernel_class() == KernelClass::Cpu {
+        let gpu = Context::with_options_blocking(ContextOptions {
+            kernel_class: Some(KernelClass::Gpu),
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("conformance needs a WebGPU adapter: {e}"));
+        let (p, f) = run_all(&gpu, &files, None);
+        println!("GPU kernel variants: {p} passed, {f} failed");
+        (passed, failed) = (passed + p, failed + f);
     }
     println!("{passed} passed, {failed} failed");
     if failed > 0 || passed == 0 {

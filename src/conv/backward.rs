@@ -1602,7 +1602,7 @@ pub(crate) fn encode_bgrad(
     // CPU adapters: sum a verbatim image copy of dy (a texel load per four floats instead of
     // a per-lane loop per float), one subgroup-sized workgroup per 8 channels so that few
     // channels still spread over the compute threads.
-    if ctx.is_cpu_adapter() && fits(ctx, db) {
+    if ctx.cpu_kernels() && fits(ctx, db) {
         let len = n * k * ohw;
         if let Some((img, tw)) =
             crate::conv::implicit::copy_flat(ctx, enc, dy, len, "wgconv bias-gradient dy image")?

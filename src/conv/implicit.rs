@@ -330,7 +330,7 @@ impl InputGeom {
         // CPU adapters, zero padding, stride 1: read x through a verbatim image copy of the
         // chunk (storage-buffer loads are per-lane loops there); any padding of the chunk's
         // length to whole texels is masked by the kernel.
-        let flat = if ctx.is_cpu_adapter() && sub == [1, 1] && p.mode == PaddingMode::Zeros {
+        let flat = if ctx.cpu_kernels() && sub == [1, 1] && p.mode == PaddingMode::Zeros {
             let len = (nb * p.c * p.h * p.w).div_ceil(4) * 4;
             copy_flat_at(ctx, enc, (x, x_off), len, "wgconv implicit-gemm raw input")?
         } else {
@@ -621,7 +621,7 @@ fn pack_weights_image(
     // On CPU adapters read the weights through a verbatim image copy of their buffer (a
     // storage-buffer load costs several times an image load there); else from the buffer.
     let w_len = p.k * cg * p.r * p.s;
-    let raw = if ctx.is_cpu_adapter() {
+    let raw = if ctx.cpu_kernels() {
         copy_flat(ctx, enc, bufs.w, w_len, "wgconv implicit-gemm raw weights")?
     } else {
         None

@@ -122,7 +122,7 @@ fn select_forward(ctx: &Context, p: &Conv2dProblem) -> Algorithm {
         && ctx.can_run_forward(Algorithm::ImplicitGemm, p)
     {
         Algorithm::ImplicitGemm
-    } else if !ctx.is_cpu_adapter() {
+    } else if !ctx.cpu_kernels() {
         // GPUs: the workgroup-memory implicit GEMM (tfjs and ORT default to it too).
         Algorithm::ImplicitGemmTiled
     } else {

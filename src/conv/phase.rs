@@ -108,7 +108,7 @@ fn axis(ph: usize, size: usize, k: usize, st: usize, pad: isize) -> Axis {
 pub(crate) fn supports(ctx: &Context, p: &Conv2dProblem) -> bool {
     p.stride[0] <= MAX_STRIDE
         && p.stride[1] <= MAX_STRIDE
-        && ctx.is_cpu_adapter()
+        && ctx.cpu_kernels()
         && ctx.limits().max_texture_dimension_2d >= 1024
         && p.dilation == [1, 1]
         && p.mode == PaddingMode::Zeros
