@@ -47,6 +47,8 @@ pub enum Kernel {
     ReduceRowsImage,
     /// Depthwise convolution with register row windows.
     Conv2dDepthwise,
+    /// Depthwise convolution with a workgroup-memory input tile (GPUs).
+    Conv2dDepthwiseTiled,
     /// Swaps the output/input channel axes of a grouped weight.
     PermuteKc,
     /// Input copied into the padded input image of the implicit-GEMM convolution.
@@ -105,6 +107,7 @@ pub const ALL_KERNELS: &[Kernel] = &[
     Kernel::ReduceRows,
     Kernel::ReduceRowsImage,
     Kernel::Conv2dDepthwise,
+    Kernel::Conv2dDepthwiseTiled,
     Kernel::PermuteKc,
     Kernel::PadImage,
     Kernel::PadImageFlat,
@@ -146,6 +149,7 @@ impl Kernel {
             Kernel::ReduceRows => "reduce_rows",
             Kernel::ReduceRowsImage => "reduce_rows_image",
             Kernel::Conv2dDepthwise => "conv2d_depthwise",
+            Kernel::Conv2dDepthwiseTiled => "conv2d_depthwise_tiled",
             Kernel::PermuteKc => "permute_kc",
             Kernel::PadImage => "pad_image",
             Kernel::PadImageFlat => "pad_image_flat",
@@ -187,6 +191,9 @@ impl Kernel {
             Kernel::ReduceRows => include_str!("../shaders/reduce_rows.wgsl"),
             Kernel::ReduceRowsImage => include_str!("../shaders/reduce_rows_image.wgsl"),
             Kernel::Conv2dDepthwise => include_str!("../shaders/conv2d_depthwise.wgsl"),
+            Kernel::Conv2dDepthwiseTiled => {
+                include_str!("../shaders/conv2d_depthwise_tiled.wgsl")
+            }
             Kernel::PermuteKc => include_str!("../shaders/permute_kc.wgsl"),
             Kernel::PadImage => include_str!("../shaders/pad_image.wgsl"),
             Kernel::PadImageFlat => include_str!("../shaders/pad_image_flat.wgsl"),
@@ -235,9 +242,10 @@ impl Kernel {
             }
             Kernel::GemmImage => &[ImageRead, ImageRead, StorageRead, Storage],
             Kernel::GemmImageSb => &[ImageRead, StorageRead, StorageRead, Storage],
-            Kernel::Conv2dDgrad | Kernel::Conv2dDepthwise | Kernel::Conv2dImplicitTiled => {
-                &[StorageRead, StorageRead, StorageRead, Storage]
-            }
+            Kernel::Conv2dDgrad
+            | Kernel::Conv2dDepthwise
+            | Kernel::Conv2dDepthwiseTiled
+            | Kernel::Conv2dImplicitTiled => &[StorageRead, StorageRead, StorageRead, Storage],
             Kernel::Col2im | Kernel::Conv2dWgrad | Kernel::Conv2dWgradDepthwise => {
                 &[StorageRead, StorageRead, Storage]
             }
@@ -289,6 +297,9 @@ impl Kernel {
             Kernel::ReduceRows => std::mem::size_of::<crate::conv::backward::ReduceUniforms>(),
             Kernel::ReduceRowsImage => {
                 std::mem::size_of::<crate::conv::backward::ReduceImageUniforms>()
+            }
+            Kernel::Conv2dDepthwiseTiled => {
+                std::mem::size_of::<crate::conv::depthwise::DepthwiseUniforms>()
             }
             Kernel::Conv2dDepthwise => {
                 std::mem::size_of::<crate::conv::depthwise::DepthwiseUniforms>()

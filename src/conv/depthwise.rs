@@ -31,7 +31,8 @@ pub(crate) struct DepthwiseUniforms {
     total: u32,
     x_off: u32,
     y_off: u32,
-    _p0: u32,
+    /// Row tiles of `conv2d_depthwise_tiled.wgsl` (unused by the other kernel).
+    yblocks: u32,
     _p1: u32,
     _p2: u32,
 }
@@ -71,7 +72,7 @@ pub(crate) struct DepthwiseImageUniforms {
 fn image_geom(ctx: &Context, p: &Conv2dProblem, x_off: usize, y_off: usize) -> Option<FlatRows> {
     let pl = p.pad[2];
     let fits_window = (0..=4).contains(&pl) && p.s as isize - pl <= 5;
-    if !(ctx.is_cpu_adapter()
+    if !(ctx.cpu_kernels()
         && p.r <= 7
         && p.stride[1] == 1
         && p.dilation[1] == 1
@@ -187,6 +188,12 @@ pub(crate) fn dgrad_as_forward(p: &Conv2dProblem) -> Option<Conv2dProblem> {
     p.input_gradient_as_forward(false).filter(supports)
 }
 
+/// Output tile of `conv2d_depthwise_tiled.wgsl`: rows, columns, and the most input rows it
+/// stages (its `TILE_OY`, `TILE_OX`, `TILE_ROWS`).
+const TILED_OY: usize = 8;
+const TILED_OX: usize = 32;
+const TILED_ROWS: usize = 32;
+
 /// [`encode`] reading x from element offset `x.1` and writing y from element offset `y.1`.
 pub(crate) fn encode_at(
     ctx: &Context,
@@ -200,15 +207,31 @@ pub(crate) fn encode_at(
     if let Some(geom) = image_geom(ctx, p, x_off, y_off) {
         return encode_image(ctx, enc, p, (x, x_off), w, b, (y, y_off), geom);
     }
-    let xblocks = p.ow.div_ceil(TX);
-    let total = p.n * p.k * p.oh * xblocks;
-    let key = PipelineKey::new(Kernel::Conv2dDepthwise)
-        .with("WG", 64)
-        .with("S", p.s as u32)
-        .with("SW", p.stride[1] as u32)
-        .with("PAD_MODE", p.mode.code())
-        .with("HAS_BIAS", b.is_some() as u32)
-        .with("FLIP", p.flip as u32);
+    // GPUs: the workgroup-memory tile, when its staged window fits.
+    let tiled =
+        !ctx.cpu_kernels() && (TILED_OY - 1) * p.stride[0] + (p.r - 1) * p.dilation[0] < TILED_ROWS;
+    let (xblocks, yblocks, total, kernel) = if tiled {
+        let (xb, yb) = (p.ow.div_ceil(TILED_OX), p.oh.div_ceil(TILED_OY));
+        (
+            xb,
+            yb,
+            p.n * p.k * yb * xb * 64,
+            Kernel::Conv2dDepthwiseTiled,
+        )
+    } else {
+        let xb = p.ow.div_ceil(TX);
+        (xb, 0, p.n * p.k * p.oh * xb, Kernel::Conv2dDepthwise)
+    };
+    let key = if tiled {
+        PipelineKey::new(kernel)
+    } else {
+        PipelineKey::new(kernel).with("WG", 64)
+    }
+    .with("S", p.s as u32)
+    .with("SW", p.stride[1] as u32)
+    .with("PAD_MODE", p.mode.code())
+    .with("HAS_BIAS", b.is_some() as u32)
+    .with("FLIP", p.flip as u32);
     let u = DepthwiseUniforms {
         n: u32_of(p.n, "images")?,
         c: u32_of(p.c, "channels")?,
@@ -227,6 +250,7 @@ pub(crate) fn encode_at(
         total: u32_of(total, "invocations")?,
         x_off: u32_of(x_off, "elements")?,
         y_off: u32_of(y_off, "elements")?,
+        yblocks: u32_of(yblocks, "blocks")?,
         ..Default::default()
     };
     dispatch(
