@@ -30,8 +30,9 @@ override SW: u32 = 1u;
 override PAD_MODE: u32 = 0u;
 override HAS_BIAS: bool = false;
 override FLIP: bool = false;
+// Invocations per workgroup: 64 (8 rows x 8 groups of 4 columns); the host sets no other.
+override WG: u32 = 64u;
 
-const WG: u32 = 64u;
 const TILE_OY: u32 = 8u;
 const TILE_OX: u32 = 32u;
 // Largest staged window: TILE_ROWS rows of TILE_COLS = 31 * 2 + 7 columns.

@@ -222,16 +222,13 @@ pub(crate) fn encode_at(
         let xb = p.ow.div_ceil(TX);
         (xb, 0, p.n * p.k * p.oh * xb, Kernel::Conv2dDepthwise)
     };
-    let key = if tiled {
-        PipelineKey::new(kernel)
-    } else {
-        PipelineKey::new(kernel).with("WG", 64)
-    }
-    .with("S", p.s as u32)
-    .with("SW", p.stride[1] as u32)
-    .with("PAD_MODE", p.mode.code())
-    .with("HAS_BIAS", b.is_some() as u32)
-    .with("FLIP", p.flip as u32);
+    let key = PipelineKey::new(kernel)
+        .with("WG", 64)
+        .with("S", p.s as u32)
+        .with("SW", p.stride[1] as u32)
+        .with("PAD_MODE", p.mode.code())
+        .with("HAS_BIAS", b.is_some() as u32)
+        .with("FLIP", p.flip as u32);
     let u = DepthwiseUniforms {
         n: u32_of(p.n, "images")?,
         c: u32_of(p.c, "channels")?,
