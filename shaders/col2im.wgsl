@@ -82,27 +82,25 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let g = c / p_cg;
     let ci = c % p_cg;
     let crs = p_cg * p_r * p_s;
-    let sh = i32(p_sh);
-    let sw = i32(p_sw);
     let p_end = p_p0 + p_np;
     let plane = (img * p_groups + g) * crs;
     var acc = 0.0;
     for (var r = 0u; r < p_r; r++) {
         let ty = i32(iy) + p_pad_top - i32(r * p_dh);
-        if (ty < 0 || ty % sh != 0) {
+        if (ty < 0 || u32(ty) % p_sh != 0u) {
             continue;
         }
-        let oy = u32(ty / sh);
+        let oy = u32(ty) / p_sh;
         if (oy >= p_oh) {
             continue;
         }
         let rr = select(r, p_r - 1u - r, FLIP);
         for (var s = 0u; s < p_s; s++) {
             let tx = i32(ix) + p_pad_left - i32(s * p_dw);
-            if (tx < 0 || tx % sw != 0) {
+            if (tx < 0 || u32(tx) % p_sw != 0u) {
                 continue;
             }
-            let ox = u32(tx / sw);
+            let ox = u32(tx) / p_sw;
             if (ox >= p_ow) {
                 continue;
             }

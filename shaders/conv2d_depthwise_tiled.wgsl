@@ -59,7 +59,10 @@ fn src_index(i: i32, size: i32) -> i32 {
             return clamp(i, 0, size - 1);
         }
         case 3u: {
-            return ((i % size) + size) % size;
+            // circular (pad <= size): one wrap suffices. No signed `%`: GLSL leaves it
+            // undefined for negative operands. Clamped so that coordinates of outputs that
+            // are never stored still read inside the tensor.
+            return clamp(select(i - size, i + size, i < 0), 0, size - 1);
         }
         default: {
             return -1;

@@ -131,8 +131,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (ph + p_sw * j0 >= p_w) {
         return;
     }
-    let sh = i32(p_sh);
-    let sw = i32(p_sw);
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
@@ -146,21 +144,25 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let wc3 = min(ci0 + 3u, cmax) * rs;
     for (var r = 0u; r < p_r; r++) {
         let ty = i32(iy) + p_pad_top - i32(r * p_dh);
-        if (ty < 0 || ty % sh != 0) {
+        if (ty < 0 || u32(ty) % p_sh != 0u) {
             continue;
         }
-        let oy = u32(ty / sh);
+        let oy = u32(ty) / p_sh;
         if (oy >= p_oh) {
             continue;
         }
         let rr = select(r, p_r - 1u - r, FLIP);
         for (var s = 0u; s < p_s; s++) {
             let base = i32(ph) + p_pad_left - i32(s * p_dw);
-            if (((base % sw) + sw) % sw != 0) {
+            // base mod sw and floor(base / sw) on unsigned values only (GLSL leaves signed
+            // `%` undefined for negative operands).
+            let mag = u32(abs(base));
+            let q = mag / p_sw;
+            if (mag - q * p_sw != 0u) {
                 continue;
             }
             // ox of pixel j: (base + sw * (j0 + j)) / sw, exact.
-            let ox0 = (base - ((base % sw) + sw) % sw) / sw + i32(j0);
+            let ox0 = select(-i32(q), i32(q), base >= 0) + i32(j0);
             let ss = select(s, p_s - 1u - s, FLIP);
             let tap = rr * p_s + ss;
             for (var kk = p_k_lo; kk < p_k_lo + p_k_cnt; kk++) {

@@ -183,3 +183,49 @@ fn barrier_free_kernels_read_parameters_once() {
         }
     }
 }
+
+/// GLSL leaves `%` undefined for negative operands and naga's GLSL back end emits WGSL's
+/// `%` and `/` on `i32` as they are, so on the GL backend a signed remainder or quotient of a
+/// negative value is a wrong answer (WGSL, SPIR-V and MSL define them; GLSL does not). Every
+/// kernel divides only unsigned values: wrap negative coordinates with explicit compares.
+#[test]
+fn no_signed_division_or_remainder() {
+    let mut found = Vec::new();
+    for &kernel in ALL_KERNELS {
+        let src = kernel.source();
+        let module = parse(kernel.name(), src);
+        let info = validate(kernel.name(), &module, src);
+        let mut scan = |name: &str, f: &naga::Function, fi: &naga::valid::FunctionInfo| {
+            for (h, e) in f.expressions.iter() {
+                if let naga::Expression::Binary { op, left, .. } = *e {
+                    if matches!(
+                        op,
+                        naga::BinaryOperator::Divide | naga::BinaryOperator::Modulo
+                    ) {
+                        let ty = fi[left].ty.inner_with(&module.types);
+                        if ty.scalar_kind() == Some(naga::ScalarKind::Sint) {
+                            let span = f.expressions.get_span(h);
+                            let loc = span.location(src);
+                            found.push(format!(
+                                "{}:{} ({name}): signed {op:?}",
+                                kernel.name(),
+                                loc.line_number
+                            ));
+                        }
+                    }
+                }
+            }
+        };
+        for (h, f) in module.functions.iter() {
+            scan(f.name.as_deref().unwrap_or("?"), f, &info[h]);
+        }
+        for (i, ep) in module.entry_points.iter().enumerate() {
+            scan(&ep.name, &ep.function, info.get_entry_point(i));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "signed / or % in kernels:\n{}",
+        found.join("\n")
+    );
+}
