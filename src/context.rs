@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::kernels::{Kernel, PipelineKey};
+use crate::gpu::pipeline::PipelineKey;
+use crate::kernels::Kernel;
 
 /// Default cap on the scratch memory of one operation (im2col columns, split-K partials, the
 /// operand images of [`GemmVariant::Image`](crate::GemmVariant::Image)).
@@ -142,9 +143,9 @@ pub(crate) struct Inner {
     kernel_class: KernelClass,
     limits: Limits,
     scratch_budget: AtomicU64,
-    pipelines: RwLock<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
-    layouts: RwLock<HashMap<Kernel, Arc<wgpu::BindGroupLayout>>>,
-    compiles: AtomicUsize,
+    pub(crate) pipelines: RwLock<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    pub(crate) layouts: RwLock<HashMap<Kernel, Arc<wgpu::BindGroupLayout>>>,
+    pub(crate) compiles: AtomicUsize,
     pub(crate) allocated: AtomicU64,
     lost: Arc<AtomicBool>,
     pub(crate) tuner: crate::tune::Tuner,
@@ -469,114 +470,9 @@ impl Context {
         }
         Ok(out)
     }
-
-    /// Bind-group layout of a kernel (cached).
-    pub(crate) fn layout(&self, kernel: Kernel) -> Result<Arc<wgpu::BindGroupLayout>> {
-        if let Some(l) = self.inner.layouts.read().map_err(poisoned)?.get(&kernel) {
-            return Ok(l.clone());
-        }
-        let mut map = self.inner.layouts.write().map_err(poisoned)?;
-        if let Some(l) = map.get(&kernel) {
-            return Ok(l.clone());
-        }
-        let entries: Vec<wgpu::BindGroupLayoutEntry> =
-            std::iter::once(wgpu::BindGroupLayoutEntry {
-                binding: 0,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    // A read-only storage buffer, not a uniform buffer: lavapipe (Mesa 22.3)
-                    // inlines uniform-buffer values that steer loops and branches and then
-                    // recompiles the shader whenever they change (~10 ms per dispatch, see
-                    // docs/lavapipe-loads.md); storage-buffer parameters are never inlined.
-                    ty: wgpu::BufferBindingType::Storage { read_only: true },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                count: None,
-            })
-            .chain(
-                kernel
-                    .bindings()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| b.layout_entry(i as u32 + 1)),
-            )
-            .collect();
-        let layout = self.scoped("creating a bind group layout", || {
-            self.inner
-                .device
-                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                    label: Some(kernel.name()),
-                    entries: &entries,
-                })
-        })?;
-        let layout = Arc::new(layout);
-        map.insert(kernel, layout.clone());
-        Ok(layout)
-    }
-
-    /// The compute pipeline of a kernel specialization, compiled once per context.
-    pub(crate) fn pipeline(&self, key: &PipelineKey) -> Result<Arc<wgpu::ComputePipeline>> {
-        if let Some(p) = self.inner.pipelines.read().map_err(poisoned)?.get(key) {
-            return Ok(p.clone());
-        }
-        let layout = self.layout(key.kernel)?;
-        let mut map = self.inner.pipelines.write().map_err(poisoned)?;
-        if let Some(p) = map.get(key) {
-            return Ok(p.clone());
-        }
-        let kernel = key.kernel;
-        let constants: Vec<(&str, f64)> =
-            key.constants.iter().map(|(n, v)| (*n, *v as f64)).collect();
-        let device = &self.inner.device;
-        let pipeline = self
-            .scoped("compiling a pipeline", || {
-                let desc = wgpu::ShaderModuleDescriptor {
-                    label: Some(kernel.name()),
-                    source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
-                };
-                let mut checks = wgpu::ShaderRuntimeChecks::checked();
-                // Our loops are all bounded by uniforms and overrides, and every divisor is a
-                // validated non-zero size: naga's loop-bounding counters and division guards
-                // only block unrolling. Out-of-bounds protection stays on.
-                checks.force_loop_bounding = false;
-                checks.int_div_checks = false;
-                // SAFETY: see above; bounds checks are kept, so memory safety does not rest
-                // on the kernels' index math.
-                let module = unsafe { device.create_shader_module_trusted(desc, checks) };
-                let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: Some(kernel.name()),
-                    bind_group_layouts: &[Some(&layout)],
-                    immediate_size: 0,
-                });
-                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(kernel.name()),
-                    layout: Some(&pl),
-                    module: &module,
-                    entry_point: Some("main"),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &constants,
-                        zero_initialize_workgroup_memory: false,
-                    },
-                    cache: None,
-                })
-            })
-            .map_err(|e| match e.into_kind() {
-                ErrorKind::Device { message, .. } => Error::new(ErrorKind::ShaderCompile {
-                    kernel: kernel.name(),
-                    message,
-                }),
-                k => Error::new(k),
-            })?;
-        self.inner.compiles.fetch_add(1, Ordering::Relaxed);
-        log::debug!("wgconv: compiled {} {:?}", kernel.name(), key.constants);
-        let pipeline = Arc::new(pipeline);
-        map.insert(key.clone(), pipeline.clone());
-        Ok(pipeline)
-    }
 }
 
-fn poisoned<T>(_: T) -> Error {
+pub(crate) fn poisoned<T>(_: T) -> Error {
     Error::new(ErrorKind::Device {
         context: "accessing the pipeline cache".into(),
         message: "a thread panicked while holding the cache lock".into(),

@@ -98,6 +98,7 @@ pub mod conv;
 pub mod cpu;
 mod error;
 mod gemm;
+mod gpu;
 mod kernels;
 /// `Tensor::{from,to}_array{4,2}`: conversions to and from `ndarray` (feature `ndarray`).
 #[cfg(feature = "ndarray")]
@@ -110,16 +111,43 @@ mod wcache;
 pub use context::{
     Context, ContextOptions, KernelClass, Limits, LimitsOverride, DEFAULT_SCRATCH_BUDGET,
 };
-pub use conv::{Algorithm, Conv2dGradients};
+pub use conv::{Algorithm, Conv2dGradients, Operation};
 pub use error::{Error, ErrorKind, Result};
 pub use gemm::{GemmParams, GemmVariant};
-pub use kernels::{Kernel, ALL_KERNELS};
 pub use params::{
     conv_output_size, conv_transpose_output_size, numel, Conv2dParams, Conv2dProblem,
     ConvTranspose2dParams, Padding, PaddingMode, Shape4, TransposedProblem,
 };
 pub use tensor::Tensor;
 pub use wcache::DEFAULT_WEIGHT_CACHE_BUDGET;
+
+/// Development hooks for the repository's tools (`examples/dump_shaders.rs`, the portability
+/// checks); not part of the supported API.
+#[doc(hidden)]
+pub mod dev {
+    /// One kernel as the library compiles it.
+    #[derive(Clone, Debug)]
+    pub struct KernelSource {
+        /// The kernel's name.
+        pub name: &'static str,
+        /// Its WGSL source, with `override` constants.
+        pub wgsl: &'static str,
+        /// The override values of every specialisation the library's tests validate.
+        pub specialisations: Vec<Vec<(&'static str, i64)>>,
+    }
+
+    /// Every kernel of the library.
+    pub fn kernel_sources() -> Vec<KernelSource> {
+        crate::kernels::ALL_KERNELS
+            .iter()
+            .map(|k| KernelSource {
+                name: k.name(),
+                wgsl: k.source(),
+                specialisations: k.variants(),
+            })
+            .collect()
+    }
+}
 
 /// The README's code blocks, compiled as doctests.
 #[doc = include_str!("../README.md")]

@@ -173,39 +173,19 @@ impl Context {
         self.inner.tuner.measured.load(Ordering::Relaxed)
     }
 
-    /// The algorithm `Auto` runs for `op` on `p`: the cached or freshly measured fastest when
-    /// tuning is on, else `heuristic`.
-    pub(crate) fn choose(&self, op: TunedOp, p: &Conv2dProblem, heuristic: Algorithm) -> Algorithm {
+    /// The algorithm `Auto` runs for `op` on `p`: with tuning on, the cached or freshly
+    /// measured fastest of `candidates` (the entries of the operation's table that can run
+    /// `p` and are worth timing here), else `heuristic`.
+    pub(crate) fn choose(
+        &self,
+        op: TunedOp,
+        p: &Conv2dProblem,
+        heuristic: Algorithm,
+        candidates: &[Algorithm],
+    ) -> Algorithm {
         let tuner = &self.inner.tuner;
-        if !self.autotune() {
+        if !self.autotune() || candidates.len() <= 1 {
             return heuristic;
-        }
-        let candidates: Vec<Algorithm> = Algorithm::ALL
-            .iter()
-            .copied()
-            // Workgroup-memory variants lose by an order of magnitude on CPU adapters (their
-            // barriers and shared memory are emulated): not worth the tuning time there.
-            .filter(|&a| !(a == Algorithm::ImplicitGemmTiled && self.cpu_kernels()))
-            .filter(|&a| match op {
-                TunedOp::Forward => self.can_run_forward(a, p),
-                // Its input gradient is a forward convolution only at stride 1 or for 1x1
-                // kernels (else the im2col kernels run); its weight gradient has its own
-                // kernel.
-                TunedOp::BackwardInput => {
-                    a.supports_forward(p)
-                        && (a != Algorithm::ImplicitGemm
-                            || crate::conv::backward::dgrad_implicit_runnable(self, p))
-                }
-                TunedOp::BackwardWeight => {
-                    a.supports_forward(p)
-                        && a != Algorithm::ImplicitGemmTiled
-                        && (a != Algorithm::ImplicitGemm
-                            || crate::conv::implicit::wgrad_runnable(self, p))
-                }
-            })
-            .collect();
-        if candidates.len() <= 1 {
-            return candidates.first().copied().unwrap_or(heuristic);
         }
         let key = key(op, p);
         if let Some(a) = tuner.get(&key) {
@@ -223,7 +203,7 @@ impl Context {
         if elems * 4 > MAX_TUNED_BYTES {
             return heuristic;
         }
-        let best = self.measure(op, p, &candidates, &key).unwrap_or(heuristic);
+        let best = self.measure(op, p, candidates, &key).unwrap_or(heuristic);
         tuner.measured.fetch_add(1, Ordering::Relaxed);
         tuner.insert(key, best);
         best
@@ -256,7 +236,7 @@ impl Context {
                 TunedOp::Forward => {
                     self.encode_conv2d_problem(&mut enc, p, &x, &w, b.as_ref(), &y, algo)?
                 }
-                TunedOp::BackwardInput => crate::conv::backward::encode_dgrad(
+                TunedOp::BackwardInput => crate::conv::input_grad::encode(
                     self,
                     &mut enc,
                     p,
@@ -265,8 +245,9 @@ impl Context {
                     None,
                     x.raw(),
                     algo,
+                    false,
                 )?,
-                TunedOp::BackwardWeight => crate::conv::backward::encode_wgrad(
+                TunedOp::BackwardWeight => crate::conv::weight_grad::encode(
                     self,
                     &mut enc,
                     p,

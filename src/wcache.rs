@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::context::Context;
-use crate::tensor::ContentKey;
+use crate::gpu::memory::ContentKey;
 
 /// Default byte budget of the cache.
 pub const DEFAULT_WEIGHT_CACHE_BUDGET: u64 = 256 << 20;

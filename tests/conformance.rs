@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use wgconv::{
-    cpu, Algorithm, Context, ContextOptions, Conv2dParams, ConvTranspose2dParams, Error,
-    GemmParams, GemmVariant, KernelClass, Padding, PaddingMode, Tensor,
+    cpu, Algorithm, Context, ContextOptions, Conv2dParams, Conv2dProblem, ConvTranspose2dParams,
+    Error, ErrorKind, GemmParams, GemmVariant, KernelClass, Operation, Padding, PaddingMode,
+    Tensor,
 };
 
 type Arrays = BTreeMap<String, Vec<f32>>;
@@ -279,7 +280,12 @@ fn conv_transpose2d(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error
     Ok(BTreeMap::from([("y".to_string(), y)]))
 }
 
-fn conv2d_grad(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
+fn conv2d_grad(
+    ctx: &Context,
+    c: &Case,
+    algo: &str,
+    outputs: &[&'static str],
+) -> Result<Arrays, Error> {
     let params = conv_params(&c.params, false)?;
     let xs: [usize; 4] = shape(c, "x")?;
     let ws: [usize; 4] = shape(c, "w")?;
@@ -288,8 +294,9 @@ fn conv2d_grad(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
         // The bias values do not enter the gradients, but its shape is validated.
         params.resolve(xs, ws, Some(shape::<1>(c, "b")?[0]))?;
     }
-    let g = if algo == "cpu" {
-        cpu::conv2d_grad(
+    let mut out = BTreeMap::new();
+    if algo == "cpu" {
+        let g = cpu::conv2d_grad(
             &input(c, "x"),
             xs,
             &input(c, "w"),
@@ -298,28 +305,30 @@ fn conv2d_grad(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
             dys,
             has_bias(c),
             &params,
-        )?
+        )?;
+        out.insert("dx".to_string(), g.dx);
+        out.insert("dw".to_string(), g.dw);
+        if let Some(db) = g.db {
+            out.insert("db".to_string(), db);
+        }
     } else {
+        // Each gradient through its own entry point, so an algorithm that runs only one of
+        // them (see `plan`) is checked on that one.
+        let a = Algorithm::from_name(algo)?;
         let x = upload(ctx, c, "x", &xs)?;
         let w = upload(ctx, c, "w", &ws)?;
         let dy = upload(ctx, c, "dy", &dys)?;
-        let g = ctx.conv2d_backward(
-            &x,
-            &w,
-            &dy,
-            has_bias(c),
-            &params,
-            Algorithm::from_name(algo)?,
-        )?;
-        cpu::Conv2dGrads {
-            dx: g.dx.read()?,
-            dw: g.dw.read()?,
-            db: g.db.map(|d| d.read()).transpose()?,
+        if outputs.contains(&"dx") {
+            let dx = ctx.conv2d_backward_input(&dy, &w, xs, &params, a)?;
+            out.insert("dx".to_string(), dx.read()?);
         }
-    };
-    let mut out = BTreeMap::from([("dx".to_string(), g.dx), ("dw".to_string(), g.dw)]);
-    if let Some(db) = g.db {
-        out.insert("db".to_string(), db);
+        if outputs.contains(&"dw") {
+            let dw = ctx.conv2d_backward_weight(&x, &dy, ws, &params, a)?;
+            out.insert("dw".to_string(), dw.read()?);
+        }
+        if outputs.contains(&"db") {
+            out.insert("db".to_string(), ctx.conv2d_backward_bias(&dy)?.read()?);
+        }
     }
     Ok(out)
 }
@@ -382,64 +391,103 @@ fn gemm(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
     Ok(BTreeMap::from([("c".to_string(), out)]))
 }
 
-/// Algorithms that claim to support the case (all of them for error cases: each must refuse).
-fn algorithms(c: &Case) -> Vec<String> {
+/// The forward problem of a conv case (the conv2d the transposed convolution or the
+/// gradients belong to), or the error that makes it an invalid case.
+fn problem(c: &Case) -> Result<Conv2dProblem, Error> {
+    let xs = shape(c, "x")?;
+    let ws = shape(c, "w")?;
+    let bias = || -> Result<Option<usize>, Error> {
+        Ok(if has_bias(c) {
+            Some(shape::<1>(c, "b")?[0])
+        } else {
+            None
+        })
+    };
+    match c.op.as_str() {
+        "conv_transpose2d" => Ok(transpose_params(&c.params)?.resolve(xs, ws, bias()?)?.conv),
+        "conv2d_grad" => conv_params(&c.params, false)?.resolve(xs, ws, None),
+        _ => conv_params(&c.params, c.op == "convolve2d")?.resolve(xs, ws, bias()?),
+    }
+}
+
+/// What running `algo` on case `c` computes on this adapter: the outputs it produces, or,
+/// when it runs none of them, why (the library's own reason). Error cases run every
+/// algorithm (each must refuse); `cpu` and `auto` run every case.
+fn plan(ctx: &Context, c: &Case, algo: &str) -> Result<Vec<&'static str>, String> {
+    let all = expected_outputs(c);
+    if !c.expect_ok || algo == "cpu" || algo == "auto" {
+        return Ok(all);
+    }
+    if c.op == "gemm" {
+        let v = GemmVariant::ALL
+            .iter()
+            .find(|v| v.name() == algo)
+            .copied()
+            .unwrap_or(GemmVariant::Auto);
+        return ctx
+            .check_gemm_variant(v)
+            .map(|_| all)
+            .map_err(|e| e.to_string());
+    }
+    let Ok(p) = problem(c) else {
+        return Ok(all);
+    };
+    let Ok(a) = Algorithm::from_name(algo) else {
+        return Ok(all);
+    };
+    let ops: &[(&str, Operation)] = match c.op.as_str() {
+        "conv_transpose2d" => &[("y", Operation::Transposed)],
+        "conv2d_grad" => &[
+            ("dx", Operation::InputGrad),
+            ("dw", Operation::WeightGrad),
+            ("db", Operation::BiasGrad),
+        ],
+        _ => &[("y", Operation::Forward)],
+    };
+    let mut outputs = Vec::new();
+    let mut reasons = Vec::new();
+    for &(name, op) in ops {
+        if !all.contains(&name) {
+            continue;
+        }
+        match ctx.check_algorithm(op, a, &p) {
+            Ok(()) => outputs.push(name),
+            // db has one entry (direct): its refusal by the others says nothing new.
+            Err(_) if op == Operation::BiasGrad => {}
+            Err(e) => reasons.push(match e.kind() {
+                ErrorKind::UnsupportedAlgorithm { reason, .. } => reason.clone(),
+                _ => e.to_string(),
+            }),
+        }
+    }
+    // The bias gradient has one entry (direct): an algorithm that runs neither dx nor dw is
+    // not run for db alone.
+    if outputs.iter().all(|&o| o == "db") {
+        return Err(reasons.join("; "));
+    }
+    Ok(outputs)
+}
+
+/// The algorithm names a case is tried with.
+fn algorithm_names(c: &Case) -> Vec<String> {
     let mut v = vec!["cpu".to_string()];
     match c.op.as_str() {
-        "conv2d" | "convolve2d" => {
-            let problem = (|| -> Result<_, Error> {
-                let params = conv_params(&c.params, c.op == "convolve2d")?;
-                let bias = if has_bias(c) {
-                    Some(shape::<1>(c, "b")?[0])
-                } else {
-                    None
-                };
-                params.resolve(shape(c, "x")?, shape(c, "w")?, bias)
-            })();
-            for a in Algorithm::ALL {
-                if problem.as_ref().map_or(true, |p| a.supports_forward(p)) {
-                    v.push(a.name().to_string());
-                }
-            }
-            v.push("auto".into());
-        }
-        "gemm" => {
-            v.extend(GemmVariant::ALL.iter().map(|g| g.name().to_string()));
-            v.push("auto".into());
-        }
-        "conv_transpose2d" | "conv2d_grad" => {
-            let problem = (|| -> Result<_, Error> {
-                let xs = shape(c, "x")?;
-                let ws = shape(c, "w")?;
-                if c.op == "conv2d_grad" {
-                    conv_params(&c.params, false)?.resolve(xs, ws, None)
-                } else {
-                    let bias = if has_bias(c) {
-                        Some(shape::<1>(c, "b")?[0])
-                    } else {
-                        None
-                    };
-                    Ok(transpose_params(&c.params)?.resolve(xs, ws, bias)?.conv)
-                }
-            })();
-            for a in Algorithm::ALL {
-                if problem.as_ref().map_or(true, |p| a.supports_forward(p)) {
-                    v.push(a.name().to_string());
-                }
-            }
-            v.push("auto".into());
+        "gemm" => v.extend(GemmVariant::ALL.iter().map(|g| g.name().to_string())),
+        "conv2d" | "convolve2d" | "conv_transpose2d" | "conv2d_grad" => {
+            v.extend(Algorithm::ALL.iter().map(|a| a.name().to_string()))
         }
         _ => {}
     }
+    v.push("auto".into());
     v
 }
 
-fn run(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
+fn run(ctx: &Context, c: &Case, algo: &str, outputs: &[&'static str]) -> Result<Arrays, Error> {
     match c.op.as_str() {
         "conv2d" => conv2d(ctx, c, algo, false),
         "convolve2d" => conv2d(ctx, c, algo, true),
         "conv_transpose2d" => conv_transpose2d(ctx, c, algo),
-        "conv2d_grad" => conv2d_grad(ctx, c, algo),
+        "conv2d_grad" => conv2d_grad(ctx, c, algo, outputs),
         "gemm" => gemm(ctx, c, algo),
         other => Err(Error::invalid_param(
             "op",
@@ -459,8 +507,8 @@ fn expected_outputs(c: &Case) -> Vec<&'static str> {
     }
 }
 
-fn compare(c: &Case, algo: &str, got: &Arrays) -> Result<(), String> {
-    for name in expected_outputs(c) {
+fn compare(c: &Case, algo: &str, got: &Arrays, outputs: &[&str]) -> Result<(), String> {
+    for &name in outputs {
         let want = c.data.get(name).ok_or(format!("fixture has no `{name}`"))?;
         let g = got.get(name).ok_or(format!("no output `{name}`"))?;
         if g.len() != want.len() {
@@ -507,9 +555,14 @@ fn write_out(dir: &Path, c: &Case, algo: &str, result: &Result<Arrays, Error>) {
     }
 }
 
-/// Runs every case of `files` with every algorithm it lists on `ctx`: (passed, failed).
-fn run_all(ctx: &Context, files: &[PathBuf], out_dir: Option<&Path>) -> (usize, usize) {
+/// (algorithm, reason) -> number of cases not run for that reason.
+type NotRun = BTreeMap<(String, String), usize>;
+
+/// Runs every case of `files` with every algorithm on `ctx` that runs it: (passed, failed,
+/// the algorithms not run and why).
+fn run_all(ctx: &Context, files: &[PathBuf], out_dir: Option<&Path>) -> (usize, usize, NotRun) {
     let (mut passed, mut failed) = (0usize, 0usize);
+    let mut not_run = NotRun::new();
     for path in files {
         let case = match load(path) {
             Ok(c) => c,
@@ -519,13 +572,20 @@ fn run_all(ctx: &Context, files: &[PathBuf], out_dir: Option<&Path>) -> (usize, 
                 continue;
             }
         };
-        for algo in algorithms(&case) {
-            let result = run(ctx, &case, &algo);
+        for algo in algorithm_names(&case) {
+            let outputs = match plan(ctx, &case, &algo) {
+                Ok(o) => o,
+                Err(reason) => {
+                    *not_run.entry((algo.clone(), reason)).or_default() += 1;
+                    continue;
+                }
+            };
+            let result = run(ctx, &case, &algo, &outputs);
             if let Some(d) = out_dir {
                 write_out(d, &case, &algo, &result);
             }
             let verdict = match (&result, case.expect_ok) {
-                (Ok(arrays), true) => compare(&case, &algo, arrays),
+                (Ok(arrays), true) => compare(&case, &algo, arrays, &outputs),
                 (Err(e), true) => Err(format!("{} {algo}: unexpected error: {e}", case.id)),
                 (Ok(_), false) => Err(format!(
                     "{} {algo}: computed a result, expected an error",
@@ -542,7 +602,17 @@ fn run_all(ctx: &Context, files: &[PathBuf], out_dir: Option<&Path>) -> (usize, 
             }
         }
     }
-    (passed, failed)
+    (passed, failed, not_run)
+}
+
+fn print_not_run(label: &str, not_run: &NotRun) {
+    if not_run.is_empty() {
+        return;
+    }
+    println!("{label}: algorithms not run on this adapter, and why (cases):");
+    for ((algo, reason), n) in not_run {
+        println!("  {algo}: {reason} ({n})");
+    }
 }
 
 fn main() {
@@ -563,7 +633,8 @@ fn main() {
     let ctx = Context::new_blocking()
         .unwrap_or_else(|e| panic!("conformance needs a WebGPU adapter: {e}"));
     eprintln!("adapter: {}", ctx.adapter_summary());
-    let (mut passed, mut failed) = run_all(&ctx, &files, out_dir.as_deref());
+    let (mut passed, mut failed, not_run) = run_all(&ctx, &files, out_dir.as_deref());
+    print_not_run("default kernel family", &not_run);
     // On a CPU adapter, every case again with the GPU kernel variants forced (workgroup-memory
     // tiles, buffer operands, the GPU branches of the algorithm choices), so a machine without
     // a GPU checks them too.
@@ -573,7 +644,8 @@ fn main() {
             ..Default::default()
         })
         .unwrap_or_else(|e| panic!("conformance needs a WebGPU adapter: {e}"));
-        let (p, f) = run_all(&gpu, &files, None);
+        let (p, f, not_run) = run_all(&gpu, &files, None);
+        print_not_run("GPU kernel family", &not_run);
         println!("GPU kernel variants: {p} passed, {f} failed");
         (passed, failed) = (passed + p, failed + f);
     }

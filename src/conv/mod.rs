@@ -1,63 +1,90 @@
 //! Convolution operations on the GPU: forward algorithms and their selection.
 
-pub(crate) mod backward;
-pub(crate) mod depthwise;
-pub(crate) mod direct;
-pub(crate) mod im2col;
-pub(crate) mod implicit;
-pub(crate) mod phase;
+pub(crate) mod bias_grad;
+pub(crate) mod forward;
+pub(crate) mod implicit_image;
+pub(crate) mod input_grad;
+pub(crate) mod launch;
+pub(crate) mod table;
+pub(crate) mod weight_grad;
+
+pub use table::Operation;
 
 use crate::context::Context;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::params::{
     Conv2dParams, Conv2dProblem, ConvTranspose2dParams, Shape4, TransposedProblem,
 };
 use crate::tensor::Tensor;
+use launch::ConvBuffers;
 
 /// Which kernel family computes a convolution.
 ///
-/// `Auto` (the default) picks per problem and adapter. A forced algorithm that cannot run
-/// a problem returns [`ErrorKind::UnsupportedAlgorithm`]; it never silently runs another
-/// algorithm, so a caller (or a test) that forces one knows what ran.
+/// Each operation ([`Operation`]) has one table of the algorithms that can compute it. `Auto`
+/// (the default) picks from that table: the autotuned fastest of the entries that can run the
+/// problem, or with autotuning off the first entry the heuristic prefers. A forced algorithm
+/// runs exactly its own entry, or returns [`ErrorKind::UnsupportedAlgorithm`] with the
+/// entry's reason when it cannot run the problem on this context: it never silently runs
+/// another algorithm, so a caller (or a test) that forces one knows what ran.
+/// [`Context::check_algorithm`] asks the same question without running anything.
+///
+/// [`ErrorKind::UnsupportedAlgorithm`]: crate::ErrorKind::UnsupportedAlgorithm
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Algorithm {
     /// Choose automatically.
     #[default]
     Auto,
-    /// Direct convolution: each invocation accumulates a register block of outputs. For
-    /// the input gradient of a strided convolution (and the transposed convolution) on CPU
-    /// adapters it runs the phase kernel where it applies (zero padding after the fold,
-    /// dilation 1, strides up to 8, output width a multiple of 4): each stride phase of dx is
-    /// a stride-1 correlation of dy with a sub-kernel, gathered from an image copy of dy.
+    /// Direct convolution: each invocation accumulates a register block of outputs. Runs
+    /// every problem of every operation, and is the only algorithm that splits tensors larger
+    /// than one storage binding into windows. Input gradient: a gather over `dy` (any stride);
+    /// for strided layers on CPU adapters the phase kernel where it applies (zero padding
+    /// after the fold, dilation 1, strides up to 8, output width a multiple of 4: each stride
+    /// phase of dx is a stride-1 correlation of dy with a sub-kernel, gathered from an image
+    /// copy of dy). Weight gradient: a direct reduction over images and pixels. Bias
+    /// gradient: row sums of `dy` (from an image copy of `dy` on CPU adapters).
     Direct,
     /// Unfold patches into a column matrix (im2col), then one GEMM per group. The column
     /// buffer is bounded by the context's scratch budget (split over images and pixels).
+    /// Input gradient: the same on `dy` with the weights' channel axes swapped (stride 1),
+    /// else a GEMM into a column-gradient matrix folded back by `col2im`. Weight gradient: a
+    /// GEMM of `dy` with a pixel-major column matrix of `x`.
     Im2colGemm,
-    /// 1x1 convolution (stride 1, no padding) as a GEMM reading the input in place.
+    /// 1x1 convolution (stride 1, no padding) as a GEMM reading the input in place. Input
+    /// gradient: a GEMM of the weights with `dy` in place. Weight gradient: the GEMM of
+    /// `dy` with `x` (through the im2col kernel, whose column matrix is a copy of `x` here).
     Gemm1x1,
     /// Depthwise convolution (one input channel per group, any channel multiplier): a
     /// dedicated kernel that loads each input row window once into registers. Kernels up to
-    /// 7 wide, column stride 1 or 2, column dilation 1. Gradients: the stride-1 input
-    /// gradient (no multiplier) runs the same kernel on `dy` with the kernel rotated; the
-    /// weight gradient has its own kernel (per-band partial sums of each tap, then a
-    /// fixed-order sum); other input gradients run the direct kernel.
+    /// 7 wide, column stride 1 or 2, column dilation 1. Input gradient: only stride 1
+    /// without channel multiplier, as the same kernel on `dy` with the kernel rotated.
+    /// Weight gradient (one input channel per group, kernels up to 7 wide): its own kernel,
+    /// per-band partial sums of each tap, then a fixed-order sum.
     Depthwise,
     /// Implicit GEMM on storage images: the input is copied once into a padded image and
     /// the GEMM gathers its patches from it (no column matrix). The lavapipe kernel family:
     /// needs 8-lane subgroups, and the padded input of one image and the packed weights
-    /// within `maxTextureDimension2D` (see [`Context::can_run_forward`]). Gradients: the
-    /// stride-1 input gradient runs as an implicit GEMM of `dy`, the weight gradient has its
-    /// own image kernel (same input image, `dy` in GEMM panels); where those cannot run (other
-    /// strides, other adapters, texture limits) the im2col / col2im + GEMM kernels run.
+    /// within `maxTextureDimension2D` (see [`Context::check_algorithm`]). Input gradient:
+    /// the stride-1 input gradient as an implicit GEMM of `dy`, and that of strided 1x1
+    /// layers as an implicit GEMM of `dy` scattered onto `dx`; other strides are refused.
+    /// Weight gradient: its own image kernel (same input image, `dy` in GEMM panels).
     ImplicitGemm,
     /// Implicit GEMM with workgroup-memory tiles, the GPU variant (the tfjs `conv2d_mm` /
     /// ORT im2col-matmul shape): 8x8 invocations own 32 output channels x 32 pixels and stage
     /// weights and gathered input patches in workgroup memory. Runs on every adapter (slowly
     /// on CPU adapters, where it is not autotuned: workgroup memory and barriers are
-    /// emulated there). Gradients: the stride-1 input gradient runs this kernel, the others
-    /// the im2col / col2im + GEMM kernels.
+    /// emulated there). Input gradient: stride 1 only (the same kernel on `dy`). No weight
+    /// gradient of its own: [`Algorithm::Im2colGemm`] is the GEMM for it on GPUs.
     ImplicitGemmTiled,
+}
+
+/// The [`ErrorKind::UnsupportedAlgorithm`](crate::ErrorKind::UnsupportedAlgorithm) error of
+/// `algorithm` with `reason`.
+pub(crate) fn refuse(algorithm: Algorithm, reason: &str) -> Error {
+    Error::new(crate::ErrorKind::UnsupportedAlgorithm {
+        algorithm: algorithm.name(),
+        reason: reason.into(),
+    })
 }
 
 impl Algorithm {
@@ -92,51 +119,44 @@ impl Algorithm {
             .ok_or_else(|| Error::invalid_param("algorithm", name, "unknown algorithm name"))
     }
 
-    /// Can this algorithm run the forward convolution `p` (on some adapter)? Whether it runs
-    /// on a given context's adapter is [`Context::can_run_forward`].
+    /// Can this algorithm run the forward convolution `p` on some adapter? (Whether it runs
+    /// on a given context, for any operation, is [`Context::check_algorithm`].)
     pub fn supports_forward(self, p: &Conv2dProblem) -> bool {
         match self {
-            Algorithm::Auto
-            | Algorithm::Direct
-            | Algorithm::Im2colGemm
-            | Algorithm::ImplicitGemm
-            | Algorithm::ImplicitGemmTiled => true,
-            Algorithm::Gemm1x1 => im2col::is_pointwise(p),
-            Algorithm::Depthwise => depthwise::supports(p),
+            Algorithm::Gemm1x1 => forward::gemm1x1::is_pointwise(p),
+            Algorithm::Depthwise => forward::depthwise::supports(p),
+            _ => true,
         }
     }
 }
 
-/// The heuristic choice (autotuning off): 1x1 as GEMM; the depthwise kernel; direct for
-/// tiny reductions; the image implicit GEMM where it runs (lavapipe) and the channels fill
-/// its 8-channel blocks; on GPUs the tiled implicit GEMM; im2col + GEMM otherwise.
-fn select_forward(ctx: &Context, p: &Conv2dProblem) -> Algorithm {
-    if im2col::is_pointwise(p) {
-        Algorithm::Gemm1x1
-    } else if depthwise::supports(p) && p.groups > 1 {
-        Algorithm::Depthwise
-    } else if p.c_per_group() == 1 || p.k_per_group() < 4 || p.reduction_len() < 16 {
-        Algorithm::Direct
-    } else if p.c_per_group() >= 8
-        && p.r * p.s > 1
-        && ctx.can_run_forward(Algorithm::ImplicitGemm, p)
-    {
-        Algorithm::ImplicitGemm
-    } else if !ctx.cpu_kernels() {
-        // GPUs: the workgroup-memory implicit GEMM (tfjs and ORT default to it too).
-        Algorithm::ImplicitGemmTiled
-    } else {
-        Algorithm::Im2colGemm
-    }
-}
-
 impl Context {
-    /// Can `algorithm` run the forward convolution `p` on this context's adapter? (Auto,
-    /// direct and im2col + GEMM always can; the others depend on the problem and, for
-    /// [`Algorithm::ImplicitGemm`], on the adapter's subgroups and texture limits.)
+    /// Can `algorithm` run operation `op` on problem `p` on this context? `Ok(())`, or the
+    /// [`ErrorKind::UnsupportedAlgorithm`](crate::ErrorKind::UnsupportedAlgorithm) error a
+    /// call forcing it would return, with the reason (the problem, the adapter, or a limit).
+    /// `p` is the forward convolution the operation belongs to (for
+    /// [`Operation::Transposed`], [`TransposedProblem::conv`] with `has_bias` set when the
+    /// transposed convolution has a bias). [`Algorithm::Auto`] always can.
+    pub fn check_algorithm(
+        &self,
+        op: Operation,
+        algorithm: Algorithm,
+        p: &Conv2dProblem,
+    ) -> Result<()> {
+        match op {
+            Operation::Forward => forward::TABLE.check(self, p, algorithm),
+            Operation::InputGrad => input_grad::TABLE.check(self, p, algorithm),
+            Operation::Transposed => input_grad::TRANSPOSED.check(self, p, algorithm),
+            Operation::WeightGrad => weight_grad::TABLE.check(self, p, algorithm),
+            Operation::BiasGrad => bias_grad::TABLE.check(self, &p.y_shape(), algorithm),
+        }
+    }
+
+    /// Can `algorithm` run the forward convolution `p` on this context? (Shorthand for
+    /// [`Context::check_algorithm`] with [`Operation::Forward`].)
     pub fn can_run_forward(&self, algorithm: Algorithm, p: &Conv2dProblem) -> bool {
-        algorithm.supports_forward(p)
-            && (algorithm != Algorithm::ImplicitGemm || implicit::runnable(self, p))
+        self.check_algorithm(Operation::Forward, algorithm, p)
+            .is_ok()
     }
 
     /// 2-D convolution (PyTorch `conv2d`, or true convolution with `params.flip`).
@@ -238,53 +258,14 @@ impl Context {
         y: &Tensor,
         algorithm: Algorithm,
     ) -> Result<()> {
-        let fit = [Some(x), Some(w), bias, Some(y)]
-            .iter()
-            .flatten()
-            .all(|t| crate::kernels::fits(self, t.raw()));
-        let algo = match algorithm {
-            Algorithm::Auto if !fit => Algorithm::Direct,
-            Algorithm::Auto => self.choose(crate::tune::TunedOp::Forward, p, select_forward(self, p)),
-            a if !fit && a != Algorithm::Direct => {
-                return Err(Error::new(ErrorKind::UnsupportedAlgorithm {
-                    algorithm: a.name(),
-                    reason: "tensors larger than one storage binding are split only by the direct algorithm".into(),
-                }))
-            }
-            a if a.supports_forward(p) => a,
-            a => {
-                return Err(Error::new(ErrorKind::UnsupportedAlgorithm {
-                    algorithm: a.name(),
-                    reason: "not applicable to this convolution".into(),
-                }))
-            }
-        };
-        let bufs = im2col::ConvBuffers {
-            x: x.raw(),
-            w: w.raw(),
-            b: bias.map(|b| b.raw()),
-            y: y.raw(),
+        let bufs = ConvBuffers {
+            x: x.raw().clone(),
+            w: w.raw().clone(),
+            b: bias.map(|b| b.raw().clone()),
+            y: y.raw().clone(),
             w_key: w.content_key(),
         };
-        match algo {
-            Algorithm::Direct | Algorithm::Auto => {
-                direct::encode(self, enc, p, bufs.x, bufs.w, bufs.b, bufs.y)
-            }
-            Algorithm::Im2colGemm => im2col::encode_im2col(self, enc, p, &bufs),
-            Algorithm::Gemm1x1 => im2col::encode_pointwise(self, enc, p, &bufs),
-            Algorithm::Depthwise => depthwise::encode(self, enc, p, bufs.x, bufs.w, bufs.b, bufs.y),
-            Algorithm::ImplicitGemm => {
-                implicit::encode_at(self, enc, p, &bufs, 0, implicit::WeightLayout::forward(p))
-            }
-            Algorithm::ImplicitGemmTiled => implicit::encode_tiled_at(
-                self,
-                enc,
-                p,
-                &bufs,
-                0,
-                implicit::WeightLayout::forward(p),
-            ),
-        }
+        forward::encode(self, enc, p, &bufs, algorithm)
     }
 
     pub(crate) fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
@@ -373,7 +354,7 @@ impl Context {
         dx.check_ctx(self, "dx")?;
         let p = Conv2dProblem::new(dx.shape4("dx")?, w.shape4("w")?, None, params)?;
         self.check_dy(&p, dy)?;
-        backward::encode_dgrad(
+        input_grad::encode(
             self,
             encoder,
             &p,
@@ -382,6 +363,7 @@ impl Context {
             None,
             dx.raw(),
             algorithm,
+            false,
         )
     }
 
@@ -419,7 +401,7 @@ impl Context {
         dw.check_ctx(self, "dw")?;
         let p = Conv2dProblem::new(x.shape4("x")?, dw.shape4("dw")?, None, params)?;
         self.check_dy(&p, dy)?;
-        backward::encode_wgrad(self, encoder, &p, x.raw(), dy.raw(), dw.raw(), algorithm)
+        weight_grad::encode(self, encoder, &p, x.raw(), dy.raw(), dw.raw(), algorithm)
     }
 
     /// Gradient of a conv2d w.r.t. its bias: `db[k] = Σ dy[n, k, :, :]` (`[K]`).
@@ -451,7 +433,7 @@ impl Context {
             ));
         }
         self.check_out(db, "db", &[shape[1]])?;
-        backward::encode_bgrad(self, encoder, shape, dy.raw(), db.raw())
+        bias_grad::encode(self, encoder, shape, dy.raw(), db.raw())
     }
 
     /// All gradients of `y = conv2d(x, w, b)` for an upstream gradient `dy`, in one
@@ -477,7 +459,7 @@ impl Context {
             None
         };
         let mut enc = self.encoder("wgconv conv2d_backward");
-        backward::encode_dgrad(
+        input_grad::encode(
             self,
             &mut enc,
             &p,
@@ -486,10 +468,11 @@ impl Context {
             None,
             dx.raw(),
             algorithm,
+            false,
         )?;
-        backward::encode_wgrad(self, &mut enc, &p, x.raw(), dy.raw(), dw.raw(), algorithm)?;
+        weight_grad::encode(self, &mut enc, &p, x.raw(), dy.raw(), dw.raw(), algorithm)?;
         if let Some(db) = &db {
-            backward::encode_bgrad(self, &mut enc, p.y_shape(), dy.raw(), db.raw())?;
+            bias_grad::encode(self, &mut enc, p.y_shape(), dy.raw(), db.raw())?;
         }
         self.submit(enc)?;
         Ok(Conv2dGradients { dx, dw, db })
@@ -531,7 +514,7 @@ impl Context {
         y.mark_volatile();
         let tp = self.transposed_problem(x, w, bias, params)?;
         self.check_out(y, "y", &tp.y_shape())?;
-        backward::encode_dgrad(
+        input_grad::encode(
             self,
             encoder,
             &tp.conv,
@@ -540,6 +523,7 @@ impl Context {
             bias.map(|b| b.raw()),
             y.raw(),
             algorithm,
+            true,
         )
     }
 

@@ -1,5 +1,6 @@
 //! Input gradient of strided convolutions by phases, for CPU-like adapters
-//! (`shaders/conv2d_dgrad_phase_image.wgsl`, weights by `shaders/dgrad_phase_weights.wgsl`).
+//! (kernel `conv2d_dgrad_phase_image`, weights by `dgrad_phase_weights`); a variant of the
+//! direct algorithm.
 //!
 //! The pixels `(py + sh*a, px + sw*b)` of dx (one phase per `(py, px)`) receive only the
 //! taps `r ≡ py + pad_top (mod sh)`, `s ≡ px + pad_left (mod sw)`; on them the input gradient
@@ -10,63 +11,13 @@
 //! invocation), the first layers of a network.
 
 use crate::context::Context;
-use crate::conv::direct::{i32_of, u32_of};
-use crate::error::Result;
-use crate::kernels::{dispatch, Bind, Kernel, PipelineKey};
+use crate::error::{Error, Result};
+use crate::gpu::memory::{copy_flat, flat_rows_geom, flat_rows_image, DeviceBuffer};
+use crate::gpu::{i32_of, launch, u32_of, Bind};
+use crate::kernels::conv2d_dgrad_phase_image::{PhaseParams, PhaseSpec};
+use crate::kernels::dgrad_phase_weights::{PhaseWeightsParams, PhaseWeightsSpec};
+use crate::kernels::k;
 use crate::params::{Conv2dProblem, PaddingMode};
-use crate::tensor::DeviceBuffer;
-
-/// Uniforms of `conv2d_dgrad_phase_image.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct PhaseUniforms {
-    c: u32,
-    h: u32,
-    w: u32,
-    k: u32,
-    oh: u32,
-    ow: u32,
-    cg: u32,
-    kg: u32,
-    cb: u32,
-    sh: u32,
-    sw: u32,
-    py: u32,
-    px: u32,
-    a_n: u32,
-    b_n: u32,
-    bblocks: u32,
-    rj: u32,
-    pty: i32,
-    qoff: i32,
-    owq: u32,
-    rows_shift: u32,
-    wbase: u32,
-    total: u32,
-    dy_rows_mask: u32,
-}
-
-/// Uniforms of `dgrad_phase_weights.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct PhaseWeightsUniforms {
-    kg: u32,
-    cg: u32,
-    cb: u32,
-    groups: u32,
-    r: u32,
-    s: u32,
-    rj: u32,
-    sl: u32,
-    r0: u32,
-    s0: u32,
-    sh: u32,
-    sw: u32,
-    base: u32,
-    total: u32,
-    _p0: u32,
-    _p1: u32,
-}
 
 /// Widest sub-kernel the kernel unrolls.
 const MAX_SL: usize = 8;
@@ -116,7 +67,7 @@ pub(crate) fn supports(ctx: &Context, p: &Conv2dProblem) -> bool {
         && p.ow.is_multiple_of(4)
         && p.n * p.k * p.oh > 0
         && weights_fit(ctx, weight_texels(p))
-        && crate::conv::depthwise::flat_rows_geom(ctx, p.n * p.k * p.oh, p.ow).is_some()
+        && flat_rows_geom(ctx, p.n * p.k * p.oh, p.ow).is_some()
 }
 
 /// Do `texels` packed weight texels fit their staging binding, the scratch budget and an
@@ -166,9 +117,10 @@ pub(crate) fn encode(
     let per = p.groups * cb * kg;
     let mut bases = Vec::with_capacity(sh * sw);
     let mut base = 0;
-    let wkey = PipelineKey::new(Kernel::DgradPhaseWeights)
-        .with("WG", 64)
-        .with("FLIP", p.flip as u32);
+    let wspec = PhaseWeightsSpec {
+        FLIP: p.flip,
+        ..Default::default()
+    };
     for ra in &rows {
         for ca in &cols {
             bases.push(base);
@@ -176,7 +128,7 @@ pub(crate) fn encode(
             if total == 0 {
                 continue;
             }
-            let u = PhaseWeightsUniforms {
+            let u = PhaseWeightsParams {
                 kg: u32_of(kg, "output channels per group")?,
                 cg: u32_of(cg, "channels per group")?,
                 cb: u32_of(cb, "channel blocks")?,
@@ -193,18 +145,18 @@ pub(crate) fn encode(
                 total: u32_of(total, "weight texels")?,
                 ..Default::default()
             };
-            dispatch(
+            launch::<k::DgradPhaseWeights>(
                 ctx,
                 enc,
-                &wkey,
-                bytemuck::bytes_of(&u),
+                &wspec,
+                &u,
                 &[Bind::whole(w), Bind::whole(&staging.buffer)],
                 total as u64,
             )?;
             base += total;
         }
     }
-    let Some((wimg, tw)) = crate::conv::implicit::copy_flat(
+    let Some((wimg, tw)) = copy_flat(
         ctx,
         enc,
         &staging.buffer,
@@ -212,21 +164,21 @@ pub(crate) fn encode(
         "wgconv phase weights image",
     )?
     else {
-        return Err(crate::error::Error::exceeds_limit(
+        return Err(Error::exceeds_limit(
             "max_texture_dimension_2d",
             texels as u64,
             ctx.limits().max_texture_dimension_2d as u64,
         ));
     };
     debug_assert_eq!(tw, 1024);
-    let Some(dyg) = crate::conv::depthwise::flat_rows_geom(ctx, p.n * p.k * p.oh, p.ow) else {
-        return Err(crate::error::Error::exceeds_limit(
+    let Some(dyg) = flat_rows_geom(ctx, p.n * p.k * p.oh, p.ow) else {
+        return Err(Error::exceeds_limit(
             "max_texture_dimension_2d",
             (p.n * p.k * p.oh) as u64,
             ctx.limits().max_texture_dimension_2d as u64,
         ));
     };
-    let dyimg = crate::conv::depthwise::flat_rows_image(
+    let dyimg = flat_rows_image(
         ctx,
         enc,
         (dy, dy_off),
@@ -247,7 +199,7 @@ pub(crate) fn encode(
             // Window start column 8*bb - PLX: texel 2*bb + qoff, offset shift in it.
             let shift = (-ca.off).rem_euclid(4);
             let qoff = (-ca.off - shift) / 4;
-            let u = PhaseUniforms {
+            let u = PhaseParams {
                 c: u32_of(p.c, "channels")?,
                 h: u32_of(p.h, "height")?,
                 w: u32_of(p.w, "width")?,
@@ -273,16 +225,17 @@ pub(crate) fn encode(
                 total: u32_of(total, "invocations")?,
                 dy_rows_mask: u32_of(dyg.rows_per - 1, "rows")?,
             };
-            let key = PipelineKey::new(Kernel::Conv2dDgradPhaseImage)
-                .with("WG", 64)
-                .with("SL", ca.taps as u32)
-                .with("SHIFT", shift as u32)
-                .with("HAS_BIAS", bias.is_some() as u32);
-            dispatch(
+            let spec = PhaseSpec {
+                SL: ca.taps as u32,
+                SHIFT: shift as u32,
+                HAS_BIAS: bias.is_some(),
+                ..Default::default()
+            };
+            launch::<k::Conv2dDgradPhaseImage>(
                 ctx,
                 enc,
-                &key,
-                bytemuck::bytes_of(&u),
+                &spec,
+                &u,
                 &[
                     Bind::Image(&dyimg.view),
                     Bind::Image(&wimg.view),

@@ -1,46 +1,31 @@
-//! Direct convolution: `shaders/conv2d_direct.wgsl` launcher.
+//! Forward, direct algorithm: `conv2d_direct` (register-blocked), and windows over
+//! tensors larger than one storage binding.
 
 use crate::context::Context;
-use crate::error::{Error, Result};
-use crate::kernels::{dispatch, fits, max_window_elems, window, Bind, Kernel, PipelineKey};
+use crate::conv::launch::{fit_one_binding, ConvBuffers};
+use crate::conv::table::{anywhere, runs_all, Entry};
+use crate::conv::Algorithm;
+use crate::error::Result;
+use crate::gpu::{fits, i32_of, launch, max_window_elems, u32_of, window, Bind};
+use crate::kernels::conv2d_direct::{DirectParams, DirectSpec};
+use crate::kernels::k;
 use crate::params::Conv2dProblem;
 
-/// Uniforms of `conv2d_direct.wgsl` (same field order).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct DirectUniforms {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    k: u32,
-    r: u32,
-    s: u32,
-    cg: u32,
-    kg: u32,
-    oh: u32,
-    ow: u32,
-    sh: u32,
-    sw: u32,
-    dh: u32,
-    dw: u32,
-    pad_top: i32,
-    pad_left: i32,
-    x_off: u32,
-    w_off: u32,
-    b_off: u32,
-    y_off: u32,
-    oy0: u32,
-    rows: u32,
-    kblocks: u32,
-    kbt: u32,
-    pblocks: u32,
-    total: u32,
-    c_lo: u32,
-    c_cnt: u32,
-    kb_lo: u32,
-    _p0: u32,
-    _p1: u32,
+/// The forward entry: runs every problem; the heuristic picks it for tiny reductions, few
+/// output channels per group, and tensors larger than one storage binding.
+pub(crate) const FORWARD: Entry<Conv2dProblem, ConvBuffers> = Entry {
+    algorithm: Algorithm::Direct,
+    check: runs_all,
+    prefer,
+    tune: anywhere,
+    encode: |ctx, enc, p, b| encode(ctx, enc, p, &b.x, &b.w, b.b.as_ref(), &b.y),
+};
+
+fn prefer(ctx: &Context, p: &Conv2dProblem) -> bool {
+    p.c_per_group() == 1
+        || p.k_per_group() < 4
+        || p.reduction_len() < 16
+        || fit_one_binding(ctx, p).is_err()
 }
 
 /// Register block of one invocation: (output channels, output columns).
@@ -57,30 +42,22 @@ fn block(p: &Conv2dProblem) -> (usize, usize) {
     }
 }
 
-pub(crate) fn u32_of(v: usize, what: &'static str) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::exceeds_limit(what, v as u64, u32::MAX as u64))
+fn spec(p: &Conv2dProblem, kb: usize, pb: usize, accumulate: bool) -> DirectSpec {
+    DirectSpec {
+        WG: 64,
+        KB: kb as u32,
+        PB: pb as u32,
+        PAD_MODE: p.mode.code(),
+        HAS_BIAS: p.has_bias,
+        FLIP: p.flip,
+        ACCUMULATE: accumulate,
+    }
 }
 
-pub(crate) fn i32_of(v: isize, what: &'static str) -> Result<i32> {
-    i32::try_from(v)
-        .map_err(|_| Error::exceeds_limit(what, v.unsigned_abs() as u64, i32::MAX as u64))
-}
-
-fn key(p: &Conv2dProblem, kb: usize, pb: usize, accumulate: bool) -> PipelineKey {
-    PipelineKey::new(Kernel::Conv2dDirect)
-        .with("WG", 64)
-        .with("KB", kb as u32)
-        .with("PB", pb as u32)
-        .with("PAD_MODE", p.mode.code())
-        .with("HAS_BIAS", p.has_bias as u32)
-        .with("FLIP", p.flip as u32)
-        .with("ACCUMULATE", accumulate as u32)
-}
-
-fn base_uniforms(p: &Conv2dProblem, kb: usize, pb: usize) -> Result<DirectUniforms> {
+fn base_params(p: &Conv2dProblem, kb: usize, pb: usize) -> Result<DirectParams> {
     let kg = p.k_per_group();
     let kblocks = kg.div_ceil(kb);
-    Ok(DirectUniforms {
+    Ok(DirectParams {
         n: 1,
         c: u32_of(p.c, "channels")?,
         h: u32_of(p.h, "height")?,
@@ -129,8 +106,8 @@ pub(crate) fn encode(
         return encode_windowed(ctx, enc, p, x, w, b, y);
     }
     let (kb, pb) = block(p);
-    let key = key(p, kb, pb, false);
-    let mut u = base_uniforms(p, kb, pb)?;
+    let spec = spec(p, kb, pb, false);
+    let mut u = base_params(p, kb, pb)?;
     let per_row = (u.kbt * u.pblocks) as usize;
     let max_inv = max_invocations(ctx);
     // One launch = as many images as fit one dispatch, else one image x a band of rows.
@@ -156,11 +133,11 @@ pub(crate) fn encode(
             u.oy0 = u32_of(oy0, "rows")?;
             u.rows = u32_of(rows, "rows")?;
             u.total = u32_of(total, "invocations")?;
-            dispatch(
+            launch::<k::Conv2dDirect>(
                 ctx,
                 enc,
-                &key,
-                bytemuck::bytes_of(&u),
+                &spec,
+                &u,
                 &[
                     Bind::whole(x),
                     Bind::whole(w),
@@ -211,7 +188,7 @@ fn encode_windowed(
 ) -> Result<()> {
     let maxw = max_window_elems(ctx);
     let pb = 8;
-    let mut u = base_uniforms(p, 1, pb)?;
+    let mut u = base_params(p, 1, pb)?;
     let (cg, kg) = (p.c_per_group(), p.k_per_group());
     let (hw, ohw) = (p.h * p.w, p.oh * p.ow);
     let max_inv = max_invocations(ctx);
@@ -315,7 +292,7 @@ fn launch_band(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     p: &Conv2dProblem,
-    u: &mut DirectUniforms,
+    u: &mut DirectParams,
     binds: [Bind<'_>; 4],
     wins: (u32, u32),
     n: usize,
@@ -336,6 +313,6 @@ fn launch_band(
     u.rows = u32_of(oy1 - oy0, "rows")?;
     let total = (oy1 - oy0) * p.ow.div_ceil(pb);
     u.total = u32_of(total, "invocations")?;
-    let key = key(p, 1, pb, c0 > 0);
-    dispatch(ctx, enc, &key, bytemuck::bytes_of(u), &binds, total as u64)
+    let spec = spec(p, 1, pb, c0 > 0);
+    launch::<k::Conv2dDirect>(ctx, enc, &spec, u, &binds, total as u64)
 }

@@ -1,0 +1,134 @@
+//! Bias gradient: deterministic row sums of `dy`.
+
+use crate::context::Context;
+use crate::conv::table::{always, anywhere, runs_all, Entry, Operation, Table};
+use crate::conv::Algorithm;
+use crate::error::Result;
+use crate::gpu::memory::copy_flat;
+use crate::gpu::{fits, launch, max_window_elems, u32_of, window, Bind};
+use crate::kernels::k;
+use crate::kernels::reduce_rows::{ReduceParams, ReduceSpec};
+use crate::kernels::reduce_rows_image::{ReduceImageParams, ReduceImageSpec};
+use crate::params::Shape4;
+
+/// The buffers of a bias-gradient call.
+pub(crate) struct BgradArgs {
+    pub dy: wgpu::Buffer,
+    pub db: wgpu::Buffer,
+}
+
+/// The bias-gradient table (problems: the shape of `dy`): one entry, the direct row sums.
+pub(crate) static TABLE: Table<Shape4, BgradArgs> = Table {
+    op: Operation::BiasGrad,
+    entries: &[Entry {
+        algorithm: Algorithm::Direct,
+        check: runs_all,
+        prefer: always,
+        tune: anywhere,
+        encode: |ctx, enc, shape, a| encode_bgrad(ctx, enc, *shape, &a.dy, &a.db),
+    }],
+};
+
+/// Bias gradient `db` of a `dy` of shape `dy_shape` (always the table's one entry: the
+/// operations that take an algorithm apply it to `dx` and `dw`).
+pub(crate) fn encode(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    dy_shape: Shape4,
+    dy: &wgpu::Buffer,
+    db: &wgpu::Buffer,
+) -> Result<()> {
+    let entry = TABLE.select(ctx, &dy_shape, Algorithm::Auto, |h, _| h)?;
+    let args = BgradArgs {
+        dy: dy.clone(),
+        db: db.clone(),
+    };
+    (entry.encode)(ctx, enc, &dy_shape, &args)
+}
+
+/// Bias gradient `db[k] = Σ_{n, oy, ox} dy[n, k, oy, ox]`, deterministic.
+fn encode_bgrad(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    dy_shape: [usize; 4],
+    dy: &wgpu::Buffer,
+    db: &wgpu::Buffer,
+) -> Result<()> {
+    let [n, k, oh, ow] = dy_shape;
+    let ohw = oh * ow;
+    let spec = |acc: bool| ReduceSpec {
+        ACCUMULATE: acc,
+        ..Default::default()
+    };
+    // CPU adapters: sum a verbatim image copy of dy (a texel load per four floats instead of
+    // a per-lane loop per float), one subgroup-sized workgroup per 8 channels so that few
+    // channels still spread over the compute threads.
+    if ctx.cpu_kernels() && fits(ctx, db) {
+        let len = n * k * ohw;
+        if let Some((img, tw)) = copy_flat(ctx, enc, dy, len, "wgconv bias-gradient dy image")? {
+            let u = ReduceImageParams {
+                rows: u32_of(k, "channels")?,
+                len: u32_of(ohw, "pixels")?,
+                batch: u32_of(n, "images")?,
+                bstride: u32_of(k * ohw, "elements")?,
+                total: u32_of(k, "channels")?,
+                tw_shift: tw.trailing_zeros(),
+                ..Default::default()
+            };
+            return launch::<k::ReduceRowsImage>(
+                ctx,
+                enc,
+                &ReduceImageSpec::default(),
+                &u,
+                &[Bind::Image(&img.view), Bind::whole(db)],
+                k as u64,
+            );
+        }
+    }
+    if fits(ctx, dy) && fits(ctx, db) {
+        let u = ReduceParams {
+            rows: u32_of(k, "channels")?,
+            len: u32_of(ohw, "pixels")?,
+            batch: u32_of(n, "images")?,
+            bstride: u32_of(k * ohw, "elements")?,
+            total: u32_of(k, "channels")?,
+            ..Default::default()
+        };
+        return launch::<k::ReduceRows>(
+            ctx,
+            enc,
+            &spec(false),
+            &u,
+            &[Bind::whole(dy), Bind::whole(db)],
+            k as u64,
+        );
+    }
+    // Large dy: one channel plane (or a piece of it) per launch, added in order.
+    let maxw = max_window_elems(ctx);
+    for kk in 0..k {
+        let (dbb, db_off) = window(ctx, db, kk, kk + 1)?;
+        let mut first = true;
+        for img in 0..n {
+            let mut p0 = 0;
+            while p0 < ohw {
+                let cnt = maxw.min(ohw - p0);
+                let lo = (img * k + kk) * ohw + p0;
+                let (src, src_off) = window(ctx, dy, lo, lo + cnt)?;
+                let u = ReduceParams {
+                    rows: 1,
+                    len: u32_of(cnt, "pixels")?,
+                    batch: 1,
+                    bstride: 0,
+                    total: 1,
+                    src_off: src_off.wrapping_add(lo as u32),
+                    dst_off: db_off.wrapping_add(kk as u32),
+                    _p2: 0,
+                };
+                launch::<k::ReduceRows>(ctx, enc, &spec(!first), &u, &[src, dbb], 1)?;
+                first = false;
+                p0 += cnt;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! Forward, depthwise algorithm: `conv2d_depthwise` (register row windows), its image
+//! variant on CPU adapters and its workgroup-memory tile on GPUs.
+
+use crate::context::Context;
+use crate::conv::launch::{fit_one_binding, ConvBuffers};
+use crate::conv::table::{anywhere, Entry, Reason};
+use crate::conv::Algorithm;
+use crate::error::Result;
+use crate::gpu::memory::{flat_rows_geom, flat_rows_image, FlatRows};
+use crate::gpu::{i32_of, launch, launch_linear, u32_of, Bind};
+use crate::kernels::conv2d_depthwise::{DepthwiseParams, DepthwiseSpec, DW_TX};
+use crate::kernels::conv2d_depthwise_image::{DepthwiseImageParams, DepthwiseImageSpec};
+use crate::kernels::k;
+use crate::params::{Conv2dProblem, PaddingMode};
+
+/// The forward entry: one input channel per group, kernels up to 7 wide, column stride 1
+/// or 2, column dilation 1.
+pub(crate) const FORWARD: Entry<Conv2dProblem, ConvBuffers> = Entry {
+    algorithm: Algorithm::Depthwise,
+    check,
+    prefer: |_, p| p.groups > 1,
+    tune: anywhere,
+    encode: |ctx, enc, p, b| encode_at(ctx, enc, p, (&b.x, 0), &b.w, b.b.as_ref(), (&b.y, 0)),
+};
+
+fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
+    fit_one_binding(ctx, p)?;
+    if supports(p) {
+        Ok(())
+    } else {
+        Err(
+            "needs one input channel per group, a kernel at most 7 wide, column stride 1 \
+             or 2 and column dilation 1"
+                .into(),
+        )
+    }
+}
+
+/// Geometry of the input image of `conv2d_depthwise_image`: `rows_per` input rows per
+/// texture row (so a texture row is a multiple of 256 bytes and one copy fills it), width
+/// and height in texels. `None` when the image kernel does not apply: it is the lavapipe
+/// variant (CPU adapters), for column stride and dilation 1, zero padding with
+/// `pad_left <= 4` and `S - pad_left <= 5`, W, OW and both offsets multiples of 4, and an
+/// image within the texture limit and the scratch budget.
+pub(crate) fn image_geom(
+    ctx: &Context,
+    p: &Conv2dProblem,
+    x_off: usize,
+    y_off: usize,
+) -> Option<FlatRows> {
+    let pl = p.pad[2];
+    let fits_window = (0..=4).contains(&pl) && p.s as isize - pl <= 5;
+    if !(ctx.cpu_kernels()
+        && p.r <= 7
+        && p.stride[1] == 1
+        && p.dilation[1] == 1
+        && p.mode == PaddingMode::Zeros
+        && fits_window
+        && p.w.is_multiple_of(4)
+        && p.ow.is_multiple_of(4)
+        && x_off.is_multiple_of(4)
+        && y_off.is_multiple_of(4)
+        && p.n * p.k * p.oh * p.ow > 0)
+    {
+        return None;
+    }
+    flat_rows_geom(ctx, p.n.checked_mul(p.c)?.checked_mul(p.h)?, p.w)
+}
+
+/// Can the dedicated kernel run `p`? One input channel per group, kernels up to 7 wide,
+/// column stride 1 or 2, column dilation 1 (any rows, padding mode, multiplier, flip).
+pub(crate) fn supports(p: &Conv2dProblem) -> bool {
+    p.c_per_group() == 1 && p.s <= 7 && p.stride[1] <= 2 && p.dilation[1] == 1
+}
+
+/// Output tile of `conv2d_depthwise_tiled`: rows, columns, and the most input rows it
+/// stages (its `TILE_OY`, `TILE_OX`, `TILE_ROWS`).
+const TILED_OY: usize = 8;
+const TILED_OX: usize = 32;
+const TILED_ROWS: usize = 32;
+
+/// The depthwise forward convolution `p` reading x from element offset `x.1` and writing y
+/// from element offset `y.1`.
+pub(crate) fn encode_at(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    (x, x_off): (&wgpu::Buffer, usize),
+    w: &wgpu::Buffer,
+    b: Option<&wgpu::Buffer>,
+    (y, y_off): (&wgpu::Buffer, usize),
+) -> Result<()> {
+    if let Some(geom) = image_geom(ctx, p, x_off, y_off) {
+        return encode_image(ctx, enc, p, (x, x_off), w, b, (y, y_off), geom);
+    }
+    // GPUs: the workgroup-memory tile, when its staged window fits.
+    let tiled =
+        !ctx.cpu_kernels() && (TILED_OY - 1) * p.stride[0] + (p.r - 1) * p.dilation[0] < TILED_ROWS;
+    let (xblocks, yblocks, total) = if tiled {
+        let (xb, yb) = (p.ow.div_ceil(TILED_OX), p.oh.div_ceil(TILED_OY));
+        (xb, yb, p.n * p.k * yb * xb * 64)
+    } else {
+        let xb = p.ow.div_ceil(DW_TX);
+        (xb, 0, p.n * p.k * p.oh * xb)
+    };
+    let spec = DepthwiseSpec {
+        WG: 64,
+        S: p.s as u32,
+        SW: p.stride[1] as u32,
+        PAD_MODE: p.mode.code(),
+        HAS_BIAS: b.is_some(),
+        FLIP: p.flip,
+    };
+    let u = DepthwiseParams {
+        n: u32_of(p.n, "images")?,
+        c: u32_of(p.c, "channels")?,
+        h: u32_of(p.h, "height")?,
+        w: u32_of(p.w, "width")?,
+        k: u32_of(p.k, "output channels")?,
+        r: u32_of(p.r, "kernel height")?,
+        kg: u32_of(p.k_per_group(), "channel multiplier")?,
+        oh: u32_of(p.oh, "output height")?,
+        ow: u32_of(p.ow, "output width")?,
+        sh: u32_of(p.stride[0], "stride")?,
+        dh: u32_of(p.dilation[0], "dilation")?,
+        pad_top: i32_of(p.pad[0], "padding")?,
+        pad_left: i32_of(p.pad[2], "padding")?,
+        xblocks: u32_of(xblocks, "blocks")?,
+        total: u32_of(total, "invocations")?,
+        x_off: u32_of(x_off, "elements")?,
+        y_off: u32_of(y_off, "elements")?,
+        yblocks: u32_of(yblocks, "blocks")?,
+        ..Default::default()
+    };
+    let binds = [
+        Bind::whole(x),
+        Bind::whole(w),
+        Bind::whole(b.unwrap_or(w)),
+        Bind::whole(y),
+    ];
+    if tiled {
+        launch::<k::Conv2dDepthwiseTiled>(ctx, enc, &spec, &u, &binds, total as u64)
+    } else {
+        launch::<k::Conv2dDepthwise>(ctx, enc, &spec, &u, &binds, total as u64)
+    }
+}
+
+/// The image variant: x copied into a storage image (one buffer-to-texture copy, plus one
+/// for a last partial texture row), then `conv2d_depthwise_image`.
+#[allow(clippy::too_many_arguments)]
+fn encode_image(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    (x, x_off): (&wgpu::Buffer, usize),
+    w: &wgpu::Buffer,
+    b: Option<&wgpu::Buffer>,
+    (y, y_off): (&wgpu::Buffer, usize),
+    geom: FlatRows,
+) -> Result<()> {
+    // rows_per input rows per texture row: the input is a contiguous run of texels.
+    let img = flat_rows_image(
+        ctx,
+        enc,
+        (x, x_off),
+        p.n * p.c * p.h * p.w / 4,
+        geom,
+        "wgconv depthwise input",
+    )?;
+    // Four output rows per invocation where input rows can be shared (row stride and
+    // dilation 1) and the weights, accumulators and window fit the registers.
+    let rows = if p.stride[0] == 1 && p.dilation[0] == 1 && p.r * p.s <= 25 {
+        4
+    } else {
+        1
+    };
+    let xblocks = p.ow.div_ceil(DW_TX);
+    let oyblocks = p.oh.div_ceil(rows);
+    let total = p.n * p.k * oyblocks * xblocks;
+    let spec = DepthwiseImageSpec {
+        WG: 64,
+        R: p.r as u32,
+        S: p.s as u32,
+        PAD_LEFT: p.pad[2] as u32,
+        ROWS: rows as u32,
+        HAS_BIAS: b.is_some(),
+        FLIP: p.flip,
+    };
+    let mut u = DepthwiseImageParams {
+        n: u32_of(p.n, "images")?,
+        c: u32_of(p.c, "channels")?,
+        h: u32_of(p.h, "height")?,
+        k: u32_of(p.k, "output channels")?,
+        kg: u32_of(p.k_per_group(), "channel multiplier")?,
+        oh: u32_of(p.oh, "output height")?,
+        ow: u32_of(p.ow, "output width")?,
+        sh: u32_of(p.stride[0], "stride")?,
+        dh: u32_of(p.dilation[0], "dilation")?,
+        pad_top: i32_of(p.pad[0], "padding")?,
+        xblocks: u32_of(xblocks, "blocks")?,
+        oyblocks: u32_of(oyblocks, "row blocks")?,
+        total: u32_of(total, "invocations")?,
+        wq: u32_of(p.w / 4, "width")?,
+        rows_shift: geom.rows_per.trailing_zeros(),
+        y_off4: u32_of(y_off / 4, "elements")?,
+        ..Default::default()
+    };
+    launch_linear::<k::Conv2dDepthwiseImage>(
+        ctx,
+        enc,
+        &spec,
+        &mut u,
+        |u, t0| u.t0 = t0,
+        &[
+            Bind::Image(&img.view),
+            Bind::whole(w),
+            Bind::whole(b.unwrap_or(w)),
+            Bind::whole(y),
+        ],
+        total as u64,
+    )
+}

@@ -1,0 +1,169 @@
+//! Forward, implicit-GEMM algorithm on storage images (the lavapipe kernel family).
+
+use crate::context::Context;
+use crate::conv::implicit_image::{
+    pack_weights_image, plan, runnable, sampled_problem, Tile, WeightLayout, WG,
+};
+use crate::conv::launch::{fit_one_binding, ConvBuffers};
+use crate::conv::table::{anywhere, Entry, Reason};
+use crate::conv::{refuse, Algorithm};
+use crate::error::Result;
+use crate::gpu::{launch_linear, u32_of, Bind};
+use crate::kernels::conv2d_implicit::{ImplicitParams, ImplicitSpec};
+use crate::kernels::k;
+use crate::params::Conv2dProblem;
+
+/// The forward entry: runs where the adapter has 8-lane subgroups and the padded input and
+/// packed weights fit `maxTextureDimension2D`.
+pub(crate) const FORWARD: Entry<Conv2dProblem, ConvBuffers> = Entry {
+    algorithm: Algorithm::ImplicitGemm,
+    check,
+    prefer: |_, p| p.c_per_group() >= 8 && p.r * p.s > 1,
+    tune: anywhere,
+    encode: |ctx, enc, p, b| encode_at(ctx, enc, p, b, 0, WeightLayout::forward(p)),
+};
+
+/// Why the implicit GEMM cannot run `p` here, if it cannot.
+pub(crate) fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
+    fit_one_binding(ctx, p)?;
+    let q = sampled_problem(p).unwrap_or(*p);
+    if runnable(ctx, &q) {
+        Ok(())
+    } else {
+        Err(why_not(ctx).into())
+    }
+}
+
+fn why_not(ctx: &Context) -> &'static str {
+    if ctx.has_subgroups8() {
+        "the padded input or the packed weights exceed max_texture_dimension_2d"
+    } else {
+        "needs subgroups of exactly 8 lanes (a CPU adapter such as lavapipe)"
+    }
+}
+
+/// Forward convolution `p` reading x from element `x_base` of `&bufs.x`, with weights laid
+/// out as `wl`.
+pub(crate) fn encode_at(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    src_p: &Conv2dProblem,
+    bufs: &ConvBuffers,
+    x_base: usize,
+    wl: WeightLayout,
+) -> Result<()> {
+    // Strided 1x1: the input image holds only the sampled pixels (a quarter of the fill at
+    // stride 2) and the kernel runs at stride 1 on it.
+    let (sampled, sub) = match sampled_problem(src_p) {
+        Some(q) => (q, src_p.stride),
+        None => (*src_p, [1, 1]),
+    };
+    let p = &sampled;
+    let Some(pl) = plan(ctx, p) else {
+        return Err(refuse(Algorithm::ImplicitGemm, why_not(ctx)));
+    };
+    if p.oh * p.ow == 0 || p.n == 0 || p.k == 0 {
+        return Ok(());
+    }
+    let (kg, cg, ohw) = (p.k_per_group(), p.c_per_group(), p.oh * p.ow);
+    let groups_n = kg.div_ceil(pl.tile.cols());
+    // Weights: from the packed-weight cache, else packed (in a submission of its own when
+    // the result is cached, so the image is filled whatever the caller does with `enc`).
+    let layout_key: Vec<u64> = [
+        p.k,
+        cg,
+        p.r,
+        p.s,
+        p.groups,
+        p.flip as usize,
+        pl.tile.cols(),
+        pl.kp,
+        pl.hb,
+        pl.wwidth,
+        pl.rows_total,
+        wl.g_stride,
+        wl.k_stride,
+        wl.c_stride,
+    ]
+    .iter()
+    .map(|&v| v as u64)
+    .collect();
+    let cache = &ctx.inner.weights;
+    let cached = bufs.w_key.as_ref().and_then(|k| cache.get(k, &layout_key));
+    let wview = match cached {
+        Some(v) => v,
+        None => {
+            let own = bufs.w_key.is_some() && cache.budget() > 0;
+            let mut own_enc = own.then(|| ctx.encoder("wgconv weight pack"));
+            let target = match own_enc.as_mut() {
+                Some(e) => e,
+                None => &mut *enc,
+            };
+            let wimg = pack_weights_image(ctx, target, p, bufs, &pl, wl)?;
+            if let (Some(penc), Some(k)) = (own_enc, &bufs.w_key) {
+                ctx.submit(penc)?;
+                cache.insert(ctx, k, layout_key, &wimg.view, wimg.bytes);
+            }
+            wimg.view.clone()
+        }
+    };
+    // Input image, reused chunk by chunk.
+    let ximg = pl.x.alloc(ctx)?;
+    let groups_m = ohw.div_ceil(WG * pl.tile.pixels());
+    let [ohw_, ow, sh, sw, dh, dw, r, s, cb8, cpr, wp, hp, rows_img] = pl.x.fields(p)?;
+    let mut cu = ImplicitParams {
+        ohw: ohw_,
+        ow,
+        sh,
+        sw,
+        dh,
+        dw,
+        r,
+        s,
+        cb8,
+        cpr,
+        wp,
+        hp,
+        rows_img,
+        groups_m: u32_of(groups_m, "pixel blocks")?,
+        groups_n: u32_of(groups_n, "channel blocks")?,
+        groups: u32_of(p.groups, "groups")?,
+        kg: u32_of(kg, "output channels per group")?,
+        k: u32_of(p.k, "output channels")?,
+        hb: u32_of(pl.hb, "weight image height")?,
+        kp: u32_of(pl.kp, "reduction length")?,
+        ..Default::default()
+    };
+    let spec = ImplicitSpec {
+        WG: WG as u32,
+        HAS_BIAS: bufs.b.is_some(),
+    };
+    let mut n0 = 0;
+    while n0 < p.n {
+        let nb = pl.x.chunk.min(p.n - n0);
+        let x_off = x_base + n0 * src_p.c * src_p.h * src_p.w;
+        pl.x.fill(ctx, enc, src_p, sub, (&bufs.x, x_off), nb, &ximg)?;
+        let batch = nb * p.groups;
+        cu.batch = u32_of(batch, "images x groups")?;
+        cu.y_off = u32_of(n0 * p.k * ohw, "output elements")?;
+        let groups = groups_m * groups_n * batch;
+        let set = |u: &mut ImplicitParams, wg: u32| u.wg0 = wg / WG as u32;
+        let binds = [
+            Bind::Image(&ximg.view),
+            Bind::Image(&wview),
+            Bind::whole(bufs.b.as_ref().unwrap_or(&bufs.w)),
+            Bind::whole(&bufs.y),
+        ];
+        let total = (groups * WG) as u64;
+        match pl.tile {
+            Tile::P8x16 => {
+                launch_linear::<k::Conv2dImplicit>(ctx, enc, &spec, &mut cu, set, &binds, total)?
+            }
+            Tile::P4x32 => {
+                launch_linear::<k::Conv2dImplicitN32>(ctx, enc, &spec, &mut cu, set, &binds, total)?
+            }
+        }
+        n0 += nb;
+    }
+    Ok(())
+}

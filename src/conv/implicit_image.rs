@@ -1,0 +1,498 @@
+//! The storage-image machinery of the implicit-GEMM algorithm (CPU adapters, 8-lane
+//! subgroups), shared by its forward, input-gradient and weight-gradient entries: the padded
+//! input image, the packed weight panels, their geometry.
+
+use crate::context::Context;
+use crate::conv::launch::ConvBuffers;
+use crate::error::Result;
+use crate::gpu::memory::{copy_flat, copy_flat_at, flat_fields, DeviceImage, ImageStaging};
+use crate::gpu::{i32_of, launch_linear, u32_of, Bind};
+use crate::kernels::k;
+use crate::kernels::pack_conv_weights::{PackWeightsParams, PackWeightsRunsSpec, PackWeightsSpec};
+use crate::kernels::pad_image::{PadImageFlatSpec, PadImageParams, PadImageSpec};
+use crate::params::{Conv2dProblem, PaddingMode};
+
+/// Lanes per workgroup (one 8-lane subgroup).
+pub(crate) const WG: usize = 8;
+/// Output channels per workgroup of the weight gradient (and of the dy panels).
+pub(crate) const COLS: usize = 16;
+
+/// Register tile of the forward kernel: output pixels per lane x output channels per
+/// workgroup. Both hold 128 accumulators per lane; 4 x 32 needs 16 texel loads per 8
+/// reduction steps instead of 20 and wastes less on small images (tile of 32 pixels),
+/// 8 x 16 needs half the subgroup broadcasts and suits few output channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tile {
+    P8x16,
+    P4x32,
+}
+
+impl Tile {
+    pub(crate) fn pixels(self) -> usize {
+        match self {
+            Tile::P8x16 => 8,
+            Tile::P4x32 => 4,
+        }
+    }
+    pub(crate) fn cols(self) -> usize {
+        match self {
+            Tile::P8x16 => 16,
+            Tile::P4x32 => 32,
+        }
+    }
+    /// The tile with the least padded work (pixels x channels) for `p`; ties go to 4 x 32
+    /// (measured interleaved on lavapipe, b-f forward and dx: 3-15 % faster than 8 x 16).
+    pub(crate) fn choose(p: &Conv2dProblem) -> Tile {
+        let ohw = p.oh * p.ow;
+        let work = |t: Tile| {
+            let px = WG * t.pixels();
+            ohw.div_ceil(px) * px * p.k_per_group().div_ceil(t.cols()) * t.cols()
+        };
+        if work(Tile::P8x16) < work(Tile::P4x32) {
+            Tile::P8x16
+        } else {
+            Tile::P4x32
+        }
+    }
+}
+
+/// How the weights of a problem are laid out in memory: element (group, output channel,
+/// input channel, tap) at `g * g_stride + k * k_stride + c * c_stride + tap`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WeightLayout {
+    pub g_stride: usize,
+    pub k_stride: usize,
+    pub c_stride: usize,
+}
+
+impl WeightLayout {
+    /// `p`'s weights read by the forward problem that computes its input gradient: output
+    /// and input channels swapped within each group.
+    pub(crate) fn input_gradient(p: &Conv2dProblem) -> Self {
+        let rs = p.r * p.s;
+        WeightLayout {
+            g_stride: p.k_per_group() * p.c_per_group() * rs,
+            k_stride: rs,
+            c_stride: p.c_per_group() * rs,
+        }
+    }
+
+    /// The forward layout `[K, C/groups, R, S]`.
+    pub(crate) fn forward(p: &Conv2dProblem) -> Self {
+        let rs = p.r * p.s;
+        WeightLayout {
+            g_stride: p.k_per_group() * p.c_per_group() * rs,
+            k_stride: p.c_per_group() * rs,
+            c_stride: rs,
+        }
+    }
+}
+
+/// Geometry of the padded input image of a problem (see `shaders/pad_image.wgsl`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InputGeom {
+    /// 8-channel blocks per group.
+    pub(crate) cb8: usize,
+    /// 4-channel blocks over all groups.
+    pub(crate) qb: usize,
+    pub(crate) wp: usize,
+    pub(crate) hp: usize,
+    /// Channel planes per image row, and plane rows per input image.
+    pub(crate) cpr: usize,
+    pub(crate) rows_img: usize,
+    /// Image width; input images per chunk (per image fill).
+    pub(crate) width: usize,
+    pub(crate) chunk: usize,
+}
+
+impl InputGeom {
+    pub(crate) fn new(ctx: &Context, p: &Conv2dProblem) -> Option<Self> {
+        if !ctx.has_subgroups8() {
+            return None;
+        }
+        let d = ctx.limits().max_texture_dimension_2d as usize;
+        let wp = usize::try_from(p.w as isize + p.pad[2] + p.pad[3]).ok()?;
+        let hp = usize::try_from(p.h as isize + p.pad[0] + p.pad[1]).ok()?;
+        if wp == 0 || hp == 0 || wp > d || p.n == 0 {
+            return None;
+        }
+        let cb8 = p.c_per_group().div_ceil(8);
+        let qb = p.groups.checked_mul(cb8 * 2)?;
+        let cpr = (d / wp).min(qb).max(1);
+        let rows_img = qb.div_ceil(cpr);
+        let img_h = rows_img.checked_mul(hp)?;
+        if img_h > d {
+            return None;
+        }
+        let width = cpr * wp;
+        let per_image = (width * img_h) as u64 * DeviceImage::TEXEL;
+        let budget = ctx.scratch_budget().max(4096);
+        let chunk = (d / img_h)
+            .min((budget / per_image.max(1)) as usize)
+            .clamp(1, p.n);
+        Some(InputGeom {
+            cb8,
+            qb,
+            wp,
+            hp,
+            cpr,
+            rows_img,
+            width,
+            chunk,
+        })
+    }
+
+    /// The leading parameter fields of the image kernels for problem `p` on this input
+    /// image: `[ohw, ow, sh, sw, dh, dw, r, s, cb8, cpr, wp, hp, rows_img]`.
+    pub(crate) fn fields(&self, p: &Conv2dProblem) -> Result<[u32; 13]> {
+        Ok([
+            u32_of(p.oh * p.ow, "output pixels")?,
+            u32_of(p.ow, "output width")?,
+            u32_of(p.stride[0], "stride")?,
+            u32_of(p.stride[1], "stride")?,
+            u32_of(p.dilation[0], "dilation")?,
+            u32_of(p.dilation[1], "dilation")?,
+            u32_of(p.r, "kernel height")?,
+            u32_of(p.s, "kernel width")?,
+            u32_of(self.cb8, "channel blocks")?,
+            u32_of(self.cpr, "channel blocks")?,
+            u32_of(self.wp, "padded width")?,
+            u32_of(self.hp, "padded height")?,
+            u32_of(self.rows_img, "channel blocks")?,
+        ])
+    }
+
+    pub(crate) fn image_height(&self) -> usize {
+        self.rows_img * self.hp
+    }
+
+    /// The input image for chunks of images.
+    pub(crate) fn alloc(&self, ctx: &Context) -> Result<DeviceImage> {
+        DeviceImage::new(
+            ctx,
+            u32_of(self.width, "input image width")?,
+            u32_of(self.chunk * self.image_height(), "input image height")?,
+            "wgconv implicit-gemm input",
+        )
+    }
+
+    /// Records the fill of `img` with `nb` images of x starting at element `x_off`: x and
+    /// its padding are `p`'s; image pixel (i, j) is p's padded pixel (i * sh, j * sw) for
+    /// `sub = [sh, sw]` ([1, 1] but for strided 1x1 problems, see [`sampled_problem`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn fill(
+        &self,
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+        p: &Conv2dProblem,
+        sub: [usize; 2],
+        (x, x_off): (&wgpu::Buffer, usize),
+        nb: usize,
+        img: &DeviceImage,
+    ) -> Result<()> {
+        // One invocation per 8 texels of a row.
+        let total = self.width.div_ceil(8) * nb * self.image_height();
+        let mut u = PadImageParams {
+            c: u32_of(p.c, "channels")?,
+            h: u32_of(p.h, "height")?,
+            w: u32_of(p.w, "width")?,
+            cg: u32_of(p.c_per_group(), "channels per group")?,
+            qg: u32_of(self.cb8 * 2, "channel blocks")?,
+            qb: u32_of(self.qb, "channel blocks")?,
+            cpr: u32_of(self.cpr, "channel blocks")?,
+            rows_img: u32_of(self.rows_img, "channel blocks")?,
+            wp: u32_of(self.wp, "padded width")?,
+            hp: u32_of(self.hp, "padded height")?,
+            pad_top: i32_of(p.pad[0], "padding")?,
+            pad_left: i32_of(p.pad[2], "padding")?,
+            x_off: u32_of(x_off, "input elements")?,
+            width: u32_of(self.width, "input image width")?,
+            total: u32_of(total, "input texels")?,
+            sh: u32_of(sub[0], "stride")?,
+            sw: u32_of(sub[1], "stride")?,
+            ..Default::default()
+        };
+        let rows = u32_of(nb * self.image_height(), "input image height")?;
+        let width = u32_of(self.width, "input image width")?;
+        // CPU adapters, zero padding, stride 1: read x through a verbatim image copy of the
+        // chunk (storage-buffer loads are per-lane loops there); any padding of the chunk's
+        // length to whole texels is masked by the kernel.
+        let flat = if ctx.cpu_kernels() && sub == [1, 1] && p.mode == PaddingMode::Zeros {
+            let len = (nb * p.c * p.h * p.w).div_ceil(4) * 4;
+            copy_flat_at(ctx, enc, (x, x_off), len, "wgconv implicit-gemm raw input")?
+        } else {
+            None
+        };
+        let (src, total) = match &flat {
+            Some((img, tw)) => {
+                u.x_off = 0;
+                [u.tw, u.tw_shift, u.texels] = flat_fields(img, *tw)?;
+                // One invocation per 8 pixels of one plane row.
+                let total = nb * self.image_height() * self.cpr * self.wp.div_ceil(8);
+                u.total = u32_of(total, "input texels")?;
+                (Bind::Image(&img.view), total)
+            }
+            None => (Bind::whole(x), total),
+        };
+        let staging = ImageStaging::new(ctx, width, rows)?;
+        u.dst_row = staging.row;
+        let spec = PadImageSpec {
+            PAD_MODE: p.mode.code(),
+            ..Default::default()
+        };
+        staging.fill(ctx, enc, img, (width, rows), |enc, y_lo, y_hi, dst| {
+            (u.y_lo, u.y_hi) = (y_lo, y_hi);
+            let set = |u: &mut PadImageParams, t0| u.t0 = t0;
+            let binds = [src, Bind::whole(dst)];
+            if flat.is_some() {
+                let spec = PadImageFlatSpec::default();
+                launch_linear::<k::PadImageFlat>(ctx, enc, &spec, &mut u, set, &binds, total as u64)
+            } else {
+                launch_linear::<k::PadImage>(ctx, enc, &spec, &mut u, set, &binds, total as u64)
+            }
+        })
+    }
+}
+
+/// A strided 1x1 problem as the stride-1 problem on its sampled pixels (padded pixel
+/// (oy * sh, ox * sw) of the input, any padding mode): `None` for other problems.
+pub(crate) fn sampled_problem(p: &Conv2dProblem) -> Option<Conv2dProblem> {
+    (p.r * p.s == 1 && p.stride != [1, 1]).then_some(Conv2dProblem {
+        h: p.oh,
+        w: p.ow,
+        stride: [1, 1],
+        dilation: [1, 1],
+        pad: [0; 4],
+        mode: PaddingMode::Zeros,
+        ..*p
+    })
+}
+
+/// Image geometry of one forward problem: input image and weight panels.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan {
+    pub(crate) x: InputGeom,
+    pub(crate) tile: Tile,
+    /// Reduction rows per weight panel, weight image height and width, panels x rows.
+    pub(crate) kp: usize,
+    pub(crate) hb: usize,
+    pub(crate) wwidth: usize,
+    pub(crate) rows_total: usize,
+}
+
+pub(crate) fn plan(ctx: &Context, p: &Conv2dProblem) -> Option<Plan> {
+    let x = InputGeom::new(ctx, p)?;
+    let tile = Tile::choose(p);
+    let d = ctx.limits().max_texture_dimension_2d as usize;
+    let kp = x.cb8 * 8 * p.r * p.s;
+    let rows_total = p
+        .groups
+        .checked_mul(p.k_per_group().div_ceil(tile.cols()))?
+        .checked_mul(kp)?;
+    let hb = rows_total.min(d / 8 * 8);
+    let wwidth = rows_total.div_ceil(hb) * (tile.cols() / 4);
+    if wwidth > d || u32::try_from(p.n * p.k * p.oh * p.ow).is_err() {
+        return None;
+    }
+    Some(Plan {
+        x,
+        tile,
+        kp,
+        hb,
+        wwidth,
+        rows_total,
+    })
+}
+
+/// Can the implicit-GEMM convolution run `p` on this context (8-lane subgroups, images
+/// within `maxTextureDimension2D`)?
+pub(crate) fn runnable(ctx: &Context, p: &Conv2dProblem) -> bool {
+    p.oh * p.ow > 0 && plan(ctx, p).is_some()
+}
+
+/// The weight image of 1x1 problems whose packed texels are texels of the weight buffer:
+/// the input gradient's view (4 consecutive output channels = 4 consecutive floats) with no
+/// padding rows or columns and rows of the buffer 256-byte aligned. Then the pack is one
+/// buffer-to-texture copy per panel (and column block), no shader pass. `None` otherwise.
+fn pack_weights_by_copy(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    bufs: &ConvBuffers,
+    pl: &Plan,
+    wl: WeightLayout,
+) -> Result<Option<DeviceImage>> {
+    let (kg, cg, cols) = (p.k_per_group(), p.c_per_group(), pl.tile.cols());
+    let pitch = wl.c_stride * 4;
+    if p.r * p.s != 1
+        || wl.k_stride != 1
+        || !cg.is_multiple_of(8)
+        || !kg.is_multiple_of(cols)
+        || !pitch.is_multiple_of(256)
+        || u32::try_from(pitch).is_err()
+    {
+        return Ok(None);
+    }
+    let wimg = DeviceImage::new(
+        ctx,
+        u32_of(pl.wwidth, "weight image width")?,
+        u32_of(pl.hb, "weight image height")?,
+        "wgconv implicit-gemm weights",
+    )?;
+    let (pw, groups_n) = (cols / 4, kg / cols);
+    // Row cl of panel (g, tn) is buffer row cl (pitch c_stride) from float g * g_stride + tn * cols.
+    let mut copies = Vec::new();
+    for g in 0..p.groups {
+        for tn in 0..groups_n {
+            let mut cl = 0;
+            while cl < cg {
+                let l = (g * groups_n + tn) * pl.kp + cl;
+                let (xb, y) = (l / pl.hb, l % pl.hb);
+                let rows = (pl.hb - y).min(cg - cl);
+                let off = 4 * (g * wl.g_stride + cl * wl.c_stride + tn * cols);
+                copies.push((
+                    off as u64,
+                    u32_of(xb * pw, "weight image width")?,
+                    u32_of(y, "weight image height")?,
+                    u32_of(rows, "weight image height")?,
+                ));
+                cl += rows;
+            }
+        }
+    }
+    ctx.scoped("copying weights into an image", || {
+        for &(off, x0, y0, rows) in &copies {
+            wimg.copy_rect_from(enc, &bufs.w, (off, pitch as u32), (x0, y0, pw as u32, rows));
+        }
+    })?;
+    Ok(Some(wimg))
+}
+
+/// Packs the weights of `p` (laid out as `wl`) into a new weight image of plan `pl`.
+pub(crate) fn pack_weights_image(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    bufs: &ConvBuffers,
+    pl: &Plan,
+    wl: WeightLayout,
+) -> Result<DeviceImage> {
+    if let Some(img) = pack_weights_by_copy(ctx, enc, p, bufs, pl, wl)? {
+        return Ok(img);
+    }
+    let (kg, cg) = (p.k_per_group(), p.c_per_group());
+    let groups_n = kg.div_ceil(pl.tile.cols());
+    let wimg = DeviceImage::new(
+        ctx,
+        u32_of(pl.wwidth, "weight image width")?,
+        u32_of(pl.hb, "weight image height")?,
+        "wgconv implicit-gemm weights",
+    )?;
+    // One invocation per panel column (pw texels) of an 8-row group.
+    let mut wtotal = pl.wwidth / (pl.tile.cols() / 4) * (pl.hb / 8);
+    let mut wu = PackWeightsParams {
+        kg: u32_of(kg, "output channels per group")?,
+        cg: u32_of(cg, "channels per group")?,
+        r: u32_of(p.r, "kernel height")?,
+        s: u32_of(p.s, "kernel width")?,
+        kp: u32_of(pl.kp, "reduction length")?,
+        groups_n: u32_of(groups_n, "channel blocks")?,
+        hb: u32_of(pl.hb, "weight image height")?,
+        rows_total: u32_of(pl.rows_total, "weight rows")?,
+        g_stride: u32_of(wl.g_stride, "weight stride")?,
+        k_stride: u32_of(wl.k_stride, "weight stride")?,
+        c_stride: u32_of(wl.c_stride, "weight stride")?,
+        width: u32_of(pl.wwidth, "weight image width")?,
+        total: u32_of(wtotal, "weight texels")?,
+        pw: (pl.tile.cols() / 4) as u32,
+        ..Default::default()
+    };
+    // On CPU adapters read the weights through a verbatim image copy of their buffer (a
+    // storage-buffer load costs several times an image load there); else from the buffer.
+    let w_len = p.k * cg * p.r * p.s;
+    let raw = if ctx.cpu_kernels() {
+        copy_flat(ctx, enc, &bufs.w, w_len, "wgconv implicit-gemm raw weights")?
+    } else {
+        None
+    };
+    let rs = p.r * p.s;
+    // Texels of 4 output channels that are contiguous, texel-aligned tap runs (the input
+    // gradient's view, k_stride == R * S): the run packer, one load per packed texel.
+    let runs =
+        rs <= 9 && wl.k_stride == rs && [wl.g_stride, wl.c_stride].iter().all(|v| v % 4 == 0);
+    /// The packer that runs.
+    enum Packer {
+        Buffer,
+        Image,
+        Runs,
+    }
+    let (packer, src) = match &raw {
+        Some((img, tw)) => {
+            wu.tw = *tw;
+            wu.tw_shift = tw.trailing_zeros();
+            wu.texels = u32_of(w_len / 4, "weight texels")?;
+            let packer = if runs { Packer::Runs } else { Packer::Image };
+            (packer, Bind::Image(&img.view))
+        }
+        None => (Packer::Buffer, Bind::whole(&bufs.w)),
+    };
+    if matches!(packer, Packer::Runs) {
+        // One invocation per (panel, 8-channel block, texel column).
+        wtotal = pl.rows_total / pl.kp * (pl.kp / (8 * rs)) * (pl.tile.cols() / 4);
+        wu.total = u32_of(wtotal, "weight texels")?;
+    }
+    let (ww, wh) = (
+        u32_of(pl.wwidth, "weight image width")?,
+        u32_of(pl.hb, "weight image height")?,
+    );
+    let staging = ImageStaging::new(ctx, ww, wh)?;
+    wu.dst_row = staging.row;
+    let spec = PackWeightsSpec {
+        FLIP: p.flip,
+        ..Default::default()
+    };
+    let runs_spec = PackWeightsRunsSpec {
+        FLIP: p.flip,
+        RS: rs as u32,
+        ..Default::default()
+    };
+    staging.fill(ctx, enc, &wimg, (ww, wh), |enc, y_lo, y_hi, dst| {
+        (wu.y_lo, wu.y_hi) = (y_lo, y_hi);
+        let set = |u: &mut PackWeightsParams, t0| u.t0 = t0;
+        let binds = [src, Bind::whole(dst)];
+        let total = wtotal as u64;
+        match packer {
+            Packer::Buffer => {
+                launch_linear::<k::PackConvWeights>(ctx, enc, &spec, &mut wu, set, &binds, total)
+            }
+            Packer::Image => launch_linear::<k::PackConvWeightsImage>(
+                ctx, enc, &spec, &mut wu, set, &binds, total,
+            ),
+            Packer::Runs => launch_linear::<k::PackConvWeightsRuns>(
+                ctx, enc, &runs_spec, &mut wu, set, &binds, total,
+            ),
+        }
+    })?;
+    Ok(wimg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::Conv2dParams;
+
+    #[test]
+    fn tile_choice_follows_padded_work() {
+        let prob = |k: usize, hw: usize| {
+            Conv2dParams::default()
+                .resolve([1, 16, hw, hw], [k, 16, 1, 1], None)
+                .unwrap()
+        };
+        // Few output channels: 16-wide tiles waste less.
+        assert_eq!(Tile::choose(&prob(8, 16)), Tile::P8x16);
+        assert_eq!(Tile::choose(&prob(16, 16)), Tile::P8x16);
+        // Many channels, 196 pixels: 32-pixel tiles waste less; ties go to 4 x 32.
+        assert_eq!(Tile::choose(&prob(256, 14)), Tile::P4x32);
+        assert_eq!(Tile::choose(&prob(64, 8)), Tile::P4x32);
+    }
+}

@@ -1,0 +1,184 @@
+//! Input gradient, implicit-GEMM algorithm: the forward implicit GEMM on `dy` (stride 1), or
+//! for strided 1x1 layers on `dy` followed by a scatter.
+
+use super::{core, unwindowed, DgradArgs};
+use crate::context::Context;
+use crate::conv::forward::implicit_gemm::encode_at;
+use crate::conv::implicit_image::{runnable, WeightLayout};
+use crate::conv::launch::ConvBuffers;
+use crate::conv::table::{anywhere, Entry, Reason};
+use crate::conv::{refuse, Algorithm};
+use crate::error::Result;
+use crate::gpu::memory::DeviceBuffer;
+use crate::gpu::{launch_linear, u32_of, Bind};
+use crate::kernels::k;
+use crate::kernels::scatter_strided::{ScatterParams, ScatterSpec};
+use crate::params::{Conv2dProblem, PaddingMode};
+
+/// The input-gradient entry: stride-1 problems as the implicit GEMM on `dy`, strided 1x1
+/// problems as the implicit GEMM on `dy` followed by a scatter.
+pub(crate) const INPUT_GRAD: Entry<Conv2dProblem, DgradArgs> = Entry {
+    algorithm: Algorithm::ImplicitGemm,
+    check,
+    prefer,
+    tune: anywhere,
+    encode,
+};
+
+fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
+    unwindowed(ctx, p)?;
+    let q = core(p);
+    if strided_pointwise_as_forward(ctx, &q).is_some() || dgrad_as_forward(ctx, &q, false).is_some()
+    {
+        Ok(())
+    } else if !ctx.has_subgroups8() {
+        Err("needs subgroups of exactly 8 lanes (a CPU adapter such as lavapipe)".into())
+    } else {
+        Err(
+            "needs stride 1 (or a 1x1 kernel with any stride) and images within \
+             max_texture_dimension_2d and the scratch budget"
+                .into(),
+        )
+    }
+}
+
+/// Preferred with at least 8 output channels per group (the GEMM's reduction) for strided
+/// 1x1 layers and for kernels larger than 1x1.
+pub(crate) fn prefer(ctx: &Context, p: &Conv2dProblem) -> bool {
+    let q = core(p);
+    p.k_per_group() >= 8
+        && (strided_pointwise_as_forward(ctx, &q).is_some()
+            || (p.r * p.s > 1 && dgrad_as_forward(ctx, &q, false).is_some()))
+}
+
+fn encode(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    a: &DgradArgs,
+) -> Result<()> {
+    if let Some(q) = strided_pointwise_as_forward(ctx, p) {
+        return dgrad_strided_pointwise(
+            ctx,
+            enc,
+            p,
+            &q,
+            &a.dy,
+            a.dy_off,
+            &a.w,
+            a.bias.as_ref(),
+            &a.dx,
+        );
+    }
+    let (q, layout) = dgrad_as_forward(ctx, p, a.bias.is_some())
+        .ok_or_else(|| refuse(Algorithm::ImplicitGemm, "the input gradient does not fit"))?;
+    let bufs = ConvBuffers::new(&a.dy, &a.w, a.bias.as_ref(), &a.dx);
+    encode_at(ctx, enc, &q, &bufs, a.dy_off, layout)
+}
+
+/// The input gradient of stride-1 `p` as the forward problem the implicit GEMM runs on `dy`
+/// (`None` when it is not a stride-1 zero-padded problem or the images do not fit), with the
+/// layout in which that problem reads `p`'s weights: its output channel i (p's input channel)
+/// and input channel j (p's output channel) of group g are w[g * kg + j, i, r, s].
+pub(crate) fn dgrad_as_forward(
+    ctx: &Context,
+    p: &Conv2dProblem,
+    has_bias: bool,
+) -> Option<(Conv2dProblem, WeightLayout)> {
+    let q = p
+        .input_gradient_as_forward(has_bias)
+        .filter(|q| runnable(ctx, q))?;
+    Some((q, WeightLayout::input_gradient(p)))
+}
+
+/// For a strided 1x1 zero-padded `p` (top/left padding >= 0): the 1x1 stride-1 forward
+/// problem on dy, with p's input channels as its output channels, whose output `G` (the
+/// gradient of the sampled pixels) `scatter_strided.wgsl` spreads onto dx; `None` otherwise
+/// or when the implicit GEMM cannot run it.
+pub(crate) fn strided_pointwise_as_forward(
+    ctx: &Context,
+    p: &Conv2dProblem,
+) -> Option<Conv2dProblem> {
+    if p.r * p.s != 1
+        || p.stride == [1, 1]
+        || p.mode != PaddingMode::Zeros
+        || p.pad[0] < 0
+        || p.pad[2] < 0
+    {
+        return None;
+    }
+    let q = Conv2dProblem {
+        c: p.k,
+        h: p.oh,
+        w: p.ow,
+        k: p.c,
+        stride: [1, 1],
+        dilation: [1, 1],
+        pad: [0; 4],
+        flip: false,
+        has_bias: false,
+        ..*p
+    };
+    let scratch = (q.n * q.k * q.oh * q.ow * 4) as u64;
+    let fits = scratch
+        <= ctx
+            .limits()
+            .max_storage_buffer_binding_size
+            .min(ctx.scratch_budget());
+    (fits && runnable(ctx, &q)).then_some(q)
+}
+
+/// Input gradient of strided 1x1 `p` through the forward problem `q`
+/// ([`strided_pointwise_as_forward`]) into scratch, scattered onto dx (plus the bias).
+#[allow(clippy::too_many_arguments)]
+fn dgrad_strided_pointwise(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    q: &Conv2dProblem,
+    dy: &wgpu::Buffer,
+    dy_off: usize,
+    w: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    dx: &wgpu::Buffer,
+) -> Result<()> {
+    let g = DeviceBuffer::new(
+        ctx,
+        (q.n * q.k * q.oh * q.ow * 4) as u64,
+        "wgconv sampled-pixel input gradient",
+    )?;
+    let bufs = ConvBuffers::new(dy, w, None, &g.buffer);
+    encode_at(ctx, enc, q, &bufs, dy_off, WeightLayout::input_gradient(p))?;
+    let rows = p.n * p.c * p.h;
+    let mut u = ScatterParams {
+        planes: u32_of(p.n * p.c, "planes")?,
+        h: u32_of(p.h, "height")?,
+        w: u32_of(p.w, "width")?,
+        oh: u32_of(p.oh, "output height")?,
+        ow: u32_of(p.ow, "output width")?,
+        sh: u32_of(p.stride[0], "stride")?,
+        sw: u32_of(p.stride[1], "stride")?,
+        top: u32_of(p.pad[0] as usize, "padding")?,
+        left: u32_of(p.pad[2] as usize, "padding")?,
+        c: u32_of(p.c, "channels")?,
+        total: u32_of(rows, "rows")?,
+        t0: 0,
+    };
+    let spec = ScatterSpec {
+        HAS_BIAS: bias.is_some(),
+        ..Default::default()
+    };
+    launch_linear::<k::ScatterStrided>(
+        ctx,
+        enc,
+        &spec,
+        &mut u,
+        |u, t0| u.t0 = t0,
+        &[
+            Bind::whole(&g.buffer),
+            Bind::whole(bias.unwrap_or(&g.buffer)),
+            Bind::whole(dx),
+        ],
+        rows as u64,
+    )
+}

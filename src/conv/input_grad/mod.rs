@@ -1,0 +1,214 @@
+//! Input gradient (and transposed convolution): the algorithm table, the padding-mode fold
+//! and the windowed path for tensors larger than one binding.
+//!
+//! Every entry computes the gradient of a zero-padded problem (its *core*): with reflect,
+//! replicate or circular padding, the gradient of the explicitly padded input is computed in
+//! bounded scratch and folded back onto `dx` by `pad_fold` (the adjoint of the padding).
+//! Entries check the caller's problem (through its core) and encode the core.
+//!
+//! | entry | runs | heuristic picks it when |
+//! |---|---|---|
+//! | [`gemm1x1`] | a GEMM of the weights with `dy` in place | always when it runs |
+//! | [`depthwise`] | the depthwise forward kernel on `dy`, kernel rotated (stride 1, no multiplier) | always when it runs |
+//! | [`direct`] | the gather kernel (phase kernel for strided layers on CPU adapters); windows over large tensors | tiny reductions; strided layers with few channels on CPU adapters; tensors beyond one binding |
+//! | [`implicit_gemm`] | the implicit GEMM on `dy` (stride 1), or on `dy` + a scatter (strided 1x1) | >= 8 output channels per group |
+//! | [`implicit_gemm_tiled`] | the workgroup-memory implicit GEMM on `dy` (stride 1) | never (timed by the tuner on GPUs) |
+//! | [`im2col_gemm`] | im2col GEMM on `dy` (stride 1), else a GEMM + `col2im` | otherwise |
+
+pub(crate) mod depthwise;
+pub(crate) mod direct;
+pub(crate) mod gemm1x1;
+pub(crate) mod im2col_gemm;
+pub(crate) mod implicit_gemm;
+pub(crate) mod implicit_gemm_tiled;
+pub(crate) mod phase;
+
+use crate::context::Context;
+use crate::conv::table::{Operation, Reason, Table};
+use crate::conv::Algorithm;
+use crate::error::Result;
+use crate::gpu::memory::DeviceBuffer;
+use crate::gpu::{launch, max_window_elems, u32_of, Bind};
+use crate::kernels::k;
+use crate::kernels::pad_fold::{PadFoldParams, PadFoldSpec};
+use crate::params::{numel, Conv2dProblem, PaddingMode};
+use crate::tune::TunedOp;
+
+/// The buffers an entry reads and writes: `dy` from element `dy_off`, `dx` from element 0.
+pub(crate) struct DgradArgs {
+    pub dy: wgpu::Buffer,
+    pub dy_off: usize,
+    pub w: wgpu::Buffer,
+    pub bias: Option<wgpu::Buffer>,
+    pub dx: wgpu::Buffer,
+}
+
+/// The input-gradient table, in the heuristic's order of preference.
+pub(crate) static TABLE: Table<Conv2dProblem, DgradArgs> = Table {
+    op: Operation::InputGrad,
+    entries: ENTRIES,
+};
+
+/// The transposed convolution: the same entries, with a bias.
+pub(crate) static TRANSPOSED: Table<Conv2dProblem, DgradArgs> = Table {
+    op: Operation::Transposed,
+    entries: ENTRIES,
+};
+
+const ENTRIES: &[crate::conv::table::Entry<Conv2dProblem, DgradArgs>] = &[
+    gemm1x1::INPUT_GRAD,
+    depthwise::INPUT_GRAD,
+    direct::INPUT_GRAD,
+    implicit_gemm::INPUT_GRAD,
+    implicit_gemm_tiled::INPUT_GRAD,
+    im2col_gemm::INPUT_GRAD,
+];
+
+/// Does the problem read padded positions through a non-zero padding mode?
+pub(crate) fn needs_fold(p: &Conv2dProblem) -> bool {
+    p.mode != PaddingMode::Zeros && p.pad.iter().any(|&v| v > 0)
+}
+
+/// The same convolution on the explicitly padded input (zero padding of 0): its input
+/// gradient is the gradient of the padded tensor, which `pad_fold` folds back.
+pub(crate) fn padded_problem(p: &Conv2dProblem) -> Conv2dProblem {
+    Conv2dProblem {
+        h: p.h + (p.pad[0] + p.pad[1]) as usize,
+        w: p.w + (p.pad[2] + p.pad[3]) as usize,
+        pad: [0; 4],
+        mode: PaddingMode::Zeros,
+        ..*p
+    }
+}
+
+/// The zero-padded problem the entries compute: `p` itself, or with a non-zero padding
+/// mode the same convolution on the explicitly padded input.
+pub(crate) fn core(p: &Conv2dProblem) -> Conv2dProblem {
+    if needs_fold(p) {
+        padded_problem(p)
+    } else {
+        *p
+    }
+}
+
+/// Is the work split into windows (only the direct entry does that)? When a tensor, or the
+/// padded gradient of one image, exceeds one storage binding.
+pub(crate) fn windowed(ctx: &Context, p: &Conv2dProblem) -> bool {
+    let max = ctx.limits().max_storage_buffer_binding_size;
+    let pp = padded_problem(p);
+    let padded_image = if needs_fold(p) { p.c * pp.h * pp.w } else { 0 };
+    [p.x_shape(), p.w_shape(), p.y_shape()]
+        .iter()
+        .any(|s| numel(s) as u64 * 4 > max)
+        || padded_image > max_window_elems(ctx)
+}
+
+/// The rule of every entry but the direct one: no windows.
+pub(crate) fn unwindowed(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
+    if windowed(ctx, p) {
+        return Err(
+            "a tensor (or the padded gradient of one image) exceeds one storage \
+                    binding; only the direct algorithm splits it into windows"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Input gradient `dx` (`[N, C, H, W]`) of the forward `p` from `dy` (`[N, K, Ho, Wo]`);
+/// with `bias` (length C) this is the transposed convolution of `dy` (`transposed` names the
+/// operation in errors).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn encode(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    dy: &wgpu::Buffer,
+    w: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    dx: &wgpu::Buffer,
+    algorithm: Algorithm,
+    transposed: bool,
+) -> Result<()> {
+    let table = if transposed { &TRANSPOSED } else { &TABLE };
+    let entry = table.select(ctx, p, algorithm, |h, c| {
+        ctx.choose(TunedOp::BackwardInput, p, h, &c)
+    })?;
+    if windowed(ctx, p) {
+        // Only the direct entry passes the check of a windowed problem.
+        return direct::dgrad_windowed(ctx, enc, p, dy, w, bias, dx);
+    }
+    let args = |dy_off: usize, bias: Option<&wgpu::Buffer>, dx: &wgpu::Buffer| DgradArgs {
+        dy: dy.clone(),
+        dy_off,
+        w: w.clone(),
+        bias: bias.cloned(),
+        dx: dx.clone(),
+    };
+    if !needs_fold(p) {
+        return (entry.encode)(ctx, enc, p, &args(0, bias, dx));
+    }
+    // Gradient of the padded input in bounded scratch (image by image if needed), folded
+    // back onto dx (with the bias, which only the transposed convolution has and which
+    // never meets a padding mode: conv_transpose2d pads with zeros).
+    let pp = padded_problem(p);
+    let per_image = (p.c * pp.h * pp.w * 4) as u64;
+    let budget = ctx
+        .scratch_budget()
+        .min(ctx.limits().max_storage_buffer_binding_size);
+    let images = ((budget / per_image.max(1)) as usize).clamp(1, p.n);
+    let scratch = DeviceBuffer::new(
+        ctx,
+        per_image * images as u64,
+        "wgconv padded input gradient",
+    )?;
+    let spec = PadFoldSpec {
+        PAD_MODE: p.mode.code(),
+        ..Default::default()
+    };
+    let mut n0 = 0;
+    while n0 < p.n {
+        let nb = images.min(p.n - n0);
+        let sub = Conv2dProblem { n: nb, ..pp };
+        let dy_off = n0 * p.k * p.oh * p.ow;
+        (entry.encode)(ctx, enc, &sub, &args(dy_off, None, &scratch.buffer))?;
+        let total = nb * p.c * p.h * p.w;
+        let dst_off = u32_of(n0 * p.c * p.h * p.w, "elements")?;
+        let u = pad_fold_params(p, &pp, nb * p.c, total, dst_off)?;
+        launch::<k::PadFold>(
+            ctx,
+            enc,
+            &spec,
+            &u,
+            &[Bind::whole(&scratch.buffer), Bind::whole(dx)],
+            total as u64,
+        )?;
+        n0 += nb;
+    }
+    Ok(())
+}
+
+/// Parameters of `pad_fold` folding `planes` planes of the gradient of `pp` (the explicitly
+/// padded `p`) onto dx from element `dst_off`, `total` elements in all.
+pub(crate) fn pad_fold_params(
+    p: &Conv2dProblem,
+    pp: &Conv2dProblem,
+    planes: usize,
+    total: usize,
+    dst_off: u32,
+) -> Result<PadFoldParams> {
+    Ok(PadFoldParams {
+        planes: u32_of(planes, "planes")?,
+        h: u32_of(p.h, "height")?,
+        w: u32_of(p.w, "width")?,
+        hp: u32_of(pp.h, "height")?,
+        wp: u32_of(pp.w, "width")?,
+        top: u32_of(p.pad[0] as usize, "padding")?,
+        left: u32_of(p.pad[2] as usize, "padding")?,
+        bottom: u32_of(p.pad[1] as usize, "padding")?,
+        right: u32_of(p.pad[3] as usize, "padding")?,
+        total: u32_of(total, "elements")?,
+        dst_off,
+        _p1: 0,
+    })
+}

@@ -1,0 +1,95 @@
+//! Launch pieces several convolution algorithms share: the buffers of a call, the shape
+//! fields of the kernel parameter structs, the rule that tensors must fit one storage
+//! binding, and the im2col kernel.
+
+use crate::context::Context;
+use crate::conv::table::Reason;
+use crate::error::Result;
+use crate::gpu::memory::ContentKey;
+use crate::gpu::{i32_of, u32_of};
+use crate::kernels::im2col::{Im2colParams, Im2colSpec};
+use crate::params::{numel, Conv2dProblem};
+
+/// Buffers of one forward convolution call (cheap clones of the caller's buffers).
+pub(crate) struct ConvBuffers {
+    pub x: wgpu::Buffer,
+    pub w: wgpu::Buffer,
+    pub b: Option<wgpu::Buffer>,
+    pub y: wgpu::Buffer,
+    /// Identity and version of the weights when the caller's weight tensor may be cached
+    /// (see `wcache`); `None` packs every call.
+    pub w_key: Option<ContentKey>,
+}
+
+impl ConvBuffers {
+    /// Buffers without a cacheable weight.
+    pub(crate) fn new(
+        x: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        b: Option<&wgpu::Buffer>,
+        y: &wgpu::Buffer,
+    ) -> Self {
+        ConvBuffers {
+            x: x.clone(),
+            w: w.clone(),
+            b: b.cloned(),
+            y: y.clone(),
+            w_key: None,
+        }
+    }
+}
+
+/// Do the tensors of `p` (input, weight, output) each fit one storage binding? Every
+/// algorithm but the direct one needs it; the direct kernels split larger tensors into
+/// windows.
+pub(crate) fn fit_one_binding(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
+    let max = ctx.limits().max_storage_buffer_binding_size;
+    let largest = [p.x_shape(), p.w_shape(), p.y_shape()]
+        .iter()
+        .map(|s| numel(s) as u64 * 4)
+        .max()
+        .unwrap_or(0);
+    if largest > max {
+        return Err(format!(
+            "a tensor of {largest} bytes exceeds one storage binding ({max} bytes); \
+             only the direct algorithm splits tensors into windows"
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The parameters of `im2col` for problem `p`; the launch fields (`n`, offsets, pixel range,
+/// `total`, `ldq`) are set per launch.
+pub(crate) fn im2col_params(p: &Conv2dProblem) -> Result<Im2colParams> {
+    Ok(Im2colParams {
+        n: 1,
+        c: u32_of(p.c, "channels")?,
+        h: u32_of(p.h, "height")?,
+        w: u32_of(p.w, "width")?,
+        cg: u32_of(p.c_per_group(), "channels per group")?,
+        groups: u32_of(p.groups, "groups")?,
+        r: u32_of(p.r, "kernel height")?,
+        s: u32_of(p.s, "kernel width")?,
+        oh: u32_of(p.oh, "output height")?,
+        ow: u32_of(p.ow, "output width")?,
+        sh: u32_of(p.stride[0], "stride")?,
+        sw: u32_of(p.stride[1], "stride")?,
+        dh: u32_of(p.dilation[0], "dilation")?,
+        dw: u32_of(p.dilation[1], "dilation")?,
+        pad_top: i32_of(p.pad[0], "padding")?,
+        pad_left: i32_of(p.pad[2], "padding")?,
+        ..Default::default()
+    })
+}
+
+/// The specialisation of `im2col` for `p` (`transposed`: the pixel-major column matrix of
+/// the weight gradient).
+pub(crate) fn im2col_spec(p: &Conv2dProblem, transposed: bool) -> Im2colSpec {
+    Im2colSpec {
+        PAD_MODE: p.mode.code(),
+        FLIP: p.flip,
+        TRANSPOSED: transposed,
+        ..Default::default()
+    }
+}

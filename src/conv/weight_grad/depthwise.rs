@@ -1,0 +1,175 @@
+//! Weight gradient, depthwise algorithm: per-band partial sums of every tap, then a
+//! fixed-order sum.
+
+use super::{unwindowed, WgradArgs};
+use crate::context::Context;
+use crate::conv::forward::depthwise::{image_geom, supports};
+use crate::conv::table::{anywhere, Entry, Reason};
+use crate::conv::Algorithm;
+use crate::error::Result;
+use crate::gpu::memory::{flat_rows_geom, flat_rows_image, DeviceBuffer, FlatRows};
+use crate::gpu::{i32_of, launch, u32_of, Bind};
+use crate::kernels::conv2d_wgrad_depthwise::{
+    WgradDepthwiseImageSpec, WgradDepthwiseParams, WgradDepthwiseSpec,
+};
+use crate::kernels::k;
+use crate::kernels::reduce_rows::{ReduceParams, ReduceSpec};
+use crate::params::Conv2dProblem;
+
+/// The weight-gradient entry: one input channel per group, kernels up to 7 wide.
+pub(crate) const WEIGHT_GRAD: Entry<Conv2dProblem, WgradArgs> = Entry {
+    algorithm: Algorithm::Depthwise,
+    check,
+    prefer: |_, p| p.groups > 1 && supports(p),
+    tune: anywhere,
+    encode: |ctx, enc, p, a| wgrad_depthwise(ctx, enc, p, &a.x, &a.dy, &a.dw),
+};
+
+fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
+    unwindowed(ctx, p)?;
+    if wgrad_depthwise_supports(p) {
+        Ok(())
+    } else {
+        Err("needs one input channel per group and a kernel at most 7 wide".into())
+    }
+}
+
+/// Geometries of the x and dy images of
+/// `conv2d_wgrad_depthwise_image` (the conditions of the forward image kernel: same
+/// window over the x row), or `None`.
+pub(crate) fn wgrad_image_geoms(ctx: &Context, p: &Conv2dProblem) -> Option<(FlatRows, FlatRows)> {
+    let xg = image_geom(ctx, p, 0, 0)?;
+    let dyg = flat_rows_geom(ctx, p.n.checked_mul(p.k)?.checked_mul(p.oh)?, p.ow)?;
+    Some((xg, dyg))
+}
+
+/// Can `conv2d_wgrad_depthwise` compute the weight gradient of `p` (one input channel
+/// per group, kernels up to 7 wide)?
+pub(crate) fn wgrad_depthwise_supports(p: &Conv2dProblem) -> bool {
+    p.c_per_group() == 1 && (1..=7).contains(&p.s)
+}
+
+/// Invocations the depthwise weight gradient aims for (bands of dy rows per (k, r)).
+const WGRAD_DW_INVOCATIONS: usize = 4096;
+
+/// Depthwise weight gradient: per-band partial sums of every tap, then their sum in band
+/// order (deterministic).
+fn wgrad_depthwise(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    x: &wgpu::Buffer,
+    dy: &wgpu::Buffer,
+    dw: &wgpu::Buffer,
+) -> Result<()> {
+    let rs = p.r * p.s;
+    let taps = p.k * rs;
+    if taps == 0 {
+        return Ok(());
+    }
+    let nr = p.n * p.oh;
+    if nr * p.ow == 0 {
+        // No output pixels: the gradient is zero.
+        enc.clear_buffer(dw, 0, Some((taps * 4) as u64));
+        return Ok(());
+    }
+    let want = WGRAD_DW_INVOCATIONS.div_ceil(p.k * p.r).clamp(1, nr);
+    let rb = nr.div_ceil(want);
+    let nb = nr.div_ceil(rb);
+    let part = DeviceBuffer::new(
+        ctx,
+        (taps * nb * 4) as u64,
+        "wgconv depthwise weight-gradient partials",
+    )?;
+    let total = p.k * p.r * nb;
+    let mut u = WgradDepthwiseParams {
+        n: u32_of(p.n, "images")?,
+        c: u32_of(p.c, "channels")?,
+        h: u32_of(p.h, "height")?,
+        w: u32_of(p.w, "width")?,
+        k: u32_of(p.k, "output channels")?,
+        kg: u32_of(p.k_per_group(), "channel multiplier")?,
+        r: u32_of(p.r, "kernel height")?,
+        oh: u32_of(p.oh, "output height")?,
+        ow: u32_of(p.ow, "output width")?,
+        sh: u32_of(p.stride[0], "stride")?,
+        sw: u32_of(p.stride[1], "stride")?,
+        dh: u32_of(p.dilation[0], "dilation")?,
+        dw: u32_of(p.dilation[1], "dilation")?,
+        pad_top: i32_of(p.pad[0], "padding")?,
+        pad_left: i32_of(p.pad[2], "padding")?,
+        nr: u32_of(nr, "output rows")?,
+        rb: u32_of(rb, "rows per band")?,
+        nb: u32_of(nb, "bands")?,
+        total: u32_of(total, "invocations")?,
+        ..Default::default()
+    };
+    let pbind = Bind::whole(&part.buffer);
+    if let Some((xg, dyg)) = wgrad_image_geoms(ctx, p) {
+        // CPU adapters: x and dy read from image copies.
+        let ximg = flat_rows_image(
+            ctx,
+            enc,
+            (x, 0),
+            p.n * p.c * p.h * p.w / 4,
+            xg,
+            "wgconv depthwise weight-gradient x",
+        )?;
+        let dyimg = flat_rows_image(
+            ctx,
+            enc,
+            (dy, 0),
+            p.n * p.k * p.oh * p.ow / 4,
+            dyg,
+            "wgconv depthwise weight-gradient dy",
+        )?;
+        u.x_rows_shift = xg.rows_per.trailing_zeros();
+        u.dy_rows_shift = dyg.rows_per.trailing_zeros();
+        let spec = WgradDepthwiseImageSpec {
+            S: p.s as u32,
+            PAD_LEFT: p.pad[2] as u32,
+            FLIP: p.flip,
+            ..Default::default()
+        };
+        launch::<k::Conv2dWgradDepthwiseImage>(
+            ctx,
+            enc,
+            &spec,
+            &u,
+            &[Bind::Image(&ximg.view), Bind::Image(&dyimg.view), pbind],
+            total as u64,
+        )?;
+    } else {
+        let spec = WgradDepthwiseSpec {
+            S: p.s as u32,
+            COLS1: p.stride[1] == 1 && p.dilation[1] == 1,
+            PAD_MODE: p.mode.code(),
+            FLIP: p.flip,
+            ..Default::default()
+        };
+        launch::<k::Conv2dWgradDepthwise>(
+            ctx,
+            enc,
+            &spec,
+            &u,
+            &[Bind::whole(x), Bind::whole(dy), pbind],
+            total as u64,
+        )?;
+    }
+    let ru = ReduceParams {
+        rows: u32_of(taps, "weights")?,
+        len: u32_of(nb, "bands")?,
+        batch: 1,
+        bstride: 0,
+        total: u32_of(taps, "weights")?,
+        ..Default::default()
+    };
+    launch::<k::ReduceRows>(
+        ctx,
+        enc,
+        &ReduceSpec::default(),
+        &ru,
+        &[Bind::whole(&part.buffer), Bind::whole(dw)],
+        taps as u64,
+    )
+}

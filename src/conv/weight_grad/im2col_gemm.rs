@@ -1,0 +1,237 @@
+//! Weight gradient, im2col + GEMM algorithm: a pixel-major column matrix per chunk and a GEMM
+//! accumulating into `dw` in a fixed order.
+
+use super::{unwindowed, WgradArgs};
+use crate::context::Context;
+use crate::conv::forward::gemm1x1::is_pointwise;
+use crate::conv::forward::im2col_gemm::col_align;
+use crate::conv::launch::{im2col_params, im2col_spec};
+use crate::conv::table::{always, anywhere, never, Entry, Reason};
+use crate::conv::Algorithm;
+use crate::error::Result;
+use crate::gemm::job::{encode_job, GemmJob, Mat};
+use crate::gemm::GemmVariant;
+use crate::gpu::memory::DeviceBuffer;
+use crate::gpu::{launch, u32_of, Bind};
+use crate::kernels::k;
+use crate::kernels::reduce_rows::{ReduceParams, ReduceSpec};
+use crate::params::Conv2dProblem;
+
+/// The weight-gradient entry: runs every problem whose tensors fit one binding.
+pub(crate) const WEIGHT_GRAD: Entry<Conv2dProblem, WgradArgs> = Entry {
+    algorithm: Algorithm::Im2colGemm,
+    check: |ctx, p| unwindowed(ctx, p),
+    prefer: always,
+    tune: anywhere,
+    encode: |ctx, enc, p, a| wgrad_gemm(ctx, enc, p, &a.x, &a.dy, &a.dw),
+};
+
+/// The 1x1 weight-gradient entry: the same GEMM (the column matrix of a 1x1 stride-1
+/// convolution is `x` itself); never timed apart from [`WEIGHT_GRAD`].
+pub(crate) const WEIGHT_GRAD_1X1: Entry<Conv2dProblem, WgradArgs> = Entry {
+    algorithm: Algorithm::Gemm1x1,
+    check: check_1x1,
+    prefer: never,
+    tune: |_| false,
+    encode: |ctx, enc, p, a| wgrad_gemm(ctx, enc, p, &a.x, &a.dy, &a.dw),
+};
+
+fn check_1x1(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
+    unwindowed(ctx, p)?;
+    if is_pointwise(p) {
+        Ok(())
+    } else {
+        Err("needs a 1x1 kernel, stride 1 and no padding".into())
+    }
+}
+
+/// `dwᵀ[q, k] = Σ_p colᵀ[p, q] · dy[k, p]`: a pixel-major im2col per image and pixel
+/// range, and one GEMM each that accumulates into dw in a fixed order.
+fn wgrad_gemm(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    x: &wgpu::Buffer,
+    dy: &wgpu::Buffer,
+    dw: &wgpu::Buffer,
+) -> Result<()> {
+    let crs = p.reduction_len();
+    let (kg, ohw) = (p.k_per_group(), p.oh * p.ow);
+    let align = col_align(ctx);
+    let ldq = crs.div_ceil(align) * align;
+    let budget = ctx
+        .scratch_budget()
+        .min(ctx.limits().max_storage_buffer_binding_size)
+        .max(4096) as usize;
+    let pix_bytes = p.groups * ldq * 4; // one pixel row of colT, all groups
+    let np = (budget / pix_bytes).max(1).min(ohw);
+    let col = DeviceBuffer::new(ctx, (np * pix_bytes) as u64, "wgconv im2col (pixel-major)")?;
+    let spec = im2col_spec(p, true);
+    let mut u = im2col_params(p)?;
+    u.ldq = u32_of(ldq, "columns")?;
+    let x_img = p.c * p.h * p.w;
+    let y_img = p.k * ohw;
+    // Several whole images per launch when their columns and partial results fit: one
+    // batched GEMM writes one partial dw per image, then a fixed-order sum (deterministic).
+    let dw_len = p.k * crs;
+    let per_image = p.groups * ohw * ldq + dw_len;
+    let images = if p.n > 1 {
+        (budget / 4 / per_image).min(p.n)
+    } else {
+        0
+    };
+    if images >= 2 {
+        let col_all = DeviceBuffer::new(
+            ctx,
+            (images * p.groups * ohw * ldq * 4) as u64,
+            "wgconv im2col (pixel-major)",
+        )?;
+        let partial = DeviceBuffer::new(
+            ctx,
+            (images * dw_len * 4) as u64,
+            "wgconv partial weight gradients",
+        )?;
+        let mut n0 = 0;
+        while n0 < p.n {
+            let nb = images.min(p.n - n0);
+            let total = nb * p.groups * ohw * ldq.div_ceil(8);
+            u.n = u32_of(nb, "images")?;
+            u.x_off = u32_of(n0 * x_img, "input elements")?;
+            u.p0 = 0;
+            u.np = u32_of(ohw, "pixels")?;
+            u.ldp = u.np;
+            u.total = u32_of(total, "column elements")?;
+            launch::<k::Im2col>(
+                ctx,
+                enc,
+                &spec,
+                &u,
+                &[Bind::whole(x), Bind::whole(&col_all.buffer)],
+                total as u64,
+            )?;
+            let job = GemmJob {
+                m: crs,
+                n: kg,
+                k: ohw,
+                batch_outer: nb,
+                batch_inner: p.groups,
+                a: Mat {
+                    win: None,
+                    buf: &col_all.buffer,
+                    off: 0,
+                    ld: ldq,
+                    si: ohw * ldq,
+                    so: p.groups * ohw * ldq,
+                },
+                a_km: true,
+                b: Mat {
+                    win: None,
+                    buf: dy,
+                    off: n0 * y_img,
+                    ld: ohw,
+                    si: kg * ohw,
+                    so: y_img,
+                },
+                b_kn: false,
+                c: Mat {
+                    win: None,
+                    buf: &partial.buffer,
+                    off: 0,
+                    ld: 1,
+                    si: kg * crs,
+                    so: dw_len,
+                },
+                c_col_stride: crs,
+                bias: None,
+                accumulate: false,
+            };
+            encode_job(ctx, enc, &job, GemmVariant::Auto)?;
+            let rspec = ReduceSpec {
+                ACCUMULATE: n0 > 0,
+                ..Default::default()
+            };
+            let r = ReduceParams {
+                rows: u32_of(dw_len, "weights")?,
+                len: 1,
+                batch: u32_of(nb, "images")?,
+                bstride: u32_of(dw_len, "weights")?,
+                total: u32_of(dw_len, "weights")?,
+                ..Default::default()
+            };
+            launch::<k::ReduceRows>(
+                ctx,
+                enc,
+                &rspec,
+                &r,
+                &[Bind::whole(&partial.buffer), Bind::whole(dw)],
+                dw_len as u64,
+            )?;
+            n0 += nb;
+        }
+        return Ok(());
+    }
+    let mut first = true;
+    for n in 0..p.n {
+        let mut p0 = 0;
+        while p0 < ohw {
+            let cnt = np.min(ohw - p0);
+            let total = p.groups * cnt * ldq.div_ceil(8); // invocations, 8 elements each
+            u.x_off = u32_of(n * x_img, "input elements")?;
+            u.p0 = u32_of(p0, "pixels")?;
+            u.np = u32_of(cnt, "pixels")?;
+            u.ldp = u.np;
+            u.total = u32_of(total, "column elements")?;
+            launch::<k::Im2col>(
+                ctx,
+                enc,
+                &spec,
+                &u,
+                &[Bind::whole(x), Bind::whole(&col.buffer)],
+                total as u64,
+            )?;
+            let job = GemmJob {
+                m: crs,
+                n: kg,
+                k: cnt,
+                batch_outer: 1,
+                batch_inner: p.groups,
+                // A[m = q, k = p] = colT[p, q]: K-major, vec4-aligned (ldq).
+                a: Mat {
+                    win: None,
+                    buf: &col.buffer,
+                    off: 0,
+                    ld: ldq,
+                    si: cnt * ldq,
+                    so: 0,
+                },
+                a_km: true,
+                // B[k = p, n = k_out] = dy[k_out, p]: N-major.
+                b: Mat {
+                    win: None,
+                    buf: dy,
+                    off: n * y_img + p0,
+                    ld: ohw,
+                    si: kg * ohw,
+                    so: 0,
+                },
+                b_kn: false,
+                // C[m = q, n = k_out] = dw[k_out, q].
+                c: Mat {
+                    win: None,
+                    buf: dw,
+                    off: 0,
+                    ld: 1,
+                    si: kg * crs,
+                    so: 0,
+                },
+                c_col_stride: crs,
+                bias: None,
+                accumulate: !first,
+            };
+            encode_job(ctx, enc, &job, GemmVariant::Auto)?;
+            first = false;
+            p0 += cnt;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! Weight gradient, implicit-GEMM algorithm on storage images.
+
+use super::{unwindowed, WgradArgs};
+use crate::context::Context;
+use crate::conv::implicit_image::{sampled_problem, InputGeom, COLS, WG};
+use crate::conv::table::{anywhere, Entry, Reason};
+use crate::conv::{refuse, Algorithm};
+use crate::error::Result;
+use crate::gemm::image::{fill_image, ImageGeom};
+use crate::gemm::job::Mat;
+use crate::gpu::memory::DeviceImage;
+use crate::gpu::{launch_linear, u32_of, Bind};
+use crate::kernels::conv2d_wgrad_implicit::{WgradImplicitParams, WgradImplicitSpec};
+use crate::kernels::{k, KernelDef};
+use crate::params::Conv2dProblem;
+
+/// The weight-gradient entry: runs where the adapter has 8-lane subgroups and the images
+/// fit `maxTextureDimension2D` and the scratch budget.
+pub(crate) const WEIGHT_GRAD: Entry<Conv2dProblem, WgradArgs> = Entry {
+    algorithm: Algorithm::ImplicitGemm,
+    check,
+    prefer: |_, p| p.c_per_group() >= 8 && p.r * p.s > 1,
+    tune: anywhere,
+    encode: |ctx, enc, p, a| encode_wgrad(ctx, enc, p, &a.x, &a.dy, &a.dw),
+};
+
+const NEEDS: &str = "needs subgroups of exactly 8 lanes (a CPU adapter such as lavapipe) and \
+                     images within max_texture_dimension_2d and the scratch budget";
+
+fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
+    unwindowed(ctx, p)?;
+    let q = sampled_problem(p).unwrap_or(*p);
+    wgrad_plan(ctx, &q).map(|_| ()).ok_or(NEEDS.into())
+}
+
+/// Geometry of the weight-gradient launch: the input image and the dy panels (entries
+/// (image, group), rows = output channels of the group, K = output pixels).
+fn wgrad_plan(ctx: &Context, p: &Conv2dProblem) -> Option<(InputGeom, ImageGeom)> {
+    let x = InputGeom::new(ctx, p)?;
+    let ohw = p.oh * p.ow;
+    if ohw == 0 || p.k == 0 {
+        return None;
+    }
+    let g = ImageGeom::new(ctx, p.k_per_group(), ohw, COLS, p.n * p.groups)?;
+    let bytes = (g.width * g.h) as u64 * DeviceImage::TEXEL;
+    (bytes <= ctx.scratch_budget().max(4096)
+        && u32::try_from(p.k * p.c_per_group() * p.r * p.s).is_ok())
+    .then_some((x, g))
+}
+
+/// Weight gradient `dw` (`[K, C/groups, R, S]`) of `p` from `x` and `dy`; the reduction
+/// over images and pixels runs in a fixed order (chunks of images accumulate in order).
+pub(crate) fn encode_wgrad(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    src_p: &Conv2dProblem,
+    x: &wgpu::Buffer,
+    dy: &wgpu::Buffer,
+    dw: &wgpu::Buffer,
+) -> Result<()> {
+    // Strided 1x1: an image of the sampled pixels, as in the forward.
+    let (sampled, sub) = match sampled_problem(src_p) {
+        Some(q) => (q, src_p.stride),
+        None => (*src_p, [1, 1]),
+    };
+    let p = &sampled;
+    let Some((xg, dg)) = wgrad_plan(ctx, p) else {
+        return Err(refuse(Algorithm::ImplicitGemm, NEEDS));
+    };
+    let (kg, ohw) = (p.k_per_group(), p.oh * p.ow);
+    let dy_mat = Mat {
+        win: None,
+        buf: dy,
+        off: 0,
+        ld: ohw,
+        si: kg * ohw,
+        so: p.k * ohw,
+    };
+    let dyimg = fill_image(
+        ctx,
+        enc,
+        &dy_mat,
+        false,
+        kg,
+        ohw,
+        (p.n, p.groups),
+        &dg,
+        "wgconv implicit-gemm dy",
+    )?;
+    let ximg = xg.alloc(ctx)?;
+    // 4 channels per lane when that halves the channel padding (1-4 channels modulo 8).
+    let c4 = p.c_per_group().div_ceil(4) * 4 < xg.cb8 * 8;
+    // 1x1: a lane's 8 channels are adjacent in dw, stored as vec4 (checked after c4, so only
+    // channels per group a multiple of 8 get here).
+    let v4 = p.r * p.s == 1 && p.c_per_group().is_multiple_of(4) && dw.size().is_multiple_of(16);
+    let blocks = if c4 {
+        p.c_per_group().div_ceil(4)
+    } else {
+        xg.cb8
+    };
+    let rb_total = p.r * p.s * blocks;
+    let groups_m = rb_total.div_ceil(WG);
+    let groups_n = kg.div_ceil(COLS);
+    debug_assert_eq!(groups_n, dg.np);
+    let [ohw_, ow, sh, sw, dh, dw_, r, s, cb8, cpr, wp, hp, rows_img] = xg.fields(p)?;
+    let mut u = WgradImplicitParams {
+        ohw: ohw_,
+        ow,
+        sh,
+        sw,
+        dh,
+        dw: dw_,
+        r,
+        s,
+        cb8,
+        cpr,
+        wp,
+        hp,
+        rows_img,
+        groups_m: u32_of(groups_m, "row blocks")?,
+        groups_n: u32_of(groups_n, "channel blocks")?,
+        groups: u32_of(p.groups, "groups")?,
+        kg: u32_of(kg, "output channels per group")?,
+        cg: u32_of(p.c_per_group(), "channels per group")?,
+        kpp: u32_of(dg.kp, "output pixels")?,
+        hdy: u32_of(dg.h, "dy image height")?,
+        rb_total: u32_of(rb_total, "row blocks")?,
+        ..Default::default()
+    };
+    let groups = groups_m * groups_n * p.groups;
+    let mut n0 = 0;
+    while n0 < p.n {
+        let nb = xg.chunk.min(p.n - n0);
+        let x_off = n0 * src_p.c * src_p.h * src_p.w;
+        xg.fill(ctx, enc, src_p, sub, (x, x_off), nb, &ximg)?;
+        u.nimg = u32_of(nb, "images")?;
+        u.n_base = u32_of(n0, "images")?;
+        let spec = WgradImplicitSpec {
+            WG: WG as u32,
+            FLIP: p.flip,
+            ACCUMULATE: n0 > 0,
+        };
+        let binds = [
+            Bind::Image(&ximg.view),
+            Bind::Image(&dyimg.view),
+            Bind::whole(dw),
+        ];
+        let total = (groups * WG) as u64;
+        fn go<K: KernelDef<Params = WgradImplicitParams, Spec = WgradImplicitSpec>>(
+            ctx: &Context,
+            enc: &mut wgpu::CommandEncoder,
+            spec: &WgradImplicitSpec,
+            u: &mut WgradImplicitParams,
+            binds: &[Bind<'_>],
+            total: u64,
+        ) -> Result<()> {
+            let set = |u: &mut WgradImplicitParams, wg: u32| u.wg0 = wg / WG as u32;
+            launch_linear::<K>(ctx, enc, spec, u, set, binds, total)
+        }
+        if c4 {
+            go::<k::Conv2dWgradImplicitC4>(ctx, enc, &spec, &mut u, &binds, total)?;
+        } else if v4 {
+            go::<k::Conv2dWgradImplicitV4>(ctx, enc, &spec, &mut u, &binds, total)?;
+        } else {
+            go::<k::Conv2dWgradImplicit>(ctx, enc, &spec, &mut u, &binds, total)?;
+        }
+        n0 += nb;
+    }
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! Weight gradient: the algorithm table.
+//!
+//! | entry | runs | heuristic picks it when |
+//! |---|---|---|
+//! | [`depthwise`] | per-band partial sums of each tap, then a fixed-order sum | depthwise layers the forward depthwise kernel runs |
+//! | [`direct`] | a direct reduction over images and pixels; windows over large tensors | one input or few output channels per group, tensors beyond one binding |
+//! | [`implicit_gemm`] | the image GEMM of `dy` panels with the padded input image | >= 8 channels per group, kernels larger than 1x1 |
+//! | [`im2col_gemm`] (`gemm1x1` too) | a GEMM of `dy` with a pixel-major column matrix of `x` | otherwise |
+//!
+//! Every entry reduces in a fixed order: the same inputs give the same bits.
+
+pub(crate) mod depthwise;
+pub(crate) mod direct;
+pub(crate) mod im2col_gemm;
+pub(crate) mod implicit_gemm;
+
+use crate::context::Context;
+use crate::conv::launch::fit_one_binding;
+use crate::conv::table::{Operation, Reason, Table};
+use crate::conv::Algorithm;
+use crate::error::Result;
+use crate::params::Conv2dProblem;
+use crate::tune::TunedOp;
+
+/// The buffers of a weight-gradient call.
+pub(crate) struct WgradArgs {
+    pub x: wgpu::Buffer,
+    pub dy: wgpu::Buffer,
+    pub dw: wgpu::Buffer,
+}
+
+/// The weight-gradient table, in the heuristic's order of preference.
+pub(crate) static TABLE: Table<Conv2dProblem, WgradArgs> = Table {
+    op: Operation::WeightGrad,
+    entries: &[
+        depthwise::WEIGHT_GRAD,
+        direct::WEIGHT_GRAD,
+        implicit_gemm::WEIGHT_GRAD,
+        im2col_gemm::WEIGHT_GRAD_1X1,
+        im2col_gemm::WEIGHT_GRAD,
+    ],
+};
+
+/// The rule of every entry but the direct one: tensors within one storage binding.
+pub(crate) fn unwindowed(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
+    fit_one_binding(ctx, p)
+}
+
+/// Weight gradient `dw` (`[K, C/g, R, S]`) of the forward `p` from `x` and `dy`.
+pub(crate) fn encode(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    x: &wgpu::Buffer,
+    dy: &wgpu::Buffer,
+    dw: &wgpu::Buffer,
+    algorithm: Algorithm,
+) -> Result<()> {
+    let entry = TABLE.select(ctx, p, algorithm, |h, c| {
+        ctx.choose(TunedOp::BackwardWeight, p, h, &c)
+    })?;
+    let args = WgradArgs {
+        x: x.clone(),
+        dy: dy.clone(),
+        dw: dw.clone(),
+    };
+    (entry.encode)(ctx, enc, p, &args)
+}

@@ -1,0 +1,414 @@
+//! Device memory the library allocates: buffers (accounted in `Context::allocated_bytes`),
+//! storage images, staging for images filled by kernels, and verbatim image copies of buffers.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Weak;
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::gpu::u32_of;
+
+/// A device buffer whose size is accounted in [`Context::allocated_bytes`].
+pub(crate) struct DeviceBuffer {
+    pub(crate) buffer: wgpu::Buffer,
+    pub(crate) ctx: Context,
+    /// Wrapped from the caller: not counted, never destroyed by us.
+    pub(crate) external: bool,
+    /// Identity and content version for caches derived from the contents (packed weights):
+    /// `version` changes with every write the library orders ([`Tensor::write`]); `volatile`
+    /// marks buffers that may change behind the library's back (caller-owned buffers, buffers
+    /// handed out by [`Tensor::buffer`], outputs recorded into a caller's encoder), which are
+    /// never cached.
+    pub(crate) id: u64,
+    pub(crate) version: AtomicU64,
+    pub(crate) volatile: AtomicBool,
+}
+
+/// Source of [`DeviceBuffer`] identities.
+pub(crate) static NEXT_BUFFER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What a cache of data derived from a tensor's contents keys on: see
+/// [`Tensor::content_key`].
+#[derive(Clone)]
+pub(crate) struct ContentKey {
+    pub id: u64,
+    pub version: u64,
+    /// Dead once every tensor sharing the buffer is dropped.
+    pub alive: Weak<DeviceBuffer>,
+}
+
+impl Drop for DeviceBuffer {
+    fn drop(&mut self) {
+        if !self.external {
+            self.ctx
+                .inner
+                .allocated
+                .fetch_sub(self.buffer.size(), Ordering::Relaxed);
+        }
+    }
+}
+
+impl DeviceBuffer {
+    /// Whether the contents may change without the library knowing (see [`ContentKey`]).
+    pub(crate) fn is_volatile(&self) -> bool {
+        self.volatile.load(Ordering::Acquire)
+    }
+
+    /// Allocates a storage buffer of `bytes` (rounded up to 4, at least 4).
+    pub(crate) fn new(ctx: &Context, bytes: u64, label: &str) -> Result<Self> {
+        let size = bytes.max(4).div_ceil(4) * 4;
+        let max = ctx.limits().max_buffer_size;
+        if size > max {
+            return Err(Error::exceeds_limit("max_buffer_size", size, max));
+        }
+        let buffer = ctx.scoped("allocating a buffer", || {
+            ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })?;
+        ctx.inner.allocated.fetch_add(size, Ordering::Relaxed);
+        Ok(DeviceBuffer {
+            buffer,
+            ctx: ctx.clone(),
+            external: false,
+            id: NEXT_BUFFER_ID.fetch_add(1, Ordering::Relaxed),
+            version: AtomicU64::new(0),
+            volatile: AtomicBool::new(false),
+        })
+    }
+}
+
+/// Staging storage buffer for kernels that fill a [`DeviceImage`]: texel `(x, y)` of rows
+/// `y_lo <= y < y_hi` at vec4 `(y - y_lo) * row + x` (`row` a multiple of 16 texels, so rows
+/// are 256-byte aligned for the copy). On lavapipe a `textureStore` costs ~2.5x a vec4
+/// storage-buffer store plus the copy. The buffer holds at most as many rows as fit one
+/// storage binding; taller images are filled in row ranges (`fill`).
+pub(crate) struct ImageStaging {
+    pub(crate) buf: DeviceBuffer,
+    /// Texels per staging row.
+    pub(crate) row: u32,
+    /// Image rows per range (a multiple of 8 unless the image is shorter).
+    chunk: u32,
+}
+
+impl ImageStaging {
+    /// Staging for an image of `rows` rows of `width` texels.
+    pub(crate) fn new(ctx: &Context, width: u32, rows: u32) -> Result<Self> {
+        let row = width.max(1).div_ceil(16) * 16;
+        let row_bytes = row as u64 * DeviceImage::TEXEL;
+        let max = ctx.limits().max_storage_buffer_binding_size;
+        let fit = (max / row_bytes).min(u32::MAX as u64) as u32;
+        let chunk = if fit >= rows.max(1) {
+            rows.max(1)
+        } else {
+            fit / 8 * 8
+        };
+        if chunk == 0 {
+            return Err(Error::exceeds_limit(
+                "max_storage_buffer_binding_size (image staging rows)",
+                8 * row_bytes,
+                max,
+            ));
+        }
+        let buf = DeviceBuffer::new(ctx, row_bytes * chunk as u64, "wgconv image staging")?;
+        Ok(ImageStaging { buf, row, chunk })
+    }
+
+    /// Fills rows `[0, rows)` (`width` texels each) of `img`: for each row range
+    /// `[y_lo, y_hi)`, `record(encoder, y_lo, y_hi, staging)` records the kernel writing it,
+    /// then the range is copied into the image.
+    pub(crate) fn fill(
+        &self,
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+        img: &DeviceImage,
+        (width, rows): (u32, u32),
+        mut record: impl FnMut(&mut wgpu::CommandEncoder, u32, u32, &wgpu::Buffer) -> Result<()>,
+    ) -> Result<()> {
+        let mut y_lo = 0;
+        while y_lo < rows {
+            let y_hi = (y_lo + self.chunk).min(rows);
+            record(enc, y_lo, y_hi, &self.buf.buffer)?;
+            self.copy_to(ctx, enc, img, (y_lo, width, y_hi - y_lo))?;
+            y_lo = y_hi;
+        }
+        Ok(())
+    }
+
+    /// Records the copy of staging rows `[0, rows)` into rows `[y0, y0 + rows)` of `img`.
+    fn copy_to(
+        &self,
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+        img: &DeviceImage,
+        rows: (u32, u32, u32),
+    ) -> Result<()> {
+        ctx.scoped("copying a staged image", || {
+            img.copy_rows_from(
+                enc,
+                &self.buf.buffer,
+                (0, self.row * DeviceImage::TEXEL as u32),
+                rows,
+            )
+        })
+    }
+}
+
+/// A 2-D `rgba32float` storage image (scratch of the image GEMM) whose size is accounted in
+/// [`Context::allocated_bytes`], like [`DeviceBuffer`].
+pub(crate) struct DeviceImage {
+    pub(crate) view: wgpu::TextureView,
+    pub(crate) texture: wgpu::Texture,
+    pub(crate) bytes: u64,
+    ctx: Context,
+}
+
+impl Drop for DeviceImage {
+    fn drop(&mut self) {
+        self.ctx
+            .inner
+            .allocated
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+impl DeviceImage {
+    /// Bytes per texel of `rgba32float`.
+    pub(crate) const TEXEL: u64 = 16;
+
+    /// Records one copy of `rows` rows of `width` texels from `buf` (starting at byte
+    /// `offset`, rows `bytes_per_row` apart: a multiple of 256 when `rows > 1`) into image
+    /// rows `y0..y0 + rows`. The caller wraps it in an error scope.
+    pub(crate) fn copy_rows_from(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        buf: &wgpu::Buffer,
+        (offset, bytes_per_row): (u64, u32),
+        (y0, width, rows): (u32, u32, u32),
+    ) {
+        self.copy_rect_from(enc, buf, (offset, bytes_per_row), (0, y0, width, rows));
+    }
+
+    /// [`DeviceImage::copy_rows_from`] into the rectangle of `width` x `rows` texels at
+    /// texel `(x0, y0)`.
+    pub(crate) fn copy_rect_from(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        buf: &wgpu::Buffer,
+        (offset, bytes_per_row): (u64, u32),
+        (x0, y0, width, rows): (u32, u32, u32, u32),
+    ) {
+        if rows == 0 || width == 0 {
+            return;
+        }
+        enc.copy_buffer_to_texture(
+            wgpu::TexelCopyBufferInfo {
+                buffer: buf,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset,
+                    bytes_per_row: (rows > 1).then_some(bytes_per_row),
+                    rows_per_image: None,
+                },
+            },
+            wgpu::TexelCopyTextureInfo {
+                texture: &self.texture,
+                mip_level: 0,
+                origin: wgpu::Origin3d { x: x0, y: y0, z: 0 },
+                aspect: wgpu::TextureAspect::All,
+            },
+            wgpu::Extent3d {
+                width,
+                height: rows,
+                depth_or_array_layers: 1,
+            },
+        );
+    }
+
+    /// Records the copy of `texels` contiguous texels of `buf` (from byte `offset`) into the
+    /// image row after row (the image width times 16 bytes must be a multiple of 256): one
+    /// copy for the full rows and one for the last partial row. The caller wraps it in an
+    /// error scope.
+    pub(crate) fn copy_flat_from(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        buf: &wgpu::Buffer,
+        offset: u64,
+        texels: usize,
+    ) {
+        let width = self.texture.width() as usize;
+        let row_bytes = width as u64 * Self::TEXEL;
+        let (full, rem) = (texels / width, texels % width);
+        self.copy_rows_from(
+            enc,
+            buf,
+            (offset, row_bytes as u32),
+            (0, width as u32, full as u32),
+        );
+        self.copy_rows_from(
+            enc,
+            buf,
+            (offset + full as u64 * row_bytes, row_bytes as u32),
+            (full as u32, rem as u32, 1),
+        );
+    }
+
+    /// Allocates a `width` x `height` image usable as a read-only or write-only storage
+    /// binding and as a copy destination.
+    pub(crate) fn new(ctx: &Context, width: u32, height: u32, label: &str) -> Result<Self> {
+        let max = ctx.limits().max_texture_dimension_2d;
+        if width.max(height) > max {
+            return Err(Error::exceeds_limit(
+                "max_texture_dimension_2d",
+                width.max(height) as u64,
+                max as u64,
+            ));
+        }
+        let (width, height) = (width.max(1), height.max(1));
+        let texture = ctx.scoped("allocating a storage image", || {
+            ctx.device().create_texture(&wgpu::TextureDescriptor {
+                label: Some(label),
+                size: wgpu::Extent3d {
+                    width,
+                    height,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba32Float,
+                usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
+                view_formats: &[],
+            })
+        })?;
+        let view = texture.create_view(&Default::default());
+        let bytes = width as u64 * height as u64 * Self::TEXEL;
+        ctx.inner.allocated.fetch_add(bytes, Ordering::Relaxed);
+        Ok(DeviceImage {
+            view,
+            texture,
+            bytes,
+            ctx: ctx.clone(),
+        })
+    }
+}
+
+/// Geometry of a verbatim image copy of `rows` tensor rows of `row_len` floats (`row_len` a
+/// multiple of 4): `rows_per` rows side by side per texture row (so a texture row is a
+/// multiple of 256 bytes and one copy fills the image), width and height in texels. Texel
+/// `(row % rows_per) * row_len / 4 + q` of texture row `row / rows_per` holds columns
+/// `4q..4q+3` of `row`. `None` beyond `maxTextureDimension2D` or the scratch budget.
+pub(crate) fn flat_rows_geom(ctx: &Context, rows: usize, row_len: usize) -> Option<FlatRows> {
+    if row_len == 0 || !row_len.is_multiple_of(4) || rows == 0 {
+        return None;
+    }
+    let d = ctx.limits().max_texture_dimension_2d as usize;
+    let rows_per = 256 / gcd(row_len * 4, 256);
+    let width = rows_per * row_len / 4;
+    let height = rows.div_ceil(rows_per);
+    let bytes = (width * height) as u64 * DeviceImage::TEXEL;
+    (width <= d && height <= d && bytes <= ctx.scratch_budget().max(4096)).then_some(FlatRows {
+        rows_per,
+        width,
+        height,
+    })
+}
+
+/// A verbatim image copy of tensor rows: see [`flat_rows_geom`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FlatRows {
+    /// Tensor rows per texture row.
+    pub rows_per: usize,
+    /// Image width and height in texels.
+    pub width: usize,
+    pub height: usize,
+}
+
+/// The image of [`flat_rows_geom`] `g` filled with `texels` texels of `buf`
+/// from element `off` (one buffer-to-texture copy, plus one for a last partial texture row).
+pub(crate) fn flat_rows_image(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    (buf, off): (&wgpu::Buffer, usize),
+    texels: usize,
+    g: FlatRows,
+    label: &str,
+) -> Result<DeviceImage> {
+    let img = DeviceImage::new(
+        ctx,
+        u32_of(g.width, "image width")?,
+        u32_of(g.height, "image height")?,
+        label,
+    )?;
+    ctx.scoped("copying a tensor into an image", || {
+        img.copy_flat_from(enc, buf, (off * 4) as u64, texels)
+    })?;
+    Ok(img)
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Texels per row of a flat image copy (16 KiB rows: a multiple of the 256-byte copy pitch;
+/// a power of two).
+const FLAT_TW: usize = 1024;
+
+/// Copies the first `len` floats of `buf` verbatim into a new image of rows of `tw` texels
+/// (float i at texel i / 4, channel i % 4): one buffer-to-texture copy for the full rows and
+/// one for the last partial row. `None` when it cannot (`len` not a multiple of 4, or an
+/// image beyond `maxTextureDimension2D` or the scratch budget); returns the image and `tw`.
+pub(crate) fn copy_flat(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    buf: &wgpu::Buffer,
+    len: usize,
+    label: &str,
+) -> Result<Option<(DeviceImage, u32)>> {
+    copy_flat_at(ctx, enc, (buf, 0), len, label)
+}
+
+/// Uniform fields `[tw, tw_shift, texels]` of a kernel reading the image of [`copy_flat_at`]
+/// (`tw` its width in texels, a power of two).
+pub(crate) fn flat_fields(img: &DeviceImage, tw: u32) -> Result<[u32; 3]> {
+    let texels = u32_of(img.bytes as usize / 16, "texels of a flat image copy")?;
+    Ok([tw, tw.trailing_zeros(), texels])
+}
+
+/// [`copy_flat`] of the floats `off..off + len` of `buf` (`off` a multiple of 4).
+pub(crate) fn copy_flat_at(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    (buf, off): (&wgpu::Buffer, usize),
+    len: usize,
+    label: &str,
+) -> Result<Option<(DeviceImage, u32)>> {
+    let d = ctx.limits().max_texture_dimension_2d as usize;
+    let texels = len / 4;
+    // A power of two (the pack kernel indexes with shifts), at most the texture limit.
+    let tw = FLAT_TW.min(1 << d.max(16).ilog2());
+    let rows = texels.div_ceil(tw);
+    let bytes = (tw * rows) as u64 * DeviceImage::TEXEL;
+    if len == 0
+        || !len.is_multiple_of(4)
+        || !off.is_multiple_of(4)
+        || rows > d
+        || bytes > ctx.scratch_budget().max(4096)
+        || ((off + len) * 4) as u64 > buf.size()
+    {
+        return Ok(None);
+    }
+    let img = DeviceImage::new(ctx, tw as u32, rows as u32, label)?;
+    ctx.scoped("copying a buffer into an image", || {
+        img.copy_flat_from(enc, buf, (off * 4) as u64, texels)
+    })?;
+    Ok(Some((img, tw as u32)))
+}

@@ -1,0 +1,172 @@
+//! The pipeline cache: one compiled pipeline per kernel specialisation and context, and one
+//! bind-group layout per kernel.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::context::{poisoned, Context};
+use crate::error::{Error, ErrorKind, Result};
+use crate::gpu::wgsl::Spec;
+use crate::kernels::{Kernel, KernelDef};
+
+/// A kernel plus its specialisation constants: the pipeline-cache key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PipelineKey {
+    pub kernel: Kernel,
+    /// `(override name, value)` in the declaration order of the kernel's `spec!` type.
+    pub constants: Vec<(&'static str, i64)>,
+}
+
+impl PipelineKey {
+    /// The key of kernel `K` specialised by `spec`.
+    pub(crate) fn of<K: KernelDef>(spec: &K::Spec) -> Self {
+        PipelineKey {
+            kernel: K::KERNEL,
+            constants: spec.constants(),
+        }
+    }
+
+    /// Value of the `WG` constant (workgroup size), which every kernel has.
+    pub(crate) fn workgroup_size(&self) -> u32 {
+        self.constants
+            .iter()
+            .find(|(n, _)| *n == "WG")
+            .map_or(64, |(_, v)| *v as u32)
+    }
+}
+
+impl Context {
+    /// Bind-group layout of a kernel (cached).
+    pub(crate) fn layout(&self, kernel: Kernel) -> Result<Arc<wgpu::BindGroupLayout>> {
+        if let Some(l) = self.inner.layouts.read().map_err(poisoned)?.get(&kernel) {
+            return Ok(l.clone());
+        }
+        let mut map = self.inner.layouts.write().map_err(poisoned)?;
+        if let Some(l) = map.get(&kernel) {
+            return Ok(l.clone());
+        }
+        let entries: Vec<wgpu::BindGroupLayoutEntry> =
+            std::iter::once(wgpu::BindGroupLayoutEntry {
+                binding: 0,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    // A read-only storage buffer, not a uniform buffer: lavapipe (Mesa 22.3)
+                    // inlines uniform-buffer values that steer loops and branches and then
+                    // recompiles the shader whenever they change (~10 ms per dispatch, see
+                    // docs/lavapipe-loads.md); storage-buffer parameters are never inlined.
+                    ty: wgpu::BufferBindingType::Storage { read_only: true },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .chain(
+                kernel
+                    .bindings()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| b.layout_entry(i as u32 + 1)),
+            )
+            .collect();
+        let layout = self.scoped("creating a bind group layout", || {
+            self.inner
+                .device
+                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some(kernel.name()),
+                    entries: &entries,
+                })
+        })?;
+        let layout = Arc::new(layout);
+        map.insert(kernel, layout.clone());
+        Ok(layout)
+    }
+
+    /// The compute pipeline of a kernel specialization, compiled once per context.
+    pub(crate) fn pipeline(&self, key: &PipelineKey) -> Result<Arc<wgpu::ComputePipeline>> {
+        if let Some(p) = self.inner.pipelines.read().map_err(poisoned)?.get(key) {
+            return Ok(p.clone());
+        }
+        let layout = self.layout(key.kernel)?;
+        let mut map = self.inner.pipelines.write().map_err(poisoned)?;
+        if let Some(p) = map.get(key) {
+            return Ok(p.clone());
+        }
+        let kernel = key.kernel;
+        let constants: Vec<(&str, f64)> =
+            key.constants.iter().map(|(n, v)| (*n, *v as f64)).collect();
+        let device = &self.inner.device;
+        let pipeline = self
+            .scoped("compiling a pipeline", || {
+                let desc = wgpu::ShaderModuleDescriptor {
+                    label: Some(kernel.name()),
+                    source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+                };
+                let mut checks = wgpu::ShaderRuntimeChecks::checked();
+                // Our loops are all bounded by uniforms and overrides, and every divisor is a
+                // validated non-zero size: naga's loop-bounding counters and division guards
+                // only block unrolling. Out-of-bounds protection stays on.
+                checks.force_loop_bounding = false;
+                checks.int_div_checks = false;
+                // SAFETY: see above; bounds checks are kept, so memory safety does not rest
+                // on the kernels' index math.
+                let module = unsafe { device.create_shader_module_trusted(desc, checks) };
+                let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some(kernel.name()),
+                    bind_group_layouts: &[Some(&layout)],
+                    immediate_size: 0,
+                });
+                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(kernel.name()),
+                    layout: Some(&pl),
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &constants,
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                })
+            })
+            .map_err(|e| match e.into_kind() {
+                ErrorKind::Device { message, .. } => Error::new(ErrorKind::ShaderCompile {
+                    kernel: kernel.name(),
+                    message,
+                }),
+                k => Error::new(k),
+            })?;
+        self.inner.compiles.fetch_add(1, Ordering::Relaxed);
+        log::debug!("wgconv: compiled {} {:?}", kernel.name(), key.constants);
+        record(key);
+        let pipeline = Arc::new(pipeline);
+        map.insert(key.clone(), pipeline.clone());
+        Ok(pipeline)
+    }
+}
+
+/// With `WGCONV_RECORD_PIPELINES=<file>`, appends every specialisation the library compiles
+/// to `<file>`, one JSON object per line: `{"kernel": name, "constants": {name: value}}`
+/// (what `examples/dump_shaders.rs --recorded` and the portability checks read). Best effort:
+/// a file that cannot be written is skipped.
+fn record(key: &PipelineKey) {
+    let Some(path) = std::env::var_os("WGCONV_RECORD_PIPELINES") else {
+        return;
+    };
+    let constants: Vec<String> = key
+        .constants
+        .iter()
+        .map(|(n, v)| format!("\"{n}\": {v}"))
+        .collect();
+    let line = format!(
+        "{{\"kernel\": \"{}\", \"constants\": {{{}}}}}\n",
+        key.kernel.name(),
+        constants.join(", ")
+    );
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
+}

@@ -1,0 +1,245 @@
+//! `conv2d_implicit`: implicit-GEMM convolution on storage images for CPU-like adapters with
+//! 8-lane subgroups (lavapipe), in two register-block shapes.
+
+use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl};
+use crate::kernels::shared::{acc4, scalar_subblocks, IMPLICIT_LAYOUT_DOC, SG};
+
+/// Output pixels per invocation of the default shape.
+pub(crate) const IC_TM: usize = 8;
+/// Output channels per workgroup of the default shape (four texels of a weight-panel row).
+pub(crate) const IC_TN: usize = 16;
+
+params! {
+    /// Parameters of `conv2d_implicit` (both shapes): output geometry, kernel, input image
+    /// layout, then the launch and weight-panel fields.
+    pub(crate) struct ImplicitParams {
+        ohw: u32, ow: u32, sh: u32, sw: u32,
+        dh: u32, dw: u32, r: u32, s: u32,
+        cb8: u32, cpr: u32, wp: u32, hp: u32,
+        rows_img: u32, groups_m: u32, groups_n: u32, groups: u32,
+        batch: u32, wg0: u32, kg: u32, k: u32,
+        hb: u32, kp: u32, y_off: u32, _p0: u32,
+    }
+}
+
+spec! {
+    /// Specialisation of `conv2d_implicit`.
+    pub(crate) struct ImplicitSpec {
+        WG: u32 = 8,
+        HAS_BIAS: bool = false,
+    }
+}
+
+/// Texel-block position (column `qx`, row `qy`) -> image origin of the block and of the next
+/// one (which wraps to the next plane row at most once): used for the first channel block
+/// and for each next one in the loop. Declares `{pre}w`, `{pre}ox0`, `{pre}oy0`, `{pre}ox1`
+/// and `{pre}oy1` with `decl` (`let` or `var`).
+fn origins(w: &mut Wgsl, ind: &str, pre: &str, qx: &str, qy: &str, decl: &str) {
+    wln!(w, "{ind}let {pre}w = {qx} + 1u >= P.cpr;");
+    wln!(w, "{ind}{decl} {pre}ox0 = {qx} * P.wp;");
+    wln!(w, "{ind}{decl} {pre}oy0 = (ybase + {qy}) * P.hp;");
+    wln!(
+        w,
+        "{ind}{decl} {pre}ox1 = select({qx} + 1u, {qx} + 1u - P.cpr, {pre}w) * P.wp;"
+    );
+    wln!(
+        w,
+        "{ind}{decl} {pre}oy1 = (ybase + select({qy}, {qy} + 1u, {pre}w)) * P.hp;"
+    );
+}
+
+/// The WGSL source of `conv2d_implicit` with `tm` output pixels per invocation and `tn`
+/// output channels per workgroup (a multiple of 4): `(IC_TM, IC_TN)` = (8, 16) is the
+/// default kernel, (4, 32) the `_n32` one.
+pub(crate) fn source(tm: usize, tn: usize) -> String {
+    let mut w = Wgsl::new();
+    wln!(w, "// Implicit-GEMM convolution for CPU-like adapters with {SG}-lane subgroups (lavapipe): the");
+    w.line(
+        "// image GEMM of gemm_image with its pixel-side operand gathered straight from a padded",
+    );
+    w.line("// input image (pad_image), so no column matrix is written or read. GEMM rows are the");
+    w.line("// output pixels of one image, columns the output channels of one group, and the reduction");
+    w.line("// runs over 8-channel blocks x kernel taps.");
+    w.line("//");
+    w.line(IMPLICIT_LAYOUT_DOC);
+    w.line("//");
+    wln!(w, "// A workgroup (one {SG}-lane subgroup) owns {tm} * WG consecutive output pixels x {tn} output");
+    wln!(w, "// channels of one (image, group); each lane owns {tm} pixels (clamped into range for the loads;");
+    w.line("// only in-range ones are stored). Per (8-channel block, tap) each lane loads two texels per");
+    w.line("// pixel (8 channels) and one k-row of the weight panel (4 texels) that the subgroup shares by");
+    wln!(w, "// subgroupBroadcast; the FMAs run in register sub-blocks of {tm} pixels x 1 channel with scalar");
+    w.line("// accumulators (the code-shape rules of gemm_image: named accumulators, no guards in");
+    w.line("// the loop).");
+    w.line("//   y[y_off + (n * K + g * kg + col) * ohw + pixel] (+ bias[g * kg + col])");
+    w.line("");
+    w.line(&ImplicitParams::wgsl());
+    w.line("");
+    w.line("@group(0) @binding(0) var<storage, read> P: Params;");
+    w.line("@group(0) @binding(1) var tx: texture_storage_2d<rgba32float, read>;");
+    w.line("@group(0) @binding(2) var tb: texture_storage_2d<rgba32float, read>;");
+    w.line("@group(0) @binding(3) var<storage, read> bias: array<f32>;");
+    w.line("@group(0) @binding(4) var<storage, read_write> y: array<f32>;");
+    w.line("");
+    w.line(&ImplicitSpec::wgsl());
+    w.line("");
+    w.line("fn store(live: bool, base: u32, px: u32, col0: u32, g: u32, v: vec4<f32>) {");
+    w.line("    if (!live || px >= P.ohw) {");
+    w.line("        return;");
+    w.line("    }");
+    w.line("    for (var e = 0u; e < 4u; e++) {");
+    w.line("        let col = col0 + e;");
+    w.line("        if (col < P.kg) {");
+    w.line("            var out = v[e];");
+    w.line("            if (HAS_BIAS) {");
+    w.line("                out += bias[g * P.kg + col];");
+    w.line("            }");
+    w.line("            y[base + col * P.ohw + px] = out;");
+    w.line("        }");
+    w.line("    }");
+    w.line("}");
+    w.line("");
+    w.line("@compute @workgroup_size(WG)");
+    w.line("fn main(");
+    w.line("    @builtin(workgroup_id) wid: vec3<u32>,");
+    w.line("    @builtin(num_workgroups) nwg: vec3<u32>,");
+    w.line("    @builtin(local_invocation_index) lid: u32,");
+    w.line("    @builtin(subgroup_invocation_id) sl: u32,");
+    w.line(") {");
+    w.line(
+        "    // Workgroup -> ((image, group), channel block, pixel block), pixel block fastest.",
+    );
+    w.line("    let wg = P.wg0 + wid.x + wid.y * nwg.x;");
+    w.line("    let gm = wg % P.groups_m;");
+    w.line("    let t = wg / P.groups_m;");
+    w.line("    let tn = t % P.groups_n;");
+    w.line("    let bt = t / P.groups_n;");
+    w.line("    let live = bt < P.batch;");
+    w.line("    let bc = min(bt, P.batch - 1u);");
+    w.line("    let g = bc % P.groups;");
+    w.line("    let n = bc / P.groups;");
+    wln!(w, "    let m0 = (gm * WG + lid) * {tm}u;");
+    wln!(w, "    let n0 = tn * {tn}u;");
+    w.line("    // Input-image offsets of this lane's pixels (the last pixel stands in for those past it).");
+    w.line("    let last = P.ohw - 1u;");
+    for i in 0..tm {
+        wln!(w, "    let p{i} = min(m0 + {i}u, last);");
+        wln!(w, "    let bx{i} = (p{i} % P.ow) * P.sw;");
+        wln!(w, "    let by{i} = (p{i} / P.ow) * P.sh;");
+    }
+    let tn4 = tn / 4;
+    w.line("    // Weight panel of (group, channel block): row 0 at texel (xb, yb).");
+    w.line("    let lb = (g * P.groups_n + tn) * P.kp;");
+    w.line("    var yb = lb % P.hb;");
+    wln!(w, "    var xb = (lb / P.hb) * {tn4}u;");
+    w.line("    let qbase = g * P.cb8 * 2u;");
+    w.line("    let ybase = n * P.rows_img;");
+    for i in 0..tm {
+        for n in 0..tn {
+            wln!(w, "    var c{i}_{n} = 0.0;");
+        }
+    }
+    w.line("    // One loop over the reduction steps (channel block cb, tap r, tap s; s fastest), with");
+    w.line("    // counters instead of nested loops: lavapipe blends every loop-carried value (the 128");
+    w.line("    // accumulators) with the loop mask at the end of each iteration of each loop level, and");
+    w.line("    // a division is a per-lane loop. Texel blocks q0 = qbase + 2 cb and q1 = q0 + 1 sit at");
+    w.line("    // plane column q % cpr, row q / cpr; (ox, oy) is a block's tap (0, 0), (x, y) the current");
+    w.line("    // tap's.");
+    w.line("    var qx0 = qbase % P.cpr;");
+    w.line("    var qy0 = qbase / P.cpr;");
+    origins(&mut w, "    ", "", "qx0", "qy0", "var");
+    w.line("    var x0 = ox0;");
+    w.line("    var x1 = ox1;");
+    w.line("    var y0 = oy0;");
+    w.line("    var y1 = oy1;");
+    w.line("    var ts = 0u;");
+    w.line("    var tr = 0u;");
+    w.line("    let steps = P.cb8 * P.r * P.s;");
+    w.line("    for (var t = 0u; t < steps; t++) {");
+    w.line("        // Weights: lane sl loads k-row sl of this step, shared by subgroupBroadcast.");
+    for j in 0..tn4 {
+        wln!(
+            w,
+            "        let bl{j} = textureLoad(tb, vec2<u32>(xb + {j}u, yb + sl));"
+        );
+    }
+    wln!(
+        w,
+        "        // Input: channels 0-3 and 4-7 of the block at this lane's {tm} pixels."
+    );
+    for i in 0..tm {
+        wln!(
+            w,
+            "        let a{i}_0 = textureLoad(tx, vec2<u32>(x0 + bx{i}, y0 + by{i}));"
+        );
+        wln!(
+            w,
+            "        let a{i}_1 = textureLoad(tx, vec2<u32>(x1 + bx{i}, y1 + by{i}));"
+        );
+    }
+    scalar_subblocks(&mut w, "        ", tm, tn, |i, k| {
+        format!("a{i}_{}.{}", k / 4, ['x', 'y', 'z', 'w'][k % 4])
+    });
+    wln!(w, "        yb += {SG}u;");
+    w.line("        let eb = yb == P.hb;");
+    w.line("        yb = select(yb, 0u, eb);");
+    wln!(w, "        xb = select(xb, xb + {tn4}u, eb);");
+    w.line("        // Next tap: s, then r, then the channel block.");
+    w.line("        ts += 1u;");
+    w.line("        let es = ts == P.s;");
+    w.line("        ts = select(ts, 0u, es);");
+    w.line("        tr = select(tr, tr + 1u, es);");
+    w.line("        let er = tr == P.r;");
+    w.line("        tr = select(tr, 0u, er);");
+    w.line("        x0 = select(x0 + P.dw, ox0, es);");
+    w.line("        x1 = select(x1 + P.dw, ox1, es);");
+    w.line("        y0 = select(y0, y0 + P.dh, es);");
+    w.line("        y1 = select(y1, y1 + P.dh, es);");
+    w.line("        // Next channel block: q0 + 2 (wraps at most twice: cpr >= 1), q1 = q0 + 1.");
+    w.line("        let n1 = qx0 + 2u >= P.cpr;");
+    w.line("        let qa = select(qx0 + 2u, qx0 + 2u - P.cpr, n1);");
+    w.line("        let qya = select(qy0, qy0 + 1u, n1);");
+    w.line("        let n2 = qa >= P.cpr;");
+    w.line("        let qn = select(qa, qa - P.cpr, n2);");
+    w.line("        let qyn = select(qya, qya + 1u, n2);");
+    origins(&mut w, "        ", "n", "qn", "qyn", "let");
+    w.line("        qx0 = select(qx0, qn, er);");
+    w.line("        qy0 = select(qy0, qyn, er);");
+    w.line("        ox0 = select(ox0, nox0, er);");
+    w.line("        oy0 = select(oy0, noy0, er);");
+    w.line("        ox1 = select(ox1, nox1, er);");
+    w.line("        oy1 = select(oy1, noy1, er);");
+    w.line("        x0 = select(x0, nox0, er);");
+    w.line("        x1 = select(x1, nox1, er);");
+    w.line("        y0 = select(y0, noy0, er);");
+    w.line("        y1 = select(y1, noy1, er);");
+    w.line("    }");
+    w.line("    let base = P.y_off + (n * P.k + g * P.kg) * P.ohw;");
+    for i in 0..tm {
+        for j in 0..tn4 {
+            wln!(
+                w,
+                "    store(live, base, m0 + {i}u, n0 + {}u, g, {});",
+                4 * j,
+                acc4(i, j)
+            );
+        }
+    }
+    w.line("}");
+    hoist_params(&w.finish(), ImplicitParams::FIELDS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn same_program_as_the_python_generator() {
+        let old = include_str!("../../shaders/conv2d_implicit.wgsl");
+        crate::kernels::shared::same_program(&super::source(super::IC_TM, super::IC_TN), old)
+            .unwrap();
+    }
+
+    #[test]
+    fn same_program_as_the_python_generator_n32() {
+        let old = include_str!("../../shaders/conv2d_implicit_n32.wgsl");
+        crate::kernels::shared::same_program(&super::source(4, 32), old).unwrap();
+    }
+}

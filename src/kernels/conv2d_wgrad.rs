@@ -1,0 +1,58 @@
+//! `conv2d_wgrad`: the weight gradient of a convolution, direct and deterministic.
+
+use crate::gpu::wgsl::{hoist_params, params, spec, ParamStruct, Spec, SRC_INDEX};
+
+params! {
+    /// Parameters of `conv2d_wgrad`.
+    pub(crate) struct WgradParams {
+        n: u32, c: u32, h: u32, w: u32,
+        k: u32, r: u32, s: u32, cg: u32,
+        kg: u32, oh: u32, ow: u32, sh: u32,
+        sw: u32, dh: u32, dw: u32, pad_top: i32,
+        pad_left: i32, kblocks: u32, sblocks: u32, total: u32,
+        x_off: u32, dy_off: u32, dw_off: u32, kb_lo: u32,
+        kbt: u32, c_lo: u32, c_cnt: u32, oy0: u32,
+        oy_cnt: u32, _p0: u32, _p1: u32, _p2: u32,
+    }
+}
+
+spec! {
+    /// Specialisation of `conv2d_wgrad`.
+    pub(crate) struct WgradSpec {
+        /// Workgroup size.
+        WG: u32 = 64,
+        /// Output channels per invocation: 1..4.
+        KB: u32 = 4 in [1, 2, 3, 4],
+        /// Padding mode of x: 0 zeros, 1 reflect, 2 replicate, 3 circular (`src_index`).
+        PAD_MODE: u32 = 0 in [0, 1, 2, 3],
+        /// True convolution: the gradient is stored at the rotated taps.
+        FLIP: bool = false,
+        /// Add to dw (second and later images / row bands / windows).
+        ACCUMULATE: bool = false,
+    }
+}
+
+/// The WGSL source of `conv2d_wgrad`.
+pub(crate) fn source() -> String {
+    let src = format!(
+        "{}\n\n{}\n\n{}\n\n{}",
+        WgradParams::wgsl(),
+        WgradSpec::wgsl(),
+        SRC_INDEX,
+        include_str!("conv2d_wgrad.wgsl")
+    );
+    if src.contains("Barrier") {
+        src
+    } else {
+        hoist_params(&src, WgradParams::FIELDS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn same_program_as_the_hand_written_shader() {
+        let old = include_str!("../../shaders/conv2d_wgrad.wgsl");
+        crate::kernels::shared::same_program(&super::source(), old).unwrap();
+    }
+}

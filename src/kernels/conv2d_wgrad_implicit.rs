@@ -1,0 +1,287 @@
+//! `conv2d_wgrad_implicit`: the weight gradient as an implicit GEMM on storage images for
+//! CPU-like adapters with 8-lane subgroups (lavapipe), in three variants.
+
+use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl};
+use crate::kernels::conv2d_implicit::IC_TN;
+use crate::kernels::shared::{acc4, scalar_subblocks, IMPLICIT_LAYOUT_DOC, SG};
+
+params! {
+    /// Parameters of `conv2d_wgrad_implicit` (all variants): output geometry, kernel, input
+    /// image layout, then the launch and dy-panel fields.
+    pub(crate) struct WgradImplicitParams {
+        ohw: u32, ow: u32, sh: u32, sw: u32,
+        dh: u32, dw: u32, r: u32, s: u32,
+        cb8: u32, cpr: u32, wp: u32, hp: u32,
+        rows_img: u32, groups_m: u32, groups_n: u32, groups: u32,
+        wg0: u32, kg: u32, cg: u32, nimg: u32,
+        kpp: u32, hdy: u32, rb_total: u32, n_base: u32,
+    }
+}
+
+spec! {
+    /// Specialisation of `conv2d_wgrad_implicit`.
+    pub(crate) struct WgradImplicitSpec {
+        WG: u32 = 8,
+        FLIP: bool = false,
+        ACCUMULATE: bool = false,
+    }
+}
+
+/// The WGSL source of `conv2d_wgrad_implicit`. `cw`: input channels per lane (8, or 4 for
+/// few channels per group: the `_c4` kernel). `v4`: 1x1 kernels with a multiple of 4
+/// channels per group, whose 8 channels per lane are adjacent in dw: stored as vec4 (one
+/// per-lane store loop per 4 floats instead of per float; the `_v4` kernel, with `cw` 8).
+pub(crate) fn source(cw: usize, v4: bool) -> String {
+    let nq = cw / 4;
+    let xyzw = ['x', 'y', 'z', 'w'];
+    let mut w = Wgsl::new();
+    wln!(w, "// Weight gradient as an implicit GEMM for CPU-like adapters with {SG}-lane subgroups (lavapipe):");
+    w.line("//   dw[g*kg + col, c, r, s] = sum over images n and output pixels p of");
+    w.line("//       dy[n, g*kg + col, p] * xpad[n, g*cg + c, p*stride + (r, s)*dilation]");
+    wln!(w, "// GEMM rows are (tap, {cw}-channel block) pairs ({cw} rows each, one pair per lane, so few");
+    w.line(
+        "// channels waste nothing), columns the output channels of one group (16 per workgroup),",
+    );
+    w.line(
+        "// and the reduction runs over the output pixels of every image. The x-side operand is",
+    );
+    w.line("// gathered straight from the padded input image of pad_image; dy is packed into");
+    w.line("// the GEMM's wrapped B panels by pack_image (entry (n, g), K = output pixels).");
+    wln!(w, "// Per 8 output pixels each lane loads {nq} texel(s) (its {cw} channels) per pixel and one");
+    w.line(
+        "// pixel row of the dy panel (4 texels) that the subgroup shares by subgroupBroadcast.",
+    );
+    if cw == 4 {
+        w.line("// This is the 4-channel variant (groups of 1-4 channels modulo 8: half the padding of");
+        w.line("// the 8-channel kernel, e.g. an RGB input layer).");
+    }
+    if v4 {
+        w.line("// This is the 1x1 variant (channels per group a multiple of 4): dw[k, c] is contiguous in");
+        w.line(
+            "// c, so each lane stores its 8 channels of a column as two vec4 (per-lane stores are",
+        );
+        w.line("// loops over the lanes on lavapipe, whatever their width).");
+    }
+    w.line("//");
+    w.line(IMPLICIT_LAYOUT_DOC);
+    w.line("");
+    w.line(&WgradImplicitParams::wgsl());
+    w.line("");
+    w.line("@group(0) @binding(0) var<storage, read> P: Params;");
+    w.line("@group(0) @binding(1) var tx: texture_storage_2d<rgba32float, read>;");
+    w.line("@group(0) @binding(2) var tdy: texture_storage_2d<rgba32float, read>;");
+    wln!(
+        w,
+        "@group(0) @binding(3) var<storage, read_write> dw: array<{}>;",
+        if v4 { "vec4<f32>" } else { "f32" }
+    );
+    w.line("");
+    w.line(&WgradImplicitSpec::wgsl());
+    w.line("");
+    if v4 {
+        w.line(
+            "// Channels c..c+3 of column col (c a multiple of 4, cg too: all four exist or none).",
+        );
+        w.line("fn store4(live: bool, g: u32, c: u32, col: u32, v: vec4<f32>) {");
+        w.line("    if (!live || c >= P.cg || col >= P.kg) {");
+        w.line("        return;");
+        w.line("    }");
+        w.line("    let i = ((g * P.kg + col) * P.cg + c) / 4u;");
+        w.line("    var out = v;");
+        w.line("    if (ACCUMULATE) {");
+        w.line("        out += dw[i];");
+        w.line("    }");
+        w.line("    dw[i] = out;");
+        w.line("}");
+        w.line("");
+    } else {
+        w.line("fn store(live: bool, g: u32, c: u32, col0: u32, tap: u32, v: vec4<f32>) {");
+        w.line("    if (!live || c >= P.cg) {");
+        w.line("        return;");
+        w.line("    }");
+        w.line("    let rs = P.r * P.s;");
+        w.line("    for (var e = 0u; e < 4u; e++) {");
+        w.line("        let col = col0 + e;");
+        w.line("        if (col < P.kg) {");
+        w.line("            let i = ((g * P.kg + col) * P.cg + c) * rs + tap;");
+        w.line("            var out = v[e];");
+        w.line("            if (ACCUMULATE) {");
+        w.line("                out += dw[i];");
+        w.line("            }");
+        w.line("            dw[i] = out;");
+        w.line("        }");
+        w.line("    }");
+        w.line("}");
+        w.line("");
+    }
+    w.line("@compute @workgroup_size(WG)");
+    w.line("fn main(");
+    w.line("    @builtin(workgroup_id) wid: vec3<u32>,");
+    w.line("    @builtin(num_workgroups) nwg: vec3<u32>,");
+    w.line("    @builtin(local_invocation_index) lid: u32,");
+    w.line("    @builtin(subgroup_invocation_id) sl: u32,");
+    w.line(") {");
+    w.line("    // Workgroup -> (group, column block, row-block group), row blocks fastest.");
+    w.line("    let wg = P.wg0 + wid.x + wid.y * nwg.x;");
+    w.line("    let gm = wg % P.groups_m;");
+    w.line("    let t = wg / P.groups_m;");
+    w.line("    let tn = t % P.groups_n;");
+    w.line("    let gt = t / P.groups_n;");
+    w.line("    let g = min(gt, P.groups - 1u);");
+    w.line("    let rb = gm * WG + lid;");
+    w.line("    let live = gt < P.groups && rb < P.rb_total;");
+    w.line("    let rbc = min(rb, P.rb_total - 1u);");
+    if cw == 8 {
+        w.line("    let tap = rbc / P.cb8;");
+        w.line("    let cb = rbc - tap * P.cb8;");
+    } else {
+        w.line("    // 4-channel blocks per tap.");
+        w.line("    let cbt = (P.cg + 3u) / 4u;");
+        w.line("    let tap = rbc / cbt;");
+        w.line("    let cb = rbc - tap * cbt;");
+    }
+    w.line("    let r = tap / P.s;");
+    w.line("    let s = tap - r * P.s;");
+    wln!(w, "    let q0 = g * P.cb8 * 2u + cb * {nq}u;");
+    if nq == 2 {
+        w.line("    let q1 = q0 + 1u;");
+    }
+    w.line("    let ox0 = (q0 % P.cpr) * P.wp + s * P.dw;");
+    w.line("    let oy0 = (q0 / P.cpr) * P.hp + r * P.dh;");
+    if nq == 2 {
+        w.line("    let ox1 = (q1 % P.cpr) * P.wp + s * P.dw;");
+        w.line("    let oy1 = (q1 / P.cpr) * P.hp + r * P.dh;");
+    }
+    w.line("    let last = P.ohw - 1u;");
+    w.line("    // Output pixel k0 + sl of this lane as (column, row) counters advanced by 8 pixels per");
+    w.line(
+        "    // step (integer division is a per-lane loop on SIMD CPUs); pixels past the last read",
+    );
+    w.line("    // the last one's input (their dy is 0).");
+    w.line("    let step_c = 8u % P.ow;");
+    w.line("    let step_r = 8u / P.ow;");
+    w.line("    let last_x = (last % P.ow) * P.sw;");
+    w.line("    let last_y = (last / P.ow) * P.sh;");
+    w.line("    let pc0 = sl % P.ow;");
+    w.line("    let pr0 = sl / P.ow;");
+    for i in 0..cw {
+        for n in 0..IC_TN {
+            wln!(w, "    var c{i}_{n} = 0.0;");
+        }
+    }
+    w.line("    for (var n = 0u; n < P.nimg; n++) {");
+    w.line("        let yn = n * P.rows_img * P.hp;");
+    w.line("        let y0 = oy0 + yn;");
+    if nq == 2 {
+        w.line("        let y1 = oy1 + yn;");
+    }
+    w.line("        let lb = (((P.n_base + n) * P.groups + g) * P.groups_n + tn) * P.kpp;");
+    w.line("        var yb = lb % P.hdy;");
+    wln!(w, "        var xb = (lb / P.hdy) * {}u;", IC_TN / 4);
+    w.line("        var pc = pc0;");
+    w.line("        var pr = pr0;");
+    wln!(w, "        for (var k0 = 0u; k0 < P.kpp; k0 += {SG}u) {{");
+    w.line(
+        "            // dy: lane sl loads output pixel k0 + sl of the panel (16 output channels).",
+    );
+    for j in 0..IC_TN / 4 {
+        wln!(
+            w,
+            "            let bl{j} = textureLoad(tdy, vec2<u32>(xb + {j}u, yb + sl));"
+        );
+    }
+    wln!(w, "            // x: this lane's {cw} channels at the 8 pixels; lane sl holds pixel k0 + sl and");
+    w.line("            // the subgroup shares the coordinates.");
+    w.line("            let live_px = k0 + sl <= last;");
+    w.line("            let pxl = select(last_x, pc * P.sw, live_px);");
+    w.line("            let pyl = select(last_y, pr * P.sh, live_px);");
+    w.line("            pc += step_c;");
+    w.line("            pr += step_r;");
+    w.line("            let wc = pc >= P.ow;");
+    w.line("            pc = select(pc, pc - P.ow, wc);");
+    w.line("            pr = select(pr, pr + 1u, wc);");
+    for k in 0..SG {
+        wln!(w, "            let px{k} = subgroupBroadcast(pxl, {k}u);");
+        wln!(w, "            let py{k} = subgroupBroadcast(pyl, {k}u);");
+        wln!(
+            w,
+            "            let a{k}_0 = textureLoad(tx, vec2<u32>(ox0 + px{k}, y0 + py{k}));"
+        );
+        if nq == 2 {
+            wln!(
+                w,
+                "            let a{k}_1 = textureLoad(tx, vec2<u32>(ox1 + px{k}, y1 + py{k}));"
+            );
+        }
+    }
+    scalar_subblocks(&mut w, "            ", cw, IC_TN, |i, k| {
+        format!("a{k}_{}.{}", i / 4, xyzw[i % 4])
+    });
+    wln!(w, "            yb += {SG}u;");
+    w.line("            let eb = yb == P.hdy;");
+    w.line("            yb = select(yb, 0u, eb);");
+    wln!(w, "            xb = select(xb, xb + {}u, eb);", IC_TN / 4);
+    w.line("        }");
+    w.line("    }");
+    w.line("    var wr = r;");
+    w.line("    var ws = s;");
+    w.line("    if (FLIP) {");
+    w.line("        wr = P.r - 1u - r;");
+    w.line("        ws = P.s - 1u - s;");
+    w.line("    }");
+    w.line("    let wtap = wr * P.s + ws;");
+    wln!(w, "    let col0 = tn * {IC_TN}u;");
+    if v4 {
+        w.line("    _ = wtap;");
+        for h in 0..cw / 4 {
+            for j in 0..IC_TN / 4 {
+                for e in 0..4 {
+                    let col = 4 * j + e;
+                    let v: Vec<String> = (0..4).map(|i| format!("c{}_{col}", 4 * h + i)).collect();
+                    wln!(
+                        w,
+                        "    store4(live, g, cb * {cw}u + {}u, col0 + {col}u, vec4<f32>({}));",
+                        4 * h,
+                        v.join(", ")
+                    );
+                }
+            }
+        }
+    } else {
+        for i in 0..cw {
+            for j in 0..IC_TN / 4 {
+                wln!(
+                    w,
+                    "    store(live, g, cb * {cw}u + {i}u, col0 + {}u, wtap, {});",
+                    4 * j,
+                    acc4(i, j)
+                );
+            }
+        }
+    }
+    w.line("}");
+    hoist_params(&w.finish(), WgradImplicitParams::FIELDS)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kernels::shared::same_program;
+
+    #[test]
+    fn same_program_as_the_python_generator() {
+        let old = include_str!("../../shaders/conv2d_wgrad_implicit.wgsl");
+        same_program(&super::source(8, false), old).unwrap();
+    }
+
+    #[test]
+    fn same_program_as_the_python_generator_c4() {
+        let old = include_str!("../../shaders/conv2d_wgrad_implicit_c4.wgsl");
+        same_program(&super::source(4, false), old).unwrap();
+    }
+
+    #[test]
+    fn same_program_as_the_python_generator_v4() {
+        let old = include_str!("../../shaders/conv2d_wgrad_implicit_v4.wgsl");
+        same_program(&super::source(8, true), old).unwrap();
+    }
+}

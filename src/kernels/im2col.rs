@@ -1,0 +1,56 @@
+//! `im2col`: unfolds the input patches of a convolution into the column matrix of the GEMM
+//! (K-major, or pixel-major for the weight gradient).
+
+use crate::gpu::wgsl::{hoist_params, params, spec, ParamStruct, Spec, SRC_INDEX};
+
+params! {
+    /// Parameters of `im2col`.
+    pub(crate) struct Im2colParams {
+        n: u32, c: u32, h: u32, w: u32,
+        cg: u32, groups: u32, r: u32, s: u32,
+        oh: u32, ow: u32, sh: u32, sw: u32,
+        dh: u32, dw: u32, pad_top: i32, pad_left: i32,
+        x_off: u32, p0: u32, np: u32, ldp: u32,
+        total: u32, ldq: u32, _p1: u32, _p2: u32,
+    }
+}
+
+spec! {
+    /// Specialisation of `im2col`.
+    pub(crate) struct Im2colSpec {
+        /// Workgroup size.
+        WG: u32 = 64,
+        /// Padding mode of x: 0 zeros, 1 reflect, 2 replicate, 3 circular (`src_index`).
+        PAD_MODE: u32 = 0 in [0, 1, 2, 3],
+        /// True convolution: row q reads kernel tap (R-1-rr, S-1-ss), so the weights are used
+        /// as stored.
+        FLIP: bool = false,
+        /// Pixel-major layout, for the weight gradient.
+        TRANSPOSED: bool = false,
+    }
+}
+
+/// The WGSL source of `im2col`.
+pub(crate) fn source() -> String {
+    let src = format!(
+        "{}\n\n{}\n\n{}\n\n{}",
+        Im2colParams::wgsl(),
+        Im2colSpec::wgsl(),
+        SRC_INDEX,
+        include_str!("im2col.wgsl")
+    );
+    if src.contains("Barrier") {
+        src
+    } else {
+        hoist_params(&src, Im2colParams::FIELDS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn same_program_as_the_hand_written_shader() {
+        let old = include_str!("../../shaders/im2col.wgsl");
+        crate::kernels::shared::same_program(&super::source(), old).unwrap();
+    }
+}

@@ -1,0 +1,293 @@
+//! The kernels: each one defined once, in Rust.
+//!
+//! A kernel module (one per kernel family) holds the kernel's parameter struct (`params!`:
+//! one Rust type giving both the uploaded bytes and the WGSL `struct Params`), its
+//! specialisation (`spec!`: typed override constants), and the function producing its WGSL
+//! source: generated code where WGSL cannot express the kernel (named register accumulators,
+//! unrolled blocks), or a hand-written body (`<name>.wgsl` next to the module) that the module
+//! completes with the parameter struct, the overrides and the shared helpers of
+//! [`crate::gpu::wgsl`]. This file is the one list of kernels: name, source, bindings, and a
+//! marker type per kernel tying its parameter and specialisation types to it
+//! ([`KernelDef`]), so a launcher cannot upload another kernel's parameters.
+//!
+//! Conventions of every kernel: binding 0 is the parameter struct `P` (a read-only storage
+//! buffer, not a uniform buffer: see [`crate::gpu::pipeline`]), bindings 1.. are storage
+//! buffers or `rgba32float` storage images ([`Binding`]), the entry point is `main`, the
+//! workgroup size is the override `WG`, and the linear invocation index is
+//! `gid.x + gid.y * num_workgroups.x * WG`, so a launch can spread over two dispatch
+//! dimensions.
+
+pub(crate) mod col2im;
+pub(crate) mod conv2d_depthwise;
+pub(crate) mod conv2d_depthwise_image;
+pub(crate) mod conv2d_dgrad;
+pub(crate) mod conv2d_dgrad_phase_image;
+pub(crate) mod conv2d_direct;
+pub(crate) mod conv2d_implicit;
+pub(crate) mod conv2d_implicit_tiled;
+pub(crate) mod conv2d_wgrad;
+pub(crate) mod conv2d_wgrad_depthwise;
+pub(crate) mod conv2d_wgrad_implicit;
+pub(crate) mod dgrad_phase_weights;
+pub(crate) mod gemm_image;
+pub(crate) mod gemm_reg;
+pub(crate) mod gemm_tiled;
+pub(crate) mod im2col;
+pub(crate) mod pack;
+pub(crate) mod pack_conv_weights;
+pub(crate) mod pack_image;
+pub(crate) mod pad_fold;
+pub(crate) mod pad_image;
+pub(crate) mod permute_kc;
+pub(crate) mod reduce_rows;
+pub(crate) mod reduce_rows_image;
+pub(crate) mod scatter_strided;
+pub(crate) mod shared;
+#[cfg(test)]
+mod tests;
+
+use std::sync::OnceLock;
+
+#[cfg(test)]
+use crate::gpu::wgsl::Field;
+use crate::gpu::wgsl::{ParamStruct, Spec};
+use crate::gpu::Binding;
+
+/// Ties a kernel's marker type (in [`k`]) to its parameter and specialisation types.
+pub(crate) trait KernelDef {
+    /// The kernel.
+    const KERNEL: Kernel;
+    /// Its parameter struct (binding 0).
+    type Params: ParamStruct;
+    /// Its override constants.
+    type Spec: Spec;
+}
+
+macro_rules! kernels {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal, $source:expr, $params:ty, $spec:ty, [$($b:ident),*];)*) => {
+        /// A WGSL kernel of the crate.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub(crate) enum Kernel {
+            $($(#[$doc])* $variant,)*
+        }
+
+        /// Every kernel.
+        pub(crate) const ALL_KERNELS: &[Kernel] = &[$(Kernel::$variant,)*];
+
+        /// Marker types of the kernels, for typed launches ([`KernelDef`]).
+        pub(crate) mod k {
+            use super::*;
+            $(
+                $(#[$doc])*
+                pub(crate) struct $variant;
+                impl KernelDef for $variant {
+                    const KERNEL: Kernel = Kernel::$variant;
+                    type Params = $params;
+                    type Spec = $spec;
+                }
+            )*
+        }
+
+        impl Kernel {
+            /// The kernel's name (labels, logs, the dump of sources).
+            pub(crate) fn name(self) -> &'static str {
+                match self {
+                    $(Kernel::$variant => $name,)*
+                }
+            }
+
+            fn generate(self) -> String {
+                match self {
+                    $(Kernel::$variant => $source,)*
+                }
+            }
+
+            /// Kind of each binding from binding 1 on (binding 0 is the parameter struct).
+            pub(crate) fn bindings(self) -> &'static [Binding] {
+                use Binding::*;
+                match self {
+                    $(Kernel::$variant => &[$($b),*],)*
+                }
+            }
+
+            /// The fields of the parameter struct.
+            #[cfg(test)]
+            pub(crate) fn param_fields(self) -> &'static [Field] {
+                match self {
+                    $(Kernel::$variant => <$params as ParamStruct>::FIELDS,)*
+                }
+            }
+
+            /// The size of the parameter struct in bytes.
+            #[cfg(test)]
+            pub(crate) fn params_size(self) -> usize {
+                match self {
+                    $(Kernel::$variant => std::mem::size_of::<$params>(),)*
+                }
+            }
+
+            /// The override constants of every specialisation the tests validate
+            /// ([`Spec::variants`]).
+            pub(crate) fn variants(self) -> Vec<Vec<(&'static str, i64)>> {
+                match self {
+                    $(Kernel::$variant => <$spec as Spec>::variants()
+                        .iter()
+                        .map(Spec::constants)
+                        .collect(),)*
+                }
+            }
+
+            /// The names of the override constants.
+            #[cfg(test)]
+            pub(crate) fn spec_fields(self) -> &'static [Field] {
+                match self {
+                    $(Kernel::$variant => <$spec as Spec>::FIELDS,)*
+                }
+            }
+        }
+    };
+}
+
+use col2im::{Col2imParams, Col2imSpec};
+use conv2d_depthwise::{DepthwiseParams, DepthwiseSpec};
+use conv2d_depthwise_image::{DepthwiseImageParams, DepthwiseImageSpec};
+use conv2d_dgrad::{DgradParams, DgradSpec};
+use conv2d_dgrad_phase_image::{PhaseParams, PhaseSpec};
+use conv2d_direct::{DirectParams, DirectSpec};
+use conv2d_implicit::{ImplicitParams, ImplicitSpec};
+use conv2d_implicit_tiled::{TiledParams, TiledSpec};
+use conv2d_wgrad::{WgradParams, WgradSpec};
+use conv2d_wgrad_depthwise::{WgradDepthwiseImageSpec, WgradDepthwiseParams, WgradDepthwiseSpec};
+use conv2d_wgrad_implicit::{WgradImplicitParams, WgradImplicitSpec};
+use dgrad_phase_weights::{PhaseWeightsParams, PhaseWeightsSpec};
+use gemm_image::{GemmImageParams, GemmImageSpec};
+use gemm_reg::{GemmParams, GemmRegSpec};
+use gemm_tiled::GemmTiledSpec;
+use im2col::{Im2colParams, Im2colSpec};
+use pack::{PackParams, PackSpec};
+use pack_conv_weights::{PackWeightsParams, PackWeightsRunsSpec, PackWeightsSpec};
+use pack_image::{PackImageParams, PackImageSpec};
+use pad_fold::{PadFoldParams, PadFoldSpec};
+use pad_image::{PadImageFlatSpec, PadImageParams, PadImageSpec};
+use permute_kc::{PermuteParams, PermuteSpec};
+use reduce_rows::{ReduceParams, ReduceSpec};
+use reduce_rows_image::{ReduceImageParams, ReduceImageSpec};
+use scatter_strided::{ScatterParams, ScatterSpec};
+
+kernels! {
+    /// Direct (register-blocked) forward convolution.
+    Conv2dDirect = "conv2d_direct", conv2d_direct::source(), DirectParams, DirectSpec,
+        [StorageRead, StorageRead, StorageRead, Storage];
+    /// GEMM with per-invocation register blocks (CPU adapters without 8-lane subgroups).
+    GemmReg = "gemm_reg", gemm_reg::source(), GemmParams, GemmRegSpec,
+        [StorageRead, StorageRead, StorageRead, Storage];
+    /// GEMM with workgroup-memory tiles (GPUs).
+    GemmTiled = "gemm_tiled", gemm_tiled::source(), GemmParams, GemmTiledSpec,
+        [StorageRead, StorageRead, StorageRead, Storage];
+    /// GEMM reading both operands from packed storage images (8-lane subgroups).
+    GemmImage = "gemm_image", gemm_image::source(false), GemmImageParams, GemmImageSpec,
+        [ImageRead, ImageRead, StorageRead, Storage];
+    /// [`Kernel::GemmImage`] reading B from a storage buffer.
+    GemmImageSb = "gemm_image_sb", gemm_image::source(true), GemmImageParams, GemmImageSpec,
+        [ImageRead, StorageRead, StorageRead, Storage];
+    /// Operand packing (transpose / pad to vec4) for the buffer GEMM kernels.
+    Pack = "pack", pack::source(), PackParams, PackSpec, [StorageRead, Storage];
+    /// Operand packing into the storage-image panels of [`Kernel::GemmImage`].
+    PackImage = "pack_image", pack_image::source(false), PackImageParams, PackImageSpec,
+        [StorageRead, Storage];
+    /// [`Kernel::PackImage`] for k-contiguous operands, reading a verbatim image copy.
+    PackImageFlat = "pack_image_flat", pack_image::source(true), PackImageParams, PackImageSpec,
+        [ImageRead, Storage];
+    /// Unfolds convolution patches into a column matrix.
+    Im2col = "im2col", im2col::source(), Im2colParams, Im2colSpec, [StorageRead, Storage];
+    /// Input gradient / transposed convolution, gathered.
+    Conv2dDgrad = "conv2d_dgrad", conv2d_dgrad::source(), DgradParams, DgradSpec,
+        [StorageRead, StorageRead, StorageRead, Storage];
+    /// Folds a column-gradient matrix back onto the input (gathered).
+    Col2im = "col2im", col2im::source(), Col2imParams, Col2imSpec,
+        [StorageRead, StorageRead, Storage];
+    /// Adjoint of reflect / replicate / circular padding.
+    PadFold = "pad_fold", pad_fold::source(), PadFoldParams, PadFoldSpec, [StorageRead, Storage];
+    /// Direct weight gradient.
+    Conv2dWgrad = "conv2d_wgrad", conv2d_wgrad::source(), WgradParams, WgradSpec,
+        [StorageRead, StorageRead, Storage];
+    /// Deterministic row sums (bias gradient, split sums).
+    ReduceRows = "reduce_rows", reduce_rows::source(), ReduceParams, ReduceSpec,
+        [StorageRead, Storage];
+    /// Bias gradient reading its source from a verbatim image copy (CPU adapters).
+    ReduceRowsImage = "reduce_rows_image", reduce_rows_image::source(), ReduceImageParams,
+        ReduceImageSpec, [ImageRead, Storage];
+    /// Depthwise convolution with register row windows.
+    Conv2dDepthwise = "conv2d_depthwise", conv2d_depthwise::source(), DepthwiseParams,
+        DepthwiseSpec, [StorageRead, StorageRead, StorageRead, Storage];
+    /// Depthwise convolution with a workgroup-memory input tile (GPUs).
+    Conv2dDepthwiseTiled = "conv2d_depthwise_tiled", conv2d_depthwise::tiled_source(),
+        DepthwiseParams, DepthwiseSpec, [StorageRead, StorageRead, StorageRead, Storage];
+    /// Swaps the output/input channel axes of a grouped weight.
+    PermuteKc = "permute_kc", permute_kc::source(), PermuteParams, PermuteSpec,
+        [StorageRead, Storage];
+    /// Input copied into the padded input image of the implicit-GEMM convolution.
+    PadImage = "pad_image", pad_image::source(false), PadImageParams, PadImageSpec,
+        [StorageRead, Storage];
+    /// [`Kernel::PadImage`] (zero padding) reading the input from a verbatim image copy.
+    PadImageFlat = "pad_image_flat", pad_image::source(true), PadImageParams, PadImageFlatSpec,
+        [ImageRead, Storage];
+    /// Convolution weights packed into the weight image of the implicit-GEMM convolution.
+    PackConvWeights = "pack_conv_weights", pack_conv_weights::source(false), PackWeightsParams,
+        PackWeightsSpec, [StorageRead, Storage];
+    /// [`Kernel::PackConvWeights`] reading the weights from a verbatim copy in an image.
+    PackConvWeightsImage = "pack_conv_weights_image", pack_conv_weights::source(true),
+        PackWeightsParams, PackWeightsSpec, [ImageRead, Storage];
+    /// [`Kernel::PackConvWeightsImage`] for weights whose texels are contiguous tap runs
+    /// (the input gradient's channel-swapped view): one texel load per packed texel.
+    PackConvWeightsRuns = "pack_conv_weights_runs", pack_conv_weights::runs_source(),
+        PackWeightsParams, PackWeightsRunsSpec, [ImageRead, Storage];
+    /// Depthwise convolution reading the input from a storage image.
+    Conv2dDepthwiseImage = "conv2d_depthwise_image", conv2d_depthwise_image::source(),
+        DepthwiseImageParams, DepthwiseImageSpec, [ImageRead, StorageRead, StorageRead, Storage];
+    /// Implicit-GEMM convolution on storage images: 8 pixels x 16 output channels per lane.
+    Conv2dImplicit = "conv2d_implicit", conv2d_implicit::source(conv2d_implicit::IC_TM, conv2d_implicit::IC_TN), ImplicitParams,
+        ImplicitSpec, [ImageRead, ImageRead, StorageRead, Storage];
+    /// [`Kernel::Conv2dImplicit`] with 4 pixels x 32 output channels per invocation.
+    Conv2dImplicitN32 = "conv2d_implicit_n32", conv2d_implicit::source(4, 32), ImplicitParams,
+        ImplicitSpec, [ImageRead, ImageRead, StorageRead, Storage];
+    /// Implicit-GEMM weight gradient on storage images.
+    Conv2dWgradImplicit = "conv2d_wgrad_implicit", conv2d_wgrad_implicit::source(8, false),
+        WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage];
+    /// [`Kernel::Conv2dWgradImplicit`] with 4 input channels per lane (few channels).
+    Conv2dWgradImplicitC4 = "conv2d_wgrad_implicit_c4", conv2d_wgrad_implicit::source(4, false),
+        WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage];
+    /// [`Kernel::Conv2dWgradImplicit`] for 1x1 kernels, storing 4 adjacent channels at once.
+    Conv2dWgradImplicitV4 = "conv2d_wgrad_implicit_v4", conv2d_wgrad_implicit::source(8, true),
+        WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage];
+    /// Implicit-GEMM convolution with workgroup-memory tiles (GPUs).
+    Conv2dImplicitTiled = "conv2d_implicit_tiled", conv2d_implicit_tiled::source(), TiledParams,
+        TiledSpec, [StorageRead, StorageRead, StorageRead, Storage];
+    /// Depthwise weight gradient: per-band partial sums (then [`Kernel::ReduceRows`]).
+    Conv2dWgradDepthwise = "conv2d_wgrad_depthwise", conv2d_wgrad_depthwise::source(),
+        WgradDepthwiseParams, WgradDepthwiseSpec, [StorageRead, StorageRead, Storage];
+    /// [`Kernel::Conv2dWgradDepthwise`] reading x and dy from storage images.
+    Conv2dWgradDepthwiseImage = "conv2d_wgrad_depthwise_image",
+        conv2d_wgrad_depthwise::image_source(), WgradDepthwiseParams, WgradDepthwiseImageSpec,
+        [ImageRead, ImageRead, Storage];
+    /// Input gradient of a strided convolution, one phase per dispatch (storage images).
+    Conv2dDgradPhaseImage = "conv2d_dgrad_phase_image", conv2d_dgrad_phase_image::source(),
+        PhaseParams, PhaseSpec, [ImageRead, ImageRead, StorageRead, Storage];
+    /// Sub-kernel weights of the phases of [`Kernel::Conv2dDgradPhaseImage`].
+    DgradPhaseWeights = "dgrad_phase_weights", dgrad_phase_weights::source(), PhaseWeightsParams,
+        PhaseWeightsSpec, [StorageRead, Storage];
+    /// Input gradient of a strided 1x1 convolution from its sampled pixels' gradient.
+    ScatterStrided = "scatter_strided", scatter_strided::source(), ScatterParams, ScatterSpec,
+        [StorageRead, StorageRead, Storage];
+}
+
+/// One generated source per kernel, produced on first use.
+static SOURCES: [OnceLock<String>; ALL_KERNELS.len()] =
+    [const { OnceLock::new() }; ALL_KERNELS.len()];
+
+impl Kernel {
+    /// The kernel's WGSL source (generated once per process).
+    pub(crate) fn source(self) -> &'static str {
+        SOURCES[self as usize].get_or_init(|| self.generate())
+    }
+}

@@ -1,0 +1,47 @@
+//! `pack`: packs a (batched) matrix into the K-major, zero-padded layout the GEMM kernels
+//! read.
+
+use crate::gpu::wgsl::{hoist_params, params, spec, ParamStruct, Spec};
+
+params! {
+    /// Parameters of `pack`.
+    pub(crate) struct PackParams {
+        rows: u32, cols: u32, ld_dst: u32, ld_src: u32,
+        src_off: u32, dst_off: u32, src_bs: u32, dst_bs: u32,
+        batch: u32, total: u32, _p0: u32, _p1: u32,
+    }
+}
+
+spec! {
+    /// Specialisation of `pack`.
+    pub(crate) struct PackSpec {
+        /// Workgroup size.
+        WG: u32 = 64,
+        /// Source element (r, col) at `col * ld_src + r` instead of `r * ld_src + col`.
+        TRANSPOSE: bool = false,
+    }
+}
+
+/// The WGSL source of `pack`.
+pub(crate) fn source() -> String {
+    let src = format!(
+        "{}\n\n{}\n\n{}",
+        PackParams::wgsl(),
+        PackSpec::wgsl(),
+        include_str!("pack.wgsl")
+    );
+    if src.contains("Barrier") {
+        src
+    } else {
+        hoist_params(&src, PackParams::FIELDS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn same_program_as_the_hand_written_shader() {
+        let old = include_str!("../../shaders/pack.wgsl");
+        crate::kernels::shared::same_program(&super::source(), old).unwrap();
+    }
+}

@@ -1,0 +1,217 @@
+//! `pack_conv_weights`, `pack_conv_weights_image` and `pack_conv_weights_runs`: pack
+//! convolution weights into the wrapped weight panels of the implicit-GEMM convolution
+//! (through a staging buffer). The runs packer's body is hand-written
+//! (`pack_conv_weights_runs.wgsl`).
+
+use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl};
+use crate::kernels::shared::IMPLICIT_LAYOUT_DOC;
+
+params! {
+    /// Parameters of the weight packers (`pack_conv_weights`, `pack_conv_weights_image`,
+    /// `pack_conv_weights_runs`).
+    pub(crate) struct PackWeightsParams {
+        kg: u32, cg: u32, r: u32, s: u32,
+        kp: u32, groups_n: u32, hb: u32, rows_total: u32,
+        g_stride: u32, k_stride: u32, c_stride: u32, width: u32,
+        total: u32, t0: u32, w_off: u32, pw: u32,
+        tw: u32, tw_shift: u32, dst_row: u32, y_lo: u32,
+        y_hi: u32,
+        /// Texels of the source image copied (`pack_conv_weights_runs` only).
+        texels: u32,
+        _p1: u32, _p2: u32,
+    }
+}
+
+spec! {
+    /// Specialisation of `pack_conv_weights` and `pack_conv_weights_image`.
+    pub(crate) struct PackWeightsSpec {
+        WG: u32 = 64,
+        /// Rotate the taps (true convolution).
+        FLIP: bool = false,
+    }
+}
+
+spec! {
+    /// Specialisation of `pack_conv_weights_runs`.
+    pub(crate) struct PackWeightsRunsSpec {
+        WG: u32 = 64,
+        /// Rotate the taps (true convolution).
+        FLIP: bool = false,
+        /// Taps of the kernel, R * S (at most 9; equal to `k_stride`).
+        RS: u32 = 9 in [1, 2, 3, 4, 5, 6, 7, 8, 9],
+    }
+}
+
+/// The WGSL source of `pack_conv_weights`, reading the weights from their buffer, or with
+/// `from_image` of `pack_conv_weights_image`, reading them from a verbatim image copy
+/// (`pack_conv_weights(from_image=True)` of the Python generator).
+pub(crate) fn source(from_image: bool) -> String {
+    let mut w = Wgsl::new();
+    w.line("// Output: texel (x, y) of the image, for rows y_lo <= y < y_hi, goes to");
+    w.line(
+        "// dst[(y - y_lo) * dst_row + x] of a staging buffer that the host copies into the image",
+    );
+    w.line("// (row ranges keep the staging binding within maxStorageBufferBindingSize); on lavapipe a textureStore");
+    w.line(
+        "// costs ~2.5x a vec4 storage-buffer store plus the copy (docs/lavapipe-driver-notes.md).",
+    );
+    w.line("//");
+    w.line("// Packs convolution weights into the weight image of conv2d_implicit.wgsl: one");
+    w.line("// invocation per texel column of an 8-row group (8 input channels at one tap, four output");
+    w.line(
+        "// channels), so the index math runs once per 8 texels. Weight (group g, output channel",
+    );
+    w.line("// col, input channel cl, tap (r, s)) is read from");
+    w.line(
+        "// w[w_off + g * g_stride + col * k_stride + cl * c_stride + r * S + s], so the forward",
+    );
+    w.line("// layout [K, C/g, R, S] and its channel-swapped view (input gradient as a forward");
+    w.line(
+        "// convolution) both pack without a permute pass. Source indices are clamped into range",
+    );
+    w.line("// and padding zeroed with `select`.");
+    if from_image {
+        w.line("//");
+        w.line("// This variant reads the weights from a read-only storage image holding the weight buffer");
+        w.line("// verbatim (flat float i at texel i / 4 of rows of tw texels, channel i % 4), filled by one");
+        w.line("// buffer-to-texture copy: on lavapipe a storage-image load costs a fraction of a");
+        w.line("// storage-buffer load, which dominates this pass for large weight tensors.");
+    }
+    w.line("//");
+    w.line(IMPLICIT_LAYOUT_DOC);
+    w.line("");
+    w.line(&PackWeightsParams::wgsl());
+    w.line("");
+    w.line("@group(0) @binding(0) var<storage, read> P: Params;");
+    if from_image {
+        w.line("@group(0) @binding(1) var src: texture_storage_2d<rgba32float, read>;");
+    } else {
+        w.line("@group(0) @binding(1) var<storage, read> wt: array<f32>;");
+    }
+    w.line("@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;");
+    w.line("");
+    w.line(&PackWeightsSpec::wgsl());
+    w.line("");
+    if from_image {
+        w.line("fn wload(i: u32) -> f32 {");
+        w.line("    let t = i / 4u;");
+        w.line("    // tw is a power of two: shifts, not per-lane division loops.");
+        w.line("    let v = textureLoad(src, vec2<u32>(t & (P.tw - 1u), t >> P.tw_shift));");
+        w.line("    return v[i % 4u];");
+        w.line("}");
+        w.line("");
+    }
+    w.line("@compute @workgroup_size(WG)");
+    w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
+    w.line("    // A dispatch covers invocations [t0, total).");
+    w.line("    let t = P.t0 + gid.x + gid.y * nwg.x * WG;");
+    w.line("    if (t >= P.total) {");
+    w.line("        return;");
+    w.line("    }");
+    w.line(
+        "    // One invocation per (8-row group, panel column): pw texel columns (4 * pw output",
+    );
+    w.line("    // channels) x 8 rows, so the divisions run once per 8 * pw texels.");
+    w.line("    let blocks = P.width / P.pw;");
+    w.line("    let tb = t % blocks;");
+    w.line("    let ty = (t / blocks) * 8u;");
+    w.line("    let l = tb * P.hb + ty;");
+    w.line("    let live = l < P.rows_total;");
+    w.line("    let pn = min(l, P.rows_total - 1u) / P.kp;");
+    w.line("    let step = (min(l, P.rows_total - 1u) - pn * P.kp) / 8u;");
+    w.line("    let g = pn / P.groups_n;");
+    w.line("    let tn = pn - g * P.groups_n;");
+    w.line("    let cs = step % P.s;");
+    w.line("    let t2 = step / P.s;");
+    w.line("    let cr = t2 % P.r;");
+    w.line("    let cl0 = (t2 / P.r) * 8u;");
+    w.line("    var tr = cr;");
+    w.line("    var ts = cs;");
+    w.line("    if (FLIP) {");
+    w.line("        tr = P.r - 1u - cr;");
+    w.line("        ts = P.s - 1u - cs;");
+    w.line("    }");
+    w.line("    let base = P.w_off + g * P.g_stride + tr * P.s + ts;");
+    w.line("    for (var c4 = 0u; c4 < P.pw; c4++) {");
+    w.line("        let tx = tb * P.pw + c4;");
+    w.line("        let col0 = (tn * P.pw + c4) * 4u;");
+    w.line("        let kl = P.kg - 1u;");
+    w.line("        let i0 = min(col0, kl) * P.k_stride;");
+    w.line("        let i1 = min(col0 + 1u, kl) * P.k_stride;");
+    w.line("        let i2 = min(col0 + 2u, kl) * P.k_stride;");
+    w.line("        let i3 = min(col0 + 3u, kl) * P.k_stride;");
+    w.line("        let keep = vec4<bool>(col0 < P.kg, col0 + 1u < P.kg, col0 + 2u < P.kg, col0 + 3u < P.kg) & vec4<bool>(live);");
+    w.line("        let cl = P.cg - 1u;");
+    for j in 0..8 {
+        wln!(
+            w,
+            "        let b{j} = base + min(cl0 + {j}u, cl) * P.c_stride;"
+        );
+        if from_image {
+            wln!(
+                w,
+                "        let v{j} = vec4<f32>(wload(b{j} + i0), wload(b{j} + i1), wload(b{j} + i2), wload(b{j} + i3));"
+            );
+        } else {
+            wln!(
+                w,
+                "        let v{j} = vec4<f32>(wt[b{j} + i0], wt[b{j} + i1], wt[b{j} + i2], wt[b{j} + i3]);"
+            );
+        }
+        wln!(
+            w,
+            "        if (ty + {j}u >= P.y_lo && ty + {j}u < P.y_hi) {{"
+        );
+        wln!(
+            w,
+            "            dst[(ty + {j}u - P.y_lo) * P.dst_row + tx] = select(vec4<f32>(0.0), v{j}, keep & vec4<bool>(cl0 + {j}u < P.cg));"
+        );
+        w.line("        }");
+    }
+    w.line("    }");
+    w.line("}");
+    hoist_params(&w.finish(), PackWeightsParams::FIELDS)
+}
+
+/// The WGSL source of `pack_conv_weights_runs` (body in `pack_conv_weights_runs.wgsl`).
+pub(crate) fn runs_source() -> String {
+    let mut w = Wgsl::new();
+    w.line(&PackWeightsParams::wgsl());
+    w.line("");
+    w.line(&PackWeightsRunsSpec::wgsl());
+    w.line("");
+    w.line(include_str!("pack_conv_weights_runs.wgsl"));
+    let src = w.finish();
+    if src.contains("Barrier") {
+        src
+    } else {
+        hoist_params(&src, PackWeightsParams::FIELDS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::conv2d_depthwise::with_named_padding;
+    use crate::kernels::shared::same_program;
+
+    #[test]
+    fn same_program_as_the_python_generator() {
+        let old = include_str!("../../shaders/pack_conv_weights.wgsl");
+        let old = with_named_padding(old, &PackWeightsParams::wgsl());
+        same_program(&source(false), &old).unwrap();
+    }
+
+    #[test]
+    fn image_same_program_as_the_python_generator() {
+        let old = include_str!("../../shaders/pack_conv_weights_image.wgsl");
+        let old = with_named_padding(old, &PackWeightsParams::wgsl());
+        same_program(&source(true), &old).unwrap();
+    }
+
+    #[test]
+    fn runs_same_program_as_the_hand_written_shader() {
+        let old = include_str!("../../shaders/pack_conv_weights_runs.wgsl");
+        same_program(&runs_source(), old).unwrap();
+    }
+}

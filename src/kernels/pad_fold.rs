@@ -1,0 +1,47 @@
+//! `pad_fold`: the adjoint of reflect / replicate / circular padding (folds the gradient of
+//! a padded input back onto the input).
+
+use crate::gpu::wgsl::{hoist_params, params, spec, ParamStruct, Spec};
+
+params! {
+    /// Parameters of `pad_fold`.
+    pub(crate) struct PadFoldParams {
+        planes: u32, h: u32, w: u32, hp: u32,
+        wp: u32, top: u32, left: u32, bottom: u32,
+        right: u32, total: u32, dst_off: u32, _p1: u32,
+    }
+}
+
+spec! {
+    /// Specialisation of `pad_fold`.
+    pub(crate) struct PadFoldSpec {
+        /// Workgroup size.
+        WG: u32 = 64,
+        /// 1 reflect, 2 replicate, 3 circular.
+        PAD_MODE: u32 = 1 in [1, 2, 3],
+    }
+}
+
+/// The WGSL source of `pad_fold`.
+pub(crate) fn source() -> String {
+    let src = format!(
+        "{}\n\n{}\n\n{}",
+        PadFoldParams::wgsl(),
+        PadFoldSpec::wgsl(),
+        include_str!("pad_fold.wgsl")
+    );
+    if src.contains("Barrier") {
+        src
+    } else {
+        hoist_params(&src, PadFoldParams::FIELDS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn same_program_as_the_hand_written_shader() {
+        let old = include_str!("../../shaders/pad_fold.wgsl");
+        crate::kernels::shared::same_program(&super::source(), old).unwrap();
+    }
+}

@@ -1,0 +1,238 @@
+//! `pad_image` and `pad_image_flat`: copy the input of the implicit-GEMM convolution into its
+//! padded input image (through a staging buffer).
+
+use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, SRC_INDEX};
+use crate::kernels::pack_image::RUN8;
+use crate::kernels::shared::IMPLICIT_LAYOUT_DOC;
+
+params! {
+    /// Parameters of `pad_image` and `pad_image_flat`.
+    pub(crate) struct PadImageParams {
+        c: u32, h: u32, w: u32, cg: u32,
+        qg: u32, qb: u32, cpr: u32, rows_img: u32,
+        wp: u32, hp: u32, pad_top: i32, pad_left: i32,
+        x_off: u32, width: u32, total: u32, t0: u32,
+        dst_row: u32, y_lo: u32, y_hi: u32, sh: u32,
+        sw: u32,
+        /// Source image of `pad_image_flat` (unused by `pad_image`): texels per row (a power of
+        /// two), its log2, and the texels copied.
+        tw: u32, tw_shift: u32, texels: u32,
+    }
+}
+
+spec! {
+    /// Specialisation of `pad_image`.
+    pub(crate) struct PadImageSpec {
+        WG: u32 = 64,
+        /// 0 zeros, 1 reflect, 2 replicate, 3 circular.
+        PAD_MODE: u32 = 0 in [0, 1, 2, 3],
+    }
+}
+
+spec! {
+    /// Specialisation of `pad_image_flat` (zero padding only).
+    pub(crate) struct PadImageFlatSpec {
+        WG: u32 = 64,
+    }
+}
+
+/// The WGSL source of `pad_image` (any padding mode and stride, reading x from its buffer),
+/// or with `flat` of `pad_image_flat` (zero padding at stride 1, reading x from a verbatim
+/// image copy; `pad_image_flat()` of the Python generator).
+pub(crate) fn source(flat: bool) -> String {
+    if flat {
+        flat_source()
+    } else {
+        buffer_source()
+    }
+}
+
+/// `pad_image`: any padding mode and stride, reading x from its storage buffer.
+fn buffer_source() -> String {
+    let mut w = Wgsl::new();
+    w.line("// Output: texel (x, y) of the image, for rows y_lo <= y < y_hi, goes to");
+    w.line(
+        "// dst[(y - y_lo) * dst_row + x] of a staging buffer that the host copies into the image",
+    );
+    w.line("// (row ranges keep the staging binding within maxStorageBufferBindingSize); on lavapipe a textureStore");
+    w.line(
+        "// costs ~2.5x a vec4 storage-buffer store plus the copy (docs/lavapipe-driver-notes.md).",
+    );
+    w.line("//");
+    w.line(
+        "// Copies the input x [N, C, H, W] of a chunk of images into the padded input image of",
+    );
+    w.line("// conv2d_implicit.wgsl (one invocation per texel; padding by PAD_MODE, 0 beyond the");
+    w.line(
+        "// channels of a group). Image pixel (ihp, iwp) reads padded pixel (ihp * sh, iwp * sw):",
+    );
+    w.line("// sh = sw = 1 but for strided 1x1 convolutions, whose image holds only the sampled");
+    w.line("// pixels (the convolution then runs at stride 1 on it).");
+    w.line("//");
+    w.line(IMPLICIT_LAYOUT_DOC);
+    w.line("");
+    w.line(&PadImageParams::wgsl());
+    w.line("");
+    w.line("@group(0) @binding(0) var<storage, read> P: Params;");
+    w.line("@group(0) @binding(1) var<storage, read> x: array<f32>;");
+    w.line("@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;");
+    w.line("");
+    w.line(&PadImageSpec::wgsl());
+    w.line("");
+    w.line(SRC_INDEX);
+    w.line("");
+    w.line("@compute @workgroup_size(WG)");
+    w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
+    w.line("    let t = P.t0 + gid.x + gid.y * nwg.x * WG;");
+    w.line("    if (t >= P.total) {");
+    w.line("        return;");
+    w.line("    }");
+    w.line("    // One invocation per 8 consecutive texels of an image row: the divisions run once per");
+    w.line("    // 8 texels (integer division is a per-lane loop on SIMD CPUs).");
+    w.line("    let xgroups = (P.width + 7u) / 8u;");
+    w.line("    let ty = t / xgroups;");
+    w.line("    let tx0 = (t - ty * xgroups) * 8u;");
+    w.line("    let prow = ty / P.hp;");
+    w.line("    let ihp = ty - prow * P.hp;");
+    w.line("    let n = prow / P.rows_img;");
+    w.line("    var pc = tx0 / P.wp;");
+    w.line("    var iwp = tx0 - pc * P.wp;");
+    w.line("    var q = (prow - n * P.rows_img) * P.cpr + pc;");
+    w.line("    var g = q / P.qg;");
+    w.line("    var cl0 = (q - g * P.qg) * 4u;");
+    w.line("    let ih = src_index(i32(ihp * P.sh) - P.pad_top, i32(P.h));");
+    w.line("    let plane = P.h * P.w;");
+    w.line("    for (var e8 = 0u; e8 < 8u; e8++) {");
+    w.line("        let tx = tx0 + e8;");
+    w.line("        if (tx >= P.width) {");
+    w.line("            break;");
+    w.line("        }");
+    w.line("        let iw = src_index(i32(iwp * P.sw) - P.pad_left, i32(P.w));");
+    w.line("        var v = vec4<f32>(0.0);");
+    w.line("        if (ih >= 0 && iw >= 0 && q < P.qb) {");
+    w.line("            let base = P.x_off + ((n * P.c + g * P.cg + cl0) * P.h + u32(ih)) * P.w + u32(iw);");
+    w.line("            for (var e = 0u; e < 4u; e++) {");
+    w.line("                if (cl0 + e < P.cg) {");
+    w.line("                    v[e] = x[base + e * plane];");
+    w.line("                }");
+    w.line("            }");
+    w.line("        }");
+    w.line("        if (ty >= P.y_lo && ty < P.y_hi) {");
+    w.line("            dst[(ty - P.y_lo) * P.dst_row + tx] = v;");
+    w.line("        }");
+    w.line("        // Next texel: the next padded column, or the next channel block's plane.");
+    w.line("        iwp += 1u;");
+    w.line("        if (iwp == P.wp) {");
+    w.line("            iwp = 0u;");
+    w.line("            q += 1u;");
+    w.line("            cl0 += 4u;");
+    w.line("            if (cl0 == P.qg * 4u) {");
+    w.line("                cl0 = 0u;");
+    w.line("                g += 1u;");
+    w.line("            }");
+    w.line("        }");
+    w.line("    }");
+    w.line("}");
+    hoist_params(&w.finish(), PadImageParams::FIELDS)
+}
+
+/// `pad_image` for zero padding at stride 1, reading x from a verbatim image copy: 8
+/// consecutive pixels of one channel are one unaligned run of floats (3 texel loads),
+/// instead of 8 single-float storage-buffer loads.
+fn flat_source() -> String {
+    let mut w = Wgsl::new();
+    w.line("// Output: texel (x, y) of the image, for rows y_lo <= y < y_hi, goes to");
+    w.line(
+        "// dst[(y - y_lo) * dst_row + x] of a staging buffer that the host copies into the image.",
+    );
+    w.line("//");
+    w.line("// pad_image.wgsl for zero padding (sh = sw = 1) on CPU adapters, reading x from a");
+    w.line("// read-only storage image holding x verbatim (float i at texel i / 4 of rows of tw");
+    w.line("// texels, channel i % 4; tw a power of two; `texels` copied), filled by one");
+    w.line(
+        "// buffer-to-texture copy. One invocation per 8 consecutive pixels of one channel-block",
+    );
+    w.line("// plane row: for each of its 4 channels the 8 source floats are one run, read as 3");
+    w.line("// texels and aligned by the run's offset (select chains, no per-lane loops), instead");
+    w.line("// of 32 single-float storage-buffer loads (on lavapipe a storage-buffer access is a");
+    w.line("// per-lane loop of ~20 instructions per float). Pixels outside x (the zero padding),");
+    w.line("// channels beyond the group and rows outside x are masked to 0 (their loads are");
+    w.line("// clamped into the image).");
+    w.line("//");
+    w.line(IMPLICIT_LAYOUT_DOC);
+    w.line("");
+    w.line(&PadImageParams::wgsl());
+    w.line("");
+    w.line("@group(0) @binding(0) var<storage, read> P: Params;");
+    w.line("@group(0) @binding(1) var src: texture_storage_2d<rgba32float, read>;");
+    w.line("@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;");
+    w.line("");
+    w.line(&PadImageFlatSpec::wgsl());
+    w.line("");
+    w.line(RUN8);
+    w.line("@compute @workgroup_size(WG)");
+    w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
+    w.line("    let t = P.t0 + gid.x + gid.y * nwg.x * WG;");
+    w.line("    if (t >= P.total) {");
+    w.line("        return;");
+    w.line("    }");
+    w.line("    // t = (image row ty, plane pc of that row, 8-pixel block b of the plane row).");
+    w.line("    let bpw = (P.wp + 7u) / 8u;");
+    w.line("    let per_row = P.cpr * bpw;");
+    w.line("    let ty = t / per_row;");
+    w.line("    let rem = t - ty * per_row;");
+    w.line("    let pc = rem / bpw;");
+    w.line("    let iwp0 = (rem - pc * bpw) * 8u;");
+    w.line("    let prow = ty / P.hp;");
+    w.line("    let ihp = ty - prow * P.hp;");
+    w.line("    let n = prow / P.rows_img;");
+    w.line("    let q = (prow - n * P.rows_img) * P.cpr + pc;");
+    w.line("    let g = q / P.qg;");
+    w.line("    let cl0 = (q - g * P.qg) * 4u;");
+    w.line("    let ih = i32(ihp) - P.pad_top;");
+    w.line("    let row_ok = ih >= 0 && ih < i32(P.h) && q < P.qb;");
+    w.line("    let ihc = u32(clamp(ih, 0, i32(P.h) - 1));");
+    w.line("    let iw0 = i32(iwp0) - P.pad_left;");
+    w.line("    let cmax = P.cg - 1u;");
+    w.line("    let gbase = n * P.c + g * P.cg;");
+    for e in 0..4 {
+        wln!(
+            w,
+            "    let r{e} = run8(i32(P.x_off + ((gbase + min(cl0 + {e}u, cmax)) * P.h + ihc) * P.w) + iw0);"
+        );
+    }
+    w.line("    let chan = vec4<bool>(cl0 < P.cg, cl0 + 1u < P.cg, cl0 + 2u < P.cg, cl0 + 3u < P.cg) & vec4<bool>(row_ok);");
+    w.line("    let live = ty >= P.y_lo && ty < P.y_hi;");
+    w.line("    let out0 = (ty - P.y_lo) * P.dst_row + pc * P.wp + iwp0;");
+    for i in 0..8 {
+        wln!(w, "    if (live && iwp0 + {i}u < P.wp) {{");
+        wln!(w, "        let iw = iw0 + {i};");
+        w.line("        let keep = chan & vec4<bool>(iw >= 0 && iw < i32(P.w));");
+        wln!(
+            w,
+            "        dst[out0 + {i}u] = select(vec4<f32>(0.0), vec4<f32>(r0[{i}], r1[{i}], r2[{i}], r3[{i}]), keep);"
+        );
+        w.line("    }");
+    }
+    w.line("}");
+    hoist_params(&w.finish(), PadImageParams::FIELDS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::conv2d_depthwise::with_named_padding;
+
+    #[test]
+    fn same_program_as_the_python_generator() {
+        let old = include_str!("../../shaders/pad_image.wgsl");
+        let old = with_named_padding(old, &PadImageParams::wgsl());
+        crate::kernels::shared::same_program(&source(false), &old).unwrap();
+    }
+
+    #[test]
+    fn flat_same_program_as_the_python_generator() {
+        let old = include_str!("../../shaders/pad_image_flat.wgsl");
+        crate::kernels::shared::same_program(&source(true), old).unwrap();
+    }
+}

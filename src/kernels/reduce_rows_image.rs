@@ -1,0 +1,45 @@
+//! `reduce_rows_image`: the row sums of `reduce_rows` (bias gradient) for CPU-like adapters,
+//! with the source read from a storage image.
+
+use crate::gpu::wgsl::{hoist_params, params, spec, ParamStruct, Spec};
+
+params! {
+    /// Parameters of `reduce_rows_image` (`tw_shift`: log2 of the image width in texels).
+    pub(crate) struct ReduceImageParams {
+        rows: u32, len: u32, batch: u32, bstride: u32,
+        total: u32, tw_shift: u32, _p0: u32, _p1: u32,
+    }
+}
+
+spec! {
+    /// Specialisation of `reduce_rows_image`.
+    pub(crate) struct ReduceImageSpec {
+        /// Workgroup size.
+        WG: u32 = 8,
+    }
+}
+
+/// The WGSL source of `reduce_rows_image`.
+pub(crate) fn source() -> String {
+    let src = format!(
+        "{}\n\n{}\n\n{}",
+        ReduceImageParams::wgsl(),
+        ReduceImageSpec::wgsl(),
+        include_str!("reduce_rows_image.wgsl")
+    );
+    if src.contains("Barrier") {
+        src
+    } else {
+        hoist_params(&src, ReduceImageParams::FIELDS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn same_program_as_the_hand_written_shader() {
+        let old = include_str!("../../shaders/reduce_rows_image.wgsl");
+        // The file loads `tw_shift` later than its first use.
+        crate::kernels::col2im::same_program_up_to_load_order(&super::source(), old).unwrap();
+    }
+}

@@ -1,0 +1,121 @@
+//! Generator pieces shared by several kernels: the subgroup FMA sub-blocks of the image
+//! GEMM family and the layout documentation written into their sources.
+
+use crate::gpu::wgsl::{wln, Wgsl};
+
+/// Subgroup size the subgroup kernels are written for (lavapipe: 8).
+pub(crate) const SG: usize = 8;
+
+/// Emits the FMAs of one 8-k broadcast group: for each column n (four per texel `bl{n / 4}`
+/// of B) one sub-block over the SG k-steps, where the broadcast of k-step k feeds the scalar
+/// accumulators `c{r}_{n}` of all `rows` rows from a register; `a_of(r, k)` is row r's
+/// operand at k-step k (`docs/lavapipe-driver-notes.md` section 12).
+pub(crate) fn scalar_subblocks(
+    w: &mut Wgsl,
+    ind: &str,
+    rows: usize,
+    cols: usize,
+    a_of: impl Fn(usize, usize) -> String,
+) {
+    for n in 0..cols {
+        wln!(w, "{ind}{{");
+        for k in 0..SG {
+            let lane = ['x', 'y', 'z', 'w'][n % 4];
+            wln!(
+                w,
+                "{ind}    let b{k} = subgroupBroadcast(bl{}.{lane}, {k}u);",
+                n / 4
+            );
+            for r in 0..rows {
+                wln!(
+                    w,
+                    "{ind}    c{r}_{n} = fma({}, b{k}, c{r}_{n});",
+                    a_of(r, k)
+                );
+            }
+        }
+        wln!(w, "{ind}}}");
+    }
+}
+
+/// The scalar accumulators of row r, columns 4j..4j+3, as one vec4 (for the stores).
+pub(crate) fn acc4(r: usize, j: usize) -> String {
+    let c: Vec<String> = (0..4).map(|e| format!("c{r}_{}", 4 * j + e)).collect();
+    format!("vec4<f32>({})", c.join(", "))
+}
+
+/// Layout of the wrapped GEMM operand panels in storage images.
+pub(crate) const PANELS_DOC: &str =
+    "// Wrapped panels. An operand with R rows (M for A, N for B) and K columns is cut into panels
+// of PW consecutive rows (PW = 8 * WG = 64 for A, 16 for B); K is padded to KP = ceil(K/8) * 8.
+// Row k of panel p of batch entry b is panel row L = (b * NP + p) * KP + k (NP panels per
+// entry), stored in the image (height H, a multiple of 8) at texel
+//   x = (L / H) * PW/4 + (r % PW) / 4,   y = L % H,   channel r % 4.
+// So 8 consecutive k of a panel never straddle a column block, and one image holds any
+// number of batch entries. Padding (r >= R or k >= K) is 0.";
+
+/// Layouts of the implicit-GEMM convolution's input image and weight panels.
+pub(crate) const IMPLICIT_LAYOUT_DOC: &str =
+    "// Layouts (see the implicit-GEMM launchers, which size them):
+// - Input image: the input of a chunk of images, padded (any padding mode, also negative
+//   padding) to Hp x Wp planes, channels of each group padded to a multiple of 8 and packed
+//   4 per texel: block q (channels 4q..4q+3 of all groups, q = g * QG + local block) of image
+//   n is the plane at texel origin ((q % cpr) * Wp, (n * rows_img + q / cpr) * Hp).
+// - Weight image: for group g and output-channel block tn (16 channels), panel
+//   pn = g * groups_n + tn holds the reduction rows k' = ((cb * R + r) * S + s) * 8 + j
+//   (input channel cb * 8 + j of the group, tap (r, s)); row L = pn * KP + k' sits at texel
+//   x = (L / HB) * 4 + col / 4, y = L % HB, channel col % 4 (the GEMM's wrapped B panels).
+//   Taps are rotated there for true convolution; padding rows/columns are 0.";
+
+/// Test support: the migration check against the sources `tools/gen_shaders.py` (or a
+/// hand-written file) had. WGSL module-scope declarations are order-independent, so two
+/// sources are the same program when their multisets of top-level items (each with `//`
+/// comments and whitespace removed) are equal: the new generators may emit the parameter
+/// struct, the `override` block and shared helpers in another order than the old files.
+#[cfg(test)]
+pub(crate) fn same_program(new: &str, old: &str) -> Result<(), String> {
+    fn items(src: &str) -> Vec<String> {
+        let code: String = src
+            .lines()
+            .map(|l| l.find("//").map_or(l, |i| &l[..i]))
+            .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
+            .collect();
+        let mut out = Vec::new();
+        let (mut depth, mut cur) = (0usize, String::new());
+        for c in code.chars() {
+            cur.push(c);
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        out.push(std::mem::take(&mut cur));
+                    }
+                }
+                ';' if depth == 0 => out.push(std::mem::take(&mut cur)),
+                _ => {}
+            }
+        }
+        if !cur.is_empty() {
+            out.push(cur);
+        }
+        out.sort();
+        out
+    }
+    let (a, b) = (items(new), items(old));
+    let only_new: Vec<&String> = a.iter().filter(|i| !b.contains(i)).collect();
+    let only_old: Vec<&String> = b.iter().filter(|i| !a.contains(i)).collect();
+    if a != b {
+        let cut = |v: Vec<&String>| -> Vec<String> {
+            v.iter().map(|s| s.chars().take(400).collect()).collect()
+        };
+        return Err(format!(
+            "top-level items differ ({} vs {} items)\n only in new: {:#?}\n only in old: {:#?}",
+            a.len(),
+            b.len(),
+            cut(only_new),
+            cut(only_old)
+        ));
+    }
+    Ok(())
+}
