@@ -163,6 +163,11 @@ impl Digits {
         self.labels.len()
     }
 
+    /// No images?
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
     /// The pixels of the images `idx`, one after the other (`[idx.len(), 1, 8, 8]`).
     pub fn gather(&self, idx: &[usize]) -> Vec<f32> {
         let row = SIDE * SIDE;
@@ -618,9 +623,12 @@ impl Net {
     /// Runs the forward pass on `x` (`[n, 1, 8, 8]`) and returns the logits `[n, 10]`.
     ///
     /// # Errors
-    /// Library and shader errors.
+    /// An empty or partial batch; library and shader errors.
     pub fn forward(&mut self, ctx: &Context, x: &[f32]) -> Result<Vec<f32>, BoxError> {
         let n = x.len() / (SIDE * SIDE);
+        if n == 0 || x.len() != n * SIDE * SIDE {
+            return Err(format!("{} pixels are not a batch of 8x8 images", x.len()).into());
+        }
         let wi = self.workspace(ctx, n)?;
         let ws = &self.workspaces[wi];
         ws.x.write(x)?;
