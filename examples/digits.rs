@@ -730,8 +730,8 @@ impl Net {
         Ok(StepStats { loss, correct })
     }
 
-    /// Accuracy and mean loss on the images `idx` of `data` (forward passes of up to 512
-    /// images).
+    /// Accuracy, mean loss and confusion matrix on the images `idx` of `data` (forward
+    /// passes of up to 512 images).
     ///
     /// # Errors
     /// Library and shader errors.
@@ -740,17 +740,62 @@ impl Net {
         ctx: &Context,
         data: &Digits,
         idx: &[usize],
-    ) -> Result<(f32, f64), BoxError> {
+    ) -> Result<Evaluation, BoxError> {
         let (mut correct, mut loss) = (0usize, 0f64);
+        let mut confusion = [[0usize; CLASSES]; CLASSES];
         for chunk in idx.chunks(512) {
             let logits = self.forward(ctx, &data.gather(chunk))?;
-            let (l, _, c) = softmax_xent(&logits, &data.labels_of(chunk));
+            let labels = data.labels_of(chunk);
+            let (l, _, c) = softmax_xent(&logits, &labels);
             correct += c;
             loss += l * chunk.len() as f64;
+            for (row, &label) in logits.chunks(CLASSES).zip(&labels) {
+                confusion[label][argmax(row)] += 1;
+            }
         }
         let n = idx.len().max(1);
-        Ok((correct as f32 / n as f32, loss / n as f64))
+        Ok(Evaluation {
+            accuracy: correct as f32 / n as f32,
+            loss: loss / n as f64,
+            confusion,
+        })
     }
+}
+
+/// What [`Net::evaluate`] measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    /// Fraction classified correctly.
+    pub accuracy: f32,
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// `confusion[label][predicted]` counts.
+    pub confusion: [[usize; CLASSES]; CLASSES],
+}
+
+/// The confusion matrix as a small table (rows: true digit, columns: predicted).
+pub fn format_confusion(confusion: &[[usize; CLASSES]; CLASSES]) -> String {
+    let mut s = format!("{:>17}", "true \\ predicted");
+    for d in 0..CLASSES {
+        s.push_str(&format!("{d:>4}"));
+    }
+    s.push_str("   recall\n");
+    for (d, row) in confusion.iter().enumerate() {
+        s.push_str(&format!("{d:>17}"));
+        for &c in row {
+            if c == 0 {
+                s.push_str("   .");
+            } else {
+                s.push_str(&format!("{c:>4}"));
+            }
+        }
+        let total: usize = row.iter().sum();
+        s.push_str(&format!(
+            "   {:5.1}%\n",
+            100.0 * row[d] as f64 / total.max(1) as f64
+        ));
+    }
+    s
 }
 
 // ---------------------------------------------------------------------------------------
@@ -808,6 +853,8 @@ pub struct TrainOutcome {
     pub steps_per_epoch: usize,
     /// Wall-clock seconds of training and evaluation.
     pub seconds: f64,
+    /// The test set after the last epoch.
+    pub test: Evaluation,
 }
 
 impl TrainOutcome {
@@ -861,6 +908,11 @@ pub fn train(
     let mut rng = Rng::new(cfg.seed.wrapping_add(1));
     let mut step_losses = Vec::with_capacity(total);
     let mut epochs = Vec::with_capacity(cfg.epochs);
+    let mut test = Evaluation {
+        accuracy: 0.0,
+        loss: f64::NAN,
+        confusion: [[0; CLASSES]; CLASSES],
+    };
     let start = Instant::now();
     for epoch in 0..cfg.epochs {
         let (mut loss_sum, mut correct) = (0f64, 0usize);
@@ -881,13 +933,14 @@ pub fn train(
                 loss: s.loss,
             });
         }
-        let (test_accuracy, test_loss) = net.evaluate(ctx, data, &test_idx)?;
+        let eval = net.evaluate(ctx, data, &test_idx)?;
         let stats = EpochStats {
             train_loss: loss_sum / steps_per_epoch as f64,
             train_accuracy: correct as f32 / (steps_per_epoch * cfg.batch) as f32,
-            test_loss,
-            test_accuracy,
+            test_loss: eval.loss,
+            test_accuracy: eval.accuracy,
         };
+        test = eval;
         epochs.push(stats);
         progress(Progress::Epoch {
             epoch: epoch + 1,
@@ -902,6 +955,7 @@ pub fn train(
         epochs,
         steps_per_epoch,
         seconds: start.elapsed().as_secs_f64(),
+        test,
     })
 }
 
@@ -1158,6 +1212,9 @@ pub fn run(ctx: &Context, args: &Args) -> Result<bool, BoxError> {
     std::fs::write(&args.plot, svg)
         .map_err(|e| format!("cannot write {}: {e}", args.plot.display()))?;
     let ok = acc >= args.target;
+    if !args.quiet {
+        print!("{}", format_confusion(&out.test.confusion));
+    }
     println!(
         "test accuracy {:.2}% ({} of {}; target {:.0}%) after {} steps in {:.1} s; plot: {}: {}",
         100.0 * acc,

@@ -402,6 +402,12 @@ fn default_run_reaches_the_target_accuracy() {
         "test accuracy {:.2}%",
         100.0 * out.test_accuracy()
     );
+    // The confusion matrix counts the whole test set; its diagonal is the accuracy.
+    let c = &out.test.confusion;
+    assert_eq!(c.iter().flatten().sum::<usize>(), 360);
+    let diagonal: usize = (0..CLASSES).map(|d| c[d][d]).sum();
+    assert_eq!(diagonal as f32 / 360.0, out.test_accuracy());
+    println!("{}", digits::format_confusion(c));
     let last = out.epochs.last().expect("epochs");
     assert!(last.train_loss < 0.1 * out.epochs[0].train_loss);
     let svg = plot_svg(&out, "digits test").expect("plot");
