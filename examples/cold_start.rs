@@ -7,10 +7,22 @@
 
 use std::time::Instant;
 
+use clap::Parser;
 use wgconv::{Context, ContextOptions, Conv2dParams, Padding, Tensor};
 
+/// Time to the first result of a conv in a fresh process (context, pipeline compilation,
+/// autotuning); set WGCONV_TUNE_CACHE to a file to see a persisted tuning cache skip the
+/// tuning on the second run.
+#[derive(Parser)]
+#[command(name = "cold_start", version)]
+struct Args {
+    /// Use the heuristic algorithm choice instead of autotuning
+    #[arg(long)]
+    no_tune: bool,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let no_tune = std::env::args().any(|a| a == "--no-tune");
+    let no_tune = Args::parse().no_tune;
     let t0 = Instant::now();
     let ctx = Context::with_options_blocking(ContextOptions {
         autotune: no_tune.then_some(false),

@@ -1,17 +1,20 @@
 //! `filter`: applies named or hand-written convolution kernels to a PNG or JPEG image on the
-//! GPU (a depthwise `wgconv` convolution per colour channel), writes the result as PNG, and
-//! optionally checks it against the CPU reference and reports how each padding mode biases
-//! the image border.
+//! GPU (a depthwise `wgconv` convolution per colour channel), writes the result as PNG or
+//! JPEG, and optionally checks it against the CPU reference and reports how each padding
+//! mode biases the image border.
 //!
 //! ```text
 //! WGPU_BACKEND=vulkan cargo run --release --example filter -- \
-//!     assets/sample.png --kernel sobel-mag --output assets/sample_sobel.png
+//!     assets/coffee.jpg --kernel sobel-mag --output assets/coffee_sobel.jpg
 //! cargo run --release --example filter -- --help
 //! ```
 //!
-//! The logic lives in public functions (kernel table, argument parsing, the GPU and CPU
-//! pipelines, normalisation, the border report) so `tests/filter_example.rs` can include
-//! this file as a module and test them directly.
+//! The command line is parsed by `clap` (derive): `-h` / `--help` (the long form lists every
+//! kernel with its weights), `--version`, and usage errors on stderr with exit code 2. A
+//! spinner on stderr shows which phase runs when stderr is a terminal. The logic lives in
+//! public functions (kernel table, argument parsing, the GPU and CPU pipelines,
+//! normalisation, the border report) so `tests/filter_example.rs` can include this file as
+//! a module and test them directly.
 
 use std::fmt;
 use std::io::Write;
@@ -19,6 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use clap::builder::{NonEmptyStringValueParser, PossibleValuesParser, TypedValueParser};
+use clap::{ArgGroup, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use indicatif::ProgressBar;
 use wgconv::{cpu, Context, Conv2dParams, Padding, PaddingMode, Shape4, Tensor};
 
 /// Largest number of rows or columns accepted from `--kernel-values` (a guard against a
@@ -326,39 +332,24 @@ pub fn parse_kernel_values(text: &str) -> Result<Kernel, String> {
 }
 
 /// How float results become 8-bit pixels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Normalize {
-    /// `abs` when any step is an edge step (its weights sum to 0, or `sobel-mag`), else
-    /// `clamp`.
+    /// abs if any step is an edge filter (weights sum to 0, or sobel-mag), else clamp
     Auto,
-    /// `255 * |v| / max|v|` over the whole image (all channels share one scale).
+    /// 255 * |v| / max|v| over the whole image (one scale for all channels)
     Abs,
-    /// `255 * (v - min) / (max - min)` over the whole image (0 if the image is constant).
+    /// 255 * (v - min) / (max - min) over the whole image (0 if the image is constant)
+    #[value(name = "minmax")]
     MinMax,
-    /// `255 * clamp(v, 0, 1)`: the input was read as `[0, 1]`, so this keeps intensities.
+    /// 255 * clamp(v, 0, 1): the input was read as [0, 1], so this keeps intensities
     Clamp,
 }
 
 impl Normalize {
-    /// Parses `auto`, `abs`, `minmax` or `clamp`.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "auto" => Some(Normalize::Auto),
-            "abs" => Some(Normalize::Abs),
-            "minmax" => Some(Normalize::MinMax),
-            "clamp" => Some(Normalize::Clamp),
-            _ => None,
-        }
-    }
-
     /// The name used on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Normalize::Auto => "auto",
-            Normalize::Abs => "abs",
-            Normalize::MinMax => "minmax",
-            Normalize::Clamp => "clamp",
-        }
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_string())
     }
 
     /// Resolves `Auto` for a pipeline.
@@ -701,7 +692,7 @@ pub struct Options {
     pub mode: PaddingMode,
     /// Stride of every step.
     pub stride: usize,
-    /// Where to write the PNG.
+    /// Where to write the result (PNG, or JPEG for a `.jpg` / `.jpeg` name).
     pub output: Option<PathBuf>,
     /// Byte mapping of the result.
     pub normalize: Normalize,
@@ -714,8 +705,10 @@ pub struct Options {
 /// What the command line asks for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    /// Print the help.
-    Help,
+    /// Print this help text (`-h`: short, `--help`: long) to stdout.
+    Help(String),
+    /// Print this version line to stdout.
+    Version(String),
     /// Filter an image.
     Run(Options),
 }
@@ -723,7 +716,7 @@ pub enum Command {
 /// Why the program failed; decides the exit code.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Failure {
-    /// Bad command line (exit code 2).
+    /// Bad command line (exit code 2): clap's message (`error: ...`, a usage line, a hint).
     Usage(String),
     /// I/O, decoding or GPU failure (exit code 1).
     Runtime(String),
@@ -743,146 +736,164 @@ impl Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let msg = match self {
-            Failure::Usage(m) => format!("{m} (see --help)"),
-            Failure::Runtime(m) | Failure::Mismatch(m) => m.clone(),
-        };
-        // Always one line (wgpu's validation messages span several).
-        f.write_str(&msg.split_whitespace().collect::<Vec<_>>().join(" "))
+        match self {
+            Failure::Usage(m) => f.write_str(m.trim_end()),
+            // One line (wgpu's validation messages span several).
+            Failure::Runtime(m) | Failure::Mismatch(m) => {
+                f.write_str(&m.split_whitespace().collect::<Vec<_>>().join(" "))
+            }
+        }
     }
-}
-
-fn usage(msg: impl Into<String>) -> Failure {
-    Failure::Usage(msg.into())
 }
 
 fn runtime(msg: impl fmt::Display) -> Failure {
     Failure::Runtime(msg.to_string())
 }
 
+/// A usage error found after parsing, formatted like clap's.
+fn usage(msg: impl fmt::Display) -> Failure {
+    let e = Cli::command().error(clap::error::ErrorKind::ValueValidation, msg);
+    Failure::Usage(e.render().to_string())
+}
+
+const PADDING_NAMES: [&str; 4] = ["zeros", "reflect", "replicate", "circular"];
+
+/// The command line as clap sees it (turned into [`Options`] by [`parse_args`]).
+#[derive(Parser, Debug)]
+#[command(
+    name = "filter",
+    version,
+    about = "Convolve an image with named or custom kernels on the GPU (wgconv)",
+    long_about = LONG_ABOUT,
+    after_long_help = kernel_table(),
+    after_help = "`--help` lists the kernels with their weights.",
+    arg_required_else_help = true,
+    override_usage = "filter <INPUT> (--kernel <NAME> | --kernel-values <TEXT>)... [OPTIONS] \
+                      (--output <OUT> | --check | --border-report)"
+)]
+#[command(group(
+    ArgGroup::new("kernels").args(["kernel", "kernel_values"]).required(true).multiple(true)
+))]
+#[command(group(
+    ArgGroup::new("actions").args(["output", "check", "border_report"]).required(true).multiple(true)
+))]
+struct Cli {
+    /// The image to filter (PNG or JPEG; the format is detected from the content)
+    #[arg(value_name = "INPUT")]
+    input: PathBuf,
+    /// Apply a built-in kernel (`--help` lists them); repeatable
+    ///
+    /// Several kernels apply in sequence, in command-line order (mixed with
+    /// --kernel-values).
+    #[arg(
+        long,
+        value_name = "NAME",
+        value_parser = PossibleValuesParser::new(kernel_names()),
+        hide_possible_values = true
+    )]
+    kernel: Vec<String>,
+    /// Apply a custom kernel, e.g. "0,1,0;1,-4,1;0,1,0"; repeatable
+    ///
+    /// Rows separated by ';', values by ',', any rectangular size up to 64x64; takes its
+    /// place in the sequence among the --kernel flags.
+    #[arg(long, value_name = "TEXT", value_parser = parse_kernel_values, allow_hyphen_values = true)]
+    kernel_values: Vec<Kernel>,
+    /// How the image is extended past its border
+    ///
+    /// zeros (0), reflect (mirror without the edge), replicate (repeat the edge), circular
+    /// (wrap around).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "zeros",
+        value_parser = PossibleValuesParser::new(PADDING_NAMES)
+    )]
+    padding: String,
+    /// Stride of every convolution
+    ///
+    /// Each step then shrinks the image to ceil(size / N).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    stride: u32,
+    /// How results become 8-bit pixels
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = Normalize::Auto)]
+    normalize: Normalize,
+    /// Write the result (JPEG for .jpg / .jpeg, else PNG)
+    ///
+    /// JPEG files are written with quality 90.
+    #[arg(long, short, value_name = "OUT", value_parser = NonEmptyStringValueParser::new().map(PathBuf::from))]
+    output: Option<PathBuf>,
+    /// Compare with the CPU reference; exit 1 on a mismatch
+    ///
+    /// Runs wgconv::cpu::conv2d too, prints the max abs error, and fails if it exceeds 1e-3
+    /// of the max |reference|.
+    #[arg(long)]
+    check: bool,
+    /// Print how each padding mode biases the border
+    ///
+    /// For each padding mode, runs the kernels on a constant image (all 0.5) and on INPUT,
+    /// and prints mean |y| in the border band (the outputs whose window reaches the padding)
+    /// minus mean |y| in the interior. A constant image has no edges: any bias there is
+    /// created by the padding. Zero padding darkens the border under blurs (< 0) and makes
+    /// edge filters respond there (> 0); reflect, replicate and circular give ~0.
+    #[arg(long)]
+    border_report: bool,
+}
+
+const LONG_ABOUT: &str = "\
+Convolve an image with named or custom kernels on the GPU (wgconv).
+
+INPUT is read as RGB with values in [0, 1]; each kernel is applied to every colour channel
+separately, as one depthwise GPU convolution (groups = 3, weight [3, 1, R, S]),
+cross-correlation as in PyTorch (the kernel is not flipped). Padding is `same`-style: R/2 rows
+and S/2 columns on each side (for an even size the smaller half before), so at stride 1 the
+output keeps the input size.
+
+Exit codes: 0 success; 1 I/O, GPU or --check failure; 2 bad arguments.";
+
 /// Parses the arguments (without the program name).
+///
+/// # Errors
+/// [`Failure::Usage`] with clap's message for anything clap rejects.
 pub fn parse_args(args: &[String]) -> Result<Command, Failure> {
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        return Ok(Command::Help);
-    }
-    let mut input = None;
-    let mut steps = Vec::new();
-    let (mut mode, mut stride, mut output, mut normalize) = (None, None, None, None);
-    let (mut check, mut border) = (false, false);
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        if !arg.starts_with('-') || arg == "-" {
-            if input.is_some() {
-                return Err(usage(format!(
-                    "unexpected argument `{arg}` (only one input image)"
-                )));
-            }
-            input = Some(PathBuf::from(arg));
-            continue;
+    let argv = std::iter::once("filter".to_string()).chain(args.iter().cloned());
+    let matches = match Cli::command().try_get_matches_from(argv) {
+        Ok(m) => m,
+        Err(e) => {
+            let text = e.render().to_string();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp => Ok(Command::Help(text)),
+                clap::error::ErrorKind::DisplayVersion => Ok(Command::Version(text)),
+                _ => Err(Failure::Usage(text)),
+            };
         }
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let takes_value = matches!(
-            flag,
-            "--kernel" | "--kernel-values" | "--padding" | "--stride" | "--output" | "--normalize"
-        );
-        let value = if takes_value {
-            match inline {
-                Some(v) => v,
-                None => it
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| usage(format!("{flag} needs a value")))?,
-            }
-        } else {
-            if inline.is_some() {
-                return Err(usage(format!("{flag} takes no value")));
-            }
-            String::new()
-        };
-        let twice = || usage(format!("{flag} given more than once"));
-        match flag {
-            "--kernel" => steps.push(Step::named(&value).ok_or_else(|| {
-                usage(format!(
-                    "unknown kernel `{value}` (known: {})",
-                    kernel_names().join(", ")
-                ))
-            })?),
-            "--kernel-values" => {
-                let kernel = parse_kernel_values(&value).map_err(usage)?;
-                steps.push(Step::Conv {
-                    name: format!("custom {}x{}", kernel.rows, kernel.cols),
-                    kernel,
-                });
-            }
-            "--padding" => {
-                if mode.is_some() {
-                    return Err(twice());
-                }
-                mode = Some(PaddingMode::from_name(&value).map_err(|_| {
-                    usage(format!(
-                        "unknown padding `{value}` (expected zeros, reflect, replicate or circular)"
-                    ))
-                })?);
-            }
-            "--stride" => {
-                if stride.is_some() {
-                    return Err(twice());
-                }
-                let s: usize = value
-                    .parse()
-                    .map_err(|_| usage(format!("--stride `{value}` is not a positive integer")))?;
-                if s == 0 || s > 1024 {
-                    return Err(usage(format!("--stride {s} is out of range (1..=1024)")));
-                }
-                stride = Some(s);
-            }
-            "--output" => {
-                if output.is_some() {
-                    return Err(twice());
-                }
-                if value.is_empty() {
-                    return Err(usage("--output needs a file name"));
-                }
-                output = Some(PathBuf::from(value));
-            }
-            "--normalize" => {
-                if normalize.is_some() {
-                    return Err(twice());
-                }
-                normalize = Some(Normalize::from_name(&value).ok_or_else(|| {
-                    usage(format!(
-                        "unknown --normalize `{value}` (expected auto, abs, minmax or clamp)"
-                    ))
-                })?);
-            }
-            "--check" => check = true,
-            "--border-report" => border = true,
-            _ => return Err(usage(format!("unknown option `{arg}`"))),
-        }
-    }
-    let input = input.ok_or_else(|| usage("missing the input image"))?;
-    if steps.is_empty() {
-        return Err(usage(
-            "no kernel given (use --kernel NAME or --kernel-values)",
+    };
+    let cli =
+        Cli::from_arg_matches(&matches).map_err(|e| Failure::Usage(e.render().to_string()))?;
+    // The steps in command-line order: clap keeps each flag's values apart, with indices.
+    let mut steps: Vec<(usize, Step)> = Vec::new();
+    let names = matches.indices_of("kernel").into_iter().flatten();
+    for (i, name) in names.zip(&cli.kernel) {
+        steps.push((
+            i,
+            Step::named(name).ok_or_else(|| usage(format!("unknown kernel `{name}`")))?,
         ));
     }
-    if output.is_none() && !check && !border {
-        return Err(usage(
-            "nothing to do: give --output OUT.png (or --check / --border-report)",
-        ));
+    let customs = matches.indices_of("kernel_values").into_iter().flatten();
+    for (i, kernel) in customs.zip(cli.kernel_values) {
+        let name = format!("custom {}x{}", kernel.rows, kernel.cols);
+        steps.push((i, Step::Conv { name, kernel }));
     }
+    steps.sort_by_key(|(i, _)| *i);
+    let mode = PaddingMode::from_name(&cli.padding).map_err(|e| usage(e.to_string()))?;
     Ok(Command::Run(Options {
-        input,
-        steps,
-        mode: mode.unwrap_or(PaddingMode::Zeros),
-        stride: stride.unwrap_or(1),
-        output,
-        normalize: normalize.unwrap_or(Normalize::Auto),
-        check,
-        border_report: border,
+        input: cli.input,
+        steps: steps.into_iter().map(|(_, s)| s).collect(),
+        mode,
+        stride: cli.stride as usize,
+        output: cli.output,
+        normalize: cli.normalize,
+        check: cli.check,
+        border_report: cli.border_report,
     }))
 }
 
@@ -909,61 +920,9 @@ fn format_matrix(k: &NamedKernel) -> Vec<String> {
         .collect()
 }
 
-/// The `--help` text.
-pub fn help_text() -> String {
-    let mut s = String::from(
-        "filter: convolve an image with named or custom kernels on the GPU (wgconv)
-
-USAGE
-    filter INPUT --kernel NAME [--kernel NAME ...] [--kernel-values \"a,b,c;d,e,f;g,h,i\"]
-           [--padding zeros|reflect|replicate|circular] [--stride N]
-           [--normalize auto|abs|minmax|clamp] [--check] [--border-report] --output OUT.png
-
-    INPUT is a PNG or JPEG (format detected from the content). It is read as RGB with values
-    in [0, 1]; each kernel is applied to every colour channel separately, as one depthwise
-    GPU convolution (groups = 3, weight [3, 1, R, S]), cross-correlation as in PyTorch (the
-    kernel is not flipped). Padding is `same`-style: R/2 rows and S/2 columns on each side
-    (for an even size the smaller half before), so at stride 1 the output keeps the input
-    size.
-
-OPTIONS
-    --kernel NAME          apply a built-in kernel (list below); repeat to apply several in
-                           sequence, in command-line order
-    --kernel-values TEXT   apply a custom kernel: rows separated by ';', values by ',', any
-                           rectangular size up to 64x64, e.g. \"0,1,0;1,-4,1;0,1,0\";
-                           takes its place in the sequence among the --kernel flags
-    --padding MODE         how the image is extended past its border (default zeros):
-                           zeros (0), reflect (mirror without the edge), replicate (repeat
-                           the edge), circular (wrap around)
-    --stride N             stride of every convolution of the sequence (default 1); each
-                           step then shrinks the image to ceil(size / N)
-    --normalize MODE       how results become 8-bit pixels (default auto):
-                           abs     255 * |v| / max|v| (one scale for all channels)
-                           minmax  255 * (v - min) / (max - min)
-                           clamp   255 * clamp(v, 0, 1) (keeps intensities)
-                           auto    abs if any step is an edge filter (weights sum to 0, or
-                                   sobel-mag), else clamp
-    --output OUT.png       write the result as PNG (always PNG, whatever the extension)
-    --check                also run the CPU reference (wgconv::cpu::conv2d), print the max
-                           abs error, and exit 1 if it exceeds 1e-3 of the max |reference|
-    --border-report        for each padding mode, run the kernels on a constant image
-                           (all 0.5) and on INPUT, and print mean |y| in the border band
-                           (outputs whose window reaches the padding; width = kernel radius
-                           at stride 1) minus mean |y| in the interior. A constant image has
-                           no edges: any bias there is created by the padding. Zero padding
-                           darkens the border under blurs (< 0) and makes edge filters
-                           respond there (> 0); reflect, replicate and circular give ~0.
-    -h, --help             this text
-
-    --output is required unless --check or --border-report is given. Options take their value
-    as the next argument or after '=' (--stride=2).
-
-EXIT CODES
-    0 success; 1 I/O, GPU or --check failure; 2 bad arguments (one line on stderr)
-
-KERNELS
-",
-    );
+/// The kernel table and the example at the end of `--help`.
+pub fn kernel_table() -> String {
+    let mut s = String::from("Kernels:\n");
     for k in KERNELS {
         s.push_str(&format!("    {:<10} {}\n", k.name, k.about));
         for line in format_matrix(k) {
@@ -973,12 +932,17 @@ KERNELS
     s.push_str(&format!(
         "    {SOBEL_MAG:<10} gradient magnitude sqrt(gx^2 + gy^2), gx = sobel-x, gy = sobel-y\n\
          \x20              (two GPU convolutions; >= 0)\n\
-         \nENVIRONMENT\n    WGPU_BACKEND=vulkan (or metal, dx12, gl) picks the backend; on a machine \
+         \nEnvironment:\n    WGPU_BACKEND=vulkan (or metal, dx12, gl) picks the backend; on a machine \
          without a GPU\n    install Mesa's lavapipe (mesa-vulkan-drivers).\n\
-         \nEXAMPLE\n    filter assets/sample.png --kernel gauss3 --kernel sobel-mag --padding reflect \\\n\
-         \x20          --output edges.png --check --border-report\n"
+         \nExample:\n    filter assets/coffee.jpg --kernel gauss3 --kernel sobel-mag --padding reflect \\\n\
+         \x20          --output edges.png --check --border-report"
     ));
     s
+}
+
+/// The `--help` text.
+pub fn help_text() -> String {
+    Cli::command().render_long_help().to_string()
 }
 
 /// Reads an image as planar RGB `[1, 3, H, W]` in `[0, 1]`.
@@ -1006,8 +970,19 @@ pub fn planar_from_interleaved(rgb: &[u8], h: usize, w: usize) -> Vec<f32> {
     out
 }
 
-/// Writes planar `[1, 3, H, W]` floats as an RGB PNG, mapped with `mode` (resolved).
-pub fn save_png(path: &Path, y: &[f32], shape: Shape4, mode: Normalize) -> Result<(), Failure> {
+/// Quality of JPEG outputs (`--output *.jpg`).
+pub const JPEG_QUALITY: u8 = 90;
+
+/// Does `path` ask for a JPEG (`.jpg` / `.jpeg`, any case)?
+pub fn is_jpeg_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"))
+}
+
+/// Writes planar `[1, 3, H, W]` floats as an RGB image, mapped with `mode` (resolved):
+/// JPEG (quality [`JPEG_QUALITY`]) when [`is_jpeg_name`], else PNG.
+pub fn save_image(path: &Path, y: &[f32], shape: Shape4, mode: Normalize) -> Result<(), Failure> {
     let [_, c, h, w] = shape;
     if c != 3 || y.len() < 3 * h * w {
         return Err(runtime(format!("cannot write a {shape:?} result as RGB")));
@@ -1019,20 +994,25 @@ pub fn save_png(path: &Path, y: &[f32], shape: Shape4, mode: Normalize) -> Resul
             rgb[3 * i + ch] = bytes[ch * h * w + i];
         }
     }
-    let too_big = |_| runtime(format!("image {w}x{h} is too large for PNG"));
+    let too_big = |_| runtime(format!("image {w}x{h} is too large to write"));
     let (w32, h32) = (
         u32::try_from(w).map_err(too_big)?,
         u32::try_from(h).map_err(too_big)?,
     );
     let fail = |e: &dyn fmt::Display| runtime(format!("cannot write {}: {e}", path.display()));
-    let file = std::fs::File::create(path).map_err(|e| fail(&e))?;
-    let encoder = image::codecs::png::PngEncoder::new_with_quality(
-        std::io::BufWriter::new(file),
-        image::codecs::png::CompressionType::Best,
-        image::codecs::png::FilterType::Adaptive,
-    );
-    image::ImageEncoder::write_image(encoder, &rgb, w32, h32, image::ExtendedColorType::Rgb8)
-        .map_err(|e| fail(&e))
+    let file = std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| fail(&e))?);
+    let rgb8 = image::ExtendedColorType::Rgb8;
+    if is_jpeg_name(path) {
+        let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(file, JPEG_QUALITY);
+        image::ImageEncoder::write_image(encoder, &rgb, w32, h32, rgb8).map_err(|e| fail(&e))
+    } else {
+        let encoder = image::codecs::png::PngEncoder::new_with_quality(
+            file,
+            image::codecs::png::CompressionType::Best,
+            image::codecs::png::FilterType::Adaptive,
+        );
+        image::ImageEncoder::write_image(encoder, &rgb, w32, h32, rgb8).map_err(|e| fail(&e))
+    }
 }
 
 /// Max abs difference and max |reference| (NaN anywhere gives NaN).
@@ -1054,12 +1034,19 @@ pub fn max_abs_error(got: &[f32], want: &[f32]) -> (f64, f64) {
     (err, scale)
 }
 
+/// A spinner on stderr naming the running phase; drawn only when stderr is a terminal, and
+/// cleared when dropped.
+fn spinner() -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    bar
+}
+
 /// The whole program: parses `args`, filters, writes reports to `out`.
 pub fn run(args: &[String], out: &mut dyn Write) -> Result<(), Failure> {
     let opts = match parse_args(args)? {
-        Command::Help => {
-            return out
-                .write_all(help_text().as_bytes())
+        Command::Help(text) | Command::Version(text) => {
+            return writeln!(out, "{}", text.trim_end())
                 .map_err(|e| runtime(format!("writing the help: {e}")));
         }
         Command::Run(o) => o,
@@ -1097,6 +1084,8 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<(), Failure> {
             out_shape[2]
         ),
     )?;
+    let spinner = spinner();
+    spinner.set_message("GPU convolutions");
     let t0 = Instant::now();
     let (y, ys) = apply(Backend::Gpu(&ctx), &x, shape, steps, mode, stride).map_err(runtime)?;
     say(
@@ -1107,6 +1096,7 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<(), Failure> {
         ),
     )?;
     if opts.check {
+        spinner.set_message("CPU reference");
         let (want, ws) = apply(Backend::Cpu, &x, shape, steps, mode, stride).map_err(runtime)?;
         let (err, scale) = max_abs_error(&y, &want);
         let rel = err / scale.max(f64::MIN_POSITIVE);
@@ -1128,7 +1118,7 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<(), Failure> {
     }
     if let Some(path) = &opts.output {
         let norm = opts.normalize.resolve(steps);
-        save_png(path, &y, ys, norm)?;
+        save_image(path, &y, ys, norm)?;
         say(
             out,
             format!(
@@ -1141,6 +1131,7 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<(), Failure> {
         )?;
     }
     if opts.border_report {
+        spinner.set_message("border report: 4 padding modes x 2 images");
         let rows = border_report(Backend::Gpu(&ctx), &x, shape, steps, stride);
         let (rmask, cmask) = border_masks(shape[2], shape[3], steps, stride);
         let run = |m: &[bool], rev: bool| -> usize {
@@ -1184,6 +1175,10 @@ fn main() -> ExitCode {
     }
     match run(&args, &mut std::io::stdout()) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(f @ Failure::Usage(_)) => {
+            eprintln!("{f}"); // clap's "error: ..." with the usage line
+            ExitCode::from(f.exit_code())
+        }
         Err(f) => {
             eprintln!("filter: {f}");
             ExitCode::from(f.exit_code())

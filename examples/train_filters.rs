@@ -23,8 +23,9 @@
 //! softmax cross-entropy loss and its gradient, and the optimizer step (a few thousand
 //! numbers per step).
 //!
-//! Prints the loss per epoch and a summary; exits with code 1 when training does not
-//! converge (or on any error), 2 on a bad command line.
+//! Prints the loss per epoch (with a progress bar on stderr when it is a terminal) and a
+//! summary; exits with code 1 when training does not converge (or on any error), 2 on a bad
+//! command line (`clap`: `--help`, `--version`, usage errors on stderr).
 //!
 //! Run: `cargo run --release --example train_filters -- --mode all`
 
@@ -33,6 +34,9 @@ use std::num::NonZeroU64;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use clap::builder::TypedValueParser;
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
 use wgconv::{Algorithm, Context, Conv2dParams, GemmParams, Padding, Tensor};
 
 /// Errors of the example: library errors, shader-creation errors, failed sanity checks.
@@ -43,110 +47,54 @@ pub type BoxError = Box<dyn StdError>;
 // ---------------------------------------------------------------------------------------
 
 /// Which training runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
-    /// Filter recovery (both variants).
+    /// Recover a hidden filter bank (stride 1, and stride 2 + dilation 2)
     Filters,
-    /// Shape classification with the tiny CNN.
+    /// Train conv-ReLU-conv-ReLU-average-linear on squares / circles / crosses
     Cnn,
-    /// Both.
+    /// Both
     All,
 }
 
-/// Parsed command line.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The command line.
+#[derive(Parser, Clone, Debug, PartialEq, Eq)]
+#[command(
+    name = "train_filters",
+    version,
+    about = "Training with wgconv's GPU forward and backward passes: filter recovery and a tiny CNN",
+    after_help = "Exit codes: 0 every run converged, 1 one did not (or an error), 2 bad arguments."
+)]
 pub struct Options {
-    /// What to train.
+    /// What to train
+    #[arg(long, value_enum, default_value_t = Mode::Filters)]
     pub mode: Mode,
-    /// Epochs of every run (`None`: each run's default).
+    /// Epochs of every run [default: 20 per filter variant, 30 for the CNN]
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|n| n as usize)
+    )]
     pub epochs: Option<usize>,
-    /// Seed of the data, the hidden filters and the initialisation.
+    /// Seed of the data, the hidden filters and the initialisation
+    #[arg(long, value_name = "S", default_value_t = 1)]
     pub seed: u64,
 }
 
-/// What the command line asks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command {
-    /// Train.
-    Run(Options),
-    /// Print the usage.
-    Help,
-}
-
-/// The usage text.
-pub const USAGE: &str = "\
-usage: train_filters [--mode filters|cnn|all] [--epochs N] [--seed S]
-
-  --mode filters  recover a hidden filter bank (stride 1, and stride 2 + dilation 2) [default]
-  --mode cnn      train conv-ReLU-conv-ReLU-average-linear on squares/circles/crosses
-  --mode all      both
-  --epochs N      epochs of every run (default: 20 per filter variant, 30 for the CNN)
-  --seed S        seed of data, hidden filters and initialisation (default 1)
-  -h, --help      this text
-
-Exit code 0 when every run converged, 1 when one did not (or on an error), 2 on bad usage.";
-
-/// Parses the arguments (without the program name).
-///
-/// # Errors
-/// A message naming the bad argument.
-pub fn parse_args(args: &[String]) -> Result<Command, String> {
-    let mut opts = Options {
-        mode: Mode::Filters,
-        epochs: None,
-        seed: 1,
-    };
-    let mut i = 0;
-    while i < args.len() {
-        let arg = args[i].as_str();
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg, None),
-        };
-        let mut value = |name: &str| -> Result<String, String> {
-            if let Some(v) = inline.clone() {
-                return Ok(v);
-            }
-            i += 1;
-            args.get(i)
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match flag {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--mode" => {
-                opts.mode = match value("--mode")?.as_str() {
-                    "filters" => Mode::Filters,
-                    "cnn" => Mode::Cnn,
-                    "all" => Mode::All,
-                    other => {
-                        return Err(format!(
-                            "unknown mode '{other}' (expected filters, cnn or all)"
-                        ))
-                    }
-                }
-            }
-            "--epochs" => {
-                let v = value("--epochs")?;
-                let n: usize = v
-                    .parse()
-                    .map_err(|_| format!("--epochs: '{v}' is not a positive integer"))?;
-                if n == 0 {
-                    return Err("--epochs must be at least 1".into());
-                }
-                opts.epochs = Some(n);
-            }
-            "--seed" => {
-                let v = value("--seed")?;
-                opts.seed = v
-                    .parse()
-                    .map_err(|_| format!("--seed: '{v}' is not an unsigned integer"))?;
-            }
-            other => return Err(format!("unknown argument '{other}'")),
-        }
-        i += 1;
+/// A progress bar over `steps` steps on stderr (drawn only when stderr is a terminal;
+/// hidden unless `verbose`); the per-epoch lines are printed through [`ProgressBar::suspend`]
+/// so that they stay above it.
+pub fn progress_bar(steps: usize, verbose: bool) -> ProgressBar {
+    if !verbose {
+        return ProgressBar::hidden();
     }
-    Ok(Command::Run(opts))
+    let bar = ProgressBar::new(steps as u64);
+    if let Ok(style) = ProgressStyle::with_template(
+        "  {bar:30.cyan/blue} {pos:>5}/{len} steps  {elapsed_precise}  eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
 }
 
 // ---------------------------------------------------------------------------------------
@@ -495,6 +443,7 @@ pub fn train_filters(
     let steps_per_epoch = task.images / task.batch;
     let mut order: Vec<usize> = (0..task.images).collect();
     let mut losses = Vec::with_capacity(task.epochs);
+    let bar = progress_bar(task.epochs * steps_per_epoch, verbose);
     let start = Instant::now();
     for epoch in 0..task.epochs {
         rng.shuffle(&mut order);
@@ -527,21 +476,25 @@ pub fn train_filters(
             let db = ctx.conv2d_backward_bias(&dy_dev)?.read()?;
             wp.sgd(ctx, &dw, task.lr)?;
             bp.sgd(ctx, &db, task.lr)?;
+            bar.inc(1);
         }
         let loss = epoch_loss / steps_per_epoch as f64;
         losses.push(loss);
         if verbose {
-            println!(
-                "  epoch {:3}  loss {:.3e}  max|w - w_true| {:.2e}",
-                epoch + 1,
-                loss,
-                max_abs_diff(&wp.host, &w_true)
-            );
+            bar.suspend(|| {
+                println!(
+                    "  epoch {:3}  loss {:.3e}  max|w - w_true| {:.2e}",
+                    epoch + 1,
+                    loss,
+                    max_abs_diff(&wp.host, &w_true)
+                )
+            });
         }
         if !loss.is_finite() {
             break;
         }
     }
+    bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
     // Errors of the device copies (what the GPU actually computes with).
     let max_weight_err = max_abs_diff(&wp.dev.read()?, &w_true);
@@ -1205,6 +1158,7 @@ pub fn train_cnn(
     let mut order: Vec<usize> = (0..cfg.train).collect();
     let mut losses = Vec::new();
     let mut train_accuracy = Vec::new();
+    let bar = progress_bar(total, verbose);
     let start = Instant::now();
     let mut step = 0;
     for epoch in 0..cfg.epochs {
@@ -1223,24 +1177,28 @@ pub fn train_cnn(
             let grads = net.backward(ctx, &relu, &pool, ws, &dlogits)?;
             net.adam_step(ctx, &grads, lr)?;
             step += 1;
+            bar.inc(1);
         }
         let loss = loss_sum / cfg.train as f64;
         let acc = correct as f32 / cfg.train as f32;
         losses.push(loss);
         train_accuracy.push(acc);
         if verbose {
-            println!(
-                "  epoch {:3}  loss {:.4}  train accuracy {:5.1}%  ({:.1} s)",
-                epoch + 1,
-                loss,
-                100.0 * acc,
-                t0.elapsed().as_secs_f64()
-            );
+            bar.suspend(|| {
+                println!(
+                    "  epoch {:3}  loss {:.4}  train accuracy {:5.1}%  ({:.1} s)",
+                    epoch + 1,
+                    loss,
+                    100.0 * acc,
+                    t0.elapsed().as_secs_f64()
+                )
+            });
         }
         if !loss.is_finite() {
             break;
         }
     }
+    bar.finish_and_clear();
     // Test accuracy.
     let test_idx: Vec<usize> = (0..cfg.test).collect();
     let mut correct = 0;
@@ -1404,18 +1362,7 @@ pub fn run(ctx: &Context, opts: &Options) -> Result<bool, BoxError> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opts = match parse_args(&args) {
-        Ok(Command::Help) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Run(o)) => o,
-        Err(e) => {
-            eprintln!("error: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let opts = Options::parse(); // --help, --version; bad arguments exit with code 2
     let ctx = match Context::new_blocking() {
         Ok(c) => c,
         Err(e) => {

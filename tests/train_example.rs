@@ -10,31 +10,51 @@ mod common;
 #[allow(dead_code)]
 mod train;
 
+use clap::Parser;
 use common::ctx;
 use train::{
-    cnn_pass, filter_tasks, make_shapes, parse_args, softmax_xent, train_cnn, train_filters, Adam,
-    CnnConfig, CnnPass, Command, Mode, Options, Relu, Rng, CLASSES,
+    cnn_pass, filter_tasks, make_shapes, softmax_xent, train_cnn, train_filters, Adam, CnnConfig,
+    CnnPass, Mode, Options, Relu, Rng, CLASSES,
 };
 use wgconv::{cpu, Conv2dProblem, GemmParams, Tensor};
 
-fn args(s: &[&str]) -> Vec<String> {
-    s.iter().map(|a| a.to_string()).collect()
-}
-
 #[test]
 fn parses_arguments() {
-    let run = |mode, epochs, seed| Ok(Command::Run(Options { mode, epochs, seed }));
-    assert_eq!(parse_args(&[]), run(Mode::Filters, None, 1));
+    let parse = |a: &[&str]| {
+        Options::try_parse_from(std::iter::once("train_filters").chain(a.iter().copied()))
+    };
+    let opts = |mode, epochs, seed| Options { mode, epochs, seed };
+    assert_eq!(parse(&[]).unwrap(), opts(Mode::Filters, None, 1));
     assert_eq!(
-        parse_args(&args(&["--mode", "cnn", "--epochs", "3", "--seed", "9"])),
-        run(Mode::Cnn, Some(3), 9)
+        parse(&["--mode", "cnn", "--epochs", "3", "--seed", "9"]).unwrap(),
+        opts(Mode::Cnn, Some(3), 9)
     );
     assert_eq!(
-        parse_args(&args(&["--mode=all", "--epochs=2"])),
-        run(Mode::All, Some(2), 1)
+        parse(&["--mode=all", "--epochs=2"]).unwrap(),
+        opts(Mode::All, Some(2), 1)
     );
-    assert_eq!(parse_args(&args(&["--help"])), Ok(Command::Help));
-    assert_eq!(parse_args(&args(&["-h", "--bogus"])), Ok(Command::Help));
+    use clap::error::ErrorKind;
+    assert_eq!(
+        parse(&["--help"]).unwrap_err().kind(),
+        ErrorKind::DisplayHelp
+    );
+    assert_eq!(parse(&["-h"]).unwrap_err().kind(), ErrorKind::DisplayHelp);
+    assert_eq!(
+        parse(&["--version"]).unwrap_err().kind(),
+        ErrorKind::DisplayVersion
+    );
+    let help = parse(&["--help"]).unwrap_err().to_string();
+    for text in [
+        "--mode",
+        "filters",
+        "cnn",
+        "all",
+        "--epochs",
+        "--seed",
+        "Exit codes",
+    ] {
+        assert!(help.contains(text), "{text} missing in --help:\n{help}");
+    }
     for bad in [
         &["--mode"][..],
         &["--mode", "gan"],
@@ -44,11 +64,12 @@ fn parses_arguments() {
         &["--seed", "1.5"],
         &["--frobnicate"],
         &["filters"],
+        &["--seed", "1", "--seed", "2"],
     ] {
-        assert!(
-            parse_args(&args(bad)).is_err(),
-            "{bad:?} should be rejected"
-        );
+        let e = parse(bad).expect_err(&format!("{bad:?} should be rejected"));
+        // Usage errors: stderr, exit code 2.
+        assert_eq!(e.exit_code(), 2, "{bad:?}");
+        assert!(e.use_stderr(), "{bad:?}");
     }
 }
 
