@@ -88,7 +88,7 @@ impl WeightLayout {
     }
 }
 
-/// Geometry of the padded input image of a problem (see `shaders/pad_image.wgsl`).
+/// Geometry of the padded input image of a problem (see the `pad_image` kernel).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct InputGeom {
     /// 8-channel blocks per group.

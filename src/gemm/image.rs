@@ -11,7 +11,7 @@ use crate::kernels::gemm_image::{GemmImageParams, GemmImageSpec};
 use crate::kernels::k;
 use crate::kernels::pack_image::{PackImageParams, PackImageSpec};
 
-/// Lanes of a `gemm_image.wgsl` workgroup (one 8-lane subgroup; 8, 16, 32, 64 measured alike).
+/// Lanes of a `gemm_image` workgroup (one 8-lane subgroup; 8, 16, 32, 64 measured alike).
 const IMG_WG: usize = 8;
 /// Rows of an A panel of the image GEMM: 8 rows per lane.
 pub(crate) const IMG_PANEL_A: usize = 8 * IMG_WG;
@@ -29,7 +29,7 @@ const IMG_K_BLOCK: usize = 1024;
 
 /// Geometry of one operand image of the image GEMM: `entries` batch entries of an operand
 /// with `rows` rows (M or N) and K padded to `kp`, in panels of `4 * w` rows (see
-/// `shaders/gemm_image.wgsl`): wrapped panels filled by `pack_image.wgsl`, or the plain
+/// kernel `gemm_image`): wrapped panels filled by `pack_image`, or the plain
 /// K-major layout filled by buffer-to-texture copies (`copy`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ImageGeom {
@@ -140,7 +140,7 @@ fn entries(mat: &Mat<'_>, outer: usize, inner: usize) -> (usize, usize) {
 
 /// Where the image GEMM reads its operands from for `job` restricted to `oc` x `ic` batch
 /// entries: A from an image (the plain layout, copied, where possible, else wrapped panels);
-/// B likewise, or (`None`) straight from its buffer with `gemm_image_sb.wgsl` when it is
+/// B likewise, or (`None`) straight from its buffer with `gemm_image_sb` when it is
 /// K-major and vec4-aligned but not copyable and few rows of C share it (packing it would cost
 /// more than the slower buffer loads). `None` unless the images fit the texture limits and
 /// together the scratch budget.
@@ -354,7 +354,7 @@ pub(crate) fn fill_image(
 }
 
 /// One image GEMM launch: packs A and B into images of geometry `ga`, `gb` and runs
-/// `gemm_image.wgsl` over every batch entry.
+/// `gemm_image` over every batch entry.
 fn encode_image(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,

@@ -43,37 +43,3 @@ pub(crate) fn source() -> String {
         hoist_params(&src, Col2imParams::FIELDS)
     }
 }
-
-/// Test support for the hand-written kernels: [`same_program`] after sorting the parameter
-/// loads at the top of `main` (`    p_f = P.f;`) in both sources. Some hand-written files were
-/// hoisted once and edited afterwards, so they load the fields in another order than
-/// `hoist_params` (order of first use). The loads copy a read-only buffer into distinct
-/// private variables, so their order does not change the program.
-///
-/// [`same_program`]: crate::kernels::shared::same_program
-#[cfg(test)]
-pub(crate) fn same_program_up_to_load_order(new: &str, old: &str) -> Result<(), String> {
-    fn sort_loads(src: &str) -> String {
-        let is_load = |l: &str| l.starts_with("    p_") && l.contains(" = P.");
-        let mut lines: Vec<&str> = src.lines().collect();
-        if let Some(a) = lines.iter().position(|l| is_load(l)) {
-            let b = lines[a..]
-                .iter()
-                .position(|l| !is_load(l))
-                .map_or(lines.len(), |e| a + e);
-            lines[a..b].sort_unstable();
-        }
-        lines.join("\n")
-    }
-    crate::kernels::shared::same_program(&sort_loads(new), &sort_loads(old))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn same_program_as_the_hand_written_shader() {
-        let old = include_str!("../../shaders/col2im.wgsl");
-        // The file loads `sh` and `sw` earlier than their first use.
-        super::same_program_up_to_load_order(&super::source(), old).unwrap();
-    }
-}

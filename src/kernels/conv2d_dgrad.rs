@@ -47,13 +47,3 @@ pub(crate) fn source() -> String {
         hoist_params(&src, DgradParams::FIELDS)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn same_program_as_the_hand_written_shader() {
-        let old = include_str!("../../shaders/conv2d_dgrad.wgsl");
-        // The file loads `sh` earlier than its first use.
-        crate::kernels::col2im::same_program_up_to_load_order(&super::source(), old).unwrap();
-    }
-}

@@ -182,12 +182,3 @@ pub(crate) fn source() -> String {
     w.line("}");
     hoist_params(&w.finish(), DirectParams::FIELDS)
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn same_program_as_the_python_generator() {
-        let old = include_str!("../../shaders/conv2d_direct.wgsl");
-        crate::kernels::shared::same_program(&super::source(), old).unwrap();
-    }
-}

@@ -227,19 +227,3 @@ pub(crate) fn source(tm: usize, tn: usize) -> String {
     w.line("}");
     hoist_params(&w.finish(), ImplicitParams::FIELDS)
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn same_program_as_the_python_generator() {
-        let old = include_str!("../../shaders/conv2d_implicit.wgsl");
-        crate::kernels::shared::same_program(&super::source(super::IC_TM, super::IC_TN), old)
-            .unwrap();
-    }
-
-    #[test]
-    fn same_program_as_the_python_generator_n32() {
-        let old = include_str!("../../shaders/conv2d_implicit_n32.wgsl");
-        crate::kernels::shared::same_program(&super::source(4, 32), old).unwrap();
-    }
-}

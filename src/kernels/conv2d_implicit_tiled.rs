@@ -182,12 +182,3 @@ pub(crate) fn source() -> String {
     // Barriers: the parameters stay in the storage buffer (no `hoist_params`).
     w.finish()
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn same_program_as_the_python_generator() {
-        let old = include_str!("../../shaders/conv2d_implicit_tiled.wgsl");
-        crate::kernels::shared::same_program(&super::source(), old).unwrap();
-    }
-}

@@ -47,12 +47,3 @@ pub(crate) fn source() -> String {
         hoist_params(&src, WgradParams::FIELDS)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn same_program_as_the_hand_written_shader() {
-        let old = include_str!("../../shaders/conv2d_wgrad.wgsl");
-        crate::kernels::shared::same_program(&super::source(), old).unwrap();
-    }
-}

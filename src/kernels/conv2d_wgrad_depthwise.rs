@@ -78,20 +78,3 @@ pub(crate) fn image_source() -> String {
         include_str!("conv2d_wgrad_depthwise_image.wgsl")
     ))
 }
-
-#[cfg(test)]
-mod tests {
-    use crate::kernels::shared::same_program;
-
-    #[test]
-    fn same_program_as_the_hand_written_shader() {
-        let old = include_str!("../../shaders/conv2d_wgrad_depthwise.wgsl");
-        same_program(&super::source(), old).unwrap();
-    }
-
-    #[test]
-    fn same_program_as_the_hand_written_image_shader() {
-        let old = include_str!("../../shaders/conv2d_wgrad_depthwise_image.wgsl");
-        same_program(&super::image_source(), old).unwrap();
-    }
-}

@@ -262,26 +262,3 @@ pub(crate) fn source(cw: usize, v4: bool) -> String {
     w.line("}");
     hoist_params(&w.finish(), WgradImplicitParams::FIELDS)
 }
-
-#[cfg(test)]
-mod tests {
-    use crate::kernels::shared::same_program;
-
-    #[test]
-    fn same_program_as_the_python_generator() {
-        let old = include_str!("../../shaders/conv2d_wgrad_implicit.wgsl");
-        same_program(&super::source(8, false), old).unwrap();
-    }
-
-    #[test]
-    fn same_program_as_the_python_generator_c4() {
-        let old = include_str!("../../shaders/conv2d_wgrad_implicit_c4.wgsl");
-        same_program(&super::source(4, false), old).unwrap();
-    }
-
-    #[test]
-    fn same_program_as_the_python_generator_v4() {
-        let old = include_str!("../../shaders/conv2d_wgrad_implicit_v4.wgsl");
-        same_program(&super::source(8, true), old).unwrap();
-    }
-}

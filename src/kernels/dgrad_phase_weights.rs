@@ -37,12 +37,3 @@ pub(crate) fn source() -> String {
         hoist_params(&src, PhaseWeightsParams::FIELDS)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn same_program_as_the_hand_written_shader() {
-        let old = include_str!("../../shaders/dgrad_phase_weights.wgsl");
-        crate::kernels::shared::same_program(&super::source(), old).unwrap();
-    }
-}

@@ -274,18 +274,3 @@ pub(crate) fn source(b_buffer: bool) -> String {
     w.line("}");
     hoist_params(&w.finish(), GemmImageParams::FIELDS)
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn same_program_as_the_python_generator() {
-        let old = include_str!("../../shaders/gemm_image.wgsl");
-        crate::kernels::shared::same_program(&super::source(false), old).unwrap();
-    }
-
-    #[test]
-    fn same_program_as_the_python_generator_b_buffer() {
-        let old = include_str!("../../shaders/gemm_image_sb.wgsl");
-        crate::kernels::shared::same_program(&super::source(true), old).unwrap();
-    }
-}

@@ -195,12 +195,3 @@ pub(crate) fn source() -> String {
     w.line("}");
     hoist_params(&w.finish(), GemmParams::FIELDS)
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn same_program_as_the_python_generator() {
-        let old = include_str!("../../shaders/gemm_reg.wgsl");
-        crate::kernels::shared::same_program(&super::source(), old).unwrap();
-    }
-}

@@ -35,12 +35,3 @@ pub(crate) fn source() -> String {
         hoist_params(&src, GemmParams::FIELDS)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn same_program_as_the_hand_written_shader() {
-        let old = include_str!("../../shaders/gemm_tiled.wgsl");
-        crate::kernels::shared::same_program(&super::source(), old).unwrap();
-    }
-}

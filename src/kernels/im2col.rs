@@ -45,12 +45,3 @@ pub(crate) fn source() -> String {
         hoist_params(&src, Im2colParams::FIELDS)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn same_program_as_the_hand_written_shader() {
-        let old = include_str!("../../shaders/im2col.wgsl");
-        crate::kernels::shared::same_program(&super::source(), old).unwrap();
-    }
-}

@@ -188,30 +188,3 @@ pub(crate) fn runs_source() -> String {
         hoist_params(&src, PackWeightsParams::FIELDS)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::kernels::conv2d_depthwise::with_named_padding;
-    use crate::kernels::shared::same_program;
-
-    #[test]
-    fn same_program_as_the_python_generator() {
-        let old = include_str!("../../shaders/pack_conv_weights.wgsl");
-        let old = with_named_padding(old, &PackWeightsParams::wgsl());
-        same_program(&source(false), &old).unwrap();
-    }
-
-    #[test]
-    fn image_same_program_as_the_python_generator() {
-        let old = include_str!("../../shaders/pack_conv_weights_image.wgsl");
-        let old = with_named_padding(old, &PackWeightsParams::wgsl());
-        same_program(&source(true), &old).unwrap();
-    }
-
-    #[test]
-    fn runs_same_program_as_the_hand_written_shader() {
-        let old = include_str!("../../shaders/pack_conv_weights_runs.wgsl");
-        same_program(&runs_source(), old).unwrap();
-    }
-}

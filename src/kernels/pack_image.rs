@@ -189,18 +189,3 @@ pub(crate) fn source(flat: bool) -> String {
     w.line("}");
     hoist_params(&w.finish(), PackImageParams::FIELDS)
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn same_program_as_the_python_generator() {
-        let old = include_str!("../../shaders/pack_image.wgsl");
-        crate::kernels::shared::same_program(&super::source(false), old).unwrap();
-    }
-
-    #[test]
-    fn same_program_as_the_python_generator_flat() {
-        let old = include_str!("../../shaders/pack_image_flat.wgsl");
-        crate::kernels::shared::same_program(&super::source(true), old).unwrap();
-    }
-}

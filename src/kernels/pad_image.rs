@@ -217,22 +217,3 @@ fn flat_source() -> String {
     w.line("}");
     hoist_params(&w.finish(), PadImageParams::FIELDS)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::kernels::conv2d_depthwise::with_named_padding;
-
-    #[test]
-    fn same_program_as_the_python_generator() {
-        let old = include_str!("../../shaders/pad_image.wgsl");
-        let old = with_named_padding(old, &PadImageParams::wgsl());
-        crate::kernels::shared::same_program(&source(false), &old).unwrap();
-    }
-
-    #[test]
-    fn flat_same_program_as_the_python_generator() {
-        let old = include_str!("../../shaders/pad_image_flat.wgsl");
-        crate::kernels::shared::same_program(&source(true), old).unwrap();
-    }
-}

@@ -32,12 +32,3 @@ pub(crate) fn source() -> String {
         hoist_params(&src, PermuteParams::FIELDS)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn same_program_as_the_hand_written_shader() {
-        let old = include_str!("../../shaders/permute_kc.wgsl");
-        crate::kernels::shared::same_program(&super::source(), old).unwrap();
-    }
-}

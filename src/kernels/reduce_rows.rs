@@ -34,12 +34,3 @@ pub(crate) fn source() -> String {
         hoist_params(&src, ReduceParams::FIELDS)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn same_program_as_the_hand_written_shader() {
-        let old = include_str!("../../shaders/reduce_rows.wgsl");
-        crate::kernels::shared::same_program(&super::source(), old).unwrap();
-    }
-}

@@ -33,13 +33,3 @@ pub(crate) fn source() -> String {
         hoist_params(&src, ReduceImageParams::FIELDS)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn same_program_as_the_hand_written_shader() {
-        let old = include_str!("../../shaders/reduce_rows_image.wgsl");
-        // The file loads `tw_shift` later than its first use.
-        crate::kernels::col2im::same_program_up_to_load_order(&super::source(), old).unwrap();
-    }
-}

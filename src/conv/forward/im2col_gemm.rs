@@ -115,7 +115,7 @@ pub(crate) fn encode_im2col_at(
         while p0 < ohw {
             let cnt = np.min(ohw - p0);
             let ld = cnt.div_ceil(align) * align;
-            // im2col.wgsl: one invocation per 8 elements of a row.
+            // im2col: one invocation per 8 elements of a row.
             let total = nb * full_crs * ld.div_ceil(8);
             u.n = u32_of(nb, "images")?;
             u.x_off = u32_of(x_base + n0 * x_img, "input elements")?;

@@ -93,7 +93,7 @@ pub(crate) fn dgrad_as_forward(
 
 /// For a strided 1x1 zero-padded `p` (top/left padding >= 0): the 1x1 stride-1 forward
 /// problem on dy, with p's input channels as its output channels, whose output `G` (the
-/// gradient of the sampled pixels) `scatter_strided.wgsl` spreads onto dx; `None` otherwise
+/// gradient of the sampled pixels) `scatter_strided` spreads onto dx; `None` otherwise
 /// or when the implicit GEMM cannot run it.
 pub(crate) fn strided_pointwise_as_forward(
     ctx: &Context,
