@@ -10,8 +10,8 @@
 use std::time::Instant;
 
 use wgconv::{
-    Algorithm, Context, Conv2dParams, ConvTranspose2dParams, GemmParams, GemmVariant, Padding,
-    Tensor,
+    Algorithm, Context, Conv2dParams, ConvTranspose2dParams, GemmParams, GemmVariant, Operation,
+    Padding, Tensor,
 };
 
 struct Shape {
@@ -148,10 +148,13 @@ fn main() -> wgconv::Result<()> {
         let x = Tensor::from_slice(&ctx, &fill(s.x.iter().product(), 7), &s.x)?;
         let w = Tensor::from_slice(&ctx, &fill(s.w.iter().product(), 11), &s.w)?;
         let p = s.params.resolve(s.x, s.w, None)?;
+        let runs = |ops: &[Operation], a: Algorithm| {
+            ops.iter().all(|&op| ctx.check_algorithm(op, a, &p).is_ok())
+        };
         let flops = p.flops();
         if want_op("fwd") {
             for &algo in Algorithm::ALL.iter().chain([&Algorithm::Auto]) {
-                if !algo.supports_forward(&p) || !want_algo(algo.name()) {
+                if !runs(&[Operation::Forward], algo) || !want_algo(algo.name()) {
                     continue;
                 }
                 let ms = time(&ctx, o.reps, || {
@@ -161,15 +164,18 @@ fn main() -> wgconv::Result<()> {
             }
         }
         let dy = Tensor::from_slice(&ctx, &fill(p.y_shape().iter().product(), 13), &p.y_shape())?;
-        let algos: Vec<Algorithm> = Algorithm::ALL
-            .iter()
-            .copied()
-            .filter(|a| a.supports_forward(&p))
-            .chain([Algorithm::Auto])
-            .filter(|a| want_algo(a.name()))
-            .collect();
+        // The algorithms that run `ops` on this shape here (a forced algorithm that cannot is
+        // refused, never rerouted).
+        let algos = |ops: &[Operation]| -> Vec<Algorithm> {
+            Algorithm::ALL
+                .iter()
+                .copied()
+                .chain([Algorithm::Auto])
+                .filter(|&a| runs(ops, a) && want_algo(a.name()))
+                .collect()
+        };
         if want_op("dx") {
-            for &algo in &algos {
+            for algo in algos(&[Operation::InputGrad]) {
                 let ms = time(&ctx, o.reps, || {
                     ctx.conv2d_backward_input(&dy, &w, s.x, &s.params, algo)
                         .map(drop)
@@ -178,7 +184,7 @@ fn main() -> wgconv::Result<()> {
             }
         }
         if want_op("dw") {
-            for &algo in &algos {
+            for algo in algos(&[Operation::WeightGrad]) {
                 let ms = time(&ctx, o.reps, || {
                     ctx.conv2d_backward_weight(&x, &dy, s.w, &s.params, algo)
                         .map(drop)
@@ -187,7 +193,7 @@ fn main() -> wgconv::Result<()> {
             }
         }
         if want_op("bwd") {
-            for &algo in &algos {
+            for algo in algos(&[Operation::InputGrad, Operation::WeightGrad]) {
                 let ms = time(&ctx, o.reps, || {
                     ctx.conv2d_backward(&x, &w, &dy, true, &s.params, algo)
                         .map(drop)
@@ -207,7 +213,7 @@ fn main() -> wgconv::Result<()> {
                 .with_padding([pad, pad])
                 .with_output_padding([op, op])
                 .with_groups(s.params.groups);
-            for &algo in &algos {
+            for algo in algos(&[Operation::Transposed]) {
                 let ms = time(&ctx, o.reps, || {
                     ctx.conv_transpose2d(&dy, &w, None, &tparams, algo)
                         .map(drop)
@@ -225,7 +231,7 @@ fn main() -> wgconv::Result<()> {
         let a = Tensor::from_slice(&ctx, &fill(n * n, 7), &[n, n])?;
         let b = Tensor::from_slice(&ctx, &fill(n * n, 11), &[n, n])?;
         for &v in GemmVariant::ALL.iter().chain([&GemmVariant::Auto]) {
-            if !want_algo(v.name()) {
+            if !want_algo(v.name()) || ctx.check_gemm_variant(v).is_err() {
                 continue;
             }
             let p = GemmParams::default().with_variant(v);

@@ -58,11 +58,18 @@
 //! (transposes, kernel [`GemmVariant`]); a leading batch dimension gives strided-batched GEMM;
 //! [`Context::encode_gemm`] adds a per-column bias and accumulation.
 //!
-//! **Algorithms.** [`Algorithm::Auto`] (the default) chooses per problem: 1x1 convolutions run
-//! as a GEMM on the input in place ([`Algorithm::Gemm1x1`]), depthwise and tiny reductions
-//! run the register-blocked direct kernel ([`Algorithm::Direct`]), the rest im2col + GEMM
-//! ([`Algorithm::Im2colGemm`]). A forced algorithm that cannot run a problem returns
-//! [`ErrorKind::UnsupportedAlgorithm`]; it never silently falls back.
+//! **Algorithms.** Each operation ([`Operation`]) has one table of the algorithms that can
+//! compute it ([`Algorithm`]: direct, im2col + GEMM, 1x1 GEMM, depthwise, implicit GEMM on
+//! storage images, tiled implicit GEMM). [`Algorithm::Auto`] (the default) times the entries
+//! that can run a problem the first time it meets its (operation, parameters, shape bucket)
+//! and remembers the fastest (per context, optionally in a file: `WGCONV_TUNE_CACHE`); with
+//! autotuning off ([`Context::set_autotune`], `WGCONV_AUTOTUNE=0`) a deterministic heuristic
+//! picks. A forced algorithm runs exactly its own kernels or returns
+//! [`ErrorKind::UnsupportedAlgorithm`] with the reason; it never silently runs another.
+//! [`Context::check_algorithm`] asks the same question without running anything. Kernels come
+//! in two families chosen by the adapter ([`KernelClass`]): register-blocked, barrier-free
+//! kernels reading storage images for CPU adapters such as lavapipe, workgroup-memory tiles for
+//! GPUs.
 //!
 //! **Batching.** Every operation has an `encode_*` form recording into a caller's
 //! [`wgpu::CommandEncoder`], so a whole network can go out in one submission; with

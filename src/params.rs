@@ -309,38 +309,38 @@ pub fn numel(shape: &[usize]) -> usize {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Conv2dProblem {
     /// Batch.
-    pub n: usize,
+    pub(crate) n: usize,
     /// Input channels.
-    pub c: usize,
+    pub(crate) c: usize,
     /// Input height.
-    pub h: usize,
+    pub(crate) h: usize,
     /// Input width.
-    pub w: usize,
+    pub(crate) w: usize,
     /// Output channels.
-    pub k: usize,
+    pub(crate) k: usize,
     /// Kernel height.
-    pub r: usize,
+    pub(crate) r: usize,
     /// Kernel width.
-    pub s: usize,
+    pub(crate) s: usize,
     /// Groups.
-    pub groups: usize,
+    pub(crate) groups: usize,
     /// `[sh, sw]`.
-    pub stride: [usize; 2],
+    pub(crate) stride: [usize; 2],
     /// `[dh, dw]`.
-    pub dilation: [usize; 2],
+    pub(crate) dilation: [usize; 2],
     /// `[top, bottom, left, right]`. Only the transposed convolution produces a negative
     /// bottom/right pad (rows of its output that receive no input).
-    pub pad: [isize; 4],
+    pub(crate) pad: [isize; 4],
     /// Padding mode.
-    pub mode: PaddingMode,
+    pub(crate) mode: PaddingMode,
     /// True convolution (kernel rotated 180°).
-    pub flip: bool,
+    pub(crate) flip: bool,
     /// A bias of length `k` is added.
-    pub has_bias: bool,
+    pub(crate) has_bias: bool,
     /// Output height.
-    pub oh: usize,
+    pub(crate) oh: usize,
     /// Output width.
-    pub ow: usize,
+    pub(crate) ow: usize,
 }
 
 impl Conv2dProblem {
@@ -468,6 +468,70 @@ impl Conv2dProblem {
         })
     }
 
+    /// Batch.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+    /// Input channels.
+    pub fn c(&self) -> usize {
+        self.c
+    }
+    /// Input height.
+    pub fn h(&self) -> usize {
+        self.h
+    }
+    /// Input width.
+    pub fn w(&self) -> usize {
+        self.w
+    }
+    /// Output channels.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    /// Kernel height.
+    pub fn r(&self) -> usize {
+        self.r
+    }
+    /// Kernel width.
+    pub fn s(&self) -> usize {
+        self.s
+    }
+    /// Groups.
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+    /// `[sh, sw]`.
+    pub fn stride(&self) -> [usize; 2] {
+        self.stride
+    }
+    /// `[dh, dw]`.
+    pub fn dilation(&self) -> [usize; 2] {
+        self.dilation
+    }
+    /// `[top, bottom, left, right]`; only the transposed convolution's problem has a negative bottom/right pad.
+    pub fn pad(&self) -> [isize; 4] {
+        self.pad
+    }
+    /// Padding mode.
+    pub fn mode(&self) -> PaddingMode {
+        self.mode
+    }
+    /// True convolution (kernel rotated 180°)?
+    pub fn flip(&self) -> bool {
+        self.flip
+    }
+    /// Is a bias of length `k` added?
+    pub fn has_bias(&self) -> bool {
+        self.has_bias
+    }
+    /// Output height.
+    pub fn oh(&self) -> usize {
+        self.oh
+    }
+    /// Output width.
+    pub fn ow(&self) -> usize {
+        self.ow
+    }
     /// Input channels per group.
     pub fn c_per_group(&self) -> usize {
         self.c / self.groups
@@ -803,12 +867,21 @@ const DIMS: [&str; 2] = ["height", "width"];
 pub struct TransposedProblem {
     /// The forward convolution whose input-gradient this transposed convolution is
     /// (`has_bias` is always `false` there).
-    pub conv: Conv2dProblem,
+    pub(crate) conv: Conv2dProblem,
     /// A bias of length `Cout` is added.
-    pub has_bias: bool,
+    pub(crate) has_bias: bool,
 }
 
 impl TransposedProblem {
+    /// The forward convolution whose input gradient this transposed convolution is
+    /// (`has_bias` is always `false` there).
+    pub fn conv(&self) -> Conv2dProblem {
+        self.conv
+    }
+    /// Is a bias of length `Cout` added?
+    pub fn has_bias(&self) -> bool {
+        self.has_bias
+    }
     /// Input shape `[N, Cin, H, W]` (= `conv.y_shape()`).
     pub fn x_shape(&self) -> Shape4 {
         self.conv.y_shape()

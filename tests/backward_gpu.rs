@@ -56,17 +56,17 @@ fn run_grads(i: usize, case: &ConvCase, rng: &mut Rng) -> Result<usize, String> 
     let dx_tol = tols(
         &want_dx,
         cpu::conv2d_backward_input(p, &abs(&dy), &abs(&w)),
-        p.k_per_group() * p.r * p.s,
+        p.k_per_group() * p.r() * p.s(),
     );
     let dw_tol = tols(
         &want_dw,
         cpu::conv2d_backward_weight(p, &abs(&x), &abs(&dy)),
-        p.n * p.oh * p.ow,
+        p.n() * p.oh() * p.ow(),
     );
     let db_tol = tols(
         &want_db,
         cpu::conv2d_backward_bias(p, &abs(&dy)),
-        p.n * p.oh * p.ow,
+        p.n() * p.oh() * p.ow(),
     );
     let err = |e: wgconv::Error| format!("case {i} {case:?}: {e}");
     let xt = Tensor::from_slice(ctx, &x, &p.x_shape()).map_err(err)?;
@@ -80,7 +80,7 @@ fn run_grads(i: usize, case: &ConvCase, rng: &mut Rng) -> Result<usize, String> 
         // Outputs poisoned with NaN so unwritten elements show.
         let dx = Tensor::full(ctx, &p.x_shape(), f32::NAN).map_err(err)?;
         let dw = Tensor::full(ctx, &p.w_shape(), f32::NAN).map_err(err)?;
-        let db = Tensor::full(ctx, &[p.k], f32::NAN).map_err(err)?;
+        let db = Tensor::full(ctx, &[p.k()], f32::NAN).map_err(err)?;
         let mut enc = ctx.device().create_command_encoder(&Default::default());
         let r = ctx.encode_conv2d_backward_input(&mut enc, &dyt, &wt, &case.params, algo, &dx);
         if dx_ok {
@@ -221,7 +221,7 @@ fn conv_transpose2d_matches_cpu_every_algorithm() {
         let bt = b
             .as_ref()
             .map(|b| Tensor::from_slice(ctx, b, &[b.len()]).unwrap());
-        for algo in algos(&tp.conv, &[Operation::Transposed]) {
+        for algo in algos(&tp.conv(), &[Operation::Transposed]) {
             let y = Tensor::full(ctx, &shape, f32::NAN).unwrap();
             let mut enc = ctx.device().create_command_encoder(&Default::default());
             ctx.encode_conv_transpose2d(&mut enc, &xt, &wt, bt.as_ref(), &params, algo, &y)
@@ -395,7 +395,10 @@ fn depthwise_weight_gradient_matches_cpu() {
         let dy = rng.vec(p.y_shape().iter().product());
         let want = cpu::conv2d_backward_weight(&p, &x, &dy);
         let scale = cpu::conv2d_backward_weight(&p, &abs(&x), &abs(&dy));
-        let tols: Vec<f32> = scale.iter().map(|&v| tol(v, p.n * p.oh * p.ow)).collect();
+        let tols: Vec<f32> = scale
+            .iter()
+            .map(|&v| tol(v, p.n() * p.oh() * p.ow()))
+            .collect();
         let xt = Tensor::from_slice(ctx, &x, &xs).unwrap();
         let dyt = Tensor::from_slice(ctx, &dy, &p.y_shape()).unwrap();
         for algo in [Algorithm::Depthwise, Algorithm::Auto] {
@@ -465,12 +468,12 @@ fn strided_input_gradient_by_phases_matches_cpu() {
             .with_groups(groups)
             .with_flip(flip);
         let p = params.resolve(xs, ws, None).unwrap();
-        assert!(p.ow.is_multiple_of(4), "{xs:?} {ws:?}: ow {}", p.ow);
+        assert!(p.ow().is_multiple_of(4), "{xs:?} {ws:?}: ow {}", p.ow());
         let w = rng.vec(ws.iter().product());
         let dy = rng.vec(p.y_shape().iter().product());
         let want = cpu::conv2d_backward_input(&p, &dy, &w);
         let scale = cpu::conv2d_backward_input(&p, &abs(&dy), &abs(&w));
-        let len = p.k_per_group() * p.r * p.s;
+        let len = p.k_per_group() * p.r() * p.s();
         let tols: Vec<f32> = scale.iter().map(|&v| tol(v, len)).collect();
         let wt = Tensor::from_slice(ctx, &w, &ws).unwrap();
         let dyt = Tensor::from_slice(ctx, &dy, &p.y_shape()).unwrap();
@@ -493,8 +496,8 @@ fn strided_input_gradient_by_phases_matches_cpu() {
             .with_groups(groups);
         if pad[0] == pad[1] && pad[2] == pad[3] && !flip {
             let op = [
-                xs[2] - ((p.oh - 1) * stride[0] + ws[2] - 2 * pad[0]),
-                xs[3] - ((p.ow - 1) * stride[1] + ws[3] - 2 * pad[2]),
+                xs[2] - ((p.oh() - 1) * stride[0] + ws[2] - 2 * pad[0]),
+                xs[3] - ((p.ow() - 1) * stride[1] + ws[3] - 2 * pad[2]),
             ];
             let tp = tp.with_output_padding(op);
             let b = rng.vec(xs[1]);
@@ -616,11 +619,11 @@ fn implicit_gemm_run_packer_matches_cpu() {
         let x = rng.vec(xs.iter().product());
         let want_y = cpu::conv2d_problem(&p, &x, &w, None);
         let scale_y = cpu::conv2d_problem(&p, &abs(&x), &abs(&w), None);
-        let len_y = p.c_per_group() * p.r * p.s;
+        let len_y = p.c_per_group() * p.r() * p.s();
         let tols_y: Vec<f32> = scale_y.iter().map(|&v| tol(v, len_y)).collect();
         let want = cpu::conv2d_backward_input(&p, &dy, &w);
         let scale = cpu::conv2d_backward_input(&p, &abs(&dy), &abs(&w));
-        let len = p.k_per_group() * p.r * p.s;
+        let len = p.k_per_group() * p.r() * p.s();
         let tols: Vec<f32> = scale.iter().map(|&v| tol(v, len)).collect();
         for (name, ctx) in [("default", ctx()), ("512-texel", &small)] {
             let wt = Tensor::from_slice(ctx, &w, &ws).unwrap();
@@ -681,7 +684,10 @@ fn implicit_weight_gradient_accumulates_image_chunks() {
         let dy = rng.vec(p.y_shape().iter().product());
         let want = cpu::conv2d_backward_weight(&p, &x, &dy);
         let scale = cpu::conv2d_backward_weight(&p, &abs(&x), &abs(&dy));
-        let tols: Vec<f32> = scale.iter().map(|&v| tol(v, p.n * p.oh * p.ow)).collect();
+        let tols: Vec<f32> = scale
+            .iter()
+            .map(|&v| tol(v, p.n() * p.oh() * p.ow()))
+            .collect();
         let xt = Tensor::from_slice(&small, &x, &xs).unwrap();
         let dyt = Tensor::from_slice(&small, &dy, &p.y_shape()).unwrap();
         let dw = small
@@ -786,7 +792,7 @@ fn strided_pointwise_matches_cpu() {
         let scale_dw = cpu::conv2d_backward_weight(&p, &abs(&x), &abs(&dy));
         let tols_dw: Vec<f32> = scale_dw
             .iter()
-            .map(|&v| tol(v, p.n * p.oh * p.ow))
+            .map(|&v| tol(v, p.n() * p.oh() * p.ow()))
             .collect();
         let dw = ctx
             .conv2d_backward_weight(&xt, &dyt, ws, &params, Algorithm::ImplicitGemm)
@@ -809,8 +815,8 @@ fn strided_pointwise_matches_cpu() {
         // With bias: the transposed convolution of dy (symmetric zero padding only).
         if mode == z && pad[0] == pad[1] && pad[2] == pad[3] {
             let op = [
-                xs[2] - ((p.oh - 1) * stride[0] + 1 - 2 * pad[0]),
-                xs[3] - ((p.ow - 1) * stride[1] + 1 - 2 * pad[2]),
+                xs[2] - ((p.oh() - 1) * stride[0] + 1 - 2 * pad[0]),
+                xs[3] - ((p.ow() - 1) * stride[1] + 1 - 2 * pad[2]),
             ];
             if op[0] >= stride[0] || op[1] >= stride[1] {
                 continue;

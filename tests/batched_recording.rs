@@ -228,8 +228,8 @@ fn thirteen_ops_in_one_encoder() {
     ));
     // Gradients of conv 2 with dy = y2.
     let pr2 = Conv2dProblem::new([2, 6, 9, 9], w2s, None, &p2).expect("problem 2");
-    let dgrad_len = pr2.k_per_group() * pr2.r * pr2.s;
-    let pix_len = pr2.n * pr2.oh * pr2.ow;
+    let dgrad_len = pr2.k_per_group() * pr2.r() * pr2.s();
+    let pix_len = pr2.n() * pr2.oh() * pr2.ow();
     let want = cpu::conv2d_backward_input(&pr2, &y2g, &w2);
     let scale = cpu::conv2d_backward_input(&pr2, &abs(&y2g), &abs(&w2));
     results.push(check(
@@ -258,7 +258,7 @@ fn thirteen_ops_in_one_encoder() {
     let pr1 = Conv2dProblem::new(x1s, w1s, None, &p1).expect("problem 1");
     let want = cpu::conv2d_backward_input(&pr1, &dx2g, &w1);
     let scale = cpu::conv2d_backward_input(&pr1, &abs(&dx2g), &abs(&w1));
-    let len = pr1.k_per_group() * pr1.r * pr1.s;
+    let len = pr1.k_per_group() * pr1.r() * pr1.s();
     results.push(check(
         "9 dx1 (dy = dx2)",
         &read(&dx1),

@@ -404,7 +404,9 @@ fn problem(c: &Case) -> Result<Conv2dProblem, Error> {
         })
     };
     match c.op.as_str() {
-        "conv_transpose2d" => Ok(transpose_params(&c.params)?.resolve(xs, ws, bias()?)?.conv),
+        "conv_transpose2d" => Ok(transpose_params(&c.params)?
+            .resolve(xs, ws, bias()?)?
+            .conv()),
         "conv2d_grad" => conv_params(&c.params, false)?.resolve(xs, ws, None),
         _ => conv_params(&c.params, c.op == "convolve2d")?.resolve(xs, ws, bias()?),
     }

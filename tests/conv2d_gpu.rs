@@ -21,7 +21,7 @@ fn run_case_on(
     let gen = |rng: &mut Rng, n: usize| if integer { rng.int_vec(n) } else { rng.vec(n) };
     let x = gen(rng, p.x_shape().iter().product());
     let w = gen(rng, p.w_shape().iter().product());
-    let b = case.bias.then(|| gen(rng, p.k));
+    let b = case.bias.then(|| gen(rng, p.k()));
     let want = cpu::conv2d_problem(p, &x, &w, b.as_deref());
     let scale = cpu::conv2d_abs_scale(p, &x, &w, b.as_deref());
     let tols: Vec<f32> = if integer {
@@ -34,7 +34,7 @@ fn run_case_on(
     let wt = Tensor::from_slice(ctx, &w, &case.w).map_err(err)?;
     let bt = b
         .as_ref()
-        .map(|b| Tensor::from_slice(ctx, b, &[p.k]))
+        .map(|b| Tensor::from_slice(ctx, b, &[p.k()]))
         .transpose()
         .map_err(err)?;
     let yt = Tensor::full(ctx, &p.y_shape(), f32::NAN).map_err(err)?;
@@ -202,7 +202,7 @@ fn implicit_gemm_chunks_and_wraps_under_small_limits() {
         .conv2d_backward(&xt, &wt, &dyt, false, &case.params, Algorithm::ImplicitGemm)
         .unwrap();
     let want_dw = cpu::conv2d_backward_weight(p, &x, &dy);
-    let len = p.n * p.oh * p.ow;
+    let len = p.n() * p.oh() * p.ow();
     let tol_dw: Vec<f32> = want_dw.iter().map(|_| tol(len as f32, len)).collect();
     check(
         "implicit dw (small limits)",
@@ -212,7 +212,7 @@ fn implicit_gemm_chunks_and_wraps_under_small_limits() {
     )
     .unwrap();
     let want_dx = cpu::conv2d_backward_input(p, &dy, &w);
-    let klen = p.k * p.r * p.s;
+    let klen = p.k() * p.r() * p.s();
     let tol_dx: Vec<f32> = want_dx.iter().map(|_| tol(klen as f32, klen)).collect();
     check(
         "implicit dx (small limits)",
@@ -310,7 +310,7 @@ fn depthwise_image_variant_matches_cpu() {
         let Ok(problem) = params.resolve(x, w, bias.then_some(c * mult)) else {
             continue;
         };
-        assert_eq!(problem.ow, x[3]);
+        assert_eq!(problem.ow(), x[3]);
         run_case(
             n,
             &ConvCase {

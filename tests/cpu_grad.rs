@@ -121,14 +121,14 @@ struct Coverage {
 
 impl Coverage {
     fn add(&mut self, p: &Conv2dProblem) {
-        self.modes[MODES.iter().position(|&m| m == p.mode).unwrap()] += 1;
-        self.flip += p.flip as usize;
-        self.strided += (p.stride != [1, 1]) as usize;
-        self.dilated += (p.dilation != [1, 1]) as usize;
-        self.grouped += (p.groups > 1 && !p.is_depthwise()) as usize;
-        self.depthwise += (p.is_depthwise() && p.k > p.c) as usize;
-        self.uneven_pad += (p.pad[0] != p.pad[1] || p.pad[2] != p.pad[3]) as usize;
-        self.negative_pad += p.pad.iter().any(|&v| v < 0) as usize;
+        self.modes[MODES.iter().position(|&m| m == p.mode()).unwrap()] += 1;
+        self.flip += p.flip() as usize;
+        self.strided += (p.stride() != [1, 1]) as usize;
+        self.dilated += (p.dilation() != [1, 1]) as usize;
+        self.grouped += (p.groups() > 1 && !p.is_depthwise()) as usize;
+        self.depthwise += (p.is_depthwise() && p.k() > p.c()) as usize;
+        self.uneven_pad += (p.pad()[0] != p.pad()[1] || p.pad()[2] != p.pad()[3]) as usize;
+        self.negative_pad += p.pad().iter().any(|&v| v < 0) as usize;
     }
     fn assert_min(&self, min: usize) {
         let all = [
@@ -202,8 +202,8 @@ fn adjoint_identities_transposed_problems() {
             continue;
         };
         let tp = q.resolve(x_shape, w_shape, None).unwrap();
-        cov.add(&tp.conv);
-        check_adjoint(&tp.conv, &mut rng, &format!("transposed {q:?}"));
+        cov.add(&tp.conv());
+        check_adjoint(&tp.conv(), &mut rng, &format!("transposed {q:?}"));
         done += 1;
     }
     assert!(cov.negative_pad >= 10, "{}", cov.negative_pad);
@@ -225,7 +225,7 @@ fn exact_difference_quotients() {
         cov.add(&p);
         let x = rng.ints(numel(&p.x_shape()), 3);
         let w = rng.ints(numel(&p.w_shape()), 2);
-        let b = rng.ints(p.k, 3);
+        let b = rng.ints(p.k(), 3);
         let dy = rng.ints(numel(&p.y_shape()), 2);
         let g = conv2d_grad(
             &x,
@@ -283,7 +283,7 @@ fn strided_gradient_skips_unread_rows() {
     for flip in [false, true] {
         let params = Conv2dParams::default().with_stride([3, 3]).with_flip(flip);
         let p = Conv2dProblem::new([2, 2, 8, 8], [3, 2, 2, 2], None, &params).unwrap();
-        assert_eq!((p.oh, p.ow), (3, 3));
+        assert_eq!((p.oh(), p.ow()), (3, 3));
         let w = rng.floats(numel(&p.w_shape()));
         let dy = rng.floats(numel(&p.y_shape()));
         let dx = conv2d_backward_input(&p, &dy, &w);

@@ -408,11 +408,14 @@ fn image_variant_splits_inside_convolutions() {
             .unwrap();
         let want_dx = cpu::conv2d_backward_input(&p, &dy, &w);
         let s_dx = cpu::conv2d_backward_input(&p, &abs(&dy), &abs(&w));
-        let t_dx: Vec<f32> = s_dx.iter().map(|&s| tol(s, p.k * p.r * p.s)).collect();
+        let t_dx: Vec<f32> = s_dx
+            .iter()
+            .map(|&s| tol(s, p.k() * p.r() * p.s()))
+            .collect();
         check("dx", &g.dx.read().unwrap(), &want_dx, &t_dx).unwrap();
         let want_dw = cpu::conv2d_backward_weight(&p, &x, &dy);
         let s_dw = cpu::conv2d_backward_weight(&p, &abs(&x), &abs(&dy));
-        let red_dw = p.n * p.oh * p.ow;
+        let red_dw = p.n() * p.oh() * p.ow();
         let t_dw: Vec<f32> = s_dw.iter().map(|&s| tol(s, red_dw)).collect();
         check("dw", &g.dw.read().unwrap(), &want_dw, &t_dw).unwrap();
     }

@@ -39,12 +39,12 @@ fn lowered_limits_split_forward_and_gradients() {
     let mut split = 0;
     for (i, case) in conv_sweep(0x5eed_0005, 120, 60_000).iter().enumerate() {
         let p = &case.problem;
-        if p.mode == PaddingMode::Circular && p.h * p.w * 4 > 4000 {
+        if p.mode() == PaddingMode::Circular && p.h() * p.w() * 4 > 4000 {
             continue; // circular padding cannot be split within a plane (documented)
         }
         let x = rng.vec(p.x_shape().iter().product());
         let w = rng.vec(p.w_shape().iter().product());
-        let b = case.bias.then(|| rng.vec(p.k));
+        let b = case.bias.then(|| rng.vec(p.k()));
         let dy = rng.vec(p.y_shape().iter().product());
         if (x.len().max(dy.len()) * 4) as u64 > 4096 {
             split += 1;
@@ -53,7 +53,7 @@ fn lowered_limits_split_forward_and_gradients() {
         let wt = Tensor::from_slice(&ctx, &w, &case.w).unwrap();
         let bt = b
             .as_ref()
-            .map(|b| Tensor::from_slice(&ctx, b, &[p.k]).unwrap());
+            .map(|b| Tensor::from_slice(&ctx, b, &[p.k()]).unwrap());
         let dyt = Tensor::from_slice(&ctx, &dy, &p.y_shape()).unwrap();
         let label = format!("case {i} {case:?}");
         // forward
@@ -70,7 +70,10 @@ fn lowered_limits_split_forward_and_gradients() {
             .unwrap_or_else(|e| panic!("{label}: {e}"));
         let want_dx = cpu::conv2d_backward_input(p, &dy, &w);
         let s_dx = cpu::conv2d_backward_input(p, &abs(&dy), &abs(&w));
-        let t_dx: Vec<f32> = s_dx.iter().map(|&s| tol(s, p.k * p.r * p.s)).collect();
+        let t_dx: Vec<f32> = s_dx
+            .iter()
+            .map(|&s| tol(s, p.k() * p.r() * p.s()))
+            .collect();
         check(
             &format!("dx {label}"),
             &g.dx.read().unwrap(),
@@ -80,7 +83,10 @@ fn lowered_limits_split_forward_and_gradients() {
         .unwrap();
         let want_dw = cpu::conv2d_backward_weight(p, &x, &dy);
         let s_dw = cpu::conv2d_backward_weight(p, &abs(&x), &abs(&dy));
-        let t_dw: Vec<f32> = s_dw.iter().map(|&s| tol(s, p.n * p.oh * p.ow)).collect();
+        let t_dw: Vec<f32> = s_dw
+            .iter()
+            .map(|&s| tol(s, p.n() * p.oh() * p.ow()))
+            .collect();
         check(
             &format!("dw {label}"),
             &g.dw.read().unwrap(),
@@ -90,7 +96,10 @@ fn lowered_limits_split_forward_and_gradients() {
         .unwrap();
         let want_db = cpu::conv2d_backward_bias(p, &dy);
         let s_db = cpu::conv2d_backward_bias(p, &abs(&dy));
-        let t_db: Vec<f32> = s_db.iter().map(|&s| tol(s, p.n * p.oh * p.ow)).collect();
+        let t_db: Vec<f32> = s_db
+            .iter()
+            .map(|&s| tol(s, p.n() * p.oh() * p.ow()))
+            .collect();
         check(
             &format!("db {label}"),
             &g.db.unwrap().read().unwrap(),
@@ -253,12 +262,12 @@ fn conv_at(
         b.map_or(0.0, |b| b[k].abs() as f64),
     );
     for ci in 0..cg {
-        for r in 0..p.r {
-            let Some(iy) = p.mode.source_index(p.in_row(oy, r), p.h) else {
+        for r in 0..p.r() {
+            let Some(iy) = p.mode().source_index(p.in_row(oy, r), p.h()) else {
                 continue;
             };
-            for s in 0..p.s {
-                let Some(ix) = p.mode.source_index(p.in_col(ox, s), p.w) else {
+            for s in 0..p.s() {
+                let Some(ix) = p.mode().source_index(p.in_col(ox, s), p.w()) else {
                     continue;
                 };
                 let (rr, ss) = p.tap(r, s);

@@ -242,11 +242,11 @@ proptest! {
             (Ok((dx, dw, db)), Ok(g)) => {
                 BWD_OK.fetch_add(1, Ordering::Relaxed);
                 let p = p.unwrap();
-                compare("dx", &dx, &g.dx, &cpu::conv2d_backward_input(&p, &abs(&dy), &abs(&w)), p.k * p.r * p.s)?;
-                compare("dw", &dw, &g.dw, &cpu::conv2d_backward_weight(&p, &abs(&x), &abs(&dy)), p.n * p.oh * p.ow)?;
+                compare("dx", &dx, &g.dx, &cpu::conv2d_backward_input(&p, &abs(&dy), &abs(&w)), p.k() * p.r() * p.s())?;
+                compare("dw", &dw, &g.dw, &cpu::conv2d_backward_weight(&p, &abs(&x), &abs(&dy)), p.n() * p.oh() * p.ow())?;
                 prop_assert_eq!(db.is_some(), with_bias);
                 if let (Some(db), Some(want)) = (db, g.db) {
-                    compare("db", &db, &want, &cpu::conv2d_backward_bias(&p, &abs(&dy)), p.n * p.oh * p.ow)?;
+                    compare("db", &db, &want, &cpu::conv2d_backward_bias(&p, &abs(&dy)), p.n() * p.oh() * p.ow())?;
                 }
             }
             (Err(e), Ok(_)) => prop_assert!(matches!(e.kind(), ErrorKind::ExceedsLimit { .. }), "GPU refused what the CPU computes: {}", e),

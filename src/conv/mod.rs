@@ -135,8 +135,8 @@ impl Context {
     /// [`ErrorKind::UnsupportedAlgorithm`](crate::ErrorKind::UnsupportedAlgorithm) error a
     /// call forcing it would return, with the reason (the problem, the adapter, or a limit).
     /// `p` is the forward convolution the operation belongs to (for
-    /// [`Operation::Transposed`], [`TransposedProblem::conv`] with `has_bias` set when the
-    /// transposed convolution has a bias). [`Algorithm::Auto`] always can.
+    /// [`Operation::Transposed`], [`TransposedProblem::conv`]). [`Algorithm::Auto`] always
+    /// can.
     pub fn check_algorithm(
         &self,
         op: Operation,
@@ -165,8 +165,8 @@ impl Context {
     /// `[N, K, Ho, Wo]`. The work is recorded and submitted; reading the result waits for it.
     ///
     /// # Errors
-    /// Every invalid parameter or shape gives [`ErrorKind::InvalidParam`] or
-    /// [`ErrorKind::ShapeMismatch`] before anything runs.
+    /// Every invalid parameter or shape gives [`ErrorKind::InvalidParam`](crate::ErrorKind::InvalidParam) or
+    /// [`ErrorKind::ShapeMismatch`](crate::ErrorKind::ShapeMismatch) before anything runs.
     pub fn conv2d(
         &self,
         x: &Tensor,
