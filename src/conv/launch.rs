@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::gpu::memory::ContentKey;
 use crate::gpu::{i32_of, u32_of};
 use crate::kernels::im2col::{Im2colParams, Im2colSpec};
+use crate::kernels::shared::ConvShape;
 use crate::params::{numel, Conv2dProblem};
 
 /// Buffers of one forward convolution call (cheap clones of the caller's buffers).
@@ -59,16 +60,18 @@ pub(crate) fn fit_one_binding(ctx: &Context, p: &Conv2dProblem) -> Result<(), Re
     Ok(())
 }
 
-/// The parameters of `im2col` for problem `p`; the launch fields (`n`, offsets, pixel range,
-/// `total`, `ldq`) are set per launch.
-pub(crate) fn im2col_params(p: &Conv2dProblem) -> Result<Im2colParams> {
-    Ok(Im2colParams {
-        n: 1,
+/// The shape fields of problem `p` for the kernels that embed [`ConvShape`], each checked to
+/// fit 32-bit indexing.
+pub(crate) fn conv_shape(p: &Conv2dProblem) -> Result<ConvShape> {
+    Ok(ConvShape {
+        n: u32_of(p.n, "images")?,
         c: u32_of(p.c, "channels")?,
         h: u32_of(p.h, "height")?,
         w: u32_of(p.w, "width")?,
-        cg: u32_of(p.c_per_group(), "channels per group")?,
+        k: u32_of(p.k, "output channels")?,
         groups: u32_of(p.groups, "groups")?,
+        cg: u32_of(p.c_per_group(), "channels per group")?,
+        kg: u32_of(p.k_per_group(), "output channels per group")?,
         r: u32_of(p.r, "kernel height")?,
         s: u32_of(p.s, "kernel width")?,
         oh: u32_of(p.oh, "output height")?,
@@ -79,6 +82,14 @@ pub(crate) fn im2col_params(p: &Conv2dProblem) -> Result<Im2colParams> {
         dw: u32_of(p.dilation[1], "dilation")?,
         pad_top: i32_of(p.pad[0], "padding")?,
         pad_left: i32_of(p.pad[2], "padding")?,
+    })
+}
+
+/// The parameters of `im2col` for problem `p`; the launch fields (`n`, offsets, pixel range,
+/// `total`, `ldq`) are set per launch.
+pub(crate) fn im2col_params(p: &Conv2dProblem) -> Result<Im2colParams> {
+    Ok(Im2colParams {
+        shape: conv_shape(p)?,
         ..Default::default()
     })
 }

@@ -221,6 +221,22 @@ impl Context {
         self.encode_conv2d_problem(encoder, &p, x, w, bias, y, algorithm)
     }
 
+    /// The length of a 1-D bias of this context (`None` without bias).
+    fn bias_len(&self, bias: Option<&Tensor>) -> Result<Option<usize>> {
+        let Some(b) = bias else {
+            return Ok(None);
+        };
+        b.check_ctx(self, "bias")?;
+        match b.shape() {
+            &[len] => Ok(Some(len)),
+            other => Err(Error::shape_mismatch(
+                "bias",
+                "a 1-D shape",
+                format!("{other:?}"),
+            )),
+        }
+    }
+
     fn conv2d_problem(
         &self,
         x: &Tensor,
@@ -230,20 +246,7 @@ impl Context {
     ) -> Result<Conv2dProblem> {
         x.check_ctx(self, "x")?;
         w.check_ctx(self, "w")?;
-        let bias_len = match bias {
-            Some(b) => {
-                b.check_ctx(self, "bias")?;
-                if b.shape().len() != 1 {
-                    return Err(Error::shape_mismatch(
-                        "bias",
-                        "a 1-D shape",
-                        format!("{:?}", b.shape()),
-                    ));
-                }
-                Some(b.shape()[0])
-            }
-            None => None,
-        };
+        let bias_len = self.bias_len(bias)?;
         Conv2dProblem::new(x.shape4("x")?, w.shape4("w")?, bias_len, params)
     }
 
@@ -536,20 +539,7 @@ impl Context {
     ) -> Result<TransposedProblem> {
         x.check_ctx(self, "x")?;
         w.check_ctx(self, "w")?;
-        let bias_len = match bias {
-            Some(b) => {
-                b.check_ctx(self, "bias")?;
-                if b.shape().len() != 1 {
-                    return Err(Error::shape_mismatch(
-                        "bias",
-                        "a 1-D shape",
-                        format!("{:?}", b.shape()),
-                    ));
-                }
-                Some(b.shape()[0])
-            }
-            None => None,
-        };
+        let bias_len = self.bias_len(bias)?;
         params.resolve(x.shape4("x")?, w.shape4("w")?, bias_len)
     }
 }

@@ -100,6 +100,15 @@ pub(crate) fn gpus_only(ctx: &Context) -> bool {
     !ctx.cpu_kernels()
 }
 
+/// `Ok` when `ok`, else `reason`: the body of most checks.
+pub(crate) fn need(ok: bool, reason: &'static str) -> Result<(), Reason> {
+    if ok {
+        Ok(())
+    } else {
+        Err(reason.into())
+    }
+}
+
 /// Runs every problem of the operation.
 pub(crate) fn runs_all<P>(_: &Context, _: &P) -> Result<(), Reason> {
     Ok(())

@@ -45,15 +45,16 @@ pub(crate) struct Field {
 }
 
 /// A kernel's parameter struct (binding 0): the bytes come from `bytemuck`, the WGSL
-/// declaration from [`ParamStruct::FIELDS`]. Implemented by [`params!`].
+/// declaration from [`ParamStruct::fields`]. Implemented by [`params!`].
 pub(crate) trait ParamStruct: bytemuck::Pod + Default {
-    /// Fields in declaration order (4 bytes each, no implicit padding).
-    const FIELDS: &'static [Field];
+    /// Fields in declaration order (4 bytes each, no implicit padding), embedded groups
+    /// flattened.
+    fn fields() -> Vec<Field>;
 
     /// `struct Params { ... }` as WGSL.
     fn wgsl() -> String {
         let mut s = String::from("struct Params {\n");
-        for f in Self::FIELDS {
+        for f in Self::fields() {
             let _ = writeln!(s, "    {}: {},", f.name, f.ty.wgsl());
         }
         s.push('}');
@@ -79,25 +80,34 @@ impl FieldType for bool {
 }
 
 /// Declares a kernel parameter struct: a `#[repr(C)]`, `Pod` Rust struct of `u32` / `i32` /
-/// `f32` fields whose [`ParamStruct::wgsl`] is the matching WGSL declaration. Its size must
-/// be a multiple of 16 bytes (checked at compile time); pad with `_pN: u32` fields.
+/// `f32` fields whose [`ParamStruct::wgsl`] is the matching WGSL declaration. A struct may
+/// start with one embedded group of fields shared by several kernels (`@embed shape:
+/// ConvShape;`), flattened in WGSL: the kernel reads `P.n`, the launcher writes `u.shape.n`.
+/// (A kernel's struct must be a multiple of 16 bytes: checked in the kernel registry.)
 macro_rules! params {
-    ($(#[$m:meta])* $vis:vis struct $name:ident { $($(#[$fm:meta])* $f:ident : $t:ty),* $(,)? }) => {
+    ($(#[$m:meta])* $vis:vis struct $name:ident {
+        $(@embed $e:ident : $et:ty;)?
+        $($(#[$fm:meta])* $f:ident : $t:ty),* $(,)?
+    }) => {
         $(#[$m])*
         #[repr(C)]
         #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
         $vis struct $name {
+            $(pub(crate) $e: $et,)?
             $($(#[$fm])* pub(crate) $f: $t,)*
         }
         impl $crate::gpu::wgsl::ParamStruct for $name {
-            const FIELDS: &'static [$crate::gpu::wgsl::Field] = &[
-                $($crate::gpu::wgsl::Field {
+            fn fields() -> Vec<$crate::gpu::wgsl::Field> {
+                let embedded: Vec<Vec<$crate::gpu::wgsl::Field>> = vec![
+                    $(<$et as $crate::gpu::wgsl::ParamStruct>::fields(),)?
+                ];
+                let own = [$($crate::gpu::wgsl::Field {
                     name: stringify!($f),
                     ty: <$t as $crate::gpu::wgsl::FieldType>::TY,
-                },)*
-            ];
+                }),*];
+                embedded.into_iter().flatten().chain(own).collect()
+            }
         }
-        const _: () = assert!(std::mem::size_of::<$name>() % 16 == 0);
     };
 }
 pub(crate) use params;

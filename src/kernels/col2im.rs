@@ -2,16 +2,14 @@
 //! atomics).
 
 use crate::gpu::wgsl::{hoist_params, params, spec, ParamStruct, Spec};
+use crate::kernels::shared::ConvShape;
 
 params! {
     /// Parameters of `col2im`.
     pub(crate) struct Col2imParams {
-        n: u32, c: u32, h: u32, w: u32,
-        cg: u32, groups: u32, r: u32, s: u32,
-        oh: u32, ow: u32, sh: u32, sw: u32,
-        dh: u32, dw: u32, pad_top: i32, pad_left: i32,
+        @embed shape: ConvShape;
         dx_off: u32, p0: u32, np: u32, ldp: u32,
-        total: u32, _p0: u32, _p1: u32, _p2: u32,
+        total: u32, _p0: u32,
     }
 }
 
@@ -40,6 +38,6 @@ pub(crate) fn source() -> String {
     if src.contains("Barrier") {
         src
     } else {
-        hoist_params(&src, Col2imParams::FIELDS)
+        hoist_params(&src, &Col2imParams::fields())
     }
 }

@@ -3,18 +3,14 @@
 //! body in `conv2d_depthwise_tiled.wgsl`). Both take [`DepthwiseParams`] and [`DepthwiseSpec`].
 
 use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, SRC_INDEX};
+use crate::kernels::shared::ConvShape;
 
 params! {
     /// Parameters of `conv2d_depthwise` and `conv2d_depthwise_tiled`.
     pub(crate) struct DepthwiseParams {
-        n: u32, c: u32, h: u32, w: u32,
-        k: u32, r: u32, kg: u32, oh: u32,
-        ow: u32, sh: u32, dh: u32, pad_top: i32,
-        pad_left: i32, xblocks: u32, total: u32, x_off: u32,
-        y_off: u32,
-        /// Row tiles of `conv2d_depthwise_tiled` (unused by `conv2d_depthwise`).
-        yblocks: u32,
-        _p1: u32, _p2: u32,
+        @embed shape: ConvShape;
+        xblocks: u32, total: u32, x_off: u32, y_off: u32,
+        yblocks: u32, _p0: u32,
     }
 }
 
@@ -161,7 +157,7 @@ pub(crate) fn source() -> String {
         w.line("    }");
     }
     w.line("}");
-    hoist_params(&w.finish(), DepthwiseParams::FIELDS)
+    hoist_params(&w.finish(), &DepthwiseParams::fields())
 }
 
 /// The WGSL source of `conv2d_depthwise_tiled` (body in `conv2d_depthwise_tiled.wgsl`).
@@ -178,6 +174,6 @@ pub(crate) fn tiled_source() -> String {
     if src.contains("Barrier") {
         src
     } else {
-        hoist_params(&src, DepthwiseParams::FIELDS)
+        hoist_params(&src, &DepthwiseParams::fields())
     }
 }

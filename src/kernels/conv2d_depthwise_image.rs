@@ -243,5 +243,5 @@ pub(crate) fn source() -> String {
         w.line("    }");
     }
     w.line("}");
-    hoist_params(&w.finish(), DepthwiseImageParams::FIELDS)
+    hoist_params(&w.finish(), &DepthwiseImageParams::fields())
 }

@@ -2,18 +2,16 @@
 //! gathered (no atomics) and stride-aware.
 
 use crate::gpu::wgsl::{hoist_params, params, spec, ParamStruct, Spec};
+use crate::kernels::shared::ConvShape;
 
 params! {
     /// Parameters of `conv2d_dgrad`.
     pub(crate) struct DgradParams {
-        n: u32, c: u32, h: u32, w: u32,
-        k: u32, r: u32, s: u32, cg: u32,
-        kg: u32, oh: u32, ow: u32, sh: u32,
-        sw: u32, dh: u32, dw: u32, pad_top: i32,
-        pad_left: i32, dy_off: u32, w_off: u32, b_off: u32,
-        dx_off: u32, cblocks: u32, xblocks: u32, total: u32,
-        k_lo: u32, k_cnt: u32, cb_lo: u32, cbt: u32,
-        iy0: u32, rows: u32, _p0: u32, _p1: u32,
+        @embed shape: ConvShape;
+        dy_off: u32, w_off: u32, b_off: u32, dx_off: u32,
+        cblocks: u32, xblocks: u32, total: u32, k_lo: u32,
+        k_cnt: u32, cb_lo: u32, cbt: u32, iy0: u32,
+        rows: u32, _p0: u32,
     }
 }
 
@@ -44,6 +42,6 @@ pub(crate) fn source() -> String {
     if src.contains("Barrier") {
         src
     } else {
-        hoist_params(&src, DgradParams::FIELDS)
+        hoist_params(&src, &DgradParams::fields())
     }
 }

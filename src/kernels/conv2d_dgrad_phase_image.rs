@@ -41,6 +41,6 @@ pub(crate) fn source() -> String {
     if src.contains("Barrier") {
         src
     } else {
-        hoist_params(&src, PhaseParams::FIELDS)
+        hoist_params(&src, &PhaseParams::fields())
     }
 }

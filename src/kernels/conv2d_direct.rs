@@ -2,18 +2,16 @@
 //! by output columns (any padding mode, groups, stride and dilation).
 
 use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, SRC_INDEX};
+use crate::kernels::shared::ConvShape;
 
 params! {
     /// Parameters of `conv2d_direct`.
     pub(crate) struct DirectParams {
-        n: u32, c: u32, h: u32, w: u32,
-        k: u32, r: u32, s: u32, cg: u32,
-        kg: u32, oh: u32, ow: u32, sh: u32,
-        sw: u32, dh: u32, dw: u32, pad_top: i32,
-        pad_left: i32, x_off: u32, w_off: u32, b_off: u32,
-        y_off: u32, oy0: u32, rows: u32, kblocks: u32,
-        kbt: u32, pblocks: u32, total: u32, c_lo: u32,
-        c_cnt: u32, kb_lo: u32, _p0: u32, _p1: u32,
+        @embed shape: ConvShape;
+        x_off: u32, w_off: u32, b_off: u32, y_off: u32,
+        oy0: u32, rows: u32, kblocks: u32, kbt: u32,
+        pblocks: u32, total: u32, c_lo: u32, c_cnt: u32,
+        kb_lo: u32, _p0: u32,
     }
 }
 
@@ -180,5 +178,5 @@ pub(crate) fn source() -> String {
         w.line("    }");
     }
     w.line("}");
-    hoist_params(&w.finish(), DirectParams::FIELDS)
+    hoist_params(&w.finish(), &DirectParams::fields())
 }

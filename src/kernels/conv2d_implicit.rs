@@ -225,5 +225,5 @@ pub(crate) fn source(tm: usize, tn: usize) -> String {
         }
     }
     w.line("}");
-    hoist_params(&w.finish(), ImplicitParams::FIELDS)
+    hoist_params(&w.finish(), &ImplicitParams::fields())
 }

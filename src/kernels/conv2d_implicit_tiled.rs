@@ -2,6 +2,7 @@
 //! gathering the input patches from the tensor with the padding mode.
 
 use crate::gpu::wgsl::{params, spec, wln, ParamStruct, Spec, Wgsl, SRC_INDEX};
+use crate::kernels::shared::ConvShape;
 
 /// Output channels per workgroup tile.
 pub(crate) const TT_M: usize = 32;
@@ -13,13 +14,10 @@ pub(crate) const TT_K: usize = 16;
 params! {
     /// Parameters of `conv2d_implicit_tiled`.
     pub(crate) struct TiledParams {
-        c: u32, h: u32, w: u32, k: u32,
-        cg: u32, kg: u32, groups: u32, r: u32,
-        s: u32, oh: u32, ow: u32, sh: u32,
-        sw: u32, dh: u32, dw: u32, pad_top: i32,
-        pad_left: i32, x_off: u32, crs: u32, g_stride: u32,
-        k_stride: u32, c_stride: u32, tiles_m: u32, tiles_p: u32,
-        batch: u32, wg0: u32, y_off: u32, _p0: u32,
+        @embed shape: ConvShape;
+        x_off: u32, crs: u32, g_stride: u32, k_stride: u32,
+        c_stride: u32, tiles_m: u32, tiles_p: u32, batch: u32,
+        wg0: u32, y_off: u32,
     }
 }
 

@@ -1,18 +1,16 @@
 //! `conv2d_wgrad`: the weight gradient of a convolution, direct and deterministic.
 
 use crate::gpu::wgsl::{hoist_params, params, spec, ParamStruct, Spec, SRC_INDEX};
+use crate::kernels::shared::ConvShape;
 
 params! {
     /// Parameters of `conv2d_wgrad`.
     pub(crate) struct WgradParams {
-        n: u32, c: u32, h: u32, w: u32,
-        k: u32, r: u32, s: u32, cg: u32,
-        kg: u32, oh: u32, ow: u32, sh: u32,
-        sw: u32, dh: u32, dw: u32, pad_top: i32,
-        pad_left: i32, kblocks: u32, sblocks: u32, total: u32,
-        x_off: u32, dy_off: u32, dw_off: u32, kb_lo: u32,
-        kbt: u32, c_lo: u32, c_cnt: u32, oy0: u32,
-        oy_cnt: u32, _p0: u32, _p1: u32, _p2: u32,
+        @embed shape: ConvShape;
+        kblocks: u32, sblocks: u32, total: u32, x_off: u32,
+        dy_off: u32, dw_off: u32, kb_lo: u32, kbt: u32,
+        c_lo: u32, c_cnt: u32, oy0: u32, oy_cnt: u32,
+        _p0: u32, _p1: u32,
     }
 }
 
@@ -44,6 +42,6 @@ pub(crate) fn source() -> String {
     if src.contains("Barrier") {
         src
     } else {
-        hoist_params(&src, WgradParams::FIELDS)
+        hoist_params(&src, &WgradParams::fields())
     }
 }

@@ -3,18 +3,16 @@
 //! storage buffers or, for CPU-like adapters, from storage images.
 
 use crate::gpu::wgsl::{hoist_params, params, spec, ParamStruct, Spec, SRC_INDEX};
+use crate::kernels::shared::ConvShape;
 
 params! {
     /// Parameters of `conv2d_wgrad_depthwise` and `conv2d_wgrad_depthwise_image` (only the
     /// image kernel reads `x_rows_shift` / `dy_rows_shift`: log2 of the tensor rows per
     /// texture row of its two images).
     pub(crate) struct WgradDepthwiseParams {
-        n: u32, c: u32, h: u32, w: u32,
-        k: u32, kg: u32, r: u32, oh: u32,
-        ow: u32, sh: u32, sw: u32, dh: u32,
-        dw: u32, pad_top: i32, pad_left: i32, nr: u32,
-        rb: u32, nb: u32, total: u32, x_rows_shift: u32,
-        dy_rows_shift: u32, _p0: u32, _p1: u32, _p2: u32,
+        @embed shape: ConvShape;
+        nr: u32, rb: u32, nb: u32, total: u32,
+        x_rows_shift: u32, dy_rows_shift: u32,
     }
 }
 
@@ -54,7 +52,7 @@ fn hoisted(src: String) -> String {
     if src.contains("Barrier") {
         src
     } else {
-        hoist_params(&src, WgradDepthwiseParams::FIELDS)
+        hoist_params(&src, &WgradDepthwiseParams::fields())
     }
 }
 

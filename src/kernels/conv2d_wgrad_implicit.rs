@@ -260,5 +260,5 @@ pub(crate) fn source(cw: usize, v4: bool) -> String {
         }
     }
     w.line("}");
-    hoist_params(&w.finish(), WgradImplicitParams::FIELDS)
+    hoist_params(&w.finish(), &WgradImplicitParams::fields())
 }

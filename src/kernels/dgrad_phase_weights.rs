@@ -34,6 +34,6 @@ pub(crate) fn source() -> String {
     if src.contains("Barrier") {
         src
     } else {
-        hoist_params(&src, PhaseWeightsParams::FIELDS)
+        hoist_params(&src, &PhaseWeightsParams::fields())
     }
 }

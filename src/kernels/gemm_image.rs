@@ -272,5 +272,5 @@ pub(crate) fn source(b_buffer: bool) -> String {
         }
     }
     w.line("}");
-    hoist_params(&w.finish(), GemmImageParams::FIELDS)
+    hoist_params(&w.finish(), &GemmImageParams::fields())
 }

@@ -193,5 +193,5 @@ pub(crate) fn source() -> String {
         }
     }
     w.line("}");
-    hoist_params(&w.finish(), GemmParams::FIELDS)
+    hoist_params(&w.finish(), &GemmParams::fields())
 }

@@ -32,6 +32,6 @@ pub(crate) fn source() -> String {
     if src.contains("Barrier") {
         src
     } else {
-        hoist_params(&src, GemmParams::FIELDS)
+        hoist_params(&src, &GemmParams::fields())
     }
 }

@@ -74,6 +74,9 @@ macro_rules! kernels {
         /// Every kernel.
         pub(crate) const ALL_KERNELS: &[Kernel] = &[$(Kernel::$variant,)*];
 
+        // Every parameter struct is a multiple of 16 bytes.
+        $(const _: () = assert!(std::mem::size_of::<$params>() % 16 == 0);)*
+
         /// Marker types of the kernels, for typed launches ([`KernelDef`]).
         pub(crate) mod k {
             use super::*;
@@ -112,9 +115,9 @@ macro_rules! kernels {
 
             /// The fields of the parameter struct.
             #[cfg(test)]
-            pub(crate) fn param_fields(self) -> &'static [Field] {
+            pub(crate) fn param_fields(self) -> Vec<Field> {
                 match self {
-                    $(Kernel::$variant => <$params as ParamStruct>::FIELDS,)*
+                    $(Kernel::$variant => <$params as ParamStruct>::fields(),)*
                 }
             }
 

@@ -170,7 +170,7 @@ pub(crate) fn source(from_image: bool) -> String {
     }
     w.line("    }");
     w.line("}");
-    hoist_params(&w.finish(), PackWeightsParams::FIELDS)
+    hoist_params(&w.finish(), &PackWeightsParams::fields())
 }
 
 /// The WGSL source of `pack_conv_weights_runs` (body in `pack_conv_weights_runs.wgsl`).
@@ -185,6 +185,6 @@ pub(crate) fn runs_source() -> String {
     if src.contains("Barrier") {
         src
     } else {
-        hoist_params(&src, PackWeightsParams::FIELDS)
+        hoist_params(&src, &PackWeightsParams::fields())
     }
 }

@@ -187,5 +187,5 @@ pub(crate) fn source(flat: bool) -> String {
         w.line("    }");
     }
     w.line("}");
-    hoist_params(&w.finish(), PackImageParams::FIELDS)
+    hoist_params(&w.finish(), &PackImageParams::fields())
 }

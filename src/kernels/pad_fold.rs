@@ -33,6 +33,6 @@ pub(crate) fn source() -> String {
     if src.contains("Barrier") {
         src
     } else {
-        hoist_params(&src, PadFoldParams::FIELDS)
+        hoist_params(&src, &PadFoldParams::fields())
     }
 }

@@ -133,7 +133,7 @@ fn buffer_source() -> String {
     w.line("        }");
     w.line("    }");
     w.line("}");
-    hoist_params(&w.finish(), PadImageParams::FIELDS)
+    hoist_params(&w.finish(), &PadImageParams::fields())
 }
 
 /// `pad_image` for zero padding at stride 1, reading x from a verbatim image copy: 8
@@ -215,5 +215,5 @@ fn flat_source() -> String {
         w.line("    }");
     }
     w.line("}");
-    hoist_params(&w.finish(), PadImageParams::FIELDS)
+    hoist_params(&w.finish(), &PadImageParams::fields())
 }

@@ -29,6 +29,6 @@ pub(crate) fn source() -> String {
     if src.contains("Barrier") {
         src
     } else {
-        hoist_params(&src, PermuteParams::FIELDS)
+        hoist_params(&src, &PermuteParams::fields())
     }
 }

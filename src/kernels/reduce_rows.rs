@@ -31,6 +31,6 @@ pub(crate) fn source() -> String {
     if src.contains("Barrier") {
         src
     } else {
-        hoist_params(&src, ReduceParams::FIELDS)
+        hoist_params(&src, &ReduceParams::fields())
     }
 }

@@ -30,6 +30,6 @@ pub(crate) fn source() -> String {
     if src.contains("Barrier") {
         src
     } else {
-        hoist_params(&src, ReduceImageParams::FIELDS)
+        hoist_params(&src, &ReduceImageParams::fields())
     }
 }

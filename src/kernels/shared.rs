@@ -1,7 +1,7 @@
 //! Generator pieces shared by several kernels: the subgroup FMA sub-blocks of the image
 //! GEMM family and the layout documentation written into their sources.
 
-use crate::gpu::wgsl::{wln, Wgsl};
+use crate::gpu::wgsl::{params, wln, Wgsl};
 
 /// Subgroup size the subgroup kernels are written for (lavapipe: 8).
 pub(crate) const SG: usize = 8;
@@ -66,3 +66,17 @@ pub(crate) const IMPLICIT_LAYOUT_DOC: &str =
 //   (input channel cb * 8 + j of the group, tap (r, s)); row L = pn * KP + k' sits at texel
 //   x = (L / HB) * 4 + col / 4, y = L % HB, channel col % 4 (the GEMM's wrapped B panels).
 //   Taps are rotated there for true convolution; padding rows/columns are 0.";
+
+params! {
+    /// The shape fields of a convolution, shared by the parameter structs of the kernels
+    /// that index a convolution's tensors (`direct`, `dgrad`, `wgrad`, `im2col`, `col2im`,
+    /// `implicit_tiled`, the depthwise kernels), filled once per problem by the launchers
+    /// (`conv::launch::conv_shape`).
+    pub(crate) struct ConvShape {
+        n: u32, c: u32, h: u32, w: u32,
+        k: u32, groups: u32, cg: u32, kg: u32,
+        r: u32, s: u32, oh: u32, ow: u32,
+        sh: u32, sw: u32, dh: u32, dw: u32,
+        pad_top: i32, pad_left: i32,
+    }
+}

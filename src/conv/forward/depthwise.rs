@@ -2,8 +2,9 @@
 //! variant on CPU adapters and its workgroup-memory tile on GPUs.
 
 use crate::context::Context;
+use crate::conv::launch::conv_shape;
 use crate::conv::launch::{fit_one_binding, ConvBuffers};
-use crate::conv::table::{anywhere, Entry, Reason};
+use crate::conv::table::{anywhere, need, Entry, Reason};
 use crate::conv::Algorithm;
 use crate::error::Result;
 use crate::gpu::memory::{flat_rows_geom, flat_rows_image, FlatRows};
@@ -25,15 +26,11 @@ pub(crate) const FORWARD: Entry<Conv2dProblem, ConvBuffers> = Entry {
 
 fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
     fit_one_binding(ctx, p)?;
-    if supports(p) {
-        Ok(())
-    } else {
-        Err(
-            "needs one input channel per group, a kernel at most 7 wide, column stride 1 \
-             or 2 and column dilation 1"
-                .into(),
-        )
-    }
+    need(
+        supports(p),
+        "needs one input channel per group, a kernel at most 7 wide, column stride 1 \
+             or 2 and column dilation 1",
+    )
 }
 
 /// Geometry of the input image of `conv2d_depthwise_image`: `rows_per` input rows per
@@ -112,19 +109,7 @@ pub(crate) fn encode_at(
         FLIP: p.flip,
     };
     let u = DepthwiseParams {
-        n: u32_of(p.n, "images")?,
-        c: u32_of(p.c, "channels")?,
-        h: u32_of(p.h, "height")?,
-        w: u32_of(p.w, "width")?,
-        k: u32_of(p.k, "output channels")?,
-        r: u32_of(p.r, "kernel height")?,
-        kg: u32_of(p.k_per_group(), "channel multiplier")?,
-        oh: u32_of(p.oh, "output height")?,
-        ow: u32_of(p.ow, "output width")?,
-        sh: u32_of(p.stride[0], "stride")?,
-        dh: u32_of(p.dilation[0], "dilation")?,
-        pad_top: i32_of(p.pad[0], "padding")?,
-        pad_left: i32_of(p.pad[2], "padding")?,
+        shape: conv_shape(p)?,
         xblocks: u32_of(xblocks, "blocks")?,
         total: u32_of(total, "invocations")?,
         x_off: u32_of(x_off, "elements")?,

@@ -2,11 +2,12 @@
 //! tensors larger than one storage binding.
 
 use crate::context::Context;
+use crate::conv::launch::conv_shape;
 use crate::conv::launch::{fit_one_binding, ConvBuffers};
 use crate::conv::table::{anywhere, runs_all, Entry};
 use crate::conv::Algorithm;
 use crate::error::Result;
-use crate::gpu::{fits, i32_of, launch, max_window_elems, u32_of, window, Bind};
+use crate::gpu::{fits, launch, max_window_elems, u32_of, window, Bind};
 use crate::kernels::conv2d_direct::{DirectParams, DirectSpec};
 use crate::kernels::k;
 use crate::params::Conv2dProblem;
@@ -58,23 +59,7 @@ fn base_params(p: &Conv2dProblem, kb: usize, pb: usize) -> Result<DirectParams> 
     let kg = p.k_per_group();
     let kblocks = kg.div_ceil(kb);
     Ok(DirectParams {
-        n: 1,
-        c: u32_of(p.c, "channels")?,
-        h: u32_of(p.h, "height")?,
-        w: u32_of(p.w, "width")?,
-        k: u32_of(p.k, "output channels")?,
-        r: u32_of(p.r, "kernel height")?,
-        s: u32_of(p.s, "kernel width")?,
-        cg: u32_of(p.c_per_group(), "channels per group")?,
-        kg: u32_of(kg, "output channels per group")?,
-        oh: u32_of(p.oh, "output height")?,
-        ow: u32_of(p.ow, "output width")?,
-        sh: u32_of(p.stride[0], "stride")?,
-        sw: u32_of(p.stride[1], "stride")?,
-        dh: u32_of(p.dilation[0], "dilation")?,
-        dw: u32_of(p.dilation[1], "dilation")?,
-        pad_top: i32_of(p.pad[0], "padding")?,
-        pad_left: i32_of(p.pad[2], "padding")?,
+        shape: conv_shape(p)?,
         kblocks: u32_of(kblocks, "blocks")?,
         kbt: u32_of(p.groups * kblocks, "blocks")?,
         pblocks: u32_of(p.ow.div_ceil(pb), "blocks")?,
@@ -127,7 +112,7 @@ pub(crate) fn encode(
                 rows_per_launch.min(p.oh - oy0)
             };
             let total = nb * per_row * rows;
-            u.n = u32_of(nb, "images")?;
+            u.shape.n = u32_of(nb, "images")?;
             u.x_off = u32_of(n0 * x_img, "input elements")?;
             u.y_off = u32_of(n0 * y_img, "output elements")?;
             u.oy0 = u32_of(oy0, "rows")?;
@@ -220,10 +205,36 @@ fn encode_windowed(
                 let oy1 = (oy0 + rows).min(p.oh);
                 let y_lo = (n * p.k + k) * ohw + oy0 * p.ow;
                 let (ybind, y_win) = window(ctx, y, y_lo, y_lo + (oy1 - oy0) * p.ow)?;
-                let Some((r0, r1)) = source_rows(p, oy0, oy1) else {
-                    // Every read is a zero padding: still write bias (or zeros).
-                    let (xbind, x_win) = window(ctx, x, 0, 1)?;
-                    let (wbind, w_win) = window(ctx, w, 0, 1)?;
+                // Input-channel chunks of the band: (x window, weight window, channels); one
+                // empty chunk when every read is zero padding (the launch still writes the
+                // bias, or zeros).
+                let chunks: Vec<[(usize, usize); 3]> = match source_rows(p, oy0, oy1) {
+                    None => vec![[(0, 1), (0, 1), (0, 0)]],
+                    Some((r0, r1)) => {
+                        let band = (r1 - r0 + 1) * p.w;
+                        // Input planes per chunk so that the window fits ...
+                        let per = if band >= maxw {
+                            1
+                        } else {
+                            1 + (maxw - band) / hw
+                        };
+                        // ... and whose weights (R*S per input channel) fit too.
+                        let per = per.min((maxw / rs).max(1));
+                        (0..cg)
+                            .step_by(per)
+                            .map(|c0| {
+                                let c1 = (c0 + per).min(cg);
+                                let plane0 = n * p.c + g * cg + c0;
+                                let lo = plane0 * hw + r0 * p.w;
+                                let hi = (plane0 + (c1 - c0 - 1)) * hw + (r1 + 1) * p.w;
+                                [(lo, hi), ((k * cg + c0) * rs, (k * cg + c1) * rs), (c0, c1)]
+                            })
+                            .collect()
+                    }
+                };
+                for [(xlo, xhi), (wlo, whi), channels] in chunks {
+                    let (xbind, x_win) = window(ctx, x, xlo, xhi)?;
+                    let (wbind, w_win) = window(ctx, w, wlo, whi)?;
                     u.w_off = w_win;
                     let binds = [xbind, wbind, bias_bind, ybind];
                     launch_band(
@@ -235,46 +246,10 @@ fn encode_windowed(
                         (x_win, y_win),
                         n,
                         k,
-                        (0, 0),
+                        channels,
                         (oy0, oy1),
                         pb,
                     )?;
-                    oy0 = oy1;
-                    continue;
-                };
-                let band = (r1 - r0 + 1) * p.w;
-                // Input planes per chunk so that the window fits.
-                let per = if band >= maxw {
-                    1
-                } else {
-                    1 + (maxw - band) / hw
-                };
-                // ... and whose weights (R*S per input channel) fit too.
-                let per = per.min((maxw / rs).max(1));
-                let mut c0 = 0;
-                while c0 < cg {
-                    let c1 = (c0 + per).min(cg);
-                    let plane0 = n * p.c + g * cg + c0;
-                    let lo = plane0 * hw + r0 * p.w;
-                    let hi = (plane0 + (c1 - c0 - 1)) * hw + (r1 + 1) * p.w;
-                    let (xbind, x_win) = window(ctx, x, lo, hi)?;
-                    let (wbind, w_win) = window(ctx, w, (k * cg + c0) * rs, (k * cg + c1) * rs)?;
-                    u.w_off = w_win;
-                    let binds = [xbind, wbind, bias_bind, ybind];
-                    launch_band(
-                        ctx,
-                        enc,
-                        p,
-                        &mut u,
-                        binds,
-                        (x_win, y_win),
-                        n,
-                        k,
-                        (c0, c1),
-                        (oy0, oy1),
-                        pb,
-                    )?;
-                    c0 = c1;
                 }
                 oy0 = oy1;
             }
@@ -302,7 +277,7 @@ fn launch_band(
     pb: usize,
 ) -> Result<()> {
     let (x_img, y_img) = (p.c * p.h * p.w, p.k * p.oh * p.ow);
-    u.n = 1;
+    u.shape.n = 1;
     u.x_off = wins.0.wrapping_add(u32_of(n * x_img, "input elements")?);
     u.y_off = wins.1.wrapping_add(u32_of(n * y_img, "output elements")?);
     u.kb_lo = u32_of(k, "channel")?;

@@ -3,7 +3,7 @@
 use super::im2col_gemm::pack_weights;
 use crate::context::Context;
 use crate::conv::launch::{fit_one_binding, ConvBuffers};
-use crate::conv::table::{always, anywhere, Entry, Reason};
+use crate::conv::table::{always, anywhere, need, Entry, Reason};
 use crate::conv::Algorithm;
 use crate::error::Result;
 use crate::gemm::auto_for_b;
@@ -23,11 +23,10 @@ pub(crate) const FORWARD: Entry<Conv2dProblem, ConvBuffers> = Entry {
 /// one binding.
 pub(crate) fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
     fit_one_binding(ctx, p)?;
-    if is_pointwise(p) {
-        Ok(())
-    } else {
-        Err("needs a 1x1 kernel, stride 1 and no padding".into())
-    }
+    need(
+        is_pointwise(p),
+        "needs a 1x1 kernel, stride 1 and no padding",
+    )
 }
 
 /// Is this convolution a plain GEMM on the input (1x1 kernel, stride 1, no padding)?

@@ -117,7 +117,7 @@ pub(crate) fn encode_im2col_at(
             let ld = cnt.div_ceil(align) * align;
             // im2col: one invocation per 8 elements of a row.
             let total = nb * full_crs * ld.div_ceil(8);
-            u.n = u32_of(nb, "images")?;
+            u.shape.n = u32_of(nb, "images")?;
             u.x_off = u32_of(x_base + n0 * x_img, "input elements")?;
             u.p0 = u32_of(p0, "pixels")?;
             u.np = u32_of(cnt, "pixels")?;

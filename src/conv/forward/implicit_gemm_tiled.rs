@@ -2,11 +2,11 @@
 
 use crate::context::Context;
 use crate::conv::implicit_image::WeightLayout;
-use crate::conv::launch::{fit_one_binding, ConvBuffers};
+use crate::conv::launch::{conv_shape, fit_one_binding, ConvBuffers};
 use crate::conv::table::{gpus_only, Entry};
 use crate::conv::Algorithm;
 use crate::error::Result;
-use crate::gpu::{i32_of, launch_linear, u32_of, Bind};
+use crate::gpu::{launch_linear, u32_of, Bind};
 use crate::kernels::conv2d_implicit_tiled::{TiledParams, TiledSpec};
 use crate::kernels::k;
 use crate::params::Conv2dProblem;
@@ -45,23 +45,7 @@ pub(crate) fn encode_tiled_at(
     let per_image = tiles_m * tiles_p * p.groups;
     let images = ((1usize << 20) / per_image.max(1)).clamp(1, p.n);
     let mut u = TiledParams {
-        c: u32_of(p.c, "channels")?,
-        h: u32_of(p.h, "height")?,
-        w: u32_of(p.w, "width")?,
-        k: u32_of(p.k, "output channels")?,
-        cg: u32_of(p.c_per_group(), "channels per group")?,
-        kg: u32_of(kg, "output channels per group")?,
-        groups: u32_of(p.groups, "groups")?,
-        r: u32_of(p.r, "kernel height")?,
-        s: u32_of(p.s, "kernel width")?,
-        oh: u32_of(p.oh, "output height")?,
-        ow: u32_of(p.ow, "output width")?,
-        sh: u32_of(p.stride[0], "stride")?,
-        sw: u32_of(p.stride[1], "stride")?,
-        dh: u32_of(p.dilation[0], "dilation")?,
-        dw: u32_of(p.dilation[1], "dilation")?,
-        pad_top: i32_of(p.pad[0], "padding")?,
-        pad_left: i32_of(p.pad[2], "padding")?,
+        shape: conv_shape(p)?,
         crs: u32_of(p.reduction_len(), "reduction length")?,
         g_stride: u32_of(wl.g_stride, "weight stride")?,
         k_stride: u32_of(wl.k_stride, "weight stride")?,

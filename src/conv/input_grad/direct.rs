@@ -2,16 +2,16 @@
 //! over large tensors; on CPU adapters strided layers run the phase kernel ([`super::phase`]).
 
 use super::implicit_gemm::strided_pointwise_as_forward;
-use super::{core, needs_fold, pad_fold_params, padded_problem, phase, windowed, DgradArgs};
+use super::{core, needs_fold, pad_fold, padded_problem, phase, windowed, DgradArgs};
 use crate::context::Context;
+use crate::conv::launch::conv_shape;
 use crate::conv::table::{anywhere, runs_all, Entry};
 use crate::conv::Algorithm;
 use crate::error::Result;
 use crate::gpu::memory::DeviceBuffer;
-use crate::gpu::{i32_of, launch, max_window_elems, u32_of, window, Bind};
+use crate::gpu::{launch, max_window_elems, u32_of, window, Bind};
 use crate::kernels::conv2d_dgrad::{DgradParams, DgradSpec};
 use crate::kernels::k;
-use crate::kernels::pad_fold::PadFoldSpec;
 use crate::params::Conv2dProblem;
 
 /// The input-gradient entry: runs every problem (the phase kernel for strided layers on
@@ -40,11 +40,10 @@ fn encode(
     p: &Conv2dProblem,
     a: &DgradArgs,
 ) -> Result<()> {
-    let (dy, w, bias, dx) = (&a.dy, &a.w, a.bias.as_ref(), &a.dx);
     if p.stride != [1, 1] && phase::supports(ctx, p) {
-        phase::encode(ctx, enc, p, dy, a.dy_off, w, bias, dx)
+        phase::encode(ctx, enc, p, a)
     } else {
-        dgrad_direct(ctx, enc, p, dy, a.dy_off, w, bias, dx)
+        dgrad_direct(ctx, enc, p, a)
     }
 }
 
@@ -62,23 +61,7 @@ fn dgrad_params(p: &Conv2dProblem, cb: usize) -> Result<DgradParams> {
     let cg = p.c_per_group();
     let cblocks = cg.div_ceil(cb);
     Ok(DgradParams {
-        n: 1,
-        c: u32_of(p.c, "channels")?,
-        h: u32_of(p.h, "height")?,
-        w: u32_of(p.w, "width")?,
-        k: u32_of(p.k, "output channels")?,
-        r: u32_of(p.r, "kernel height")?,
-        s: u32_of(p.s, "kernel width")?,
-        cg: u32_of(cg, "channels per group")?,
-        kg: u32_of(p.k_per_group(), "output channels per group")?,
-        oh: u32_of(p.oh, "output height")?,
-        ow: u32_of(p.ow, "output width")?,
-        sh: u32_of(p.stride[0], "stride")?,
-        sw: u32_of(p.stride[1], "stride")?,
-        dh: u32_of(p.dilation[0], "dilation")?,
-        dw: u32_of(p.dilation[1], "dilation")?,
-        pad_top: i32_of(p.pad[0], "padding")?,
-        pad_left: i32_of(p.pad[2], "padding")?,
+        shape: conv_shape(p)?,
         cblocks: u32_of(cblocks, "blocks")?,
         xblocks: u32_of(p.w.div_ceil(p.stride[1]).div_ceil(4), "blocks")?,
         k_lo: 0,
@@ -91,28 +74,24 @@ fn dgrad_params(p: &Conv2dProblem, cb: usize) -> Result<DgradParams> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn dgrad_direct(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     p: &Conv2dProblem,
-    dy: &wgpu::Buffer,
-    dy_off: usize,
-    w: &wgpu::Buffer,
-    bias: Option<&wgpu::Buffer>,
-    dx: &wgpu::Buffer,
+    a: &DgradArgs,
 ) -> Result<()> {
+    let (dy, dy_off, w, bias, dx) = (&a.dy, a.dy_off, &a.w, a.bias.as_ref(), &a.dx);
     let cb = p.c_per_group().min(4);
     let spec = dgrad_spec(p, cb, bias.is_some(), false);
     let mut u = dgrad_params(p, cb)?;
-    let per_image = (u.cbt * u.rows * u.sw * u.xblocks) as usize;
+    let per_image = (u.cbt * u.rows * u.shape.sw * u.xblocks) as usize;
     let limit = 1usize << 30;
     let images_per_launch = (limit / per_image.max(1)).clamp(1, p.n);
     let mut n0 = 0;
     while n0 < p.n {
         let nb = images_per_launch.min(p.n - n0);
         let total = nb * per_image;
-        u.n = u32_of(nb, "images")?;
+        u.shape.n = u32_of(nb, "images")?;
         u.dy_off = u32_of(dy_off + n0 * p.k * p.oh * p.ow, "elements")?;
         u.dx_off = u32_of(n0 * p.c * p.h * p.w, "elements")?;
         u.total = u32_of(total, "invocations")?;
@@ -261,10 +240,6 @@ pub(crate) fn dgrad_windowed(
         let pp = padded_problem(p);
         let plane = pp.h * pp.w;
         let scratch = DeviceBuffer::new(ctx, (plane * 4) as u64, "wgconv padded plane gradient")?;
-        let spec = PadFoldSpec {
-            PAD_MODE: p.mode.code(),
-            ..Default::default()
-        };
         for n in 0..p.n {
             for c in 0..p.c {
                 let global = (n * p.c + c) * plane;
@@ -283,15 +258,8 @@ pub(crate) fn dgrad_windowed(
                 )?;
                 let lo = (n * p.c + c) * hw;
                 let (dst, dst_off) = window(ctx, dx, lo, lo + hw)?;
-                let u = pad_fold_params(p, &pp, 1, hw, dst_off.wrapping_add(lo as u32))?;
-                launch::<k::PadFold>(
-                    ctx,
-                    enc,
-                    &spec,
-                    &u,
-                    &[Bind::whole(&scratch.buffer), dst],
-                    hw as u64,
-                )?;
+                let fold = (1, hw, dst_off.wrapping_add(lo as u32));
+                pad_fold(ctx, enc, p, fold, Bind::whole(&scratch.buffer), dst)?;
             }
         }
         return Ok(());

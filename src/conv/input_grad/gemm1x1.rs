@@ -3,7 +3,7 @@
 use super::{core, unwindowed, DgradArgs};
 use crate::context::Context;
 use crate::conv::forward::gemm1x1::is_pointwise;
-use crate::conv::table::{always, anywhere, Entry, Reason};
+use crate::conv::table::{always, anywhere, need, Entry, Reason};
 use crate::conv::Algorithm;
 use crate::error::Result;
 use crate::gemm::auto_for_b;
@@ -16,32 +16,22 @@ pub(crate) const INPUT_GRAD: Entry<Conv2dProblem, DgradArgs> = Entry {
     check,
     prefer: always,
     tune: anywhere,
-    encode: |ctx, enc, p, a| {
-        dgrad_pointwise(ctx, enc, p, &a.dy, a.dy_off, &a.w, a.bias.as_ref(), &a.dx)
-    },
+    encode: dgrad_pointwise,
 };
 
 fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
     unwindowed(ctx, p)?;
-    if is_pointwise(&core(p)) {
-        Ok(())
-    } else {
-        Err("needs a 1x1 kernel and stride 1".into())
-    }
+    need(is_pointwise(&core(p)), "needs a 1x1 kernel and stride 1")
 }
 
 /// 1x1, stride 1, no padding: `dx[n, g] = W_gᵀ · dy[n, g]`, one GEMM.
-#[allow(clippy::too_many_arguments)]
 fn dgrad_pointwise(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     p: &Conv2dProblem,
-    dy: &wgpu::Buffer,
-    dy_off: usize,
-    w: &wgpu::Buffer,
-    bias: Option<&wgpu::Buffer>,
-    dx: &wgpu::Buffer,
+    a: &DgradArgs,
 ) -> Result<()> {
+    let (dy, dy_off, w, bias, dx) = (&a.dy, a.dy_off, &a.w, a.bias.as_ref(), &a.dx);
     let (cg, kg, hw) = (p.c_per_group(), p.k_per_group(), p.h * p.w);
     let variant = auto_for_b(ctx, hw % 4 == 0 && dy_off.is_multiple_of(4));
     let job = GemmJob {

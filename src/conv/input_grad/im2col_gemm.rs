@@ -4,6 +4,7 @@
 use super::{unwindowed, DgradArgs};
 use crate::context::Context;
 use crate::conv::forward::im2col_gemm::encode_im2col_at;
+use crate::conv::launch::conv_shape;
 use crate::conv::launch::ConvBuffers;
 use crate::conv::table::{always, anywhere, Entry, Reason};
 use crate::conv::Algorithm;
@@ -11,7 +12,7 @@ use crate::error::Result;
 use crate::gemm::auto_for_b;
 use crate::gemm::job::{encode_job, pack, vec4_ready, GemmJob, Mat};
 use crate::gpu::memory::DeviceBuffer;
-use crate::gpu::{i32_of, launch, u32_of, Bind};
+use crate::gpu::{launch, u32_of, Bind};
 use crate::kernels::col2im::{Col2imParams, Col2imSpec};
 use crate::kernels::k;
 use crate::kernels::permute_kc::{PermuteParams, PermuteSpec};
@@ -38,26 +39,21 @@ fn encode(
     p: &Conv2dProblem,
     a: &DgradArgs,
 ) -> Result<()> {
-    let (dy, w, bias, dx) = (&a.dy, &a.w, a.bias.as_ref(), &a.dx);
-    match p.input_gradient_as_forward(bias.is_some()) {
-        Some(q) => dgrad_as_forward(ctx, enc, &q, p, dy, a.dy_off, w, bias, dx),
-        None => dgrad_col2im(ctx, enc, p, dy, a.dy_off, w, bias, dx),
+    match p.input_gradient_as_forward(a.bias.is_some()) {
+        Some(q) => dgrad_as_forward(ctx, enc, &q, p, a),
+        None => dgrad_col2im(ctx, enc, p, a),
     }
 }
 
 /// Runs the stride-1 input gradient through the forward im2col + GEMM path.
-#[allow(clippy::too_many_arguments)]
 fn dgrad_as_forward(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     q: &Conv2dProblem,
     p: &Conv2dProblem,
-    dy: &wgpu::Buffer,
-    dy_off: usize,
-    w: &wgpu::Buffer,
-    bias: Option<&wgpu::Buffer>,
-    dx: &wgpu::Buffer,
+    a: &DgradArgs,
 ) -> Result<()> {
+    let (dy, dy_off, w, bias, dx) = (&a.dy, a.dy_off, &a.w, a.bias.as_ref(), &a.dx);
     let rs = p.r * p.s;
     let len = p.k * p.c_per_group() * rs;
     let wt = DeviceBuffer::new(ctx, (len * 4) as u64, "wgconv permuted weights")?;
@@ -83,17 +79,13 @@ fn dgrad_as_forward(
 
 /// GEMM into a column-gradient matrix, then a gathered col2im; split over images and
 /// output-pixel ranges within the scratch budget.
-#[allow(clippy::too_many_arguments)]
 fn dgrad_col2im(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     p: &Conv2dProblem,
-    dy: &wgpu::Buffer,
-    dy_off: usize,
-    w: &wgpu::Buffer,
-    bias: Option<&wgpu::Buffer>,
-    dx: &wgpu::Buffer,
+    a: &DgradArgs,
 ) -> Result<()> {
+    let (dy, dy_off, w, bias, dx) = (&a.dy, a.dy_off, &a.w, a.bias.as_ref(), &a.dx);
     let crs = p.reduction_len();
     let (kg, ohw) = (p.k_per_group(), p.oh * p.ow);
     let full_crs = crs * p.groups;
@@ -179,23 +171,8 @@ fn dgrad_col2im(
                 ..Default::default()
             };
             let total = nb * x_img;
-            let u = Col2imParams {
-                n: u32_of(nb, "images")?,
-                c: u32_of(p.c, "channels")?,
-                h: u32_of(p.h, "height")?,
-                w: u32_of(p.w, "width")?,
-                cg: u32_of(p.c_per_group(), "channels per group")?,
-                groups: u32_of(p.groups, "groups")?,
-                r: u32_of(p.r, "kernel height")?,
-                s: u32_of(p.s, "kernel width")?,
-                oh: u32_of(p.oh, "output height")?,
-                ow: u32_of(p.ow, "output width")?,
-                sh: u32_of(p.stride[0], "stride")?,
-                sw: u32_of(p.stride[1], "stride")?,
-                dh: u32_of(p.dilation[0], "dilation")?,
-                dw: u32_of(p.dilation[1], "dilation")?,
-                pad_top: i32_of(p.pad[0], "padding")?,
-                pad_left: i32_of(p.pad[2], "padding")?,
+            let mut u = Col2imParams {
+                shape: conv_shape(p)?,
                 dx_off: u32_of(n0 * x_img, "elements")?,
                 p0: u32_of(p0, "pixels")?,
                 np: u32_of(cnt, "pixels")?,
@@ -203,6 +180,7 @@ fn dgrad_col2im(
                 total: u32_of(total, "elements")?,
                 ..Default::default()
             };
+            u.shape.n = u32_of(nb, "images")?;
             launch::<k::Col2im>(
                 ctx,
                 enc,

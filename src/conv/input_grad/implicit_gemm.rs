@@ -58,17 +58,7 @@ fn encode(
     a: &DgradArgs,
 ) -> Result<()> {
     if let Some(q) = strided_pointwise_as_forward(ctx, p) {
-        return dgrad_strided_pointwise(
-            ctx,
-            enc,
-            p,
-            &q,
-            &a.dy,
-            a.dy_off,
-            &a.w,
-            a.bias.as_ref(),
-            &a.dx,
-        );
+        return dgrad_strided_pointwise(ctx, enc, p, &q, a);
     }
     let (q, layout) = dgrad_as_forward(ctx, p, a.bias.is_some())
         .ok_or_else(|| refuse(Algorithm::ImplicitGemm, "the input gradient does not fit"))?;
@@ -130,18 +120,14 @@ pub(crate) fn strided_pointwise_as_forward(
 
 /// Input gradient of strided 1x1 `p` through the forward problem `q`
 /// ([`strided_pointwise_as_forward`]) into scratch, scattered onto dx (plus the bias).
-#[allow(clippy::too_many_arguments)]
 fn dgrad_strided_pointwise(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     p: &Conv2dProblem,
     q: &Conv2dProblem,
-    dy: &wgpu::Buffer,
-    dy_off: usize,
-    w: &wgpu::Buffer,
-    bias: Option<&wgpu::Buffer>,
-    dx: &wgpu::Buffer,
+    a: &DgradArgs,
 ) -> Result<()> {
+    let (dy, dy_off, w, bias, dx) = (&a.dy, a.dy_off, &a.w, a.bias.as_ref(), &a.dx);
     let g = DeviceBuffer::new(
         ctx,
         (q.n * q.k * q.oh * q.ow * 4) as u64,

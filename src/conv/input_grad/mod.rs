@@ -162,10 +162,6 @@ pub(crate) fn encode(
         per_image * images as u64,
         "wgconv padded input gradient",
     )?;
-    let spec = PadFoldSpec {
-        PAD_MODE: p.mode.code(),
-        ..Default::default()
-    };
     let mut n0 = 0;
     while n0 < p.n {
         let nb = images.min(p.n - n0);
@@ -174,30 +170,32 @@ pub(crate) fn encode(
         (entry.encode)(ctx, enc, &sub, &args(dy_off, None, &scratch.buffer))?;
         let total = nb * p.c * p.h * p.w;
         let dst_off = u32_of(n0 * p.c * p.h * p.w, "elements")?;
-        let u = pad_fold_params(p, &pp, nb * p.c, total, dst_off)?;
-        launch::<k::PadFold>(
+        let fold = (nb * p.c, total, dst_off);
+        pad_fold(
             ctx,
             enc,
-            &spec,
-            &u,
-            &[Bind::whole(&scratch.buffer), Bind::whole(dx)],
-            total as u64,
+            p,
+            fold,
+            Bind::whole(&scratch.buffer),
+            Bind::whole(dx),
         )?;
         n0 += nb;
     }
     Ok(())
 }
 
-/// Parameters of `pad_fold` folding `planes` planes of the gradient of `pp` (the explicitly
-/// padded `p`) onto dx from element `dst_off`, `total` elements in all.
-pub(crate) fn pad_fold_params(
+/// Records `pad_fold`: `planes` planes of the gradient of the explicitly padded `p` (in
+/// `src`) folded onto dx (`dst`, from element `dst_off`), `total` elements in all.
+pub(crate) fn pad_fold(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
     p: &Conv2dProblem,
-    pp: &Conv2dProblem,
-    planes: usize,
-    total: usize,
-    dst_off: u32,
-) -> Result<PadFoldParams> {
-    Ok(PadFoldParams {
+    (planes, total, dst_off): (usize, usize, u32),
+    src: Bind<'_>,
+    dst: Bind<'_>,
+) -> Result<()> {
+    let pp = padded_problem(p);
+    let u = PadFoldParams {
         planes: u32_of(planes, "planes")?,
         h: u32_of(p.h, "height")?,
         w: u32_of(p.w, "width")?,
@@ -210,5 +208,10 @@ pub(crate) fn pad_fold_params(
         total: u32_of(total, "elements")?,
         dst_off,
         _p1: 0,
-    })
+    };
+    let spec = PadFoldSpec {
+        PAD_MODE: p.mode.code(),
+        ..Default::default()
+    };
+    launch::<k::PadFold>(ctx, enc, &spec, &u, &[src, dst], total as u64)
 }

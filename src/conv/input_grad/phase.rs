@@ -10,6 +10,7 @@
 //! 12544 for a ResNet stem) and no atomics. Made for few input channels per group (4 per
 //! invocation), the first layers of a network.
 
+use super::DgradArgs;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::gpu::memory::{copy_flat, flat_rows_geom, flat_rows_image, DeviceBuffer};
@@ -95,17 +96,13 @@ fn weight_texels(p: &Conv2dProblem) -> usize {
 
 /// Input gradient of zero-padded `p` (dy from element `dy_off`, dx from element 0), by
 /// phases. The caller checks [`supports`].
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn encode(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     p: &Conv2dProblem,
-    dy: &wgpu::Buffer,
-    dy_off: usize,
-    w: &wgpu::Buffer,
-    bias: Option<&wgpu::Buffer>,
-    dx: &wgpu::Buffer,
+    a: &DgradArgs,
 ) -> Result<()> {
+    let (dy, dy_off, w, bias, dx) = (&a.dy, a.dy_off, &a.w, a.bias.as_ref(), &a.dx);
     let (cg, kg) = (p.c_per_group(), p.k_per_group());
     let cb = cg.div_ceil(4);
     let [sh, sw] = p.stride;

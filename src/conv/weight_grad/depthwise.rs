@@ -4,11 +4,12 @@
 use super::{unwindowed, WgradArgs};
 use crate::context::Context;
 use crate::conv::forward::depthwise::{image_geom, supports};
-use crate::conv::table::{anywhere, Entry, Reason};
+use crate::conv::launch::conv_shape;
+use crate::conv::table::{anywhere, need, Entry, Reason};
 use crate::conv::Algorithm;
 use crate::error::Result;
 use crate::gpu::memory::{flat_rows_geom, flat_rows_image, DeviceBuffer, FlatRows};
-use crate::gpu::{i32_of, launch, u32_of, Bind};
+use crate::gpu::{launch, u32_of, Bind};
 use crate::kernels::conv2d_wgrad_depthwise::{
     WgradDepthwiseImageSpec, WgradDepthwiseParams, WgradDepthwiseSpec,
 };
@@ -22,16 +23,15 @@ pub(crate) const WEIGHT_GRAD: Entry<Conv2dProblem, WgradArgs> = Entry {
     check,
     prefer: |_, p| p.groups > 1 && supports(p),
     tune: anywhere,
-    encode: |ctx, enc, p, a| wgrad_depthwise(ctx, enc, p, &a.x, &a.dy, &a.dw),
+    encode: wgrad_depthwise,
 };
 
 fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
     unwindowed(ctx, p)?;
-    if wgrad_depthwise_supports(p) {
-        Ok(())
-    } else {
-        Err("needs one input channel per group and a kernel at most 7 wide".into())
-    }
+    need(
+        wgrad_depthwise_supports(p),
+        "needs one input channel per group and a kernel at most 7 wide",
+    )
 }
 
 /// Geometries of the x and dy images of
@@ -58,10 +58,9 @@ fn wgrad_depthwise(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     p: &Conv2dProblem,
-    x: &wgpu::Buffer,
-    dy: &wgpu::Buffer,
-    dw: &wgpu::Buffer,
+    a: &WgradArgs,
 ) -> Result<()> {
+    let (x, dy, dw) = (&a.x, &a.dy, &a.dw);
     let rs = p.r * p.s;
     let taps = p.k * rs;
     if taps == 0 {
@@ -83,21 +82,7 @@ fn wgrad_depthwise(
     )?;
     let total = p.k * p.r * nb;
     let mut u = WgradDepthwiseParams {
-        n: u32_of(p.n, "images")?,
-        c: u32_of(p.c, "channels")?,
-        h: u32_of(p.h, "height")?,
-        w: u32_of(p.w, "width")?,
-        k: u32_of(p.k, "output channels")?,
-        kg: u32_of(p.k_per_group(), "channel multiplier")?,
-        r: u32_of(p.r, "kernel height")?,
-        oh: u32_of(p.oh, "output height")?,
-        ow: u32_of(p.ow, "output width")?,
-        sh: u32_of(p.stride[0], "stride")?,
-        sw: u32_of(p.stride[1], "stride")?,
-        dh: u32_of(p.dilation[0], "dilation")?,
-        dw: u32_of(p.dilation[1], "dilation")?,
-        pad_top: i32_of(p.pad[0], "padding")?,
-        pad_left: i32_of(p.pad[2], "padding")?,
+        shape: conv_shape(p)?,
         nr: u32_of(nr, "output rows")?,
         rb: u32_of(rb, "rows per band")?,
         nb: u32_of(nb, "bands")?,

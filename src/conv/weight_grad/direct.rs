@@ -3,11 +3,12 @@
 use super::WgradArgs;
 use crate::context::Context;
 use crate::conv::forward::direct::source_rows;
+use crate::conv::launch::conv_shape;
 use crate::conv::launch::fit_one_binding;
 use crate::conv::table::{anywhere, runs_all, Entry};
 use crate::conv::Algorithm;
 use crate::error::Result;
-use crate::gpu::{fits, i32_of, launch, max_window_elems, u32_of, window, Bind};
+use crate::gpu::{fits, launch, max_window_elems, u32_of, window, Bind};
 use crate::kernels::conv2d_wgrad::{WgradParams, WgradSpec};
 use crate::kernels::k;
 use crate::params::Conv2dProblem;
@@ -21,7 +22,7 @@ pub(crate) const WEIGHT_GRAD: Entry<Conv2dProblem, WgradArgs> = Entry {
         p.c_per_group() == 1 || p.k_per_group() < 4 || fit_one_binding(ctx, p).is_err()
     },
     tune: anywhere,
-    encode: |ctx, enc, p, a| wgrad_direct(ctx, enc, p, &a.x, &a.dy, &a.dw),
+    encode: wgrad_direct,
 };
 
 fn wgrad_spec(p: &Conv2dProblem, kb: usize, accumulate: bool) -> WgradSpec {
@@ -38,23 +39,7 @@ fn wgrad_params(p: &Conv2dProblem, kb: usize) -> Result<WgradParams> {
     let kg = p.k_per_group();
     let kblocks = kg.div_ceil(kb);
     Ok(WgradParams {
-        n: u32_of(p.n, "images")?,
-        c: u32_of(p.c, "channels")?,
-        h: u32_of(p.h, "height")?,
-        w: u32_of(p.w, "width")?,
-        k: u32_of(p.k, "output channels")?,
-        r: u32_of(p.r, "kernel height")?,
-        s: u32_of(p.s, "kernel width")?,
-        cg: u32_of(p.c_per_group(), "channels per group")?,
-        kg: u32_of(kg, "output channels per group")?,
-        oh: u32_of(p.oh, "output height")?,
-        ow: u32_of(p.ow, "output width")?,
-        sh: u32_of(p.stride[0], "stride")?,
-        sw: u32_of(p.stride[1], "stride")?,
-        dh: u32_of(p.dilation[0], "dilation")?,
-        dw: u32_of(p.dilation[1], "dilation")?,
-        pad_top: i32_of(p.pad[0], "padding")?,
-        pad_left: i32_of(p.pad[2], "padding")?,
+        shape: conv_shape(p)?,
         kblocks: u32_of(kblocks, "blocks")?,
         sblocks: u32_of(p.s.div_ceil(4), "blocks")?,
         kb_lo: 0,
@@ -71,16 +56,15 @@ fn wgrad_direct(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     p: &Conv2dProblem,
-    x: &wgpu::Buffer,
-    dy: &wgpu::Buffer,
-    dw: &wgpu::Buffer,
+    a: &WgradArgs,
 ) -> Result<()> {
+    let (x, dy, dw) = (&a.x, &a.dy, &a.dw);
     if !(fits(ctx, x) && fits(ctx, dy) && fits(ctx, dw)) {
-        return wgrad_windowed(ctx, enc, p, x, dy, dw);
+        return wgrad_windowed(ctx, enc, p, a);
     }
     let kb = p.k_per_group().min(4);
     let mut u = wgrad_params(p, kb)?;
-    let total = (u.sblocks * u.r * u.c_cnt * u.kbt) as usize;
+    let total = (u.sblocks * u.shape.r * u.c_cnt * u.kbt) as usize;
     u.total = u32_of(total, "invocations")?;
     launch::<k::Conv2dWgrad>(
         ctx,
@@ -99,10 +83,9 @@ fn wgrad_windowed(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     p: &Conv2dProblem,
-    x: &wgpu::Buffer,
-    dy: &wgpu::Buffer,
-    dw: &wgpu::Buffer,
+    a: &WgradArgs,
 ) -> Result<()> {
+    let (x, dy, dw) = (&a.x, &a.dy, &a.dw);
     let maxw = max_window_elems(ctx);
     let (cg, kg, hw, ohw, rs) = (
         p.c_per_group(),
@@ -112,7 +95,7 @@ fn wgrad_windowed(
         p.r * p.s,
     );
     let mut u = wgrad_params(p, 1)?;
-    u.n = 1;
+    u.shape.n = 1;
     u.kbt = 1;
     u.c_cnt = 1;
     let total = p.s.div_ceil(4) * p.r;

@@ -6,7 +6,7 @@ use crate::context::Context;
 use crate::conv::forward::gemm1x1::is_pointwise;
 use crate::conv::forward::im2col_gemm::col_align;
 use crate::conv::launch::{im2col_params, im2col_spec};
-use crate::conv::table::{always, anywhere, never, Entry, Reason};
+use crate::conv::table::{always, anywhere, need, never, Entry, Reason};
 use crate::conv::Algorithm;
 use crate::error::Result;
 use crate::gemm::job::{encode_job, GemmJob, Mat};
@@ -23,7 +23,7 @@ pub(crate) const WEIGHT_GRAD: Entry<Conv2dProblem, WgradArgs> = Entry {
     check: |ctx, p| unwindowed(ctx, p),
     prefer: always,
     tune: anywhere,
-    encode: |ctx, enc, p, a| wgrad_gemm(ctx, enc, p, &a.x, &a.dy, &a.dw),
+    encode: wgrad_gemm,
 };
 
 /// The 1x1 weight-gradient entry: the same GEMM (the column matrix of a 1x1 stride-1
@@ -33,16 +33,15 @@ pub(crate) const WEIGHT_GRAD_1X1: Entry<Conv2dProblem, WgradArgs> = Entry {
     check: check_1x1,
     prefer: never,
     tune: |_| false,
-    encode: |ctx, enc, p, a| wgrad_gemm(ctx, enc, p, &a.x, &a.dy, &a.dw),
+    encode: wgrad_gemm,
 };
 
 fn check_1x1(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
     unwindowed(ctx, p)?;
-    if is_pointwise(p) {
-        Ok(())
-    } else {
-        Err("needs a 1x1 kernel, stride 1 and no padding".into())
-    }
+    need(
+        is_pointwise(p),
+        "needs a 1x1 kernel, stride 1 and no padding",
+    )
 }
 
 /// `dwᵀ[q, k] = Σ_p colᵀ[p, q] · dy[k, p]`: a pixel-major im2col per image and pixel
@@ -51,10 +50,9 @@ fn wgrad_gemm(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     p: &Conv2dProblem,
-    x: &wgpu::Buffer,
-    dy: &wgpu::Buffer,
-    dw: &wgpu::Buffer,
+    a: &WgradArgs,
 ) -> Result<()> {
+    let (x, dy, dw) = (&a.x, &a.dy, &a.dw);
     let crs = p.reduction_len();
     let (kg, ohw) = (p.k_per_group(), p.oh * p.ow);
     let align = col_align(ctx);
@@ -65,12 +63,71 @@ fn wgrad_gemm(
         .max(4096) as usize;
     let pix_bytes = p.groups * ldq * 4; // one pixel row of colT, all groups
     let np = (budget / pix_bytes).max(1).min(ohw);
-    let col = DeviceBuffer::new(ctx, (np * pix_bytes) as u64, "wgconv im2col (pixel-major)")?;
     let spec = im2col_spec(p, true);
     let mut u = im2col_params(p)?;
     u.ldq = u32_of(ldq, "columns")?;
     let x_img = p.c * p.h * p.w;
     let y_img = p.k * ohw;
+    // One step: the pixel-major columns of images [n0, n0 + nb), pixels [p0, p0 + cnt) into
+    // `col`, then `dst[img] (+)= colT · dy` for each image (a batched GEMM; `dst_so` apart).
+    let mut step = |enc: &mut wgpu::CommandEncoder,
+                    n0: usize,
+                    nb: usize,
+                    (p0, cnt): (usize, usize),
+                    col: &wgpu::Buffer,
+                    (dst, dst_so): (&wgpu::Buffer, usize),
+                    accumulate: bool|
+     -> Result<()> {
+        let total = nb * p.groups * cnt * ldq.div_ceil(8); // invocations, 8 elements each
+        u.shape.n = u32_of(nb, "images")?;
+        u.x_off = u32_of(n0 * x_img, "input elements")?;
+        u.p0 = u32_of(p0, "pixels")?;
+        u.np = u32_of(cnt, "pixels")?;
+        u.ldp = u.np;
+        u.total = u32_of(total, "column elements")?;
+        let binds = [Bind::whole(x), Bind::whole(col)];
+        launch::<k::Im2col>(ctx, enc, &spec, &u, &binds, total as u64)?;
+        let job = GemmJob {
+            m: crs,
+            n: kg,
+            k: cnt,
+            batch_outer: nb,
+            batch_inner: p.groups,
+            // A[m = q, k = p] = colT[p, q]: K-major, vec4-aligned (ldq).
+            a: Mat {
+                win: None,
+                buf: col,
+                off: 0,
+                ld: ldq,
+                si: cnt * ldq,
+                so: p.groups * cnt * ldq,
+            },
+            a_km: true,
+            // B[k = p, n = k_out] = dy[k_out, p]: N-major.
+            b: Mat {
+                win: None,
+                buf: dy,
+                off: n0 * y_img + p0,
+                ld: ohw,
+                si: kg * ohw,
+                so: y_img,
+            },
+            b_kn: false,
+            // C[m = q, n = k_out] = dst[k_out, q].
+            c: Mat {
+                win: None,
+                buf: dst,
+                off: 0,
+                ld: 1,
+                si: kg * crs,
+                so: dst_so,
+            },
+            c_col_stride: crs,
+            bias: None,
+            accumulate,
+        };
+        encode_job(ctx, enc, &job, GemmVariant::Auto)
+    };
     // Several whole images per launch when their columns and partial results fit: one
     // batched GEMM writes one partial dw per image, then a fixed-order sum (deterministic).
     let dw_len = p.k * crs;
@@ -94,58 +151,8 @@ fn wgrad_gemm(
         let mut n0 = 0;
         while n0 < p.n {
             let nb = images.min(p.n - n0);
-            let total = nb * p.groups * ohw * ldq.div_ceil(8);
-            u.n = u32_of(nb, "images")?;
-            u.x_off = u32_of(n0 * x_img, "input elements")?;
-            u.p0 = 0;
-            u.np = u32_of(ohw, "pixels")?;
-            u.ldp = u.np;
-            u.total = u32_of(total, "column elements")?;
-            launch::<k::Im2col>(
-                ctx,
-                enc,
-                &spec,
-                &u,
-                &[Bind::whole(x), Bind::whole(&col_all.buffer)],
-                total as u64,
-            )?;
-            let job = GemmJob {
-                m: crs,
-                n: kg,
-                k: ohw,
-                batch_outer: nb,
-                batch_inner: p.groups,
-                a: Mat {
-                    win: None,
-                    buf: &col_all.buffer,
-                    off: 0,
-                    ld: ldq,
-                    si: ohw * ldq,
-                    so: p.groups * ohw * ldq,
-                },
-                a_km: true,
-                b: Mat {
-                    win: None,
-                    buf: dy,
-                    off: n0 * y_img,
-                    ld: ohw,
-                    si: kg * ohw,
-                    so: y_img,
-                },
-                b_kn: false,
-                c: Mat {
-                    win: None,
-                    buf: &partial.buffer,
-                    off: 0,
-                    ld: 1,
-                    si: kg * crs,
-                    so: dw_len,
-                },
-                c_col_stride: crs,
-                bias: None,
-                accumulate: false,
-            };
-            encode_job(ctx, enc, &job, GemmVariant::Auto)?;
+            let parts = (&partial.buffer, dw_len);
+            step(enc, n0, nb, (0, ohw), &col_all.buffer, parts, false)?;
             let rspec = ReduceSpec {
                 ACCUMULATE: n0 > 0,
                 ..Default::default()
@@ -158,77 +165,20 @@ fn wgrad_gemm(
                 total: u32_of(dw_len, "weights")?,
                 ..Default::default()
             };
-            launch::<k::ReduceRows>(
-                ctx,
-                enc,
-                &rspec,
-                &r,
-                &[Bind::whole(&partial.buffer), Bind::whole(dw)],
-                dw_len as u64,
-            )?;
+            let binds = [Bind::whole(&partial.buffer), Bind::whole(dw)];
+            launch::<k::ReduceRows>(ctx, enc, &rspec, &r, &binds, dw_len as u64)?;
             n0 += nb;
         }
         return Ok(());
     }
+    // Else image by image, in ranges of pixels, accumulating into dw in order.
+    let col = DeviceBuffer::new(ctx, (np * pix_bytes) as u64, "wgconv im2col (pixel-major)")?;
     let mut first = true;
     for n in 0..p.n {
         let mut p0 = 0;
         while p0 < ohw {
             let cnt = np.min(ohw - p0);
-            let total = p.groups * cnt * ldq.div_ceil(8); // invocations, 8 elements each
-            u.x_off = u32_of(n * x_img, "input elements")?;
-            u.p0 = u32_of(p0, "pixels")?;
-            u.np = u32_of(cnt, "pixels")?;
-            u.ldp = u.np;
-            u.total = u32_of(total, "column elements")?;
-            launch::<k::Im2col>(
-                ctx,
-                enc,
-                &spec,
-                &u,
-                &[Bind::whole(x), Bind::whole(&col.buffer)],
-                total as u64,
-            )?;
-            let job = GemmJob {
-                m: crs,
-                n: kg,
-                k: cnt,
-                batch_outer: 1,
-                batch_inner: p.groups,
-                // A[m = q, k = p] = colT[p, q]: K-major, vec4-aligned (ldq).
-                a: Mat {
-                    win: None,
-                    buf: &col.buffer,
-                    off: 0,
-                    ld: ldq,
-                    si: cnt * ldq,
-                    so: 0,
-                },
-                a_km: true,
-                // B[k = p, n = k_out] = dy[k_out, p]: N-major.
-                b: Mat {
-                    win: None,
-                    buf: dy,
-                    off: n * y_img + p0,
-                    ld: ohw,
-                    si: kg * ohw,
-                    so: 0,
-                },
-                b_kn: false,
-                // C[m = q, n = k_out] = dw[k_out, q].
-                c: Mat {
-                    win: None,
-                    buf: dw,
-                    off: 0,
-                    ld: 1,
-                    si: kg * crs,
-                    so: 0,
-                },
-                c_col_stride: crs,
-                bias: None,
-                accumulate: !first,
-            };
-            encode_job(ctx, enc, &job, GemmVariant::Auto)?;
+            step(enc, n, 1, (p0, cnt), &col.buffer, (dw, 0), !first)?;
             first = false;
             p0 += cnt;
         }

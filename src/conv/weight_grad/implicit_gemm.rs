@@ -21,7 +21,7 @@ pub(crate) const WEIGHT_GRAD: Entry<Conv2dProblem, WgradArgs> = Entry {
     check,
     prefer: |_, p| p.c_per_group() >= 8 && p.r * p.s > 1,
     tune: anywhere,
-    encode: |ctx, enc, p, a| encode_wgrad(ctx, enc, p, &a.x, &a.dy, &a.dw),
+    encode: encode_wgrad,
 };
 
 const NEEDS: &str = "needs subgroups of exactly 8 lanes (a CPU adapter such as lavapipe) and \
@@ -54,10 +54,9 @@ pub(crate) fn encode_wgrad(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     src_p: &Conv2dProblem,
-    x: &wgpu::Buffer,
-    dy: &wgpu::Buffer,
-    dw: &wgpu::Buffer,
+    a: &WgradArgs,
 ) -> Result<()> {
+    let (x, dy, dw) = (&a.x, &a.dy, &a.dw);
     // Strided 1x1: an image of the sampled pixels, as in the forward.
     let (sampled, sub) = match sampled_problem(src_p) {
         Some(q) => (q, src_p.stride),
