@@ -1,9 +1,10 @@
 //! Writes the WGSL of every kernel as the library compiles it, for reading and for other
 //! WGSL compilers: `cargo run --example dump_shaders -- DIR [--expand]`.
 //!
-//! For each kernel: `DIR/<name>.wgsl` (the source, with `override` constants) and
-//! `DIR/<name>.specs.json` (the override values of every specialisation the library's tests
-//! validate). With `--expand`, also `DIR/<name>/<i>.wgsl`: each specialisation with its
+//! For each kernel: `DIR/<name>.wgsl` (the source, with `override` constants, as naga takes
+//! it), `DIR/<name>.browser.wgsl` where the source for other compilers (Tint) differs (the
+//! `enable` directives naga refuses) and `DIR/<name>.specs.json` (the override values of every
+//! specialisation the library's tests validate). With `--expand`, also `DIR/<name>/<i>.wgsl`: each specialisation with its
 //! overrides replaced by constants (a self-contained program).
 
 use std::path::PathBuf;
@@ -20,6 +21,10 @@ fn main() -> std::io::Result<()> {
     let mut files = 0;
     for k in &kernels {
         std::fs::write(dir.join(format!("{}.wgsl", k.name)), k.wgsl)?;
+        if k.browser_wgsl != k.wgsl {
+            std::fs::write(dir.join(format!("{}.browser.wgsl", k.name)), k.browser_wgsl)?;
+            files += 1;
+        }
         let specs: Vec<String> = k
             .specialisations
             .iter()

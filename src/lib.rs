@@ -137,8 +137,11 @@ pub mod dev {
     pub struct KernelSource {
         /// The kernel's name.
         pub name: &'static str,
-        /// Its WGSL source, with `override` constants.
+        /// Its WGSL source, with `override` constants, as naga takes it.
         pub wgsl: &'static str,
+        /// The same for other WGSL compilers (Tint): with the `enable` directives naga 30
+        /// refuses (`enable subgroups;`).
+        pub browser_wgsl: &'static str,
         /// The override values of every specialisation the library's tests validate.
         pub specialisations: Vec<Vec<(&'static str, i64)>>,
     }
@@ -150,6 +153,7 @@ pub mod dev {
             .map(|k| KernelSource {
                 name: k.name(),
                 wgsl: k.source(),
+                browser_wgsl: k.browser_source(),
                 specialisations: k.variants(),
             })
             .collect()

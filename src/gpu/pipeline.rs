@@ -92,6 +92,7 @@ impl Context {
             return Ok(p.clone());
         }
         let kernel = key.kernel;
+        let browser = self.adapter_info().backend == wgpu::Backend::BrowserWebGpu;
         let constants: Vec<(&str, f64)> =
             key.constants.iter().map(|(n, v)| (*n, *v as f64)).collect();
         let device = &self.inner.device;
@@ -99,7 +100,13 @@ impl Context {
             .scoped("compiling a pipeline", || {
                 let desc = wgpu::ShaderModuleDescriptor {
                     label: Some(kernel.name()),
-                    source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+                    // On the web, wgpu hands WGSL to the browser's compiler (Tint), which
+                    // needs the `enable` directives naga refuses.
+                    source: wgpu::ShaderSource::Wgsl(if browser {
+                        kernel.browser_source().into()
+                    } else {
+                        kernel.source().into()
+                    }),
                 };
                 let mut checks = wgpu::ShaderRuntimeChecks::checked();
                 // Our loops are all bounded by uniforms and overrides, and every divisor is a

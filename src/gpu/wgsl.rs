@@ -267,52 +267,74 @@ macro_rules! wln {
 pub(crate) use wln;
 
 /// Reads every field of the parameter struct `P` that a kernel uses once, at the top of
-/// `main`, into a private variable, and rewrites the uses to read that variable.
+/// `main`, and rewrites the uses to read that copy: in `main` a `let p_<field>` (uniform for
+/// WGSL's uniformity analysis, like `P` itself, so loops bounded by it may hold subgroup
+/// operations), in other functions a private variable `g_<field>` assigned at the top of
+/// `main`.
 ///
 /// On lavapipe each read of a storage-buffer field is a loop over the 8 lanes with a bounds
 /// check and a store-forwarding stall (~15 cycles per lane), and LLVM does not hoist it out
 /// of loops: a loop bound read as `P.k_len` costs that on every iteration, and the 32 calls
-/// of a store epilogue read their six fields 32 times. Private variables become registers
-/// (NIR inlines every function into `main`). Only for kernels without barriers: WGSL's
-/// uniformity analysis treats private variables as non-uniform
+/// of a store epilogue read their six fields 32 times. Both copies become registers (NIR
+/// inlines every function into `main`). Only for kernels without barriers
 /// (`docs/lavapipe-driver-notes.md`).
 ///
 /// `src` must declare `@group(0) @binding(0) var<storage, read> P: Params;` on a line of its
-/// own, before any use of `P`, and have a `fn main(` whose header line ends with `{`.
+/// own, before any use of `P`, and have a `fn main(` whose header line ends with `{` and whose
+/// body ends with a `}` alone on a line.
 pub(crate) fn hoist_params(src: &str, fields: &[Field]) -> String {
     const BIND: &str = "@group(0) @binding(0) var<storage, read> P: Params;";
     let Some(bind) = src.find(BIND) else {
         return src.to_string();
     };
-    let split = bind + BIND.len() + 1; // past the newline
-    let (head, body) = src.split_at(split.min(src.len()));
-    // Fields used, in order of first use; every `P.<field>` rewritten to `p_<field>`.
-    let mut used: Vec<&str> = Vec::new();
-    let mut out = String::with_capacity(body.len());
-    let bytes = body.as_bytes();
-    let mut i = 0;
-    while i < body.len() {
-        let is_use = body[i..].starts_with("P.")
-            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'));
-        if is_use {
-            let start = i + 2;
-            let end = body[start..]
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .map_or(body.len(), |e| start + e);
-            let name = &body[start..end];
-            if !used.contains(&name) {
-                used.push(name);
+    let split = (bind + BIND.len() + 1).min(src.len()); // past the newline
+    let (head, body) = src.split_at(split);
+    let lines: Vec<&str> = body.split('\n').collect();
+    let Some(main) = lines.iter().position(|l| l.starts_with("fn main(")) else {
+        return src.to_string();
+    };
+    let Some(open) = (main..lines.len()).find(|&i| lines[i].ends_with('{')) else {
+        return src.to_string();
+    };
+    let close = (open..lines.len())
+        .find(|&i| lines[i] == "}")
+        .unwrap_or(lines.len());
+    // Rewrite `P.<field>` to `<prefix><field>`, collecting the fields in order of first use.
+    fn rewrite<'a>(text: &'a str, prefix: &str, used: &mut Vec<&'a str>) -> String {
+        let bytes = text.as_bytes();
+        let mut out = String::with_capacity(text.len());
+        let mut i = 0;
+        while i < text.len() {
+            let is_use = text[i..].starts_with("P.")
+                && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'));
+            if is_use {
+                let start = i + 2;
+                let end = text[start..]
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .map_or(text.len(), |e| start + e);
+                let name = &text[start..end];
+                if !used.contains(&name) {
+                    used.push(name);
+                }
+                out.push_str(prefix);
+                out.push_str(name);
+                i = end;
+            } else {
+                let c = text[i..].chars().next().unwrap_or(' ');
+                out.push(c);
+                i += c.len_utf8();
             }
-            out.push_str("p_");
-            out.push_str(name);
-            i = end;
-        } else {
-            let c = body[i..].chars().next().unwrap_or(' ');
-            out.push(c);
-            i += c.len_utf8();
         }
+        out
     }
-    if used.is_empty() {
+    let before = lines[..main].join("\n");
+    let main_text = lines[main..close.min(lines.len())].join("\n");
+    let after = lines[close.min(lines.len())..].join("\n");
+    let (mut in_main, mut in_fns) = (Vec::new(), Vec::new());
+    let before = rewrite(&before, "g_", &mut in_fns);
+    let after = rewrite(&after, "g_", &mut in_fns);
+    let main_text = rewrite(&main_text, "p_", &mut in_main);
+    if in_main.is_empty() && in_fns.is_empty() {
         return src.to_string();
     }
     let ty = |name: &str| {
@@ -321,31 +343,42 @@ pub(crate) fn hoist_params(src: &str, fields: &[Field]) -> String {
             .find(|f| f.name == name)
             .map_or("u32", |f| f.ty.wgsl())
     };
-    let mut decl =
-        String::from("// Fields of P read once per invocation (see gpu::wgsl::hoist_params).\n");
-    for f in &used {
-        let _ = writeln!(decl, "var<private> p_{f}: {};", ty(f));
+    let mut decl = String::new();
+    if !in_fns.is_empty() {
+        decl.push_str(
+            "// Fields of P the helper functions read, copied once per invocation at the top of\n\
+             // main (see gpu::wgsl::hoist_params).\n",
+        );
+        for f in &in_fns {
+            let _ = writeln!(decl, "var<private> g_{f}: {};", ty(f));
+        }
     }
     let mut loads = String::new();
-    for f in &used {
-        let _ = writeln!(loads, "    p_{f} = P.{f};");
+    for f in &in_main {
+        let _ = writeln!(loads, "    let p_{f} = P.{f};");
     }
-    // Insert the loads after the line that opens `fn main(`.
-    let lines: Vec<&str> = out.split('\n').collect();
+    for f in &in_fns {
+        let _ = writeln!(loads, "    g_{f} = P.{f};");
+    }
+    // Insert the loads after the line that opens `fn main(` (relative to main's text).
+    let open_rel = open - main;
+    let mut main_out = String::new();
+    for (i, l) in main_text.split('\n').enumerate() {
+        main_out.push_str(l);
+        main_out.push('\n');
+        if i == open_rel {
+            main_out.push_str(&loads);
+        }
+    }
+    main_out.pop();
     let mut result = String::with_capacity(src.len() + decl.len() + loads.len());
     result.push_str(head);
     result.push_str(&decl);
-    let main = lines.iter().position(|l| l.starts_with("fn main("));
-    let open = main.and_then(|m| (m..lines.len()).find(|&i| lines[i].ends_with('{')));
-    for (i, l) in lines.iter().enumerate() {
-        result.push_str(l);
-        if i + 1 < lines.len() {
-            result.push('\n');
-        }
-        if Some(i) == open {
-            result.push_str(&loads);
-        }
-    }
+    result.push_str(&before);
+    result.push('\n');
+    result.push_str(&main_out);
+    result.push('\n');
+    result.push_str(&after);
     result
 }
 

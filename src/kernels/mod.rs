@@ -288,9 +288,29 @@ kernels! {
 static SOURCES: [OnceLock<String>; ALL_KERNELS.len()] =
     [const { OnceLock::new() }; ALL_KERNELS.len()];
 
+/// The sources for WGSL compilers other than naga (Tint in browsers and Dawn).
+static BROWSER_SOURCES: [OnceLock<String>; ALL_KERNELS.len()] =
+    [const { OnceLock::new() }; ALL_KERNELS.len()];
+
 impl Kernel {
-    /// The kernel's WGSL source (generated once per process).
+    /// The kernel's WGSL source as naga takes it (wgpu on Vulkan, Metal, DX12, GL), generated
+    /// once per process.
     pub(crate) fn source(self) -> &'static str {
         SOURCES[self as usize].get_or_init(|| self.generate())
+    }
+
+    /// The source for other WGSL compilers (Tint: browsers, Dawn): [`Kernel::source`] with the
+    /// `enable` directives the WGSL spec requires for the extensions it uses (`subgroups`).
+    /// naga 30 rejects `enable subgroups;` (it enables subgroup operations from the device's
+    /// features instead), so the two sources differ by that line.
+    pub(crate) fn browser_source(self) -> &'static str {
+        BROWSER_SOURCES[self as usize].get_or_init(|| {
+            let src = self.source();
+            if src.contains("subgroup") {
+                format!("enable subgroups;\n{src}")
+            } else {
+                src.to_string()
+            }
+        })
     }
 }

@@ -29,7 +29,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         for (var t = lo / 4u; t < t_end; t++) {
             let v = textureLoad(src, vec2<u32>(t & tw_mask, t >> P.tw_shift));
             let f = vec4<u32>(4u * t) + vec4<u32>(0u, 1u, 2u, 3u);
-            s += select(vec4<f32>(0.0), v, f >= vec4<u32>(lo) & f < vec4<u32>(hi));
+            s += select(vec4<f32>(0.0), v, (f >= vec4<u32>(lo)) & (f < vec4<u32>(hi)));
         }
     }
     if (live) {

@@ -272,10 +272,12 @@ fn barrier_free_kernels_read_parameters_once() {
                 continue; // some other identifier ending in P
             }
             let t = line.trim();
-            let ok = t
-                .strip_prefix("p_")
-                .and_then(|r| r.split_once(" = P."))
-                .is_some_and(|(a, b)| b.strip_suffix(';') == Some(a));
+            let copy = |prefix: &str| {
+                t.strip_prefix(prefix)
+                    .and_then(|r| r.split_once(" = P."))
+                    .is_some_and(|(a, b)| b.strip_suffix(';') == Some(a))
+            };
+            let ok = copy("let p_") || copy("g_");
             assert!(
                 ok,
                 "{}:{}: `{t}` reads P outside the hoisted copies at the top of main",
@@ -293,4 +295,132 @@ fn kernel_names_are_unique() {
     for &k in ALL_KERNELS {
         assert!(seen.insert(k.name(), k).is_none(), "duplicate {}", k.name());
     }
+}
+
+/// Every specialisation the tests enumerate translates with naga's SPIR-V (Vulkan), MSL
+/// (Metal), HLSL (DX12) and GLSL (GL) back ends, as wgpu does on those platforms, and the
+/// SPIR-V passes `spirv-val` (Debian's `spirv-tools`, installed by `.ci/run`; the test fails
+/// with that hint when it is missing).
+#[test]
+fn every_specialisation_translates_for_every_backend() {
+    use naga::back::{glsl, hlsl, msl, spv};
+    let dir = std::env::temp_dir().join(format!("wgconv-spv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut spv_files = Vec::new();
+    for &kernel in ALL_KERNELS {
+        let src = kernel.source();
+        let module = parse(kernel);
+        let info = validate(kernel.name(), &module, src);
+        for (i, constants) in kernel.variants().iter().enumerate() {
+            let map: naga::back::PipelineConstants = constants
+                .iter()
+                .map(|&(n, v)| (n.to_string(), v as f64))
+                .collect();
+            let (m, mi) = naga::back::pipeline_constants::process_overrides(
+                &module,
+                &info,
+                Some((naga::ShaderStage::Compute, "main")),
+                &map,
+            )
+            .unwrap_or_else(|e| panic!("{} {constants:?}: {e}", kernel.name()));
+            let what = |backend: &str, e: &dyn std::fmt::Display| {
+                format!("{} {constants:?} -> {backend}: {e}", kernel.name())
+            };
+            // Vulkan: SPIR-V 1.3 (subgroup operations).
+            let words = spv::write_vec(
+                &m,
+                &mi,
+                &spv::Options {
+                    lang_version: (1, 3),
+                    ..Default::default()
+                },
+                Some(&spv::PipelineOptions {
+                    shader_stage: naga::ShaderStage::Compute,
+                    entry_point: "main".into(),
+                }),
+            )
+            .unwrap_or_else(|e| panic!("{}", what("spir-v", &e)));
+            let file = dir.join(format!("{}-{i}.spv", kernel.name()));
+            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            std::fs::write(&file, bytes).expect("write spir-v");
+            spv_files.push(file);
+            // Metal: MSL 2.4 (SIMD-group functions).
+            msl::write_string(
+                &m,
+                &mi,
+                &msl::Options {
+                    lang_version: (2, 4),
+                    ..Default::default()
+                },
+                &msl::PipelineOptions {
+                    entry_point: Some((naga::ShaderStage::Compute, "main".into())),
+                    ..Default::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("{}", what("msl", &e)));
+            // DX12: HLSL shader model 6.0 (wave intrinsics).
+            let options = hlsl::Options {
+                shader_model: hlsl::ShaderModel::V6_0,
+                ..Default::default()
+            };
+            let pipeline = hlsl::PipelineOptions {
+                entry_point: Some((naga::ShaderStage::Compute, "main".into())),
+            };
+            let mut out = String::new();
+            hlsl::Writer::new(&mut out, &options, &pipeline)
+                .write(&m, &mi, None)
+                .unwrap_or_else(|e| panic!("{}", what("hlsl", &e)));
+            // GL: GLSL 4.30 core (compute shaders); subgroup kernels are not run on GL (no
+            // subgroups there), so they are not translated to it.
+            if !src.contains("subgroup") {
+                let options = glsl::Options {
+                    version: glsl::Version::Desktop(430),
+                    ..Default::default()
+                };
+                let pipeline = glsl::PipelineOptions {
+                    shader_stage: naga::ShaderStage::Compute,
+                    entry_point: "main".into(),
+                    multiview: None,
+                };
+                let mut out = String::new();
+                glsl::Writer::new(
+                    &mut out,
+                    &m,
+                    &mi,
+                    &options,
+                    &pipeline,
+                    naga::proc::BoundsCheckPolicies::default(),
+                )
+                .and_then(|mut w| w.write())
+                .unwrap_or_else(|e| panic!("{}", what("glsl", &e)));
+            }
+        }
+    }
+    let mut failures = Vec::new();
+    for file in &spv_files {
+        let out = std::process::Command::new("spirv-val")
+            .args(["--target-env", "vulkan1.1"])
+            .arg(file)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run spirv-val ({e}): install it (Debian: apt-get install spirv-tools)"
+                )
+            });
+        if !out.status.success() {
+            failures.push(format!(
+                "{}: {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        failures.is_empty(),
+        "spirv-val rejected {} of {} modules:\n{}",
+        failures.len(),
+        spv_files.len(),
+        failures.join("\n")
+    );
 }
