@@ -7,89 +7,12 @@
 //! Each measurement is the median of several timed runs (submit + wait), after a warm-up
 //! that also compiles the pipelines.
 
-use std::time::Instant;
+#[path = "suite/mod.rs"]
+mod suite;
 
-use wgconv::{
-    Algorithm, Context, Conv2dParams, ConvTranspose2dParams, GemmParams, GemmVariant, Operation,
-    Padding, Tensor,
-};
+use wgconv::Context;
 
-struct Shape {
-    name: &'static str,
-    x: [usize; 4],
-    w: [usize; 4],
-    params: Conv2dParams,
-}
-
-fn shapes() -> Vec<Shape> {
-    let p = |s: usize, pad: usize| {
-        Conv2dParams::default()
-            .with_stride([s, s])
-            .with_padding(Padding::Symmetric([pad, pad]))
-    };
-    vec![
-        Shape {
-            name: "a",
-            x: [1, 3, 224, 224],
-            w: [64, 3, 7, 7],
-            params: p(2, 3),
-        },
-        Shape {
-            name: "b",
-            x: [1, 64, 56, 56],
-            w: [64, 64, 3, 3],
-            params: p(1, 1),
-        },
-        Shape {
-            name: "c",
-            x: [1, 128, 28, 28],
-            w: [128, 128, 3, 3],
-            params: p(1, 1),
-        },
-        Shape {
-            name: "d",
-            x: [1, 256, 14, 14],
-            w: [256, 256, 3, 3],
-            params: p(1, 1),
-        },
-        Shape {
-            name: "e",
-            x: [1, 256, 14, 14],
-            w: [512, 256, 1, 1],
-            params: p(2, 0),
-        },
-        Shape {
-            name: "f",
-            x: [8, 32, 32, 32],
-            w: [32, 32, 3, 3],
-            params: p(1, 1),
-        },
-        Shape {
-            name: "g",
-            x: [1, 32, 112, 112],
-            w: [32, 1, 3, 3],
-            params: p(1, 1).with_groups(32),
-        },
-    ]
-}
-
-fn fill(n: usize, mul: usize) -> Vec<f32> {
-    // The peers' deterministic fill: ((i*mul) % m)/m - 0.5
-    let m = 1013;
-    (0..n)
-        .map(|i| ((i * mul) % m) as f32 / m as f32 - 0.5)
-        .collect()
-}
-
-struct Opts {
-    reps: usize,
-    shapes: Option<Vec<String>>,
-    ops: Option<Vec<String>>,
-    /// Only these algorithm / variant names (e.g. `auto`).
-    algos: Option<Vec<String>>,
-}
-
-fn opts() -> Opts {
+fn opts() -> suite::Opts {
     let args: Vec<String> = std::env::args().collect();
     let list = |flag: &str| {
         args.iter()
@@ -98,146 +21,23 @@ fn opts() -> Opts {
             .map(|s| s.split(',').map(str::to_string).collect())
     };
     let quick = args.iter().any(|a| a == "--quick");
-    Opts {
+    suite::Opts {
         reps: if quick { 5 } else { 11 },
         shapes: list("--shapes"),
         ops: list("--ops"),
         algos: list("--algos"),
+        slow_ms: f64::INFINITY,
     }
-}
-
-/// Median wall time in ms of `f` (which records and submits work), waiting for the GPU.
-fn time(
-    ctx: &Context,
-    reps: usize,
-    mut f: impl FnMut() -> wgconv::Result<()>,
-) -> wgconv::Result<f64> {
-    f()?;
-    ctx.synchronize()?;
-    let mut v = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let t = Instant::now();
-        f()?;
-        ctx.synchronize()?;
-        v.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    v.sort_by(f64::total_cmp);
-    Ok(v[v.len() / 2])
-}
-
-fn report(op: &str, shape: &str, algo: &str, ms: f64, flops: f64) {
-    println!(
-        "bench op={op} shape={shape} algo={algo} ms={ms:.3} gflops={:.2}",
-        flops / ms / 1e6
-    );
 }
 
 fn main() -> wgconv::Result<()> {
     let o = opts();
     let ctx = Context::new_blocking()?;
     println!("adapter: {}", ctx.adapter_summary());
-    let want_op = |op: &str| o.ops.as_ref().is_none_or(|v| v.iter().any(|s| s == op));
-    let want_algo = |a: &str| o.algos.as_ref().is_none_or(|v| v.iter().any(|s| s == a));
-    for s in shapes() {
-        if o.shapes
-            .as_ref()
-            .is_some_and(|v| !v.iter().any(|n| n == s.name))
-        {
-            continue;
-        }
-        let x = Tensor::from_slice(&ctx, &fill(s.x.iter().product(), 7), &s.x)?;
-        let w = Tensor::from_slice(&ctx, &fill(s.w.iter().product(), 11), &s.w)?;
-        let p = s.params.resolve(s.x, s.w, None)?;
-        let runs = |ops: &[Operation], a: Algorithm| {
-            ops.iter().all(|&op| ctx.check_algorithm(op, a, &p).is_ok())
-        };
-        let flops = p.flops();
-        if want_op("fwd") {
-            for &algo in Algorithm::ALL.iter().chain([&Algorithm::Auto]) {
-                if !runs(&[Operation::Forward], algo) || !want_algo(algo.name()) {
-                    continue;
-                }
-                let ms = time(&ctx, o.reps, || {
-                    ctx.conv2d_with(&x, &w, None, &s.params, algo).map(drop)
-                })?;
-                report("conv2d_fwd", s.name, algo.name(), ms, flops);
-            }
-        }
-        let dy = Tensor::from_slice(&ctx, &fill(p.y_shape().iter().product(), 13), &p.y_shape())?;
-        // The algorithms that run `ops` on this shape here (a forced algorithm that cannot is
-        // refused, never rerouted).
-        let algos = |ops: &[Operation]| -> Vec<Algorithm> {
-            Algorithm::ALL
-                .iter()
-                .copied()
-                .chain([Algorithm::Auto])
-                .filter(|&a| runs(ops, a) && want_algo(a.name()))
-                .collect()
-        };
-        if want_op("dx") {
-            for algo in algos(&[Operation::InputGrad]) {
-                let ms = time(&ctx, o.reps, || {
-                    ctx.conv2d_backward_input(&dy, &w, s.x, &s.params, algo)
-                        .map(drop)
-                })?;
-                report("conv2d_dx", s.name, algo.name(), ms, flops);
-            }
-        }
-        if want_op("dw") {
-            for algo in algos(&[Operation::WeightGrad]) {
-                let ms = time(&ctx, o.reps, || {
-                    ctx.conv2d_backward_weight(&x, &dy, s.w, &s.params, algo)
-                        .map(drop)
-                })?;
-                report("conv2d_dw", s.name, algo.name(), ms, flops);
-            }
-        }
-        if want_op("bwd") {
-            for algo in algos(&[Operation::InputGrad, Operation::WeightGrad]) {
-                let ms = time(&ctx, o.reps, || {
-                    ctx.conv2d_backward(&x, &w, &dy, true, &s.params, algo)
-                        .map(drop)
-                })?;
-                report("conv2d_bwd", s.name, algo.name(), ms, 2.0 * flops);
-            }
-        }
-        if want_op("transpose") {
-            // The transposed convolution mapping this shape's output back to its input.
-            let Padding::Symmetric([pad, _]) = s.params.padding else {
-                unreachable!("bench shapes are symmetric")
-            };
-            let st = s.params.stride[0];
-            let op = (s.x[2] + 2 * pad - (s.w[2] - 1) - 1) % st;
-            let tparams = ConvTranspose2dParams::default()
-                .with_stride(s.params.stride)
-                .with_padding([pad, pad])
-                .with_output_padding([op, op])
-                .with_groups(s.params.groups);
-            for algo in algos(&[Operation::Transposed]) {
-                let ms = time(&ctx, o.reps, || {
-                    ctx.conv_transpose2d(&dy, &w, None, &tparams, algo)
-                        .map(drop)
-                })?;
-                report("conv_transpose2d", s.name, algo.name(), ms, flops);
-            }
-        }
-    }
-    if o.shapes
-        .as_ref()
-        .is_none_or(|v| v.iter().any(|n| n == "gemm1024"))
-        && want_op("gemm")
-    {
-        let n = 1024;
-        let a = Tensor::from_slice(&ctx, &fill(n * n, 7), &[n, n])?;
-        let b = Tensor::from_slice(&ctx, &fill(n * n, 11), &[n, n])?;
-        for &v in GemmVariant::ALL.iter().chain([&GemmVariant::Auto]) {
-            if !want_algo(v.name()) || ctx.check_gemm_variant(v).is_err() {
-                continue;
-            }
-            let p = GemmParams::default().with_variant(v);
-            let ms = time(&ctx, o.reps, || ctx.gemm(&a, &b, &p).map(drop))?;
-            report("gemm", "gemm1024", v.name(), ms, 2.0 * (n * n * n) as f64);
-        }
-    }
-    Ok(())
+    suite::run(&ctx, &o, |op, shape, algo, ms, flops| {
+        println!(
+            "bench op={op} shape={shape} algo={algo} ms={ms:.3} gflops={:.2}",
+            flops / ms / 1e6
+        );
+    })
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Side-by-side: wgconv's bench and the peer harnesses (Burn's wgpu backend, the naive
-single-thread loop) run interleaved on the same shapes; prints one markdown table with
-GFLOP/s per shape and op, and the wgconv/Burn ratio.
+"""Side-by-side: wgconv's bench and the peer harnesses (Burn's wgpu backend, PyTorch on the
+CPU when `import torch` works, the naive single-thread loop) run interleaved on the same
+shapes; prints one markdown table with GFLOP/s per shape and op and the ratios, and with
+`--json FILE` writes the medians for `tools/bench_chart.py`.
 
 Usage (from the repo root, after `cargo bench --bench conv --no-run` and building the peers as
 described in ../shared/peers/README.md):
@@ -65,6 +66,18 @@ def run_ours(exe, reps):
     return res, adapter
 
 
+def cpu_model():
+    """The host CPU as lscpu names it, with its family and model (hosts change)."""
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return "unknown CPU"
+    field = lambda k: next((l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith(k)), "?")
+    flags = field("flags").split()
+    avx = "AVX-512" if any(f.startswith("avx512") for f in flags) else ("AVX2" if "avx2" in flags else "no AVX2")
+    return f"{field('model name')} family {field('cpu family')} model {field('model')}, {avx}"
+
+
 def run_peer(cmd, peer, reps):
     out = subprocess.run(cmd + ["--reps", str(reps)], capture_output=True, text=True, env=env()).stdout
     raw = {}
@@ -97,31 +110,49 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--peers-dir", default=os.path.join(ROOT, "..", "shared", "peers"))
+    ap.add_argument("--json", help="write the medians and the machine here")
     a = ap.parse_args()
     burn = ["/tmp/peers-target/release/burn-conv", "--warmup", "3"]
     naive = ["/tmp/peers-target/naive/release/naive-conv"]
+    torch = None
+    if subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode == 0:
+        torch = [sys.executable, os.path.join(a.peers_dir, "run_torch.py"), "--threads", str(os.cpu_count())]
     exe = bench_binary()
-    samples = {"wgconv": {}, "burn": {}, "naive": {}}
+    samples = {"wgconv": {}, "burn": {}, "torch": {}, "naive": {}}
     adapter = ""
     for r in range(a.rounds):
         ours, adapter = run_ours(exe, a.reps)
-        for peer, res in (("wgconv", ours), ("burn", run_peer(burn, "burn", a.reps)), ("naive", run_peer(naive, "naive", a.reps))):
+        peers = [("wgconv", ours), ("burn", run_peer(burn, "burn", a.reps))]
+        if torch:
+            peers.append(("torch", run_peer(torch, "torch", a.reps)))
+        peers.append(("naive", run_peer(naive, "naive", a.reps)))
+        for peer, res in peers:
             for k, v in res.items():
                 samples[peer].setdefault(k, []).append(v)
         print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
     med = {p: {k: statistics.median(v) for k, v in s.items()} for p, s in samples.items()}
+    cpu = cpu_model()
     print(f"Side-by-side, {datetime.date.today()}, {a.rounds} interleaved rounds x {a.reps} reps (medians).")
-    print(f"Machine: {os.cpu_count()} cores; adapter (all GPU peers): {adapter}\n")
-    print("| shape | op | wgconv GFLOP/s | Burn GFLOP/s | wgconv / Burn | naive GFLOP/s | wgconv / naive |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"Machine: {os.cpu_count()} cores, {cpu}; adapter (wgconv and Burn): {adapter}\n")
+    print("| shape | op | wgconv GFLOP/s | Burn GFLOP/s | wgconv / Burn | PyTorch CPU GFLOP/s | wgconv / PyTorch | naive GFLOP/s | wgconv / naive |")
+    print("|---|---|---|---|---|---|---|---|---|")
     rows = [(s, op) for s in SHAPES for op in ("fwd", "bwd")] + [("gemm1024", "gemm")]
+    fmt = lambda v: f"{v:.2f}" if v is not None else "-"
+    ratio = lambda x, y: f"{x / y:.1f}x" if x is not None and y else "-"
     for shape, op in rows:
-        w = med["wgconv"].get((shape, op))
-        b = med["burn"].get((shape, op))
-        n = med["naive"].get((shape, op))
-        fmt = lambda v: f"{v:.2f}" if v is not None else "-"
-        ratio = lambda x, y: f"{x / y:.1f}x" if x is not None and y else "-"
-        print(f"| {shape} | {op} | {fmt(w)} | {fmt(b)} | {ratio(w, b)} | {fmt(n)} | {ratio(w, n)} |")
+        w, b, t, n = (med[p].get((shape, op)) for p in ("wgconv", "burn", "torch", "naive"))
+        print(f"| {shape} | {op} | {fmt(w)} | {fmt(b)} | {ratio(w, b)} | {fmt(t)} | {ratio(w, t)} | {fmt(n)} | {ratio(w, n)} |")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({
+                "date": str(datetime.date.today()),
+                "cpu": cpu,
+                "cores": os.cpu_count(),
+                "adapter": adapter,
+                "rounds": a.rounds,
+                "reps": a.reps,
+                "medians": {p: {f"{k[0]}/{k[1]}": v for k, v in m.items()} for p, m in med.items()},
+            }, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,634 @@
+//! The conformance runner's core, shared by `tests/conformance.rs` and `examples/report.rs`:
+//! every case of a directory of JSON fixtures (`../shared/FIXTURES.md`) run through the CPU
+//! reference, `auto` and every algorithm the library says can run it
+//! ([`wgconv::Context::check_algorithm`]), compared with the fixture's arrays.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use wgconv::{
+    cpu, Algorithm, Context, Conv2dParams, Conv2dProblem, ConvTranspose2dParams, Error, ErrorKind,
+    GemmParams, GemmVariant, Operation, Padding, PaddingMode, Tensor,
+};
+
+type Arrays = BTreeMap<String, Vec<f32>>;
+
+struct Case {
+    id: String,
+    op: String,
+    expect_ok: bool,
+    params: Value,
+    shapes: BTreeMap<String, Vec<i64>>,
+    integer_valued: bool,
+    rtol: f64,
+    atol: f64,
+    data: Arrays,
+}
+
+fn load(path: &Path) -> Result<Case, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or(format!("missing {k}"))
+    };
+    let shapes = v
+        .get("shapes")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, a)| {
+                    let dims = a
+                        .as_array()
+                        .map(|d| d.iter().filter_map(Value::as_i64).collect())
+                        .unwrap_or_default();
+                    (k.clone(), dims)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let data = v
+        .get("data")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, a)| {
+                    let vals = a
+                        .as_array()
+                        .map(|d| {
+                            d.iter()
+                                .map(|x| x.as_f64().unwrap_or(f64::NAN) as f32)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (k.clone(), vals)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let tol = v.get("tolerance");
+    let num = |k: &str, d: f64| {
+        tol.and_then(|t| t.get(k))
+            .and_then(Value::as_f64)
+            .unwrap_or(d)
+    };
+    Ok(Case {
+        id: s("id")?,
+        op: s("op")?,
+        expect_ok: s("expect")? == "ok",
+        params: v.get("params").cloned().unwrap_or(Value::Null),
+        shapes,
+        integer_valued: v
+            .get("integer_valued")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        rtol: num("rtol", 1e-5),
+        atol: num("atol", 1e-6),
+        data,
+    })
+}
+
+// ---- parameter decoding: values a Rust API cannot represent (negative, non-integer) are
+// refused with the library's own typed error, like any other invalid parameter.
+
+fn uint(v: &Value, name: &'static str) -> Result<usize, Error> {
+    match v.as_i64() {
+        Some(i) if i >= 0 => Ok(i as usize),
+        _ => Err(Error::invalid_param(
+            name,
+            v,
+            "must be a non-negative integer",
+        )),
+    }
+}
+
+fn pair(p: &Value, key: &'static str, default: [usize; 2]) -> Result<[usize; 2], Error> {
+    match p.get(key) {
+        None => Ok(default),
+        Some(Value::Array(a)) if a.len() == 2 => Ok([uint(&a[0], key)?, uint(&a[1], key)?]),
+        Some(Value::Array(a)) if a.len() == 1 => {
+            let v = uint(&a[0], key)?;
+            Ok([v, v])
+        }
+        Some(v) if v.is_i64() => {
+            let v = uint(v, key)?;
+            Ok([v, v])
+        }
+        Some(v) => Err(Error::invalid_param(key, v, "expected [h, w]")),
+    }
+}
+
+fn padding(p: &Value) -> Result<Padding, Error> {
+    match p.get("padding") {
+        None => Ok(Padding::Symmetric([0, 0])),
+        Some(Value::String(s)) if s == "same" => Ok(Padding::Same),
+        Some(Value::String(s)) if s == "valid" => Ok(Padding::Valid),
+        Some(Value::Array(a)) if a.len() == 4 => Ok(Padding::PerSide([
+            uint(&a[0], "padding")?,
+            uint(&a[1], "padding")?,
+            uint(&a[2], "padding")?,
+            uint(&a[3], "padding")?,
+        ])),
+        Some(_) => Ok(Padding::Symmetric(pair(p, "padding", [0, 0])?)),
+    }
+}
+
+fn conv_params(p: &Value, flip: bool) -> Result<Conv2dParams, Error> {
+    Ok(Conv2dParams {
+        stride: pair(p, "stride", [1, 1])?,
+        padding: padding(p)?,
+        dilation: pair(p, "dilation", [1, 1])?,
+        groups: p.get("groups").map_or(Ok(1), |g| uint(g, "groups"))?,
+        padding_mode: PaddingMode::from_name(
+            p.get("padding_mode")
+                .and_then(Value::as_str)
+                .unwrap_or("zeros"),
+        )?,
+        flip,
+    })
+}
+
+fn has_bias(c: &Case) -> bool {
+    c.params
+        .get("bias")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+fn shape<const N: usize>(c: &Case, name: &'static str) -> Result<[usize; N], Error> {
+    let dims = c
+        .shapes
+        .get(name)
+        .ok_or_else(|| Error::shape_mismatch(name, format!("{N}-D shape"), "none"))?;
+    if dims.len() != N || dims.iter().any(|&d| d < 0) {
+        return Err(Error::shape_mismatch(
+            name,
+            format!("{N}-D shape"),
+            format!("{dims:?}"),
+        ));
+    }
+    let mut out = [0usize; N];
+    for (o, &d) in out.iter_mut().zip(dims) {
+        *o = d as usize;
+    }
+    Ok(out)
+}
+
+/// Input array `name`: the case's data, or zeros of its shape for error cases.
+fn input(c: &Case, name: &'static str) -> Vec<f32> {
+    c.data.get(name).cloned().unwrap_or_else(|| {
+        let n: i64 = c.shapes.get(name).map_or(0, |d| d.iter().product());
+        vec![0.0; n.max(0) as usize]
+    })
+}
+
+fn upload(ctx: &Context, c: &Case, name: &'static str, dims: &[usize]) -> Result<Tensor, Error> {
+    Tensor::from_slice(ctx, &input(c, name), dims)
+}
+
+// ---- ops
+
+fn conv2d(ctx: &Context, c: &Case, algo: &str, flip: bool) -> Result<Arrays, Error> {
+    let params = conv_params(&c.params, flip)?;
+    let xs: [usize; 4] = shape(c, "x")?;
+    let ws: [usize; 4] = shape(c, "w")?;
+    let bias = if has_bias(c) {
+        Some(input(c, "b"))
+    } else {
+        None
+    };
+    let bs: Option<[usize; 1]> = if has_bias(c) {
+        Some(shape(c, "b")?)
+    } else {
+        None
+    };
+    let y = if algo == "cpu" {
+        cpu::conv2d(
+            &input(c, "x"),
+            xs,
+            &input(c, "w"),
+            ws,
+            bias.as_deref(),
+            &params,
+        )?
+        .0
+    } else {
+        let x = upload(ctx, c, "x", &xs)?;
+        let w = upload(ctx, c, "w", &ws)?;
+        let b = bs.map(|bs| upload(ctx, c, "b", &bs)).transpose()?;
+        ctx.conv2d_with(&x, &w, b.as_ref(), &params, Algorithm::from_name(algo)?)?
+            .read()?
+    };
+    Ok(BTreeMap::from([("y".to_string(), y)]))
+}
+
+fn transpose_params(p: &Value) -> Result<ConvTranspose2dParams, Error> {
+    Ok(ConvTranspose2dParams {
+        stride: pair(p, "stride", [1, 1])?,
+        padding: pair(p, "padding", [0, 0])?,
+        output_padding: pair(p, "output_padding", [0, 0])?,
+        dilation: pair(p, "dilation", [1, 1])?,
+        groups: p.get("groups").map_or(Ok(1), |g| uint(g, "groups"))?,
+    })
+}
+
+fn conv_transpose2d(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
+    let params = transpose_params(&c.params)?;
+    if let Some(m) = c.params.get("padding_mode").and_then(Value::as_str) {
+        if m != "zeros" {
+            return Err(Error::invalid_param(
+                "padding_mode",
+                m,
+                "conv_transpose2d supports only zeros",
+            ));
+        }
+    }
+    let xs: [usize; 4] = shape(c, "x")?;
+    let ws: [usize; 4] = shape(c, "w")?;
+    let bias = if has_bias(c) {
+        Some(input(c, "b"))
+    } else {
+        None
+    };
+    let bs: Option<[usize; 1]> = if has_bias(c) {
+        Some(shape(c, "b")?)
+    } else {
+        None
+    };
+    let y = if algo == "cpu" {
+        cpu::conv_transpose2d(
+            &input(c, "x"),
+            xs,
+            &input(c, "w"),
+            ws,
+            bias.as_deref(),
+            &params,
+        )?
+        .0
+    } else {
+        let x = upload(ctx, c, "x", &xs)?;
+        let w = upload(ctx, c, "w", &ws)?;
+        let b = bs.map(|bs| upload(ctx, c, "b", &bs)).transpose()?;
+        ctx.conv_transpose2d(&x, &w, b.as_ref(), &params, Algorithm::from_name(algo)?)?
+            .read()?
+    };
+    Ok(BTreeMap::from([("y".to_string(), y)]))
+}
+
+fn conv2d_grad(
+    ctx: &Context,
+    c: &Case,
+    algo: &str,
+    outputs: &[&'static str],
+) -> Result<Arrays, Error> {
+    let params = conv_params(&c.params, false)?;
+    let xs: [usize; 4] = shape(c, "x")?;
+    let ws: [usize; 4] = shape(c, "w")?;
+    let dys: [usize; 4] = shape(c, "dy")?;
+    if has_bias(c) {
+        // The bias values do not enter the gradients, but its shape is validated.
+        params.resolve(xs, ws, Some(shape::<1>(c, "b")?[0]))?;
+    }
+    let mut out = BTreeMap::new();
+    if algo == "cpu" {
+        let g = cpu::conv2d_grad(
+            &input(c, "x"),
+            xs,
+            &input(c, "w"),
+            ws,
+            &input(c, "dy"),
+            dys,
+            has_bias(c),
+            &params,
+        )?;
+        out.insert("dx".to_string(), g.dx);
+        out.insert("dw".to_string(), g.dw);
+        if let Some(db) = g.db {
+            out.insert("db".to_string(), db);
+        }
+    } else {
+        // Each gradient through its own entry point, so an algorithm that runs only one of
+        // them (see `plan`) is checked on that one.
+        let a = Algorithm::from_name(algo)?;
+        let x = upload(ctx, c, "x", &xs)?;
+        let w = upload(ctx, c, "w", &ws)?;
+        let dy = upload(ctx, c, "dy", &dys)?;
+        if outputs.contains(&"dx") {
+            let dx = ctx.conv2d_backward_input(&dy, &w, xs, &params, a)?;
+            out.insert("dx".to_string(), dx.read()?);
+        }
+        if outputs.contains(&"dw") {
+            let dw = ctx.conv2d_backward_weight(&x, &dy, ws, &params, a)?;
+            out.insert("dw".to_string(), dw.read()?);
+        }
+        if outputs.contains(&"db") {
+            out.insert("db".to_string(), ctx.conv2d_backward_bias(&dy)?.read()?);
+        }
+    }
+    Ok(out)
+}
+
+fn gemm(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
+    let p = &c.params;
+    let flag = |k: &str| p.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let params = GemmParams::default()
+        .with_transpose_a(flag("transpose_a"))
+        .with_transpose_b(flag("transpose_b"));
+    let dims = |name: &'static str| -> Result<Vec<usize>, Error> {
+        let d = c
+            .shapes
+            .get(name)
+            .ok_or_else(|| Error::shape_mismatch(name, "a shape", "none"))?;
+        d.iter()
+            .map(|&v| {
+                usize::try_from(v)
+                    .map_err(|_| Error::shape_mismatch(name, "non-negative dims", format!("{d:?}")))
+            })
+            .collect()
+    };
+    let (ash, bsh) = (dims("a")?, dims("b")?);
+    // The declared m, k, n must agree with the operand shapes.
+    let (m, k, n) = (
+        uint(&p["m"], "m")?,
+        uint(&p["k"], "k")?,
+        uint(&p["n"], "n")?,
+    );
+    let (am, ak) = if params.transpose_a {
+        (ash.get(1), ash.first())
+    } else {
+        (ash.first(), ash.get(1))
+    };
+    let (bk, bn) = if params.transpose_b {
+        (bsh.get(1), bsh.first())
+    } else {
+        (bsh.first(), bsh.get(1))
+    };
+    if am != Some(&m) || ak != Some(&k) || bk != Some(&k) || bn != Some(&n) {
+        return Err(Error::shape_mismatch(
+            "gemm operands",
+            format!("m={m} k={k} n={n}"),
+            format!("a {ash:?}, b {bsh:?}"),
+        ));
+    }
+    let out = if algo == "cpu" {
+        cpu::gemm(&input(c, "a"), &ash, &input(c, "b"), &bsh, &params)?.0
+    } else {
+        let variant = GemmVariant::ALL
+            .iter()
+            .chain([&GemmVariant::Auto])
+            .find(|v| v.name() == algo)
+            .copied()
+            .ok_or_else(|| Error::invalid_param("algorithm", algo, "unknown gemm variant"))?;
+        let a = Tensor::from_slice(ctx, &input(c, "a"), &ash)?;
+        let b = Tensor::from_slice(ctx, &input(c, "b"), &bsh)?;
+        ctx.gemm(&a, &b, &params.with_variant(variant))?.read()?
+    };
+    Ok(BTreeMap::from([("c".to_string(), out)]))
+}
+
+/// The forward problem of a conv case (the conv2d the transposed convolution or the
+/// gradients belong to), or the error that makes it an invalid case.
+fn problem(c: &Case) -> Result<Conv2dProblem, Error> {
+    let xs = shape(c, "x")?;
+    let ws = shape(c, "w")?;
+    let bias = || -> Result<Option<usize>, Error> {
+        Ok(if has_bias(c) {
+            Some(shape::<1>(c, "b")?[0])
+        } else {
+            None
+        })
+    };
+    match c.op.as_str() {
+        "conv_transpose2d" => Ok(transpose_params(&c.params)?
+            .resolve(xs, ws, bias()?)?
+            .conv()),
+        "conv2d_grad" => conv_params(&c.params, false)?.resolve(xs, ws, None),
+        _ => conv_params(&c.params, c.op == "convolve2d")?.resolve(xs, ws, bias()?),
+    }
+}
+
+/// What running `algo` on case `c` computes on this adapter: the outputs it produces, or,
+/// when it runs none of them, why (the library's own reason). Error cases run every
+/// algorithm (each must refuse); `cpu` and `auto` run every case.
+fn plan(ctx: &Context, c: &Case, algo: &str) -> Result<Vec<&'static str>, String> {
+    let all = expected_outputs(c);
+    if !c.expect_ok || algo == "cpu" || algo == "auto" {
+        return Ok(all);
+    }
+    if c.op == "gemm" {
+        let v = GemmVariant::ALL
+            .iter()
+            .find(|v| v.name() == algo)
+            .copied()
+            .unwrap_or(GemmVariant::Auto);
+        return ctx
+            .check_gemm_variant(v)
+            .map(|_| all)
+            .map_err(|e| e.to_string());
+    }
+    let Ok(p) = problem(c) else {
+        return Ok(all);
+    };
+    let Ok(a) = Algorithm::from_name(algo) else {
+        return Ok(all);
+    };
+    let ops: &[(&str, Operation)] = match c.op.as_str() {
+        "conv_transpose2d" => &[("y", Operation::Transposed)],
+        "conv2d_grad" => &[
+            ("dx", Operation::InputGrad),
+            ("dw", Operation::WeightGrad),
+            ("db", Operation::BiasGrad),
+        ],
+        _ => &[("y", Operation::Forward)],
+    };
+    let mut outputs = Vec::new();
+    let mut reasons = Vec::new();
+    for &(name, op) in ops {
+        if !all.contains(&name) {
+            continue;
+        }
+        match ctx.check_algorithm(op, a, &p) {
+            Ok(()) => outputs.push(name),
+            // db has one entry (direct): its refusal by the others says nothing new.
+            Err(_) if op == Operation::BiasGrad => {}
+            Err(e) => reasons.push(match e.kind() {
+                ErrorKind::UnsupportedAlgorithm { reason, .. } => reason.clone(),
+                _ => e.to_string(),
+            }),
+        }
+    }
+    // The bias gradient has one entry (direct): an algorithm that runs neither dx nor dw is
+    // not run for db alone.
+    if outputs.iter().all(|&o| o == "db") {
+        return Err(reasons.join("; "));
+    }
+    Ok(outputs)
+}
+
+/// The algorithm names a case is tried with.
+fn algorithm_names(c: &Case) -> Vec<String> {
+    let mut v = vec!["cpu".to_string()];
+    match c.op.as_str() {
+        "gemm" => v.extend(GemmVariant::ALL.iter().map(|g| g.name().to_string())),
+        "conv2d" | "convolve2d" | "conv_transpose2d" | "conv2d_grad" => {
+            v.extend(Algorithm::ALL.iter().map(|a| a.name().to_string()))
+        }
+        _ => {}
+    }
+    v.push("auto".into());
+    v
+}
+
+fn run(ctx: &Context, c: &Case, algo: &str, outputs: &[&'static str]) -> Result<Arrays, Error> {
+    match c.op.as_str() {
+        "conv2d" => conv2d(ctx, c, algo, false),
+        "convolve2d" => conv2d(ctx, c, algo, true),
+        "conv_transpose2d" => conv_transpose2d(ctx, c, algo),
+        "conv2d_grad" => conv2d_grad(ctx, c, algo, outputs),
+        "gemm" => gemm(ctx, c, algo),
+        other => Err(Error::invalid_param(
+            "op",
+            other,
+            "operation not implemented by wgconv",
+        )),
+    }
+}
+
+/// Output arrays a case must produce.
+fn expected_outputs(c: &Case) -> Vec<&'static str> {
+    match c.op.as_str() {
+        "conv2d_grad" if has_bias(c) => vec!["dx", "dw", "db"],
+        "conv2d_grad" => vec!["dx", "dw"],
+        "gemm" => vec!["c"],
+        _ => vec!["y"],
+    }
+}
+
+fn compare(c: &Case, algo: &str, got: &Arrays, outputs: &[&str]) -> Result<(), String> {
+    for &name in outputs {
+        let want = c.data.get(name).ok_or(format!("fixture has no `{name}`"))?;
+        let g = got.get(name).ok_or(format!("no output `{name}`"))?;
+        if g.len() != want.len() {
+            return Err(format!("{name}: length {} != {}", g.len(), want.len()));
+        }
+        let exact = c.integer_valued;
+        let mut first = None;
+        let mut max_err = 0f64;
+        for (i, (&a, &b)) in g.iter().zip(want).enumerate() {
+            let err = (a as f64 - b as f64).abs();
+            let bound = if exact {
+                0.0
+            } else {
+                c.atol + c.rtol * (b as f64).abs()
+            };
+            let within = err <= bound; // false when err is NaN
+            if !within && a != b {
+                first.get_or_insert((i, a, b));
+            }
+            if err.is_nan() {
+                max_err = f64::NAN;
+            } else if !max_err.is_nan() {
+                max_err = max_err.max(err);
+            }
+        }
+        if let Some((i, a, b)) = first {
+            return Err(format!(
+                "{} {algo} {name} first bad index {i}: got {a} want {b}; max error {max_err:e}",
+                c.id
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn write_out(dir: &Path, c: &Case, algo: &str, result: &Result<Arrays, Error>) {
+    let body = match result {
+        Ok(arrays) => json!({"id": c.id, "algorithm": algo, "outputs": arrays}),
+        Err(e) => json!({"id": c.id, "algorithm": algo, "error": e.to_string()}),
+    };
+    let path = dir.join(format!("{}.{algo}.json", c.id));
+    if let Err(e) = std::fs::write(&path, body.to_string()) {
+        eprintln!("cannot write {}: {e}", path.display());
+    }
+}
+
+/// (algorithm, reason) -> number of cases not run for that reason.
+pub type NotRun = BTreeMap<(String, String), usize>;
+
+/// What a run of the cases on one context found.
+#[derive(Default)]
+pub struct Summary {
+    /// (case, algorithm) pairs that passed.
+    pub passed: usize,
+    /// One line per failing (case, algorithm) pair.
+    pub failures: Vec<String>,
+    /// (algorithm, reason) -> number of cases the algorithm did not run for that reason.
+    pub not_run: NotRun,
+}
+
+impl Summary {
+    /// The algorithms not run, one line each (empty when every algorithm ran every case).
+    pub fn not_run_lines(&self) -> Vec<String> {
+        self.not_run
+            .iter()
+            .map(|((algo, reason), n)| format!("{algo}: {reason} ({n})"))
+            .collect()
+    }
+}
+
+/// Runs every case of `files` with every algorithm on `ctx` that runs it.
+pub fn run_all(ctx: &Context, files: &[PathBuf], out_dir: Option<&Path>) -> Summary {
+    let mut summary = Summary::default();
+    for path in files {
+        let case = match load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                summary
+                    .failures
+                    .push(format!("{}: cannot load: {e}", path.display()));
+                continue;
+            }
+        };
+        for algo in algorithm_names(&case) {
+            let outputs = match plan(ctx, &case, &algo) {
+                Ok(o) => o,
+                Err(reason) => {
+                    *summary.not_run.entry((algo.clone(), reason)).or_default() += 1;
+                    continue;
+                }
+            };
+            let result = run(ctx, &case, &algo, &outputs);
+            if let Some(d) = out_dir {
+                write_out(d, &case, &algo, &result);
+            }
+            let verdict = match (&result, case.expect_ok) {
+                (Ok(arrays), true) => compare(&case, &algo, arrays, &outputs),
+                (Err(e), true) => Err(format!("{} {algo}: unexpected error: {e}", case.id)),
+                (Ok(_), false) => Err(format!(
+                    "{} {algo}: computed a result, expected an error",
+                    case.id
+                )),
+                (Err(_), false) => Ok(()),
+            };
+            match verdict {
+                Ok(()) => summary.passed += 1,
+                Err(msg) => summary.failures.push(msg),
+            }
+        }
+    }
+    summary
+}
+
+/// The `*.json` case files of `dir`, sorted.
+pub fn case_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("json"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
