@@ -175,7 +175,7 @@ fn correctness(
     })?;
     let mut failed = 0;
     let mut details = String::new();
-    for (label, c) in [("default", ctx), ("other (forced)", &forced)] {
+    for (label, c) in [("default", ctx), ("forced", &forced)] {
         let t = Instant::now();
         let s = conformance::run_all(c, &files, None);
         let family = format!("{:?} ({label})", c.kernel_class());
