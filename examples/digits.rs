@@ -37,13 +37,16 @@
 //! on an error, 2 on a bad command line.
 
 use std::error::Error as StdError;
-use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
 use wgconv::{Algorithm, Context, Conv2dParams, GemmParams, Padding, Tensor};
+
+#[path = "common/relu.rs"]
+mod relu;
+pub use relu::Relu;
 
 /// Errors of the example: library errors, shader errors, bad data files.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -370,151 +373,6 @@ pub fn cosine_lr(base: f32, step: usize, total: usize) -> f32 {
     (base as f64 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
 }
 
-const RELU_WGSL: &str = r#"
-@group(0) @binding(0) var<storage, read_write> data: array<f32>;
-@group(0) @binding(1) var<storage, read> act: array<f32>;
-
-fn index(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
-    return gid.x + gid.y * groups.x * 256u;
-}
-
-// data = max(data, 0)
-@compute @workgroup_size(256)
-fn relu(@builtin(global_invocation_id) gid: vec3<u32>,
-        @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = index(gid, groups);
-    if (i < arrayLength(&data)) {
-        data[i] = max(data[i], 0.0);
-    }
-}
-
-// data (a gradient) *= (act > 0), act being the ReLU's output
-@compute @workgroup_size(256)
-fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>,
-                 @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = index(gid, groups);
-    if (i < arrayLength(&data) && act[i] <= 0.0) {
-        data[i] = 0.0;
-    }
-}
-"#;
-
-/// The ReLU and its gradient as two compute pipelines.
-pub struct Relu {
-    forward: wgpu::ComputePipeline,
-    backward: wgpu::ComputePipeline,
-}
-
-impl Relu {
-    /// Compiles the shader on the context's device.
-    ///
-    /// # Errors
-    /// The validation error if the shader or a pipeline is rejected.
-    pub fn new(ctx: &Context) -> Result<Self, BoxError> {
-        let dev = ctx.device();
-        let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("relu"),
-            source: wgpu::ShaderSource::Wgsl(RELU_WGSL.into()),
-        });
-        let make = |entry: &str| {
-            dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: None,
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            })
-        };
-        let (forward, backward) = (make("relu"), make("relu_backward"));
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(format!("creating the ReLU shaders: {e}").into());
-        }
-        Ok(Relu { forward, backward })
-    }
-
-    /// Records `t = max(t, 0)`.
-    ///
-    /// # Errors
-    /// Too many elements for one dispatch grid.
-    pub fn encode_forward(
-        &self,
-        ctx: &Context,
-        enc: &mut wgpu::CommandEncoder,
-        t: &Tensor,
-    ) -> Result<(), BoxError> {
-        self.encode(ctx, enc, &self.forward, &[t])
-    }
-
-    /// Records `grad *= (act > 0)` (`act`: the ReLU's output, same shape as `grad`).
-    ///
-    /// # Errors
-    /// Different shapes; too many elements for one dispatch grid.
-    pub fn encode_backward(
-        &self,
-        ctx: &Context,
-        enc: &mut wgpu::CommandEncoder,
-        act: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(), BoxError> {
-        if act.shape() != grad.shape() {
-            return Err(format!(
-                "ReLU gradient: activation {:?} vs gradient {:?}",
-                act.shape(),
-                grad.shape()
-            )
-            .into());
-        }
-        self.encode(ctx, enc, &self.backward, &[grad, act])
-    }
-
-    fn encode(
-        &self,
-        ctx: &Context,
-        enc: &mut wgpu::CommandEncoder,
-        pipeline: &wgpu::ComputePipeline,
-        tensors: &[&Tensor],
-    ) -> Result<(), BoxError> {
-        let n = tensors[0].numel();
-        let Some(bytes) = NonZeroU64::new(4 * n as u64) else {
-            return Ok(());
-        };
-        // Bind exactly `numel` floats so that `arrayLength` is the element count.
-        let entries: Vec<wgpu::BindGroupEntry> = tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: t.buffer(),
-                    offset: 0,
-                    size: Some(bytes),
-                }),
-            })
-            .collect();
-        let bind_group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("relu"),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
-        let groups = n.div_ceil(256);
-        let max = ctx.limits().max_compute_workgroups_per_dimension as usize;
-        let (gx, gy) = (groups.min(max), groups.div_ceil(groups.min(max)));
-        if gy > max {
-            return Err(format!("ReLU over {n} elements needs too many workgroups").into());
-        }
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("relu"),
-            timestamp_writes: None,
-        });
-        pass.set_pipeline(pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(gx as u32, gy as u32, 1);
-        Ok(())
-    }
-}
-
 /// Device buffers for one batch size: activations and their gradients.
 struct Workspace {
     n: usize,
@@ -640,9 +498,9 @@ impl Net {
                 label: Some("digits forward"),
             });
         ctx.encode_conv2d(&mut enc, &ws.x, w1, Some(b1), &self.p1, auto, &ws.h1)?;
-        self.relu.encode_forward(ctx, &mut enc, &ws.h1)?;
+        self.relu.forward(ctx, &mut enc, &ws.h1)?;
         ctx.encode_conv2d(&mut enc, &ws.h1, w2, Some(b2), &self.p2, auto, &ws.h2)?;
-        self.relu.encode_forward(ctx, &mut enc, &ws.h2)?;
+        self.relu.forward(ctx, &mut enc, &ws.h2)?;
         // Linear layer: logits = flat · fc.weightᵀ + fc.bias.
         let nt = GemmParams::default().with_transpose_b(true);
         ctx.encode_gemm(&mut enc, &ws.flat, wl, Some(bl), &ws.logits, false, &nt)?;
@@ -677,12 +535,12 @@ impl Net {
         let tn = plain.with_transpose_a(true);
         ctx.encode_gemm(&mut enc, &ws.dlogits, &ws.flat, None, dwl, false, &tn)?;
         ctx.encode_gemm(&mut enc, &ws.dlogits, wl, None, &ws.dflat, false, &plain)?;
-        self.relu.encode_backward(ctx, &mut enc, &ws.h2, &ws.dh2)?;
+        self.relu.backward(ctx, &mut enc, &ws.h2, &ws.dh2)?;
         // Second convolution: all three gradients.
         ctx.encode_conv2d_backward_input(&mut enc, &ws.dh2, w2, &self.p2, auto, &ws.dh1)?;
         ctx.encode_conv2d_backward_weight(&mut enc, &ws.h1, &ws.dh2, &self.p2, auto, dw2)?;
         ctx.encode_conv2d_backward_bias(&mut enc, &ws.dh2, db2)?;
-        self.relu.encode_backward(ctx, &mut enc, &ws.h1, &ws.dh1)?;
+        self.relu.backward(ctx, &mut enc, &ws.h1, &ws.dh1)?;
         // First convolution: weight and bias (the images need no gradient).
         ctx.encode_conv2d_backward_weight(&mut enc, &ws.x, &ws.dh1, &self.p1, auto, dw1)?;
         ctx.encode_conv2d_backward_bias(&mut enc, &ws.dh1, db1)?;
