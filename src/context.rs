@@ -143,7 +143,7 @@ pub(crate) struct Inner {
     kernel_class: KernelClass,
     limits: Limits,
     scratch_budget: AtomicU64,
-    pub(crate) pipelines: RwLock<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    pub(crate) pipelines: RwLock<HashMap<PipelineKey, crate::gpu::pipeline::PipelineSlot>>,
     pub(crate) layouts: RwLock<HashMap<Kernel, Arc<wgpu::BindGroupLayout>>>,
     pub(crate) compiles: AtomicUsize,
     pub(crate) allocated: AtomicU64,

@@ -2,12 +2,15 @@
 //! bind-group layout per kernel.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::context::{poisoned, Context};
 use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::wgsl::Spec;
 use crate::kernels::{Kernel, KernelDef};
+
+/// One specialisation's pipeline, compiled or being compiled (see [`Context::pipeline`]).
+pub(crate) type PipelineSlot = Arc<Mutex<Option<Arc<wgpu::ComputePipeline>>>>;
 
 /// A kernel plus its specialisation constants: the pipeline-cache key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -81,16 +84,34 @@ impl Context {
         Ok(layout)
     }
 
-    /// The compute pipeline of a kernel specialization, compiled once per context.
+    /// The compute pipeline of a kernel specialization, compiled once per context. Threads
+    /// wanting the same specialisation wait for the one compiling it; others are not held
+    /// up by a compilation (the map lock is never held while compiling), so background
+    /// tuning does not stall a caller's calls.
     pub(crate) fn pipeline(&self, key: &PipelineKey) -> Result<Arc<wgpu::ComputePipeline>> {
-        if let Some(p) = self.inner.pipelines.read().map_err(poisoned)?.get(key) {
+        let existing = self
+            .inner
+            .pipelines
+            .read()
+            .map_err(poisoned)?
+            .get(key)
+            .cloned();
+        let slot = match existing {
+            Some(slot) => slot,
+            None => self
+                .inner
+                .pipelines
+                .write()
+                .map_err(poisoned)?
+                .entry(key.clone())
+                .or_default()
+                .clone(),
+        };
+        let mut compiled = slot.lock().map_err(poisoned)?;
+        if let Some(p) = compiled.as_ref() {
             return Ok(p.clone());
         }
         let layout = self.layout(key.kernel)?;
-        let mut map = self.inner.pipelines.write().map_err(poisoned)?;
-        if let Some(p) = map.get(key) {
-            return Ok(p.clone());
-        }
         let kernel = key.kernel;
         let browser = self.adapter_info().backend == wgpu::Backend::BrowserWebGpu;
         let constants: Vec<(&str, f64)> =
@@ -145,7 +166,7 @@ impl Context {
         log::debug!("wgconv: compiled {} {:?}", kernel.name(), key.constants);
         record(key);
         let pipeline = Arc::new(pipeline);
-        map.insert(key.clone(), pipeline.clone());
+        *compiled = Some(pipeline.clone());
         Ok(pipeline)
     }
 }
