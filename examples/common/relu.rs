@@ -29,7 +29,6 @@ impl From<&str> for ReluError {
     }
 }
 
-
 const RELU_WGSL: &str = r#"
 @group(0) @binding(0) var<storage, read_write> data: array<f32>;
 

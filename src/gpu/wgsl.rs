@@ -414,3 +414,15 @@ fn src_index(i: i32, size: i32) -> i32 {
         }
     }
 }";
+
+/// `xload(row, ix)`: element `ix` (a padded-input column) of input row `row`, read through
+/// [`SRC_INDEX`] (zero where the padding mode gives none), for kernels binding the input as
+/// `x: array<f32>` and reading its width from `P.w`.
+pub(crate) const XLOAD: &str = "fn xload(row: u32, ix: i32) -> f32 {
+    let sx = src_index(ix, i32(P.w));
+    var v = 0.0;
+    if (sx >= 0) {
+        v = x[row + u32(sx)];
+    }
+    return v;
+}";

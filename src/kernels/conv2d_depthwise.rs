@@ -2,7 +2,9 @@
 //! row, and `conv2d_depthwise_tiled`, its workgroup-memory variant for GPUs (hand-written
 //! body in `conv2d_depthwise_tiled.wgsl`). Both take [`DepthwiseParams`] and [`DepthwiseSpec`].
 
-use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, SRC_INDEX};
+use crate::gpu::wgsl::{
+    hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, SRC_INDEX, XLOAD,
+};
 use crate::kernels::shared::ConvShape;
 
 params! {
@@ -69,14 +71,7 @@ pub(crate) fn source() -> String {
     w.line("");
     w.line(SRC_INDEX);
     w.line("");
-    w.line("fn xload(row: u32, ix: i32) -> f32 {");
-    w.line("    let sx = src_index(ix, i32(P.w));");
-    w.line("    var v = 0.0;");
-    w.line("    if (sx >= 0) {");
-    w.line("        v = x[row + u32(sx)];");
-    w.line("    }");
-    w.line("    return v;");
-    w.line("}");
+    w.line(XLOAD);
     w.line("");
     w.line("@compute @workgroup_size(WG)");
     w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");

@@ -1,7 +1,9 @@
 //! `conv2d_direct`: direct 2-D convolution, forward, with register blocks of output channels
 //! by output columns (any padding mode, groups, stride and dilation).
 
-use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, SRC_INDEX};
+use crate::gpu::wgsl::{
+    hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, SRC_INDEX, XLOAD,
+};
 use crate::kernels::shared::ConvShape;
 
 params! {
@@ -69,14 +71,7 @@ pub(crate) fn source() -> String {
     w.line("");
     w.line(SRC_INDEX);
     w.line("");
-    w.line("fn xload(row: u32, ix: i32) -> f32 {");
-    w.line("    let sx = src_index(ix, i32(P.w));");
-    w.line("    var v = 0.0;");
-    w.line("    if (sx >= 0) {");
-    w.line("        v = x[row + u32(sx)];");
-    w.line("    }");
-    w.line("    return v;");
-    w.line("}");
+    w.line(XLOAD);
     w.line("");
     w.line("fn store(n: u32, k: u32, klast: u32, oy: u32, ox0: u32, v: vec4<f32>) {");
     w.line("    if (k > klast) {");

@@ -2,6 +2,7 @@
 //! from packed read-only storage images (`source(false)`), or A from an image and B straight
 //! from a storage buffer (`source(true)`, the former `gemm_image_sb`).
 
+use super::gemm_reg::gemm_store;
 use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl};
 use crate::kernels::shared::{acc4, scalar_subblocks, PANELS_DOC, SG};
 
@@ -40,32 +41,6 @@ spec! {
         ACCUMULATE: bool = false,
     }
 }
-
-/// The store epilogue: bias, accumulation, bounds; `live` is false in workgroups past the
-/// last one (they run the whole body and only skip the stores).
-const STORE: &str = "fn store(live: bool, c_base: u32, m: u32, n0: u32, v: vec4<f32>, bi: u32) {
-    if (!live || m >= P.m) {
-        return;
-    }
-    var row_bias = 0.0;
-    if (BIAS_MODE == 1u) {
-        row_bias = bias[P.bias_off + bi * P.bias_si + m];
-    }
-    for (var e = 0u; e < 4u; e++) {
-        let n = n0 + e;
-        if (n < P.n) {
-            var out = v[e] + row_bias;
-            if (BIAS_MODE == 2u) {
-                out += bias[P.bias_off + bi * P.bias_si + n];
-            }
-            let ci = c_base + m * P.ldc + n * P.ldc_n;
-            if (ACCUMULATE) {
-                out += c[ci];
-            }
-            c[ci] = out;
-        }
-    }
-}";
 
 /// The WGSL source of `gemm_image`: B from a packed storage image, or with `b_buffer` from
 /// a K-major storage buffer (`gemm_image(b_buffer=True)` of the Python generator).
@@ -161,7 +136,7 @@ pub(crate) fn source(b_buffer: bool) -> String {
     w.line("");
     w.line(&GemmImageSpec::wgsl());
     w.line("");
-    w.line(STORE);
+    w.line(&gemm_store(true));
     w.line("");
     w.line("@compute @workgroup_size(WG)");
     w.line("fn main(");

@@ -37,31 +37,41 @@ pub(crate) const MAX_TM: usize = 16;
 /// vec4 columns per invocation (uniform B loads).
 pub(crate) const MAX_TN4: usize = 4;
 
-/// The GEMM epilogue shared by the buffer GEMM kernels: bias, accumulation, bounds.
-pub(crate) const GEMM_STORE: &str =
-    "fn store(c_base: u32, m: u32, n0: u32, v: vec4<f32>, bi: u32) {
-    if (m >= P.m) {
+/// The GEMM store epilogue (bias, accumulation, bounds) of `gemm_reg` and the image GEMMs;
+/// with `live`, a flag that workgroups past the last one pass as `false` (they run the whole
+/// body and only skip the stores).
+pub(crate) fn gemm_store(live: bool) -> String {
+    let (args, guard) = if live {
+        ("live: bool, ", "!live || ")
+    } else {
+        ("", "")
+    };
+    format!(
+        "fn store({args}c_base: u32, m: u32, n0: u32, v: vec4<f32>, bi: u32) {{
+    if ({guard}m >= P.m) {{
         return;
-    }
+    }}
     var row_bias = 0.0;
-    if (BIAS_MODE == 1u) {
+    if (BIAS_MODE == 1u) {{
         row_bias = bias[P.bias_off + bi * P.bias_si + m];
-    }
-    for (var e = 0u; e < 4u; e++) {
+    }}
+    for (var e = 0u; e < 4u; e++) {{
         let n = n0 + e;
-        if (n < P.n) {
+        if (n < P.n) {{
             var out = v[e] + row_bias;
-            if (BIAS_MODE == 2u) {
+            if (BIAS_MODE == 2u) {{
                 out += bias[P.bias_off + bi * P.bias_si + n];
-            }
+            }}
             let ci = c_base + m * P.ldc + n * P.ldc_n;
-            if (ACCUMULATE) {
+            if (ACCUMULATE) {{
                 out += c[ci];
-            }
+            }}
             c[ci] = out;
-        }
-    }
-}";
+        }}
+    }}
+}}"
+    )
+}
 
 /// The WGSL source of `gemm_reg`.
 pub(crate) fn source() -> String {
@@ -103,7 +113,7 @@ pub(crate) fn source() -> String {
     w.line("");
     w.line(&GemmRegSpec::wgsl());
     w.line("");
-    w.line(GEMM_STORE);
+    w.line(&gemm_store(false));
     w.line("");
     w.line("@compute @workgroup_size(WG)");
     w.line("fn main(");
