@@ -47,6 +47,9 @@ use wgconv::{Algorithm, Context, Conv2dParams, GemmParams, Padding, Tensor};
 #[path = "common/relu.rs"]
 mod relu;
 pub use relu::Relu;
+#[path = "common/rng.rs"]
+mod rng;
+pub use rng::Rng;
 
 /// Errors of the example: library errors, shader errors, bad data files.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -238,37 +241,6 @@ pub fn load_digits(path: &Path) -> Result<Digits, BoxError> {
 /// The fixed split: `(train, test)` indices; image `i` is a test image when `i % 5 == 0`.
 pub fn split(n: usize) -> (Vec<usize>, Vec<usize>) {
     (0..n).partition(|i| i % 5 != 0)
-}
-
-/// Small deterministic RNG (SplitMix64); `tools/digits_reference.py` has a bit-exact port.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator for `seed`.
-    pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
-    }
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `[-bound, bound)` (24 random bits).
-    pub fn symmetric(&mut self, bound: f32) -> f32 {
-        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-        bound * (2.0 * u - 1.0)
-    }
-    /// Fisher-Yates shuffle.
-    pub fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-    }
 }
 
 /// The mini-batches of one epoch: the training indices shuffled by `rng`, cut into batches
