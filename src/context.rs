@@ -397,6 +397,23 @@ impl Context {
             && i.subgroup_min_size == 8
             && i.subgroup_max_size == 8
     }
+    /// Can the subgroup image kernels run here: 8-lane subgroups, and storage bindings large
+    /// enough to stage eight rows of the widest image (2 MiB at 16384 texels; every real
+    /// device's binding limit is at least 128 MiB, so only lowered test limits fail this).
+    pub(crate) fn image_kernels(&self) -> bool {
+        let l = self.limits();
+        let widest = (l.max_texture_dimension_2d as u64).div_ceil(16) * 16;
+        self.has_subgroups8() && 8 * widest * 16 <= l.max_storage_buffer_binding_size
+    }
+    /// Why the subgroup image kernels cannot run here (see `image_kernels`).
+    pub(crate) fn image_kernels_reason(&self) -> &'static str {
+        if self.has_subgroups8() {
+            "storage bindings too small to stage rows of the widest image \
+             (max_storage_buffer_binding_size below 128 x max_texture_dimension_2d bytes)"
+        } else {
+            "needs subgroups of exactly 8 lanes (a CPU adapter such as lavapipe)"
+        }
+    }
     /// The limits the library plans its work against.
     pub fn limits(&self) -> Limits {
         self.inner.limits

@@ -146,6 +146,30 @@ pub mod dev {
         pub specialisations: Vec<Vec<(&'static str, i64)>>,
     }
 
+    /// How `op` runs problem `p` on `ctx` when its tensors exceed one storage binding:
+    /// `"whole"`, `"images"` (bands of whole images), `"rows"` (bands of rows of one image),
+    /// `"rows+fold"` (input-gradient row bands that fold reflect/replicate padding),
+    /// `"windows"` (the direct algorithm's windows only) or `"impossible"`. For tests of the band paths.
+    pub fn band_plan(
+        ctx: &crate::Context,
+        op: crate::Operation,
+        p: &crate::Conv2dProblem,
+    ) -> &'static str {
+        use crate::conv::band::{plan, Plan, Side};
+        let side = match op {
+            crate::Operation::InputGrad | crate::Operation::Transposed => Side::Inputs,
+            _ => Side::Outputs,
+        };
+        match plan(ctx, p, side) {
+            Plan::Whole => "whole",
+            Plan::Images { .. } => "images",
+            Plan::Rows(b) if b.iter().any(|b| b.fold.is_some()) => "rows+fold",
+            Plan::Rows(_) => "rows",
+            Plan::Windows(_) => "windows",
+            Plan::Impossible(_) => "impossible",
+        }
+    }
+
     /// Every kernel of the library.
     pub fn kernel_sources() -> Vec<KernelSource> {
         crate::kernels::ALL_KERNELS

@@ -103,8 +103,49 @@ fn encode_bgrad(
             k as u64,
         );
     }
-    // Large dy: one channel plane (or a piece of it) per launch, added in order.
+    // Large dy: bands of whole images (one launch per band, each summing every channel over
+    // its images), else one image at a time in bands of channels, else pieces of one
+    // channel plane; every band is bound through a window of dy and added in order.
     let maxw = max_window_elems(ctx);
+    let (dbb, db_off) = window(ctx, db, 0, k)?;
+    let launch_band = |enc: &mut wgpu::CommandEncoder,
+                       lo: usize,
+                       (rows, len, batch): (usize, usize, usize),
+                       k0: usize,
+                       acc: bool|
+     -> Result<()> {
+        let (src, src_off) = window(ctx, dy, lo, lo + batch * k * ohw - (k - rows) * ohw)?;
+        let u = ReduceParams {
+            rows: u32_of(rows, "channels")?,
+            len: u32_of(len, "pixels")?,
+            batch: u32_of(batch, "images")?,
+            bstride: u32_of(k * ohw, "elements")?,
+            total: u32_of(rows, "channels")?,
+            src_off: src_off.wrapping_add(lo as u32),
+            dst_off: db_off.wrapping_add(k0 as u32),
+            _p2: 0,
+        };
+        launch::<k::ReduceRows>(ctx, enc, &spec(acc), &u, &[src, dbb], rows as u64)
+    };
+    let per_image = k * ohw;
+    if per_image <= maxw {
+        let images = (maxw / per_image).min(n);
+        for n0 in (0..n).step_by(images) {
+            let nb = images.min(n - n0);
+            launch_band(enc, n0 * per_image, (k, ohw, nb), 0, n0 > 0)?;
+        }
+        return Ok(());
+    }
+    if ohw <= maxw {
+        let channels = maxw / ohw;
+        for img in 0..n {
+            for k0 in (0..k).step_by(channels) {
+                let kb = channels.min(k - k0);
+                launch_band(enc, (img * k + k0) * ohw, (kb, ohw, 1), k0, img > 0)?;
+            }
+        }
+        return Ok(());
+    }
     for kk in 0..k {
         let (dbb, db_off) = window(ctx, db, kk, kk + 1)?;
         let mut first = true;

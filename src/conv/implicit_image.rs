@@ -107,7 +107,7 @@ pub(crate) struct InputGeom {
 
 impl InputGeom {
     pub(crate) fn new(ctx: &Context, p: &Conv2dProblem) -> Option<Self> {
-        if !ctx.has_subgroups8() {
+        if !ctx.image_kernels() {
             return None;
         }
         let d = ctx.limits().max_texture_dimension_2d as usize;

@@ -12,6 +12,7 @@ use crate::kernels::shared::ConvShape;
 use crate::params::{numel, Conv2dProblem};
 
 /// Buffers of one forward convolution call (cheap clones of the caller's buffers).
+#[derive(Clone)]
 pub(crate) struct ConvBuffers {
     pub x: wgpu::Buffer,
     pub w: wgpu::Buffer,

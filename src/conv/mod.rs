@@ -1,5 +1,6 @@
 //! Convolution operations on the GPU: forward algorithms and their selection.
 
+pub(crate) mod band;
 pub(crate) mod bias_grad;
 pub(crate) mod forward;
 pub(crate) mod implicit_image;
@@ -16,6 +17,7 @@ use crate::params::{
     Conv2dParams, Conv2dProblem, ConvTranspose2dParams, Shape4, TransposedProblem,
 };
 use crate::tensor::Tensor;
+use band::Side;
 use launch::ConvBuffers;
 
 /// Which kernel family computes a convolution.
@@ -144,10 +146,16 @@ impl Context {
         p: &Conv2dProblem,
     ) -> Result<()> {
         match op {
-            Operation::Forward => forward::TABLE.check(self, p, algorithm),
-            Operation::InputGrad => input_grad::TABLE.check(self, p, algorithm),
-            Operation::Transposed => input_grad::TRANSPOSED.check(self, p, algorithm),
-            Operation::WeightGrad => weight_grad::TABLE.check(self, p, algorithm),
+            Operation::Forward => band::check(self, &forward::TABLE, Side::Outputs, p, algorithm),
+            Operation::InputGrad => {
+                band::check(self, &input_grad::TABLE, Side::Inputs, p, algorithm)
+            }
+            Operation::Transposed => {
+                band::check(self, &input_grad::TRANSPOSED, Side::Inputs, p, algorithm)
+            }
+            Operation::WeightGrad => {
+                band::check(self, &weight_grad::TABLE, Side::Outputs, p, algorithm)
+            }
             Operation::BiasGrad => bias_grad::TABLE.check(self, &p.y_shape(), algorithm),
         }
     }

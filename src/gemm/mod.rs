@@ -63,7 +63,7 @@ impl GemmVariant {
     /// (callers check them first with [`Context::check_gemm_variant`]).
     pub(crate) fn resolve(self, ctx: &Context) -> GemmVariant {
         match self {
-            GemmVariant::Auto if ctx.cpu_kernels() && ctx.has_subgroups8() => GemmVariant::Image,
+            GemmVariant::Auto if ctx.cpu_kernels() && ctx.image_kernels() => GemmVariant::Image,
             GemmVariant::Auto if ctx.cpu_kernels() => GemmVariant::Register,
             GemmVariant::Auto => GemmVariant::Tiled,
             v => v,
@@ -164,14 +164,14 @@ pub(crate) fn gemm_dims(
 impl Context {
     /// Can GEMM variant `variant` run on this context? `Ok(())`, or the
     /// [`ErrorKind::UnsupportedAlgorithm`](crate::ErrorKind::UnsupportedAlgorithm) error a
-    /// call forcing it returns (`Image` needs 8-lane subgroups; `Auto`, `Register` and
+    /// call forcing it returns (`Image` needs 8-lane subgroups and bindings that can stage its
+    /// images; `Auto`, `Register` and
     /// `Tiled` run everywhere).
     pub fn check_gemm_variant(&self, variant: GemmVariant) -> Result<()> {
-        if variant == GemmVariant::Image && !self.has_subgroups8() {
+        if variant == GemmVariant::Image && !self.image_kernels() {
             return Err(Error::new(ErrorKind::UnsupportedAlgorithm {
                 algorithm: variant.name(),
-                reason: "needs subgroups of exactly 8 lanes (a CPU adapter such as lavapipe)"
-                    .into(),
+                reason: self.image_kernels_reason().into(),
             }));
         }
         Ok(())

@@ -22,9 +22,15 @@ pub(crate) const FORWARD: Entry<Conv2dProblem, ConvBuffers> = Entry {
     encode: encode_im2col,
 };
 
-/// Runs every problem whose tensors fit one storage binding.
+/// Runs every problem whose tensors fit one storage binding, and whose smallest column block
+/// (every row of one image's column matrix, `col_align` pixels) does too.
 pub(crate) fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
-    fit_one_binding(ctx, p)
+    fit_one_binding(ctx, p)?;
+    let min_block = (p.reduction_len() * p.groups * col_align(ctx).max(4) * 4) as u64;
+    if min_block > ctx.limits().max_storage_buffer_binding_size {
+        return Err("the smallest block of the column matrix exceeds one storage binding".into());
+    }
+    Ok(())
 }
 
 /// Weights `[K, C/g, R, S]` packed once per call as the K-major A operand `[CRS_g, Kg]`
@@ -86,13 +92,18 @@ pub(crate) fn encode_im2col_at(
         .min(limits.max_storage_buffer_binding_size)
         .max(4096) as usize;
     let row_bytes = full_crs * 4; // one pixel column of one image
-    let per_image = row_bytes * ohw.div_ceil(4) * 4;
+    let align = col_align(ctx).max(4);
+    // Column blocks hold whole multiples of `align` pixels (rows are padded to it), so the
+    // padded block, not the pixel count, must fit the budget.
+    let per_image = row_bytes * ohw.div_ceil(align) * align;
     let (images, np) = if per_image <= budget {
         ((budget / per_image).clamp(1, p.n), ohw)
     } else {
-        (1, ((budget / row_bytes) / 4 * 4).max(4).min(ohw))
+        (
+            1,
+            ((budget / row_bytes) / align * align).max(align).min(ohw),
+        )
     };
-    let align = col_align(ctx);
     let ldp = np.div_ceil(align) * align;
     let col_bytes = (images * full_crs * ldp * 4) as u64;
     let col = DeviceBuffer::new(ctx, col_bytes, "wgconv im2col columns")?;

@@ -35,10 +35,10 @@ pub(crate) fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
 }
 
 fn why_not(ctx: &Context) -> &'static str {
-    if ctx.has_subgroups8() {
+    if ctx.image_kernels() {
         "the padded input or the packed weights exceed max_texture_dimension_2d"
     } else {
-        "needs subgroups of exactly 8 lanes (a CPU adapter such as lavapipe)"
+        ctx.image_kernels_reason()
     }
 }
 

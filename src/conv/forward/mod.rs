@@ -22,7 +22,6 @@ use crate::conv::table::{Operation, Table};
 use crate::conv::Algorithm;
 use crate::error::Result;
 use crate::params::Conv2dProblem;
-use crate::tune::TunedOp;
 
 /// The forward table, in the heuristic's order of preference.
 pub(crate) static TABLE: Table<Conv2dProblem, ConvBuffers> = Table {
@@ -38,7 +37,7 @@ pub(crate) static TABLE: Table<Conv2dProblem, ConvBuffers> = Table {
 };
 
 /// Records the forward convolution `p` with `algorithm` (`Auto`: the autotuned or
-/// heuristic choice).
+/// heuristic choice); tensors beyond one binding run in bands (`conv::band`).
 pub(crate) fn encode(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
@@ -46,8 +45,5 @@ pub(crate) fn encode(
     bufs: &ConvBuffers,
     algorithm: Algorithm,
 ) -> Result<()> {
-    let entry = TABLE.select(ctx, p, algorithm, |h, c| {
-        ctx.choose(TunedOp::Forward, p, h, &c)
-    })?;
-    (entry.encode)(ctx, enc, p, bufs)
+    crate::conv::band::forward(ctx, enc, p, bufs, algorithm)
 }

@@ -28,7 +28,18 @@ pub(crate) const INPUT_GRAD: Entry<Conv2dProblem, DgradArgs> = Entry {
 };
 
 fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
-    unwindowed(ctx, p)
+    unwindowed(ctx, p)?;
+    let q = super::core(p);
+    match q.input_gradient_as_forward(false) {
+        Some(f) => crate::conv::forward::im2col_gemm::check(ctx, &f),
+        // The smallest column-gradient block: every row, 4 pixels.
+        None if (q.reduction_len() * q.groups * 16) as u64
+            > ctx.limits().max_storage_buffer_binding_size =>
+        {
+            Err("the smallest block of the column gradient exceeds one storage binding".into())
+        }
+        None => Ok(()),
+    }
 }
 
 /// Stride 1: the forward im2col + GEMM on `dy`; other strides: a GEMM into a column

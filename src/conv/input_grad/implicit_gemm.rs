@@ -31,8 +31,8 @@ fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
     if strided_pointwise_as_forward(ctx, &q).is_some() || dgrad_as_forward(ctx, &q, false).is_some()
     {
         Ok(())
-    } else if !ctx.has_subgroups8() {
-        Err("needs subgroups of exactly 8 lanes (a CPU adapter such as lavapipe)".into())
+    } else if !ctx.image_kernels() {
+        Err(ctx.image_kernels_reason().into())
     } else {
         Err(
             "needs stride 1 (or a 1x1 kernel with any stride) and images within \

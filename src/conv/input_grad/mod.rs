@@ -24,7 +24,7 @@ pub(crate) mod implicit_gemm_tiled;
 pub(crate) mod phase;
 
 use crate::context::Context;
-use crate::conv::table::{Operation, Reason, Table};
+use crate::conv::table::{Entry, Operation, Reason, Table};
 use crate::conv::Algorithm;
 use crate::error::Result;
 use crate::gpu::memory::DeviceBuffer;
@@ -32,7 +32,6 @@ use crate::gpu::{launch, max_window_elems, u32_of, Bind};
 use crate::kernels::k;
 use crate::kernels::pad_fold::{PadFoldParams, PadFoldSpec};
 use crate::params::{numel, Conv2dProblem, PaddingMode};
-use crate::tune::TunedOp;
 
 /// The buffers an entry reads and writes: `dy` from element `dy_off`, `dx` from element 0.
 pub(crate) struct DgradArgs {
@@ -55,7 +54,7 @@ pub(crate) static TRANSPOSED: Table<Conv2dProblem, DgradArgs> = Table {
     entries: ENTRIES,
 };
 
-const ENTRIES: &[crate::conv::table::Entry<Conv2dProblem, DgradArgs>] = &[
+const ENTRIES: &[Entry<Conv2dProblem, DgradArgs>] = &[
     gemm1x1::INPUT_GRAD,
     depthwise::INPUT_GRAD,
     direct::INPUT_GRAD,
@@ -117,7 +116,7 @@ pub(crate) fn unwindowed(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason>
 
 /// Input gradient `dx` (`[N, C, H, W]`) of the forward `p` from `dy` (`[N, K, Ho, Wo]`);
 /// with `bias` (length C) this is the transposed convolution of `dy` (`transposed` names the
-/// operation in errors).
+/// operation in errors). Tensors beyond one binding run in bands (`conv::band`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn encode(
     ctx: &Context,
@@ -130,14 +129,23 @@ pub(crate) fn encode(
     algorithm: Algorithm,
     transposed: bool,
 ) -> Result<()> {
-    let table = if transposed { &TRANSPOSED } else { &TABLE };
-    let entry = table.select(ctx, p, algorithm, |h, c| {
-        ctx.choose(TunedOp::BackwardInput, p, h, &c)
-    })?;
-    if windowed(ctx, p) {
-        // Only the direct entry passes the check of a windowed problem.
-        return direct::dgrad_windowed(ctx, enc, p, dy, w, bias, dx);
-    }
+    crate::conv::band::input_grad(ctx, enc, p, dy, w, bias, dx, algorithm, transposed)
+}
+
+/// Records the input gradient of `p`, whose tensors fit one binding each, with `entry`:
+/// its core directly, or with a non-zero padding mode the gradient of the padded input in
+/// bounded scratch folded back onto `dx`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn encode_whole(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    entry: &Entry<Conv2dProblem, DgradArgs>,
+    dy: &wgpu::Buffer,
+    w: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    dx: &wgpu::Buffer,
+) -> Result<()> {
     let args = |dy_off: usize, bias: Option<&wgpu::Buffer>, dx: &wgpu::Buffer| DgradArgs {
         dy: dy.clone(),
         dy_off,

@@ -20,7 +20,7 @@ use crate::params::Conv2dProblem;
 /// The weight-gradient entry: runs every problem whose tensors fit one binding.
 pub(crate) const WEIGHT_GRAD: Entry<Conv2dProblem, WgradArgs> = Entry {
     algorithm: Algorithm::Im2colGemm,
-    check: |ctx, p| unwindowed(ctx, p),
+    check,
     prefer: always,
     tune: anywhere,
     encode: wgrad_gemm,
@@ -36,8 +36,19 @@ pub(crate) const WEIGHT_GRAD_1X1: Entry<Conv2dProblem, WgradArgs> = Entry {
     encode: wgrad_gemm,
 };
 
-fn check_1x1(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
+/// Tensors within one binding, and one pixel row of the column matrix too.
+fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
     unwindowed(ctx, p)?;
+    let align = col_align(ctx);
+    let pix_bytes = p.groups * p.reduction_len().div_ceil(align) * align * 4;
+    need(
+        pix_bytes as u64 <= ctx.limits().max_storage_buffer_binding_size,
+        "one pixel row of the column matrix exceeds one storage binding",
+    )
+}
+
+fn check_1x1(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
+    check(ctx, p)?;
     need(
         is_pointwise(p),
         "needs a 1x1 kernel, stride 1 and no padding",

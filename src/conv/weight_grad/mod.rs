@@ -20,7 +20,6 @@ use crate::conv::table::{Operation, Reason, Table};
 use crate::conv::Algorithm;
 use crate::error::Result;
 use crate::params::Conv2dProblem;
-use crate::tune::TunedOp;
 
 /// The buffers of a weight-gradient call.
 pub(crate) struct WgradArgs {
@@ -46,7 +45,8 @@ pub(crate) fn unwindowed(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason>
     fit_one_binding(ctx, p)
 }
 
-/// Weight gradient `dw` (`[K, C/g, R, S]`) of the forward `p` from `x` and `dy`.
+/// Weight gradient `dw` (`[K, C/g, R, S]`) of the forward `p` from `x` and `dy`; tensors
+/// beyond one binding run in bands (`conv::band`).
 pub(crate) fn encode(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
@@ -56,13 +56,5 @@ pub(crate) fn encode(
     dw: &wgpu::Buffer,
     algorithm: Algorithm,
 ) -> Result<()> {
-    let entry = TABLE.select(ctx, p, algorithm, |h, c| {
-        ctx.choose(TunedOp::BackwardWeight, p, h, &c)
-    })?;
-    let args = WgradArgs {
-        x: x.clone(),
-        dy: dy.clone(),
-        dw: dw.clone(),
-    };
-    (entry.encode)(ctx, enc, p, &args)
+    crate::conv::band::weight_grad(ctx, enc, p, x, dy, dw, algorithm)
 }
