@@ -38,8 +38,10 @@ pub enum Algorithm {
     #[default]
     Auto,
     /// Direct convolution: each invocation accumulates a register block of outputs. Runs
-    /// every problem of every operation, and is the only algorithm that splits tensors larger
-    /// than one storage binding into windows. Input gradient: a gather over `dy` (any stride);
+    /// every problem of every operation (tensors beyond one storage binding run in bands, as
+    /// with every algorithm, see [`Context::check_algorithm`]), and is the only algorithm that
+    /// also splits what cannot be banded (weights beyond one binding, circular row padding of
+    /// an image beyond one binding) into windows. Input gradient: a gather over `dy` (any stride);
     /// for strided layers on CPU adapters the phase kernel where it applies (zero padding
     /// after the fold, dilation 1, strides up to 8, output width a multiple of 4: each stride
     /// phase of dx is a stride-1 correlation of dy with a sub-kernel, gathered from an image
@@ -138,7 +140,9 @@ impl Context {
     /// call forcing it would return, with the reason (the problem, the adapter, or a limit).
     /// `p` is the forward convolution the operation belongs to (for
     /// [`Operation::Transposed`], [`TransposedProblem::conv`]). [`Algorithm::Auto`] always
-    /// can.
+    /// can. A problem whose tensors exceed one storage binding runs in bands (of whole
+    /// images, else of rows with their halo, each an ordinary problem); an algorithm can run
+    /// it when it can run every band.
     pub fn check_algorithm(
         &self,
         op: Operation,
