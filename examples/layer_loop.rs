@@ -34,6 +34,10 @@ struct Args {
     /// gradients `dx`, `dw`, `db`
     #[arg(long, value_delimiter = ',', default_value = "fwd,bwd")]
     ops: Vec<String>,
+    /// Record into preallocated outputs with the `encode_*` calls (one submission per step)
+    /// instead of the allocating calls
+    #[arg(long)]
+    reuse_outputs: bool,
     /// Do not wait for the GPU after each step (only at the end)
     #[arg(long)]
     no_sync: bool,
@@ -63,7 +67,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &suite::fill(p.y_shape().iter().product(), 13),
         &p.y_shape(),
     )?;
+    let outs = [
+        Tensor::zeros(&ctx, &p.y_shape())?,
+        Tensor::zeros(&ctx, &s.x)?,
+        Tensor::zeros(&ctx, &s.w)?,
+        Tensor::zeros(&ctx, &[s.w[0]])?,
+    ];
+    let encode = |enc: &mut wgpu::CommandEncoder, op: &str| -> wgconv::Result<()> {
+        let [y, dx, dw, db] = &outs;
+        let prm = &s.params;
+        let bwd = op == "bwd";
+        if op == "fwd" {
+            ctx.encode_conv2d(enc, &x, &w, Some(&b), prm, algo, y)?;
+        }
+        if bwd || op == "dx" {
+            ctx.encode_conv2d_backward_input(enc, &dy, &w, prm, algo, dx)?;
+        }
+        if bwd || op == "dw" {
+            ctx.encode_conv2d_backward_weight(enc, &x, &dy, prm, algo, dw)?;
+        }
+        if bwd || op == "db" {
+            ctx.encode_conv2d_backward_bias(enc, &dy, db)?;
+        }
+        Ok(())
+    };
     let step = || -> wgconv::Result<()> {
+        if a.reuse_outputs {
+            for op in &a.ops {
+                let mut enc = ctx
+                    .device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+                encode(&mut enc, op)?;
+                ctx.submit(enc)?;
+            }
+            if !a.no_sync {
+                ctx.synchronize()?;
+            }
+            return Ok(());
+        }
         for op in &a.ops {
             match op.as_str() {
                 "fwd" => drop(ctx.conv2d_with(&x, &w, Some(&b), &s.params, algo)?),

@@ -25,8 +25,9 @@ pub struct ContextOptions {
     pub limits: Option<LimitsOverride>,
     /// Scratch-memory budget per operation in bytes (im2col columns, GEMM operand images and
     /// the like). Images filled by a kernel are written through a staging buffer of their
-    /// size (freed right after the copy), so the transient peak can reach one more image.
-    /// `None`: [`DEFAULT_SCRATCH_BUDGET`].
+    /// size (released right after the copy), so the transient peak can reach one more image.
+    /// It also bounds the idle scratch the context keeps for reuse between calls
+    /// ([`Context::pooled_bytes`]). `None`: [`DEFAULT_SCRATCH_BUDGET`].
     pub scratch_budget: Option<u64>,
     /// Autotuning of [`Algorithm::Auto`](crate::Algorithm::Auto): `Some(false)` for the
     /// deterministic heuristic choice. `None`: on, unless `WGCONV_AUTOTUNE=0`.

@@ -426,36 +426,37 @@ impl Pools {
 
     /// Drops the bind groups binding `buffer` (it is being released).
     pub(crate) fn forget_buffer(&self, buffer: &wgpu::Buffer) {
-        let Ok(mut g) = self.groups.lock() else {
-            return;
-        };
-        if !g.buffers.contains_key(buffer) {
-            return;
-        }
-        let gone: Vec<GroupKey> = (g.map.keys())
-            .filter(|k| {
-                k.params == *buffer
-                    || (k.binds.iter()).any(|b| matches!(b, BindKey::Buffer(x, ..) if x == buffer))
-            })
-            .cloned()
-            .collect();
-        for k in gone {
-            g.remove(&k);
-        }
+        self.forget(std::slice::from_ref(buffer), &[]);
     }
 
     /// Drops the bind groups binding `view` (its image is being released).
     pub(crate) fn forget_view(&self, view: &wgpu::TextureView) {
+        self.forget(&[], std::slice::from_ref(view));
+    }
+
+    /// Drops the bind groups binding any of `buffers` or `views` (being released): one pass
+    /// over the cache, none when no cached group binds them.
+    fn forget(&self, buffers: &[wgpu::Buffer], views: &[wgpu::TextureView]) {
         let Ok(mut g) = self.groups.lock() else {
             return;
         };
-        if !g.views.contains_key(view) {
+        let buffers: Vec<&wgpu::Buffer> = buffers
+            .iter()
+            .filter(|b| g.buffers.contains_key(*b))
+            .collect();
+        let views: Vec<&wgpu::TextureView> =
+            views.iter().filter(|v| g.views.contains_key(*v)).collect();
+        if buffers.is_empty() && views.is_empty() {
             return;
         }
-        let gone: Vec<GroupKey> = (g.map.keys())
-            .filter(|k| (k.binds.iter()).any(|b| matches!(b, BindKey::Image(v) if v == view)))
-            .cloned()
-            .collect();
+        let hit = |k: &GroupKey| {
+            buffers.contains(&&k.params)
+                || k.binds.iter().any(|b| match b {
+                    BindKey::Buffer(x, ..) => buffers.contains(&x),
+                    BindKey::Image(v) => views.contains(&v),
+                })
+        };
+        let gone: Vec<GroupKey> = g.map.keys().filter(|k| hit(k)).cloned().collect();
         for k in gone {
             g.remove(&k);
         }
@@ -535,23 +536,26 @@ fn evict_uniforms_to_count(u: &mut Uniforms, keep: usize) -> Vec<wgpu::Buffer> {
 
 /// Releases evicted parameter buffers: their bind groups go, their bytes leave the count.
 fn forget_uniforms(ctx: &Context, dropped: Vec<wgpu::Buffer>) {
-    for b in dropped {
-        ctx.inner.pool.forget_buffer(&b);
-        ctx.inner.allocated.fetch_sub(b.size(), Ordering::Relaxed);
-    }
+    destroy(
+        ctx,
+        Evicted {
+            buffers: dropped,
+            ..Default::default()
+        },
+    );
 }
 
-/// Destroys evicted scratch: its bind groups go, its bytes leave the count.
+/// Destroys evicted scratch (or parameter buffers): their bind groups go, their bytes leave
+/// the count.
 fn destroy(ctx: &Context, e: Evicted) {
-    let pool = &ctx.inner.pool;
-    for b in e.buffers {
-        pool.forget_buffer(&b);
-        ctx.inner.allocated.fetch_sub(b.size(), Ordering::Relaxed);
+    if e.buffers.is_empty() && e.images.is_empty() {
+        return;
     }
-    for (_, view, bytes) in e.images {
-        pool.forget_view(&view);
-        ctx.inner.allocated.fetch_sub(bytes, Ordering::Relaxed);
-    }
+    let views: Vec<wgpu::TextureView> = e.images.iter().map(|(_, v, _)| v.clone()).collect();
+    ctx.inner.pool.forget(&e.buffers, &views);
+    let bytes = e.buffers.iter().map(|b| b.size()).sum::<u64>()
+        + e.images.iter().map(|(_, _, n)| n).sum::<u64>();
+    ctx.inner.allocated.fetch_sub(bytes, Ordering::Relaxed);
 }
 
 /// Counters of the pools (see `wgconv::dev::pool_stats`).
