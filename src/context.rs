@@ -25,8 +25,9 @@ pub struct ContextOptions {
     pub limits: Option<LimitsOverride>,
     /// Scratch-memory budget per operation in bytes (im2col columns, GEMM operand images and
     /// the like). Images filled by a kernel are written through a staging buffer of their
-    /// size (freed right after the copy), so the transient peak can reach one more image.
-    /// `None`: [`DEFAULT_SCRATCH_BUDGET`].
+    /// size (released right after the copy), so the transient peak can reach one more image.
+    /// It also bounds the idle scratch the context keeps for reuse between calls
+    /// ([`Context::pooled_bytes`]). `None`: [`DEFAULT_SCRATCH_BUDGET`].
     pub scratch_budget: Option<u64>,
     /// Autotuning of [`Algorithm::Auto`](crate::Algorithm::Auto): `Some(false)` for the
     /// deterministic heuristic choice. `None`: on, unless `WGCONV_AUTOTUNE=0`.
@@ -150,6 +151,7 @@ pub(crate) struct Inner {
     lost: Arc<AtomicBool>,
     pub(crate) tuner: crate::tune::Tuner,
     pub(crate) weights: crate::wcache::WeightCache,
+    pub(crate) pool: crate::gpu::pool::Pools,
 }
 
 impl std::fmt::Debug for Context {
@@ -324,6 +326,7 @@ impl Context {
                         .weight_cache_budget
                         .unwrap_or(crate::wcache::DEFAULT_WEIGHT_CACHE_BUDGET),
                 ),
+                pool: crate::gpu::pool::Pools::new(),
             }),
         }
     }
@@ -422,19 +425,29 @@ impl Context {
     pub fn scratch_budget(&self) -> u64 {
         self.inner.scratch_budget.load(Ordering::Relaxed)
     }
-    /// Sets the scratch-memory budget per operation (at least 4 KiB are always allowed).
+    /// Sets the scratch-memory budget per operation (at least 4 KiB are always allowed), which
+    /// also bounds the idle scratch kept for reuse ([`Context::pooled_bytes`]).
     pub fn set_scratch_budget(&self, bytes: u64) {
         self.inner
             .scratch_budget
             .store(bytes.max(4096), Ordering::Relaxed);
+        self.inner.pool.trim(self);
     }
     /// How many compute pipelines this context has compiled (each kernel specialization
     /// exactly once).
     pub fn pipeline_compiles(&self) -> usize {
         self.inner.compiles.load(Ordering::Relaxed)
     }
-    /// Bytes of device memory currently held by tensors and scratch buffers and images of this
-    /// context.
+    /// Bytes of device memory the library currently holds on this context: the tensors it
+    /// allocated (not buffers wrapped with [`Tensor::from_buffer`]), scratch buffers and
+    /// images in use by a call being recorded, idle scratch and dispatch-parameter buffers
+    /// kept for reuse ([`Context::pooled_bytes`], at most the scratch budget;
+    /// [`Context::release_scratch`] frees them), and the packed-weight cache
+    /// ([`Context::weight_cache_bytes`]). A layer called in a loop reaches a steady value
+    /// after its first call. Memory wgpu still holds for submitted work that has not finished
+    /// is not included.
+    ///
+    /// [`Tensor::from_buffer`]: crate::Tensor::from_buffer
     pub fn allocated_bytes(&self) -> u64 {
         self.inner.allocated.load(Ordering::Relaxed)
     }

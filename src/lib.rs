@@ -170,6 +170,14 @@ pub mod dev {
         }
     }
 
+    pub use crate::gpu::pool::PoolStats;
+
+    /// Counters of a context's pools and caches of per-call resources (device allocations,
+    /// bind groups created): what the tests of "a layer in a loop allocates nothing" read.
+    pub fn pool_stats(ctx: &crate::Context) -> PoolStats {
+        ctx.pool_stats()
+    }
+
     /// Every kernel of the library.
     pub fn kernel_sources() -> Vec<KernelSource> {
         crate::kernels::ALL_KERNELS

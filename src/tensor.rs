@@ -275,6 +275,7 @@ impl Tensor {
             ctx.queue().submit([enc.finish()]);
             staging
         })?;
+        ctx.inner.pool.count_allocation();
         let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);

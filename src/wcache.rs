@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::context::Context;
-use crate::gpu::memory::ContentKey;
+use crate::gpu::memory::{ContentKey, DeviceImage};
 
 /// Default byte budget of the cache.
 pub const DEFAULT_WEIGHT_CACHE_BUDGET: u64 = 256 << 20;
@@ -54,17 +54,18 @@ impl WeightCache {
         Some(e.view.clone())
     }
 
-    /// Remembers the image behind `view` (`bytes` large) as the packed weights `key` in layout `layout`,
-    /// dropping older versions of the same weights, entries of dropped tensors or of tensors
-    /// that became untrackable and, past the budget, the least recently used.
+    /// Remembers `img` as the packed weights `key` in layout `layout` (taking it out of the
+    /// scratch pool), dropping older versions of the same weights, entries of dropped tensors
+    /// or of tensors that became untrackable and, past the budget, the least recently used.
+    /// An image larger than the budget is not cached (and goes back to the pool).
     pub(crate) fn insert(
         &self,
         ctx: &Context,
         key: &ContentKey,
         layout: Vec<u64>,
-        view: &wgpu::TextureView,
-        bytes: u64,
+        img: &DeviceImage,
     ) {
+        let bytes = img.bytes;
         let budget = self.budget.load(Ordering::Relaxed);
         if bytes > budget {
             return;
@@ -72,25 +73,28 @@ impl WeightCache {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
-        let allocated = &ctx.inner.allocated;
+        let mut gone = Vec::new();
         entries.retain(|e| {
             // Live, still trackable, and not replaced by this entry.
             let keep = e.key.alive.upgrade().is_some_and(|b| !b.is_volatile())
                 && !(e.key.id == key.id && (e.key.version != key.version || e.layout == layout));
             if !keep {
-                allocated.fetch_sub(e.bytes, Ordering::Relaxed);
+                gone.push((e.view.clone(), e.bytes));
             }
             keep
         });
-        evict_to(&mut entries, budget - bytes, allocated);
-        allocated.fetch_add(bytes, Ordering::Relaxed);
+        gone.extend(evict_to(&mut entries, budget - bytes));
+        img.retain();
+        ctx.inner.allocated.fetch_add(bytes, Ordering::Relaxed);
         entries.push(Entry {
             key: key.clone(),
             layout,
-            view: view.clone(),
+            view: img.view.clone(),
             bytes,
             last_use: self.tick.fetch_add(1, Ordering::Relaxed),
         });
+        drop(entries);
+        release(ctx, gone);
     }
 
     /// Bytes held.
@@ -107,7 +111,9 @@ impl WeightCache {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
-        evict_to(&mut entries, budget, &ctx.inner.allocated);
+        let gone = evict_to(&mut entries, budget);
+        drop(entries);
+        release(ctx, gone);
     }
 
     pub(crate) fn budget(&self) -> u64 {
@@ -115,15 +121,27 @@ impl WeightCache {
     }
 }
 
-/// Drops the least recently used entries until they hold at most `budget` bytes.
-fn evict_to(entries: &mut Vec<Entry>, budget: u64, allocated: &AtomicU64) {
+/// Drops the least recently used entries until they hold at most `budget` bytes; returns
+/// their images and sizes.
+fn evict_to(entries: &mut Vec<Entry>, budget: u64) -> Vec<(wgpu::TextureView, u64)> {
     let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
+    let mut gone = Vec::new();
     while total > budget {
         let Some((i, _)) = entries.iter().enumerate().min_by_key(|(_, e)| e.last_use) else {
             break;
         };
         let e = entries.swap_remove(i);
-        allocated.fetch_sub(e.bytes, Ordering::Relaxed);
         total -= e.bytes;
+        gone.push((e.view, e.bytes));
+    }
+    gone
+}
+
+/// Releases dropped entries' images: their cached bind groups go (they would keep the images
+/// alive) and their bytes leave the count.
+fn release(ctx: &Context, gone: Vec<(wgpu::TextureView, u64)>) {
+    for (view, bytes) in gone {
+        ctx.inner.pool.forget_view(&view);
+        ctx.inner.allocated.fetch_sub(bytes, Ordering::Relaxed);
     }
 }

@@ -277,19 +277,25 @@ fn two_thousand_forward_backward_calls_keep_memory_flat() {
         }
     };
     for i in 0..200 {
-        step(i); // warm-up: pipelines, allocator pools
+        step(i); // warm-up: pipelines, allocator pools, the scratch pool
     }
     ctx.synchronize().unwrap();
+    // The steady state: the tensors, plus idle scratch kept for reuse within the budget.
+    let steady = ctx.allocated_bytes();
+    assert!(ctx.pooled_bytes() <= ctx.scratch_budget());
+    assert_eq!(steady, baseline_bytes + ctx.pooled_bytes());
     let rss0 = rss_bytes();
     for i in 0..2000 {
         step(i);
         assert_eq!(
             ctx.allocated_bytes(),
-            baseline_bytes,
+            steady,
             "library-held device memory after call {i}"
         );
     }
     ctx.synchronize().unwrap();
+    ctx.release_scratch();
+    assert_eq!(ctx.allocated_bytes(), baseline_bytes, "the pool is freed");
     let grown = rss_bytes().saturating_sub(rss0);
     eprintln!(
         "rss growth over 2000 forward+backward calls: {} KiB",

@@ -169,5 +169,10 @@ fn cached_weights_follow_every_change() {
     expect("cache disabled", &xv, &wv, &conv(&ctx, &x, &w4));
     assert_eq!(ctx.weight_cache_bytes(), 0, "cached with a zero budget");
     drop((w2, w3, w4, y, dy));
-    assert_eq!(ctx.allocated_bytes(), base, "cache bytes not released");
+    // (Idle scratch kept for reuse is counted too, apart from the cache.)
+    assert_eq!(
+        ctx.allocated_bytes() - ctx.pooled_bytes(),
+        base,
+        "cache bytes not released"
+    );
 }

@@ -32,7 +32,7 @@ use crate::conv::table::{Operation, Reason, Table};
 use crate::conv::weight_grad::WgradArgs;
 use crate::conv::{forward, refuse, weight_grad, Algorithm};
 use crate::error::{Error, Result};
-use crate::gpu::memory::DeviceBuffer;
+use crate::gpu::memory::ScratchBuffer;
 use crate::gpu::{launch, max_window_elems, u32_of, Bind};
 use crate::kernels::k;
 use crate::kernels::reduce_rows::{ReduceParams, ReduceSpec};
@@ -508,8 +508,15 @@ fn add_into(
     )
 }
 
-fn scratch(ctx: &Context, elems: usize, label: &str) -> Result<DeviceBuffer> {
-    DeviceBuffer::new(ctx, elems as u64 * 4, label)
+/// Band scratch from the context's pool: every band writes what it reads (copies in, the
+/// entry's complete output), so its undefined contents are never read.
+fn scratch(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    elems: usize,
+    label: &str,
+) -> Result<ScratchBuffer> {
+    ScratchBuffer::new(ctx, enc, elems as u64 * 4, label)
 }
 
 /// Records the forward convolution `p` (any size) with `algorithm`.
@@ -540,8 +547,8 @@ pub(crate) fn forward(
             for q in plan.problems(p) {
                 select(&q)?;
             }
-            let xs = scratch(ctx, per_band * xi, "wgconv band x")?;
-            let ys = scratch(ctx, per_band * yi, "wgconv band y")?;
+            let xs = scratch(ctx, enc, per_band * xi, "wgconv band x")?;
+            let ys = scratch(ctx, enc, per_band * yi, "wgconv band y")?;
             let band = ConvBuffers {
                 x: xs.buffer.clone(),
                 y: ys.buffer.clone(),
@@ -564,8 +571,8 @@ pub(crate) fn forward(
                 .collect::<Result<Vec<_>>>()?;
             let xs_len = bands.iter().map(|b| p.c * (b.b - b.a) * p.w).max();
             let ys_len = bands.iter().map(|b| p.k * (b.oy1 - b.oy0) * p.ow).max();
-            let xs = scratch(ctx, xs_len.unwrap_or(1), "wgconv band x")?;
-            let ys = scratch(ctx, ys_len.unwrap_or(1), "wgconv band y")?;
+            let xs = scratch(ctx, enc, xs_len.unwrap_or(1), "wgconv band x")?;
+            let ys = scratch(ctx, enc, ys_len.unwrap_or(1), "wgconv band y")?;
             let band = ConvBuffers {
                 x: xs.buffer.clone(),
                 y: ys.buffer.clone(),
@@ -629,8 +636,8 @@ pub(crate) fn input_grad(
             for q in plan.problems(p) {
                 select(&q)?;
             }
-            let dys = scratch(ctx, per_band * yi, "wgconv band dy")?;
-            let dxs = scratch(ctx, per_band * xi, "wgconv band dx")?;
+            let dys = scratch(ctx, enc, per_band * yi, "wgconv band dy")?;
+            let dxs = scratch(ctx, enc, per_band * xi, "wgconv band dx")?;
             for n0 in (0..p.n).step_by(per_band) {
                 let nb = per_band.min(p.n - n0);
                 let q = Conv2dProblem { n: nb, ..*p };
@@ -649,14 +656,21 @@ pub(crate) fn input_grad(
             let max = |f: &dyn Fn(&RowBand) -> usize| bands.iter().map(f).max().unwrap_or(1);
             let dys = scratch(
                 ctx,
+                enc,
                 max(&|b| p.k * (b.oy1 - b.oy0) * p.ow),
                 "wgconv band dy",
             )?;
-            let dxs = scratch(ctx, max(&|b| p.c * (b.b - b.a) * p.w), "wgconv band dx")?;
+            let dxs = scratch(
+                ctx,
+                enc,
+                max(&|b| p.c * (b.b - b.a) * p.w),
+                "wgconv band dx",
+            )?;
             let folded = bands.iter().any(|b| b.fold.is_some());
             let gs = if folded {
                 Some(scratch(
                     ctx,
+                    enc,
                     max(&|b| p.c * b.sub.h * b.sub.w),
                     "wgconv band padded dx",
                 )?)
@@ -745,9 +759,9 @@ pub(crate) fn weight_grad(
             for q in plan.problems(p) {
                 select(&q)?;
             }
-            let xs = scratch(ctx, per_band * xi, "wgconv band x")?;
-            let dys = scratch(ctx, per_band * yi, "wgconv band dy")?;
-            let part = scratch(ctx, wlen, "wgconv band dw")?;
+            let xs = scratch(ctx, enc, per_band * xi, "wgconv band x")?;
+            let dys = scratch(ctx, enc, per_band * yi, "wgconv band dy")?;
+            let part = scratch(ctx, enc, wlen, "wgconv band dw")?;
             for (i, n0) in (0..p.n).step_by(per_band).enumerate() {
                 let nb = per_band.min(p.n - n0);
                 let q = Conv2dProblem { n: nb, ..*p };
@@ -768,13 +782,14 @@ pub(crate) fn weight_grad(
                 .map(|b| select(&b.sub))
                 .collect::<Result<Vec<_>>>()?;
             let max = |f: &dyn Fn(&RowBand) -> usize| bands.iter().map(f).max().unwrap_or(1);
-            let xs = scratch(ctx, max(&|b| p.c * (b.b - b.a) * p.w), "wgconv band x")?;
+            let xs = scratch(ctx, enc, max(&|b| p.c * (b.b - b.a) * p.w), "wgconv band x")?;
             let dys = scratch(
                 ctx,
+                enc,
                 max(&|b| p.k * (b.oy1 - b.oy0) * p.ow),
                 "wgconv band dy",
             )?;
-            let part = scratch(ctx, wlen, "wgconv band dw")?;
+            let part = scratch(ctx, enc, wlen, "wgconv band dw")?;
             let mut first = true;
             for n in 0..p.n {
                 for (b, e) in bands.iter().zip(&entries) {

@@ -167,9 +167,14 @@ impl InputGeom {
     }
 
     /// The input image for chunks of images.
-    pub(crate) fn alloc(&self, ctx: &Context) -> Result<DeviceImage> {
+    pub(crate) fn alloc(
+        &self,
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+    ) -> Result<DeviceImage> {
         DeviceImage::new(
             ctx,
+            enc,
             u32_of(self.width, "input image width")?,
             u32_of(self.chunk * self.image_height(), "input image height")?,
             "wgconv implicit-gemm input",
@@ -234,7 +239,7 @@ impl InputGeom {
             }
             None => (Bind::whole(x), total),
         };
-        let staging = ImageStaging::new(ctx, width, rows)?;
+        let staging = ImageStaging::new(ctx, enc, width, rows)?;
         u.dst_row = staging.row;
         let spec = PadImageSpec {
             PAD_MODE: p.mode.code(),
@@ -319,8 +324,8 @@ fn pack_weights_by_copy(
     enc: &mut wgpu::CommandEncoder,
     p: &Conv2dProblem,
     bufs: &ConvBuffers,
-    pl: &Plan,
-    wl: WeightLayout,
+    (pl, wl): (&Plan, WeightLayout),
+    kept: bool,
 ) -> Result<Option<DeviceImage>> {
     let (kg, cg, cols) = (p.k_per_group(), p.c_per_group(), pl.tile.cols());
     let pitch = wl.c_stride * 4;
@@ -333,12 +338,7 @@ fn pack_weights_by_copy(
     {
         return Ok(None);
     }
-    let wimg = DeviceImage::new(
-        ctx,
-        u32_of(pl.wwidth, "weight image width")?,
-        u32_of(pl.hb, "weight image height")?,
-        "wgconv implicit-gemm weights",
-    )?;
+    let wimg = weight_image(ctx, enc, pl, kept)?;
     let (pw, groups_n) = (cols / 4, kg / cols);
     // Row cl of panel (g, tn) is buffer row cl (pitch c_stride) from float g * g_stride + tn * cols.
     let mut copies = Vec::new();
@@ -368,26 +368,43 @@ fn pack_weights_by_copy(
     Ok(Some(wimg))
 }
 
-/// Packs the weights of `p` (laid out as `wl`) into a new weight image of plan `pl`.
+/// The weight image of plan `pl`: from the scratch pool, or with `kept` (the image outlives
+/// this recording: the packed-weight cache) a new one, since a pooled image may still have
+/// commands of its last user recorded into an encoder submitted after ours.
+fn weight_image(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    pl: &Plan,
+    kept: bool,
+) -> Result<DeviceImage> {
+    let (w, h) = (
+        u32_of(pl.wwidth, "weight image width")?,
+        u32_of(pl.hb, "weight image height")?,
+    );
+    let label = "wgconv implicit-gemm weights";
+    if kept {
+        DeviceImage::new_unshared(ctx, enc, w, h, label)
+    } else {
+        DeviceImage::new(ctx, enc, w, h, label)
+    }
+}
+
+/// Packs the weights of `p` (laid out as `wl`) into a new weight image of plan `pl` (`kept`:
+/// the image outlives the recording, see [`weight_image`]).
 pub(crate) fn pack_weights_image(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     p: &Conv2dProblem,
     bufs: &ConvBuffers,
-    pl: &Plan,
-    wl: WeightLayout,
+    (pl, wl): (&Plan, WeightLayout),
+    kept: bool,
 ) -> Result<DeviceImage> {
-    if let Some(img) = pack_weights_by_copy(ctx, enc, p, bufs, pl, wl)? {
+    if let Some(img) = pack_weights_by_copy(ctx, enc, p, bufs, (pl, wl), kept)? {
         return Ok(img);
     }
     let (kg, cg) = (p.k_per_group(), p.c_per_group());
     let groups_n = kg.div_ceil(pl.tile.cols());
-    let wimg = DeviceImage::new(
-        ctx,
-        u32_of(pl.wwidth, "weight image width")?,
-        u32_of(pl.hb, "weight image height")?,
-        "wgconv implicit-gemm weights",
-    )?;
+    let wimg = weight_image(ctx, enc, pl, kept)?;
     // One invocation per panel column (pw texels) of an 8-row group.
     let mut wtotal = pl.wwidth / (pl.tile.cols() / 4) * (pl.hb / 8);
     let mut wu = PackWeightsParams {
@@ -445,7 +462,7 @@ pub(crate) fn pack_weights_image(
         u32_of(pl.wwidth, "weight image width")?,
         u32_of(pl.hb, "weight image height")?,
     );
-    let staging = ImageStaging::new(ctx, ww, wh)?;
+    let staging = ImageStaging::new(ctx, enc, ww, wh)?;
     wu.dst_row = staging.row;
     let spec = PackWeightsSpec {
         FLIP: p.flip,

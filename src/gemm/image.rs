@@ -5,7 +5,7 @@ use super::job::{encode_chunked, vec4_ready, GemmJob, Mat};
 use crate::context::Context;
 use crate::error::Result;
 use crate::gemm::GemmVariant;
-use crate::gpu::memory::{copy_flat_at, flat_fields, DeviceImage, ImageStaging};
+use crate::gpu::memory::{copy_flat_at, flat_fields, DeviceImage, ImageStaging, ScratchBuffer};
 use crate::gpu::{launch_linear, u32_of, Bind};
 use crate::kernels::gemm_image::{GemmImageParams, GemmImageSpec};
 use crate::kernels::k;
@@ -266,11 +266,26 @@ pub(crate) fn fill_image(
 ) -> Result<DeviceImage> {
     let img = DeviceImage::new(
         ctx,
+        enc,
         u32_of(g.width, "gemm image width")?,
         u32_of(g.h, "gemm image height")?,
         label,
     )?;
     if g.copy {
+        // The k-rows k..kp of each entry, which the kernel reads, are zeros (the image comes
+        // from the scratch pool with any contents).
+        let pad = (g.kp - k) as u32;
+        let pitch = (g.width as u64 * DeviceImage::TEXEL).div_ceil(256) * 256;
+        let zeros = if pad > 0 {
+            Some(ScratchBuffer::zeroed(
+                ctx,
+                enc,
+                pitch * pad as u64,
+                "wgconv zeros",
+            )?)
+        } else {
+            None
+        };
         ctx.scoped("copying a gemm operand", || {
             for o in 0..outers {
                 for i in 0..inners {
@@ -284,6 +299,14 @@ pub(crate) fn fill_image(
                         ),
                         ((e * g.kp) as u32, g.width as u32, k as u32),
                     );
+                    if let Some(z) = &zeros {
+                        img.copy_rows_from(
+                            enc,
+                            &z.buffer,
+                            (0, pitch as u32),
+                            ((e * g.kp + k) as u32, g.width as u32, pad),
+                        );
+                    }
                 }
             }
         })?;
@@ -337,7 +360,7 @@ pub(crate) fn fill_image(
         }
         None => src,
     };
-    let staging = ImageStaging::new(ctx, width, height)?;
+    let staging = ImageStaging::new(ctx, enc, width, height)?;
     u.dst_row = staging.row;
     let spec = PackImageSpec::default();
     staging.fill(ctx, enc, &img, (width, height), |enc, y_lo, y_hi, dst| {

@@ -5,7 +5,7 @@ use super::image::{encode_image_job, image_chunk_fits, IMG_PANEL_A, IMG_PANEL_B}
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::gemm::GemmVariant;
-use crate::gpu::memory::DeviceBuffer;
+use crate::gpu::memory::ScratchBuffer;
 use crate::gpu::{fits, launch, max_window_elems, u32_of, window, Bind};
 use crate::kernels::gemm_reg::{GemmParams, GemmRegSpec};
 use crate::kernels::gemm_tiled::GemmTiledSpec;
@@ -62,7 +62,7 @@ pub(crate) fn vec4_ready(mat: &Mat<'_>, k_major: bool) -> bool {
 
 /// An operand packed into a zero-padded K-major buffer (see [`pack`]).
 pub(crate) struct Packed {
-    pub buf: DeviceBuffer,
+    pub buf: ScratchBuffer,
     pub ld: usize,
     pub si: usize,
     pub so: usize,
@@ -117,7 +117,7 @@ pub(crate) fn pack(
     let outers = if mat.so == 0 { 1 } else { outer };
     let inners = if mat.si == 0 { 1 } else { inner };
     let bytes = (outers * inners * per * 4) as u64;
-    let dst = DeviceBuffer::new(ctx, bytes, "wgconv packed operand")?;
+    let dst = ScratchBuffer::new(ctx, enc, bytes, "wgconv packed operand")?;
     let spec = PackSpec {
         TRANSPOSE: !k_major,
         ..Default::default()

@@ -1,5 +1,7 @@
-//! Device memory the library allocates: buffers (accounted in `Context::allocated_bytes`),
-//! storage images, staging for images filled by kernels, and verbatim image copies of buffers.
+//! Device memory the library allocates: tensor buffers (accounted in
+//! `Context::allocated_bytes`), scratch buffers and storage images (from the context's pool,
+//! see `gpu::pool`), staging for images filled by kernels, and verbatim image copies of
+//! buffers.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Weak;
@@ -39,6 +41,8 @@ pub(crate) struct ContentKey {
 
 impl Drop for DeviceBuffer {
     fn drop(&mut self) {
+        // Cached bind groups would keep the buffer alive.
+        self.ctx.inner.pool.forget_buffer(&self.buffer);
         if !self.external {
             self.ctx
                 .inner
@@ -54,24 +58,9 @@ impl DeviceBuffer {
         self.volatile.load(Ordering::Acquire)
     }
 
-    /// Allocates a storage buffer of `bytes` (rounded up to 4, at least 4).
+    /// Allocates a storage buffer of `bytes` (rounded up to 4, at least 4), zero-filled.
     pub(crate) fn new(ctx: &Context, bytes: u64, label: &str) -> Result<Self> {
-        let size = bytes.max(4).div_ceil(4) * 4;
-        let max = ctx.limits().max_buffer_size;
-        if size > max {
-            return Err(Error::exceeds_limit("max_buffer_size", size, max));
-        }
-        let buffer = ctx.scoped("allocating a buffer", || {
-            ctx.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size,
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        })?;
-        ctx.inner.allocated.fetch_add(size, Ordering::Relaxed);
+        let buffer = create_buffer(ctx, bytes, label)?;
         Ok(DeviceBuffer {
             buffer,
             ctx: ctx.clone(),
@@ -83,13 +72,120 @@ impl DeviceBuffer {
     }
 }
 
+/// Creates a storage buffer of `bytes` (rounded up to 4, at least 4), counted in
+/// `allocated_bytes` (the caller subtracts it when it is destroyed). New buffers read as zeros.
+fn create_buffer(ctx: &Context, bytes: u64, label: &str) -> Result<wgpu::Buffer> {
+    let size = bytes.max(4).div_ceil(4) * 4;
+    let max = ctx.limits().max_buffer_size;
+    if size > max {
+        return Err(Error::exceeds_limit("max_buffer_size", size, max));
+    }
+    let buffer = ctx.scoped("allocating a buffer", || {
+        ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    })?;
+    ctx.inner.pool.count_allocation();
+    ctx.inner.allocated.fetch_add(size, Ordering::Relaxed);
+    Ok(buffer)
+}
+
+/// A scratch storage buffer from the context's pool (see `gpu::pool`): returns to the pool
+/// when dropped, which launchers do once the commands using it are recorded. Its contents
+/// are undefined unless made with [`ScratchBuffer::zeroed`].
+pub(crate) struct ScratchBuffer {
+    pub(crate) buffer: wgpu::Buffer,
+    ctx: Context,
+}
+
+impl Drop for ScratchBuffer {
+    fn drop(&mut self) {
+        self.ctx
+            .inner
+            .pool
+            .put_buffer(&self.ctx, self.buffer.clone());
+    }
+}
+
+impl ScratchBuffer {
+    /// A scratch buffer of `bytes` (rounded up to 4, at least 4) whose contents the caller
+    /// writes before reading (filled with NaN under `WGCONV_POISON_SCRATCH=1`).
+    pub(crate) fn new(
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+        bytes: u64,
+        label: &str,
+    ) -> Result<Self> {
+        let size = bytes.max(4).div_ceil(4) * 4;
+        let buffer = match ctx.inner.pool.take_buffer(size) {
+            Some(b) => b,
+            None => create_buffer(ctx, size, label)?,
+        };
+        let s = ScratchBuffer {
+            buffer,
+            ctx: ctx.clone(),
+        };
+        if ctx.inner.pool.poison() {
+            let nan = nan_buffer(ctx, size)?;
+            ctx.scoped("poisoning scratch", || {
+                enc.copy_buffer_to_buffer(&nan, 0, &s.buffer, 0, size)
+            })?;
+        }
+        Ok(s)
+    }
+
+    /// A scratch buffer of `bytes` reading as zeros (cleared by a command recorded into
+    /// `enc`, before the caller's commands).
+    pub(crate) fn zeroed(
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+        bytes: u64,
+        label: &str,
+    ) -> Result<Self> {
+        let size = bytes.max(4).div_ceil(4) * 4;
+        let buffer = match ctx.inner.pool.take_buffer(size) {
+            Some(b) => b,
+            None => create_buffer(ctx, size, label)?,
+        };
+        let s = ScratchBuffer {
+            buffer,
+            ctx: ctx.clone(),
+        };
+        ctx.scoped("clearing scratch", || enc.clear_buffer(&s.buffer, 0, None))?;
+        Ok(s)
+    }
+}
+
+/// A new buffer of `size` bytes (a multiple of 4) filled with NaN, for
+/// `WGCONV_POISON_SCRATCH` (never pooled: nothing writes it after its upload, which lands
+/// before any submission).
+fn nan_buffer(ctx: &Context, size: u64) -> Result<wgpu::Buffer> {
+    let words = vec![f32::NAN.to_bits(); (size / 4) as usize];
+    ctx.scoped("poisoning scratch", || {
+        let b = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgconv scratch poison"),
+            size,
+            usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ctx.queue()
+            .write_buffer(&b, 0, bytemuck::cast_slice(&words));
+        b
+    })
+}
+
 /// Staging storage buffer for kernels that fill a [`DeviceImage`]: texel `(x, y)` of rows
 /// `y_lo <= y < y_hi` at vec4 `(y - y_lo) * row + x` (`row` a multiple of 16 texels, so rows
 /// are 256-byte aligned for the copy). On lavapipe a `textureStore` costs ~2.5x a vec4
 /// storage-buffer store plus the copy. The buffer holds at most as many rows as fit one
 /// storage binding; taller images are filled in row ranges (`fill`).
 pub(crate) struct ImageStaging {
-    pub(crate) buf: DeviceBuffer,
+    pub(crate) buf: ScratchBuffer,
     /// Texels per staging row.
     pub(crate) row: u32,
     /// Image rows per range (a multiple of 8 unless the image is shorter).
@@ -97,8 +193,14 @@ pub(crate) struct ImageStaging {
 }
 
 impl ImageStaging {
-    /// Staging for an image of `rows` rows of `width` texels.
-    pub(crate) fn new(ctx: &Context, width: u32, rows: u32) -> Result<Self> {
+    /// Staging for an image of `rows` rows of `width` texels (the fill kernels write every
+    /// texel the copies read).
+    pub(crate) fn new(
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+        width: u32,
+        rows: u32,
+    ) -> Result<Self> {
         let row = width.max(1).div_ceil(16) * 16;
         let row_bytes = row as u64 * DeviceImage::TEXEL;
         let max = ctx.limits().max_storage_buffer_binding_size;
@@ -115,7 +217,7 @@ impl ImageStaging {
                 max,
             ));
         }
-        let buf = DeviceBuffer::new(ctx, row_bytes * chunk as u64, "wgconv image staging")?;
+        let buf = ScratchBuffer::new(ctx, enc, row_bytes * chunk as u64, "wgconv image staging")?;
         Ok(ImageStaging { buf, row, chunk })
     }
 
@@ -159,21 +261,34 @@ impl ImageStaging {
     }
 }
 
-/// A 2-D `rgba32float` storage image (scratch of the image GEMM) whose size is accounted in
-/// [`Context::allocated_bytes`], like [`DeviceBuffer`].
+/// A 2-D `rgba32float` storage image (scratch of the image kernels) from the context's pool
+/// (see `gpu::pool`): returns to the pool when dropped, unless [`DeviceImage::retain`]ed by
+/// a cache. Its contents are undefined: what a kernel reads, the launcher writes first.
 pub(crate) struct DeviceImage {
     pub(crate) view: wgpu::TextureView,
     pub(crate) texture: wgpu::Texture,
     pub(crate) bytes: u64,
     ctx: Context,
+    retained: AtomicBool,
 }
 
 impl Drop for DeviceImage {
     fn drop(&mut self) {
-        self.ctx
-            .inner
-            .allocated
-            .fetch_sub(self.bytes, Ordering::Relaxed);
+        let pool = &self.ctx.inner.pool;
+        if self.retained.load(Ordering::Relaxed) {
+            // Its owner (the packed-weight cache) accounts for it from now on.
+            self.ctx
+                .inner
+                .allocated
+                .fetch_sub(self.bytes, Ordering::Relaxed);
+        } else {
+            pool.put_image(
+                &self.ctx,
+                self.texture.clone(),
+                self.view.clone(),
+                self.bytes,
+            );
+        }
     }
 }
 
@@ -257,9 +372,56 @@ impl DeviceImage {
         );
     }
 
-    /// Allocates a `width` x `height` image usable as a read-only or write-only storage
-    /// binding and as a copy destination.
-    pub(crate) fn new(ctx: &Context, width: u32, height: u32, label: &str) -> Result<Self> {
+    /// Keeps the image out of the pool when dropped: a cache holds its view from now on (and
+    /// counts its bytes).
+    pub(crate) fn retain(&self) {
+        self.retained.store(true, Ordering::Relaxed);
+    }
+
+    /// A `width` x `height` image usable as a read-only storage binding and as a copy
+    /// destination, from the pool or new; contents undefined (NaN under
+    /// `WGCONV_POISON_SCRATCH=1`, filled by a copy recorded into `enc`).
+    pub(crate) fn new(
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+        width: u32,
+        height: u32,
+        label: &str,
+    ) -> Result<Self> {
+        Self::check_size(ctx, width, height)?;
+        let (width, height) = (width.max(1), height.max(1));
+        let img = match ctx.inner.pool.take_image(width, height) {
+            Some((texture, view, bytes)) => DeviceImage {
+                view,
+                texture,
+                bytes,
+                ctx: ctx.clone(),
+                retained: AtomicBool::new(false),
+            },
+            None => Self::create(ctx, width, height, label)?,
+        };
+        img.poison(ctx, enc)?;
+        Ok(img)
+    }
+
+    /// [`DeviceImage::new`] for an image whose contents must outlive the recording that
+    /// fills it (a cache entry filled in a submission of its own): a new image, never one
+    /// from the pool, whose last user may have commands recorded into an encoder that is
+    /// submitted later and would overwrite it.
+    pub(crate) fn new_unshared(
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+        width: u32,
+        height: u32,
+        label: &str,
+    ) -> Result<Self> {
+        Self::check_size(ctx, width, height)?;
+        let img = Self::create(ctx, width.max(1), height.max(1), label)?;
+        img.poison(ctx, enc)?;
+        Ok(img)
+    }
+
+    fn check_size(ctx: &Context, width: u32, height: u32) -> Result<()> {
         let max = ctx.limits().max_texture_dimension_2d;
         if width.max(height) > max {
             return Err(Error::exceeds_limit(
@@ -268,7 +430,23 @@ impl DeviceImage {
                 max as u64,
             ));
         }
-        let (width, height) = (width.max(1), height.max(1));
+        Ok(())
+    }
+
+    /// Under `WGCONV_POISON_SCRATCH=1`, records filling the image with NaN.
+    fn poison(&self, ctx: &Context, enc: &mut wgpu::CommandEncoder) -> Result<()> {
+        if !ctx.inner.pool.poison() {
+            return Ok(());
+        }
+        let (width, height) = (self.texture.width(), self.texture.height());
+        let pitch = (width as u64 * Self::TEXEL).div_ceil(256) * 256;
+        let nan = nan_buffer(ctx, pitch * height as u64)?;
+        ctx.scoped("poisoning scratch", || {
+            self.copy_rect_from(enc, &nan, (0, pitch as u32), (0, 0, width, height))
+        })
+    }
+
+    fn create(ctx: &Context, width: u32, height: u32, label: &str) -> Result<Self> {
         let texture = ctx.scoped("allocating a storage image", || {
             ctx.device().create_texture(&wgpu::TextureDescriptor {
                 label: Some(label),
@@ -287,12 +465,14 @@ impl DeviceImage {
         })?;
         let view = texture.create_view(&Default::default());
         let bytes = width as u64 * height as u64 * Self::TEXEL;
+        ctx.inner.pool.count_allocation();
         ctx.inner.allocated.fetch_add(bytes, Ordering::Relaxed);
         Ok(DeviceImage {
             view,
             texture,
             bytes,
             ctx: ctx.clone(),
+            retained: AtomicBool::new(false),
         })
     }
 }
@@ -340,6 +520,7 @@ pub(crate) fn flat_rows_image(
 ) -> Result<DeviceImage> {
     let img = DeviceImage::new(
         ctx,
+        enc,
         u32_of(g.width, "image width")?,
         u32_of(g.height, "image height")?,
         label,
@@ -406,7 +587,7 @@ pub(crate) fn copy_flat_at(
     {
         return Ok(None);
     }
-    let img = DeviceImage::new(ctx, tw as u32, rows as u32, label)?;
+    let img = DeviceImage::new(ctx, enc, tw as u32, rows as u32, label)?;
     ctx.scoped("copying a buffer into an image", || {
         img.copy_flat_from(enc, buf, (off * 4) as u64, texels)
     })?;

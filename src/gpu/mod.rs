@@ -4,6 +4,7 @@
 
 pub(crate) mod memory;
 pub(crate) mod pipeline;
+pub(crate) mod pool;
 pub(crate) mod wgsl;
 
 use crate::context::Context;
@@ -76,7 +77,7 @@ impl<'a> Bind<'a> {
         }
     }
 
-    fn resource(&self) -> wgpu::BindingResource<'a> {
+    pub(crate) fn resource(&self) -> wgpu::BindingResource<'a> {
         match *self {
             Bind::Buffer {
                 buffer,
@@ -185,42 +186,21 @@ fn dispatch(
         }
     }
     let pipeline = ctx.pipeline(key)?;
-    let layout = ctx.layout(kernel)?;
     let [gx, gy] = grid(ctx, invocations, key.workgroup_size())?;
-    let device = ctx.device();
-    ctx.scoped(kernel.name(), || {
-        // Written through the queue (not mapped at creation): on a lost or destroyed
-        // device this records an error instead of panicking.
-        let ubuf = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(kernel.name()),
-            size: uniforms.len() as u64,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        ctx.queue().write_buffer(&ubuf, 0, uniforms);
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: ubuf.as_entire_binding(),
-        }];
-        for (i, b) in binds.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: b.resource(),
-            });
-        }
-        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(kernel.name()),
-            layout: &layout,
-            entries: &entries,
-        });
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(kernel.name()),
-            timestamp_writes: None,
-        });
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(gx, gy, 1);
-    })
+    // The parameter buffer and the bind group come from the context's caches (see
+    // `gpu::pool`): a dispatch repeated with the same parameters and resources creates
+    // nothing. Creating them is error-scoped; what is recorded into the encoder is validated
+    // when it is finished (in `Context::submit`'s scope, or by the caller of `encode_*`).
+    ctx.check_lost(kernel.name())?;
+    let bind_group = ctx.inner.pool.bind_group(ctx, kernel, uniforms, binds)?;
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some(kernel.name()),
+        timestamp_writes: None,
+    });
+    pass.set_pipeline(&pipeline);
+    pass.set_bind_group(0, &bind_group, &[]);
+    pass.dispatch_workgroups(gx, gy, 1);
+    Ok(())
 }
 
 pub(crate) fn u32_of(v: usize, what: &'static str) -> Result<u32> {

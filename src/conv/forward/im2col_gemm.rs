@@ -8,7 +8,7 @@ use crate::conv::Algorithm;
 use crate::error::Result;
 use crate::gemm::job::{encode_job, pack, GemmJob, Mat, Packed};
 use crate::gemm::GemmVariant;
-use crate::gpu::memory::DeviceBuffer;
+use crate::gpu::memory::ScratchBuffer;
 use crate::gpu::{launch, u32_of, Bind};
 use crate::kernels::k;
 use crate::params::Conv2dProblem;
@@ -106,7 +106,7 @@ pub(crate) fn encode_im2col_at(
     };
     let ldp = np.div_ceil(align) * align;
     let col_bytes = (images * full_crs * ldp * 4) as u64;
-    let col = DeviceBuffer::new(ctx, col_bytes, "wgconv im2col columns")?;
+    let col = ScratchBuffer::new(ctx, enc, col_bytes, "wgconv im2col columns")?;
     // Orientation: output channels as GEMM rows (weights packed once), or pixels as rows
     // when a group has few output channels (a short M side starves the row tiles).
     let pixel_major = kg < 64;

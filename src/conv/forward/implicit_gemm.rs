@@ -90,8 +90,10 @@ pub(crate) fn encode_at(
     .collect();
     let cache = &ctx.inner.weights;
     let cached = bufs.w_key.as_ref().and_then(|k| cache.get(k, &layout_key));
-    let wview = match cached {
-        Some(v) => v,
+    // A packed image not cached goes back to the scratch pool when `_wimg` drops, after the
+    // last command binding it is recorded.
+    let (wview, _wimg) = match cached {
+        Some(v) => (v, None),
         None => {
             let own = bufs.w_key.is_some() && cache.budget() > 0;
             let mut own_enc = own.then(|| ctx.encoder("wgconv weight pack"));
@@ -99,16 +101,16 @@ pub(crate) fn encode_at(
                 Some(e) => e,
                 None => &mut *enc,
             };
-            let wimg = pack_weights_image(ctx, target, p, bufs, &pl, wl)?;
+            let wimg = pack_weights_image(ctx, target, p, bufs, (&pl, wl), own)?;
             if let (Some(penc), Some(k)) = (own_enc, &bufs.w_key) {
                 ctx.submit(penc)?;
-                cache.insert(ctx, k, layout_key, &wimg.view, wimg.bytes);
+                cache.insert(ctx, k, layout_key, &wimg);
             }
-            wimg.view.clone()
+            (wimg.view.clone(), Some(wimg))
         }
     };
     // Input image, reused chunk by chunk.
-    let ximg = pl.x.alloc(ctx)?;
+    let ximg = pl.x.alloc(ctx, enc)?;
     let groups_m = ohw.div_ceil(WG * pl.tile.pixels());
     let [ohw_, ow, sh, sw, dh, dw, r, s, cb8, cpr, wp, hp, rows_img] = pl.x.fields(p)?;
     let mut cu = ImplicitParams {

@@ -8,7 +8,7 @@ use crate::conv::launch::conv_shape;
 use crate::conv::table::{anywhere, runs_all, Entry};
 use crate::conv::Algorithm;
 use crate::error::Result;
-use crate::gpu::memory::DeviceBuffer;
+use crate::gpu::memory::ScratchBuffer;
 use crate::gpu::{launch, max_window_elems, u32_of, window, Bind};
 use crate::kernels::conv2d_dgrad::{DgradParams, DgradSpec};
 use crate::kernels::k;
@@ -239,7 +239,8 @@ pub(crate) fn dgrad_windowed(
     if needs_fold(p) {
         let pp = padded_problem(p);
         let plane = pp.h * pp.w;
-        let scratch = DeviceBuffer::new(ctx, (plane * 4) as u64, "wgconv padded plane gradient")?;
+        let scratch =
+            ScratchBuffer::new(ctx, enc, (plane * 4) as u64, "wgconv padded plane gradient")?;
         for n in 0..p.n {
             for c in 0..p.c {
                 let global = (n * p.c + c) * plane;

@@ -11,7 +11,7 @@ use crate::conv::Algorithm;
 use crate::error::Result;
 use crate::gemm::auto_for_b;
 use crate::gemm::job::{encode_job, pack, vec4_ready, GemmJob, Mat};
-use crate::gpu::memory::DeviceBuffer;
+use crate::gpu::memory::ScratchBuffer;
 use crate::gpu::{launch, u32_of, Bind};
 use crate::kernels::col2im::{Col2imParams, Col2imSpec};
 use crate::kernels::k;
@@ -67,7 +67,7 @@ fn dgrad_as_forward(
     let (dy, dy_off, w, bias, dx) = (&a.dy, a.dy_off, &a.w, a.bias.as_ref(), &a.dx);
     let rs = p.r * p.s;
     let len = p.k * p.c_per_group() * rs;
-    let wt = DeviceBuffer::new(ctx, (len * 4) as u64, "wgconv permuted weights")?;
+    let wt = ScratchBuffer::new(ctx, enc, (len * 4) as u64, "wgconv permuted weights")?;
     let u = PermuteParams {
         groups: u32_of(p.groups, "groups")?,
         kg: u32_of(p.k_per_group(), "channels")?,
@@ -112,8 +112,9 @@ fn dgrad_col2im(
         (1, ((budget / row_bytes) / 4 * 4).max(4).min(ohw))
     };
     let ldp = np.div_ceil(4) * 4;
-    let dcol = DeviceBuffer::new(
+    let dcol = ScratchBuffer::new(
         ctx,
+        enc,
         (images * full_crs * ldp * 4) as u64,
         "wgconv column gradient",
     )?;

@@ -9,7 +9,7 @@ use crate::conv::launch::ConvBuffers;
 use crate::conv::table::{anywhere, Entry, Reason};
 use crate::conv::{refuse, Algorithm};
 use crate::error::Result;
-use crate::gpu::memory::DeviceBuffer;
+use crate::gpu::memory::ScratchBuffer;
 use crate::gpu::{launch_linear, u32_of, Bind};
 use crate::kernels::k;
 use crate::kernels::scatter_strided::{ScatterParams, ScatterSpec};
@@ -128,8 +128,9 @@ fn dgrad_strided_pointwise(
     a: &DgradArgs,
 ) -> Result<()> {
     let (dy, dy_off, w, bias, dx) = (&a.dy, a.dy_off, &a.w, a.bias.as_ref(), &a.dx);
-    let g = DeviceBuffer::new(
+    let g = ScratchBuffer::new(
         ctx,
+        enc,
         (q.n * q.k * q.oh * q.ow * 4) as u64,
         "wgconv sampled-pixel input gradient",
     )?;

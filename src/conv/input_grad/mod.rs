@@ -27,7 +27,7 @@ use crate::context::Context;
 use crate::conv::table::{Entry, Operation, Reason, Table};
 use crate::conv::Algorithm;
 use crate::error::Result;
-use crate::gpu::memory::DeviceBuffer;
+use crate::gpu::memory::ScratchBuffer;
 use crate::gpu::{launch, max_window_elems, u32_of, Bind};
 use crate::kernels::k;
 use crate::kernels::pad_fold::{PadFoldParams, PadFoldSpec};
@@ -165,8 +165,9 @@ pub(crate) fn encode_whole(
         .scratch_budget()
         .min(ctx.limits().max_storage_buffer_binding_size);
     let images = ((budget / per_image.max(1)) as usize).clamp(1, p.n);
-    let scratch = DeviceBuffer::new(
+    let scratch = ScratchBuffer::new(
         ctx,
+        enc,
         per_image * images as u64,
         "wgconv padded input gradient",
     )?;

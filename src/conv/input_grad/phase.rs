@@ -13,7 +13,7 @@
 use super::DgradArgs;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::gpu::memory::{copy_flat, flat_rows_geom, flat_rows_image, DeviceBuffer};
+use crate::gpu::memory::{copy_flat, flat_rows_geom, flat_rows_image, ScratchBuffer};
 use crate::gpu::{i32_of, launch, u32_of, Bind};
 use crate::kernels::conv2d_dgrad_phase_image::{PhaseParams, PhaseSpec};
 use crate::kernels::dgrad_phase_weights::{PhaseWeightsParams, PhaseWeightsSpec};
@@ -110,7 +110,7 @@ pub(crate) fn encode(
     let cols: Vec<Axis> = (0..sw).map(|px| axis(px, p.w, p.s, sw, p.pad[2])).collect();
     // Weights of every phase, one after another, in a flat image of 1024-texel rows.
     let texels = weight_texels(p);
-    let staging = DeviceBuffer::new(ctx, (texels * 16) as u64, "wgconv phase weights")?;
+    let staging = ScratchBuffer::new(ctx, enc, (texels * 16) as u64, "wgconv phase weights")?;
     let per = p.groups * cb * kg;
     let mut bases = Vec::with_capacity(sh * sw);
     let mut base = 0;

@@ -8,7 +8,7 @@ use crate::conv::launch::conv_shape;
 use crate::conv::table::{anywhere, need, Entry, Reason};
 use crate::conv::Algorithm;
 use crate::error::Result;
-use crate::gpu::memory::{flat_rows_geom, flat_rows_image, DeviceBuffer, FlatRows};
+use crate::gpu::memory::{flat_rows_geom, flat_rows_image, FlatRows, ScratchBuffer};
 use crate::gpu::{launch, u32_of, Bind};
 use crate::kernels::conv2d_wgrad_depthwise::{
     WgradDepthwiseImageSpec, WgradDepthwiseParams, WgradDepthwiseSpec,
@@ -80,8 +80,9 @@ fn wgrad_depthwise(
         .min(cap);
     let rb = nr.div_ceil(want);
     let nb = nr.div_ceil(rb);
-    let part = DeviceBuffer::new(
+    let part = ScratchBuffer::new(
         ctx,
+        enc,
         (taps * nb * 4) as u64,
         "wgconv depthwise weight-gradient partials",
     )?;

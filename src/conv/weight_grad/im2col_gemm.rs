@@ -11,7 +11,7 @@ use crate::conv::Algorithm;
 use crate::error::Result;
 use crate::gemm::job::{encode_job, GemmJob, Mat};
 use crate::gemm::GemmVariant;
-use crate::gpu::memory::DeviceBuffer;
+use crate::gpu::memory::ScratchBuffer;
 use crate::gpu::{launch, u32_of, Bind};
 use crate::kernels::k;
 use crate::kernels::reduce_rows::{ReduceParams, ReduceSpec};
@@ -149,13 +149,15 @@ fn wgrad_gemm(
         0
     };
     if images >= 2 {
-        let col_all = DeviceBuffer::new(
+        let col_all = ScratchBuffer::new(
             ctx,
+            enc,
             (images * p.groups * ohw * ldq * 4) as u64,
             "wgconv im2col (pixel-major)",
         )?;
-        let partial = DeviceBuffer::new(
+        let partial = ScratchBuffer::new(
             ctx,
+            enc,
             (images * dw_len * 4) as u64,
             "wgconv partial weight gradients",
         )?;
@@ -183,7 +185,12 @@ fn wgrad_gemm(
         return Ok(());
     }
     // Else image by image, in ranges of pixels, accumulating into dw in order.
-    let col = DeviceBuffer::new(ctx, (np * pix_bytes) as u64, "wgconv im2col (pixel-major)")?;
+    let col = ScratchBuffer::new(
+        ctx,
+        enc,
+        (np * pix_bytes) as u64,
+        "wgconv im2col (pixel-major)",
+    )?;
     let mut first = true;
     for n in 0..p.n {
         let mut p0 = 0;

@@ -86,7 +86,7 @@ pub(crate) fn encode_wgrad(
         &dg,
         "wgconv implicit-gemm dy",
     )?;
-    let ximg = xg.alloc(ctx)?;
+    let ximg = xg.alloc(ctx, enc)?;
     // 4 channels per lane when that halves the channel padding (1-4 channels modulo 8).
     let c4 = p.c_per_group().div_ceil(4) * 4 < xg.cb8 * 8;
     // 1x1: a lane's 8 channels are adjacent in dw, stored as vec4 (checked after c4, so only
