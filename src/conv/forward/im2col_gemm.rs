@@ -3,7 +3,7 @@
 
 use crate::context::Context;
 use crate::conv::launch::{fit_one_binding, im2col_params, im2col_spec, ConvBuffers};
-use crate::conv::table::{always, anywhere, Entry, Reason};
+use crate::conv::table::{always, anywhere, need, Entry, Reason};
 use crate::conv::Algorithm;
 use crate::error::Result;
 use crate::gemm::job::{encode_job, pack, GemmJob, Mat, Packed};
@@ -22,9 +22,24 @@ pub(crate) const FORWARD: Entry<Conv2dProblem, ConvBuffers> = Entry {
     encode: encode_im2col,
 };
 
-/// Runs every problem whose tensors fit one storage binding.
+/// Runs every problem whose tensors, and 4 pixels of its column matrix, fit one storage
+/// binding.
 pub(crate) fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
-    fit_one_binding(ctx, p)
+    fit_one_binding(ctx, p)?;
+    columns_fit(ctx, p)
+}
+
+/// `Ok` when 4 pixel columns (the least a column matrix is split into: its rows are
+/// vec4-aligned) of all the reduction rows of `p`'s groups fit one storage binding; only a
+/// lowered binding limit comes near this.
+pub(crate) fn columns_fit(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
+    let bytes = (p.reduction_len() as u64)
+        .saturating_mul(p.groups as u64)
+        .saturating_mul(16);
+    need(
+        bytes <= ctx.limits().max_storage_buffer_binding_size,
+        "4 pixels of the column matrix exceed one storage binding",
+    )
 }
 
 /// Weights `[K, C/g, R, S]` packed once per call as the K-major A operand `[CRS_g, Kg]`
@@ -86,13 +101,22 @@ pub(crate) fn encode_im2col_at(
         .min(limits.max_storage_buffer_binding_size)
         .max(4096) as usize;
     let row_bytes = full_crs * 4; // one pixel column of one image
-    let per_image = row_bytes * ohw.div_ceil(4) * 4;
+                                  // Rows of the column matrix are aligned for the GEMM (64 floats: copied, not packed, into
+                                  // the image GEMM's operand) unless one aligned block of pixels exceeds the budget (a
+                                  // lowered binding limit): then 4, and the GEMM packs it.
+    let align = match col_align(ctx) {
+        a if row_bytes * a <= budget => a,
+        _ => 4,
+    };
+    let per_image = row_bytes * ohw.div_ceil(align) * align;
     let (images, np) = if per_image <= budget {
         ((budget / per_image).clamp(1, p.n), ohw)
     } else {
-        (1, ((budget / row_bytes) / 4 * 4).max(4).min(ohw))
+        (
+            1,
+            ((budget / row_bytes) / align * align).max(align).min(ohw),
+        )
     };
-    let align = col_align(ctx);
     let ldp = np.div_ceil(align) * align;
     let col_bytes = (images * full_crs * ldp * 4) as u64;
     let col = DeviceBuffer::new(ctx, col_bytes, "wgconv im2col columns")?;
