@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::pipeline::PipelineKey;
 use crate::kernels::Kernel;
+use crate::tune::TuningMode;
 
 /// Default cap on the scratch memory of one operation (im2col columns, split-K partials, the
 /// operand images of [`GemmVariant::Image`](crate::GemmVariant::Image)).
@@ -28,9 +29,16 @@ pub struct ContextOptions {
     /// size (freed right after the copy), so the transient peak can reach one more image.
     /// `None`: [`DEFAULT_SCRATCH_BUDGET`].
     pub scratch_budget: Option<u64>,
-    /// Autotuning of [`Algorithm::Auto`](crate::Algorithm::Auto): `Some(false)` for the
-    /// deterministic heuristic choice. `None`: on, unless `WGCONV_AUTOTUNE=0`.
+    /// Autotuning of [`Algorithm::Auto`](crate::Algorithm::Auto) on or off: `Some(false)` is
+    /// [`TuningMode::Off`] (the deterministic heuristic choice), `Some(true)`
+    /// [`TuningMode::Background`]. Ignored when [`ContextOptions::tuning`] is set. `None`
+    /// (and `tuning` unset): `WGCONV_AUTOTUNE` if set (`0`/`off`, `1`/`on`/`background`,
+    /// `blocking`), else [`TuningMode::Background`].
     pub autotune: Option<bool>,
+    /// When [`Algorithm::Auto`](crate::Algorithm::Auto) measures the algorithms (see
+    /// [`TuningMode`]); takes precedence over [`ContextOptions::autotune`]. `None`: as
+    /// `autotune` says.
+    pub tuning: Option<TuningMode>,
     /// File that persists tuning results across processes (keyed by adapter name and
     /// driver). `None`: `WGCONV_TUNE_CACHE` if set, else in memory only.
     pub tune_cache: Option<std::path::PathBuf>,
@@ -277,7 +285,10 @@ impl Context {
 
     /// Wraps a device and queue the application already has. The library uses them as
     /// given (features, limits) and never destroys them; the application's error handlers
-    /// and device-lost callback are left untouched.
+    /// and device-lost callback are left untouched. Background tuning
+    /// ([`TuningMode::Background`], the default) submits its timing runs to this queue from
+    /// the context's tuning thread; [`ContextOptions::tuning`] with
+    /// [`Context::from_device_with_options`] chooses another mode.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let info = device.adapter_info();
         Self::build(device, queue, info, &ContextOptions::default())
@@ -417,7 +428,8 @@ impl Context {
         self.inner.compiles.load(Ordering::Relaxed)
     }
     /// Bytes of device memory currently held by tensors and scratch buffers and images of this
-    /// context.
+    /// context (including the scratch tensors of a tuning measurement while one runs: see
+    /// [`Context::wait_for_tuning`]).
     pub fn allocated_bytes(&self) -> u64 {
         self.inner.allocated.load(Ordering::Relaxed)
     }
@@ -446,6 +458,15 @@ impl Context {
         Error::new(ErrorKind::Device {
             context: context.to_string(),
             message,
+        })
+    }
+
+    /// Submits work the library records for itself (weight packing, tuning runs), inside its
+    /// error scopes. Unlike [`Context::submit`] it does not mark the end of a caller's call
+    /// (which lets buckets queued for background tuning start).
+    pub(crate) fn submit_internal(&self, enc: wgpu::CommandEncoder) -> Result<()> {
+        self.scoped("submitting work", || {
+            self.queue().submit([enc.finish()]);
         })
     }
 

@@ -101,7 +101,7 @@ pub(crate) fn encode_at(
             };
             let wimg = pack_weights_image(ctx, target, p, bufs, &pl, wl)?;
             if let (Some(penc), Some(k)) = (own_enc, &bufs.w_key) {
-                ctx.submit(penc)?;
+                ctx.submit_internal(penc)?;
                 cache.insert(ctx, k, layout_key, &wimg.view, wimg.bytes);
             }
             wimg.view.clone()

@@ -131,9 +131,13 @@ pub(crate) fn encode(
     transposed: bool,
 ) -> Result<()> {
     let table = if transposed { &TRANSPOSED } else { &TABLE };
-    let entry = table.select(ctx, p, algorithm, |h, c| {
-        ctx.choose(TunedOp::BackwardInput, p, h, &c)
-    })?;
+    // Transposed with a bias: tuned apart (timed, and compiled, with the bias).
+    let tuned = if bias.is_some() {
+        TunedOp::TransposedBias
+    } else {
+        TunedOp::BackwardInput
+    };
+    let entry = table.select(ctx, p, algorithm, |h, c| ctx.choose(tuned, p, h, &c))?;
     if windowed(ctx, p) {
         // Only the direct entry passes the check of a windowed problem.
         return direct::dgrad_windowed(ctx, enc, p, dy, w, bias, dx);
