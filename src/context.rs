@@ -31,16 +31,19 @@ pub struct ContextOptions {
     pub scratch_budget: Option<u64>,
     /// Autotuning of [`Algorithm::Auto`](crate::Algorithm::Auto) on or off: `Some(false)` is
     /// [`TuningMode::Off`] (the deterministic heuristic choice), `Some(true)`
-    /// [`TuningMode::Background`]. Ignored when [`ContextOptions::tuning`] is set. `None`
-    /// (and `tuning` unset): `WGCONV_AUTOTUNE` if set (`0`/`off`, `1`/`on`/`background`,
-    /// `blocking`), else [`TuningMode::Background`].
+    /// [`TuningMode::Background`] ([`TuningMode::Blocking`] on wgpu's GL backend, see
+    /// [`TuningMode`]). Ignored when [`ContextOptions::tuning`] is set. `None` (and `tuning`
+    /// unset): `WGCONV_AUTOTUNE` if set (`0`/`off`, `1`/`on`, `background`, `blocking`), else
+    /// the default: [`TuningMode::Background`] ([`TuningMode::Off`] on GL).
     pub autotune: Option<bool>,
     /// When [`Algorithm::Auto`](crate::Algorithm::Auto) measures the algorithms (see
     /// [`TuningMode`]); takes precedence over [`ContextOptions::autotune`]. `None`: as
     /// `autotune` says.
     pub tuning: Option<TuningMode>,
     /// File that persists tuning results across processes (keyed by adapter name and
-    /// driver). `None`: `WGCONV_TUNE_CACHE` if set, else in memory only.
+    /// driver). An entry is appended when its measurement lands: with background tuning,
+    /// [`Context::wait_for_tuning`] before the process exits completes the file. `None`:
+    /// `WGCONV_TUNE_CACHE` if set, else in memory only.
     pub tune_cache: Option<std::path::PathBuf>,
     /// Byte budget of the cache of packed weights reused across calls with unchanged
     /// weights (see [`Context::set_weight_cache_budget`]); `Some(0)` disables it. `None`:

@@ -54,6 +54,11 @@ const GATE_TIMEOUT: Duration = Duration::from_secs(1);
 /// When [`Algorithm::Auto`] measures the algorithms that can run a problem (see
 /// [`ContextOptions::tuning`]).
 ///
+/// The default is [`TuningMode::Background`], except on wgpu's GL backend, where it is
+/// [`TuningMode::Off`] and "tuning on" means [`TuningMode::Blocking`]: that backend runs
+/// every device call under one lock and panics in a thread that waits more than 6 s for it,
+/// which a measurement running alongside a caller's call could cause.
+///
 /// Whichever algorithm runs, results agree with the CPU reference within the conformance
 /// tolerance, but different algorithms sum in different orders: with tuning on, the bits of a
 /// result can change once a bucket's measurement lands (and between processes or machines,
@@ -98,14 +103,32 @@ impl TuningMode {
         }
     }
 
-    /// The mode named by `WGCONV_AUTOTUNE` (`0`/`off`/`false`, `1`/`on`/`true`/`background`,
-    /// `blocking`), if it names one.
-    fn from_env(v: &str) -> Option<Self> {
+    /// The mode named by `WGCONV_AUTOTUNE` (`0`/`off`/`false`; `1`/`on`/`true`: `on`, the
+    /// adapter's default mode with tuning on; `background`; `blocking`), if it names one.
+    fn from_env(v: &str, on: TuningMode) -> Option<Self> {
         match v.trim().to_ascii_lowercase().as_str() {
             "0" | "off" | "false" => Some(TuningMode::Off),
-            "1" | "on" | "true" | "background" => Some(TuningMode::Background),
+            "1" | "on" | "true" => Some(on),
+            "background" => Some(TuningMode::Background),
             "blocking" => Some(TuningMode::Blocking),
             _ => None,
+        }
+    }
+
+    /// The mode "tuning on" means on `backend`, and the default mode there. wgpu's GL backend
+    /// serialises every device call behind one context lock, held while a submission runs and
+    /// while a wait lasts, and panics in the thread that cannot get it within 6 s
+    /// (wgpu-hal `gles`): a measurement running alongside a caller's call could make that
+    /// call panic. There tuning measures on the caller's thread when on ([`Blocking`]), and
+    /// is off by default, so that the first call of a bucket still compiles only what it
+    /// runs.
+    ///
+    /// [`Blocking`]: TuningMode::Blocking
+    fn defaults(backend: wgpu::Backend) -> (TuningMode, TuningMode) {
+        if backend == wgpu::Backend::Gl {
+            (TuningMode::Blocking, TuningMode::Off)
+        } else {
+            (TuningMode::Background, TuningMode::Background)
         }
     }
 }
@@ -257,26 +280,19 @@ impl Drop for Tuner {
 
 impl Tuner {
     pub(crate) fn new(options: &ContextOptions, info: &wgpu::AdapterInfo) -> Self {
+        let (on, default) = TuningMode::defaults(info.backend);
         let mode = options
             .tuning
-            .or(options.autotune.map(|on| {
-                if on {
-                    TuningMode::Background
-                } else {
-                    TuningMode::Off
-                }
-            }))
+            .or(options
+                .autotune
+                .map(|a| if a { on } else { TuningMode::Off }))
             .or_else(|| {
                 std::env::var("WGCONV_AUTOTUNE")
                     .ok()
-                    .and_then(|v| TuningMode::from_env(&v))
+                    .and_then(|v| TuningMode::from_env(&v, on))
             })
-            .unwrap_or_default();
-        let on_mode = if mode == TuningMode::Off {
-            TuningMode::Background
-        } else {
-            mode
-        };
+            .unwrap_or(default);
+        let on_mode = if mode == TuningMode::Off { on } else { mode };
         let path = options
             .tune_cache
             .clone()
@@ -464,8 +480,8 @@ impl Scratch {
 impl Context {
     /// Turns autotuning of [`Algorithm::Auto`] on or off. Off is [`TuningMode::Off`] (the
     /// deterministic heuristic); on restores the mode the context was created with, or
-    /// last set with [`Context::set_tuning_mode`] ([`TuningMode::Background`] if that was
-    /// `Off`).
+    /// last set with [`Context::set_tuning_mode`] (if that was `Off`: the adapter's "on" mode,
+    /// [`TuningMode::Background`], or [`TuningMode::Blocking`] on GL).
     pub fn set_autotune(&self, on: bool) {
         let tuner = &self.inner.tuner;
         let mode = if on {
