@@ -5,7 +5,8 @@
 //! Prints the adapter first, then one machine-readable line per measurement:
 //! `bench op=<op> shape=<name> algo=<name> ms=<median> gflops=<value>`.
 //! Each measurement is the median of several timed runs (submit + wait), after a warm-up
-//! that also compiles the pipelines.
+//! that also compiles the pipelines and queues `auto`'s shape bucket for background tuning,
+//! which it waits for: `auto` is timed with its tuned choice.
 
 #[path = "suite/mod.rs"]
 mod suite;

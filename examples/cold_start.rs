@@ -1,58 +1,116 @@
-//! Cold start: time to the first result of a conv (shape b: 1x64x56x56 -> 64, 3x3, pad 1)
-//! in a fresh process: context creation, first call (pipeline compilation + autotuning),
-//! second call. Run twice with `WGCONV_TUNE_CACHE=/tmp/wgconv.tune` to see a persisted cache
-//! skip the tuning. `--no-tune` uses the heuristic choice.
+//! Cold start: time to the first result of a conv (shape b: 1x64x56x56 -> 64, 3x3, pad 1) in a
+//! fresh process, against the steady-state call.
 //!
-//! Run: `cargo run --release --example cold_start [-- --no-tune]`
+//! Prints the context creation, the first call (compilation included; by default the
+//! heuristic's choice, its bucket queued for background tuning), the background tuning, the
+//! steady-state call (median of later calls, after tuning) and the ratio first / steady.
+//! `--blocking-tune` measures the candidates on the first call instead (the behaviour before
+//! background tuning), `--no-tune` turns tuning off. Run it with Mesa's shader cache warm (run
+//! it twice) and cold (`MESA_SHADER_CACHE_DISABLE=true`, as on a fresh CI machine); set
+//! `WGCONV_TUNE_CACHE` to a file to see a persisted tuning cache skip the tuning.
+//!
+//! Run: `cargo run --release --example cold_start [-- --blocking-tune | --no-tune]`
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
-use wgconv::{Context, ContextOptions, Conv2dParams, Padding, Tensor};
+use wgconv::{Context, ContextOptions, Conv2dParams, Padding, Tensor, TuningMode};
 
 /// Time to the first result of a conv in a fresh process (context, pipeline compilation,
-/// autotuning); set WGCONV_TUNE_CACHE to a file to see a persisted tuning cache skip the
-/// tuning on the second run.
+/// tuning) against the steady-state call.
 #[derive(Parser)]
 #[command(name = "cold_start", version)]
 struct Args {
-    /// Use the heuristic algorithm choice instead of autotuning
+    /// Measure the algorithms on the first call, before it runs (TuningMode::Blocking)
+    #[arg(long, conflicts_with = "no_tune")]
+    blocking_tune: bool,
+    /// Use the heuristic algorithm choice only (TuningMode::Off)
     #[arg(long)]
     no_tune: bool,
+    /// Later calls timed for the steady state (the median is reported)
+    #[arg(long, default_value_t = 15)]
+    reps: usize,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let no_tune = Args::parse().no_tune;
+    let args = Args::parse();
+    let mode = if args.blocking_tune {
+        TuningMode::Blocking
+    } else if args.no_tune {
+        TuningMode::Off
+    } else {
+        TuningMode::Background
+    };
     let t0 = Instant::now();
     let ctx = Context::with_options_blocking(ContextOptions {
-        autotune: no_tune.then_some(false),
+        tuning: Some(mode),
         ..Default::default()
     })?;
     let t_ctx = t0.elapsed();
     println!("adapter: {}", ctx.adapter_summary());
+    println!(
+        "tuning: {mode:?}; Mesa shader cache {}",
+        if std::env::var("MESA_SHADER_CACHE_DISABLE").is_ok_and(|v| v == "true" || v == "1") {
+            "disabled"
+        } else {
+            "enabled"
+        }
+    );
     let (xs, ws) = ([1, 64, 56, 56], [64, 64, 3, 3]);
     let x = Tensor::from_slice(&ctx, &vec![0.25; xs.iter().product()], &xs)?;
     let w = Tensor::from_slice(&ctx, &vec![0.01; ws.iter().product()], &ws)?;
     let p = Conv2dParams::default().with_padding(Padding::Symmetric([1, 1]));
+    let call = || -> wgconv::Result<Vec<f32>> { ctx.conv2d(&x, &w, None, &p)?.read() };
+
     let t1 = Instant::now();
-    let y = ctx.conv2d(&x, &w, None, &p)?.read()?;
+    let y = ctx.conv2d(&x, &w, None, &p)?;
+    let compiled = ctx.pipeline_compiles();
+    let y = y.read()?;
     let t_first = t1.elapsed();
+    assert_eq!(y.len(), 64 * 56 * 56);
+
     let t2 = Instant::now();
-    let _ = ctx.conv2d(&x, &w, None, &p)?.read()?;
-    let t_second = t2.elapsed();
-    println!("context: {:.1} ms", t_ctx.as_secs_f64() * 1e3);
+    ctx.wait_for_tuning();
+    let t_tune = t2.elapsed();
+    let tuned = ctx.tuned_entries();
+
+    let mut steady: Vec<f64> = (0..args.reps.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            call().map(|_| ms(t.elapsed()))
+        })
+        .collect::<wgconv::Result<_>>()?;
+    steady.sort_by(f64::total_cmp);
+    let t_steady = steady[steady.len() / 2];
+
+    println!("context: {:.1} ms", ms(t_ctx));
     println!(
-        "first result (compile{}): {:.1} ms; pipelines compiled {}, buckets tuned {}",
-        if no_tune { "" } else { " + autotune" },
-        t_first.as_secs_f64() * 1e3,
-        ctx.pipeline_compiles(),
-        ctx.tuned_entries()
+        "first result: {:.1} ms ({compiled} pipelines compiled by the call)",
+        ms(t_first)
     );
-    println!("second call: {:.1} ms", t_second.as_secs_f64() * 1e3);
+    if mode == TuningMode::Background {
+        println!(
+            "background tuning: done {:.1} ms after the first result; buckets tuned {tuned}, \
+             pipelines compiled in all {}",
+            ms(t_tune),
+            ctx.pipeline_compiles()
+        );
+    } else {
+        println!("buckets tuned: {tuned}");
+    }
+    println!(
+        "steady-state call: {t_steady:.1} ms (median of {}, min {:.1})",
+        steady.len(),
+        steady[0]
+    );
+    println!("first / steady: {:.1}x", ms(t_first) / t_steady);
     println!(
         "time to first result in this process: {:.1} ms",
-        (t_ctx + t_first).as_secs_f64() * 1e3
+        ms(t_ctx + t_first)
     );
-    assert_eq!(y.len(), 64 * 56 * 56);
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::pipeline::PipelineKey;
 use crate::kernels::Kernel;
+use crate::tune::TuningMode;
 
 /// Default cap on the scratch memory of one operation (im2col columns, split-K partials, the
 /// operand images of [`GemmVariant::Image`](crate::GemmVariant::Image)).
@@ -29,11 +30,21 @@ pub struct ContextOptions {
     /// It also bounds the idle scratch the context keeps for reuse between calls
     /// ([`Context::pooled_bytes`]). `None`: [`DEFAULT_SCRATCH_BUDGET`].
     pub scratch_budget: Option<u64>,
-    /// Autotuning of [`Algorithm::Auto`](crate::Algorithm::Auto): `Some(false)` for the
-    /// deterministic heuristic choice. `None`: on, unless `WGCONV_AUTOTUNE=0`.
+    /// Autotuning of [`Algorithm::Auto`](crate::Algorithm::Auto) on or off: `Some(false)` is
+    /// [`TuningMode::Off`] (the deterministic heuristic choice), `Some(true)`
+    /// [`TuningMode::Background`] ([`TuningMode::Blocking`] on wgpu's GL backend, see
+    /// [`TuningMode`]). Ignored when [`ContextOptions::tuning`] is set. `None` (and `tuning`
+    /// unset): `WGCONV_AUTOTUNE` if set (`0`/`off`, `1`/`on`, `background`, `blocking`), else
+    /// the default: [`TuningMode::Background`] ([`TuningMode::Off`] on GL).
     pub autotune: Option<bool>,
+    /// When [`Algorithm::Auto`](crate::Algorithm::Auto) measures the algorithms (see
+    /// [`TuningMode`]); takes precedence over [`ContextOptions::autotune`]. `None`: as
+    /// `autotune` says.
+    pub tuning: Option<TuningMode>,
     /// File that persists tuning results across processes (keyed by adapter name and
-    /// driver). `None`: `WGCONV_TUNE_CACHE` if set, else in memory only.
+    /// driver). An entry is appended when its measurement lands: with background tuning,
+    /// [`Context::wait_for_tuning`] before the process exits completes the file. `None`:
+    /// `WGCONV_TUNE_CACHE` if set, else in memory only.
     pub tune_cache: Option<std::path::PathBuf>,
     /// Byte budget of the cache of packed weights reused across calls with unchanged
     /// weights (see [`Context::set_weight_cache_budget`]); `Some(0)` disables it. `None`:
@@ -279,7 +290,10 @@ impl Context {
 
     /// Wraps a device and queue the application already has. The library uses them as
     /// given (features, limits) and never destroys them; the application's error handlers
-    /// and device-lost callback are left untouched.
+    /// and device-lost callback are left untouched. Background tuning
+    /// ([`TuningMode::Background`], the default) submits its timing runs to this queue from
+    /// the context's tuning thread; [`ContextOptions::tuning`] with
+    /// [`Context::from_device_with_options`] chooses another mode.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let info = device.adapter_info();
         Self::build(device, queue, info, &ContextOptions::default())
@@ -445,7 +459,8 @@ impl Context {
     /// [`Context::release_scratch`] frees them), and the packed-weight cache
     /// ([`Context::weight_cache_bytes`]). A layer called in a loop reaches a steady value
     /// after its first call. Memory wgpu still holds for submitted work that has not finished
-    /// is not included.
+    /// is not included. While a background tuning measurement runs, its scratch tensors
+    /// count too (see [`Context::wait_for_tuning`]).
     ///
     /// [`Tensor::from_buffer`]: crate::Tensor::from_buffer
     pub fn allocated_bytes(&self) -> u64 {
@@ -476,6 +491,15 @@ impl Context {
         Error::new(ErrorKind::Device {
             context: context.to_string(),
             message,
+        })
+    }
+
+    /// Submits work the library records for itself (weight packing, tuning runs), inside its
+    /// error scopes. Unlike [`Context::submit`] it does not mark the end of a caller's call
+    /// (which lets buckets queued for background tuning start).
+    pub(crate) fn submit_internal(&self, enc: wgpu::CommandEncoder) -> Result<()> {
+        self.scoped("submitting work", || {
+            self.queue().submit([enc.finish()]);
         })
     }
 

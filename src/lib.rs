@@ -60,11 +60,15 @@
 //!
 //! **Algorithms.** Each operation ([`Operation`]) has one table of the algorithms that can
 //! compute it ([`Algorithm`]: direct, im2col + GEMM, 1x1 GEMM, depthwise, implicit GEMM on
-//! storage images, tiled implicit GEMM). [`Algorithm::Auto`] (the default) times the entries
-//! that can run a problem the first time it meets its (operation, parameters, shape bucket)
-//! and remembers the fastest (per context, optionally in a file: `WGCONV_TUNE_CACHE`); with
-//! autotuning off ([`Context::set_autotune`], `WGCONV_AUTOTUNE=0`) a deterministic heuristic
-//! picks. A forced algorithm runs exactly its own kernels or returns
+//! storage images, tiled implicit GEMM). [`Algorithm::Auto`] (the default) runs a heuristic's
+//! choice the first time it meets an (operation, parameters, shape bucket), compiling only
+//! that algorithm's pipelines, and queues the bucket for a background thread of the context
+//! that times the entries that can run it; later calls run the fastest (remembered per
+//! context, optionally in a file: `WGCONV_TUNE_CACHE`). [`TuningMode`] chooses between that,
+//! measuring on the first call, and the heuristic alone ([`Context::set_tuning_mode`],
+//! `WGCONV_AUTOTUNE=0`; deterministic bits); [`Context::wait_for_tuning`] waits for the
+//! measurements and [`Context::warm_up`] compiles what a list of layers will run before the
+//! first call. A forced algorithm runs exactly its own kernels or returns
 //! [`ErrorKind::UnsupportedAlgorithm`] with the reason; it never silently runs another.
 //! [`Context::check_algorithm`] asks the same question without running anything. Kernels come
 //! in two families chosen by the adapter ([`KernelClass`]): register-blocked, barrier-free
@@ -126,6 +130,7 @@ pub use params::{
     ConvTranspose2dParams, Padding, PaddingMode, Shape4, TransposedProblem,
 };
 pub use tensor::Tensor;
+pub use tune::TuningMode;
 pub use wcache::DEFAULT_WEIGHT_CACHE_BUDGET;
 
 /// Development hooks for the repository's tools (`examples/dump_shaders.rs`, the portability

@@ -1,11 +1,29 @@
-//! Autotuning: first call of a shape bucket measures, later calls (and other processes, via
-//! the cache file) reuse the choice; off means the deterministic heuristic; results match the
-//! CPU reference whatever is picked.
+//! Autotuning: a shape bucket is measured once (in the background after its first call by
+//! default, on the first call in blocking mode), later calls (and other processes, via the
+//! cache file) reuse the choice; off means the deterministic heuristic; the first call of a
+//! bucket compiles only the heuristic's pipelines and does not wait for tuning; warm-up
+//! compiles what later calls run; results match the CPU reference whatever is picked.
 
 mod common;
 
 use common::{check, tol, Rng};
-use wgconv::{cpu, Algorithm, Context, ContextOptions, Conv2dParams, KernelClass, Padding, Tensor};
+use wgconv::{
+    cpu, Algorithm, Context, ContextOptions, Conv2dParams, KernelClass, Operation, Padding, Tensor,
+    TuningMode,
+};
+
+fn is_gl(ctx: &Context) -> bool {
+    ctx.adapter_info().backend == wgpu::Backend::Gl
+}
+
+/// What "tuning on" means on this adapter.
+fn on_mode(ctx: &Context) -> TuningMode {
+    if is_gl(ctx) {
+        TuningMode::Blocking
+    } else {
+        TuningMode::Background
+    }
+}
 
 fn run(ctx: &Context, xs: [usize; 4], rng: &mut Rng) {
     let params = Conv2dParams::default().with_padding(Padding::Symmetric([1, 1]));
@@ -54,14 +72,21 @@ fn tuning_is_cached_per_bucket_and_persisted() {
     };
     let mut rng = Rng::new(1);
     let ctx = Context::with_options_blocking(opts.clone()).expect("adapter");
+    // `autotune: Some(true)` is background tuning (blocking on GL): wait for it before
+    // counting.
+    assert_eq!(ctx.tuning_mode(), on_mode(&ctx));
     run(&ctx, [1, 8, 20, 20], &mut rng);
+    ctx.wait_for_tuning();
     // forward, input gradient and weight gradient: one measurement each.
     assert_eq!(ctx.tuned_entries(), 3);
+    assert_eq!(ctx.pending_tuning(), 0);
     // Same bucket (sizes round up to the same powers of two): no new measurement.
     run(&ctx, [1, 8, 27, 30], &mut rng);
+    ctx.wait_for_tuning();
     assert_eq!(ctx.tuned_entries(), 3);
     // Another bucket: measured.
     run(&ctx, [2, 8, 20, 20], &mut rng);
+    ctx.wait_for_tuning();
     assert_eq!(ctx.tuned_entries(), 6);
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(text.lines().count(), 6, "{text}");
@@ -70,6 +95,8 @@ fn tuning_is_cached_per_bucket_and_persisted() {
     let ctx2 = Context::with_options_blocking(opts).expect("adapter");
     run(&ctx2, [1, 8, 20, 20], &mut rng);
     run(&ctx2, [2, 8, 17, 19], &mut rng);
+    assert_eq!(ctx2.pending_tuning(), 0, "nothing queued");
+    ctx2.wait_for_tuning();
     assert_eq!(ctx2.tuned_entries(), 0);
     let _ = std::fs::remove_file(&path);
 }
@@ -82,17 +109,30 @@ fn autotune_off_is_the_heuristic_and_forced_algorithms_bypass_tuning() {
     })
     .expect("adapter");
     assert!(!ctx.autotune());
+    assert_eq!(ctx.tuning_mode(), TuningMode::Off);
     let mut rng = Rng::new(2);
     run(&ctx, [1, 8, 20, 20], &mut rng);
+    assert_eq!(ctx.pending_tuning(), 0);
+    ctx.wait_for_tuning();
     assert_eq!(ctx.tuned_entries(), 0);
+    // On: the adapter's "on" mode (background; blocking on GL).
     ctx.set_autotune(true);
+    assert_eq!(ctx.tuning_mode(), on_mode(&ctx));
     let x = Tensor::zeros(&ctx, &[1, 8, 9, 9]).unwrap();
     let w = Tensor::zeros(&ctx, &[4, 8, 3, 3]).unwrap();
     ctx.conv2d_with(&x, &w, None, &Conv2dParams::default(), Algorithm::Direct)
         .unwrap();
+    ctx.wait_for_tuning();
     assert_eq!(ctx.tuned_entries(), 0, "a forced algorithm does not tune");
     ctx.conv2d(&x, &w, None, &Conv2dParams::default()).unwrap();
+    ctx.wait_for_tuning();
     assert_eq!(ctx.tuned_entries(), 1);
+    // Off and on again keeps the mode last chosen.
+    ctx.set_tuning_mode(TuningMode::Blocking);
+    ctx.set_autotune(false);
+    assert!(!ctx.autotune());
+    ctx.set_autotune(true);
+    assert_eq!(ctx.tuning_mode(), TuningMode::Blocking);
 }
 
 /// A forced kernel class: the context reports it, tunes and computes correctly with the other
@@ -124,6 +164,8 @@ fn forced_kernel_class_tunes_apart_and_matches_cpu() {
     let mut rng = Rng::new(3);
     run(&own, [1, 8, 20, 20], &mut rng);
     run(&forced, [1, 8, 20, 20], &mut rng);
+    own.wait_for_tuning();
+    forced.wait_for_tuning();
     // The forced context measured its own choices (none read from the other's entries).
     assert_eq!(forced.tuned_entries(), 3);
     let text = std::fs::read_to_string(&path).unwrap();
@@ -135,4 +177,231 @@ fn forced_kernel_class_tunes_apart_and_matches_cpu() {
         "{text}"
     );
     let _ = std::fs::remove_file(&path);
+}
+
+/// The shape of the first-call tests: forward, input and weight gradient each have several
+/// candidates on every adapter.
+const XS: [usize; 4] = [1, 8, 20, 20];
+const WS: [usize; 4] = [16, 8, 3, 3];
+
+fn forward(ctx: &Context, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let params = Conv2dParams::default().with_padding(Padding::Symmetric([1, 1]));
+    ctx.conv2d(
+        &Tensor::from_slice(ctx, x, &XS).unwrap(),
+        &Tensor::from_slice(ctx, w, &WS).unwrap(),
+        None,
+        &params,
+    )
+    .unwrap()
+    .read()
+    .unwrap()
+}
+
+/// Default options: the first call of a bucket runs the heuristic's choice, compiling only its
+/// pipelines (as many as a context with tuning off compiles), and returns without measuring;
+/// the bucket is queued, measured later (here by `wait_for_tuning` on the calling thread while
+/// the tuning thread is paused, then by the tuning thread), and the results before and after
+/// tuning agree with the reference and with each other within the tolerance.
+#[test]
+fn first_call_compiles_only_the_heuristic_choice_and_does_not_wait_for_tuning() {
+    let mut rng = Rng::new(4);
+    let x = rng.vec(XS.iter().product());
+    let w = rng.vec(WS.iter().product());
+    let params = Conv2dParams::default().with_padding(Padding::Symmetric([1, 1]));
+    let p = params.resolve(XS, WS, None).unwrap();
+    let want = cpu::conv2d_problem(&p, &x, &w, None);
+    let tols: Vec<f32> = cpu::conv2d_abs_scale(&p, &x, &w, None)
+        .iter()
+        .map(|&s| tol(s, p.reduction_len()))
+        .collect();
+
+    let off = Context::with_options_blocking(ContextOptions {
+        tuning: Some(TuningMode::Off),
+        ..Default::default()
+    })
+    .expect("adapter");
+    let heuristic = forward(&off, &x, &w);
+    check("heuristic", &heuristic, &want, &tols).unwrap();
+    let heuristic_compiles = off.pipeline_compiles();
+
+    let ctx = Context::with_options_blocking(ContextOptions::default()).expect("adapter");
+    if std::env::var_os("WGCONV_AUTOTUNE").is_none() {
+        // Background; off on GL, whose one device lock makes concurrent tuning unsafe (the
+        // tiny problems here are safe: background tuning is tested there too).
+        let default = if is_gl(&ctx) {
+            TuningMode::Off
+        } else {
+            TuningMode::Background
+        };
+        assert_eq!(ctx.tuning_mode(), default, "the default");
+    }
+    ctx.set_tuning_mode(TuningMode::Background);
+    // Paused, the tuning thread cannot start: whatever the first call compiles, it compiled
+    // itself, and had it waited for a measurement it would never return.
+    ctx.set_tuning_paused(true);
+    assert!(ctx.tuning_paused());
+    let first = forward(&ctx, &x, &w);
+    assert_eq!(ctx.pipeline_compiles(), heuristic_compiles);
+    assert_eq!(ctx.tuned_entries(), 0);
+    assert_eq!(ctx.pending_tuning(), 1);
+    assert_eq!(
+        first.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        heuristic.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        "the first call runs the heuristic's choice"
+    );
+    // Queued once, however often the bucket is met before it is measured.
+    let again = forward(&ctx, &x, &w);
+    assert_eq!(ctx.pending_tuning(), 1);
+    assert_eq!(ctx.pipeline_compiles(), heuristic_compiles);
+    check("second call", &again, &want, &tols).unwrap();
+
+    // Measured on this thread while the tuning thread is paused.
+    ctx.wait_for_tuning();
+    assert_eq!(ctx.tuned_entries(), 1);
+    assert_eq!(ctx.pending_tuning(), 0);
+    assert!(
+        ctx.pipeline_compiles() > heuristic_compiles,
+        "the measurement compiled the other candidates"
+    );
+    let tuned = forward(&ctx, &x, &w);
+    check("tuned", &tuned, &want, &tols).unwrap();
+    // Two algorithms, each within `tol` of the reference: within twice that of each other.
+    let twice: Vec<f32> = tols.iter().map(|t| 2.0 * t).collect();
+    check("tuned vs heuristic", &tuned, &heuristic, &twice).unwrap();
+
+    // Resumed: the tuning thread measures the next bucket (input and weight gradients).
+    ctx.set_tuning_paused(false);
+    let dy = rng.vec(p.y_shape().iter().product());
+    let g = ctx
+        .conv2d_backward(
+            &Tensor::from_slice(&ctx, &x, &XS).unwrap(),
+            &Tensor::from_slice(&ctx, &w, &WS).unwrap(),
+            &Tensor::from_slice(&ctx, &dy, &p.y_shape()).unwrap(),
+            false,
+            &params,
+            Algorithm::Auto,
+        )
+        .unwrap();
+    let before = g.dx.read().unwrap();
+    ctx.wait_for_tuning();
+    assert_eq!(ctx.tuned_entries(), 3);
+    let after = ctx
+        .conv2d_backward_input(
+            &Tensor::from_slice(&ctx, &dy, &p.y_shape()).unwrap(),
+            &Tensor::from_slice(&ctx, &w, &WS).unwrap(),
+            XS,
+            &params,
+            Algorithm::Auto,
+        )
+        .unwrap()
+        .read()
+        .unwrap();
+    let want_dx = cpu::conv2d_backward_input(&p, &dy, &w);
+    let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
+    let dx_tols: Vec<f32> = cpu::conv2d_backward_input(&p, &abs(&dy), &abs(&w))
+        .iter()
+        .map(|&s| tol(s, WS[0] * 9))
+        .collect();
+    check("dx before tuning", &before, &want_dx, &dx_tols).unwrap();
+    check("dx after tuning", &after, &want_dx, &dx_tols).unwrap();
+}
+
+/// Blocking mode measures on the first call: the bucket is tuned when the call returns.
+#[test]
+fn blocking_mode_tunes_on_the_first_call() {
+    let ctx = Context::with_options_blocking(ContextOptions {
+        tuning: Some(TuningMode::Blocking),
+        autotune: Some(false), // `tuning` wins
+        ..Default::default()
+    })
+    .expect("adapter");
+    assert_eq!(ctx.tuning_mode(), TuningMode::Blocking);
+    let mut rng = Rng::new(6);
+    let (x, w) = (rng.vec(XS.iter().product()), rng.vec(WS.iter().product()));
+    let y = forward(&ctx, &x, &w);
+    assert_eq!(ctx.tuned_entries(), 1);
+    assert_eq!(ctx.pending_tuning(), 0);
+    let p = Conv2dParams::default()
+        .with_padding(Padding::Symmetric([1, 1]))
+        .resolve(XS, WS, None)
+        .unwrap();
+    let tols: Vec<f32> = cpu::conv2d_abs_scale(&p, &x, &w, None)
+        .iter()
+        .map(|&s| tol(s, p.reduction_len()))
+        .collect();
+    check(
+        "blocking",
+        &y,
+        &cpu::conv2d_problem(&p, &x, &w, None),
+        &tols,
+    )
+    .unwrap();
+}
+
+/// After `warm_up` the calls it covers compile nothing: with tuning off (the heuristic's
+/// pipelines), in blocking mode (tuned by the warm-up), and in background mode once the
+/// queued buckets are measured. Transposed convolutions with bias through
+/// `warm_up_transposed`.
+#[test]
+fn warm_up_compiles_what_the_calls_run() {
+    let params = Conv2dParams::default()
+        .with_padding(Padding::Symmetric([1, 1]))
+        .with_stride([2, 1]);
+    let (xs, ws) = ([2, 8, 13, 11], [12, 8, 3, 3]);
+    let p = params.resolve(xs, ws, Some(12)).unwrap();
+    let tparams = wgconv::ConvTranspose2dParams::default()
+        .with_stride([2, 1])
+        .with_padding([1, 1]);
+    let (txs, tws) = ([1, 12, 7, 11], [12, 8, 3, 3]);
+    let tp = tparams.resolve(txs, tws, Some(8)).unwrap();
+    let mut rng = Rng::new(7);
+    for mode in [
+        TuningMode::Off,
+        TuningMode::Blocking,
+        TuningMode::Background,
+    ] {
+        let ctx = Context::with_options_blocking(ContextOptions {
+            tuning: Some(mode),
+            ..Default::default()
+        })
+        .expect("adapter");
+        ctx.warm_up(
+            &[
+                Operation::Forward,
+                Operation::InputGrad,
+                Operation::WeightGrad,
+                Operation::BiasGrad,
+            ],
+            &[p],
+        )
+        .unwrap();
+        ctx.warm_up_transposed(&[tp]).unwrap();
+        ctx.wait_for_tuning();
+        match mode {
+            TuningMode::Off => assert_eq!(ctx.tuned_entries(), 0),
+            // Forward, input gradient (also the transposed: same key), weight gradient.
+            _ => assert!(ctx.tuned_entries() >= 3, "{mode:?}"),
+        }
+        let compiled = ctx.pipeline_compiles();
+        assert!(compiled > 0);
+        let mut t =
+            |s: &[usize]| Tensor::from_slice(&ctx, &rng.vec(s.iter().product()), s).unwrap();
+        let (x, w, b) = (t(&xs), t(&ws), t(&[12]));
+        let y = ctx.conv2d(&x, &w, Some(&b), &params).unwrap();
+        let g = ctx
+            .conv2d_backward(&x, &w, &y, true, &params, Algorithm::Auto)
+            .unwrap();
+        let (tx, tw, tb) = (t(&txs), t(&tws), t(&[8]));
+        let ty = ctx
+            .conv_transpose2d(&tx, &tw, Some(&tb), &tparams, Algorithm::Auto)
+            .unwrap();
+        g.dw.read().unwrap();
+        ty.read().unwrap();
+        assert_eq!(ctx.pending_tuning(), 0, "{mode:?}: nothing new to tune");
+        assert_eq!(
+            ctx.pipeline_compiles(),
+            compiled,
+            "{mode:?}: the calls compiled pipelines the warm-up did not"
+        );
+    }
 }

@@ -478,6 +478,9 @@ fn context_from_caller_device_and_buffers() {
         usage,
         mapped_at_creation: false,
     });
+    // The conv2d above (Auto) queued its bucket for background tuning, whose scratch tensors
+    // count while it measures.
+    ctx.wait_for_tuning();
     let before = ctx.allocated_bytes();
     let x_ext = Tensor::from_buffer(&ctx, x_buf.clone(), &xs).expect("wrap input");
     let y_ext = Tensor::from_buffer(&ctx, y_buf.clone(), &yshape).expect("wrap output");

@@ -91,7 +91,9 @@ pub fn fill(n: usize, mul: usize) -> Vec<f32> {
 }
 
 /// Median wall time in ms of `f` (which records and submits work), waiting for the GPU; a
-/// run slower than `slow_ms` in warm-up is timed once.
+/// run slower than `slow_ms` in warm-up is timed once. After the warm-up run, waits for the
+/// background tuning it queued (`Auto`), so the timed runs are of the tuned choice and do not
+/// share the machine with the tuner.
 fn time(
     ctx: &Context,
     reps: usize,
@@ -101,11 +103,9 @@ fn time(
     let t = Instant::now();
     f()?;
     ctx.synchronize()?;
-    let reps = if t.elapsed().as_secs_f64() * 1e3 > slow_ms {
-        1
-    } else {
-        reps
-    };
+    let warm_ms = t.elapsed().as_secs_f64() * 1e3;
+    ctx.wait_for_tuning();
+    let reps = if warm_ms > slow_ms { 1 } else { reps };
     let mut v = Vec::with_capacity(reps);
     for _ in 0..reps {
         let t = Instant::now();

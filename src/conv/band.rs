@@ -617,11 +617,14 @@ pub(crate) fn input_grad(
     } else {
         &input_grad::TABLE
     };
-    let select = |q: &Conv2dProblem| {
-        table.select(ctx, q, algorithm, |h, c| {
-            ctx.choose(TunedOp::BackwardInput, q, h, &c)
-        })
+    // Transposed with a bias: tuned apart (timed, and compiled, with the bias).
+    let tuned = if bias.is_some() {
+        TunedOp::TransposedBias
+    } else {
+        TunedOp::BackwardInput
     };
+    let select =
+        |q: &Conv2dProblem| table.select(ctx, q, algorithm, |h, c| ctx.choose(tuned, q, h, &c));
     let plan = plan(ctx, p, Side::Inputs);
     let (xi, yi) = (p.c * p.h * p.w, p.k * p.oh * p.ow);
     match plan {

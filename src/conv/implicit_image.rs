@@ -118,7 +118,12 @@ impl InputGeom {
         }
         let cb8 = p.c_per_group().div_ceil(8);
         let qb = p.groups.checked_mul(cb8 * 2)?;
-        let cpr = (d / wp).min(qb).max(1);
+        // Rows no wider than the image's staging buffer holds 8 of.
+        let max_w = d.min(staging_width(ctx));
+        if wp > max_w {
+            return None;
+        }
+        let cpr = (max_w / wp).min(qb).max(1);
         let rows_img = qb.div_ceil(cpr);
         let img_h = rows_img.checked_mul(hp)?;
         if img_h > d {
@@ -285,6 +290,15 @@ pub(crate) struct Plan {
     pub(crate) rows_total: usize,
 }
 
+/// The widest image (in texels) whose rows an [`ImageStaging`] buffer can hold 8 of within one
+/// storage binding (its rows are padded to 16 texels): wider images cannot be filled (only a
+/// lowered `maxStorageBufferBindingSize` comes near this).
+fn staging_width(ctx: &Context) -> usize {
+    let row16 = 16 * DeviceImage::TEXEL;
+    let rows16 = ctx.limits().max_storage_buffer_binding_size / (8 * row16);
+    usize::try_from(rows16 * 16).unwrap_or(usize::MAX)
+}
+
 pub(crate) fn plan(ctx: &Context, p: &Conv2dProblem) -> Option<Plan> {
     let x = InputGeom::new(ctx, p)?;
     let tile = Tile::choose(p);
@@ -296,7 +310,7 @@ pub(crate) fn plan(ctx: &Context, p: &Conv2dProblem) -> Option<Plan> {
         .checked_mul(kp)?;
     let hb = rows_total.min(d / 8 * 8);
     let wwidth = rows_total.div_ceil(hb) * (tile.cols() / 4);
-    if wwidth > d || u32::try_from(p.n * p.k * p.oh * p.ow).is_err() {
+    if wwidth > d.min(staging_width(ctx)) || u32::try_from(p.n * p.k * p.oh * p.ow).is_err() {
         return None;
     }
     Some(Plan {

@@ -24,7 +24,9 @@ use launch::ConvBuffers;
 ///
 /// Each operation ([`Operation`]) has one table of the algorithms that can compute it. `Auto`
 /// (the default) picks from that table: the autotuned fastest of the entries that can run the
-/// problem, or with autotuning off the first entry the heuristic prefers. A forced algorithm
+/// problem once its shape bucket has been measured, else (first calls of a bucket, and with
+/// autotuning off) the first entry the heuristic prefers (see
+/// [`TuningMode`](crate::TuningMode)). A forced algorithm
 /// runs exactly its own entry, or returns [`ErrorKind::UnsupportedAlgorithm`] with the
 /// entry's reason when it cannot run the problem on this context: it never silently runs
 /// another algorithm, so a caller (or a test) that forces one knows what ran.
@@ -292,9 +294,10 @@ impl Context {
     /// scopes: validation and out-of-memory errors come back as typed errors instead of going
     /// to the device's uncaptured-error handler.
     pub fn submit(&self, enc: wgpu::CommandEncoder) -> Result<()> {
-        self.scoped("submitting work", || {
-            self.queue().submit([enc.finish()]);
-        })
+        self.submit_internal(enc)?;
+        // The end of a call: buckets it queued for background tuning may start.
+        self.release_tuning();
+        Ok(())
     }
 }
 

@@ -117,6 +117,7 @@ impl Context {
         let constants: Vec<(&str, f64)> =
             key.constants.iter().map(|(n, v)| (*n, *v as f64)).collect();
         let device = &self.inner.device;
+        let started = std::time::Instant::now();
         let pipeline = self
             .scoped("compiling a pipeline", || {
                 let desc = wgpu::ShaderModuleDescriptor {
@@ -163,7 +164,12 @@ impl Context {
                 k => Error::new(k),
             })?;
         self.inner.compiles.fetch_add(1, Ordering::Relaxed);
-        log::debug!("wgconv: compiled {} {:?}", kernel.name(), key.constants);
+        log::debug!(
+            "wgconv: compiled {} {:?} in {:.1} ms",
+            kernel.name(),
+            key.constants,
+            started.elapsed().as_secs_f64() * 1e3
+        );
         record(key);
         let pipeline = Arc::new(pipeline);
         *compiled = Some(pipeline.clone());

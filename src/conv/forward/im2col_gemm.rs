@@ -3,7 +3,7 @@
 
 use crate::context::Context;
 use crate::conv::launch::{fit_one_binding, im2col_params, im2col_spec, ConvBuffers};
-use crate::conv::table::{always, anywhere, Entry, Reason};
+use crate::conv::table::{always, anywhere, need, Entry, Reason};
 use crate::conv::Algorithm;
 use crate::error::Result;
 use crate::gemm::job::{encode_job, pack, GemmJob, Mat, Packed};
@@ -22,15 +22,24 @@ pub(crate) const FORWARD: Entry<Conv2dProblem, ConvBuffers> = Entry {
     encode: encode_im2col,
 };
 
-/// Runs every problem whose tensors fit one storage binding, and whose smallest column block
-/// (every row of one image's column matrix, `col_align` pixels) does too.
+/// Runs every problem whose tensors, and 4 pixels of its column matrix, fit one storage
+/// binding.
 pub(crate) fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
     fit_one_binding(ctx, p)?;
-    let min_block = (p.reduction_len() * p.groups * col_align(ctx).max(4) * 4) as u64;
-    if min_block > ctx.limits().max_storage_buffer_binding_size {
-        return Err("the smallest block of the column matrix exceeds one storage binding".into());
-    }
-    Ok(())
+    columns_fit(ctx, p)
+}
+
+/// `Ok` when 4 pixel columns (the least a column matrix is split into: its rows are
+/// vec4-aligned) of all the reduction rows of `p`'s groups fit one storage binding; only a
+/// lowered binding limit comes near this.
+pub(crate) fn columns_fit(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
+    let bytes = (p.reduction_len() as u64)
+        .saturating_mul(p.groups as u64)
+        .saturating_mul(16);
+    need(
+        bytes <= ctx.limits().max_storage_buffer_binding_size,
+        "4 pixels of the column matrix exceed one storage binding",
+    )
 }
 
 /// Weights `[K, C/g, R, S]` packed once per call as the K-major A operand `[CRS_g, Kg]`
@@ -92,7 +101,13 @@ pub(crate) fn encode_im2col_at(
         .min(limits.max_storage_buffer_binding_size)
         .max(4096) as usize;
     let row_bytes = full_crs * 4; // one pixel column of one image
-    let align = col_align(ctx).max(4);
+                                  // Rows of the column matrix are aligned for the GEMM (64 floats: copied, not packed, into
+                                  // the image GEMM's operand) unless one aligned block of pixels exceeds the budget (a
+                                  // lowered binding limit): then 4, and the GEMM packs it.
+    let align = match col_align(ctx) {
+        a if row_bytes * a <= budget => a,
+        _ => 4,
+    };
     // Column blocks hold whole multiples of `align` pixels (rows are padded to it), so the
     // padded block, not the pixel count, must fit the budget.
     let per_image = row_bytes * ohw.div_ceil(align) * align;

@@ -18,7 +18,11 @@ use crate::params::Conv2dProblem;
 pub(crate) const FORWARD: Entry<Conv2dProblem, ConvBuffers> = Entry {
     algorithm: Algorithm::ImplicitGemm,
     check,
-    prefer: |_, p| p.c_per_group() >= 8 && p.r * p.s > 1,
+    // Measured on lavapipe (the tuner, docs/benchmarks.md): ahead of im2col + GEMM from 8
+    // channels per group, strided and padded 1x1 layers included (shape e: 3x), and for
+    // fewer channels from a reduction of about 32 (3 channels 7x7, shape a: 2.2x; 4 channels
+    // 3x3: 2x), behind it below (3 channels 3x3: 0.8x).
+    prefer: |_, p| p.c_per_group() >= 8 || p.reduction_len() >= 32,
     tune: anywhere,
     encode: |ctx, enc, p, b| encode_at(ctx, enc, p, b, 0, WeightLayout::forward(p)),
 };
@@ -103,7 +107,7 @@ pub(crate) fn encode_at(
             };
             let wimg = pack_weights_image(ctx, target, p, bufs, (&pl, wl), own)?;
             if let (Some(penc), Some(k)) = (own_enc, &bufs.w_key) {
-                ctx.submit(penc)?;
+                ctx.submit_internal(penc)?;
                 cache.insert(ctx, k, layout_key, &wimg);
             }
             (wimg.view.clone(), Some(wimg))

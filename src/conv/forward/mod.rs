@@ -5,7 +5,7 @@
 //! | [`gemm1x1`] | a GEMM on the input in place (1x1, stride 1, no padding) | always when it runs |
 //! | [`depthwise`] | the depthwise kernel (one input channel per group) | groups > 1 |
 //! | [`direct`] | the register-blocked direct kernel; windows over large tensors | tiny reductions, few output channels, tensors beyond one binding |
-//! | [`implicit_gemm`] | the implicit GEMM on storage images (8-lane subgroups) | >= 8 channels per group, kernels larger than 1x1 |
+//! | [`implicit_gemm`] | the implicit GEMM on storage images (8-lane subgroups) | >= 8 channels per group, or a reduction (C/g·R·S) >= 32 |
 //! | [`implicit_gemm_tiled`] | the workgroup-memory implicit GEMM | GPUs |
 //! | [`im2col_gemm`] | im2col into bounded scratch, then a GEMM | otherwise |
 

@@ -1,9 +1,9 @@
 //! Input gradient, im2col + GEMM algorithm: the forward im2col GEMM on `dy` with permuted
 //! weights (stride 1), else a GEMM into a column-gradient matrix folded back by `col2im`.
 
-use super::{unwindowed, DgradArgs};
+use super::{core, unwindowed, DgradArgs};
 use crate::context::Context;
-use crate::conv::forward::im2col_gemm::encode_im2col_at;
+use crate::conv::forward::im2col_gemm::{columns_fit, encode_im2col_at};
 use crate::conv::launch::conv_shape;
 use crate::conv::launch::ConvBuffers;
 use crate::conv::table::{always, anywhere, Entry, Reason};
@@ -29,17 +29,10 @@ pub(crate) const INPUT_GRAD: Entry<Conv2dProblem, DgradArgs> = Entry {
 
 fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
     unwindowed(ctx, p)?;
-    let q = super::core(p);
-    match q.input_gradient_as_forward(false) {
-        Some(f) => crate::conv::forward::im2col_gemm::check(ctx, &f),
-        // The smallest column-gradient block: every row, 4 pixels.
-        None if (q.reduction_len() * q.groups * 16) as u64
-            > ctx.limits().max_storage_buffer_binding_size =>
-        {
-            Err("the smallest block of the column gradient exceeds one storage binding".into())
-        }
-        None => Ok(()),
-    }
+    // The column matrix: of `dy` for the forward on it, else the column gradient (of the
+    // zero-padded problem the entry computes).
+    let q = core(p);
+    columns_fit(ctx, &q.input_gradient_as_forward(false).unwrap_or(q))
 }
 
 /// Stride 1: the forward im2col + GEMM on `dy`; other strides: a GEMM into a column

@@ -72,12 +72,13 @@ fn wgrad_depthwise(
         enc.clear_buffer(dw, 0, Some((taps * 4) as u64));
         return Ok(());
     }
-    // Bands whose partial sums fit one binding.
-    let cap = (ctx.limits().max_storage_buffer_binding_size / 4 / taps as u64).max(1) as usize;
+    // The partials (one `dw` per band) within one storage binding (`dw` itself fits one).
+    let max_bands = (ctx.limits().max_storage_buffer_binding_size / (taps * 4) as u64)
+        .clamp(1, nr as u64) as usize;
     let want = WGRAD_DW_INVOCATIONS
         .div_ceil(p.k * p.r)
         .clamp(1, nr)
-        .min(cap);
+        .min(max_bands);
     let rb = nr.div_ceil(want);
     let nb = nr.div_ceil(rb);
     let part = ScratchBuffer::new(

@@ -19,7 +19,10 @@ use crate::params::Conv2dProblem;
 pub(crate) const WEIGHT_GRAD: Entry<Conv2dProblem, WgradArgs> = Entry {
     algorithm: Algorithm::ImplicitGemm,
     check,
-    prefer: |_, p| p.c_per_group() >= 8 && p.r * p.s > 1,
+    // Measured on lavapipe (the tuner, docs/benchmarks.md): ahead of im2col + GEMM for
+    // kernels larger than 1x1 whatever the channels (3 channels 7x7, shape a: 3x; 3 channels
+    // 3x3: 3x) and for 1x1 layers from 8 channels (even with im2col at stride 2, shape e).
+    prefer: |_, p| p.c_per_group() >= 8 || p.r * p.s > 1,
     tune: anywhere,
     encode: encode_wgrad,
 };

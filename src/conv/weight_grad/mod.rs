@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | [`depthwise`] | per-band partial sums of each tap, then a fixed-order sum | depthwise layers the forward depthwise kernel runs |
 //! | [`direct`] | a direct reduction over images and pixels; windows over large tensors | one input or few output channels per group, tensors beyond one binding |
-//! | [`implicit_gemm`] | the image GEMM of `dy` panels with the padded input image | >= 8 channels per group, kernels larger than 1x1 |
+//! | [`implicit_gemm`] | the image GEMM of `dy` panels with the padded input image | >= 8 channels per group, or kernels larger than 1x1 |
 //! | [`im2col_gemm`] (`gemm1x1` too) | a GEMM of `dy` with a pixel-major column matrix of `x` | otherwise |
 //!
 //! Every entry reduces in a fixed order: the same inputs give the same bits.
