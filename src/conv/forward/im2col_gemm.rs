@@ -98,8 +98,8 @@ pub(crate) fn encode_im2col_at(
     let limits = ctx.limits();
     let budget = ctx
         .scratch_budget()
-        .min(limits.max_storage_buffer_binding_size)
-        .max(4096) as usize;
+        .max(4096)
+        .min(limits.max_storage_buffer_binding_size) as usize; // never beyond one binding
     let row_bytes = full_crs * 4; // one pixel column of one image
                                   // Rows of the column matrix are aligned for the GEMM (64 floats: copied, not packed, into
                                   // the image GEMM's operand) unless one aligned block of pixels exceeds the budget (a

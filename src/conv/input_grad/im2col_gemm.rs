@@ -95,8 +95,8 @@ fn dgrad_col2im(
     let full_crs = crs * p.groups;
     let budget = ctx
         .scratch_budget()
-        .min(ctx.limits().max_storage_buffer_binding_size)
-        .max(4096) as usize;
+        .max(4096)
+        .min(ctx.limits().max_storage_buffer_binding_size) as usize; // never beyond one binding
     let row_bytes = full_crs * 4;
     let per_image = row_bytes * ohw.div_ceil(4) * 4;
     let (images, np) = if per_image <= budget {

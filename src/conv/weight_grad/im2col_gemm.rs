@@ -70,8 +70,8 @@ fn wgrad_gemm(
     let ldq = crs.div_ceil(align) * align;
     let budget = ctx
         .scratch_budget()
-        .min(ctx.limits().max_storage_buffer_binding_size)
-        .max(4096) as usize;
+        .max(4096)
+        .min(ctx.limits().max_storage_buffer_binding_size) as usize; // never beyond one binding
     let pix_bytes = p.groups * ldq * 4; // one pixel row of colT, all groups
     let np = (budget / pix_bytes).max(1).min(ohw);
     let spec = im2col_spec(p, true);
