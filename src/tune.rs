@@ -19,8 +19,10 @@
 //!   rounds; each keeps its fastest run.
 //! - One measurement at a time per context (the worker's and blocking callers'), so they do
 //!   not time each other. A queued bucket starts once the call that queued it has been
-//!   submitted, and after the work submitted so far has finished, so a first call never
-//!   waits behind tuning runs of its own bucket.
+//!   submitted, the caller has submitted nothing for [`QUIET`] (at most [`MAX_DEFER`] after
+//!   the tuning thread saw it), and the work submitted so far has finished: a first call
+//!   never waits behind tuning runs of its own bucket, nor does a first pass through a
+//!   network made of back-to-back calls wait behind the runs of its earlier layers.
 //! - Results can persist in a file (`ContextOptions::tune_cache` or `WGCONV_TUNE_CACHE`),
 //!   one line per entry: `<adapter>\t<key>\t<algorithm>`; entries of other adapters or
 //!   drivers in the same file are ignored.
@@ -50,6 +52,15 @@ const PRUNE_FACTOR: f64 = 4.0;
 /// A queued bucket waits for the call that queued it to be submitted (see [`Job::after`]), or
 /// this long when the caller submits its encoder through its own queue.
 const GATE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// ... and then until no call has been submitted for this long, so that the first pass
+/// through a network (a first call per layer, back to back) does not queue behind tuning
+/// runs of the layers before ...
+const QUIET: Duration = Duration::from_millis(200);
+
+/// ... but not longer than this after the tuning thread first saw it (a caller that never
+/// pauses still gets its buckets tuned).
+const MAX_DEFER: Duration = Duration::from_secs(2);
 
 /// When [`Algorithm::Auto`] measures the algorithms that can run a problem (see
 /// [`ContextOptions::tuning`]).
@@ -176,8 +187,9 @@ struct Job {
     /// ahead of the work of the call that queued them (on lavapipe one queue thread runs
     /// everything in order: a first call would wait for the runs of every slow candidate).
     after: u64,
-    /// When the tuning thread first saw the job (for [`GATE_TIMEOUT`]; read by that thread
-    /// only, so that queuing a job needs no clock: `Instant::now` panics on wasm).
+    /// When the tuning thread first saw the job (for [`GATE_TIMEOUT`] and [`MAX_DEFER`]; read
+    /// by that thread only, so that queuing a job needs no clock: `Instant::now` panics on
+    /// wasm).
     seen: Option<Instant>,
 }
 
@@ -204,6 +216,8 @@ struct QueueState {
     closed: bool,
     /// Submissions of callers' work so far ([`Context::submit`]).
     submits: u64,
+    /// When the last one happened (kept only while a tuning thread runs).
+    last_submit: Option<Instant>,
     /// Threads in [`Context::wait_for_tuning`]: jobs start without waiting for a submission.
     hurry: usize,
 }
@@ -218,8 +232,15 @@ impl QueueState {
             return Err(None);
         };
         let waited = job.seen.get_or_insert_with(Instant::now).elapsed();
-        if self.hurry == 0 && self.submits <= job.after && waited < GATE_TIMEOUT {
-            return Err(Some(GATE_TIMEOUT - waited));
+        if self.hurry == 0 && waited < MAX_DEFER {
+            if self.submits > job.after {
+                let quiet = self.last_submit.map_or(QUIET, |t| t.elapsed());
+                if quiet < QUIET {
+                    return Err(Some(QUIET - quiet));
+                }
+            } else if waited < GATE_TIMEOUT {
+                return Err(Some(GATE_TIMEOUT - waited));
+            }
         }
         self.running += 1;
         self.jobs.pop_front().ok_or(None)
@@ -658,6 +679,9 @@ impl Context {
         let queue = &self.inner.tuner.queue;
         let mut s = queue.lock();
         s.submits += 1;
+        if s.worker {
+            s.last_submit = Some(Instant::now());
+        }
         let waiting = !s.jobs.is_empty();
         drop(s);
         if waiting {
