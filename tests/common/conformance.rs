@@ -25,6 +25,36 @@ struct Case {
     rtol: f64,
     atol: f64,
     data: Arrays,
+    /// An optional field value of the format (`../shared/FIXTURES.md`) this runner does not
+    /// implement: the case fails on every algorithm (never skipped).
+    unsupported: Option<String>,
+}
+
+/// The first optional field of `v` whose value this runner does not implement.
+fn unsupported_field(v: &Value) -> Option<String> {
+    let is = |k: &str, default: &str| match v.get(k) {
+        None => true,
+        Some(x) => x.as_str() == Some(default),
+    };
+    for (k, default) in [
+        ("dtype", "float32"),
+        ("accumulate", "float32"),
+        ("layout", "nchw"),
+        ("weight_layout", "kcrs"),
+    ] {
+        if !is(k, default) {
+            return Some(format!("{k} = {}", v[k]));
+        }
+    }
+    match v.get("epilogue") {
+        None => None,
+        Some(e) => {
+            let act = e.get("activation").and_then(Value::as_str);
+            let res = e.get("residual").and_then(Value::as_str).unwrap_or("none");
+            (!(matches!(act, None | Some("identity")) && res == "none"))
+                .then(|| format!("epilogue = {e}"))
+        }
+    }
 }
 
 fn load(path: &Path) -> Result<Case, String> {
@@ -77,6 +107,7 @@ fn load(path: &Path) -> Result<Case, String> {
             .unwrap_or(d)
     };
     Ok(Case {
+        unsupported: unsupported_field(&v),
         id: s("id")?,
         op: s("op")?,
         expect_ok: s("expect")? == "ok",
@@ -593,6 +624,15 @@ pub fn run_all(ctx: &Context, files: &[PathBuf], out_dir: Option<&Path>) -> Summ
                 continue;
             }
         };
+        if let Some(field) = &case.unsupported {
+            for algo in algorithm_names(&case) {
+                summary.failures.push(format!(
+                    "{} {algo}: the runner does not implement the field value {field}",
+                    case.id
+                ));
+            }
+            continue;
+        }
         for algo in algorithm_names(&case) {
             let outputs = match plan(ctx, &case, &algo) {
                 Ok(o) => o,
