@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use wgconv::{Context, ContextOptions, Conv2dParams, Padding, Tensor, TuningMode};
+use wgconv::{Algorithm, Context, ContextOptions, Conv2dParams, Padding, Tensor, TuningMode};
 
 /// Time to the first result of a conv in a fresh process (context, pipeline compilation,
 /// tuning) against the steady-state call.
@@ -27,6 +27,9 @@ struct Args {
     /// Use the heuristic algorithm choice only (TuningMode::Off)
     #[arg(long)]
     no_tune: bool,
+    /// Force this algorithm (`direct`, `im2col_gemm`, `implicit_gemm`, ...; default `auto`)
+    #[arg(long, default_value = "auto")]
+    algo: String,
     /// Later calls timed for the steady state (the median is reported)
     #[arg(long, default_value_t = 15)]
     reps: usize,
@@ -38,6 +41,8 @@ fn ms(d: Duration) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    // `RUST_LOG=wgconv=debug` prints each pipeline compilation and its time.
+    env_logger::init();
     let mode = if args.blocking_tune {
         TuningMode::Blocking
     } else if args.no_tune {
@@ -64,10 +69,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let x = Tensor::from_slice(&ctx, &vec![0.25; xs.iter().product()], &xs)?;
     let w = Tensor::from_slice(&ctx, &vec![0.01; ws.iter().product()], &ws)?;
     let p = Conv2dParams::default().with_padding(Padding::Symmetric([1, 1]));
-    let call = || -> wgconv::Result<Vec<f32>> { ctx.conv2d(&x, &w, None, &p)?.read() };
+    let algo = Algorithm::from_name(&args.algo)?;
+    let call = || -> wgconv::Result<Vec<f32>> { ctx.conv2d_with(&x, &w, None, &p, algo)?.read() };
 
     let t1 = Instant::now();
-    let y = ctx.conv2d(&x, &w, None, &p)?;
+    let y = ctx.conv2d_with(&x, &w, None, &p, algo)?;
     let compiled = ctx.pipeline_compiles();
     let y = y.read()?;
     let t_first = t1.elapsed();

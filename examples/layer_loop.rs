@@ -123,6 +123,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..10 {
         step()?;
     }
+    // Steady state: background tuning and the compilations queued by first-call stand-ins
+    // have landed, and their kernels have run once.
+    ctx.wait_for_tuning();
+    step()?;
     ctx.synchronize()?;
     let before = ctx.allocated_bytes();
     let stats0 = wgconv::dev::pool_stats(&ctx);

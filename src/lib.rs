@@ -183,6 +183,12 @@ pub mod dev {
         ctx.pool_stats()
     }
 
+    /// The names of the kernels `ctx` has compiled a pipeline of (once per kernel, sorted):
+    /// what the tests of first-call stand-ins read.
+    pub fn compiled_kernels(ctx: &crate::Context) -> Vec<&'static str> {
+        ctx.compiled_kernels()
+    }
+
     /// Every kernel of the library.
     pub fn kernel_sources() -> Vec<KernelSource> {
         crate::kernels::ALL_KERNELS

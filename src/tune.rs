@@ -27,7 +27,18 @@
 //!   one line per entry: `<adapter>\t<key>\t<algorithm>`; entries of other adapters or
 //!   drivers in the same file are ignored.
 //! - Forced algorithms bypass the tuner.
+//! - First-call stand-ins: a kernel whose code is large (the lavapipe implicit GEMM, 4 x 32
+//!   or 8 x 16 register blocks: 50-60 ms to compile with Mesa's shader cache warm, most of a
+//!   second without it) has a smaller stand-in computing the same sums in the same order
+//!   (bit-identical results, about 2.5x slower to run, a quarter of the code). Outside
+//!   [`TuningMode::Blocking`], a call that finds the large kernel not compiled yet runs the
+//!   stand-in and queues the large one for compilation on the worker thread (without waiting
+//!   for a pause: compiling submits nothing); later calls run it once it is compiled.
+//!   Measurements, [`Context::warm_up`] and [`TuningMode::Blocking`] always use (and
+//!   compile) the large kernels; [`Context::wait_for_tuning`] also waits for the queued
+//!   compilations.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
@@ -38,6 +49,7 @@ use std::time::{Duration, Instant};
 use crate::context::{Context, ContextOptions, Inner};
 use crate::conv::{Algorithm, Operation};
 use crate::error::Result;
+use crate::gpu::pipeline::PipelineKey;
 use crate::params::Conv2dProblem;
 use crate::tensor::Tensor;
 
@@ -75,6 +87,13 @@ const MAX_DEFER: Duration = Duration::from_secs(2);
 /// result can change once a bucket's measurement lands (and between processes or machines,
 /// where the measurement can pick differently). [`TuningMode::Off`] is bit-for-bit
 /// reproducible for a given adapter and library version.
+///
+/// Outside [`TuningMode::Blocking`], the first calls that would compile a large kernel (the
+/// lavapipe implicit GEMM) run a smaller stand-in while the large kernel compiles on the
+/// tuning thread: the stand-in computes the same sums in the same order, so results are
+/// bit-identical, and the first call compiles about a quarter of the code.
+/// [`Context::wait_for_tuning`] waits for those compilations; [`Context::warm_up`] compiles
+/// the large kernels directly.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TuningMode {
@@ -175,13 +194,27 @@ impl TunedOp {
     }
 }
 
-/// A bucket waiting for (or under) measurement.
+/// The prefix of the keys of compilation jobs (bucket keys start with an operation name).
+const COMPILE_KEY: &str = "compile ";
+
+/// What a job of the worker thread does.
+enum Work {
+    /// Measure a bucket.
+    Tune {
+        op: TunedOp,
+        p: Conv2dProblem,
+        heuristic: Algorithm,
+        candidates: Vec<Algorithm>,
+    },
+    /// Compile the pipeline a first-call stand-in stood in for.
+    Compile(PipelineKey),
+}
+
+/// A bucket waiting for (or under) measurement, or a pipeline waiting to be compiled.
 struct Job {
-    op: TunedOp,
-    p: Conv2dProblem,
+    /// The bucket's key, or `compile <kernel> <constants>`: a key is queued once.
     key: String,
-    heuristic: Algorithm,
-    candidates: Vec<Algorithm>,
+    work: Work,
     /// [`QueueState::submits`] when queued: the job starts once a later submission (the
     /// queuing call's own, normally) has happened, so the tuning runs never go to the device
     /// ahead of the work of the call that queued them (on lavapipe one queue thread runs
@@ -191,6 +224,28 @@ struct Job {
     /// by that thread only, so that queuing a job needs no clock: `Instant::now` panics on
     /// wasm).
     seen: Option<Instant>,
+}
+
+thread_local! {
+    /// Set while this thread records work that must use the steady-state kernels (see
+    /// [`SteadyKernels`]).
+    static STEADY_KERNELS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// While alive, calls on this thread record the steady-state kernels, never first-call
+/// stand-ins (measurements time what later calls run; warm-up compiles it).
+struct SteadyKernels(bool);
+
+impl SteadyKernels {
+    fn enter() -> Self {
+        SteadyKernels(STEADY_KERNELS.with(|f| f.replace(true)))
+    }
+}
+
+impl Drop for SteadyKernels {
+    fn drop(&mut self) {
+        STEADY_KERNELS.with(|f| f.set(self.0));
+    }
 }
 
 /// The queue of buckets to measure, shared by the context and its tuning thread.
@@ -224,26 +279,52 @@ struct QueueState {
 
 impl QueueState {
     /// The next job the worker may start now, or how long to wait before asking again.
+    /// Compilations go first and wait only for the queuing call's submission; measurements
+    /// wait for the caller to pause, in queue order.
     fn next_ready(&mut self) -> Result<Job, Option<Duration>> {
         if self.paused {
             return Err(None);
         }
-        let Some(job) = self.jobs.front_mut() else {
-            return Err(None);
+        let mut wait: Option<Duration> = None;
+        let (submits, hurry) = (self.submits, self.hurry);
+        for (i, job) in self.jobs.iter_mut().enumerate() {
+            if !matches!(job.work, Work::Compile(_)) {
+                continue;
+            }
+            let waited = job.seen.get_or_insert_with(Instant::now).elapsed();
+            if hurry > 0 || submits > job.after || waited >= GATE_TIMEOUT {
+                self.running += 1;
+                return self.jobs.remove(i).ok_or(None);
+            }
+            let left = GATE_TIMEOUT - waited;
+            wait = Some(wait.map_or(left, |w| w.min(left)));
+        }
+        let Some(job) = self
+            .jobs
+            .iter_mut()
+            .find(|j| matches!(j.work, Work::Tune { .. }))
+        else {
+            return Err(wait);
         };
+        let min = |d: Duration| Some(wait.map_or(d, |w| w.min(d)));
         let waited = job.seen.get_or_insert_with(Instant::now).elapsed();
         if self.hurry == 0 && waited < MAX_DEFER {
             if self.submits > job.after {
                 let quiet = self.last_submit.map_or(QUIET, |t| t.elapsed());
                 if quiet < QUIET {
-                    return Err(Some(QUIET - quiet));
+                    return Err(min(QUIET - quiet));
                 }
             } else if waited < GATE_TIMEOUT {
-                return Err(Some(GATE_TIMEOUT - waited));
+                return Err(min(GATE_TIMEOUT - waited));
             }
         }
+        let i = self
+            .jobs
+            .iter()
+            .position(|j| matches!(j.work, Work::Tune { .. }))
+            .ok_or(None)?;
         self.running += 1;
-        self.jobs.pop_front().ok_or(None)
+        self.jobs.remove(i).ok_or(None)
     }
 }
 
@@ -557,12 +638,18 @@ impl Context {
     }
 
     /// How many buckets are queued for the background tuning thread or being measured by it.
+    /// (Compilations queued by first-call stand-ins are not counted.)
     pub fn pending_tuning(&self) -> usize {
-        self.inner.tuner.queue.lock().pending.len()
+        let s = self.inner.tuner.queue.lock();
+        s.pending
+            .iter()
+            .filter(|k| !k.starts_with(COMPILE_KEY))
+            .count()
     }
 
     /// Blocks until every bucket queued for background tuning has been measured and its
-    /// result is in use (and in the tuning cache file, if any). Queued buckets the tuning
+    /// result is in use (and in the tuning cache file, if any), and every pipeline queued by
+    /// a first-call stand-in (see [`TuningMode`]) is compiled. Queued buckets the tuning
     /// thread has not started are measured on the calling thread while it is paused or
     /// could not be started. For tests, benchmarks and tools that want tuned choices, or a
     /// complete tuning cache file, before going on.
@@ -585,7 +672,7 @@ impl Context {
                         key: job.key.clone(),
                         worker: false,
                     };
-                    self.tune_bucket(&job);
+                    self.run_job(&job);
                     drop(finish);
                     s = queue.lock();
                     continue;
@@ -634,16 +721,18 @@ impl Context {
             return heuristic;
         }
         let job = Job {
-            op,
-            p: *p,
             key,
-            heuristic,
-            candidates: candidates.to_vec(),
+            work: Work::Tune {
+                op,
+                p: *p,
+                heuristic,
+                candidates: candidates.to_vec(),
+            },
             after: 0,
             seen: None,
         };
         if mode == TuningMode::Blocking {
-            self.tune_bucket(&job);
+            self.run_job(&job);
             return tuner.get(&job.key).map_or(heuristic, usable);
         }
         self.enqueue(job);
@@ -689,28 +778,74 @@ impl Context {
         }
     }
 
-    /// Measures the bucket of `job` (unless another thread has meanwhile) and records the
-    /// fastest candidate, or the heuristic's choice when none ran.
-    fn tune_bucket(&self, job: &Job) {
+    /// Whether a call recording kernel `key` now may run its first-call stand-in instead
+    /// (see the module documentation): outside [`TuningMode::Blocking`], measurements and
+    /// [`Context::warm_up`], when that pipeline is not compiled yet. Queues its compilation
+    /// then.
+    pub(crate) fn stand_in(&self, key: PipelineKey) -> bool {
+        if STEADY_KERNELS.with(Cell::get)
+            || self.tuning_mode() == TuningMode::Blocking
+            || self.adapter_info().backend == wgpu::Backend::Gl
+            || self.pipeline_ready(&key)
+        {
+            return false;
+        }
+        self.enqueue(Job {
+            key: format!("{COMPILE_KEY}{} {:?}", key.kernel.name(), key.constants),
+            work: Work::Compile(key),
+            after: 0,
+            seen: None,
+        });
+        true
+    }
+
+    /// Runs `job` on this thread.
+    fn run_job(&self, job: &Job) {
+        match &job.work {
+            Work::Tune {
+                op,
+                p,
+                heuristic,
+                candidates,
+            } => self.tune_bucket(&job.key, *op, p, *heuristic, candidates),
+            Work::Compile(key) => {
+                // A failure shows again, with its error, when a call compiles it.
+                let _ = self.pipeline(key);
+            }
+        }
+    }
+
+    /// Measures a bucket (unless another thread has meanwhile) and records the fastest
+    /// candidate, or the heuristic's choice when none ran.
+    fn tune_bucket(
+        &self,
+        key: &str,
+        op: TunedOp,
+        p: &Conv2dProblem,
+        heuristic: Algorithm,
+        candidates: &[Algorithm],
+    ) {
         let tuner = &self.inner.tuner;
         let _one = tuner
             .measuring
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if tuner.get(&job.key).is_some() {
+        if tuner.get(key).is_some() {
             return;
         }
-        let best = self
-            .measure(job.op, &job.p, &job.candidates, &job.key)
-            .unwrap_or(job.heuristic);
+        let best = {
+            let _steady = SteadyKernels::enter();
+            self.measure(op, p, candidates, key)
+        }
+        .unwrap_or(heuristic);
         log::debug!(
             "wgconv autotune {}: {} (heuristic {})",
-            job.key,
+            key,
             best.name(),
-            job.heuristic.name()
+            heuristic.name()
         );
         tuner.measured.fetch_add(1, Ordering::Relaxed);
-        tuner.insert(job.key.clone(), best);
+        tuner.insert(key.to_string(), best);
     }
 
     /// The fastest of `candidates` on `p`, pruning hopeless ones after one timed run (see the
@@ -821,6 +956,7 @@ impl Context {
     /// Allocation failures of the scratch tensors, and the errors the calls would return
     /// (e.g. [`ErrorKind::ExceedsLimit`](crate::ErrorKind::ExceedsLimit)).
     pub fn warm_up(&self, ops: &[Operation], problems: &[Conv2dProblem]) -> Result<()> {
+        let _steady = SteadyKernels::enter();
         for p in problems {
             let scratch = Scratch::new(self, p, false)?;
             let mut enc = self.encoder("wgconv warm-up");
@@ -839,6 +975,7 @@ impl Context {
     /// # Errors
     /// As [`Context::warm_up`].
     pub fn warm_up_transposed(&self, problems: &[crate::TransposedProblem]) -> Result<()> {
+        let _steady = SteadyKernels::enter();
         for tp in problems {
             let p = tp.conv();
             let scratch = Scratch::new(self, &p, tp.has_bias())?;
@@ -887,10 +1024,12 @@ fn worker(ctx: Weak<Inner>, queue: Arc<Queue>) {
             return;
         };
         let ctx = Context { inner };
-        // Let the caller's submitted work (the call that queued the job, and the read of its
-        // result submitted right after) finish before the first tuning run.
-        let _ = ctx.synchronize();
-        ctx.tune_bucket(&job);
+        if let Work::Tune { .. } = job.work {
+            // Let the caller's submitted work (the call that queued the job, and the read of
+            // its result submitted right after) finish before the first tuning run.
+            let _ = ctx.synchronize();
+        }
+        ctx.run_job(&job);
         drop(ctx);
         drop(finish);
     }

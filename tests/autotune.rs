@@ -405,3 +405,88 @@ fn warm_up_compiles_what_the_calls_run() {
         );
     }
 }
+
+/// The implicit GEMM's first-call stand-in (a smaller kernel that compiles fast) computes the
+/// same sums in the same order as the steady-state kernel: bit-identical forward and input
+/// gradient, whichever runs, for both tiles; the first call compiles the stand-in and queues
+/// the steady kernel, which `wait_for_tuning` waits for; blocking mode and `warm_up` never
+/// use stand-ins.
+#[test]
+fn first_call_stand_in_is_bit_identical_to_the_steady_kernel() {
+    let mut rng = Rng::new(11);
+    let params = Conv2dParams::default().with_padding(Padding::Symmetric([1, 1]));
+    // 64 output channels: the 4 x 32 tile; 16: the 8 x 16 tile.
+    for (k, steady, stand_in) in [
+        (64, "conv2d_implicit_n32", "conv2d_implicit_p1x32"),
+        (16, "conv2d_implicit", "conv2d_implicit_p1x16"),
+    ] {
+        let (xs, ws) = ([2, 16, 20, 20], [k, 16, 3, 3]);
+        let p = params.resolve(xs, ws, None).unwrap();
+        let x = rng.vec(xs.iter().product());
+        let w = rng.vec(ws.iter().product());
+        let dy = rng.vec(p.y_shape().iter().product());
+        let calls = |ctx: &Context| -> wgconv::Result<(Vec<f32>, Vec<f32>)> {
+            let xt = Tensor::from_slice(ctx, &x, &xs)?;
+            let wt = Tensor::from_slice(ctx, &w, &ws)?;
+            let dyt = Tensor::from_slice(ctx, &dy, &p.y_shape())?;
+            let y = ctx.conv2d_with(&xt, &wt, None, &params, Algorithm::ImplicitGemm)?;
+            let dx = ctx.conv2d_backward_input(&dyt, &wt, xs, &params, Algorithm::ImplicitGemm)?;
+            Ok((y.read()?, dx.read()?))
+        };
+        let bits = |v: &[f32]| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>();
+        let ctx_of = |mode| {
+            Context::with_options_blocking(ContextOptions {
+                tuning: Some(mode),
+                ..Default::default()
+            })
+            .expect("adapter")
+        };
+
+        let blocking = ctx_of(TuningMode::Blocking);
+        if blocking
+            .check_algorithm(Operation::Forward, Algorithm::ImplicitGemm, &p)
+            .is_err()
+        {
+            // No image kernels (GL: no subgroups): the implicit GEMM is refused, nothing to
+            // stand in for.
+            assert!(calls(&blocking).is_err());
+            continue;
+        }
+        let (y_ref, dx_ref) = calls(&blocking).unwrap();
+        let compiled = wgconv::dev::compiled_kernels(&blocking);
+        assert!(compiled.contains(&steady), "{compiled:?}");
+        assert!(!compiled.contains(&stand_in), "blocking: {compiled:?}");
+        let want = cpu::conv2d_problem(&p, &x, &w, None);
+        let tols: Vec<f32> = cpu::conv2d_abs_scale(&p, &x, &w, None)
+            .iter()
+            .map(|&s| tol(s, p.reduction_len()))
+            .collect();
+        check("steady kernel", &y_ref, &want, &tols).unwrap();
+
+        for mode in [TuningMode::Off, TuningMode::Background] {
+            let ctx = ctx_of(mode);
+            ctx.set_tuning_paused(true);
+            let (y1, dx1) = calls(&ctx).unwrap();
+            let compiled = wgconv::dev::compiled_kernels(&ctx);
+            assert!(compiled.contains(&stand_in), "{mode:?}: {compiled:?}");
+            assert!(!compiled.contains(&steady), "{mode:?}: {compiled:?}");
+            assert_eq!(bits(&y1), bits(&y_ref), "{mode:?} k={k}: stand-in forward");
+            assert_eq!(bits(&dx1), bits(&dx_ref), "{mode:?} k={k}: stand-in dx");
+            // The steady kernel was queued; waiting compiles it (here, on this thread).
+            ctx.wait_for_tuning();
+            assert!(wgconv::dev::compiled_kernels(&ctx).contains(&steady));
+            let before = ctx.pipeline_compiles();
+            let (y2, dx2) = calls(&ctx).unwrap();
+            assert_eq!(ctx.pipeline_compiles(), before, "{mode:?}: compiled again");
+            assert_eq!(bits(&y2), bits(&y_ref), "{mode:?} k={k}: steady forward");
+            assert_eq!(bits(&dx2), bits(&dx_ref), "{mode:?} k={k}: steady dx");
+        }
+
+        // Warm-up compiles the steady kernel, not the stand-in.
+        let warm = ctx_of(TuningMode::Off);
+        warm.warm_up(&[Operation::Forward], &[p]).unwrap();
+        let compiled = wgconv::dev::compiled_kernels(&warm);
+        assert!(compiled.contains(&steady), "warm-up: {compiled:?}");
+        assert!(!compiled.contains(&stand_in), "warm-up: {compiled:?}");
+    }
+}

@@ -84,6 +84,62 @@ impl Context {
         Ok(layout)
     }
 
+    /// Starts compiling the pipeline of `key` on a thread of its own when it is neither
+    /// compiled nor being compiled, so that a call can record its other work (compiling
+    /// those pipelines) meanwhile; the call's own [`Context::pipeline`] then waits for it.
+    /// Nothing happens where threads cannot be spawned, nor on wgpu's GL backend (one
+    /// context lock serialises the device there).
+    pub(crate) fn compile_ahead(&self, key: PipelineKey) {
+        if self.adapter_info().backend == wgpu::Backend::Gl {
+            return;
+        }
+        let fresh = match self.inner.pipelines.write() {
+            Ok(mut map) => {
+                let fresh = !map.contains_key(&key);
+                map.entry(key.clone()).or_default();
+                fresh
+            }
+            Err(_) => false,
+        };
+        if !fresh {
+            return;
+        }
+        let ctx = self.clone();
+        let _ = std::thread::Builder::new()
+            .name("wgconv-compile".into())
+            .spawn(move || {
+                // An error shows again when the call compiles the pipeline itself.
+                let _ = ctx.pipeline(&key);
+            });
+    }
+
+    /// The names of the kernels with a compiled pipeline (sorted, once each).
+    pub(crate) fn compiled_kernels(&self) -> Vec<&'static str> {
+        let Ok(map) = self.inner.pipelines.read() else {
+            return Vec::new();
+        };
+        let mut names: Vec<&'static str> = map
+            .iter()
+            .filter(|(_, slot)| slot.try_lock().is_ok_and(|p| p.is_some()))
+            .map(|(k, _)| k.kernel.name())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// Whether the pipeline of `key` is compiled (without waiting for a compilation under
+    /// way, and without compiling it).
+    pub(crate) fn pipeline_ready(&self, key: &PipelineKey) -> bool {
+        let Ok(map) = self.inner.pipelines.read() else {
+            return false;
+        };
+        let Some(slot) = map.get(key) else {
+            return false;
+        };
+        slot.try_lock().is_ok_and(|p| p.is_some())
+    }
+
     /// The compute pipeline of a kernel specialization, compiled once per context. Threads
     /// wanting the same specialisation wait for the one compiling it; others are not held
     /// up by a compilation (the map lock is never held while compiling), so background

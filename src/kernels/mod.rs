@@ -254,6 +254,15 @@ kernels! {
     /// [`Kernel::Conv2dImplicit`] with 4 pixels x 32 output channels per invocation.
     Conv2dImplicitN32 = "conv2d_implicit_n32", conv2d_implicit::source(4, 32), ImplicitParams,
         ImplicitSpec, [ImageRead, ImageRead, StorageRead, Storage];
+    /// The first-call stand-in of [`Kernel::Conv2dImplicit`]: 1 pixel x 16 output channels
+    /// per lane, same weight panels, same sums in the same order (bit-identical results),
+    /// a fraction of the code to compile (see [`crate::tune`]).
+    Conv2dImplicitP1x16 = "conv2d_implicit_p1x16", conv2d_implicit::source(1, 16), ImplicitParams,
+        ImplicitSpec, [ImageRead, ImageRead, StorageRead, Storage];
+    /// The first-call stand-in of [`Kernel::Conv2dImplicitN32`]: 1 pixel x 32 output
+    /// channels per lane.
+    Conv2dImplicitP1x32 = "conv2d_implicit_p1x32", conv2d_implicit::source(1, 32), ImplicitParams,
+        ImplicitSpec, [ImageRead, ImageRead, StorageRead, Storage];
     /// Implicit-GEMM weight gradient on storage images.
     Conv2dWgradImplicit = "conv2d_wgrad_implicit", conv2d_wgrad_implicit::source(8, false),
         WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage];

@@ -8,6 +8,7 @@ use crate::conv::launch::{fit_one_binding, ConvBuffers};
 use crate::conv::table::{anywhere, Entry, Reason};
 use crate::conv::{refuse, Algorithm};
 use crate::error::Result;
+use crate::gpu::pipeline::PipelineKey;
 use crate::gpu::{launch_linear, u32_of, Bind};
 use crate::kernels::conv2d_implicit::{ImplicitParams, ImplicitSpec};
 use crate::kernels::k;
@@ -69,6 +70,24 @@ pub(crate) fn encode_at(
     if p.oh * p.ow == 0 || p.n == 0 || p.k == 0 {
         return Ok(());
     }
+    let spec = ImplicitSpec {
+        WG: WG as u32,
+        HAS_BIAS: bufs.b.is_some(),
+    };
+    // The tile's kernel, or its first-call stand-in (1 pixel per lane, same weight panels,
+    // same sums in the same order) while the tile's kernel is not compiled yet. A kernel
+    // not compiled yet compiles on another thread while the weight packing and input
+    // padding below compile theirs.
+    let kernel = match pl.tile {
+        Tile::P8x16 => PipelineKey::of::<k::Conv2dImplicit>(&spec),
+        Tile::P4x32 => PipelineKey::of::<k::Conv2dImplicitN32>(&spec),
+    };
+    let stand_in = ctx.stand_in(kernel.clone());
+    ctx.compile_ahead(match (pl.tile, stand_in) {
+        (_, false) => kernel,
+        (Tile::P8x16, true) => PipelineKey::of::<k::Conv2dImplicitP1x16>(&spec),
+        (Tile::P4x32, true) => PipelineKey::of::<k::Conv2dImplicitP1x32>(&spec),
+    });
     let (kg, cg, ohw) = (p.k_per_group(), p.c_per_group(), p.oh * p.ow);
     let groups_n = kg.div_ceil(pl.tile.cols());
     // Weights: from the packed-weight cache, else packed (in a submission of its own when
@@ -115,7 +134,8 @@ pub(crate) fn encode_at(
     };
     // Input image, reused chunk by chunk.
     let ximg = pl.x.alloc(ctx, enc)?;
-    let groups_m = ohw.div_ceil(WG * pl.tile.pixels());
+    let pixels = if stand_in { 1 } else { pl.tile.pixels() };
+    let groups_m = ohw.div_ceil(WG * pixels);
     let [ohw_, ow, sh, sw, dh, dw, r, s, cb8, cpr, wp, hp, rows_img] = pl.x.fields(p)?;
     let mut cu = ImplicitParams {
         ohw: ohw_,
@@ -140,10 +160,6 @@ pub(crate) fn encode_at(
         kp: u32_of(pl.kp, "reduction length")?,
         ..Default::default()
     };
-    let spec = ImplicitSpec {
-        WG: WG as u32,
-        HAS_BIAS: bufs.b.is_some(),
-    };
     let mut n0 = 0;
     while n0 < p.n {
         let nb = pl.x.chunk.min(p.n - n0);
@@ -161,12 +177,19 @@ pub(crate) fn encode_at(
             Bind::whole(&bufs.y),
         ];
         let total = (groups * WG) as u64;
-        match pl.tile {
-            Tile::P8x16 => {
-                launch_linear::<k::Conv2dImplicit>(ctx, enc, &spec, &mut cu, set, &binds, total)?
+        let (c, u) = (&mut cu, &binds);
+        match (pl.tile, stand_in) {
+            (Tile::P8x16, false) => {
+                launch_linear::<k::Conv2dImplicit>(ctx, enc, &spec, c, set, u, total)?
             }
-            Tile::P4x32 => {
-                launch_linear::<k::Conv2dImplicitN32>(ctx, enc, &spec, &mut cu, set, &binds, total)?
+            (Tile::P4x32, false) => {
+                launch_linear::<k::Conv2dImplicitN32>(ctx, enc, &spec, c, set, u, total)?
+            }
+            (Tile::P8x16, true) => {
+                launch_linear::<k::Conv2dImplicitP1x16>(ctx, enc, &spec, c, set, u, total)?
+            }
+            (Tile::P4x32, true) => {
+                launch_linear::<k::Conv2dImplicitP1x32>(ctx, enc, &spec, c, set, u, total)?
             }
         }
         n0 += nb;
