@@ -410,7 +410,7 @@ fn warm_up_compiles_what_the_calls_run() {
 /// same sums in the same order as the steady-state kernel: bit-identical forward and input
 /// gradient, whichever runs, for both tiles; the first call compiles the stand-in and queues
 /// the steady kernel, which `wait_for_tuning` waits for; blocking mode and `warm_up` never
-/// use stand-ins.
+/// use stand-ins. The input padding and weight packing stand-ins fill the same images.
 #[test]
 fn first_call_stand_in_is_bit_identical_to_the_steady_kernel() {
     let mut rng = Rng::new(11);
@@ -456,6 +456,7 @@ fn first_call_stand_in_is_bit_identical_to_the_steady_kernel() {
         let compiled = wgconv::dev::compiled_kernels(&blocking);
         assert!(compiled.contains(&steady), "{compiled:?}");
         assert!(!compiled.contains(&stand_in), "blocking: {compiled:?}");
+        assert!(!compiled.contains(&"pad_image_texel"), "blocking: {compiled:?}");
         let want = cpu::conv2d_problem(&p, &x, &w, None);
         let tols: Vec<f32> = cpu::conv2d_abs_scale(&p, &x, &w, None)
             .iter()
@@ -470,6 +471,10 @@ fn first_call_stand_in_is_bit_identical_to_the_steady_kernel() {
             let compiled = wgconv::dev::compiled_kernels(&ctx);
             assert!(compiled.contains(&stand_in), "{mode:?}: {compiled:?}");
             assert!(!compiled.contains(&steady), "{mode:?}: {compiled:?}");
+            // The input padding and the weight packing have stand-ins too.
+            for k in ["pad_image_texel", "pack_conv_weights_texel"] {
+                assert!(compiled.contains(&k), "{mode:?}: {compiled:?}");
+            }
             assert_eq!(bits(&y1), bits(&y_ref), "{mode:?} k={k}: stand-in forward");
             assert_eq!(bits(&dx1), bits(&dx_ref), "{mode:?} k={k}: stand-in dx");
             // The steady kernel was queued; waiting compiles it (here, on this thread).

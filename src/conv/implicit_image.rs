@@ -6,6 +6,7 @@ use crate::context::Context;
 use crate::conv::launch::ConvBuffers;
 use crate::error::Result;
 use crate::gpu::memory::{copy_flat, copy_flat_at, flat_fields, DeviceImage, ImageStaging};
+use crate::gpu::pipeline::PipelineKey;
 use crate::gpu::{i32_of, launch_linear, u32_of, Bind};
 use crate::kernels::k;
 use crate::kernels::pack_conv_weights::{PackWeightsParams, PackWeightsRunsSpec, PackWeightsSpec};
@@ -233,12 +234,22 @@ impl InputGeom {
         } else {
             None
         };
+        // The flat kernel's first-call stand-in (one invocation per texel, same image) while
+        // it is not compiled (see `crate::tune`).
+        let stand_in = flat.is_some()
+            && ctx.stand_in(PipelineKey::of::<k::PadImageFlat>(
+                &PadImageFlatSpec::default(),
+            ));
         let (src, total) = match &flat {
             Some((img, tw)) => {
                 u.x_off = 0;
                 [u.tw, u.tw_shift, u.texels] = flat_fields(img, *tw)?;
-                // One invocation per 8 pixels of one plane row.
-                let total = nb * self.image_height() * self.cpr * self.wp.div_ceil(8);
+                // One invocation per 8 pixels of one plane row, or per texel.
+                let total = if stand_in {
+                    nb * self.image_height() * self.width
+                } else {
+                    nb * self.image_height() * self.cpr * self.wp.div_ceil(8)
+                };
                 u.total = u32_of(total, "input texels")?;
                 (Bind::Image(&img.view), total)
             }
@@ -254,7 +265,18 @@ impl InputGeom {
             (u.y_lo, u.y_hi) = (y_lo, y_hi);
             let set = |u: &mut PadImageParams, t0| u.t0 = t0;
             let binds = [src, Bind::whole(dst)];
-            if flat.is_some() {
+            if stand_in {
+                let spec = PadImageFlatSpec::default();
+                launch_linear::<k::PadImageTexel>(
+                    ctx,
+                    enc,
+                    &spec,
+                    &mut u,
+                    set,
+                    &binds,
+                    total as u64,
+                )
+            } else if flat.is_some() {
                 let spec = PadImageFlatSpec::default();
                 launch_linear::<k::PadImageFlat>(ctx, enc, &spec, &mut u, set, &binds, total as u64)
             } else {
@@ -456,6 +478,7 @@ pub(crate) fn pack_weights_image(
         Buffer,
         Image,
         Runs,
+        Texel,
     }
     let (packer, src) = match &raw {
         Some((img, tw)) => {
@@ -466,6 +489,20 @@ pub(crate) fn pack_weights_image(
             (packer, Bind::Image(&img.view))
         }
         None => (Packer::Buffer, Bind::whole(&bufs.w)),
+    };
+    let spec = PackWeightsSpec {
+        FLIP: p.flip,
+        ..Default::default()
+    };
+    // The image packer's first-call stand-in (one invocation per texel, same image) while it
+    // is not compiled (see `crate::tune`).
+    let packer = match packer {
+        Packer::Image if ctx.stand_in(PipelineKey::of::<k::PackConvWeightsImage>(&spec)) => {
+            wtotal = pl.wwidth * pl.hb;
+            wu.total = u32_of(wtotal, "weight texels")?;
+            Packer::Texel
+        }
+        other => other,
     };
     if matches!(packer, Packer::Runs) {
         // One invocation per (panel, 8-channel block, texel column).
@@ -478,10 +515,6 @@ pub(crate) fn pack_weights_image(
     );
     let staging = ImageStaging::new(ctx, enc, ww, wh)?;
     wu.dst_row = staging.row;
-    let spec = PackWeightsSpec {
-        FLIP: p.flip,
-        ..Default::default()
-    };
     let runs_spec = PackWeightsRunsSpec {
         FLIP: p.flip,
         RS: rs as u32,
@@ -497,6 +530,9 @@ pub(crate) fn pack_weights_image(
                 launch_linear::<k::PackConvWeights>(ctx, enc, &spec, &mut wu, set, &binds, total)
             }
             Packer::Image => launch_linear::<k::PackConvWeightsImage>(
+                ctx, enc, &spec, &mut wu, set, &binds, total,
+            ),
+            Packer::Texel => launch_linear::<k::PackConvWeightsTexel>(
                 ctx, enc, &spec, &mut wu, set, &binds, total,
             ),
             Packer::Runs => launch_linear::<k::PackConvWeightsRuns>(

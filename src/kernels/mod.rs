@@ -235,11 +235,17 @@ kernels! {
     /// [`Kernel::PadImage`] (zero padding) reading the input from a verbatim image copy.
     PadImageFlat = "pad_image_flat", pad_image::source(true), PadImageParams, PadImageFlatSpec,
         [ImageRead, Storage];
+    /// The first-call stand-in of [`Kernel::PadImageFlat`]: one invocation per texel.
+    PadImageTexel = "pad_image_texel", pad_image::texel_source(), PadImageParams, PadImageFlatSpec,
+        [ImageRead, Storage];
     /// Convolution weights packed into the weight image of the implicit-GEMM convolution.
     PackConvWeights = "pack_conv_weights", pack_conv_weights::source(false), PackWeightsParams,
         PackWeightsSpec, [StorageRead, Storage];
     /// [`Kernel::PackConvWeights`] reading the weights from a verbatim copy in an image.
     PackConvWeightsImage = "pack_conv_weights_image", pack_conv_weights::source(true),
+        PackWeightsParams, PackWeightsSpec, [ImageRead, Storage];
+    /// The first-call stand-in of [`Kernel::PackConvWeightsImage`]: one invocation per texel.
+    PackConvWeightsTexel = "pack_conv_weights_texel", pack_conv_weights::texel_source(),
         PackWeightsParams, PackWeightsSpec, [ImageRead, Storage];
     /// [`Kernel::PackConvWeightsImage`] for weights whose texels are contiguous tap runs
     /// (the input gradient's channel-swapped view): one texel load per packed texel.

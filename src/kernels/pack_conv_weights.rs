@@ -173,6 +173,77 @@ pub(crate) fn source(from_image: bool) -> String {
     hoist_params(&w.finish(), &PackWeightsParams::fields())
 }
 
+/// The WGSL source of `pack_conv_weights_texel`: the first-call stand-in of
+/// `pack_conv_weights_image` (same parameters, same image), one invocation per texel, so a
+/// fraction of the code to compile (the 8-row kernel is ~200 ms of LLVM on lavapipe without
+/// its shader cache); the index math runs per texel instead of per 8.
+pub(crate) fn texel_source() -> String {
+    let mut w = Wgsl::new();
+    w.line("// pack_conv_weights_image with one invocation per texel (x, y) of the weight image (launch");
+    w.line(
+        "// width * hb invocations): the same values in the same texels, a fraction of the code.",
+    );
+    w.line("// Texel (x, y) holds output channels 4 * (tn * pw + x % pw) .. + 3 at input channel");
+    w.line("// cl0 + y % 8 of the reduction step of panel row l = (x / pw) * hb + y - y % 8.");
+    w.line("//");
+    w.line(IMPLICIT_LAYOUT_DOC);
+    w.line("");
+    w.line(&PackWeightsParams::wgsl());
+    w.line("");
+    w.line("@group(0) @binding(0) var<storage, read> P: Params;");
+    w.line("@group(0) @binding(1) var src: texture_storage_2d<rgba32float, read>;");
+    w.line("@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;");
+    w.line("");
+    w.line(&PackWeightsSpec::wgsl());
+    w.line("");
+    w.line("fn wload(i: u32) -> f32 {");
+    w.line("    let t = i / 4u;");
+    w.line("    let v = textureLoad(src, vec2<u32>(t & (P.tw - 1u), t >> P.tw_shift));");
+    w.line("    return v[i % 4u];");
+    w.line("}");
+    w.line("");
+    w.line("@compute @workgroup_size(WG)");
+    w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
+    w.line("    let t = P.t0 + gid.x + gid.y * nwg.x * WG;");
+    w.line("    if (t >= P.total) {");
+    w.line("        return;");
+    w.line("    }");
+    w.line("    let y = t / P.width;");
+    w.line("    let x = t - y * P.width;");
+    w.line("    if (y < P.y_lo || y >= P.y_hi) {");
+    w.line("        return;");
+    w.line("    }");
+    w.line("    let tb = x / P.pw;");
+    w.line("    let c4 = x - tb * P.pw;");
+    w.line("    let j = y % 8u;");
+    w.line("    let l = tb * P.hb + y - j;");
+    w.line("    let live = l < P.rows_total;");
+    w.line("    let pn = min(l, P.rows_total - 1u) / P.kp;");
+    w.line("    let step = (min(l, P.rows_total - 1u) - pn * P.kp) / 8u;");
+    w.line("    let g = pn / P.groups_n;");
+    w.line("    let tn = pn - g * P.groups_n;");
+    w.line("    let cs = step % P.s;");
+    w.line("    let t2 = step / P.s;");
+    w.line("    let cr = t2 % P.r;");
+    w.line("    let cl0 = (t2 / P.r) * 8u;");
+    w.line("    var tr = cr;");
+    w.line("    var ts = cs;");
+    w.line("    if (FLIP) {");
+    w.line("        tr = P.r - 1u - cr;");
+    w.line("        ts = P.s - 1u - cs;");
+    w.line("    }");
+    w.line("    let col0 = (tn * P.pw + c4) * 4u;");
+    w.line("    let kl = P.kg - 1u;");
+    w.line("    let b = P.w_off + g * P.g_stride + tr * P.s + ts + min(cl0 + j, P.cg - 1u) * P.c_stride;");
+    w.line("    let v = vec4<f32>(wload(b + min(col0, kl) * P.k_stride), wload(b + min(col0 + 1u, kl) * P.k_stride),");
+    w.line("        wload(b + min(col0 + 2u, kl) * P.k_stride), wload(b + min(col0 + 3u, kl) * P.k_stride));");
+    w.line("    let keep = vec4<bool>(col0 < P.kg, col0 + 1u < P.kg, col0 + 2u < P.kg, col0 + 3u < P.kg)");
+    w.line("        & vec4<bool>(live && cl0 + j < P.cg);");
+    w.line("    dst[(y - P.y_lo) * P.dst_row + x] = select(vec4<f32>(0.0), v, keep);");
+    w.line("}");
+    hoist_params(&w.finish(), &PackWeightsParams::fields())
+}
+
 /// The WGSL source of `pack_conv_weights_runs` (body in `pack_conv_weights_runs.wgsl`).
 pub(crate) fn runs_source() -> String {
     let mut w = Wgsl::new();

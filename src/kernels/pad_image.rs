@@ -136,6 +136,66 @@ fn buffer_source() -> String {
     hoist_params(&w.finish(), &PadImageParams::fields())
 }
 
+/// The WGSL source of `pad_image_texel`: the first-call stand-in of `pad_image_flat` (same
+/// parameters, same image), one invocation per texel with 4 single-float loads, so a
+/// fraction of the code to compile.
+pub(crate) fn texel_source() -> String {
+    let mut w = Wgsl::new();
+    w.line("// pad_image_flat with one invocation per texel (x, y) of the padded image (launch width *");
+    w.line("// rows invocations): the same values in the same texels, a fraction of the code.");
+    w.line("//");
+    w.line(IMPLICIT_LAYOUT_DOC);
+    w.line("");
+    w.line(&PadImageParams::wgsl());
+    w.line("");
+    w.line("@group(0) @binding(0) var<storage, read> P: Params;");
+    w.line("@group(0) @binding(1) var src: texture_storage_2d<rgba32float, read>;");
+    w.line("@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;");
+    w.line("");
+    w.line(&PadImageFlatSpec::wgsl());
+    w.line("");
+    w.line("fn fload(i: u32) -> f32 {");
+    w.line("    let t = i / 4u;");
+    w.line("    let v = textureLoad(src, vec2<u32>(t & (P.tw - 1u), t >> P.tw_shift));");
+    w.line("    return v[i % 4u];");
+    w.line("}");
+    w.line("");
+    w.line("@compute @workgroup_size(WG)");
+    w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
+    w.line("    let t = P.t0 + gid.x + gid.y * nwg.x * WG;");
+    w.line("    if (t >= P.total) {");
+    w.line("        return;");
+    w.line("    }");
+    w.line("    let y = t / P.width;");
+    w.line("    let x = t - y * P.width;");
+    w.line("    if (y < P.y_lo || y >= P.y_hi) {");
+    w.line("        return;");
+    w.line("    }");
+    w.line("    let prow = y / P.hp;");
+    w.line("    let ihp = y - prow * P.hp;");
+    w.line("    let n = prow / P.rows_img;");
+    w.line("    let pc = x / P.wp;");
+    w.line("    let iwp = x - pc * P.wp;");
+    w.line("    let q = (prow - n * P.rows_img) * P.cpr + pc;");
+    w.line("    let g = q / P.qg;");
+    w.line("    let cl0 = (q - g * P.qg) * 4u;");
+    w.line("    let ih = i32(ihp) - P.pad_top;");
+    w.line("    let iw = i32(iwp) - P.pad_left;");
+    w.line("    var v = vec4<f32>(0.0);");
+    w.line("    if (ih >= 0 && ih < i32(P.h) && iw >= 0 && iw < i32(P.w) && q < P.qb) {");
+    w.line("        let base = P.x_off + ((n * P.c + g * P.cg + cl0) * P.h + u32(ih)) * P.w + u32(iw);");
+    w.line("        let plane = P.h * P.w;");
+    w.line("        for (var e = 0u; e < 4u; e++) {");
+    w.line("            if (cl0 + e < P.cg) {");
+    w.line("                v[e] = fload(base + e * plane);");
+    w.line("            }");
+    w.line("        }");
+    w.line("    }");
+    w.line("    dst[(y - P.y_lo) * P.dst_row + x] = v;");
+    w.line("}");
+    hoist_params(&w.finish(), &PadImageParams::fields())
+}
+
 /// `pad_image` for zero padding at stride 1, reading x from a verbatim image copy: 8
 /// consecutive pixels of one channel are one unaligned run of floats (3 texel loads),
 /// instead of 8 single-float storage-buffer loads.
