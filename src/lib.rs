@@ -125,11 +125,13 @@ pub use context::{
 pub use conv::{Algorithm, Conv2dGradients, Operation};
 pub use error::{Error, ErrorKind, Result};
 pub use gemm::{GemmParams, GemmVariant};
+/// The `half` crate, whose [`f16`](half::f16) is the host type of f16 tensors.
+pub use half;
 pub use params::{
     conv_output_size, conv_transpose_output_size, numel, Conv2dParams, Conv2dProblem,
     ConvTranspose2dParams, Padding, PaddingMode, Shape4, TransposedProblem,
 };
-pub use tensor::Tensor;
+pub use tensor::{DType, Tensor};
 pub use tune::TuningMode;
 pub use wcache::DEFAULT_WEIGHT_CACHE_BUDGET;
 
