@@ -240,11 +240,6 @@ impl Tensor {
         Ok(t)
     }
 
-    /// Allocates an f32 tensor without uploading (contents are zero).
-    pub(crate) fn uninit(ctx: &Context, shape: &[usize]) -> Result<Self> {
-        Self::uninit_of(ctx, shape, DType::F32)
-    }
-
     /// Allocates a tensor of `dtype` without uploading (contents are zero).
     pub(crate) fn uninit_of(ctx: &Context, shape: &[usize], dtype: DType) -> Result<Self> {
         let n = checked_numel(shape)?;

@@ -111,3 +111,270 @@ fn f16_from_buffer_checks_size_per_dtype() {
     assert!(Tensor::from_buffer(ctx, buf.clone(), &[4]).is_err());
     assert!(Tensor::from_buffer_of(ctx, buf, &[5], DType::F16).is_err());
 }
+
+// ---- operations on f16 tensors, every algorithm
+
+use common::Rng;
+use wgconv::{
+    cpu, Algorithm, Context, Conv2dParams, Conv2dProblem, ConvTranspose2dParams, GemmParams,
+    GemmVariant, Operation, Padding, PaddingMode,
+};
+
+fn r16(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
+}
+
+fn up(ctx: &Context, v: &[f32], shape: &[usize]) -> Tensor {
+    Tensor::from_f32(ctx, v, shape, DType::F16).unwrap()
+}
+
+/// `got` (f16 results) vs the reference rounded once to f16: exact for integer data, else
+/// within one f16 ulp of the output plus the f32 accumulation bound.
+fn close(label: &str, got: &Tensor, want: &[f32], scale: &[f32], len: usize, exact: bool) {
+    assert_eq!(got.dtype(), DType::F16, "{label}");
+    let g = got.read().unwrap();
+    assert_eq!(g.len(), want.len(), "{label}");
+    for i in 0..g.len() {
+        let w16 = f16::from_f32(want[i]).to_f32();
+        let ok = if exact {
+            g[i].to_bits() == w16.to_bits()
+        } else {
+            let bound = w16.abs() * 2f32.powi(-11) * 1.01
+                + 2.0 * (len as f32 + 2.0) * f32::EPSILON * scale[i]
+                + 2f32.powi(-24);
+            (g[i] - w16).abs() <= bound
+        };
+        assert!(ok, "{label}: index {i}: got {} want {w16}", g[i]);
+    }
+}
+
+fn problems() -> Vec<(Conv2dParams, [usize; 4], [usize; 4])> {
+    let p = Conv2dParams::default;
+    vec![
+        (
+            p().with_padding(Padding::Symmetric([1, 1])),
+            [2, 3, 9, 7],
+            [4, 3, 3, 3],
+        ),
+        (
+            p().with_padding(Padding::Same)
+                .with_padding_mode(PaddingMode::Reflect)
+                .with_groups(2),
+            [1, 4, 8, 8],
+            [4, 2, 3, 3],
+        ),
+        (
+            p().with_padding(Padding::Symmetric([2, 1]))
+                .with_padding_mode(PaddingMode::Circular)
+                .with_dilation([2, 1]),
+            [1, 2, 7, 6],
+            [3, 2, 3, 2],
+        ),
+        (
+            p().with_padding(Padding::Symmetric([1, 1]))
+                .with_padding_mode(PaddingMode::Replicate)
+                .with_stride([2, 2])
+                .with_flip(true),
+            [2, 2, 9, 9],
+            [2, 2, 3, 3],
+        ),
+        (
+            p().with_groups(4).with_padding(Padding::Symmetric([1, 1])),
+            [1, 4, 6, 6],
+            [4, 1, 3, 3],
+        ),
+        (p(), [1, 8, 5, 5], [6, 8, 1, 1]),
+    ]
+}
+
+fn ints(rng: &mut Rng, n: usize) -> Vec<f32> {
+    rng.int_vec(n)
+}
+
+#[test]
+fn f16_conv_ops_every_algorithm_integer_exact() {
+    let ctx = ctx();
+    let mut rng = Rng::new(16);
+    for (params, xs, ws) in problems() {
+        let p = Conv2dProblem::new(xs, ws, Some(ws[0]), &params).unwrap();
+        let x = ints(&mut rng, p.x_shape().iter().product());
+        let w = ints(&mut rng, p.w_shape().iter().product());
+        let b = ints(&mut rng, ws[0]);
+        let dy = ints(&mut rng, p.y_shape().iter().product());
+        let (xt, wt, bt, dyt) = (
+            up(ctx, &x, &xs),
+            up(ctx, &w, &ws),
+            up(ctx, &b, &[ws[0]]),
+            up(ctx, &dy, &p.y_shape()),
+        );
+        let y_ref = cpu::conv2d_problem(&p, &x, &w, Some(&b));
+        let pg = Conv2dProblem::new(xs, ws, None, &params).unwrap();
+        let dx_ref = cpu::conv2d_backward_input(&pg, &dy, &w);
+        let dw_ref = cpu::conv2d_backward_weight(&pg, &x, &dy);
+        let db_ref = cpu::conv2d_backward_bias(&pg, &dy);
+        for &a in std::iter::once(&Algorithm::Auto).chain(Algorithm::ALL) {
+            let l = format!("{params:?} {}", a.name());
+            if ctx.check_algorithm(Operation::Forward, a, &p).is_ok() {
+                let y = ctx.conv2d_with(&xt, &wt, Some(&bt), &params, a).unwrap();
+                close(&format!("y {l}"), &y, &y_ref, &[], 0, true);
+            }
+            if ctx.check_algorithm(Operation::InputGrad, a, &pg).is_ok() {
+                let dx = ctx
+                    .conv2d_backward_input(&dyt, &wt, xs, &params, a)
+                    .unwrap();
+                close(&format!("dx {l}"), &dx, &dx_ref, &[], 0, true);
+            }
+            if ctx.check_algorithm(Operation::WeightGrad, a, &pg).is_ok() {
+                let dw = ctx
+                    .conv2d_backward_weight(&xt, &dyt, ws, &params, a)
+                    .unwrap();
+                close(&format!("dw {l}"), &dw, &dw_ref, &[], 0, true);
+                // Master weights: the same sums, stored in f32.
+                let dw32 = ctx
+                    .conv2d_backward_weight_as(&xt, &dyt, ws, &params, a, DType::F32)
+                    .unwrap();
+                assert_eq!(dw32.dtype(), DType::F32);
+                assert_eq!(dw32.read().unwrap(), dw_ref, "dw f32 {l}");
+            }
+        }
+        let db = ctx.conv2d_backward_bias(&dyt).unwrap();
+        close("db", &db, &db_ref, &[], 0, true);
+        let g = ctx
+            .conv2d_backward(&xt, &wt, &dyt, true, &params, Algorithm::Auto)
+            .unwrap();
+        close("all dx", &g.dx, &dx_ref, &[], 0, true);
+        close("all dw", &g.dw, &dw_ref, &[], 0, true);
+        close("all db", g.db.as_ref().unwrap(), &db_ref, &[], 0, true);
+    }
+}
+
+#[test]
+fn f16_transposed_and_gemm_every_algorithm() {
+    let ctx = ctx();
+    let mut rng = Rng::new(17);
+    let tparams = ConvTranspose2dParams {
+        stride: [2, 2],
+        padding: [1, 0],
+        output_padding: [1, 0],
+        dilation: [1, 2],
+        groups: 2,
+    };
+    let (xs, ws) = ([2, 4, 5, 4], [4, 3, 3, 2]);
+    let x = ints(&mut rng, xs.iter().product());
+    let w = ints(&mut rng, ws.iter().product());
+    let b = ints(&mut rng, 6);
+    let (ytr, _) = cpu::conv_transpose2d(&x, xs, &w, ws, Some(&b), &tparams).unwrap();
+    let tp = tparams.resolve(xs, ws, Some(6)).unwrap();
+    let (xt, wt, bt) = (up(ctx, &x, &xs), up(ctx, &w, &ws), up(ctx, &b, &[6]));
+    for &a in std::iter::once(&Algorithm::Auto).chain(Algorithm::ALL) {
+        if ctx
+            .check_algorithm(Operation::Transposed, a, &tp.conv())
+            .is_ok()
+        {
+            let y = ctx
+                .conv_transpose2d(&xt, &wt, Some(&bt), &tparams, a)
+                .unwrap();
+            close(&format!("transposed {}", a.name()), &y, &ytr, &[], 0, true);
+        }
+    }
+    // GEMM: integer data exact, random data within the bound; odd sizes, transposes, batch.
+    for (m, k, n, ta, tb) in [
+        (5, 7, 3, false, false),
+        (33, 17, 65, true, false),
+        (8, 64, 9, false, true),
+    ] {
+        let gp = GemmParams::default()
+            .with_transpose_a(ta)
+            .with_transpose_b(tb);
+        let (ash, bsh) = (
+            if ta { vec![k, m] } else { vec![m, k] },
+            if tb { vec![n, k] } else { vec![k, n] },
+        );
+        for integer in [true, false] {
+            let (a, bm) = if integer {
+                (ints(&mut rng, m * k), ints(&mut rng, k * n))
+            } else {
+                (r16(&rng.vec(m * k)), r16(&rng.vec(k * n)))
+            };
+            let (want, _) = cpu::gemm(&a, &ash, &bm, &bsh, &gp).unwrap();
+            let abs: Vec<f32> = a.iter().map(|v| v.abs()).collect();
+            let bbs: Vec<f32> = bm.iter().map(|v| v.abs()).collect();
+            let (scale, _) = cpu::gemm(&abs, &ash, &bbs, &bsh, &gp).unwrap();
+            let (at, btt) = (up(ctx, &a, &ash), up(ctx, &bm, &bsh));
+            for &v in std::iter::once(&GemmVariant::Auto).chain(GemmVariant::ALL) {
+                if ctx.check_gemm_variant(v).is_err() {
+                    continue;
+                }
+                let c = ctx.gemm(&at, &btt, &gp.with_variant(v)).unwrap();
+                close(
+                    &format!("gemm {m}x{k}x{n} {}", v.name()),
+                    &c,
+                    &want,
+                    &scale,
+                    k,
+                    integer,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn f16_mixed_dtypes_are_refused() {
+    let ctx = ctx();
+    let x = up(ctx, &[1.0; 16], &[1, 1, 4, 4]);
+    let w = Tensor::from_slice(ctx, &[1.0; 9], &[1, 1, 3, 3]).unwrap();
+    let e = ctx
+        .conv2d(&x, &w, None, &Conv2dParams::default())
+        .unwrap_err();
+    assert!(matches!(
+        e.kind(),
+        ErrorKind::DTypeMismatch {
+            what: "w",
+            expected: DType::F16,
+            got: DType::F32
+        }
+    ));
+    // An f16 dw of f32 inputs is not a supported mix.
+    let x32 = Tensor::from_slice(ctx, &[1.0; 16], &[1, 1, 4, 4]).unwrap();
+    let dy32 = Tensor::from_slice(ctx, &[1.0; 4], &[1, 1, 2, 2]).unwrap();
+    let e = ctx
+        .conv2d_backward_weight_as(
+            &x32,
+            &dy32,
+            [1, 1, 3, 3],
+            &Conv2dParams::default(),
+            Algorithm::Auto,
+            DType::F16,
+        )
+        .unwrap_err();
+    assert!(matches!(
+        e.kind(),
+        ErrorKind::DTypeMismatch { what: "dw", .. }
+    ));
+    let a = up(ctx, &[1.0; 4], &[2, 2]);
+    let b = Tensor::from_slice(ctx, &[1.0; 4], &[2, 2]).unwrap();
+    assert!(matches!(
+        ctx.gemm(&a, &b, &GemmParams::default()).unwrap_err().kind(),
+        ErrorKind::DTypeMismatch { .. }
+    ));
+}
+
+#[test]
+fn f16_products_overflowing_f16_stay_finite_with_f32_accumulation() {
+    // 300 * 300 = 90000 > 65504 overflows f16, not f32; the sum 90000 - 89999.x... is
+    // representable: f32 accumulation must give it, not inf/NaN/0.
+    let ctx = ctx();
+    let x = up(ctx, &[300.0, 300.0], &[1, 2, 1, 1]);
+    let w = up(ctx, &[300.0, -299.0], &[1, 2, 1, 1]);
+    let y = ctx.conv2d(&x, &w, None, &Conv2dParams::default()).unwrap();
+    assert_eq!(y.read().unwrap(), vec![300.0]);
+    let a = up(ctx, &[256.0, 256.0, 256.0], &[1, 3]);
+    let b = up(ctx, &[256.0, -256.0, 1.0], &[3, 1]);
+    let c = ctx.gemm(&a, &b, &GemmParams::default()).unwrap();
+    assert_eq!(c.read().unwrap(), vec![256.0]);
+    // A result beyond the f16 range is +inf (as PyTorch rounds), never a silent zero.
+    let w2 = up(ctx, &[300.0, 300.0], &[1, 2, 1, 1]);
+    let y2 = ctx.conv2d(&x, &w2, None, &Conv2dParams::default()).unwrap();
+    assert_eq!(y2.read().unwrap(), vec![f32::INFINITY]);
+}
