@@ -378,3 +378,58 @@ fn f16_products_overflowing_f16_stay_finite_with_f32_accumulation() {
     let y2 = ctx.conv2d(&x, &w2, None, &Conv2dParams::default()).unwrap();
     assert_eq!(y2.read().unwrap(), vec![f32::INFINITY]);
 }
+
+#[test]
+fn f16_random_data_within_the_documented_bound() {
+    let ctx = ctx();
+    let mut rng = Rng::new(18);
+    for (params, xs, ws) in problems() {
+        let p = Conv2dProblem::new(xs, ws, Some(ws[0]), &params).unwrap();
+        let h = |v: Vec<f32>| -> Vec<f16> { v.into_iter().map(f16::from_f32).collect() };
+        let x = h(rng.vec(xs.iter().product()));
+        let w = h(rng.vec(ws.iter().product()));
+        let b = h(rng.vec(ws[0]));
+        let (want, _) = cpu::conv2d_f16(&x, xs, &w, ws, Some(&b), &params).unwrap();
+        let wide = |v: &[f16]| -> Vec<f32> { v.iter().map(|&a| f32::from(a)).collect() };
+        let scale = cpu::conv2d_abs_scale(&p, &wide(&x), &wide(&w), Some(&wide(&b)));
+        let len = ws[1] * ws[2] * ws[3] + 1;
+        let (xt, wt, bt) = (
+            Tensor::from_f16(ctx, &x, &xs).unwrap(),
+            Tensor::from_f16(ctx, &w, &ws).unwrap(),
+            Tensor::from_f16(ctx, &b, &[ws[0]]).unwrap(),
+        );
+        for &a in std::iter::once(&Algorithm::Auto).chain(Algorithm::ALL) {
+            if ctx.check_algorithm(Operation::Forward, a, &p).is_err() {
+                continue;
+            }
+            let got = ctx
+                .conv2d_with(&xt, &wt, Some(&bt), &params, a)
+                .unwrap()
+                .read_f16()
+                .unwrap();
+            for i in 0..got.len() {
+                let (g, e) = (f64::from(got[i]), f64::from(want[i]));
+                let bound = cpu::f16_tolerance(e, scale[i] as f64, len);
+                assert!(
+                    (g - e).abs() <= bound,
+                    "{params:?} {}: index {i}: got {g} want {e} bound {bound}",
+                    a.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn f16_cpu_reference_rounds_once() {
+    // 2049 = 2048 + 1 is a tie in f16 (spacing 2 above 2048): f64 sum 2049 rounds to even
+    // 2048; 2049.5 must round up to 2050 (rounding through f32 first would not change it,
+    // but the sum is taken exactly, not in f16 steps: 1024 + 1024 + 1 + 0.5).
+    let p = Conv2dParams::default();
+    let x = [1024.0f32, 1024.0, 1.0, 0.5].map(f16::from_f32);
+    let w = [1.0f32; 4].map(f16::from_f32);
+    let (y, _) = cpu::conv2d_f16(&x, [1, 4, 1, 1], &w, [1, 4, 1, 1], None, &p).unwrap();
+    assert_eq!(y[0].to_f32(), 2050.0);
+    let (y, _) = cpu::conv2d_f16(&x[..3], [1, 3, 1, 1], &w[..3], [1, 3, 1, 1], None, &p).unwrap();
+    assert_eq!(y[0].to_f32(), 2048.0);
+}
