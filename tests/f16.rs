@@ -433,3 +433,110 @@ fn f16_cpu_reference_rounds_once() {
     let (y, _) = cpu::conv2d_f16(&x[..3], [1, 3, 1, 1], &w[..3], [1, 3, 1, 1], None, &p).unwrap();
     assert_eq!(y[0].to_f32(), 2048.0);
 }
+
+/// A context whose storage bindings are capped at `binding` bytes (see `tests/bands.rs`).
+fn small_ctx(binding: u64) -> Context {
+    Context::with_options_blocking(wgconv::ContextOptions {
+        limits: Some(wgconv::LimitsOverride {
+            max_storage_buffer_binding_size: Some(binding),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .expect("GPU test needs a WebGPU adapter")
+}
+
+#[test]
+fn f16_tensors_beyond_one_binding_convert_in_windows_and_run_in_bands() {
+    // 4 KiB bindings: the f16 tensors (6.4 KB) and their f32 copies (12.8 KB) span several
+    // bindings, so the conversions run in windows and every algorithm in bands.
+    let ctx = &small_ctx(4096);
+    let mut rng = Rng::new(19);
+    let params = Conv2dParams::default()
+        .with_padding(Padding::Symmetric([1, 1]))
+        .with_padding_mode(PaddingMode::Reflect);
+    let (xs, ws) = ([2, 4, 20, 20], [4, 4, 3, 3]);
+    let p = Conv2dProblem::new(xs, ws, None, &params).unwrap();
+    let x = ints(&mut rng, xs.iter().product());
+    let w = ints(&mut rng, ws.iter().product());
+    let dy = ints(&mut rng, p.y_shape().iter().product());
+    let y_ref = cpu::conv2d_problem(&p, &x, &w, None);
+    let dx_ref = cpu::conv2d_backward_input(&p, &dy, &w);
+    let dw_ref = cpu::conv2d_backward_weight(&p, &x, &dy);
+    let (xt, wt, dyt) = (
+        up(ctx, &x, &xs),
+        up(ctx, &w, &ws),
+        up(ctx, &dy, &p.y_shape()),
+    );
+    for op in [
+        Operation::Forward,
+        Operation::InputGrad,
+        Operation::WeightGrad,
+    ] {
+        assert_ne!(
+            wgconv::dev::band_plan(ctx, op, &p),
+            "whole",
+            "{op:?} is not banded"
+        );
+    }
+    let mut ran = 0;
+    for &a in std::iter::once(&Algorithm::Auto).chain(Algorithm::ALL) {
+        let l = a.name();
+        if ctx.check_algorithm(Operation::Forward, a, &p).is_ok() {
+            let y = ctx.conv2d_with(&xt, &wt, None, &params, a).unwrap();
+            close(&format!("banded y {l}"), &y, &y_ref, &[], 0, true);
+            ran += 1;
+        }
+        if ctx.check_algorithm(Operation::InputGrad, a, &p).is_ok() {
+            let dx = ctx
+                .conv2d_backward_input(&dyt, &wt, xs, &params, a)
+                .unwrap();
+            close(&format!("banded dx {l}"), &dx, &dx_ref, &[], 0, true);
+        }
+        if ctx.check_algorithm(Operation::WeightGrad, a, &p).is_ok() {
+            let dw = ctx
+                .conv2d_backward_weight(&xt, &dyt, ws, &params, a)
+                .unwrap();
+            close(&format!("banded dw {l}"), &dw, &dw_ref, &[], 0, true);
+        }
+    }
+    assert!(ran >= 2, "too few algorithms ran the banded problem");
+    // A 3-word-odd f16 GEMM operand beyond one binding.
+    let (m, k, n) = (41, 33, 47);
+    let a = ints(&mut rng, m * k);
+    let b = ints(&mut rng, k * n);
+    let (want, _) = cpu::gemm(&a, &[m, k], &b, &[k, n], &GemmParams::default()).unwrap();
+    let c = ctx
+        .gemm(
+            &up(ctx, &a, &[m, k]),
+            &up(ctx, &b, &[k, n]),
+            &GemmParams::default(),
+        )
+        .unwrap();
+    close("banded gemm", &c, &want, &[], 0, true);
+}
+
+#[test]
+fn f16_gemm_accumulate_reads_the_f16_c() {
+    let ctx = ctx();
+    let a = up(ctx, &[1.0, 2.0, 3.0, 4.0], &[2, 2]);
+    let b = up(ctx, &[1.0, 0.0, 0.0, 1.0], &[2, 2]);
+    let c = up(ctx, &[0.5, 0.25, -1.0, 2048.0], &[2, 2]);
+    let bias = up(ctx, &[10.0, 20.0], &[2]);
+    let mut enc = ctx
+        .device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+    ctx.encode_gemm(
+        &mut enc,
+        &a,
+        &b,
+        Some(&bias),
+        &c,
+        true,
+        &GemmParams::default(),
+    )
+    .unwrap();
+    ctx.submit(enc).unwrap();
+    // 2048 + 4 + 20 = 2072 (exact in f16: spacing 2 above 2048).
+    assert_eq!(c.read().unwrap(), vec![11.5, 22.25, 12.0, 2072.0]);
+}
