@@ -540,3 +540,41 @@ fn f16_gemm_accumulate_reads_the_f16_c() {
     // 2048 + 4 + 20 = 2072 (exact in f16: spacing 2 above 2048).
     assert_eq!(c.read().unwrap(), vec![11.5, 22.25, 12.0, 2072.0]);
 }
+
+#[test]
+fn f16_conversions_on_the_gpu_match_half_for_every_f16_value() {
+    // y = x * w with C = 1, 1x1: one exact f32 product per output, rounded once by
+    // `f16_pack`. x runs through all 65536 f16 bit patterns (subnormals, ±0, ±inf, NaN), so
+    // `f16_unpack` is checked on every value and `f16_pack` on ties (x * 0.5 of odd
+    // subnormals), overflow (x * 3 beyond 65520), underflow and general rounding.
+    let ctx = ctx();
+    let x: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+    let xt = Tensor::from_f16(ctx, &x, &[1, 1, 256, 256]).unwrap();
+    for w in [1.0f32, 0.5, 3.0, -1.5, 2f32.powi(-10), 1000.0, 0.1, -0.0] {
+        let w16 = f16::from_f32(w);
+        let wt = Tensor::from_f16(ctx, &[w16], &[1, 1, 1, 1]).unwrap();
+        for &a in &[Algorithm::Auto, Algorithm::Direct] {
+            let y = ctx
+                .conv2d_with(&xt, &wt, None, &Conv2dParams::default(), a)
+                .unwrap()
+                .read_f16()
+                .unwrap();
+            for (i, (&got, &xv)) in y.iter().zip(&x).enumerate() {
+                // The kernels' sums start at +0 (so -0 * 1 gives +0, as in the f32 path).
+                let want = f16::from_f32(0.0 + f32::from(xv) * f32::from(w16));
+                let ok = if want.is_nan() {
+                    got.is_nan()
+                } else {
+                    got.to_bits() == want.to_bits()
+                };
+                assert!(
+                    ok,
+                    "w = {w16}, {}: x = {xv} (bits {i:#06x}): got {got} ({:#06x}) want {want} ({:#06x})",
+                    a.name(),
+                    got.to_bits(),
+                    want.to_bits()
+                );
+            }
+        }
+    }
+}
