@@ -578,3 +578,34 @@ fn f16_conversions_on_the_gpu_match_half_for_every_f16_value() {
         }
     }
 }
+
+#[test]
+fn f16_operand_whose_f32_copy_exceeds_max_buffer_size_is_refused() {
+    // 64 KiB buffers: a 40 000-element f16 tensor (80 KB) cannot even be created, a 20 000
+    // one (40 KB) can, but its f32 copy (80 KB) cannot: a typed ExceedsLimit, no panic.
+    let ctx = &Context::with_options_blocking(wgconv::ContextOptions {
+        limits: Some(wgconv::LimitsOverride {
+            max_buffer_size: Some(64 << 10),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .expect("GPU test needs a WebGPU adapter");
+    let e = Tensor::zeros_of(ctx, &[40_000], DType::F16).unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::ExceedsLimit { .. }), "{e}");
+    let x = Tensor::zeros_of(ctx, &[1, 1, 100, 200], DType::F16).unwrap();
+    let w = Tensor::zeros_of(ctx, &[1, 1, 1, 1], DType::F16).unwrap();
+    let e = ctx
+        .conv2d(&x, &w, None, &Conv2dParams::default())
+        .unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            ErrorKind::ExceedsLimit {
+                limit: "max_buffer_size",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
