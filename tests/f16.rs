@@ -609,3 +609,44 @@ fn f16_operand_whose_f32_copy_exceeds_max_buffer_size_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn f16_weights_are_packed_once_and_follow_writes() {
+    // The implicit GEMM caches packed weights keyed by the f16 tensor; the pack runs in a
+    // submission of its own, which converts the f16 weights itself. Results follow writes,
+    // also when the call is recorded into a caller's encoder submitted after the pack.
+    let ctx = &Context::new_blocking().expect("GPU test needs a WebGPU adapter");
+    let params = Conv2dParams::default().with_padding(Padding::Symmetric([1, 1]));
+    let (xs, ws) = ([1, 16, 9, 10], [24, 16, 3, 3]);
+    let p = Conv2dProblem::new(xs, ws, None, &params).unwrap();
+    let mut rng = Rng::new(21);
+    let x = ints(&mut rng, xs.iter().product());
+    let xt = up(ctx, &x, &xs);
+    let packs = ctx.can_run_forward(Algorithm::ImplicitGemm, &p);
+    let a = if packs {
+        Algorithm::ImplicitGemm
+    } else {
+        Algorithm::Auto
+    };
+    let mut w = ints(&mut rng, ws.iter().product());
+    let wt = up(ctx, &w, &ws);
+    for round in 0..3 {
+        let want = cpu::conv2d_problem(&p, &x, &w, None);
+        let y = ctx.conv2d_with(&xt, &wt, None, &params, a).unwrap();
+        close(&format!("round {round}"), &y, &want, &[], 0, true);
+        if packs {
+            assert!(ctx.weight_cache_bytes() > 0, "f16 weights not cached");
+        }
+        // Cached: the same result again, recorded into a caller's encoder.
+        let y2 = Tensor::full_of(ctx, &p.y_shape(), f32::NAN, DType::F16).unwrap();
+        let mut enc = ctx
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+        ctx.encode_conv2d(&mut enc, &xt, &wt, None, &params, a, &y2)
+            .unwrap();
+        ctx.submit(enc).unwrap();
+        close(&format!("round {round}, encoded"), &y2, &want, &[], 0, true);
+        w = ints(&mut rng, ws.iter().product());
+        wt.write(&w).unwrap();
+    }
+}

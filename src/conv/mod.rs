@@ -307,13 +307,10 @@ impl Context {
             w: wv.buffer.clone(),
             b: bv.as_ref().map(|b| b.buffer.clone()),
             y: yv.buffer.clone(),
-            // The packed-weight cache packs in a submission of its own: only from the
-            // tensor itself, never from an f32 copy filled in `enc`.
-            w_key: if w.dtype() == DType::F32 {
-                w.content_key()
-            } else {
-                None
-            },
+            w_key: w.content_key(),
+            // The packed-weight cache packs in a submission of its own, which must not read
+            // the f32 copy filled in `enc`: it converts the f16 weights itself.
+            w16: (w.dtype() == DType::F16).then(|| (w.raw().clone(), w.numel())),
         };
         forward::encode(self, enc, p, &bufs, algorithm)?;
         half::finish(self, enc, &yv, y)

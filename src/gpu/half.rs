@@ -76,16 +76,30 @@ fn view(ctx: &Context, enc: &mut wgpu::CommandEncoder, t: &Tensor, load: bool) -
         }),
         DType::F16 => {
             let n = t.numel();
-            let s = ScratchBuffer::new(ctx, enc, DType::F32.storage_bytes(n), "wgconv f16 as f32")?;
-            if load {
-                convert::<k::F16Unpack>(ctx, enc, t.raw(), &s.buffer, n)?;
-            }
+            let s = if load {
+                unpack_scratch(ctx, enc, t.raw(), n)?
+            } else {
+                ScratchBuffer::new(ctx, enc, DType::F32.storage_bytes(n), "wgconv f16 as f32")?
+            };
             Ok(F32View {
                 buffer: s.buffer.clone(),
                 _scratch: Some(s),
             })
         }
     }
+}
+
+/// f32 scratch holding the `n` f16 values of `src` (packed words), converted by commands
+/// recorded into `enc`.
+pub(crate) fn unpack_scratch(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    src: &wgpu::Buffer,
+    n: usize,
+) -> Result<ScratchBuffer> {
+    let s = ScratchBuffer::new(ctx, enc, DType::F32.storage_bytes(n), "wgconv f16 as f32")?;
+    convert::<k::F16Unpack>(ctx, enc, src, &s.buffer, n)?;
+    Ok(s)
 }
 
 /// Rounds the f32 results of `v` into the f16 output `t` (nothing for f32 outputs, which
