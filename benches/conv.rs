@@ -1,9 +1,12 @@
 //! Convolution benchmarks: GFLOP/s per shape and algorithm.
 //!
-//! `cargo bench --bench conv [-- --quick] [--shapes a,b,...] [--ops fwd,...]`
+//! `cargo bench --bench conv [-- --quick] [--shapes a,b,...] [--ops fwd,...] [--dtype f16]`
 //!
 //! Prints the adapter first, then one machine-readable line per measurement:
-//! `bench op=<op> shape=<name> algo=<name> ms=<median> gflops=<value>`.
+//! `bench op=<op> shape=<name> algo=<name> ms=<median> gflops=<value>` (followed by
+//! ` dtype=f16` with `--dtype f16`, so the tools parsing these lines read both).
+//! `--dtype f16` runs every tensor in f16 (f16 storage, f32 accumulation: today the f16
+//! operands are converted to f32 around the f32 kernels, which costs time, not saves it).
 //! Each measurement is the median of several timed runs (submit + wait), after a warm-up
 //! that also compiles the pipelines and queues `auto`'s shape bucket for background tuning,
 //! which it waits for: `auto` is timed with its tuned choice.
@@ -22,7 +25,20 @@ fn opts() -> suite::Opts {
             .map(|s| s.split(',').map(str::to_string).collect())
     };
     let quick = args.iter().any(|a| a == "--quick");
+    let dtype_arg: Option<Vec<String>> = list("--dtype");
+    let dtype = match dtype_arg.as_deref() {
+        None => wgconv::DType::F32,
+        Some([d]) => wgconv::DType::from_name(d).unwrap_or_else(|e| {
+            eprintln!("--dtype: {e}");
+            std::process::exit(2)
+        }),
+        Some(_) => {
+            eprintln!("--dtype takes one of f32, f16");
+            std::process::exit(2)
+        }
+    };
     suite::Opts {
+        dtype,
         reps: if quick { 5 } else { 11 },
         shapes: list("--shapes"),
         ops: list("--ops"),
@@ -35,9 +51,13 @@ fn main() -> wgconv::Result<()> {
     let o = opts();
     let ctx = Context::new_blocking()?;
     println!("adapter: {}", ctx.adapter_summary());
+    let suffix = match o.dtype {
+        wgconv::DType::F32 => String::new(),
+        d => format!(" dtype={d}"),
+    };
     suite::run(&ctx, &o, |op, shape, algo, ms, flops| {
         println!(
-            "bench op={op} shape={shape} algo={algo} ms={ms:.3} gflops={:.2}",
+            "bench op={op} shape={shape} algo={algo} ms={ms:.3} gflops={:.2}{suffix}",
             flops / ms / 1e6
         );
     })

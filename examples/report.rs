@@ -213,6 +213,7 @@ fn bench(md: &mut String, ctx: &Context) -> Result<(), Box<dyn std::error::Error
         ops: Some(vec!["fwd".into(), "bwd".into(), "gemm".into()]),
         algos: None,
         slow_ms: 250.0,
+        dtype: wgconv::DType::F32,
     };
     // (shape, op) -> algorithm -> GFLOP/s
     let mut rows: BTreeMap<(String, String), BTreeMap<String, f64>> = BTreeMap::new();

@@ -60,6 +60,19 @@ impl Error {
         })
     }
 
+    /// An element-type mismatch: `what` should be `expected` but is `got`.
+    pub(crate) fn dtype_mismatch(
+        what: &'static str,
+        expected: crate::DType,
+        got: crate::DType,
+    ) -> Self {
+        Error::new(ErrorKind::DTypeMismatch {
+            what,
+            expected,
+            got,
+        })
+    }
+
     pub(crate) fn exceeds_limit(limit: &'static str, requested: u64, max: u64) -> Self {
         Error::new(ErrorKind::ExceedsLimit {
             limit,
@@ -157,6 +170,17 @@ pub enum ErrorKind {
     /// Two tensors belong to different contexts (devices).
     #[error("tensor `{0}` belongs to a different context")]
     WrongContext(&'static str),
+    /// A tensor's element type does not fit the operation (mixed element types where the
+    /// operation needs one, or an f32 tensor read as f16).
+    #[error("element type mismatch for {what}: expected {expected}, got {got}")]
+    DTypeMismatch {
+        /// Which operand or call (e.g. `w`, `dy`, `read_f16`).
+        what: &'static str,
+        /// The element type the operation needs there.
+        expected: crate::DType,
+        /// The element type of the tensor given.
+        got: crate::DType,
+    },
     /// An algorithm was forced that cannot run this problem.
     #[error("algorithm `{algorithm}` cannot run this problem: {reason}")]
     UnsupportedAlgorithm {

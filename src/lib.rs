@@ -23,6 +23,14 @@
 //! `[K]`; "convolution" is cross-correlation unless [`Conv2dParams::flip`] asks for true
 //! convolution.
 //!
+//! **Half precision.** Tensors may be f16 ([`DType::F16`]: [`Tensor::from_f16`],
+//! [`Tensor::from_f32`] with a dtype, [`Tensor::read_f16`]). Every operation and algorithm runs
+//! on f16 operands with f32 arithmetic and accumulation, each result rounded once to f16;
+//! [`Context::conv2d_backward_weight_as`] gives an f32 `dw` of f16 inputs (master weights).
+//! Today the f16 operands are converted to f32 scratch around the f32 kernels: correct on
+//! every adapter (no `shader-f16` needed), not yet faster. Kernels reading f16 natively and an
+//! opt-in f16-arithmetic mode on adapters with `shader-f16` are the next steps.
+//!
 //! # A quick tour
 //!
 //! **Forward.** [`Context::conv2d`] takes [`Conv2dParams`]: stride, dilation, groups
@@ -125,11 +133,13 @@ pub use context::{
 pub use conv::{Algorithm, Conv2dGradients, Operation};
 pub use error::{Error, ErrorKind, Result};
 pub use gemm::{GemmParams, GemmVariant};
+/// The `half` crate, whose [`f16`](half::f16) is the host type of f16 tensors.
+pub use half;
 pub use params::{
     conv_output_size, conv_transpose_output_size, numel, Conv2dParams, Conv2dProblem,
     ConvTranspose2dParams, Padding, PaddingMode, Shape4, TransposedProblem,
 };
-pub use tensor::Tensor;
+pub use tensor::{DType, Tensor};
 pub use tune::TuningMode;
 pub use wcache::DEFAULT_WEIGHT_CACHE_BUDGET;
 

@@ -1,4 +1,4 @@
-//! [`Tensor`]: an f32 array in device memory with a row-major shape.
+//! [`Tensor`]: an f32 or f16 array in device memory with a row-major shape.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -7,20 +7,94 @@ use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::memory::{ContentKey, DeviceBuffer, NEXT_BUFFER_ID};
 
-/// An f32 tensor in device memory (NCHW for activations, `[K, C/g, R, S]` for weights,
-/// `[M, N]` for matrices), row-major.
+/// The element type of a [`Tensor`].
+///
+/// - `F32`: IEEE binary32, one value per 4 bytes (the default of every constructor without
+///   a `dtype` argument).
+/// - `F16`: IEEE binary16, two values per 32-bit word (element `2i` in the low 16 bits of
+///   word `i`, element `2i + 1` in the high 16 bits; an odd-length tensor's last word has a
+///   zero high half). Values created from `f32` are rounded to nearest, ties to even, values
+///   beyond the f16 range become ±infinity. Every operation on f16 tensors reads the f16
+///   values exactly, computes in f32 (f32 accumulation) and rounds each result once to f16
+///   (see [`Context::conv2d`](crate::Context::conv2d)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DType {
+    /// 32-bit float.
+    #[default]
+    F32,
+    /// 16-bit float (IEEE binary16), stored two per 32-bit word.
+    F16,
+}
+
+impl DType {
+    /// Lowercase name: `f32`, `f16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+        }
+    }
+
+    /// Parses `f32` / `float32` / `f16` / `float16` / `half`.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "f32" | "float32" => Ok(DType::F32),
+            "f16" | "float16" | "half" => Ok(DType::F16),
+            _ => Err(Error::invalid_param("dtype", name, "expected f32 or f16")),
+        }
+    }
+
+    /// Bytes of device memory holding `n` elements: `4n` for f32, `4·ceil(n/2)` for f16
+    /// (whole 32-bit words).
+    pub fn storage_bytes(self, n: usize) -> u64 {
+        match self {
+            DType::F32 => n as u64 * 4,
+            DType::F16 => (n as u64).div_ceil(2) * 4,
+        }
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// f16 values packed two per little-endian 32-bit word (the device layout of [`DType::F16`]).
+fn pack_words(v: &[half::f16]) -> Vec<u32> {
+    v.chunks(2)
+        .map(|p| p[0].to_bits() as u32 | (p.get(1).map_or(0, |h| h.to_bits()) as u32) << 16)
+        .collect()
+}
+
+/// The first `n` f16 values of packed words.
+fn unpack_words(words: &[u32], n: usize) -> Vec<half::f16> {
+    words
+        .iter()
+        .flat_map(|&w| [w as u16, (w >> 16) as u16])
+        .take(n)
+        .map(half::f16::from_bits)
+        .collect()
+}
+
+/// A tensor in device memory (NCHW for activations, `[K, C/g, R, S]` for weights,
+/// `[M, N]` for matrices), row-major, of element type [`DType::F32`] (the default) or
+/// [`DType::F16`].
 ///
 /// Cloning is cheap and shares the buffer. A tensor keeps its [`Context`] alive.
 #[derive(Clone)]
 pub struct Tensor {
     buf: Arc<DeviceBuffer>,
     shape: Vec<usize>,
+    dtype: DType,
 }
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tensor")
             .field("shape", &self.shape)
+            .field("dtype", &self.dtype)
             .finish()
     }
 }
@@ -39,51 +113,121 @@ fn checked_numel(shape: &[usize]) -> Result<usize> {
         })
 }
 
+fn check_data_len(len: usize, n: usize, shape: &[usize]) -> Result<()> {
+    if len != n {
+        return Err(Error::shape_mismatch(
+            "data length",
+            format!("{n} (shape {shape:?})"),
+            len.to_string(),
+        ));
+    }
+    Ok(())
+}
+
 impl Tensor {
-    /// Uploads `data` (row-major) as a tensor of `shape`.
+    /// Uploads `data` (row-major) as an f32 tensor of `shape`.
     ///
     /// # Errors
     /// [`ErrorKind::ShapeMismatch`] when `data.len()` is not the product of `shape`;
     /// [`ErrorKind::ExceedsLimit`] when the tensor is larger than the device's
     /// `maxBufferSize`.
     pub fn from_slice(ctx: &Context, data: &[f32], shape: &[usize]) -> Result<Self> {
+        Self::from_f32(ctx, data, shape, DType::F32)
+    }
+
+    /// Uploads `data` (row-major) as a tensor of `shape` and element type `dtype`: as they
+    /// are for [`DType::F32`], rounded to nearest (ties to even) for [`DType::F16`] (values
+    /// beyond ±65504 become ±infinity, as `half::f16::from_f32` does).
+    ///
+    /// # Errors
+    /// As [`Tensor::from_slice`].
+    pub fn from_f32(ctx: &Context, data: &[f32], shape: &[usize], dtype: DType) -> Result<Self> {
         let n = checked_numel(shape)?;
-        if data.len() != n {
-            return Err(Error::shape_mismatch(
-                "data length",
-                format!("{n} (shape {shape:?})"),
-                data.len().to_string(),
-            ));
-        }
-        let t = Self::uninit(ctx, shape)?;
+        check_data_len(data.len(), n, shape)?;
+        let t = Self::uninit_of(ctx, shape, dtype)?;
+        t.upload_f32(data, "uploading a tensor")?;
+        Ok(t)
+    }
+
+    /// Uploads f16 `data` (row-major) as an f16 tensor of `shape`, bit for bit (no
+    /// conversion).
+    ///
+    /// # Errors
+    /// As [`Tensor::from_slice`].
+    pub fn from_f16(ctx: &Context, data: &[half::f16], shape: &[usize]) -> Result<Self> {
+        let n = checked_numel(shape)?;
+        check_data_len(data.len(), n, shape)?;
+        let t = Self::uninit_of(ctx, shape, DType::F16)?;
         if n > 0 {
+            let words = pack_words(data);
             ctx.scoped("uploading a tensor", || {
                 ctx.queue()
-                    .write_buffer(&t.buf.buffer, 0, bytemuck::cast_slice(data));
+                    .write_buffer(&t.buf.buffer, 0, bytemuck::cast_slice(&words));
             })?;
         }
         Ok(t)
     }
 
-    /// A tensor of `shape` filled with zeros.
-    pub fn zeros(ctx: &Context, shape: &[usize]) -> Result<Self> {
-        // wgpu zero-initialises new buffers.
-        Self::uninit(ctx, shape)
+    /// Writes `data` (`numel` values) converted to the tensor's element type.
+    fn upload_f32(&self, data: &[f32], what: &str) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let ctx = &self.buf.ctx;
+        match self.dtype {
+            DType::F32 => ctx.scoped(what, || {
+                ctx.queue()
+                    .write_buffer(&self.buf.buffer, 0, bytemuck::cast_slice(data));
+            }),
+            DType::F16 => {
+                let h: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+                let words = pack_words(&h);
+                ctx.scoped(what, || {
+                    ctx.queue()
+                        .write_buffer(&self.buf.buffer, 0, bytemuck::cast_slice(&words));
+                })
+            }
+        }
     }
 
-    /// A tensor of `shape` filled with `value` (e.g. NaN to poison an output in tests).
+    /// An f32 tensor of `shape` filled with zeros.
+    pub fn zeros(ctx: &Context, shape: &[usize]) -> Result<Self> {
+        Self::zeros_of(ctx, shape, DType::F32)
+    }
+
+    /// A tensor of `shape` and element type `dtype` filled with zeros.
+    pub fn zeros_of(ctx: &Context, shape: &[usize], dtype: DType) -> Result<Self> {
+        // wgpu zero-initialises new buffers.
+        Self::uninit_of(ctx, shape, dtype)
+    }
+
+    /// An f32 tensor of `shape` filled with `value` (e.g. NaN to poison an output in tests).
     pub fn full(ctx: &Context, shape: &[usize], value: f32) -> Result<Self> {
+        Self::full_of(ctx, shape, value, DType::F32)
+    }
+
+    /// A tensor of `shape` and element type `dtype` filled with `value` (rounded to f16 as in
+    /// [`Tensor::from_f32`] for [`DType::F16`]).
+    pub fn full_of(ctx: &Context, shape: &[usize], value: f32, dtype: DType) -> Result<Self> {
         let n = checked_numel(shape)?;
-        if value.to_bits() == 0 {
-            return Self::zeros(ctx, shape);
+        let word = match dtype {
+            DType::F32 => value.to_bits(),
+            DType::F16 => {
+                let h = half::f16::from_f32(value).to_bits() as u32;
+                h | h << 16
+            }
+        };
+        if word == 0 {
+            return Self::zeros_of(ctx, shape, dtype);
         }
-        let t = Self::uninit(ctx, shape)?;
+        let t = Self::uninit_of(ctx, shape, dtype)?;
         // Upload in bounded pieces so filling a huge tensor does not need a huge host copy.
+        let words = (dtype.storage_bytes(n) / 4) as usize;
         const CHUNK: usize = 1 << 20;
-        let block = vec![value; n.min(CHUNK)];
+        let block = vec![word; words.min(CHUNK)];
         let mut done = 0usize;
-        while done < n {
-            let len = (n - done).min(CHUNK);
+        while done < words {
+            let len = (words - done).min(CHUNK);
             ctx.scoped("filling a tensor", || {
                 ctx.queue().write_buffer(
                     &t.buf.buffer,
@@ -96,21 +240,35 @@ impl Tensor {
         Ok(t)
     }
 
-    /// Allocates without uploading (contents are zero).
-    pub(crate) fn uninit(ctx: &Context, shape: &[usize]) -> Result<Self> {
+    /// Allocates a tensor of `dtype` without uploading (contents are zero).
+    pub(crate) fn uninit_of(ctx: &Context, shape: &[usize], dtype: DType) -> Result<Self> {
         let n = checked_numel(shape)?;
-        let buf = DeviceBuffer::new(ctx, (n as u64) * 4, "wgconv tensor")?;
+        let buf = DeviceBuffer::new(ctx, dtype.storage_bytes(n), "wgconv tensor")?;
         Ok(Tensor {
             buf: Arc::new(buf),
             shape: shape.to_vec(),
+            dtype,
         })
     }
 
-    /// Wraps a caller's buffer (usage must include `STORAGE | COPY_SRC | COPY_DST`; size at
-    /// least `4 * numel(shape)`). The buffer is shared, not copied.
+    /// Wraps a caller's buffer as an f32 tensor (usage must include
+    /// `STORAGE | COPY_SRC | COPY_DST`; size at least `4 * numel(shape)`). The buffer is
+    /// shared, not copied.
     pub fn from_buffer(ctx: &Context, buffer: wgpu::Buffer, shape: &[usize]) -> Result<Self> {
+        Self::from_buffer_of(ctx, buffer, shape, DType::F32)
+    }
+
+    /// Wraps a caller's buffer holding elements of `dtype` in that type's device layout (see
+    /// [`DType`]; usage must include `STORAGE | COPY_SRC | COPY_DST`; size at least
+    /// [`DType::storage_bytes`] of `numel(shape)`). The buffer is shared, not copied.
+    pub fn from_buffer_of(
+        ctx: &Context,
+        buffer: wgpu::Buffer,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Self> {
         let n = checked_numel(shape)?;
-        let need = (n as u64) * 4;
+        let need = dtype.storage_bytes(n);
         if buffer.size() < need {
             return Err(Error::shape_mismatch(
                 "buffer size",
@@ -139,6 +297,7 @@ impl Tensor {
                 volatile: AtomicBool::new(true),
             }),
             shape: shape.to_vec(),
+            dtype,
         })
     }
 
@@ -156,31 +315,54 @@ impl Tensor {
         Ok(Tensor {
             buf: self.buf.clone(),
             shape: shape.to_vec(),
+            dtype: self.dtype,
         })
     }
 
-    /// Overwrites the tensor's contents with `data` (row-major, `numel()` values). Ordered
-    /// with the work submitted before and after it on the queue.
+    /// Overwrites the tensor's contents with `data` (row-major, `numel()` values), converted
+    /// to the tensor's element type as in [`Tensor::from_f32`]. Ordered with the work
+    /// submitted before and after it on the queue.
     pub fn write(&self, data: &[f32]) -> Result<()> {
-        if data.len() != self.numel() {
-            return Err(Error::shape_mismatch(
-                "data length",
-                format!("{} (shape {:?})", self.numel(), self.shape),
-                data.len().to_string(),
-            ));
-        }
-        if data.is_empty() {
-            return Ok(());
-        }
-        let ctx = &self.buf.ctx;
-        let r = ctx.scoped("writing a tensor", || {
-            ctx.queue()
-                .write_buffer(&self.buf.buffer, 0, bytemuck::cast_slice(data));
-        });
+        check_data_len(data.len(), self.numel(), &self.shape)?;
+        let r = self.upload_f32(data, "writing a tensor");
         // Queue-ordered: work submitted after this call sees the new contents. The version
         // moves after the write is staged, so a cache entry is never older than its label.
         self.buf.version.fetch_add(1, Ordering::AcqRel);
         r
+    }
+
+    /// Overwrites an f16 tensor's contents with `data` (row-major, `numel()` values), bit
+    /// for bit. Ordered like [`Tensor::write`].
+    ///
+    /// # Errors
+    /// [`ErrorKind::DTypeMismatch`] on an f32 tensor (write f32 data with
+    /// [`Tensor::write`]); [`ErrorKind::ShapeMismatch`] when the length differs.
+    pub fn write_f16(&self, data: &[half::f16]) -> Result<()> {
+        if self.dtype != DType::F16 {
+            return Err(Error::dtype_mismatch("write_f16", DType::F16, self.dtype));
+        }
+        check_data_len(data.len(), self.numel(), &self.shape)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let ctx = &self.buf.ctx;
+        let words = pack_words(data);
+        let r = ctx.scoped("writing a tensor", || {
+            ctx.queue()
+                .write_buffer(&self.buf.buffer, 0, bytemuck::cast_slice(&words));
+        });
+        self.buf.version.fetch_add(1, Ordering::AcqRel);
+        r
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Bytes of device memory holding the elements ([`DType::storage_bytes`] of `numel`).
+    pub fn storage_bytes(&self) -> u64 {
+        self.dtype.storage_bytes(self.numel())
     }
 
     /// The shape.
@@ -191,7 +373,8 @@ impl Tensor {
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
-    /// The underlying wgpu buffer (its size may exceed `4 * numel`).
+    /// The underlying wgpu buffer (its size may exceed [`Tensor::storage_bytes`]; f16 data
+    /// in the layout described at [`DType::F16`]).
     ///
     /// The caller may write the buffer by any means after this, so the tensor (and every
     /// clone or reshape sharing the buffer) is excluded from the library's caches of data
@@ -245,20 +428,52 @@ impl Tensor {
         Ok(())
     }
 
-    /// Copies the tensor to the host, blocking until the GPU work it depends on is done.
+    /// Copies the tensor to the host as f32 values (f16 values converted exactly), blocking
+    /// until the GPU work it depends on is done.
     pub fn read(&self) -> Result<Vec<f32>> {
         pollster::block_on(self.read_async())
     }
 
-    /// Copies the tensor to the host. The returned future resolves once the copy is done.
-    /// On native backends the device is polled until then.
+    /// Copies the tensor to the host as f32 values (f16 values converted exactly). The
+    /// returned future resolves once the copy is done. On native backends the device is
+    /// polled until then.
     pub async fn read_async(&self) -> Result<Vec<f32>> {
+        let words = self.read_words().await?;
+        Ok(match self.dtype {
+            DType::F32 => bytemuck::cast_vec(words),
+            DType::F16 => unpack_words(&words, self.numel())
+                .into_iter()
+                .map(f32::from)
+                .collect(),
+        })
+    }
+
+    /// Copies an f16 tensor to the host bit for bit, blocking until the GPU work it depends
+    /// on is done.
+    ///
+    /// # Errors
+    /// [`ErrorKind::DTypeMismatch`] on an f32 tensor (read it with [`Tensor::read`]).
+    pub fn read_f16(&self) -> Result<Vec<half::f16>> {
+        pollster::block_on(self.read_f16_async())
+    }
+
+    /// The future of [`Tensor::read_f16`].
+    pub async fn read_f16_async(&self) -> Result<Vec<half::f16>> {
+        if self.dtype != DType::F16 {
+            return Err(Error::dtype_mismatch("read_f16", DType::F16, self.dtype));
+        }
+        let words = self.read_words().await?;
+        Ok(unpack_words(&words, self.numel()))
+    }
+
+    /// The tensor's storage words (exactly [`Tensor::storage_bytes`], nothing past it).
+    async fn read_words(&self) -> Result<Vec<u32>> {
         let ctx = &self.buf.ctx;
         let n = self.numel();
         if n == 0 {
             return Ok(Vec::new());
         }
-        let bytes = (n as u64) * 4;
+        let bytes = self.storage_bytes();
         let staging = ctx.scoped("creating a readback buffer", || {
             let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgconv readback"),
@@ -302,7 +517,7 @@ impl Tensor {
                 .slice(..)
                 .get_mapped_range()
                 .map_err(|e| Error::new(ErrorKind::BufferMap(e.to_string())))?;
-            bytemuck::pod_collect_to_vec::<u8, f32>(&view)
+            bytemuck::pod_collect_to_vec::<u8, u32>(&view)
         };
         staging.unmap();
         Ok(out)

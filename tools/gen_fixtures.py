@@ -38,6 +38,19 @@ factor 8 leaves room for transform-based algorithms, while a single misplaced/mi
 integer_valued cases draw every input from the integers -3..3: all partial sums are
 integers below 2**24, so direct and GEMM algorithms must match exactly.
 
+float16 cases ("dtype": "float16", ids ending in _f16): inputs are drawn as above and rounded
+to float16 (values exactly representable in f16; "q" draws: multiples of 1/4 in [-2, 2], short
+decimals for the large anchor cases); references are computed in float64 from those values and
+rounded once to float16 (numpy's direct float64 -> float16, round to nearest even; the script
+aborts on a non-finite result). Numbers are written as the shortest decimal of the value's
+float32 (the f16 value is exact in f32), so every parse path (f64, f32, f16) gives the exact value.
+Tolerance (f32 accumulation, the default):
+    rtol = 0.000977 (>= 2**-10: one f16 ulp of the result, from rounding got and want to f16)
+    atol = round_up_3sig(8 * L * 2**-24 * abs_scale + 2**-24)  (f32 sums; f16 subnormal ulp)
+with "accumulate": "float16" (the f16-arithmetic bound, met a fortiori with f32 accumulation):
+    atol = round_up_3sig(2 * L * 2**-11 * abs_scale + 2**-24)
+integer_valued float16 cases keep abs_scale (hence every value and partial sum) <= 2048.
+
 Error cases (expect "error") have no data and an empty abs_scale; shapes hold the would-be
 input shapes only (conv: x, w, b when bias; conv2d_grad also dy; gemm: a, b); tolerance is
 the default {rtol 1e-5, atol 1e-6}. Negative padding is written as is ([-1, 0]) and in
@@ -488,10 +501,19 @@ def rng_for(cid):
     return np.random.default_rng(zlib.crc32(cid.encode()))
 
 
-def draw(rng, shape, integer):
+def draw(rng, shape, integer, dtype="float32"):
+    if integer == "q":
+        return (rng.integers(-8, 9, size=shape) / 4.0).astype(np.float32)
     if integer:
         return rng.integers(-3, 4, size=shape).astype(np.float32)
-    return rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
+    v = rng.uniform(-1.0, 1.0, size=shape)
+    if dtype == "float16":
+        return v.astype(np.float16).astype(np.float32)
+    return v.astype(np.float32)
+
+
+F16_RTOL = 0.000977
+assert F16_RTOL >= 2.0 ** -10
 
 
 def cross_check(cid, name, ref, naive, scale):
@@ -502,19 +524,38 @@ def cross_check(cid, name, ref, naive, scale):
                    % (cid, name, err, scale))
 
 
-def finish(case, inputs, outputs, abs_out, counts, integer):
-    """Fill tolerance, abs_scale and data of an ok case."""
+def finish(case, inputs, outputs, abs_out, counts, integer, accumulate=None):
+    """Fill tolerance, abs_scale and data of an ok case. `outputs` are the float64
+    references, rounded here once to the case's dtype."""
+    f16 = case["dtype"] == "float16"
+    if f16:
+        outputs = {k: v.astype(np.float16) for k, v in outputs.items()}
+        for k, v in outputs.items():
+            check(np.all(np.isfinite(v)), "%s: %s overflows float16" % (case["id"], k))
+        outputs = {k: v.astype(np.float32) for k, v in outputs.items()}
+        for k, v in inputs.items():
+            check(np.array_equal(v.astype(np.float16).astype(np.float32), v),
+                  "%s: input %s not exact in float16" % (case["id"], k))
+        if accumulate:
+            case["accumulate"] = accumulate
+    else:
+        outputs = {k: v.astype(np.float32) for k, v in outputs.items()}
     abs_scale, atol = {}, ATOL_FLOOR
     for name, arr in outputs.items():
         s = float(np.max(abs_out[name])) if arr.size else 0.0
         L = float(np.max(counts[name])) if arr.size else 0.0
         abs_scale[name] = np.float32(s)
-        atol = max(atol, 8.0 * L * U * s)
-        if integer:
-            check(s < 2 ** 24, "%s: integer case too large" % case["id"])
+        if not f16:
+            atol = max(atol, 8.0 * L * U * s)
+        elif accumulate == "float16":
+            atol = max(atol, 2.0 * L * 2.0 ** -11 * s + U)
+        else:
+            atol = max(atol, 8.0 * L * U * s + U)
+        if integer and integer != "q":
+            check(s < (2 ** 11 + 1 if f16 else 2 ** 24), "%s: integer case too large" % case["id"])
             check(np.all(arr == np.round(arr)), "%s: non-integer result" % case["id"])
-    case["integer_valued"] = bool(integer)
-    case["tolerance"] = {"rtol": RTOL, "atol": round_up_3sig(atol)}
+    case["integer_valued"] = bool(integer) and integer != "q"
+    case["tolerance"] = {"rtol": F16_RTOL if f16 else RTOL, "atol": round_up_3sig(atol)}
     case["abs_scale"] = abs_scale
     data = {}
     for name, arr in list(inputs.items()) + list(outputs.items()):
@@ -523,9 +564,9 @@ def finish(case, inputs, outputs, abs_out, counts, integer):
     case["data"] = data
 
 
-def header(cid, op, expect, desc, params, shapes):
+def header(cid, op, expect, desc, params, shapes, dtype="float32"):
     return {"id": cid, "op": op, "expect": expect, "description": desc, "params": params,
-            "shapes": shapes, "dtype": "float32", "integer_valued": False,
+            "shapes": shapes, "dtype": dtype, "integer_valued": False,
             "tolerance": {"rtol": RTOL, "atol": ATOL_FLOOR}, "abs_scale": {}}
 
 
@@ -561,7 +602,9 @@ def conv_id(op, N, C, H, W, K, R, S, p, integer, tag):
         parts.append("op" + fmt2(p["output_padding"]))
     if p["bias"]:
         parts.append("bias")
-    if integer:
+    if integer == "q":
+        parts.append("q")
+    elif integer:
         parts.append("int")
     return "_".join(parts)
 
@@ -574,7 +617,9 @@ def describe(op, N, C, H, W, K, R, S, p, integer, note):
             p["dilation"], p["groups"], "bias" if p["bias"] else "no bias"))
     if "output_padding" in p:
         s += ", output_padding %s" % (p["output_padding"],)
-    if integer:
+    if integer == "q":
+        s += "; inputs are multiples of 1/4 in [-2, 2]"
+    elif integer:
         s += "; integer-valued inputs"
     if note:
         s += ". " + note
@@ -584,17 +629,18 @@ def describe(op, N, C, H, W, K, R, S, p, integer, note):
 # ---- conv2d / convolve2d
 
 def conv(op, N, C, H, W, K, R, S, stride=1, padding=0, dilation=1, groups=1, mode="zeros",
-         bias=False, integer=False, tag=None, note=None, x=None, w=None, expect_y=None):
+         bias=False, integer=False, tag=None, note=None, x=None, w=None, expect_y=None,
+         dtype="float32", accumulate=None):
     flip = op == "convolve2d"
     p = conv_params(stride, padding, dilation, groups, mode, bias, R, S)
-    cid = conv_id(op, N, C, H, W, K, R, S, p, integer, tag)
+    cid = conv_id(op, N, C, H, W, K, R, S, p, integer, tag) + ("_f16" if dtype == "float16" else "")
     xs, ws = [N, C, H, W], [K, C // groups, R, S]
     errs = conv_errors(p, xs, ws, [K] if bias else None)
     check(not errs, "%s: ok case violates %s" % (cid, errs))
     rng = rng_for(cid)
-    x = draw(rng, xs, integer) if x is None else np.asarray(x, np.float32).reshape(xs)
-    w = draw(rng, ws, integer) if w is None else np.asarray(w, np.float32).reshape(ws)
-    b = draw(rng, [K], integer) if bias else None
+    x = draw(rng, xs, integer, dtype) if x is None else np.asarray(x, np.float32).reshape(xs)
+    w = draw(rng, ws, integer, dtype) if w is None else np.asarray(w, np.float32).reshape(ws)
+    b = draw(rng, [K], integer, dtype) if bias else None
     y = jref_conv(x, w, b, p, flip)
     ya = jref_conv(np.abs(x), np.abs(w), None if b is None else np.abs(b), p, flip)
     ones = jref_conv(np.ones_like(x), np.ones_like(w), None if b is None else np.ones_like(b), p, flip)
@@ -610,8 +656,9 @@ def conv(op, N, C, H, W, K, R, S, stride=1, padding=0, dilation=1, groups=1, mod
     if bias:
         shapes["b"], inputs["b"] = [K], b
     shapes["y"] = [N, K, Ho, Wo]
-    case = header(cid, op, "ok", describe(op, N, C, H, W, K, R, S, p, integer, note), p, shapes)
-    finish(case, inputs, {"y": y.astype(np.float32)}, {"y": ya}, {"y": ones}, integer)
+    case = header(cid, op, "ok", describe(op, N, C, H, W, K, R, S, p, integer, note), p, shapes,
+                  dtype)
+    finish(case, inputs, {"y": y}, {"y": ya}, {"y": ones}, integer, accumulate)
     add_case(case)
     return y
 
@@ -645,20 +692,22 @@ def conv_err(op, reason, N, C, H, W, K, R, S, stride=1, padding=0, dilation=1, g
 # ---- conv_transpose2d
 
 def convt(N, Cin, H, W, Cout, R, S, stride=1, padding=0, output_padding=0, dilation=1,
-          groups=1, bias=False, integer=False, tag=None, note=None):
+          groups=1, bias=False, integer=False, tag=None, note=None, dtype="float32",
+          accumulate=None):
     op = "conv_transpose2d"
     p = {"stride": pair(stride), "padding": pair(padding)}
     p["padding_resolved"] = [[p["padding"][0]] * 2, [p["padding"][1]] * 2]
     p.update({"output_padding": pair(output_padding), "dilation": pair(dilation),
               "groups": groups, "padding_mode": "zeros", "bias": bias})
-    cid = conv_id(op, N, Cin, H, W, Cout, R, S, p, integer, tag)
+    cid = conv_id(op, N, Cin, H, W, Cout, R, S, p, integer, tag) + (
+        "_f16" if dtype == "float16" else "")
     xs, ws = [N, Cin, H, W], [Cin, Cout // groups, R, S]
     check(Cout % groups == 0, cid)
     errs = convt_errors(p, xs, ws, [Cout] if bias else None)
     check(not errs, "%s: ok case violates %s" % (cid, errs))
     rng = rng_for(cid)
-    x, w = draw(rng, xs, integer), draw(rng, ws, integer)
-    b = draw(rng, [Cout], integer) if bias else None
+    x, w = draw(rng, xs, integer, dtype), draw(rng, ws, integer, dtype)
+    b = draw(rng, [Cout], integer, dtype) if bias else None
     y = jref_convt(x, w, b, p)
     ya = jref_convt(np.abs(x), np.abs(w), None if b is None else np.abs(b), p)
     ones = jref_convt(np.ones_like(x), np.ones_like(w), None if b is None else np.ones_like(b), p)
@@ -672,8 +721,9 @@ def convt(N, Cin, H, W, Cout, R, S, stride=1, padding=0, output_padding=0, dilat
     if bias:
         shapes["b"], inputs["b"] = [Cout], b
     shapes["y"] = ys
-    case = header(cid, op, "ok", describe(op, N, Cin, H, W, Cout, R, S, p, integer, note), p, shapes)
-    finish(case, inputs, {"y": y.astype(np.float32)}, {"y": ya}, {"y": ones}, integer)
+    case = header(cid, op, "ok", describe(op, N, Cin, H, W, Cout, R, S, p, integer, note), p, shapes,
+                  dtype)
+    finish(case, inputs, {"y": y}, {"y": ya}, {"y": ones}, integer, accumulate)
     add_case(case)
     return y
 
@@ -701,10 +751,10 @@ def convt_err(reason, N, Cin, H, W, Cout, R, S, stride=1, padding=0, output_padd
 # ---- conv2d_grad
 
 def grad(N, C, H, W, K, R, S, stride=1, padding=0, dilation=1, groups=1, mode="zeros",
-         bias=False, integer=False, tag=None, note=None):
+         bias=False, integer=False, tag=None, note=None, dtype="float32", accumulate=None):
     op = "conv2d_grad"
     p = conv_params(stride, padding, dilation, groups, mode, bias, R, S)
-    cid = conv_id(op, N, C, H, W, K, R, S, p, integer, tag)
+    cid = conv_id(op, N, C, H, W, K, R, S, p, integer, tag) + ("_f16" if dtype == "float16" else "")
     xs, ws = [N, C, H, W], [K, C // groups, R, S]
     pr = p["padding_resolved"]
     Ho = conv_out(H, pr[0][0], pr[0][1], p["dilation"][0], R, p["stride"][0])
@@ -713,9 +763,9 @@ def grad(N, C, H, W, K, R, S, stride=1, padding=0, dilation=1, groups=1, mode="z
     errs = conv_errors(p, xs, ws, [K] if bias else None, dys)
     check(not errs, "%s: ok case violates %s" % (cid, errs))
     rng = rng_for(cid)
-    x, w = draw(rng, xs, integer), draw(rng, ws, integer)
-    b = draw(rng, [K], integer) if bias else None
-    dy = draw(rng, dys, integer)
+    x, w = draw(rng, xs, integer, dtype), draw(rng, ws, integer, dtype)
+    b = draw(rng, [K], integer, dtype) if bias else None
+    dy = draw(rng, dys, integer, dtype)
     g = jref_grad(x, w, b, dy, p)
     ga = jref_grad(np.abs(x), np.abs(w), None if b is None else np.abs(b), np.abs(dy), p)
     go = jref_grad(np.ones_like(x), np.ones_like(w), None if b is None else np.ones_like(b),
@@ -732,32 +782,38 @@ def grad(N, C, H, W, K, R, S, stride=1, padding=0, dilation=1, groups=1, mode="z
     shapes["dx"], shapes["dw"] = xs, ws
     if bias:
         shapes["db"] = [K]
-    case = header(cid, op, "ok", describe(op, N, C, H, W, K, R, S, p, integer, note), p, shapes)
-    finish(case, inputs, {k: v.astype(np.float32) for k, v in g.items()}, ga, go, integer)
+    case = header(cid, op, "ok", describe(op, N, C, H, W, K, R, S, p, integer, note), p, shapes,
+                  dtype)
+    finish(case, inputs, dict(g), ga, go, integer, accumulate)
     add_case(case)
     return g
 
 
 # ---- gemm
 
-def gemm(m, k, n, ta, tb, integer=False, tag=None, note=None):
+def gemm(m, k, n, ta, tb, integer=False, tag=None, note=None, dtype="float32", accumulate=None,
+         a=None, b=None):
     p = {"m": m, "k": k, "n": n, "transpose_a": ta, "transpose_b": tb}
     cid = "gemm_%s%dx%dx%d_%s%s%s" % (tag + "_" if tag else "", m, k, n, "t" if ta else "n",
-                                      "t" if tb else "n", "_int" if integer else "")
+                                      "t" if tb else "n",
+                                      "_q" if integer == "q" else "_int" if integer else "")
+    cid += "_f16" if dtype == "float16" else ""
     sa, sb = gemm_shapes(m, k, n, ta, tb)
     check(not gemm_errors(p, sa, sb), cid)
     rng = rng_for(cid)
-    a, b = draw(rng, sa, integer), draw(rng, sb, integer)
+    a = draw(rng, sa, integer, dtype) if a is None else np.asarray(a, np.float32).reshape(sa)
+    b = draw(rng, sb, integer, dtype) if b is None else np.asarray(b, np.float32).reshape(sb)
     c = jref_gemm(a, b, p)
     ca = jref_gemm(np.abs(a), np.abs(b), p)
     cross_check(cid, "c", c, naive_gemm(a, b, p), float(ca.max()))
     check(list(c.shape) == [m, n], cid + ": output shape")
     desc = ("gemm: c [%d,%d] = %s @ %s, k = %d; a stored %s, b stored %s%s%s"
             % (m, n, "a^T" if ta else "a", "b^T" if tb else "b", k, sa, sb,
+               "; inputs are multiples of 1/4" if integer == "q" else
                "; integer-valued inputs" if integer else "", (". " + note) if note else ""))
-    case = header(cid, "gemm", "ok", desc, p, {"a": sa, "b": sb, "c": [m, n]})
-    finish(case, {"a": a, "b": b}, {"c": c.astype(np.float32)}, {"c": ca},
-           {"c": np.full(c.shape, float(k))}, integer)
+    case = header(cid, "gemm", "ok", desc, p, {"a": sa, "b": sb, "c": [m, n]}, dtype)
+    finish(case, {"a": a, "b": b}, {"c": c}, {"c": ca},
+           {"c": np.full(c.shape, float(k))}, integer, accumulate)
     add_case(case)
 
 
@@ -1071,8 +1127,52 @@ def build_grad_cases():
 
 # --------------------------------------------------------------------------- main
 
+def build_f16_cases():
+    H = "float16"
+    # Every op, padding modes, groups, strides, dilation; random and integer-valued.
+    conv("conv2d", 2, 3, 9, 7, 4, 3, 3, padding=1, bias=True, dtype=H)
+    conv("conv2d", 1, 4, 8, 8, 4, 3, 3, padding="same", mode="reflect", groups=2, integer=True,
+         dtype=H)
+    conv("conv2d", 1, 2, 7, 6, 3, 3, 2, padding=(2, 1), dilation=(2, 1), mode="circular", dtype=H)
+    conv("conv2d", 2, 2, 9, 9, 2, 3, 3, stride=2, padding=1, mode="replicate", bias=True,
+         integer=True, dtype=H)
+    conv("conv2d", 1, 8, 7, 7, 8, 3, 3, padding=1, groups=8, dtype=H, note="depthwise")
+    conv("convolve2d", 1, 2, 6, 7, 3, 5, 5, padding=2, bias=True, dtype=H)
+    conv("convolve2d", 1, 3, 5, 5, 2, 3, 3, padding=1, mode="reflect", integer=True, dtype=H)
+    conv("conv2d", 1, 16, 6, 6, 8, 3, 3, padding=1, dtype=H, accumulate="float16",
+         tag="f16acc", note="tolerance of f16 arithmetic (accumulate float16)")
+    # Anchors: cubek#519 (f16 1x1 conv wrong at C = 96), at small cost.
+    conv("conv2d", 1, 96, 8, 8, 16, 1, 1, bias=True, dtype=H, tag="c96",
+         note="C = 96 1x1 (cubek#519)")
+    # Anchor: f16 products overflow f16 (300 * 256 = 76800 > 65504) but not f32; f32
+    # accumulation gives the finite result (ORT#32357: no silent zeros or infinities).
+    conv("conv2d", 1, 2, 2, 2, 1, 1, 1, dtype=H, tag="overflow",
+         x=[256, 250, 300, 260, 250, 256, 299, 260], w=[300, -299],
+         note="products overflow float16, the sums do not")
+    gemm(2, 3, 2, False, False, dtype=H, tag="overflow",
+         a=[300, 300, 1, 250, 260, 2], b=[256, 250, -256, -250, 3, 5],
+         note="products overflow float16, the sums do not")
+    # conv_transpose2d, including ORT#28976's shape: output indices above 2048.
+    convt(1, 4, 5, 7, 6, 3, 3, stride=2, padding=1, output_padding=1, groups=2, bias=True, dtype=H)
+    convt(2, 4, 4, 5, 4, 3, 2, stride=(2, 3), padding=(1, 0), groups=2, integer=True, dtype=H)
+    convt(1, 2, 2, 1100, 1, 3, 3, stride=(1, 2), bias=True, integer=True, dtype=H, tag="wide",
+          note="output width 2201: indices above 2048 (ORT#28976)")
+    # Gradients; the anchor: weight and bias gradients reducing over 2^15 output pixels.
+    grad(1, 2, 5, 7, 3, 3, 3, padding=1, mode="reflect", bias=True, dtype=H)
+    grad(1, 4, 13, 17, 4, 3, 3, stride=2, padding=1, dilation=2, groups=2, dtype=H)
+    grad(2, 4, 5, 7, 4, 3, 3, padding=1, groups=2, mode="circular", bias=True, integer=True,
+         dtype=H)
+    grad(1, 1, 128, 256, 1, 1, 1, bias=True, integer="q", dtype=H, tag="long",
+         note="dw and db reduce over 2^15 output pixels")
+    # GEMM.
+    gemm(17, 33, 65, False, True, dtype=H)
+    gemm(33, 64, 9, True, False, integer=True, dtype=H)
+    gemm(5, 100, 3, True, True, dtype=H, accumulate="float16", tag="f16acc")
+
+
 def main():
     outdir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(REPO, "tests", "fixtures")
+    build_f16_cases()
     build_conv_cases()
     build_conv_errors()
     build_gemm_cases()

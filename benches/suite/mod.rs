@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use wgconv::{
-    Algorithm, Context, Conv2dParams, ConvTranspose2dParams, GemmParams, GemmVariant, Operation,
-    Padding, Tensor,
+    Algorithm, Context, Conv2dParams, ConvTranspose2dParams, DType, GemmParams, GemmVariant,
+    Operation, Padding, Tensor,
 };
 
 /// What to measure.
@@ -21,6 +21,8 @@ pub struct Opts {
     pub algos: Option<Vec<String>>,
     /// A measurement whose warm-up run takes longer than this (ms) is timed once.
     pub slow_ms: f64,
+    /// Element type of every tensor (f16: f16 storage, f32 accumulation).
+    pub dtype: DType,
 }
 
 pub struct Shape {
@@ -134,8 +136,8 @@ pub fn run(
         {
             continue;
         }
-        let x = Tensor::from_slice(&ctx, &fill(s.x.iter().product(), 7), &s.x)?;
-        let w = Tensor::from_slice(&ctx, &fill(s.w.iter().product(), 11), &s.w)?;
+        let x = Tensor::from_f32(&ctx, &fill(s.x.iter().product(), 7), &s.x, o.dtype)?;
+        let w = Tensor::from_f32(&ctx, &fill(s.w.iter().product(), 11), &s.w, o.dtype)?;
         let p = s.params.resolve(s.x, s.w, None)?;
         let runs = |ops: &[Operation], a: Algorithm| {
             ops.iter().all(|&op| ctx.check_algorithm(op, a, &p).is_ok())
@@ -152,7 +154,12 @@ pub fn run(
                 report("conv2d_fwd", s.name, algo.name(), ms, flops);
             }
         }
-        let dy = Tensor::from_slice(&ctx, &fill(p.y_shape().iter().product(), 13), &p.y_shape())?;
+        let dy = Tensor::from_f32(
+            &ctx,
+            &fill(p.y_shape().iter().product(), 13),
+            &p.y_shape(),
+            o.dtype,
+        )?;
         // The algorithms that run `ops` on this shape here (a forced algorithm that cannot is
         // refused, never rerouted).
         let algos = |ops: &[Operation]| -> Vec<Algorithm> {
@@ -217,8 +224,8 @@ pub fn run(
         && want_op("gemm")
     {
         let n = 1024;
-        let a = Tensor::from_slice(&ctx, &fill(n * n, 7), &[n, n])?;
-        let b = Tensor::from_slice(&ctx, &fill(n * n, 11), &[n, n])?;
+        let a = Tensor::from_f32(&ctx, &fill(n * n, 7), &[n, n], o.dtype)?;
+        let b = Tensor::from_f32(&ctx, &fill(n * n, 11), &[n, n], o.dtype)?;
         for &v in GemmVariant::ALL.iter().chain([&GemmVariant::Auto]) {
             if !want_algo(v.name()) || ctx.check_gemm_variant(v).is_err() {
                 continue;

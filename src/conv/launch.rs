@@ -21,6 +21,10 @@ pub(crate) struct ConvBuffers {
     /// Identity and version of the weights when the caller's weight tensor may be cached
     /// (see `wcache`); `None` packs every call.
     pub w_key: Option<ContentKey>,
+    /// The caller's f16 weights (buffer, element count) when `w` is their f32 copy, filled
+    /// by commands of the call's encoder: a weight pack recorded into a submission of its own
+    /// (the packed-weight cache) converts them there instead of reading `w`.
+    pub w16: Option<(wgpu::Buffer, usize)>,
 }
 
 impl ConvBuffers {
@@ -37,6 +41,7 @@ impl ConvBuffers {
             b: b.cloned(),
             y: y.clone(),
             w_key: None,
+            w16: None,
         }
     }
 }

@@ -13,10 +13,11 @@ pub use table::Operation;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::gpu::half;
 use crate::params::{
     Conv2dParams, Conv2dProblem, ConvTranspose2dParams, Shape4, TransposedProblem,
 };
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use band::Side;
 use launch::ConvBuffers;
 
@@ -178,9 +179,23 @@ impl Context {
     /// `x`: `[N, C, H, W]`; `w`: `[K, C/groups, R, S]`; `bias`: `[K]`. Returns
     /// `[N, K, Ho, Wo]`. The work is recorded and submitted; reading the result waits for it.
     ///
+    /// # Element types
+    /// Every operand has the same [`DType`]; the result has it too. On f16 tensors every
+    /// operation of the crate (convolutions, transposed convolution, the three gradients,
+    /// GEMM; every algorithm, forced or not) reads the f16 values exactly, computes in f32
+    /// with f32 accumulation, and rounds each result once to f16 (to nearest even; beyond
+    /// ±65504 to ±infinity, as PyTorch does): the f16 operands are converted into f32
+    /// scratch, the algorithm's f32 kernels run on it, and the results are converted back.
+    /// The kernels do not read f16 natively yet (f16 halves memory traffic only once they
+    /// do), and there is no f16-arithmetic mode (`shader-f16`) yet. An f16 operand whose f32
+    /// copy would exceed `maxBufferSize` is refused with
+    /// [`ErrorKind::ExceedsLimit`](crate::ErrorKind::ExceedsLimit).
+    ///
     /// # Errors
     /// Every invalid parameter or shape gives [`ErrorKind::InvalidParam`](crate::ErrorKind::InvalidParam) or
-    /// [`ErrorKind::ShapeMismatch`](crate::ErrorKind::ShapeMismatch) before anything runs.
+    /// [`ErrorKind::ShapeMismatch`](crate::ErrorKind::ShapeMismatch) before anything runs;
+    /// operands of different element types give
+    /// [`ErrorKind::DTypeMismatch`](crate::ErrorKind::DTypeMismatch).
     pub fn conv2d(
         &self,
         x: &Tensor,
@@ -201,7 +216,7 @@ impl Context {
         algorithm: Algorithm,
     ) -> Result<Tensor> {
         let p = self.conv2d_problem(x, w, bias, params)?;
-        let y = Tensor::uninit(self, &p.y_shape())?;
+        let y = Tensor::uninit_of(self, &p.y_shape(), x.dtype())?;
         let mut enc = self.encoder("wgconv conv2d");
         self.encode_conv2d_problem(&mut enc, &p, x, w, bias, &y, algorithm)?;
         self.submit(enc)?;
@@ -261,6 +276,7 @@ impl Context {
         x.check_ctx(self, "x")?;
         w.check_ctx(self, "w")?;
         let bias_len = self.bias_len(bias)?;
+        half::common_dtype(&[("x", Some(x)), ("w", Some(w)), ("bias", bias)])?;
         Conv2dProblem::new(x.shape4("x")?, w.shape4("w")?, bias_len, params)
     }
 
@@ -275,14 +291,29 @@ impl Context {
         y: &Tensor,
         algorithm: Algorithm,
     ) -> Result<()> {
+        half::common_dtype(&[
+            ("x", Some(x)),
+            ("w", Some(w)),
+            ("bias", bias),
+            ("y", Some(y)),
+        ])?;
+        // f32 tensors are their own views; f16 ones are converted (see `gpu::half`).
+        let xv = half::input(self, enc, x)?;
+        let wv = half::input(self, enc, w)?;
+        let bv = bias.map(|b| half::input(self, enc, b)).transpose()?;
+        let yv = half::output(self, enc, y, false)?;
         let bufs = ConvBuffers {
-            x: x.raw().clone(),
-            w: w.raw().clone(),
-            b: bias.map(|b| b.raw().clone()),
-            y: y.raw().clone(),
+            x: xv.buffer.clone(),
+            w: wv.buffer.clone(),
+            b: bv.as_ref().map(|b| b.buffer.clone()),
+            y: yv.buffer.clone(),
             w_key: w.content_key(),
+            // The packed-weight cache packs in a submission of its own, which must not read
+            // the f32 copy filled in `enc`: it converts the f16 weights itself.
+            w16: (w.dtype() == DType::F16).then(|| (w.raw().clone(), w.numel())),
         };
-        forward::encode(self, enc, p, &bufs, algorithm)
+        forward::encode(self, enc, p, &bufs, algorithm)?;
+        half::finish(self, enc, &yv, y)
     }
 
     pub(crate) fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
@@ -348,7 +379,7 @@ impl Context {
         params: &Conv2dParams,
         algorithm: Algorithm,
     ) -> Result<Tensor> {
-        let dx = Tensor::uninit(self, &x_shape)?;
+        let dx = Tensor::uninit_of(self, &x_shape, dy.dtype())?;
         let mut enc = self.encoder("wgconv conv2d_backward_input");
         self.encode_conv2d_backward_input(&mut enc, dy, w, params, algorithm, &dx)?;
         self.submit(enc)?;
@@ -372,22 +403,28 @@ impl Context {
         dx.check_ctx(self, "dx")?;
         let p = Conv2dProblem::new(dx.shape4("dx")?, w.shape4("w")?, None, params)?;
         self.check_dy(&p, dy)?;
+        half::common_dtype(&[("dy", Some(dy)), ("w", Some(w)), ("dx", Some(dx))])?;
+        let dyv = half::input(self, encoder, dy)?;
+        let wv = half::input(self, encoder, w)?;
+        let dxv = half::output(self, encoder, dx, false)?;
         input_grad::encode(
             self,
             encoder,
             &p,
-            dy.raw(),
-            w.raw(),
+            dyv.buf(),
+            wv.buf(),
             None,
-            dx.raw(),
+            dxv.buf(),
             algorithm,
             false,
-        )
+        )?;
+        half::finish(self, encoder, &dxv, dx)
     }
 
     /// Gradient of a conv2d w.r.t. its weight: `dw` of shape `w_shape` from the input `x`
     /// and `dy`. The reduction over images and pixels runs in a fixed order
-    /// (deterministic).
+    /// (deterministic). `dw` has the element type of `x` and `dy`
+    /// ([`Context::conv2d_backward_weight_as`] chooses it).
     pub fn conv2d_backward_weight(
         &self,
         x: &Tensor,
@@ -396,14 +433,36 @@ impl Context {
         params: &Conv2dParams,
         algorithm: Algorithm,
     ) -> Result<Tensor> {
-        let dw = Tensor::uninit(self, &w_shape)?;
+        self.conv2d_backward_weight_as(x, dy, w_shape, params, algorithm, x.dtype())
+    }
+
+    /// [`Context::conv2d_backward_weight`] producing `dw` of element type `dw_dtype`: f16
+    /// `x` and `dy` with an f32 `dw` is the master-weights pattern of mixed-precision
+    /// training (the f32 sums are stored as they are, not rounded to f16).
+    ///
+    /// # Errors
+    /// Those of [`Context::conv2d_backward_weight`]; an f32 `dw` of f16 inputs is the only
+    /// mix: f32 inputs with an f16 `dw` give
+    /// [`ErrorKind::DTypeMismatch`](crate::ErrorKind::DTypeMismatch).
+    pub fn conv2d_backward_weight_as(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        w_shape: Shape4,
+        params: &Conv2dParams,
+        algorithm: Algorithm,
+        dw_dtype: DType,
+    ) -> Result<Tensor> {
+        let dw = Tensor::uninit_of(self, &w_shape, dw_dtype)?;
         let mut enc = self.encoder("wgconv conv2d_backward_weight");
         self.encode_conv2d_backward_weight(&mut enc, x, dy, params, algorithm, &dw)?;
         self.submit(enc)?;
         Ok(dw)
     }
 
-    /// Records [`Context::conv2d_backward_weight`] into `encoder`, writing `dw`.
+    /// Records [`Context::conv2d_backward_weight`] into `encoder`, writing `dw` (of the
+    /// inputs' element type, or f32 for f16 inputs: see
+    /// [`Context::conv2d_backward_weight_as`]).
     pub fn encode_conv2d_backward_weight(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -419,13 +478,21 @@ impl Context {
         dw.check_ctx(self, "dw")?;
         let p = Conv2dProblem::new(x.shape4("x")?, dw.shape4("dw")?, None, params)?;
         self.check_dy(&p, dy)?;
-        weight_grad::encode(self, encoder, &p, x.raw(), dy.raw(), dw.raw(), algorithm)
+        let dt = half::common_dtype(&[("x", Some(x)), ("dy", Some(dy))])?;
+        if !(dw.dtype() == dt || dw.dtype() == DType::F32) {
+            return Err(Error::dtype_mismatch("dw", dt, dw.dtype()));
+        }
+        let xv = half::input(self, encoder, x)?;
+        let dyv = half::input(self, encoder, dy)?;
+        let dwv = half::output(self, encoder, dw, false)?;
+        weight_grad::encode(self, encoder, &p, xv.buf(), dyv.buf(), dwv.buf(), algorithm)?;
+        half::finish(self, encoder, &dwv, dw)
     }
 
     /// Gradient of a conv2d w.r.t. its bias: `db[k] = Σ dy[n, k, :, :]` (`[K]`).
     pub fn conv2d_backward_bias(&self, dy: &Tensor) -> Result<Tensor> {
         let [_, k, _, _] = dy.shape4("dy")?;
-        let db = Tensor::uninit(self, &[k])?;
+        let db = Tensor::uninit_of(self, &[k], dy.dtype())?;
         let mut enc = self.encoder("wgconv conv2d_backward_bias");
         self.encode_conv2d_backward_bias(&mut enc, dy, &db)?;
         self.submit(enc)?;
@@ -451,7 +518,11 @@ impl Context {
             ));
         }
         self.check_out(db, "db", &[shape[1]])?;
-        bias_grad::encode(self, encoder, shape, dy.raw(), db.raw())
+        half::common_dtype(&[("dy", Some(dy)), ("db", Some(db))])?;
+        let dyv = half::input(self, encoder, dy)?;
+        let dbv = half::output(self, encoder, db, false)?;
+        bias_grad::encode(self, encoder, shape, dyv.buf(), dbv.buf())?;
+        half::finish(self, encoder, &dbv, db)
     }
 
     /// All gradients of `y = conv2d(x, w, b)` for an upstream gradient `dy`, in one
@@ -469,28 +540,48 @@ impl Context {
         w.check_ctx(self, "w")?;
         let p = Conv2dProblem::new(x.shape4("x")?, w.shape4("w")?, None, params)?;
         self.check_dy(&p, dy)?;
-        let dx = Tensor::uninit(self, &p.x_shape())?;
-        let dw = Tensor::uninit(self, &p.w_shape())?;
+        let dt = half::common_dtype(&[("x", Some(x)), ("w", Some(w)), ("dy", Some(dy))])?;
+        let dx = Tensor::uninit_of(self, &p.x_shape(), dt)?;
+        let dw = Tensor::uninit_of(self, &p.w_shape(), dt)?;
         let db = if with_bias {
-            Some(Tensor::uninit(self, &[p.k])?)
+            Some(Tensor::uninit_of(self, &[p.k], dt)?)
         } else {
             None
         };
         let mut enc = self.encoder("wgconv conv2d_backward");
+        // f16: dy is converted once for the three gradients.
+        let dyv = half::input(self, &mut enc, dy)?;
+        let xv = half::input(self, &mut enc, x)?;
+        let wv = half::input(self, &mut enc, w)?;
+        let dxv = half::output(self, &mut enc, &dx, false)?;
         input_grad::encode(
             self,
             &mut enc,
             &p,
-            dy.raw(),
-            w.raw(),
+            dyv.buf(),
+            wv.buf(),
             None,
-            dx.raw(),
+            dxv.buf(),
             algorithm,
             false,
         )?;
-        weight_grad::encode(self, &mut enc, &p, x.raw(), dy.raw(), dw.raw(), algorithm)?;
+        half::finish(self, &mut enc, &dxv, &dx)?;
+        drop(dxv);
+        let dwv = half::output(self, &mut enc, &dw, false)?;
+        weight_grad::encode(
+            self,
+            &mut enc,
+            &p,
+            xv.buf(),
+            dyv.buf(),
+            dwv.buf(),
+            algorithm,
+        )?;
+        half::finish(self, &mut enc, &dwv, &dw)?;
         if let Some(db) = &db {
-            bias_grad::encode(self, &mut enc, p.y_shape(), dy.raw(), db.raw())?;
+            let dbv = half::output(self, &mut enc, db, false)?;
+            bias_grad::encode(self, &mut enc, p.y_shape(), dyv.buf(), dbv.buf())?;
+            half::finish(self, &mut enc, &dbv, db)?;
         }
         self.submit(enc)?;
         Ok(Conv2dGradients { dx, dw, db })
@@ -509,7 +600,7 @@ impl Context {
         algorithm: Algorithm,
     ) -> Result<Tensor> {
         let tp = self.transposed_problem(x, w, bias, params)?;
-        let y = Tensor::uninit(self, &tp.y_shape())?;
+        let y = Tensor::uninit_of(self, &tp.y_shape(), x.dtype())?;
         let mut enc = self.encoder("wgconv conv_transpose2d");
         self.encode_conv_transpose2d(&mut enc, x, w, bias, params, algorithm, &y)?;
         self.submit(enc)?;
@@ -532,17 +623,28 @@ impl Context {
         y.mark_volatile();
         let tp = self.transposed_problem(x, w, bias, params)?;
         self.check_out(y, "y", &tp.y_shape())?;
+        half::common_dtype(&[
+            ("x", Some(x)),
+            ("w", Some(w)),
+            ("bias", bias),
+            ("y", Some(y)),
+        ])?;
+        let xv = half::input(self, encoder, x)?;
+        let wv = half::input(self, encoder, w)?;
+        let bv = bias.map(|b| half::input(self, encoder, b)).transpose()?;
+        let yv = half::output(self, encoder, y, false)?;
         input_grad::encode(
             self,
             encoder,
             &tp.conv,
-            x.raw(),
-            w.raw(),
-            bias.map(|b| b.raw()),
-            y.raw(),
+            xv.buf(),
+            wv.buf(),
+            bv.as_ref().map(|b| b.buf()),
+            yv.buf(),
             algorithm,
             true,
-        )
+        )?;
+        half::finish(self, encoder, &yv, y)
     }
 
     fn transposed_problem(
@@ -555,6 +657,7 @@ impl Context {
         x.check_ctx(self, "x")?;
         w.check_ctx(self, "w")?;
         let bias_len = self.bias_len(bias)?;
+        half::common_dtype(&[("x", Some(x)), ("w", Some(w)), ("bias", bias)])?;
         params.resolve(x.shape4("x")?, w.shape4("w")?, bias_len)
     }
 }

@@ -42,7 +42,7 @@ fn round(v: Vec<f64>) -> Vec<f32> {
 }
 
 /// Unrounded input gradient (the scatter of `dy · w` through the forward index mapping).
-fn backward_input_f64(p: &Conv2dProblem, dy: &[f32], w: &[f32]) -> Vec<f64> {
+pub(crate) fn backward_input_f64(p: &Conv2dProblem, dy: &[f32], w: &[f32]) -> Vec<f64> {
     assert_len("dy", dy, p.y_shape());
     assert_len("w", w, p.w_shape());
     let (cg, kg) = (p.c_per_group(), p.k_per_group());
@@ -97,6 +97,11 @@ pub fn conv2d_backward_input(p: &Conv2dProblem, dy: &[f32], w: &[f32]) -> Vec<f3
 /// # Panics
 /// If a slice length does not match the problem's shape.
 pub fn conv2d_backward_weight(p: &Conv2dProblem, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    round(backward_weight_f64(p, x, dy))
+}
+
+/// Unrounded weight gradient.
+pub(crate) fn backward_weight_f64(p: &Conv2dProblem, x: &[f32], dy: &[f32]) -> Vec<f64> {
     assert_len("x", x, p.x_shape());
     assert_len("dy", dy, p.y_shape());
     let (cg, kg) = (p.c_per_group(), p.k_per_group());
@@ -127,7 +132,7 @@ pub fn conv2d_backward_weight(p: &Conv2dProblem, x: &[f32], dy: &[f32]) -> Vec<f
             }
         }
     }
-    round(dw)
+    dw
 }
 
 /// Bias gradient of the forward convolution `p`: `db[k] = Σ_{n, oy, ox} dy[n, k, oy, ox]`.
@@ -138,13 +143,18 @@ pub fn conv2d_backward_weight(p: &Conv2dProblem, x: &[f32], dy: &[f32]) -> Vec<f
 /// # Panics
 /// If the length of `dy` does not match the problem's output shape.
 pub fn conv2d_backward_bias(p: &Conv2dProblem, dy: &[f32]) -> Vec<f32> {
+    round(backward_bias_f64(p, dy))
+}
+
+/// Unrounded bias gradient.
+pub(crate) fn backward_bias_f64(p: &Conv2dProblem, dy: &[f32]) -> Vec<f64> {
     assert_len("dy", dy, p.y_shape());
     let mut db = vec![0f64; p.k];
     let plane = p.oh * p.ow;
     for (i, &d) in dy.iter().enumerate() {
         db[(i / plane) % p.k] += d as f64;
     }
-    round(db)
+    db
 }
 
 /// Gradients of `L = Σ conv2d(x, w, b) · dy` with respect to `x`, `w` and (when `with_bias`)
@@ -228,6 +238,16 @@ pub fn conv_transpose2d_problem(
     w: &[f32],
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
+    round(transposed_f64(tp, x, w, bias))
+}
+
+/// Unrounded transposed convolution.
+pub(crate) fn transposed_f64(
+    tp: &TransposedProblem,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f64> {
     let p = &tp.conv;
     let mut y = backward_input_f64(p, x, w);
     if let Some(b) = bias {
@@ -237,5 +257,5 @@ pub fn conv_transpose2d_problem(
             *v += b[(i / plane) % p.c] as f64;
         }
     }
-    round(y)
+    y
 }

@@ -7,7 +7,9 @@
 //! WebGPU adapter.
 
 mod gemm;
+mod half;
 pub use gemm::gemm;
+pub use half::*;
 
 use crate::error::{Error, Result};
 use crate::params::{numel, Conv2dParams, Conv2dProblem, Shape4};
@@ -59,8 +61,21 @@ pub fn conv2d(
 
 /// Forward convolution of a resolved problem (slices must have the problem's sizes).
 pub fn conv2d_problem(p: &Conv2dProblem, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    conv2d_f64(p, x, w, bias)
+        .into_iter()
+        .map(|v| v as f32)
+        .collect()
+}
+
+/// Unrounded forward convolution (f64 sums).
+pub(crate) fn conv2d_f64(
+    p: &Conv2dProblem,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f64> {
     let (cg, kg) = (p.c_per_group(), p.k_per_group());
-    let mut y = vec![0f32; numel(&p.y_shape())];
+    let mut y = vec![0f64; numel(&p.y_shape())];
     for n in 0..p.n {
         for k in 0..p.k {
             let g = k / kg;
@@ -84,7 +99,7 @@ pub fn conv2d_problem(p: &Conv2dProblem, x: &[f32], w: &[f32], bias: Option<&[f3
                             }
                         }
                     }
-                    y[((n * p.k + k) * p.oh + oy) * p.ow + ox] = acc as f32;
+                    y[((n * p.k + k) * p.oh + oy) * p.ow + ox] = acc;
                 }
             }
         }

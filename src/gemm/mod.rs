@@ -8,6 +8,7 @@ pub(crate) mod job;
 
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
+use crate::gpu::half;
 use crate::tensor::Tensor;
 use job::{encode_job, GemmJob, Mat};
 
@@ -183,9 +184,14 @@ impl Context {
     /// `transpose_b`); either may carry a leading batch dimension (`[B, .., ..]`, strided
     /// batched GEMM; a 2-D operand is shared by every batch). Returns `[M, N]` or `[B, M, N]`.
     ///
+    /// f16 operands give an f16 result, computed with f32 arithmetic and accumulation and
+    /// rounded once (see [`Context::conv2d`] for the element types).
+    ///
     /// # Errors
     /// [`ErrorKind::ShapeMismatch`](crate::ErrorKind::ShapeMismatch) when the inner
-    /// dimensions or batch sizes differ or a shape is not 2-D/3-D.
+    /// dimensions or batch sizes differ or a shape is not 2-D/3-D;
+    /// [`ErrorKind::DTypeMismatch`](crate::ErrorKind::DTypeMismatch) when the operands'
+    /// element types differ.
     pub fn gemm(&self, a: &Tensor, b: &Tensor, params: &GemmParams) -> Result<Tensor> {
         let (batch, m, _, n, ba, bb) = gemm_dims(a.shape(), b.shape(), params)?;
         let shape = if ba || bb {
@@ -193,7 +199,8 @@ impl Context {
         } else {
             vec![m, n]
         };
-        let c = Tensor::uninit(self, &shape)?;
+        crate::gpu::half::common_dtype(&[("a", Some(a)), ("b", Some(b))])?;
+        let c = Tensor::uninit_of(self, &shape, a.dtype())?;
         let mut enc = self.encoder("wgconv gemm");
         self.encode_gemm(&mut enc, a, b, None, &c, false, params)?;
         self.submit(enc)?;
@@ -202,6 +209,8 @@ impl Context {
 
     /// Records `C = op(A)·op(B) (+ bias[n]) (+ C if accumulate)` into `encoder`. `bias` has
     /// length `N` (added to every row, as in a linear layer); `c` must have the result shape.
+    /// Every operand has the same element type (f16: see [`Context::gemm`]; with
+    /// `accumulate`, the f16 `C` is read exactly and the sum rounded once).
     #[allow(clippy::too_many_arguments)]
     pub fn encode_gemm(
         &self,
@@ -242,6 +251,16 @@ impl Context {
                 ));
             }
         }
+        half::common_dtype(&[
+            ("a", Some(a)),
+            ("b", Some(b)),
+            ("bias", bias),
+            ("c", Some(c)),
+        ])?;
+        let av = half::input(self, encoder, a)?;
+        let bv = half::input(self, encoder, b)?;
+        let biasv = bias.map(|t| half::input(self, encoder, t)).transpose()?;
+        let cv = half::output(self, encoder, c, accumulate)?;
         let a_ld = if params.transpose_a { m } else { k };
         let b_ld = if params.transpose_b { k } else { n };
         let job = GemmJob {
@@ -252,7 +271,7 @@ impl Context {
             batch_inner: batch,
             a: Mat {
                 win: None,
-                buf: a.raw(),
+                buf: av.buf(),
                 off: 0,
                 ld: a_ld,
                 so: 0,
@@ -261,7 +280,7 @@ impl Context {
             a_km: params.transpose_a,
             b: Mat {
                 win: None,
-                buf: b.raw(),
+                buf: bv.buf(),
                 off: 0,
                 ld: b_ld,
                 so: 0,
@@ -270,16 +289,17 @@ impl Context {
             b_kn: !params.transpose_b,
             c: Mat {
                 win: None,
-                buf: c.raw(),
+                buf: cv.buf(),
                 off: 0,
                 ld: n,
                 so: 0,
                 si: m * n,
             },
             c_col_stride: 1,
-            bias: bias.map(|t| (t.raw(), 0, 0, 2)),
+            bias: biasv.as_ref().map(|t| (t.buf(), 0, 0, 2)),
             accumulate,
         };
-        encode_job(self, encoder, &job, params.variant)
+        encode_job(self, encoder, &job, params.variant)?;
+        half::finish(self, encoder, &cv, c)
     }
 }

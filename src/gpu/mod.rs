@@ -2,6 +2,7 @@
 //! grids and the dispatch itself, memory (buffers, storage images), the pipeline cache, and
 //! WGSL produced from Rust.
 
+pub(crate) mod half;
 pub(crate) mod memory;
 pub(crate) mod pipeline;
 pub(crate) mod pool;

@@ -29,6 +29,7 @@ pub(crate) mod conv2d_wgrad;
 pub(crate) mod conv2d_wgrad_depthwise;
 pub(crate) mod conv2d_wgrad_implicit;
 pub(crate) mod dgrad_phase_weights;
+pub(crate) mod f16_convert;
 pub(crate) mod gemm_image;
 pub(crate) mod gemm_reg;
 pub(crate) mod gemm_tiled;
@@ -163,6 +164,7 @@ use conv2d_wgrad::{WgradParams, WgradSpec};
 use conv2d_wgrad_depthwise::{WgradDepthwiseImageSpec, WgradDepthwiseParams, WgradDepthwiseSpec};
 use conv2d_wgrad_implicit::{WgradImplicitParams, WgradImplicitSpec};
 use dgrad_phase_weights::{PhaseWeightsParams, PhaseWeightsSpec};
+use f16_convert::{F16ConvertParams, F16ConvertSpec};
 use gemm_image::{GemmImageParams, GemmImageSpec};
 use gemm_reg::{GemmParams, GemmRegSpec};
 use gemm_tiled::GemmTiledSpec;
@@ -294,6 +296,12 @@ kernels! {
     /// Sub-kernel weights of the phases of [`Kernel::Conv2dDgradPhaseImage`].
     DgradPhaseWeights = "dgrad_phase_weights", dgrad_phase_weights::source(), PhaseWeightsParams,
         PhaseWeightsSpec, [StorageRead, Storage];
+    /// f16 tensor words to f32 scratch (exact).
+    F16Unpack = "f16_unpack", f16_convert::source(false), F16ConvertParams, F16ConvertSpec,
+        [StorageRead, Storage];
+    /// f32 scratch to f16 tensor words (round to nearest even).
+    F16Pack = "f16_pack", f16_convert::source(true), F16ConvertParams, F16ConvertSpec,
+        [StorageRead, Storage];
     /// Input gradient of a strided 1x1 convolution from its sampled pixels' gradient.
     ScatterStrided = "scatter_strided", scatter_strided::source(), ScatterParams, ScatterSpec,
         [StorageRead, StorageRead, Storage];

@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
+use wgconv::half::f16;
 use wgconv::{
-    cpu, Algorithm, Context, Conv2dParams, Conv2dProblem, ConvTranspose2dParams, Error, ErrorKind,
-    GemmParams, GemmVariant, Operation, Padding, PaddingMode, Tensor,
+    cpu, Algorithm, Context, Conv2dParams, Conv2dProblem, ConvTranspose2dParams, DType, Error,
+    ErrorKind, GemmParams, GemmVariant, Operation, Padding, PaddingMode, Tensor,
 };
 
 type Arrays = BTreeMap<String, Vec<f32>>;
@@ -25,6 +26,10 @@ struct Case {
     rtol: f64,
     atol: f64,
     data: Arrays,
+    /// Element type of every array (`dtype`): float16 data are held as their exact f32 values,
+    /// uploaded as f16 tensors and computed with f32 accumulation (also the cases marked
+    /// `accumulate: "float16"`, whose looser tolerance they must meet).
+    dtype: DType,
     /// An optional field value of the format (`../shared/FIXTURES.md`) this runner does not
     /// implement: the case fails on every algorithm (never skipped).
     unsupported: Option<String>,
@@ -36,12 +41,17 @@ fn unsupported_field(v: &Value) -> Option<String> {
         None => true,
         Some(x) => x.as_str() == Some(default),
     };
-    for (k, default) in [
-        ("dtype", "float32"),
-        ("accumulate", "float32"),
-        ("layout", "nchw"),
-        ("weight_layout", "kcrs"),
-    ] {
+    // dtype float16 is implemented (f32 accumulation); accumulate float16 only belongs to
+    // float16 cases (run with f32 accumulation, within the case's looser tolerance).
+    let f16 = v.get("dtype").and_then(Value::as_str) == Some("float16");
+    if !is("dtype", "float32") && !f16 {
+        return Some(format!("dtype = {}", v["dtype"]));
+    }
+    let accumulate_ok = is("accumulate", "float32") || (f16 && is("accumulate", "float16"));
+    if !accumulate_ok {
+        return Some(format!("accumulate = {}", v["accumulate"]));
+    }
+    for (k, default) in [("layout", "nchw"), ("weight_layout", "kcrs")] {
         if !is(k, default) {
             return Some(format!("{k} = {}", v[k]));
         }
@@ -60,6 +70,19 @@ fn unsupported_field(v: &Value) -> Option<String> {
 fn load(path: &Path) -> Result<Case, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let dtype = if v.get("dtype").and_then(Value::as_str) == Some("float16") {
+        DType::F16
+    } else {
+        DType::F32
+    };
+    // float16 numbers are decimals that parse to the exact f16 value.
+    let value = |x: &Value| -> f32 {
+        let f = x.as_f64().unwrap_or(f64::NAN);
+        match dtype {
+            DType::F16 => f16::from_f64(f).to_f32(),
+            _ => f as f32,
+        }
+    };
     let s = |k: &str| {
         v.get(k)
             .and_then(Value::as_str)
@@ -89,11 +112,7 @@ fn load(path: &Path) -> Result<Case, String> {
                 .map(|(k, a)| {
                     let vals = a
                         .as_array()
-                        .map(|d| {
-                            d.iter()
-                                .map(|x| x.as_f64().unwrap_or(f64::NAN) as f32)
-                                .collect()
-                        })
+                        .map(|d| d.iter().map(value).collect())
                         .unwrap_or_default();
                     (k.clone(), vals)
                 })
@@ -120,6 +139,7 @@ fn load(path: &Path) -> Result<Case, String> {
         rtol: num("rtol", 1e-5),
         atol: num("atol", 1e-6),
         data,
+        dtype,
     })
 }
 
@@ -218,7 +238,28 @@ fn input(c: &Case, name: &'static str) -> Vec<f32> {
 }
 
 fn upload(ctx: &Context, c: &Case, name: &'static str, dims: &[usize]) -> Result<Tensor, Error> {
-    Tensor::from_slice(ctx, &input(c, name), dims)
+    Tensor::from_f32(ctx, &input(c, name), dims, c.dtype)
+}
+
+/// Input array `name` as f16 values (exact: float16 data are f16 values).
+fn input16(c: &Case, name: &'static str) -> Vec<f16> {
+    input(c, name).into_iter().map(f16::from_f32).collect()
+}
+
+fn widen(v: Vec<f16>) -> Vec<f32> {
+    v.into_iter().map(f32::from).collect()
+}
+
+/// The values of a GPU result, which must have the case's element type.
+fn fetch(c: &Case, t: Tensor, what: &'static str) -> Result<Vec<f32>, Error> {
+    if t.dtype() != c.dtype {
+        return Err(Error::invalid_param(
+            what,
+            t.dtype(),
+            format!("the result must be {}", c.dtype),
+        ));
+    }
+    t.read()
 }
 
 // ---- ops
@@ -237,7 +278,20 @@ fn conv2d(ctx: &Context, c: &Case, algo: &str, flip: bool) -> Result<Arrays, Err
     } else {
         None
     };
-    let y = if algo == "cpu" {
+    let y = if algo == "cpu" && c.dtype == DType::F16 {
+        let b16 = has_bias(c).then(|| input16(c, "b"));
+        widen(
+            cpu::conv2d_f16(
+                &input16(c, "x"),
+                xs,
+                &input16(c, "w"),
+                ws,
+                b16.as_deref(),
+                &params,
+            )?
+            .0,
+        )
+    } else if algo == "cpu" {
         cpu::conv2d(
             &input(c, "x"),
             xs,
@@ -251,8 +305,8 @@ fn conv2d(ctx: &Context, c: &Case, algo: &str, flip: bool) -> Result<Arrays, Err
         let x = upload(ctx, c, "x", &xs)?;
         let w = upload(ctx, c, "w", &ws)?;
         let b = bs.map(|bs| upload(ctx, c, "b", &bs)).transpose()?;
-        ctx.conv2d_with(&x, &w, b.as_ref(), &params, Algorithm::from_name(algo)?)?
-            .read()?
+        let y = ctx.conv2d_with(&x, &w, b.as_ref(), &params, Algorithm::from_name(algo)?)?;
+        fetch(c, y, "y")?
     };
     Ok(BTreeMap::from([("y".to_string(), y)]))
 }
@@ -290,7 +344,20 @@ fn conv_transpose2d(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error
     } else {
         None
     };
-    let y = if algo == "cpu" {
+    let y = if algo == "cpu" && c.dtype == DType::F16 {
+        let b16 = has_bias(c).then(|| input16(c, "b"));
+        widen(
+            cpu::conv_transpose2d_f16(
+                &input16(c, "x"),
+                xs,
+                &input16(c, "w"),
+                ws,
+                b16.as_deref(),
+                &params,
+            )?
+            .0,
+        )
+    } else if algo == "cpu" {
         cpu::conv_transpose2d(
             &input(c, "x"),
             xs,
@@ -304,8 +371,8 @@ fn conv_transpose2d(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error
         let x = upload(ctx, c, "x", &xs)?;
         let w = upload(ctx, c, "w", &ws)?;
         let b = bs.map(|bs| upload(ctx, c, "b", &bs)).transpose()?;
-        ctx.conv_transpose2d(&x, &w, b.as_ref(), &params, Algorithm::from_name(algo)?)?
-            .read()?
+        let y = ctx.conv_transpose2d(&x, &w, b.as_ref(), &params, Algorithm::from_name(algo)?)?;
+        fetch(c, y, "y")?
     };
     Ok(BTreeMap::from([("y".to_string(), y)]))
 }
@@ -325,7 +392,23 @@ fn conv2d_grad(
         params.resolve(xs, ws, Some(shape::<1>(c, "b")?[0]))?;
     }
     let mut out = BTreeMap::new();
-    if algo == "cpu" {
+    if algo == "cpu" && c.dtype == DType::F16 {
+        let g = cpu::conv2d_grad_f16(
+            &input16(c, "x"),
+            xs,
+            &input16(c, "w"),
+            ws,
+            &input16(c, "dy"),
+            dys,
+            has_bias(c),
+            &params,
+        )?;
+        out.insert("dx".to_string(), widen(g.dx));
+        out.insert("dw".to_string(), widen(g.dw));
+        if let Some(db) = g.db {
+            out.insert("db".to_string(), widen(db));
+        }
+    } else if algo == "cpu" {
         let g = cpu::conv2d_grad(
             &input(c, "x"),
             xs,
@@ -350,14 +433,15 @@ fn conv2d_grad(
         let dy = upload(ctx, c, "dy", &dys)?;
         if outputs.contains(&"dx") {
             let dx = ctx.conv2d_backward_input(&dy, &w, xs, &params, a)?;
-            out.insert("dx".to_string(), dx.read()?);
+            out.insert("dx".to_string(), fetch(c, dx, "dx")?);
         }
         if outputs.contains(&"dw") {
             let dw = ctx.conv2d_backward_weight(&x, &dy, ws, &params, a)?;
-            out.insert("dw".to_string(), dw.read()?);
+            out.insert("dw".to_string(), fetch(c, dw, "dw")?);
         }
         if outputs.contains(&"db") {
-            out.insert("db".to_string(), ctx.conv2d_backward_bias(&dy)?.read()?);
+            let db = ctx.conv2d_backward_bias(&dy)?;
+            out.insert("db".to_string(), fetch(c, db, "db")?);
         }
     }
     Ok(out)
@@ -405,7 +489,9 @@ fn gemm(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
             format!("a {ash:?}, b {bsh:?}"),
         ));
     }
-    let out = if algo == "cpu" {
+    let out = if algo == "cpu" && c.dtype == DType::F16 {
+        widen(cpu::gemm_f16(&input16(c, "a"), &ash, &input16(c, "b"), &bsh, &params)?.0)
+    } else if algo == "cpu" {
         cpu::gemm(&input(c, "a"), &ash, &input(c, "b"), &bsh, &params)?.0
     } else {
         let variant = GemmVariant::ALL
@@ -414,9 +500,9 @@ fn gemm(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
             .find(|v| v.name() == algo)
             .copied()
             .ok_or_else(|| Error::invalid_param("algorithm", algo, "unknown gemm variant"))?;
-        let a = Tensor::from_slice(ctx, &input(c, "a"), &ash)?;
-        let b = Tensor::from_slice(ctx, &input(c, "b"), &bsh)?;
-        ctx.gemm(&a, &b, &params.with_variant(variant))?.read()?
+        let a = Tensor::from_f32(ctx, &input(c, "a"), &ash, c.dtype)?;
+        let b = Tensor::from_f32(ctx, &input(c, "b"), &bsh, c.dtype)?;
+        fetch(c, ctx.gemm(&a, &b, &params.with_variant(variant))?, "c")?
     };
     Ok(BTreeMap::from([("c".to_string(), out)]))
 }

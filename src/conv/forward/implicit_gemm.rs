@@ -8,6 +8,7 @@ use crate::conv::launch::{fit_one_binding, ConvBuffers};
 use crate::conv::table::{anywhere, Entry, Reason};
 use crate::conv::{refuse, Algorithm};
 use crate::error::Result;
+use crate::gpu::half;
 use crate::gpu::pipeline::PipelineKey;
 use crate::gpu::{launch_linear, u32_of, Bind};
 use crate::kernels::conv2d_implicit::{ImplicitParams, ImplicitSpec};
@@ -120,15 +121,34 @@ pub(crate) fn encode_at(
         None => {
             let own = bufs.w_key.is_some() && cache.budget() > 0;
             let mut own_enc = own.then(|| ctx.encoder("wgconv weight pack"));
+            // f16 weights packed in a submission of their own are converted there (the
+            // call's f32 copy is filled by `enc`, submitted later). The scratch goes back to
+            // the pool after that submission, which runs before anything recorded later.
+            let w32 = match (&bufs.w16, own_enc.as_mut()) {
+                (Some((w16, n)), Some(penc)) => Some(half::unpack_scratch(ctx, penc, w16, *n)?),
+                _ => None,
+            };
+            let converted;
+            let src = match &w32 {
+                Some(s) => {
+                    converted = ConvBuffers {
+                        w: s.buffer.clone(),
+                        ..bufs.clone()
+                    };
+                    &converted
+                }
+                None => bufs,
+            };
             let target = match own_enc.as_mut() {
                 Some(e) => e,
                 None => &mut *enc,
             };
-            let wimg = pack_weights_image(ctx, target, p, bufs, (&pl, wl), own)?;
+            let wimg = pack_weights_image(ctx, target, p, src, (&pl, wl), own)?;
             if let (Some(penc), Some(k)) = (own_enc, &bufs.w_key) {
                 ctx.submit_internal(penc)?;
                 cache.insert(ctx, k, layout_key, &wimg);
             }
+            drop(w32);
             (wimg.view.clone(), Some(wimg))
         }
     };

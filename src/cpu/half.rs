@@ -1,0 +1,155 @@
+//! The f16 reference: the same loops as the f32 reference on f16 inputs, taken exactly (every
+//! f16 value is an f64), with f64 sums rounded **once** to f16 (to nearest even; beyond the
+//! f16 range to ±infinity): the correctly rounded f16 result, which every f16 computation
+//! approximates.
+//!
+//! # Tolerance of an f16 result computed with f32 accumulation
+//! A GPU result is `fl16(s̃)` where `s̃` is the f32 sum of the same `L` products (exact in
+//! f32: two f16 significands multiply into 22 bits), and the reference is `fl16(s)`, `s` the
+//! exact sum. With `u = 2⁻²⁴` the f32 unit roundoff, `|s̃ − s| ≤ γ_L · Σ|terms|`,
+//! `γ_L = L·u / (1 − L·u)`, and rounding both to f16 adds at most one f16 ulp of the result,
+//! `ulp16(v) ≤ 2⁻¹⁰·|v|` (normal) or `2⁻²⁴` (subnormal). So
+//!
+//! `|got − want| ≤ 2⁻¹⁰·|want| + 2⁻²⁴ + γ_L · Σ|terms|`
+//!
+//! ([`f16_tolerance`]), `Σ|terms|` being the same linear map applied to `|inputs|` (the
+//! fixtures' `abs_scale`). Results with every value and partial sum an integer within ±2048
+//! are exact in both, hence bit-identical.
+
+use ::half::f16;
+
+use super::gemm::gemm_f64;
+use super::grad::{backward_bias_f64, backward_input_f64, backward_weight_f64, transposed_f64};
+use super::{check_len, conv2d_f64, ensure_alloc};
+use crate::error::{Error, Result};
+use crate::gemm::GemmParams;
+use crate::params::{numel, Conv2dParams, Conv2dProblem, ConvTranspose2dParams, Shape4};
+
+fn widen(v: &[f16]) -> Vec<f32> {
+    v.iter().map(|&h| f32::from(h)).collect()
+}
+
+fn round16(v: Vec<f64>) -> Vec<f16> {
+    v.into_iter().map(f16::from_f64).collect()
+}
+
+/// [`f16_tolerance`]'s bound for one element: `want` the reference, `abs_scale` the sum of
+/// the absolute values of its terms, `len` the number of terms summed (reduction length).
+pub fn f16_tolerance(want: f64, abs_scale: f64, len: usize) -> f64 {
+    let lu = len as f64 * 2f64.powi(-24);
+    let gamma = if lu < 1.0 {
+        lu / (1.0 - lu)
+    } else {
+        f64::INFINITY
+    };
+    2f64.powi(-10) * want.abs() + 2f64.powi(-24) + gamma * abs_scale
+}
+
+/// [`conv2d`](super::conv2d) on f16 slices: f64 sums of the exact inputs, rounded once to
+/// f16.
+///
+/// # Errors
+/// Those of [`conv2d`](super::conv2d).
+pub fn conv2d_f16(
+    x: &[f16],
+    x_shape: Shape4,
+    w: &[f16],
+    w_shape: Shape4,
+    bias: Option<&[f16]>,
+    params: &Conv2dParams,
+) -> Result<(Vec<f16>, Shape4)> {
+    let p = Conv2dProblem::new(x_shape, w_shape, bias.map(<[f16]>::len), params)?;
+    let (x, w, b) = (widen(x), widen(w), bias.map(widen));
+    check_len("x", &x, &x_shape)?;
+    check_len("w", &w, &w_shape)?;
+    ensure_alloc(numel(&p.y_shape()), "conv2d")?;
+    Ok((round16(conv2d_f64(&p, &x, &w, b.as_deref())), p.y_shape()))
+}
+
+/// [`conv_transpose2d`](super::conv_transpose2d) on f16 slices, rounded once to f16.
+///
+/// # Errors
+/// Those of [`conv_transpose2d`](super::conv_transpose2d).
+pub fn conv_transpose2d_f16(
+    x: &[f16],
+    x_shape: Shape4,
+    w: &[f16],
+    w_shape: Shape4,
+    bias: Option<&[f16]>,
+    params: &ConvTranspose2dParams,
+) -> Result<(Vec<f16>, Shape4)> {
+    let tp = params.resolve(x_shape, w_shape, bias.map(<[f16]>::len))?;
+    let (x, w, b) = (widen(x), widen(w), bias.map(widen));
+    check_len("x", &x, &x_shape)?;
+    check_len("w", &w, &w_shape)?;
+    ensure_alloc(numel(&tp.y_shape()), "conv_transpose2d")?;
+    Ok((
+        round16(transposed_f64(&tp, &x, &w, b.as_deref())),
+        tp.y_shape(),
+    ))
+}
+
+/// Gradients on f16 slices ([`conv2d_grad_f16`]), each rounded once to f16.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv2dGradsF16 {
+    /// `∂L/∂x`, shape `[N, C, H, W]`.
+    pub dx: Vec<f16>,
+    /// `∂L/∂w`, shape `[K, C/groups, R, S]`.
+    pub dw: Vec<f16>,
+    /// `∂L/∂b`, shape `[K]`, when asked for.
+    pub db: Option<Vec<f16>>,
+}
+
+/// [`conv2d_grad`](super::conv2d_grad) on f16 slices, each gradient rounded once to f16.
+/// (The f32 `dw` of f16 inputs, [`Context::conv2d_backward_weight_as`]'s master weights, is
+/// [`conv2d_backward_weight`](super::conv2d_backward_weight) of the widened inputs.)
+///
+/// [`Context::conv2d_backward_weight_as`]: crate::Context::conv2d_backward_weight_as
+///
+/// # Errors
+/// Those of [`conv2d_grad`](super::conv2d_grad).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_grad_f16(
+    x: &[f16],
+    x_shape: Shape4,
+    w: &[f16],
+    w_shape: Shape4,
+    dy: &[f16],
+    dy_shape: Shape4,
+    with_bias: bool,
+    params: &Conv2dParams,
+) -> Result<Conv2dGradsF16> {
+    let p = Conv2dProblem::new(x_shape, w_shape, with_bias.then_some(w_shape[0]), params)?;
+    if dy_shape != p.y_shape() {
+        return Err(Error::shape_mismatch(
+            "dy",
+            format!("{:?} (the forward output shape)", p.y_shape()),
+            format!("{dy_shape:?}"),
+        ));
+    }
+    let (x, w, dy) = (widen(x), widen(w), widen(dy));
+    check_len("x", &x, &x_shape)?;
+    check_len("w", &w, &w_shape)?;
+    check_len("dy", &dy, &dy_shape)?;
+    ensure_alloc(numel(&x_shape).max(numel(&w_shape)), "conv2d_grad")?;
+    Ok(Conv2dGradsF16 {
+        dx: round16(backward_input_f64(&p, &dy, &w)),
+        dw: round16(backward_weight_f64(&p, &x, &dy)),
+        db: with_bias.then(|| round16(backward_bias_f64(&p, &dy))),
+    })
+}
+
+/// [`gemm`](super::gemm) on f16 slices, rounded once to f16.
+///
+/// # Errors
+/// Those of [`gemm`](super::gemm).
+pub fn gemm_f16(
+    a: &[f16],
+    a_shape: &[usize],
+    b: &[f16],
+    b_shape: &[usize],
+    params: &GemmParams,
+) -> Result<(Vec<f16>, Vec<usize>)> {
+    let (c, shape) = gemm_f64(&widen(a), a_shape, &widen(b), b_shape, params)?;
+    Ok((round16(c), shape))
+}

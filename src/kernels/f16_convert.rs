@@ -1,0 +1,143 @@
+//! `f16_unpack` / `f16_pack`: f16 tensors (two values per `u32` word, see
+//! [`DType::F16`](crate::DType::F16)) to f32 scratch and back, so every f32 kernel runs on
+//! f16 data with f32 arithmetic.
+//!
+//! The conversions are integer code on the bit patterns, not `unpack2x16float` /
+//! `pack2x16float`: WGSL leaves the rounding of `pack2x16float` to the implementation
+//! (nearest or toward zero) and makes its result indeterminate beyond the f16 range, and
+//! some drivers flush f16 subnormals. Here f16 → f32 is exact for every value (subnormals,
+//! ±0, ±infinity, NaN), and f32 → f16 rounds to nearest, ties to even, overflows to
+//! ±infinity (|v| ≥ 65520) and keeps NaN a NaN, bit-identical to `half::f16::from_f32`.
+//! Every index is a `u32`: element `2w` and `2w + 1` of word `w`, the tensor's element count
+//! checked to fit by the launcher.
+
+use crate::gpu::wgsl::{hoist_params, params, spec, ParamStruct, Spec};
+
+params! {
+    /// Parameters of `f16_unpack` / `f16_pack`: words `w_lo + base + i` (`< w_hi`) of a
+    /// tensor of `n` elements; `src_off` / `dst_off` rebase global indices into the bound
+    /// windows (see `gpu::window`).
+    pub(crate) struct F16ConvertParams {
+        n: u32, w_lo: u32, w_hi: u32, base: u32,
+        src_off: u32, dst_off: u32, _p0: u32, _p1: u32,
+    }
+}
+
+spec! {
+    /// Specialisation of the f16 conversion kernels.
+    pub(crate) struct F16ConvertSpec {
+        /// Workgroup size.
+        WG: u32 = 64,
+    }
+}
+
+/// f16 bits (low 16 bits of `h`) to f32, exactly.
+const F16_TO_F32: &str = r#"
+fn f16_to_f32(h: u32) -> f32 {
+    let sign = (h & 0x8000u) << 16u;
+    let e = (h >> 10u) & 0x1fu;
+    let m = h & 0x3ffu;
+    if (e == 0x1fu) {
+        return bitcast<f32>(sign | 0x7f800000u | (m << 13u));
+    }
+    if (e == 0u) {
+        // Zero or subnormal: m * 2^-24 (a normal f32, exact).
+        let v = f32(m) * 5.9604644775390625e-8;
+        return bitcast<f32>(bitcast<u32>(v) | sign);
+    }
+    return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
+}
+"#;
+
+/// f32 to f16 bits, round to nearest even, overflow to infinity.
+const F32_TO_F16: &str = r#"
+fn f32_to_f16(f: f32) -> u32 {
+    let x = bitcast<u32>(f);
+    let sign = (x >> 16u) & 0x8000u;
+    let ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) {
+        return sign | 0x7e00u | ((ax >> 13u) & 0x1ffu);
+    }
+    if (ax >= 0x477ff000u) {
+        // >= 65520 (the tie above 65504 rounds to even, i.e. up) and infinity.
+        return sign | 0x7c00u;
+    }
+    if (ax >= 0x38800000u) {
+        // Normal f16: rebias the exponent (127 - 15 = 112), round the 13 dropped bits.
+        let v = ax - 0x38000000u;
+        return sign | ((v + 0xfffu + ((v >> 13u) & 1u)) >> 13u);
+    }
+    if (ax <= 0x33000000u) {
+        // <= 2^-25: rounds to zero (the tie at 2^-25 to the even zero).
+        return sign;
+    }
+    // Subnormal f16: units of 2^-24.
+    let e = ax >> 23u;
+    let m = (ax & 0x7fffffu) | 0x800000u;
+    let shift = 126u - e;
+    var q = m >> shift;
+    let rem = m & ((1u << shift) - 1u);
+    let half = 1u << (shift - 1u);
+    if (rem > half || (rem == half && (q & 1u) == 1u)) {
+        q = q + 1u;
+    }
+    return sign | q;
+}
+"#;
+
+const UNPACK: &str = r#"
+@group(0) @binding(0) var<storage, read> P: Params;
+@group(0) @binding(1) var<storage, read> src: array<u32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let w = P.w_lo + P.base + gid.x + gid.y * nwg.x * WG;
+    if (w >= P.w_hi) {
+        return;
+    }
+    let word = src[w + P.src_off];
+    let e = 2u * w;
+    dst[e + P.dst_off] = f16_to_f32(word & 0xffffu);
+    if (e + 1u < P.n) {
+        dst[e + 1u + P.dst_off] = f16_to_f32(word >> 16u);
+    }
+}
+"#;
+
+const PACK: &str = r#"
+@group(0) @binding(0) var<storage, read> P: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<u32>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let w = P.w_lo + P.base + gid.x + gid.y * nwg.x * WG;
+    if (w >= P.w_hi) {
+        return;
+    }
+    let e = 2u * w;
+    var word = f32_to_f16(src[e + P.src_off]);
+    if (e + 1u < P.n) {
+        word = word | (f32_to_f16(src[e + 1u + P.src_off]) << 16u);
+    }
+    dst[w + P.dst_off] = word;
+}
+"#;
+
+/// The WGSL source of `f16_pack` (`pack`) or `f16_unpack`.
+pub(crate) fn source(pack: bool) -> String {
+    let (conv, body) = if pack {
+        (F32_TO_F16, PACK)
+    } else {
+        (F16_TO_F32, UNPACK)
+    };
+    let src = format!(
+        "{}\n\n{}\n{}\n{}",
+        F16ConvertParams::wgsl(),
+        F16ConvertSpec::wgsl(),
+        conv,
+        body
+    );
+    hoist_params(&src, &F16ConvertParams::fields())
+}
