@@ -107,6 +107,7 @@
 mod context;
 pub mod conv;
 pub mod cpu;
+pub mod epilogue;
 mod error;
 mod gemm;
 mod gpu;
@@ -122,7 +123,8 @@ mod wcache;
 pub use context::{
     Context, ContextOptions, KernelClass, Limits, LimitsOverride, DEFAULT_SCRATCH_BUDGET,
 };
-pub use conv::{Algorithm, Conv2dGradients, Operation};
+pub use conv::{Algorithm, Conv2dFusedGradients, Conv2dGradients, Operation};
+pub use epilogue::{Activation, Epilogue, Residual};
 pub use error::{Error, ErrorKind, Result};
 pub use gemm::{GemmParams, GemmVariant};
 pub use params::{

@@ -2,6 +2,7 @@
 
 pub(crate) mod band;
 pub(crate) mod bias_grad;
+pub(crate) mod epilogue;
 pub(crate) mod forward;
 pub(crate) mod implicit_image;
 pub(crate) mod input_grad;
@@ -12,9 +13,10 @@ pub(crate) mod weight_grad;
 pub use table::Operation;
 
 use crate::context::Context;
+use crate::epilogue::{Epilogue, Residual};
 use crate::error::{Error, Result};
 use crate::params::{
-    Conv2dParams, Conv2dProblem, ConvTranspose2dParams, Shape4, TransposedProblem,
+    numel, Conv2dParams, Conv2dProblem, ConvTranspose2dParams, Shape4, TransposedProblem,
 };
 use crate::tensor::Tensor;
 use band::Side;
@@ -556,5 +558,306 @@ impl Context {
         w.check_ctx(self, "w")?;
         let bias_len = self.bias_len(bias)?;
         params.resolve(x.shape4("x")?, w.shape4("w")?, bias_len)
+    }
+}
+
+/// The gradients through an epilogue, from [`Context::conv2d_backward_fused`].
+#[derive(Debug, Clone)]
+pub struct Conv2dFusedGradients {
+    /// `dx`, `dw` and `db` (when asked for), the gradients of `dz = dy ⊙ act'(z)`.
+    pub grads: Conv2dGradients,
+    /// The gradient of the residual (`Some` exactly when the epilogue has one): `dz` for
+    /// [`Residual::Before`], `dy` for [`Residual::After`].
+    pub dr: Option<Tensor>,
+}
+
+impl Context {
+    /// Checks an epilogue call's residual against the epilogue and the output `y` (`what`
+    /// is the output's name): given exactly when the epilogue has one, of `y`'s shape, on
+    /// this context, and not `y` itself.
+    pub(crate) fn check_residual(
+        &self,
+        epilogue: &Epilogue,
+        residual: Option<&Tensor>,
+        y_shape: &[usize],
+        y: Option<&Tensor>,
+    ) -> Result<()> {
+        epilogue.validate()?;
+        epilogue.check_residual_given(residual.is_some())?;
+        if let Some(r) = residual {
+            r.check_ctx(self, "residual")?;
+            if r.shape() != y_shape {
+                return Err(Error::shape_mismatch(
+                    "residual",
+                    format!("{y_shape:?} (the output's shape)"),
+                    format!("{:?}", r.shape()),
+                ));
+            }
+            if y.is_some_and(|y| y.raw() == r.raw()) {
+                return Err(Error::invalid_param(
+                    "residual",
+                    "the output tensor",
+                    "the residual must not be the output tensor itself",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// 2-D convolution with an epilogue: `y = act(conv2d(x, w) + b + r)`
+    /// ([`Residual::Before`]), `act(conv2d(x, w) + b) + r` ([`Residual::After`]) or
+    /// `act(conv2d(x, w) + b)` ([`Residual::None`]), see [`Epilogue`].
+    ///
+    /// `x`, `w`, `bias` and `params` as [`Context::conv2d`]; `residual` (`[N, K, Ho, Wo]`,
+    /// the output's shape) is given exactly when the epilogue has one. Every algorithm runs
+    /// every epilogue; the epilogue is applied by one extra elementwise pass over `y` (kernel
+    /// `epilogue`) after the algorithm's kernels, which leaves `y` exactly as a kernel
+    /// storing `epilogue(conv + b, r)` would (the same f32 operations in the same order).
+    ///
+    /// # Errors
+    /// Those of [`Context::conv2d_with`]; [`ErrorKind::InvalidParam`](crate::ErrorKind::InvalidParam)
+    /// for bad activation constants ([`Activation::validate`](crate::Activation::validate))
+    /// or a residual given without / missing with a residual position;
+    /// [`ErrorKind::ShapeMismatch`](crate::ErrorKind::ShapeMismatch) named `residual` for a
+    /// residual of another shape than the output.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv2d_fused(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+        params: &Conv2dParams,
+        epilogue: &Epilogue,
+        algorithm: Algorithm,
+    ) -> Result<Tensor> {
+        let p = self.conv2d_problem(x, w, bias, params)?;
+        self.check_residual(epilogue, residual, &p.y_shape(), None)?;
+        let y = Tensor::uninit(self, &p.y_shape())?;
+        let mut enc = self.encoder("wgconv conv2d_fused");
+        self.encode_conv2d_problem(&mut enc, &p, x, w, bias, &y, algorithm)?;
+        epilogue::encode_forward(
+            self,
+            &mut enc,
+            epilogue,
+            y.raw(),
+            residual.map(Tensor::raw),
+            numel(y.shape()),
+        )?;
+        self.submit(enc)?;
+        Ok(y)
+    }
+
+    /// Records [`Context::conv2d_fused`] into `encoder`, writing `y` (`[N, K, Ho, Wo]`;
+    /// not the residual tensor itself).
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_conv2d_fused(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+        params: &Conv2dParams,
+        epilogue: &Epilogue,
+        algorithm: Algorithm,
+        y: &Tensor,
+    ) -> Result<()> {
+        let p = self.conv2d_problem(x, w, bias, params)?;
+        self.check_residual(epilogue, residual, &p.y_shape(), Some(y))?;
+        self.encode_conv2d(encoder, x, w, bias, params, algorithm, y)?;
+        epilogue::encode_forward(
+            self,
+            encoder,
+            epilogue,
+            y.raw(),
+            residual.map(Tensor::raw),
+            numel(y.shape()),
+        )
+    }
+
+    /// Transposed convolution with an epilogue (as [`Context::conv2d_fused`]): `x`, `w`,
+    /// `bias`, `params` as [`Context::conv_transpose2d`], `residual` of the output's shape
+    /// `[N, Cout, Ho, Wo]`. The epilogue runs as one extra elementwise pass.
+    ///
+    /// # Errors
+    /// Those of [`Context::conv_transpose2d`] and of the epilogue (as
+    /// [`Context::conv2d_fused`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_transpose2d_fused(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+        params: &ConvTranspose2dParams,
+        epilogue: &Epilogue,
+        algorithm: Algorithm,
+    ) -> Result<Tensor> {
+        let tp = self.transposed_problem(x, w, bias, params)?;
+        self.check_residual(epilogue, residual, &tp.y_shape(), None)?;
+        let y = Tensor::uninit(self, &tp.y_shape())?;
+        let mut enc = self.encoder("wgconv conv_transpose2d_fused");
+        self.encode_conv_transpose2d_fused(
+            &mut enc, x, w, bias, residual, params, epilogue, algorithm, &y,
+        )?;
+        self.submit(enc)?;
+        Ok(y)
+    }
+
+    /// Records [`Context::conv_transpose2d_fused`] into `encoder`, writing `y`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_conv_transpose2d_fused(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+        params: &ConvTranspose2dParams,
+        epilogue: &Epilogue,
+        algorithm: Algorithm,
+        y: &Tensor,
+    ) -> Result<()> {
+        let tp = self.transposed_problem(x, w, bias, params)?;
+        self.check_residual(epilogue, residual, &tp.y_shape(), Some(y))?;
+        self.encode_conv_transpose2d(encoder, x, w, bias, params, algorithm, y)?;
+        epilogue::encode_forward(
+            self,
+            encoder,
+            epilogue,
+            y.raw(),
+            residual.map(Tensor::raw),
+            numel(y.shape()),
+        )
+    }
+
+    /// Records the gradient through an epilogue's activation, `dz = dy ⊙ act'(z)` (one
+    /// elementwise pass, kernel `epilogue_grad`), and the residual's gradient `dr` (`dz` for
+    /// [`Residual::Before`], `dy` for [`Residual::After`]: buffer copies). `saved` is the
+    /// pre-activation `z` (`conv + b + r` for `Before`, else `conv + b`), or, for an
+    /// activation whose derivative is a function of its output
+    /// ([`Activation::grad_from_output`](crate::Activation::grad_from_output): relu, clamp,
+    /// identity) and no [`Residual::After`], the output `y`. `dz`, `saved` and `dr` have
+    /// `dy`'s shape; `dr` is given exactly when the epilogue has a residual.
+    ///
+    /// # Errors
+    /// [`ErrorKind::ShapeMismatch`](crate::ErrorKind::ShapeMismatch) for a tensor of another
+    /// shape than `dy`; [`ErrorKind::InvalidParam`](crate::ErrorKind::InvalidParam) for bad
+    /// activation constants, a `dr` given without residual or missing with one, or `dz` /
+    /// `dr` aliasing an input.
+    pub fn encode_epilogue_backward(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        dy: &Tensor,
+        saved: &Tensor,
+        epilogue: &Epilogue,
+        dz: &Tensor,
+        dr: Option<&Tensor>,
+    ) -> Result<()> {
+        dz.mark_volatile();
+        if let Some(dr) = dr {
+            dr.mark_volatile();
+        }
+        epilogue.validate()?;
+        epilogue.check_residual_given(dr.is_some())?;
+        dy.check_ctx(self, "dy")?;
+        self.check_out(saved, "z", dy.shape())?;
+        self.check_out(dz, "dz", dy.shape())?;
+        if let Some(dr) = dr {
+            self.check_out(dr, "dr", dy.shape())?;
+        }
+        let aliased = std::iter::once(dz)
+            .chain(dr)
+            .any(|o| o.raw() == dy.raw() || o.raw() == saved.raw())
+            || dr.is_some_and(|d| d.raw() == dz.raw());
+        if aliased {
+            return Err(Error::invalid_param(
+                "dz",
+                "an input tensor",
+                "the outputs dz and dr must be distinct tensors, neither dy nor z",
+            ));
+        }
+        epilogue::encode_grad(
+            self,
+            encoder,
+            epilogue,
+            dy.raw(),
+            saved.raw(),
+            dz.raw(),
+            numel(dy.shape()),
+        )?;
+        let bytes = (numel(dy.shape()) * 4) as u64;
+        match (epilogue.residual, dr) {
+            (Residual::Before, Some(dr)) => {
+                encoder.copy_buffer_to_buffer(dz.raw(), 0, dr.raw(), 0, bytes)
+            }
+            (Residual::After, Some(dr)) => {
+                encoder.copy_buffer_to_buffer(dy.raw(), 0, dr.raw(), 0, bytes)
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// All gradients of `y = epilogue(conv2d(x, w, b), r)` for an upstream gradient `dy`, in
+    /// one submission: `dz = dy ⊙ act'(z)` by one elementwise pass
+    /// ([`Context::encode_epilogue_backward`], `saved` as documented there), then `dx`, `dw`
+    /// and `db` (when `with_bias`) of `dz` exactly as [`Context::conv2d_backward`]
+    /// (deterministic), and `dr` when the epilogue has a residual.
+    ///
+    /// # Errors
+    /// Those of [`Context::conv2d_backward`] and [`Context::encode_epilogue_backward`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv2d_backward_fused(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        saved: &Tensor,
+        epilogue: &Epilogue,
+        with_bias: bool,
+        params: &Conv2dParams,
+        algorithm: Algorithm,
+    ) -> Result<Conv2dFusedGradients> {
+        x.check_ctx(self, "x")?;
+        w.check_ctx(self, "w")?;
+        let p = Conv2dProblem::new(x.shape4("x")?, w.shape4("w")?, None, params)?;
+        self.check_dy(&p, dy)?;
+        epilogue.validate()?;
+        let dz = Tensor::uninit(self, &p.y_shape())?;
+        let dr = match epilogue.residual {
+            Residual::None => None,
+            _ => Some(Tensor::uninit(self, &p.y_shape())?),
+        };
+        let dx = Tensor::uninit(self, &p.x_shape())?;
+        let dw = Tensor::uninit(self, &p.w_shape())?;
+        let db = if with_bias {
+            Some(Tensor::uninit(self, &[p.k])?)
+        } else {
+            None
+        };
+        let mut enc = self.encoder("wgconv conv2d_backward_fused");
+        self.encode_epilogue_backward(&mut enc, dy, saved, epilogue, &dz, dr.as_ref())?;
+        input_grad::encode(
+            self,
+            &mut enc,
+            &p,
+            dz.raw(),
+            w.raw(),
+            None,
+            dx.raw(),
+            algorithm,
+            false,
+        )?;
+        weight_grad::encode(self, &mut enc, &p, x.raw(), dz.raw(), dw.raw(), algorithm)?;
+        if let Some(db) = &db {
+            bias_grad::encode(self, &mut enc, p.y_shape(), dz.raw(), db.raw())?;
+        }
+        self.submit(enc)?;
+        Ok(Conv2dFusedGradients {
+            grads: Conv2dGradients { dx, dw, db },
+            dr,
+        })
     }
 }

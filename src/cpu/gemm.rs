@@ -16,6 +16,18 @@ pub fn gemm(
     b_shape: &[usize],
     params: &GemmParams,
 ) -> Result<(Vec<f32>, Vec<usize>)> {
+    let (c, shape) = gemm_f64(a, a_shape, b, b_shape, params)?;
+    Ok((c.into_iter().map(|v| v as f32).collect(), shape))
+}
+
+/// [`gemm`] unrounded.
+pub(crate) fn gemm_f64(
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    params: &GemmParams,
+) -> Result<(Vec<f64>, Vec<usize>)> {
     let (batch, m, k, n, ba, bb) = gemm_dims(a_shape, b_shape, params)?;
     for (what, data, shape) in [("a", a, a_shape), ("b", b, b_shape)] {
         let want: usize = shape.iter().product();
@@ -38,7 +50,7 @@ pub fn gemm(
             )
         })?;
     super::ensure_alloc(len, "gemm")?;
-    let mut c = vec![0f32; len];
+    let mut c = vec![0f64; len];
     for bt in 0..batch {
         let a0 = if ba { bt * m * k } else { 0 };
         let b0 = if bb { bt * k * n } else { 0 };
@@ -58,7 +70,7 @@ pub fn gemm(
                     };
                     acc += av as f64 * bv as f64;
                 }
-                c[bt * m * n + i * n + j] = acc as f32;
+                c[bt * m * n + i * n + j] = acc;
             }
         }
     }

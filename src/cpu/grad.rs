@@ -228,6 +228,16 @@ pub fn conv_transpose2d_problem(
     w: &[f32],
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
+    round(conv_transpose2d_f64(tp, x, w, bias))
+}
+
+/// [`conv_transpose2d_problem`] unrounded.
+pub(crate) fn conv_transpose2d_f64(
+    tp: &TransposedProblem,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f64> {
     let p = &tp.conv;
     let mut y = backward_input_f64(p, x, w);
     if let Some(b) = bias {
@@ -237,5 +247,5 @@ pub fn conv_transpose2d_problem(
             *v += b[(i / plane) % p.c] as f64;
         }
     }
-    round(y)
+    y
 }

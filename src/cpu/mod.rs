@@ -59,8 +59,21 @@ pub fn conv2d(
 
 /// Forward convolution of a resolved problem (slices must have the problem's sizes).
 pub fn conv2d_problem(p: &Conv2dProblem, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    conv2d_f64(p, x, w, bias)
+        .into_iter()
+        .map(|v| v as f32)
+        .collect()
+}
+
+/// [`conv2d_problem`] unrounded.
+pub(crate) fn conv2d_f64(
+    p: &Conv2dProblem,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f64> {
     let (cg, kg) = (p.c_per_group(), p.k_per_group());
-    let mut y = vec![0f32; numel(&p.y_shape())];
+    let mut y = vec![0f64; numel(&p.y_shape())];
     for n in 0..p.n {
         for k in 0..p.k {
             let g = k / kg;
@@ -84,7 +97,7 @@ pub fn conv2d_problem(p: &Conv2dProblem, x: &[f32], w: &[f32], bias: Option<&[f3
                             }
                         }
                     }
-                    y[((n * p.k + k) * p.oh + oy) * p.ow + ox] = acc as f32;
+                    y[((n * p.k + k) * p.oh + oy) * p.ow + ox] = acc;
                 }
             }
         }
@@ -101,5 +114,7 @@ pub fn conv2d_abs_scale(p: &Conv2dProblem, x: &[f32], w: &[f32], bias: Option<&[
     conv2d_problem(p, &ax, &aw, ab.as_deref())
 }
 
+mod epilogue;
 mod grad;
+pub use epilogue::*;
 pub use grad::*;

@@ -7,6 +7,7 @@ pub(crate) mod image;
 pub(crate) mod job;
 
 use crate::context::Context;
+use crate::epilogue::Epilogue;
 use crate::error::{Error, ErrorKind, Result};
 use crate::tensor::Tensor;
 use job::{encode_job, GemmJob, Mat};
@@ -281,5 +282,66 @@ impl Context {
             accumulate,
         };
         encode_job(self, encoder, &job, params.variant)
+    }
+}
+
+impl Context {
+    /// Matrix product with a bias and an epilogue: `C = act(op(A)·op(B) + bias + r)`
+    /// ([`Residual::Before`](crate::Residual::Before)), `act(op(A)·op(B) + bias) + r`
+    /// ([`Residual::After`](crate::Residual::After)) or `act(op(A)·op(B) + bias)`. Shapes as
+    /// [`Context::gemm`]; `bias` has length `N` (added to every row); `residual` has the
+    /// result's shape and is given exactly when the epilogue has one. The epilogue runs as
+    /// one extra elementwise pass after the GEMM kernel (kernel `epilogue`).
+    ///
+    /// # Errors
+    /// Those of [`Context::encode_gemm`] and of the epilogue (as
+    /// [`Context::conv2d_fused`]).
+    pub fn gemm_fused(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+        params: &GemmParams,
+        epilogue: &Epilogue,
+    ) -> Result<Tensor> {
+        let (batch, m, _, n, ba, bb) = gemm_dims(a.shape(), b.shape(), params)?;
+        let shape = if ba || bb {
+            vec![batch, m, n]
+        } else {
+            vec![m, n]
+        };
+        self.check_residual(epilogue, residual, &shape, None)?;
+        let c = Tensor::uninit(self, &shape)?;
+        let mut enc = self.encoder("wgconv gemm_fused");
+        self.encode_gemm_fused(&mut enc, a, b, bias, residual, &c, params, epilogue)?;
+        self.submit(enc)?;
+        Ok(c)
+    }
+
+    /// Records [`Context::gemm_fused`] into `encoder`, writing `c` (not the residual tensor
+    /// itself).
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_gemm_fused(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        a: &Tensor,
+        b: &Tensor,
+        bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+        c: &Tensor,
+        params: &GemmParams,
+        epilogue: &Epilogue,
+    ) -> Result<()> {
+        self.check_residual(epilogue, residual, c.shape(), Some(c))?;
+        self.encode_gemm(encoder, a, b, bias, c, false, params)?;
+        crate::conv::epilogue::encode_forward(
+            self,
+            encoder,
+            epilogue,
+            c.raw(),
+            residual.map(Tensor::raw),
+            crate::params::numel(c.shape()),
+        )
     }
 }

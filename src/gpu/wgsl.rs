@@ -426,3 +426,91 @@ pub(crate) const XLOAD: &str = "fn xload(row: u32, ix: i32) -> f32 {
     }
     return v;
 }";
+
+/// The epilogue of the fused kernels and of the `epilogue` pass: `act` applies the activation
+/// selected by `override ACT: u32` (0 identity, 1 relu, 2 leaky_relu, 3 clamp, 4 sigmoid,
+/// 5 tanh, 6 silu, 7 gelu (erf), 8 gelu_tanh, 9 hardswish, 10 hardsigmoid; codes of
+/// `Activation::code`), `epilogue` adds the residual as `override RES: u32` says (0 none,
+/// 1 before the activation, 2 after), `act_grad` is the derivative (PyTorch's definitions,
+/// as `Activation::derivative`). The constants `alpha` (leaky slope), `lo`, `hi` (clamp
+/// bounds) are arguments: parameter fields of the kernel, not overrides, so a new slope or
+/// bound reuses the compiled pipeline. With `ACT = 0` and `RES = 0`, `epilogue(v, r, ..)`
+/// is `v`: the default specialisation compiles to the kernel without epilogue. NaN
+/// propagates (the comparisons are written so that NaN falls through to `v`).
+pub(crate) const ACTIVATION: &str = "// tanh through exp(-2|v|): no overflow to inf/inf for large |v|.
+fn ep_tanh(v: f32) -> f32 {
+    let t = exp(-2.0 * abs(v));
+    let m = (1.0 - t) / (1.0 + t);
+    return select(m, -m, v < 0.0);
+}
+fn ep_sigmoid(v: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-v));
+}
+// erf (Abramowitz & Stegun 7.1.26, absolute error below 1.5e-7).
+fn ep_erf(v: f32) -> f32 {
+    let a = abs(v);
+    let t = 1.0 / (1.0 + 0.3275911 * a);
+    let p = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    let e = 1.0 - p * exp(-a * a);
+    return select(e, -e, v < 0.0);
+}
+fn ep_gelu_tanh_inner(v: f32) -> f32 {
+    return 0.7978845608028654 * (v + 0.044715 * v * v * v);
+}
+fn act(v: f32, alpha: f32, lo: f32, hi: f32) -> f32 {
+    switch ACT {
+        case 1u: { return select(v, 0.0, v <= 0.0); }
+        case 2u: { return select(v, alpha * v, v <= 0.0); }
+        case 3u: { return select(select(v, lo, v < lo), hi, v > hi); }
+        case 4u: { return ep_sigmoid(v); }
+        case 5u: { return ep_tanh(v); }
+        case 6u: { return v * ep_sigmoid(v); }
+        case 7u: { return 0.5 * v * (1.0 + ep_erf(v * 0.7071067811865476)); }
+        case 8u: { return 0.5 * v * (1.0 + ep_tanh(ep_gelu_tanh_inner(v))); }
+        case 9u: { return v * clamp(v + 3.0, 0.0, 6.0) / 6.0; }
+        case 10u: { return clamp(v + 3.0, 0.0, 6.0) / 6.0; }
+        default: { return v; }
+    }
+}
+fn epilogue(v: f32, r: f32, alpha: f32, lo: f32, hi: f32) -> f32 {
+    switch RES {
+        case 1u: { return act(v + r, alpha, lo, hi); }
+        case 2u: { return act(v, alpha, lo, hi) + r; }
+        default: { return act(v, alpha, lo, hi); }
+    }
+}
+fn act_grad(z: f32, alpha: f32, lo: f32, hi: f32) -> f32 {
+    switch ACT {
+        case 1u: { return select(0.0, 1.0, z > 0.0); }
+        case 2u: { return select(alpha, 1.0, z > 0.0); }
+        case 3u: { return select(0.0, 1.0, z > lo && z < hi); }
+        case 4u: {
+            let s = ep_sigmoid(z);
+            return s * (1.0 - s);
+        }
+        case 5u: {
+            let t = ep_tanh(z);
+            return 1.0 - t * t;
+        }
+        case 6u: {
+            let s = ep_sigmoid(z);
+            return s * (1.0 + z * (1.0 - s));
+        }
+        case 7u: {
+            let cdf = 0.5 * (1.0 + ep_erf(z * 0.7071067811865476));
+            return cdf + z * exp(-0.5 * z * z) * 0.3989422804014327;
+        }
+        case 8u: {
+            let t = ep_tanh(ep_gelu_tanh_inner(z));
+            return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 0.134145 * z * z);
+        }
+        case 9u: {
+            if (z < -3.0) {
+                return 0.0;
+            }
+            return select(1.0, z / 3.0 + 0.5, z <= 3.0);
+        }
+        case 10u: { return select(0.0, 1.0 / 6.0, z > -3.0 && z < 3.0); }
+        default: { return 1.0; }
+    }
+}";

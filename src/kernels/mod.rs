@@ -29,6 +29,7 @@ pub(crate) mod conv2d_wgrad;
 pub(crate) mod conv2d_wgrad_depthwise;
 pub(crate) mod conv2d_wgrad_implicit;
 pub(crate) mod dgrad_phase_weights;
+pub(crate) mod epilogue;
 pub(crate) mod gemm_image;
 pub(crate) mod gemm_reg;
 pub(crate) mod gemm_tiled;
@@ -163,6 +164,7 @@ use conv2d_wgrad::{WgradParams, WgradSpec};
 use conv2d_wgrad_depthwise::{WgradDepthwiseImageSpec, WgradDepthwiseParams, WgradDepthwiseSpec};
 use conv2d_wgrad_implicit::{WgradImplicitParams, WgradImplicitSpec};
 use dgrad_phase_weights::{PhaseWeightsParams, PhaseWeightsSpec};
+use epilogue::{EpilogueParams, EpilogueSpec};
 use gemm_image::{GemmImageParams, GemmImageSpec};
 use gemm_reg::{GemmParams, GemmRegSpec};
 use gemm_tiled::GemmTiledSpec;
@@ -281,6 +283,14 @@ kernels! {
         PhaseWeightsSpec, [StorageRead, Storage];
     /// Input gradient of a strided 1x1 convolution from its sampled pixels' gradient.
     ScatterStrided = "scatter_strided", scatter_strided::source(), ScatterParams, ScatterSpec,
+        [StorageRead, StorageRead, Storage];
+    /// The epilogue applied in place to an output stored without it (no residual).
+    Epilogue = "epilogue", epilogue::source(false), EpilogueParams, EpilogueSpec, [Storage];
+    /// [`Kernel::Epilogue`] with a residual tensor.
+    EpilogueResidual = "epilogue_residual", epilogue::source(true), EpilogueParams,
+        EpilogueSpec, [StorageRead, Storage];
+    /// `dz = dy ⊙ act'(z)`: the gradient through an epilogue's activation.
+    EpilogueGrad = "epilogue_grad", epilogue::grad_source(), EpilogueParams, EpilogueSpec,
         [StorageRead, StorageRead, Storage];
 }
 
