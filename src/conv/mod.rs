@@ -283,8 +283,49 @@ impl Context {
             b: bias.map(|b| b.raw().clone()),
             y: y.raw().clone(),
             w_key: w.content_key(),
+            epilogue: None,
         };
         forward::encode(self, enc, p, &bufs, algorithm)
+    }
+
+    /// [`Context::encode_conv2d_problem`] with an epilogue: offered to the kernels (see
+    /// [`Context::conv2d_fused`] for which fuse it), else applied by the elementwise pass.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_conv2d_fused_problem(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        p: &Conv2dProblem,
+        (x, w, bias, residual): (&Tensor, &Tensor, Option<&Tensor>, Option<&Tensor>),
+        epilogue: &Epilogue,
+        y: &Tensor,
+        algorithm: Algorithm,
+    ) -> Result<()> {
+        let fused = (!epilogue.is_identity()).then(|| launch::FusedEpilogue {
+            ep: *epilogue,
+            r: residual.map(|r| r.raw().clone()),
+            applied: Default::default(),
+        });
+        let bufs = ConvBuffers {
+            x: x.raw().clone(),
+            w: w.raw().clone(),
+            b: bias.map(|b| b.raw().clone()),
+            y: y.raw().clone(),
+            w_key: w.content_key(),
+            epilogue: fused.clone(),
+        };
+        forward::encode(self, enc, p, &bufs, algorithm)?;
+        let applied = fused.is_some_and(|f| f.applied.load(std::sync::atomic::Ordering::Relaxed));
+        if applied {
+            return Ok(());
+        }
+        epilogue::encode_forward(
+            self,
+            enc,
+            epilogue,
+            y.raw(),
+            residual.map(Tensor::raw),
+            numel(y.shape()),
+        )
     }
 
     pub(crate) fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
@@ -635,14 +676,13 @@ impl Context {
         self.check_residual(epilogue, residual, &p.y_shape(), None)?;
         let y = Tensor::uninit(self, &p.y_shape())?;
         let mut enc = self.encoder("wgconv conv2d_fused");
-        self.encode_conv2d_problem(&mut enc, &p, x, w, bias, &y, algorithm)?;
-        epilogue::encode_forward(
-            self,
+        self.encode_conv2d_fused_problem(
             &mut enc,
+            &p,
+            (x, w, bias, residual),
             epilogue,
-            y.raw(),
-            residual.map(Tensor::raw),
-            numel(y.shape()),
+            &y,
+            algorithm,
         )?;
         self.submit(enc)?;
         Ok(y)
@@ -663,16 +703,18 @@ impl Context {
         algorithm: Algorithm,
         y: &Tensor,
     ) -> Result<()> {
+        // Written when the caller submits: never cached from now on.
+        y.mark_volatile();
         let p = self.conv2d_problem(x, w, bias, params)?;
         self.check_residual(epilogue, residual, &p.y_shape(), Some(y))?;
-        self.encode_conv2d(encoder, x, w, bias, params, algorithm, y)?;
-        epilogue::encode_forward(
-            self,
+        self.check_out(y, "y", &p.y_shape())?;
+        self.encode_conv2d_fused_problem(
             encoder,
+            &p,
+            (x, w, bias, residual),
             epilogue,
-            y.raw(),
-            residual.map(Tensor::raw),
-            numel(y.shape()),
+            y,
+            algorithm,
         )
     }
 

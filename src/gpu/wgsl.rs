@@ -514,3 +514,20 @@ fn act_grad(z: f32, alpha: f32, lo: f32, hi: f32) -> f32 {
         default: { return 1.0; }
     }
 }";
+
+/// The epilogue applied in a fused kernel's store to the value `out` (a `var`) about to be
+/// stored at index `idx` of `y`: needs [`ACTIVATION`], the overrides `ACT` and `RES`, a
+/// binding `r: array<f32>` with `y`'s layout (the residual, or any buffer when `RES` is 0:
+/// not read then), and the parameter fields `alpha`, `lo`, `hi`. With `ACT = RES = 0` the
+/// whole statement is dead code.
+pub(crate) fn epilogue_store(ind: &str, out: &str, idx: &str) -> String {
+    format!(
+        "{ind}if (ACT != 0u || RES != 0u) {{
+{ind}    var rv = 0.0;
+{ind}    if (RES != 0u) {{
+{ind}        rv = r[{idx}];
+{ind}    }}
+{ind}    {out} = epilogue({out}, rv, P.alpha, P.lo, P.hi);
+{ind}}}"
+    )
+}

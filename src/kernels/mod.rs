@@ -182,7 +182,7 @@ use scatter_strided::{ScatterParams, ScatterSpec};
 kernels! {
     /// Direct (register-blocked) forward convolution.
     Conv2dDirect = "conv2d_direct", conv2d_direct::source(), DirectParams, DirectSpec,
-        [StorageRead, StorageRead, StorageRead, Storage];
+        [StorageRead, StorageRead, StorageRead, Storage, StorageRead];
     /// GEMM with per-invocation register blocks (CPU adapters without 8-lane subgroups).
     GemmReg = "gemm_reg", gemm_reg::source(), GemmParams, GemmRegSpec,
         [StorageRead, StorageRead, StorageRead, Storage];
@@ -252,10 +252,10 @@ kernels! {
         DepthwiseImageParams, DepthwiseImageSpec, [ImageRead, StorageRead, StorageRead, Storage];
     /// Implicit-GEMM convolution on storage images: 8 pixels x 16 output channels per lane.
     Conv2dImplicit = "conv2d_implicit", conv2d_implicit::source(conv2d_implicit::IC_TM, conv2d_implicit::IC_TN), ImplicitParams,
-        ImplicitSpec, [ImageRead, ImageRead, StorageRead, Storage];
+        ImplicitSpec, [ImageRead, ImageRead, StorageRead, Storage, StorageRead];
     /// [`Kernel::Conv2dImplicit`] with 4 pixels x 32 output channels per invocation.
     Conv2dImplicitN32 = "conv2d_implicit_n32", conv2d_implicit::source(4, 32), ImplicitParams,
-        ImplicitSpec, [ImageRead, ImageRead, StorageRead, Storage];
+        ImplicitSpec, [ImageRead, ImageRead, StorageRead, Storage, StorageRead];
     /// Implicit-GEMM weight gradient on storage images.
     Conv2dWgradImplicit = "conv2d_wgrad_implicit", conv2d_wgrad_implicit::source(8, false),
         WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage];

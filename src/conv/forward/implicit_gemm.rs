@@ -140,9 +140,13 @@ pub(crate) fn encode_at(
         kp: u32_of(pl.kp, "reduction length")?,
         ..Default::default()
     };
+    (cu.alpha, cu.lo, cu.hi) = bufs.ep_constants();
+    let (act, res) = bufs.ep_codes();
     let spec = ImplicitSpec {
         WG: WG as u32,
         HAS_BIAS: bufs.b.is_some(),
+        ACT: act,
+        RES: res,
     };
     let mut n0 = 0;
     while n0 < p.n {
@@ -159,6 +163,7 @@ pub(crate) fn encode_at(
             Bind::Image(&wview),
             Bind::whole(bufs.b.as_ref().unwrap_or(&bufs.w)),
             Bind::whole(&bufs.y),
+            Bind::whole(bufs.r_or(&bufs.w)),
         ];
         let total = (groups * WG) as u64;
         match pl.tile {
@@ -171,5 +176,7 @@ pub(crate) fn encode_at(
         }
         n0 += nb;
     }
+    // The store applied the epilogue (fused).
+    bufs.mark_epilogue_applied();
     Ok(())
 }
