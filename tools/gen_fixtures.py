@@ -1405,6 +1405,10 @@ def build_epilogue_cases():
     conv_epi(c, E("hardswish", "after"), 2, 4, 7, 9, 6, 3, 3, stride=2, padding=1,
              mode="circular")
     conv_epi(c, E("hardsigmoid", "before"), 1, 3, 7, 9, 4, 7, 7, stride=2, padding=3)
+    conv_epi(c, E("silu", "before"), 2, 8, 12, 16, 8, 3, 3, padding=1, groups=8,
+             note="depthwise, widths multiples of 4 (the image kernel on CPU adapters)")
+    conv_epi(c, E("relu", "after"), 1, 8, 9, 16, 16, 3, 3, padding=1, groups=8, integer=True,
+             note="depthwise multiplier 2, widths multiples of 4")
     conv_epi(v, E("silu", "after"), 1, 3, 7, 9, 4, 3, 2, padding=1, mode="reflect")
     conv_epi(v, E("hardswish", "none"), 2, 4, 7, 9, 8, 3, 3, padding=1, groups=4)
     # integer-valued relu: bit-exact on direct and GEMM algorithms

@@ -479,6 +479,14 @@ fn epilogue(v: f32, r: f32, alpha: f32, lo: f32, hi: f32) -> f32 {
         default: { return act(v, alpha, lo, hi); }
     }
 }
+fn epilogue4(v: vec4<f32>, r: vec4<f32>, alpha: f32, lo: f32, hi: f32) -> vec4<f32> {
+    return vec4<f32>(
+        epilogue(v.x, r.x, alpha, lo, hi),
+        epilogue(v.y, r.y, alpha, lo, hi),
+        epilogue(v.z, r.z, alpha, lo, hi),
+        epilogue(v.w, r.w, alpha, lo, hi),
+    );
+}
 fn act_grad(z: f32, alpha: f32, lo: f32, hi: f32) -> f32 {
     switch ACT {
         case 1u: { return select(0.0, 1.0, z > 0.0); }
@@ -528,6 +536,20 @@ pub(crate) fn epilogue_store(ind: &str, out: &str, idx: &str) -> String {
 {ind}        rv = r[{idx}];
 {ind}    }}
 {ind}    {out} = epilogue({out}, rv, P.alpha, P.lo, P.hi);
+{ind}}}"
+    )
+}
+
+/// [`epilogue_store`] for a `vec4<f32>` value stored at index `idx` of `y: array<vec4<f32>>`,
+/// with `r: array<vec4<f32>>`.
+pub(crate) fn epilogue_store4(ind: &str, out: &str, idx: &str) -> String {
+    format!(
+        "{ind}if (ACT != 0u || RES != 0u) {{
+{ind}    var rv = vec4<f32>(0.0);
+{ind}    if (RES != 0u) {{
+{ind}        rv = r[{idx}];
+{ind}    }}
+{ind}    {out} = epilogue4({out}, rv, P.alpha, P.lo, P.hi);
 {ind}}}"
     )
 }

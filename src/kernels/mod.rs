@@ -249,7 +249,8 @@ kernels! {
         PackWeightsParams, PackWeightsRunsSpec, [ImageRead, Storage];
     /// Depthwise convolution reading the input from a storage image.
     Conv2dDepthwiseImage = "conv2d_depthwise_image", conv2d_depthwise_image::source(),
-        DepthwiseImageParams, DepthwiseImageSpec, [ImageRead, StorageRead, StorageRead, Storage];
+        DepthwiseImageParams, DepthwiseImageSpec,
+        [ImageRead, StorageRead, StorageRead, Storage, StorageRead];
     /// Implicit-GEMM convolution on storage images: 8 pixels x 16 output channels per lane.
     Conv2dImplicit = "conv2d_implicit", conv2d_implicit::source(conv2d_implicit::IC_TM, conv2d_implicit::IC_TN), ImplicitParams,
         ImplicitSpec, [ImageRead, ImageRead, StorageRead, Storage, StorageRead];
