@@ -651,9 +651,19 @@ impl Context {
     ///
     /// `x`, `w`, `bias` and `params` as [`Context::conv2d`]; `residual` (`[N, K, Ho, Wo]`,
     /// the output's shape) is given exactly when the epilogue has one. Every algorithm runs
-    /// every epilogue; the epilogue is applied by one extra elementwise pass over `y` (kernel
-    /// `epilogue`) after the algorithm's kernels, which leaves `y` exactly as a kernel
-    /// storing `epilogue(conv + b, r)` would (the same f32 operations in the same order).
+    /// every epilogue, with the same f32 operations in the same order (`act(conv + b + r)`
+    /// or `act(conv + b) + r`), so fused and unfused results are identical:
+    ///
+    /// | algorithm | epilogue |
+    /// |---|---|
+    /// | [`Algorithm::Direct`] | fused into the store of `conv2d_direct` |
+    /// | [`Algorithm::ImplicitGemm`] | fused into the store of `conv2d_implicit` (both tiles) |
+    /// | [`Algorithm::Depthwise`] | fused into `conv2d_depthwise_image` (CPU adapters, when that kernel runs the problem); else the pass |
+    /// | [`Algorithm::Im2colGemm`], [`Algorithm::Gemm1x1`], [`Algorithm::ImplicitGemmTiled`] | one extra elementwise pass |
+    ///
+    /// The pass is one kernel (`epilogue`) over `y` after the algorithm's kernels, reading
+    /// and writing `y` once more (and reading `r`). Problems beyond one storage binding (run in
+    /// bands or windows) also take the pass, over the whole output.
     ///
     /// # Errors
     /// Those of [`Context::conv2d_with`]; [`ErrorKind::InvalidParam`](crate::ErrorKind::InvalidParam)
@@ -720,7 +730,8 @@ impl Context {
 
     /// Transposed convolution with an epilogue (as [`Context::conv2d_fused`]): `x`, `w`,
     /// `bias`, `params` as [`Context::conv_transpose2d`], `residual` of the output's shape
-    /// `[N, Cout, Ho, Wo]`. The epilogue runs as one extra elementwise pass.
+    /// `[N, Cout, Ho, Wo]`. The epilogue runs as one extra elementwise pass (kernel
+    /// `epilogue`) on every algorithm: the transposed kernels do not fuse it yet.
     ///
     /// # Errors
     /// Those of [`Context::conv_transpose2d`] and of the epilogue (as
