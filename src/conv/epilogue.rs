@@ -36,8 +36,16 @@ fn windows(ctx: &Context, len: usize) -> impl Iterator<Item = (usize, usize)> {
         .map(move |lo| (lo, (lo + step).min(len)))
 }
 
+/// The vec4 form of a window offset from [`window`]: `global4 + off4 = local4` (mod 2^32)
+/// when `global + off = local` and the window starts on a vec4.
+fn off4(off: u32) -> u32 {
+    0u32.wrapping_sub(0u32.wrapping_sub(off) / 4)
+}
+
 /// Records `y = epilogue(y, r)` over the `len` elements of `y` (and `r`, given exactly when
-/// the epilogue has a residual). Nothing for the identity epilogue.
+/// the epilogue has a residual). Nothing for the identity epilogue. Each window (of at most
+/// one binding, starting on a multiple of 64 elements) runs as vec4s, and a last partial
+/// vec4 (when `len` is not a multiple of 4) as scalars.
 pub(crate) fn encode_forward(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
@@ -52,28 +60,61 @@ pub(crate) fn encode_forward(
     let spec = spec(ep);
     for (lo, hi) in windows(ctx, len) {
         let (yb, y_off) = window(ctx, y, lo, hi)?;
-        let mut u = EpilogueParams {
-            total: u32_of(hi - lo, "elements")?,
-            y_off,
-            ..params(ep)
-        };
-        let set = |u: &mut EpilogueParams, first: u32| u.start = lo as u32 + first;
-        match r {
-            Some(r) => {
-                let (rb, r_off) = window(ctx, r, lo, hi)?;
-                u.r_off = r_off;
-                launch_linear::<k::EpilogueResidual>(
+        let rw = r.map(|r| window(ctx, r, lo, hi)).transpose()?;
+        let n4 = (hi - lo) / 4;
+        let tail = lo + 4 * n4;
+        // The vec4 bulk.
+        if n4 > 0 {
+            let mut u = EpilogueParams {
+                total: u32_of(n4, "elements")?,
+                y_off: off4(y_off),
+                r_off: rw.map_or(0, |(_, o)| off4(o)),
+                ..params(ep)
+            };
+            let set = |u: &mut EpilogueParams, first: u32| u.start = (lo / 4) as u32 + first;
+            match rw {
+                Some((rb, _)) => launch_linear::<k::EpilogueResidual4>(
                     ctx,
                     enc,
                     &spec,
                     &mut u,
                     set,
                     &[rb, yb],
-                    (hi - lo) as u64,
-                )?;
+                    n4 as u64,
+                )?,
+                None => {
+                    launch_linear::<k::Epilogue4>(ctx, enc, &spec, &mut u, set, &[yb], n4 as u64)?
+                }
             }
-            None => {
-                launch_linear::<k::Epilogue>(ctx, enc, &spec, &mut u, set, &[yb], (hi - lo) as u64)?
+        }
+        // The scalar tail.
+        if tail < hi {
+            let mut u = EpilogueParams {
+                total: u32_of(hi - tail, "elements")?,
+                y_off,
+                r_off: rw.map_or(0, |(_, o)| o),
+                ..params(ep)
+            };
+            let set = |u: &mut EpilogueParams, first: u32| u.start = tail as u32 + first;
+            match rw {
+                Some((rb, _)) => launch_linear::<k::EpilogueResidual>(
+                    ctx,
+                    enc,
+                    &spec,
+                    &mut u,
+                    set,
+                    &[rb, yb],
+                    (hi - tail) as u64,
+                )?,
+                None => launch_linear::<k::Epilogue>(
+                    ctx,
+                    enc,
+                    &spec,
+                    &mut u,
+                    set,
+                    &[yb],
+                    (hi - tail) as u64,
+                )?,
             }
         }
     }

@@ -28,18 +28,26 @@ spec! {
     }
 }
 
-/// The WGSL source of `epilogue` (`residual`: with the residual binding) .
-pub(crate) fn source(residual: bool) -> String {
+/// The WGSL source of `epilogue` (`residual`: with the residual binding; `v4`: on vec4
+/// elements, where `total`, `start` and the offsets count vec4s).
+pub(crate) fn source(residual: bool, v4: bool) -> String {
+    let (ty, f, zero) = if v4 {
+        ("vec4<f32>", "epilogue4", "vec4<f32>(0.0)")
+    } else {
+        ("f32", "epilogue", "0.0")
+    };
     let (binds, r) = if residual {
         (
-            "@group(0) @binding(1) var<storage, read> r: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;",
+            format!(
+                "@group(0) @binding(1) var<storage, read> r: array<{ty}>;
+@group(0) @binding(2) var<storage, read_write> y: array<{ty}>;"
+            ),
             "r[i + P.r_off]",
         )
     } else {
         (
-            "@group(0) @binding(1) var<storage, read_write> y: array<f32>;",
-            "0.0",
+            format!("@group(0) @binding(1) var<storage, read_write> y: array<{ty}>;"),
+            zero,
         )
     };
     let src = format!(
@@ -55,7 +63,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }}
     let i = P.start + id;
     let yi = i + P.y_off;
-    y[yi] = epilogue(y[yi], {r}, P.alpha, P.lo, P.hi);
+    y[yi] = {f}(y[yi], {r}, P.alpha, P.lo, P.hi);
 }}
 ",
         EpilogueParams::wgsl(),

@@ -286,9 +286,17 @@ kernels! {
     ScatterStrided = "scatter_strided", scatter_strided::source(), ScatterParams, ScatterSpec,
         [StorageRead, StorageRead, Storage];
     /// The epilogue applied in place to an output stored without it (no residual).
-    Epilogue = "epilogue", epilogue::source(false), EpilogueParams, EpilogueSpec, [Storage];
+    Epilogue = "epilogue", epilogue::source(false, false), EpilogueParams, EpilogueSpec,
+        [Storage];
     /// [`Kernel::Epilogue`] with a residual tensor.
-    EpilogueResidual = "epilogue_residual", epilogue::source(true), EpilogueParams,
+    EpilogueResidual = "epilogue_residual", epilogue::source(true, false), EpilogueParams,
+        EpilogueSpec, [StorageRead, Storage];
+    /// [`Kernel::Epilogue`] on vec4 elements (the bulk of the pass; the scalar kernel takes a
+    /// tail of up to 3 elements).
+    Epilogue4 = "epilogue4", epilogue::source(false, true), EpilogueParams, EpilogueSpec,
+        [Storage];
+    /// [`Kernel::EpilogueResidual`] on vec4 elements.
+    EpilogueResidual4 = "epilogue_residual4", epilogue::source(true, true), EpilogueParams,
         EpilogueSpec, [StorageRead, Storage];
     /// `dz = dy ⊙ act'(z)`: the gradient through an epilogue's activation.
     EpilogueGrad = "epilogue_grad", epilogue::grad_source(), EpilogueParams, EpilogueSpec,
