@@ -659,7 +659,8 @@ impl Context {
     /// | [`Algorithm::Direct`] | fused into the store of `conv2d_direct` |
     /// | [`Algorithm::ImplicitGemm`] | fused into the store of `conv2d_implicit` (both tiles) |
     /// | [`Algorithm::Depthwise`] | fused into `conv2d_depthwise_image` (CPU adapters, when that kernel runs the problem); else the pass |
-    /// | [`Algorithm::Im2colGemm`], [`Algorithm::Gemm1x1`], [`Algorithm::ImplicitGemmTiled`] | one extra elementwise pass |
+    /// | [`Algorithm::Gemm1x1`] | fused into the store of the image GEMM (`gemm_image`, 8-lane subgroups) when it runs the GEMM whole; else the pass |
+    /// | [`Algorithm::Im2colGemm`], [`Algorithm::ImplicitGemmTiled`] | one extra elementwise pass |
     ///
     /// The pass is one kernel (`epilogue`) over `y` after the algorithm's kernels, reading
     /// and writing `y` once more (and reading `r`). Problems beyond one storage binding (run in

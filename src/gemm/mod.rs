@@ -10,7 +10,7 @@ use crate::context::Context;
 use crate::epilogue::Epilogue;
 use crate::error::{Error, ErrorKind, Result};
 use crate::tensor::Tensor;
-use job::{encode_job, GemmJob, Mat};
+use job::{encode_job_fused, GemmJob, Mat};
 
 /// Which GEMM kernel runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -214,6 +214,20 @@ impl Context {
         accumulate: bool,
         params: &GemmParams,
     ) -> Result<()> {
+        self.encode_gemm_job(encoder, (a, b, bias, c), accumulate, params, None)
+            .map(drop)
+    }
+
+    /// [`Context::encode_gemm`] offering `epilogue` (and its residual) to the image kernel;
+    /// whether it applied it.
+    fn encode_gemm_job(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        (a, b, bias, c): (&Tensor, &Tensor, Option<&Tensor>, &Tensor),
+        accumulate: bool,
+        params: &GemmParams,
+        epilogue: Option<(Epilogue, Option<&wgpu::Buffer>)>,
+    ) -> Result<bool> {
         // Written when the caller submits: never cached from now on.
         c.mark_volatile();
         self.check_gemm_variant(params.variant)?;
@@ -280,8 +294,9 @@ impl Context {
             c_col_stride: 1,
             bias: bias.map(|t| (t.raw(), 0, 0, 2)),
             accumulate,
+            epilogue,
         };
-        encode_job(self, encoder, &job, params.variant)
+        encode_job_fused(self, encoder, &job, params.variant)
     }
 }
 
@@ -290,8 +305,11 @@ impl Context {
     /// ([`Residual::Before`](crate::Residual::Before)), `act(op(A)·op(B) + bias) + r`
     /// ([`Residual::After`](crate::Residual::After)) or `act(op(A)·op(B) + bias)`. Shapes as
     /// [`Context::gemm`]; `bias` has length `N` (added to every row); `residual` has the
-    /// result's shape and is given exactly when the epilogue has one. The epilogue runs as
-    /// one extra elementwise pass after the GEMM kernel (kernel `epilogue`).
+    /// result's shape and is given exactly when the epilogue has one. The image kernel
+    /// ([`GemmVariant::Image`], the choice of `Auto` on lavapipe) applies the epilogue in its
+    /// store when it runs the product whole (no chunks beyond its scratch and texture
+    /// limits); otherwise (other variants, chunked products) it runs as one extra
+    /// elementwise pass after the GEMM (kernel `epilogue`). The results are identical.
     ///
     /// # Errors
     /// Those of [`Context::encode_gemm`] and of the epilogue (as
@@ -334,7 +352,10 @@ impl Context {
         epilogue: &Epilogue,
     ) -> Result<()> {
         self.check_residual(epilogue, residual, c.shape(), Some(c))?;
-        self.encode_gemm(encoder, a, b, bias, c, false, params)?;
+        let offered = (!epilogue.is_identity()).then(|| (*epilogue, residual.map(Tensor::raw)));
+        if self.encode_gemm_job(encoder, (a, b, bias, c), false, params, offered)? {
+            return Ok(());
+        }
         crate::conv::epilogue::encode_forward(
             self,
             encoder,

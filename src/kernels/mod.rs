@@ -191,10 +191,10 @@ kernels! {
         [StorageRead, StorageRead, StorageRead, Storage];
     /// GEMM reading both operands from packed storage images (8-lane subgroups).
     GemmImage = "gemm_image", gemm_image::source(false), GemmImageParams, GemmImageSpec,
-        [ImageRead, ImageRead, StorageRead, Storage];
+        [ImageRead, ImageRead, StorageRead, Storage, StorageRead];
     /// [`Kernel::GemmImage`] reading B from a storage buffer.
     GemmImageSb = "gemm_image_sb", gemm_image::source(true), GemmImageParams, GemmImageSpec,
-        [ImageRead, StorageRead, StorageRead, Storage];
+        [ImageRead, StorageRead, StorageRead, Storage, StorageRead];
     /// Operand packing (transpose / pad to vec4) for the buffer GEMM kernels.
     Pack = "pack", pack::source(), PackParams, PackSpec, [StorageRead, Storage];
     /// Operand packing into the storage-image panels of [`Kernel::GemmImage`].
