@@ -43,8 +43,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Median seconds of `reps` runs of `f` after one warm-up.
-fn time(reps: usize, mut f: impl FnMut() -> wgconv::Result<()>) -> wgconv::Result<f64> {
+/// Median time of `reps` runs of `f`, after an untimed run and the background work it
+/// started (tuning of its bucket, compilation of the steady-state kernels; see
+/// [`Context::wait_for_tuning`]).
+fn time(
+    ctx: &Context,
+    reps: usize,
+    mut f: impl FnMut() -> wgconv::Result<()>,
+) -> wgconv::Result<f64> {
     f()?;
+    ctx.wait_for_tuning();
     let mut t = Vec::with_capacity(reps);
     for _ in 0..reps {
         let s = Instant::now();
@@ -133,7 +141,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let bwd_ok = ctx.check_algorithm(Operation::InputGrad, algo, &p).is_ok()
                     && ctx.check_algorithm(Operation::WeightGrad, algo, &p).is_ok();
                 if fwd_ok {
-                    let t = time(args.reps, || {
+                    let t = time(&ctx, args.reps, || {
                         let mut enc = ctx.device().create_command_encoder(&Default::default());
                         ctx.encode_conv2d(&mut enc, &x, &w, None, &params, algo, &y)?;
                         ctx.submit(enc)?;
@@ -142,13 +150,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     row.1[si] = Some(flops / t / 1e9);
                 }
                 if bwd_ok {
-                    let t_dx = time(args.reps, || {
+                    let t_dx = time(&ctx, args.reps, || {
                         let mut enc = ctx.device().create_command_encoder(&Default::default());
                         ctx.encode_conv2d_backward_input(&mut enc, &dy, &w, &params, algo, &dx)?;
                         ctx.submit(enc)?;
                         ctx.synchronize()
                     })?;
-                    let t_dw = time(args.reps, || {
+                    let t_dw = time(&ctx, args.reps, || {
                         let mut enc = ctx.device().create_command_encoder(&Default::default());
                         ctx.encode_conv2d_backward_weight(&mut enc, &x, &dy, &params, algo, &dw)?;
                         ctx.submit(enc)?;

@@ -115,6 +115,7 @@
 mod context;
 pub mod conv;
 pub mod cpu;
+pub mod epilogue;
 mod error;
 mod gemm;
 mod gpu;
@@ -130,7 +131,8 @@ mod wcache;
 pub use context::{
     Context, ContextOptions, KernelClass, Limits, LimitsOverride, DEFAULT_SCRATCH_BUDGET,
 };
-pub use conv::{Algorithm, Conv2dGradients, Operation};
+pub use conv::{Algorithm, Conv2dFusedGradients, Conv2dGradients, Operation};
+pub use epilogue::{Activation, Epilogue, Residual};
 pub use error::{Error, ErrorKind, Result};
 pub use gemm::{GemmParams, GemmVariant};
 /// The `half` crate, whose [`f16`](half::f16) is the host type of f16 tensors.

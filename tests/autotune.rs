@@ -456,7 +456,10 @@ fn first_call_stand_in_is_bit_identical_to_the_steady_kernel() {
         let compiled = wgconv::dev::compiled_kernels(&blocking);
         assert!(compiled.contains(&steady), "{compiled:?}");
         assert!(!compiled.contains(&stand_in), "blocking: {compiled:?}");
-        assert!(!compiled.contains(&"pad_image_texel"), "blocking: {compiled:?}");
+        assert!(
+            !compiled.contains(&"pad_image_texel"),
+            "blocking: {compiled:?}"
+        );
         let want = cpu::conv2d_problem(&p, &x, &w, None);
         let tols: Vec<f32> = cpu::conv2d_abs_scale(&p, &x, &w, None)
             .iter()

@@ -1170,6 +1170,389 @@ def build_f16_cases():
     gemm(5, 100, 3, True, True, dtype=H, accumulate="float16", tag="f16acc")
 
 
+# --------------------------------------------------------------------------- epilogues
+#
+# y = act(conv + b + r) ("before"), act(conv + b) + r ("after"), act(conv + b) ("none"), with
+# PyTorch's activations (jax.nn in float64; constants alpha/lo/hi taken as float32 values).
+# Cross-checked against numpy/math formulas. abs_scale of an epilogue output = Lip(act) *
+# (sum |terms| of z) (+ |r| after the activation); the tolerance adds 4e-6 * abs_scale for the
+# f32 evaluation of the activation (exp/erf approximations), far below one missing term.
+# conv2d_grad with an epilogue: inputs z (the pre-activation, rounded to float32: the
+# reference differentiates the activation there), dy, r; outputs dx, dw, db of
+# dz = dy * act'(z) and dr (dz for "before", dy for "after").
+
+EPI_LIP = {"identity": 1.0, "relu": 1.0, "clamp": 1.0, "sigmoid": 0.25, "tanh": 1.0,
+           "silu": 1.1, "gelu": 1.13, "gelu_tanh": 1.13, "hardswish": 1.5,
+           "hardsigmoid": 1.0 / 6.0}
+EPI_REL = 4e-6
+
+
+def epi_obj(act, residual, alpha=None, lo=None, hi=None):
+    e = {"activation": act}
+    if act == "leaky_relu":
+        e["alpha"] = np.float32(0.01 if alpha is None else alpha)
+    if act == "clamp":
+        e["lo"], e["hi"] = np.float32(lo), np.float32(hi)
+    e["residual"] = residual
+    return e
+
+
+def epi_lip(e):
+    if e["activation"] == "leaky_relu":
+        return max(1.0, abs(float(e["alpha"])))
+    return EPI_LIP[e["activation"]]
+
+
+def j_act(e):
+    a = e["activation"]
+    if a == "identity":
+        return lambda z: z
+    if a == "relu":
+        return jax.nn.relu
+    if a == "leaky_relu":
+        return lambda z: jax.nn.leaky_relu(z, float(e["alpha"]))
+    if a == "clamp":
+        return lambda z: jnp.clip(z, float(e["lo"]), float(e["hi"]))
+    if a == "sigmoid":
+        return jax.nn.sigmoid
+    if a == "tanh":
+        return jnp.tanh
+    if a == "silu":
+        return jax.nn.silu
+    if a == "gelu":
+        return lambda z: jax.nn.gelu(z, approximate=False)
+    if a == "gelu_tanh":
+        return lambda z: jax.nn.gelu(z, approximate=True)
+    if a == "hardswish":
+        return jax.nn.hard_swish
+    if a == "hardsigmoid":
+        return jax.nn.hard_sigmoid
+    raise Fail("unknown activation " + a)
+
+
+def n_act(e, z):
+    """numpy float64 activation and derivative (PyTorch's formulas), for the cross-check."""
+    a = e["activation"]
+    erf = np.vectorize(math.erf)
+    sig = 1.0 / (1.0 + np.exp(-z))
+    if a == "identity":
+        return z, np.ones_like(z)
+    if a == "relu":
+        return np.where(z > 0, z, 0.0), (z > 0).astype(float)
+    if a == "leaky_relu":
+        al = float(e["alpha"])
+        return np.where(z > 0, z, al * z), np.where(z > 0, 1.0, al)
+    if a == "clamp":
+        lo, hi = float(e["lo"]), float(e["hi"])
+        return np.clip(z, lo, hi), ((z > lo) & (z < hi)).astype(float)
+    if a == "sigmoid":
+        return sig, sig * (1 - sig)
+    if a == "tanh":
+        t = np.tanh(z)
+        return t, 1 - t * t
+    if a == "silu":
+        return z * sig, sig * (1 + z * (1 - sig))
+    if a == "gelu":
+        cdf = 0.5 * (1 + erf(z / math.sqrt(2)))
+        return z * cdf, cdf + z * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    if a == "gelu_tanh":
+        k = math.sqrt(2 / math.pi)
+        t = np.tanh(k * (z + 0.044715 * z ** 3))
+        return (0.5 * z * (1 + t),
+                0.5 * (1 + t) + 0.5 * z * (1 - t * t) * k * (1 + 3 * 0.044715 * z * z))
+    if a == "hardswish":
+        return (z * np.clip(z + 3, 0, 6) / 6,
+                np.where(z < -3, 0.0, np.where(z <= 3, z / 3 + 0.5, 1.0)))
+    if a == "hardsigmoid":
+        return np.clip(z + 3, 0, 6) / 6, np.where((z > -3) & (z < 3), 1.0 / 6.0, 0.0)
+    raise Fail("unknown activation " + a)
+
+
+def j_epi(e, v, r):
+    f = j_act(e)
+    if e["residual"] == "before":
+        return np.asarray(f(jnp.asarray(v + r)), np.float64)
+    if e["residual"] == "after":
+        return np.asarray(f(jnp.asarray(v)), np.float64) + r
+    return np.asarray(f(jnp.asarray(v)), np.float64)
+
+
+def n_epi(e, v, r):
+    if e["residual"] == "before":
+        return n_act(e, v + r)[0]
+    if e["residual"] == "after":
+        return n_act(e, v)[0] + r
+    return n_act(e, v)[0]
+
+
+def epi_kinks(e):
+    a = e["activation"]
+    if a in ("relu", "leaky_relu"):
+        return [0.0]
+    if a == "clamp":
+        return [float(e["lo"]), float(e["hi"])]
+    if a in ("hardswish", "hardsigmoid"):
+        return [-3.0, 3.0]
+    return []
+
+
+def epi_apply(cid, e, v, va, ones, shape, rng, integer):
+    """Output, abs scale, term counts and residual of epilogue e on v (= conv + b, float64)
+    with |terms| va and term counts ones."""
+    r = draw(rng, shape, integer).astype(np.float64) if e["residual"] != "none" else 0.0
+    y = j_epi(e, v, r)
+    ra = np.abs(r)
+    lip = epi_lip(e)
+    if e["residual"] == "before":
+        ya, cnt = lip * (va + ra), ones + 1
+    elif e["residual"] == "after":
+        ya, cnt = lip * va + ra, ones + 1
+    else:
+        ya, cnt = lip * va, ones
+    cross_check(cid, "y(epilogue)", y, n_epi(e, v, r), max(float(ya.max()), 1.0))
+    z = v + r if e["residual"] == "before" else v
+    for k in epi_kinks(e):
+        check(integer or float(np.min(np.abs(z - k))) > 1e-6, "%s: z at a kink" % cid)
+    return y, ya, cnt, (None if e["residual"] == "none" else np.asarray(r, np.float32))
+
+
+def epi_tag(e):
+    return "epi_%s_%s" % (e["activation"], e["residual"])
+
+
+def epi_finish(case, e, inputs, outputs, abs_out, counts, integer):
+    case["epilogue"] = e
+    finish(case, inputs, outputs, abs_out, counts, integer)
+    if not integer:
+        extra = max(EPI_REL * float(v) for v in case["abs_scale"].values())
+        case["tolerance"]["atol"] = round_up_3sig(max(case["tolerance"]["atol"], extra))
+
+
+def conv_epi(op, e, N, C, H, W, K, R, S, stride=1, padding=0, dilation=1, groups=1,
+             mode="zeros", bias=True, integer=False, note=None):
+    flip = op == "convolve2d"
+    p = conv_params(stride, padding, dilation, groups, mode, bias, R, S)
+    cid = conv_id(op, N, C, H, W, K, R, S, p, integer, epi_tag(e))
+    xs, ws = [N, C, H, W], [K, C // groups, R, S]
+    check(not conv_errors(p, xs, ws, [K] if bias else None), cid)
+    rng = rng_for(cid)
+    x, w = draw(rng, xs, integer), draw(rng, ws, integer)
+    b = draw(rng, [K], integer) if bias else None
+    v = jref_conv(x, w, b, p, flip)
+    va = jref_conv(np.abs(x), np.abs(w), None if b is None else np.abs(b), p, flip)
+    ones = jref_conv(np.ones_like(x), np.ones_like(w), None if b is None else np.ones_like(b), p, flip)
+    cross_check(cid, "conv", v, naive_conv(x, w, b, p, flip), float(va.max()))
+    y, ya, cnt, r = epi_apply(cid, e, v, va, ones, list(v.shape), rng, integer)
+    shapes = {"x": xs, "w": ws}
+    inputs = {"x": x, "w": w}
+    if bias:
+        shapes["b"], inputs["b"] = [K], b
+    if r is not None:
+        shapes["r"], inputs["r"] = list(v.shape), r
+    shapes["y"] = list(v.shape)
+    desc = describe(op, N, C, H, W, K, R, S, p, integer,
+                    "epilogue %s, residual %s%s" % (e["activation"], e["residual"],
+                                                    (". " + note) if note else ""))
+    case = header(cid, op, "ok", desc, p, shapes)
+    epi_finish(case, e, inputs, {"y": y.astype(np.float32)}, {"y": ya}, {"y": cnt}, integer)
+    add_case(case)
+
+
+def convt_epi(e, N, Cin, H, W, Cout, R, S, stride=1, padding=0, output_padding=0,
+              dilation=1, groups=1, bias=True, integer=False):
+    op = "conv_transpose2d"
+    p = {"stride": pair(stride), "padding": pair(padding)}
+    p["padding_resolved"] = [[p["padding"][0]] * 2, [p["padding"][1]] * 2]
+    p.update({"output_padding": pair(output_padding), "dilation": pair(dilation),
+              "groups": groups, "padding_mode": "zeros", "bias": bias})
+    cid = conv_id(op, N, Cin, H, W, Cout, R, S, p, integer, epi_tag(e))
+    xs, ws = [N, Cin, H, W], [Cin, Cout // groups, R, S]
+    check(not convt_errors(p, xs, ws, [Cout] if bias else None), cid)
+    rng = rng_for(cid)
+    x, w = draw(rng, xs, integer), draw(rng, ws, integer)
+    b = draw(rng, [Cout], integer) if bias else None
+    v = jref_convt(x, w, b, p)
+    va = jref_convt(np.abs(x), np.abs(w), None if b is None else np.abs(b), p)
+    ones = jref_convt(np.ones_like(x), np.ones_like(w), None if b is None else np.ones_like(b), p)
+    cross_check(cid, "convt", v, naive_convt(x, w, b, p), float(va.max()))
+    y, ya, cnt, r = epi_apply(cid, e, v, va, ones, list(v.shape), rng, integer)
+    shapes = {"x": xs, "w": ws}
+    inputs = {"x": x, "w": w}
+    if bias:
+        shapes["b"], inputs["b"] = [Cout], b
+    if r is not None:
+        shapes["r"], inputs["r"] = list(v.shape), r
+    shapes["y"] = list(v.shape)
+    desc = describe(op, N, Cin, H, W, Cout, R, S, p, integer,
+                    "epilogue %s, residual %s" % (e["activation"], e["residual"]))
+    case = header(cid, op, "ok", desc, p, shapes)
+    epi_finish(case, e, inputs, {"y": y.astype(np.float32)}, {"y": ya}, {"y": cnt}, integer)
+    add_case(case)
+
+
+def grad_epi(e, N, C, H, W, K, R, S, stride=1, padding=0, dilation=1, groups=1, mode="zeros",
+             bias=True):
+    op = "conv2d_grad"
+    p = conv_params(stride, padding, dilation, groups, mode, bias, R, S)
+    cid = conv_id(op, N, C, H, W, K, R, S, p, False, epi_tag(e))
+    xs, ws = [N, C, H, W], [K, C // groups, R, S]
+    rng = rng_for(cid)
+    x, w = draw(rng, xs, False), draw(rng, ws, False)
+    b = draw(rng, [K], False) if bias else None
+    v = jref_conv(x, w, b, p, False)
+    dys = list(v.shape)
+    check(not conv_errors(p, xs, ws, [K] if bias else None, dys), cid)
+    dy = draw(rng, dys, False)
+    r = draw(rng, dys, False) if e["residual"] != "none" else None
+    z = (v + r if e["residual"] == "before" else v).astype(np.float32)
+    for k in epi_kinks(e):
+        check(float(np.min(np.abs(z.astype(np.float64) - k))) > 1e-6, "%s: z at a kink" % cid)
+    z64 = jnp.asarray(z, jnp.float64)
+    _, vjp = jax.vjp(j_act(e), z64)
+    dz = np.asarray(vjp(jnp.asarray(dy, jnp.float64))[0])
+    ndz = dy.astype(np.float64) * n_act(e, z.astype(np.float64))[1]
+    lip = epi_lip(e)
+    dza = lip * np.abs(dy).astype(np.float64)
+    cross_check(cid, "dz", dz, ndz, float(dza.max()))
+    g = jref_grad(x, w, b, dz, p)
+    ga = jref_grad(np.abs(x), np.abs(w), None if b is None else np.abs(b), dza, p)
+    go = jref_grad(np.ones_like(x), np.ones_like(w), None if b is None else np.ones_like(b),
+                   np.ones_like(dy), p)
+    nv = naive_grad(x, w, b, ndz, p)
+    for name in g:
+        cross_check(cid, name, g[name], nv[name], float(ga[name].max()))
+    if e["residual"] == "before":
+        g["dr"], ga["dr"], go["dr"] = dz, dza, np.ones_like(dz)
+    elif e["residual"] == "after":
+        g["dr"], ga["dr"], go["dr"] = dy.astype(np.float64), np.abs(dy), np.ones_like(dz)
+    shapes = {"x": xs, "w": ws}
+    inputs = {"x": x, "w": w}
+    if bias:
+        shapes["b"], inputs["b"] = [K], b
+    shapes["dy"], inputs["dy"] = dys, dy
+    shapes["z"], inputs["z"] = dys, z
+    if r is not None:
+        shapes["r"], inputs["r"] = dys, r
+    shapes["dx"], shapes["dw"] = xs, ws
+    if bias:
+        shapes["db"] = [K]
+    if r is not None:
+        shapes["dr"] = dys
+    desc = describe(op, N, C, H, W, K, R, S, p, False,
+                    "epilogue %s, residual %s: gradients through it given z" %
+                    (e["activation"], e["residual"]))
+    case = header(cid, op, "ok", desc, p, shapes)
+    epi_finish(case, e, inputs, {k: np.asarray(v_, np.float64).astype(np.float32)
+                                 for k, v_ in g.items()}, ga, go, False)
+    add_case(case)
+
+
+def gemm_epi(e, m, k, n, ta, tb, bias=True, integer=False):
+    p = {"m": m, "k": k, "n": n, "transpose_a": ta, "transpose_b": tb}
+    cid = "gemm_%s_%dx%dx%d_%s%s%s%s" % (epi_tag(e), m, k, n, "t" if ta else "n",
+                                         "t" if tb else "n", "_bias" if bias else "",
+                                         "_int" if integer else "")
+    sa, sb = gemm_shapes(m, k, n, ta, tb)
+    rng = rng_for(cid)
+    a, b = draw(rng, sa, integer), draw(rng, sb, integer)
+    bv = draw(rng, [n], integer) if bias else None
+    v = jref_gemm(a, b, p)
+    va = jref_gemm(np.abs(a), np.abs(b), p)
+    cross_check(cid, "c", v, naive_gemm(a, b, p), float(va.max()))
+    ones = np.full(v.shape, float(k))
+    if bias:
+        v, va, ones = v + bv[None, :], va + np.abs(bv)[None, :], ones + 1
+    c, ca, cnt, r = epi_apply(cid, e, v, va, ones, [m, n], rng, integer)
+    shapes = {"a": sa, "b": sb}
+    inputs = {"a": a, "b": b}
+    if bias:
+        shapes["bias"], inputs["bias"] = [n], bv
+    if r is not None:
+        shapes["r"], inputs["r"] = [m, n], r
+    shapes["c"] = [m, n]
+    desc = ("gemm: c [%d,%d] = epilogue(%s @ %s%s), k = %d, epilogue %s, residual %s%s"
+            % (m, n, "a^T" if ta else "a", "b^T" if tb else "b", " + bias" if bias else "", k,
+               e["activation"], e["residual"], "; integer-valued inputs" if integer else ""))
+    case = header(cid, "gemm", "ok", desc, p, shapes)
+    epi_finish(case, e, inputs, {"c": c.astype(np.float32)}, {"c": ca}, {"c": cnt}, integer)
+    add_case(case)
+
+
+def build_epilogue_cases():
+    E = epi_obj
+    c, v = "conv2d", "convolve2d"
+    # every activation, residual positions cycling, over strides, dilation, groups and modes
+    conv_epi(c, E("identity", "before"), 2, 4, 7, 9, 6, 3, 3, padding=1)
+    conv_epi(c, E("relu", "none"), 2, 4, 7, 9, 6, 3, 3, padding=1)
+    conv_epi(c, E("relu", "before"), 1, 8, 13, 17, 16, 3, 3, stride=2, padding=1)
+    conv_epi(c, E("relu", "after"), 2, 4, 7, 9, 6, 3, 3, padding=1, mode="reflect")
+    conv_epi(c, E("leaky_relu", "none", alpha=0.2), 1, 4, 13, 17, 6, 3, 3, padding=2,
+             dilation=2, groups=2)
+    conv_epi(c, E("leaky_relu", "after"), 2, 3, 7, 9, 5, 3, 3, padding=1, mode="replicate")
+    conv_epi(c, E("clamp", "before", lo=0.0, hi=6.0), 2, 4, 7, 9, 6, 3, 3, padding=1,
+             mode="circular", note="relu6")
+    conv_epi(c, E("clamp", "none", lo=-0.5, hi=0.25), 1, 3, 13, 17, 4, 5, 5, stride=2, padding=2)
+    conv_epi(c, E("sigmoid", "none"), 2, 4, 7, 9, 6, 3, 3, padding="same", mode="reflect")
+    conv_epi(c, E("tanh", "after"), 1, 4, 13, 17, 8, 3, 3, stride=(2, 1), padding=1, groups=4)
+    conv_epi(c, E("silu", "before"), 2, 16, 7, 9, 8, 1, 1, note="pointwise")
+    conv_epi(c, E("gelu", "none"), 1, 16, 13, 17, 16, 3, 3, padding=1)
+    conv_epi(c, E("gelu", "before"), 2, 4, 7, 9, 6, 3, 3, padding=1, dilation=(1, 2))
+    conv_epi(c, E("gelu", "after"), 1, 8, 13, 17, 8, 3, 3, padding=1, groups=8,
+             note="depthwise")
+    conv_epi(c, E("gelu_tanh", "before"), 1, 8, 13, 17, 16, 3, 3, padding=1, groups=8,
+             mode="replicate", note="depthwise multiplier 2")
+    conv_epi(c, E("hardswish", "after"), 2, 4, 7, 9, 6, 3, 3, stride=2, padding=1,
+             mode="circular")
+    conv_epi(c, E("hardsigmoid", "before"), 1, 3, 7, 9, 4, 7, 7, stride=2, padding=3)
+    conv_epi(c, E("silu", "before"), 2, 8, 12, 16, 8, 3, 3, padding=1, groups=8,
+             note="depthwise, widths multiples of 4 (the image kernel on CPU adapters)")
+    conv_epi(c, E("relu", "after"), 1, 8, 9, 16, 16, 3, 3, padding=1, groups=8, integer=True,
+             note="depthwise multiplier 2, widths multiples of 4")
+    conv_epi(v, E("silu", "after"), 1, 3, 7, 9, 4, 3, 2, padding=1, mode="reflect")
+    conv_epi(v, E("hardswish", "none"), 2, 4, 7, 9, 8, 3, 3, padding=1, groups=4)
+    # integer-valued relu: bit-exact on direct and GEMM algorithms
+    conv_epi(c, E("relu", "before"), 2, 4, 7, 9, 6, 3, 3, padding=1, mode="reflect",
+             integer=True)
+    conv_epi(c, E("relu", "after"), 1, 16, 7, 9, 8, 1, 1, integer=True)
+    conv_epi(c, E("clamp", "none", lo=0.0, hi=6.0), 1, 8, 13, 17, 8, 3, 3, padding=1,
+             groups=8, integer=True, note="relu6, depthwise")
+    # transposed
+    convt_epi(E("relu", "none"), 2, 4, 5, 6, 6, 3, 3, stride=2, padding=1, output_padding=1)
+    convt_epi(E("gelu_tanh", "before"), 1, 4, 5, 6, 4, 3, 3, stride=1, padding=1, groups=2)
+    convt_epi(E("leaky_relu", "after"), 1, 6, 4, 5, 3, 4, 4, stride=2, padding=1, dilation=1)
+    convt_epi(E("relu", "after"), 1, 4, 5, 6, 4, 3, 3, stride=2, padding=1, integer=True)
+    # gradients through the epilogue
+    grad_epi(E("relu", "before"), 2, 4, 7, 9, 6, 3, 3, padding=1)
+    grad_epi(E("gelu", "none"), 1, 4, 13, 17, 8, 3, 3, stride=2, padding=1, mode="reflect")
+    grad_epi(E("sigmoid", "after"), 2, 16, 7, 9, 8, 1, 1)
+    grad_epi(E("tanh", "before"), 1, 8, 13, 17, 8, 3, 3, padding=1, groups=8, mode="replicate")
+    grad_epi(E("silu", "after"), 1, 4, 7, 9, 6, 3, 3, padding=2, dilation=2, groups=2)
+    grad_epi(E("hardswish", "none"), 2, 3, 7, 9, 4, 3, 3, padding=1, mode="circular")
+    grad_epi(E("clamp", "after", lo=-0.5, hi=0.5), 1, 4, 7, 9, 4, 3, 3, padding=1)
+    grad_epi(E("leaky_relu", "before", alpha=0.1), 1, 4, 7, 9, 4, 3, 3, stride=2, padding=1)
+    grad_epi(E("gelu_tanh", "before"), 1, 4, 7, 9, 4, 3, 3, padding=1)
+    grad_epi(E("hardsigmoid", "after"), 1, 4, 7, 9, 4, 3, 3, padding=1, bias=False)
+    # gemm
+    gemm_epi(E("relu", "before"), 33, 20, 17, False, False)
+    gemm_epi(E("gelu_tanh", "after"), 64, 48, 40, False, True)
+    gemm_epi(E("sigmoid", "none"), 17, 9, 31, True, False, bias=False)
+    gemm_epi(E("relu", "after"), 24, 16, 20, False, False, integer=True)
+
+
+def build_epilogue_errors():
+    p = conv_params(1, 1, 1, 1, "zeros", True, 3, 3)
+    shapes = {"x": [1, 2, 5, 5], "w": [3, 2, 3, 3], "b": [3], "r": [1, 3, 5, 5]}
+    case = header("conv2d_err_epilogue_clamp_bounds", "conv2d", "error",
+                  "conv2d must be refused: clamp epilogue with lo = 1 > hi = 0", p, shapes)
+    case["epilogue"] = epi_obj("clamp", "before", lo=1.0, hi=0.0)
+    add_case(case)
+    shapes = {"x": [1, 2, 5, 5], "w": [3, 2, 3, 3], "b": [3], "r": [1, 3, 5, 4]}
+    case = header("conv2d_err_epilogue_residual_shape", "conv2d", "error",
+                  "conv2d must be refused: residual [1, 3, 5, 4] but y is [1, 3, 5, 5]", p, shapes)
+    case["epilogue"] = epi_obj("relu", "after")
+    add_case(case)
+
+
 def main():
     outdir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(REPO, "tests", "fixtures")
     build_f16_cases()
@@ -1178,6 +1561,8 @@ def main():
     build_gemm_cases()
     build_convt_cases()
     build_grad_cases()
+    build_epilogue_cases()
+    build_epilogue_errors()
 
     os.makedirs(outdir, exist_ok=True)
     mpath = os.path.join(outdir, MANIFEST)

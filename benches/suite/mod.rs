@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use wgconv::{
-    Algorithm, Context, Conv2dParams, ConvTranspose2dParams, DType, GemmParams, GemmVariant,
-    Operation, Padding, Tensor,
+    Activation, Algorithm, Context, Conv2dParams, ConvTranspose2dParams, DType, Epilogue,
+    GemmParams, GemmVariant, Operation, Padding, Tensor,
 };
 
 /// What to measure.
@@ -15,7 +15,8 @@ pub struct Opts {
     pub reps: usize,
     /// Only these shapes (`a`..`g`, `gemm1024`).
     pub shapes: Option<Vec<String>>,
-    /// Only these operations (`fwd`, `dx`, `dw`, `bwd`, `transpose`, `gemm`).
+    /// Only these operations (`fwd`, `dx`, `dw`, `bwd`, `transpose`, `gemm`; `epilogue`,
+    /// conv + bias vs fused relu / gelu, runs only when listed).
     pub ops: Option<Vec<String>>,
     /// Only these algorithm / variant names (e.g. `auto`).
     pub algos: Option<Vec<String>>,
@@ -152,6 +153,34 @@ pub fn run(
                     ctx.conv2d_with(&x, &w, None, &s.params, algo).map(drop)
                 })?;
                 report("conv2d_fwd", s.name, algo.name(), ms, flops);
+            }
+        }
+        // Opt-in (`--ops epilogue`): conv + bias against the fused relu and gelu epilogues
+        // (Auto), interleaved over 3 rounds, the median round reported.
+        // Epilogues take f32 tensors.
+        if o.dtype == DType::F32
+            && o.ops
+                .as_ref()
+                .is_some_and(|v| v.iter().any(|s| s == "epilogue"))
+        {
+            let b = Tensor::from_slice(&ctx, &fill(s.w[0], 5), &[s.w[0]])?;
+            let eps = [
+                ("conv2d_bias", Epilogue::default()),
+                ("conv2d_relu", Epilogue::new(Activation::Relu)),
+                ("conv2d_gelu", Epilogue::new(Activation::Gelu)),
+            ];
+            let mut runs: Vec<Vec<f64>> = vec![Vec::new(); eps.len()];
+            for _ in 0..3 {
+                for (i, (_, ep)) in eps.iter().enumerate() {
+                    runs[i].push(time(&ctx, o.reps, o.slow_ms, || {
+                        ctx.conv2d_fused(&x, &w, Some(&b), None, &s.params, ep, Algorithm::Auto)
+                            .map(drop)
+                    })?);
+                }
+            }
+            for (i, (name, _)) in eps.iter().enumerate() {
+                runs[i].sort_by(f64::total_cmp);
+                report(name, s.name, "auto", runs[i][1], flops);
             }
         }
         let dy = Tensor::from_f32(

@@ -540,6 +540,7 @@ pub(crate) fn forward(
         Plan::Impossible(bytes) => Err(impossible(ctx, table.op, algorithm, bytes)?),
         Plan::Windows(reason) => {
             windows_only(table.op, algorithm, &reason)?;
+            // Not fused (the windows accumulate): the caller's elementwise pass applies it.
             forward::direct::encode(ctx, enc, p, &bufs.x, &bufs.w, bufs.b.as_ref(), &bufs.y)
         }
         Plan::Images { per_band } => {
@@ -552,6 +553,8 @@ pub(crate) fn forward(
             let band = ConvBuffers {
                 x: xs.buffer.clone(),
                 y: ys.buffer.clone(),
+                // The epilogue runs as the elementwise pass on the whole output.
+                epilogue: None,
                 ..bufs.clone()
             };
             for n0 in (0..p.n).step_by(per_band) {
@@ -576,6 +579,8 @@ pub(crate) fn forward(
             let band = ConvBuffers {
                 x: xs.buffer.clone(),
                 y: ys.buffer.clone(),
+                // The epilogue runs as the elementwise pass on the whole output.
+                epilogue: None,
                 ..bufs.clone()
             };
             for n in 0..p.n {

@@ -2,8 +2,12 @@
 //! fields of the kernel parameter structs, the rule that tensors must fit one storage
 //! binding, and the im2col kernel.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use crate::context::Context;
 use crate::conv::table::Reason;
+use crate::epilogue::Epilogue;
 use crate::error::Result;
 use crate::gpu::memory::ContentKey;
 use crate::gpu::{i32_of, u32_of};
@@ -25,6 +29,60 @@ pub(crate) struct ConvBuffers {
     /// by commands of the call's encoder: a weight pack recorded into a submission of its own
     /// (the packed-weight cache) converts them there instead of reading `w`.
     pub w16: Option<(wgpu::Buffer, usize)>,
+    /// The epilogue a kernel may fuse into its store (`None`: store `conv + b`).
+    pub epilogue: Option<FusedEpilogue>,
+}
+
+/// An epilogue offered to the forward kernels (`crate::conv::epilogue`): a launcher whose
+/// kernel applies it in its store calls [`FusedEpilogue::mark_applied`]; when none did (other
+/// algorithms, bands, windows), the caller runs the elementwise pass. Only whole problems
+/// carry it (bands strip it), so `r` has `y`'s layout and a kernel reads `r` at `y`'s index.
+#[derive(Clone)]
+pub(crate) struct FusedEpilogue {
+    /// The epilogue.
+    pub ep: Epilogue,
+    /// The residual (given exactly when `ep` has one).
+    pub r: Option<wgpu::Buffer>,
+    /// Set by the launcher that applied it.
+    pub applied: Arc<AtomicBool>,
+}
+
+impl FusedEpilogue {
+    /// Records that the kernels applied the epilogue.
+    pub(crate) fn mark_applied(&self) {
+        self.applied.store(true, Ordering::Relaxed);
+    }
+}
+
+impl ConvBuffers {
+    /// `(ACT, RES)` override values of the fused kernels (0, 0 without epilogue).
+    pub(crate) fn ep_codes(&self) -> (u32, u32) {
+        self.epilogue
+            .as_ref()
+            .map_or((0, 0), |e| (e.ep.activation.code(), e.ep.residual.code()))
+    }
+
+    /// `(alpha, lo, hi)` parameter fields of the fused kernels.
+    pub(crate) fn ep_constants(&self) -> (f32, f32, f32) {
+        self.epilogue
+            .as_ref()
+            .map_or((0.0, 0.0, 0.0), |e| e.ep.activation.constants())
+    }
+
+    /// The buffer bound as the residual: the residual, else `dummy` (never read).
+    pub(crate) fn r_or<'a>(&'a self, dummy: &'a wgpu::Buffer) -> &'a wgpu::Buffer {
+        self.epilogue
+            .as_ref()
+            .and_then(|e| e.r.as_ref())
+            .unwrap_or(dummy)
+    }
+
+    /// Marks the epilogue applied (when there is one).
+    pub(crate) fn mark_epilogue_applied(&self) {
+        if let Some(e) = &self.epilogue {
+            e.mark_applied();
+        }
+    }
 }
 
 impl ConvBuffers {
@@ -42,6 +100,7 @@ impl ConvBuffers {
             y: y.clone(),
             w_key: None,
             w16: None,
+            epilogue: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub(crate) mod band;
 pub(crate) mod bias_grad;
+pub(crate) mod epilogue;
 pub(crate) mod forward;
 pub(crate) mod implicit_image;
 pub(crate) mod input_grad;
@@ -12,10 +13,11 @@ pub(crate) mod weight_grad;
 pub use table::Operation;
 
 use crate::context::Context;
+use crate::epilogue::{Epilogue, Residual};
 use crate::error::{Error, Result};
 use crate::gpu::half;
 use crate::params::{
-    Conv2dParams, Conv2dProblem, ConvTranspose2dParams, Shape4, TransposedProblem,
+    numel, Conv2dParams, Conv2dProblem, ConvTranspose2dParams, Shape4, TransposedProblem,
 };
 use crate::tensor::{DType, Tensor};
 use band::Side;
@@ -311,9 +313,51 @@ impl Context {
             // The packed-weight cache packs in a submission of its own, which must not read
             // the f32 copy filled in `enc`: it converts the f16 weights itself.
             w16: (w.dtype() == DType::F16).then(|| (w.raw().clone(), w.numel())),
+            epilogue: None,
         };
         forward::encode(self, enc, p, &bufs, algorithm)?;
         half::finish(self, enc, &yv, y)
+    }
+
+    /// [`Context::encode_conv2d_problem`] with an epilogue: offered to the kernels (see
+    /// [`Context::conv2d_fused`] for which fuse it), else applied by the elementwise pass.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_conv2d_fused_problem(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        p: &Conv2dProblem,
+        (x, w, bias, residual): (&Tensor, &Tensor, Option<&Tensor>, Option<&Tensor>),
+        epilogue: &Epilogue,
+        y: &Tensor,
+        algorithm: Algorithm,
+    ) -> Result<()> {
+        let fused = (!epilogue.is_identity()).then(|| launch::FusedEpilogue {
+            ep: *epilogue,
+            r: residual.map(|r| r.raw().clone()),
+            applied: Default::default(),
+        });
+        let bufs = ConvBuffers {
+            x: x.raw().clone(),
+            w: w.raw().clone(),
+            b: bias.map(|b| b.raw().clone()),
+            y: y.raw().clone(),
+            w_key: w.content_key(),
+            w16: None,
+            epilogue: fused.clone(),
+        };
+        forward::encode(self, enc, p, &bufs, algorithm)?;
+        let applied = fused.is_some_and(|f| f.applied.load(std::sync::atomic::Ordering::Relaxed));
+        if applied {
+            return Ok(());
+        }
+        epilogue::encode_forward(
+            self,
+            enc,
+            epilogue,
+            y.raw(),
+            residual.map(Tensor::raw),
+            numel(y.shape()),
+        )
     }
 
     pub(crate) fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
@@ -660,4 +704,369 @@ impl Context {
         half::common_dtype(&[("x", Some(x)), ("w", Some(w)), ("bias", bias)])?;
         params.resolve(x.shape4("x")?, w.shape4("w")?, bias_len)
     }
+}
+
+/// The gradients through an epilogue, from [`Context::conv2d_backward_fused`].
+#[derive(Debug, Clone)]
+pub struct Conv2dFusedGradients {
+    /// `dx`, `dw` and `db` (when asked for), the gradients of `dz = dy ⊙ act'(z)`.
+    pub grads: Conv2dGradients,
+    /// The gradient of the residual (`Some` exactly when the epilogue has one): `dz` for
+    /// [`Residual::Before`], `dy` for [`Residual::After`].
+    pub dr: Option<Tensor>,
+}
+
+impl Context {
+    /// Checks an epilogue call's residual against the epilogue and the output `y` (`what`
+    /// is the output's name): given exactly when the epilogue has one, of `y`'s shape, on
+    /// this context, and not `y` itself.
+    pub(crate) fn check_residual(
+        &self,
+        epilogue: &Epilogue,
+        residual: Option<&Tensor>,
+        y_shape: &[usize],
+        y: Option<&Tensor>,
+    ) -> Result<()> {
+        epilogue.validate()?;
+        epilogue.check_residual_given(residual.is_some())?;
+        if let Some(r) = residual {
+            r.check_ctx(self, "residual")?;
+            if r.shape() != y_shape {
+                return Err(Error::shape_mismatch(
+                    "residual",
+                    format!("{y_shape:?} (the output's shape)"),
+                    format!("{:?}", r.shape()),
+                ));
+            }
+            if y.is_some_and(|y| y.raw() == r.raw()) {
+                return Err(Error::invalid_param(
+                    "residual",
+                    "the output tensor",
+                    "the residual must not be the output tensor itself",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// 2-D convolution with an epilogue: `y = act(conv2d(x, w) + b + r)`
+    /// ([`Residual::Before`]), `act(conv2d(x, w) + b) + r` ([`Residual::After`]) or
+    /// `act(conv2d(x, w) + b)` ([`Residual::None`]), see [`Epilogue`].
+    ///
+    /// `x`, `w`, `bias` and `params` as [`Context::conv2d`]; `residual` (`[N, K, Ho, Wo]`,
+    /// the output's shape) is given exactly when the epilogue has one. Every algorithm runs
+    /// every epilogue, with the same f32 operations in the same order (`act(conv + b + r)`
+    /// or `act(conv + b) + r`), so fused and unfused results are identical:
+    ///
+    /// | algorithm | epilogue |
+    /// |---|---|
+    /// | [`Algorithm::Direct`] | fused into the store of `conv2d_direct` |
+    /// | [`Algorithm::ImplicitGemm`] | fused into the store of `conv2d_implicit` (both tiles) |
+    /// | [`Algorithm::Depthwise`] | fused into `conv2d_depthwise_image` (CPU adapters, when that kernel runs the problem); else the pass |
+    /// | [`Algorithm::Gemm1x1`] | fused into the store of the image GEMM (`gemm_image`, 8-lane subgroups) when it runs the GEMM whole; else the pass |
+    /// | [`Algorithm::Im2colGemm`], [`Algorithm::ImplicitGemmTiled`] | one extra elementwise pass |
+    ///
+    /// The pass is one kernel (`epilogue`) over `y` after the algorithm's kernels, reading
+    /// and writing `y` once more (and reading `r`). Problems beyond one storage binding (run in
+    /// bands or windows) also take the pass, over the whole output.
+    ///
+    /// # Errors
+    /// Those of [`Context::conv2d_with`]; [`ErrorKind::InvalidParam`](crate::ErrorKind::InvalidParam)
+    /// for bad activation constants ([`Activation::validate`](crate::Activation::validate))
+    /// or a residual given without / missing with a residual position;
+    /// [`ErrorKind::ShapeMismatch`](crate::ErrorKind::ShapeMismatch) named `residual` for a
+    /// residual of another shape than the output;
+    /// [`ErrorKind::DTypeMismatch`](crate::ErrorKind::DTypeMismatch) for an f16 tensor
+    /// (epilogues take f32 tensors, in every fused entry point).
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv2d_fused(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+        params: &Conv2dParams,
+        epilogue: &Epilogue,
+        algorithm: Algorithm,
+    ) -> Result<Tensor> {
+        epilogue_f32(&[
+            ("x", Some(x)),
+            ("w", Some(w)),
+            ("bias", bias),
+            ("residual", residual),
+        ])?;
+        let p = self.conv2d_problem(x, w, bias, params)?;
+        self.check_residual(epilogue, residual, &p.y_shape(), None)?;
+        let y = Tensor::uninit_of(self, &p.y_shape(), DType::F32)?;
+        let mut enc = self.encoder("wgconv conv2d_fused");
+        self.encode_conv2d_fused_problem(
+            &mut enc,
+            &p,
+            (x, w, bias, residual),
+            epilogue,
+            &y,
+            algorithm,
+        )?;
+        self.submit(enc)?;
+        Ok(y)
+    }
+
+    /// Records [`Context::conv2d_fused`] into `encoder`, writing `y` (`[N, K, Ho, Wo]`;
+    /// not the residual tensor itself).
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_conv2d_fused(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+        params: &Conv2dParams,
+        epilogue: &Epilogue,
+        algorithm: Algorithm,
+        y: &Tensor,
+    ) -> Result<()> {
+        // Written when the caller submits: never cached from now on.
+        y.mark_volatile();
+        epilogue_f32(&[
+            ("x", Some(x)),
+            ("w", Some(w)),
+            ("bias", bias),
+            ("residual", residual),
+            ("y", Some(y)),
+        ])?;
+        let p = self.conv2d_problem(x, w, bias, params)?;
+        self.check_residual(epilogue, residual, &p.y_shape(), Some(y))?;
+        self.check_out(y, "y", &p.y_shape())?;
+        self.encode_conv2d_fused_problem(
+            encoder,
+            &p,
+            (x, w, bias, residual),
+            epilogue,
+            y,
+            algorithm,
+        )
+    }
+
+    /// Transposed convolution with an epilogue (as [`Context::conv2d_fused`]): `x`, `w`,
+    /// `bias`, `params` as [`Context::conv_transpose2d`], `residual` of the output's shape
+    /// `[N, Cout, Ho, Wo]`. The epilogue runs as one extra elementwise pass (kernel
+    /// `epilogue`) on every algorithm: the transposed kernels do not fuse it yet.
+    ///
+    /// # Errors
+    /// Those of [`Context::conv_transpose2d`] and of the epilogue (as
+    /// [`Context::conv2d_fused`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_transpose2d_fused(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+        params: &ConvTranspose2dParams,
+        epilogue: &Epilogue,
+        algorithm: Algorithm,
+    ) -> Result<Tensor> {
+        epilogue_f32(&[
+            ("x", Some(x)),
+            ("w", Some(w)),
+            ("bias", bias),
+            ("residual", residual),
+        ])?;
+        let tp = self.transposed_problem(x, w, bias, params)?;
+        self.check_residual(epilogue, residual, &tp.y_shape(), None)?;
+        let y = Tensor::uninit_of(self, &tp.y_shape(), DType::F32)?;
+        let mut enc = self.encoder("wgconv conv_transpose2d_fused");
+        self.encode_conv_transpose2d_fused(
+            &mut enc, x, w, bias, residual, params, epilogue, algorithm, &y,
+        )?;
+        self.submit(enc)?;
+        Ok(y)
+    }
+
+    /// Records [`Context::conv_transpose2d_fused`] into `encoder`, writing `y`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_conv_transpose2d_fused(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+        params: &ConvTranspose2dParams,
+        epilogue: &Epilogue,
+        algorithm: Algorithm,
+        y: &Tensor,
+    ) -> Result<()> {
+        epilogue_f32(&[
+            ("x", Some(x)),
+            ("w", Some(w)),
+            ("bias", bias),
+            ("residual", residual),
+            ("y", Some(y)),
+        ])?;
+        let tp = self.transposed_problem(x, w, bias, params)?;
+        self.check_residual(epilogue, residual, &tp.y_shape(), Some(y))?;
+        self.encode_conv_transpose2d(encoder, x, w, bias, params, algorithm, y)?;
+        epilogue::encode_forward(
+            self,
+            encoder,
+            epilogue,
+            y.raw(),
+            residual.map(Tensor::raw),
+            numel(y.shape()),
+        )
+    }
+
+    /// Records the gradient through an epilogue's activation, `dz = dy ⊙ act'(z)` (one
+    /// elementwise pass, kernel `epilogue_grad`), and the residual's gradient `dr` (`dz` for
+    /// [`Residual::Before`], `dy` for [`Residual::After`]: buffer copies). `saved` is the
+    /// pre-activation `z` (`conv + b + r` for `Before`, else `conv + b`), or, for an
+    /// activation whose derivative is a function of its output
+    /// ([`Activation::grad_from_output`](crate::Activation::grad_from_output): relu, clamp,
+    /// identity) and no [`Residual::After`], the output `y`. `dz`, `saved` and `dr` have
+    /// `dy`'s shape; `dr` is given exactly when the epilogue has a residual.
+    ///
+    /// # Errors
+    /// [`ErrorKind::ShapeMismatch`](crate::ErrorKind::ShapeMismatch) for a tensor of another
+    /// shape than `dy`; [`ErrorKind::InvalidParam`](crate::ErrorKind::InvalidParam) for bad
+    /// activation constants, a `dr` given without residual or missing with one, or `dz` /
+    /// `dr` aliasing an input.
+    pub fn encode_epilogue_backward(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        dy: &Tensor,
+        saved: &Tensor,
+        epilogue: &Epilogue,
+        dz: &Tensor,
+        dr: Option<&Tensor>,
+    ) -> Result<()> {
+        dz.mark_volatile();
+        if let Some(dr) = dr {
+            dr.mark_volatile();
+        }
+        epilogue.validate()?;
+        epilogue.check_residual_given(dr.is_some())?;
+        epilogue_f32(&[
+            ("dy", Some(dy)),
+            ("z", Some(saved)),
+            ("dz", Some(dz)),
+            ("dr", dr),
+        ])?;
+        dy.check_ctx(self, "dy")?;
+        self.check_out(saved, "z", dy.shape())?;
+        self.check_out(dz, "dz", dy.shape())?;
+        if let Some(dr) = dr {
+            self.check_out(dr, "dr", dy.shape())?;
+        }
+        let aliased = std::iter::once(dz)
+            .chain(dr)
+            .any(|o| o.raw() == dy.raw() || o.raw() == saved.raw())
+            || dr.is_some_and(|d| d.raw() == dz.raw());
+        if aliased {
+            return Err(Error::invalid_param(
+                "dz",
+                "an input tensor",
+                "the outputs dz and dr must be distinct tensors, neither dy nor z",
+            ));
+        }
+        epilogue::encode_grad(
+            self,
+            encoder,
+            epilogue,
+            dy.raw(),
+            saved.raw(),
+            dz.raw(),
+            numel(dy.shape()),
+        )?;
+        let bytes = (numel(dy.shape()) * 4) as u64;
+        match (epilogue.residual, dr) {
+            (Residual::Before, Some(dr)) => {
+                encoder.copy_buffer_to_buffer(dz.raw(), 0, dr.raw(), 0, bytes)
+            }
+            (Residual::After, Some(dr)) => {
+                encoder.copy_buffer_to_buffer(dy.raw(), 0, dr.raw(), 0, bytes)
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// All gradients of `y = epilogue(conv2d(x, w, b), r)` for an upstream gradient `dy`, in
+    /// one submission: `dz = dy ⊙ act'(z)` by one elementwise pass
+    /// ([`Context::encode_epilogue_backward`], `saved` as documented there), then `dx`, `dw`
+    /// and `db` (when `with_bias`) of `dz` exactly as [`Context::conv2d_backward`]
+    /// (deterministic), and `dr` when the epilogue has a residual.
+    ///
+    /// # Errors
+    /// Those of [`Context::conv2d_backward`] and [`Context::encode_epilogue_backward`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv2d_backward_fused(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        saved: &Tensor,
+        epilogue: &Epilogue,
+        with_bias: bool,
+        params: &Conv2dParams,
+        algorithm: Algorithm,
+    ) -> Result<Conv2dFusedGradients> {
+        x.check_ctx(self, "x")?;
+        w.check_ctx(self, "w")?;
+        epilogue_f32(&[
+            ("x", Some(x)),
+            ("w", Some(w)),
+            ("dy", Some(dy)),
+            ("z", Some(saved)),
+        ])?;
+        let p = Conv2dProblem::new(x.shape4("x")?, w.shape4("w")?, None, params)?;
+        self.check_dy(&p, dy)?;
+        epilogue.validate()?;
+        let dz = Tensor::uninit_of(self, &p.y_shape(), DType::F32)?;
+        let dr = match epilogue.residual {
+            Residual::None => None,
+            _ => Some(Tensor::uninit_of(self, &p.y_shape(), DType::F32)?),
+        };
+        let dx = Tensor::uninit_of(self, &p.x_shape(), DType::F32)?;
+        let dw = Tensor::uninit_of(self, &p.w_shape(), DType::F32)?;
+        let db = if with_bias {
+            Some(Tensor::uninit_of(self, &[p.k], DType::F32)?)
+        } else {
+            None
+        };
+        let mut enc = self.encoder("wgconv conv2d_backward_fused");
+        self.encode_epilogue_backward(&mut enc, dy, saved, epilogue, &dz, dr.as_ref())?;
+        input_grad::encode(
+            self,
+            &mut enc,
+            &p,
+            dz.raw(),
+            w.raw(),
+            None,
+            dx.raw(),
+            algorithm,
+            false,
+        )?;
+        weight_grad::encode(self, &mut enc, &p, x.raw(), dz.raw(), dw.raw(), algorithm)?;
+        if let Some(db) = &db {
+            bias_grad::encode(self, &mut enc, p.y_shape(), dz.raw(), db.raw())?;
+        }
+        self.submit(enc)?;
+        Ok(Conv2dFusedGradients {
+            grads: Conv2dGradients { dx, dw, db },
+            dr,
+        })
+    }
+}
+
+/// Epilogues take f32 tensors only (for now): [`ErrorKind::DTypeMismatch`](crate::ErrorKind::DTypeMismatch)
+/// names the first f16 one.
+pub(crate) fn epilogue_f32(tensors: &[(&'static str, Option<&Tensor>)]) -> Result<()> {
+    for &(what, t) in tensors {
+        if let Some(t) = t.filter(|t| t.dtype() != DType::F32) {
+            return Err(Error::dtype_mismatch(what, DType::F32, t.dtype()));
+        }
+    }
+    Ok(())
 }

@@ -238,11 +238,11 @@ pub fn conv_transpose2d_problem(
     w: &[f32],
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
-    round(transposed_f64(tp, x, w, bias))
+    round(conv_transpose2d_f64(tp, x, w, bias))
 }
 
-/// Unrounded transposed convolution.
-pub(crate) fn transposed_f64(
+/// [`conv_transpose2d_problem`] unrounded.
+pub(crate) fn conv_transpose2d_f64(
     tp: &TransposedProblem,
     x: &[f32],
     w: &[f32],

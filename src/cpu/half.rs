@@ -19,7 +19,9 @@
 use ::half::f16;
 
 use super::gemm::gemm_f64;
-use super::grad::{backward_bias_f64, backward_input_f64, backward_weight_f64, transposed_f64};
+use super::grad::{
+    backward_bias_f64, backward_input_f64, backward_weight_f64, conv_transpose2d_f64,
+};
 use super::{check_len, conv2d_f64, ensure_alloc};
 use crate::error::{Error, Result};
 use crate::gemm::GemmParams;
@@ -84,7 +86,7 @@ pub fn conv_transpose2d_f16(
     check_len("w", &w, &w_shape)?;
     ensure_alloc(numel(&tp.y_shape()), "conv_transpose2d")?;
     Ok((
-        round16(transposed_f64(&tp, &x, &w, b.as_deref())),
+        round16(conv_transpose2d_f64(&tp, &x, &w, b.as_deref())),
         tp.y_shape(),
     ))
 }

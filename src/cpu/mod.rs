@@ -116,5 +116,7 @@ pub fn conv2d_abs_scale(p: &Conv2dProblem, x: &[f32], w: &[f32], bias: Option<&[
     conv2d_problem(p, &ax, &aw, ab.as_deref())
 }
 
+mod epilogue;
 mod grad;
+pub use epilogue::*;
 pub use grad::*;

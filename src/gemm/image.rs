@@ -462,17 +462,32 @@ fn encode_image(
     let wg = IMG_WG as u64;
     // Long reductions run as dispatches over blocks of k-rows that accumulate into C (bias
     // with the first): the panels of one block stay in cache.
+    // The epilogue (only from `encode_job_fused`: C bound whole, the residual indexed like
+    // it) with the last k-block, once C holds the whole sum.
+    let (act, res) = job
+        .epilogue
+        .map_or((0, 0), |(ep, _)| (ep.activation.code(), ep.residual.code()));
+    (u.alpha, u.lo, u.hi) = job
+        .epilogue
+        .map_or((0.0, 0.0, 0.0), |(ep, _)| ep.activation.constants());
+    let r_bind = match job.epilogue {
+        Some((_, Some(r))) => Bind::whole(r),
+        _ => bias_bind,
+    };
     for k_lo in (0..ga.kp).step_by(IMG_K_BLOCK) {
         let first = k_lo == 0;
+        let last = k_lo + IMG_K_BLOCK >= ga.kp;
         u.k_lo = k_lo as u32;
         u.k_len = IMG_K_BLOCK.min(ga.kp - k_lo) as u32;
         let spec = GemmImageSpec {
             WG: IMG_WG as u32,
             BIAS_MODE: if first { bias_mode } else { 0 },
             ACCUMULATE: job.accumulate || !first,
+            ACT: if last { act } else { 0 },
+            RES: if last { res } else { 0 },
         };
         let set = |u: &mut GemmImageParams, start: u32| u.wg0 = start / wg as u32;
-        let binds = [Bind::Image(&ia.view), b_bind, bias_bind, c_bind];
+        let binds = [Bind::Image(&ia.view), b_bind, bias_bind, c_bind, r_bind];
         let total = groups as u64 * wg;
         if ib.is_some() {
             launch_linear::<k::GemmImage>(ctx, enc, &spec, &mut u, set, &binds, total)?;

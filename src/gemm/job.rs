@@ -1,8 +1,9 @@
 //! GEMM jobs on storage buffers: operand descriptions, packing, the register and tiled
 //! kernels.
 
-use super::image::{encode_image_job, image_chunk_fits, IMG_PANEL_A, IMG_PANEL_B};
+use super::image::{encode_image_job, image_chunk_fits, image_plan, IMG_PANEL_A, IMG_PANEL_B};
 use crate::context::Context;
+use crate::epilogue::Epilogue;
 use crate::error::{Error, Result};
 use crate::gemm::GemmVariant;
 use crate::gpu::memory::ScratchBuffer;
@@ -45,6 +46,45 @@ pub(crate) struct GemmJob<'a> {
     /// `(buffer, element offset, inner-batch stride, mode)`: mode 1 per row, 2 per column.
     pub bias: Option<(&'a wgpu::Buffer, usize, usize, u32)>,
     pub accumulate: bool,
+    /// An epilogue and its residual (C's layout, indexed like C), applied by the image
+    /// kernel's store: only through [`encode_job_fused`], which strips it where the kernel
+    /// cannot apply it (then the caller runs the elementwise pass).
+    pub epilogue: Option<(Epilogue, Option<&'a wgpu::Buffer>)>,
+}
+
+/// [`encode_job`] fusing `job.epilogue` into the image kernel's store when the job runs as
+/// whole image launches (the image variant, operands and residual within one binding, C
+/// bound whole, no accumulation, images within the limits for one batch entry: no chunks
+/// and no split reductions but the image kernel's own k-blocks, whose last dispatch applies
+/// it). Returns whether it did; otherwise the job runs without the epilogue.
+pub(crate) fn encode_job_fused(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    job: &GemmJob<'_>,
+    variant: GemmVariant,
+) -> Result<bool> {
+    let bias_fits = job.bias.is_none_or(|(b, ..)| fits(ctx, b));
+    let fuse = job
+        .epilogue
+        .is_some_and(|(_, r)| r.is_none_or(|r| fits(ctx, r)))
+        && variant.resolve(ctx) == GemmVariant::Image
+        && !job.accumulate
+        && job.c.win.is_none()
+        && job.a.fits(ctx)
+        && job.b.fits(ctx)
+        && job.c.fits(ctx)
+        && bias_fits
+        && image_plan(ctx, job, 1, 1).is_some();
+    if fuse {
+        encode_image_job(ctx, enc, job)?;
+        return Ok(true);
+    }
+    let plain = GemmJob {
+        epilogue: None,
+        ..*job
+    };
+    encode_job(ctx, enc, &plain, variant)?;
+    Ok(false)
 }
 
 pub(crate) fn round4(v: usize) -> usize {
@@ -438,6 +478,7 @@ pub(crate) fn encode_chunked(
                             c_col_stride: job.c_col_stride,
                             bias,
                             accumulate: job.accumulate || !first,
+                            epilogue: None,
                         };
                         encode_job(ctx, enc, &part, variant)?;
                     }

@@ -7,10 +7,11 @@ pub(crate) mod image;
 pub(crate) mod job;
 
 use crate::context::Context;
+use crate::epilogue::Epilogue;
 use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::half;
 use crate::tensor::Tensor;
-use job::{encode_job, GemmJob, Mat};
+use job::{encode_job_fused, GemmJob, Mat};
 
 /// Which GEMM kernel runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -222,6 +223,20 @@ impl Context {
         accumulate: bool,
         params: &GemmParams,
     ) -> Result<()> {
+        self.encode_gemm_job(encoder, (a, b, bias, c), accumulate, params, None)
+            .map(drop)
+    }
+
+    /// [`Context::encode_gemm`] offering `epilogue` (and its residual) to the image kernel;
+    /// whether it applied it.
+    fn encode_gemm_job(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        (a, b, bias, c): (&Tensor, &Tensor, Option<&Tensor>, &Tensor),
+        accumulate: bool,
+        params: &GemmParams,
+        epilogue: Option<(Epilogue, Option<&wgpu::Buffer>)>,
+    ) -> Result<bool> {
         // Written when the caller submits: never cached from now on.
         c.mark_volatile();
         self.check_gemm_variant(params.variant)?;
@@ -298,8 +313,84 @@ impl Context {
             c_col_stride: 1,
             bias: biasv.as_ref().map(|t| (t.buf(), 0, 0, 2)),
             accumulate,
+            epilogue,
         };
-        encode_job(self, encoder, &job, params.variant)?;
-        half::finish(self, encoder, &cv, c)
+        let applied = encode_job_fused(self, encoder, &job, params.variant)?;
+        half::finish(self, encoder, &cv, c)?;
+        Ok(applied)
+    }
+}
+
+impl Context {
+    /// Matrix product with a bias and an epilogue: `C = act(op(A)·op(B) + bias + r)`
+    /// ([`Residual::Before`](crate::Residual::Before)), `act(op(A)·op(B) + bias) + r`
+    /// ([`Residual::After`](crate::Residual::After)) or `act(op(A)·op(B) + bias)`. Shapes as
+    /// [`Context::gemm`]; `bias` has length `N` (added to every row); `residual` has the
+    /// result's shape and is given exactly when the epilogue has one. The image kernel
+    /// ([`GemmVariant::Image`], the choice of `Auto` on lavapipe) applies the epilogue in its
+    /// store when it runs the product whole (no chunks beyond its scratch and texture
+    /// limits); otherwise (other variants, chunked products) it runs as one extra
+    /// elementwise pass after the GEMM (kernel `epilogue`). The results are identical.
+    ///
+    /// # Errors
+    /// Those of [`Context::encode_gemm`] and of the epilogue (as
+    /// [`Context::conv2d_fused`]).
+    pub fn gemm_fused(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+        params: &GemmParams,
+        epilogue: &Epilogue,
+    ) -> Result<Tensor> {
+        let (batch, m, _, n, ba, bb) = gemm_dims(a.shape(), b.shape(), params)?;
+        let shape = if ba || bb {
+            vec![batch, m, n]
+        } else {
+            vec![m, n]
+        };
+        self.check_residual(epilogue, residual, &shape, None)?;
+        let c = Tensor::uninit_of(self, &shape, crate::DType::F32)?;
+        let mut enc = self.encoder("wgconv gemm_fused");
+        self.encode_gemm_fused(&mut enc, a, b, bias, residual, &c, params, epilogue)?;
+        self.submit(enc)?;
+        Ok(c)
+    }
+
+    /// Records [`Context::gemm_fused`] into `encoder`, writing `c` (not the residual tensor
+    /// itself).
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_gemm_fused(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        a: &Tensor,
+        b: &Tensor,
+        bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+        c: &Tensor,
+        params: &GemmParams,
+        epilogue: &Epilogue,
+    ) -> Result<()> {
+        self.check_residual(epilogue, residual, c.shape(), Some(c))?;
+        crate::conv::epilogue_f32(&[
+            ("a", Some(a)),
+            ("b", Some(b)),
+            ("bias", bias),
+            ("residual", residual),
+            ("c", Some(c)),
+        ])?;
+        let offered = (!epilogue.is_identity()).then(|| (*epilogue, residual.map(Tensor::raw)));
+        if self.encode_gemm_job(encoder, (a, b, bias, c), false, params, offered)? {
+            return Ok(());
+        }
+        crate::conv::epilogue::encode_forward(
+            self,
+            encoder,
+            epilogue,
+            c.raw(),
+            residual.map(Tensor::raw),
+            crate::params::numel(c.shape()),
+        )
     }
 }

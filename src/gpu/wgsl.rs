@@ -426,3 +426,141 @@ pub(crate) const XLOAD: &str = "fn xload(row: u32, ix: i32) -> f32 {
     }
     return v;
 }";
+
+/// The epilogue of the fused kernels and of the `epilogue` pass: `act` applies the activation
+/// selected by `override ACT: u32` (0 identity, 1 relu, 2 leaky_relu, 3 clamp, 4 sigmoid,
+/// 5 tanh, 6 silu, 7 gelu (erf), 8 gelu_tanh, 9 hardswish, 10 hardsigmoid; codes of
+/// `Activation::code`), `epilogue` adds the residual as `override RES: u32` says (0 none,
+/// 1 before the activation, 2 after), `act_grad` is the derivative (PyTorch's definitions,
+/// as `Activation::derivative`). The constants `alpha` (leaky slope), `lo`, `hi` (clamp
+/// bounds) are arguments: parameter fields of the kernel, not overrides, so a new slope or
+/// bound reuses the compiled pipeline. With `ACT = 0` and `RES = 0`, `epilogue(v, r, ..)`
+/// is `v`: the default specialisation compiles to the kernel without epilogue. NaN
+/// propagates (the comparisons are written so that NaN falls through to `v`).
+pub(crate) const ACTIVATION: &str = "// tanh through exp(-2|v|): no overflow to inf/inf for large |v|.
+fn ep_tanh(v: f32) -> f32 {
+    let t = exp(-2.0 * abs(v));
+    let m = (1.0 - t) / (1.0 + t);
+    return select(m, -m, v < 0.0);
+}
+fn ep_sigmoid(v: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-v));
+}
+// erf as a rational function of v on [-4, 4] (outside, erf is +-1 in f32): no exp (the
+// coefficients of Eigen's and XLA's f32 erf; absolute error below 4e-7 in f32).
+fn ep_erf(v: f32) -> f32 {
+    let x = clamp(v, -4.0, 4.0);
+    let x2 = x * x;
+    var p = -2.72614225801306e-10;
+    p = fma(p, x2, 2.77068142495902e-08);
+    p = fma(p, x2, -2.10102402082508e-06);
+    p = fma(p, x2, -5.69250639462346e-05);
+    p = fma(p, x2, -7.34990630326855e-04);
+    p = fma(p, x2, -2.95459980854025e-03);
+    p = fma(p, x2, -1.60960333262415e-02);
+    var q = -1.45660718464996e-05;
+    q = fma(q, x2, -2.13374055278905e-04);
+    q = fma(q, x2, -1.68282697438203e-03);
+    q = fma(q, x2, -7.37332916720468e-03);
+    q = fma(q, x2, -1.42647390514189e-02);
+    return x * p / q;
+}
+fn ep_gelu_tanh_inner(v: f32) -> f32 {
+    return 0.7978845608028654 * (v + 0.044715 * v * v * v);
+}
+fn act(v: f32, alpha: f32, lo: f32, hi: f32) -> f32 {
+    switch ACT {
+        case 1u: { return select(v, 0.0, v <= 0.0); }
+        case 2u: { return select(v, alpha * v, v <= 0.0); }
+        case 3u: { return select(select(v, lo, v < lo), hi, v > hi); }
+        case 4u: { return ep_sigmoid(v); }
+        case 5u: { return ep_tanh(v); }
+        case 6u: { return v * ep_sigmoid(v); }
+        case 7u: { return 0.5 * v * (1.0 + ep_erf(v * 0.7071067811865476)); }
+        case 8u: { return 0.5 * v * (1.0 + ep_tanh(ep_gelu_tanh_inner(v))); }
+        case 9u: { return v * clamp(v + 3.0, 0.0, 6.0) / 6.0; }
+        case 10u: { return clamp(v + 3.0, 0.0, 6.0) / 6.0; }
+        default: { return v; }
+    }
+}
+fn epilogue(v: f32, r: f32, alpha: f32, lo: f32, hi: f32) -> f32 {
+    switch RES {
+        case 1u: { return act(v + r, alpha, lo, hi); }
+        case 2u: { return act(v, alpha, lo, hi) + r; }
+        default: { return act(v, alpha, lo, hi); }
+    }
+}
+fn epilogue4(v: vec4<f32>, r: vec4<f32>, alpha: f32, lo: f32, hi: f32) -> vec4<f32> {
+    return vec4<f32>(
+        epilogue(v.x, r.x, alpha, lo, hi),
+        epilogue(v.y, r.y, alpha, lo, hi),
+        epilogue(v.z, r.z, alpha, lo, hi),
+        epilogue(v.w, r.w, alpha, lo, hi),
+    );
+}
+fn act_grad(z: f32, alpha: f32, lo: f32, hi: f32) -> f32 {
+    switch ACT {
+        case 1u: { return select(0.0, 1.0, z > 0.0); }
+        case 2u: { return select(alpha, 1.0, z > 0.0); }
+        case 3u: { return select(0.0, 1.0, z > lo && z < hi); }
+        case 4u: {
+            let s = ep_sigmoid(z);
+            return s * (1.0 - s);
+        }
+        case 5u: {
+            let t = ep_tanh(z);
+            return 1.0 - t * t;
+        }
+        case 6u: {
+            let s = ep_sigmoid(z);
+            return s * (1.0 + z * (1.0 - s));
+        }
+        case 7u: {
+            let cdf = 0.5 * (1.0 + ep_erf(z * 0.7071067811865476));
+            return cdf + z * exp(-0.5 * z * z) * 0.3989422804014327;
+        }
+        case 8u: {
+            let t = ep_tanh(ep_gelu_tanh_inner(z));
+            return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 0.134145 * z * z);
+        }
+        case 9u: {
+            if (z < -3.0) {
+                return 0.0;
+            }
+            return select(1.0, z / 3.0 + 0.5, z <= 3.0);
+        }
+        case 10u: { return select(0.0, 1.0 / 6.0, z > -3.0 && z < 3.0); }
+        default: { return 1.0; }
+    }
+}";
+
+/// The epilogue applied in a fused kernel's store to the value `out` (a `var`) about to be
+/// stored at index `idx` of `y`: needs [`ACTIVATION`], the overrides `ACT` and `RES`, a
+/// binding `r: array<f32>` with `y`'s layout (the residual, or any buffer when `RES` is 0:
+/// not read then), and the parameter fields `alpha`, `lo`, `hi`. With `ACT = RES = 0` the
+/// whole statement is dead code.
+pub(crate) fn epilogue_store(ind: &str, out: &str, idx: &str) -> String {
+    format!(
+        "{ind}if (ACT != 0u || RES != 0u) {{
+{ind}    var rv = 0.0;
+{ind}    if (RES != 0u) {{
+{ind}        rv = r[{idx}];
+{ind}    }}
+{ind}    {out} = epilogue({out}, rv, P.alpha, P.lo, P.hi);
+{ind}}}"
+    )
+}
+
+/// [`epilogue_store`] for a `vec4<f32>` value stored at index `idx` of `y: array<vec4<f32>>`,
+/// with `r: array<vec4<f32>>`.
+pub(crate) fn epilogue_store4(ind: &str, out: &str, idx: &str) -> String {
+    format!(
+        "{ind}if (ACT != 0u || RES != 0u) {{
+{ind}    var rv = vec4<f32>(0.0);
+{ind}    if (RES != 0u) {{
+{ind}        rv = r[{idx}];
+{ind}    }}
+{ind}    {out} = epilogue4({out}, rv, P.alpha, P.lo, P.hi);
+{ind}}}"
+    )
+}

@@ -1,7 +1,9 @@
 //! `conv2d_depthwise_image`: depthwise convolution forward for CPU-like adapters, reading the
 //! input from a read-only storage image (one or several output rows per invocation).
 
-use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl};
+use crate::gpu::wgsl::{
+    epilogue_store4, hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, ACTIVATION,
+};
 use crate::kernels::conv2d_depthwise::{DW_MAX_S, DW_TX};
 
 params! {
@@ -11,7 +13,7 @@ params! {
         kg: u32, oh: u32, ow: u32, sh: u32,
         dh: u32, pad_top: i32, xblocks: u32, oyblocks: u32,
         total: u32, wq: u32, rows_shift: u32, y_off4: u32,
-        t0: u32, _p0: u32, _p1: u32, _p2: u32,
+        t0: u32, alpha: f32, lo: f32, hi: f32,
     }
 }
 
@@ -27,6 +29,10 @@ spec! {
         ROWS: u32 = 1 in [1, 4],
         HAS_BIAS: bool = false,
         FLIP: bool = false,
+        /// The fused epilogue's activation (`Activation::code`).
+        ACT: u32 = 0 in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+        /// The fused epilogue's residual position (`Residual::code`).
+        RES: u32 = 0 in [0, 1, 2],
     }
 }
 
@@ -142,8 +148,12 @@ pub(crate) fn source() -> String {
     w.line("@group(0) @binding(2) var<storage, read> wt: array<f32>;");
     w.line("@group(0) @binding(3) var<storage, read> bias: array<f32>;");
     w.line("@group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;");
+    w.line("// The residual of the fused epilogue (y's layout; read only when RES != 0).");
+    w.line("@group(0) @binding(5) var<storage, read> r: array<vec4<f32>>;");
     w.line("");
     w.line(&DepthwiseImageSpec::wgsl());
+    w.line("");
+    w.line(ACTIVATION);
     w.line("");
     w.line("fn tload(tx0: u32, ty: u32, q: i32) -> vec4<f32> {");
     w.line("    let inside = q >= 0 && q < i32(P.wq);");
@@ -234,10 +244,13 @@ pub(crate) fn source() -> String {
         );
         for q in 0..DW_TX / 4 {
             wln!(w, "        if ((o0 + {q}u) * 4u < P.ow) {{");
-            wln!(
-                w,
-                "            y[ybase + o0 + {q}u] = acc{j}_{q} + vec4<f32>(b);"
-            );
+            wln!(w, "            var o = acc{j}_{q} + vec4<f32>(b);");
+            w.line(&epilogue_store4(
+                "            ",
+                "o",
+                &format!("ybase + o0 + {q}u"),
+            ));
+            wln!(w, "            y[ybase + o0 + {q}u] = o;");
             w.line("        }");
         }
         w.line("    }");

@@ -2,7 +2,8 @@
 //! by output columns (any padding mode, groups, stride and dilation).
 
 use crate::gpu::wgsl::{
-    hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, SRC_INDEX, XLOAD,
+    epilogue_store, hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, ACTIVATION,
+    SRC_INDEX, XLOAD,
 };
 use crate::kernels::shared::ConvShape;
 
@@ -13,7 +14,8 @@ params! {
         x_off: u32, w_off: u32, b_off: u32, y_off: u32,
         oy0: u32, rows: u32, kblocks: u32, kbt: u32,
         pblocks: u32, total: u32, c_lo: u32, c_cnt: u32,
-        kb_lo: u32, _p0: u32,
+        kb_lo: u32, alpha: f32, lo: f32, hi: f32,
+        _p0: u32, _p1: u32,
     }
 }
 
@@ -32,6 +34,10 @@ spec! {
         FLIP: bool = false,
         /// Add to y instead of writing it (second and later input-channel chunks).
         ACCUMULATE: bool = false,
+        /// The fused epilogue's activation (`Activation::code`; never with ACCUMULATE).
+        ACT: u32 = 0 in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+        /// The fused epilogue's residual position (`Residual::code`).
+        RES: u32 = 0 in [0, 1, 2],
     }
 }
 
@@ -66,8 +72,12 @@ pub(crate) fn source() -> String {
     w.line("@group(0) @binding(2) var<storage, read> wt: array<f32>;");
     w.line("@group(0) @binding(3) var<storage, read> bias: array<f32>;");
     w.line("@group(0) @binding(4) var<storage, read_write> y: array<f32>;");
+    w.line("// The residual of the fused epilogue (y's layout; read only when RES != 0).");
+    w.line("@group(0) @binding(5) var<storage, read> r: array<f32>;");
     w.line("");
     w.line(&DirectSpec::wgsl());
+    w.line("");
+    w.line(ACTIVATION);
     w.line("");
     w.line(SRC_INDEX);
     w.line("");
@@ -89,6 +99,7 @@ pub(crate) fn source() -> String {
     w.line("            if (ACCUMULATE) {");
     w.line("                out += y[base + ox];");
     w.line("            }");
+    w.line(&epilogue_store("            ", "out", "base + ox"));
     w.line("            y[base + ox] = out;");
     w.line("        }");
     w.line("    }");

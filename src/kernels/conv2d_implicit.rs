@@ -1,7 +1,9 @@
 //! `conv2d_implicit`: implicit-GEMM convolution on storage images for CPU-like adapters with
 //! 8-lane subgroups (lavapipe), in two register-block shapes.
 
-use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl};
+use crate::gpu::wgsl::{
+    epilogue_store, hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, ACTIVATION,
+};
 use crate::kernels::shared::{acc4, scalar_subblocks, IMPLICIT_LAYOUT_DOC, SG};
 
 /// Output pixels per invocation of the default shape.
@@ -18,7 +20,8 @@ params! {
         cb8: u32, cpr: u32, wp: u32, hp: u32,
         rows_img: u32, groups_m: u32, groups_n: u32, groups: u32,
         batch: u32, wg0: u32, kg: u32, k: u32,
-        hb: u32, kp: u32, y_off: u32, _p0: u32,
+        hb: u32, kp: u32, y_off: u32, alpha: f32,
+        lo: f32, hi: f32, _p0: u32, _p1: u32,
     }
 }
 
@@ -27,6 +30,10 @@ spec! {
     pub(crate) struct ImplicitSpec {
         WG: u32 = 8,
         HAS_BIAS: bool = false,
+        /// The fused epilogue's activation (`Activation::code`).
+        ACT: u32 = 0 in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+        /// The fused epilogue's residual position (`Residual::code`).
+        RES: u32 = 0 in [0, 1, 2],
     }
 }
 
@@ -79,8 +86,12 @@ pub(crate) fn source(tm: usize, tn: usize) -> String {
     w.line("@group(0) @binding(2) var tb: texture_storage_2d<rgba32float, read>;");
     w.line("@group(0) @binding(3) var<storage, read> bias: array<f32>;");
     w.line("@group(0) @binding(4) var<storage, read_write> y: array<f32>;");
+    w.line("// The residual of the fused epilogue (y's layout; read only when RES != 0).");
+    w.line("@group(0) @binding(5) var<storage, read> r: array<f32>;");
     w.line("");
     w.line(&ImplicitSpec::wgsl());
+    w.line("");
+    w.line(ACTIVATION);
     w.line("");
     w.line("fn store(live: bool, base: u32, px: u32, col0: u32, g: u32, v: vec4<f32>) {");
     w.line("    if (!live || px >= P.ohw) {");
@@ -93,6 +104,11 @@ pub(crate) fn source(tm: usize, tn: usize) -> String {
     w.line("            if (HAS_BIAS) {");
     w.line("                out += bias[g * P.kg + col];");
     w.line("            }");
+    w.line(&epilogue_store(
+        "            ",
+        "out",
+        "base + col * P.ohw + px",
+    ));
     w.line("            y[base + col * P.ohw + px] = out;");
     w.line("        }");
     w.line("    }");

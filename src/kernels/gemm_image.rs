@@ -3,7 +3,7 @@
 //! from a storage buffer (`source(true)`, the former `gemm_image_sb`).
 
 use super::gemm_reg::gemm_store;
-use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl};
+use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, ACTIVATION};
 use crate::kernels::shared::{acc4, scalar_subblocks, PANELS_DOC, SG};
 
 /// Rows of C per invocation (two texels of an A panel row).
@@ -26,7 +26,8 @@ params! {
         b_pi: u32, b_po: u32, bias_off: u32, bias_si: u32,
         wg0: u32, a_pn: u32, b_pn: u32, k_lo: u32,
         k_len: u32, k: u32, b_off: u32, ldb: u32,
-        b_si: u32, b_so: u32, _p0: u32, _p1: u32,
+        b_si: u32, b_so: u32, alpha: f32, lo: f32,
+        hi: f32, _p0: u32, _p1: u32, _p2: u32,
     }
 }
 
@@ -39,6 +40,10 @@ spec! {
         BIAS_MODE: u32 = 0 in [0, 1, 2],
         /// Add to the existing contents of C.
         ACCUMULATE: bool = false,
+        /// The fused epilogue's activation (`Activation::code`), in the last k-block.
+        ACT: u32 = 0 in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+        /// The fused epilogue's residual position (`Residual::code`).
+        RES: u32 = 0 in [0, 1, 2],
     }
 }
 
@@ -133,10 +138,14 @@ pub(crate) fn source(b_buffer: bool) -> String {
     }
     w.line("@group(0) @binding(3) var<storage, read> bias: array<f32>;");
     w.line("@group(0) @binding(4) var<storage, read_write> c: array<f32>;");
+    w.line("// The residual of the fused epilogue (C's layout; read only when RES != 0).");
+    w.line("@group(0) @binding(5) var<storage, read> r: array<f32>;");
     w.line("");
     w.line(&GemmImageSpec::wgsl());
     w.line("");
-    w.line(&gemm_store(true));
+    w.line(ACTIVATION);
+    w.line("");
+    w.line(&gemm_store(true, true));
     w.line("");
     w.line("@compute @workgroup_size(WG)");
     w.line("fn main(");

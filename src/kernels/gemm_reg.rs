@@ -1,7 +1,7 @@
 //! `gemm_reg`: GEMM with per-invocation register blocks, no workgroup memory (CPU adapters
 //! without 8-lane subgroups), and the parameters it shares with `gemm_tiled`.
 
-use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl};
+use crate::gpu::wgsl::{epilogue_store, hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl};
 
 params! {
     /// Parameters of `gemm_reg` and `gemm_tiled`.
@@ -40,7 +40,12 @@ pub(crate) const MAX_TN4: usize = 4;
 /// The GEMM store epilogue (bias, accumulation, bounds) of `gemm_reg` and the image GEMMs;
 /// with `live`, a flag that workgroups past the last one pass as `false` (they run the whole
 /// body and only skip the stores).
-pub(crate) fn gemm_store(live: bool) -> String {
+pub(crate) fn gemm_store(live: bool, epilogue: bool) -> String {
+    let ep = if epilogue {
+        format!("\n{}", epilogue_store("            ", "out", "ci"))
+    } else {
+        String::new()
+    };
     let (args, guard) = if live {
         ("live: bool, ", "!live || ")
     } else {
@@ -65,7 +70,7 @@ pub(crate) fn gemm_store(live: bool) -> String {
             let ci = c_base + m * P.ldc + n * P.ldc_n;
             if (ACCUMULATE) {{
                 out += c[ci];
-            }}
+            }}{ep}
             c[ci] = out;
         }}
     }}
@@ -113,7 +118,7 @@ pub(crate) fn source() -> String {
     w.line("");
     w.line(&GemmRegSpec::wgsl());
     w.line("");
-    w.line(&gemm_store(false));
+    w.line(&gemm_store(false, false));
     w.line("");
     w.line("@compute @workgroup_size(WG)");
     w.line("fn main(");

@@ -29,6 +29,7 @@ pub(crate) mod conv2d_wgrad;
 pub(crate) mod conv2d_wgrad_depthwise;
 pub(crate) mod conv2d_wgrad_implicit;
 pub(crate) mod dgrad_phase_weights;
+pub(crate) mod epilogue;
 pub(crate) mod f16_convert;
 pub(crate) mod gemm_image;
 pub(crate) mod gemm_reg;
@@ -164,6 +165,7 @@ use conv2d_wgrad::{WgradParams, WgradSpec};
 use conv2d_wgrad_depthwise::{WgradDepthwiseImageSpec, WgradDepthwiseParams, WgradDepthwiseSpec};
 use conv2d_wgrad_implicit::{WgradImplicitParams, WgradImplicitSpec};
 use dgrad_phase_weights::{PhaseWeightsParams, PhaseWeightsSpec};
+use epilogue::{EpilogueParams, EpilogueSpec};
 use f16_convert::{F16ConvertParams, F16ConvertSpec};
 use gemm_image::{GemmImageParams, GemmImageSpec};
 use gemm_reg::{GemmParams, GemmRegSpec};
@@ -182,7 +184,7 @@ use scatter_strided::{ScatterParams, ScatterSpec};
 kernels! {
     /// Direct (register-blocked) forward convolution.
     Conv2dDirect = "conv2d_direct", conv2d_direct::source(), DirectParams, DirectSpec,
-        [StorageRead, StorageRead, StorageRead, Storage];
+        [StorageRead, StorageRead, StorageRead, Storage, StorageRead];
     /// GEMM with per-invocation register blocks (CPU adapters without 8-lane subgroups).
     GemmReg = "gemm_reg", gemm_reg::source(), GemmParams, GemmRegSpec,
         [StorageRead, StorageRead, StorageRead, Storage];
@@ -191,10 +193,10 @@ kernels! {
         [StorageRead, StorageRead, StorageRead, Storage];
     /// GEMM reading both operands from packed storage images (8-lane subgroups).
     GemmImage = "gemm_image", gemm_image::source(false), GemmImageParams, GemmImageSpec,
-        [ImageRead, ImageRead, StorageRead, Storage];
+        [ImageRead, ImageRead, StorageRead, Storage, StorageRead];
     /// [`Kernel::GemmImage`] reading B from a storage buffer.
     GemmImageSb = "gemm_image_sb", gemm_image::source(true), GemmImageParams, GemmImageSpec,
-        [ImageRead, StorageRead, StorageRead, Storage];
+        [ImageRead, StorageRead, StorageRead, Storage, StorageRead];
     /// Operand packing (transpose / pad to vec4) for the buffer GEMM kernels.
     Pack = "pack", pack::source(), PackParams, PackSpec, [StorageRead, Storage];
     /// Operand packing into the storage-image panels of [`Kernel::GemmImage`].
@@ -255,22 +257,23 @@ kernels! {
         PackWeightsParams, PackWeightsRunsSpec, [ImageRead, Storage];
     /// Depthwise convolution reading the input from a storage image.
     Conv2dDepthwiseImage = "conv2d_depthwise_image", conv2d_depthwise_image::source(),
-        DepthwiseImageParams, DepthwiseImageSpec, [ImageRead, StorageRead, StorageRead, Storage];
+        DepthwiseImageParams, DepthwiseImageSpec,
+        [ImageRead, StorageRead, StorageRead, Storage, StorageRead];
     /// Implicit-GEMM convolution on storage images: 8 pixels x 16 output channels per lane.
     Conv2dImplicit = "conv2d_implicit", conv2d_implicit::source(conv2d_implicit::IC_TM, conv2d_implicit::IC_TN), ImplicitParams,
-        ImplicitSpec, [ImageRead, ImageRead, StorageRead, Storage];
+        ImplicitSpec, [ImageRead, ImageRead, StorageRead, Storage, StorageRead];
     /// [`Kernel::Conv2dImplicit`] with 4 pixels x 32 output channels per invocation.
     Conv2dImplicitN32 = "conv2d_implicit_n32", conv2d_implicit::source(4, 32), ImplicitParams,
-        ImplicitSpec, [ImageRead, ImageRead, StorageRead, Storage];
+        ImplicitSpec, [ImageRead, ImageRead, StorageRead, Storage, StorageRead];
     /// The first-call stand-in of [`Kernel::Conv2dImplicit`]: 1 pixel x 16 output channels
     /// per lane, same weight panels, same sums in the same order (bit-identical results),
     /// a fraction of the code to compile (see [`crate::tune`]).
     Conv2dImplicitP1x16 = "conv2d_implicit_p1x16", conv2d_implicit::source(1, 16), ImplicitParams,
-        ImplicitSpec, [ImageRead, ImageRead, StorageRead, Storage];
+        ImplicitSpec, [ImageRead, ImageRead, StorageRead, Storage, StorageRead];
     /// The first-call stand-in of [`Kernel::Conv2dImplicitN32`]: 1 pixel x 32 output
     /// channels per lane.
     Conv2dImplicitP1x32 = "conv2d_implicit_p1x32", conv2d_implicit::source(1, 32), ImplicitParams,
-        ImplicitSpec, [ImageRead, ImageRead, StorageRead, Storage];
+        ImplicitSpec, [ImageRead, ImageRead, StorageRead, Storage, StorageRead];
     /// Implicit-GEMM weight gradient on storage images.
     Conv2dWgradImplicit = "conv2d_wgrad_implicit", conv2d_wgrad_implicit::source(8, false),
         WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage];
@@ -304,6 +307,22 @@ kernels! {
         [StorageRead, Storage];
     /// Input gradient of a strided 1x1 convolution from its sampled pixels' gradient.
     ScatterStrided = "scatter_strided", scatter_strided::source(), ScatterParams, ScatterSpec,
+        [StorageRead, StorageRead, Storage];
+    /// The epilogue applied in place to an output stored without it (no residual).
+    Epilogue = "epilogue", epilogue::source(false, false), EpilogueParams, EpilogueSpec,
+        [Storage];
+    /// [`Kernel::Epilogue`] with a residual tensor.
+    EpilogueResidual = "epilogue_residual", epilogue::source(true, false), EpilogueParams,
+        EpilogueSpec, [StorageRead, Storage];
+    /// [`Kernel::Epilogue`] on vec4 elements (the bulk of the pass; the scalar kernel takes a
+    /// tail of up to 3 elements).
+    Epilogue4 = "epilogue4", epilogue::source(false, true), EpilogueParams, EpilogueSpec,
+        [Storage];
+    /// [`Kernel::EpilogueResidual`] on vec4 elements.
+    EpilogueResidual4 = "epilogue_residual4", epilogue::source(true, true), EpilogueParams,
+        EpilogueSpec, [StorageRead, Storage];
+    /// `dz = dy ⊙ act'(z)`: the gradient through an epilogue's activation.
+    EpilogueGrad = "epilogue_grad", epilogue::grad_source(), EpilogueParams, EpilogueSpec,
         [StorageRead, StorageRead, Storage];
 }
 

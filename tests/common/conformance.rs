@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use wgconv::half::f16;
 use wgconv::{
-    cpu, Algorithm, Context, Conv2dParams, Conv2dProblem, ConvTranspose2dParams, DType, Error,
-    ErrorKind, GemmParams, GemmVariant, Operation, Padding, PaddingMode, Tensor,
+    cpu, Activation, Algorithm, Context, Conv2dParams, Conv2dProblem, ConvTranspose2dParams, DType,
+    Epilogue, Error, ErrorKind, GemmParams, GemmVariant, Operation, Padding, PaddingMode, Residual,
+    Tensor,
 };
 
 type Arrays = BTreeMap<String, Vec<f32>>;
@@ -30,6 +31,8 @@ struct Case {
     /// uploaded as f16 tensors and computed with f32 accumulation (also the cases marked
     /// `accumulate: "float16"`, whose looser tolerance they must meet).
     dtype: DType,
+    /// The `epilogue` field, if any.
+    epilogue: Option<Value>,
     /// An optional field value of the format (`../shared/FIXTURES.md`) this runner does not
     /// implement: the case fails on every algorithm (never skipped).
     unsupported: Option<String>,
@@ -56,15 +59,39 @@ fn unsupported_field(v: &Value) -> Option<String> {
             return Some(format!("{k} = {}", v[k]));
         }
     }
-    match v.get("epilogue") {
-        None => None,
-        Some(e) => {
-            let act = e.get("activation").and_then(Value::as_str);
-            let res = e.get("residual").and_then(Value::as_str).unwrap_or("none");
-            (!(matches!(act, None | Some("identity")) && res == "none"))
-                .then(|| format!("epilogue = {e}"))
+    // Epilogues run on f32 tensors only (the library refuses f16 operands there).
+    if let Some(e) = v.get("epilogue").filter(|_| f16) {
+        let act = e.get("activation").and_then(Value::as_str);
+        let res = e.get("residual").and_then(Value::as_str).unwrap_or("none");
+        if !(matches!(act, None | Some("identity")) && res == "none") {
+            return Some(format!("epilogue = {e} on float16"));
         }
     }
+    None
+}
+
+/// The case's epilogue (`None` without the field); invalid values are the library's own
+/// typed errors (an error case may test them).
+fn epilogue(c: &Case) -> Result<Option<Epilogue>, Error> {
+    let Some(e) = &c.epilogue else {
+        return Ok(None);
+    };
+    let f = |k: &str| e.get(k).and_then(Value::as_f64).map(|v| v as f32);
+    let name = e
+        .get("activation")
+        .and_then(Value::as_str)
+        .unwrap_or("identity");
+    let activation = Activation::from_name(name, f("alpha"), f("lo"), f("hi"))?;
+    let residual =
+        Residual::from_name(e.get("residual").and_then(Value::as_str).unwrap_or("none"))?;
+    Ok(Some(Epilogue::new(activation).with_residual(residual)))
+}
+
+/// The epilogue and the residual array of a forward case (`r`, when the epilogue has one).
+fn residual_input(c: &Case) -> Result<(Epilogue, Option<Vec<f32>>), Error> {
+    let ep = epilogue(c)?.unwrap_or_default();
+    let r = (ep.residual != Residual::None).then(|| input(c, "r"));
+    Ok((ep, r))
 }
 
 fn load(path: &Path) -> Result<Case, String> {
@@ -127,6 +154,7 @@ fn load(path: &Path) -> Result<Case, String> {
     };
     Ok(Case {
         unsupported: unsupported_field(&v),
+        epilogue: v.get("epilogue").cloned(),
         id: s("id")?,
         op: s("op")?,
         expect_ok: s("expect")? == "ok",
@@ -278,6 +306,7 @@ fn conv2d(ctx: &Context, c: &Case, algo: &str, flip: bool) -> Result<Arrays, Err
     } else {
         None
     };
+    let (ep, r) = residual_input(c)?;
     let y = if algo == "cpu" && c.dtype == DType::F16 {
         let b16 = has_bias(c).then(|| input16(c, "b"));
         widen(
@@ -292,21 +321,32 @@ fn conv2d(ctx: &Context, c: &Case, algo: &str, flip: bool) -> Result<Arrays, Err
             .0,
         )
     } else if algo == "cpu" {
-        cpu::conv2d(
+        cpu::conv2d_fused(
             &input(c, "x"),
             xs,
             &input(c, "w"),
             ws,
             bias.as_deref(),
+            r.as_deref(),
             &params,
+            &ep,
         )?
         .0
     } else {
         let x = upload(ctx, c, "x", &xs)?;
         let w = upload(ctx, c, "w", &ws)?;
         let b = bs.map(|bs| upload(ctx, c, "b", &bs)).transpose()?;
-        let y = ctx.conv2d_with(&x, &w, b.as_ref(), &params, Algorithm::from_name(algo)?)?;
-        fetch(c, y, "y")?
+        let a = Algorithm::from_name(algo)?;
+        if c.epilogue.is_none() {
+            fetch(c, ctx.conv2d_with(&x, &w, b.as_ref(), &params, a)?, "y")?
+        } else {
+            let rt = r
+                .as_ref()
+                .map(|r| Tensor::from_slice(ctx, r, &shape::<4>(c, "r")?))
+                .transpose()?;
+            ctx.conv2d_fused(&x, &w, b.as_ref(), rt.as_ref(), &params, &ep, a)?
+                .read()?
+        }
     };
     Ok(BTreeMap::from([("y".to_string(), y)]))
 }
@@ -344,6 +384,7 @@ fn conv_transpose2d(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error
     } else {
         None
     };
+    let (ep, r) = residual_input(c)?;
     let y = if algo == "cpu" && c.dtype == DType::F16 {
         let b16 = has_bias(c).then(|| input16(c, "b"));
         widen(
@@ -358,21 +399,36 @@ fn conv_transpose2d(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error
             .0,
         )
     } else if algo == "cpu" {
-        cpu::conv_transpose2d(
+        cpu::conv_transpose2d_fused(
             &input(c, "x"),
             xs,
             &input(c, "w"),
             ws,
             bias.as_deref(),
+            r.as_deref(),
             &params,
+            &ep,
         )?
         .0
     } else {
         let x = upload(ctx, c, "x", &xs)?;
         let w = upload(ctx, c, "w", &ws)?;
         let b = bs.map(|bs| upload(ctx, c, "b", &bs)).transpose()?;
-        let y = ctx.conv_transpose2d(&x, &w, b.as_ref(), &params, Algorithm::from_name(algo)?)?;
-        fetch(c, y, "y")?
+        let a = Algorithm::from_name(algo)?;
+        if c.epilogue.is_none() {
+            fetch(
+                c,
+                ctx.conv_transpose2d(&x, &w, b.as_ref(), &params, a)?,
+                "y",
+            )?
+        } else {
+            let rt = r
+                .as_ref()
+                .map(|r| Tensor::from_slice(ctx, r, &shape::<4>(c, "r")?))
+                .transpose()?;
+            ctx.conv_transpose2d_fused(&x, &w, b.as_ref(), rt.as_ref(), &params, &ep, a)?
+                .read()?
+        }
     };
     Ok(BTreeMap::from([("y".to_string(), y)]))
 }
@@ -392,6 +448,7 @@ fn conv2d_grad(
         params.resolve(xs, ws, Some(shape::<1>(c, "b")?[0]))?;
     }
     let mut out = BTreeMap::new();
+    let ep = epilogue(c)?;
     if algo == "cpu" && c.dtype == DType::F16 {
         let g = cpu::conv2d_grad_f16(
             &input16(c, "x"),
@@ -409,28 +466,66 @@ fn conv2d_grad(
             out.insert("db".to_string(), widen(db));
         }
     } else if algo == "cpu" {
-        let g = cpu::conv2d_grad(
-            &input(c, "x"),
-            xs,
-            &input(c, "w"),
-            ws,
-            &input(c, "dy"),
-            dys,
-            has_bias(c),
-            &params,
-        )?;
+        let (g, dr) = match &ep {
+            None => (
+                cpu::conv2d_grad(
+                    &input(c, "x"),
+                    xs,
+                    &input(c, "w"),
+                    ws,
+                    &input(c, "dy"),
+                    dys,
+                    has_bias(c),
+                    &params,
+                )?,
+                None,
+            ),
+            Some(ep) => {
+                let g = cpu::conv2d_grad_fused(
+                    &input(c, "x"),
+                    xs,
+                    &input(c, "w"),
+                    ws,
+                    &input(c, "dy"),
+                    dys,
+                    &input(c, "z"),
+                    has_bias(c),
+                    &params,
+                    ep,
+                )?;
+                (g.grads, g.dr)
+            }
+        };
         out.insert("dx".to_string(), g.dx);
         out.insert("dw".to_string(), g.dw);
         if let Some(db) = g.db {
             out.insert("db".to_string(), db);
         }
+        if let Some(dr) = dr {
+            out.insert("dr".to_string(), dr);
+        }
     } else {
         // Each gradient through its own entry point, so an algorithm that runs only one of
-        // them (see `plan`) is checked on that one.
+        // them (see `plan`) is checked on that one. With an epilogue, `dz` (and `dr`) first,
+        // by the epilogue's own pass, then the gradients of `dz`.
         let a = Algorithm::from_name(algo)?;
         let x = upload(ctx, c, "x", &xs)?;
         let w = upload(ctx, c, "w", &ws)?;
-        let dy = upload(ctx, c, "dy", &dys)?;
+        let mut dy = upload(ctx, c, "dy", &dys)?;
+        if let Some(ep) = &ep {
+            let z = upload(ctx, c, "z", &dys)?;
+            let dz = Tensor::full(ctx, &dys, f32::NAN)?;
+            let dr = (ep.residual != Residual::None)
+                .then(|| Tensor::full(ctx, &dys, f32::NAN))
+                .transpose()?;
+            let mut enc = ctx.device().create_command_encoder(&Default::default());
+            ctx.encode_epilogue_backward(&mut enc, &dy, &z, ep, &dz, dr.as_ref())?;
+            ctx.submit(enc)?;
+            if let Some(dr) = dr {
+                out.insert("dr".to_string(), dr.read()?);
+            }
+            dy = dz;
+        }
         if outputs.contains(&"dx") {
             let dx = ctx.conv2d_backward_input(&dy, &w, xs, &params, a)?;
             out.insert("dx".to_string(), fetch(c, dx, "dx")?);
@@ -489,10 +584,26 @@ fn gemm(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
             format!("a {ash:?}, b {bsh:?}"),
         ));
     }
+    let (ep, r) = residual_input(c)?;
+    let bias = c.shapes.contains_key("bias").then(|| input(c, "bias"));
     let out = if algo == "cpu" && c.dtype == DType::F16 {
         widen(cpu::gemm_f16(&input16(c, "a"), &ash, &input16(c, "b"), &bsh, &params)?.0)
     } else if algo == "cpu" {
-        cpu::gemm(&input(c, "a"), &ash, &input(c, "b"), &bsh, &params)?.0
+        if c.epilogue.is_none() {
+            cpu::gemm(&input(c, "a"), &ash, &input(c, "b"), &bsh, &params)?.0
+        } else {
+            cpu::gemm_fused(
+                &input(c, "a"),
+                &ash,
+                &input(c, "b"),
+                &bsh,
+                bias.as_deref(),
+                r.as_deref(),
+                &params,
+                &ep,
+            )?
+            .0
+        }
     } else {
         let variant = GemmVariant::ALL
             .iter()
@@ -502,7 +613,21 @@ fn gemm(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
             .ok_or_else(|| Error::invalid_param("algorithm", algo, "unknown gemm variant"))?;
         let a = Tensor::from_f32(ctx, &input(c, "a"), &ash, c.dtype)?;
         let b = Tensor::from_f32(ctx, &input(c, "b"), &bsh, c.dtype)?;
-        fetch(c, ctx.gemm(&a, &b, &params.with_variant(variant))?, "c")?
+        let params = params.with_variant(variant);
+        if c.epilogue.is_none() {
+            fetch(c, ctx.gemm(&a, &b, &params)?, "c")?
+        } else {
+            let bt = bias
+                .as_ref()
+                .map(|v| Tensor::from_slice(ctx, v, &[n]))
+                .transpose()?;
+            let rt = r
+                .as_ref()
+                .map(|v| Tensor::from_slice(ctx, v, &[m, n]))
+                .transpose()?;
+            ctx.gemm_fused(&a, &b, bt.as_ref(), rt.as_ref(), &params, &ep)?
+                .read()?
+        }
     };
     Ok(BTreeMap::from([("c".to_string(), out)]))
 }
@@ -583,6 +708,10 @@ fn plan(ctx: &Context, c: &Case, algo: &str) -> Result<Vec<&'static str>, String
     if outputs.iter().all(|&o| o == "db") {
         return Err(reasons.join("; "));
     }
+    // dr comes from the epilogue's own pass, whatever the algorithm.
+    if all.contains(&"dr") {
+        outputs.push("dr");
+    }
     Ok(outputs)
 }
 
@@ -617,12 +746,22 @@ fn run(ctx: &Context, c: &Case, algo: &str, outputs: &[&'static str]) -> Result<
 
 /// Output arrays a case must produce.
 fn expected_outputs(c: &Case) -> Vec<&'static str> {
-    match c.op.as_str() {
+    let mut v = match c.op.as_str() {
         "conv2d_grad" if has_bias(c) => vec!["dx", "dw", "db"],
         "conv2d_grad" => vec!["dx", "dw"],
         "gemm" => vec!["c"],
         _ => vec!["y"],
+    };
+    let residual = c
+        .epilogue
+        .as_ref()
+        .and_then(|e| e.get("residual"))
+        .and_then(Value::as_str)
+        .is_some_and(|r| r != "none");
+    if c.op == "conv2d_grad" && residual {
+        v.push("dr");
     }
+    v
 }
 
 fn compare(c: &Case, algo: &str, got: &Arrays, outputs: &[&str]) -> Result<(), String> {

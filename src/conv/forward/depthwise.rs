@@ -21,8 +21,35 @@ pub(crate) const FORWARD: Entry<Conv2dProblem, ConvBuffers> = Entry {
     check,
     prefer: |_, p| p.groups > 1,
     tune: anywhere,
-    encode: |ctx, enc, p, b| encode_at(ctx, enc, p, (&b.x, 0), &b.w, b.b.as_ref(), (&b.y, 0)),
+    encode: encode_fused,
 };
+
+/// The forward entry's launcher: the image variant (CPU adapters) fuses the epilogue of
+/// `bufs` into its store; the buffer and workgroup-memory variants leave it to the caller's
+/// elementwise pass.
+fn encode_fused(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    b: &ConvBuffers,
+) -> Result<()> {
+    if let Some(geom) = image_geom(ctx, p, 0, 0) {
+        encode_image(
+            ctx,
+            enc,
+            p,
+            (&b.x, 0),
+            &b.w,
+            b.b.as_ref(),
+            (&b.y, 0),
+            geom,
+            Some(b),
+        )?;
+        b.mark_epilogue_applied();
+        return Ok(());
+    }
+    encode_at(ctx, enc, p, (&b.x, 0), &b.w, b.b.as_ref(), (&b.y, 0))
+}
 
 fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
     fit_one_binding(ctx, p)?;
@@ -88,7 +115,7 @@ pub(crate) fn encode_at(
     (y, y_off): (&wgpu::Buffer, usize),
 ) -> Result<()> {
     if let Some(geom) = image_geom(ctx, p, x_off, y_off) {
-        return encode_image(ctx, enc, p, (x, x_off), w, b, (y, y_off), geom);
+        return encode_image(ctx, enc, p, (x, x_off), w, b, (y, y_off), geom, None);
     }
     // GPUs: the workgroup-memory tile, when its staged window fits.
     let tiled =
@@ -142,6 +169,7 @@ fn encode_image(
     b: Option<&wgpu::Buffer>,
     (y, y_off): (&wgpu::Buffer, usize),
     geom: FlatRows,
+    fused: Option<&ConvBuffers>,
 ) -> Result<()> {
     // rows_per input rows per texture row: the input is a contiguous run of texels.
     let img = flat_rows_image(
@@ -170,8 +198,14 @@ fn encode_image(
         ROWS: rows as u32,
         HAS_BIAS: b.is_some(),
         FLIP: p.flip,
+        ACT: fused.map_or(0, |f| f.ep_codes().0),
+        RES: fused.map_or(0, |f| f.ep_codes().1),
     };
+    let (alpha, lo, hi) = fused.map_or((0.0, 0.0, 0.0), ConvBuffers::ep_constants);
     let mut u = DepthwiseImageParams {
+        alpha,
+        lo,
+        hi,
         n: u32_of(p.n, "images")?,
         c: u32_of(p.c, "channels")?,
         h: u32_of(p.h, "height")?,
@@ -201,6 +235,8 @@ fn encode_image(
             Bind::whole(w),
             Bind::whole(b.unwrap_or(w)),
             Bind::whole(y),
+            // The residual, else x (at least one vec4: W is a multiple of 4), never read.
+            Bind::whole(fused.map_or(x, |f| f.r_or(x))),
         ],
         total as u64,
     )

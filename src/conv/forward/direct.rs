@@ -19,8 +19,25 @@ pub(crate) const FORWARD: Entry<Conv2dProblem, ConvBuffers> = Entry {
     check: runs_all,
     prefer,
     tune: anywhere,
-    encode: |ctx, enc, p, b| encode(ctx, enc, p, &b.x, &b.w, b.b.as_ref(), &b.y),
+    encode: encode_fused,
 };
+
+/// The forward entry's launcher: [`encode`] with the epilogue of `bufs` fused into the store
+/// (except on windows, which accumulate: the caller's elementwise pass applies it then).
+fn encode_fused(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    bufs: &ConvBuffers,
+) -> Result<()> {
+    let (x, w, y) = (&bufs.x, &bufs.w, &bufs.y);
+    if !(fits(ctx, x) && fits(ctx, y) && fits(ctx, w)) {
+        return encode_windowed(ctx, enc, p, x, w, bufs.b.as_ref(), y);
+    }
+    encode_whole(ctx, enc, p, bufs)?;
+    bufs.mark_epilogue_applied();
+    Ok(())
+}
 
 fn prefer(ctx: &Context, p: &Conv2dProblem) -> bool {
     p.c_per_group() == 1
@@ -52,6 +69,7 @@ fn spec(p: &Conv2dProblem, kb: usize, pb: usize, accumulate: bool) -> DirectSpec
         HAS_BIAS: p.has_bias,
         FLIP: p.flip,
         ACCUMULATE: accumulate,
+        ..Default::default()
     }
 }
 
@@ -90,9 +108,27 @@ pub(crate) fn encode(
     if !(fits(ctx, x) && fits(ctx, y) && fits(ctx, w)) {
         return encode_windowed(ctx, enc, p, x, w, b, y);
     }
+    encode_whole(ctx, enc, p, &ConvBuffers::new(x, w, b, y))
+}
+
+/// [`encode`] of tensors within one binding each, with the epilogue of `bufs` (if any).
+fn encode_whole(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    bufs: &ConvBuffers,
+) -> Result<()> {
+    let (x, w, b, y) = (&bufs.x, &bufs.w, bufs.b.as_ref(), &bufs.y);
     let (kb, pb) = block(p);
-    let spec = spec(p, kb, pb, false);
+    let (act, res) = bufs.ep_codes();
+    let spec = DirectSpec {
+        ACT: act,
+        RES: res,
+        ..spec(p, kb, pb, false)
+    };
     let mut u = base_params(p, kb, pb)?;
+    (u.alpha, u.lo, u.hi) = bufs.ep_constants();
+    let r = bufs.r_or(w);
     let per_row = (u.kbt * u.pblocks) as usize;
     let max_inv = max_invocations(ctx);
     // One launch = as many images as fit one dispatch, else one image x a band of rows.
@@ -128,6 +164,7 @@ pub(crate) fn encode(
                     Bind::whole(w),
                     Bind::whole(b),
                     Bind::whole(y),
+                    Bind::whole(r),
                 ],
                 total as u64,
             )?;
@@ -289,5 +326,7 @@ fn launch_band(
     let total = (oy1 - oy0) * p.ow.div_ceil(pb);
     u.total = u32_of(total, "invocations")?;
     let spec = spec(p, 1, pb, c0 > 0);
+    // No epilogue here: the residual binding is a dummy, never read.
+    let binds = [binds[0], binds[1], binds[2], binds[3], binds[1]];
     launch::<k::Conv2dDirect>(ctx, enc, &spec, u, &binds, total as u64)
 }

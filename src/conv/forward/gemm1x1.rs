@@ -7,7 +7,7 @@ use crate::conv::table::{always, anywhere, need, Entry, Reason};
 use crate::conv::Algorithm;
 use crate::error::Result;
 use crate::gemm::auto_for_b;
-use crate::gemm::job::{encode_job, GemmJob, Mat};
+use crate::gemm::job::{encode_job_fused, GemmJob, Mat};
 use crate::params::Conv2dProblem;
 
 /// The forward entry: 1x1 convolutions with stride 1 and no padding.
@@ -73,6 +73,11 @@ fn encode(
         c_col_stride: 1,
         bias: bufs.b.as_ref().map(|b| (b, 0, kg, 1)),
         accumulate: false,
+        epilogue: bufs.epilogue.as_ref().map(|e| (e.ep, e.r.as_ref())),
     };
-    encode_job(ctx, enc, &job, variant)
+    // The image GEMM fuses the epilogue where it can; else the caller's pass applies it.
+    if encode_job_fused(ctx, enc, &job, variant)? {
+        bufs.mark_epilogue_applied();
+    }
+    Ok(())
 }

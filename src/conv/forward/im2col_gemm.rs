@@ -197,6 +197,7 @@ pub(crate) fn encode_im2col_at(
                     c_col_stride: ohw,
                     bias: bufs.b.as_ref().map(|b| (b, 0, kg, 2)),
                     accumulate: false,
+                    epilogue: None,
                 }
             } else {
                 GemmJob {
@@ -213,6 +214,7 @@ pub(crate) fn encode_im2col_at(
                     bias: bufs.b.as_ref().map(|b| (b, 0, kg, 1)),
                     c_col_stride: 1,
                     accumulate: false,
+                    epilogue: None,
                 }
             };
             encode_job(ctx, enc, &job, GemmVariant::Auto)?;

@@ -71,9 +71,12 @@ pub(crate) fn encode_at(
     if p.oh * p.ow == 0 || p.n == 0 || p.k == 0 {
         return Ok(());
     }
+    let (act, res) = bufs.ep_codes();
     let spec = ImplicitSpec {
         WG: WG as u32,
         HAS_BIAS: bufs.b.is_some(),
+        ACT: act,
+        RES: res,
     };
     // The tile's kernel, or its first-call stand-in (1 pixel per lane, same weight panels,
     // same sums in the same order) while the tile's kernel is not compiled yet. A kernel
@@ -180,6 +183,7 @@ pub(crate) fn encode_at(
         kp: u32_of(pl.kp, "reduction length")?,
         ..Default::default()
     };
+    (cu.alpha, cu.lo, cu.hi) = bufs.ep_constants();
     let mut n0 = 0;
     while n0 < p.n {
         let nb = pl.x.chunk.min(p.n - n0);
@@ -195,6 +199,7 @@ pub(crate) fn encode_at(
             Bind::Image(&wview),
             Bind::whole(bufs.b.as_ref().unwrap_or(&bufs.w)),
             Bind::whole(&bufs.y),
+            Bind::whole(bufs.r_or(&bufs.w)),
         ];
         let total = (groups * WG) as u64;
         let (c, u) = (&mut cu, &binds);
@@ -214,5 +219,7 @@ pub(crate) fn encode_at(
         }
         n0 += nb;
     }
+    // The store applied the epilogue (fused).
+    bufs.mark_epilogue_applied();
     Ok(())
 }

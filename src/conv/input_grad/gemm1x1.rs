@@ -70,6 +70,7 @@ fn dgrad_pointwise(
         c_col_stride: 1,
         bias: bias.map(|b| (b, 0, cg, 1)),
         accumulate: false,
+        epilogue: None,
     };
     encode_job(ctx, enc, &job, variant)
 }

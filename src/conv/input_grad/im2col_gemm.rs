@@ -165,6 +165,7 @@ fn dgrad_col2im(
                 c_col_stride: 1,
                 bias: None,
                 accumulate: false,
+                epilogue: None,
             };
             let variant = auto_for_b(ctx, ohw % 4 == 0 && off.is_multiple_of(4));
             encode_job(ctx, enc, &job, variant)?;

@@ -136,6 +136,7 @@ fn wgrad_gemm(
             c_col_stride: crs,
             bias: None,
             accumulate,
+            epilogue: None,
         };
         encode_job(ctx, enc, &job, GemmVariant::Auto)
     };
