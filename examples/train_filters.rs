@@ -36,11 +36,8 @@ use std::time::Instant;
 use clap::builder::TypedValueParser;
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use wgconv::{Algorithm, Context, Conv2dParams, GemmParams, Padding, Tensor};
+use wgconv::{Activation, Algorithm, Context, Conv2dParams, Epilogue, GemmParams, Padding, Tensor};
 
-#[path = "common/relu.rs"]
-mod relu;
-pub use relu::Relu;
 #[path = "common/rng.rs"]
 mod rng;
 pub use rng::Rng;
@@ -668,6 +665,9 @@ struct Workspace {
     dh2: Tensor,
     dh2_rows: Tensor,
     dh1: Tensor,
+    /// Gradients at the pre-activations of the two conv layers (through the ReLU).
+    dz2: Tensor,
+    dz1: Tensor,
     dw1: Tensor,
     db1: Tensor,
     dw2: Tensor,
@@ -700,6 +700,8 @@ impl Workspace {
             dh2_rows: view(ctx, &dh2, &[n * c2, hw])?,
             dh2,
             dh1: Tensor::zeros(ctx, &[n, c1, s, s])?,
+            dz2: Tensor::zeros(ctx, &[n, c2, oh, ow])?,
+            dz1: Tensor::zeros(ctx, &[n, c1, s, s])?,
             dw1: Tensor::zeros(ctx, net.w1.dev.shape())?,
             db1: Tensor::zeros(ctx, &[c1])?,
             dw2: Tensor::zeros(ctx, net.w2.dev.shape())?,
@@ -763,13 +765,7 @@ impl Cnn {
 
     /// Records the forward pass of the batch in `ws.x` into one encoder, submits it and
     /// returns the logits.
-    fn forward(
-        &self,
-        ctx: &Context,
-        relu: &Relu,
-        pool: &Pooling,
-        ws: &Workspace,
-    ) -> Result<Vec<f32>, BoxError> {
+    fn forward(&self, ctx: &Context, pool: &Pooling, ws: &Workspace) -> Result<Vec<f32>, BoxError> {
         let auto = Algorithm::Auto;
         let gemm = GemmParams::default();
         let mut enc = ctx
@@ -777,26 +773,30 @@ impl Cnn {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("cnn forward"),
             });
-        ctx.encode_conv2d(
+        // conv + bias + ReLU in one call each (the ReLU fused into the kernels' store).
+        let relu = Epilogue::new(Activation::Relu);
+        ctx.encode_conv2d_fused(
             &mut enc,
             &ws.x,
             &self.w1.dev,
             Some(&self.b1.dev),
+            None,
             &self.p1,
+            &relu,
             auto,
             &ws.h1,
         )?;
-        relu.forward(ctx, &mut enc, &ws.h1)?;
-        ctx.encode_conv2d(
+        ctx.encode_conv2d_fused(
             &mut enc,
             &ws.h1,
             &self.w2.dev,
             Some(&self.b2.dev),
+            None,
             &self.p2,
+            &relu,
             auto,
             &ws.h2,
         )?;
-        relu.forward(ctx, &mut enc, &ws.h2)?;
         // Global average pooling: [n*c2, HW] · [HW, 1].
         ctx.encode_gemm(
             &mut enc,
@@ -839,7 +839,6 @@ impl Cnn {
     fn backward(
         &self,
         ctx: &Context,
-        relu: &Relu,
         pool: &Pooling,
         ws: &Workspace,
         dlogits: &[f32],
@@ -881,15 +880,17 @@ impl Cnn {
             false,
             &plain,
         )?;
-        relu.backward(ctx, &mut enc, &ws.h2, &ws.dh2)?;
+        // Through the ReLU: dz = dh * (h > 0), from the saved output (one elementwise pass).
+        let relu = Epilogue::new(Activation::Relu);
+        ctx.encode_epilogue_backward(&mut enc, &ws.dh2, &ws.h2, &relu, &ws.dz2, None)?;
         // Second convolution: all three gradients.
-        ctx.encode_conv2d_backward_input(&mut enc, &ws.dh2, &self.w2.dev, &self.p2, auto, &ws.dh1)?;
-        ctx.encode_conv2d_backward_weight(&mut enc, &ws.h1, &ws.dh2, &self.p2, auto, &ws.dw2)?;
-        ctx.encode_conv2d_backward_bias(&mut enc, &ws.dh2, &ws.db2)?;
-        relu.backward(ctx, &mut enc, &ws.h1, &ws.dh1)?;
+        ctx.encode_conv2d_backward_input(&mut enc, &ws.dz2, &self.w2.dev, &self.p2, auto, &ws.dh1)?;
+        ctx.encode_conv2d_backward_weight(&mut enc, &ws.h1, &ws.dz2, &self.p2, auto, &ws.dw2)?;
+        ctx.encode_conv2d_backward_bias(&mut enc, &ws.dz2, &ws.db2)?;
+        ctx.encode_epilogue_backward(&mut enc, &ws.dh1, &ws.h1, &relu, &ws.dz1, None)?;
         // First convolution: weight and bias (its input needs no gradient).
-        ctx.encode_conv2d_backward_weight(&mut enc, &ws.x, &ws.dh1, &self.p1, auto, &ws.dw1)?;
-        ctx.encode_conv2d_backward_bias(&mut enc, &ws.dh1, &ws.db1)?;
+        ctx.encode_conv2d_backward_weight(&mut enc, &ws.x, &ws.dz1, &self.p1, auto, &ws.dw1)?;
+        ctx.encode_conv2d_backward_bias(&mut enc, &ws.dz1, &ws.db1)?;
         ctx.queue().submit([enc.finish()]);
 
         // The linear bias gradient is the column sum of dY.
@@ -953,7 +954,6 @@ pub fn train_cnn(
     let row = cfg.size * cfg.size;
     let (train_x, train_y) = make_shapes(cfg.train, cfg.size, &mut rng)?;
     let (test_x, test_y) = make_shapes(cfg.test, cfg.size, &mut rng)?;
-    let relu = Relu::new(ctx)?;
     let mut net = Cnn::new(ctx, cfg, &mut rng)?;
     let pool = Pooling::new(ctx, &net)?;
     let [_, _, oh, ow] = net.h2_shape(1)?;
@@ -994,12 +994,12 @@ pub fn train_cnn(
             let ws = workspace(ctx, &net, &mut cache, idx.len())?;
             upload(ctx, &ws.x, &gather(&train_x, row, idx))?;
             let labels: Vec<usize> = idx.iter().map(|&i| train_y[i]).collect();
-            let logits = net.forward(ctx, &relu, &pool, ws)?;
+            let logits = net.forward(ctx, &pool, ws)?;
             let (loss, dlogits, ok) = softmax_xent(&logits, &labels, CLASSES.len());
             loss_sum += loss * idx.len() as f64;
             correct += ok;
             let lr = cosine_lr(cfg.lr, 0.1, step, total);
-            let grads = net.backward(ctx, &relu, &pool, ws, &dlogits)?;
+            let grads = net.backward(ctx, &pool, ws, &dlogits)?;
             net.adam_step(ctx, &grads, lr)?;
             step += 1;
             bar.inc(1);
@@ -1032,7 +1032,7 @@ pub fn train_cnn(
         let ws = workspace(ctx, &net, &mut cache, idx.len())?;
         upload(ctx, &ws.x, &gather(&test_x, row, idx))?;
         let labels: Vec<usize> = idx.iter().map(|&i| test_y[i]).collect();
-        let logits = net.forward(ctx, &relu, &pool, ws)?;
+        let logits = net.forward(ctx, &pool, ws)?;
         let (_, _, ok) = softmax_xent(&logits, &labels, CLASSES.len());
         correct += ok;
         for (i, &label) in labels.iter().enumerate() {
@@ -1089,7 +1089,6 @@ pub fn cnn_pass(ctx: &Context, seed: u64, n: usize) -> Result<CnnPass, BoxError>
     };
     let mut rng = Rng::new(seed);
     let (x, labels) = make_shapes(n, cfg.size, &mut rng)?;
-    let relu = Relu::new(ctx)?;
     let mut net = Cnn::new(ctx, &cfg, &mut rng)?;
     // Non-zero biases, so that their gradients and the ReLU masks are not trivial.
     for p in [&mut net.b1, &mut net.b2, &mut net.bl] {
@@ -1099,9 +1098,9 @@ pub fn cnn_pass(ctx: &Context, seed: u64, n: usize) -> Result<CnnPass, BoxError>
     let pool = Pooling::new(ctx, &net)?;
     let ws = Workspace::new(ctx, &net, n)?;
     upload(ctx, &ws.x, &x)?;
-    let logits = net.forward(ctx, &relu, &pool, &ws)?;
+    let logits = net.forward(ctx, &pool, &ws)?;
     let (_, dlogits, _) = softmax_xent(&logits, &labels, CLASSES.len());
-    let grads = net.backward(ctx, &relu, &pool, &ws, &dlogits)?;
+    let grads = net.backward(ctx, &pool, &ws, &dlogits)?;
     let params = net.params_mut().map(|p| p.host.clone());
     Ok(CnnPass {
         size: cfg.size,

@@ -1,5 +1,5 @@
 //! Tests of `examples/train_filters.rs`, included as a module: argument parsing, the host
-//! pieces (Adam, softmax cross-entropy, shape generator), the ReLU shaders, the CNN's GPU
+//! pieces (Adam, softmax cross-entropy, shape generator), the ReLU shaders of `digits`, the CNN's GPU
 //! forward and backward pass against the CPU reference, filter recovery for both variants
 //! with a reduced budget, and the full CNN run to >= 95% test accuracy (about 10-15 s on
 //! lavapipe).
@@ -10,11 +10,16 @@ mod common;
 #[allow(dead_code)]
 mod train;
 
+/// The ReLU shaders the `digits` example uses (`train_filters` uses the fused epilogue).
+#[path = "../examples/common/relu.rs"]
+mod relu;
+
 use clap::Parser;
 use common::ctx;
+use relu::Relu;
 use train::{
     cnn_pass, filter_tasks, make_shapes, softmax_xent, train_cnn, train_filters, Adam, CnnConfig,
-    CnnPass, Mode, Options, Relu, Rng, CLASSES,
+    CnnPass, Mode, Options, Rng, CLASSES,
 };
 use wgconv::{cpu, Conv2dProblem, GemmParams, Tensor};
 

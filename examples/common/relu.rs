@@ -1,5 +1,5 @@
 //! The ReLU and its gradient as two small compute shaders, shared by the training examples
-//! (`digits`, `train_filters`): wgconv has no fused activation yet.
+//! (`digits`; `train_filters` uses the fused epilogue, `Context::conv2d_fused`).
 
 use std::num::NonZeroU64;
 
