@@ -93,6 +93,15 @@ impl Context {
         if self.adapter_info().backend == wgpu::Backend::Gl {
             return;
         }
+        // The common case (compiled or under way) under the read lock only.
+        if self
+            .inner
+            .pipelines
+            .read()
+            .map_or(true, |map| map.contains_key(&key))
+        {
+            return;
+        }
         let fresh = match self.inner.pipelines.write() {
             Ok(mut map) => {
                 let fresh = !map.contains_key(&key);

@@ -4,7 +4,7 @@
 //! (`pack_conv_weights_runs.wgsl`).
 
 use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl};
-use crate::kernels::shared::IMPLICIT_LAYOUT_DOC;
+use crate::kernels::shared::{FLAT_LOAD, IMPLICIT_LAYOUT_DOC};
 
 params! {
     /// Parameters of the weight packers (`pack_conv_weights`, `pack_conv_weights_image`,
@@ -40,6 +40,27 @@ spec! {
         /// Taps of the kernel, R * S (at most 9; equal to `k_stride`).
         RS: u32 = 9 in [1, 2, 3, 4, 5, 6, 7, 8, 9],
     }
+}
+
+/// WGSL: from the first of 8 weight-panel rows `l`, whether it is `live`, and its (group
+/// `g`, channel block `tn`, first input channel `cl0`, tap `tr`, `ts`), the taps rotated
+/// with `FLIP`.
+fn panel_row(w: &mut Wgsl) {
+    w.line("    let live = l < P.rows_total;");
+    w.line("    let pn = min(l, P.rows_total - 1u) / P.kp;");
+    w.line("    let step = (min(l, P.rows_total - 1u) - pn * P.kp) / 8u;");
+    w.line("    let g = pn / P.groups_n;");
+    w.line("    let tn = pn - g * P.groups_n;");
+    w.line("    let cs = step % P.s;");
+    w.line("    let t2 = step / P.s;");
+    w.line("    let cr = t2 % P.r;");
+    w.line("    let cl0 = (t2 / P.r) * 8u;");
+    w.line("    var tr = cr;");
+    w.line("    var ts = cs;");
+    w.line("    if (FLIP) {");
+    w.line("        tr = P.r - 1u - cr;");
+    w.line("        ts = P.s - 1u - cs;");
+    w.line("    }");
 }
 
 /// The WGSL source of `pack_conv_weights`, reading the weights from their buffer, or with
@@ -93,13 +114,7 @@ pub(crate) fn source(from_image: bool) -> String {
     w.line(&PackWeightsSpec::wgsl());
     w.line("");
     if from_image {
-        w.line("fn wload(i: u32) -> f32 {");
-        w.line("    let t = i / 4u;");
-        w.line("    // tw is a power of two: shifts, not per-lane division loops.");
-        w.line("    let v = textureLoad(src, vec2<u32>(t & (P.tw - 1u), t >> P.tw_shift));");
-        w.line("    return v[i % 4u];");
-        w.line("}");
-        w.line("");
+        w.line(FLAT_LOAD);
     }
     w.line("@compute @workgroup_size(WG)");
     w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
@@ -116,21 +131,7 @@ pub(crate) fn source(from_image: bool) -> String {
     w.line("    let tb = t % blocks;");
     w.line("    let ty = (t / blocks) * 8u;");
     w.line("    let l = tb * P.hb + ty;");
-    w.line("    let live = l < P.rows_total;");
-    w.line("    let pn = min(l, P.rows_total - 1u) / P.kp;");
-    w.line("    let step = (min(l, P.rows_total - 1u) - pn * P.kp) / 8u;");
-    w.line("    let g = pn / P.groups_n;");
-    w.line("    let tn = pn - g * P.groups_n;");
-    w.line("    let cs = step % P.s;");
-    w.line("    let t2 = step / P.s;");
-    w.line("    let cr = t2 % P.r;");
-    w.line("    let cl0 = (t2 / P.r) * 8u;");
-    w.line("    var tr = cr;");
-    w.line("    var ts = cs;");
-    w.line("    if (FLIP) {");
-    w.line("        tr = P.r - 1u - cr;");
-    w.line("        ts = P.s - 1u - cs;");
-    w.line("    }");
+    panel_row(&mut w);
     w.line("    let base = P.w_off + g * P.g_stride + tr * P.s + ts;");
     w.line("    for (var c4 = 0u; c4 < P.pw; c4++) {");
     w.line("        let tx = tb * P.pw + c4;");
@@ -150,7 +151,7 @@ pub(crate) fn source(from_image: bool) -> String {
         if from_image {
             wln!(
                 w,
-                "        let v{j} = vec4<f32>(wload(b{j} + i0), wload(b{j} + i1), wload(b{j} + i2), wload(b{j} + i3));"
+                "        let v{j} = vec4<f32>(flat_load(b{j} + i0), flat_load(b{j} + i1), flat_load(b{j} + i2), flat_load(b{j} + i3));"
             );
         } else {
             wln!(
@@ -196,12 +197,7 @@ pub(crate) fn texel_source() -> String {
     w.line("");
     w.line(&PackWeightsSpec::wgsl());
     w.line("");
-    w.line("fn wload(i: u32) -> f32 {");
-    w.line("    let t = i / 4u;");
-    w.line("    let v = textureLoad(src, vec2<u32>(t & (P.tw - 1u), t >> P.tw_shift));");
-    w.line("    return v[i % 4u];");
-    w.line("}");
-    w.line("");
+    w.line(FLAT_LOAD);
     w.line("@compute @workgroup_size(WG)");
     w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
     w.line("    let t = P.t0 + gid.x + gid.y * nwg.x * WG;");
@@ -217,26 +213,12 @@ pub(crate) fn texel_source() -> String {
     w.line("    let c4 = x - tb * P.pw;");
     w.line("    let j = y % 8u;");
     w.line("    let l = tb * P.hb + y - j;");
-    w.line("    let live = l < P.rows_total;");
-    w.line("    let pn = min(l, P.rows_total - 1u) / P.kp;");
-    w.line("    let step = (min(l, P.rows_total - 1u) - pn * P.kp) / 8u;");
-    w.line("    let g = pn / P.groups_n;");
-    w.line("    let tn = pn - g * P.groups_n;");
-    w.line("    let cs = step % P.s;");
-    w.line("    let t2 = step / P.s;");
-    w.line("    let cr = t2 % P.r;");
-    w.line("    let cl0 = (t2 / P.r) * 8u;");
-    w.line("    var tr = cr;");
-    w.line("    var ts = cs;");
-    w.line("    if (FLIP) {");
-    w.line("        tr = P.r - 1u - cr;");
-    w.line("        ts = P.s - 1u - cs;");
-    w.line("    }");
+    panel_row(&mut w);
     w.line("    let col0 = (tn * P.pw + c4) * 4u;");
     w.line("    let kl = P.kg - 1u;");
     w.line("    let b = P.w_off + g * P.g_stride + tr * P.s + ts + min(cl0 + j, P.cg - 1u) * P.c_stride;");
-    w.line("    let v = vec4<f32>(wload(b + min(col0, kl) * P.k_stride), wload(b + min(col0 + 1u, kl) * P.k_stride),");
-    w.line("        wload(b + min(col0 + 2u, kl) * P.k_stride), wload(b + min(col0 + 3u, kl) * P.k_stride));");
+    w.line("    let v = vec4<f32>(flat_load(b + min(col0, kl) * P.k_stride), flat_load(b + min(col0 + 1u, kl) * P.k_stride),");
+    w.line("        flat_load(b + min(col0 + 2u, kl) * P.k_stride), flat_load(b + min(col0 + 3u, kl) * P.k_stride));");
     w.line("    let keep = vec4<bool>(col0 < P.kg, col0 + 1u < P.kg, col0 + 2u < P.kg, col0 + 3u < P.kg)");
     w.line("        & vec4<bool>(live && cl0 + j < P.cg);");
     w.line("    dst[(y - P.y_lo) * P.dst_row + x] = select(vec4<f32>(0.0), v, keep);");

@@ -3,7 +3,7 @@
 
 use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, SRC_INDEX};
 use crate::kernels::pack_image::RUN8;
-use crate::kernels::shared::IMPLICIT_LAYOUT_DOC;
+use crate::kernels::shared::{FLAT_LOAD, IMPLICIT_LAYOUT_DOC};
 
 params! {
     /// Parameters of `pad_image` and `pad_image_flat`.
@@ -154,12 +154,7 @@ pub(crate) fn texel_source() -> String {
     w.line("");
     w.line(&PadImageFlatSpec::wgsl());
     w.line("");
-    w.line("fn fload(i: u32) -> f32 {");
-    w.line("    let t = i / 4u;");
-    w.line("    let v = textureLoad(src, vec2<u32>(t & (P.tw - 1u), t >> P.tw_shift));");
-    w.line("    return v[i % 4u];");
-    w.line("}");
-    w.line("");
+    w.line(FLAT_LOAD);
     w.line("@compute @workgroup_size(WG)");
     w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
     w.line("    let t = P.t0 + gid.x + gid.y * nwg.x * WG;");
@@ -187,7 +182,7 @@ pub(crate) fn texel_source() -> String {
     w.line("        let plane = P.h * P.w;");
     w.line("        for (var e = 0u; e < 4u; e++) {");
     w.line("            if (cl0 + e < P.cg) {");
-    w.line("                v[e] = fload(base + e * plane);");
+    w.line("                v[e] = flat_load(base + e * plane);");
     w.line("            }");
     w.line("        }");
     w.line("    }");

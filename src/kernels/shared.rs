@@ -80,3 +80,13 @@ params! {
         pad_top: i32, pad_left: i32,
     }
 }
+
+/// WGSL: float `i` of a read-only storage image `src` holding a buffer verbatim (float i at
+/// texel i / 4 of rows of `P.tw` texels, a power of two: shifts, not per-lane division loops;
+/// channel i % 4). The loader of the kernels that read a buffer through its image copy.
+pub(crate) const FLAT_LOAD: &str = "fn flat_load(i: u32) -> f32 {
+    let t = i / 4u;
+    let v = textureLoad(src, vec2<u32>(t & (P.tw - 1u), t >> P.tw_shift));
+    return v[i % 4u];
+}
+";
