@@ -141,7 +141,7 @@ pub use params::{
     conv_output_size, conv_transpose_output_size, numel, Conv2dParams, Conv2dProblem,
     ConvTranspose2dParams, Padding, PaddingMode, Shape4, TransposedProblem,
 };
-pub use tensor::{DType, Tensor};
+pub use tensor::{DType, MemoryFormat, Tensor};
 pub use tune::TuningMode;
 pub use wcache::DEFAULT_WEIGHT_CACHE_BUDGET;
 

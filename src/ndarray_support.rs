@@ -79,14 +79,18 @@ impl Tensor {
         upload(ctx, array)
     }
 
-    /// Copies a 4-D tensor into an `Array4` (standard layout), blocking until the GPU work
-    /// it depends on is done (as [`Tensor::read`]).
+    /// Copies a 4-D tensor into an `Array4` (standard layout, logical `[N, C, H, W]` order
+    /// whatever the tensor's [`MemoryFormat`](crate::MemoryFormat)), blocking until the GPU
+    /// work it depends on is done (as [`Tensor::read`]).
     ///
     /// # Errors
     /// [`ErrorKind::ShapeMismatch`](crate::ErrorKind::ShapeMismatch) (`what` =
     /// `"tensor rank"`) when the tensor is not 4-D; the errors of [`Tensor::read`].
     pub fn to_array4(&self) -> Result<ndarray::Array4<f32>> {
         let [n, c, h, w] = shape_of::<4>(self)?;
+        if self.format() != crate::MemoryFormat::Contiguous {
+            return self.to_format(crate::MemoryFormat::Contiguous)?.to_array4();
+        }
         download(self, Ix4(n, c, h, w))
     }
 

@@ -61,6 +61,98 @@ impl std::fmt::Display for DType {
     }
 }
 
+/// The memory order of a 4-D [`Tensor`] (PyTorch's `memory_format`). Shapes stay logical
+/// (`[N, C, H, W]` for activations, `[K, C/g, R, S]` for weights, `[Cin, Cout/g, R, S]` for
+/// transposed-convolution weights); the format says in which order the elements are stored.
+///
+/// - `Contiguous`: row-major in the logical order: NCHW activations, KCRS weights (the
+///   default of every constructor).
+/// - `ChannelsLast`: the second axis stored last: NHWC activations (`x[n, c, h, w]` at
+///   `((n * H + h) * W + w) * C + c`), KRSC weights (`w[k, c, r, s]` at
+///   `((k * R + r) * S + s) * Cg + c`). PyTorch's `torch.channels_last`.
+///
+/// Every convolution operation and gradient takes either format for each of its 4-D
+/// operands, independently; an output allocated by an operation has the format of the
+/// operand it mirrors (`y` and `dx` that of `x` / `dy`, `dw` that of `w`). Data given to and
+/// read from a tensor ([`Tensor::from_slice`], [`Tensor::read`]) are in memory order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MemoryFormat {
+    /// Row-major in the logical order (NCHW, KCRS).
+    #[default]
+    Contiguous,
+    /// Channels stored last (NHWC, KRSC).
+    ChannelsLast,
+}
+
+impl MemoryFormat {
+    /// Lowercase name: `contiguous`, `channels_last`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryFormat::Contiguous => "contiguous",
+            MemoryFormat::ChannelsLast => "channels_last",
+        }
+    }
+
+    /// Parses `contiguous` / `nchw` / `kcrs` and `channels_last` / `nhwc` / `krsc` (the
+    /// names of the fixture format's `layout` and `weight_layout` fields).
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "contiguous" | "nchw" | "kcrs" => Ok(MemoryFormat::Contiguous),
+            "channels_last" | "nhwc" | "krsc" => Ok(MemoryFormat::ChannelsLast),
+            _ => Err(Error::invalid_param(
+                "memory format",
+                name,
+                "expected contiguous (nchw, kcrs) or channels_last (nhwc, krsc)",
+            )),
+        }
+    }
+
+    /// Flat memory index of logical element `[a, b, c, d]` of a 4-D tensor of `shape`.
+    pub fn index(self, shape: [usize; 4], [a, b, c, d]: [usize; 4]) -> usize {
+        let [_, nb, nc, nd] = shape;
+        match self {
+            MemoryFormat::Contiguous => ((a * nb + b) * nc + c) * nd + d,
+            MemoryFormat::ChannelsLast => ((a * nc + c) * nd + d) * nb + b,
+        }
+    }
+
+    /// Reorders host data of a 4-D `shape` from format `self` to format `to` (a copy; the
+    /// identity when the formats agree).
+    ///
+    /// # Errors
+    /// [`ErrorKind::ShapeMismatch`] when `data.len()` is not the product of `shape`.
+    pub fn convert<T: Copy>(
+        self,
+        data: &[T],
+        shape: [usize; 4],
+        to: MemoryFormat,
+    ) -> Result<Vec<T>> {
+        check_data_len(data.len(), shape.iter().product(), &shape)?;
+        if self == to {
+            return Ok(data.to_vec());
+        }
+        let mut out = data.to_vec();
+        for a in 0..shape[0] {
+            for b in 0..shape[1] {
+                for c in 0..shape[2] {
+                    for d in 0..shape[3] {
+                        let i = [a, b, c, d];
+                        out[to.index(shape, i)] = data[self.index(shape, i)];
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl std::fmt::Display for MemoryFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// f16 values packed two per little-endian 32-bit word (the device layout of [`DType::F16`]).
 fn pack_words(v: &[half::f16]) -> Vec<u32> {
     v.chunks(2)
@@ -88,6 +180,7 @@ pub struct Tensor {
     buf: Arc<DeviceBuffer>,
     shape: Vec<usize>,
     dtype: DType,
+    format: MemoryFormat,
 }
 
 impl std::fmt::Debug for Tensor {
@@ -95,6 +188,7 @@ impl std::fmt::Debug for Tensor {
         f.debug_struct("Tensor")
             .field("shape", &self.shape)
             .field("dtype", &self.dtype)
+            .field("format", &self.format)
             .finish()
     }
 }
@@ -248,6 +342,7 @@ impl Tensor {
             buf: Arc::new(buf),
             shape: shape.to_vec(),
             dtype,
+            format: MemoryFormat::Contiguous,
         })
     }
 
@@ -298,12 +393,27 @@ impl Tensor {
             }),
             shape: shape.to_vec(),
             dtype,
+            format: MemoryFormat::Contiguous,
         })
     }
 
     /// The same data under another shape with the same number of elements (shares the
     /// buffer, like PyTorch's `view`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::ShapeMismatch`] when the element counts differ;
+    /// [`ErrorKind::InvalidParam`] on a [`MemoryFormat::ChannelsLast`] tensor (whose storage
+    /// is not in the logical order: view it with [`Tensor::with_format`] first, or convert it
+    /// with [`Tensor::to_format`]).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        if self.format != MemoryFormat::Contiguous {
+            return Err(Error::invalid_param(
+                "reshape",
+                format!("{:?} of a {} tensor", shape, self.format),
+                "only contiguous tensors can be reshaped (Tensor::with_format or \
+                 Tensor::to_format first)",
+            ));
+        }
         let n = checked_numel(shape)?;
         if n != self.numel() {
             return Err(Error::shape_mismatch(
@@ -316,7 +426,66 @@ impl Tensor {
             buf: self.buf.clone(),
             shape: shape.to_vec(),
             dtype: self.dtype,
+            format: MemoryFormat::Contiguous,
         })
+    }
+
+    /// The memory order of the tensor's elements ([`MemoryFormat::Contiguous`] unless set by
+    /// [`Tensor::with_format`], [`Tensor::to_format`] or an operation's output).
+    pub fn format(&self) -> MemoryFormat {
+        self.format
+    }
+
+    /// The same buffer read in memory format `format` (no data move): the storage is taken
+    /// to hold the tensor's logical shape in that order. `Tensor::from_slice(ctx, nhwc_data,
+    /// &[n, c, h, w])?.with_format(MemoryFormat::ChannelsLast)` uploads NHWC data.
+    ///
+    /// # Errors
+    /// [`ErrorKind::ShapeMismatch`] when `format` is channels-last and the tensor is not 4-D.
+    pub fn with_format(&self, format: MemoryFormat) -> Result<Tensor> {
+        if format == MemoryFormat::ChannelsLast {
+            self.shape4("channels-last tensor")?;
+        }
+        Ok(Tensor {
+            buf: self.buf.clone(),
+            shape: self.shape.clone(),
+            dtype: self.dtype,
+            format,
+        })
+    }
+
+    /// The tensor converted to memory format `format` on the GPU (a new tensor; `self`
+    /// shared when it already has that format).
+    ///
+    /// # Errors
+    /// [`ErrorKind::ShapeMismatch`] when `format` is channels-last and the tensor is not
+    /// 4-D; the errors of allocating and submitting.
+    pub fn to_format(&self, format: MemoryFormat) -> Result<Tensor> {
+        if format == self.format {
+            return Ok(self.clone());
+        }
+        let shape = self.shape4("channels-last tensor")?;
+        let ctx = self.context().clone();
+        let out = Tensor::uninit_of(&ctx, &self.shape, self.dtype)?.with_format(format)?;
+        let mut enc = ctx.encoder("wgconv to_format");
+        crate::gpu::layout::convert_tensor(&ctx, &mut enc, self, &out, shape)?;
+        ctx.submit(enc)?;
+        Ok(out)
+    }
+
+    /// Allocates a tensor of `dtype` in memory format `format` without uploading.
+    pub(crate) fn uninit_as(
+        ctx: &Context,
+        shape: &[usize],
+        dtype: DType,
+        format: MemoryFormat,
+    ) -> Result<Tensor> {
+        let t = Tensor::uninit_of(ctx, shape, dtype)?;
+        if format == MemoryFormat::Contiguous {
+            Ok(t)
+        } else {
+            t.with_format(format)
+        }
     }
 
     /// Overwrites the tensor's contents with `data` (row-major, `numel()` values), converted

@@ -1553,6 +1553,77 @@ def build_epilogue_errors():
     add_case(case)
 
 
+# --------------------------------------------------------------------------- layouts
+# Channels-last variants of a selection of the cases above: the same logical problem and
+# references, every 4-D array stored in the stated memory order (`layout` for x, y, dx, dy,
+# r, dr, z; `weight_layout` for w, dw). One case per (op, padding mode, groups, stride,
+# dilation, epilogue, dtype) signature, cycling over the three non-default combinations.
+
+LAYOUT_COMBOS = [("nhwc", "kcrs"), ("nhwc", "krsc"), ("nchw", "krsc")]
+ACT_ARRAYS = {"x", "y", "dx", "dy", "r", "dr", "z"}
+WEIGHT_ARRAYS = {"w", "dw"}
+
+
+def layout_array_shape(case, name):
+    sh = case["shapes"]
+    partner = {"dx": "x", "dw": "w"}.get(name, name)
+    if partner not in sh and name in ("r", "z", "dr", "y"):
+        partner = "dy" if "dy" in sh else "y"
+    return sh.get(partner)
+
+
+def to_channels_last(vals, shape):
+    a = np.asarray(vals, dtype=np.float32).reshape(shape)
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).ravel()
+
+
+def layout_signature(case):
+    p = case["params"]
+    e = case.get("epilogue")
+    return (case["op"], p.get("padding_mode", "zeros"), p.get("groups", 1) > 1,
+            p.get("stride", [1, 1]) != [1, 1], p.get("dilation", [1, 1]) != [1, 1],
+            e["activation"] if e else None,
+            e["residual"] if e else None, case["dtype"])
+
+
+def build_layout_cases():
+    seen = set()
+    picked = []
+    for cid in sorted(CASES):
+        c = CASES[cid]
+        if c["expect"] != "ok" or c["op"] not in ("conv2d", "convolve2d", "conv_transpose2d",
+                                                   "conv2d_grad"):
+            continue
+        sig = layout_signature(c)
+        if sig in seen:
+            continue
+        seen.add(sig)
+        picked.append(cid)
+    for i, cid in enumerate(picked):
+        base = CASES[cid]
+        layout, wlayout = LAYOUT_COMBOS[i % len(LAYOUT_COMBOS)]
+        case = dict(base)
+        tag = "_".join(t for t, d in ((layout, "nchw"), (wlayout, "kcrs")) if t != d)
+        case["id"] = cid + "_" + tag
+        case["description"] = base["description"] + "; arrays stored %s / weights %s" % (
+            layout.upper(), wlayout.upper())
+        case["layout"] = layout
+        case["weight_layout"] = wlayout
+        data = {}
+        for name, arr in base["data"].items():
+            shape = layout_array_shape(base, name)
+            cl = (name in ACT_ARRAYS and layout == "nhwc") or (
+                name in WEIGHT_ARRAYS and wlayout == "krsc")
+            if cl:
+                check(shape is not None and len(shape) == 4,
+                      "%s: no 4-D shape for %s" % (cid, name))
+                data[name] = F32List(to_channels_last(arr.vals, shape))
+            else:
+                data[name] = arr
+        case["data"] = data
+        add_case(case)
+
+
 def main():
     outdir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(REPO, "tests", "fixtures")
     build_f16_cases()
@@ -1563,6 +1634,7 @@ def main():
     build_grad_cases()
     build_epilogue_cases()
     build_epilogue_errors()
+    build_layout_cases()
 
     os.makedirs(outdir, exist_ok=True)
     mpath = os.path.join(outdir, MANIFEST)

@@ -19,7 +19,7 @@ use crate::gpu::half;
 use crate::params::{
     numel, Conv2dParams, Conv2dProblem, ConvTranspose2dParams, Shape4, TransposedProblem,
 };
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, MemoryFormat, Tensor};
 use band::Side;
 use launch::ConvBuffers;
 
@@ -218,7 +218,7 @@ impl Context {
         algorithm: Algorithm,
     ) -> Result<Tensor> {
         let p = self.conv2d_problem(x, w, bias, params)?;
-        let y = Tensor::uninit_of(self, &p.y_shape(), x.dtype())?;
+        let y = Tensor::uninit_as(self, &p.y_shape(), x.dtype(), x.format())?;
         let mut enc = self.encoder("wgconv conv2d");
         self.encode_conv2d_problem(&mut enc, &p, x, w, bias, &y, algorithm)?;
         self.submit(enc)?;
@@ -309,9 +309,12 @@ impl Context {
             w: wv.buffer.clone(),
             b: bv.as_ref().map(|b| b.buffer.clone()),
             y: yv.buffer.clone(),
-            w_key: w.content_key(),
             // The packed-weight cache packs in a submission of its own, which must not read
-            // the f32 copy filled in `enc`: it converts the f16 weights itself.
+            // the f32 copy filled in `enc`: it converts the f16 weights itself; channels-last
+            // weights are not cached (their contiguous copy is made in `enc`).
+            w_key: w
+                .content_key()
+                .filter(|_| w.format() == MemoryFormat::Contiguous),
             w16: (w.dtype() == DType::F16).then(|| (w.raw().clone(), w.numel())),
             epilogue: None,
         };
@@ -331,33 +334,41 @@ impl Context {
         y: &Tensor,
         algorithm: Algorithm,
     ) -> Result<()> {
+        // Contiguous views of channels-last operands (f32 tensors are their own views).
+        let xv = half::input(self, enc, x)?;
+        let wv = half::input(self, enc, w)?;
+        let bv = bias.map(|b| half::input(self, enc, b)).transpose()?;
+        let rv = residual.map(|r| half::input(self, enc, r)).transpose()?;
+        let yv = half::output(self, enc, y, false)?;
         let fused = (!epilogue.is_identity()).then(|| launch::FusedEpilogue {
             ep: *epilogue,
-            r: residual.map(|r| r.raw().clone()),
+            r: rv.as_ref().map(|r| r.buf().clone()),
             applied: Default::default(),
         });
         let bufs = ConvBuffers {
-            x: x.raw().clone(),
-            w: w.raw().clone(),
-            b: bias.map(|b| b.raw().clone()),
-            y: y.raw().clone(),
-            w_key: w.content_key(),
+            x: xv.buf().clone(),
+            w: wv.buf().clone(),
+            b: bv.as_ref().map(|b| b.buf().clone()),
+            y: yv.buf().clone(),
+            w_key: w
+                .content_key()
+                .filter(|_| w.format() == MemoryFormat::Contiguous),
             w16: None,
             epilogue: fused.clone(),
         };
         forward::encode(self, enc, p, &bufs, algorithm)?;
         let applied = fused.is_some_and(|f| f.applied.load(std::sync::atomic::Ordering::Relaxed));
-        if applied {
-            return Ok(());
+        if !applied {
+            epilogue::encode_forward(
+                self,
+                enc,
+                epilogue,
+                yv.buf(),
+                rv.as_ref().map(|r| r.buf()),
+                numel(y.shape()),
+            )?;
         }
-        epilogue::encode_forward(
-            self,
-            enc,
-            epilogue,
-            y.raw(),
-            residual.map(Tensor::raw),
-            numel(y.shape()),
-        )
+        half::finish(self, enc, &yv, y)
     }
 
     pub(crate) fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
@@ -423,7 +434,7 @@ impl Context {
         params: &Conv2dParams,
         algorithm: Algorithm,
     ) -> Result<Tensor> {
-        let dx = Tensor::uninit_of(self, &x_shape, dy.dtype())?;
+        let dx = Tensor::uninit_as(self, &x_shape, dy.dtype(), dy.format())?;
         let mut enc = self.encoder("wgconv conv2d_backward_input");
         self.encode_conv2d_backward_input(&mut enc, dy, w, params, algorithm, &dx)?;
         self.submit(enc)?;
@@ -585,23 +596,38 @@ impl Context {
         let p = Conv2dProblem::new(x.shape4("x")?, w.shape4("w")?, None, params)?;
         self.check_dy(&p, dy)?;
         let dt = half::common_dtype(&[("x", Some(x)), ("w", Some(w)), ("dy", Some(dy))])?;
-        let dx = Tensor::uninit_of(self, &p.x_shape(), dt)?;
-        let dw = Tensor::uninit_of(self, &p.w_shape(), dt)?;
+        let dx = Tensor::uninit_as(self, &p.x_shape(), dt, x.format())?;
+        let dw = Tensor::uninit_as(self, &p.w_shape(), dt, w.format())?;
         let db = if with_bias {
             Some(Tensor::uninit_of(self, &[p.k], dt)?)
         } else {
             None
         };
         let mut enc = self.encoder("wgconv conv2d_backward");
-        // f16: dy is converted once for the three gradients.
-        let dyv = half::input(self, &mut enc, dy)?;
-        let xv = half::input(self, &mut enc, x)?;
-        let wv = half::input(self, &mut enc, w)?;
-        let dxv = half::output(self, &mut enc, &dx, false)?;
+        self.encode_backward_all(&mut enc, &p, (x, w, dy), (&dx, &dw, db.as_ref()), algorithm)?;
+        self.submit(enc)?;
+        Ok(Conv2dGradients { dx, dw, db })
+    }
+
+    /// Records `dx`, `dw` and `db` (when given) of the problem `p` from `x`, `w` and `dy`
+    /// (any element types and formats the outputs can be computed from: each operand is
+    /// read through one contiguous f32 view, `dy`'s shared by the three gradients).
+    fn encode_backward_all(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        p: &Conv2dProblem,
+        (x, w, dy): (&Tensor, &Tensor, &Tensor),
+        (dx, dw, db): (&Tensor, &Tensor, Option<&Tensor>),
+        algorithm: Algorithm,
+    ) -> Result<()> {
+        let dyv = half::input(self, enc, dy)?;
+        let xv = half::input(self, enc, x)?;
+        let wv = half::input(self, enc, w)?;
+        let dxv = half::output(self, enc, dx, false)?;
         input_grad::encode(
             self,
-            &mut enc,
-            &p,
+            enc,
+            p,
             dyv.buf(),
             wv.buf(),
             None,
@@ -609,26 +635,17 @@ impl Context {
             algorithm,
             false,
         )?;
-        half::finish(self, &mut enc, &dxv, &dx)?;
+        half::finish(self, enc, &dxv, dx)?;
         drop(dxv);
-        let dwv = half::output(self, &mut enc, &dw, false)?;
-        weight_grad::encode(
-            self,
-            &mut enc,
-            &p,
-            xv.buf(),
-            dyv.buf(),
-            dwv.buf(),
-            algorithm,
-        )?;
-        half::finish(self, &mut enc, &dwv, &dw)?;
-        if let Some(db) = &db {
-            let dbv = half::output(self, &mut enc, db, false)?;
-            bias_grad::encode(self, &mut enc, p.y_shape(), dyv.buf(), dbv.buf())?;
-            half::finish(self, &mut enc, &dbv, db)?;
+        let dwv = half::output(self, enc, dw, false)?;
+        weight_grad::encode(self, enc, p, xv.buf(), dyv.buf(), dwv.buf(), algorithm)?;
+        half::finish(self, enc, &dwv, dw)?;
+        if let Some(db) = db {
+            let dbv = half::output(self, enc, db, false)?;
+            bias_grad::encode(self, enc, p.y_shape(), dyv.buf(), dbv.buf())?;
+            half::finish(self, enc, &dbv, db)?;
         }
-        self.submit(enc)?;
-        Ok(Conv2dGradients { dx, dw, db })
+        Ok(())
     }
 
     /// Transposed convolution (PyTorch `conv_transpose2d`): `x` `[N, Cin, H, W]`, `w`
@@ -644,7 +661,7 @@ impl Context {
         algorithm: Algorithm,
     ) -> Result<Tensor> {
         let tp = self.transposed_problem(x, w, bias, params)?;
-        let y = Tensor::uninit_of(self, &tp.y_shape(), x.dtype())?;
+        let y = Tensor::uninit_as(self, &tp.y_shape(), x.dtype(), x.format())?;
         let mut enc = self.encoder("wgconv conv_transpose2d");
         self.encode_conv_transpose2d(&mut enc, x, w, bias, params, algorithm, &y)?;
         self.submit(enc)?;
@@ -797,7 +814,7 @@ impl Context {
         ])?;
         let p = self.conv2d_problem(x, w, bias, params)?;
         self.check_residual(epilogue, residual, &p.y_shape(), None)?;
-        let y = Tensor::uninit_of(self, &p.y_shape(), DType::F32)?;
+        let y = Tensor::uninit_as(self, &p.y_shape(), DType::F32, x.format())?;
         let mut enc = self.encoder("wgconv conv2d_fused");
         self.encode_conv2d_fused_problem(
             &mut enc,
@@ -875,7 +892,7 @@ impl Context {
         ])?;
         let tp = self.transposed_problem(x, w, bias, params)?;
         self.check_residual(epilogue, residual, &tp.y_shape(), None)?;
-        let y = Tensor::uninit_of(self, &tp.y_shape(), DType::F32)?;
+        let y = Tensor::uninit_as(self, &tp.y_shape(), DType::F32, x.format())?;
         let mut enc = self.encoder("wgconv conv_transpose2d_fused");
         self.encode_conv_transpose2d_fused(
             &mut enc, x, w, bias, residual, params, epilogue, algorithm, &y,
@@ -907,6 +924,8 @@ impl Context {
         ])?;
         let tp = self.transposed_problem(x, w, bias, params)?;
         self.check_residual(epilogue, residual, &tp.y_shape(), Some(y))?;
+        // The epilogue pass is elementwise over y's storage: r in y's order.
+        same_format("residual", residual, y.format())?;
         self.encode_conv_transpose2d(encoder, x, w, bias, params, algorithm, y)?;
         epilogue::encode_forward(
             self,
@@ -959,6 +978,10 @@ impl Context {
         if let Some(dr) = dr {
             self.check_out(dr, "dr", dy.shape())?;
         }
+        // One elementwise pass over the storage: every operand in dy's order.
+        same_format("z", Some(saved), dy.format())?;
+        same_format("dz", Some(dz), dy.format())?;
+        same_format("dr", dr, dy.format())?;
         let aliased = std::iter::once(dz)
             .chain(dr)
             .any(|o| o.raw() == dy.raw() || o.raw() == saved.raw())
@@ -1023,13 +1046,14 @@ impl Context {
         let p = Conv2dProblem::new(x.shape4("x")?, w.shape4("w")?, None, params)?;
         self.check_dy(&p, dy)?;
         epilogue.validate()?;
-        let dz = Tensor::uninit_of(self, &p.y_shape(), DType::F32)?;
+        let f = dy.format();
+        let dz = Tensor::uninit_as(self, &p.y_shape(), DType::F32, f)?;
         let dr = match epilogue.residual {
             Residual::None => None,
-            _ => Some(Tensor::uninit_of(self, &p.y_shape(), DType::F32)?),
+            _ => Some(Tensor::uninit_as(self, &p.y_shape(), DType::F32, f)?),
         };
-        let dx = Tensor::uninit_of(self, &p.x_shape(), DType::F32)?;
-        let dw = Tensor::uninit_of(self, &p.w_shape(), DType::F32)?;
+        let dx = Tensor::uninit_as(self, &p.x_shape(), DType::F32, x.format())?;
+        let dw = Tensor::uninit_as(self, &p.w_shape(), DType::F32, w.format())?;
         let db = if with_bias {
             Some(Tensor::uninit_of(self, &[p.k], DType::F32)?)
         } else {
@@ -1037,26 +1061,31 @@ impl Context {
         };
         let mut enc = self.encoder("wgconv conv2d_backward_fused");
         self.encode_epilogue_backward(&mut enc, dy, saved, epilogue, &dz, dr.as_ref())?;
-        input_grad::encode(
-            self,
+        self.encode_backward_all(
             &mut enc,
             &p,
-            dz.raw(),
-            w.raw(),
-            None,
-            dx.raw(),
+            (x, w, &dz),
+            (&dx, &dw, db.as_ref()),
             algorithm,
-            false,
         )?;
-        weight_grad::encode(self, &mut enc, &p, x.raw(), dz.raw(), dw.raw(), algorithm)?;
-        if let Some(db) = &db {
-            bias_grad::encode(self, &mut enc, p.y_shape(), dz.raw(), db.raw())?;
-        }
         self.submit(enc)?;
         Ok(Conv2dFusedGradients {
             grads: Conv2dGradients { dx, dw, db },
             dr,
         })
+    }
+}
+
+/// Elementwise passes read their operands in one memory order: `t` (when given) must have
+/// format `f`, else [`ErrorKind::InvalidParam`](crate::ErrorKind::InvalidParam) naming it.
+fn same_format(what: &'static str, t: Option<&Tensor>, f: MemoryFormat) -> Result<()> {
+    match t {
+        Some(t) if t.format() != f => Err(Error::invalid_param(
+            what,
+            t.format(),
+            format!("must have the memory format of the tensor it is combined with ({f})"),
+        )),
+        _ => Ok(()),
     }
 }
 

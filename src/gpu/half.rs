@@ -12,11 +12,12 @@
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::gpu::layout;
 use crate::gpu::memory::ScratchBuffer;
 use crate::gpu::{launch_linear, max_window_elems, u32_of, window};
 use crate::kernels::f16_convert::{F16ConvertParams, F16ConvertSpec};
 use crate::kernels::k;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, MemoryFormat, Tensor};
 
 /// The common element type of `tensors` (named operands; `None` entries are skipped), or a
 /// [`DTypeMismatch`](crate::ErrorKind::DTypeMismatch) naming the first operand that differs
@@ -36,11 +37,13 @@ pub(crate) fn common_dtype(tensors: &[(&'static str, Option<&Tensor>)]) -> Resul
     Ok(first)
 }
 
-/// An f32 view of a tensor for the f32 kernels: the tensor's own buffer (f32 tensors) or an
-/// f32 scratch copy (f16 tensors), kept alive until the call is recorded.
+/// An f32 view of a tensor for the f32 kernels, in contiguous memory order: the tensor's
+/// own buffer (contiguous f32 tensors) or an f32 contiguous scratch copy (f16 tensors,
+/// converted; channels-last tensors, reordered by [`crate::gpu::layout`]), kept alive until
+/// the call is recorded.
 pub(crate) struct F32View {
     pub(crate) buffer: wgpu::Buffer,
-    _scratch: Option<ScratchBuffer>,
+    _scratch: Vec<ScratchBuffer>,
 }
 
 impl F32View {
@@ -50,14 +53,14 @@ impl F32View {
     }
 }
 
-/// The f32 view of input `t`: its buffer, or (f16) an f32 scratch copy filled by
-/// `f16_unpack` recorded into `enc`.
+/// The contiguous f32 view of input `t`: its buffer, or scratch filled by `f16_unpack`
+/// and/or the format conversion recorded into `enc`.
 pub(crate) fn input(ctx: &Context, enc: &mut wgpu::CommandEncoder, t: &Tensor) -> Result<F32View> {
     view(ctx, enc, t, true)
 }
 
-/// The f32 view output `t` is computed into: its buffer, or (f16) f32 scratch that
-/// [`finish`] rounds into `t`. With `load`, the scratch starts with `t`'s values (outputs
+/// The contiguous f32 view output `t` is computed into: its buffer, or f32 scratch that
+/// [`finish`] converts into `t`. With `load`, the scratch starts with `t`'s values (outputs
 /// that accumulate).
 pub(crate) fn output(
     ctx: &Context,
@@ -68,25 +71,62 @@ pub(crate) fn output(
     view(ctx, enc, t, load)
 }
 
+/// Does `t` need an f32 contiguous copy (f16, or not contiguous)?
+pub(crate) fn needs_copy(t: &Tensor) -> bool {
+    t.dtype() != DType::F32 || t.format() != MemoryFormat::Contiguous
+}
+
 fn view(ctx: &Context, enc: &mut wgpu::CommandEncoder, t: &Tensor, load: bool) -> Result<F32View> {
-    match t.dtype() {
-        DType::F32 => Ok(F32View {
+    if !needs_copy(t) {
+        return Ok(F32View {
             buffer: t.raw().clone(),
-            _scratch: None,
-        }),
-        DType::F16 => {
-            let n = t.numel();
-            let s = if load {
-                unpack_scratch(ctx, enc, t.raw(), n)?
-            } else {
-                ScratchBuffer::new(ctx, enc, DType::F32.storage_bytes(n), "wgconv f16 as f32")?
-            };
-            Ok(F32View {
-                buffer: s.buffer.clone(),
-                _scratch: Some(s),
-            })
-        }
+            _scratch: Vec::new(),
+        });
     }
+    let n = t.numel();
+    let bytes = DType::F32.storage_bytes(n);
+    let mut scratch = Vec::new();
+    // The contiguous f32 values (when loading) before the format conversion.
+    let mut f32_src = None;
+    if load {
+        f32_src = Some(match t.dtype() {
+            DType::F16 => {
+                let s = unpack_scratch(ctx, enc, t.raw(), n)?;
+                let b = s.buffer.clone();
+                scratch.push(s);
+                b
+            }
+            _ => t.raw().clone(),
+        });
+    }
+    let buffer = if t.format() == MemoryFormat::ChannelsLast {
+        let out = ScratchBuffer::new(ctx, enc, bytes, "wgconv contiguous view")?;
+        if let Some(src) = &f32_src {
+            let shape = t.shape4("channels-last tensor")?;
+            layout::swap(
+                ctx,
+                enc,
+                src,
+                &out.buffer,
+                shape,
+                MemoryFormat::ChannelsLast,
+            )?;
+        }
+        let b = out.buffer.clone();
+        scratch.push(out);
+        b
+    } else if let Some(b) = f32_src.filter(|_| !scratch.is_empty()) {
+        b
+    } else {
+        let out = ScratchBuffer::new(ctx, enc, bytes, "wgconv f16 as f32")?;
+        let b = out.buffer.clone();
+        scratch.push(out);
+        b
+    };
+    Ok(F32View {
+        buffer,
+        _scratch: scratch,
+    })
 }
 
 /// f32 scratch holding the `n` f16 values of `src` (packed words), converted by commands
@@ -102,18 +142,56 @@ pub(crate) fn unpack_scratch(
     Ok(s)
 }
 
-/// Rounds the f32 results of `v` into the f16 output `t` (nothing for f32 outputs, which
-/// were computed in place).
+/// Writes the contiguous f32 results of `v` into the output `t`: nothing for a contiguous
+/// f32 output (computed in place), else the format conversion and/or the rounding to f16.
 pub(crate) fn finish(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     v: &F32View,
     t: &Tensor,
 ) -> Result<()> {
-    match t.dtype() {
-        DType::F32 => Ok(()),
-        DType::F16 => convert::<k::F16Pack>(ctx, enc, &v.buffer, t.raw(), t.numel()),
+    if !needs_copy(t) {
+        return Ok(());
     }
+    let n = t.numel();
+    match (t.dtype(), t.format()) {
+        (DType::F16, MemoryFormat::Contiguous) => pack(ctx, enc, &v.buffer, t.raw(), n),
+        (DType::F16, _) => {
+            let s = ScratchBuffer::new(ctx, enc, DType::F32.storage_bytes(n), "wgconv format")?;
+            let shape = t.shape4("channels-last tensor")?;
+            layout::swap(
+                ctx,
+                enc,
+                &v.buffer,
+                &s.buffer,
+                shape,
+                MemoryFormat::Contiguous,
+            )?;
+            pack(ctx, enc, &s.buffer, t.raw(), n)
+        }
+        _ => {
+            let shape = t.shape4("channels-last tensor")?;
+            layout::swap(
+                ctx,
+                enc,
+                &v.buffer,
+                t.raw(),
+                shape,
+                MemoryFormat::Contiguous,
+            )
+        }
+    }
+}
+
+/// Rounds `n` f32 values of `src` into the f16 words of `dst`.
+pub(crate) fn pack(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    src: &wgpu::Buffer,
+    dst: &wgpu::Buffer,
+    n: usize,
+) -> Result<()> {
+    convert::<k::F16Pack>(ctx, enc, src, dst, n)
 }
 
 /// Records the conversion of `n` elements from `src` to `dst` (`K` = unpack: words to f32;

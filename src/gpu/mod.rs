@@ -3,6 +3,7 @@
 //! WGSL produced from Rust.
 
 pub(crate) mod half;
+pub(crate) mod layout;
 pub(crate) mod memory;
 pub(crate) mod pipeline;
 pub(crate) mod pool;

@@ -45,6 +45,7 @@ pub(crate) mod reduce_rows;
 pub(crate) mod reduce_rows_image;
 pub(crate) mod scatter_strided;
 pub(crate) mod shared;
+pub(crate) mod swap_axes;
 #[cfg(test)]
 mod tests;
 
@@ -180,6 +181,7 @@ use permute_kc::{PermuteParams, PermuteSpec};
 use reduce_rows::{ReduceParams, ReduceSpec};
 use reduce_rows_image::{ReduceImageParams, ReduceImageSpec};
 use scatter_strided::{ScatterParams, ScatterSpec};
+use swap_axes::{SwapAxesParams, SwapAxesSpec};
 
 kernels! {
     /// Direct (register-blocked) forward convolution.
@@ -304,6 +306,10 @@ kernels! {
         [StorageRead, Storage];
     /// f32 scratch to f16 tensor words (round to nearest even).
     F16Pack = "f16_pack", f16_convert::source(true), F16ConvertParams, F16ConvertSpec,
+        [StorageRead, Storage];
+    /// Memory-format conversion (NCHW ⇄ NHWC, KCRS ⇄ KRSC): a transpose of the last two
+    /// axes of `[E, A, B]`.
+    SwapAxes = "swap_axes", swap_axes::source(), SwapAxesParams, SwapAxesSpec,
         [StorageRead, Storage];
     /// Input gradient of a strided 1x1 convolution from its sampled pixels' gradient.
     ScatterStrided = "scatter_strided", scatter_strided::source(), ScatterParams, ScatterSpec,

@@ -11,12 +11,13 @@ use serde_json::{json, Value};
 use wgconv::half::f16;
 use wgconv::{
     cpu, Activation, Algorithm, Context, Conv2dParams, Conv2dProblem, ConvTranspose2dParams, DType,
-    Epilogue, Error, ErrorKind, GemmParams, GemmVariant, Operation, Padding, PaddingMode, Residual,
-    Tensor,
+    Epilogue, Error, ErrorKind, GemmParams, GemmVariant, MemoryFormat, Operation, Padding,
+    PaddingMode, Residual, Tensor,
 };
 
 type Arrays = BTreeMap<String, Vec<f32>>;
 
+#[derive(Clone)]
 struct Case {
     id: String,
     op: String,
@@ -33,6 +34,10 @@ struct Case {
     dtype: DType,
     /// The `epilogue` field, if any.
     epilogue: Option<Value>,
+    /// Memory order of the activation arrays (`layout`: x, y, dx, dy, r, dr, z).
+    layout: MemoryFormat,
+    /// Memory order of the weight arrays (`weight_layout`: w, dw).
+    wlayout: MemoryFormat,
     /// An optional field value of the format (`../shared/FIXTURES.md`) this runner does not
     /// implement: the case fails on every algorithm (never skipped).
     unsupported: Option<String>,
@@ -54,8 +59,11 @@ fn unsupported_field(v: &Value) -> Option<String> {
     if !accumulate_ok {
         return Some(format!("accumulate = {}", v["accumulate"]));
     }
-    for (k, default) in [("layout", "nchw"), ("weight_layout", "kcrs")] {
-        if !is(k, default) {
+    for (k, values) in [
+        ("layout", ["nchw", "nhwc"]),
+        ("weight_layout", ["kcrs", "krsc"]),
+    ] {
+        if !(is(k, values[0]) || is(k, values[1])) {
             return Some(format!("{k} = {}", v[k]));
         }
     }
@@ -152,7 +160,15 @@ fn load(path: &Path) -> Result<Case, String> {
             .and_then(Value::as_f64)
             .unwrap_or(d)
     };
+    let fmt = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .and_then(|n| MemoryFormat::from_name(n).ok())
+            .unwrap_or_default()
+    };
     Ok(Case {
+        layout: fmt("layout"),
+        wlayout: fmt("weight_layout"),
         unsupported: unsupported_field(&v),
         epilogue: v.get("epilogue").cloned(),
         id: s("id")?,
@@ -266,7 +282,66 @@ fn input(c: &Case, name: &'static str) -> Vec<f32> {
 }
 
 fn upload(ctx: &Context, c: &Case, name: &'static str, dims: &[usize]) -> Result<Tensor, Error> {
-    Tensor::from_f32(ctx, &input(c, name), dims, c.dtype)
+    let t = Tensor::from_f32(ctx, &input(c, name), dims, c.dtype)?;
+    if dims.len() == 4 {
+        t.with_format(format_of(c, name))
+    } else {
+        Ok(t)
+    }
+}
+
+/// The memory order of array `name` of a convolution case.
+fn format_of(c: &Case, name: &str) -> MemoryFormat {
+    match name {
+        "w" | "dw" => c.wlayout,
+        _ => c.layout,
+    }
+}
+
+/// The logical shape of 4-D array `name` (outputs and extra inputs take their partner's).
+fn array_shape(c: &Case, name: &str) -> Option<[usize; 4]> {
+    let partner = match name {
+        "dx" => "x",
+        "dw" => "w",
+        "r" | "z" | "dr" | "y" if !c.shapes.contains_key(name) => {
+            if c.shapes.contains_key("dy") {
+                "dy"
+            } else {
+                "y"
+            }
+        }
+        other => other,
+    };
+    let d = c.shapes.get(partner).or_else(|| c.shapes.get(name))?;
+    let v: Vec<usize> = d.iter().map(|&x| x.max(0) as usize).collect();
+    <[usize; 4]>::try_from(v.as_slice()).ok()
+}
+
+/// The case with every 4-D array reordered from its stated memory order to `to` (`into`
+/// direction `true`: case order -> contiguous; `false`: contiguous -> case order).
+fn reorder(c: &Case, arrays: &Arrays, to_contiguous: bool) -> Arrays {
+    let conv = matches!(
+        c.op.as_str(),
+        "conv2d" | "convolve2d" | "conv_transpose2d" | "conv2d_grad"
+    );
+    arrays
+        .iter()
+        .map(|(k, v)| {
+            let f = format_of(c, k);
+            let out = match array_shape(c, k) {
+                Some(shape) if conv && f != MemoryFormat::Contiguous => {
+                    let (from, to) = if to_contiguous {
+                        (f, MemoryFormat::Contiguous)
+                    } else {
+                        (MemoryFormat::Contiguous, f)
+                    };
+                    from.convert(v, shape, to).unwrap_or_else(|_| v.clone())
+                }
+                _ => v.clone(),
+            };
+            (k.clone(), out)
+        })
+        .collect()
 }
 
 /// Input array `name` as f16 values (exact: float16 data are f16 values).
@@ -342,7 +417,7 @@ fn conv2d(ctx: &Context, c: &Case, algo: &str, flip: bool) -> Result<Arrays, Err
         } else {
             let rt = r
                 .as_ref()
-                .map(|r| Tensor::from_slice(ctx, r, &shape::<4>(c, "r")?))
+                .map(|r| Tensor::from_slice(ctx, r, &shape::<4>(c, "r")?)?.with_format(c.layout))
                 .transpose()?;
             ctx.conv2d_fused(&x, &w, b.as_ref(), rt.as_ref(), &params, &ep, a)?
                 .read()?
@@ -424,7 +499,7 @@ fn conv_transpose2d(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error
         } else {
             let rt = r
                 .as_ref()
-                .map(|r| Tensor::from_slice(ctx, r, &shape::<4>(c, "r")?))
+                .map(|r| Tensor::from_slice(ctx, r, &shape::<4>(c, "r")?)?.with_format(c.layout))
                 .transpose()?;
             ctx.conv_transpose2d_fused(&x, &w, b.as_ref(), rt.as_ref(), &params, &ep, a)?
                 .read()?
@@ -514,9 +589,9 @@ fn conv2d_grad(
         let mut dy = upload(ctx, c, "dy", &dys)?;
         if let Some(ep) = &ep {
             let z = upload(ctx, c, "z", &dys)?;
-            let dz = Tensor::full(ctx, &dys, f32::NAN)?;
+            let dz = Tensor::full(ctx, &dys, f32::NAN)?.with_format(c.layout)?;
             let dr = (ep.residual != Residual::None)
-                .then(|| Tensor::full(ctx, &dys, f32::NAN))
+                .then(|| Tensor::full(ctx, &dys, f32::NAN)?.with_format(c.layout))
                 .transpose()?;
             let mut enc = ctx.device().create_command_encoder(&Default::default());
             ctx.encode_epilogue_backward(&mut enc, &dy, &z, ep, &dz, dr.as_ref())?;
@@ -531,7 +606,11 @@ fn conv2d_grad(
             out.insert("dx".to_string(), fetch(c, dx, "dx")?);
         }
         if outputs.contains(&"dw") {
-            let dw = ctx.conv2d_backward_weight(&x, &dy, ws, &params, a)?;
+            // Into a dw of the case's weight order (the allocating form gives KCRS).
+            let dw = Tensor::full_of(ctx, &ws, f32::NAN, c.dtype)?.with_format(c.wlayout)?;
+            let mut enc = ctx.device().create_command_encoder(&Default::default());
+            ctx.encode_conv2d_backward_weight(&mut enc, &x, &dy, &params, a, &dw)?;
+            ctx.submit(enc)?;
             out.insert("dw".to_string(), fetch(c, dw, "dw")?);
         }
         if outputs.contains(&"db") {
@@ -730,6 +809,23 @@ fn algorithm_names(c: &Case) -> Vec<String> {
 }
 
 fn run(ctx: &Context, c: &Case, algo: &str, outputs: &[&'static str]) -> Result<Arrays, Error> {
+    // The CPU reference computes in the logical (contiguous) order: the case's arrays are
+    // reordered into it, the results back into the case's order.
+    if algo == "cpu"
+        && (c.layout != MemoryFormat::Contiguous || c.wlayout != MemoryFormat::Contiguous)
+    {
+        let logical = Case {
+            data: reorder(c, &c.data, true),
+            layout: MemoryFormat::Contiguous,
+            wlayout: MemoryFormat::Contiguous,
+            ..c.clone()
+        };
+        return run_op(ctx, &logical, algo, outputs).map(|r| reorder(c, &r, false));
+    }
+    run_op(ctx, c, algo, outputs)
+}
+
+fn run_op(ctx: &Context, c: &Case, algo: &str, outputs: &[&'static str]) -> Result<Arrays, Error> {
     match c.op.as_str() {
         "conv2d" => conv2d(ctx, c, algo, false),
         "convolve2d" => conv2d(ctx, c, algo, true),

@@ -1,0 +1,135 @@
+//! Memory formats on the GPU: the `swap_axes` conversions between contiguous (NCHW, KCRS)
+//! and channels-last (NHWC, KRSC) storage, in windows of at most one storage binding.
+//!
+//! The kernels of an algorithm that reads channels-last operands natively take them as they
+//! are; every other path reads and writes contiguous f32 views ([`crate::gpu::half`]), which
+//! this module fills from a channels-last operand and writes back into one.
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::gpu::memory::ScratchBuffer;
+use crate::gpu::{launch_linear, max_window_elems, u32_of, window};
+use crate::kernels::k;
+use crate::kernels::swap_axes::{SwapAxesParams, SwapAxesSpec};
+use crate::tensor::{DType, MemoryFormat, Tensor};
+
+/// `[E, A, B]` of the transpose taking a 4-D tensor of logical `shape` from format `from`
+/// to the other format.
+fn dims(shape: [usize; 4], from: MemoryFormat) -> [usize; 3] {
+    let [n, c, h, w] = shape;
+    match from {
+        MemoryFormat::Contiguous => [n, c, h * w],
+        MemoryFormat::ChannelsLast => [n, h * w, c],
+    }
+}
+
+/// Records the conversion of the 32-bit words of a 4-D tensor of logical `shape` stored in
+/// format `from` in `src` into the other format in `dst` (distinct buffers).
+pub(crate) fn swap(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    src: &wgpu::Buffer,
+    dst: &wgpu::Buffer,
+    shape: [usize; 4],
+    from: MemoryFormat,
+) -> Result<()> {
+    let [e, a, b] = dims(shape, from);
+    if e * a * b == 0 {
+        return Ok(());
+    }
+    u32_of(e * a * b, "tensor elements")?;
+    let max = max_window_elems(ctx);
+    // Tiles whose source and destination ranges each fit one binding: whole entries when
+    // one entry fits, else blocks of rows (source) and columns (destination).
+    let (ea, eb) = if a * b <= max {
+        (a, b)
+    } else if a <= max && b <= max {
+        ((max / b).max(1), (max / a).max(1))
+    } else {
+        return Err(Error::exceeds_limit(
+            "max_storage_buffer_binding_size (one row of a format conversion)",
+            (a.max(b) * 4) as u64,
+            (max * 4) as u64,
+        ));
+    };
+    let entries = if ea == a && eb == b {
+        (max / (a * b)).max(1)
+    } else {
+        1
+    };
+    let mut e0 = 0;
+    while e0 < e {
+        let ne = entries.min(e - e0);
+        let mut a0 = 0;
+        while a0 < a {
+            let na = ea.min(a - a0);
+            let mut b0 = 0;
+            while b0 < b {
+                let nb = eb.min(b - b0);
+                let entry = e0 * a * b;
+                let last = (e0 + ne - 1) * a * b;
+                let (sb, src_off) = window(
+                    ctx,
+                    src,
+                    entry + a0 * b + b0,
+                    last + (a0 + na - 1) * b + b0 + nb,
+                )?;
+                let (db, dst_off) = window(
+                    ctx,
+                    dst,
+                    entry + b0 * a + a0,
+                    last + (b0 + nb - 1) * a + a0 + na,
+                )?;
+                let total = ne * na * nb;
+                let mut params = SwapAxesParams {
+                    a: a as u32,
+                    b: b as u32,
+                    e0: e0 as u32,
+                    ne: ne as u32,
+                    a0: a0 as u32,
+                    na: na as u32,
+                    b0: b0 as u32,
+                    nb: nb as u32,
+                    src_off,
+                    dst_off,
+                    total: total as u32,
+                    ..Default::default()
+                };
+                launch_linear::<k::SwapAxes>(
+                    ctx,
+                    enc,
+                    &SwapAxesSpec::default(),
+                    &mut params,
+                    |p, base| p.base = base,
+                    &[sb, db],
+                    total as u64,
+                )?;
+                b0 += nb;
+            }
+            a0 += na;
+        }
+        e0 += ne;
+    }
+    Ok(())
+}
+
+/// Records the conversion of tensor `src` into `dst` (same shape and element type, the
+/// other memory format), for [`Tensor::to_format`].
+pub(crate) fn convert_tensor(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    src: &Tensor,
+    dst: &Tensor,
+    shape: [usize; 4],
+) -> Result<()> {
+    match src.dtype() {
+        DType::F32 => swap(ctx, enc, src.raw(), dst.raw(), shape, src.format()),
+        DType::F16 => {
+            let n = src.numel();
+            let s = crate::gpu::half::unpack_scratch(ctx, enc, src.raw(), n)?;
+            let t = ScratchBuffer::new(ctx, enc, DType::F32.storage_bytes(n), "wgconv format")?;
+            swap(ctx, enc, &s.buffer, &t.buffer, shape, src.format())?;
+            crate::gpu::half::pack(ctx, enc, &t.buffer, dst.raw(), n)
+        }
+    }
+}
