@@ -1,10 +1,12 @@
 //! Convolution benchmarks: GFLOP/s per shape and algorithm.
 //!
-//! `cargo bench --bench conv [-- --quick] [--shapes a,b,...] [--ops fwd,...] [--dtype f16]`
+//! `cargo bench --bench conv [-- --quick] [--shapes a,b,...] [--ops fwd,...] [--dtype f16]
+//! [--layout nhwc]`
 //!
 //! Prints the adapter first, then one machine-readable line per measurement:
 //! `bench op=<op> shape=<name> algo=<name> ms=<median> gflops=<value>` (followed by
-//! ` dtype=f16` with `--dtype f16`, so the tools parsing these lines read both).
+//! ` dtype=f16` with `--dtype f16` and ` layout=nhwc` with `--layout nhwc`: channels-last
+//! activations, KCRS weights), so the tools parsing these lines read both).
 //! `--dtype f16` runs every tensor in f16 (f16 storage, f32 accumulation: today the f16
 //! operands are converted to f32 around the f32 kernels, which costs time, not saves it).
 //! Each measurement is the median of several timed runs (submit + wait), after a warm-up
@@ -37,7 +39,19 @@ fn opts() -> suite::Opts {
             std::process::exit(2)
         }
     };
+    let layout = match list("--layout").as_deref() {
+        None => wgconv::MemoryFormat::Contiguous,
+        Some([l]) => wgconv::MemoryFormat::from_name(l).unwrap_or_else(|e| {
+            eprintln!("--layout: {e}");
+            std::process::exit(2)
+        }),
+        Some(_) => {
+            eprintln!("--layout takes one of nchw, nhwc");
+            std::process::exit(2)
+        }
+    };
     suite::Opts {
+        layout,
         dtype,
         reps: if quick { 5 } else { 11 },
         shapes: list("--shapes"),
@@ -51,10 +65,13 @@ fn main() -> wgconv::Result<()> {
     let o = opts();
     let ctx = Context::new_blocking()?;
     println!("adapter: {}", ctx.adapter_summary());
-    let suffix = match o.dtype {
+    let mut suffix = match o.dtype {
         wgconv::DType::F32 => String::new(),
         d => format!(" dtype={d}"),
     };
+    if o.layout != wgconv::MemoryFormat::Contiguous {
+        suffix.push_str(" layout=nhwc");
+    }
     suite::run(&ctx, &o, |op, shape, algo, ms, flops| {
         println!(
             "bench op={op} shape={shape} algo={algo} ms={ms:.3} gflops={:.2}{suffix}",

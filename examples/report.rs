@@ -214,6 +214,7 @@ fn bench(md: &mut String, ctx: &Context) -> Result<(), Box<dyn std::error::Error
         algos: None,
         slow_ms: 250.0,
         dtype: wgconv::DType::F32,
+        layout: wgconv::MemoryFormat::Contiguous,
     };
     // (shape, op) -> algorithm -> GFLOP/s
     let mut rows: BTreeMap<(String, String), BTreeMap<String, f64>> = BTreeMap::new();

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use wgconv::{
     Activation, Algorithm, Context, Conv2dParams, ConvTranspose2dParams, DType, Epilogue,
-    GemmParams, GemmVariant, Operation, Padding, Tensor,
+    GemmParams, GemmVariant, MemoryFormat, Operation, Padding, Tensor,
 };
 
 /// What to measure.
@@ -24,6 +24,8 @@ pub struct Opts {
     pub slow_ms: f64,
     /// Element type of every tensor (f16: f16 storage, f32 accumulation).
     pub dtype: DType,
+    /// Memory format of the activations (x, y, dy, dx); weights stay contiguous (KCRS).
+    pub layout: MemoryFormat,
 }
 
 pub struct Shape {
@@ -137,7 +139,8 @@ pub fn run(
         {
             continue;
         }
-        let x = Tensor::from_f32(&ctx, &fill(s.x.iter().product(), 7), &s.x, o.dtype)?;
+        let x = Tensor::from_f32(&ctx, &fill(s.x.iter().product(), 7), &s.x, o.dtype)?
+            .with_format(o.layout)?;
         let w = Tensor::from_f32(&ctx, &fill(s.w.iter().product(), 11), &s.w, o.dtype)?;
         let p = s.params.resolve(s.x, s.w, None)?;
         let runs = |ops: &[Operation], a: Algorithm| {
@@ -188,7 +191,8 @@ pub fn run(
             &fill(p.y_shape().iter().product(), 13),
             &p.y_shape(),
             o.dtype,
-        )?;
+        )?
+        .with_format(o.layout)?;
         // The algorithms that run `ops` on this shape here (a forced algorithm that cannot is
         // refused, never rerouted).
         let algos = |ops: &[Operation]| -> Vec<Algorithm> {

@@ -520,6 +520,25 @@ fn scratch(
 }
 
 /// Records the forward convolution `p` (any size) with `algorithm`.
+/// Whether `algorithm` (`Auto`: its choice) runs `p` whole with the entry that reads a
+/// channels-last `x` and writes a channels-last `y` in place: the implicit GEMM
+/// (`pad_image` reads x by strides, `conv2d_implicit` stores y by strides). Every other
+/// entry, and bands, take contiguous views.
+pub(crate) fn forward_reads_channels_last(
+    ctx: &Context,
+    p: &Conv2dProblem,
+    algorithm: Algorithm,
+) -> bool {
+    if !matches!(plan(ctx, p, Side::Outputs), Plan::Whole) {
+        return false;
+    }
+    forward::TABLE
+        .select(ctx, p, algorithm, |h, c| {
+            ctx.choose(TunedOp::Forward, p, h, &c)
+        })
+        .is_ok_and(|e| e.algorithm == Algorithm::ImplicitGemm)
+}
+
 pub(crate) fn forward(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
@@ -535,6 +554,8 @@ pub(crate) fn forward(
     };
     let plan = plan(ctx, p, Side::Outputs);
     let (xi, yi) = (p.c * p.h * p.w, p.k * p.oh * p.ow);
+    // Channels-last buffers reach only whole problems (`forward_reads_channels_last`).
+    debug_assert!(matches!(plan, Plan::Whole) || !(bufs.x_cl || bufs.y_cl));
     match plan {
         Plan::Whole => (select(p)?.encode)(ctx, enc, p, bufs),
         Plan::Impossible(bytes) => Err(impossible(ctx, table.op, algorithm, bytes)?),

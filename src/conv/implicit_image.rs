@@ -190,6 +190,7 @@ impl InputGeom {
     /// Records the fill of `img` with `nb` images of x starting at element `x_off`: x and
     /// its padding are `p`'s; image pixel (i, j) is p's padded pixel (i * sh, j * sw) for
     /// `sub = [sh, sw]` ([1, 1] but for strided 1x1 problems, see [`sampled_problem`]).
+    /// With `x_cl`, x is stored channels-last (NHWC), read in place by `pad_image`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn fill(
         &self,
@@ -197,10 +198,16 @@ impl InputGeom {
         enc: &mut wgpu::CommandEncoder,
         p: &Conv2dProblem,
         sub: [usize; 2],
-        (x, x_off): (&wgpu::Buffer, usize),
+        (x, x_off, x_cl): (&wgpu::Buffer, usize, bool),
         nb: usize,
         img: &DeviceImage,
     ) -> Result<()> {
+        let (c, hw, w) = (p.c, p.h * p.w, p.w);
+        let [xsn, xsc, xsh, xsw] = if x_cl {
+            [c * hw, 1, w * c, c]
+        } else {
+            [c * hw, hw, w, 1]
+        };
         // One invocation per 8 texels of a row.
         let total = self.width.div_ceil(8) * nb * self.image_height();
         let mut u = PadImageParams {
@@ -221,6 +228,10 @@ impl InputGeom {
             total: u32_of(total, "input texels")?,
             sh: u32_of(sub[0], "stride")?,
             sw: u32_of(sub[1], "stride")?,
+            xsn: u32_of(xsn, "input elements")?,
+            xsc: u32_of(xsc, "input elements")?,
+            xsh: u32_of(xsh, "input elements")?,
+            xsw: u32_of(xsw, "input elements")?,
             ..Default::default()
         };
         let rows = u32_of(nb * self.image_height(), "input image height")?;
@@ -228,7 +239,7 @@ impl InputGeom {
         // CPU adapters, zero padding, stride 1: read x through a verbatim image copy of the
         // chunk (storage-buffer loads are per-lane loops there); any padding of the chunk's
         // length to whole texels is masked by the kernel.
-        let flat = if ctx.cpu_kernels() && sub == [1, 1] && p.mode == PaddingMode::Zeros {
+        let flat = if ctx.cpu_kernels() && sub == [1, 1] && p.mode == PaddingMode::Zeros && !x_cl {
             let len = (nb * p.c * p.h * p.w).div_ceil(4) * 4;
             copy_flat_at(ctx, enc, (x, x_off), len, "wgconv implicit-gemm raw input")?
         } else {

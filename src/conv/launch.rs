@@ -31,6 +31,12 @@ pub(crate) struct ConvBuffers {
     pub w16: Option<(wgpu::Buffer, usize)>,
     /// The epilogue a kernel may fuse into its store (`None`: store `conv + b`).
     pub epilogue: Option<FusedEpilogue>,
+    /// `x` (and `y`) are stored channels-last (NHWC): only for the entries that read (write)
+    /// them in place (see `forward::channels_last_native`); every other path gets contiguous
+    /// views.
+    pub x_cl: bool,
+    /// See `x_cl`.
+    pub y_cl: bool,
 }
 
 /// An epilogue offered to the forward kernels (`crate::conv::epilogue`): a launcher whose
@@ -101,6 +107,8 @@ impl ConvBuffers {
             w_key: None,
             w16: None,
             epilogue: None,
+            x_cl: false,
+            y_cl: false,
         }
     }
 }

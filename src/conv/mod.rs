@@ -299,11 +299,14 @@ impl Context {
             ("bias", bias),
             ("y", Some(y)),
         ])?;
-        // f32 tensors are their own views; f16 ones are converted (see `gpu::half`).
-        let xv = half::input(self, enc, x)?;
+        // f32 tensors are their own views; f16 ones are converted (see `gpu::half`);
+        // channels-last ones are read and written in place by the implicit GEMM, else
+        // through contiguous copies.
+        let native = self.reads_channels_last(p, &[x, y], algorithm);
+        let xv = half::input_in(self, enc, x, native)?;
         let wv = half::input(self, enc, w)?;
         let bv = bias.map(|b| half::input(self, enc, b)).transpose()?;
-        let yv = half::output(self, enc, y, false)?;
+        let yv = half::output_in(self, enc, y, native)?;
         let bufs = ConvBuffers {
             x: xv.buffer.clone(),
             w: wv.buffer.clone(),
@@ -317,6 +320,8 @@ impl Context {
                 .filter(|_| w.format() == MemoryFormat::Contiguous),
             w16: (w.dtype() == DType::F16).then(|| (w.raw().clone(), w.numel())),
             epilogue: None,
+            x_cl: xv.cl,
+            y_cl: yv.cl,
         };
         forward::encode(self, enc, p, &bufs, algorithm)?;
         half::finish(self, enc, &yv, y)
@@ -334,12 +339,17 @@ impl Context {
         y: &Tensor,
         algorithm: Algorithm,
     ) -> Result<()> {
-        // Contiguous views of channels-last operands (f32 tensors are their own views).
-        let xv = half::input(self, enc, x)?;
+        // Channels-last operands in place for the implicit GEMM (the residual in y's
+        // order), else contiguous views.
+        let native = self.reads_channels_last(p, &[x, y], algorithm)
+            && residual.is_none_or(|r| r.format() == y.format());
+        let xv = half::input_in(self, enc, x, native)?;
         let wv = half::input(self, enc, w)?;
         let bv = bias.map(|b| half::input(self, enc, b)).transpose()?;
-        let rv = residual.map(|r| half::input(self, enc, r)).transpose()?;
-        let yv = half::output(self, enc, y, false)?;
+        let rv = residual
+            .map(|r| half::input_in(self, enc, r, native))
+            .transpose()?;
+        let yv = half::output_in(self, enc, y, native)?;
         let fused = (!epilogue.is_identity()).then(|| launch::FusedEpilogue {
             ep: *epilogue,
             r: rv.as_ref().map(|r| r.buf().clone()),
@@ -355,6 +365,8 @@ impl Context {
                 .filter(|_| w.format() == MemoryFormat::Contiguous),
             w16: None,
             epilogue: fused.clone(),
+            x_cl: xv.cl,
+            y_cl: yv.cl,
         };
         forward::encode(self, enc, p, &bufs, algorithm)?;
         let applied = fused.is_some_and(|f| f.applied.load(std::sync::atomic::Ordering::Relaxed));
@@ -369,6 +381,20 @@ impl Context {
             )?;
         }
         half::finish(self, enc, &yv, y)
+    }
+
+    /// Whether the forward problem `p` with `algorithm` reads / writes the channels-last
+    /// `tensors` among its operands in place (see `band::forward_reads_channels_last`).
+    fn reads_channels_last(
+        &self,
+        p: &Conv2dProblem,
+        tensors: &[&Tensor],
+        algorithm: Algorithm,
+    ) -> bool {
+        tensors
+            .iter()
+            .any(|t| t.format() == MemoryFormat::ChannelsLast)
+            && band::forward_reads_channels_last(self, p, algorithm)
     }
 
     pub(crate) fn encoder(&self, label: &str) -> wgpu::CommandEncoder {

@@ -43,6 +43,8 @@ pub(crate) fn common_dtype(tensors: &[(&'static str, Option<&Tensor>)]) -> Resul
 /// the call is recorded.
 pub(crate) struct F32View {
     pub(crate) buffer: wgpu::Buffer,
+    /// The view keeps the tensor's channels-last order (see [`input_in`]).
+    pub(crate) cl: bool,
     _scratch: Vec<ScratchBuffer>,
 }
 
@@ -56,7 +58,28 @@ impl F32View {
 /// The contiguous f32 view of input `t`: its buffer, or scratch filled by `f16_unpack`
 /// and/or the format conversion recorded into `enc`.
 pub(crate) fn input(ctx: &Context, enc: &mut wgpu::CommandEncoder, t: &Tensor) -> Result<F32View> {
-    view(ctx, enc, t, true)
+    view(ctx, enc, t, true, false)
+}
+
+/// [`input`] keeping a channels-last tensor's order when `keep_cl` (for kernels that read it
+/// in place): only f16 is converted then.
+pub(crate) fn input_in(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    t: &Tensor,
+    keep_cl: bool,
+) -> Result<F32View> {
+    view(ctx, enc, t, true, keep_cl)
+}
+
+/// [`output`] keeping a channels-last tensor's order when `keep_cl`.
+pub(crate) fn output_in(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    t: &Tensor,
+    keep_cl: bool,
+) -> Result<F32View> {
+    view(ctx, enc, t, false, keep_cl)
 }
 
 /// The contiguous f32 view output `t` is computed into: its buffer, or f32 scratch that
@@ -68,7 +91,7 @@ pub(crate) fn output(
     t: &Tensor,
     load: bool,
 ) -> Result<F32View> {
-    view(ctx, enc, t, load)
+    view(ctx, enc, t, load, false)
 }
 
 /// Does `t` need an f32 contiguous copy (f16, or not contiguous)?
@@ -76,10 +99,19 @@ pub(crate) fn needs_copy(t: &Tensor) -> bool {
     t.dtype() != DType::F32 || t.format() != MemoryFormat::Contiguous
 }
 
-fn view(ctx: &Context, enc: &mut wgpu::CommandEncoder, t: &Tensor, load: bool) -> Result<F32View> {
-    if !needs_copy(t) {
+fn view(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    t: &Tensor,
+    load: bool,
+    keep_cl: bool,
+) -> Result<F32View> {
+    let cl = t.format() == MemoryFormat::ChannelsLast;
+    let swap = cl && !keep_cl;
+    if t.dtype() == DType::F32 && !swap {
         return Ok(F32View {
             buffer: t.raw().clone(),
+            cl,
             _scratch: Vec::new(),
         });
     }
@@ -99,7 +131,7 @@ fn view(ctx: &Context, enc: &mut wgpu::CommandEncoder, t: &Tensor, load: bool) -
             _ => t.raw().clone(),
         });
     }
-    let buffer = if t.format() == MemoryFormat::ChannelsLast {
+    let buffer = if swap {
         let out = ScratchBuffer::new(ctx, enc, bytes, "wgconv contiguous view")?;
         if let Some(src) = &f32_src {
             let shape = t.shape4("channels-last tensor")?;
@@ -125,6 +157,7 @@ fn view(ctx: &Context, enc: &mut wgpu::CommandEncoder, t: &Tensor, load: bool) -
     };
     Ok(F32View {
         buffer,
+        cl: cl && !swap,
         _scratch: scratch,
     })
 }
@@ -154,8 +187,11 @@ pub(crate) fn finish(
         return Ok(());
     }
     let n = t.numel();
+    // A view in the tensor's own order needs at most the rounding.
+    let same_order = v.cl == (t.format() == MemoryFormat::ChannelsLast);
     match (t.dtype(), t.format()) {
-        (DType::F16, MemoryFormat::Contiguous) => pack(ctx, enc, &v.buffer, t.raw(), n),
+        (DType::F32, _) if same_order => Ok(()),
+        (DType::F16, _) if same_order => pack(ctx, enc, &v.buffer, t.raw(), n),
         (DType::F16, _) => {
             let s = ScratchBuffer::new(ctx, enc, DType::F32.storage_bytes(n), "wgconv format")?;
             let shape = t.shape4("channels-last tensor")?;

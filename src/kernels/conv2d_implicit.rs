@@ -21,7 +21,7 @@ params! {
         rows_img: u32, groups_m: u32, groups_n: u32, groups: u32,
         batch: u32, wg0: u32, kg: u32, k: u32,
         hb: u32, kp: u32, y_off: u32, alpha: f32,
-        lo: f32, hi: f32, _p0: u32, _p1: u32,
+        lo: f32, hi: f32, ysc: u32, ysp: u32,
     }
 }
 
@@ -77,7 +77,10 @@ pub(crate) fn source(tm: usize, tn: usize) -> String {
     wln!(w, "// subgroupBroadcast; the FMAs run in register sub-blocks of {tm} pixels x 1 channel with scalar");
     w.line("// accumulators (the code-shape rules of gemm_image: named accumulators, no guards in");
     w.line("// the loop).");
-    w.line("//   y[y_off + (n * K + g * kg + col) * ohw + pixel] (+ bias[g * kg + col])");
+    w.line(
+        "//   y[y_off + n * K * ohw + (g * kg + col) * ysc + pixel * ysp] (+ bias[g * kg + col])",
+    );
+    w.line("// with (ysc, ysp) = (ohw, 1) for NCHW outputs and (1, K) for NHWC ones.");
     w.line("");
     w.line(&ImplicitParams::wgsl());
     w.line("");
@@ -107,9 +110,9 @@ pub(crate) fn source(tm: usize, tn: usize) -> String {
     w.line(&epilogue_store(
         "            ",
         "out",
-        "base + col * P.ohw + px",
+        "base + col * P.ysc + px * P.ysp",
     ));
-    w.line("            y[base + col * P.ohw + px] = out;");
+    w.line("            y[base + col * P.ysc + px * P.ysp] = out;");
     w.line("        }");
     w.line("    }");
     w.line("}");
@@ -229,7 +232,7 @@ pub(crate) fn source(tm: usize, tn: usize) -> String {
     w.line("        y0 = select(y0, noy0, er);");
     w.line("        y1 = select(y1, noy1, er);");
     w.line("    }");
-    w.line("    let base = P.y_off + (n * P.k + g * P.kg) * P.ohw;");
+    w.line("    let base = P.y_off + n * P.k * P.ohw + g * P.kg * P.ysc;");
     for i in 0..tm {
         for j in 0..tn4 {
             wln!(

@@ -17,6 +17,9 @@ params! {
         /// Source image of `pad_image_flat` (unused by `pad_image`): texels per row (a power of
         /// two), its log2, and the texels copied.
         tw: u32, tw_shift: u32, texels: u32,
+        /// Element strides of x (`pad_image` only): image, channel, row, column; NCHW
+        /// `(C·H·W, H·W, W, 1)`, NHWC `(H·W·C, 1, W·C, C)`.
+        xsn: u32, xsc: u32, xsh: u32, xsw: u32,
     }
 }
 
@@ -60,7 +63,7 @@ fn buffer_source() -> String {
     );
     w.line("//");
     w.line(
-        "// Copies the input x [N, C, H, W] of a chunk of images into the padded input image of",
+        "// Copies the input x [N, C, H, W] (NCHW or NHWC: the strides xs*) of a chunk of images into the padded input image of",
     );
     w.line("// conv2d_implicit.wgsl (one invocation per texel; padding by PAD_MODE, 0 beyond the");
     w.line(
@@ -101,7 +104,6 @@ fn buffer_source() -> String {
     w.line("    var g = q / P.qg;");
     w.line("    var cl0 = (q - g * P.qg) * 4u;");
     w.line("    let ih = src_index(i32(ihp * P.sh) - P.pad_top, i32(P.h));");
-    w.line("    let plane = P.h * P.w;");
     w.line("    for (var e8 = 0u; e8 < 8u; e8++) {");
     w.line("        let tx = tx0 + e8;");
     w.line("        if (tx >= P.width) {");
@@ -110,10 +112,10 @@ fn buffer_source() -> String {
     w.line("        let iw = src_index(i32(iwp * P.sw) - P.pad_left, i32(P.w));");
     w.line("        var v = vec4<f32>(0.0);");
     w.line("        if (ih >= 0 && iw >= 0 && q < P.qb) {");
-    w.line("            let base = P.x_off + ((n * P.c + g * P.cg + cl0) * P.h + u32(ih)) * P.w + u32(iw);");
+    w.line("            let base = P.x_off + n * P.xsn + (g * P.cg + cl0) * P.xsc + u32(ih) * P.xsh + u32(iw) * P.xsw;");
     w.line("            for (var e = 0u; e < 4u; e++) {");
     w.line("                if (cl0 + e < P.cg) {");
-    w.line("                    v[e] = x[base + e * plane];");
+    w.line("                    v[e] = x[base + e * P.xsc];");
     w.line("                }");
     w.line("            }");
     w.line("        }");

@@ -181,6 +181,9 @@ pub(crate) fn encode_at(
         k: u32_of(p.k, "output channels")?,
         hb: u32_of(pl.hb, "weight image height")?,
         kp: u32_of(pl.kp, "reduction length")?,
+        // y's channel and pixel strides: NCHW (ohw, 1), NHWC (1, K).
+        ysc: u32_of(if bufs.y_cl { 1 } else { ohw }, "output elements")?,
+        ysp: u32_of(if bufs.y_cl { p.k } else { 1 }, "output channels")?,
         ..Default::default()
     };
     (cu.alpha, cu.lo, cu.hi) = bufs.ep_constants();
@@ -188,7 +191,7 @@ pub(crate) fn encode_at(
     while n0 < p.n {
         let nb = pl.x.chunk.min(p.n - n0);
         let x_off = x_base + n0 * src_p.c * src_p.h * src_p.w;
-        pl.x.fill(ctx, enc, src_p, sub, (&bufs.x, x_off), nb, &ximg)?;
+        pl.x.fill(ctx, enc, src_p, sub, (&bufs.x, x_off, bufs.x_cl), nb, &ximg)?;
         let batch = nb * p.groups;
         cu.batch = u32_of(batch, "images x groups")?;
         cu.y_off = u32_of(n0 * p.k * ohw, "output elements")?;
