@@ -39,12 +39,16 @@ pub(crate) fn swap(
     }
     u32_of(e * a * b, "tensor elements")?;
     let max = max_window_elems(ctx);
+    // Both axes multiples of 4: 4 x 4 tiles of vector accesses (every block edge below is
+    // then a multiple of 4, and window offsets are multiples of the 256-byte alignment).
+    let vec4 = a % 4 == 0 && b % 4 == 0;
+    let q = if vec4 { 4 } else { 1 };
     // Tiles whose source and destination ranges each fit one binding: whole entries when
     // one entry fits, else blocks of rows (source) and columns (destination).
     let (ea, eb) = if a * b <= max {
         (a, b)
     } else if a <= max && b <= max {
-        ((max / b).max(1), (max / a).max(1))
+        ((max / b / q * q).max(q), (max / a / q * q).max(q))
     } else {
         return Err(Error::exceeds_limit(
             "max_storage_buffer_binding_size (one row of a format conversion)",
@@ -80,7 +84,11 @@ pub(crate) fn swap(
                     entry + b0 * a + a0,
                     last + (b0 + nb - 1) * a + a0 + na,
                 )?;
-                let total = ne * na * nb;
+                let total = if vec4 {
+                    ne * (na / 4) * (nb / 4)
+                } else {
+                    ne * na * nb
+                };
                 let mut params = SwapAxesParams {
                     a: a as u32,
                     b: b as u32,
@@ -95,15 +103,14 @@ pub(crate) fn swap(
                     total: total as u32,
                     ..Default::default()
                 };
-                launch_linear::<k::SwapAxes>(
-                    ctx,
-                    enc,
-                    &SwapAxesSpec::default(),
-                    &mut params,
-                    |p, base| p.base = base,
-                    &[sb, db],
-                    total as u64,
-                )?;
+                let set = |p: &mut SwapAxesParams, base| p.base = base;
+                let binds = [sb, db];
+                let spec = SwapAxesSpec::default();
+                if vec4 {
+                    launch_linear::<k::SwapAxes4>(ctx, enc, &spec, &mut params, set, &binds, total as u64)?;
+                } else {
+                    launch_linear::<k::SwapAxes>(ctx, enc, &spec, &mut params, set, &binds, total as u64)?;
+                }
                 b0 += nb;
             }
             a0 += na;

@@ -311,6 +311,9 @@ kernels! {
     /// axes of `[E, A, B]`.
     SwapAxes = "swap_axes", swap_axes::source(), SwapAxesParams, SwapAxesSpec,
         [StorageRead, Storage];
+    /// [`Kernel::SwapAxes`] in 4 x 4 tiles of vector accesses (both axes multiples of 4).
+    SwapAxes4 = "swap_axes4", swap_axes::source4(), SwapAxesParams, SwapAxesSpec,
+        [StorageRead, Storage];
     /// Input gradient of a strided 1x1 convolution from its sampled pixels' gradient.
     ScatterStrided = "scatter_strided", scatter_strided::source(), ScatterParams, ScatterSpec,
         [StorageRead, StorageRead, Storage];

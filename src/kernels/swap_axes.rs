@@ -51,6 +51,57 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 ";
 
+const BODY4: &str = "
+@group(0) @binding(0) var<storage, read> P: Params;
+@group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<u32>>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let id = P.base + gid.x + gid.y * nwg.x * WG;
+    if (id >= P.total) {
+        return;
+    }
+    // One 4 x 4 tile per invocation: 4 vec4 loads of 4 consecutive source words, a
+    // transpose in registers, 4 vec4 stores (A, B, a0, b0 and the window offsets are
+    // multiples of 4; on lavapipe each storage access is a per-lane loop, so 8 vector
+    // accesses per 16 words instead of 32 scalar ones). id = (e * nb/4 + tj) * na/4 + ti.
+    let ti = P.na / 4u;
+    let tj = P.nb / 4u;
+    let t_i = id % ti;
+    let q = id / ti;
+    let t_j = q % tj;
+    let e = P.e0 + q / tj;
+    let entry = e * P.a * P.b;
+    let a = P.a0 + t_i * 4u;
+    let b = P.b0 + t_j * 4u;
+    let s = (entry + a * P.b + b + P.src_off) / 4u;
+    let sb = P.b / 4u;
+    let r0 = src[s];
+    let r1 = src[s + sb];
+    let r2 = src[s + 2u * sb];
+    let r3 = src[s + 3u * sb];
+    let d = (entry + b * P.a + a + P.dst_off) / 4u;
+    let da = P.a / 4u;
+    dst[d] = vec4<u32>(r0.x, r1.x, r2.x, r3.x);
+    dst[d + da] = vec4<u32>(r0.y, r1.y, r2.y, r3.y);
+    dst[d + 2u * da] = vec4<u32>(r0.z, r1.z, r2.z, r3.z);
+    dst[d + 3u * da] = vec4<u32>(r0.w, r1.w, r2.w, r3.w);
+}
+";
+
+/// The WGSL source of `swap_axes4`: [`source`] for `A` and `B` multiples of 4, in 4 x 4
+/// tiles of vector accesses.
+pub(crate) fn source4() -> String {
+    let src = format!(
+        "{}\n\n{}\n{}",
+        SwapAxesParams::wgsl(),
+        SwapAxesSpec::wgsl(),
+        BODY4
+    );
+    hoist_params(&src, &SwapAxesParams::fields())
+}
+
 /// The WGSL source of `swap_axes` (32-bit words: f32 values, or f32 views of f16 tensors).
 pub(crate) fn source() -> String {
     let src = format!(
