@@ -40,15 +40,18 @@ pub(crate) fn swap(
     u32_of(e * a * b, "tensor elements")?;
     let max = max_window_elems(ctx);
     // Tiles whose source and destination ranges each fit one binding: whole entries when
-    // one entry fits, else blocks of rows (source) and columns (destination).
+    // one entry fits, else blocks of rows (source) and columns (destination). A row longer
+    // than a window (e.g. the plane of a one-channel image) is cut into single-row tiles of
+    // columns, and a column taller than a window into single-column tiles of rows: only
+    // rows and columns both longer than a window cannot be tiled.
     let (ea, eb) = if a * b <= max {
         (a, b)
-    } else if a <= max && b <= max {
+    } else if a <= max || b <= max {
         ((max / b).max(1), (max / a).max(1))
     } else {
         return Err(Error::exceeds_limit(
             "max_storage_buffer_binding_size (one row of a format conversion)",
-            (a.max(b) * 4) as u64,
+            (a.min(b) * 4) as u64,
             (max * 4) as u64,
         ));
     };
