@@ -41,18 +41,22 @@ pub(crate) fn swap(
     let max = max_window_elems(ctx);
     // Both axes multiples of 4: 4 x 4 tiles of vector accesses (every block edge below is
     // then a multiple of 4, and window offsets are multiples of the 256-byte alignment).
-    let vec4 = a % 4 == 0 && b % 4 == 0;
+    // (Tiled entries need 4 whole rows and 4 whole columns per window.)
+    let vec4 = a % 4 == 0 && b % 4 == 0 && (a * b <= max || (4 * a <= max && 4 * b <= max));
     let q = if vec4 { 4 } else { 1 };
     // Tiles whose source and destination ranges each fit one binding: whole entries when
-    // one entry fits, else blocks of rows (source) and columns (destination).
+    // one entry fits, else blocks of rows (source) and columns (destination). A row longer
+    // than a window (e.g. the plane of a one-channel image) is cut into single-row tiles of
+    // columns, and a column taller than a window into single-column tiles of rows: only
+    // rows and columns both longer than a window cannot be tiled.
     let (ea, eb) = if a * b <= max {
         (a, b)
-    } else if a <= max && b <= max {
+    } else if a <= max || b <= max {
         ((max / b / q * q).max(q), (max / a / q * q).max(q))
     } else {
         return Err(Error::exceeds_limit(
             "max_storage_buffer_binding_size (one row of a format conversion)",
-            (a.max(b) * 4) as u64,
+            (a.min(b) * 4) as u64,
             (max * 4) as u64,
         ));
     };
@@ -107,9 +111,25 @@ pub(crate) fn swap(
                 let binds = [sb, db];
                 let spec = SwapAxesSpec::default();
                 if vec4 {
-                    launch_linear::<k::SwapAxes4>(ctx, enc, &spec, &mut params, set, &binds, total as u64)?;
+                    launch_linear::<k::SwapAxes4>(
+                        ctx,
+                        enc,
+                        &spec,
+                        &mut params,
+                        set,
+                        &binds,
+                        total as u64,
+                    )?;
                 } else {
-                    launch_linear::<k::SwapAxes>(ctx, enc, &spec, &mut params, set, &binds, total as u64)?;
+                    launch_linear::<k::SwapAxes>(
+                        ctx,
+                        enc,
+                        &spec,
+                        &mut params,
+                        set,
+                        &binds,
+                        total as u64,
+                    )?;
                 }
                 b0 += nb;
             }
