@@ -551,7 +551,9 @@ impl Scratch {
             Operation::Forward => {
                 ctx.encode_conv2d_problem(enc, p, &self.x, &self.w, self.b.as_ref(), &self.y, algo)
             }
-            Operation::InputGrad => input_grad::encode(ctx, enc, grad, y, w, None, x, algo, false),
+            Operation::InputGrad => {
+                input_grad::encode(ctx, enc, grad, y, w, None, x, algo, false, [false; 2])
+            }
             Operation::Transposed => input_grad::encode(
                 ctx,
                 enc,
@@ -562,8 +564,9 @@ impl Scratch {
                 x,
                 algo,
                 true,
+                [false; 2],
             ),
-            Operation::WeightGrad => weight_grad::encode(ctx, enc, grad, x, y, w, algo),
+            Operation::WeightGrad => weight_grad::encode(ctx, enc, grad, x, y, w, algo, [false; 2]),
             Operation::BiasGrad => {
                 let own;
                 let db = match &self.b {
@@ -573,7 +576,7 @@ impl Scratch {
                         &own
                     }
                 };
-                bias_grad::encode(ctx, enc, p.y_shape(), y, db.raw())
+                bias_grad::encode(ctx, enc, p.y_shape(), y, db.raw(), false)
             }
         }
     }

@@ -133,3 +133,102 @@ fn other_algorithms_convert_nhwc_and_agree() {
     );
     assert!(compiled.contains(&"swap_axes"), "{compiled:?}");
 }
+
+/// Max |a - b| over the logical elements, `a` stored in format `fa`.
+fn check(what: &str, got: &[f32], fa: MemoryFormat, shape: [usize; 4], want: &[f32]) {
+    let got = fa.convert(got, shape, MemoryFormat::Contiguous).unwrap();
+    let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let tol = common::tol(scale, 4096);
+    for (i, (g, e)) in got.iter().zip(want).enumerate() {
+        assert!((g - e).abs() <= tol, "{what}[{i}]: {g} vs {e}");
+    }
+}
+
+#[test]
+fn implicit_gemm_backward_reads_nhwc_in_place() {
+    let (xs, ws) = ([2, 16, 9, 11], [24, 16, 3, 3]);
+    for params in [
+        Conv2dParams::default().with_padding(Padding::Symmetric([1, 1])),
+        // strided 1x1: dx through the scatter, which converts; dw and db in place
+        Conv2dParams::default().with_stride([2, 2]),
+    ] {
+        let ws = if params.stride == [2, 2] {
+            [24, 16, 1, 1]
+        } else {
+            ws
+        };
+        let ctx = fresh();
+        let mut rng = common::Rng::new(3);
+        let x = rng.vec(xs.iter().product());
+        let w = rng.vec(ws.iter().product());
+        let ys = params.output_shape(xs, ws).unwrap();
+        let dy = rng.vec(ys.iter().product());
+        let want = cpu::conv2d_grad(&x, xs, &w, ws, &dy, ys, true, &params).unwrap();
+        let up = |v: &[f32], s: [usize; 4]| {
+            let d = MemoryFormat::Contiguous.convert(v, s, CL).unwrap();
+            Tensor::from_slice(&ctx, &d, &s)
+                .unwrap()
+                .with_format(CL)
+                .unwrap()
+        };
+        let (xt, dyt) = (up(&x, xs), up(&dy, ys));
+        let wt = Tensor::from_slice(&ctx, &w, &ws).unwrap();
+        let g = ctx
+            .conv2d_backward(&xt, &wt, &dyt, true, &params, Algorithm::ImplicitGemm)
+            .unwrap();
+        assert_eq!(g.dx.format(), CL);
+        check("dx", &g.dx.read().unwrap(), CL, xs, &want.dx);
+        check(
+            "dw",
+            &g.dw.read().unwrap(),
+            MemoryFormat::Contiguous,
+            ws,
+            &want.dw,
+        );
+        let db = g.db.unwrap().read().unwrap();
+        check(
+            "db",
+            &db,
+            MemoryFormat::Contiguous,
+            [1, 1, 1, ws[0]],
+            want.db.as_ref().unwrap(),
+        );
+        let compiled = wgconv::dev::compiled_kernels(&ctx);
+        let converted = compiled.iter().any(|k| k.starts_with("swap_axes"));
+        if params.stride == [1, 1] {
+            assert!(!converted, "converted: {compiled:?}");
+        }
+        assert!(compiled.contains(&"reduce_rows"), "{compiled:?}");
+    }
+}
+
+#[test]
+fn implicit_gemm_transposed_reads_nhwc_in_place() {
+    let ctx = fresh();
+    let mut rng = common::Rng::new(4);
+    let (xs, ws) = ([1, 16, 7, 9], [16, 8, 3, 3]);
+    let p = wgconv::ConvTranspose2dParams::default().with_padding([1, 1]);
+    let (x, w, b) = (
+        rng.vec(xs.iter().product()),
+        rng.vec(ws.iter().product()),
+        rng.vec(8),
+    );
+    let (want, ys) = cpu::conv_transpose2d(&x, xs, &w, ws, Some(&b), &p).unwrap();
+    let xd = MemoryFormat::Contiguous.convert(&x, xs, CL).unwrap();
+    let xt = Tensor::from_slice(&ctx, &xd, &xs)
+        .unwrap()
+        .with_format(CL)
+        .unwrap();
+    let wt = Tensor::from_slice(&ctx, &w, &ws).unwrap();
+    let bt = Tensor::from_slice(&ctx, &b, &[8]).unwrap();
+    let y = ctx
+        .conv_transpose2d(&xt, &wt, Some(&bt), &p, Algorithm::ImplicitGemm)
+        .unwrap();
+    assert_eq!(y.format(), CL);
+    check("y", &y.read().unwrap(), CL, ys, &want);
+    let compiled = wgconv::dev::compiled_kernels(&ctx);
+    assert!(
+        !compiled.iter().any(|k| k.starts_with("swap_axes")),
+        "{compiled:?}"
+    );
+}

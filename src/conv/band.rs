@@ -627,34 +627,72 @@ pub(crate) fn forward(
 /// Records the input gradient (with `bias`, the transposed convolution) of `p` (any size)
 /// with `algorithm`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn input_grad(
+/// Whether the input gradient (or transposed convolution, `transposed`, with a bias when
+/// `has_bias`) of `p` with `algorithm` runs whole on the implicit GEMM as a forward
+/// convolution of dy, which reads a channels-last `dy` and writes a channels-last `dx` in
+/// place (see [`forward_reads_channels_last`]); not with a non-zero padding mode (its
+/// gradient is folded from scratch) nor for strided 1x1 kernels (scattered).
+pub(crate) fn input_grad_reads_channels_last(
     ctx: &Context,
-    enc: &mut wgpu::CommandEncoder,
     p: &Conv2dProblem,
-    dy: &wgpu::Buffer,
-    w: &wgpu::Buffer,
-    bias: Option<&wgpu::Buffer>,
-    dx: &wgpu::Buffer,
     algorithm: Algorithm,
     transposed: bool,
-) -> Result<()> {
+    has_bias: bool,
+) -> bool {
+    if !matches!(plan(ctx, p, Side::Inputs), Plan::Whole) || input_grad::needs_fold(p) {
+        return false;
+    }
+    let (table, tuned) = input_grad_table(transposed, has_bias);
+    table
+        .select(ctx, p, algorithm, |h, c| ctx.choose(tuned, p, h, &c))
+        .is_ok_and(|e| e.algorithm == Algorithm::ImplicitGemm)
+        && input_grad::implicit_gemm::runs_as_forward(ctx, p)
+}
+
+/// The input-gradient table of the operation and its tuning key.
+fn input_grad_table(
+    transposed: bool,
+    has_bias: bool,
+) -> (&'static Table<Conv2dProblem, DgradArgs>, TunedOp) {
     let table = if transposed {
         &input_grad::TRANSPOSED
     } else {
         &input_grad::TABLE
     };
     // Transposed with a bias: tuned apart (timed, and compiled, with the bias).
-    let tuned = if bias.is_some() {
+    let tuned = if has_bias {
         TunedOp::TransposedBias
     } else {
         TunedOp::BackwardInput
     };
+    (table, tuned)
+}
+
+/// Input gradient of `p` (see `input_grad::encode`); `cl` = (dy, dx) stored channels-last,
+/// only where [`input_grad_reads_channels_last`] holds.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn input_grad(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    (dy, w, bias, dx): (
+        &wgpu::Buffer,
+        &wgpu::Buffer,
+        Option<&wgpu::Buffer>,
+        &wgpu::Buffer,
+    ),
+    algorithm: Algorithm,
+    transposed: bool,
+    cl: [bool; 2],
+) -> Result<()> {
+    let (table, tuned) = input_grad_table(transposed, bias.is_some());
     let select =
         |q: &Conv2dProblem| table.select(ctx, q, algorithm, |h, c| ctx.choose(tuned, q, h, &c));
     let plan = plan(ctx, p, Side::Inputs);
     let (xi, yi) = (p.c * p.h * p.w, p.k * p.oh * p.ow);
+    debug_assert!(matches!(plan, Plan::Whole) || cl == [false; 2]);
     match plan {
-        Plan::Whole => input_grad::encode_whole(ctx, enc, p, select(p)?, dy, w, bias, dx),
+        Plan::Whole => input_grad::encode_whole(ctx, enc, p, select(p)?, dy, w, bias, dx, cl),
         Plan::Impossible(bytes) => Err(impossible(ctx, table.op, algorithm, bytes)?),
         Plan::Windows(reason) => {
             windows_only(table.op, algorithm, &reason)?;
@@ -672,7 +710,17 @@ pub(crate) fn input_grad(
                 let q = Conv2dProblem { n: nb, ..*p };
                 let e = select(&q)?;
                 copy_runs(enc, dy, n0 * yi, 0, &dys.buffer, 0, 0, (1, nb * yi));
-                input_grad::encode_whole(ctx, enc, &q, e, &dys.buffer, w, bias, &dxs.buffer)?;
+                input_grad::encode_whole(
+                    ctx,
+                    enc,
+                    &q,
+                    e,
+                    &dys.buffer,
+                    w,
+                    bias,
+                    &dxs.buffer,
+                    [false; 2],
+                )?;
                 copy_runs(enc, &dxs.buffer, 0, 0, dx, n0 * xi, 0, (1, nb * xi));
             }
             Ok(())
@@ -718,6 +766,7 @@ pub(crate) fn input_grad(
                                 w: w.clone(),
                                 bias: None,
                                 dx: gs.buffer.clone(),
+                                cl: [false; 2],
                             };
                             (e.encode)(ctx, enc, &b.sub, &args)?;
                             let total = p.c * (b.b - b.a) * p.w;
@@ -737,6 +786,7 @@ pub(crate) fn input_grad(
                                 w: w.clone(),
                                 bias: bias.cloned(),
                                 dx: dxs.buffer.clone(),
+                                cl: [false; 2],
                             };
                             (e.encode)(ctx, enc, &b.sub, &args)?;
                         }
@@ -753,6 +803,24 @@ pub(crate) fn input_grad(
 /// Records the weight gradient of `p` (any size) with `algorithm`: band partial sums added
 /// in band order.
 #[allow(clippy::too_many_arguments)]
+/// Whether the weight gradient of `p` with `algorithm` runs whole on the implicit GEMM,
+/// which reads a channels-last `x` (`pad_image`) and `dy` (`pack_image`) in place.
+pub(crate) fn weight_grad_reads_channels_last(
+    ctx: &Context,
+    p: &Conv2dProblem,
+    algorithm: Algorithm,
+) -> bool {
+    matches!(plan(ctx, p, Side::Outputs), Plan::Whole)
+        && weight_grad::TABLE
+            .select(ctx, p, algorithm, |h, c| {
+                ctx.choose(TunedOp::BackwardWeight, p, h, &c)
+            })
+            .is_ok_and(|e| e.algorithm == Algorithm::ImplicitGemm)
+}
+
+/// Weight gradient of `p` (see `weight_grad::encode`); `cl` = (x, dy) stored channels-last,
+/// only where [`weight_grad_reads_channels_last`] holds.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn weight_grad(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
@@ -761,6 +829,7 @@ pub(crate) fn weight_grad(
     dy: &wgpu::Buffer,
     dw: &wgpu::Buffer,
     algorithm: Algorithm,
+    cl: [bool; 2],
 ) -> Result<()> {
     let table = &weight_grad::TABLE;
     let select = |q: &Conv2dProblem| {
@@ -772,12 +841,22 @@ pub(crate) fn weight_grad(
         x: x.clone(),
         dy: dy.clone(),
         dw: dw.clone(),
+        cl: [false; 2],
     };
     let plan = plan(ctx, p, Side::Outputs);
+    debug_assert!(matches!(plan, Plan::Whole) || cl == [false; 2]);
     let (xi, yi) = (p.c * p.h * p.w, p.k * p.oh * p.ow);
     let wlen = p.k * p.c_per_group() * p.r * p.s;
     match plan {
-        Plan::Whole => (select(p)?.encode)(ctx, enc, p, &args(x, dy, dw)),
+        Plan::Whole => (select(p)?.encode)(
+            ctx,
+            enc,
+            p,
+            &WgradArgs {
+                cl,
+                ..args(x, dy, dw)
+            },
+        ),
         Plan::Impossible(bytes) => Err(impossible(ctx, table.op, algorithm, bytes)?),
         Plan::Windows(reason) => {
             windows_only(table.op, algorithm, &reason)?;

@@ -15,6 +15,8 @@ use crate::params::Shape4;
 pub(crate) struct BgradArgs {
     pub dy: wgpu::Buffer,
     pub db: wgpu::Buffer,
+    /// dy is stored channels-last (only when it fits one binding: [`reads_channels_last`]).
+    pub cl: bool,
 }
 
 /// The bias-gradient table (problems: the shape of `dy`): one entry, the direct row sums.
@@ -25,7 +27,7 @@ pub(crate) static TABLE: Table<Shape4, BgradArgs> = Table {
         check: runs_all,
         prefer: always,
         tune: anywhere,
-        encode: |ctx, enc, shape, a| encode_bgrad(ctx, enc, *shape, &a.dy, &a.db),
+        encode: |ctx, enc, shape, a| encode_bgrad(ctx, enc, *shape, &a.dy, &a.db, a.cl),
     }],
 };
 
@@ -37,13 +39,21 @@ pub(crate) fn encode(
     dy_shape: Shape4,
     dy: &wgpu::Buffer,
     db: &wgpu::Buffer,
+    cl: bool,
 ) -> Result<()> {
     let entry = TABLE.select(ctx, &dy_shape, Algorithm::Auto, |h, _| h)?;
     let args = BgradArgs {
         dy: dy.clone(),
         db: db.clone(),
+        cl,
     };
     (entry.encode)(ctx, enc, &dy_shape, &args)
+}
+
+/// Does the bias gradient read a channels-last `dy` of `elems` f32 values in place (when it
+/// fits one binding; else from a contiguous copy)?
+pub(crate) fn reads_channels_last(ctx: &Context, elems: usize) -> bool {
+    (elems as u64).saturating_mul(4) <= ctx.limits().max_storage_buffer_binding_size
 }
 
 /// Bias gradient `db[k] = Σ_{n, oy, ox} dy[n, k, oy, ox]`, deterministic.
@@ -53,6 +63,7 @@ fn encode_bgrad(
     dy_shape: [usize; 4],
     dy: &wgpu::Buffer,
     db: &wgpu::Buffer,
+    cl: bool,
 ) -> Result<()> {
     let [n, k, oh, ow] = dy_shape;
     let ohw = oh * ow;
@@ -60,6 +71,27 @@ fn encode_bgrad(
         ACCUMULATE: acc,
         ..Default::default()
     };
+    if cl {
+        // Channels-last dy (fits one binding, see `reads_channels_last`): channel k's
+        // pixels are k apart.
+        let u = ReduceParams {
+            rows: u32_of(k, "channels")?,
+            len: u32_of(ohw, "pixels")?,
+            batch: u32_of(n, "images")?,
+            bstride: u32_of(k * ohw, "elements")?,
+            total: u32_of(k, "channels")?,
+            cl_k: u32_of(k, "channels")?,
+            ..Default::default()
+        };
+        return launch::<k::ReduceRows>(
+            ctx,
+            enc,
+            &spec(false),
+            &u,
+            &[Bind::whole(dy), Bind::whole(db)],
+            k as u64,
+        );
+    }
     // CPU adapters: sum a verbatim image copy of dy (a texel load per four floats instead of
     // a per-lane loop per float), one subgroup-sized workgroup per 8 channels so that few
     // channels still spread over the compute threads.
@@ -123,7 +155,7 @@ fn encode_bgrad(
             total: u32_of(rows, "channels")?,
             src_off: src_off.wrapping_add(lo as u32),
             dst_off: db_off.wrapping_add(k0 as u32),
-            _p2: 0,
+            cl_k: 0,
         };
         launch::<k::ReduceRows>(ctx, enc, &spec(acc), &u, &[src, dbb], rows as u64)
     };
@@ -163,7 +195,7 @@ fn encode_bgrad(
                     total: 1,
                     src_off: src_off.wrapping_add(lo as u32),
                     dst_off: db_off.wrapping_add(kk as u32),
-                    _p2: 0,
+                    cl_k: 0,
                 };
                 launch::<k::ReduceRows>(ctx, enc, &spec(!first), &u, &[src, dbb], 1)?;
                 first = false;

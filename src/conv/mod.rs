@@ -485,9 +485,11 @@ impl Context {
         let p = Conv2dProblem::new(dx.shape4("dx")?, w.shape4("w")?, None, params)?;
         self.check_dy(&p, dy)?;
         half::common_dtype(&[("dy", Some(dy)), ("w", Some(w)), ("dx", Some(dx))])?;
-        let dyv = half::input(self, encoder, dy)?;
+        let native = any_channels_last(&[dy, dx])
+            && band::input_grad_reads_channels_last(self, &p, algorithm, false, false);
+        let dyv = half::input_in(self, encoder, dy, native)?;
         let wv = half::input(self, encoder, w)?;
-        let dxv = half::output(self, encoder, dx, false)?;
+        let dxv = half::output_in(self, encoder, dx, native)?;
         input_grad::encode(
             self,
             encoder,
@@ -498,6 +500,7 @@ impl Context {
             dxv.buf(),
             algorithm,
             false,
+            [dyv.cl, dxv.cl],
         )?;
         half::finish(self, encoder, &dxv, dx)
     }
@@ -563,10 +566,21 @@ impl Context {
         if !(dw.dtype() == dt || dw.dtype() == DType::F32) {
             return Err(Error::dtype_mismatch("dw", dt, dw.dtype()));
         }
-        let xv = half::input(self, encoder, x)?;
-        let dyv = half::input(self, encoder, dy)?;
+        let native = any_channels_last(&[x, dy])
+            && band::weight_grad_reads_channels_last(self, &p, algorithm);
+        let xv = half::input_in(self, encoder, x, native)?;
+        let dyv = half::input_in(self, encoder, dy, native)?;
         let dwv = half::output(self, encoder, dw, false)?;
-        weight_grad::encode(self, encoder, &p, xv.buf(), dyv.buf(), dwv.buf(), algorithm)?;
+        weight_grad::encode(
+            self,
+            encoder,
+            &p,
+            xv.buf(),
+            dyv.buf(),
+            dwv.buf(),
+            algorithm,
+            [xv.cl, dyv.cl],
+        )?;
         half::finish(self, encoder, &dwv, dw)
     }
 
@@ -600,9 +614,10 @@ impl Context {
         }
         self.check_out(db, "db", &[shape[1]])?;
         half::common_dtype(&[("dy", Some(dy)), ("db", Some(db))])?;
-        let dyv = half::input(self, encoder, dy)?;
+        let native = any_channels_last(&[dy]) && bias_grad::reads_channels_last(self, dy.numel());
+        let dyv = half::input_in(self, encoder, dy, native)?;
         let dbv = half::output(self, encoder, db, false)?;
-        bias_grad::encode(self, encoder, shape, dyv.buf(), dbv.buf())?;
+        bias_grad::encode(self, encoder, shape, dyv.buf(), dbv.buf(), dyv.cl)?;
         half::finish(self, encoder, &dbv, db)
     }
 
@@ -646,29 +661,60 @@ impl Context {
         (dx, dw, db): (&Tensor, &Tensor, Option<&Tensor>),
         algorithm: Algorithm,
     ) -> Result<()> {
-        let dyv = half::input(self, enc, dy)?;
-        let xv = half::input(self, enc, x)?;
+        // Channels-last operands in place where the chosen entry reads them (the implicit
+        // GEMM, the bias row sums); dy gets one view per order the gradients need.
+        let ndx = any_channels_last(&[dy, dx])
+            && band::input_grad_reads_channels_last(self, p, algorithm, false, false);
+        let ndw = any_channels_last(&[x, dy])
+            && band::weight_grad_reads_channels_last(self, p, algorithm);
+        let ndb = any_channels_last(&[dy]) && bias_grad::reads_channels_last(self, dy.numel());
+        let mut dy_views: Vec<half::F32View> = Vec::new();
+        let mut dy_view = |keep: bool, enc: &mut wgpu::CommandEncoder| -> Result<wgpu::Buffer> {
+            let cl = keep && dy.format() == MemoryFormat::ChannelsLast;
+            if let Some(v) = dy_views.iter().find(|v| v.cl == cl) {
+                return Ok(v.buf().clone());
+            }
+            let v = half::input_in(self, enc, dy, keep)?;
+            let b = v.buf().clone();
+            dy_views.push(v);
+            Ok(b)
+        };
+        let dy_dx = dy_view(ndx, enc)?;
+        let dy_dw = dy_view(ndw, enc)?;
+        let dy_db = dy_view(ndb, enc)?;
+        let dy_cl = dy.format() == MemoryFormat::ChannelsLast;
+        let xv = half::input_in(self, enc, x, ndw)?;
         let wv = half::input(self, enc, w)?;
-        let dxv = half::output(self, enc, dx, false)?;
+        let dxv = half::output_in(self, enc, dx, ndx)?;
         input_grad::encode(
             self,
             enc,
             p,
-            dyv.buf(),
+            &dy_dx,
             wv.buf(),
             None,
             dxv.buf(),
             algorithm,
             false,
+            [ndx && dy_cl, dxv.cl],
         )?;
         half::finish(self, enc, &dxv, dx)?;
         drop(dxv);
         let dwv = half::output(self, enc, dw, false)?;
-        weight_grad::encode(self, enc, p, xv.buf(), dyv.buf(), dwv.buf(), algorithm)?;
+        weight_grad::encode(
+            self,
+            enc,
+            p,
+            xv.buf(),
+            &dy_dw,
+            dwv.buf(),
+            algorithm,
+            [xv.cl, ndw && dy_cl],
+        )?;
         half::finish(self, enc, &dwv, dw)?;
         if let Some(db) = db {
             let dbv = half::output(self, enc, db, false)?;
-            bias_grad::encode(self, enc, p.y_shape(), dyv.buf(), dbv.buf())?;
+            bias_grad::encode(self, enc, p.y_shape(), &dy_db, dbv.buf(), ndb && dy_cl)?;
             half::finish(self, enc, &dbv, db)?;
         }
         Ok(())
@@ -716,10 +762,18 @@ impl Context {
             ("bias", bias),
             ("y", Some(y)),
         ])?;
-        let xv = half::input(self, encoder, x)?;
+        let native = any_channels_last(&[x, y])
+            && band::input_grad_reads_channels_last(
+                self,
+                &tp.conv,
+                algorithm,
+                true,
+                bias.is_some(),
+            );
+        let xv = half::input_in(self, encoder, x, native)?;
         let wv = half::input(self, encoder, w)?;
         let bv = bias.map(|b| half::input(self, encoder, b)).transpose()?;
-        let yv = half::output(self, encoder, y, false)?;
+        let yv = half::output_in(self, encoder, y, native)?;
         input_grad::encode(
             self,
             encoder,
@@ -730,6 +784,7 @@ impl Context {
             yv.buf(),
             algorithm,
             true,
+            [xv.cl, yv.cl],
         )?;
         half::finish(self, encoder, &yv, y)
     }
@@ -1100,6 +1155,13 @@ impl Context {
             dr,
         })
     }
+}
+
+/// Is any of `tensors` stored channels-last?
+fn any_channels_last(tensors: &[&Tensor]) -> bool {
+    tensors
+        .iter()
+        .any(|t| t.format() == MemoryFormat::ChannelsLast)
 }
 
 /// Elementwise passes read their operands in one memory order: `t` (when given) must have

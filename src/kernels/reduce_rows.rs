@@ -6,7 +6,11 @@ params! {
     /// Parameters of `reduce_rows`.
     pub(crate) struct ReduceParams {
         rows: u32, len: u32, batch: u32, bstride: u32,
-        total: u32, src_off: u32, dst_off: u32, _p2: u32,
+        total: u32, src_off: u32, dst_off: u32,
+        /// 0: row `id` of image `b` is `len` consecutive floats from `b * bstride + id * len`;
+        /// else the data are channels-last with `cl_k` channels: element `i` of row (channel)
+        /// `id` at `b * bstride + i * cl_k + id`.
+        cl_k: u32,
     }
 }
 

@@ -16,6 +16,22 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     var acc = 0.0;
     for (var b = 0u; b < P.batch; b++) {
+        if (P.cl_k != 0u) {
+            // Channels-last: the pixels of channel id are cl_k apart; in pixel order, four
+            // partial sums as below.
+            let base = P.src_off + b * P.bstride + id;
+            var s = vec4<f32>(0.0);
+            var i = 0u;
+            for (; i + 4u <= P.len; i += 4u) {
+                let o = base + i * P.cl_k;
+                s += vec4<f32>(src[o], src[o + P.cl_k], src[o + 2u * P.cl_k], src[o + 3u * P.cl_k]);
+            }
+            for (; i < P.len; i++) {
+                s.x += src[base + i * P.cl_k];
+            }
+            acc += (s.x + s.y) + (s.z + s.w);
+            continue;
+        }
         let base = P.src_off + b * P.bstride + id * P.len;
         // Four partial sums, combined in a fixed order: shorter dependency chains.
         var s = vec4<f32>(0.0);

@@ -58,12 +58,25 @@ fn encode(
     a: &DgradArgs,
 ) -> Result<()> {
     if let Some(q) = strided_pointwise_as_forward(ctx, p) {
+        debug_assert!(a.cl == [false; 2]);
         return dgrad_strided_pointwise(ctx, enc, p, &q, a);
     }
     let (q, layout) = dgrad_as_forward(ctx, p, a.bias.is_some())
         .ok_or_else(|| refuse(Algorithm::ImplicitGemm, "the input gradient does not fit"))?;
-    let bufs = ConvBuffers::new(&a.dy, &a.w, a.bias.as_ref(), &a.dx);
+    // dy and dx are the forward's x and y: channels-last ones read / written in place.
+    let bufs = ConvBuffers {
+        x_cl: a.cl[0],
+        y_cl: a.cl[1],
+        ..ConvBuffers::new(&a.dy, &a.w, a.bias.as_ref(), &a.dx)
+    };
     encode_at(ctx, enc, &q, &bufs, a.dy_off, layout)
+}
+
+/// Does the implicit GEMM run the input gradient of `p` (zero padding) as a forward
+/// convolution of dy (not the strided-1x1 scatter)? Then channels-last dy and dx are read
+/// and written in place.
+pub(crate) fn runs_as_forward(ctx: &Context, p: &Conv2dProblem) -> bool {
+    strided_pointwise_as_forward(ctx, p).is_none()
 }
 
 /// The input gradient of stride-1 `p` as the forward problem the implicit GEMM runs on `dy`

@@ -40,6 +40,9 @@ pub(crate) struct DgradArgs {
     pub w: wgpu::Buffer,
     pub bias: Option<wgpu::Buffer>,
     pub dx: wgpu::Buffer,
+    /// (dy, dx) stored channels-last: only for the implicit GEMM's forward path (see
+    /// `band::input_grad_reads_channels_last`).
+    pub cl: [bool; 2],
 }
 
 /// The input-gradient table, in the heuristic's order of preference.
@@ -128,8 +131,9 @@ pub(crate) fn encode(
     dx: &wgpu::Buffer,
     algorithm: Algorithm,
     transposed: bool,
+    cl: [bool; 2],
 ) -> Result<()> {
-    crate::conv::band::input_grad(ctx, enc, p, dy, w, bias, dx, algorithm, transposed)
+    crate::conv::band::input_grad(ctx, enc, p, (dy, w, bias, dx), algorithm, transposed, cl)
 }
 
 /// Records the input gradient of `p`, whose tensors fit one binding each, with `entry`:
@@ -145,6 +149,7 @@ pub(crate) fn encode_whole(
     w: &wgpu::Buffer,
     bias: Option<&wgpu::Buffer>,
     dx: &wgpu::Buffer,
+    cl: [bool; 2],
 ) -> Result<()> {
     let args = |dy_off: usize, bias: Option<&wgpu::Buffer>, dx: &wgpu::Buffer| DgradArgs {
         dy: dy.clone(),
@@ -152,9 +157,18 @@ pub(crate) fn encode_whole(
         w: w.clone(),
         bias: bias.cloned(),
         dx: dx.clone(),
+        cl: [false; 2],
     };
     if !needs_fold(p) {
-        return (entry.encode)(ctx, enc, p, &args(0, bias, dx));
+        return (entry.encode)(
+            ctx,
+            enc,
+            p,
+            &DgradArgs {
+                cl,
+                ..args(0, bias, dx)
+            },
+        );
     }
     // Gradient of the padded input in bounded scratch (image by image if needed), folded
     // back onto dx (with the bias, which only the transposed convolution has and which

@@ -70,19 +70,22 @@ pub(crate) fn encode_wgrad(
         return Err(refuse(Algorithm::ImplicitGemm, NEEDS));
     };
     let (kg, ohw) = (p.k_per_group(), p.oh * p.ow);
+    // dy as the GEMM's B operand: entry (n, g), row = output channel, k = output pixel;
+    // NCHW rows of ohw pixels, or NHWC (channels-last) k-rows of K channels.
+    let dy_cl = a.cl[1];
     let dy_mat = Mat {
         win: None,
         buf: dy,
         off: 0,
-        ld: ohw,
-        si: kg * ohw,
+        ld: if dy_cl { p.k } else { ohw },
+        si: if dy_cl { kg } else { kg * ohw },
         so: p.k * ohw,
     };
     let dyimg = fill_image(
         ctx,
         enc,
         &dy_mat,
-        false,
+        dy_cl,
         kg,
         ohw,
         (p.n, p.groups),
@@ -134,7 +137,7 @@ pub(crate) fn encode_wgrad(
     while n0 < p.n {
         let nb = xg.chunk.min(p.n - n0);
         let x_off = n0 * src_p.c * src_p.h * src_p.w;
-        xg.fill(ctx, enc, src_p, sub, (x, x_off, false), nb, &ximg)?;
+        xg.fill(ctx, enc, src_p, sub, (x, x_off, a.cl[0]), nb, &ximg)?;
         u.nimg = u32_of(nb, "images")?;
         u.n_base = u32_of(n0, "images")?;
         let spec = WgradImplicitSpec {

@@ -26,6 +26,9 @@ pub(crate) struct WgradArgs {
     pub x: wgpu::Buffer,
     pub dy: wgpu::Buffer,
     pub dw: wgpu::Buffer,
+    /// (x, dy) stored channels-last: only for the implicit GEMM (see
+    /// `band::weight_grad_reads_channels_last`).
+    pub cl: [bool; 2],
 }
 
 /// The weight-gradient table, in the heuristic's order of preference.
@@ -47,6 +50,7 @@ pub(crate) fn unwindowed(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason>
 
 /// Weight gradient `dw` (`[K, C/g, R, S]`) of the forward `p` from `x` and `dy`; tensors
 /// beyond one binding run in bands (`conv::band`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn encode(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
@@ -55,6 +59,7 @@ pub(crate) fn encode(
     dy: &wgpu::Buffer,
     dw: &wgpu::Buffer,
     algorithm: Algorithm,
+    cl: [bool; 2],
 ) -> Result<()> {
-    crate::conv::band::weight_grad(ctx, enc, p, x, dy, dw, algorithm)
+    crate::conv::band::weight_grad(ctx, enc, p, x, dy, dw, algorithm, cl)
 }
