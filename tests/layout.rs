@@ -1171,7 +1171,10 @@ fn conversions_beyond_one_binding_run_in_tiles() {
     let s_vec4 = [2, 12, 8, 10];
     let (c, hw) = (s_tiles[1], s_tiles[2] * s_tiles[3]);
     assert!(c * hw > max && c.max(hw) <= max, "max {max}: no tiles");
-    assert!((4 * 80..12 * 80).contains(&max), "max {max}: no vector tiles");
+    assert!(
+        (4 * 80..12 * 80).contains(&max),
+        "max {max}: no vector tiles"
+    );
     assert!(
         60 <= max && 20 * 60 > 2 * max,
         "max {max}: no whole entries"

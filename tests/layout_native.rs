@@ -87,7 +87,11 @@ fn implicit_gemm_reads_and_writes_nhwc_in_place() {
         ),
     ] {
         let compiled = run(Algorithm::ImplicitGemm, &params, DType::F32, xs, ws);
-        assert!(compiled.contains(&"pad_image"), "{compiled:?}");
+        // pad_image_nhwc (CPU adapters: a texel load of the verbatim copy), else pad_image.
+        assert!(
+            compiled.contains(&"pad_image_nhwc") || compiled.contains(&"pad_image"),
+            "{compiled:?}"
+        );
         assert!(!compiled.contains(&"swap_axes"), "converted: {compiled:?}");
     }
 }

@@ -10,7 +10,7 @@ use crate::gpu::pipeline::PipelineKey;
 use crate::gpu::{i32_of, launch_linear, u32_of, Bind};
 use crate::kernels::k;
 use crate::kernels::pack_conv_weights::{PackWeightsParams, PackWeightsRunsSpec, PackWeightsSpec};
-use crate::kernels::pad_image::{PadImageFlatSpec, PadImageParams, PadImageSpec};
+use crate::kernels::pad_image::{PadImageFlatSpec, PadImageNhwcSpec, PadImageParams, PadImageSpec};
 use crate::params::{Conv2dProblem, PaddingMode};
 
 /// Lanes per workgroup (one 8-lane subgroup).
@@ -245,6 +245,31 @@ impl InputGeom {
         } else {
             None
         };
+        // CPU adapters, channels-last x: the same verbatim copy, read by `pad_image_nhwc`
+        // (any padding mode and stride; a texel load per 4 channels).
+        let nhwc = if ctx.cpu_kernels() && x_cl {
+            let len = (nb * p.c * p.h * p.w).div_ceil(4) * 4;
+            copy_flat_at(ctx, enc, (x, x_off), len, "wgconv implicit-gemm raw input")?
+        } else {
+            None
+        };
+        if let Some((src_img, tw)) = &nhwc {
+            u.x_off = 0;
+            [u.tw, u.tw_shift, u.texels] = flat_fields(src_img, *tw)?;
+            let staging = ImageStaging::new(ctx, enc, width, rows)?;
+            u.dst_row = staging.row;
+            let spec = PadImageNhwcSpec {
+                PAD_MODE: p.mode.code(),
+                VEC: p.c % 4 == 0 && p.c_per_group() % 4 == 0,
+                ..Default::default()
+            };
+            return staging.fill(ctx, enc, img, (width, rows), |enc, y_lo, y_hi, dst| {
+                (u.y_lo, u.y_hi) = (y_lo, y_hi);
+                let set = |u: &mut PadImageParams, t0| u.t0 = t0;
+                let binds = [Bind::Image(&src_img.view), Bind::whole(dst)];
+                launch_linear::<k::PadImageNhwc>(ctx, enc, &spec, &mut u, set, &binds, total as u64)
+            });
+        }
         // The flat kernel's first-call stand-in (one invocation per texel, same image) while
         // it is not compiled (see `crate::tune`).
         let stand_in = flat.is_some()

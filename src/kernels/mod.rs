@@ -176,7 +176,7 @@ use pack::{PackParams, PackSpec};
 use pack_conv_weights::{PackWeightsParams, PackWeightsRunsSpec, PackWeightsSpec};
 use pack_image::{PackImageParams, PackImageSpec};
 use pad_fold::{PadFoldParams, PadFoldSpec};
-use pad_image::{PadImageFlatSpec, PadImageParams, PadImageSpec};
+use pad_image::{PadImageFlatSpec, PadImageNhwcSpec, PadImageParams, PadImageSpec};
 use permute_kc::{PermuteParams, PermuteSpec};
 use reduce_rows::{ReduceParams, ReduceSpec};
 use reduce_rows_image::{ReduceImageParams, ReduceImageSpec};
@@ -238,6 +238,9 @@ kernels! {
     /// Input copied into the padded input image of the implicit-GEMM convolution.
     PadImage = "pad_image", pad_image::source(false), PadImageParams, PadImageSpec,
         [StorageRead, Storage];
+    /// [`Kernel::PadImage`] for channels-last x, read from a verbatim image copy.
+    PadImageNhwc = "pad_image_nhwc", pad_image::nhwc_source(), PadImageParams, PadImageNhwcSpec,
+        [ImageRead, Storage];
     /// [`Kernel::PadImage`] (zero padding) reading the input from a verbatim image copy.
     PadImageFlat = "pad_image_flat", pad_image::source(true), PadImageParams, PadImageFlatSpec,
         [ImageRead, Storage];

@@ -33,6 +33,18 @@ spec! {
 }
 
 spec! {
+    /// Specialisation of `pad_image_nhwc`.
+    pub(crate) struct PadImageNhwcSpec {
+        WG: u32 = 64,
+        /// 0 zeros, 1 reflect, 2 replicate, 3 circular.
+        PAD_MODE: u32 = 0 in [0, 1, 2, 3],
+        /// Channels and channels per group multiples of 4: a texel is 4 consecutive floats,
+        /// one aligned texel of the flat image.
+        VEC: bool = true,
+    }
+}
+
+spec! {
     /// Specialisation of `pad_image_flat` (zero padding only).
     pub(crate) struct PadImageFlatSpec {
         WG: u32 = 64,
@@ -189,6 +201,98 @@ pub(crate) fn texel_source() -> String {
     w.line("        }");
     w.line("    }");
     w.line("    dst[(y - P.y_lo) * P.dst_row + x] = v;");
+    w.line("}");
+    hoist_params(&w.finish(), &PadImageParams::fields())
+}
+
+/// The WGSL source of `pad_image_nhwc`: `pad_image` for a channels-last (NHWC) x read from
+/// a verbatim image copy (any padding mode and stride). The 4 channels of a texel of the
+/// padded image are 4 consecutive floats of x: with `VEC` (channels and channels per group
+/// multiples of 4) one texel load of the copy, else 4 single-float loads of it.
+pub(crate) fn nhwc_source() -> String {
+    let mut w = Wgsl::new();
+    w.line("// Output: texel (x, y) of the image, for rows y_lo <= y < y_hi, goes to");
+    w.line(
+        "// dst[(y - y_lo) * dst_row + x] of a staging buffer that the host copies into the image.",
+    );
+    w.line("//");
+    w.line(
+        "// pad_image.wgsl for a channels-last input x [N, H, W, C], read from a read-only storage",
+    );
+    w.line(
+        "// image holding x verbatim (float i at texel i / 4 of rows of tw texels, channel i % 4):",
+    );
+    w.line(
+        "// texel (n, ih, iw, channels 4j..4j+3) is one texel of the copy when C and the channels",
+    );
+    w.line("// per group are multiples of 4 (VEC). One invocation per 8 consecutive texels of an");
+    w.line("// image row, as pad_image.");
+    w.line("//");
+    w.line(IMPLICIT_LAYOUT_DOC);
+    w.line("");
+    w.line(&PadImageParams::wgsl());
+    w.line("");
+    w.line("@group(0) @binding(0) var<storage, read> P: Params;");
+    w.line("@group(0) @binding(1) var src: texture_storage_2d<rgba32float, read>;");
+    w.line("@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;");
+    w.line("");
+    w.line(&PadImageNhwcSpec::wgsl());
+    w.line("");
+    w.line(SRC_INDEX);
+    w.line(FLAT_LOAD);
+    w.line("@compute @workgroup_size(WG)");
+    w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
+    w.line("    let t = P.t0 + gid.x + gid.y * nwg.x * WG;");
+    w.line("    if (t >= P.total) {");
+    w.line("        return;");
+    w.line("    }");
+    w.line("    let xgroups = (P.width + 7u) / 8u;");
+    w.line("    let ty = t / xgroups;");
+    w.line("    let tx0 = (t - ty * xgroups) * 8u;");
+    w.line("    let prow = ty / P.hp;");
+    w.line("    let ihp = ty - prow * P.hp;");
+    w.line("    let n = prow / P.rows_img;");
+    w.line("    var pc = tx0 / P.wp;");
+    w.line("    var iwp = tx0 - pc * P.wp;");
+    w.line("    var q = (prow - n * P.rows_img) * P.cpr + pc;");
+    w.line("    var g = q / P.qg;");
+    w.line("    var cl0 = (q - g * P.qg) * 4u;");
+    w.line("    let ih = src_index(i32(ihp * P.sh) - P.pad_top, i32(P.h));");
+    w.line("    let row = (n * P.h + u32(max(ih, 0))) * P.w;");
+    w.line("    for (var e8 = 0u; e8 < 8u; e8++) {");
+    w.line("        let tx = tx0 + e8;");
+    w.line("        if (tx >= P.width) {");
+    w.line("            break;");
+    w.line("        }");
+    w.line("        let iw = src_index(i32(iwp * P.sw) - P.pad_left, i32(P.w));");
+    w.line("        var v = vec4<f32>(0.0);");
+    w.line("        if (ih >= 0 && iw >= 0 && q < P.qb) {");
+    w.line("            let base = (row + u32(iw)) * P.c + g * P.cg + cl0;");
+    w.line("            if (VEC) {");
+    w.line("                let t4 = base / 4u;");
+    w.line("                v = textureLoad(src, vec2<u32>(t4 & (P.tw - 1u), t4 >> P.tw_shift));");
+    w.line("            } else {");
+    w.line("                for (var e = 0u; e < 4u; e++) {");
+    w.line("                    if (cl0 + e < P.cg) {");
+    w.line("                        v[e] = flat_load(base + e);");
+    w.line("                    }");
+    w.line("                }");
+    w.line("            }");
+    w.line("        }");
+    w.line("        if (ty >= P.y_lo && ty < P.y_hi) {");
+    w.line("            dst[(ty - P.y_lo) * P.dst_row + tx] = v;");
+    w.line("        }");
+    w.line("        iwp += 1u;");
+    w.line("        if (iwp == P.wp) {");
+    w.line("            iwp = 0u;");
+    w.line("            q += 1u;");
+    w.line("            cl0 += 4u;");
+    w.line("            if (cl0 == P.qg * 4u) {");
+    w.line("                cl0 = 0u;");
+    w.line("                g += 1u;");
+    w.line("            }");
+    w.line("        }");
+    w.line("    }");
     w.line("}");
     hoist_params(&w.finish(), &PadImageParams::fields())
 }
