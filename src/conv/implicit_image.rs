@@ -260,7 +260,7 @@ impl InputGeom {
             u.dst_row = staging.row;
             let spec = PadImageNhwcSpec {
                 PAD_MODE: p.mode.code(),
-                VEC: p.c % 4 == 0 && p.c_per_group() % 4 == 0,
+                VEC: p.c.is_multiple_of(4) && p.c_per_group().is_multiple_of(4),
                 ..Default::default()
             };
             return staging.fill(ctx, enc, img, (width, rows), |enc, y_lo, y_hi, dst| {
