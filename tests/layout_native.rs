@@ -236,3 +236,24 @@ fn implicit_gemm_transposed_reads_nhwc_in_place() {
         "{compiled:?}"
     );
 }
+
+#[test]
+fn depthwise_reads_and_writes_nhwc_in_place() {
+    for params in [
+        Conv2dParams::default()
+            .with_padding(Padding::Symmetric([1, 1]))
+            .with_groups(16),
+        Conv2dParams::default()
+            .with_padding(Padding::Symmetric([2, 1]))
+            .with_stride([2, 1])
+            .with_dilation([2, 1])
+            .with_padding_mode(PaddingMode::Reflect)
+            .with_groups(16)
+            .with_flip(true),
+    ] {
+        let compiled = run(Algorithm::Depthwise, &params, DType::F32, [2, 16, 11, 13], [16, 1, 3, 3]);
+        assert!(compiled.contains(&"conv2d_depthwise_nhwc"), "{compiled:?}");
+        // Only the weights are repacked ([C, R·S] -> [R·S, C], not a multiple of 4 wide).
+        assert!(!compiled.contains(&"swap_axes4"), "{compiled:?}");
+    }
+}

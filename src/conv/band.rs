@@ -524,10 +524,14 @@ fn scratch(
 /// channels-last `x` and writes a channels-last `y` in place: the implicit GEMM
 /// (`pad_image` reads x by strides, `conv2d_implicit` stores y by strides). Every other
 /// entry, and bands, take contiguous views.
+///
+/// The depthwise entry reads and writes them in place too when both x and y are
+/// channels-last (`both`) and `conv2d_depthwise_nhwc` runs the problem.
 pub(crate) fn forward_reads_channels_last(
     ctx: &Context,
     p: &Conv2dProblem,
     algorithm: Algorithm,
+    both: bool,
 ) -> bool {
     if !matches!(plan(ctx, p, Side::Outputs), Plan::Whole) {
         return false;
@@ -536,7 +540,11 @@ pub(crate) fn forward_reads_channels_last(
         .select(ctx, p, algorithm, |h, c| {
             ctx.choose(TunedOp::Forward, p, h, &c)
         })
-        .is_ok_and(|e| e.algorithm == Algorithm::ImplicitGemm)
+        .is_ok_and(|e| match e.algorithm {
+            Algorithm::ImplicitGemm => true,
+            Algorithm::Depthwise => both && forward::depthwise::nhwc_runs(ctx, p),
+            _ => false,
+        })
 }
 
 pub(crate) fn forward(
@@ -632,12 +640,15 @@ pub(crate) fn forward(
 /// convolution of dy, which reads a channels-last `dy` and writes a channels-last `dx` in
 /// place (see [`forward_reads_channels_last`]); not with a non-zero padding mode (its
 /// gradient is folded from scratch) nor for strided 1x1 kernels (scattered).
+///
+/// The depthwise entry too (a depthwise convolution of dy) when both dy and dx are
+/// channels-last (`both`) and `conv2d_depthwise_nhwc` runs it.
 pub(crate) fn input_grad_reads_channels_last(
     ctx: &Context,
     p: &Conv2dProblem,
     algorithm: Algorithm,
-    transposed: bool,
-    has_bias: bool,
+    (transposed, has_bias): (bool, bool),
+    both: bool,
 ) -> bool {
     if !matches!(plan(ctx, p, Side::Inputs), Plan::Whole) || input_grad::needs_fold(p) {
         return false;
@@ -645,8 +656,14 @@ pub(crate) fn input_grad_reads_channels_last(
     let (table, tuned) = input_grad_table(transposed, has_bias);
     table
         .select(ctx, p, algorithm, |h, c| ctx.choose(tuned, p, h, &c))
-        .is_ok_and(|e| e.algorithm == Algorithm::ImplicitGemm)
-        && input_grad::implicit_gemm::runs_as_forward(ctx, p)
+        .is_ok_and(|e| match e.algorithm {
+            Algorithm::ImplicitGemm => input_grad::implicit_gemm::runs_as_forward(ctx, p),
+            Algorithm::Depthwise => {
+                both && input_grad::depthwise::dgrad_as_forward(p)
+                    .is_some_and(|q| forward::depthwise::nhwc_runs(ctx, &q))
+            }
+            _ => false,
+        })
 }
 
 /// The input-gradient table of the operation and its tuning key.

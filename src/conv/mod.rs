@@ -391,10 +391,8 @@ impl Context {
         tensors: &[&Tensor],
         algorithm: Algorithm,
     ) -> bool {
-        tensors
-            .iter()
-            .any(|t| t.format() == MemoryFormat::ChannelsLast)
-            && band::forward_reads_channels_last(self, p, algorithm)
+        any_channels_last(tensors)
+            && band::forward_reads_channels_last(self, p, algorithm, all_channels_last(tensors))
     }
 
     pub(crate) fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
@@ -486,7 +484,13 @@ impl Context {
         self.check_dy(&p, dy)?;
         half::common_dtype(&[("dy", Some(dy)), ("w", Some(w)), ("dx", Some(dx))])?;
         let native = any_channels_last(&[dy, dx])
-            && band::input_grad_reads_channels_last(self, &p, algorithm, false, false);
+            && band::input_grad_reads_channels_last(
+                self,
+                &p,
+                algorithm,
+                (false, false),
+                all_channels_last(&[dy, dx]),
+            );
         let dyv = half::input_in(self, encoder, dy, native)?;
         let wv = half::input(self, encoder, w)?;
         let dxv = half::output_in(self, encoder, dx, native)?;
@@ -664,7 +668,13 @@ impl Context {
         // Channels-last operands in place where the chosen entry reads them (the implicit
         // GEMM, the bias row sums); dy gets one view per order the gradients need.
         let ndx = any_channels_last(&[dy, dx])
-            && band::input_grad_reads_channels_last(self, p, algorithm, false, false);
+            && band::input_grad_reads_channels_last(
+                self,
+                p,
+                algorithm,
+                (false, false),
+                all_channels_last(&[dy, dx]),
+            );
         let ndw = any_channels_last(&[x, dy])
             && band::weight_grad_reads_channels_last(self, p, algorithm);
         let ndb = any_channels_last(&[dy]) && bias_grad::reads_channels_last(self, dy.numel());
@@ -767,8 +777,8 @@ impl Context {
                 self,
                 &tp.conv,
                 algorithm,
-                true,
-                bias.is_some(),
+                (true, bias.is_some()),
+                all_channels_last(&[x, y]),
             );
         let xv = half::input_in(self, encoder, x, native)?;
         let wv = half::input(self, encoder, w)?;
@@ -1155,6 +1165,13 @@ impl Context {
             dr,
         })
     }
+}
+
+/// Are all of `tensors` stored channels-last?
+fn all_channels_last(tensors: &[&Tensor]) -> bool {
+    tensors
+        .iter()
+        .all(|t| t.format() == MemoryFormat::ChannelsLast)
 }
 
 /// Is any of `tensors` stored channels-last?

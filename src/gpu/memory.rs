@@ -565,6 +565,27 @@ pub(crate) fn flat_fields(img: &DeviceImage, tw: u32) -> Result<[u32; 3]> {
 }
 
 /// [`copy_flat`] of the floats `off..off + len` of `buf` (`off` a multiple of 4).
+/// Texels per row of a flat image copy: a power of two (kernels index with shifts), at most
+/// the texture limit.
+fn flat_tw(ctx: &Context) -> usize {
+    let d = ctx.limits().max_texture_dimension_2d as usize;
+    FLAT_TW.min(1 << d.max(16).ilog2())
+}
+
+/// Can [`copy_flat_at`] copy `len` floats from element `off` (of a buffer holding them) into
+/// an image: whole texels, within the texture limit and the scratch budget?
+pub(crate) fn flat_image_fits(ctx: &Context, off: usize, len: usize) -> bool {
+    let d = ctx.limits().max_texture_dimension_2d as usize;
+    let tw = flat_tw(ctx);
+    let rows = (len / 4).div_ceil(tw);
+    let bytes = (tw * rows) as u64 * DeviceImage::TEXEL;
+    len > 0
+        && len.is_multiple_of(4)
+        && off.is_multiple_of(4)
+        && rows <= d
+        && bytes <= ctx.scratch_budget().max(4096)
+}
+
 pub(crate) fn copy_flat_at(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
@@ -572,21 +593,12 @@ pub(crate) fn copy_flat_at(
     len: usize,
     label: &str,
 ) -> Result<Option<(DeviceImage, u32)>> {
-    let d = ctx.limits().max_texture_dimension_2d as usize;
-    let texels = len / 4;
-    // A power of two (the pack kernel indexes with shifts), at most the texture limit.
-    let tw = FLAT_TW.min(1 << d.max(16).ilog2());
-    let rows = texels.div_ceil(tw);
-    let bytes = (tw * rows) as u64 * DeviceImage::TEXEL;
-    if len == 0
-        || !len.is_multiple_of(4)
-        || !off.is_multiple_of(4)
-        || rows > d
-        || bytes > ctx.scratch_budget().max(4096)
-        || ((off + len) * 4) as u64 > buf.size()
-    {
+    if !flat_image_fits(ctx, off, len) || ((off + len) * 4) as u64 > buf.size() {
         return Ok(None);
     }
+    let texels = len / 4;
+    let tw = flat_tw(ctx);
+    let rows = texels.div_ceil(tw);
     let img = DeviceImage::new(ctx, enc, tw as u32, rows as u32, label)?;
     ctx.scoped("copying a buffer into an image", || {
         img.copy_flat_from(enc, buf, (off * 4) as u64, texels)

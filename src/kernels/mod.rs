@@ -20,6 +20,7 @@
 pub(crate) mod col2im;
 pub(crate) mod conv2d_depthwise;
 pub(crate) mod conv2d_depthwise_image;
+pub(crate) mod conv2d_depthwise_nhwc;
 pub(crate) mod conv2d_dgrad;
 pub(crate) mod conv2d_dgrad_phase_image;
 pub(crate) mod conv2d_direct;
@@ -157,6 +158,7 @@ macro_rules! kernels {
 use col2im::{Col2imParams, Col2imSpec};
 use conv2d_depthwise::{DepthwiseParams, DepthwiseSpec};
 use conv2d_depthwise_image::{DepthwiseImageParams, DepthwiseImageSpec};
+use conv2d_depthwise_nhwc::{DepthwiseNhwcParams, DepthwiseNhwcSpec};
 use conv2d_dgrad::{DgradParams, DgradSpec};
 use conv2d_dgrad_phase_image::{PhaseParams, PhaseSpec};
 use conv2d_direct::{DirectParams, DirectSpec};
@@ -232,6 +234,9 @@ kernels! {
     /// Depthwise convolution with a workgroup-memory input tile (GPUs).
     Conv2dDepthwiseTiled = "conv2d_depthwise_tiled", conv2d_depthwise::tiled_source(),
         DepthwiseParams, DepthwiseSpec, [StorageRead, StorageRead, StorageRead, Storage];
+    /// Depthwise convolution of channels-last tensors (CPU adapters, image loads).
+    Conv2dDepthwiseNhwc = "conv2d_depthwise_nhwc", conv2d_depthwise_nhwc::source(),
+        DepthwiseNhwcParams, DepthwiseNhwcSpec, [ImageRead, StorageRead, StorageRead, Storage];
     /// Swaps the output/input channel axes of a grouped weight.
     PermuteKc = "permute_kc", permute_kc::source(), PermuteParams, PermuteSpec,
         [StorageRead, Storage];

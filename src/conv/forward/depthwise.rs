@@ -7,10 +7,13 @@ use crate::conv::launch::{fit_one_binding, ConvBuffers};
 use crate::conv::table::{anywhere, need, Entry, Reason};
 use crate::conv::Algorithm;
 use crate::error::Result;
-use crate::gpu::memory::{flat_rows_geom, flat_rows_image, FlatRows};
+use crate::gpu::memory::{
+    copy_flat_at, flat_image_fits, flat_rows_geom, flat_rows_image, FlatRows, ScratchBuffer,
+};
 use crate::gpu::{i32_of, launch, launch_linear, u32_of, Bind};
 use crate::kernels::conv2d_depthwise::{DepthwiseParams, DepthwiseSpec, DW_TX};
 use crate::kernels::conv2d_depthwise_image::{DepthwiseImageParams, DepthwiseImageSpec};
+use crate::kernels::conv2d_depthwise_nhwc::{DepthwiseNhwcParams, DepthwiseNhwcSpec, DWN_PX};
 use crate::kernels::k;
 use crate::params::{Conv2dProblem, PaddingMode};
 
@@ -33,6 +36,10 @@ fn encode_fused(
     p: &Conv2dProblem,
     b: &ConvBuffers,
 ) -> Result<()> {
+    if b.x_cl || b.y_cl {
+        // Channels-last x and y (see `nhwc_runs`); the epilogue is the caller's pass.
+        return encode_nhwc(ctx, enc, p, (&b.x, 0), &b.w, b.b.as_ref(), (&b.y, 0));
+    }
     if let Some(geom) = image_geom(ctx, p, 0, 0) {
         encode_image(
             ctx,
@@ -95,6 +102,92 @@ pub(crate) fn image_geom(
 /// column stride 1 or 2, column dilation 1 (any rows, padding mode, multiplier, flip).
 pub(crate) fn supports(p: &Conv2dProblem) -> bool {
     p.c_per_group() == 1 && p.s <= 7 && p.stride[1] <= 2 && p.dilation[1] == 1
+}
+
+/// Does `conv2d_depthwise_nhwc` run `p` (channels-last x and y)? CPU adapters, one input
+/// channel per group without multiplier, channels a multiple of 4, kernels up to 7 x 7,
+/// and x within a flat image copy.
+pub(crate) fn nhwc_runs(ctx: &Context, p: &Conv2dProblem) -> bool {
+    ctx.cpu_kernels()
+        && p.c_per_group() == 1
+        && p.k_per_group() == 1
+        && p.c.is_multiple_of(4)
+        && p.r <= 7
+        && p.s <= 7
+        && p.n * p.oh * p.ow > 0
+        && flat_image_fits(ctx, 0, p.n * p.c * p.h * p.w)
+}
+
+/// The depthwise convolution `p` of channels-last x (from element `x.1`, a multiple of 4)
+/// into channels-last y (from element `y.1`, a multiple of 4) with `conv2d_depthwise_nhwc`
+/// (only where [`nhwc_runs`]): x copied into a flat image, the weights repacked `[R·S, C]`.
+pub(crate) fn encode_nhwc(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    (x, x_off): (&wgpu::Buffer, usize),
+    w: &wgpu::Buffer,
+    b: Option<&wgpu::Buffer>,
+    (y, y_off): (&wgpu::Buffer, usize),
+) -> Result<()> {
+    let refuse_nhwc = || {
+        crate::conv::refuse(
+            Algorithm::Depthwise,
+            "channels-last tensors need 4k channels, kernels up to 7x7 and an input within \
+             one image copy",
+        )
+    };
+    if !nhwc_runs(ctx, p) || !y_off.is_multiple_of(4) {
+        return Err(refuse_nhwc());
+    }
+    let len = p.n * p.c * p.h * p.w;
+    let Some((img, tw)) = copy_flat_at(ctx, enc, (x, x_off), len, "wgconv depthwise nhwc x")?
+    else {
+        return Err(refuse_nhwc());
+    };
+    // [C, 1, R, S] -> [R * S, C]: the channels of a tap adjacent (one vec4 per 4 channels).
+    let wt = ScratchBuffer::new(ctx, enc, (p.c * p.r * p.s * 4) as u64, "wgconv depthwise nhwc w")?;
+    crate::gpu::layout::swap(
+        ctx,
+        enc,
+        w,
+        &wt.buffer,
+        [1, p.c, p.r, p.s],
+        crate::tensor::MemoryFormat::Contiguous,
+    )?;
+    let xblocks = p.ow.div_ceil(DWN_PX);
+    let total = p.n * p.oh * xblocks * (p.c / 4);
+    let spec = DepthwiseNhwcSpec {
+        WG: 64,
+        R: p.r as u32,
+        S: p.s as u32,
+        PAD_MODE: p.mode.code(),
+        HAS_BIAS: b.is_some(),
+        FLIP: p.flip,
+    };
+    let mut u = DepthwiseNhwcParams {
+        shape: conv_shape(p)?,
+        xblocks: u32_of(xblocks, "blocks")?,
+        total: u32_of(total, "invocations")?,
+        tw,
+        tw_shift: tw.trailing_zeros(),
+        y_off4: u32_of(y_off / 4, "elements")?,
+        ..Default::default()
+    };
+    launch_linear::<k::Conv2dDepthwiseNhwc>(
+        ctx,
+        enc,
+        &spec,
+        &mut u,
+        |u, t0| u.t0 = t0,
+        &[
+            Bind::Image(&img.view),
+            Bind::whole(&wt.buffer),
+            Bind::whole(b.unwrap_or(w)),
+            Bind::whole(y),
+        ],
+        total as u64,
+    )
 }
 
 /// Output tile of `conv2d_depthwise_tiled`: rows, columns, and the most input rows it

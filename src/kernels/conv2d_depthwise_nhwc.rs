@@ -1,0 +1,116 @@
+//! `conv2d_depthwise_nhwc`: depthwise convolution (one input channel per group, no channel
+//! multiplier) of channels-last tensors for CPU-like adapters: x read from a verbatim image
+//! copy (one texel = 4 consecutive channels of a pixel), weights repacked as `[R·S, C]`,
+//! y stored as vec4 (4 channels of a pixel).
+
+use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, SRC_INDEX};
+use crate::kernels::shared::ConvShape;
+
+params! {
+    /// Parameters of `conv2d_depthwise_nhwc`: the convolution's shape, the launch, the flat
+    /// image of x (texels per row, a power of two, and its log2).
+    pub(crate) struct DepthwiseNhwcParams {
+        @embed shape: ConvShape;
+        xblocks: u32, total: u32, t0: u32, tw: u32,
+        tw_shift: u32, y_off4: u32,
+    }
+}
+
+spec! {
+    /// Specialisation of `conv2d_depthwise_nhwc`.
+    pub(crate) struct DepthwiseNhwcSpec {
+        WG: u32 = 64,
+        /// Kernel height and width (1..=7).
+        R: u32 = 3 in [1, 2, 3, 4, 5, 6, 7],
+        S: u32 = 3 in [1, 2, 3, 4, 5, 6, 7],
+        PAD_MODE: u32 = 0 in [0, 1, 2, 3],
+        HAS_BIAS: bool = false,
+        FLIP: bool = false,
+    }
+}
+
+/// Output pixels (along a row) per invocation.
+pub(crate) const DWN_PX: usize = 4;
+
+/// The WGSL source of `conv2d_depthwise_nhwc`.
+pub(crate) fn source() -> String {
+    let mut w = Wgsl::new();
+    w.line("// Depthwise convolution of channels-last tensors (groups = C = K): invocation");
+    w.line("// (n, oy, block of 4 output pixels of the row, 4 channels), channels fastest so the");
+    w.line("// lanes of a subgroup read adjacent texels. x [N, H, W, C] is a read-only storage image");
+    w.line("// holding x verbatim (float i at texel i / 4 of rows of tw texels, C a multiple of 4);");
+    w.line("// wt [R * S, C] the weights of tap (r, s) for 4 channels as one vec4; y [N, Ho, Wo, C]");
+    w.line("// stored as vec4. Padding by PAD_MODE (src_index), any stride and dilation.");
+    w.line("");
+    w.line(&DepthwiseNhwcParams::wgsl());
+    w.line("");
+    w.line("@group(0) @binding(0) var<storage, read> P: Params;");
+    w.line("@group(0) @binding(1) var tx: texture_storage_2d<rgba32float, read>;");
+    w.line("@group(0) @binding(2) var<storage, read> wt: array<vec4<f32>>;");
+    w.line("@group(0) @binding(3) var<storage, read> bias: array<f32>;");
+    w.line("@group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;");
+    w.line("");
+    w.line(&DepthwiseNhwcSpec::wgsl());
+    w.line("");
+    w.line(SRC_INDEX);
+    w.line("fn xload(t: u32) -> vec4<f32> {");
+    w.line("    return textureLoad(tx, vec2<u32>(t & (P.tw - 1u), t >> P.tw_shift));");
+    w.line("}");
+    w.line("");
+    w.line("@compute @workgroup_size(WG)");
+    w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
+    w.line("    let id = P.t0 + gid.x + gid.y * nwg.x * WG;");
+    w.line("    if (id >= P.total) {");
+    w.line("        return;");
+    w.line("    }");
+    w.line("    let c4n = P.c / 4u;");
+    w.line("    let cq = id % c4n;");
+    w.line("    var q = id / c4n;");
+    w.line("    let xb = q % P.xblocks;");
+    w.line("    q = q / P.xblocks;");
+    w.line("    let oy = q % P.oh;");
+    w.line("    let n = q / P.oh;");
+    wln!(w, "    let ox0 = xb * {DWN_PX}u;");
+    for j in 0..DWN_PX {
+        wln!(w, "    var a{j} = vec4<f32>(0.0);");
+    }
+    w.line("    for (var r = 0u; r < R; r++) {");
+    w.line("        let iy = src_index(i32(oy * P.sh + r * P.dh) - P.pad_top, i32(P.h));");
+    w.line("        if (iy < 0) {");
+    w.line("            continue;");
+    w.line("        }");
+    w.line("        let row = (n * P.h + u32(iy)) * P.w;");
+    w.line("        let rr = select(r, R - 1u - r, FLIP);");
+    w.line("        for (var s = 0u; s < S; s++) {");
+    w.line("            let ss = select(s, S - 1u - s, FLIP);");
+    w.line("            let wv = wt[(rr * S + ss) * c4n + cq];");
+    w.line("            let ix0 = i32(ox0 * P.sw + s * P.dw) - P.pad_left;");
+    for j in 0..DWN_PX {
+        wln!(
+            w,
+            "            let i{j} = src_index(ix0 + {}, i32(P.w));",
+            format_args!("{j} * i32(P.sw)")
+        );
+        wln!(w, "            if (i{j} >= 0) {{");
+        wln!(
+            w,
+            "                a{j} = fma(xload((row + u32(i{j})) * c4n + cq), wv, a{j});"
+        );
+        w.line("            }");
+    }
+    w.line("        }");
+    w.line("    }");
+    w.line("    var b4 = vec4<f32>(0.0);");
+    w.line("    if (HAS_BIAS) {");
+    w.line("        let c0 = cq * 4u;");
+    w.line("        b4 = vec4<f32>(bias[c0], bias[c0 + 1u], bias[c0 + 2u], bias[c0 + 3u]);");
+    w.line("    }");
+    w.line("    let out0 = P.y_off4 + ((n * P.oh + oy) * P.ow + ox0) * c4n + cq;");
+    for j in 0..DWN_PX {
+        wln!(w, "    if (ox0 + {j}u < P.ow) {{");
+        wln!(w, "        y[out0 + {j}u * c4n] = a{j} + b4;");
+        w.line("    }");
+    }
+    w.line("}");
+    hoist_params(&w.finish(), &DepthwiseNhwcParams::fields())
+}
