@@ -250,8 +250,20 @@ fn depthwise_reads_and_writes_nhwc_in_place() {
             .with_padding_mode(PaddingMode::Reflect)
             .with_groups(16)
             .with_flip(true),
+        // column stride 2: a texel load per tap and pixel (no sliding window)
+        Conv2dParams::default()
+            .with_padding(Padding::Symmetric([1, 3]))
+            .with_stride([1, 2])
+            .with_padding_mode(PaddingMode::Circular)
+            .with_groups(16),
     ] {
-        let compiled = run(Algorithm::Depthwise, &params, DType::F32, [2, 16, 11, 13], [16, 1, 3, 3]);
+        let compiled = run(
+            Algorithm::Depthwise,
+            &params,
+            DType::F32,
+            [2, 16, 11, 13],
+            [16, 1, 3, 5],
+        );
         assert!(compiled.contains(&"conv2d_depthwise_nhwc"), "{compiled:?}");
         // Only the weights are repacked ([C, R·S] -> [R·S, C], not a multiple of 4 wide).
         assert!(!compiled.contains(&"swap_axes4"), "{compiled:?}");

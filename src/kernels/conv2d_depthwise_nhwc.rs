@@ -26,20 +26,31 @@ spec! {
         PAD_MODE: u32 = 0 in [0, 1, 2, 3],
         HAS_BIAS: bool = false,
         FLIP: bool = false,
+        /// Column stride and dilation 1: the taps of a row slide over one window of
+        /// `DWN_PX + S - 1` texels (loaded once) instead of a texel load per tap and pixel.
+        WIN: bool = true,
     }
 }
 
 /// Output pixels (along a row) per invocation.
-pub(crate) const DWN_PX: usize = 4;
+pub(crate) const DWN_PX: usize = 8;
+/// Widest kernel.
+const MAX_S: usize = 7;
 
 /// The WGSL source of `conv2d_depthwise_nhwc`.
 pub(crate) fn source() -> String {
     let mut w = Wgsl::new();
     w.line("// Depthwise convolution of channels-last tensors (groups = C = K): invocation");
     w.line("// (n, oy, block of 4 output pixels of the row, 4 channels), channels fastest so the");
-    w.line("// lanes of a subgroup read adjacent texels. x [N, H, W, C] is a read-only storage image");
-    w.line("// holding x verbatim (float i at texel i / 4 of rows of tw texels, C a multiple of 4);");
-    w.line("// wt [R * S, C] the weights of tap (r, s) for 4 channels as one vec4; y [N, Ho, Wo, C]");
+    w.line(
+        "// lanes of a subgroup read adjacent texels. x [N, H, W, C] is a read-only storage image",
+    );
+    w.line(
+        "// holding x verbatim (float i at texel i / 4 of rows of tw texels, C a multiple of 4);",
+    );
+    w.line(
+        "// wt [R * S, C] the weights of tap (r, s) for 4 channels as one vec4; y [N, Ho, Wo, C]",
+    );
     w.line("// stored as vec4. Padding by PAD_MODE (src_index), any stride and dilation.");
     w.line("");
     w.line(&DepthwiseNhwcParams::wgsl());
@@ -81,23 +92,52 @@ pub(crate) fn source() -> String {
     w.line("        }");
     w.line("        let row = (n * P.h + u32(iy)) * P.w;");
     w.line("        let rr = select(r, R - 1u - r, FLIP);");
-    w.line("        for (var s = 0u; s < S; s++) {");
-    w.line("            let ss = select(s, S - 1u - s, FLIP);");
-    w.line("            let wv = wt[(rr * S + ss) * c4n + cq];");
-    w.line("            let ix0 = i32(ox0 * P.sw + s * P.dw) - P.pad_left;");
+    w.line("        let ix0 = i32(ox0 * P.sw) - P.pad_left;");
+    w.line("        if (WIN) {");
+    w.line("            // The row's window, then each tap's weights against its slice of it (the");
+    w.line("            // guards on S fold away once S is specialised).");
+    for m in 0..DWN_PX + MAX_S - 1 {
+        wln!(w, "            var t{m} = vec4<f32>(0.0);");
+        let guard = if m + 1 > DWN_PX {
+            format!("S > {}u", m + 1 - DWN_PX)
+        } else {
+            "true".into()
+        };
+        wln!(w, "            if ({guard}) {{");
+        wln!(w, "                let i = src_index(ix0 + {m}, i32(P.w));");
+        w.line("                if (i >= 0) {");
+        wln!(
+            w,
+            "                    t{m} = xload((row + u32(i)) * c4n + cq);"
+        );
+        w.line("                }");
+        w.line("            }");
+    }
+    for sidx in 0..MAX_S {
+        wln!(w, "            if (S > {sidx}u) {{");
+        wln!(w, "                let wv = wt[(rr * S + select({sidx}u, S - 1u - {sidx}u, FLIP)) * c4n + cq];");
+        for j in 0..DWN_PX {
+            wln!(w, "                a{j} = fma(t{}, wv, a{j});", j + sidx);
+        }
+        w.line("            }");
+    }
+    w.line("        } else {");
+    w.line("            for (var s = 0u; s < S; s++) {");
+    w.line("                let wv = wt[(rr * S + select(s, S - 1u - s, FLIP)) * c4n + cq];");
+    w.line("                let ixs = ix0 + i32(s * P.dw);");
     for j in 0..DWN_PX {
         wln!(
             w,
-            "            let i{j} = src_index(ix0 + {}, i32(P.w));",
-            format_args!("{j} * i32(P.sw)")
+            "                let i{j} = src_index(ixs + {j} * i32(P.sw), i32(P.w));"
         );
-        wln!(w, "            if (i{j} >= 0) {{");
+        wln!(w, "                if (i{j} >= 0) {{");
         wln!(
             w,
-            "                a{j} = fma(xload((row + u32(i{j})) * c4n + cq), wv, a{j});"
+            "                    a{j} = fma(xload((row + u32(i{j})) * c4n + cq), wv, a{j});"
         );
-        w.line("            }");
+        w.line("                }");
     }
+    w.line("            }");
     w.line("        }");
     w.line("    }");
     w.line("    var b4 = vec4<f32>(0.0);");

@@ -146,7 +146,12 @@ pub(crate) fn encode_nhwc(
         return Err(refuse_nhwc());
     };
     // [C, 1, R, S] -> [R * S, C]: the channels of a tap adjacent (one vec4 per 4 channels).
-    let wt = ScratchBuffer::new(ctx, enc, (p.c * p.r * p.s * 4) as u64, "wgconv depthwise nhwc w")?;
+    let wt = ScratchBuffer::new(
+        ctx,
+        enc,
+        (p.c * p.r * p.s * 4) as u64,
+        "wgconv depthwise nhwc w",
+    )?;
     crate::gpu::layout::swap(
         ctx,
         enc,
@@ -164,6 +169,7 @@ pub(crate) fn encode_nhwc(
         PAD_MODE: p.mode.code(),
         HAS_BIAS: b.is_some(),
         FLIP: p.flip,
+        WIN: p.stride[1] == 1 && p.dilation[1] == 1,
     };
     let mut u = DepthwiseNhwcParams {
         shape: conv_shape(p)?,
