@@ -71,6 +71,31 @@ fn encode_bgrad(
         ACCUMULATE: acc,
         ..Default::default()
     };
+    if cl && ctx.cpu_kernels() && k.is_multiple_of(4) {
+        // Channels-last dy on CPU adapters: a verbatim image copy, a texel (4 channels) per
+        // pixel.
+        let len = n * k * ohw;
+        if let Some((img, tw)) = copy_flat(ctx, enc, dy, len, "wgconv bias-gradient dy image")? {
+            let u = ReduceImageParams {
+                rows: u32_of(k, "channels")?,
+                len: u32_of(ohw, "pixels")?,
+                batch: u32_of(n, "images")?,
+                bstride: u32_of(k * ohw, "elements")?,
+                total: u32_of(k / 4, "channel blocks")?,
+                tw_shift: tw.trailing_zeros(),
+                cl_k: u32_of(k, "channels")?,
+                ..Default::default()
+            };
+            return launch::<k::ReduceRowsImage>(
+                ctx,
+                enc,
+                &ReduceImageSpec::default(),
+                &u,
+                &[Bind::Image(&img.view), Bind::whole(db)],
+                (k / 4) as u64,
+            );
+        }
+    }
     if cl {
         // Channels-last dy (fits one binding, see `reads_channels_last`): channel k's
         // pixels are k apart.

@@ -7,7 +7,10 @@ params! {
     /// Parameters of `reduce_rows_image` (`tw_shift`: log2 of the image width in texels).
     pub(crate) struct ReduceImageParams {
         rows: u32, len: u32, batch: u32, bstride: u32,
-        total: u32, tw_shift: u32, _p0: u32, _p1: u32,
+        total: u32, tw_shift: u32,
+        /// 0: rows as `reduce_rows`; else channels-last data with `cl_k` channels (a
+        /// multiple of 4): invocation `id` sums channels `4id..4id+3` (a texel per pixel).
+        cl_k: u32, _p1: u32,
     }
 }
 

@@ -21,6 +21,25 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let live = id0 < P.total;
     let id = min(id0, P.total - 1u);
     let tw_mask = (1u << P.tw_shift) - 1u;
+    if (P.cl_k != 0u) {
+        // Channels-last: texel id of each pixel's cl_k / 4 texels, in pixel order.
+        let c4n = P.cl_k / 4u;
+        var a = vec4<f32>(0.0);
+        for (var b = 0u; b < P.batch; b++) {
+            let t0 = b * (P.bstride / 4u) + id;
+            for (var i = 0u; i < P.len; i++) {
+                let t = t0 + i * c4n;
+                a += textureLoad(src, vec2<u32>(t & tw_mask, t >> P.tw_shift));
+            }
+        }
+        if (live) {
+            dst[4u * id] = a.x;
+            dst[4u * id + 1u] = a.y;
+            dst[4u * id + 2u] = a.z;
+            dst[4u * id + 3u] = a.w;
+        }
+        return;
+    }
     var s = vec4<f32>(0.0);
     for (var b = 0u; b < P.batch; b++) {
         let lo = b * P.bstride + id * P.len;
