@@ -340,7 +340,14 @@ pub(crate) fn fill_image(
     );
     // CPU adapters, k-contiguous operand: read it through a verbatim image copy of the
     // elements it spans (storage-buffer loads are per-lane loops there).
-    let flat = if ctx.cpu_kernels() && ks == 1 && mat.win.is_none() && rows > 0 && k > 0 {
+    // Row-contiguous operand (rs == 1) with every texel aligned: a texel per 4 rows and k.
+    let rows4 = rs == 1
+        && ks.is_multiple_of(4)
+        && mat.off.is_multiple_of(4)
+        && mat.so.is_multiple_of(4)
+        && mat.si.is_multiple_of(4);
+    let flat = if ctx.cpu_kernels() && (ks == 1 || rows4) && mat.win.is_none() && rows > 0 && k > 0
+    {
         let last = mat.off
             + (outers - 1) * mat.so
             + (inners - 1) * mat.si
@@ -367,7 +374,9 @@ pub(crate) fn fill_image(
         (u.y_lo, u.y_hi) = (y_lo, y_hi);
         let set = |u: &mut PackImageParams, t0| u.t0 = t0;
         let binds = [src, Bind::whole(dst)];
-        if flat.is_some() {
+        if flat.is_some() && ks != 1 {
+            launch_linear::<k::PackImageRows>(ctx, enc, &spec, &mut u, set, &binds, total as u64)
+        } else if flat.is_some() {
             launch_linear::<k::PackImageFlat>(ctx, enc, &spec, &mut u, set, &binds, total as u64)
         } else {
             launch_linear::<k::PackImage>(ctx, enc, &spec, &mut u, set, &binds, total as u64)

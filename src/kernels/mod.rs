@@ -206,6 +206,9 @@ kernels! {
     /// Operand packing into the storage-image panels of [`Kernel::GemmImage`].
     PackImage = "pack_image", pack_image::source(false), PackImageParams, PackImageSpec,
         [StorageRead, Storage];
+    /// [`Kernel::PackImage`] for row-contiguous operands, reading a verbatim image copy.
+    PackImageRows = "pack_image_rows", pack_image::rows_source(), PackImageParams, PackImageSpec,
+        [ImageRead, Storage];
     /// [`Kernel::PackImage`] for k-contiguous operands, reading a verbatim image copy.
     PackImageFlat = "pack_image_flat", pack_image::source(true), PackImageParams, PackImageSpec,
         [ImageRead, Storage];

@@ -70,6 +70,30 @@ fn run8(f: i32) -> array<f32, 8> {
 /// from a read-only image holding the buffer verbatim (`pack_image(flat=True)` of the
 /// Python generator; k-contiguous operands only, `ks == 1`).
 pub(crate) fn source(flat: bool) -> String {
+    variant(if flat { Src::Flat } else { Src::Buffer })
+}
+
+/// The WGSL source of `pack_image_rows`: `pack_image` for row-contiguous operands (`rs ==
+/// 1`: 4 consecutive rows of one k are 4 consecutive floats, e.g. a channels-last dy whose
+/// rows are channels) with `ks`, the offset and the batch strides multiples of 4, read from
+/// a verbatim image copy: one aligned texel per 4 rows and k.
+pub(crate) fn rows_source() -> String {
+    variant(Src::Rows)
+}
+
+/// Where `pack_image` reads its operand.
+#[derive(Clone, Copy, PartialEq)]
+enum Src {
+    /// A storage buffer.
+    Buffer,
+    /// A verbatim image copy, k-contiguous operand (runs of 8 k).
+    Flat,
+    /// A verbatim image copy, row-contiguous operand (a texel per 4 rows).
+    Rows,
+}
+
+fn variant(src: Src) -> String {
+    let flat = src != Src::Buffer;
     let ks = PACK_KS;
     let mut w = Wgsl::new();
     w.line("// Output: texel (x, y) of the image, for rows y_lo <= y < y_hi, goes to");
@@ -126,7 +150,7 @@ pub(crate) fn source(flat: bool) -> String {
     w.line("");
     w.line(&PackImageSpec::wgsl());
     w.line("");
-    if flat {
+    if src == Src::Flat {
         w.line(RUN8);
     }
     w.line("@compute @workgroup_size(WG)");
@@ -161,13 +185,23 @@ pub(crate) fn source(flat: bool) -> String {
     w.line("    let i3 = min(r0 + 3u, rl) * P.rs;");
     w.line("    let keep = vec4<bool>(r0 < P.r, r0 + 1u < P.r, r0 + 2u < P.r, r0 + 3u < P.r);");
     w.line("    let kl = P.k - 1u;");
-    if flat {
+    if src == Src::Flat {
         for e in 0..4 {
             wln!(w, "    let run{e} = run8(i32(base + i{e} + k0));");
         }
     }
+    if src == Src::Rows {
+        // Rows r0..r0+3 (clamped to the last whole group of 4, masked by keep).
+        w.line("    let rt = base + min(r0, rl & ~3u);");
+    }
     for s in 0..ks {
-        if flat {
+        if src == Src::Rows {
+            wln!(w, "    let t{s} = (rt + min(k0 + {s}u, kl) * P.ks) / 4u;");
+            wln!(
+                w,
+                "    let v{s} = textureLoad(src, vec2<u32>(t{s} & (P.tw - 1u), t{s} >> P.tw_shift));"
+            );
+        } else if flat {
             wln!(
                 w,
                 "    let v{s} = vec4<f32>(run0[{s}], run1[{s}], run2[{s}], run3[{s}]);"
