@@ -313,3 +313,82 @@ fn bias_gradient_of_nhwc_dy_both_paths() {
         );
     }
 }
+
+#[test]
+fn depthwise_backward_reads_nhwc_in_place() {
+    let (xs, ws) = ([2, 16, 9, 13], [16, 1, 3, 3]);
+    for params in [
+        Conv2dParams::default()
+            .with_padding(Padding::Symmetric([1, 1]))
+            .with_groups(16),
+        // row stride and dilation, reflect padding, true convolution, a 2x3 kernel
+        Conv2dParams::default()
+            .with_padding(Padding::PerSide([2, 1, 1, 1]))
+            .with_stride([2, 1])
+            .with_dilation([2, 1])
+            .with_padding_mode(PaddingMode::Reflect)
+            .with_groups(16)
+            .with_flip(true),
+    ] {
+        let ws = if params.flip { [16, 1, 2, 3] } else { ws };
+        let ctx = fresh();
+        let mut rng = common::Rng::new(9);
+        let x = rng.vec(xs.iter().product());
+        let w = rng.vec(ws.iter().product());
+        let ys = params.output_shape(xs, ws).unwrap();
+        let dy = rng.vec(ys.iter().product());
+        let want = cpu::conv2d_grad(&x, xs, &w, ws, &dy, ys, true, &params).unwrap();
+        let up = |v: &[f32], s: [usize; 4]| {
+            let d = MemoryFormat::Contiguous.convert(v, s, CL).unwrap();
+            Tensor::from_slice(&ctx, &d, &s)
+                .unwrap()
+                .with_format(CL)
+                .unwrap()
+        };
+        let (xt, dyt) = (up(&x, xs), up(&dy, ys));
+        let wt = Tensor::from_slice(&ctx, &w, &ws).unwrap();
+        let dw = ctx
+            .conv2d_backward_weight(&xt, &dyt, ws, &params, Algorithm::Depthwise)
+            .unwrap();
+        check(
+            "dw",
+            &dw.read().unwrap(),
+            MemoryFormat::Contiguous,
+            ws,
+            &want.dw,
+        );
+        let db = ctx.conv2d_backward_bias(&dyt).unwrap();
+        let db = db.read().unwrap();
+        check(
+            "db",
+            &db,
+            MemoryFormat::Contiguous,
+            [1, 1, 1, 16],
+            want.db.as_ref().unwrap(),
+        );
+        let compiled = wgconv::dev::compiled_kernels(&ctx);
+        assert!(
+            compiled.contains(&"conv2d_wgrad_depthwise_nhwc"),
+            "{compiled:?}"
+        );
+        assert!(!compiled.contains(&"swap_axes4"), "{compiled:?}");
+        // Stride 1: dx in place too (the forward kernel on dy, as part of conv2d_backward).
+        if params.stride == [1, 1] {
+            let g = ctx
+                .conv2d_backward(&xt, &wt, &dyt, true, &params, Algorithm::Depthwise)
+                .unwrap();
+            assert_eq!(g.dx.format(), CL);
+            check("dx", &g.dx.read().unwrap(), CL, xs, &want.dx);
+            check(
+                "dw",
+                &g.dw.read().unwrap(),
+                MemoryFormat::Contiguous,
+                ws,
+                &want.dw,
+            );
+            let compiled = wgconv::dev::compiled_kernels(&ctx);
+            assert!(compiled.contains(&"conv2d_depthwise_nhwc"), "{compiled:?}");
+            assert!(!compiled.contains(&"swap_axes4"), "{compiled:?}");
+        }
+    }
+}

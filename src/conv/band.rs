@@ -821,18 +821,25 @@ pub(crate) fn input_grad(
 /// in band order.
 #[allow(clippy::too_many_arguments)]
 /// Whether the weight gradient of `p` with `algorithm` runs whole on the implicit GEMM,
-/// which reads a channels-last `x` (`pad_image`) and `dy` (`pack_image`) in place.
+/// which reads a channels-last `x` (`pad_image`) and `dy` (`pack_image`) in place, or on
+/// the depthwise entry with both x and dy channels-last (`both`) where
+/// `conv2d_wgrad_depthwise_nhwc` runs it.
 pub(crate) fn weight_grad_reads_channels_last(
     ctx: &Context,
     p: &Conv2dProblem,
     algorithm: Algorithm,
+    both: bool,
 ) -> bool {
     matches!(plan(ctx, p, Side::Outputs), Plan::Whole)
         && weight_grad::TABLE
             .select(ctx, p, algorithm, |h, c| {
                 ctx.choose(TunedOp::BackwardWeight, p, h, &c)
             })
-            .is_ok_and(|e| e.algorithm == Algorithm::ImplicitGemm)
+            .is_ok_and(|e| match e.algorithm {
+                Algorithm::ImplicitGemm => true,
+                Algorithm::Depthwise => both && weight_grad::depthwise::nhwc_runs(ctx, p),
+                _ => false,
+            })
 }
 
 /// Weight gradient of `p` (see `weight_grad::encode`); `cl` = (x, dy) stored channels-last,

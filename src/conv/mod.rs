@@ -571,7 +571,12 @@ impl Context {
             return Err(Error::dtype_mismatch("dw", dt, dw.dtype()));
         }
         let native = any_channels_last(&[x, dy])
-            && band::weight_grad_reads_channels_last(self, &p, algorithm);
+            && band::weight_grad_reads_channels_last(
+                self,
+                &p,
+                algorithm,
+                all_channels_last(&[x, dy]),
+            );
         let xv = half::input_in(self, encoder, x, native)?;
         let dyv = half::input_in(self, encoder, dy, native)?;
         let dwv = half::output(self, encoder, dw, false)?;
@@ -676,7 +681,12 @@ impl Context {
                 all_channels_last(&[dy, dx]),
             );
         let ndw = any_channels_last(&[x, dy])
-            && band::weight_grad_reads_channels_last(self, p, algorithm);
+            && band::weight_grad_reads_channels_last(
+                self,
+                p,
+                algorithm,
+                all_channels_last(&[x, dy]),
+            );
         let ndb = any_channels_last(&[dy]) && bias_grad::reads_channels_last(self, dy.numel());
         let mut dy_views: Vec<half::F32View> = Vec::new();
         let mut dy_view = |keep: bool, enc: &mut wgpu::CommandEncoder| -> Result<wgpu::Buffer> {

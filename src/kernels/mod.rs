@@ -28,6 +28,7 @@ pub(crate) mod conv2d_implicit;
 pub(crate) mod conv2d_implicit_tiled;
 pub(crate) mod conv2d_wgrad;
 pub(crate) mod conv2d_wgrad_depthwise;
+pub(crate) mod conv2d_wgrad_depthwise_nhwc;
 pub(crate) mod conv2d_wgrad_implicit;
 pub(crate) mod dgrad_phase_weights;
 pub(crate) mod epilogue;
@@ -166,6 +167,7 @@ use conv2d_implicit::{ImplicitParams, ImplicitSpec};
 use conv2d_implicit_tiled::{TiledParams, TiledSpec};
 use conv2d_wgrad::{WgradParams, WgradSpec};
 use conv2d_wgrad_depthwise::{WgradDepthwiseImageSpec, WgradDepthwiseParams, WgradDepthwiseSpec};
+use conv2d_wgrad_depthwise_nhwc::{WgradDepthwiseNhwcParams, WgradDepthwiseNhwcSpec};
 use conv2d_wgrad_implicit::{WgradImplicitParams, WgradImplicitSpec};
 use dgrad_phase_weights::{PhaseWeightsParams, PhaseWeightsSpec};
 use epilogue::{EpilogueParams, EpilogueSpec};
@@ -240,6 +242,9 @@ kernels! {
     /// Depthwise convolution of channels-last tensors (CPU adapters, image loads).
     Conv2dDepthwiseNhwc = "conv2d_depthwise_nhwc", conv2d_depthwise_nhwc::source(),
         DepthwiseNhwcParams, DepthwiseNhwcSpec, [ImageRead, StorageRead, StorageRead, Storage];
+    /// Per-row partial weight gradients of a depthwise convolution of channels-last tensors.
+    Conv2dWgradDepthwiseNhwc = "conv2d_wgrad_depthwise_nhwc", conv2d_wgrad_depthwise_nhwc::source(),
+        WgradDepthwiseNhwcParams, WgradDepthwiseNhwcSpec, [ImageRead, ImageRead, Storage];
     /// Swaps the output/input channel axes of a grouped weight.
     PermuteKc = "permute_kc", permute_kc::source(), PermuteParams, PermuteSpec,
         [StorageRead, Storage];

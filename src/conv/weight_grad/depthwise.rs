@@ -8,10 +8,15 @@ use crate::conv::launch::conv_shape;
 use crate::conv::table::{anywhere, need, Entry, Reason};
 use crate::conv::Algorithm;
 use crate::error::Result;
-use crate::gpu::memory::{flat_rows_geom, flat_rows_image, FlatRows, ScratchBuffer};
-use crate::gpu::{launch, u32_of, Bind};
+use crate::gpu::memory::{
+    copy_flat_at, flat_image_fits, flat_rows_geom, flat_rows_image, FlatRows, ScratchBuffer,
+};
+use crate::gpu::{launch, launch_linear, u32_of, Bind};
 use crate::kernels::conv2d_wgrad_depthwise::{
     WgradDepthwiseImageSpec, WgradDepthwiseParams, WgradDepthwiseSpec,
+};
+use crate::kernels::conv2d_wgrad_depthwise_nhwc::{
+    WgradDepthwiseNhwcParams, WgradDepthwiseNhwcSpec, WDN_MAX,
 };
 use crate::kernels::k;
 use crate::kernels::reduce_rows::{ReduceParams, ReduceSpec};
@@ -49,6 +54,112 @@ pub(crate) fn wgrad_depthwise_supports(p: &Conv2dProblem) -> bool {
     p.c_per_group() == 1 && (1..=7).contains(&p.s)
 }
 
+/// Does `conv2d_wgrad_depthwise_nhwc` compute the weight gradient of `p` from channels-last
+/// x and dy? CPU adapters, one input channel per group without multiplier, channels a
+/// multiple of 4, kernels up to 3 x 3, column stride and dilation 1, x and dy within flat
+/// image copies and the per-row partials within one binding.
+pub(crate) fn nhwc_runs(ctx: &Context, p: &Conv2dProblem) -> bool {
+    let partials = (p.n * p.oh * p.c * p.r * p.s * 4) as u64;
+    ctx.cpu_kernels()
+        && p.c_per_group() == 1
+        && p.k_per_group() == 1
+        && p.c.is_multiple_of(4)
+        && p.r <= WDN_MAX
+        && p.s <= WDN_MAX
+        && p.stride[1] == 1
+        && p.dilation[1] == 1
+        && p.n * p.oh * p.ow > 0
+        && flat_image_fits(ctx, 0, p.n * p.c * p.h * p.w)
+        && flat_image_fits(ctx, 0, p.n * p.k * p.oh * p.ow)
+        && partials <= ctx.limits().max_storage_buffer_binding_size
+        && u32::try_from(p.n * p.oh * p.c / 4).is_ok()
+}
+
+/// The depthwise weight gradient of channels-last x and dy (only where [`nhwc_runs`]):
+/// per-row partials of every tap (`conv2d_wgrad_depthwise_nhwc`), then their sum in row
+/// order (`reduce_rows`, deterministic) into dw (`[C, 1, R, S]`).
+fn wgrad_nhwc(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    a: &WgradArgs,
+) -> Result<()> {
+    let refuse_nhwc = || {
+        crate::conv::refuse(
+            Algorithm::Depthwise,
+            "channels-last tensors need 4k channels, kernels up to 3x3 at column stride and \
+             dilation 1, and tensors within image copies",
+        )
+    };
+    if !nhwc_runs(ctx, p) {
+        return Err(refuse_nhwc());
+    }
+    let xlen = p.n * p.c * p.h * p.w;
+    let dylen = p.n * p.k * p.oh * p.ow;
+    let (Some((ximg, tw)), Some((dyimg, dtw))) = (
+        copy_flat_at(ctx, enc, (&a.x, 0), xlen, "wgconv depthwise nhwc x")?,
+        copy_flat_at(ctx, enc, (&a.dy, 0), dylen, "wgconv depthwise nhwc dy")?,
+    ) else {
+        return Err(refuse_nhwc());
+    };
+    let rows = p.n * p.oh;
+    let rs = p.r * p.s;
+    let partial = ScratchBuffer::new(
+        ctx,
+        enc,
+        (rows * p.c * rs * 4) as u64,
+        "wgconv depthwise nhwc partials",
+    )?;
+    let total = rows * (p.c / 4);
+    let spec = WgradDepthwiseNhwcSpec {
+        WG: 64,
+        R: p.r as u32,
+        S: p.s as u32,
+        PAD_MODE: p.mode.code(),
+        FLIP: p.flip,
+    };
+    let mut u = WgradDepthwiseNhwcParams {
+        shape: conv_shape(p)?,
+        total: u32_of(total, "invocations")?,
+        tw,
+        tw_shift: tw.trailing_zeros(),
+        dtw,
+        dtw_shift: dtw.trailing_zeros(),
+        ..Default::default()
+    };
+    launch_linear::<k::Conv2dWgradDepthwiseNhwc>(
+        ctx,
+        enc,
+        &spec,
+        &mut u,
+        |u, t0| u.t0 = t0,
+        &[
+            Bind::Image(&ximg.view),
+            Bind::Image(&dyimg.view),
+            Bind::whole(&partial.buffer),
+        ],
+        total as u64,
+    )?;
+    // dw[c * RS + tap] = sum over rows of partial[(row * C + c) * RS + tap].
+    let ru = ReduceParams {
+        rows: u32_of(p.c * rs, "weights")?,
+        len: u32_of(rows, "rows")?,
+        batch: 1,
+        bstride: 0,
+        total: u32_of(p.c * rs, "weights")?,
+        cl_k: u32_of(p.c * rs, "weights")?,
+        ..Default::default()
+    };
+    launch::<k::ReduceRows>(
+        ctx,
+        enc,
+        &ReduceSpec::default(),
+        &ru,
+        &[Bind::whole(&partial.buffer), Bind::whole(&a.dw)],
+        (p.c * rs) as u64,
+    )
+}
+
 /// Invocations the depthwise weight gradient aims for (bands of dy rows per (k, r)).
 const WGRAD_DW_INVOCATIONS: usize = 4096;
 
@@ -60,6 +171,10 @@ fn wgrad_depthwise(
     p: &Conv2dProblem,
     a: &WgradArgs,
 ) -> Result<()> {
+    if a.cl != [false; 2] {
+        // Channels-last x and dy (see `band::weight_grad_reads_channels_last`).
+        return wgrad_nhwc(ctx, enc, p, a);
+    }
     let (x, dy, dw) = (&a.x, &a.dy, &a.dw);
     let rs = p.r * p.s;
     let taps = p.k * rs;
