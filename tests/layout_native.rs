@@ -265,16 +265,20 @@ fn depthwise_reads_and_writes_nhwc_in_place() {
             .with_padding_mode(PaddingMode::Circular)
             .with_groups(16),
     ] {
-        let compiled = run(
-            Algorithm::Depthwise,
-            &params,
-            DType::F32,
-            [2, 16, 11, 13],
-            [16, 1, 3, 5],
-        );
-        assert!(compiled.contains(&"conv2d_depthwise_nhwc"), "{compiled:?}");
-        // Only the weights are repacked ([C, R·S] -> [R·S, C], not a multiple of 4 wide).
-        assert!(!compiled.contains(&"swap_axes4"), "{compiled:?}");
+        // 3x5: 8 pixels per invocation (sliding window or per tap); 3x3 and 2x3 at column
+        // stride 1: one invocation per output row.
+        for ws in [[16, 1, 3, 5], [16, 1, 3, 3], [16, 1, 2, 3]] {
+            let compiled = run(
+                Algorithm::Depthwise,
+                &params,
+                DType::F32,
+                [2, 16, 11, 13],
+                ws,
+            );
+            assert!(compiled.contains(&"conv2d_depthwise_nhwc"), "{compiled:?}");
+            // Only the weights are repacked ([C, R·S] -> [R·S, C], not a multiple of 4 wide).
+            assert!(!compiled.contains(&"swap_axes4"), "{compiled:?}");
+        }
     }
 }
 

@@ -29,8 +29,15 @@ spec! {
         /// Column stride and dilation 1: the taps of a row slide over one window of
         /// `DWN_PX + S - 1` texels (loaded once) instead of a texel load per tap and pixel.
         WIN: bool = true,
+        /// Kernels up to 3 x 3 at column stride and dilation 1: one invocation per output
+        /// row (and 4 channels) walks the row with the weights in registers and a sliding
+        /// window of S texels per kernel row (one texel load per kernel row and pixel).
+        SEQ: bool = false,
     }
 }
+
+/// Largest kernel side of the row-walking path (`SEQ`).
+pub(crate) const DWN_SEQ_MAX: usize = 3;
 
 /// Output pixels (along a row) per invocation.
 pub(crate) const DWN_PX: usize = 8;
@@ -67,6 +74,13 @@ pub(crate) fn source() -> String {
     w.line("fn xload(t: u32) -> vec4<f32> {");
     w.line("    return textureLoad(tx, vec2<u32>(t & (P.tw - 1u), t >> P.tw_shift));");
     w.line("}");
+    w.line("// The 4 channels from cq * 4 of image row `row` (n * H + iy), column col; 0 for -1.");
+    w.line("fn rload(row: i32, col: i32, c4n: u32, cq: u32) -> vec4<f32> {");
+    w.line("    if (row < 0 || col < 0) {");
+    w.line("        return vec4<f32>(0.0);");
+    w.line("    }");
+    w.line("    return xload((u32(row) * P.w + u32(col)) * c4n + cq);");
+    w.line("}");
     w.line("");
     w.line("@compute @workgroup_size(WG)");
     w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
@@ -76,6 +90,10 @@ pub(crate) fn source() -> String {
     w.line("    }");
     w.line("    let c4n = P.c / 4u;");
     w.line("    let cq = id % c4n;");
+    w.line("    if (SEQ) {");
+    seq_body(&mut w);
+    w.line("        return;");
+    w.line("    }");
     w.line("    var q = id / c4n;");
     w.line("    let xb = q % P.xblocks;");
     w.line("    q = q / P.xblocks;");
@@ -153,4 +171,76 @@ pub(crate) fn source() -> String {
     }
     w.line("}");
     hoist_params(&w.finish(), &DepthwiseNhwcParams::fields())
+}
+
+/// The `SEQ` path: invocation (n, oy, 4 channels) walks output row oy.
+fn seq_body(w: &mut Wgsl) {
+    let m = DWN_SEQ_MAX;
+    w.line("        let q = id / c4n;");
+    w.line("        let oy = q % P.oh;");
+    w.line("        let n = q / P.oh;");
+    for r in 0..m {
+        wln!(w, "        var row{r} = -1;");
+        for s in 0..m {
+            wln!(w, "        var w{r}_{s} = vec4<f32>(0.0);");
+            wln!(w, "        var t{r}_{s} = vec4<f32>(0.0);");
+        }
+        wln!(w, "        if (R > {r}u) {{");
+        wln!(
+            w,
+            "            let iy = src_index(i32(oy * P.sh + {r}u * P.dh) - P.pad_top, i32(P.h));"
+        );
+        wln!(
+            w,
+            "            row{r} = select(-1, i32(n * P.h) + iy, iy >= 0);"
+        );
+        wln!(w, "            let rr = select({r}u, R - 1u - {r}u, FLIP);");
+        for s in 0..m {
+            wln!(w, "            if (S > {s}u) {{");
+            wln!(
+                w,
+                "                w{r}_{s} = wt[(rr * S + select({s}u, S - 1u - {s}u, FLIP)) * c4n + cq];"
+            );
+            w.line("            }");
+        }
+        for s in 0..m - 1 {
+            wln!(w, "            if (S > {}u) {{", s + 1);
+            wln!(
+                w,
+                "                t{r}_{} = rload(row{r}, src_index({s} - P.pad_left, i32(P.w)), c4n, cq);",
+                s + 1
+            );
+            w.line("            }");
+        }
+        w.line("        }");
+    }
+    w.line("        var b4 = vec4<f32>(0.0);");
+    w.line("        if (HAS_BIAS) {");
+    w.line("            let c0 = cq * 4u;");
+    w.line("            b4 = vec4<f32>(bias[c0], bias[c0 + 1u], bias[c0 + 2u], bias[c0 + 3u]);");
+    w.line("        }");
+    w.line("        let out0 = P.y_off4 + (n * P.oh + oy) * P.ow * c4n + cq;");
+    w.line("        for (var ox = 0u; ox < P.ow; ox++) {");
+    w.line("            let col = src_index(i32(ox) + i32(S) - 1 - P.pad_left, i32(P.w));");
+    w.line("            var a = b4;");
+    for r in 0..m {
+        wln!(w, "            if (R > {r}u) {{");
+        for s in 0..m - 1 {
+            wln!(w, "                t{r}_{s} = t{r}_{};", s + 1);
+        }
+        for s in 0..m {
+            wln!(w, "                if (S == {}u) {{", s + 1);
+            wln!(
+                w,
+                "                    t{r}_{s} = rload(row{r}, col, c4n, cq);"
+            );
+            w.line("                }");
+        }
+        for s in 0..m {
+            wln!(w, "                a = fma(t{r}_{s}, w{r}_{s}, a);");
+        }
+        w.line("            }");
+    }
+    w.line("            y[out0 + ox * c4n] = a;");
+    w.line("        }");
 }

@@ -13,7 +13,9 @@ use crate::gpu::memory::{
 use crate::gpu::{i32_of, launch, launch_linear, u32_of, Bind};
 use crate::kernels::conv2d_depthwise::{DepthwiseParams, DepthwiseSpec, DW_TX};
 use crate::kernels::conv2d_depthwise_image::{DepthwiseImageParams, DepthwiseImageSpec};
-use crate::kernels::conv2d_depthwise_nhwc::{DepthwiseNhwcParams, DepthwiseNhwcSpec, DWN_PX};
+use crate::kernels::conv2d_depthwise_nhwc::{
+    DepthwiseNhwcParams, DepthwiseNhwcSpec, DWN_PX, DWN_SEQ_MAX,
+};
 use crate::kernels::k;
 use crate::params::{Conv2dProblem, PaddingMode};
 
@@ -160,8 +162,13 @@ pub(crate) fn encode_nhwc(
         [1, p.c, p.r, p.s],
         crate::tensor::MemoryFormat::Contiguous,
     )?;
+    let seq = p.r <= DWN_SEQ_MAX && p.s <= DWN_SEQ_MAX && p.stride[1] == 1 && p.dilation[1] == 1;
     let xblocks = p.ow.div_ceil(DWN_PX);
-    let total = p.n * p.oh * xblocks * (p.c / 4);
+    let total = if seq {
+        p.n * p.oh * (p.c / 4)
+    } else {
+        p.n * p.oh * xblocks * (p.c / 4)
+    };
     let spec = DepthwiseNhwcSpec {
         WG: 64,
         R: p.r as u32,
@@ -170,6 +177,7 @@ pub(crate) fn encode_nhwc(
         HAS_BIAS: b.is_some(),
         FLIP: p.flip,
         WIN: p.stride[1] == 1 && p.dilation[1] == 1,
+        SEQ: seq,
     };
     let mut u = DepthwiseNhwcParams {
         shape: conv_shape(p)?,
