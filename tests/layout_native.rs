@@ -153,7 +153,7 @@ fn implicit_gemm_backward_reads_nhwc_in_place() {
     let (xs, ws) = ([2, 16, 9, 11], [24, 16, 3, 3]);
     for params in [
         Conv2dParams::default().with_padding(Padding::Symmetric([1, 1])),
-        // strided 1x1: dx through the scatter, which converts; dw and db in place
+        // strided 1x1: dx through the scatter of the sampled pixels' gradient
         Conv2dParams::default().with_stride([2, 2]),
     ] {
         let ws = if params.stride == [2, 2] {
@@ -199,9 +199,8 @@ fn implicit_gemm_backward_reads_nhwc_in_place() {
         );
         let compiled = wgconv::dev::compiled_kernels(&ctx);
         let converted = compiled.iter().any(|k| k.starts_with("swap_axes"));
-        if params.stride == [1, 1] {
-            assert!(!converted, "converted: {compiled:?}");
-        }
+        // Strided 1x1: dx through the channels-last scatter of the sampled pixels.
+        assert!(!converted, "converted: {compiled:?}");
         // CPU adapters: the NHWC dy packed for the weight gradient from an image copy, a
         // texel per 4 channels.
         if compiled.contains(&"pad_image_nhwc") {
@@ -216,10 +215,24 @@ fn implicit_gemm_backward_reads_nhwc_in_place() {
 
 #[test]
 fn implicit_gemm_transposed_reads_nhwc_in_place() {
+    let t = wgconv::ConvTranspose2dParams::default();
+    // 3x3 stride 1 (a forward convolution of x), 1x1 stride 2 with output padding (the
+    // channels-last scatter of the sampled pixels, with the bias).
+    for (ws, p) in [
+        ([16, 8, 3, 3], t.with_padding([1, 1])),
+        (
+            [16, 8, 1, 1],
+            t.with_stride([2, 2]).with_output_padding([1, 1]),
+        ),
+    ] {
+        transposed_case(ws, p);
+    }
+}
+
+fn transposed_case(ws: [usize; 4], p: wgconv::ConvTranspose2dParams) {
     let ctx = fresh();
     let mut rng = common::Rng::new(4);
-    let (xs, ws) = ([1, 16, 7, 9], [16, 8, 3, 3]);
-    let p = wgconv::ConvTranspose2dParams::default().with_padding([1, 1]);
+    let xs = [1, 16, 7, 9];
     let (x, w, b) = (
         rng.vec(xs.iter().product()),
         rng.vec(ws.iter().product()),

@@ -657,7 +657,7 @@ pub(crate) fn input_grad_reads_channels_last(
     table
         .select(ctx, p, algorithm, |h, c| ctx.choose(tuned, p, h, &c))
         .is_ok_and(|e| match e.algorithm {
-            Algorithm::ImplicitGemm => input_grad::implicit_gemm::runs_as_forward(ctx, p),
+            Algorithm::ImplicitGemm => input_grad::implicit_gemm::runs_as_forward(ctx, p, both),
             Algorithm::Depthwise => {
                 both && input_grad::depthwise::dgrad_as_forward(p)
                     .is_some_and(|q| forward::depthwise::nhwc_runs(ctx, &q))

@@ -19,6 +19,9 @@ spec! {
         WG: u32 = 64,
         /// Add bias[plane % c] to every element (the transposed convolution).
         HAS_BIAS: bool = false,
+        /// Channels-last source and destination: one invocation per element of dst
+        /// (`total` elements, channels fastest).
+        NHWC: bool = false,
     }
 }
 

@@ -19,6 +19,28 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (t >= P.total) {
         return;
     }
+    if (NHWC) {
+        // dst [N, H, W, C] element t from src [N, Ho, Wo, C].
+        let c = t % P.c;
+        let q = t / P.c;
+        let ix = q % P.w;
+        let q2 = q / P.w;
+        let iy = q2 % P.h;
+        let n = q2 / P.h;
+        var v = 0.0;
+        if (HAS_BIAS) {
+            v = bias[c];
+        }
+        let ty = iy + P.top;
+        let tx = ix + P.left;
+        let oy = ty / P.sh;
+        let ox = tx / P.sw;
+        if (ty - oy * P.sh == 0u && oy < P.oh && tx - ox * P.sw == 0u && ox < P.ow) {
+            v += src[((n * P.oh + oy) * P.ow + ox) * P.c + c];
+        }
+        dst[t] = v;
+        return;
+    }
     let plane = t / P.h;
     let iy = t - plane * P.h;
     var b = 0.0;

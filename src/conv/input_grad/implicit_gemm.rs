@@ -58,7 +58,8 @@ fn encode(
     a: &DgradArgs,
 ) -> Result<()> {
     if let Some(q) = strided_pointwise_as_forward(ctx, p) {
-        debug_assert!(a.cl == [false; 2]);
+        // Channels-last only with both dy and dx (`runs_as_forward`).
+        debug_assert!(a.cl == [false; 2] || a.cl == [true; 2]);
         return dgrad_strided_pointwise(ctx, enc, p, &q, a);
     }
     let (q, layout) = dgrad_as_forward(ctx, p, a.bias.is_some())
@@ -72,11 +73,12 @@ fn encode(
     encode_at(ctx, enc, &q, &bufs, a.dy_off, layout)
 }
 
-/// Does the implicit GEMM run the input gradient of `p` (zero padding) as a forward
-/// convolution of dy (not the strided-1x1 scatter)? Then channels-last dy and dx are read
-/// and written in place.
-pub(crate) fn runs_as_forward(ctx: &Context, p: &Conv2dProblem) -> bool {
-    strided_pointwise_as_forward(ctx, p).is_none()
+/// Does the implicit GEMM read channels-last dy and write channels-last dx in place for the
+/// input gradient of `p` (zero padding)? As a forward convolution of dy always; through the
+/// strided-1x1 scatter when both are channels-last (`both`: the sampled pixels' gradient
+/// is then channels-last too).
+pub(crate) fn runs_as_forward(ctx: &Context, p: &Conv2dProblem, both: bool) -> bool {
+    both || strided_pointwise_as_forward(ctx, p).is_none()
 }
 
 /// The input gradient of stride-1 `p` as the forward problem the implicit GEMM runs on `dy`
@@ -147,9 +149,19 @@ fn dgrad_strided_pointwise(
         (q.n * q.k * q.oh * q.ow * 4) as u64,
         "wgconv sampled-pixel input gradient",
     )?;
-    let bufs = ConvBuffers::new(dy, w, None, &g.buffer);
+    let nhwc = a.cl == [true; 2];
+    let bufs = ConvBuffers {
+        x_cl: nhwc,
+        y_cl: nhwc,
+        ..ConvBuffers::new(dy, w, None, &g.buffer)
+    };
     encode_at(ctx, enc, q, &bufs, dy_off, WeightLayout::input_gradient(p))?;
-    let rows = p.n * p.c * p.h;
+    // Rows of dx (NCHW), or elements (NHWC).
+    let rows = if nhwc {
+        p.n * p.c * p.h * p.w
+    } else {
+        p.n * p.c * p.h
+    };
     let mut u = ScatterParams {
         planes: u32_of(p.n * p.c, "planes")?,
         h: u32_of(p.h, "height")?,
@@ -166,6 +178,7 @@ fn dgrad_strided_pointwise(
     };
     let spec = ScatterSpec {
         HAS_BIAS: bias.is_some(),
+        NHWC: nhwc,
         ..Default::default()
     };
     launch_linear::<k::ScatterStrided>(
