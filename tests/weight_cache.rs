@@ -189,3 +189,43 @@ fn cached_weights_follow_every_change() {
         "cache bytes not released"
     );
 }
+
+#[test]
+fn channels_last_weights_are_cached_apart_from_their_contiguous_view() {
+    let ctx = fresh_ctx();
+    let p = params().resolve(XS, WS, None).unwrap();
+    let packs = ctx.can_run_forward(Algorithm::ImplicitGemm, &p);
+    let mut rng = Rng::new(11);
+    let xv = rng.vec(XS.iter().product());
+    let x = Tensor::from_slice(&ctx, &xv, &XS).unwrap();
+    let wv = rng.vec(WS.iter().product());
+    let cl = wgconv::MemoryFormat::ChannelsLast;
+    let krsc = wgconv::MemoryFormat::Contiguous
+        .convert(&wv, WS, cl)
+        .unwrap();
+    // One buffer holding KRSC weights, viewed both ways: two different weight tensors.
+    let w_cl = Tensor::from_slice(&ctx, &krsc, &WS)
+        .unwrap()
+        .with_format(cl)
+        .unwrap();
+    let w_as_kcrs = w_cl.with_format(wgconv::MemoryFormat::Contiguous).unwrap();
+    expect("krsc, first call", &xv, &wv, &conv(&ctx, &x, &w_cl));
+    let cached = ctx.weight_cache_bytes();
+    if packs {
+        assert!(cached > 0, "channels-last weights not cached");
+    }
+    expect("krsc, cached call", &xv, &wv, &conv(&ctx, &x, &w_cl));
+    assert_eq!(
+        ctx.weight_cache_bytes(),
+        cached,
+        "a hit must not add entries"
+    );
+    // The same buffer read as KCRS: other weights, not the cached KRSC packing.
+    expect(
+        "the buffer as kcrs",
+        &xv,
+        &krsc,
+        &conv(&ctx, &x, &w_as_kcrs),
+    );
+    expect("krsc again", &xv, &wv, &conv(&ctx, &x, &w_cl));
+}

@@ -25,10 +25,11 @@ pub(crate) struct ConvBuffers {
     /// Identity and version of the weights when the caller's weight tensor may be cached
     /// (see `wcache`); `None` packs every call.
     pub w_key: Option<ContentKey>,
-    /// The caller's f16 weights (buffer, element count) when `w` is their f32 copy, filled
-    /// by commands of the call's encoder: a weight pack recorded into a submission of its own
-    /// (the packed-weight cache) converts them there instead of reading `w`.
-    pub w16: Option<(wgpu::Buffer, usize)>,
+    /// The caller's weight tensor when `w` is its contiguous f32 copy (f16 or channels-last
+    /// weights), filled by commands of the call's encoder: a weight pack recorded into a
+    /// submission of its own (the packed-weight cache) converts it there instead of reading
+    /// `w`.
+    pub w_src: Option<crate::tensor::Tensor>,
     /// The epilogue a kernel may fuse into its store (`None`: store `conv + b`).
     pub epilogue: Option<FusedEpilogue>,
     /// `x` (and `y`) are stored channels-last (NHWC): only for the entries that read (write)
@@ -105,7 +106,7 @@ impl ConvBuffers {
             b: b.cloned(),
             y: y.clone(),
             w_key: None,
-            w16: None,
+            w_src: None,
             epilogue: None,
             x_cl: false,
             y_cl: false,

@@ -313,12 +313,9 @@ impl Context {
             b: bv.as_ref().map(|b| b.buffer.clone()),
             y: yv.buffer.clone(),
             // The packed-weight cache packs in a submission of its own, which must not read
-            // the f32 copy filled in `enc`: it converts the f16 weights itself; channels-last
-            // weights are not cached (their contiguous copy is made in `enc`).
-            w_key: w
-                .content_key()
-                .filter(|_| w.format() == MemoryFormat::Contiguous),
-            w16: (w.dtype() == DType::F16).then(|| (w.raw().clone(), w.numel())),
+            // the f32 copy filled in `enc`: it converts f16 or channels-last weights itself.
+            w_key: w.content_key(),
+            w_src: half::needs_copy(w).then(|| w.clone()),
             epilogue: None,
             x_cl: xv.cl,
             y_cl: yv.cl,
@@ -360,10 +357,8 @@ impl Context {
             w: wv.buf().clone(),
             b: bv.as_ref().map(|b| b.buf().clone()),
             y: yv.buf().clone(),
-            w_key: w
-                .content_key()
-                .filter(|_| w.format() == MemoryFormat::Contiguous),
-            w16: None,
+            w_key: w.content_key(),
+            w_src: half::needs_copy(w).then(|| w.clone()),
             epilogue: fused.clone(),
             x_cl: xv.cl,
             y_cl: yv.cl,

@@ -111,6 +111,12 @@ pub(crate) fn encode_at(
         wl.g_stride,
         wl.k_stride,
         wl.c_stride,
+        // The caller's weight format: a channels-last view of the same buffer is other
+        // weights.
+        bufs.w_src
+            .as_ref()
+            .is_some_and(|t| t.format() == crate::tensor::MemoryFormat::ChannelsLast)
+            as usize,
     ]
     .iter()
     .map(|&v| v as u64)
@@ -127,15 +133,15 @@ pub(crate) fn encode_at(
             // f16 weights packed in a submission of their own are converted there (the
             // call's f32 copy is filled by `enc`, submitted later). The scratch goes back to
             // the pool after that submission, which runs before anything recorded later.
-            let w32 = match (&bufs.w16, own_enc.as_mut()) {
-                (Some((w16, n)), Some(penc)) => Some(half::unpack_scratch(ctx, penc, w16, *n)?),
+            let w32 = match (&bufs.w_src, own_enc.as_mut()) {
+                (Some(t), Some(penc)) => Some(half::input(ctx, penc, t)?),
                 _ => None,
             };
             let converted;
             let src = match &w32 {
                 Some(s) => {
                     converted = ConvBuffers {
-                        w: s.buffer.clone(),
+                        w: s.buf().clone(),
                         ..bufs.clone()
                     };
                     &converted
