@@ -163,6 +163,9 @@ pub(crate) struct Inner {
     pub(crate) tuner: crate::tune::Tuner,
     pub(crate) weights: crate::wcache::WeightCache,
     pub(crate) pool: crate::gpu::pool::Pools,
+    /// Kernels may fuse an epilogue into their store (default); off: always the elementwise
+    /// pass (`dev::set_fused_epilogues`, for measuring what fusing saves).
+    pub(crate) fuse_epilogues: AtomicBool,
 }
 
 impl std::fmt::Debug for Context {
@@ -341,6 +344,7 @@ impl Context {
                         .unwrap_or(crate::wcache::DEFAULT_WEIGHT_CACHE_BUDGET),
                 ),
                 pool: crate::gpu::pool::Pools::new(),
+                fuse_epilogues: AtomicBool::new(true),
             }),
         }
     }

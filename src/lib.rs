@@ -195,6 +195,16 @@ pub mod dev {
         ctx.pool_stats()
     }
 
+    /// Whether `ctx`'s kernels may fuse an epilogue into their store (the default) or always
+    /// leave it to the elementwise pass (`false`): results are identical (the same f32
+    /// operations in the same order); what the benchmark of fused against separate passes
+    /// uses.
+    pub fn set_fused_epilogues(ctx: &crate::Context, fused: bool) {
+        ctx.inner
+            .fuse_epilogues
+            .store(fused, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The names of the kernels `ctx` has compiled a pipeline of (once per kernel, sorted):
     /// what the tests of first-call stand-ins read.
     pub fn compiled_kernels(ctx: &crate::Context) -> Vec<&'static str> {

@@ -350,3 +350,36 @@ fn fused_entry_points_refuse_f16_tensors() {
         "a",
     );
 }
+
+#[test]
+fn unfused_epilogue_pass_gives_the_fused_bits() {
+    // dev::set_fused_epilogues(false): the elementwise pass instead of the kernels' store,
+    // the same f32 operations in the same order.
+    let ctx = wgconv::Context::new_blocking().expect("GPU test needs a WebGPU adapter");
+    let mut rng = Rng::new(31);
+    let (xs, ws) = ([1usize, 16, 9, 11], [16usize, 16, 3, 3]);
+    let x = wgconv::Tensor::from_slice(&ctx, &rng.vec(xs.iter().product()), &xs).unwrap();
+    let w = wgconv::Tensor::from_slice(&ctx, &rng.vec(ws.iter().product()), &ws).unwrap();
+    let b = wgconv::Tensor::from_slice(&ctx, &rng.vec(16), &[16]).unwrap();
+    let p = wgconv::Conv2dParams::default().with_padding(wgconv::Padding::Symmetric([1, 1]));
+    for act in [wgconv::Activation::Relu, wgconv::Activation::Gelu] {
+        let ep = wgconv::Epilogue::new(act);
+        let run = || {
+            ctx.conv2d_fused(&x, &w, Some(&b), None, &p, &ep, wgconv::Algorithm::Direct)
+                .unwrap()
+                .read()
+                .unwrap()
+        };
+        let fused = run();
+        wgconv::dev::set_fused_epilogues(&ctx, false);
+        let separate = run();
+        wgconv::dev::set_fused_epilogues(&ctx, true);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fused), bits(&separate), "{act:?}");
+    }
+    let compiled = wgconv::dev::compiled_kernels(&ctx);
+    assert!(
+        compiled.iter().any(|k| k.starts_with("epilogue")),
+        "{compiled:?}"
+    );
+}

@@ -172,18 +172,36 @@ pub fn run(
                 ("conv2d_relu", Epilogue::new(Activation::Relu)),
                 ("conv2d_gelu", Epilogue::new(Activation::Gelu)),
             ];
-            let mut runs: Vec<Vec<f64>> = vec![Vec::new(); eps.len()];
+            // Each activation fused into the kernel's store, and as the separate elementwise
+            // pass after conv + bias (`_separate`, `dev::set_fused_epilogues(false)`).
+            let mut runs: Vec<Vec<f64>> = vec![Vec::new(); 2 * eps.len()];
             for _ in 0..3 {
-                for (i, (_, ep)) in eps.iter().enumerate() {
-                    runs[i].push(time(&ctx, o.reps, o.slow_ms, || {
-                        ctx.conv2d_fused(&x, &w, Some(&b), None, &s.params, ep, Algorithm::Auto)
-                            .map(drop)
-                    })?);
+                for fused in [true, false] {
+                    wgconv::dev::set_fused_epilogues(&ctx, fused);
+                    for (i, (_, ep)) in eps.iter().enumerate() {
+                        let slot = if fused { i } else { eps.len() + i };
+                        runs[slot].push(time(&ctx, o.reps, o.slow_ms, || {
+                            ctx.conv2d_fused(&x, &w, Some(&b), None, &s.params, ep, Algorithm::Auto)
+                                .map(drop)
+                        })?);
+                    }
                 }
             }
+            wgconv::dev::set_fused_epilogues(&ctx, true);
             for (i, (name, _)) in eps.iter().enumerate() {
                 runs[i].sort_by(f64::total_cmp);
                 report(name, s.name, "auto", runs[i][1], flops);
+                if i > 0 {
+                    let j = eps.len() + i;
+                    runs[j].sort_by(f64::total_cmp);
+                    report(
+                        &format!("{name}_separate"),
+                        s.name,
+                        "auto",
+                        runs[j][1],
+                        flops,
+                    );
+                }
             }
         }
         let dy = Tensor::from_f32(

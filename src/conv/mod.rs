@@ -347,7 +347,11 @@ impl Context {
             .map(|r| half::input_in(self, enc, r, native))
             .transpose()?;
         let yv = half::output_in(self, enc, y, native)?;
-        let fused = (!epilogue.is_identity()).then(|| launch::FusedEpilogue {
+        let fuse = self
+            .inner
+            .fuse_epilogues
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let fused = (fuse && !epilogue.is_identity()).then(|| launch::FusedEpilogue {
             ep: *epilogue,
             r: rv.as_ref().map(|r| r.buf().clone()),
             applied: Default::default(),

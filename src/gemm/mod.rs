@@ -380,7 +380,12 @@ impl Context {
             ("residual", residual),
             ("c", Some(c)),
         ])?;
-        let offered = (!epilogue.is_identity()).then(|| (*epilogue, residual.map(Tensor::raw)));
+        let fuse = self
+            .inner
+            .fuse_epilogues
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let offered =
+            (fuse && !epilogue.is_identity()).then(|| (*epilogue, residual.map(Tensor::raw)));
         if self.encode_gemm_job(encoder, (a, b, bias, c), false, params, offered)? {
             return Ok(());
         }
