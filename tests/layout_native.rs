@@ -441,3 +441,33 @@ fn depthwise_backward_reads_nhwc_in_place() {
         }
     }
 }
+
+#[test]
+fn small_channel_conversions_use_vector_accesses() {
+    // 1-3 channels (RGB images) with H·W a multiple of 4: swap_axes_small, both directions.
+    let ctx = fresh();
+    let mut rng = common::Rng::new(12);
+    for s in [
+        [2usize, 3, 4, 6],
+        [1, 1, 8, 8],
+        [3, 2, 2, 6],
+        [1, 3, 224, 224],
+    ] {
+        let n: usize = s.iter().product();
+        let v = rng.vec(n);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let t = Tensor::from_slice(&ctx, &v, &s).unwrap();
+        let cl = t.to_format(CL).unwrap();
+        let want = MemoryFormat::Contiguous.convert(&v, s, CL).unwrap();
+        assert_eq!(
+            bits(&cl.read().unwrap()),
+            bits(&want),
+            "{s:?} to channels-last"
+        );
+        let back = cl.to_format(MemoryFormat::Contiguous).unwrap();
+        assert_eq!(bits(&back.read().unwrap()), bits(&v), "{s:?} back");
+    }
+    let compiled = wgconv::dev::compiled_kernels(&ctx);
+    assert!(compiled.contains(&"swap_axes_small"), "{compiled:?}");
+    assert!(!compiled.contains(&"swap_axes"), "{compiled:?}");
+}

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::gpu::memory::ScratchBuffer;
 use crate::gpu::{launch_linear, max_window_elems, u32_of, window};
 use crate::kernels::k;
-use crate::kernels::swap_axes::{SwapAxesParams, SwapAxesSpec};
+use crate::kernels::swap_axes::{SwapAxesParams, SwapAxesSpec, SwapSmallSpec, SMALL_MAX};
 use crate::tensor::{DType, MemoryFormat, Tensor};
 
 /// `[E, A, B]` of the transpose taking a 4-D tensor of logical `shape` from format `from`
@@ -39,6 +39,42 @@ pub(crate) fn swap(
     }
     u32_of(e * a * b, "tensor elements")?;
     let max = max_window_elems(ctx);
+    // One axis of 1-3 elements (RGB images), the other a multiple of 4, the whole tensor in
+    // one binding: vector accesses on both sides (`swap_axes_small`).
+    let small = SMALL_MAX.min(a.min(b));
+    if e * a * b <= max && (a <= SMALL_MAX && b % 4 == 0 || b <= SMALL_MAX && a % 4 == 0) {
+        let rows_short = a <= SMALL_MAX && b % 4 == 0;
+        let long = if rows_short { b } else { a };
+        let total = e * (long / 4);
+        let (sb, src_off) = window(ctx, src, 0, e * a * b)?;
+        let (db, dst_off) = window(ctx, dst, 0, e * a * b)?;
+        let mut params = SwapAxesParams {
+            a: a as u32,
+            b: b as u32,
+            e0: 0,
+            ne: e as u32,
+            na: a as u32,
+            nb: b as u32,
+            src_off,
+            dst_off,
+            total: total as u32,
+            ..Default::default()
+        };
+        let spec = SwapSmallSpec {
+            N: small as u32,
+            ROWS_SHORT: rows_short,
+            ..Default::default()
+        };
+        return launch_linear::<k::SwapAxesSmall>(
+            ctx,
+            enc,
+            &spec,
+            &mut params,
+            |p, base| p.base = base,
+            &[sb, db],
+            total as u64,
+        );
+    }
     // Both axes multiples of 4: 4 x 4 tiles of vector accesses (every block edge below is
     // then a multiple of 4, and window offsets are multiples of the 256-byte alignment).
     // (Tiled entries need 4 whole rows and 4 whole columns per window.)

@@ -185,7 +185,7 @@ use permute_kc::{PermuteParams, PermuteSpec};
 use reduce_rows::{ReduceParams, ReduceSpec};
 use reduce_rows_image::{ReduceImageParams, ReduceImageSpec};
 use scatter_strided::{ScatterParams, ScatterSpec};
-use swap_axes::{SwapAxesParams, SwapAxesSpec};
+use swap_axes::{SwapAxesParams, SwapAxesSpec, SwapSmallSpec};
 
 kernels! {
     /// Direct (register-blocked) forward convolution.
@@ -326,6 +326,10 @@ kernels! {
     /// Memory-format conversion (NCHW ⇄ NHWC, KCRS ⇄ KRSC): a transpose of the last two
     /// axes of `[E, A, B]`.
     SwapAxes = "swap_axes", swap_axes::source(), SwapAxesParams, SwapAxesSpec,
+        [StorageRead, Storage];
+    /// [`Kernel::SwapAxes`] with a short axis of 1-3 elements (RGB images), the other a
+    /// multiple of 4: vector accesses.
+    SwapAxesSmall = "swap_axes_small", swap_axes::small_source(), SwapAxesParams, SwapSmallSpec,
         [StorageRead, Storage];
     /// [`Kernel::SwapAxes`] in 4 x 4 tiles of vector accesses (both axes multiples of 4).
     SwapAxes4 = "swap_axes4", swap_axes::source4(), SwapAxesParams, SwapAxesSpec,

@@ -7,7 +7,7 @@
 //! so a tensor past one storage binding is converted in windows); invocations run in `dst`
 //! order (`i` fastest), so the writes are contiguous.
 
-use crate::gpu::wgsl::{hoist_params, params, spec, ParamStruct, Spec};
+use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl};
 
 params! {
     /// Parameters of `swap_axes`: the tile of `[E, A, B]` (global element indices, rebased
@@ -111,4 +111,103 @@ pub(crate) fn source() -> String {
         BODY
     );
     hoist_params(&src, &SwapAxesParams::fields())
+}
+
+/// Largest short axis of `swap_axes_small`.
+pub(crate) const SMALL_MAX: usize = 3;
+
+spec! {
+    /// Specialisation of `swap_axes_small`.
+    pub(crate) struct SwapSmallSpec {
+        WG: u32 = 64,
+        /// The short axis (1..=3 elements).
+        N: u32 = 3 in [1, 2, 3],
+        /// `true`: the rows axis `A` is the short one (to channels-last: `[E, N, B]` to
+        /// `[E, B, N]`); `false`: the columns axis `B` is (from channels-last).
+        ROWS_SHORT: bool = true,
+    }
+}
+
+/// The WGSL source of `swap_axes_small`: [`source`] for whole entries where one axis has 1–3
+/// elements and the other is a multiple of 4 (e.g. RGB images: NCHW ⇄ NHWC with 3
+/// channels). Invocation (entry, block of 4 along the long axis): N vector loads and N
+/// vector stores of the 4N consecutive words on the channels-last side, instead of 8N scalar
+/// accesses.
+pub(crate) fn small_source() -> String {
+    let mut w = Wgsl::new();
+    w.line(&SwapAxesParams::wgsl());
+    w.line("");
+    w.line(&SwapSmallSpec::wgsl());
+    w.line("");
+    w.line("@group(0) @binding(0) var<storage, read> P: Params;");
+    w.line("@group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;");
+    w.line("@group(0) @binding(2) var<storage, read_write> dst: array<vec4<u32>>;");
+    w.line("");
+    w.line("@compute @workgroup_size(WG)");
+    w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
+    w.line("    let id = P.base + gid.x + gid.y * nwg.x * WG;");
+    w.line("    if (id >= P.total) {");
+    w.line("        return;");
+    w.line("    }");
+    w.line("    // The long axis in blocks of 4: L / 4 blocks per entry.");
+    w.line("    let long = select(P.a, P.b, ROWS_SHORT);");
+    w.line("    let blocks = long / 4u;");
+    w.line("    let q = id % blocks;");
+    w.line("    let e = P.e0 + id / blocks;");
+    w.line("    // Word indices (windows rebased by the wrapping offsets), then vector indices.");
+    w.line("    let entry = e * P.a * P.b;");
+    w.line("    let sbase = entry + P.src_off;");
+    w.line("    let dbase = entry + P.dst_off;");
+    let lanes = ['x', 'y', 'z', 'w'];
+    for n in 1..=SMALL_MAX {
+        wln!(w, "    if (N == {n}u) {{");
+        // Short rows: src rows i (n of them) give 4 columns each; dst is 4n consecutive
+        // words: word k = (column k / n, row k % n).
+        w.line("        if (ROWS_SHORT) {");
+        for i in 0..n {
+            wln!(
+                w,
+                "            let r{i} = src[(sbase + {i}u * P.b + 4u * q) / 4u];"
+            );
+        }
+        for v in 0..n {
+            let comps: Vec<String> = (0..4)
+                .map(|c| {
+                    let k = 4 * v + c;
+                    format!("r{}.{}", k % n, lanes[k / n])
+                })
+                .collect();
+            wln!(
+                w,
+                "            dst[(dbase + 4u * q * {n}u) / 4u + {v}u] = vec4<u32>({});",
+                comps.join(", ")
+            );
+        }
+        w.line("        } else {");
+        // Short columns: src is 4n consecutive words (4 rows of n); dst rows j (n of them)
+        // get 4 words each: row j, words i = 0..3 are src word i * n + j.
+        for v in 0..n {
+            wln!(
+                w,
+                "            let s{v} = src[(sbase + 4u * q * {n}u) / 4u + {v}u];"
+            );
+        }
+        for j in 0..n {
+            let comps: Vec<String> = (0..4)
+                .map(|i| {
+                    let k = i * n + j;
+                    format!("s{}.{}", k / 4, lanes[k % 4])
+                })
+                .collect();
+            wln!(
+                w,
+                "            dst[(dbase + {j}u * P.a + 4u * q) / 4u] = vec4<u32>({});",
+                comps.join(", ")
+            );
+        }
+        w.line("        }");
+        w.line("    }");
+    }
+    w.line("}");
+    hoist_params(&w.finish(), &SwapAxesParams::fields())
 }
