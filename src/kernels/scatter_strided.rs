@@ -19,8 +19,8 @@ spec! {
         WG: u32 = 64,
         /// Add bias[plane % c] to every element (the transposed convolution).
         HAS_BIAS: bool = false,
-        /// Channels-last source and destination: one invocation per element of dst
-        /// (`total` elements, channels fastest).
+        /// Channels-last source and destination: one invocation per pixel of dst and 16
+        /// channels (`total` = pixels x ceil(C / 16)).
         NHWC: bool = false,
     }
 }

@@ -20,25 +20,33 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     if (NHWC) {
-        // dst [N, H, W, C] element t from src [N, Ho, Wo, C].
-        let c = t % P.c;
-        let q = t / P.c;
-        let ix = q % P.w;
-        let q2 = q / P.w;
-        let iy = q2 % P.h;
-        let n = q2 / P.h;
-        var v = 0.0;
-        if (HAS_BIAS) {
-            v = bias[c];
-        }
+        // dst [N, H, W, C] from src [N, Ho, Wo, C]: invocation (pixel, 16 channels), the
+        // pixel's divisions once per 16 elements.
+        let chunks = (P.c + 15u) / 16u;
+        let ch = t % chunks;
+        let pix = t / chunks;
+        let ix = pix % P.w;
+        let q = pix / P.w;
+        let iy = q % P.h;
+        let n = q / P.h;
         let ty = iy + P.top;
         let tx = ix + P.left;
         let oy = ty / P.sh;
         let ox = tx / P.sw;
-        if (ty - oy * P.sh == 0u && oy < P.oh && tx - ox * P.sw == 0u && ox < P.ow) {
-            v += src[((n * P.oh + oy) * P.ow + ox) * P.c + c];
+        let ok = ty - oy * P.sh == 0u && oy < P.oh && tx - ox * P.sw == 0u && ox < P.ow;
+        let sbase = ((n * P.oh + min(oy, P.oh - 1u)) * P.ow + min(ox, P.ow - 1u)) * P.c;
+        let dbase = pix * P.c;
+        let c1 = min(ch * 16u + 16u, P.c);
+        for (var c = ch * 16u; c < c1; c++) {
+            var v = 0.0;
+            if (HAS_BIAS) {
+                v = bias[c];
+            }
+            if (ok) {
+                v += src[sbase + c];
+            }
+            dst[dbase + c] = v;
         }
-        dst[t] = v;
         return;
     }
     let plane = t / P.h;

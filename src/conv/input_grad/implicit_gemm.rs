@@ -156,9 +156,9 @@ fn dgrad_strided_pointwise(
         ..ConvBuffers::new(dy, w, None, &g.buffer)
     };
     encode_at(ctx, enc, q, &bufs, dy_off, WeightLayout::input_gradient(p))?;
-    // Rows of dx (NCHW), or elements (NHWC).
+    // Rows of dx (NCHW), or pixels x 16-channel chunks (NHWC).
     let rows = if nhwc {
-        p.n * p.c * p.h * p.w
+        p.n * p.h * p.w * p.c.div_ceil(16)
     } else {
         p.n * p.c * p.h
     };
