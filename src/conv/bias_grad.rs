@@ -71,65 +71,25 @@ fn encode_bgrad(
         ACCUMULATE: acc,
         ..Default::default()
     };
-    if cl && ctx.cpu_kernels() && k.is_multiple_of(4) {
-        // Channels-last dy on CPU adapters: a verbatim image copy, a texel (4 channels) per
-        // pixel.
-        let len = n * k * ohw;
-        if let Some((img, tw)) = copy_flat(ctx, enc, dy, len, "wgconv bias-gradient dy image")? {
-            let u = ReduceImageParams {
-                rows: u32_of(k, "channels")?,
-                len: u32_of(ohw, "pixels")?,
-                batch: u32_of(n, "images")?,
-                bstride: u32_of(k * ohw, "elements")?,
-                total: u32_of(k / 4, "channel blocks")?,
-                tw_shift: tw.trailing_zeros(),
-                cl_k: u32_of(k, "channels")?,
-                ..Default::default()
-            };
-            return launch::<k::ReduceRowsImage>(
-                ctx,
-                enc,
-                &ReduceImageSpec::default(),
-                &u,
-                &[Bind::Image(&img.view), Bind::whole(db)],
-                (k / 4) as u64,
-            );
-        }
-    }
-    if cl {
-        // Channels-last dy (fits one binding, see `reads_channels_last`): channel k's
-        // pixels are k apart.
-        let u = ReduceParams {
-            rows: u32_of(k, "channels")?,
-            len: u32_of(ohw, "pixels")?,
-            batch: u32_of(n, "images")?,
-            bstride: u32_of(k * ohw, "elements")?,
-            total: u32_of(k, "channels")?,
-            cl_k: u32_of(k, "channels")?,
-            ..Default::default()
-        };
-        return launch::<k::ReduceRows>(
-            ctx,
-            enc,
-            &spec(false),
-            &u,
-            &[Bind::whole(dy), Bind::whole(db)],
-            k as u64,
-        );
-    }
+    // Channels-last dy (it fits one binding, see `reads_channels_last`): channel k's pixels
+    // are k apart (`cl_k`).
+    let cl_k = if cl { u32_of(k, "channels")? } else { 0 };
     // CPU adapters: sum a verbatim image copy of dy (a texel load per four floats instead of
     // a per-lane loop per float), one subgroup-sized workgroup per 8 channels so that few
-    // channels still spread over the compute threads.
-    if ctx.cpu_kernels() && fits(ctx, db) {
+    // channels still spread over the compute threads; channels-last, one invocation per 4
+    // channels (a texel per pixel; channels a multiple of 4).
+    if ctx.cpu_kernels() && fits(ctx, db) && (!cl || k.is_multiple_of(4)) {
         let len = n * k * ohw;
         if let Some((img, tw)) = copy_flat(ctx, enc, dy, len, "wgconv bias-gradient dy image")? {
+            let invocations = if cl { k / 4 } else { k };
             let u = ReduceImageParams {
                 rows: u32_of(k, "channels")?,
                 len: u32_of(ohw, "pixels")?,
                 batch: u32_of(n, "images")?,
                 bstride: u32_of(k * ohw, "elements")?,
-                total: u32_of(k, "channels")?,
+                total: u32_of(invocations, "channels")?,
                 tw_shift: tw.trailing_zeros(),
+                cl_k,
                 ..Default::default()
             };
             return launch::<k::ReduceRowsImage>(
@@ -138,17 +98,18 @@ fn encode_bgrad(
                 &ReduceImageSpec::default(),
                 &u,
                 &[Bind::Image(&img.view), Bind::whole(db)],
-                k as u64,
+                invocations as u64,
             );
         }
     }
-    if fits(ctx, dy) && fits(ctx, db) {
+    if cl || (fits(ctx, dy) && fits(ctx, db)) {
         let u = ReduceParams {
             rows: u32_of(k, "channels")?,
             len: u32_of(ohw, "pixels")?,
             batch: u32_of(n, "images")?,
             bstride: u32_of(k * ohw, "elements")?,
             total: u32_of(k, "channels")?,
+            cl_k,
             ..Default::default()
         };
         return launch::<k::ReduceRows>(

@@ -236,55 +236,42 @@ impl InputGeom {
         };
         let rows = u32_of(nb * self.image_height(), "input image height")?;
         let width = u32_of(self.width, "input image width")?;
-        // CPU adapters, zero padding, stride 1: read x through a verbatim image copy of the
-        // chunk (storage-buffer loads are per-lane loops there); any padding of the chunk's
-        // length to whole texels is masked by the kernel.
-        let flat = if ctx.cpu_kernels() && sub == [1, 1] && p.mode == PaddingMode::Zeros && !x_cl {
+        // CPU adapters: read x through a verbatim image copy of the chunk (storage-buffer
+        // loads are per-lane loops there; any padding of the chunk's length to whole texels
+        // is masked by the kernels): `pad_image_flat` for zero padding at stride 1, and
+        // `pad_image_nhwc` for channels-last x (any padding mode and stride, a texel load per
+        // 4 channels).
+        let copy = ctx.cpu_kernels() && (x_cl || (sub == [1, 1] && p.mode == PaddingMode::Zeros));
+        let flat = if copy {
             let len = (nb * p.c * p.h * p.w).div_ceil(4) * 4;
             copy_flat_at(ctx, enc, (x, x_off), len, "wgconv implicit-gemm raw input")?
         } else {
             None
         };
-        // CPU adapters, channels-last x: the same verbatim copy, read by `pad_image_nhwc`
-        // (any padding mode and stride; a texel load per 4 channels).
-        let nhwc = if ctx.cpu_kernels() && x_cl {
-            let len = (nb * p.c * p.h * p.w).div_ceil(4) * 4;
-            copy_flat_at(ctx, enc, (x, x_off), len, "wgconv implicit-gemm raw input")?
-        } else {
-            None
-        };
-        if let Some((src_img, tw)) = &nhwc {
-            u.x_off = 0;
-            [u.tw, u.tw_shift, u.texels] = flat_fields(src_img, *tw)?;
-            let staging = ImageStaging::new(ctx, enc, width, rows)?;
-            u.dst_row = staging.row;
-            let spec = PadImageNhwcSpec {
-                PAD_MODE: p.mode.code(),
-                VEC: p.c.is_multiple_of(4) && p.c_per_group().is_multiple_of(4),
-                ..Default::default()
-            };
-            return staging.fill(ctx, enc, img, (width, rows), |enc, y_lo, y_hi, dst| {
-                (u.y_lo, u.y_hi) = (y_lo, y_hi);
-                let set = |u: &mut PadImageParams, t0| u.t0 = t0;
-                let binds = [Bind::Image(&src_img.view), Bind::whole(dst)];
-                launch_linear::<k::PadImageNhwc>(ctx, enc, &spec, &mut u, set, &binds, total as u64)
-            });
-        }
         // The flat kernel's first-call stand-in (one invocation per texel, same image) while
         // it is not compiled (see `crate::tune`).
-        let stand_in = flat.is_some()
-            && ctx.stand_in(PipelineKey::of::<k::PadImageFlat>(
-                &PadImageFlatSpec::default(),
-            ));
+        let pass = match (&flat, x_cl) {
+            (Some(_), true) => Pass::Nhwc,
+            (Some(_), false)
+                if ctx.stand_in(PipelineKey::of::<k::PadImageFlat>(
+                    &PadImageFlatSpec::default(),
+                )) =>
+            {
+                Pass::Texel
+            }
+            (Some(_), false) => Pass::Flat,
+            (None, _) => Pass::Buffer,
+        };
         let (src, total) = match &flat {
             Some((img, tw)) => {
                 u.x_off = 0;
                 [u.tw, u.tw_shift, u.texels] = flat_fields(img, *tw)?;
-                // One invocation per 8 pixels of one plane row, or per texel.
-                let total = if stand_in {
-                    nb * self.image_height() * self.width
-                } else {
-                    nb * self.image_height() * self.cpr * self.wp.div_ceil(8)
+                // pad_image_nhwc as pad_image: one invocation per 8 texels of a row; the flat
+                // kernel per 8 pixels of one plane row, its stand-in per texel.
+                let total = match pass {
+                    Pass::Texel => nb * self.image_height() * self.width,
+                    Pass::Flat => nb * self.image_height() * self.cpr * self.wp.div_ceil(8),
+                    _ => total,
                 };
                 u.total = u32_of(total, "input texels")?;
                 (Bind::Image(&img.view), total)
@@ -293,33 +280,50 @@ impl InputGeom {
         };
         let staging = ImageStaging::new(ctx, enc, width, rows)?;
         u.dst_row = staging.row;
-        let spec = PadImageSpec {
-            PAD_MODE: p.mode.code(),
-            ..Default::default()
-        };
         staging.fill(ctx, enc, img, (width, rows), |enc, y_lo, y_hi, dst| {
             (u.y_lo, u.y_hi) = (y_lo, y_hi);
             let set = |u: &mut PadImageParams, t0| u.t0 = t0;
             let binds = [src, Bind::whole(dst)];
-            if stand_in {
-                let spec = PadImageFlatSpec::default();
-                launch_linear::<k::PadImageTexel>(
-                    ctx,
-                    enc,
-                    &spec,
-                    &mut u,
-                    set,
-                    &binds,
-                    total as u64,
-                )
-            } else if flat.is_some() {
-                let spec = PadImageFlatSpec::default();
-                launch_linear::<k::PadImageFlat>(ctx, enc, &spec, &mut u, set, &binds, total as u64)
-            } else {
-                launch_linear::<k::PadImage>(ctx, enc, &spec, &mut u, set, &binds, total as u64)
+            let n = total as u64;
+            let flat_spec = PadImageFlatSpec::default();
+            match pass {
+                Pass::Texel => {
+                    launch_linear::<k::PadImageTexel>(ctx, enc, &flat_spec, &mut u, set, &binds, n)
+                }
+                Pass::Flat => {
+                    launch_linear::<k::PadImageFlat>(ctx, enc, &flat_spec, &mut u, set, &binds, n)
+                }
+                Pass::Nhwc => {
+                    let spec = PadImageNhwcSpec {
+                        PAD_MODE: p.mode.code(),
+                        VEC: p.c.is_multiple_of(4) && p.c_per_group().is_multiple_of(4),
+                        ..Default::default()
+                    };
+                    launch_linear::<k::PadImageNhwc>(ctx, enc, &spec, &mut u, set, &binds, n)
+                }
+                Pass::Buffer => {
+                    let spec = PadImageSpec {
+                        PAD_MODE: p.mode.code(),
+                        ..Default::default()
+                    };
+                    launch_linear::<k::PadImage>(ctx, enc, &spec, &mut u, set, &binds, n)
+                }
             }
         })
     }
+}
+
+/// The kernel filling the padded input image (see [`InputGeom::fill`]).
+#[derive(Clone, Copy, PartialEq)]
+enum Pass {
+    /// `pad_image`: x from its storage buffer (any layout by strides).
+    Buffer,
+    /// `pad_image_flat`: zero padding at stride 1, x from a verbatim image copy.
+    Flat,
+    /// `pad_image_texel`: the first-call stand-in of `pad_image_flat`.
+    Texel,
+    /// `pad_image_nhwc`: channels-last x from a verbatim image copy.
+    Nhwc,
 }
 
 /// A strided 1x1 problem as the stride-1 problem on its sampled pixels (padded pixel

@@ -299,33 +299,23 @@ impl Context {
             ("bias", bias),
             ("y", Some(y)),
         ])?;
-        // f32 tensors are their own views; f16 ones are converted (see `gpu::half`);
-        // channels-last ones are read and written in place by the implicit GEMM, else
-        // through contiguous copies.
-        let native = self.reads_channels_last(p, &[x, y], algorithm);
-        let xv = half::input_in(self, enc, x, native)?;
-        let wv = half::input(self, enc, w)?;
-        let bv = bias.map(|b| half::input(self, enc, b)).transpose()?;
-        let yv = half::output_in(self, enc, y, native)?;
-        let bufs = ConvBuffers {
-            x: xv.buffer.clone(),
-            w: wv.buffer.clone(),
-            b: bv.as_ref().map(|b| b.buffer.clone()),
-            y: yv.buffer.clone(),
-            // The packed-weight cache packs in a submission of its own, which must not read
-            // the f32 copy filled in `enc`: it converts f16 or channels-last weights itself.
-            w_key: w.content_key(),
-            w_src: half::needs_copy(w).then(|| w.clone()),
-            epilogue: None,
-            x_cl: xv.cl,
-            y_cl: yv.cl,
-        };
-        forward::encode(self, enc, p, &bufs, algorithm)?;
-        half::finish(self, enc, &yv, y)
+        // The fused form without epilogue (nothing offered to the kernels, no pass).
+        self.encode_conv2d_fused_problem(
+            enc,
+            p,
+            (x, w, bias, None),
+            &Epilogue::default(),
+            y,
+            algorithm,
+        )
     }
 
     /// [`Context::encode_conv2d_problem`] with an epilogue: offered to the kernels (see
     /// [`Context::conv2d_fused`] for which fuse it), else applied by the elementwise pass.
+    /// Operands are read through views: f32 tensors are their own, f16 ones are converted
+    /// (see `gpu::half`); channels-last ones are read and written in place where the chosen
+    /// entry does that (`band::forward_reads_channels_last`), else through contiguous
+    /// copies.
     #[allow(clippy::too_many_arguments)]
     fn encode_conv2d_fused_problem(
         &self,

@@ -4,7 +4,7 @@
 //! y stored as vec4 (4 channels of a pixel).
 
 use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, SRC_INDEX};
-use crate::kernels::shared::ConvShape;
+use crate::kernels::shared::{ConvShape, NHWC_LOAD};
 
 params! {
     /// Parameters of `conv2d_depthwise_nhwc`: the convolution's shape, the launch, the flat
@@ -71,16 +71,7 @@ pub(crate) fn source() -> String {
     w.line(&DepthwiseNhwcSpec::wgsl());
     w.line("");
     w.line(SRC_INDEX);
-    w.line("fn xload(t: u32) -> vec4<f32> {");
-    w.line("    return textureLoad(tx, vec2<u32>(t & (P.tw - 1u), t >> P.tw_shift));");
-    w.line("}");
-    w.line("// The 4 channels from cq * 4 of image row `row` (n * H + iy), column col; 0 for -1.");
-    w.line("fn rload(row: i32, col: i32, c4n: u32, cq: u32) -> vec4<f32> {");
-    w.line("    if (row < 0 || col < 0) {");
-    w.line("        return vec4<f32>(0.0);");
-    w.line("    }");
-    w.line("    return xload((u32(row) * P.w + u32(col)) * c4n + cq);");
-    w.line("}");
+    w.line(NHWC_LOAD);
     w.line("");
     w.line("@compute @workgroup_size(WG)");
     w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");

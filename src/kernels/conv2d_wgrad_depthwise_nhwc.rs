@@ -4,7 +4,7 @@
 //! in order (deterministic).
 
 use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, SRC_INDEX};
-use crate::kernels::shared::ConvShape;
+use crate::kernels::shared::{ConvShape, NHWC_LOAD};
 
 params! {
     /// Parameters of `conv2d_wgrad_depthwise_nhwc`: the convolution's shape, the launch, the
@@ -62,13 +62,7 @@ pub(crate) fn source() -> String {
     w.line(&WgradDepthwiseNhwcSpec::wgsl());
     w.line("");
     w.line(SRC_INDEX);
-    w.line("fn xload(row: i32, col: i32, c4n: u32, cq: u32) -> vec4<f32> {");
-    w.line("    if (row < 0 || col < 0) {");
-    w.line("        return vec4<f32>(0.0);");
-    w.line("    }");
-    w.line("    let t = (u32(row) * P.w + u32(col)) * c4n + cq;");
-    w.line("    return textureLoad(tx, vec2<u32>(t & (P.tw - 1u), t >> P.tw_shift));");
-    w.line("}");
+    w.line(NHWC_LOAD);
     w.line("");
     w.line("@compute @workgroup_size(WG)");
     w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
@@ -110,7 +104,7 @@ pub(crate) fn source() -> String {
             wln!(w, "    if (R > {r}u && S > {}u) {{", s + 1);
             wln!(
                 w,
-                "        t{r}_{} = xload(row{r}, src_index({s} - P.pad_left, i32(P.w)), c4n, cq);",
+                "        t{r}_{} = rload(row{r}, src_index({s} - P.pad_left, i32(P.w)), c4n, cq);",
                 s + 1
             );
             w.line("    }");
@@ -129,7 +123,7 @@ pub(crate) fn source() -> String {
         }
         for s in 0..m {
             wln!(w, "            if (S == {}u) {{", s + 1);
-            wln!(w, "                t{r}_{s} = xload(row{r}, col, c4n, cq);");
+            wln!(w, "                t{r}_{s} = rload(row{r}, col, c4n, cq);");
             w.line("            }");
         }
         for s in 0..m {

@@ -96,14 +96,30 @@ fn buffer_source() -> String {
     w.line("");
     w.line(SRC_INDEX);
     w.line("");
+    texel_walk(
+        &mut w,
+        "let base = P.x_off + n * P.xsn + (g * P.cg + cl0) * P.xsc + u32(ih) * P.xsh + u32(iw) * P.xsw;
+for (var e = 0u; e < 4u; e++) {
+    if (cl0 + e < P.cg) {
+        v[e] = x[base + e * P.xsc];
+    }
+}",
+    );
+    hoist_params(&w.finish(), &PadImageParams::fields())
+}
+
+/// The entry point of `pad_image` and `pad_image_nhwc`: one invocation per 8 consecutive
+/// texels of an image row (the divisions run once per 8 texels: integer division is a
+/// per-lane loop on SIMD CPUs), walking texel (ty, tx) = image n, channel block q (group g,
+/// channels cl0.. of the group), padded row ihp / column iwp, source row ih / column iw
+/// (`src_index`); `load` (WGSL) fills `v` from x where ih, iw >= 0 and q < qb.
+fn texel_walk(w: &mut Wgsl, load: &str) {
     w.line("@compute @workgroup_size(WG)");
     w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
     w.line("    let t = P.t0 + gid.x + gid.y * nwg.x * WG;");
     w.line("    if (t >= P.total) {");
     w.line("        return;");
     w.line("    }");
-    w.line("    // One invocation per 8 consecutive texels of an image row: the divisions run once per");
-    w.line("    // 8 texels (integer division is a per-lane loop on SIMD CPUs).");
     w.line("    let xgroups = (P.width + 7u) / 8u;");
     w.line("    let ty = t / xgroups;");
     w.line("    let tx0 = (t - ty * xgroups) * 8u;");
@@ -124,12 +140,9 @@ fn buffer_source() -> String {
     w.line("        let iw = src_index(i32(iwp * P.sw) - P.pad_left, i32(P.w));");
     w.line("        var v = vec4<f32>(0.0);");
     w.line("        if (ih >= 0 && iw >= 0 && q < P.qb) {");
-    w.line("            let base = P.x_off + n * P.xsn + (g * P.cg + cl0) * P.xsc + u32(ih) * P.xsh + u32(iw) * P.xsw;");
-    w.line("            for (var e = 0u; e < 4u; e++) {");
-    w.line("                if (cl0 + e < P.cg) {");
-    w.line("                    v[e] = x[base + e * P.xsc];");
-    w.line("                }");
-    w.line("            }");
+    for l in load.lines() {
+        wln!(w, "            {l}");
+    }
     w.line("        }");
     w.line("        if (ty >= P.y_lo && ty < P.y_hi) {");
     w.line("            dst[(ty - P.y_lo) * P.dst_row + tx] = v;");
@@ -147,7 +160,6 @@ fn buffer_source() -> String {
     w.line("        }");
     w.line("    }");
     w.line("}");
-    hoist_params(&w.finish(), &PadImageParams::fields())
 }
 
 /// The WGSL source of `pad_image_texel`: the first-call stand-in of `pad_image_flat` (same
@@ -240,60 +252,20 @@ pub(crate) fn nhwc_source() -> String {
     w.line("");
     w.line(SRC_INDEX);
     w.line(FLAT_LOAD);
-    w.line("@compute @workgroup_size(WG)");
-    w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
-    w.line("    let t = P.t0 + gid.x + gid.y * nwg.x * WG;");
-    w.line("    if (t >= P.total) {");
-    w.line("        return;");
-    w.line("    }");
-    w.line("    let xgroups = (P.width + 7u) / 8u;");
-    w.line("    let ty = t / xgroups;");
-    w.line("    let tx0 = (t - ty * xgroups) * 8u;");
-    w.line("    let prow = ty / P.hp;");
-    w.line("    let ihp = ty - prow * P.hp;");
-    w.line("    let n = prow / P.rows_img;");
-    w.line("    var pc = tx0 / P.wp;");
-    w.line("    var iwp = tx0 - pc * P.wp;");
-    w.line("    var q = (prow - n * P.rows_img) * P.cpr + pc;");
-    w.line("    var g = q / P.qg;");
-    w.line("    var cl0 = (q - g * P.qg) * 4u;");
-    w.line("    let ih = src_index(i32(ihp * P.sh) - P.pad_top, i32(P.h));");
-    w.line("    let row = (n * P.h + u32(max(ih, 0))) * P.w;");
-    w.line("    for (var e8 = 0u; e8 < 8u; e8++) {");
-    w.line("        let tx = tx0 + e8;");
-    w.line("        if (tx >= P.width) {");
-    w.line("            break;");
-    w.line("        }");
-    w.line("        let iw = src_index(i32(iwp * P.sw) - P.pad_left, i32(P.w));");
-    w.line("        var v = vec4<f32>(0.0);");
-    w.line("        if (ih >= 0 && iw >= 0 && q < P.qb) {");
-    w.line("            let base = (row + u32(iw)) * P.c + g * P.cg + cl0;");
-    w.line("            if (VEC) {");
-    w.line("                let t4 = base / 4u;");
-    w.line("                v = textureLoad(src, vec2<u32>(t4 & (P.tw - 1u), t4 >> P.tw_shift));");
-    w.line("            } else {");
-    w.line("                for (var e = 0u; e < 4u; e++) {");
-    w.line("                    if (cl0 + e < P.cg) {");
-    w.line("                        v[e] = flat_load(base + e);");
-    w.line("                    }");
-    w.line("                }");
-    w.line("            }");
-    w.line("        }");
-    w.line("        if (ty >= P.y_lo && ty < P.y_hi) {");
-    w.line("            dst[(ty - P.y_lo) * P.dst_row + tx] = v;");
-    w.line("        }");
-    w.line("        iwp += 1u;");
-    w.line("        if (iwp == P.wp) {");
-    w.line("            iwp = 0u;");
-    w.line("            q += 1u;");
-    w.line("            cl0 += 4u;");
-    w.line("            if (cl0 == P.qg * 4u) {");
-    w.line("                cl0 = 0u;");
-    w.line("                g += 1u;");
-    w.line("            }");
-    w.line("        }");
-    w.line("    }");
-    w.line("}");
+    texel_walk(
+        &mut w,
+        "let base = ((n * P.h + u32(ih)) * P.w + u32(iw)) * P.c + g * P.cg + cl0;
+if (VEC) {
+    let t4 = base / 4u;
+    v = textureLoad(src, vec2<u32>(t4 & (P.tw - 1u), t4 >> P.tw_shift));
+} else {
+    for (var e = 0u; e < 4u; e++) {
+        if (cl0 + e < P.cg) {
+            v[e] = flat_load(base + e);
+        }
+    }
+}",
+    );
     hoist_params(&w.finish(), &PadImageParams::fields())
 }
 

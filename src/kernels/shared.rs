@@ -81,6 +81,22 @@ params! {
     }
 }
 
+/// WGSL: loads from a read-only storage image `tx` holding a channels-last tensor verbatim
+/// (float i at texel i / 4 of rows of `P.tw` texels, a power of two; channels a multiple of
+/// 4): `xload(t)` is texel t, `rload(row, col, c4n, cq)` the 4 channels from `4 * cq` of
+/// pixel `col` of image row `row` (`n * H + iy`), 0 where row or col is -1 (padding). The
+/// loaders of the channels-last depthwise kernels.
+pub(crate) const NHWC_LOAD: &str = "fn xload(t: u32) -> vec4<f32> {
+    return textureLoad(tx, vec2<u32>(t & (P.tw - 1u), t >> P.tw_shift));
+}
+fn rload(row: i32, col: i32, c4n: u32, cq: u32) -> vec4<f32> {
+    if (row < 0 || col < 0) {
+        return vec4<f32>(0.0);
+    }
+    return xload((u32(row) * P.w + u32(col)) * c4n + cq);
+}
+";
+
 /// WGSL: float `i` of a read-only storage image `src` holding a buffer verbatim (float i at
 /// texel i / 4 of rows of `P.tw` texels, a power of two: shifts, not per-lane division loops;
 /// channel i % 4). The loader of the kernels that read a buffer through its image copy.
