@@ -547,34 +547,124 @@ fn f16_conversions_on_the_gpu_match_half_for_every_f16_value() {
     // `f16_pack`. x runs through all 65536 f16 bit patterns (subnormals, ±0, ±inf, NaN), so
     // `f16_unpack` is checked on every value and `f16_pack` on ties (x * 0.5 of odd
     // subnormals), overflow (x * 3 beyond 65520), underflow and general rounding.
+    // The conversions run four words at a time (`f16_unpack4` / `f16_pack4`) and the words
+    // short of a group of four, and an odd last element, one at a time: the second shape
+    // (65533 elements) takes both.
     let ctx = ctx();
-    let x: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
-    let xt = Tensor::from_f16(ctx, &x, &[1, 1, 256, 256]).unwrap();
-    for w in [1.0f32, 0.5, 3.0, -1.5, 2f32.powi(-10), 1000.0, 0.1, -0.0] {
-        let w16 = f16::from_f32(w);
-        let wt = Tensor::from_f16(ctx, &[w16], &[1, 1, 1, 1]).unwrap();
-        for &a in &[Algorithm::Auto, Algorithm::Direct] {
-            let y = ctx
-                .conv2d_with(&xt, &wt, None, &Conv2dParams::default(), a)
-                .unwrap()
-                .read_f16()
-                .unwrap();
-            for (i, (&got, &xv)) in y.iter().zip(&x).enumerate() {
-                // The kernels' sums start at +0 (so -0 * 1 gives +0, as in the f32 path).
-                let want = f16::from_f32(0.0 + f32::from(xv) * f32::from(w16));
-                let ok = if want.is_nan() {
-                    got.is_nan()
-                } else {
-                    got.to_bits() == want.to_bits()
-                };
-                assert!(
+    let all: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+    let cases = [
+        (
+            [1usize, 1, 256, 256],
+            &[1.0f32, 0.5, 3.0, -1.5, 2f32.powi(-10), 1000.0, 0.1, -0.0][..],
+        ),
+        ([1, 1, 1, 65533], &[0.5, 3.0][..]),
+    ];
+    for (shape, ws) in cases {
+        let x = &all[..shape.iter().product::<usize>()];
+        let xt = Tensor::from_f16(ctx, x, &shape).unwrap();
+        for &w in ws {
+            let w16 = f16::from_f32(w);
+            let wt = Tensor::from_f16(ctx, &[w16], &[1, 1, 1, 1]).unwrap();
+            // Depthwise (C = 1 is one channel per group) runs the f16 image kernel:
+            // rgba16float texel loads and `f32_to_f16_4` stores instead of the conversions.
+            for &a in &[Algorithm::Auto, Algorithm::Direct, Algorithm::Depthwise] {
+                let y = ctx
+                    .conv2d_with(&xt, &wt, None, &Conv2dParams::default(), a)
+                    .unwrap()
+                    .read_f16()
+                    .unwrap();
+                for (i, (&got, &xv)) in y.iter().zip(x).enumerate() {
+                    // The kernels' sums start at +0 (so -0 * 1 gives +0, as in the f32 path).
+                    let want = f16::from_f32(0.0 + f32::from(xv) * f32::from(w16));
+                    // The sign of an exact zero sum is not specified (the depthwise kernel's
+                    // compiler folds its first FMA into a product: -0 * 1 gives -0 there).
+                    let ok = if want.is_nan() {
+                        got.is_nan()
+                    } else if want == f16::ZERO && a == Algorithm::Depthwise {
+                        got == want
+                    } else {
+                        got.to_bits() == want.to_bits()
+                    };
+                    assert!(
                     ok,
                     "w = {w16}, {}: x = {xv} (bits {i:#06x}): got {got} ({:#06x}) want {want} ({:#06x})",
                     a.name(),
                     got.to_bits(),
                     want.to_bits()
                 );
+                }
             }
+        }
+    }
+}
+
+/// Depthwise layers on f16 tensors read x and write y as f16 in the kernel itself
+/// (`conv2d_depthwise_image_f16`): no f32 copy of y is rounded (`f16_pack*` never compiled
+/// on a fresh context), and the results are the CPU reference rounded once, bit for bit on
+/// integer data, within the f16 bound on random data. Channel multipliers, row strides
+/// (one output row per invocation), 5x5 kernels, batches and a fused relu.
+#[test]
+fn f16_depthwise_reads_and_writes_f16_in_the_kernel() {
+    let _ = ctx();
+    let p = Conv2dParams::default().with_padding(Padding::Symmetric([1, 1]));
+    let cases = [
+        ([2, 8, 12, 16], [8, 1, 3, 3], p.with_groups(8)),
+        (
+            [1, 4, 9, 8],
+            [8, 1, 3, 3],
+            p.with_groups(4).with_stride([2, 1]),
+        ),
+        (
+            [1, 6, 7, 12],
+            [6, 1, 5, 5],
+            Conv2dParams::default()
+                .with_padding(Padding::Symmetric([2, 2]))
+                .with_groups(6),
+        ),
+        ([3, 32, 20, 24], [32, 1, 3, 3], p.with_groups(32)),
+    ];
+    let mut rng = Rng::new(21);
+    for (xs, ws, params) in cases {
+        let pr = Conv2dProblem::new(xs, ws, Some(ws[0]), &params).unwrap();
+        for integer in [true, false] {
+            let ctx = &Context::new_blocking().unwrap();
+            let gen = |rng: &mut Rng, n| {
+                if integer {
+                    rng.int_vec(n)
+                } else {
+                    r16(&rng.vec(n))
+                }
+            };
+            let x = gen(&mut rng, xs.iter().product());
+            let w = gen(&mut rng, ws.iter().product());
+            let b = gen(&mut rng, ws[0]);
+            let y_ref = cpu::conv2d_problem(&pr, &x, &w, Some(&b));
+            let scale = cpu::conv2d_abs_scale(&pr, &x, &w, Some(&b));
+            let (xt, wt, bt) = (up(ctx, &x, &xs), up(ctx, &w, &ws), up(ctx, &b, &[ws[0]]));
+            for a in [Algorithm::Auto, Algorithm::Depthwise] {
+                let y = ctx.conv2d_with(&xt, &wt, Some(&bt), &params, a).unwrap();
+                let l = format!("{xs:?} {a:?} integer {integer}");
+                if integer {
+                    close(&l, &y, &y_ref, &[], 0, true);
+                    continue;
+                }
+                // The documented f16 bound (f32 accumulation, one rounding to f16).
+                let got = y.read().unwrap();
+                for (i, (&g, &e)) in got.iter().zip(&y_ref).enumerate() {
+                    let e16 = f64::from(f16::from_f32(e));
+                    let bound = cpu::f16_tolerance(e16, scale[i] as f64, ws[2] * ws[3] + 1);
+                    assert!(
+                        (f64::from(g) - e16).abs() <= bound,
+                        "{l}: y[{i}] = {g}, want {e16} (bound {bound})"
+                    );
+                }
+            }
+            let k = wgconv::dev::compiled_kernels(ctx);
+            assert!(k.contains(&"conv2d_depthwise_image_f16"), "{xs:?}: {k:?}");
+            assert!(
+                !k.iter().any(|n| n.starts_with("f16_pack")),
+                "{xs:?}: y went through an f32 copy: {k:?}"
+            );
         }
     }
 }

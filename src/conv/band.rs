@@ -547,6 +547,40 @@ pub(crate) fn forward_reads_channels_last(
         })
 }
 
+/// The concrete algorithm a whole (unbanded) forward problem runs with `algorithm` (`Auto`
+/// resolved once): the caller decides its views from it and passes it on, so a tuning
+/// result landing in between cannot hand views meant for one kernel to another. `None` for
+/// banded problems (each band chooses) and refusals (reported by `forward`).
+pub(crate) fn forward_pin(
+    ctx: &Context,
+    p: &Conv2dProblem,
+    algorithm: Algorithm,
+) -> Option<Algorithm> {
+    if !matches!(plan(ctx, p, Side::Outputs), Plan::Whole) {
+        return None;
+    }
+    forward::TABLE
+        .select(ctx, p, algorithm, |h, c| {
+            ctx.choose(TunedOp::Forward, p, h, &c)
+        })
+        .ok()
+        .map(|e| e.algorithm)
+}
+
+/// Whether the forward problem `p` with `algorithm` reads its f16 input and writes its f16
+/// output itself (no f32 copies): whole problems whose chosen entry is the depthwise image
+/// kernel (`forward::depthwise::reads_f16`).
+pub(crate) fn forward_reads_f16(ctx: &Context, p: &Conv2dProblem, algorithm: Algorithm) -> bool {
+    if !matches!(plan(ctx, p, Side::Outputs), Plan::Whole) {
+        return false;
+    }
+    forward::TABLE
+        .select(ctx, p, algorithm, |h, c| {
+            ctx.choose(TunedOp::Forward, p, h, &c)
+        })
+        .is_ok_and(|e| e.algorithm == Algorithm::Depthwise && forward::depthwise::reads_f16(ctx, p))
+}
+
 pub(crate) fn forward(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
@@ -563,7 +597,7 @@ pub(crate) fn forward(
     let plan = plan(ctx, p, Side::Outputs);
     let (xi, yi) = (p.c * p.h * p.w, p.k * p.oh * p.ow);
     // Channels-last buffers reach only whole problems (`forward_reads_channels_last`).
-    debug_assert!(matches!(plan, Plan::Whole) || !(bufs.x_cl || bufs.y_cl));
+    debug_assert!(matches!(plan, Plan::Whole) || !(bufs.x_cl || bufs.y_cl || bufs.x_f16));
     match plan {
         Plan::Whole => (select(p)?.encode)(ctx, enc, p, bufs),
         Plan::Impossible(bytes) => Err(impossible(ctx, table.op, algorithm, bytes)?),

@@ -38,6 +38,9 @@ pub(crate) struct ConvBuffers {
     pub x_cl: bool,
     /// See `x_cl`.
     pub y_cl: bool,
+    /// `x` and `y` are the caller's f16 tensors (packed words), not f32 views: only for the
+    /// entries that read and write f16 themselves (see `band::forward_reads_f16`).
+    pub x_f16: bool,
 }
 
 /// An epilogue offered to the forward kernels (`crate::conv::epilogue`): a launcher whose
@@ -110,6 +113,7 @@ impl ConvBuffers {
             epilogue: None,
             x_cl: false,
             y_cl: false,
+            x_f16: false,
         }
     }
 }

@@ -326,21 +326,50 @@ impl Context {
         y: &Tensor,
         algorithm: Algorithm,
     ) -> Result<()> {
+        // Auto resolved once for a whole problem: the views below are made for that kernel.
+        let pinned = band::forward_pin(self, p, algorithm);
+        let algorithm = pinned.unwrap_or(algorithm);
         // Channels-last operands in place for the implicit GEMM (the residual in y's
         // order), else contiguous views.
         let native = self.reads_channels_last(p, &[x, y], algorithm)
             && residual.is_none_or(|r| r.format() == y.format());
-        let xv = half::input_in(self, enc, x, native)?;
-        let wv = half::input(self, enc, w)?;
-        let bv = bias.map(|b| half::input(self, enc, b)).transpose()?;
-        let rv = residual
-            .map(|r| half::input_in(self, enc, r, native))
-            .transpose()?;
-        let yv = half::output_in(self, enc, y, native)?;
         let fuse = self
             .inner
             .fuse_epilogues
             .load(std::sync::atomic::Ordering::Relaxed);
+        // f16 x and y read and written by the kernel itself (contiguous, the epilogue fused:
+        // no f32 copy of y for a pass to work on).
+        let native16 = x.dtype() == DType::F16
+            && x.format() == MemoryFormat::Contiguous
+            && y.format() == MemoryFormat::Contiguous
+            && (fuse || epilogue.is_identity())
+            && band::forward_reads_f16(self, p, algorithm);
+        let xv = if native16 {
+            half::input_f16(self, enc, x, true)?
+        } else {
+            half::input_in(self, enc, x, native)?
+        };
+        // f16 / channels-last weights that the implicit GEMM takes from the packed-weight
+        // cache, or packs converting them in a submission of its own (`w_src`), need no
+        // copy in this call: its buffer is bound only as an unread placeholder then.
+        let lazy_w = pinned == Some(Algorithm::ImplicitGemm)
+            && half::needs_copy(w)
+            && w.content_key().is_some()
+            && self.inner.weights.budget() > 0;
+        let wv = if lazy_w {
+            half::unconverted(w)
+        } else {
+            half::input(self, enc, w)?
+        };
+        let bv = bias.map(|b| half::input(self, enc, b)).transpose()?;
+        let rv = residual
+            .map(|r| half::input_in(self, enc, r, native))
+            .transpose()?;
+        let yv = if native16 {
+            half::output_f16(self, enc, y, true)?
+        } else {
+            half::output_in(self, enc, y, native)?
+        };
         let fused = (fuse && !epilogue.is_identity()).then(|| launch::FusedEpilogue {
             ep: *epilogue,
             r: rv.as_ref().map(|r| r.buf().clone()),
@@ -356,10 +385,19 @@ impl Context {
             epilogue: fused.clone(),
             x_cl: xv.cl,
             y_cl: yv.cl,
+            x_f16: xv.f16 && yv.f16,
         };
         forward::encode(self, enc, p, &bufs, algorithm)?;
         let applied = fused.is_some_and(|f| f.applied.load(std::sync::atomic::Ordering::Relaxed));
-        if !applied {
+        if !applied && yv.f16 && !epilogue.is_identity() {
+            // Unreachable (`native16` asks for an entry that fuses every epilogue); never a
+            // pass over f16 words as if they were f32.
+            return Err(Error::new(crate::error::ErrorKind::Device {
+                context: "recording a forward convolution".into(),
+                message: "an f16-native kernel left its epilogue unapplied (library bug)".into(),
+            }));
+        }
+        if !applied && !yv.f16 {
             epilogue::encode_forward(
                 self,
                 enc,

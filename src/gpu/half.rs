@@ -45,6 +45,9 @@ pub(crate) struct F32View {
     pub(crate) buffer: wgpu::Buffer,
     /// The view keeps the tensor's channels-last order (see [`input_in`]).
     pub(crate) cl: bool,
+    /// The view is the f16 tensor's own words, for a kernel that reads (writes) f16 itself
+    /// (see [`input_f16`]).
+    pub(crate) f16: bool,
     _scratch: Vec<ScratchBuffer>,
 }
 
@@ -70,6 +73,55 @@ pub(crate) fn input_in(
     keep_cl: bool,
 ) -> Result<F32View> {
     view(ctx, enc, t, true, keep_cl)
+}
+
+/// [`input`] of a contiguous f16 tensor as its own words when `keep_f16` (for kernels that
+/// read f16 themselves): no conversion at all then.
+pub(crate) fn input_f16(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    t: &Tensor,
+    keep_f16: bool,
+) -> Result<F32View> {
+    if keep_f16 && t.dtype() == DType::F16 && t.format() == MemoryFormat::Contiguous {
+        return Ok(own_f16(t));
+    }
+    input(ctx, enc, t)
+}
+
+/// [`output`] (not loaded) of a contiguous f16 tensor as its own words when `keep_f16` (for
+/// kernels that store f16 themselves): [`finish`] has nothing left to do then.
+pub(crate) fn output_f16(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    t: &Tensor,
+    keep_f16: bool,
+) -> Result<F32View> {
+    if keep_f16 && t.dtype() == DType::F16 && t.format() == MemoryFormat::Contiguous {
+        return Ok(own_f16(t));
+    }
+    output(ctx, enc, t, false)
+}
+
+/// The tensor's own buffer as a view without any conversion, for an operand the kernels
+/// take from elsewhere (the packed weights of the implicit GEMM: cache or `w_src`); bound
+/// only as a placeholder, never read as f32.
+pub(crate) fn unconverted(t: &Tensor) -> F32View {
+    F32View {
+        buffer: t.raw().clone(),
+        cl: false,
+        f16: false,
+        _scratch: Vec::new(),
+    }
+}
+
+fn own_f16(t: &Tensor) -> F32View {
+    F32View {
+        buffer: t.raw().clone(),
+        cl: false,
+        f16: true,
+        _scratch: Vec::new(),
+    }
 }
 
 /// [`output`] keeping a channels-last tensor's order when `keep_cl`.
@@ -112,6 +164,7 @@ fn view(
         return Ok(F32View {
             buffer: t.raw().clone(),
             cl,
+            f16: false,
             _scratch: Vec::new(),
         });
     }
@@ -158,6 +211,7 @@ fn view(
     Ok(F32View {
         buffer,
         cl: cl && !swap,
+        f16: false,
         _scratch: scratch,
     })
 }
@@ -171,7 +225,7 @@ pub(crate) fn unpack_scratch(
     n: usize,
 ) -> Result<ScratchBuffer> {
     let s = ScratchBuffer::new(ctx, enc, DType::F32.storage_bytes(n), "wgconv f16 as f32")?;
-    convert::<k::F16Unpack>(ctx, enc, src, &s.buffer, n)?;
+    convert(ctx, enc, src, &s.buffer, n, false)?;
     Ok(s)
 }
 
@@ -183,7 +237,7 @@ pub(crate) fn finish(
     v: &F32View,
     t: &Tensor,
 ) -> Result<()> {
-    if !needs_copy(t) {
+    if !needs_copy(t) || v.f16 {
         return Ok(());
     }
     let n = t.numel();
@@ -227,29 +281,40 @@ pub(crate) fn pack(
     dst: &wgpu::Buffer,
     n: usize,
 ) -> Result<()> {
-    convert::<k::F16Pack>(ctx, enc, src, dst, n)
+    convert(ctx, enc, src, dst, n, true)
 }
 
-/// Records the conversion of `n` elements from `src` to `dst` (`K` = unpack: words to f32;
-/// pack: f32 to words), in windows of at most one storage binding.
-fn convert<K>(
+/// Records the conversion of `n` elements from `src` to `dst` (`pack`: f32 to words; else
+/// words to f32), in windows of at most one storage binding: the full words four at a time
+/// (`f16_unpack4` / `f16_pack4`, vector accesses), a last odd element and words short of a
+/// group of four one at a time.
+fn convert(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     src: &wgpu::Buffer,
     dst: &wgpu::Buffer,
     n: usize,
-) -> Result<()>
-where
-    K: crate::kernels::KernelDef<Params = F16ConvertParams, Spec = F16ConvertSpec>,
-{
+    pack: bool,
+) -> Result<()> {
     if n == 0 {
         return Ok(());
     }
-    let pack = K::KERNEL == crate::kernels::Kernel::F16Pack;
     let n32 = u32_of(n, "f16 tensor elements")?;
     let words = n.div_ceil(2);
-    // Each chunk's f32 side (2 elements per word) fits one binding.
+    // Each chunk's f32 side (2 elements per word) fits one binding; chunks of whole groups.
     let chunk = (max_window_elems(ctx) / 2).max(1);
+    // Vector groups need windows whose offsets are multiples of 4 elements on both sides:
+    // binding offsets aligned to 16 bytes and chunks of whole groups.
+    let vectors = chunk >= 4
+        && ctx
+            .limits()
+            .min_storage_buffer_offset_alignment
+            .is_multiple_of(16);
+    let (chunk, vec_words) = if vectors {
+        (chunk / 4 * 4, n / 2 / 4 * 4)
+    } else {
+        (chunk, 0)
+    };
     let mut lo = 0usize;
     while lo < words {
         let hi = (lo + chunk).min(words);
@@ -261,23 +326,44 @@ where
         } else {
             (wb, w_off, fb, f_off)
         };
-        let mut params = F16ConvertParams {
-            n: n32,
-            w_lo: u32_of(lo, "f16 tensor words")?,
-            w_hi: u32_of(hi, "f16 tensor words")?,
-            src_off,
-            dst_off,
-            ..Default::default()
-        };
-        launch_linear::<K>(
-            ctx,
-            enc,
-            &F16ConvertSpec::default(),
-            &mut params,
-            |p, base| p.base = base,
-            &[src_b, dst_b],
-            (hi - lo) as u64,
-        )?;
+        let binds = [src_b, dst_b];
+        let vh = hi.min(vec_words).max(lo);
+        for (from, to, per) in [(lo, vh, 4), (vh, hi, 1)] {
+            if to == from {
+                continue;
+            }
+            let mut params = F16ConvertParams {
+                n: n32,
+                w_lo: u32_of(from, "f16 tensor words")?,
+                w_hi: u32_of(to, "f16 tensor words")?,
+                src_off,
+                dst_off,
+                ..Default::default()
+            };
+            let total = (to - from).div_ceil(per) as u64;
+            let spec = F16ConvertSpec::default();
+            let set = |p: &mut F16ConvertParams, base| p.base = base;
+            match (pack, per) {
+                (false, 4) => launch_linear::<k::F16Unpack4>(
+                    ctx,
+                    enc,
+                    &spec,
+                    &mut params,
+                    set,
+                    &binds,
+                    total,
+                )?,
+                (true, 4) => {
+                    launch_linear::<k::F16Pack4>(ctx, enc, &spec, &mut params, set, &binds, total)?
+                }
+                (false, _) => {
+                    launch_linear::<k::F16Unpack>(ctx, enc, &spec, &mut params, set, &binds, total)?
+                }
+                (true, _) => {
+                    launch_linear::<k::F16Pack>(ctx, enc, &spec, &mut params, set, &binds, total)?
+                }
+            }
+        }
         lo = hi;
     }
     Ok(())

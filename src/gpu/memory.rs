@@ -9,6 +9,7 @@ use std::sync::Weak;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::gpu::u32_of;
+use crate::tensor::DType;
 
 /// A device buffer whose size is accounted in [`Context::allocated_bytes`].
 pub(crate) struct DeviceBuffer {
@@ -165,7 +166,8 @@ impl ScratchBuffer {
 /// `WGCONV_POISON_SCRATCH` (never pooled: nothing writes it after its upload, which lands
 /// before any submission).
 fn nan_buffer(ctx: &Context, size: u64) -> Result<wgpu::Buffer> {
-    let words = vec![f32::NAN.to_bits(); (size / 4) as usize];
+    // A NaN as f32 whose halves are f16 NaNs too (poisons rgba16float images as well).
+    let words = vec![0x7fc0_7fc0u32; (size / 4) as usize];
     ctx.scoped("poisoning scratch", || {
         let b = ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgconv scratch poison"),
@@ -261,7 +263,7 @@ impl ImageStaging {
     }
 }
 
-/// A 2-D `rgba32float` storage image (scratch of the image kernels) from the context's pool
+/// A 2-D `rgba32float` (or, for f16 data, `rgba16float`) storage image (scratch of the image kernels) from the context's pool
 /// (see `gpu::pool`): returns to the pool when dropped, unless [`DeviceImage::retain`]ed by
 /// a cache. Its contents are undefined: what a kernel reads, the launcher writes first.
 pub(crate) struct DeviceImage {
@@ -295,6 +297,22 @@ impl Drop for DeviceImage {
 impl DeviceImage {
     /// Bytes per texel of `rgba32float`.
     pub(crate) const TEXEL: u64 = 16;
+
+    /// The texture format holding four values of `dtype` per texel.
+    pub(crate) fn format_of(dtype: DType) -> wgpu::TextureFormat {
+        match dtype {
+            DType::F32 => wgpu::TextureFormat::Rgba32Float,
+            DType::F16 => wgpu::TextureFormat::Rgba16Float,
+        }
+    }
+
+    /// Bytes per texel of this image (16, or 8 for `rgba16float`).
+    pub(crate) fn texel(&self) -> u64 {
+        match self.texture.format() {
+            wgpu::TextureFormat::Rgba16Float => 8,
+            _ => Self::TEXEL,
+        }
+    }
 
     /// Records one copy of `rows` rows of `width` texels from `buf` (starting at byte
     /// `offset`, rows `bytes_per_row` apart: a multiple of 256 when `rows > 1`) into image
@@ -356,7 +374,7 @@ impl DeviceImage {
         texels: usize,
     ) {
         let width = self.texture.width() as usize;
-        let row_bytes = width as u64 * Self::TEXEL;
+        let row_bytes = width as u64 * self.texel();
         let (full, rem) = (texels / width, texels % width);
         self.copy_rows_from(
             enc,
@@ -388,9 +406,22 @@ impl DeviceImage {
         height: u32,
         label: &str,
     ) -> Result<Self> {
+        Self::new_of(ctx, enc, width, height, DType::F32, label)
+    }
+
+    /// [`DeviceImage::new`] of four `dtype` values per texel ([`DeviceImage::format_of`]).
+    pub(crate) fn new_of(
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+        width: u32,
+        height: u32,
+        dtype: DType,
+        label: &str,
+    ) -> Result<Self> {
         Self::check_size(ctx, width, height)?;
         let (width, height) = (width.max(1), height.max(1));
-        let img = match ctx.inner.pool.take_image(width, height) {
+        let format = Self::format_of(dtype);
+        let img = match ctx.inner.pool.take_image(width, height, format) {
             Some((texture, view, bytes)) => DeviceImage {
                 view,
                 texture,
@@ -398,7 +429,7 @@ impl DeviceImage {
                 ctx: ctx.clone(),
                 retained: AtomicBool::new(false),
             },
-            None => Self::create(ctx, width, height, label)?,
+            None => Self::create(ctx, width, height, format, label)?,
         };
         img.poison(ctx, enc)?;
         Ok(img)
@@ -416,7 +447,13 @@ impl DeviceImage {
         label: &str,
     ) -> Result<Self> {
         Self::check_size(ctx, width, height)?;
-        let img = Self::create(ctx, width.max(1), height.max(1), label)?;
+        let img = Self::create(
+            ctx,
+            width.max(1),
+            height.max(1),
+            wgpu::TextureFormat::Rgba32Float,
+            label,
+        )?;
         img.poison(ctx, enc)?;
         Ok(img)
     }
@@ -439,14 +476,20 @@ impl DeviceImage {
             return Ok(());
         }
         let (width, height) = (self.texture.width(), self.texture.height());
-        let pitch = (width as u64 * Self::TEXEL).div_ceil(256) * 256;
+        let pitch = (width as u64 * self.texel()).div_ceil(256) * 256;
         let nan = nan_buffer(ctx, pitch * height as u64)?;
         ctx.scoped("poisoning scratch", || {
             self.copy_rect_from(enc, &nan, (0, pitch as u32), (0, 0, width, height))
         })
     }
 
-    fn create(ctx: &Context, width: u32, height: u32, label: &str) -> Result<Self> {
+    fn create(
+        ctx: &Context,
+        width: u32,
+        height: u32,
+        format: wgpu::TextureFormat,
+        label: &str,
+    ) -> Result<Self> {
         let texture = ctx.scoped("allocating a storage image", || {
             ctx.device().create_texture(&wgpu::TextureDescriptor {
                 label: Some(label),
@@ -458,13 +501,15 @@ impl DeviceImage {
                 mip_level_count: 1,
                 sample_count: 1,
                 dimension: wgpu::TextureDimension::D2,
-                format: wgpu::TextureFormat::Rgba32Float,
+                format,
                 usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
                 view_formats: &[],
             })
         })?;
         let view = texture.create_view(&Default::default());
-        let bytes = width as u64 * height as u64 * Self::TEXEL;
+        let bytes = width as u64
+            * height as u64
+            * format.block_copy_size(None).map_or(Self::TEXEL, u64::from);
         ctx.inner.pool.count_allocation();
         ctx.inner.allocated.fetch_add(bytes, Ordering::Relaxed);
         Ok(DeviceImage {
@@ -483,18 +528,30 @@ impl DeviceImage {
 /// `(row % rows_per) * row_len / 4 + q` of texture row `row / rows_per` holds columns
 /// `4q..4q+3` of `row`. `None` beyond `maxTextureDimension2D` or the scratch budget.
 pub(crate) fn flat_rows_geom(ctx: &Context, rows: usize, row_len: usize) -> Option<FlatRows> {
+    flat_rows_geom_of(ctx, rows, row_len, DType::F32)
+}
+
+/// [`flat_rows_geom`] of rows of `dtype` values (an `rgba16float` image for f16).
+pub(crate) fn flat_rows_geom_of(
+    ctx: &Context,
+    rows: usize,
+    row_len: usize,
+    dtype: DType,
+) -> Option<FlatRows> {
     if row_len == 0 || !row_len.is_multiple_of(4) || rows == 0 {
         return None;
     }
+    let elem = dtype.storage_bytes(2) as usize / 2;
     let d = ctx.limits().max_texture_dimension_2d as usize;
-    let rows_per = 256 / gcd(row_len * 4, 256);
+    let rows_per = 256 / gcd(row_len * elem, 256);
     let width = rows_per * row_len / 4;
     let height = rows.div_ceil(rows_per);
-    let bytes = (width * height) as u64 * DeviceImage::TEXEL;
+    let bytes = (width * height * 4 * elem) as u64;
     (width <= d && height <= d && bytes <= ctx.scratch_budget().max(4096)).then_some(FlatRows {
         rows_per,
         width,
         height,
+        dtype,
     })
 }
 
@@ -506,6 +563,8 @@ pub(crate) struct FlatRows {
     /// Image width and height in texels.
     pub width: usize,
     pub height: usize,
+    /// The element type of the rows (and the image format).
+    pub dtype: DType,
 }
 
 /// The image of [`flat_rows_geom`] `g` filled with `texels` texels of `buf`
@@ -518,15 +577,17 @@ pub(crate) fn flat_rows_image(
     g: FlatRows,
     label: &str,
 ) -> Result<DeviceImage> {
-    let img = DeviceImage::new(
+    let img = DeviceImage::new_of(
         ctx,
         enc,
         u32_of(g.width, "image width")?,
         u32_of(g.height, "image height")?,
+        g.dtype,
         label,
     )?;
+    let elem = g.dtype.storage_bytes(2) / 2;
     ctx.scoped("copying a tensor into an image", || {
-        img.copy_flat_from(enc, buf, (off * 4) as u64, texels)
+        img.copy_flat_from(enc, buf, off as u64 * elem, texels)
     })?;
     Ok(img)
 }

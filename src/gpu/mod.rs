@@ -24,14 +24,16 @@ pub(crate) enum Binding {
     /// `texture_storage_2d<rgba32float, read>`. (Images are written through staging buffers
     /// and copies, never `textureStore`: see `tensor::ImageStaging`.)
     ImageRead,
+    /// `texture_storage_2d<rgba16float, read>`: f16 data read as f32 by the texel load (exact).
+    Image16Read,
 }
 
 impl Binding {
     /// The bind-group layout entry of this binding.
     pub(crate) fn layout_entry(self, binding: u32) -> wgpu::BindGroupLayoutEntry {
-        let image = |access| wgpu::BindingType::StorageTexture {
+        let image = |access, format| wgpu::BindingType::StorageTexture {
             access,
-            format: wgpu::TextureFormat::Rgba32Float,
+            format,
             view_dimension: wgpu::TextureViewDimension::D2,
         };
         let storage = |read_only| wgpu::BindingType::Buffer {
@@ -45,14 +47,21 @@ impl Binding {
             ty: match self {
                 Binding::StorageRead => storage(true),
                 Binding::Storage => storage(false),
-                Binding::ImageRead => image(wgpu::StorageTextureAccess::ReadOnly),
+                Binding::ImageRead => image(
+                    wgpu::StorageTextureAccess::ReadOnly,
+                    wgpu::TextureFormat::Rgba32Float,
+                ),
+                Binding::Image16Read => image(
+                    wgpu::StorageTextureAccess::ReadOnly,
+                    wgpu::TextureFormat::Rgba16Float,
+                ),
             },
             count: None,
         }
     }
 
     fn is_image(self) -> bool {
-        matches!(self, Binding::ImageRead)
+        matches!(self, Binding::ImageRead | Binding::Image16Read)
     }
 }
 

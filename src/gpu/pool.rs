@@ -157,15 +157,21 @@ impl Pools {
         Some(idle.buffers.swap_remove(i).buffer)
     }
 
-    /// An idle scratch image of `width` x `height` texels (the most recently used one).
+    /// An idle scratch image of `width` x `height` texels of `format` (the most recently used
+    /// one).
     pub(crate) fn take_image(
         &self,
         width: u32,
         height: u32,
+        format: wgpu::TextureFormat,
     ) -> Option<(wgpu::Texture, wgpu::TextureView, u64)> {
         let mut idle = self.idle.lock().ok()?;
         let i = (idle.images.iter().enumerate())
-            .filter(|(_, m)| m.texture.width() == width && m.texture.height() == height)
+            .filter(|(_, m)| {
+                m.texture.width() == width
+                    && m.texture.height() == height
+                    && m.texture.format() == format
+            })
             .max_by_key(|(_, m)| m.last)?
             .0;
         let m = idle.images.swap_remove(i);

@@ -5,6 +5,7 @@ use crate::gpu::wgsl::{
     epilogue_store4, hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, ACTIVATION,
 };
 use crate::kernels::conv2d_depthwise::{DW_MAX_S, DW_TX};
+use crate::kernels::f16_convert::F32_TO_F16_4;
 
 params! {
     /// Parameters of `conv2d_depthwise_image`.
@@ -105,8 +106,11 @@ fn fmas(w: &mut Wgsl, ind: &str, j: usize, r: usize) {
     }
 }
 
-/// The WGSL source of `conv2d_depthwise_image`.
-pub(crate) fn source() -> String {
+/// The WGSL source of `conv2d_depthwise_image`, or with `f16` of `conv2d_depthwise_image_f16`:
+/// f16 x read from an `rgba16float` image (the texel load converts, exactly) and f16 y
+/// stored as packed halves (`vec2<u32>` per 4 outputs, rounded to nearest even by
+/// `f32_to_f16_4`); arithmetic in f32 either way.
+pub(crate) fn source(f16: bool) -> String {
     let mut w = Wgsl::new();
     w.line(
         "// Depthwise convolution forward for CPU-like adapters (lavapipe): conv2d_depthwise.wgsl",
@@ -144,10 +148,19 @@ pub(crate) fn source() -> String {
     w.line(&DepthwiseImageParams::wgsl());
     w.line("");
     w.line("@group(0) @binding(0) var<storage, read> P: Params;");
-    w.line("@group(0) @binding(1) var tx: texture_storage_2d<rgba32float, read>;");
+    if f16 {
+        w.line("// f16 variant: x as rgba16float texels, y as 4 halves per vec2<u32>.");
+        w.line("@group(0) @binding(1) var tx: texture_storage_2d<rgba16float, read>;");
+    } else {
+        w.line("@group(0) @binding(1) var tx: texture_storage_2d<rgba32float, read>;");
+    }
     w.line("@group(0) @binding(2) var<storage, read> wt: array<f32>;");
     w.line("@group(0) @binding(3) var<storage, read> bias: array<f32>;");
-    w.line("@group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;");
+    if f16 {
+        w.line("@group(0) @binding(4) var<storage, read_write> y: array<vec2<u32>>;");
+    } else {
+        w.line("@group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;");
+    }
     w.line("// The residual of the fused epilogue (y's layout; read only when RES != 0).");
     w.line("@group(0) @binding(5) var<storage, read> r: array<vec4<f32>>;");
     w.line("");
@@ -155,6 +168,9 @@ pub(crate) fn source() -> String {
     w.line("");
     w.line(ACTIVATION);
     w.line("");
+    if f16 {
+        w.line(F32_TO_F16_4);
+    }
     w.line("fn tload(tx0: u32, ty: u32, q: i32) -> vec4<f32> {");
     w.line("    let inside = q >= 0 && q < i32(P.wq);");
     w.line("    let v = textureLoad(tx, vec2<u32>(tx0 + u32(clamp(q, 0, i32(P.wq) - 1)), ty));");
@@ -250,7 +266,15 @@ pub(crate) fn source() -> String {
                 "o",
                 &format!("ybase + o0 + {q}u"),
             ));
-            wln!(w, "            y[ybase + o0 + {q}u] = o;");
+            if f16 {
+                w.line("            let hb = f32_to_f16_4(o);");
+                wln!(
+                    w,
+                    "            y[ybase + o0 + {q}u] = vec2<u32>(hb.x | (hb.y << 16u), hb.z | (hb.w << 16u));"
+                );
+            } else {
+                wln!(w, "            y[ybase + o0 + {q}u] = o;");
+            }
             w.line("        }");
         }
         w.line("    }");

@@ -125,6 +125,111 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 "#;
 
+/// [`F16_TO_F32`] on four values, without branches (lavapipe runs every taken branch of a
+/// SIMD row; selects are cheaper). Same bits for every input.
+const F16_TO_F32_4: &str = r#"
+fn f16_to_f32_4(h: vec4<u32>) -> vec4<f32> {
+    let sign = (h & vec4<u32>(0x8000u)) << vec4<u32>(16u);
+    let e = (h >> vec4<u32>(10u)) & vec4<u32>(0x1fu);
+    let m = h & vec4<u32>(0x3ffu);
+    let normal = sign | ((e + vec4<u32>(112u)) << vec4<u32>(23u)) | (m << vec4<u32>(13u));
+    let special = sign | vec4<u32>(0x7f800000u) | (m << vec4<u32>(13u));
+    // Zero or subnormal: m * 2^-24 (a normal f32, exact).
+    let sub = bitcast<vec4<u32>>(vec4<f32>(m) * 5.9604644775390625e-8) | sign;
+    let bits = select(select(normal, sub, e == vec4<u32>(0u)), special, e == vec4<u32>(0x1fu));
+    return bitcast<vec4<f32>>(bits);
+}
+"#;
+
+/// [`F32_TO_F16`] on four values, without branches. Same bits for every input.
+pub(crate) const F32_TO_F16_4: &str = r#"
+fn f32_to_f16_4(f: vec4<f32>) -> vec4<u32> {
+    let x = bitcast<vec4<u32>>(f);
+    let sign = (x >> vec4<u32>(16u)) & vec4<u32>(0x8000u);
+    let ax = x & vec4<u32>(0x7fffffffu);
+    let nan = sign | vec4<u32>(0x7e00u) | ((ax >> vec4<u32>(13u)) & vec4<u32>(0x1ffu));
+    let inf = sign | vec4<u32>(0x7c00u);
+    // Normal f16: rebias the exponent (127 - 15 = 112), round the 13 dropped bits.
+    let v = ax - vec4<u32>(0x38000000u);
+    let normal = sign | ((v + vec4<u32>(0xfffu) + ((v >> vec4<u32>(13u)) & vec4<u32>(1u))) >> vec4<u32>(13u));
+    // Subnormal f16 (2^-25 < |f| < 2^-14): units of 2^-24, shift 14..24; clamped to 1..31
+    // for the lanes that take another branch.
+    let e = ax >> vec4<u32>(23u);
+    let m = (ax & vec4<u32>(0x7fffffu)) | vec4<u32>(0x800000u);
+    let shift = clamp(vec4<u32>(126u) - min(e, vec4<u32>(125u)), vec4<u32>(1u), vec4<u32>(31u));
+    let q = m >> shift;
+    let rem = m & ((vec4<u32>(1u) << shift) - vec4<u32>(1u));
+    let half = vec4<u32>(1u) << (shift - vec4<u32>(1u));
+    let up = (rem > half) | ((rem == half) & ((q & vec4<u32>(1u)) == vec4<u32>(1u)));
+    let sub = sign | (q + select(vec4<u32>(0u), vec4<u32>(1u), up));
+    var r = select(sub, sign, ax <= vec4<u32>(0x33000000u));
+    r = select(r, normal, ax >= vec4<u32>(0x38800000u));
+    r = select(r, inf, ax >= vec4<u32>(0x477ff000u));
+    return select(r, nan, ax > vec4<u32>(0x7f800000u));
+}
+"#;
+
+/// Four words (eight values) per invocation: words `w .. w + 4` with
+/// `w = w_lo + 4 * (base + i)` (`< w_hi`, every word full), as one `vec4<u32>` and two
+/// `vec4<f32>`; word and f32 windows offset by multiples of 4 elements.
+const UNPACK4: &str = r#"
+@group(0) @binding(0) var<storage, read> P: Params;
+@group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let w = P.w_lo + 4u * (P.base + gid.x + gid.y * nwg.x * WG);
+    if (w >= P.w_hi) {
+        return;
+    }
+    let word = src[(w + P.src_off) / 4u];
+    let lo = f16_to_f32_4(word & vec4<u32>(0xffffu));
+    let hi = f16_to_f32_4(word >> vec4<u32>(16u));
+    let d = (2u * w + P.dst_off) / 4u;
+    dst[d] = vec4<f32>(lo.x, hi.x, lo.y, hi.y);
+    dst[d + 1u] = vec4<f32>(lo.z, hi.z, lo.w, hi.w);
+}
+"#;
+
+const PACK4: &str = r#"
+@group(0) @binding(0) var<storage, read> P: Params;
+@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<u32>>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let w = P.w_lo + 4u * (P.base + gid.x + gid.y * nwg.x * WG);
+    if (w >= P.w_hi) {
+        return;
+    }
+    let d = (2u * w + P.src_off) / 4u;
+    let a = src[d];
+    let b = src[d + 1u];
+    let lo = f32_to_f16_4(vec4<f32>(a.x, a.z, b.x, b.z));
+    let hi = f32_to_f16_4(vec4<f32>(a.y, a.w, b.y, b.w));
+    dst[(w + P.dst_off) / 4u] = lo | (hi << vec4<u32>(16u));
+}
+"#;
+
+/// The WGSL source of `f16_pack4` (`pack`) or `f16_unpack4`: [`source`] on four words per
+/// invocation.
+pub(crate) fn source4(pack: bool) -> String {
+    let (conv, body) = if pack {
+        (F32_TO_F16_4, PACK4)
+    } else {
+        (F16_TO_F32_4, UNPACK4)
+    };
+    let src = format!(
+        "{}\n\n{}\n{}\n{}",
+        F16ConvertParams::wgsl(),
+        F16ConvertSpec::wgsl(),
+        conv,
+        body
+    );
+    hoist_params(&src, &F16ConvertParams::fields())
+}
+
 /// The WGSL source of `f16_pack` (`pack`) or `f16_unpack`.
 pub(crate) fn source(pack: bool) -> String {
     let (conv, body) = if pack {

@@ -274,9 +274,13 @@ kernels! {
     PackConvWeightsRuns = "pack_conv_weights_runs", pack_conv_weights::runs_source(),
         PackWeightsParams, PackWeightsRunsSpec, [ImageRead, Storage];
     /// Depthwise convolution reading the input from a storage image.
-    Conv2dDepthwiseImage = "conv2d_depthwise_image", conv2d_depthwise_image::source(),
+    Conv2dDepthwiseImage = "conv2d_depthwise_image", conv2d_depthwise_image::source(false),
         DepthwiseImageParams, DepthwiseImageSpec,
         [ImageRead, StorageRead, StorageRead, Storage, StorageRead];
+    /// [`Kernel::Conv2dDepthwiseImage`] on f16 x and y (f32 arithmetic).
+    Conv2dDepthwiseImageF16 = "conv2d_depthwise_image_f16", conv2d_depthwise_image::source(true),
+        DepthwiseImageParams, DepthwiseImageSpec,
+        [Image16Read, StorageRead, StorageRead, Storage, StorageRead];
     /// Implicit-GEMM convolution on storage images: 8 pixels x 16 output channels per lane.
     Conv2dImplicit = "conv2d_implicit", conv2d_implicit::source(conv2d_implicit::IC_TM, conv2d_implicit::IC_TN), ImplicitParams,
         ImplicitSpec, [ImageRead, ImageRead, StorageRead, Storage, StorageRead];
@@ -322,6 +326,12 @@ kernels! {
         [StorageRead, Storage];
     /// f32 scratch to f16 tensor words (round to nearest even).
     F16Pack = "f16_pack", f16_convert::source(true), F16ConvertParams, F16ConvertSpec,
+        [StorageRead, Storage];
+    /// [`Kernel::F16Unpack`] on four words per invocation (vector accesses).
+    F16Unpack4 = "f16_unpack4", f16_convert::source4(false), F16ConvertParams, F16ConvertSpec,
+        [StorageRead, Storage];
+    /// [`Kernel::F16Pack`] on four words per invocation (vector accesses).
+    F16Pack4 = "f16_pack4", f16_convert::source4(true), F16ConvertParams, F16ConvertSpec,
         [StorageRead, Storage];
     /// Memory-format conversion (NCHW ⇄ NHWC, KCRS ⇄ KRSC): a transpose of the last two
     /// axes of `[E, A, B]`.

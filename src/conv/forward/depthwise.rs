@@ -6,9 +6,9 @@ use crate::conv::launch::conv_shape;
 use crate::conv::launch::{fit_one_binding, ConvBuffers};
 use crate::conv::table::{anywhere, need, Entry, Reason};
 use crate::conv::Algorithm;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::memory::{
-    copy_flat_at, flat_image_fits, flat_rows_geom, flat_rows_image, FlatRows, ScratchBuffer,
+    copy_flat_at, flat_image_fits, flat_rows_geom_of, flat_rows_image, FlatRows, ScratchBuffer,
 };
 use crate::gpu::{i32_of, launch, launch_linear, u32_of, Bind};
 use crate::kernels::conv2d_depthwise::{DepthwiseParams, DepthwiseSpec, DW_TX};
@@ -18,6 +18,7 @@ use crate::kernels::conv2d_depthwise_nhwc::{
 };
 use crate::kernels::k;
 use crate::params::{Conv2dProblem, PaddingMode};
+use crate::tensor::DType;
 
 /// The forward entry: one input channel per group, kernels up to 7 wide, column stride 1
 /// or 2, column dilation 1.
@@ -38,6 +39,29 @@ fn encode_fused(
     p: &Conv2dProblem,
     b: &ConvBuffers,
 ) -> Result<()> {
+    if b.x_f16 {
+        // f16 x and y, read and written by the image kernel itself (`reads_f16`).
+        let geom = image_geom_of(ctx, p, 0, 0, DType::F16).ok_or_else(|| {
+            Error::new(ErrorKind::Device {
+                context: "recording a depthwise convolution".into(),
+                message: "f16 buffers for a problem the f16 image kernel cannot run (library bug)"
+                    .into(),
+            })
+        })?;
+        encode_image(
+            ctx,
+            enc,
+            p,
+            (&b.x, 0),
+            &b.w,
+            b.b.as_ref(),
+            (&b.y, 0),
+            geom,
+            Some(b),
+        )?;
+        b.mark_epilogue_applied();
+        return Ok(());
+    }
     if b.x_cl || b.y_cl {
         // Channels-last x and y (see `nhwc_runs`); the epilogue is the caller's pass.
         return encode_nhwc(ctx, enc, p, (&b.x, 0), &b.w, b.b.as_ref(), (&b.y, 0));
@@ -81,6 +105,23 @@ pub(crate) fn image_geom(
     x_off: usize,
     y_off: usize,
 ) -> Option<FlatRows> {
+    image_geom_of(ctx, p, x_off, y_off, DType::F32)
+}
+
+/// Does the image variant read f16 x and write f16 y itself (`conv2d_depthwise_image_f16`,
+/// an `rgba16float` copy of x) for `p`?
+pub(crate) fn reads_f16(ctx: &Context, p: &Conv2dProblem) -> bool {
+    image_geom_of(ctx, p, 0, 0, DType::F16).is_some()
+}
+
+/// [`image_geom`] of an input of `dtype` values.
+fn image_geom_of(
+    ctx: &Context,
+    p: &Conv2dProblem,
+    x_off: usize,
+    y_off: usize,
+    dtype: DType,
+) -> Option<FlatRows> {
     let pl = p.pad[2];
     let fits_window = (0..=4).contains(&pl) && p.s as isize - pl <= 5;
     if !(ctx.cpu_kernels()
@@ -97,7 +138,7 @@ pub(crate) fn image_geom(
     {
         return None;
     }
-    flat_rows_geom(ctx, p.n.checked_mul(p.c)?.checked_mul(p.h)?, p.w)
+    flat_rows_geom_of(ctx, p.n.checked_mul(p.c)?.checked_mul(p.h)?, p.w, dtype)
 }
 
 /// Can the dedicated kernel run `p`? One input channel per group, kernels up to 7 wide,
@@ -331,20 +372,42 @@ fn encode_image(
         y_off4: u32_of(y_off / 4, "elements")?,
         ..Default::default()
     };
-    launch_linear::<k::Conv2dDepthwiseImage>(
-        ctx,
-        enc,
-        &spec,
-        &mut u,
-        |u, t0| u.t0 = t0,
-        &[
-            Bind::Image(&img.view),
-            Bind::whole(w),
-            Bind::whole(b.unwrap_or(w)),
-            Bind::whole(y),
-            // The residual, else x (at least one vec4: W is a multiple of 4), never read.
-            Bind::whole(fused.map_or(x, |f| f.r_or(x))),
-        ],
-        total as u64,
-    )
+    // The residual, else any buffer of at least one vec4 (declared, never read): x (W is a
+    // multiple of 4), or for f16 x of 4 values (8 bytes) a 16-byte scratch.
+    let unused = match fused
+        .and_then(|f| f.epilogue.as_ref())
+        .and_then(|e| e.r.as_ref())
+    {
+        None if x.size() < 16 => Some(ScratchBuffer::new(ctx, enc, 16, "wgconv unused binding")?),
+        _ => None,
+    };
+    let r = unused.as_ref().map_or(x, |s| &s.buffer);
+    let binds = [
+        Bind::Image(&img.view),
+        Bind::whole(w),
+        Bind::whole(b.unwrap_or(w)),
+        Bind::whole(y),
+        Bind::whole(fused.map_or(r, |f| f.r_or(r))),
+    ];
+    let set = |u: &mut DepthwiseImageParams, t0| u.t0 = t0;
+    match geom.dtype {
+        DType::F16 => launch_linear::<k::Conv2dDepthwiseImageF16>(
+            ctx,
+            enc,
+            &spec,
+            &mut u,
+            set,
+            &binds,
+            total as u64,
+        ),
+        DType::F32 => launch_linear::<k::Conv2dDepthwiseImage>(
+            ctx,
+            enc,
+            &spec,
+            &mut u,
+            set,
+            &binds,
+            total as u64,
+        ),
+    }
 }
