@@ -547,9 +547,10 @@ fn f16_conversions_on_the_gpu_match_half_for_every_f16_value() {
     // `f16_pack`. x runs through all 65536 f16 bit patterns (subnormals, ±0, ±inf, NaN), so
     // `f16_unpack` is checked on every value and `f16_pack` on ties (x * 0.5 of odd
     // subnormals), overflow (x * 3 beyond 65520), underflow and general rounding.
-    // The conversions run four words at a time (`f16_unpack4` / `f16_pack4`) and the words
-    // short of a group of four, and an odd last element, one at a time: the second shape
-    // (65533 elements) takes both.
+    // The conversions run four words at a time (`f16_unpack4` / `f16_pack4`, or on CPU
+    // adapters `f16_unpack_image` / `f16_pack_image` from image copies) and the words short
+    // of a group of four, and an odd last element, one at a time: the second shape (65533
+    // elements) takes both.
     let ctx = ctx();
     let all: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
     let cases = [
@@ -664,6 +665,95 @@ fn f16_depthwise_reads_and_writes_f16_in_the_kernel() {
             assert!(
                 !k.iter().any(|n| n.starts_with("f16_pack")),
                 "{xs:?}: y went through an f32 copy: {k:?}"
+            );
+        }
+    }
+}
+
+/// The implicit GEMM reads f16 x itself: its input image is filled from an `rgba16float`
+/// copy of x (`pad_image_flat_f16` / its stand-in `pad_image_texel_f16`, and
+/// `pad_image_nhwc_f16` for channels-last x in any padding mode), not from an f32 copy.
+/// Results within the documented f16 bound, integer data bit for bit.
+#[test]
+fn f16_implicit_gemm_reads_f16_x_in_its_input_fill() {
+    let _ = ctx();
+    let probe = Conv2dParams::default()
+        .resolve([1, 8, 8, 8], [8, 8, 3, 3], None)
+        .unwrap();
+    if ctx()
+        .check_algorithm(Operation::Forward, Algorithm::ImplicitGemm, &probe)
+        .is_err()
+    {
+        // Adapters without the implicit GEMM (GL, GPUs) refuse it; the f16 path is theirs.
+        return;
+    }
+    let p = Conv2dParams::default().with_padding(Padding::Symmetric([1, 1]));
+    let cases = [
+        ([2, 16, 9, 12], [24, 16, 3, 3], p, false, "pad_image_"),
+        ([1, 12, 10, 8], [8, 12, 3, 3], p, false, "pad_image_"),
+        (
+            [2, 16, 7, 9],
+            [16, 8, 3, 3],
+            p.with_groups(2).with_padding_mode(PaddingMode::Reflect),
+            true,
+            "pad_image_nhwc_f16",
+        ),
+    ];
+    let mut rng = Rng::new(23);
+    for (xs, ws, params, cl, kernel) in cases {
+        let pr = Conv2dProblem::new(xs, ws, Some(ws[0]), &params).unwrap();
+        for integer in [true, false] {
+            let ctx = &Context::new_blocking().unwrap();
+            let gen = |rng: &mut Rng, n| {
+                if integer {
+                    rng.int_vec(n)
+                } else {
+                    r16(&rng.vec(n))
+                }
+            };
+            let x = gen(&mut rng, xs.iter().product());
+            let w = gen(&mut rng, ws.iter().product());
+            let b = gen(&mut rng, ws[0]);
+            let y_ref = cpu::conv2d_problem(&pr, &x, &w, Some(&b));
+            let scale = cpu::conv2d_abs_scale(&pr, &x, &w, Some(&b));
+            let fmt = if cl {
+                wgconv::MemoryFormat::ChannelsLast
+            } else {
+                wgconv::MemoryFormat::Contiguous
+            };
+            let xd = wgconv::MemoryFormat::Contiguous
+                .convert(&x, xs, fmt)
+                .unwrap();
+            let xt = up(ctx, &xd, &xs).with_format(fmt).unwrap();
+            let (wt, bt) = (up(ctx, &w, &ws), up(ctx, &b, &[ws[0]]));
+            let y = ctx
+                .conv2d_with(&xt, &wt, Some(&bt), &params, Algorithm::ImplicitGemm)
+                .unwrap();
+            let got = fmt
+                .convert(
+                    &y.read().unwrap(),
+                    pr.y_shape(),
+                    wgconv::MemoryFormat::Contiguous,
+                )
+                .unwrap();
+            let len = ws[1] * ws[2] * ws[3] + 1;
+            for (i, (&g, &e)) in got.iter().zip(&y_ref).enumerate() {
+                let e16 = f64::from(f16::from_f32(e));
+                let bound = if integer {
+                    0.0
+                } else {
+                    cpu::f16_tolerance(e16, scale[i] as f64, len)
+                };
+                assert!(
+                    (f64::from(g) - e16).abs() <= bound,
+                    "{xs:?} integer {integer}: y[{i}] = {g}, want {e16} (bound {bound})"
+                );
+            }
+            let k = wgconv::dev::compiled_kernels(ctx);
+            assert!(
+                k.iter()
+                    .any(|n| n.starts_with(kernel) && n.ends_with("_f16")),
+                "{xs:?}: {k:?}"
             );
         }
     }

@@ -567,20 +567,6 @@ pub(crate) fn forward_pin(
         .map(|e| e.algorithm)
 }
 
-/// Whether the forward problem `p` with `algorithm` reads its f16 input and writes its f16
-/// output itself (no f32 copies): whole problems whose chosen entry is the depthwise image
-/// kernel (`forward::depthwise::reads_f16`).
-pub(crate) fn forward_reads_f16(ctx: &Context, p: &Conv2dProblem, algorithm: Algorithm) -> bool {
-    if !matches!(plan(ctx, p, Side::Outputs), Plan::Whole) {
-        return false;
-    }
-    forward::TABLE
-        .select(ctx, p, algorithm, |h, c| {
-            ctx.choose(TunedOp::Forward, p, h, &c)
-        })
-        .is_ok_and(|e| e.algorithm == Algorithm::Depthwise && forward::depthwise::reads_f16(ctx, p))
-}
-
 pub(crate) fn forward(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
@@ -597,7 +583,9 @@ pub(crate) fn forward(
     let plan = plan(ctx, p, Side::Outputs);
     let (xi, yi) = (p.c * p.h * p.w, p.k * p.oh * p.ow);
     // Channels-last buffers reach only whole problems (`forward_reads_channels_last`).
-    debug_assert!(matches!(plan, Plan::Whole) || !(bufs.x_cl || bufs.y_cl || bufs.x_f16));
+    debug_assert!(
+        matches!(plan, Plan::Whole) || !(bufs.x_cl || bufs.y_cl || bufs.x_f16 || bufs.y_f16)
+    );
     match plan {
         Plan::Whole => (select(p)?.encode)(ctx, enc, p, bufs),
         Plan::Impossible(bytes) => Err(impossible(ctx, table.op, algorithm, bytes)?),

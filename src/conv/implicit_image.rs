@@ -4,14 +4,17 @@
 
 use crate::context::Context;
 use crate::conv::launch::ConvBuffers;
-use crate::error::Result;
-use crate::gpu::memory::{copy_flat, copy_flat_at, flat_fields, DeviceImage, ImageStaging};
+use crate::error::{Error, ErrorKind, Result};
+use crate::gpu::memory::{
+    copy_flat, copy_flat_at_of, flat_fields, flat_image_fits_of, DeviceImage, ImageStaging,
+};
 use crate::gpu::pipeline::PipelineKey;
 use crate::gpu::{i32_of, launch_linear, u32_of, Bind};
 use crate::kernels::k;
 use crate::kernels::pack_conv_weights::{PackWeightsParams, PackWeightsRunsSpec, PackWeightsSpec};
 use crate::kernels::pad_image::{PadImageFlatSpec, PadImageNhwcSpec, PadImageParams, PadImageSpec};
 use crate::params::{Conv2dProblem, PaddingMode};
+use crate::tensor::DType;
 
 /// Lanes per workgroup (one 8-lane subgroup).
 pub(crate) const WG: usize = 8;
@@ -187,10 +190,37 @@ impl InputGeom {
         )
     }
 
+    /// Does [`InputGeom::fill`] read f16 x itself (from an `rgba16float` verbatim copy, the
+    /// `_f16` kernels) for every chunk of `p` (`sub` and `x_cl` as for `fill`)? Only CPU
+    /// adapters copy x into an image, for zero padding at stride 1 or channels-last x, and
+    /// every chunk must start on a texel and fit the texture limit and scratch budget.
+    pub(crate) fn reads_f16(
+        &self,
+        ctx: &Context,
+        p: &Conv2dProblem,
+        sub: [usize; 2],
+        x_cl: bool,
+    ) -> bool {
+        let chw = p.c * p.h * p.w;
+        let fits = |nb: usize| flat_image_fits_of(ctx, 0, nb * chw, DType::F16);
+        // Whole texels in every chunk (a copy cannot read past the tensor's words).
+        let whole = if self.chunk >= p.n {
+            (p.n * chw).is_multiple_of(4)
+        } else {
+            chw.is_multiple_of(4)
+        };
+        ctx.cpu_kernels()
+            && (x_cl || (sub == [1, 1] && p.mode == PaddingMode::Zeros))
+            && whole
+            && fits(self.chunk.min(p.n))
+    }
+
     /// Records the fill of `img` with `nb` images of x starting at element `x_off`: x and
     /// its padding are `p`'s; image pixel (i, j) is p's padded pixel (i * sh, j * sw) for
     /// `sub = [sh, sw]` ([1, 1] but for strided 1x1 problems, see [`sampled_problem`]).
-    /// With `x_cl`, x is stored channels-last (NHWC), read in place by `pad_image`.
+    /// With `x_cl`, x is stored channels-last (NHWC), read in place by `pad_image`; with
+    /// `x_f16`, x holds f16 words, read through an `rgba16float` copy (see
+    /// [`InputGeom::reads_f16`], which the caller checked).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn fill(
         &self,
@@ -198,7 +228,7 @@ impl InputGeom {
         enc: &mut wgpu::CommandEncoder,
         p: &Conv2dProblem,
         sub: [usize; 2],
-        (x, x_off, x_cl): (&wgpu::Buffer, usize, bool),
+        (x, x_off, x_cl, x_f16): (&wgpu::Buffer, usize, bool, bool),
         nb: usize,
         img: &DeviceImage,
     ) -> Result<()> {
@@ -242,20 +272,40 @@ impl InputGeom {
         // `pad_image_nhwc` for channels-last x (any padding mode and stride, a texel load per
         // 4 channels).
         let copy = ctx.cpu_kernels() && (x_cl || (sub == [1, 1] && p.mode == PaddingMode::Zeros));
+        let dtype = if x_f16 { DType::F16 } else { DType::F32 };
         let flat = if copy {
             let len = (nb * p.c * p.h * p.w).div_ceil(4) * 4;
-            copy_flat_at(ctx, enc, (x, x_off), len, "wgconv implicit-gemm raw input")?
+            copy_flat_at_of(
+                ctx,
+                enc,
+                (x, x_off),
+                len,
+                dtype,
+                "wgconv implicit-gemm raw input",
+            )?
         } else {
             None
         };
+        if x_f16 && flat.is_none() {
+            // `reads_f16` said otherwise: never read f16 words as f32.
+            return Err(Error::new(ErrorKind::Device {
+                context: "recording the input image of an implicit GEMM".into(),
+                message: "f16 input without an image copy (library bug)".into(),
+            }));
+        }
         // The flat kernel's first-call stand-in (one invocation per texel, same image) while
         // it is not compiled (see `crate::tune`).
         let pass = match (&flat, x_cl) {
             (Some(_), true) => Pass::Nhwc,
             (Some(_), false)
-                if ctx.stand_in(PipelineKey::of::<k::PadImageFlat>(
-                    &PadImageFlatSpec::default(),
-                )) =>
+                if (x_f16
+                    && ctx.stand_in(PipelineKey::of::<k::PadImageFlatF16>(
+                        &PadImageFlatSpec::default(),
+                    )))
+                    || (!x_f16
+                        && ctx.stand_in(PipelineKey::of::<k::PadImageFlat>(
+                            &PadImageFlatSpec::default(),
+                        ))) =>
             {
                 Pass::Texel
             }
@@ -286,22 +336,31 @@ impl InputGeom {
             let binds = [src, Bind::whole(dst)];
             let n = total as u64;
             let flat_spec = PadImageFlatSpec::default();
-            match pass {
-                Pass::Texel => {
+            let nhwc_spec = PadImageNhwcSpec {
+                PAD_MODE: p.mode.code(),
+                VEC: p.c.is_multiple_of(4) && p.c_per_group().is_multiple_of(4),
+                ..Default::default()
+            };
+            match (pass, x_f16) {
+                (Pass::Texel, false) => {
                     launch_linear::<k::PadImageTexel>(ctx, enc, &flat_spec, &mut u, set, &binds, n)
                 }
-                Pass::Flat => {
+                (Pass::Texel, true) => launch_linear::<k::PadImageTexelF16>(
+                    ctx, enc, &flat_spec, &mut u, set, &binds, n,
+                ),
+                (Pass::Flat, false) => {
                     launch_linear::<k::PadImageFlat>(ctx, enc, &flat_spec, &mut u, set, &binds, n)
                 }
-                Pass::Nhwc => {
-                    let spec = PadImageNhwcSpec {
-                        PAD_MODE: p.mode.code(),
-                        VEC: p.c.is_multiple_of(4) && p.c_per_group().is_multiple_of(4),
-                        ..Default::default()
-                    };
-                    launch_linear::<k::PadImageNhwc>(ctx, enc, &spec, &mut u, set, &binds, n)
+                (Pass::Flat, true) => launch_linear::<k::PadImageFlatF16>(
+                    ctx, enc, &flat_spec, &mut u, set, &binds, n,
+                ),
+                (Pass::Nhwc, false) => {
+                    launch_linear::<k::PadImageNhwc>(ctx, enc, &nhwc_spec, &mut u, set, &binds, n)
                 }
-                Pass::Buffer => {
+                (Pass::Nhwc, true) => launch_linear::<k::PadImageNhwcF16>(
+                    ctx, enc, &nhwc_spec, &mut u, set, &binds, n,
+                ),
+                (Pass::Buffer, _) => {
                     let spec = PadImageSpec {
                         PAD_MODE: p.mode.code(),
                         ..Default::default()

@@ -38,9 +38,11 @@ pub(crate) struct ConvBuffers {
     pub x_cl: bool,
     /// See `x_cl`.
     pub y_cl: bool,
-    /// `x` and `y` are the caller's f16 tensors (packed words), not f32 views: only for the
-    /// entries that read and write f16 themselves (see `band::forward_reads_f16`).
+    /// `x` is the caller's f16 tensor (packed words), not an f32 view: only for the entries
+    /// that read f16 themselves (see `band::forward_reads_f16`).
     pub x_f16: bool,
+    /// `y` is the caller's f16 tensor, stored by the kernel itself (see `x_f16`).
+    pub y_f16: bool,
 }
 
 /// An epilogue offered to the forward kernels (`crate::conv::epilogue`): a launcher whose
@@ -114,6 +116,7 @@ impl ConvBuffers {
             x_cl: false,
             y_cl: false,
             x_f16: false,
+            y_f16: false,
         }
     }
 }

@@ -337,18 +337,20 @@ impl Context {
             .inner
             .fuse_epilogues
             .load(std::sync::atomic::Ordering::Relaxed);
-        // f16 x and y read and written by the kernel itself (contiguous, the epilogue fused:
-        // no f32 copy of y for a pass to work on).
-        let native16 = x.dtype() == DType::F16
-            && x.format() == MemoryFormat::Contiguous
-            && y.format() == MemoryFormat::Contiguous
-            && (fuse || epilogue.is_identity())
-            && band::forward_reads_f16(self, p, algorithm);
-        let xv = if native16 {
-            half::input_f16(self, enc, x, true)?
-        } else {
-            half::input_in(self, enc, x, native)?
+        // f16 x (and y) read (written) by the chosen kernel itself, no f32 copies.
+        let x_cl = native && x.format() == MemoryFormat::ChannelsLast;
+        let (x16, y16) = match pinned {
+            Some(a) if x.dtype() == DType::F16 => forward::reads_f16(self, p, a, x_cl),
+            _ => (false, false),
         };
+        // Native f16 y only with the epilogue in the kernel's store (no f32 copy of y for a
+        // pass to work on) and in y's own order.
+        let y16 = y16
+            && (fuse || epilogue.is_identity())
+            && y.format() == MemoryFormat::Contiguous
+            && x.format() == MemoryFormat::Contiguous;
+        let x16 = x16 && (y16 || pinned != Some(Algorithm::Depthwise));
+        let xv = half::input_native(self, enc, x, native, x16)?;
         // f16 / channels-last weights that the implicit GEMM takes from the packed-weight
         // cache, or packs converting them in a submission of its own (`w_src`), need no
         // copy in this call: its buffer is bound only as an unread placeholder then.
@@ -365,7 +367,7 @@ impl Context {
         let rv = residual
             .map(|r| half::input_in(self, enc, r, native))
             .transpose()?;
-        let yv = if native16 {
+        let yv = if y16 {
             half::output_f16(self, enc, y, true)?
         } else {
             half::output_in(self, enc, y, native)?
@@ -385,7 +387,8 @@ impl Context {
             epilogue: fused.clone(),
             x_cl: xv.cl,
             y_cl: yv.cl,
-            x_f16: xv.f16 && yv.f16,
+            x_f16: xv.f16,
+            y_f16: yv.f16,
         };
         forward::encode(self, enc, p, &bufs, algorithm)?;
         let applied = fused.is_some_and(|f| f.applied.load(std::sync::atomic::Ordering::Relaxed));

@@ -13,8 +13,8 @@
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::gpu::layout;
-use crate::gpu::memory::ScratchBuffer;
-use crate::gpu::{launch_linear, max_window_elems, u32_of, window};
+use crate::gpu::memory::{copy_flat_at_of, ScratchBuffer};
+use crate::gpu::{launch_linear, max_window_elems, u32_of, window, Bind};
 use crate::kernels::f16_convert::{F16ConvertParams, F16ConvertSpec};
 use crate::kernels::k;
 use crate::tensor::{DType, MemoryFormat, Tensor};
@@ -75,18 +75,25 @@ pub(crate) fn input_in(
     view(ctx, enc, t, true, keep_cl)
 }
 
-/// [`input`] of a contiguous f16 tensor as its own words when `keep_f16` (for kernels that
-/// read f16 themselves): no conversion at all then.
-pub(crate) fn input_f16(
+/// [`input_in`] of an f16 tensor as its own words when `keep_f16` (for kernels that read
+/// f16 themselves; a channels-last one only with `keep_cl`): no conversion at all then.
+pub(crate) fn input_native(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     t: &Tensor,
+    keep_cl: bool,
     keep_f16: bool,
 ) -> Result<F32View> {
-    if keep_f16 && t.dtype() == DType::F16 && t.format() == MemoryFormat::Contiguous {
-        return Ok(own_f16(t));
+    let cl = t.format() == MemoryFormat::ChannelsLast;
+    if keep_f16 && t.dtype() == DType::F16 && (keep_cl || !cl) {
+        return Ok(F32View {
+            buffer: t.raw().clone(),
+            cl,
+            f16: true,
+            _scratch: Vec::new(),
+        });
     }
-    input(ctx, enc, t)
+    input_in(ctx, enc, t, keep_cl)
 }
 
 /// [`output`] (not loaded) of a contiguous f16 tensor as its own words when `keep_f16` (for
@@ -98,7 +105,12 @@ pub(crate) fn output_f16(
     keep_f16: bool,
 ) -> Result<F32View> {
     if keep_f16 && t.dtype() == DType::F16 && t.format() == MemoryFormat::Contiguous {
-        return Ok(own_f16(t));
+        return Ok(F32View {
+            buffer: t.raw().clone(),
+            cl: false,
+            f16: true,
+            _scratch: Vec::new(),
+        });
     }
     output(ctx, enc, t, false)
 }
@@ -111,15 +123,6 @@ pub(crate) fn unconverted(t: &Tensor) -> F32View {
         buffer: t.raw().clone(),
         cl: false,
         f16: false,
-        _scratch: Vec::new(),
-    }
-}
-
-fn own_f16(t: &Tensor) -> F32View {
-    F32View {
-        buffer: t.raw().clone(),
-        cl: false,
-        f16: true,
         _scratch: Vec::new(),
     }
 }
@@ -328,8 +331,56 @@ fn convert(
         };
         let binds = [src_b, dst_b];
         let vh = hi.min(vec_words).max(lo);
-        for (from, to, per) in [(lo, vh, 4), (vh, hi, 1)] {
-            if to == from {
+        // CPU adapters: the vector part from a verbatim image copy of its source (a copy,
+        // then texel loads instead of per-lane storage-buffer loads).
+        let img = if ctx.cpu_kernels() && vh > lo {
+            let (dtype, buf) = if pack {
+                (DType::F32, src)
+            } else {
+                (DType::F16, src)
+            };
+            copy_flat_at_of(
+                ctx,
+                enc,
+                (buf, 2 * lo),
+                2 * (vh - lo),
+                dtype,
+                "wgconv f16 conversion",
+            )?
+        } else {
+            None
+        };
+        if let Some((img, tw)) = &img {
+            let mut params = F16ConvertParams {
+                n: n32,
+                w_lo: u32_of(lo, "f16 tensor words")?,
+                w_hi: u32_of(vh, "f16 tensor words")?,
+                src_off,
+                dst_off,
+                tw_shift: tw.trailing_zeros(),
+                ..Default::default()
+            };
+            let total = (vh - lo).div_ceil(4) as u64;
+            let spec = F16ConvertSpec::default();
+            let set = |p: &mut F16ConvertParams, base| p.base = base;
+            let binds = [Bind::Image(&img.view), dst_b];
+            if pack {
+                launch_linear::<k::F16PackImage>(ctx, enc, &spec, &mut params, set, &binds, total)?;
+            } else {
+                launch_linear::<k::F16UnpackImage>(
+                    ctx,
+                    enc,
+                    &spec,
+                    &mut params,
+                    set,
+                    &binds,
+                    total,
+                )?;
+            }
+        }
+        let from_vec = if img.is_some() { vh } else { lo };
+        for (from, to, per) in [(from_vec, vh, 4), (vh, hi, 1)] {
+            if to <= from {
                 continue;
             }
             let mut params = F16ConvertParams {

@@ -621,7 +621,10 @@ pub(crate) fn copy_flat(
 /// Uniform fields `[tw, tw_shift, texels]` of a kernel reading the image of [`copy_flat_at`]
 /// (`tw` its width in texels, a power of two).
 pub(crate) fn flat_fields(img: &DeviceImage, tw: u32) -> Result<[u32; 3]> {
-    let texels = u32_of(img.bytes as usize / 16, "texels of a flat image copy")?;
+    let texels = u32_of(
+        (img.bytes / img.texel()) as usize,
+        "texels of a flat image copy",
+    )?;
     Ok([tw, tw.trailing_zeros(), texels])
 }
 
@@ -636,10 +639,15 @@ fn flat_tw(ctx: &Context) -> usize {
 /// Can [`copy_flat_at`] copy `len` floats from element `off` (of a buffer holding them) into
 /// an image: whole texels, within the texture limit and the scratch budget?
 pub(crate) fn flat_image_fits(ctx: &Context, off: usize, len: usize) -> bool {
+    flat_image_fits_of(ctx, off, len, DType::F32)
+}
+
+/// [`flat_image_fits`] for `dtype` values (an `rgba16float` image for f16).
+pub(crate) fn flat_image_fits_of(ctx: &Context, off: usize, len: usize, dtype: DType) -> bool {
     let d = ctx.limits().max_texture_dimension_2d as usize;
     let tw = flat_tw(ctx);
     let rows = (len / 4).div_ceil(tw);
-    let bytes = (tw * rows) as u64 * DeviceImage::TEXEL;
+    let bytes = (tw * rows) as u64 * dtype.storage_bytes(4);
     len > 0
         && len.is_multiple_of(4)
         && off.is_multiple_of(4)
@@ -654,15 +662,29 @@ pub(crate) fn copy_flat_at(
     len: usize,
     label: &str,
 ) -> Result<Option<(DeviceImage, u32)>> {
-    if !flat_image_fits(ctx, off, len) || ((off + len) * 4) as u64 > buf.size() {
+    copy_flat_at_of(ctx, enc, (buf, off), len, DType::F32, label)
+}
+
+/// [`copy_flat_at`] of `dtype` values (f16: an `rgba16float` image, read as f32 by the
+/// texel loads).
+pub(crate) fn copy_flat_at_of(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    (buf, off): (&wgpu::Buffer, usize),
+    len: usize,
+    dtype: DType,
+    label: &str,
+) -> Result<Option<(DeviceImage, u32)>> {
+    let elem = dtype.storage_bytes(2) / 2;
+    if !flat_image_fits_of(ctx, off, len, dtype) || (off + len) as u64 * elem > buf.size() {
         return Ok(None);
     }
     let texels = len / 4;
     let tw = flat_tw(ctx);
     let rows = texels.div_ceil(tw);
-    let img = DeviceImage::new(ctx, enc, tw as u32, rows as u32, label)?;
+    let img = DeviceImage::new_of(ctx, enc, tw as u32, rows as u32, dtype, label)?;
     ctx.scoped("copying a buffer into an image", || {
-        img.copy_flat_from(enc, buf, (off * 4) as u64, texels)
+        img.copy_flat_from(enc, buf, off as u64 * elem, texels)
     })?;
     Ok(Some((img, tw as u32)))
 }

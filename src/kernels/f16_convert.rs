@@ -19,7 +19,7 @@ params! {
     /// windows (see `gpu::window`).
     pub(crate) struct F16ConvertParams {
         n: u32, w_lo: u32, w_hi: u32, base: u32,
-        src_off: u32, dst_off: u32, _p0: u32, _p1: u32,
+        src_off: u32, dst_off: u32, tw_shift: u32, _p1: u32,
     }
 }
 
@@ -211,6 +211,70 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     dst[(w + P.dst_off) / 4u] = lo | (hi << vec4<u32>(16u));
 }
 "#;
+
+/// `f16_pack_image` / `f16_unpack_image`: [`UNPACK4`] / [`PACK4`] with the source read from
+/// a verbatim image copy of words `w_lo..w_hi` (rows of `1 << tw_shift` texels; texel `t`
+/// holds values `2 * w_lo + 4t ..`): for CPU adapters, where a texel load costs a fraction
+/// of a per-lane storage-buffer load. f32 values come from an `rgba32float` copy; f16
+/// values from an `rgba16float` copy, whose texel loads are the conversion (exact).
+const UNPACK_IMAGE: &str = r#"
+@group(0) @binding(0) var<storage, read> P: Params;
+@group(0) @binding(1) var src: texture_storage_2d<rgba16float, read>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = P.base + gid.x + gid.y * nwg.x * WG;
+    let w = P.w_lo + 4u * i;
+    if (w >= P.w_hi) {
+        return;
+    }
+    let m = (1u << P.tw_shift) - 1u;
+    let t = 2u * i;
+    let d = (2u * w + P.dst_off) / 4u;
+    dst[d] = textureLoad(src, vec2<u32>(t & m, t >> P.tw_shift));
+    dst[d + 1u] = textureLoad(src, vec2<u32>((t + 1u) & m, (t + 1u) >> P.tw_shift));
+}
+"#;
+
+const PACK_IMAGE: &str = r#"
+@group(0) @binding(0) var<storage, read> P: Params;
+@group(0) @binding(1) var src: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<u32>>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = P.base + gid.x + gid.y * nwg.x * WG;
+    let w = P.w_lo + 4u * i;
+    if (w >= P.w_hi) {
+        return;
+    }
+    let m = (1u << P.tw_shift) - 1u;
+    let t = 2u * i;
+    let a = textureLoad(src, vec2<u32>(t & m, t >> P.tw_shift));
+    let b = textureLoad(src, vec2<u32>((t + 1u) & m, (t + 1u) >> P.tw_shift));
+    let lo = f32_to_f16_4(vec4<f32>(a.x, a.z, b.x, b.z));
+    let hi = f32_to_f16_4(vec4<f32>(a.y, a.w, b.y, b.w));
+    dst[(w + P.dst_off) / 4u] = lo | (hi << vec4<u32>(16u));
+}
+"#;
+
+/// The WGSL source of `f16_pack_image` (`pack`) or `f16_unpack_image`.
+pub(crate) fn source_image(pack: bool) -> String {
+    let (conv, body) = if pack {
+        (F32_TO_F16_4, PACK_IMAGE)
+    } else {
+        ("", UNPACK_IMAGE)
+    };
+    let src = format!(
+        "{}\n\n{}\n{}\n{}",
+        F16ConvertParams::wgsl(),
+        F16ConvertSpec::wgsl(),
+        conv,
+        body
+    );
+    hoist_params(&src, &F16ConvertParams::fields())
+}
 
 /// The WGSL source of `f16_pack4` (`pack`) or `f16_unpack4`: [`source`] on four words per
 /// invocation.

@@ -252,14 +252,23 @@ kernels! {
     PadImage = "pad_image", pad_image::source(false), PadImageParams, PadImageSpec,
         [StorageRead, Storage];
     /// [`Kernel::PadImage`] for channels-last x, read from a verbatim image copy.
-    PadImageNhwc = "pad_image_nhwc", pad_image::nhwc_source(), PadImageParams, PadImageNhwcSpec,
-        [ImageRead, Storage];
+    PadImageNhwc = "pad_image_nhwc", pad_image::nhwc_source(false), PadImageParams,
+        PadImageNhwcSpec, [ImageRead, Storage];
+    /// [`Kernel::PadImageNhwc`] reading f16 x from an `rgba16float` copy.
+    PadImageNhwcF16 = "pad_image_nhwc_f16", pad_image::nhwc_source(true), PadImageParams,
+        PadImageNhwcSpec, [Image16Read, Storage];
     /// [`Kernel::PadImage`] (zero padding) reading the input from a verbatim image copy.
     PadImageFlat = "pad_image_flat", pad_image::source(true), PadImageParams, PadImageFlatSpec,
         [ImageRead, Storage];
+    /// [`Kernel::PadImageFlat`] reading f16 x from an `rgba16float` copy.
+    PadImageFlatF16 = "pad_image_flat_f16", pad_image::flat_f16_source(), PadImageParams,
+        PadImageFlatSpec, [Image16Read, Storage];
     /// The first-call stand-in of [`Kernel::PadImageFlat`]: one invocation per texel.
-    PadImageTexel = "pad_image_texel", pad_image::texel_source(), PadImageParams, PadImageFlatSpec,
-        [ImageRead, Storage];
+    PadImageTexel = "pad_image_texel", pad_image::texel_source(false), PadImageParams,
+        PadImageFlatSpec, [ImageRead, Storage];
+    /// [`Kernel::PadImageTexel`] reading f16 x from an `rgba16float` copy.
+    PadImageTexelF16 = "pad_image_texel_f16", pad_image::texel_source(true), PadImageParams,
+        PadImageFlatSpec, [Image16Read, Storage];
     /// Convolution weights packed into the weight image of the implicit-GEMM convolution.
     PackConvWeights = "pack_conv_weights", pack_conv_weights::source(false), PackWeightsParams,
         PackWeightsSpec, [StorageRead, Storage];
@@ -333,6 +342,12 @@ kernels! {
     /// [`Kernel::F16Pack`] on four words per invocation (vector accesses).
     F16Pack4 = "f16_pack4", f16_convert::source4(true), F16ConvertParams, F16ConvertSpec,
         [StorageRead, Storage];
+    /// [`Kernel::F16Unpack4`] reading the words from an `rgba16float` copy (CPU adapters).
+    F16UnpackImage = "f16_unpack_image", f16_convert::source_image(false), F16ConvertParams,
+        F16ConvertSpec, [Image16Read, Storage];
+    /// [`Kernel::F16Pack4`] reading the f32 values from an `rgba32float` copy (CPU adapters).
+    F16PackImage = "f16_pack_image", f16_convert::source_image(true), F16ConvertParams,
+        F16ConvertSpec, [ImageRead, Storage];
     /// Memory-format conversion (NCHW ⇄ NHWC, KCRS ⇄ KRSC): a transpose of the last two
     /// axes of `[E, A, B]`.
     SwapAxes = "swap_axes", swap_axes::source(), SwapAxesParams, SwapAxesSpec,

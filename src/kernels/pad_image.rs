@@ -56,10 +56,26 @@ spec! {
 /// image copy; `pad_image_flat()` of the Python generator).
 pub(crate) fn source(flat: bool) -> String {
     if flat {
-        flat_source()
+        flat_source(false)
     } else {
         buffer_source()
     }
+}
+
+/// The declaration of the verbatim image copy the image-reading variants take x from:
+/// `rgba32float`, or `rgba16float` for f16 x (`f16`: the `_f16` kernels; the texel loads
+/// return f32, exactly).
+fn src_decl(f16: bool) -> &'static str {
+    if f16 {
+        "@group(0) @binding(1) var src: texture_storage_2d<rgba16float, read>;"
+    } else {
+        "@group(0) @binding(1) var src: texture_storage_2d<rgba32float, read>;"
+    }
+}
+
+/// `pad_image_flat_f16`: `pad_image_flat` reading f16 x from an `rgba16float` copy.
+pub(crate) fn flat_f16_source() -> String {
+    flat_source(true)
 }
 
 /// `pad_image`: any padding mode and stride, reading x from its storage buffer.
@@ -165,7 +181,7 @@ fn texel_walk(w: &mut Wgsl, load: &str) {
 /// The WGSL source of `pad_image_texel`: the first-call stand-in of `pad_image_flat` (same
 /// parameters, same image), one invocation per texel with 4 single-float loads, so a
 /// fraction of the code to compile.
-pub(crate) fn texel_source() -> String {
+pub(crate) fn texel_source(f16: bool) -> String {
     let mut w = Wgsl::new();
     w.line("// pad_image_flat with one invocation per texel (x, y) of the padded image (launch width *");
     w.line("// rows invocations): the same values in the same texels, a fraction of the code.");
@@ -175,7 +191,7 @@ pub(crate) fn texel_source() -> String {
     w.line(&PadImageParams::wgsl());
     w.line("");
     w.line("@group(0) @binding(0) var<storage, read> P: Params;");
-    w.line("@group(0) @binding(1) var src: texture_storage_2d<rgba32float, read>;");
+    w.line(src_decl(f16));
     w.line("@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;");
     w.line("");
     w.line(&PadImageFlatSpec::wgsl());
@@ -221,7 +237,7 @@ pub(crate) fn texel_source() -> String {
 /// a verbatim image copy (any padding mode and stride). The 4 channels of a texel of the
 /// padded image are 4 consecutive floats of x: with `VEC` (channels and channels per group
 /// multiples of 4) one texel load of the copy, else 4 single-float loads of it.
-pub(crate) fn nhwc_source() -> String {
+pub(crate) fn nhwc_source(f16: bool) -> String {
     let mut w = Wgsl::new();
     w.line("// Output: texel (x, y) of the image, for rows y_lo <= y < y_hi, goes to");
     w.line(
@@ -245,7 +261,7 @@ pub(crate) fn nhwc_source() -> String {
     w.line(&PadImageParams::wgsl());
     w.line("");
     w.line("@group(0) @binding(0) var<storage, read> P: Params;");
-    w.line("@group(0) @binding(1) var src: texture_storage_2d<rgba32float, read>;");
+    w.line(src_decl(f16));
     w.line("@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;");
     w.line("");
     w.line(&PadImageNhwcSpec::wgsl());
@@ -272,7 +288,7 @@ if (VEC) {
 /// `pad_image` for zero padding at stride 1, reading x from a verbatim image copy: 8
 /// consecutive pixels of one channel are one unaligned run of floats (3 texel loads),
 /// instead of 8 single-float storage-buffer loads.
-fn flat_source() -> String {
+fn flat_source(f16: bool) -> String {
     let mut w = Wgsl::new();
     w.line("// Output: texel (x, y) of the image, for rows y_lo <= y < y_hi, goes to");
     w.line(
@@ -297,7 +313,7 @@ fn flat_source() -> String {
     w.line(&PadImageParams::wgsl());
     w.line("");
     w.line("@group(0) @binding(0) var<storage, read> P: Params;");
-    w.line("@group(0) @binding(1) var src: texture_storage_2d<rgba32float, read>;");
+    w.line(src_decl(f16));
     w.line("@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;");
     w.line("");
     w.line(&PadImageFlatSpec::wgsl());

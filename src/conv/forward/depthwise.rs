@@ -39,15 +39,18 @@ fn encode_fused(
     p: &Conv2dProblem,
     b: &ConvBuffers,
 ) -> Result<()> {
-    if b.x_f16 {
+    if b.x_f16 || b.y_f16 {
         // f16 x and y, read and written by the image kernel itself (`reads_f16`).
-        let geom = image_geom_of(ctx, p, 0, 0, DType::F16).ok_or_else(|| {
-            Error::new(ErrorKind::Device {
-                context: "recording a depthwise convolution".into(),
-                message: "f16 buffers for a problem the f16 image kernel cannot run (library bug)"
-                    .into(),
-            })
-        })?;
+        let geom = image_geom_of(ctx, p, 0, 0, DType::F16)
+            .filter(|_| b.x_f16 && b.y_f16)
+            .ok_or_else(|| {
+                Error::new(ErrorKind::Device {
+                    context: "recording a depthwise convolution".into(),
+                    message:
+                        "f16 buffers for a problem the f16 image kernel cannot run (library bug)"
+                            .into(),
+                })
+            })?;
         encode_image(
             ctx,
             enc,

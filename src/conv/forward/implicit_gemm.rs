@@ -30,6 +30,17 @@ pub(crate) const FORWARD: Entry<Conv2dProblem, ConvBuffers> = Entry {
 };
 
 /// Why the implicit GEMM cannot run `p` here, if it cannot.
+/// Does the forward kernel read f16 x itself for `p` (x channels-last when `x_cl`): the
+/// input image filled from an `rgba16float` copy (`InputGeom::reads_f16`)? The output is
+/// stored as f32 (the caller rounds it).
+pub(crate) fn reads_f16_x(ctx: &Context, src_p: &Conv2dProblem, x_cl: bool) -> bool {
+    let (p, sub) = match sampled_problem(src_p) {
+        Some(q) => (q, src_p.stride),
+        None => (*src_p, [1, 1]),
+    };
+    plan(ctx, &p).is_some_and(|pl| pl.x.reads_f16(ctx, src_p, sub, x_cl))
+}
+
 pub(crate) fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
     fit_one_binding(ctx, p)?;
     let q = sampled_problem(p).unwrap_or(*p);
@@ -197,7 +208,8 @@ pub(crate) fn encode_at(
     while n0 < p.n {
         let nb = pl.x.chunk.min(p.n - n0);
         let x_off = x_base + n0 * src_p.c * src_p.h * src_p.w;
-        pl.x.fill(ctx, enc, src_p, sub, (&bufs.x, x_off, bufs.x_cl), nb, &ximg)?;
+        let xs = (&bufs.x, x_off, bufs.x_cl, bufs.x_f16);
+        pl.x.fill(ctx, enc, src_p, sub, xs, nb, &ximg)?;
         let batch = nb * p.groups;
         cu.batch = u32_of(batch, "images x groups")?;
         cu.y_off = u32_of(n0 * p.k * ohw, "output elements")?;

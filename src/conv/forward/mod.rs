@@ -47,3 +47,23 @@ pub(crate) fn encode(
 ) -> Result<()> {
     crate::conv::band::forward(ctx, enc, p, bufs, algorithm)
 }
+
+/// Which f16 operands the forward entry of (concrete) `algorithm` reads / writes itself for
+/// the whole problem `p`: `(x, y)`. The depthwise image kernel takes both (contiguous);
+/// the implicit GEMM reads x (`x_cl`: channels-last, in place) and stores f32 y. Every other
+/// entry gets f32 views.
+pub(crate) fn reads_f16(
+    ctx: &Context,
+    p: &Conv2dProblem,
+    algorithm: Algorithm,
+    x_cl: bool,
+) -> (bool, bool) {
+    match algorithm {
+        Algorithm::Depthwise => {
+            let both = !x_cl && depthwise::reads_f16(ctx, p);
+            (both, both)
+        }
+        Algorithm::ImplicitGemm => (implicit_gemm::reads_f16_x(ctx, p, x_cl), false),
+        _ => (false, false),
+    }
+}

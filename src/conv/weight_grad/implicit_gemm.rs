@@ -137,7 +137,7 @@ pub(crate) fn encode_wgrad(
     while n0 < p.n {
         let nb = xg.chunk.min(p.n - n0);
         let x_off = n0 * src_p.c * src_p.h * src_p.w;
-        xg.fill(ctx, enc, src_p, sub, (x, x_off, a.cl[0]), nb, &ximg)?;
+        xg.fill(ctx, enc, src_p, sub, (x, x_off, a.cl[0], false), nb, &ximg)?;
         u.nimg = u32_of(nb, "images")?;
         u.n_base = u32_of(n0, "images")?;
         let spec = WgradImplicitSpec {
