@@ -551,9 +551,9 @@ impl Scratch {
             Operation::Forward => {
                 ctx.encode_conv2d_problem(enc, p, &self.x, &self.w, self.b.as_ref(), &self.y, algo)
             }
-            Operation::InputGrad => {
-                input_grad::encode(ctx, enc, grad, y, w, None, x, algo, false, [false; 2])
-            }
+            Operation::InputGrad => input_grad::encode(
+                ctx, enc, grad, y, w, None, x, algo, false, [false; 2], false,
+            ),
             Operation::Transposed => input_grad::encode(
                 ctx,
                 enc,
@@ -565,8 +565,11 @@ impl Scratch {
                 algo,
                 true,
                 [false; 2],
+                false,
             ),
-            Operation::WeightGrad => weight_grad::encode(ctx, enc, grad, x, y, w, algo, [false; 2]),
+            Operation::WeightGrad => {
+                weight_grad::encode(ctx, enc, grad, x, y, w, algo, [false; 2], false)
+            }
             Operation::BiasGrad => {
                 let own;
                 let db = match &self.b {
@@ -576,7 +579,7 @@ impl Scratch {
                         &own
                     }
                 };
-                bias_grad::encode(ctx, enc, p.y_shape(), y, db.raw(), false)
+                bias_grad::encode(ctx, enc, p.y_shape(), y, db.raw(), false, false)
             }
         }
     }

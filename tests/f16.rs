@@ -666,6 +666,87 @@ fn f16_depthwise_reads_and_writes_f16_in_the_kernel() {
                 !k.iter().any(|n| n.starts_with("f16_pack")),
                 "{xs:?}: y went through an f32 copy: {k:?}"
             );
+            // The input gradient of a stride-1 depthwise layer without channel multiplier
+            // runs the same f16 kernel on dy (alone and in conv2d_backward): dx is never
+            // rounded from an f32 copy either.
+            let pg = Conv2dProblem::new(xs, ws, None, &params).unwrap();
+            if ctx
+                .check_algorithm(Operation::InputGrad, Algorithm::Depthwise, &pg)
+                .is_err()
+            {
+                continue;
+            }
+            let ctx = &Context::new_blocking().unwrap();
+            let dy = gen(&mut rng, pg.y_shape().iter().product());
+            let dx_ref = cpu::conv2d_backward_input(&pg, &dy, &w);
+            let (dyt, wt) = (up(ctx, &dy, &pg.y_shape()), up(ctx, &w, &ws));
+            let xt = up(ctx, &x, &xs);
+            for a in [Algorithm::Auto, Algorithm::Depthwise] {
+                let dx = ctx
+                    .conv2d_backward_input(&dyt, &wt, xs, &params, a)
+                    .unwrap();
+                let all = ctx
+                    .conv2d_backward(&xt, &wt, &dyt, true, &params, a)
+                    .unwrap();
+                // dw and db from f16 x and dy read by the kernels themselves (alone and in
+                // conv2d_backward); integer data: exact.
+                let dw = ctx
+                    .conv2d_backward_weight(&xt, &dyt, ws, &params, a)
+                    .unwrap();
+                let db = ctx.conv2d_backward_bias(&dyt).unwrap();
+                if integer {
+                    let dw_ref = cpu::conv2d_backward_weight(&pg, &x, &dy);
+                    let db_ref = cpu::conv2d_backward_bias(&pg, &dy);
+                    close(&format!("{xs:?} {a:?} dw"), &dw, &dw_ref, &[], 0, true);
+                    close(
+                        &format!("{xs:?} {a:?} all dw"),
+                        &all.dw,
+                        &dw_ref,
+                        &[],
+                        0,
+                        true,
+                    );
+                    close(&format!("{xs:?} {a:?} db"), &db, &db_ref, &[], 0, true);
+                    let all_db = all.db.as_ref().unwrap();
+                    close(
+                        &format!("{xs:?} {a:?} all db"),
+                        all_db,
+                        &db_ref,
+                        &[],
+                        0,
+                        true,
+                    );
+                }
+                for (what, t) in [("dx", &dx), ("backward dx", &all.dx)] {
+                    let l = format!("{xs:?} {a:?} {what} integer {integer}");
+                    if integer {
+                        close(&l, t, &dx_ref, &[], 0, true);
+                        continue;
+                    }
+                    let got = t.read().unwrap();
+                    let (absdy, absw): (Vec<f32>, Vec<f32>) = (
+                        dy.iter().map(|v| v.abs()).collect(),
+                        w.iter().map(|v| v.abs()).collect(),
+                    );
+                    let scale = cpu::conv2d_backward_input(&pg, &absdy, &absw);
+                    for (i, (&g, &e)) in got.iter().zip(&dx_ref).enumerate() {
+                        let e16 = f64::from(f16::from_f32(e));
+                        let bound = cpu::f16_tolerance(e16, scale[i] as f64, ws[2] * ws[3]);
+                        assert!(
+                            (f64::from(g) - e16).abs() <= bound,
+                            "{l}: dx[{i}] = {g}, want {e16} (bound {bound})"
+                        );
+                    }
+                }
+            }
+            let k = wgconv::dev::compiled_kernels(ctx);
+            for name in [
+                "conv2d_depthwise_image_f16",
+                "conv2d_wgrad_depthwise_image_f16",
+                "reduce_rows_image_f16",
+            ] {
+                assert!(k.contains(&name), "{xs:?} gradients: {name} not in {k:?}");
+            }
         }
     }
 }

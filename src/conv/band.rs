@@ -688,6 +688,32 @@ pub(crate) fn input_grad_reads_channels_last(
         })
 }
 
+/// The concrete algorithm of a whole input-gradient problem (see [`forward_pin`]).
+pub(crate) fn input_grad_pin(
+    ctx: &Context,
+    p: &Conv2dProblem,
+    algorithm: Algorithm,
+    (transposed, has_bias): (bool, bool),
+) -> Option<Algorithm> {
+    if !matches!(plan(ctx, p, Side::Inputs), Plan::Whole) || input_grad::needs_fold(p) {
+        return None;
+    }
+    let (table, tuned) = input_grad_table(transposed, has_bias);
+    table
+        .select(ctx, p, algorithm, |h, c| ctx.choose(tuned, p, h, &c))
+        .ok()
+        .map(|e| e.algorithm)
+}
+
+/// Whether the input gradient of `p` with the concrete `algorithm` ([`input_grad_pin`])
+/// reads f16 dy and writes f16 dx itself (contiguous): the depthwise entry when its
+/// forward form runs the f16 image kernel.
+pub(crate) fn input_grad_reads_f16(ctx: &Context, p: &Conv2dProblem, algorithm: Algorithm) -> bool {
+    algorithm == Algorithm::Depthwise
+        && input_grad::depthwise::dgrad_as_forward(p)
+            .is_some_and(|q| forward::depthwise::reads_f16(ctx, &q))
+}
+
 /// The input-gradient table of the operation and its tuning key.
 fn input_grad_table(
     transposed: bool,
@@ -722,16 +748,18 @@ pub(crate) fn input_grad(
     ),
     algorithm: Algorithm,
     transposed: bool,
-    cl: [bool; 2],
+    (cl, f16): ([bool; 2], bool),
 ) -> Result<()> {
     let (table, tuned) = input_grad_table(transposed, bias.is_some());
     let select =
         |q: &Conv2dProblem| table.select(ctx, q, algorithm, |h, c| ctx.choose(tuned, q, h, &c));
     let plan = plan(ctx, p, Side::Inputs);
     let (xi, yi) = (p.c * p.h * p.w, p.k * p.oh * p.ow);
-    debug_assert!(matches!(plan, Plan::Whole) || cl == [false; 2]);
+    debug_assert!(matches!(plan, Plan::Whole) || (cl == [false; 2] && !f16));
     match plan {
-        Plan::Whole => input_grad::encode_whole(ctx, enc, p, select(p)?, dy, w, bias, dx, cl),
+        Plan::Whole => {
+            input_grad::encode_whole(ctx, enc, p, select(p)?, dy, w, bias, dx, (cl, f16))
+        }
         Plan::Impossible(bytes) => Err(impossible(ctx, table.op, algorithm, bytes)?),
         Plan::Windows(reason) => {
             windows_only(table.op, algorithm, &reason)?;
@@ -758,7 +786,7 @@ pub(crate) fn input_grad(
                     w,
                     bias,
                     &dxs.buffer,
-                    [false; 2],
+                    ([false; 2], false),
                 )?;
                 copy_runs(enc, &dxs.buffer, 0, 0, dx, n0 * xi, 0, (1, nb * xi));
             }
@@ -806,6 +834,7 @@ pub(crate) fn input_grad(
                                 bias: None,
                                 dx: gs.buffer.clone(),
                                 cl: [false; 2],
+                                f16: false,
                             };
                             (e.encode)(ctx, enc, &b.sub, &args)?;
                             let total = p.c * (b.b - b.a) * p.w;
@@ -826,6 +855,7 @@ pub(crate) fn input_grad(
                                 bias: bias.cloned(),
                                 dx: dxs.buffer.clone(),
                                 cl: [false; 2],
+                                f16: false,
                             };
                             (e.encode)(ctx, enc, &b.sub, &args)?;
                         }
@@ -864,6 +894,33 @@ pub(crate) fn weight_grad_reads_channels_last(
             })
 }
 
+/// The concrete algorithm of a whole weight-gradient problem (see [`forward_pin`]).
+pub(crate) fn weight_grad_pin(
+    ctx: &Context,
+    p: &Conv2dProblem,
+    algorithm: Algorithm,
+) -> Option<Algorithm> {
+    if !matches!(plan(ctx, p, Side::Outputs), Plan::Whole) {
+        return None;
+    }
+    weight_grad::TABLE
+        .select(ctx, p, algorithm, |h, c| {
+            ctx.choose(TunedOp::BackwardWeight, p, h, &c)
+        })
+        .ok()
+        .map(|e| e.algorithm)
+}
+
+/// Whether the weight gradient of `p` with the concrete `algorithm` ([`weight_grad_pin`])
+/// reads f16 x and dy itself (contiguous): the depthwise entry's f16 image kernel.
+pub(crate) fn weight_grad_reads_f16(
+    ctx: &Context,
+    p: &Conv2dProblem,
+    algorithm: Algorithm,
+) -> bool {
+    algorithm == Algorithm::Depthwise && weight_grad::depthwise::reads_f16(ctx, p)
+}
+
 /// Weight gradient of `p` (see `weight_grad::encode`); `cl` = (x, dy) stored channels-last,
 /// only where [`weight_grad_reads_channels_last`] holds.
 #[allow(clippy::too_many_arguments)]
@@ -875,7 +932,7 @@ pub(crate) fn weight_grad(
     dy: &wgpu::Buffer,
     dw: &wgpu::Buffer,
     algorithm: Algorithm,
-    cl: [bool; 2],
+    (cl, f16): ([bool; 2], bool),
 ) -> Result<()> {
     let table = &weight_grad::TABLE;
     let select = |q: &Conv2dProblem| {
@@ -888,9 +945,10 @@ pub(crate) fn weight_grad(
         dy: dy.clone(),
         dw: dw.clone(),
         cl: [false; 2],
+        f16: false,
     };
     let plan = plan(ctx, p, Side::Outputs);
-    debug_assert!(matches!(plan, Plan::Whole) || cl == [false; 2]);
+    debug_assert!(matches!(plan, Plan::Whole) || (cl == [false; 2] && !f16));
     let (xi, yi) = (p.c * p.h * p.w, p.k * p.oh * p.ow);
     let wlen = p.k * p.c_per_group() * p.r * p.s;
     match plan {
@@ -900,6 +958,7 @@ pub(crate) fn weight_grad(
             p,
             &WgradArgs {
                 cl,
+                f16,
                 ..args(x, dy, dw)
             },
         ),

@@ -3,13 +3,14 @@
 use crate::context::Context;
 use crate::conv::table::{always, anywhere, runs_all, Entry, Operation, Table};
 use crate::conv::Algorithm;
-use crate::error::Result;
-use crate::gpu::memory::copy_flat;
+use crate::error::{Error, ErrorKind, Result};
+use crate::gpu::memory::{copy_flat, copy_flat_at_of, flat_image_fits_of};
 use crate::gpu::{fits, launch, max_window_elems, u32_of, window, Bind};
 use crate::kernels::k;
 use crate::kernels::reduce_rows::{ReduceParams, ReduceSpec};
 use crate::kernels::reduce_rows_image::{ReduceImageParams, ReduceImageSpec};
 use crate::params::Shape4;
+use crate::tensor::DType;
 
 /// The buffers of a bias-gradient call.
 pub(crate) struct BgradArgs {
@@ -17,6 +18,8 @@ pub(crate) struct BgradArgs {
     pub db: wgpu::Buffer,
     /// dy is stored channels-last (only when it fits one binding: [`reads_channels_last`]).
     pub cl: bool,
+    /// dy is the caller's f16 tensor (packed words; only where [`reads_f16`] holds).
+    pub f16: bool,
 }
 
 /// The bias-gradient table (problems: the shape of `dy`): one entry, the direct row sums.
@@ -27,7 +30,7 @@ pub(crate) static TABLE: Table<Shape4, BgradArgs> = Table {
         check: runs_all,
         prefer: always,
         tune: anywhere,
-        encode: |ctx, enc, shape, a| encode_bgrad(ctx, enc, *shape, &a.dy, &a.db, a.cl),
+        encode: |ctx, enc, shape, a| encode_bgrad(ctx, enc, *shape, a),
     }],
 };
 
@@ -40,12 +43,14 @@ pub(crate) fn encode(
     dy: &wgpu::Buffer,
     db: &wgpu::Buffer,
     cl: bool,
+    f16: bool,
 ) -> Result<()> {
     let entry = TABLE.select(ctx, &dy_shape, Algorithm::Auto, |h, _| h)?;
     let args = BgradArgs {
         dy: dy.clone(),
         db: db.clone(),
         cl,
+        f16,
     };
     (entry.encode)(ctx, enc, &dy_shape, &args)
 }
@@ -56,15 +61,57 @@ pub(crate) fn reads_channels_last(ctx: &Context, elems: usize) -> bool {
     (elems as u64).saturating_mul(4) <= ctx.limits().max_storage_buffer_binding_size
 }
 
+/// Does the bias gradient of a contiguous f16 `dy` of `dy_shape` read it itself (CPU
+/// adapters: the row sums of an `rgba16float` copy, `reduce_rows_image_f16`)?
+pub(crate) fn reads_f16(ctx: &Context, dy_shape: Shape4) -> bool {
+    let len = dy_shape.iter().product::<usize>();
+    ctx.cpu_kernels()
+        && (dy_shape[1] as u64) * 4 <= ctx.limits().max_storage_buffer_binding_size
+        && flat_image_fits_of(ctx, 0, len, DType::F16)
+}
+
 /// Bias gradient `db[k] = Σ_{n, oy, ox} dy[n, k, oy, ox]`, deterministic.
 fn encode_bgrad(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     dy_shape: [usize; 4],
-    dy: &wgpu::Buffer,
-    db: &wgpu::Buffer,
-    cl: bool,
+    a: &BgradArgs,
 ) -> Result<()> {
+    let (dy, db, cl) = (&a.dy, &a.db, a.cl);
+    if a.f16 {
+        if cl || !reads_f16(ctx, dy_shape) {
+            return Err(Error::new(ErrorKind::Device {
+                context: "recording a bias gradient".into(),
+                message: "f16 dy without the f16 image kernel (library bug)".into(),
+            }));
+        }
+        let [n, k, oh, ow] = dy_shape;
+        let len = n * k * oh * ow;
+        let label = "wgconv bias-gradient dy image";
+        let Some((img, tw)) = copy_flat_at_of(ctx, enc, (dy, 0), len, DType::F16, label)? else {
+            return Err(Error::new(ErrorKind::Device {
+                context: "recording a bias gradient".into(),
+                message: "no image copy of f16 dy (library bug)".into(),
+            }));
+        };
+        let u = ReduceImageParams {
+            rows: u32_of(k, "channels")?,
+            len: u32_of(oh * ow, "pixels")?,
+            batch: u32_of(n, "images")?,
+            bstride: u32_of(k * oh * ow, "elements")?,
+            total: u32_of(k, "channels")?,
+            tw_shift: tw.trailing_zeros(),
+            ..Default::default()
+        };
+        return launch::<k::ReduceRowsImageF16>(
+            ctx,
+            enc,
+            &ReduceImageSpec::default(),
+            &u,
+            &[Bind::Image(&img.view), Bind::whole(db)],
+            k as u64,
+        );
+    }
     let [n, k, oh, ow] = dy_shape;
     let ohw = oh * ow;
     let spec = |acc: bool| ReduceSpec {

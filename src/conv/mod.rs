@@ -425,6 +425,33 @@ impl Context {
             && band::forward_reads_channels_last(self, p, algorithm, all_channels_last(tensors))
     }
 
+    /// Whether the input gradient of `p` (pinned to a concrete algorithm) reads f16 `dy` and
+    /// writes f16 `dx` itself: both f16 and contiguous, and the entry's f16 kernel runs it.
+    fn input_grad_reads_f16(
+        &self,
+        p: &Conv2dProblem,
+        pinned: Option<Algorithm>,
+        dy: &Tensor,
+        dx: &Tensor,
+    ) -> bool {
+        let plain = |t: &Tensor| t.dtype() == DType::F16 && t.format() == MemoryFormat::Contiguous;
+        plain(dy) && plain(dx) && pinned.is_some_and(|a| band::input_grad_reads_f16(self, p, a))
+    }
+
+    /// Whether the weight gradient of `p` (pinned to a concrete algorithm) reads f16 `x`
+    /// and `dy` itself: both f16 and contiguous, and the entry's f16 kernel runs it.
+    fn weight_grad_reads_f16(
+        &self,
+        p: &Conv2dProblem,
+        pinned: Option<Algorithm>,
+        x: &Tensor,
+        dy: &Tensor,
+    ) -> bool {
+        plain_f16(x)
+            && plain_f16(dy)
+            && pinned.is_some_and(|a| band::weight_grad_reads_f16(self, p, a))
+    }
+
     pub(crate) fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
         self.device()
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
@@ -513,6 +540,9 @@ impl Context {
         let p = Conv2dProblem::new(dx.shape4("dx")?, w.shape4("w")?, None, params)?;
         self.check_dy(&p, dy)?;
         half::common_dtype(&[("dy", Some(dy)), ("w", Some(w)), ("dx", Some(dx))])?;
+        // Auto resolved once for a whole problem (see `encode_conv2d_fused_problem`).
+        let pinned = band::input_grad_pin(self, &p, algorithm, (false, false));
+        let algorithm = pinned.unwrap_or(algorithm);
         let native = any_channels_last(&[dy, dx])
             && band::input_grad_reads_channels_last(
                 self,
@@ -521,9 +551,14 @@ impl Context {
                 (false, false),
                 all_channels_last(&[dy, dx]),
             );
-        let dyv = half::input_in(self, encoder, dy, native)?;
+        let f16 = self.input_grad_reads_f16(&p, pinned, dy, dx);
+        let dyv = half::input_native(self, encoder, dy, native, f16)?;
         let wv = half::input(self, encoder, w)?;
-        let dxv = half::output_in(self, encoder, dx, native)?;
+        let dxv = if f16 {
+            half::output_f16(self, encoder, dx, true)?
+        } else {
+            half::output_in(self, encoder, dx, native)?
+        };
         input_grad::encode(
             self,
             encoder,
@@ -535,6 +570,7 @@ impl Context {
             algorithm,
             false,
             [dyv.cl, dxv.cl],
+            f16,
         )?;
         half::finish(self, encoder, &dxv, dx)
     }
@@ -600,6 +636,9 @@ impl Context {
         if !(dw.dtype() == dt || dw.dtype() == DType::F32) {
             return Err(Error::dtype_mismatch("dw", dt, dw.dtype()));
         }
+        // Auto resolved once for a whole problem (see `encode_conv2d_fused_problem`).
+        let pinned = band::weight_grad_pin(self, &p, algorithm);
+        let algorithm = pinned.unwrap_or(algorithm);
         let native = any_channels_last(&[x, dy])
             && band::weight_grad_reads_channels_last(
                 self,
@@ -607,8 +646,9 @@ impl Context {
                 algorithm,
                 all_channels_last(&[x, dy]),
             );
-        let xv = half::input_in(self, encoder, x, native)?;
-        let dyv = half::input_in(self, encoder, dy, native)?;
+        let f16 = self.weight_grad_reads_f16(&p, pinned, x, dy);
+        let xv = half::input_native(self, encoder, x, native, f16)?;
+        let dyv = half::input_native(self, encoder, dy, native, f16)?;
         let dwv = half::output(self, encoder, dw, false)?;
         weight_grad::encode(
             self,
@@ -619,6 +659,7 @@ impl Context {
             dwv.buf(),
             algorithm,
             [xv.cl, dyv.cl],
+            f16,
         )?;
         half::finish(self, encoder, &dwv, dw)
     }
@@ -654,9 +695,10 @@ impl Context {
         self.check_out(db, "db", &[shape[1]])?;
         half::common_dtype(&[("dy", Some(dy)), ("db", Some(db))])?;
         let native = any_channels_last(&[dy]) && bias_grad::reads_channels_last(self, dy.numel());
-        let dyv = half::input_in(self, encoder, dy, native)?;
+        let f16 = plain_f16(dy) && bias_grad::reads_f16(self, shape);
+        let dyv = half::input_native(self, encoder, dy, native, f16)?;
         let dbv = half::output(self, encoder, db, false)?;
-        bias_grad::encode(self, encoder, shape, dyv.buf(), dbv.buf(), dyv.cl)?;
+        bias_grad::encode(self, encoder, shape, dyv.buf(), dbv.buf(), dyv.cl, f16)?;
         half::finish(self, encoder, &dbv, db)
     }
 
@@ -701,20 +743,29 @@ impl Context {
         algorithm: Algorithm,
     ) -> Result<()> {
         // Channels-last operands in place where the chosen entry reads them (the implicit
-        // GEMM, the bias row sums); dy gets one view per order the gradients need.
+        // GEMM, the bias row sums); dy gets one view per order the gradients need. The input
+        // gradient's algorithm is resolved once (see `encode_conv2d_fused_problem`).
+        let dx_pin = band::input_grad_pin(self, p, algorithm, (false, false));
+        let dx_algorithm = dx_pin.unwrap_or(algorithm);
+        // f16 dy and dx read / written by the input gradient's kernel itself.
+        let dx16 = self.input_grad_reads_f16(p, dx_pin, dy, dx);
         let ndx = any_channels_last(&[dy, dx])
             && band::input_grad_reads_channels_last(
                 self,
                 p,
-                algorithm,
+                dx_algorithm,
                 (false, false),
                 all_channels_last(&[dy, dx]),
             );
+        let dw_pin = band::weight_grad_pin(self, p, algorithm);
+        let dw_algorithm = dw_pin.unwrap_or(algorithm);
+        // f16 x and dy read by the weight gradient's kernel itself.
+        let dw16 = self.weight_grad_reads_f16(p, dw_pin, x, dy);
         let ndw = any_channels_last(&[x, dy])
             && band::weight_grad_reads_channels_last(
                 self,
                 p,
-                algorithm,
+                dw_algorithm,
                 all_channels_last(&[x, dy]),
             );
         let ndb = any_channels_last(&[dy]) && bias_grad::reads_channels_last(self, dy.numel());
@@ -729,13 +780,24 @@ impl Context {
             dy_views.push(v);
             Ok(b)
         };
-        let dy_dx = dy_view(ndx, enc)?;
-        let dy_dw = dy_view(ndw, enc)?;
-        let dy_db = dy_view(ndb, enc)?;
+        let dy_dx = if dx16 {
+            dy.raw().clone()
+        } else {
+            dy_view(ndx, enc)?
+        };
+        let dy_dw = if dw16 {
+            dy.raw().clone()
+        } else {
+            dy_view(ndw, enc)?
+        };
         let dy_cl = dy.format() == MemoryFormat::ChannelsLast;
-        let xv = half::input_in(self, enc, x, ndw)?;
+        let xv = half::input_native(self, enc, x, ndw, dw16)?;
         let wv = half::input(self, enc, w)?;
-        let dxv = half::output_in(self, enc, dx, ndx)?;
+        let dxv = if dx16 {
+            half::output_f16(self, enc, dx, true)?
+        } else {
+            half::output_in(self, enc, dx, ndx)?
+        };
         input_grad::encode(
             self,
             enc,
@@ -744,9 +806,10 @@ impl Context {
             wv.buf(),
             None,
             dxv.buf(),
-            algorithm,
+            dx_algorithm,
             false,
             [ndx && dy_cl, dxv.cl],
+            dx16,
         )?;
         half::finish(self, enc, &dxv, dx)?;
         drop(dxv);
@@ -758,13 +821,22 @@ impl Context {
             xv.buf(),
             &dy_dw,
             dwv.buf(),
-            algorithm,
+            dw_algorithm,
             [xv.cl, ndw && dy_cl],
+            dw16,
         )?;
         half::finish(self, enc, &dwv, dw)?;
         if let Some(db) = db {
+            // f16 dy summed by the bias gradient's kernel itself.
+            let db16 = plain_f16(dy) && bias_grad::reads_f16(self, p.y_shape());
+            let dy_db = if db16 {
+                dy.raw().clone()
+            } else {
+                dy_view(ndb, enc)?
+            };
             let dbv = half::output(self, enc, db, false)?;
-            bias_grad::encode(self, enc, p.y_shape(), &dy_db, dbv.buf(), ndb && dy_cl)?;
+            let cl = ndb && dy_cl && !db16;
+            bias_grad::encode(self, enc, p.y_shape(), &dy_db, dbv.buf(), cl, db16)?;
             half::finish(self, enc, &dbv, db)?;
         }
         Ok(())
@@ -835,6 +907,7 @@ impl Context {
             algorithm,
             true,
             [xv.cl, yv.cl],
+            false,
         )?;
         half::finish(self, encoder, &yv, y)
     }
@@ -1212,6 +1285,11 @@ fn all_channels_last(tensors: &[&Tensor]) -> bool {
     tensors
         .iter()
         .all(|t| t.format() == MemoryFormat::ChannelsLast)
+}
+
+/// An f16 tensor in contiguous order (what the f16 kernels read in place).
+fn plain_f16(t: &Tensor) -> bool {
+    t.dtype() == DType::F16 && t.format() == MemoryFormat::Contiguous
 }
 
 /// Is any of `tensors` stored channels-last?

@@ -69,10 +69,25 @@ pub(crate) fn source() -> String {
 
 /// The WGSL source of `conv2d_wgrad_depthwise_image` (x and dy in storage images).
 pub(crate) fn image_source() -> String {
+    image_source_of(false)
+}
+
+/// [`image_source`], or with `f16` the `_f16` twin reading x and dy from `rgba16float`
+/// copies (the texel loads convert, exactly; f32 arithmetic and partials).
+pub(crate) fn image_source_of(f16: bool) -> String {
+    let body = include_str!("conv2d_wgrad_depthwise_image.wgsl");
+    let body = if f16 {
+        body.replace(
+            "texture_storage_2d<rgba32float, read>",
+            "texture_storage_2d<rgba16float, read>",
+        )
+    } else {
+        body.to_string()
+    };
     hoisted(format!(
         "{}\n\n{}\n\n{}",
         WgradDepthwiseParams::wgsl(),
         WgradDepthwiseImageSpec::wgsl(),
-        include_str!("conv2d_wgrad_depthwise_image.wgsl")
+        body
     ))
 }

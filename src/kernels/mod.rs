@@ -231,8 +231,11 @@ kernels! {
     ReduceRows = "reduce_rows", reduce_rows::source(), ReduceParams, ReduceSpec,
         [StorageRead, Storage];
     /// Bias gradient reading its source from a verbatim image copy (CPU adapters).
-    ReduceRowsImage = "reduce_rows_image", reduce_rows_image::source(), ReduceImageParams,
+    ReduceRowsImage = "reduce_rows_image", reduce_rows_image::source(false), ReduceImageParams,
         ReduceImageSpec, [ImageRead, Storage];
+    /// [`Kernel::ReduceRowsImage`] on f16 data (an `rgba16float` copy).
+    ReduceRowsImageF16 = "reduce_rows_image_f16", reduce_rows_image::source(true),
+        ReduceImageParams, ReduceImageSpec, [Image16Read, Storage];
     /// Depthwise convolution with register row windows.
     Conv2dDepthwise = "conv2d_depthwise", conv2d_depthwise::source(), DepthwiseParams,
         DepthwiseSpec, [StorageRead, StorageRead, StorageRead, Storage];
@@ -324,6 +327,10 @@ kernels! {
     Conv2dWgradDepthwiseImage = "conv2d_wgrad_depthwise_image",
         conv2d_wgrad_depthwise::image_source(), WgradDepthwiseParams, WgradDepthwiseImageSpec,
         [ImageRead, ImageRead, Storage];
+    /// [`Kernel::Conv2dWgradDepthwiseImage`] on f16 x and dy (`rgba16float` copies).
+    Conv2dWgradDepthwiseImageF16 = "conv2d_wgrad_depthwise_image_f16",
+        conv2d_wgrad_depthwise::image_source_of(true), WgradDepthwiseParams,
+        WgradDepthwiseImageSpec, [Image16Read, Image16Read, Storage];
     /// Input gradient of a strided convolution, one phase per dispatch (storage images).
     Conv2dDgradPhaseImage = "conv2d_dgrad_phase_image", conv2d_dgrad_phase_image::source(),
         PhaseParams, PhaseSpec, [ImageRead, ImageRead, StorageRead, Storage];

@@ -22,13 +22,23 @@ spec! {
     }
 }
 
-/// The WGSL source of `reduce_rows_image`.
-pub(crate) fn source() -> String {
+/// The WGSL source of `reduce_rows_image`, or with `f16` of `reduce_rows_image_f16` (the
+/// source an `rgba16float` copy of f16 data; the texel loads convert, f32 sums).
+pub(crate) fn source(f16: bool) -> String {
+    let body = include_str!("reduce_rows_image.wgsl");
+    let body = if f16 {
+        body.replace(
+            "texture_storage_2d<rgba32float, read>",
+            "texture_storage_2d<rgba16float, read>",
+        )
+    } else {
+        body.to_string()
+    };
     let src = format!(
         "{}\n\n{}\n\n{}",
         ReduceImageParams::wgsl(),
         ReduceImageSpec::wgsl(),
-        include_str!("reduce_rows_image.wgsl")
+        body
     );
     if src.contains("Barrier") {
         src

@@ -163,7 +163,16 @@ fn bindings_match_the_registry() {
                             Binding::StorageRead
                         }
                     }
-                    (_, naga::TypeInner::Image { .. }) => Binding::ImageRead,
+                    (
+                        _,
+                        naga::TypeInner::Image {
+                            class: naga::ImageClass::Storage { format, .. },
+                            ..
+                        },
+                    ) => match format {
+                        naga::StorageFormat::Rgba16Float => Binding::Image16Read,
+                        _ => Binding::ImageRead,
+                    },
                     other => panic!("{}: unexpected binding {other:?}", kernel.name()),
                 };
                 Some((b.binding, kind))

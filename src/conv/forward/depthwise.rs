@@ -41,16 +41,10 @@ fn encode_fused(
 ) -> Result<()> {
     if b.x_f16 || b.y_f16 {
         // f16 x and y, read and written by the image kernel itself (`reads_f16`).
-        let geom = image_geom_of(ctx, p, 0, 0, DType::F16)
-            .filter(|_| b.x_f16 && b.y_f16)
-            .ok_or_else(|| {
-                Error::new(ErrorKind::Device {
-                    context: "recording a depthwise convolution".into(),
-                    message:
-                        "f16 buffers for a problem the f16 image kernel cannot run (library bug)"
-                            .into(),
-                })
-            })?;
+        if !(b.x_f16 && b.y_f16) {
+            return Err(f16_misuse());
+        }
+        let geom = image_geom_of(ctx, p, 0, 0, DType::F16).ok_or_else(f16_misuse)?;
         encode_image(
             ctx,
             enc,
@@ -306,6 +300,30 @@ pub(crate) fn encode_at(
     } else {
         launch::<k::Conv2dDepthwise>(ctx, enc, &spec, &u, &binds, total as u64)
     }
+}
+
+fn f16_misuse() -> Error {
+    Error::new(ErrorKind::Device {
+        context: "recording a depthwise convolution".into(),
+        message: "f16 buffers for a problem the f16 image kernel cannot run (library bug)".into(),
+    })
+}
+
+/// `p` on f16 x (from element `x_off`, which must be 0) and f16 y with the f16 image kernel
+/// (see [`reads_f16`], which the caller checked); no epilogue.
+pub(crate) fn encode_f16(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    (x, x_off): (&wgpu::Buffer, usize),
+    w: &wgpu::Buffer,
+    b: Option<&wgpu::Buffer>,
+    y: &wgpu::Buffer,
+) -> Result<()> {
+    let geom = image_geom_of(ctx, p, x_off, 0, DType::F16)
+        .filter(|_| x_off == 0)
+        .ok_or_else(f16_misuse)?;
+    encode_image(ctx, enc, p, (x, 0), w, b, (y, 0), geom, None)
 }
 
 /// The image variant: x copied into a storage image (one buffer-to-texture copy, plus one

@@ -38,6 +38,18 @@ fn encode(
         has_bias: a.bias.is_some(),
         ..q
     };
+    if a.f16 {
+        // f16 dy and dx (see `band::input_grad_reads_f16`): the f16 image kernel.
+        return crate::conv::forward::depthwise::encode_f16(
+            ctx,
+            enc,
+            &q,
+            (&a.dy, a.dy_off),
+            &a.w,
+            a.bias.as_ref(),
+            &a.dx,
+        );
+    }
     if a.cl != [false; 2] {
         // Channels-last dy and dx (see `band::input_grad_reads_channels_last`).
         return crate::conv::forward::depthwise::encode_nhwc(

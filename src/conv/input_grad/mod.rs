@@ -43,6 +43,9 @@ pub(crate) struct DgradArgs {
     /// (dy, dx) stored channels-last: only for the implicit GEMM's forward path (see
     /// `band::input_grad_reads_channels_last`).
     pub cl: [bool; 2],
+    /// dy and dx are the caller's f16 tensors (packed words): only for the depthwise entry's
+    /// f16 image kernel (see `band::input_grad_reads_f16`).
+    pub f16: bool,
 }
 
 /// The input-gradient table, in the heuristic's order of preference.
@@ -132,8 +135,17 @@ pub(crate) fn encode(
     algorithm: Algorithm,
     transposed: bool,
     cl: [bool; 2],
+    f16: bool,
 ) -> Result<()> {
-    crate::conv::band::input_grad(ctx, enc, p, (dy, w, bias, dx), algorithm, transposed, cl)
+    crate::conv::band::input_grad(
+        ctx,
+        enc,
+        p,
+        (dy, w, bias, dx),
+        algorithm,
+        transposed,
+        (cl, f16),
+    )
 }
 
 /// Records the input gradient of `p`, whose tensors fit one binding each, with `entry`:
@@ -149,7 +161,7 @@ pub(crate) fn encode_whole(
     w: &wgpu::Buffer,
     bias: Option<&wgpu::Buffer>,
     dx: &wgpu::Buffer,
-    cl: [bool; 2],
+    (cl, f16): ([bool; 2], bool),
 ) -> Result<()> {
     let args = |dy_off: usize, bias: Option<&wgpu::Buffer>, dx: &wgpu::Buffer| DgradArgs {
         dy: dy.clone(),
@@ -158,7 +170,15 @@ pub(crate) fn encode_whole(
         bias: bias.cloned(),
         dx: dx.clone(),
         cl: [false; 2],
+        f16: false,
     };
+    if f16 && (needs_fold(p) || entry.algorithm != Algorithm::Depthwise) {
+        // `band::input_grad_reads_f16` said otherwise: never read f16 words as f32.
+        return Err(crate::error::Error::new(crate::error::ErrorKind::Device {
+            context: "recording an input gradient".into(),
+            message: "f16 operands for an entry that reads f32 (library bug)".into(),
+        }));
+    }
     if !needs_fold(p) {
         return (entry.encode)(
             ctx,
@@ -166,6 +186,7 @@ pub(crate) fn encode_whole(
             p,
             &DgradArgs {
                 cl,
+                f16,
                 ..args(0, bias, dx)
             },
         );

@@ -7,9 +7,9 @@ use crate::conv::forward::depthwise::{image_geom, supports};
 use crate::conv::launch::conv_shape;
 use crate::conv::table::{anywhere, need, Entry, Reason};
 use crate::conv::Algorithm;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::memory::{
-    copy_flat_at, flat_image_fits, flat_rows_geom, flat_rows_image, FlatRows, ScratchBuffer,
+    copy_flat_at, flat_image_fits, flat_rows_geom_of, flat_rows_image, FlatRows, ScratchBuffer,
 };
 use crate::gpu::{launch, launch_linear, u32_of, Bind};
 use crate::kernels::conv2d_wgrad_depthwise::{
@@ -21,6 +21,7 @@ use crate::kernels::conv2d_wgrad_depthwise_nhwc::{
 use crate::kernels::k;
 use crate::kernels::reduce_rows::{ReduceParams, ReduceSpec};
 use crate::params::Conv2dProblem;
+use crate::tensor::DType;
 
 /// The weight-gradient entry: one input channel per group, kernels up to 7 wide.
 pub(crate) const WEIGHT_GRAD: Entry<Conv2dProblem, WgradArgs> = Entry {
@@ -39,13 +40,24 @@ fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
     )
 }
 
-/// Geometries of the x and dy images of
-/// `conv2d_wgrad_depthwise_image` (the conditions of the forward image kernel: same
-/// window over the x row), or `None`.
-pub(crate) fn wgrad_image_geoms(ctx: &Context, p: &Conv2dProblem) -> Option<(FlatRows, FlatRows)> {
-    let xg = image_geom(ctx, p, 0, 0)?;
-    let dyg = flat_rows_geom(ctx, p.n.checked_mul(p.k)?.checked_mul(p.oh)?, p.ow)?;
+/// The image copies of x and dy for `conv2d_wgrad_depthwise_image` (`_f16`: `rgba16float`
+/// copies of f16 x and dy), when the image kernel runs `p`.
+fn wgrad_image_geoms_of(
+    ctx: &Context,
+    p: &Conv2dProblem,
+    dtype: DType,
+) -> Option<(FlatRows, FlatRows)> {
+    // The forward image kernel's conditions, then x's rows in `dtype`.
+    image_geom(ctx, p, 0, 0)?;
+    let xg = flat_rows_geom_of(ctx, p.n.checked_mul(p.c)?.checked_mul(p.h)?, p.w, dtype)?;
+    let dyg = flat_rows_geom_of(ctx, p.n.checked_mul(p.k)?.checked_mul(p.oh)?, p.ow, dtype)?;
     Some((xg, dyg))
+}
+
+/// Does the depthwise weight gradient read f16 x and dy itself for `p` (contiguous; the
+/// image kernel on `rgba16float` copies, `conv2d_wgrad_depthwise_image_f16`)?
+pub(crate) fn reads_f16(ctx: &Context, p: &Conv2dProblem) -> bool {
+    wgrad_depthwise_supports(p) && wgrad_image_geoms_of(ctx, p, DType::F16).is_some()
 }
 
 /// Can `conv2d_wgrad_depthwise` compute the weight gradient of `p` (one input channel
@@ -175,6 +187,7 @@ fn wgrad_depthwise(
         // Channels-last x and dy (see `band::weight_grad_reads_channels_last`).
         return wgrad_nhwc(ctx, enc, p, a);
     }
+    let dtype = if a.f16 { DType::F16 } else { DType::F32 };
     let (x, dy, dw) = (&a.x, &a.dy, &a.dw);
     let rs = p.r * p.s;
     let taps = p.k * rs;
@@ -212,7 +225,15 @@ fn wgrad_depthwise(
         ..Default::default()
     };
     let pbind = Bind::whole(&part.buffer);
-    if let Some((xg, dyg)) = wgrad_image_geoms(ctx, p) {
+    let geoms = wgrad_image_geoms_of(ctx, p, dtype);
+    if a.f16 && geoms.is_none() {
+        // `reads_f16` said otherwise: never read f16 words as f32.
+        return Err(Error::new(ErrorKind::Device {
+            context: "recording a depthwise weight gradient".into(),
+            message: "f16 operands without the f16 image kernel (library bug)".into(),
+        }));
+    }
+    if let Some((xg, dyg)) = geoms {
         // CPU adapters: x and dy read from image copies.
         let ximg = flat_rows_image(
             ctx,
@@ -238,14 +259,12 @@ fn wgrad_depthwise(
             FLIP: p.flip,
             ..Default::default()
         };
-        launch::<k::Conv2dWgradDepthwiseImage>(
-            ctx,
-            enc,
-            &spec,
-            &u,
-            &[Bind::Image(&ximg.view), Bind::Image(&dyimg.view), pbind],
-            total as u64,
-        )?;
+        let binds = [Bind::Image(&ximg.view), Bind::Image(&dyimg.view), pbind];
+        if a.f16 {
+            launch::<k::Conv2dWgradDepthwiseImageF16>(ctx, enc, &spec, &u, &binds, total as u64)?;
+        } else {
+            launch::<k::Conv2dWgradDepthwiseImage>(ctx, enc, &spec, &u, &binds, total as u64)?;
+        }
     } else {
         let spec = WgradDepthwiseSpec {
             S: p.s as u32,

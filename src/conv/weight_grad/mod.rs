@@ -29,6 +29,9 @@ pub(crate) struct WgradArgs {
     /// (x, dy) stored channels-last: only for the implicit GEMM (see
     /// `band::weight_grad_reads_channels_last`).
     pub cl: [bool; 2],
+    /// x and dy are the caller's f16 tensors (packed words): only for the depthwise entry's
+    /// f16 image kernel (see `band::weight_grad_reads_f16`).
+    pub f16: bool,
 }
 
 /// The weight-gradient table, in the heuristic's order of preference.
@@ -60,6 +63,7 @@ pub(crate) fn encode(
     dw: &wgpu::Buffer,
     algorithm: Algorithm,
     cl: [bool; 2],
+    f16: bool,
 ) -> Result<()> {
-    crate::conv::band::weight_grad(ctx, enc, p, x, dy, dw, algorithm, cl)
+    crate::conv::band::weight_grad(ctx, enc, p, x, dy, dw, algorithm, (cl, f16))
 }
