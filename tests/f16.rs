@@ -599,6 +599,46 @@ fn f16_conversions_on_the_gpu_match_half_for_every_f16_value() {
     }
 }
 
+/// f16 results `got` against the f64 reference `want` rounded once to f16: bit for bit
+/// (`exact`, integer data) or within the documented bound (`cpu::f16_tolerance` of each
+/// output's scale and the reduction length `len`).
+fn check_f16(label: &str, got: &[f32], want: &[f32], scale: &[f32], len: usize, exact: bool) {
+    assert_eq!(got.len(), want.len(), "{label}");
+    for (i, (&g, &e)) in got.iter().zip(want).enumerate() {
+        let e16 = f64::from(f16::from_f32(e));
+        let bound = if exact {
+            0.0
+        } else {
+            cpu::f16_tolerance(e16, scale[i] as f64, len)
+        };
+        assert!(
+            (f64::from(g) - e16).abs() <= bound,
+            "{label}: [{i}] = {g}, want {e16} (bound {bound})"
+        );
+    }
+}
+
+/// `n` test values: small integers (exact sums) or random values representable in f16.
+fn data(rng: &mut Rng, integer: bool, n: usize) -> Vec<f32> {
+    if integer {
+        rng.int_vec(n)
+    } else {
+        r16(&rng.vec(n))
+    }
+}
+
+/// x, w, b of `pr` (see [`data`]), the reference y and each output's scale.
+type ForwardCase = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+
+fn forward_case(rng: &mut Rng, pr: &Conv2dProblem, integer: bool) -> ForwardCase {
+    let x = data(rng, integer, pr.x_shape().iter().product());
+    let w = data(rng, integer, pr.w_shape().iter().product());
+    let b = data(rng, integer, pr.k());
+    let y_ref = cpu::conv2d_problem(pr, &x, &w, Some(&b));
+    let scale = cpu::conv2d_abs_scale(pr, &x, &w, Some(&b));
+    (x, w, b, y_ref, scale)
+}
+
 /// Depthwise layers on f16 tensors read x and write y as f16 in the kernel itself
 /// (`conv2d_depthwise_image_f16`): no f32 copy of y is rounded (`f16_pack*` never compiled
 /// on a fresh context), and the results are the CPU reference rounded once, bit for bit on
@@ -629,36 +669,13 @@ fn f16_depthwise_reads_and_writes_f16_in_the_kernel() {
         let pr = Conv2dProblem::new(xs, ws, Some(ws[0]), &params).unwrap();
         for integer in [true, false] {
             let ctx = &Context::new_blocking().unwrap();
-            let gen = |rng: &mut Rng, n| {
-                if integer {
-                    rng.int_vec(n)
-                } else {
-                    r16(&rng.vec(n))
-                }
-            };
-            let x = gen(&mut rng, xs.iter().product());
-            let w = gen(&mut rng, ws.iter().product());
-            let b = gen(&mut rng, ws[0]);
-            let y_ref = cpu::conv2d_problem(&pr, &x, &w, Some(&b));
-            let scale = cpu::conv2d_abs_scale(&pr, &x, &w, Some(&b));
+            let (x, w, b, y_ref, scale) = forward_case(&mut rng, &pr, integer);
             let (xt, wt, bt) = (up(ctx, &x, &xs), up(ctx, &w, &ws), up(ctx, &b, &[ws[0]]));
             for a in [Algorithm::Auto, Algorithm::Depthwise] {
                 let y = ctx.conv2d_with(&xt, &wt, Some(&bt), &params, a).unwrap();
-                let l = format!("{xs:?} {a:?} integer {integer}");
-                if integer {
-                    close(&l, &y, &y_ref, &[], 0, true);
-                    continue;
-                }
-                // The documented f16 bound (f32 accumulation, one rounding to f16).
+                let l = format!("{xs:?} {a:?} y integer {integer}");
                 let got = y.read().unwrap();
-                for (i, (&g, &e)) in got.iter().zip(&y_ref).enumerate() {
-                    let e16 = f64::from(f16::from_f32(e));
-                    let bound = cpu::f16_tolerance(e16, scale[i] as f64, ws[2] * ws[3] + 1);
-                    assert!(
-                        (f64::from(g) - e16).abs() <= bound,
-                        "{l}: y[{i}] = {g}, want {e16} (bound {bound})"
-                    );
-                }
+                check_f16(&l, &got, &y_ref, &scale, ws[2] * ws[3] + 1, integer);
             }
             let k = wgconv::dev::compiled_kernels(ctx);
             assert!(k.contains(&"conv2d_depthwise_image_f16"), "{xs:?}: {k:?}");
@@ -677,7 +694,7 @@ fn f16_depthwise_reads_and_writes_f16_in_the_kernel() {
                 continue;
             }
             let ctx = &Context::new_blocking().unwrap();
-            let dy = gen(&mut rng, pg.y_shape().iter().product());
+            let dy = data(&mut rng, integer, pg.y_shape().iter().product());
             let dx_ref = cpu::conv2d_backward_input(&pg, &dy, &w);
             let (dyt, wt) = (up(ctx, &dy, &pg.y_shape()), up(ctx, &w, &ws));
             let xt = up(ctx, &x, &xs);
@@ -719,24 +736,10 @@ fn f16_depthwise_reads_and_writes_f16_in_the_kernel() {
                 }
                 for (what, t) in [("dx", &dx), ("backward dx", &all.dx)] {
                     let l = format!("{xs:?} {a:?} {what} integer {integer}");
-                    if integer {
-                        close(&l, t, &dx_ref, &[], 0, true);
-                        continue;
-                    }
+                    let abs = |v: &[f32]| -> Vec<f32> { v.iter().map(|a| a.abs()).collect() };
+                    let scale = cpu::conv2d_backward_input(&pg, &abs(&dy), &abs(&w));
                     let got = t.read().unwrap();
-                    let (absdy, absw): (Vec<f32>, Vec<f32>) = (
-                        dy.iter().map(|v| v.abs()).collect(),
-                        w.iter().map(|v| v.abs()).collect(),
-                    );
-                    let scale = cpu::conv2d_backward_input(&pg, &absdy, &absw);
-                    for (i, (&g, &e)) in got.iter().zip(&dx_ref).enumerate() {
-                        let e16 = f64::from(f16::from_f32(e));
-                        let bound = cpu::f16_tolerance(e16, scale[i] as f64, ws[2] * ws[3]);
-                        assert!(
-                            (f64::from(g) - e16).abs() <= bound,
-                            "{l}: dx[{i}] = {g}, want {e16} (bound {bound})"
-                        );
-                    }
+                    check_f16(&l, &got, &dx_ref, &scale, ws[2] * ws[3], integer);
                 }
             }
             let k = wgconv::dev::compiled_kernels(ctx);
@@ -785,18 +788,7 @@ fn f16_implicit_gemm_reads_f16_x_in_its_input_fill() {
         let pr = Conv2dProblem::new(xs, ws, Some(ws[0]), &params).unwrap();
         for integer in [true, false] {
             let ctx = &Context::new_blocking().unwrap();
-            let gen = |rng: &mut Rng, n| {
-                if integer {
-                    rng.int_vec(n)
-                } else {
-                    r16(&rng.vec(n))
-                }
-            };
-            let x = gen(&mut rng, xs.iter().product());
-            let w = gen(&mut rng, ws.iter().product());
-            let b = gen(&mut rng, ws[0]);
-            let y_ref = cpu::conv2d_problem(&pr, &x, &w, Some(&b));
-            let scale = cpu::conv2d_abs_scale(&pr, &x, &w, Some(&b));
+            let (x, w, b, y_ref, scale) = forward_case(&mut rng, &pr, integer);
             let fmt = if cl {
                 wgconv::MemoryFormat::ChannelsLast
             } else {
@@ -818,18 +810,14 @@ fn f16_implicit_gemm_reads_f16_x_in_its_input_fill() {
                 )
                 .unwrap();
             let len = ws[1] * ws[2] * ws[3] + 1;
-            for (i, (&g, &e)) in got.iter().zip(&y_ref).enumerate() {
-                let e16 = f64::from(f16::from_f32(e));
-                let bound = if integer {
-                    0.0
-                } else {
-                    cpu::f16_tolerance(e16, scale[i] as f64, len)
-                };
-                assert!(
-                    (f64::from(g) - e16).abs() <= bound,
-                    "{xs:?} integer {integer}: y[{i}] = {g}, want {e16} (bound {bound})"
-                );
-            }
+            check_f16(
+                &format!("{xs:?} integer {integer}"),
+                &got,
+                &y_ref,
+                &scale,
+                len,
+                integer,
+            );
             let k = wgconv::dev::compiled_kernels(ctx);
             assert!(
                 k.iter()

@@ -556,13 +556,24 @@ pub(crate) fn forward_pin(
     p: &Conv2dProblem,
     algorithm: Algorithm,
 ) -> Option<Algorithm> {
-    if !matches!(plan(ctx, p, Side::Outputs), Plan::Whole) {
+    let whole = matches!(plan(ctx, p, Side::Outputs), Plan::Whole);
+    pin(ctx, p, whole, &forward::TABLE, TunedOp::Forward, algorithm)
+}
+
+/// The algorithm `table`'s selection resolves `algorithm` to for `p` when `whole`.
+fn pin<B>(
+    ctx: &Context,
+    p: &Conv2dProblem,
+    whole: bool,
+    table: &Table<Conv2dProblem, B>,
+    tuned: TunedOp,
+    algorithm: Algorithm,
+) -> Option<Algorithm> {
+    if !whole {
         return None;
     }
-    forward::TABLE
-        .select(ctx, p, algorithm, |h, c| {
-            ctx.choose(TunedOp::Forward, p, h, &c)
-        })
+    table
+        .select(ctx, p, algorithm, |h, c| ctx.choose(tuned, p, h, &c))
         .ok()
         .map(|e| e.algorithm)
 }
@@ -695,14 +706,9 @@ pub(crate) fn input_grad_pin(
     algorithm: Algorithm,
     (transposed, has_bias): (bool, bool),
 ) -> Option<Algorithm> {
-    if !matches!(plan(ctx, p, Side::Inputs), Plan::Whole) || input_grad::needs_fold(p) {
-        return None;
-    }
+    let whole = matches!(plan(ctx, p, Side::Inputs), Plan::Whole) && !input_grad::needs_fold(p);
     let (table, tuned) = input_grad_table(transposed, has_bias);
-    table
-        .select(ctx, p, algorithm, |h, c| ctx.choose(tuned, p, h, &c))
-        .ok()
-        .map(|e| e.algorithm)
+    pin(ctx, p, whole, table, tuned, algorithm)
 }
 
 /// Whether the input gradient of `p` with the concrete `algorithm` ([`input_grad_pin`])
@@ -900,15 +906,15 @@ pub(crate) fn weight_grad_pin(
     p: &Conv2dProblem,
     algorithm: Algorithm,
 ) -> Option<Algorithm> {
-    if !matches!(plan(ctx, p, Side::Outputs), Plan::Whole) {
-        return None;
-    }
-    weight_grad::TABLE
-        .select(ctx, p, algorithm, |h, c| {
-            ctx.choose(TunedOp::BackwardWeight, p, h, &c)
-        })
-        .ok()
-        .map(|e| e.algorithm)
+    let whole = matches!(plan(ctx, p, Side::Outputs), Plan::Whole);
+    pin(
+        ctx,
+        p,
+        whole,
+        &weight_grad::TABLE,
+        TunedOp::BackwardWeight,
+        algorithm,
+    )
 }
 
 /// Whether the weight gradient of `p` with the concrete `algorithm` ([`weight_grad_pin`])

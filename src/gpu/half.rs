@@ -52,6 +52,17 @@ pub(crate) struct F32View {
 }
 
 impl F32View {
+    /// The tensor's own buffer as the view (no copy): in its format order when `cl`, its
+    /// f16 words when `f16`.
+    fn own(t: &Tensor, cl: bool, f16: bool) -> Self {
+        F32View {
+            buffer: t.raw().clone(),
+            cl,
+            f16,
+            _scratch: Vec::new(),
+        }
+    }
+
     /// The buffer the f32 kernels bind.
     pub(crate) fn buf(&self) -> &wgpu::Buffer {
         &self.buffer
@@ -86,12 +97,7 @@ pub(crate) fn input_native(
 ) -> Result<F32View> {
     let cl = t.format() == MemoryFormat::ChannelsLast;
     if keep_f16 && t.dtype() == DType::F16 && (keep_cl || !cl) {
-        return Ok(F32View {
-            buffer: t.raw().clone(),
-            cl,
-            f16: true,
-            _scratch: Vec::new(),
-        });
+        return Ok(F32View::own(t, cl, true));
     }
     input_in(ctx, enc, t, keep_cl)
 }
@@ -105,12 +111,7 @@ pub(crate) fn output_f16(
     keep_f16: bool,
 ) -> Result<F32View> {
     if keep_f16 && t.dtype() == DType::F16 && t.format() == MemoryFormat::Contiguous {
-        return Ok(F32View {
-            buffer: t.raw().clone(),
-            cl: false,
-            f16: true,
-            _scratch: Vec::new(),
-        });
+        return Ok(F32View::own(t, false, true));
     }
     output(ctx, enc, t, false)
 }
@@ -119,12 +120,7 @@ pub(crate) fn output_f16(
 /// take from elsewhere (the packed weights of the implicit GEMM: cache or `w_src`); bound
 /// only as a placeholder, never read as f32.
 pub(crate) fn unconverted(t: &Tensor) -> F32View {
-    F32View {
-        buffer: t.raw().clone(),
-        cl: false,
-        f16: false,
-        _scratch: Vec::new(),
-    }
+    F32View::own(t, false, false)
 }
 
 /// [`output`] keeping a channels-last tensor's order when `keep_cl`.
@@ -164,12 +160,7 @@ fn view(
     let cl = t.format() == MemoryFormat::ChannelsLast;
     let swap = cl && !keep_cl;
     if t.dtype() == DType::F32 && !swap {
-        return Ok(F32View {
-            buffer: t.raw().clone(),
-            cl,
-            f16: false,
-            _scratch: Vec::new(),
-        });
+        return Ok(F32View::own(t, cl, false));
     }
     let n = t.numel();
     let bytes = DType::F32.storage_bytes(n);

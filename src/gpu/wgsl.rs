@@ -563,3 +563,17 @@ pub(crate) fn epilogue_store4(ind: &str, out: &str, idx: &str) -> String {
 {ind}}}"
     )
 }
+
+/// `body` with its `rgba32float` read-only storage images declared `rgba16float` when `f16`
+/// (the `_f16` twin of a kernel reading f16 data from `rgba16float` copies: the texel loads
+/// return f32, exactly, so nothing else changes).
+pub(crate) fn f16_images(body: &str, f16: bool) -> String {
+    if f16 {
+        body.replace(
+            "texture_storage_2d<rgba32float, read>",
+            "texture_storage_2d<rgba16float, read>",
+        )
+    } else {
+        body.to_string()
+    }
+}

@@ -75,15 +75,7 @@ pub(crate) fn image_source() -> String {
 /// [`image_source`], or with `f16` the `_f16` twin reading x and dy from `rgba16float`
 /// copies (the texel loads convert, exactly; f32 arithmetic and partials).
 pub(crate) fn image_source_of(f16: bool) -> String {
-    let body = include_str!("conv2d_wgrad_depthwise_image.wgsl");
-    let body = if f16 {
-        body.replace(
-            "texture_storage_2d<rgba32float, read>",
-            "texture_storage_2d<rgba16float, read>",
-        )
-    } else {
-        body.to_string()
-    };
+    let body = crate::gpu::wgsl::f16_images(include_str!("conv2d_wgrad_depthwise_image.wgsl"), f16);
     hoisted(format!(
         "{}\n\n{}\n\n{}",
         WgradDepthwiseParams::wgsl(),

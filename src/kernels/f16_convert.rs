@@ -169,121 +169,118 @@ fn f32_to_f16_4(f: vec4<f32>) -> vec4<u32> {
 }
 "#;
 
-/// Four words (eight values) per invocation: words `w .. w + 4` with
-/// `w = w_lo + 4 * (base + i)` (`< w_hi`, every word full), as one `vec4<u32>` and two
-/// `vec4<f32>`; word and f32 windows offset by multiples of 4 elements.
-const UNPACK4: &str = r#"
+/// A four-words-per-invocation entry point: `bindings` (binding 1 the source, 2 the
+/// destination) and `body`, run for words `w .. w + 4`, `w = w_lo + 4 * i` (`< w_hi`) of
+/// invocation `i`.
+fn entry4(bindings: &str, body: &str) -> String {
+    format!(
+        "
 @group(0) @binding(0) var<storage, read> P: Params;
-@group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
+{bindings}
 
 @compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let w = P.w_lo + 4u * (P.base + gid.x + gid.y * nwg.x * WG);
-    if (w >= P.w_hi) {
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{
+    let i = P.base + gid.x + gid.y * nwg.x * WG;
+    let w = P.w_lo + 4u * i;
+    if (w >= P.w_hi) {{
         return;
-    }
-    let word = src[(w + P.src_off) / 4u];
+    }}
+{body}}}
+"
+    )
+}
+
+/// Four words (eight values) per invocation as one `vec4<u32>` and two `vec4<f32>`; word
+/// and f32 windows offset by multiples of 4 elements, every word full.
+fn unpack4() -> String {
+    entry4(
+        "@group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;",
+        "    let word = src[(w + P.src_off) / 4u];
     let lo = f16_to_f32_4(word & vec4<u32>(0xffffu));
     let hi = f16_to_f32_4(word >> vec4<u32>(16u));
     let d = (2u * w + P.dst_off) / 4u;
     dst[d] = vec4<f32>(lo.x, hi.x, lo.y, hi.y);
     dst[d + 1u] = vec4<f32>(lo.z, hi.z, lo.w, hi.w);
+",
+    )
 }
-"#;
 
-const PACK4: &str = r#"
-@group(0) @binding(0) var<storage, read> P: Params;
-@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> dst: array<vec4<u32>>;
-
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let w = P.w_lo + 4u * (P.base + gid.x + gid.y * nwg.x * WG);
-    if (w >= P.w_hi) {
-        return;
-    }
-    let d = (2u * w + P.src_off) / 4u;
-    let a = src[d];
-    let b = src[d + 1u];
-    let lo = f32_to_f16_4(vec4<f32>(a.x, a.z, b.x, b.z));
+/// The rounding of eight f32 values `a`, `b` into the four words at `w` (`PACK_STORE`).
+const PACK_STORE: &str = "    let lo = f32_to_f16_4(vec4<f32>(a.x, a.z, b.x, b.z));
     let hi = f32_to_f16_4(vec4<f32>(a.y, a.w, b.y, b.w));
     dst[(w + P.dst_off) / 4u] = lo | (hi << vec4<u32>(16u));
+";
+
+fn pack4() -> String {
+    entry4(
+        "@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<u32>>;",
+        &format!(
+            "    let d = (2u * w + P.src_off) / 4u;
+    let a = src[d];
+    let b = src[d + 1u];
+{PACK_STORE}"
+        ),
+    )
 }
-"#;
 
-/// `f16_pack_image` / `f16_unpack_image`: [`UNPACK4`] / [`PACK4`] with the source read from
-/// a verbatim image copy of words `w_lo..w_hi` (rows of `1 << tw_shift` texels; texel `t`
-/// holds values `2 * w_lo + 4t ..`): for CPU adapters, where a texel load costs a fraction
-/// of a per-lane storage-buffer load. f32 values come from an `rgba32float` copy; f16
-/// values from an `rgba16float` copy, whose texel loads are the conversion (exact).
-const UNPACK_IMAGE: &str = r#"
-@group(0) @binding(0) var<storage, read> P: Params;
-@group(0) @binding(1) var src: texture_storage_2d<rgba16float, read>;
-@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
-
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = P.base + gid.x + gid.y * nwg.x * WG;
-    let w = P.w_lo + 4u * i;
-    if (w >= P.w_hi) {
-        return;
-    }
-    let m = (1u << P.tw_shift) - 1u;
-    let t = 2u * i;
-    let d = (2u * w + P.dst_off) / 4u;
-    dst[d] = textureLoad(src, vec2<u32>(t & m, t >> P.tw_shift));
-    dst[d + 1u] = textureLoad(src, vec2<u32>((t + 1u) & m, (t + 1u) >> P.tw_shift));
-}
-"#;
-
-const PACK_IMAGE: &str = r#"
-@group(0) @binding(0) var<storage, read> P: Params;
-@group(0) @binding(1) var src: texture_storage_2d<rgba32float, read>;
-@group(0) @binding(2) var<storage, read_write> dst: array<vec4<u32>>;
-
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = P.base + gid.x + gid.y * nwg.x * WG;
-    let w = P.w_lo + 4u * i;
-    if (w >= P.w_hi) {
-        return;
-    }
-    let m = (1u << P.tw_shift) - 1u;
+/// Texels `2i` and `2i + 1` of a verbatim image copy of the words `w_lo..` (rows of
+/// `1 << tw_shift` texels) as `a`, `b`.
+const IMAGE_LOADS: &str = "    let m = (1u << P.tw_shift) - 1u;
     let t = 2u * i;
     let a = textureLoad(src, vec2<u32>(t & m, t >> P.tw_shift));
     let b = textureLoad(src, vec2<u32>((t + 1u) & m, (t + 1u) >> P.tw_shift));
-    let lo = f32_to_f16_4(vec4<f32>(a.x, a.z, b.x, b.z));
-    let hi = f32_to_f16_4(vec4<f32>(a.y, a.w, b.y, b.w));
-    dst[(w + P.dst_off) / 4u] = lo | (hi << vec4<u32>(16u));
+";
+
+/// `f16_unpack_image` / `f16_pack_image`: [`unpack4`] / [`pack4`] with the source read
+/// from a verbatim image copy of words `w_lo..w_hi` (texel `t` holds values
+/// `2 * w_lo + 4t ..`): for CPU adapters, where a texel load costs a fraction of a per-lane
+/// storage-buffer load. f32 values come from an `rgba32float` copy; f16 values from an
+/// `rgba16float` copy, whose texel loads are the conversion (exact).
+fn unpack_image() -> String {
+    entry4(
+        "@group(0) @binding(1) var src: texture_storage_2d<rgba16float, read>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;",
+        &format!(
+            "{IMAGE_LOADS}    let d = (2u * w + P.dst_off) / 4u;
+    dst[d] = a;
+    dst[d + 1u] = b;
+"
+        ),
+    )
 }
-"#;
+
+fn pack_image() -> String {
+    entry4(
+        "@group(0) @binding(1) var src: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<u32>>;",
+        &format!("{IMAGE_LOADS}{PACK_STORE}"),
+    )
+}
 
 /// The WGSL source of `f16_pack_image` (`pack`) or `f16_unpack_image`.
 pub(crate) fn source_image(pack: bool) -> String {
-    let (conv, body) = if pack {
-        (F32_TO_F16_4, PACK_IMAGE)
+    if pack {
+        assemble(F32_TO_F16_4, &pack_image())
     } else {
-        ("", UNPACK_IMAGE)
-    };
-    let src = format!(
-        "{}\n\n{}\n{}\n{}",
-        F16ConvertParams::wgsl(),
-        F16ConvertSpec::wgsl(),
-        conv,
-        body
-    );
-    hoist_params(&src, &F16ConvertParams::fields())
+        assemble("", &unpack_image())
+    }
 }
 
 /// The WGSL source of `f16_pack4` (`pack`) or `f16_unpack4`: [`source`] on four words per
 /// invocation.
 pub(crate) fn source4(pack: bool) -> String {
-    let (conv, body) = if pack {
-        (F32_TO_F16_4, PACK4)
+    if pack {
+        assemble(F32_TO_F16_4, &pack4())
     } else {
-        (F16_TO_F32_4, UNPACK4)
-    };
+        assemble(F16_TO_F32_4, &unpack4())
+    }
+}
+
+/// A conversion kernel: the parameter and specialisation structs, the conversion function
+/// `conv` (if any) and the entry point `body`.
+fn assemble(conv: &str, body: &str) -> String {
     let src = format!(
         "{}\n\n{}\n{}\n{}",
         F16ConvertParams::wgsl(),
@@ -296,17 +293,9 @@ pub(crate) fn source4(pack: bool) -> String {
 
 /// The WGSL source of `f16_pack` (`pack`) or `f16_unpack`.
 pub(crate) fn source(pack: bool) -> String {
-    let (conv, body) = if pack {
-        (F32_TO_F16, PACK)
+    if pack {
+        assemble(F32_TO_F16, PACK)
     } else {
-        (F16_TO_F32, UNPACK)
-    };
-    let src = format!(
-        "{}\n\n{}\n{}\n{}",
-        F16ConvertParams::wgsl(),
-        F16ConvertSpec::wgsl(),
-        conv,
-        body
-    );
-    hoist_params(&src, &F16ConvertParams::fields())
+        assemble(F16_TO_F32, UNPACK)
+    }
 }

@@ -25,15 +25,7 @@ spec! {
 /// The WGSL source of `reduce_rows_image`, or with `f16` of `reduce_rows_image_f16` (the
 /// source an `rgba16float` copy of f16 data; the texel loads convert, f32 sums).
 pub(crate) fn source(f16: bool) -> String {
-    let body = include_str!("reduce_rows_image.wgsl");
-    let body = if f16 {
-        body.replace(
-            "texture_storage_2d<rgba32float, read>",
-            "texture_storage_2d<rgba16float, read>",
-        )
-    } else {
-        body.to_string()
-    };
+    let body = crate::gpu::wgsl::f16_images(include_str!("reduce_rows_image.wgsl"), f16);
     let src = format!(
         "{}\n\n{}\n\n{}",
         ReduceImageParams::wgsl(),

@@ -39,31 +39,21 @@ fn encode_fused(
     p: &Conv2dProblem,
     b: &ConvBuffers,
 ) -> Result<()> {
-    if b.x_f16 || b.y_f16 {
-        // f16 x and y, read and written by the image kernel itself (`reads_f16`).
-        if !(b.x_f16 && b.y_f16) {
-            return Err(f16_misuse());
-        }
-        let geom = image_geom_of(ctx, p, 0, 0, DType::F16).ok_or_else(f16_misuse)?;
-        encode_image(
-            ctx,
-            enc,
-            p,
-            (&b.x, 0),
-            &b.w,
-            b.b.as_ref(),
-            (&b.y, 0),
-            geom,
-            Some(b),
-        )?;
-        b.mark_epilogue_applied();
-        return Ok(());
+    // f16 x and y are read and written by the f16 image kernel itself (`reads_f16`).
+    let f16 = b.x_f16 || b.y_f16;
+    if f16 && !(b.x_f16 && b.y_f16) {
+        return Err(f16_misuse());
     }
     if b.x_cl || b.y_cl {
         // Channels-last x and y (see `nhwc_runs`); the epilogue is the caller's pass.
         return encode_nhwc(ctx, enc, p, (&b.x, 0), &b.w, b.b.as_ref(), (&b.y, 0));
     }
-    if let Some(geom) = image_geom(ctx, p, 0, 0) {
+    let dtype = if f16 { DType::F16 } else { DType::F32 };
+    let geom = image_geom_of(ctx, p, 0, 0, dtype);
+    if f16 && geom.is_none() {
+        return Err(f16_misuse());
+    }
+    if let Some(geom) = geom {
         encode_image(
             ctx,
             enc,
