@@ -884,6 +884,9 @@ impl Context {
             ("bias", bias),
             ("y", Some(y)),
         ])?;
+        // Auto resolved once for a whole problem (see `encode_conv2d_fused_problem`).
+        let algorithm = band::input_grad_pin(self, &tp.conv, algorithm, (true, bias.is_some()))
+            .unwrap_or(algorithm);
         let native = any_channels_last(&[x, y])
             && band::input_grad_reads_channels_last(
                 self,
