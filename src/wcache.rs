@@ -20,11 +20,20 @@ use crate::gpu::memory::{ContentKey, DeviceImage};
 /// Default byte budget of the cache.
 pub const DEFAULT_WEIGHT_CACHE_BUDGET: u64 = 256 << 20;
 
+/// What an entry holds: a packed weight image, or an f32 copy of f16 (or channels-last)
+/// parameters (weights, biases) for the kernels that read f32.
+#[derive(Clone)]
+pub(crate) enum Held {
+    /// Keeps its texture alive.
+    Image(wgpu::TextureView),
+    /// A buffer of the library's own (not from the scratch pool).
+    Buffer(wgpu::Buffer),
+}
+
 struct Entry {
     key: ContentKey,
     layout: Vec<u64>,
-    /// Keeps its texture alive.
-    view: wgpu::TextureView,
+    held: Held,
     bytes: u64,
     last_use: u64,
 }
@@ -46,12 +55,27 @@ impl WeightCache {
 
     /// The packed image of the weights `key` in panel layout `layout`, if cached.
     pub(crate) fn get(&self, key: &ContentKey, layout: &[u64]) -> Option<wgpu::TextureView> {
+        match self.get_held(key, layout)? {
+            Held::Image(v) => Some(v),
+            Held::Buffer(_) => None,
+        }
+    }
+
+    /// The f32 copy of the parameters `key` kept under `layout`, if cached.
+    pub(crate) fn get_buffer(&self, key: &ContentKey, layout: &[u64]) -> Option<wgpu::Buffer> {
+        match self.get_held(key, layout)? {
+            Held::Buffer(b) => Some(b),
+            Held::Image(_) => None,
+        }
+    }
+
+    fn get_held(&self, key: &ContentKey, layout: &[u64]) -> Option<Held> {
         let mut entries = self.entries.lock().ok()?;
         let e = entries
             .iter_mut()
             .find(|e| e.key.id == key.id && e.key.version == key.version && e.layout == layout)?;
         e.last_use = self.tick.fetch_add(1, Ordering::Relaxed);
-        Some(e.view.clone())
+        Some(e.held.clone())
     }
 
     /// Remembers `img` as the packed weights `key` in layout `layout` (taking it out of the
@@ -65,11 +89,42 @@ impl WeightCache {
         layout: Vec<u64>,
         img: &DeviceImage,
     ) {
-        let bytes = img.bytes;
-        let budget = self.budget.load(Ordering::Relaxed);
-        if bytes > budget {
+        if img.bytes > self.budget.load(Ordering::Relaxed) {
             return;
         }
+        img.retain();
+        ctx.inner.allocated.fetch_add(img.bytes, Ordering::Relaxed);
+        self.insert_held(ctx, key, layout, Held::Image(img.view.clone()), img.bytes);
+    }
+
+    /// Remembers `buffer` (`bytes` long, created for the cache and counted in
+    /// `allocated_bytes`) as the f32 copy of the parameters `key` under `layout`, as
+    /// [`WeightCache::insert`]; returns whether it is cached (else the caller drops it and
+    /// takes its bytes off the count).
+    pub(crate) fn insert_buffer(
+        &self,
+        ctx: &Context,
+        key: &ContentKey,
+        layout: Vec<u64>,
+        buffer: &wgpu::Buffer,
+        bytes: u64,
+    ) -> bool {
+        if bytes > self.budget.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.insert_held(ctx, key, layout, Held::Buffer(buffer.clone()), bytes);
+        true
+    }
+
+    fn insert_held(
+        &self,
+        ctx: &Context,
+        key: &ContentKey,
+        layout: Vec<u64>,
+        held: Held,
+        bytes: u64,
+    ) {
+        let budget = self.budget.load(Ordering::Relaxed);
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
@@ -79,17 +134,15 @@ impl WeightCache {
             let keep = e.key.alive.upgrade().is_some_and(|b| !b.is_volatile())
                 && !(e.key.id == key.id && (e.key.version != key.version || e.layout == layout));
             if !keep {
-                gone.push((e.view.clone(), e.bytes));
+                gone.push((e.held.clone(), e.bytes));
             }
             keep
         });
         gone.extend(evict_to(&mut entries, budget - bytes));
-        img.retain();
-        ctx.inner.allocated.fetch_add(bytes, Ordering::Relaxed);
         entries.push(Entry {
             key: key.clone(),
             layout,
-            view: img.view.clone(),
+            held,
             bytes,
             last_use: self.tick.fetch_add(1, Ordering::Relaxed),
         });
@@ -123,7 +176,7 @@ impl WeightCache {
 
 /// Drops the least recently used entries until they hold at most `budget` bytes; returns
 /// their images and sizes.
-fn evict_to(entries: &mut Vec<Entry>, budget: u64) -> Vec<(wgpu::TextureView, u64)> {
+fn evict_to(entries: &mut Vec<Entry>, budget: u64) -> Vec<(Held, u64)> {
     let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
     let mut gone = Vec::new();
     while total > budget {
@@ -132,16 +185,19 @@ fn evict_to(entries: &mut Vec<Entry>, budget: u64) -> Vec<(wgpu::TextureView, u6
         };
         let e = entries.swap_remove(i);
         total -= e.bytes;
-        gone.push((e.view, e.bytes));
+        gone.push((e.held, e.bytes));
     }
     gone
 }
 
-/// Releases dropped entries' images: their cached bind groups go (they would keep the images
-/// alive) and their bytes leave the count.
-fn release(ctx: &Context, gone: Vec<(wgpu::TextureView, u64)>) {
-    for (view, bytes) in gone {
-        ctx.inner.pool.forget_view(&view);
+/// Releases dropped entries: their cached bind groups go (they would keep the images and
+/// buffers alive) and their bytes leave the count.
+fn release(ctx: &Context, gone: Vec<(Held, u64)>) {
+    for (held, bytes) in gone {
+        match &held {
+            Held::Image(view) => ctx.inner.pool.forget_view(view),
+            Held::Buffer(buffer) => ctx.inner.pool.forget_buffer(buffer),
+        }
         ctx.inner.allocated.fetch_sub(bytes, Ordering::Relaxed);
     }
 }

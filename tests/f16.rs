@@ -859,6 +859,81 @@ fn f16_operand_whose_f32_copy_exceeds_max_buffer_size_is_refused() {
     );
 }
 
+/// f16 weights and biases of the algorithms that read f32 are converted once into an f32
+/// copy the packed-weight cache keeps (counted in `weight_cache_bytes`); results follow
+/// writes to them (a new version, a new copy) and the gradients use the same copies.
+#[test]
+fn f16_parameters_are_converted_once_and_follow_writes() {
+    let p1 = Conv2dParams::default().with_padding(Padding::Symmetric([1, 1]));
+    let mut rng = Rng::new(29);
+    for (xs, ws, params, a) in [
+        ([1, 8, 9, 10], [12, 8, 3, 3], p1, Algorithm::Direct),
+        ([1, 8, 9, 10], [12, 8, 3, 3], p1, Algorithm::Im2colGemm),
+        (
+            [1, 8, 9, 12],
+            [8, 1, 3, 3],
+            p1.with_groups(8),
+            Algorithm::Depthwise,
+        ),
+    ] {
+        // A context each: the cache's bytes are this case's alone.
+        let ctx = &Context::new_blocking().expect("GPU test needs a WebGPU adapter");
+        if ctx
+            .check_algorithm(
+                Operation::Forward,
+                a,
+                &params.resolve(xs, ws, Some(ws[0])).unwrap(),
+            )
+            .is_err()
+        {
+            continue;
+        }
+        let p = Conv2dProblem::new(xs, ws, Some(ws[0]), &params).unwrap();
+        let x = ints(&mut rng, xs.iter().product());
+        let xt = up(ctx, &x, &xs);
+        let (mut w, mut b) = (ints(&mut rng, ws.iter().product()), ints(&mut rng, ws[0]));
+        let (wt, bt) = (up(ctx, &w, &ws), up(ctx, &b, &[ws[0]]));
+        let before = ctx.weight_cache_bytes();
+        for round in 0..3 {
+            let want = cpu::conv2d_problem(&p, &x, &w, Some(&b));
+            let y = ctx.conv2d_with(&xt, &wt, Some(&bt), &params, a).unwrap();
+            close(&format!("{a:?} round {round}"), &y, &want, &[], 0, true);
+            assert!(
+                ctx.weight_cache_bytes() > before,
+                "{a:?}: f16 parameters not cached"
+            );
+            let y = ctx.conv2d_with(&xt, &wt, Some(&bt), &params, a).unwrap();
+            close(
+                &format!("{a:?} round {round}, cached"),
+                &y,
+                &want,
+                &[],
+                0,
+                true,
+            );
+            let dy = ints(&mut rng, p.y_shape().iter().product());
+            let pg = Conv2dProblem::new(xs, ws, None, &params).unwrap();
+            let dx_want = cpu::conv2d_backward_input(&pg, &dy, &w);
+            let dyt = up(ctx, &dy, &p.y_shape());
+            let dx = ctx
+                .conv2d_backward_input(&dyt, &wt, xs, &params, Algorithm::Auto)
+                .unwrap();
+            close(
+                &format!("{a:?} round {round} dx"),
+                &dx,
+                &dx_want,
+                &[],
+                0,
+                true,
+            );
+            w = ints(&mut rng, ws.iter().product());
+            b = ints(&mut rng, ws[0]);
+            wt.write(&w).unwrap();
+            bt.write(&b).unwrap();
+        }
+    }
+}
+
 #[test]
 fn f16_weights_are_packed_once_and_follow_writes() {
     // The implicit GEMM caches packed weights keyed by the f16 tensor; the pack runs in a

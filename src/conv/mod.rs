@@ -361,9 +361,9 @@ impl Context {
         let wv = if lazy_w {
             half::unconverted(w)
         } else {
-            half::input(self, enc, w)?
+            half::param(self, enc, w)?
         };
-        let bv = bias.map(|b| half::input(self, enc, b)).transpose()?;
+        let bv = bias.map(|b| half::param(self, enc, b)).transpose()?;
         let rv = residual
             .map(|r| half::input_in(self, enc, r, native))
             .transpose()?;
@@ -553,7 +553,7 @@ impl Context {
             );
         let f16 = self.input_grad_reads_f16(&p, pinned, dy, dx);
         let dyv = half::input_native(self, encoder, dy, native, f16)?;
-        let wv = half::input(self, encoder, w)?;
+        let wv = half::param(self, encoder, w)?;
         let dxv = if f16 {
             half::output_f16(self, encoder, dx, true)?
         } else {
@@ -792,7 +792,7 @@ impl Context {
         };
         let dy_cl = dy.format() == MemoryFormat::ChannelsLast;
         let xv = half::input_native(self, enc, x, ndw, dw16)?;
-        let wv = half::input(self, enc, w)?;
+        let wv = half::param(self, enc, w)?;
         let dxv = if dx16 {
             half::output_f16(self, enc, dx, true)?
         } else {
@@ -896,8 +896,8 @@ impl Context {
                 all_channels_last(&[x, y]),
             );
         let xv = half::input_in(self, encoder, x, native)?;
-        let wv = half::input(self, encoder, w)?;
-        let bv = bias.map(|b| half::input(self, encoder, b)).transpose()?;
+        let wv = half::param(self, encoder, w)?;
+        let bv = bias.map(|b| half::param(self, encoder, b)).transpose()?;
         let yv = half::output_in(self, encoder, y, native)?;
         input_grad::encode(
             self,

@@ -13,7 +13,7 @@
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::gpu::layout;
-use crate::gpu::memory::{copy_flat_at_of, ScratchBuffer};
+use crate::gpu::memory::{copy_flat_at_of, create_buffer, ScratchBuffer};
 use crate::gpu::{launch_linear, max_window_elems, u32_of, window, Bind};
 use crate::kernels::f16_convert::{F16ConvertParams, F16ConvertSpec};
 use crate::kernels::k;
@@ -63,6 +63,16 @@ impl F32View {
         }
     }
 
+    /// A buffer of the library's own (a cached f32 copy) as a contiguous f32 view.
+    fn own_buffer(buffer: wgpu::Buffer) -> Self {
+        F32View {
+            buffer,
+            cl: false,
+            f16: false,
+            _scratch: Vec::new(),
+        }
+    }
+
     /// The buffer the f32 kernels bind.
     pub(crate) fn buf(&self) -> &wgpu::Buffer {
         &self.buffer
@@ -100,6 +110,43 @@ pub(crate) fn input_native(
         return Ok(F32View::own(t, cl, true));
     }
     input_in(ctx, enc, t, keep_cl)
+}
+
+/// [`input`] of a parameter (weights, a bias): an f16 or channels-last tensor the library
+/// can track (see `Tensor::content_key`) is converted once, in a submission of its own, into
+/// an f32 contiguous buffer that the packed-weight cache keeps (its budget, its eviction: a
+/// write to the tensor makes a new version); later calls bind that buffer without any
+/// conversion. Untrackable tensors, a cache budget of 0 and copies beyond the budget are
+/// converted per call as by [`input`].
+pub(crate) fn param(ctx: &Context, enc: &mut wgpu::CommandEncoder, t: &Tensor) -> Result<F32View> {
+    let cache = &ctx.inner.weights;
+    let key = t
+        .content_key()
+        .filter(|_| needs_copy(t) && cache.budget() > 0);
+    let Some(key) = key else {
+        return input(ctx, enc, t);
+    };
+    // The layout slot of an f32 contiguous copy (packed-weight layouts are short lists of
+    // sizes; this one cannot be one of them), and the format it was made from.
+    let layout = vec![u64::MAX, (t.format() == MemoryFormat::ChannelsLast) as u64];
+    if let Some(buffer) = cache.get_buffer(&key, &layout) {
+        return Ok(F32View::own_buffer(buffer));
+    }
+    let bytes = DType::F32.storage_bytes(t.numel());
+    let buffer = create_buffer(ctx, bytes, "wgconv f32 parameters")?;
+    let size = buffer.size();
+    let mut own = ctx.encoder("wgconv parameter conversion");
+    let v = input(ctx, &mut own, t)?;
+    own.copy_buffer_to_buffer(v.buf(), 0, &buffer, 0, bytes);
+    ctx.submit_internal(own)?;
+    drop(v);
+    if !cache.insert_buffer(ctx, &key, layout, &buffer, size) {
+        // Not kept: this call's copy, freed when the view drops.
+        ctx.inner
+            .allocated
+            .fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(F32View::own_buffer(buffer))
 }
 
 /// [`output`] (not loaded) of a contiguous f16 tensor as its own words when `keep_f16` (for

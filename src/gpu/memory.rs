@@ -75,7 +75,7 @@ impl DeviceBuffer {
 
 /// Creates a storage buffer of `bytes` (rounded up to 4, at least 4), counted in
 /// `allocated_bytes` (the caller subtracts it when it is destroyed). New buffers read as zeros.
-fn create_buffer(ctx: &Context, bytes: u64, label: &str) -> Result<wgpu::Buffer> {
+pub(crate) fn create_buffer(ctx: &Context, bytes: u64, label: &str) -> Result<wgpu::Buffer> {
     let size = bytes.max(4).div_ceil(4) * 4;
     let max = ctx.limits().max_buffer_size;
     if size > max {
