@@ -519,32 +519,23 @@ fn scratch(
     ScratchBuffer::new(ctx, enc, elems as u64 * 4, label)
 }
 
-/// Records the forward convolution `p` (any size) with `algorithm`.
-/// Whether `algorithm` (`Auto`: its choice) runs `p` whole with the entry that reads a
-/// channels-last `x` and writes a channels-last `y` in place: the implicit GEMM
-/// (`pad_image` reads x by strides, `conv2d_implicit` stores y by strides). Every other
-/// entry, and bands, take contiguous views.
-///
-/// The depthwise entry reads and writes them in place too when both x and y are
-/// channels-last (`both`) and `conv2d_depthwise_nhwc` runs the problem.
+/// Whether the whole forward problem `p`, run with the concrete `pinned` algorithm
+/// ([`forward_pin`]; `None`: bands or a refusal), reads a channels-last `x` and writes a
+/// channels-last `y` in place: the implicit GEMM (`pad_image` reads x by strides,
+/// `conv2d_implicit` stores y by strides), and the depthwise entry when both x and y are
+/// channels-last (`both`) and `conv2d_depthwise_nhwc` runs the problem. Every other entry,
+/// and bands, take contiguous views.
 pub(crate) fn forward_reads_channels_last(
     ctx: &Context,
     p: &Conv2dProblem,
-    algorithm: Algorithm,
+    pinned: Option<Algorithm>,
     both: bool,
 ) -> bool {
-    if !matches!(plan(ctx, p, Side::Outputs), Plan::Whole) {
-        return false;
+    match pinned {
+        Some(Algorithm::ImplicitGemm) => true,
+        Some(Algorithm::Depthwise) => both && forward::depthwise::nhwc_runs(ctx, p),
+        _ => false,
     }
-    forward::TABLE
-        .select(ctx, p, algorithm, |h, c| {
-            ctx.choose(TunedOp::Forward, p, h, &c)
-        })
-        .is_ok_and(|e| match e.algorithm {
-            Algorithm::ImplicitGemm => true,
-            Algorithm::Depthwise => both && forward::depthwise::nhwc_runs(ctx, p),
-            _ => false,
-        })
 }
 
 /// The concrete algorithm a whole (unbanded) forward problem runs with `algorithm` (`Auto`
@@ -578,6 +569,7 @@ fn pin<B>(
         .map(|e| e.algorithm)
 }
 
+/// Records the forward convolution `p` (any size) with `algorithm`.
 pub(crate) fn forward(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
@@ -665,38 +657,27 @@ pub(crate) fn forward(
     }
 }
 
-/// Records the input gradient (with `bias`, the transposed convolution) of `p` (any size)
-/// with `algorithm`.
-#[allow(clippy::too_many_arguments)]
-/// Whether the input gradient (or transposed convolution, `transposed`, with a bias when
-/// `has_bias`) of `p` with `algorithm` runs whole on the implicit GEMM as a forward
-/// convolution of dy, which reads a channels-last `dy` and writes a channels-last `dx` in
-/// place (see [`forward_reads_channels_last`]); not with a non-zero padding mode (its
-/// gradient is folded from scratch) nor for strided 1x1 kernels (scattered).
-///
-/// The depthwise entry too (a depthwise convolution of dy) when both dy and dx are
-/// channels-last (`both`) and `conv2d_depthwise_nhwc` runs it.
+/// Whether the whole input gradient (or transposed convolution) of `p`, run with the
+/// concrete `pinned` algorithm ([`input_grad_pin`]; `None`: bands, a folded padding mode or
+/// a refusal), reads a channels-last `dy` and writes a channels-last `dx` in place: the
+/// implicit GEMM as a forward convolution of dy (not for strided 1x1 kernels, scattered),
+/// and the depthwise entry (a depthwise convolution of dy) when both dy and dx are
+/// channels-last (`both`) and `conv2d_depthwise_nhwc` runs it (see
+/// [`forward_reads_channels_last`]).
 pub(crate) fn input_grad_reads_channels_last(
     ctx: &Context,
     p: &Conv2dProblem,
-    algorithm: Algorithm,
-    (transposed, has_bias): (bool, bool),
+    pinned: Option<Algorithm>,
     both: bool,
 ) -> bool {
-    if !matches!(plan(ctx, p, Side::Inputs), Plan::Whole) || input_grad::needs_fold(p) {
-        return false;
+    match pinned {
+        Some(Algorithm::ImplicitGemm) => input_grad::implicit_gemm::runs_as_forward(ctx, p, both),
+        Some(Algorithm::Depthwise) => {
+            both && input_grad::depthwise::dgrad_as_forward(p)
+                .is_some_and(|q| forward::depthwise::nhwc_runs(ctx, &q))
+        }
+        _ => false,
     }
-    let (table, tuned) = input_grad_table(transposed, has_bias);
-    table
-        .select(ctx, p, algorithm, |h, c| ctx.choose(tuned, p, h, &c))
-        .is_ok_and(|e| match e.algorithm {
-            Algorithm::ImplicitGemm => input_grad::implicit_gemm::runs_as_forward(ctx, p, both),
-            Algorithm::Depthwise => {
-                both && input_grad::depthwise::dgrad_as_forward(p)
-                    .is_some_and(|q| forward::depthwise::nhwc_runs(ctx, &q))
-            }
-            _ => false,
-        })
 }
 
 /// The concrete algorithm of a whole input-gradient problem (see [`forward_pin`]).
@@ -875,29 +856,21 @@ pub(crate) fn input_grad(
     }
 }
 
-/// Records the weight gradient of `p` (any size) with `algorithm`: band partial sums added
-/// in band order.
-#[allow(clippy::too_many_arguments)]
-/// Whether the weight gradient of `p` with `algorithm` runs whole on the implicit GEMM,
-/// which reads a channels-last `x` (`pad_image`) and `dy` (`pack_image`) in place, or on
-/// the depthwise entry with both x and dy channels-last (`both`) where
-/// `conv2d_wgrad_depthwise_nhwc` runs it.
+/// Whether the whole weight gradient of `p`, run with the concrete `pinned` algorithm
+/// ([`weight_grad_pin`]; `None`: bands or a refusal), reads channels-last `x` and `dy` in
+/// place: the implicit GEMM (`pad_image` and `pack_image`), and the depthwise entry with
+/// both x and dy channels-last (`both`) where `conv2d_wgrad_depthwise_nhwc` runs it.
 pub(crate) fn weight_grad_reads_channels_last(
     ctx: &Context,
     p: &Conv2dProblem,
-    algorithm: Algorithm,
+    pinned: Option<Algorithm>,
     both: bool,
 ) -> bool {
-    matches!(plan(ctx, p, Side::Outputs), Plan::Whole)
-        && weight_grad::TABLE
-            .select(ctx, p, algorithm, |h, c| {
-                ctx.choose(TunedOp::BackwardWeight, p, h, &c)
-            })
-            .is_ok_and(|e| match e.algorithm {
-                Algorithm::ImplicitGemm => true,
-                Algorithm::Depthwise => both && weight_grad::depthwise::nhwc_runs(ctx, p),
-                _ => false,
-            })
+    match pinned {
+        Some(Algorithm::ImplicitGemm) => true,
+        Some(Algorithm::Depthwise) => both && weight_grad::depthwise::nhwc_runs(ctx, p),
+        _ => false,
+    }
 }
 
 /// The concrete algorithm of a whole weight-gradient problem (see [`forward_pin`]).

@@ -331,7 +331,8 @@ impl Context {
         let algorithm = pinned.unwrap_or(algorithm);
         // Channels-last operands in place for the implicit GEMM (the residual in y's
         // order), else contiguous views.
-        let native = self.reads_channels_last(p, &[x, y], algorithm)
+        let native = any_channels_last(&[x, y])
+            && band::forward_reads_channels_last(self, p, pinned, all_channels_last(&[x, y]))
             && residual.is_none_or(|r| r.format() == y.format());
         let fuse = self
             .inner
@@ -411,18 +412,6 @@ impl Context {
             )?;
         }
         half::finish(self, enc, &yv, y)
-    }
-
-    /// Whether the forward problem `p` with `algorithm` reads / writes the channels-last
-    /// `tensors` among its operands in place (see `band::forward_reads_channels_last`).
-    fn reads_channels_last(
-        &self,
-        p: &Conv2dProblem,
-        tensors: &[&Tensor],
-        algorithm: Algorithm,
-    ) -> bool {
-        any_channels_last(tensors)
-            && band::forward_reads_channels_last(self, p, algorithm, all_channels_last(tensors))
     }
 
     /// Whether the input gradient of `p` (pinned to a concrete algorithm) reads f16 `dy` and
@@ -544,13 +533,7 @@ impl Context {
         let pinned = band::input_grad_pin(self, &p, algorithm, (false, false));
         let algorithm = pinned.unwrap_or(algorithm);
         let native = any_channels_last(&[dy, dx])
-            && band::input_grad_reads_channels_last(
-                self,
-                &p,
-                algorithm,
-                (false, false),
-                all_channels_last(&[dy, dx]),
-            );
+            && band::input_grad_reads_channels_last(self, &p, pinned, all_channels_last(&[dy, dx]));
         let f16 = self.input_grad_reads_f16(&p, pinned, dy, dx);
         let dyv = half::input_native(self, encoder, dy, native, f16)?;
         let wv = half::param(self, encoder, w)?;
@@ -640,12 +623,7 @@ impl Context {
         let pinned = band::weight_grad_pin(self, &p, algorithm);
         let algorithm = pinned.unwrap_or(algorithm);
         let native = any_channels_last(&[x, dy])
-            && band::weight_grad_reads_channels_last(
-                self,
-                &p,
-                algorithm,
-                all_channels_last(&[x, dy]),
-            );
+            && band::weight_grad_reads_channels_last(self, &p, pinned, all_channels_last(&[x, dy]));
         let f16 = self.weight_grad_reads_f16(&p, pinned, x, dy);
         let xv = half::input_native(self, encoder, x, native, f16)?;
         let dyv = half::input_native(self, encoder, dy, native, f16)?;
@@ -750,24 +728,13 @@ impl Context {
         // f16 dy and dx read / written by the input gradient's kernel itself.
         let dx16 = self.input_grad_reads_f16(p, dx_pin, dy, dx);
         let ndx = any_channels_last(&[dy, dx])
-            && band::input_grad_reads_channels_last(
-                self,
-                p,
-                dx_algorithm,
-                (false, false),
-                all_channels_last(&[dy, dx]),
-            );
+            && band::input_grad_reads_channels_last(self, p, dx_pin, all_channels_last(&[dy, dx]));
         let dw_pin = band::weight_grad_pin(self, p, algorithm);
         let dw_algorithm = dw_pin.unwrap_or(algorithm);
         // f16 x and dy read by the weight gradient's kernel itself.
         let dw16 = self.weight_grad_reads_f16(p, dw_pin, x, dy);
         let ndw = any_channels_last(&[x, dy])
-            && band::weight_grad_reads_channels_last(
-                self,
-                p,
-                dw_algorithm,
-                all_channels_last(&[x, dy]),
-            );
+            && band::weight_grad_reads_channels_last(self, p, dw_pin, all_channels_last(&[x, dy]));
         let ndb = any_channels_last(&[dy]) && bias_grad::reads_channels_last(self, dy.numel());
         let mut dy_views: Vec<half::F32View> = Vec::new();
         let mut dy_view = |keep: bool, enc: &mut wgpu::CommandEncoder| -> Result<wgpu::Buffer> {
@@ -885,14 +852,13 @@ impl Context {
             ("y", Some(y)),
         ])?;
         // Auto resolved once for a whole problem (see `encode_conv2d_fused_problem`).
-        let algorithm = band::input_grad_pin(self, &tp.conv, algorithm, (true, bias.is_some()))
-            .unwrap_or(algorithm);
+        let pinned = band::input_grad_pin(self, &tp.conv, algorithm, (true, bias.is_some()));
+        let algorithm = pinned.unwrap_or(algorithm);
         let native = any_channels_last(&[x, y])
             && band::input_grad_reads_channels_last(
                 self,
                 &tp.conv,
-                algorithm,
-                (true, bias.is_some()),
+                pinned,
                 all_channels_last(&[x, y]),
             );
         let xv = half::input_in(self, encoder, x, native)?;

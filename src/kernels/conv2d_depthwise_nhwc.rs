@@ -149,11 +149,7 @@ pub(crate) fn source() -> String {
     w.line("            }");
     w.line("        }");
     w.line("    }");
-    w.line("    var b4 = vec4<f32>(0.0);");
-    w.line("    if (HAS_BIAS) {");
-    w.line("        let c0 = cq * 4u;");
-    w.line("        b4 = vec4<f32>(bias[c0], bias[c0 + 1u], bias[c0 + 2u], bias[c0 + 3u]);");
-    w.line("    }");
+    bias4(&mut w, "    ");
     w.line("    let out0 = P.y_off4 + ((n * P.oh + oy) * P.ow + ox0) * c4n + cq;");
     for j in 0..DWN_PX {
         wln!(w, "    if (ox0 + {j}u < P.ow) {{");
@@ -162,6 +158,18 @@ pub(crate) fn source() -> String {
     }
     w.line("}");
     hoist_params(&w.finish(), &DepthwiseNhwcParams::fields())
+}
+
+/// `b4`: the bias of channels `4cq..4cq+3` (zero without `HAS_BIAS`).
+fn bias4(w: &mut Wgsl, ind: &str) {
+    wln!(w, "{ind}var b4 = vec4<f32>(0.0);");
+    wln!(w, "{ind}if (HAS_BIAS) {{");
+    wln!(w, "{ind}    let c0 = cq * 4u;");
+    wln!(
+        w,
+        "{ind}    b4 = vec4<f32>(bias[c0], bias[c0 + 1u], bias[c0 + 2u], bias[c0 + 3u]);"
+    );
+    wln!(w, "{ind}}}");
 }
 
 /// The `SEQ` path: invocation (n, oy, 4 channels) walks output row oy.
@@ -205,11 +213,7 @@ fn seq_body(w: &mut Wgsl) {
         }
         w.line("        }");
     }
-    w.line("        var b4 = vec4<f32>(0.0);");
-    w.line("        if (HAS_BIAS) {");
-    w.line("            let c0 = cq * 4u;");
-    w.line("            b4 = vec4<f32>(bias[c0], bias[c0 + 1u], bias[c0 + 2u], bias[c0 + 3u]);");
-    w.line("        }");
+    bias4(w, "        ");
     w.line("        let out0 = P.y_off4 + (n * P.oh + oy) * P.ow * c4n + cq;");
     w.line("        for (var ox = 0u; ox < P.ow; ox++) {");
     w.line("            let col = src_index(i32(ox) + i32(S) - 1 - P.pad_left, i32(P.w));");

@@ -153,13 +153,30 @@ fn wgrad_nhwc(
         total as u64,
     )?;
     // dw[c * RS + tap] = sum over rows of partial[(row * C + c) * RS + tap].
+    sum_partials(ctx, enc, (&partial.buffer, rows, true), &a.dw, p.c * rs)
+}
+
+/// `dw[t] = Σ_j part[..]` over the `len` partial sums of each of the `taps` weights, in
+/// order (deterministic, `reduce_rows`): partial j of weight t at `j * taps + t` when
+/// `interleaved` (one row of partials per output row), else at `t * len + j` (bands).
+fn sum_partials(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    (part, len, interleaved): (&wgpu::Buffer, usize, bool),
+    dw: &wgpu::Buffer,
+    taps: usize,
+) -> Result<()> {
     let ru = ReduceParams {
-        rows: u32_of(p.c * rs, "weights")?,
-        len: u32_of(rows, "rows")?,
+        rows: u32_of(taps, "weights")?,
+        len: u32_of(len, "partial sums")?,
         batch: 1,
         bstride: 0,
-        total: u32_of(p.c * rs, "weights")?,
-        cl_k: u32_of(p.c * rs, "weights")?,
+        total: u32_of(taps, "weights")?,
+        cl_k: if interleaved {
+            u32_of(taps, "weights")?
+        } else {
+            0
+        },
         ..Default::default()
     };
     launch::<k::ReduceRows>(
@@ -167,8 +184,8 @@ fn wgrad_nhwc(
         enc,
         &ReduceSpec::default(),
         &ru,
-        &[Bind::whole(&partial.buffer), Bind::whole(&a.dw)],
-        (p.c * rs) as u64,
+        &[Bind::whole(part), Bind::whole(dw)],
+        taps as u64,
     )
 }
 
@@ -282,20 +299,5 @@ fn wgrad_depthwise(
             total as u64,
         )?;
     }
-    let ru = ReduceParams {
-        rows: u32_of(taps, "weights")?,
-        len: u32_of(nb, "bands")?,
-        batch: 1,
-        bstride: 0,
-        total: u32_of(taps, "weights")?,
-        ..Default::default()
-    };
-    launch::<k::ReduceRows>(
-        ctx,
-        enc,
-        &ReduceSpec::default(),
-        &ru,
-        &[Bind::whole(&part.buffer), Bind::whole(dw)],
-        taps as u64,
-    )
+    sum_partials(ctx, enc, (&part.buffer, nb, false), dw, taps)
 }
