@@ -1,7 +1,7 @@
 //! [`Context`]: adapter, device, queue, limits and the pipeline cache.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -139,6 +139,60 @@ impl Limits {
     }
 }
 
+/// The arithmetic of operations on f16 tensors ([`Context::set_precision`]).
+///
+/// f16 tensors are always stored as f16; this chooses what the kernels compute in. It is
+/// never changed by the library: f16 arithmetic runs only where the caller asked for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Precision {
+    /// f32 multiply-adds and accumulation, each result rounded once to f16 (the default):
+    /// every adapter, every operation and algorithm, within `cpu::f16_tolerance` of the
+    /// f64 reference, finite wherever the f32 sums are.
+    #[default]
+    F32Accumulate,
+    /// f16 multiply-adds and accumulation (WGSL `f16`; needs `shader-f16`,
+    /// [`Context::has_shader_f16`]): half the register and arithmetic width on GPUs that
+    /// have native f16 (most do), and the error of an f16 sum: within
+    /// `cpu::f16_accumulate_tolerance` (it grows with the reduction length), and products
+    /// or partial sums beyond 65504 overflow to infinity. Runs the direct algorithm's
+    /// kernels ([`Algorithm::Direct`](crate::Algorithm::Direct): forward, transposed, input
+    /// and weight gradients, every padding mode, stride, dilation and group) and the
+    /// register GEMM ([`GemmVariant::Register`](crate::GemmVariant::Register)); `Auto`
+    /// picks those, and another forced algorithm returns
+    /// [`ErrorKind::UnsupportedAlgorithm`]. Operands must be contiguous (NCHW) and fit one
+    /// storage binding each ([`ErrorKind::InvalidParam`] / [`ErrorKind::ExceedsLimit`]
+    /// otherwise, never a silent f32 run). The bias gradient, an f32 `dw` of f16 inputs
+    /// ([`Context::conv2d_backward_weight_as`]), the epilogue (computed in f32 on the f16 sum)
+    /// and operations on f32 tensors keep f32 arithmetic.
+    F16Accumulate,
+}
+
+impl Precision {
+    fn code(self) -> u8 {
+        match self {
+            Precision::F32Accumulate => 0,
+            Precision::F16Accumulate => 1,
+        }
+    }
+
+    fn from_code(code: u8) -> Self {
+        if code == 1 {
+            Precision::F16Accumulate
+        } else {
+            Precision::F32Accumulate
+        }
+    }
+
+    /// Lowercase name (`f32-accumulate`, `f16-accumulate`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32Accumulate => "f32-accumulate",
+            Precision::F16Accumulate => "f16-accumulate",
+        }
+    }
+}
+
 /// A GPU context: one device and queue, its limits, and the compiled pipelines.
 ///
 /// Cheap to clone (an `Arc`); `Send + Sync`, so one context can serve many threads.
@@ -166,6 +220,8 @@ pub(crate) struct Inner {
     /// Kernels may fuse an epilogue into their store (default); off: always the elementwise
     /// pass (`dev::set_fused_epilogues`, for measuring what fusing saves).
     pub(crate) fuse_epilogues: AtomicBool,
+    /// [`Precision`] of operations on f16 tensors (`Precision::code`).
+    precision: AtomicU8,
 }
 
 impl std::fmt::Debug for Context {
@@ -258,7 +314,8 @@ impl Context {
         let info = adapter.get_info();
         let wanted_features = wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
-            | wgpu::Features::SUBGROUP;
+            | wgpu::Features::SUBGROUP
+            | wgpu::Features::SHADER_F16;
         let features = adapter.features() & wanted_features;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -345,6 +402,7 @@ impl Context {
                 ),
                 pool: crate::gpu::pool::Pools::new(),
                 fuse_epilogues: AtomicBool::new(true),
+                precision: AtomicU8::new(Precision::F32Accumulate.code()),
             }),
         }
     }
@@ -407,6 +465,45 @@ impl Context {
     pub(crate) fn cpu_kernels(&self) -> bool {
         self.inner.kernel_class == KernelClass::Cpu
     }
+    /// Does the device have WGSL's `f16` type (`shader-f16`), which
+    /// [`Precision::F16Accumulate`] needs? Requested by [`Context::new`] where the adapter
+    /// offers it (lavapipe does; wgpu's GL backend does not).
+    pub fn has_shader_f16(&self) -> bool {
+        self.inner
+            .device
+            .features()
+            .contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// The arithmetic of operations on f16 tensors (see [`Precision`]).
+    pub fn precision(&self) -> Precision {
+        Precision::from_code(self.inner.precision.load(Ordering::Relaxed))
+    }
+
+    /// Sets the arithmetic of operations on f16 tensors from now on (see [`Precision`]);
+    /// f32 tensors are unaffected.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidParam`] for [`Precision::F16Accumulate`] on a device without
+    /// `shader-f16` ([`Context::has_shader_f16`]); the precision is unchanged then.
+    pub fn set_precision(&self, precision: Precision) -> Result<()> {
+        if precision == Precision::F16Accumulate && !self.has_shader_f16() {
+            return Err(Error::invalid_param(
+                "precision",
+                "F16Accumulate",
+                format!(
+                    "f16 arithmetic needs the `shader-f16` feature, which this device ({}, {:?}) \
+                     does not have; f16 tensors compute in f32 (Precision::F32Accumulate)",
+                    self.inner.info.name, self.inner.info.backend
+                ),
+            ));
+        }
+        self.inner
+            .precision
+            .store(precision.code(), Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Does the device support subgroup operations with 8-lane subgroups (the size the
     /// subgroup kernels are written for)?
     pub fn has_subgroups8(&self) -> bool {

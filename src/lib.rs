@@ -129,7 +129,7 @@ mod tune;
 mod wcache;
 
 pub use context::{
-    Context, ContextOptions, KernelClass, Limits, LimitsOverride, DEFAULT_SCRATCH_BUDGET,
+    Context, ContextOptions, KernelClass, Limits, LimitsOverride, Precision, DEFAULT_SCRATCH_BUDGET,
 };
 pub use conv::{Algorithm, Conv2dFusedGradients, Conv2dGradients, Operation};
 pub use epilogue::{Activation, Epilogue, Residual};

@@ -3,6 +3,7 @@
 pub(crate) mod band;
 pub(crate) mod bias_grad;
 pub(crate) mod epilogue;
+pub(crate) mod f16acc;
 pub(crate) mod forward;
 pub(crate) mod implicit_image;
 pub(crate) mod input_grad;
@@ -326,6 +327,9 @@ impl Context {
         y: &Tensor,
         algorithm: Algorithm,
     ) -> Result<()> {
+        if f16acc::active(self, x) {
+            return f16acc::forward(self, enc, p, (x, w, bias, residual), epilogue, y, algorithm);
+        }
         // Auto resolved once for a whole problem: the views below are made for that kernel.
         let pinned = band::forward_pin(self, p, algorithm);
         let algorithm = pinned.unwrap_or(algorithm);
@@ -529,6 +533,9 @@ impl Context {
         let p = Conv2dProblem::new(dx.shape4("dx")?, w.shape4("w")?, None, params)?;
         self.check_dy(&p, dy)?;
         half::common_dtype(&[("dy", Some(dy)), ("w", Some(w)), ("dx", Some(dx))])?;
+        if f16acc::active(self, dy) {
+            return f16acc::input_grad(self, encoder, &p, (dy, w, None, dx), algorithm);
+        }
         // Auto resolved once for a whole problem (see `encode_conv2d_fused_problem`).
         let pinned = band::input_grad_pin(self, &p, algorithm, (false, false));
         let algorithm = pinned.unwrap_or(algorithm);
@@ -618,6 +625,10 @@ impl Context {
         let dt = half::common_dtype(&[("x", Some(x)), ("dy", Some(dy))])?;
         if !(dw.dtype() == dt || dw.dtype() == DType::F32) {
             return Err(Error::dtype_mismatch("dw", dt, dw.dtype()));
+        }
+        // An f32 dw of f16 inputs (master weights) keeps f32 sums.
+        if f16acc::active(self, dw) {
+            return f16acc::weight_grad(self, encoder, &p, (x, dy, dw), algorithm);
         }
         // Auto resolved once for a whole problem (see `encode_conv2d_fused_problem`).
         let pinned = band::weight_grad_pin(self, &p, algorithm);
@@ -720,6 +731,15 @@ impl Context {
         (dx, dw, db): (&Tensor, &Tensor, Option<&Tensor>),
         algorithm: Algorithm,
     ) -> Result<()> {
+        if f16acc::active(self, dx) {
+            // f16 arithmetic for dx and dw; the bias gradient keeps f32 sums.
+            f16acc::input_grad(self, enc, p, (dy, w, None, dx), algorithm)?;
+            f16acc::weight_grad(self, enc, p, (x, dy, dw), algorithm)?;
+            if let Some(db) = db {
+                self.encode_conv2d_backward_bias(enc, dy, db)?;
+            }
+            return Ok(());
+        }
         // Channels-last operands in place where the chosen entry reads them (the implicit
         // GEMM, the bias row sums); dy gets one view per order the gradients need. The input
         // gradient's algorithm is resolved once (see `encode_conv2d_fused_problem`).
@@ -851,6 +871,9 @@ impl Context {
             ("bias", bias),
             ("y", Some(y)),
         ])?;
+        if f16acc::active(self, x) {
+            return f16acc::input_grad(self, encoder, &tp.conv, (x, w, bias, y), algorithm);
+        }
         // Auto resolved once for a whole problem (see `encode_conv2d_fused_problem`).
         let pinned = band::input_grad_pin(self, &tp.conv, algorithm, (true, bias.is_some()));
         let algorithm = pinned.unwrap_or(algorithm);

@@ -47,6 +47,24 @@ pub fn f16_tolerance(want: f64, abs_scale: f64, len: usize) -> f64 {
     2f64.powi(-10) * want.abs() + 2f64.powi(-24) + gamma * abs_scale
 }
 
+/// The bound of [`Precision::F16Accumulate`](crate::Precision::F16Accumulate) for one
+/// element (f16 multiply-adds): `want` the f64 reference, `abs_scale` the sum of the
+/// absolute values of its terms, `len` the number of multiply-adds and additions on the way
+/// to it (the reduction length; with reflect / replicate / circular padding, the input
+/// gradient adds up to 9 folded partial sums). Each f16 operation rounds with unit roundoff
+/// `u = 2^-11`, so the sum is within `γ(len) · abs_scale` (`γ(n) = n·u / (1 - n·u)`,
+/// Higham's bound for recursive summation), plus `2^-24` per operation for results that
+/// fall into f16's subnormal range, plus the final rounding of the result (`2^-10 |want|`).
+/// Infinite from `len = 2048` on (`n·u >= 1`): an f16 sum that long has no useful bound,
+/// which is why f32 accumulation is the default.
+pub fn f16_accumulate_tolerance(want: f64, abs_scale: f64, len: usize) -> f64 {
+    let lu = len as f64 * 2f64.powi(-11);
+    if lu >= 1.0 {
+        return f64::INFINITY;
+    }
+    2f64.powi(-10) * want.abs() + len as f64 * 2f64.powi(-24) + lu / (1.0 - lu) * abs_scale
+}
+
 /// [`conv2d`](super::conv2d) on f16 slices: f64 sums of the exact inputs, rounded once to
 /// f16.
 ///

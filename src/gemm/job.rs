@@ -152,6 +152,19 @@ pub(crate) fn pack(
     outer: usize,
     inner: usize,
 ) -> Result<Packed> {
+    pack_as(ctx, enc, mat, k_major, (k, cols, outer, inner), false)
+}
+
+/// [`pack`] of f32 elements, or of f16 ones (`f16`: the `pack_f16` twin; the scratch is
+/// sized for f32, twice what it needs).
+fn pack_as(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    mat: &Mat<'_>,
+    k_major: bool,
+    (k, cols, outer, inner): (usize, usize, usize, usize),
+    f16: bool,
+) -> Result<Packed> {
     let ld = round4(cols);
     let per = k * ld;
     let outers = if mat.so == 0 { 1 } else { outer };
@@ -178,14 +191,12 @@ pub(crate) fn pack(
             total: u32_of(total, "gemm packed elements")?,
             ..Default::default()
         };
-        launch::<k::Pack>(
-            ctx,
-            enc,
-            &spec,
-            &u,
-            &[src, Bind::whole(&dst.buffer)],
-            total as u64,
-        )?;
+        let binds = [src, Bind::whole(&dst.buffer)];
+        if f16 {
+            launch::<k::PackF16>(ctx, enc, &spec, &u, &binds, total as u64)?;
+        } else {
+            launch::<k::Pack>(ctx, enc, &spec, &u, &binds, total as u64)?;
+        }
     }
     Ok(Packed {
         buf: dst,
@@ -229,6 +240,47 @@ pub(crate) fn encode_job(
     if !operands_fit || a_packed || b_packed {
         return encode_chunked(ctx, enc, job, variant);
     }
+    encode_buffers(ctx, enc, job, variant, false)
+}
+
+/// Records a (batched) GEMM of f16 operands with f16 arithmetic (`gemm_reg_f16`,
+/// `Precision::F16Accumulate`): every buffer of `job` holds f16 elements and fits one
+/// storage binding (there are no chunks of f16 operands), bias and accumulation into C are
+/// added in f32 at the store.
+pub(crate) fn encode_job_f16(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    job: &GemmJob<'_>,
+) -> Result<()> {
+    let bias_fits = job.bias.is_none_or(|(b, ..)| fits(ctx, b));
+    let whole = [&job.a, &job.b, &job.c]
+        .iter()
+        .all(|m| m.win.is_none() && m.fits(ctx));
+    if !(whole && bias_fits) {
+        let max = ctx.limits().max_storage_buffer_binding_size;
+        let size = [job.a.buf, job.b.buf, job.c.buf]
+            .iter()
+            .map(|b| b.size())
+            .max()
+            .unwrap_or(0);
+        return Err(Error::exceeds_limit(
+            "maxStorageBufferBindingSize (f16 arithmetic runs operands within one binding)",
+            size,
+            max,
+        ));
+    }
+    encode_buffers(ctx, enc, job, GemmVariant::Register, true)
+}
+
+/// The register or tiled kernel (`f16`: the register kernel's f16 twin) on operands within
+/// one binding each, packing A (and B for the tiled kernel) where not vec4-ready.
+fn encode_buffers(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    job: &GemmJob<'_>,
+    variant: GemmVariant,
+    f16: bool,
+) -> Result<()> {
     let (m, n, k) = (job.m, job.n, job.k);
     let (outer, inner) = (job.batch_outer, job.batch_inner);
     // A as [K, M] and B as [K, N], both vec4-aligned; pack when they are not.
@@ -236,7 +288,7 @@ pub(crate) fn encode_job(
     let a = if vec4_ready(&job.a, job.a_km) {
         job.a
     } else {
-        a_pack = pack(ctx, enc, &job.a, job.a_km, k, m, outer, inner)?;
+        a_pack = pack_as(ctx, enc, &job.a, job.a_km, (k, m, outer, inner), f16)?;
         a_pack.mat()
     };
     // The register kernel reads B with uniform scalar loads in either layout; the tiled
@@ -245,7 +297,7 @@ pub(crate) fn encode_job(
     let (b, b_kn) = if variant == GemmVariant::Register || vec4_ready(&job.b, job.b_kn) {
         (job.b, job.b_kn)
     } else {
-        b_pack = pack(ctx, enc, &job.b, job.b_kn, k, n, outer, inner)?;
+        b_pack = pack_as(ctx, enc, &job.b, job.b_kn, (k, n, outer, inner), f16)?;
         (b_pack.mat(), true)
     };
     // Tile shapes (rows per invocation, columns per workgroup, lanes), measured on lavapipe
@@ -317,7 +369,11 @@ pub(crate) fn encode_job(
             BIAS_MODE: bias_mode,
             ACCUMULATE: job.accumulate,
         };
-        launch::<k::GemmReg>(ctx, enc, &spec, &u, &binds, total as u64)
+        if f16 {
+            launch::<k::GemmRegF16>(ctx, enc, &spec, &u, &binds, total as u64)
+        } else {
+            launch::<k::GemmReg>(ctx, enc, &spec, &u, &binds, total as u64)
+        }
     }
 }
 

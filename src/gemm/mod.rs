@@ -272,49 +272,44 @@ impl Context {
             ("bias", bias),
             ("c", Some(c)),
         ])?;
+        if crate::conv::f16acc::active(self, a) {
+            // f16 arithmetic (`Precision::F16Accumulate`): the register kernel's f16 twin on
+            // the tensors' own f16 buffers; an epilogue (f32 tensors only) never comes here.
+            if !matches!(params.variant, GemmVariant::Auto | GemmVariant::Register) {
+                return Err(Error::new(crate::error::ErrorKind::UnsupportedAlgorithm {
+                    algorithm: params.variant.name(),
+                    reason: "Precision::F16Accumulate runs the register GEMM's f16 kernel \
+                             only (GemmVariant::Register or Auto, or set \
+                             Precision::F32Accumulate)"
+                        .into(),
+                }));
+            }
+            let job = gemm_job(
+                (m, n, k, batch, ba, bb),
+                params,
+                (a.raw(), b.raw(), bias.map(Tensor::raw), c.raw()),
+                accumulate,
+                None,
+            );
+            crate::gemm::job::encode_job_f16(self, encoder, &job)?;
+            return Ok(false);
+        }
         let av = half::input(self, encoder, a)?;
         let bv = half::input(self, encoder, b)?;
         let biasv = bias.map(|t| half::input(self, encoder, t)).transpose()?;
         let cv = half::output(self, encoder, c, accumulate)?;
-        let a_ld = if params.transpose_a { m } else { k };
-        let b_ld = if params.transpose_b { k } else { n };
-        let job = GemmJob {
-            m,
-            n,
-            k,
-            batch_outer: 1,
-            batch_inner: batch,
-            a: Mat {
-                win: None,
-                buf: av.buf(),
-                off: 0,
-                ld: a_ld,
-                so: 0,
-                si: if ba { m * k } else { 0 },
-            },
-            a_km: params.transpose_a,
-            b: Mat {
-                win: None,
-                buf: bv.buf(),
-                off: 0,
-                ld: b_ld,
-                so: 0,
-                si: if bb { k * n } else { 0 },
-            },
-            b_kn: !params.transpose_b,
-            c: Mat {
-                win: None,
-                buf: cv.buf(),
-                off: 0,
-                ld: n,
-                so: 0,
-                si: m * n,
-            },
-            c_col_stride: 1,
-            bias: biasv.as_ref().map(|t| (t.buf(), 0, 0, 2)),
+        let job = gemm_job(
+            (m, n, k, batch, ba, bb),
+            params,
+            (
+                av.buf(),
+                bv.buf(),
+                biasv.as_ref().map(|t| t.buf()),
+                cv.buf(),
+            ),
             accumulate,
             epilogue,
-        };
+        );
         let applied = encode_job_fused(self, encoder, &job, params.variant)?;
         half::finish(self, encoder, &cv, c)?;
         Ok(applied)
@@ -397,5 +392,60 @@ impl Context {
             residual.map(Tensor::raw),
             crate::params::numel(c.shape()),
         )
+    }
+}
+
+/// The job of `C = op(A)·op(B) (+ bias) (+ C)` on contiguous operands in `(a, b, bias, c)`:
+/// dims `(m, n, k, batch, A batched, B batched)` of `gemm_dims`.
+fn gemm_job<'a>(
+    (m, n, k, batch, ba, bb): (usize, usize, usize, usize, bool, bool),
+    params: &GemmParams,
+    (a, b, bias, c): (
+        &'a wgpu::Buffer,
+        &'a wgpu::Buffer,
+        Option<&'a wgpu::Buffer>,
+        &'a wgpu::Buffer,
+    ),
+    accumulate: bool,
+    epilogue: Option<(Epilogue, Option<&'a wgpu::Buffer>)>,
+) -> GemmJob<'a> {
+    let a_ld = if params.transpose_a { m } else { k };
+    let b_ld = if params.transpose_b { k } else { n };
+    GemmJob {
+        m,
+        n,
+        k,
+        batch_outer: 1,
+        batch_inner: batch,
+        a: Mat {
+            win: None,
+            buf: a,
+            off: 0,
+            ld: a_ld,
+            so: 0,
+            si: if ba { m * k } else { 0 },
+        },
+        a_km: params.transpose_a,
+        b: Mat {
+            win: None,
+            buf: b,
+            off: 0,
+            ld: b_ld,
+            so: 0,
+            si: if bb { k * n } else { 0 },
+        },
+        b_kn: !params.transpose_b,
+        c: Mat {
+            win: None,
+            buf: c,
+            off: 0,
+            ld: n,
+            so: 0,
+            si: m * n,
+        },
+        c_col_stride: 1,
+        bias: bias.map(|t| (t, 0, 0, 2)),
+        accumulate,
+        epilogue,
     }
 }

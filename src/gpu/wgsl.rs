@@ -417,10 +417,10 @@ fn src_index(i: i32, size: i32) -> i32 {
 
 /// `xload(row, ix)`: element `ix` (a padded-input column) of input row `row`, read through
 /// [`SRC_INDEX`] (zero where the padding mode gives none), for kernels binding the input as
-/// `x: array<f32>` and reading its width from `P.w`.
-pub(crate) const XLOAD: &str = "fn xload(row: u32, ix: i32) -> f32 {
+/// `x: array<T>` (see [`Elem`]) and reading its width from `P.w`.
+pub(crate) const XLOAD: &str = "fn xload(row: u32, ix: i32) -> T {
     let sx = src_index(ix, i32(P.w));
-    var v = 0.0;
+    var v = T(0.0);
     if (sx >= 0) {
         v = x[row + u32(sx)];
     }
@@ -535,7 +535,7 @@ fn act_grad(z: f32, alpha: f32, lo: f32, hi: f32) -> f32 {
 
 /// The epilogue applied in a fused kernel's store to the value `out` (a `var`) about to be
 /// stored at index `idx` of `y`: needs [`ACTIVATION`], the overrides `ACT` and `RES`, a
-/// binding `r: array<f32>` with `y`'s layout (the residual, or any buffer when `RES` is 0:
+/// binding `r: array<f32>` (or `array<f16>`: read as f32) with `y`'s layout (the residual, or any buffer when `RES` is 0:
 /// not read then), and the parameter fields `alpha`, `lo`, `hi`. With `ACT = RES = 0` the
 /// whole statement is dead code.
 pub(crate) fn epilogue_store(ind: &str, out: &str, idx: &str) -> String {
@@ -543,7 +543,7 @@ pub(crate) fn epilogue_store(ind: &str, out: &str, idx: &str) -> String {
         "{ind}if (ACT != 0u || RES != 0u) {{
 {ind}    var rv = 0.0;
 {ind}    if (RES != 0u) {{
-{ind}        rv = r[{idx}];
+{ind}        rv = f32(r[{idx}]);
 {ind}    }}
 {ind}    {out} = epilogue({out}, rv, P.alpha, P.lo, P.hi);
 {ind}}}"
@@ -575,5 +575,27 @@ pub(crate) fn f16_images(body: &str, f16: bool) -> String {
         )
     } else {
         body.to_string()
+    }
+}
+
+/// The element type of a kernel's tensors and of its arithmetic, `T` in its WGSL: one kernel
+/// definition, two twins. [`Elem::F16`] twins read and write f16 tensors as `array<f16>` and
+/// multiply-add in f16 (`enable f16;`, the `shader-f16` feature): the opt-in
+/// `Precision::F16Accumulate` mode. Index arithmetic stays `u32` / `i32` in both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Elem {
+    /// `T = f32`.
+    F32,
+    /// `T = f16` (needs the device feature `SHADER_F16`).
+    F16,
+}
+
+impl Elem {
+    /// The lines a source starts with: the `enable` directive (f16) and `alias T`.
+    pub(crate) fn header(self) -> &'static str {
+        match self {
+            Elem::F32 => "alias T = f32;",
+            Elem::F16 => "enable f16;\nalias T = f16;",
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! body in `conv2d_depthwise_tiled.wgsl`). Both take [`DepthwiseParams`] and [`DepthwiseSpec`].
 
 use crate::gpu::wgsl::{
-    hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, SRC_INDEX, XLOAD,
+    hoist_params, params, spec, wln, Elem, ParamStruct, Spec, Wgsl, SRC_INDEX, XLOAD,
 };
 use crate::kernels::shared::ConvShape;
 
@@ -42,6 +42,7 @@ pub(crate) const DW_MAX_SW: usize = 2;
 pub(crate) fn source() -> String {
     let maxlen = (DW_TX - 1) * DW_MAX_SW + DW_MAX_S;
     let mut w = Wgsl::new();
+    w.line(Elem::F32.header());
     w.line(
         "// Depthwise convolution forward (groups == C, any channel multiplier), for kernels up to",
     );

@@ -1,7 +1,7 @@
 //! `conv2d_dgrad`: the input gradient of a convolution (also the transposed convolution),
 //! gathered (no atomics) and stride-aware.
 
-use crate::gpu::wgsl::{hoist_params, params, spec, ParamStruct, Spec};
+use crate::gpu::wgsl::{hoist_params, params, spec, Elem, ParamStruct, Spec};
 use crate::kernels::shared::ConvShape;
 
 params! {
@@ -32,9 +32,11 @@ spec! {
 }
 
 /// The WGSL source of `conv2d_dgrad`.
-pub(crate) fn source() -> String {
+/// Element type and arithmetic `T = elem` (the f16 twin runs `Precision::F16Accumulate`).
+pub(crate) fn source(elem: Elem) -> String {
     let src = format!(
-        "{}\n\n{}\n\n{}",
+        "{}\n{}\n\n{}\n\n{}",
+        elem.header(),
         DgradParams::wgsl(),
         DgradSpec::wgsl(),
         include_str!("conv2d_dgrad.wgsl")

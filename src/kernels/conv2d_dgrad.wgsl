@@ -16,13 +16,13 @@
 
 // Params and overrides are prepended by src/kernels/conv2d_dgrad.rs.
 @group(0) @binding(0) var<storage, read> P: Params;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: array<T>;
+@group(0) @binding(2) var<storage, read> wt: array<T>;
+@group(0) @binding(3) var<storage, read> bias: array<T>;
+@group(0) @binding(4) var<storage, read_write> dx: array<T>;
 
-fn dy4(base: u32, ox0: i32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
+fn dy4(base: u32, ox0: i32) -> vec4<T> {
+    var v = vec4<T>(0.0);
     let ow = i32(P.ow);
     for (var j = 0; j < 4; j++) {
         let ox = ox0 + j;
@@ -54,10 +54,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (ph + P.sw * j0 >= P.w) {
         return;
     }
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    var acc0 = vec4<T>(0.0);
+    var acc1 = vec4<T>(0.0);
+    var acc2 = vec4<T>(0.0);
+    var acc3 = vec4<T>(0.0);
     let rs = P.r * P.s;
     // Clamp channels past the group end to a valid one (their results are not stored).
     let cmax = P.cg - 1u;
@@ -92,15 +92,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                 let k = g * P.kg + kk;
                 let v = dy4(P.dy_off + ((n * P.k + k) * P.oh + oy) * P.ow, ox0);
                 let wk = P.w_off + k * P.cg * rs + tap;
-                acc0 = fma(vec4<f32>(wt[wk + wc0]), v, acc0);
+                acc0 = fma(vec4<T>(wt[wk + wc0]), v, acc0);
                 if (CB > 1u) {
-                    acc1 = fma(vec4<f32>(wt[wk + wc1]), v, acc1);
+                    acc1 = fma(vec4<T>(wt[wk + wc1]), v, acc1);
                 }
                 if (CB > 2u) {
-                    acc2 = fma(vec4<f32>(wt[wk + wc2]), v, acc2);
+                    acc2 = fma(vec4<T>(wt[wk + wc2]), v, acc2);
                 }
                 if (CB > 3u) {
-                    acc3 = fma(vec4<f32>(wt[wk + wc3]), v, acc3);
+                    acc3 = fma(vec4<T>(wt[wk + wc3]), v, acc3);
                 }
             }
         }
@@ -121,17 +121,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         }
         var b = 0.0;
         if (HAS_BIAS && !ACCUMULATE) {
-            b = bias[P.b_off + c];
+            b = f32(bias[P.b_off + c]);
         }
         let row = P.dx_off + ((n * P.c + c) * P.h + iy) * P.w;
         for (var j = 0u; j < 4u; j++) {
             let ix = ph + P.sw * (j0 + j);
             if (ix < P.w) {
-                var out = a[j] + b;
+                var out = f32(a[j]) + b;
                 if (ACCUMULATE) {
-                    out += dx[row + ix];
+                    out += f32(dx[row + ix]);
                 }
-                dx[row + ix] = out;
+                dx[row + ix] = T(out);
             }
         }
     }

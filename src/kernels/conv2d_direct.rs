@@ -2,7 +2,7 @@
 //! by output columns (any padding mode, groups, stride and dilation).
 
 use crate::gpu::wgsl::{
-    epilogue_store, hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, ACTIVATION,
+    epilogue_store, hoist_params, params, spec, wln, Elem, ParamStruct, Spec, Wgsl, ACTIVATION,
     SRC_INDEX, XLOAD,
 };
 use crate::kernels::shared::ConvShape;
@@ -44,14 +44,17 @@ spec! {
 /// Most output channels per invocation (named accumulators written out).
 pub(crate) const DIRECT_MAX_KB: usize = 8;
 
-/// The WGSL source of `conv2d_direct`.
-pub(crate) fn source() -> String {
+/// The WGSL source of `conv2d_direct` with element type `elem` (its f16 twin multiplies and
+/// adds in f16; bias, accumulation into y and the epilogue are applied in f32 and rounded
+/// once at the store).
+pub(crate) fn source(elem: Elem) -> String {
     let mut w = Wgsl::new();
+    w.line(elem.header());
     w.line("// Direct 2-D convolution, forward (PyTorch semantics: cross-correlation, or true");
     w.line("// convolution when FLIP is set).");
     w.line("//");
     w.line(
-        "// x [N, C, H, W], w [K, C/groups, R, S], bias [K], y [N, K, OH, OW], all f32 row-major.",
+        "// x [N, C, H, W], w [K, C/groups, R, S], bias [K], y [N, K, OH, OW], all T row-major.",
     );
     w.line(
         "// One invocation computes a register block of KB output channels (of one group) by PB",
@@ -68,12 +71,12 @@ pub(crate) fn source() -> String {
     w.line(&DirectParams::wgsl());
     w.line("");
     w.line("@group(0) @binding(0) var<storage, read> P: Params;");
-    w.line("@group(0) @binding(1) var<storage, read> x: array<f32>;");
-    w.line("@group(0) @binding(2) var<storage, read> wt: array<f32>;");
-    w.line("@group(0) @binding(3) var<storage, read> bias: array<f32>;");
-    w.line("@group(0) @binding(4) var<storage, read_write> y: array<f32>;");
+    w.line("@group(0) @binding(1) var<storage, read> x: array<T>;");
+    w.line("@group(0) @binding(2) var<storage, read> wt: array<T>;");
+    w.line("@group(0) @binding(3) var<storage, read> bias: array<T>;");
+    w.line("@group(0) @binding(4) var<storage, read_write> y: array<T>;");
     w.line("// The residual of the fused epilogue (y's layout; read only when RES != 0).");
-    w.line("@group(0) @binding(5) var<storage, read> r: array<f32>;");
+    w.line("@group(0) @binding(5) var<storage, read> r: array<T>;");
     w.line("");
     w.line(&DirectSpec::wgsl());
     w.line("");
@@ -83,24 +86,24 @@ pub(crate) fn source() -> String {
     w.line("");
     w.line(XLOAD);
     w.line("");
-    w.line("fn store(n: u32, k: u32, klast: u32, oy: u32, ox0: u32, v: vec4<f32>) {");
+    w.line("fn store(n: u32, k: u32, klast: u32, oy: u32, ox0: u32, v: vec4<T>) {");
     w.line("    if (k > klast) {");
     w.line("        return;");
     w.line("    }");
     w.line("    var b = 0.0;");
     w.line("    if (HAS_BIAS && !ACCUMULATE) {");
-    w.line("        b = bias[P.b_off + k];");
+    w.line("        b = f32(bias[P.b_off + k]);");
     w.line("    }");
     w.line("    let base = P.y_off + ((n * P.k + k) * P.oh + oy) * P.ow;");
     w.line("    for (var j = 0u; j < 4u; j++) {");
     w.line("        let ox = ox0 + j;");
     w.line("        if (ox < P.ow) {");
-    w.line("            var out = v[j] + b;");
+    w.line("            var out = f32(v[j]) + b;");
     w.line("            if (ACCUMULATE) {");
-    w.line("                out += y[base + ox];");
+    w.line("                out += f32(y[base + ox]);");
     w.line("            }");
     w.line(&epilogue_store("            ", "out", "base + ox"));
-    w.line("            y[base + ox] = out;");
+    w.line("            y[base + ox] = T(out);");
     w.line("        }");
     w.line("    }");
     w.line("}");
@@ -133,8 +136,8 @@ pub(crate) fn source() -> String {
         );
     }
     for i in 0..DIRECT_MAX_KB {
-        wln!(w, "    var a{i} = vec4<f32>(0.0);");
-        wln!(w, "    var b{i} = vec4<f32>(0.0);");
+        wln!(w, "    var a{i} = vec4<T>(0.0);");
+        wln!(w, "    var b{i} = vec4<T>(0.0);");
     }
     w.line("    let c_end = P.c_lo + P.c_cnt;");
     w.line("    for (var ci = P.c_lo; ci < c_end; ci++) {");
@@ -152,17 +155,14 @@ pub(crate) fn source() -> String {
     w.line("                let tap = wc + rr * P.s + ss;");
     w.line("                let xs = ix0 + i32(s * P.dw);");
     w.line("                let sw = i32(P.sw);");
-    w.line("                let xa = vec4<f32>(xload(xrow, xs), xload(xrow, xs + sw), xload(xrow, xs + 2 * sw), xload(xrow, xs + 3 * sw));");
-    w.line("                var xb = vec4<f32>(0.0);");
+    w.line("                let xa = vec4<T>(xload(xrow, xs), xload(xrow, xs + sw), xload(xrow, xs + 2 * sw), xload(xrow, xs + 3 * sw));");
+    w.line("                var xb = vec4<T>(0.0);");
     w.line("                if (PB > 4u) {");
-    w.line("                    xb = vec4<f32>(xload(xrow, xs + 4 * sw), xload(xrow, xs + 5 * sw), xload(xrow, xs + 6 * sw), xload(xrow, xs + 7 * sw));");
+    w.line("                    xb = vec4<T>(xload(xrow, xs + 4 * sw), xload(xrow, xs + 5 * sw), xload(xrow, xs + 6 * sw), xload(xrow, xs + 7 * sw));");
     w.line("                }");
     for i in 0..DIRECT_MAX_KB {
         wln!(w, "                if (KB > {i}u) {{");
-        wln!(
-            w,
-            "                    let wv = vec4<f32>(wt[wk{i} + tap]);"
-        );
+        wln!(w, "                    let wv = vec4<T>(wt[wk{i} + tap]);");
         wln!(w, "                    a{i} = fma(wv, xa, a{i});");
         w.line("                    if (PB > 4u) {");
         wln!(w, "                        b{i} = fma(wv, xb, b{i});");

@@ -1,6 +1,6 @@
 //! `conv2d_wgrad`: the weight gradient of a convolution, direct and deterministic.
 
-use crate::gpu::wgsl::{hoist_params, params, spec, ParamStruct, Spec, SRC_INDEX};
+use crate::gpu::wgsl::{hoist_params, params, spec, Elem, ParamStruct, Spec, SRC_INDEX};
 use crate::kernels::shared::ConvShape;
 
 params! {
@@ -31,9 +31,11 @@ spec! {
 }
 
 /// The WGSL source of `conv2d_wgrad`.
-pub(crate) fn source() -> String {
+/// Element type and arithmetic `T = elem` (the f16 twin runs `Precision::F16Accumulate`).
+pub(crate) fn source(elem: Elem) -> String {
     let src = format!(
-        "{}\n\n{}\n\n{}\n\n{}",
+        "{}\n{}\n\n{}\n\n{}\n\n{}",
+        elem.header(),
         WgradParams::wgsl(),
         WgradSpec::wgsl(),
         SRC_INDEX,

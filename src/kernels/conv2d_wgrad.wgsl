@@ -9,9 +9,9 @@
 
 // Params, overrides and src_index are prepended by src/kernels/conv2d_wgrad.rs.
 @group(0) @binding(0) var<storage, read> P: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> dy: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dw: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<T>;
+@group(0) @binding(2) var<storage, read> dy: array<T>;
+@group(0) @binding(3) var<storage, read_write> dw: array<T>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -34,10 +34,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let kk1 = min(k0 + 1u, kend - 1u);
     let kk2 = min(k0 + 2u, kend - 1u);
     let kk3 = min(k0 + 3u, kend - 1u);
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    var acc0 = vec4<T>(0.0);
+    var acc1 = vec4<T>(0.0);
+    var acc2 = vec4<T>(0.0);
+    var acc3 = vec4<T>(0.0);
     let ohw = P.oh * P.ow;
     for (var n = 0u; n < P.n; n++) {
         let xplane = P.x_off + (n * P.c + c) * P.h * P.w;
@@ -49,7 +49,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
             let xrow = xplane + u32(sy) * P.w;
             for (var ox = 0u; ox < P.ow; ox++) {
-                var xv = vec4<f32>(0.0);
+                var xv = vec4<T>(0.0);
                 let ix0 = i32(ox * P.sw) - P.pad_left;
                 for (var j = 0u; j < 4u; j++) {
                     let s = min(s0 + j, P.s - 1u);
@@ -59,15 +59,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                     }
                 }
                 let p = dyn + oy * P.ow + ox;
-                acc0 = fma(vec4<f32>(dy[p + k0 * ohw]), xv, acc0);
+                acc0 = fma(vec4<T>(dy[p + k0 * ohw]), xv, acc0);
                 if (KB > 1u) {
-                    acc1 = fma(vec4<f32>(dy[p + kk1 * ohw]), xv, acc1);
+                    acc1 = fma(vec4<T>(dy[p + kk1 * ohw]), xv, acc1);
                 }
                 if (KB > 2u) {
-                    acc2 = fma(vec4<f32>(dy[p + kk2 * ohw]), xv, acc2);
+                    acc2 = fma(vec4<T>(dy[p + kk2 * ohw]), xv, acc2);
                 }
                 if (KB > 3u) {
-                    acc3 = fma(vec4<f32>(dy[p + kk3 * ohw]), xv, acc3);
+                    acc3 = fma(vec4<T>(dy[p + kk3 * ohw]), xv, acc3);
                 }
             }
         }

@@ -3,7 +3,9 @@
 //! from a storage buffer (`source(true)`, the former `gemm_image_sb`).
 
 use super::gemm_reg::gemm_store;
-use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, ACTIVATION};
+use crate::gpu::wgsl::{
+    hoist_params, params, spec, wln, Elem, ParamStruct, Spec, Wgsl, ACTIVATION,
+};
 use crate::kernels::shared::{acc4, scalar_subblocks, PANELS_DOC, SG};
 
 /// Rows of C per invocation (two texels of an A panel row).
@@ -52,6 +54,8 @@ spec! {
 pub(crate) fn source(b_buffer: bool) -> String {
     let (tm, tn) = (IMG_TM, IMG_TN);
     let mut w = Wgsl::new();
+    // `T` of the shared store (`gemm_reg::gemm_store`).
+    w.line(Elem::F32.header());
     wln!(
         w,
         "// GEMM for CPU-like adapters with {SG}-lane subgroups (lavapipe): C = A·B (+ bias) (+ C),"

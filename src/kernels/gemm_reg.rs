@@ -1,7 +1,9 @@
 //! `gemm_reg`: GEMM with per-invocation register blocks, no workgroup memory (CPU adapters
 //! without 8-lane subgroups), and the parameters it shares with `gemm_tiled`.
 
-use crate::gpu::wgsl::{epilogue_store, hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl};
+use crate::gpu::wgsl::{
+    epilogue_store, hoist_params, params, spec, wln, Elem, ParamStruct, Spec, Wgsl,
+};
 
 params! {
     /// Parameters of `gemm_reg` and `gemm_tiled`.
@@ -52,35 +54,37 @@ pub(crate) fn gemm_store(live: bool, epilogue: bool) -> String {
         ("", "")
     };
     format!(
-        "fn store({args}c_base: u32, m: u32, n0: u32, v: vec4<f32>, bi: u32) {{
+        "fn store({args}c_base: u32, m: u32, n0: u32, v: vec4<T>, bi: u32) {{
     if ({guard}m >= P.m) {{
         return;
     }}
     var row_bias = 0.0;
     if (BIAS_MODE == 1u) {{
-        row_bias = bias[P.bias_off + bi * P.bias_si + m];
+        row_bias = f32(bias[P.bias_off + bi * P.bias_si + m]);
     }}
     for (var e = 0u; e < 4u; e++) {{
         let n = n0 + e;
         if (n < P.n) {{
-            var out = v[e] + row_bias;
+            var out = f32(v[e]) + row_bias;
             if (BIAS_MODE == 2u) {{
-                out += bias[P.bias_off + bi * P.bias_si + n];
+                out += f32(bias[P.bias_off + bi * P.bias_si + n]);
             }}
             let ci = c_base + m * P.ldc + n * P.ldc_n;
             if (ACCUMULATE) {{
-                out += c[ci];
+                out += f32(c[ci]);
             }}{ep}
-            c[ci] = out;
+            c[ci] = T(out);
         }}
     }}
 }}"
     )
 }
 
-/// The WGSL source of `gemm_reg`.
-pub(crate) fn source() -> String {
+/// The WGSL source of `gemm_reg`, element type and arithmetic `T = elem` (the f16 twin runs
+/// `Precision::F16Accumulate`; bias, accumulation into C and rounding in f32 at the store).
+pub(crate) fn source(elem: Elem) -> String {
     let mut w = Wgsl::new();
+    w.line(elem.header());
     w.line("// GEMM for CPU-like adapters (lavapipe, SwiftShader, WARP): C = A·B (+ bias) (+ C).");
     w.line("//");
     w.line(
@@ -111,10 +115,10 @@ pub(crate) fn source() -> String {
     w.line(&GemmParams::wgsl());
     w.line("");
     w.line("@group(0) @binding(0) var<storage, read> P: Params;");
-    w.line("@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;");
-    w.line("@group(0) @binding(2) var<storage, read> b: array<f32>;");
-    w.line("@group(0) @binding(3) var<storage, read> bias: array<f32>;");
-    w.line("@group(0) @binding(4) var<storage, read_write> c: array<f32>;");
+    w.line("@group(0) @binding(1) var<storage, read> a: array<vec4<T>>;");
+    w.line("@group(0) @binding(2) var<storage, read> b: array<T>;");
+    w.line("@group(0) @binding(3) var<storage, read> bias: array<T>;");
+    w.line("@group(0) @binding(4) var<storage, read_write> c: array<T>;");
     w.line("");
     w.line(&GemmRegSpec::wgsl());
     w.line("");
@@ -159,7 +163,7 @@ pub(crate) fn source() -> String {
     }
     for r in 0..MAX_TM {
         for j in 0..MAX_TN4 {
-            wln!(w, "    var c{r}_{j} = vec4<f32>(0.0);");
+            wln!(w, "    var c{r}_{j} = vec4<T>(0.0);");
         }
     }
     w.line("    var arow = a_base;");
@@ -167,11 +171,11 @@ pub(crate) fn source() -> String {
     w.line("    for (var kk = 0u; kk < P.k; kk++) {");
     for j in 0..MAX_TN4 {
         let j4 = 4 * j;
-        wln!(w, "        var b{j} = vec4<f32>(0.0);");
+        wln!(w, "        var b{j} = vec4<T>(0.0);");
         wln!(w, "        if (TN > {j4}u) {{");
         wln!(
             w,
-            "            b{j} = vec4<f32>(b[brow + bn{j4}], b[brow + bn{}], b[brow + bn{}], b[brow + bn{}]);",
+            "            b{j} = vec4<T>(b[brow + bn{j4}], b[brow + bn{}], b[brow + bn{}], b[brow + bn{}]);",
             j4 + 1,
             j4 + 2,
             j4 + 3
@@ -183,7 +187,7 @@ pub(crate) fn source() -> String {
         wln!(w, "            let a{i} = a[arow + ai{i}];");
         for (e, ch) in ['x', 'y', 'z', 'w'].iter().enumerate() {
             let r = 4 * i + e;
-            wln!(w, "            let s{r} = vec4<f32>(a{i}.{ch});");
+            wln!(w, "            let s{r} = vec4<T>(a{i}.{ch});");
             for j in 0..MAX_TN4 {
                 wln!(w, "            if (TN > {}u) {{", 4 * j);
                 wln!(w, "                c{r}_{j} = fma(s{r}, b{j}, c{r}_{j});");

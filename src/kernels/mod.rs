@@ -55,7 +55,7 @@ use std::sync::OnceLock;
 
 #[cfg(test)]
 use crate::gpu::wgsl::Field;
-use crate::gpu::wgsl::{ParamStruct, Spec};
+use crate::gpu::wgsl::{Elem, ParamStruct, Spec};
 use crate::gpu::Binding;
 
 /// Ties a kernel's marker type (in [`k`]) to its parameter and specialisation types.
@@ -189,10 +189,16 @@ use swap_axes::{SwapAxesParams, SwapAxesSpec, SwapSmallSpec};
 
 kernels! {
     /// Direct (register-blocked) forward convolution.
-    Conv2dDirect = "conv2d_direct", conv2d_direct::source(), DirectParams, DirectSpec,
+    Conv2dDirect = "conv2d_direct", conv2d_direct::source(Elem::F32), DirectParams, DirectSpec,
         [StorageRead, StorageRead, StorageRead, Storage, StorageRead];
+    /// Its f16 twin: f16 tensors, f16 arithmetic (`Precision::F16Accumulate`).
+    Conv2dDirectF16 = "conv2d_direct_f16", conv2d_direct::source(Elem::F16), DirectParams,
+        DirectSpec, [StorageRead, StorageRead, StorageRead, Storage, StorageRead];
     /// GEMM with per-invocation register blocks (CPU adapters without 8-lane subgroups).
-    GemmReg = "gemm_reg", gemm_reg::source(), GemmParams, GemmRegSpec,
+    GemmReg = "gemm_reg", gemm_reg::source(Elem::F32), GemmParams, GemmRegSpec,
+        [StorageRead, StorageRead, StorageRead, Storage];
+    /// Its f16 twin: f16 operands, f16 arithmetic (`Precision::F16Accumulate`).
+    GemmRegF16 = "gemm_reg_f16", gemm_reg::source(Elem::F16), GemmParams, GemmRegSpec,
         [StorageRead, StorageRead, StorageRead, Storage];
     /// GEMM with workgroup-memory tiles (GPUs).
     GemmTiled = "gemm_tiled", gemm_tiled::source(), GemmParams, GemmTiledSpec,
@@ -204,7 +210,9 @@ kernels! {
     GemmImageSb = "gemm_image_sb", gemm_image::source(true), GemmImageParams, GemmImageSpec,
         [ImageRead, StorageRead, StorageRead, Storage, StorageRead];
     /// Operand packing (transpose / pad to vec4) for the buffer GEMM kernels.
-    Pack = "pack", pack::source(), PackParams, PackSpec, [StorageRead, Storage];
+    Pack = "pack", pack::source(Elem::F32), PackParams, PackSpec, [StorageRead, Storage];
+    /// Its f16 twin (the operands of `gemm_reg_f16`).
+    PackF16 = "pack_f16", pack::source(Elem::F16), PackParams, PackSpec, [StorageRead, Storage];
     /// Operand packing into the storage-image panels of [`Kernel::GemmImage`].
     PackImage = "pack_image", pack_image::source(false), PackImageParams, PackImageSpec,
         [StorageRead, Storage];
@@ -217,16 +225,26 @@ kernels! {
     /// Unfolds convolution patches into a column matrix.
     Im2col = "im2col", im2col::source(), Im2colParams, Im2colSpec, [StorageRead, Storage];
     /// Input gradient / transposed convolution, gathered.
-    Conv2dDgrad = "conv2d_dgrad", conv2d_dgrad::source(), DgradParams, DgradSpec,
+    Conv2dDgrad = "conv2d_dgrad", conv2d_dgrad::source(Elem::F32), DgradParams, DgradSpec,
         [StorageRead, StorageRead, StorageRead, Storage];
+    /// Its f16 twin: f16 tensors, f16 arithmetic (`Precision::F16Accumulate`).
+    Conv2dDgradF16 = "conv2d_dgrad_f16", conv2d_dgrad::source(Elem::F16), DgradParams,
+        DgradSpec, [StorageRead, StorageRead, StorageRead, Storage];
     /// Folds a column-gradient matrix back onto the input (gathered).
     Col2im = "col2im", col2im::source(), Col2imParams, Col2imSpec,
         [StorageRead, StorageRead, Storage];
     /// Adjoint of reflect / replicate / circular padding.
-    PadFold = "pad_fold", pad_fold::source(), PadFoldParams, PadFoldSpec, [StorageRead, Storage];
+    PadFold = "pad_fold", pad_fold::source(Elem::F32), PadFoldParams, PadFoldSpec,
+        [StorageRead, Storage];
+    /// Its f16 twin (`Precision::F16Accumulate`).
+    PadFoldF16 = "pad_fold_f16", pad_fold::source(Elem::F16), PadFoldParams, PadFoldSpec,
+        [StorageRead, Storage];
     /// Direct weight gradient.
-    Conv2dWgrad = "conv2d_wgrad", conv2d_wgrad::source(), WgradParams, WgradSpec,
+    Conv2dWgrad = "conv2d_wgrad", conv2d_wgrad::source(Elem::F32), WgradParams, WgradSpec,
         [StorageRead, StorageRead, Storage];
+    /// Its f16 twin: f16 tensors, f16 arithmetic (`Precision::F16Accumulate`).
+    Conv2dWgradF16 = "conv2d_wgrad_f16", conv2d_wgrad::source(Elem::F16), WgradParams,
+        WgradSpec, [StorageRead, StorageRead, Storage];
     /// Deterministic row sums (bias gradient, split sums).
     ReduceRows = "reduce_rows", reduce_rows::source(), ReduceParams, ReduceSpec,
         [StorageRead, Storage];

@@ -1,7 +1,7 @@
 //! `pack`: packs a (batched) matrix into the K-major, zero-padded layout the GEMM kernels
 //! read.
 
-use crate::gpu::wgsl::{hoist_params, params, spec, ParamStruct, Spec};
+use crate::gpu::wgsl::{hoist_params, params, spec, Elem, ParamStruct, Spec};
 
 params! {
     /// Parameters of `pack`.
@@ -23,9 +23,11 @@ spec! {
 }
 
 /// The WGSL source of `pack`.
-pub(crate) fn source() -> String {
+/// Element type and arithmetic `T = elem` (the f16 twin runs `Precision::F16Accumulate`).
+pub(crate) fn source(elem: Elem) -> String {
     let src = format!(
-        "{}\n\n{}\n\n{}",
+        "{}\n{}\n\n{}\n\n{}",
+        elem.header(),
         PackParams::wgsl(),
         PackSpec::wgsl(),
         include_str!("pack.wgsl")

@@ -5,8 +5,8 @@
 
 // Params and overrides are prepended by src/kernels/pack.rs.
 @group(0) @binding(0) var<storage, read> P: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<T>;
+@group(0) @binding(2) var<storage, read_write> dst: array<T>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -18,7 +18,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let t = id / P.ld_dst;
     let r = t % P.rows;
     let bt = t / P.rows;
-    var v = 0.0;
+    var v = T(0.0);
     if (col < P.cols) {
         let base = P.src_off + bt * P.src_bs;
         if (TRANSPOSE) {

@@ -1,7 +1,7 @@
 //! `pad_fold`: the adjoint of reflect / replicate / circular padding (folds the gradient of
 //! a padded input back onto the input).
 
-use crate::gpu::wgsl::{hoist_params, params, spec, ParamStruct, Spec};
+use crate::gpu::wgsl::{hoist_params, params, spec, Elem, ParamStruct, Spec};
 
 params! {
     /// Parameters of `pad_fold`.
@@ -23,9 +23,11 @@ spec! {
 }
 
 /// The WGSL source of `pad_fold`.
-pub(crate) fn source() -> String {
+/// Element type and arithmetic `T = elem` (the f16 twin runs `Precision::F16Accumulate`).
+pub(crate) fn source(elem: Elem) -> String {
     let src = format!(
-        "{}\n\n{}\n\n{}",
+        "{}\n{}\n\n{}\n\n{}",
+        elem.header(),
         PadFoldParams::wgsl(),
         PadFoldSpec::wgsl(),
         include_str!("pad_fold.wgsl")

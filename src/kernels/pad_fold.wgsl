@@ -8,8 +8,8 @@
 
 // Params and overrides are prepended by src/kernels/pad_fold.rs.
 @group(0) @binding(0) var<storage, read> P: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<T>;
+@group(0) @binding(2) var<storage, read_write> dst: array<T>;
 
 // Preimage segments of coordinate i (size n, pads lo/hi), as padded-coordinate ranges
 // [start, end) in the padded frame (offset by lo). Up to three segments.
@@ -68,7 +68,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let rows = segments(i32(y), i32(P.h), i32(P.top), i32(P.bottom));
     let cols = segments(i32(x), i32(P.w), i32(P.left), i32(P.right));
     let base = plane * P.hp * P.wp;
-    var acc = 0.0;
+    var acc = T(0.0);
     for (var a = 0; a < 3; a++) {
         let rs = rows.s[a];
         for (var yy = rs.x; yy < rs.y; yy++) {

@@ -379,9 +379,10 @@ fn every_specialisation_translates_for_every_backend() {
             hlsl::Writer::new(&mut out, &options, &pipeline)
                 .write(&m, &mi, None)
                 .unwrap_or_else(|e| panic!("{}", what("hlsl", &e)));
-            // GL: GLSL 4.30 core (compute shaders); subgroup kernels are not run on GL (no
-            // subgroups there), so they are not translated to it.
-            if !src.contains("subgroup") {
+            // GL: GLSL 4.30 core (compute shaders); subgroup kernels and f16 twins are not
+            // run on GL (no subgroups, no `shader-f16` there), so they are not translated to
+            // it.
+            if !src.contains("subgroup") && !src.contains("enable f16;") {
                 let options = glsl::Options {
                     version: glsl::Version::Desktop(430),
                     ..Default::default()

@@ -9,7 +9,7 @@ use crate::conv::Algorithm;
 use crate::error::Result;
 use crate::gpu::{fits, launch, max_window_elems, u32_of, window, Bind};
 use crate::kernels::conv2d_direct::{DirectParams, DirectSpec};
-use crate::kernels::k;
+use crate::kernels::{k, KernelDef};
 use crate::params::Conv2dProblem;
 
 /// The forward entry: runs every problem; the heuristic picks it for tiny reductions, few
@@ -118,6 +118,29 @@ fn encode_whole(
     p: &Conv2dProblem,
     bufs: &ConvBuffers,
 ) -> Result<()> {
+    encode_whole_as::<k::Conv2dDirect>(ctx, enc, p, bufs)
+}
+
+/// [`encode_whole`] with the f16 twin of the kernel (`Precision::F16Accumulate`: every
+/// operand of `bufs` is an f16 tensor's own buffer); applies the epilogue of `bufs`.
+pub(crate) fn encode_whole_f16(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    bufs: &ConvBuffers,
+) -> Result<()> {
+    encode_whole_as::<k::Conv2dDirectF16>(ctx, enc, p, bufs)?;
+    bufs.mark_epilogue_applied();
+    Ok(())
+}
+
+/// [`encode_whole`] with kernel `K` (`conv2d_direct` or its f16 twin).
+fn encode_whole_as<K: KernelDef<Params = DirectParams, Spec = DirectSpec>>(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    bufs: &ConvBuffers,
+) -> Result<()> {
     let (x, w, b, y) = (&bufs.x, &bufs.w, bufs.b.as_ref(), &bufs.y);
     let (kb, pb) = block(p);
     let (act, res) = bufs.ep_codes();
@@ -154,7 +177,7 @@ fn encode_whole(
             u.oy0 = u32_of(oy0, "rows")?;
             u.rows = u32_of(rows, "rows")?;
             u.total = u32_of(total, "invocations")?;
-            launch::<k::Conv2dDirect>(
+            launch::<K>(
                 ctx,
                 enc,
                 &spec,

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::gpu::memory::ScratchBuffer;
 use crate::gpu::{launch, max_window_elems, u32_of, window, Bind};
 use crate::kernels::conv2d_dgrad::{DgradParams, DgradSpec};
-use crate::kernels::k;
+use crate::kernels::{k, KernelDef};
 use crate::params::Conv2dProblem;
 
 /// The input-gradient entry: runs every problem (the phase kernel for strided layers on
@@ -80,6 +80,27 @@ fn dgrad_direct(
     p: &Conv2dProblem,
     a: &DgradArgs,
 ) -> Result<()> {
+    dgrad_direct_as::<k::Conv2dDgrad>(ctx, enc, p, a)
+}
+
+/// The gather kernel's f16 twin (`Precision::F16Accumulate`) on the zero-padded problem
+/// `p`, every buffer of `a` an f16 tensor (or f16 scratch), whole.
+pub(crate) fn dgrad_direct_f16(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    a: &DgradArgs,
+) -> Result<()> {
+    dgrad_direct_as::<k::Conv2dDgradF16>(ctx, enc, p, a)
+}
+
+/// [`dgrad_direct`] with kernel `K` (`conv2d_dgrad` or its f16 twin).
+fn dgrad_direct_as<K: KernelDef<Params = DgradParams, Spec = DgradSpec>>(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    a: &DgradArgs,
+) -> Result<()> {
     let (dy, dy_off, w, bias, dx) = (&a.dy, a.dy_off, &a.w, a.bias.as_ref(), &a.dx);
     let cb = p.c_per_group().min(4);
     let spec = dgrad_spec(p, cb, bias.is_some(), false);
@@ -95,7 +116,7 @@ fn dgrad_direct(
         u.dy_off = u32_of(dy_off + n0 * p.k * p.oh * p.ow, "elements")?;
         u.dx_off = u32_of(n0 * p.c * p.h * p.w, "elements")?;
         u.total = u32_of(total, "invocations")?;
-        launch::<k::Conv2dDgrad>(
+        launch::<K>(
             ctx,
             enc,
             &spec,

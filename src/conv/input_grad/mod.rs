@@ -29,8 +29,8 @@ use crate::conv::Algorithm;
 use crate::error::Result;
 use crate::gpu::memory::ScratchBuffer;
 use crate::gpu::{launch, max_window_elems, u32_of, Bind};
-use crate::kernels::k;
 use crate::kernels::pad_fold::{PadFoldParams, PadFoldSpec};
+use crate::kernels::{k, KernelDef};
 use crate::params::{numel, Conv2dProblem, PaddingMode};
 
 /// The buffers an entry reads and writes: `dy` from element `dy_off`, `dx` from element 0.
@@ -234,6 +234,18 @@ pub(crate) fn pad_fold(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     p: &Conv2dProblem,
+    fold: (usize, usize, u32),
+    src: Bind<'_>,
+    dst: Bind<'_>,
+) -> Result<()> {
+    pad_fold_as::<k::PadFold>(ctx, enc, p, fold, src, dst)
+}
+
+/// [`pad_fold`] with kernel `K` (`pad_fold`, or `pad_fold_f16` on f16 buffers).
+pub(crate) fn pad_fold_as<K: KernelDef<Params = PadFoldParams, Spec = PadFoldSpec>>(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
     (planes, total, dst_off): (usize, usize, u32),
     src: Bind<'_>,
     dst: Bind<'_>,
@@ -257,5 +269,5 @@ pub(crate) fn pad_fold(
         PAD_MODE: p.mode.code(),
         ..Default::default()
     };
-    launch::<k::PadFold>(ctx, enc, &spec, &u, &[src, dst], total as u64)
+    launch::<K>(ctx, enc, &spec, &u, &[src, dst], total as u64)
 }

@@ -10,7 +10,7 @@ use crate::conv::Algorithm;
 use crate::error::Result;
 use crate::gpu::{fits, launch, max_window_elems, u32_of, window, Bind};
 use crate::kernels::conv2d_wgrad::{WgradParams, WgradSpec};
-use crate::kernels::k;
+use crate::kernels::{k, KernelDef};
 use crate::params::Conv2dProblem;
 
 /// The weight-gradient entry: runs every problem (windows over large tensors); the
@@ -62,11 +62,33 @@ fn wgrad_direct(
     if !(fits(ctx, x) && fits(ctx, dy) && fits(ctx, dw)) {
         return wgrad_windowed(ctx, enc, p, a);
     }
+    wgrad_whole::<k::Conv2dWgrad>(ctx, enc, p, (x, dy, dw))
+}
+
+/// The weight-gradient kernel's f16 twin (`Precision::F16Accumulate`): `x`, `dy` and `dw`
+/// f16 tensors within one binding each.
+pub(crate) fn wgrad_direct_f16(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    bufs: (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+) -> Result<()> {
+    wgrad_whole::<k::Conv2dWgradF16>(ctx, enc, p, bufs)
+}
+
+/// The weight gradient of tensors within one binding each, with kernel `K`
+/// (`conv2d_wgrad` or its f16 twin).
+fn wgrad_whole<K: KernelDef<Params = WgradParams, Spec = WgradSpec>>(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    (x, dy, dw): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+) -> Result<()> {
     let kb = p.k_per_group().min(4);
     let mut u = wgrad_params(p, kb)?;
     let total = (u.sblocks * u.shape.r * u.c_cnt * u.kbt) as usize;
     u.total = u32_of(total, "invocations")?;
-    launch::<k::Conv2dWgrad>(
+    launch::<K>(
         ctx,
         enc,
         &wgrad_spec(p, kb, false),

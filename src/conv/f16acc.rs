@@ -1,0 +1,167 @@
+//! [`Precision::F16Accumulate`]: operations on f16 tensors with f16 arithmetic.
+//!
+//! The f16 twins of the direct algorithm's kernels (`conv2d_direct_f16`, `conv2d_dgrad_f16`,
+//! `conv2d_wgrad_f16`, `pad_fold_f16`: the same definitions with `T = f16`, see
+//! `gpu::wgsl::Elem`) read and write the caller's f16 tensors as `array<f16>` and
+//! multiply-add in f16; bias, the epilogue and the final store are computed in f32 on the
+//! f16 sum. No f32 copies, no conversion passes. Only what the caller asked for runs: a
+//! forced algorithm other than [`Algorithm::Direct`] is refused, and so are channels-last
+//! operands and operands beyond one storage binding (typed errors, never an f32 run in
+//! their place). The GEMM's twin is in `gemm::job` (`encode_job_f16`).
+
+use crate::context::{Context, Precision};
+use crate::conv::forward::direct::encode_whole_f16;
+use crate::conv::input_grad::direct::dgrad_direct_f16;
+use crate::conv::input_grad::{needs_fold, pad_fold_as, padded_problem, DgradArgs};
+use crate::conv::launch::{ConvBuffers, FusedEpilogue};
+use crate::conv::weight_grad::direct::wgrad_direct_f16;
+use crate::conv::Algorithm;
+use crate::epilogue::Epilogue;
+use crate::error::{Error, ErrorKind, Result};
+use crate::gpu::memory::ScratchBuffer;
+use crate::gpu::{fits, u32_of, Bind};
+use crate::kernels::k;
+use crate::params::Conv2dProblem;
+use crate::tensor::{DType, MemoryFormat, Tensor};
+
+/// Does an operation on `t`'s element type run with f16 arithmetic on `ctx`?
+pub(crate) fn active(ctx: &Context, t: &Tensor) -> bool {
+    t.dtype() == DType::F16 && ctx.precision() == Precision::F16Accumulate
+}
+
+/// What f16 arithmetic runs on: the direct algorithm (or `Auto`, which picks it), on
+/// contiguous operands within one storage binding each.
+fn check(ctx: &Context, algorithm: Algorithm, operands: &[(&'static str, &Tensor)]) -> Result<()> {
+    if !matches!(algorithm, Algorithm::Auto | Algorithm::Direct) {
+        return Err(Error::new(ErrorKind::UnsupportedAlgorithm {
+            algorithm: algorithm.name(),
+            reason: "Precision::F16Accumulate runs the direct algorithm's f16 kernels only \
+                     (force Algorithm::Direct or Auto, or set Precision::F32Accumulate)"
+                .into(),
+        }));
+    }
+    for &(name, t) in operands {
+        if t.format() != MemoryFormat::Contiguous {
+            return Err(Error::invalid_param(
+                name,
+                "channels-last",
+                "Precision::F16Accumulate reads contiguous (NCHW) f16 tensors: convert with \
+                 Tensor::to_format, or set Precision::F32Accumulate",
+            ));
+        }
+        if !fits(ctx, t.raw()) {
+            return Err(Error::exceeds_limit(
+                "maxStorageBufferBindingSize (Precision::F16Accumulate runs tensors within \
+                 one binding)",
+                t.storage_bytes(),
+                ctx.limits().max_storage_buffer_binding_size,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The forward convolution `p` with f16 arithmetic, its epilogue (and residual) applied in
+/// the kernel's store.
+pub(crate) fn forward(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    (x, w, bias, residual): (&Tensor, &Tensor, Option<&Tensor>, Option<&Tensor>),
+    epilogue: &Epilogue,
+    y: &Tensor,
+    algorithm: Algorithm,
+) -> Result<()> {
+    let mut ops = vec![("x", x), ("w", w), ("y", y)];
+    ops.extend(bias.map(|b| ("bias", b)));
+    ops.extend(residual.map(|r| ("residual", r)));
+    check(ctx, algorithm, &ops)?;
+    let fused = (!epilogue.is_identity()).then(|| FusedEpilogue {
+        ep: *epilogue,
+        r: residual.map(|r| r.raw().clone()),
+        applied: Default::default(),
+    });
+    let bufs = ConvBuffers {
+        epilogue: fused,
+        x_f16: true,
+        y_f16: true,
+        ..ConvBuffers::new(x.raw(), w.raw(), bias.map(Tensor::raw), y.raw())
+    };
+    encode_whole_f16(ctx, enc, p, &bufs)
+}
+
+/// The input gradient of `p` (with `bias`: the transposed convolution) with f16
+/// arithmetic: the gather kernel's twin, and with reflect / replicate / circular padding
+/// the gradient of the padded input in f16 scratch folded back by `pad_fold_f16`.
+pub(crate) fn input_grad(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    (dy, w, bias, dx): (&Tensor, &Tensor, Option<&Tensor>, &Tensor),
+    algorithm: Algorithm,
+) -> Result<()> {
+    let mut ops = vec![("dy", dy), ("w", w), ("dx", dx)];
+    ops.extend(bias.map(|b| ("bias", b)));
+    check(ctx, algorithm, &ops)?;
+    let args = |dy_off: usize, bias: Option<&Tensor>, dx: &wgpu::Buffer| DgradArgs {
+        dy: dy.raw().clone(),
+        dy_off,
+        w: w.raw().clone(),
+        bias: bias.map(|b| b.raw().clone()),
+        dx: dx.clone(),
+        cl: [false; 2],
+        f16: true,
+    };
+    if !needs_fold(p) {
+        return dgrad_direct_f16(ctx, enc, p, &args(0, bias, dx.raw()));
+    }
+    // The padded input's gradient, images at a time within the scratch budget (bias only
+    // comes with the transposed convolution, which pads with zeros: never here).
+    let pp = padded_problem(p);
+    let per_image = DType::F16
+        .storage_bytes(p.c * pp.h * pp.w)
+        .next_multiple_of(4);
+    let budget = ctx
+        .scratch_budget()
+        .min(ctx.limits().max_storage_buffer_binding_size);
+    let images = ((budget / per_image.max(1)) as usize).clamp(1, p.n);
+    // Whole images of f16 elements: an even element count per image keeps the next
+    // image's first element at an element offset, whatever the parity.
+    let scratch = ScratchBuffer::new(
+        ctx,
+        enc,
+        DType::F16.storage_bytes(images * p.c * pp.h * pp.w),
+        "wgconv padded input gradient (f16)",
+    )?;
+    let mut n0 = 0;
+    while n0 < p.n {
+        let nb = images.min(p.n - n0);
+        let sub = Conv2dProblem { n: nb, ..pp };
+        let dy_off = n0 * p.k * p.oh * p.ow;
+        dgrad_direct_f16(ctx, enc, &sub, &args(dy_off, None, &scratch.buffer))?;
+        let total = nb * p.c * p.h * p.w;
+        let dst_off = u32_of(n0 * p.c * p.h * p.w, "elements")?;
+        pad_fold_as::<k::PadFoldF16>(
+            ctx,
+            enc,
+            p,
+            (nb * p.c, total, dst_off),
+            Bind::whole(&scratch.buffer),
+            Bind::whole(dx.raw()),
+        )?;
+        n0 += nb;
+    }
+    Ok(())
+}
+
+/// The weight gradient of `p` with f16 arithmetic (f16 `dw`).
+pub(crate) fn weight_grad(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    (x, dy, dw): (&Tensor, &Tensor, &Tensor),
+    algorithm: Algorithm,
+) -> Result<()> {
+    check(ctx, algorithm, &[("x", x), ("dy", dy), ("dw", dw)])?;
+    wgrad_direct_f16(ctx, enc, p, (x.raw(), dy.raw(), dw.raw()))
+}
