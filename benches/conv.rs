@@ -1,14 +1,16 @@
 //! Convolution benchmarks: GFLOP/s per shape and algorithm.
 //!
 //! `cargo bench --bench conv [-- --quick] [--shapes a,b,...] [--ops fwd,...] [--dtype f16]
-//! [--layout nhwc]`
+//! [--precision f16-accumulate] [--layout nhwc]`
 //!
 //! Prints the adapter first, then one machine-readable line per measurement:
 //! `bench op=<op> shape=<name> algo=<name> ms=<median> gflops=<value>` (followed by
-//! ` dtype=f16` with `--dtype f16` and ` layout=nhwc` with `--layout nhwc`: channels-last
-//! activations, KCRS weights), so the tools parsing these lines read both).
-//! `--dtype f16` runs every tensor in f16 (f16 storage, f32 accumulation: today the f16
-//! operands are converted to f32 around the f32 kernels, which costs time, not saves it).
+//! ` dtype=f16` with `--dtype f16`, ` precision=f16-accumulate` with that precision, and
+//! ` layout=nhwc` with `--layout nhwc`: channels-last activations, KCRS weights), so the
+//! tools parsing these lines read all of them).
+//! `--dtype f16` runs every tensor in f16 (f16 storage, f32 accumulation);
+//! `--precision f16-accumulate` with it sets `Precision::F16Accumulate` (f16 arithmetic:
+//! the direct algorithm and the register GEMM, so `--algos auto` or `direct`).
 //! Each measurement is the median of several timed runs (submit + wait), after a warm-up
 //! that also compiles the pipelines and queues `auto`'s shape bucket for background tuning,
 //! which it waits for: `auto` is timed with its tuned choice.
@@ -65,10 +67,26 @@ fn main() -> wgconv::Result<()> {
     let o = opts();
     let ctx = Context::new_blocking()?;
     println!("adapter: {}", ctx.adapter_summary());
+    let args: Vec<String> = std::env::args().collect();
+    let precision = match args.iter().position(|a| a == "--precision") {
+        None => wgconv::Precision::F32Accumulate,
+        Some(i) => match args.get(i + 1).map(String::as_str) {
+            Some("f32-accumulate") => wgconv::Precision::F32Accumulate,
+            Some("f16-accumulate") => wgconv::Precision::F16Accumulate,
+            _ => {
+                eprintln!("--precision takes one of f32-accumulate, f16-accumulate");
+                std::process::exit(2)
+            }
+        },
+    };
+    ctx.set_precision(precision)?;
     let mut suffix = match o.dtype {
         wgconv::DType::F32 => String::new(),
         d => format!(" dtype={d}"),
     };
+    if precision != wgconv::Precision::F32Accumulate {
+        suffix.push_str(&format!(" precision={}", precision.name()));
+    }
     if o.layout != wgconv::MemoryFormat::Contiguous {
         suffix.push_str(" layout=nhwc");
     }

@@ -27,9 +27,11 @@
 //! [`Tensor::from_f32`] with a dtype, [`Tensor::read_f16`]). Every operation and algorithm runs
 //! on f16 operands with f32 arithmetic and accumulation, each result rounded once to f16;
 //! [`Context::conv2d_backward_weight_as`] gives an f32 `dw` of f16 inputs (master weights).
-//! Today the f16 operands are converted to f32 scratch around the f32 kernels: correct on
-//! every adapter (no `shader-f16` needed), not yet faster. Kernels reading f16 natively and an
-//! opt-in f16-arithmetic mode on adapters with `shader-f16` are the next steps.
+//! That needs no `shader-f16`: the lavapipe depthwise and implicit-GEMM paths read f16
+//! themselves, other kernels get f32 copies. [`Context::set_precision`] with
+//! [`Precision::F16Accumulate`] opts into f16 arithmetic where the device has `shader-f16`
+//! (the direct algorithm and the register GEMM; see [`Precision`] for what it runs and its
+//! error bound, [`cpu::f16_accumulate_tolerance`]).
 //!
 //! # A quick tour
 //!

@@ -1,6 +1,8 @@
 //! Conformance runner: every `*.json` case in `tests/fixtures/` (or `$WGCONV_FIXTURES`) is
 //! run through every algorithm that supports it and through the CPU reference (`cpu`).
-//! Contract: `../shared/FIXTURES.md`. Prints one line per failure and ends with
+//! Contract: `../shared/FIXTURES.md`. `accumulate: "float16"` cases run a second time with
+//! f16 arithmetic (`Precision::F16Accumulate`) where the device has `shader-f16`.
+//! Prints one line per failure and ends with
 //! `N passed, M failed` over (case, algorithm) pairs; exits non-zero when M > 0.
 //! With `$WGCONV_FIXTURES_OUT`, writes `<id>.<algorithm>.json` for every pair.
 
@@ -9,8 +11,8 @@ mod runner;
 
 use std::path::{Path, PathBuf};
 
-use runner::{case_files, run_all, Summary};
-use wgconv::{Context, ContextOptions, KernelClass};
+use runner::{case_files, run_all, run_all_f16_arithmetic, Summary};
+use wgconv::{Context, ContextOptions, KernelClass, Precision};
 
 fn report(label: &str, s: &Summary) {
     for f in &s.failures {
@@ -59,6 +61,24 @@ fn main() {
             s.failures.len()
         );
         (passed, failed) = (passed + s.passed, failed + s.failures.len());
+    }
+    // `accumulate: "float16"` cases again with f16 arithmetic, where the device offers it
+    // (the fixture contract: they pass in both modes).
+    if ctx.has_shader_f16() {
+        let f16 = Context::new_blocking()
+            .unwrap_or_else(|e| panic!("conformance needs a WebGPU adapter: {e}"));
+        f16.set_precision(Precision::F16Accumulate)
+            .unwrap_or_else(|e| panic!("shader-f16 offered, F16Accumulate refused: {e}"));
+        let s = run_all_f16_arithmetic(&f16, &files);
+        report("f16 arithmetic", &s);
+        println!(
+            "f16 arithmetic (accumulate float16 cases): {} passed, {} failed",
+            s.passed,
+            s.failures.len()
+        );
+        (passed, failed) = (passed + s.passed, failed + s.failures.len());
+    } else {
+        println!("f16 arithmetic: not offered by this device (no shader-f16)");
     }
     println!("{passed} passed, {failed} failed");
     if failed > 0 || passed == 0 {

@@ -416,10 +416,6 @@ fn f16_arithmetic_refuses_what_it_does_not_run() {
         matches!(e.kind(), ErrorKind::UnsupportedAlgorithm { .. }),
         "{e}"
     );
-    // Channels-last operands.
-    let xcl = x.to_format(MemoryFormat::ChannelsLast).unwrap();
-    let e = ctx.conv2d(&xcl, &w, None, &p).unwrap_err();
-    assert!(matches!(e.kind(), ErrorKind::InvalidParam { .. }), "{e}");
     // Beyond one storage binding (a context whose bindings hold 4 KiB).
     let small = Context::with_options_blocking(ContextOptions {
         limits: Some(LimitsOverride {
@@ -438,4 +434,58 @@ fn f16_arithmetic_refuses_what_it_does_not_run() {
     small.set_precision(Precision::F32Accumulate).unwrap();
     let y = small.conv2d(&big, &w1, None, &p).unwrap().read().unwrap();
     assert_eq!(y[8 * 32 + 8], 72.0);
+}
+
+#[test]
+fn f16_arithmetic_channels_last_matches_contiguous() {
+    let Some(ctx) = f16ctx() else { return };
+    let mut rng = Rng::new(10);
+    let cl = MemoryFormat::ChannelsLast;
+    for (params, xs, ws) in problems() {
+        let p = Conv2dProblem::new(xs, ws, Some(ws[0]), &params).unwrap();
+        let ys = p.y_shape();
+        let x = data(&mut rng, false, xs.iter().product());
+        let w = data(&mut rng, false, ws.iter().product());
+        let b = data(&mut rng, false, ws[0]);
+        let dy = data(&mut rng, false, ys.iter().product());
+        let (xt, wt, bt, dyt) = (
+            tensor(ctx, &x, &xs),
+            tensor(ctx, &w, &ws),
+            tensor(ctx, &b, &[ws[0]]),
+            tensor(ctx, &dy, &ys),
+        );
+        let (xc, wc, dyc) = (
+            xt.to_format(cl).unwrap(),
+            wt.to_format(cl).unwrap(),
+            dyt.to_format(cl).unwrap(),
+        );
+        let label = format!("{params:?} {xs:?} {ws:?}");
+        // The same kernels on the same values: identical bits, results in the input's format.
+        let y = ctx.conv2d(&xt, &wt, Some(&bt), &params).unwrap();
+        let yc = ctx.conv2d(&xc, &wc, Some(&bt), &params).unwrap();
+        assert_eq!(yc.format(), cl);
+        assert_eq!(
+            yc.to_format(MemoryFormat::Contiguous)
+                .unwrap()
+                .read_f16()
+                .unwrap(),
+            y.read_f16().unwrap(),
+            "y {label}"
+        );
+        let g = ctx
+            .conv2d_backward(&xt, &wt, &dyt, false, &params, Algorithm::Auto)
+            .unwrap();
+        let gc = ctx
+            .conv2d_backward(&xc, &wc, &dyc, false, &params, Algorithm::Direct)
+            .unwrap();
+        assert_eq!((gc.dx.format(), gc.dw.format()), (cl, cl));
+        let contiguous = |t: &Tensor| {
+            t.to_format(MemoryFormat::Contiguous)
+                .unwrap()
+                .read_f16()
+                .unwrap()
+        };
+        assert_eq!(contiguous(&gc.dx), g.dx.read_f16().unwrap(), "dx {label}");
+        assert_eq!(contiguous(&gc.dw), g.dw.read_f16().unwrap(), "dw {label}");
+    }
 }

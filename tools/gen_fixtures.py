@@ -1168,6 +1168,19 @@ def build_f16_cases():
     gemm(17, 33, 65, False, True, dtype=H)
     gemm(33, 64, 9, True, False, integer=True, dtype=H)
     gemm(5, 100, 3, True, True, dtype=H, accumulate="float16", tag="f16acc")
+    # f16 arithmetic (accumulate float16; Precision::F16Accumulate): every op, padding modes,
+    # strides, dilation, groups, flips, output padding; integer-valued (exact in f16) too.
+    A = dict(dtype=H, accumulate="float16", tag="f16acc")
+    conv("conv2d", 2, 4, 7, 9, 6, 3, 3, padding=1, mode="reflect", groups=2, bias=True, **A)
+    conv("conv2d", 1, 3, 8, 7, 5, 3, 2, stride=2, padding=(2, 1), dilation=(2, 1),
+         mode="circular", integer=True, **A)
+    conv("convolve2d", 1, 2, 6, 6, 3, 3, 3, padding=1, mode="replicate", bias=True, **A)
+    convt(1, 4, 5, 6, 4, 3, 3, stride=2, padding=1, output_padding=1, groups=2, bias=True, **A)
+    convt(2, 3, 4, 4, 2, 2, 3, stride=(1, 2), dilation=(2, 1), integer=True, **A)
+    grad(1, 3, 6, 7, 4, 3, 3, padding=1, mode="reflect", bias=True, **A)
+    grad(2, 4, 9, 9, 6, 3, 3, stride=2, padding=1, groups=2, mode="circular", **A)
+    grad(1, 2, 6, 5, 3, 3, 3, padding=1, mode="replicate", dilation=(1, 2), integer=True, **A)
+    gemm(9, 24, 13, False, False, integer=True, **A)
 
 
 # --------------------------------------------------------------------------- epilogues
@@ -1587,12 +1600,21 @@ def layout_signature(case):
 
 
 def build_layout_cases():
+    # The accumulate-float16 cases cycle on their own (adding them did not move the combos
+    # of the other cases).
+    for acc in (False, True):
+        build_layout_cases_of(acc)
+
+
+def build_layout_cases_of(acc_f16):
     seen = set()
     picked = []
     for cid in sorted(CASES):
         c = CASES[cid]
         if c["expect"] != "ok" or c["op"] not in ("conv2d", "convolve2d", "conv_transpose2d",
                                                    "conv2d_grad"):
+            continue
+        if (c.get("accumulate") == "float16") != acc_f16 or "layout" in c:
             continue
         sig = layout_signature(c)
         if sig in seen:

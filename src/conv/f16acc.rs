@@ -4,10 +4,12 @@
 //! `conv2d_wgrad_f16`, `pad_fold_f16`: the same definitions with `T = f16`, see
 //! `gpu::wgsl::Elem`) read and write the caller's f16 tensors as `array<f16>` and
 //! multiply-add in f16; bias, the epilogue and the final store are computed in f32 on the
-//! f16 sum. No f32 copies, no conversion passes. Only what the caller asked for runs: a
-//! forced algorithm other than [`Algorithm::Direct`] is refused, and so are channels-last
-//! operands and operands beyond one storage binding (typed errors, never an f32 run in
-//! their place). The GEMM's twin is in `gemm::job` (`encode_job_f16`).
+//! f16 sum. Contiguous operands are bound as they are (no copies, no conversion passes);
+//! channels-last ones go through contiguous f16 copies (`half::f16_contiguous`, exact).
+//! Only what the caller asked for runs: a forced algorithm other than
+//! [`Algorithm::Direct`] is refused, and so are operands beyond one storage binding (typed
+//! errors, never an f32 run in their place). The GEMM's twin is in `gemm::job`
+//! (`encode_job_f16`).
 
 use crate::context::{Context, Precision};
 use crate::conv::forward::direct::encode_whole_f16;
@@ -18,11 +20,12 @@ use crate::conv::weight_grad::direct::wgrad_direct_f16;
 use crate::conv::Algorithm;
 use crate::epilogue::Epilogue;
 use crate::error::{Error, ErrorKind, Result};
+use crate::gpu::half::{f16_contiguous, finish_f16};
 use crate::gpu::memory::ScratchBuffer;
 use crate::gpu::{fits, u32_of, Bind};
 use crate::kernels::k;
 use crate::params::Conv2dProblem;
-use crate::tensor::{DType, MemoryFormat, Tensor};
+use crate::tensor::{DType, Tensor};
 
 /// Does an operation on `t`'s element type run with f16 arithmetic on `ctx`?
 pub(crate) fn active(ctx: &Context, t: &Tensor) -> bool {
@@ -30,7 +33,7 @@ pub(crate) fn active(ctx: &Context, t: &Tensor) -> bool {
 }
 
 /// What f16 arithmetic runs on: the direct algorithm (or `Auto`, which picks it), on
-/// contiguous operands within one storage binding each.
+/// operands within one storage binding each.
 fn check(ctx: &Context, algorithm: Algorithm, operands: &[(&'static str, &Tensor)]) -> Result<()> {
     if !matches!(algorithm, Algorithm::Auto | Algorithm::Direct) {
         return Err(Error::new(ErrorKind::UnsupportedAlgorithm {
@@ -40,15 +43,7 @@ fn check(ctx: &Context, algorithm: Algorithm, operands: &[(&'static str, &Tensor
                 .into(),
         }));
     }
-    for &(name, t) in operands {
-        if t.format() != MemoryFormat::Contiguous {
-            return Err(Error::invalid_param(
-                name,
-                "channels-last",
-                "Precision::F16Accumulate reads contiguous (NCHW) f16 tensors: convert with \
-                 Tensor::to_format, or set Precision::F32Accumulate",
-            ));
-        }
+    for &(_, t) in operands {
         if !fits(ctx, t.raw()) {
             return Err(Error::exceeds_limit(
                 "maxStorageBufferBindingSize (Precision::F16Accumulate runs tensors within \
@@ -76,18 +71,28 @@ pub(crate) fn forward(
     ops.extend(bias.map(|b| ("bias", b)));
     ops.extend(residual.map(|r| ("residual", r)));
     check(ctx, algorithm, &ops)?;
+    let xv = f16_contiguous(ctx, enc, x, true)?;
+    let wv = f16_contiguous(ctx, enc, w, true)?;
+    let bv = bias
+        .map(|b| f16_contiguous(ctx, enc, b, true))
+        .transpose()?;
+    let rv = residual
+        .map(|r| f16_contiguous(ctx, enc, r, true))
+        .transpose()?;
+    let yv = f16_contiguous(ctx, enc, y, false)?;
     let fused = (!epilogue.is_identity()).then(|| FusedEpilogue {
         ep: *epilogue,
-        r: residual.map(|r| r.raw().clone()),
+        r: rv.as_ref().map(|r| r.buf().clone()),
         applied: Default::default(),
     });
     let bufs = ConvBuffers {
         epilogue: fused,
         x_f16: true,
         y_f16: true,
-        ..ConvBuffers::new(x.raw(), w.raw(), bias.map(Tensor::raw), y.raw())
+        ..ConvBuffers::new(xv.buf(), wv.buf(), bv.as_ref().map(|b| b.buf()), yv.buf())
     };
-    encode_whole_f16(ctx, enc, p, &bufs)
+    encode_whole_f16(ctx, enc, p, &bufs)?;
+    finish_f16(ctx, enc, &yv, y)
 }
 
 /// The input gradient of `p` (with `bias`: the transposed convolution) with f16
@@ -103,17 +108,25 @@ pub(crate) fn input_grad(
     let mut ops = vec![("dy", dy), ("w", w), ("dx", dx)];
     ops.extend(bias.map(|b| ("bias", b)));
     check(ctx, algorithm, &ops)?;
-    let args = |dy_off: usize, bias: Option<&Tensor>, dx: &wgpu::Buffer| DgradArgs {
-        dy: dy.raw().clone(),
+    let dyv = f16_contiguous(ctx, enc, dy, true)?;
+    let wv = f16_contiguous(ctx, enc, w, true)?;
+    let bv = bias
+        .map(|b| f16_contiguous(ctx, enc, b, true))
+        .transpose()?;
+    let dxv = f16_contiguous(ctx, enc, dx, false)?;
+    let args = |dy_off: usize, bias: Option<&wgpu::Buffer>, dx: &wgpu::Buffer| DgradArgs {
+        dy: dyv.buf().clone(),
         dy_off,
-        w: w.raw().clone(),
-        bias: bias.map(|b| b.raw().clone()),
+        w: wv.buf().clone(),
+        bias: bias.cloned(),
         dx: dx.clone(),
         cl: [false; 2],
         f16: true,
     };
     if !needs_fold(p) {
-        return dgrad_direct_f16(ctx, enc, p, &args(0, bias, dx.raw()));
+        let b = bv.as_ref().map(|b| b.buf());
+        dgrad_direct_f16(ctx, enc, p, &args(0, b, dxv.buf()))?;
+        return finish_f16(ctx, enc, &dxv, dx);
     }
     // The padded input's gradient, images at a time within the scratch budget (bias only
     // comes with the transposed convolution, which pads with zeros: never here).
@@ -147,11 +160,11 @@ pub(crate) fn input_grad(
             p,
             (nb * p.c, total, dst_off),
             Bind::whole(&scratch.buffer),
-            Bind::whole(dx.raw()),
+            Bind::whole(dxv.buf()),
         )?;
         n0 += nb;
     }
-    Ok(())
+    finish_f16(ctx, enc, &dxv, dx)
 }
 
 /// The weight gradient of `p` with f16 arithmetic (f16 `dw`).
@@ -163,5 +176,9 @@ pub(crate) fn weight_grad(
     algorithm: Algorithm,
 ) -> Result<()> {
     check(ctx, algorithm, &[("x", x), ("dy", dy), ("dw", dw)])?;
-    wgrad_direct_f16(ctx, enc, p, (x.raw(), dy.raw(), dw.raw()))
+    let xv = f16_contiguous(ctx, enc, x, true)?;
+    let dyv = f16_contiguous(ctx, enc, dy, true)?;
+    let dwv = f16_contiguous(ctx, enc, dw, false)?;
+    wgrad_direct_f16(ctx, enc, p, (xv.buf(), dyv.buf(), dwv.buf()))?;
+    finish_f16(ctx, enc, &dwv, dw)
 }

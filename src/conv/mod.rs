@@ -187,12 +187,13 @@ impl Context {
     /// operation of the crate (convolutions, transposed convolution, the three gradients,
     /// GEMM; every algorithm, forced or not) reads the f16 values exactly, computes in f32
     /// with f32 accumulation, and rounds each result once to f16 (to nearest even; beyond
-    /// ±65504 to ±infinity, as PyTorch does): the f16 operands are converted into f32
-    /// scratch, the algorithm's f32 kernels run on it, and the results are converted back.
-    /// The kernels do not read f16 natively yet (f16 halves memory traffic only once they
-    /// do), and there is no f16-arithmetic mode (`shader-f16`) yet. An f16 operand whose f32
-    /// copy would exceed `maxBufferSize` is refused with
-    /// [`ErrorKind::ExceedsLimit`](crate::ErrorKind::ExceedsLimit).
+    /// ±65504 to ±infinity, as PyTorch does). The lavapipe depthwise and implicit-GEMM
+    /// paths read (and the depthwise kernels write) f16 themselves; elsewhere the f16
+    /// operands are converted into f32 scratch around the f32 kernels. An f16 operand whose
+    /// f32 copy would exceed `maxBufferSize` is refused with
+    /// [`ErrorKind::ExceedsLimit`](crate::ErrorKind::ExceedsLimit). With
+    /// [`Precision::F16Accumulate`](crate::Precision::F16Accumulate) (opt-in,
+    /// [`Context::set_precision`]) the arithmetic is f16 instead: see there for what runs.
     ///
     /// # Errors
     /// Every invalid parameter or shape gives [`ErrorKind::InvalidParam`](crate::ErrorKind::InvalidParam) or

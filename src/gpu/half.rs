@@ -257,6 +257,59 @@ fn view(
     })
 }
 
+/// The contiguous f16 words of f16 tensor `t` for kernels with f16 arithmetic: its own
+/// buffer, or for a channels-last tensor a contiguous f16 copy (through f32 scratch,
+/// reordered; exact both ways). An output (`load == false`) gets scratch that
+/// [`finish_f16`] writes back.
+pub(crate) fn f16_contiguous(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    t: &Tensor,
+    load: bool,
+) -> Result<F32View> {
+    if t.format() == MemoryFormat::Contiguous {
+        return Ok(F32View::own(t, false, true));
+    }
+    let n = t.numel();
+    let words = ScratchBuffer::new(ctx, enc, DType::F16.storage_bytes(n), "wgconv f16 view")?;
+    let mut scratch = Vec::new();
+    if load {
+        let v = view(ctx, enc, t, true, false)?;
+        pack(ctx, enc, &v.buffer, &words.buffer, n)?;
+        scratch.extend(v._scratch);
+    }
+    let buffer = words.buffer.clone();
+    scratch.push(words);
+    Ok(F32View {
+        buffer,
+        cl: false,
+        f16: true,
+        _scratch: scratch,
+    })
+}
+
+/// Writes the contiguous f16 results of `v` (from [`f16_contiguous`]) into the f16 tensor
+/// `t`: nothing when `v` is `t`'s own buffer, else the reorder into `t`'s format.
+pub(crate) fn finish_f16(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    v: &F32View,
+    t: &Tensor,
+) -> Result<()> {
+    if v.buffer == *t.raw() {
+        return Ok(());
+    }
+    let n = t.numel();
+    let wide = unpack_scratch(ctx, enc, &v.buffer, n)?;
+    let f32_view = F32View {
+        buffer: wide.buffer.clone(),
+        cl: false,
+        f16: false,
+        _scratch: vec![wide],
+    };
+    finish(ctx, enc, &f32_view, t)
+}
+
 /// f32 scratch holding the `n` f16 values of `src` (packed words), converted by commands
 /// recorded into `enc`.
 pub(crate) fn unpack_scratch(

@@ -32,6 +32,9 @@ struct Case {
     /// uploaded as f16 tensors and computed with f32 accumulation (also the cases marked
     /// `accumulate: "float16"`, whose looser tolerance they must meet).
     dtype: DType,
+    /// `accumulate: "float16"`: the case also runs with f16 arithmetic
+    /// ([`run_all_f16_arithmetic`]).
+    accumulate_f16: bool,
     /// The `epilogue` field, if any.
     epilogue: Option<Value>,
     /// Memory order of the activation arrays (`layout`: x, y, dx, dy, r, dr, z).
@@ -171,6 +174,7 @@ fn load(path: &Path) -> Result<Case, String> {
         wlayout: fmt("weight_layout"),
         unsupported: unsupported_field(&v),
         epilogue: v.get("epilogue").cloned(),
+        accumulate_f16: v.get("accumulate").and_then(Value::as_str) == Some("float16"),
         id: s("id")?,
         op: s("op")?,
         expect_ok: s("expect")? == "ok",
@@ -974,6 +978,83 @@ pub fn run_all(ctx: &Context, files: &[PathBuf], out_dir: Option<&Path>) -> Summ
                     case.id
                 )),
                 (Err(_), false) => Ok(()),
+            };
+            match verdict {
+                Ok(()) => summary.passed += 1,
+                Err(msg) => summary.failures.push(msg),
+            }
+        }
+    }
+    summary
+}
+
+/// The algorithms that run with f16 arithmetic (`Precision::F16Accumulate`); the others
+/// must refuse it with `UnsupportedAlgorithm`.
+fn runs_f16_arithmetic(algo: &str) -> bool {
+    matches!(algo, "auto" | "direct" | "register")
+}
+
+/// Runs every `accumulate: "float16"` case of `files` on `ctx`, whose precision is
+/// `Precision::F16Accumulate`, within the case's own (f16-arithmetic) tolerance: the direct
+/// algorithm, the register GEMM and `auto` compute it; every other algorithm must refuse
+/// with `UnsupportedAlgorithm` (counted as not run with its reason; any other outcome fails).
+pub fn run_all_f16_arithmetic(ctx: &Context, files: &[PathBuf]) -> Summary {
+    let mut summary = Summary::default();
+    for path in files {
+        let case = match load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                summary
+                    .failures
+                    .push(format!("{}: cannot load: {e}", path.display()));
+                continue;
+            }
+        };
+        if !case.accumulate_f16 || case.unsupported.is_some() {
+            continue;
+        }
+        for algo in algorithm_names(&case) {
+            if algo == "cpu" {
+                continue;
+            }
+            let outputs = expected_outputs(&case);
+            let result = run(ctx, &case, &algo, &outputs);
+            let verdict = if !runs_f16_arithmetic(&algo) {
+                match &result {
+                    Err(e) if matches!(e.kind(), ErrorKind::UnsupportedAlgorithm { .. }) => {
+                        let reason = format!("f16 arithmetic: {}", e.kind());
+                        *summary.not_run.entry((algo.clone(), reason)).or_default() += 1;
+                        continue;
+                    }
+                    Err(e) if !case.expect_ok => {
+                        // Invalid input: refused before any algorithm is considered.
+                        let _ = e;
+                        Ok(())
+                    }
+                    Err(e) => Err(format!(
+                        "{} {algo} (f16 arithmetic): wrong error: {e}",
+                        case.id
+                    )),
+                    Ok(_) => Err(format!(
+                        "{} {algo} (f16 arithmetic): ran, expected UnsupportedAlgorithm",
+                        case.id
+                    )),
+                }
+            } else {
+                match (&result, case.expect_ok) {
+                    (Ok(arrays), true) => {
+                        compare(&case, &format!("{algo} (f16 arithmetic)"), arrays, &outputs)
+                    }
+                    (Err(e), true) => Err(format!(
+                        "{} {algo} (f16 arithmetic): unexpected error: {e}",
+                        case.id
+                    )),
+                    (Ok(_), false) => Err(format!(
+                        "{} {algo} (f16 arithmetic): computed a result, expected an error",
+                        case.id
+                    )),
+                    (Err(_), false) => Ok(()),
+                }
             };
             match verdict {
                 Ok(()) => summary.passed += 1,
