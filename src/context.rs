@@ -158,11 +158,11 @@ pub enum Precision {
     /// or partial sums beyond 65504 overflow to infinity. Runs the direct algorithm's
     /// kernels ([`Algorithm::Direct`](crate::Algorithm::Direct): forward, transposed, input
     /// and weight gradients, every padding mode, stride, dilation and group) and the
-    /// register GEMM ([`GemmVariant::Register`](crate::GemmVariant::Register)); `Auto`
-    /// picks those, and another forced algorithm returns
-    /// [`ErrorKind::UnsupportedAlgorithm`]. Operands must be contiguous (NCHW) and fit one
-    /// storage binding each ([`ErrorKind::InvalidParam`] / [`ErrorKind::ExceedsLimit`]
-    /// otherwise, never a silent f32 run). The bias gradient, an f32 `dw` of f16 inputs
+    /// register and tiled GEMMs ([`GemmVariant::Register`](crate::GemmVariant::Register),
+    /// [`GemmVariant::Tiled`](crate::GemmVariant::Tiled)); `Auto` picks those, and another
+    /// forced algorithm returns [`ErrorKind::UnsupportedAlgorithm`]. Channels-last operands
+    /// go through contiguous f16 copies; every operand must fit one storage binding
+    /// ([`ErrorKind::ExceedsLimit`] otherwise, never a silent f32 run). The bias gradient, an f32 `dw` of f16 inputs
     /// ([`Context::conv2d_backward_weight_as`]), the epilogue (computed in f32 on the f16 sum)
     /// and operations on f32 tensors keep f32 arithmetic.
     F16Accumulate,

@@ -30,7 +30,7 @@
 //! That needs no `shader-f16`: the lavapipe depthwise and implicit-GEMM paths read f16
 //! themselves, other kernels get f32 copies. [`Context::set_precision`] with
 //! [`Precision::F16Accumulate`] opts into f16 arithmetic where the device has `shader-f16`
-//! (the direct algorithm and the register GEMM; see [`Precision`] for what it runs and its
+//! (the direct algorithm and the register and tiled GEMMs; see [`Precision`] for what it runs and its
 //! error bound, [`cpu::f16_accumulate_tolerance`]).
 //!
 //! # A quick tour

@@ -194,7 +194,7 @@ fn f16_arithmetic_forward_within_its_bound() {
                 tensor(ctx, &w, &ws),
                 tensor(ctx, &b, &[ws[0]]),
             );
-            for a in [Algorithm::Auto, Algorithm::Direct] {
+            for a in [Algorithm::Auto, Algorithm::Direct, Algorithm::Im2colGemm] {
                 let y = ctx.conv2d_with(&xt, &wt, Some(&bt), &params, a).unwrap();
                 assert_eq!(y.dtype(), DType::F16);
                 let label = format!("{params:?} {xs:?} {ws:?} {a:?} integer {integer}");
@@ -367,7 +367,7 @@ fn f16_arithmetic_gemm_within_its_bound() {
             let b = data(&mut rng, integer, batch * k * n);
             let (want, c_shape) = cpu::gemm(&a, &a_shape, &b, &b_shape, &params).unwrap();
             let (scale, _) = cpu::gemm(&abs(&a), &a_shape, &abs(&b), &b_shape, &params).unwrap();
-            for v in [GemmVariant::Auto, GemmVariant::Register] {
+            for v in [GemmVariant::Auto, GemmVariant::Register, GemmVariant::Tiled] {
                 let c = ctx
                     .gemm(
                         &tensor(ctx, &a, &a_shape),
@@ -390,26 +390,30 @@ fn f16_arithmetic_refuses_what_it_does_not_run() {
     let x = Tensor::full_of(ctx, &[1, 8, 8, 8], 1.0, DType::F16).unwrap();
     let w = Tensor::full_of(ctx, &[8, 8, 3, 3], 1.0, DType::F16).unwrap();
     // Another forced algorithm: refused, never run in f32 instead.
-    for a in [Algorithm::Im2colGemm, Algorithm::ImplicitGemm] {
-        let e = ctx.conv2d_with(&x, &w, None, &p, a).unwrap_err();
+    let dy = Tensor::full_of(ctx, &[1, 8, 8, 8], 1.0, DType::F16).unwrap();
+    let refused = |r: wgconv::Result<Tensor>| {
+        let e = r.unwrap_err();
         assert!(
             matches!(e.kind(), ErrorKind::UnsupportedAlgorithm { .. }),
             "{e}"
         );
-        let dy = Tensor::full_of(ctx, &[1, 8, 8, 8], 1.0, DType::F16).unwrap();
-        let e = ctx
-            .conv2d_backward_input(&dy, &w, [1, 8, 8, 8], &p, a)
-            .unwrap_err();
-        assert!(
-            matches!(e.kind(), ErrorKind::UnsupportedAlgorithm { .. }),
-            "{e}"
-        );
+    };
+    for a in [
+        Algorithm::Im2colGemm,
+        Algorithm::ImplicitGemm,
+        Algorithm::Depthwise,
+    ] {
+        if a != Algorithm::Im2colGemm {
+            refused(ctx.conv2d_with(&x, &w, None, &p, a));
+        }
+        refused(ctx.conv2d_backward_input(&dy, &w, [1, 8, 8, 8], &p, a));
+        refused(ctx.conv2d_backward_weight(&x, &dy, [8, 8, 3, 3], &p, a));
     }
     let e = ctx
         .gemm(
             &Tensor::full_of(ctx, &[8, 8], 1.0, DType::F16).unwrap(),
             &Tensor::full_of(ctx, &[8, 8], 1.0, DType::F16).unwrap(),
-            &GemmParams::default().with_variant(GemmVariant::Tiled),
+            &GemmParams::default().with_variant(GemmVariant::Image),
         )
         .unwrap_err();
     assert!(
@@ -488,4 +492,69 @@ fn f16_arithmetic_channels_last_matches_contiguous() {
         assert_eq!(contiguous(&gc.dx), g.dx.read_f16().unwrap(), "dx {label}");
         assert_eq!(contiguous(&gc.dw), g.dw.read_f16().unwrap(), "dw {label}");
     }
+}
+
+/// The GPU kernel family (forced on this CPU adapter): `Auto` runs the forward on the im2col
+/// GEMM's f16 kernels (`im2col_f16`, `gemm_tiled_f16`), GEMM on the tiled twin.
+#[test]
+fn f16_arithmetic_gpu_kernel_family() {
+    if f16ctx().is_none() {
+        return;
+    }
+    let gpu = Context::with_options_blocking(ContextOptions {
+        kernel_class: Some(wgconv::KernelClass::Gpu),
+        ..Default::default()
+    })
+    .unwrap();
+    gpu.set_precision(Precision::F16Accumulate).unwrap();
+    let mut rng = Rng::new(11);
+    for integer in [true, false] {
+        for (params, xs, ws) in problems() {
+            let p = Conv2dProblem::new(xs, ws, Some(ws[0]), &params).unwrap();
+            let x = data(&mut rng, integer, xs.iter().product());
+            let w = data(&mut rng, integer, ws.iter().product());
+            let b = data(&mut rng, integer, ws[0]);
+            let want = cpu::conv2d_problem(&p, &x, &w, Some(&b));
+            let scale = cpu::conv2d_abs_scale(&p, &x, &w, Some(&b));
+            let (xt, wt, bt) = (
+                tensor(&gpu, &x, &xs),
+                tensor(&gpu, &w, &ws),
+                tensor(&gpu, &b, &[ws[0]]),
+            );
+            let y = gpu.conv2d(&xt, &wt, Some(&bt), &params).unwrap();
+            let label = format!("gpu family {params:?} {xs:?} {ws:?} integer {integer}");
+            check(
+                &label,
+                &y.read().unwrap(),
+                &want,
+                &scale,
+                p.reduction_len() + 1,
+                integer,
+            );
+        }
+    }
+    let k = wgconv::dev::compiled_kernels(&gpu);
+    for name in ["im2col_f16", "gemm_tiled_f16"] {
+        assert!(k.contains(&name), "{name} not compiled: {k:?}");
+    }
+    let a = data(&mut rng, false, 37 * 21);
+    let bm = data(&mut rng, false, 21 * 19);
+    let g = GemmParams::default();
+    let (want, _) = cpu::gemm(&a, &[37, 21], &bm, &[21, 19], &g).unwrap();
+    let (scale, _) = cpu::gemm(&abs(&a), &[37, 21], &abs(&bm), &[21, 19], &g).unwrap();
+    let c = gpu
+        .gemm(
+            &tensor(&gpu, &a, &[37, 21]),
+            &tensor(&gpu, &bm, &[21, 19]),
+            &g,
+        )
+        .unwrap();
+    check(
+        "gpu family gemm",
+        &c.read().unwrap(),
+        &want,
+        &scale,
+        21,
+        false,
+    );
 }

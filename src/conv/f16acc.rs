@@ -2,7 +2,8 @@
 //!
 //! The f16 twins of the direct algorithm's kernels (`conv2d_direct_f16`, `conv2d_dgrad_f16`,
 //! `conv2d_wgrad_f16`, `pad_fold_f16`: the same definitions with `T = f16`, see
-//! `gpu::wgsl::Elem`) read and write the caller's f16 tensors as `array<f16>` and
+//! `gpu::wgsl::Elem`), and for the forward the im2col GEMM's (`im2col_f16` and the GEMM
+//! twins; `Auto` picks it on GPUs) read and write the caller's f16 tensors as `array<f16>` and
 //! multiply-add in f16; bias, the epilogue and the final store are computed in f32 on the
 //! f16 sum. Contiguous operands are bound as they are (no copies, no conversion passes);
 //! channels-last ones go through contiguous f16 copies (`half::f16_contiguous`, exact).
@@ -13,6 +14,7 @@
 
 use crate::context::{Context, Precision};
 use crate::conv::forward::direct::encode_whole_f16;
+use crate::conv::forward::im2col_gemm;
 use crate::conv::input_grad::direct::dgrad_direct_f16;
 use crate::conv::input_grad::{needs_fold, pad_fold_as, padded_problem, DgradArgs};
 use crate::conv::launch::{ConvBuffers, FusedEpilogue};
@@ -32,17 +34,31 @@ pub(crate) fn active(ctx: &Context, t: &Tensor) -> bool {
     t.dtype() == DType::F16 && ctx.precision() == Precision::F16Accumulate
 }
 
+/// The refusal of a forced algorithm without f16 kernels for this operation.
+fn unsupported(algorithm: Algorithm, what: &str) -> Error {
+    Error::new(ErrorKind::UnsupportedAlgorithm {
+        algorithm: algorithm.name(),
+        reason: format!(
+            "Precision::F16Accumulate runs {what} (force one of those or Auto, or set \
+             Precision::F32Accumulate)"
+        ),
+    })
+}
+
 /// What f16 arithmetic runs on: the direct algorithm (or `Auto`, which picks it), on
 /// operands within one storage binding each.
 fn check(ctx: &Context, algorithm: Algorithm, operands: &[(&'static str, &Tensor)]) -> Result<()> {
     if !matches!(algorithm, Algorithm::Auto | Algorithm::Direct) {
-        return Err(Error::new(ErrorKind::UnsupportedAlgorithm {
-            algorithm: algorithm.name(),
-            reason: "Precision::F16Accumulate runs the direct algorithm's f16 kernels only \
-                     (force Algorithm::Direct or Auto, or set Precision::F32Accumulate)"
-                .into(),
-        }));
+        return Err(unsupported(
+            algorithm,
+            "the direct algorithm's f16 kernels only",
+        ));
     }
+    check_sizes(ctx, operands)
+}
+
+/// Every operand within one storage binding.
+fn check_sizes(ctx: &Context, operands: &[(&'static str, &Tensor)]) -> Result<()> {
     for &(_, t) in operands {
         if !fits(ctx, t.raw()) {
             return Err(Error::exceeds_limit(
@@ -70,7 +86,36 @@ pub(crate) fn forward(
     let mut ops = vec![("x", x), ("w", w), ("y", y)];
     ops.extend(bias.map(|b| ("bias", b)));
     ops.extend(residual.map(|r| ("residual", r)));
-    check(ctx, algorithm, &ops)?;
+    check_sizes(ctx, &ops)?;
+    let im2col = match algorithm {
+        Algorithm::Direct => false,
+        Algorithm::Im2colGemm if epilogue.is_identity() => {
+            if let Err(reason) = im2col_gemm::check(ctx, p) {
+                return Err(Error::new(ErrorKind::UnsupportedAlgorithm {
+                    algorithm: algorithm.name(),
+                    reason: reason.to_string(),
+                }));
+            }
+            true
+        }
+        // GPUs: the im2col GEMM (its tiled f16 GEMM) where the direct kernel is not the
+        // better choice (the f32 heuristic's rule); CPU adapters: the direct kernel.
+        Algorithm::Auto => {
+            !ctx.cpu_kernels()
+                && epilogue.is_identity()
+                && p.c_per_group() > 1
+                && p.k_per_group() >= 4
+                && p.reduction_len() >= 16
+                && im2col_gemm::check(ctx, p).is_ok()
+        }
+        a => {
+            return Err(unsupported(
+                a,
+                "the direct algorithm's f16 kernels, and for the forward without epilogue the \
+                 im2col GEMM's",
+            ))
+        }
+    };
     let xv = f16_contiguous(ctx, enc, x, true)?;
     let wv = f16_contiguous(ctx, enc, w, true)?;
     let bv = bias
@@ -91,7 +136,11 @@ pub(crate) fn forward(
         y_f16: true,
         ..ConvBuffers::new(xv.buf(), wv.buf(), bv.as_ref().map(|b| b.buf()), yv.buf())
     };
-    encode_whole_f16(ctx, enc, p, &bufs)?;
+    if im2col {
+        im2col_gemm::encode_im2col_f16(ctx, enc, p, &bufs)?;
+    } else {
+        encode_whole_f16(ctx, enc, p, &bufs)?;
+    }
     finish_f16(ctx, enc, &yv, y)
 }
 

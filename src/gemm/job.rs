@@ -155,6 +155,17 @@ pub(crate) fn pack(
     pack_as(ctx, enc, mat, k_major, (k, cols, outer, inner), false)
 }
 
+/// [`pack`] of f16 elements (the `pack_f16` twin).
+pub(crate) fn pack_f16(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    mat: &Mat<'_>,
+    k_major: bool,
+    dims: (usize, usize, usize, usize),
+) -> Result<Packed> {
+    pack_as(ctx, enc, mat, k_major, dims, true)
+}
+
 /// [`pack`] of f32 elements, or of f16 ones (`f16`: the `pack_f16` twin; the scratch is
 /// sized for f32, twice what it needs).
 fn pack_as(
@@ -243,14 +254,15 @@ pub(crate) fn encode_job(
     encode_buffers(ctx, enc, job, variant, false)
 }
 
-/// Records a (batched) GEMM of f16 operands with f16 arithmetic (`gemm_reg_f16`,
-/// `Precision::F16Accumulate`): every buffer of `job` holds f16 elements and fits one
-/// storage binding (there are no chunks of f16 operands), bias and accumulation into C are
-/// added in f32 at the store.
+/// Records a (batched) GEMM of f16 operands with f16 arithmetic (`Precision::F16Accumulate`):
+/// the f16 twin of the register kernel (`variant` Register) or of the tiled one (Tiled);
+/// every buffer of `job` holds f16 elements and fits one storage binding (there are no
+/// chunks of f16 operands); bias and accumulation into C are added in f32 at the store.
 pub(crate) fn encode_job_f16(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     job: &GemmJob<'_>,
+    variant: GemmVariant,
 ) -> Result<()> {
     let bias_fits = job.bias.is_none_or(|(b, ..)| fits(ctx, b));
     let whole = [&job.a, &job.b, &job.c]
@@ -269,10 +281,10 @@ pub(crate) fn encode_job_f16(
             max,
         ));
     }
-    encode_buffers(ctx, enc, job, GemmVariant::Register, true)
+    encode_buffers(ctx, enc, job, variant, true)
 }
 
-/// The register or tiled kernel (`f16`: the register kernel's f16 twin) on operands within
+/// The register or tiled kernel (`f16`: their f16 twins) on operands within
 /// one binding each, packing A (and B for the tiled kernel) where not vec4-ready.
 fn encode_buffers(
     ctx: &Context,
@@ -359,7 +371,11 @@ fn encode_buffers(
             ACCUMULATE: job.accumulate,
             ..Default::default()
         };
-        launch::<k::GemmTiled>(ctx, enc, &spec, &u, &binds, total as u64)
+        if f16 {
+            launch::<k::GemmTiledF16>(ctx, enc, &spec, &u, &binds, total as u64)
+        } else {
+            launch::<k::GemmTiled>(ctx, enc, &spec, &u, &binds, total as u64)
+        }
     } else {
         let spec = GemmRegSpec {
             WG: wg,

@@ -273,17 +273,23 @@ impl Context {
             ("c", Some(c)),
         ])?;
         if crate::conv::f16acc::active(self, a) {
-            // f16 arithmetic (`Precision::F16Accumulate`): the register kernel's f16 twin on
+            // f16 arithmetic (`Precision::F16Accumulate`): a GEMM kernel's f16 twin on
             // the tensors' own f16 buffers; an epilogue (f32 tensors only) never comes here.
-            if !matches!(params.variant, GemmVariant::Auto | GemmVariant::Register) {
-                return Err(Error::new(crate::error::ErrorKind::UnsupportedAlgorithm {
-                    algorithm: params.variant.name(),
-                    reason: "Precision::F16Accumulate runs the register GEMM's f16 kernel \
-                             only (GemmVariant::Register or Auto, or set \
-                             Precision::F32Accumulate)"
-                        .into(),
-                }));
-            }
+            // The register or tiled kernel's f16 twin (Auto: tiled on GPUs, else register).
+            let variant = match params.variant {
+                GemmVariant::Auto if !self.cpu_kernels() => GemmVariant::Tiled,
+                GemmVariant::Auto => GemmVariant::Register,
+                v @ (GemmVariant::Register | GemmVariant::Tiled) => v,
+                v => {
+                    return Err(Error::new(crate::error::ErrorKind::UnsupportedAlgorithm {
+                        algorithm: v.name(),
+                        reason: "Precision::F16Accumulate runs the f16 kernels of the \
+                                 register and tiled GEMMs only (or set \
+                                 Precision::F32Accumulate)"
+                            .into(),
+                    }))
+                }
+            };
             let job = gemm_job(
                 (m, n, k, batch, ba, bb),
                 params,
@@ -291,7 +297,7 @@ impl Context {
                 accumulate,
                 None,
             );
-            crate::gemm::job::encode_job_f16(self, encoder, &job)?;
+            crate::gemm::job::encode_job_f16(self, encoder, &job, variant)?;
             return Ok(false);
         }
         let av = half::input(self, encoder, a)?;

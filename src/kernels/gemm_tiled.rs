@@ -1,7 +1,7 @@
 //! `gemm_tiled`: GEMM for GPUs with workgroup-memory tiles (parameters: [`GemmParams`]).
 
 use super::gemm_reg::GemmParams;
-use crate::gpu::wgsl::{hoist_params, spec, ParamStruct, Spec};
+use crate::gpu::wgsl::{hoist_params, spec, Elem, ParamStruct, Spec};
 
 spec! {
     /// Specialisation of `gemm_tiled`. WG, TM and TN are fixed by the tiling (16x16
@@ -20,10 +20,12 @@ spec! {
     }
 }
 
-/// The WGSL source of `gemm_tiled`.
-pub(crate) fn source() -> String {
+/// The WGSL source of `gemm_tiled`, element type and arithmetic `T = elem` (the f16 twin
+/// runs `Precision::F16Accumulate`; bias, accumulation into C and rounding in f32).
+pub(crate) fn source(elem: Elem) -> String {
     let src = format!(
-        "{}\n\n{}\n\n{}",
+        "{}\n{}\n\n{}\n\n{}",
+        elem.header(),
         GemmParams::wgsl(),
         GemmTiledSpec::wgsl(),
         include_str!("gemm_tiled.wgsl")

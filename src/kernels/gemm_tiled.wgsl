@@ -8,15 +8,15 @@
 // Params (GemmParams of src/kernels/gemm_reg.rs) and overrides are prepended by
 // src/kernels/gemm_tiled.rs.
 @group(0) @binding(0) var<storage, read> P: Params;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<vec4<T>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<T>>;
+@group(0) @binding(3) var<storage, read> bias: array<T>;
+@group(0) @binding(4) var<storage, read_write> c: array<T>;
 
 // The tiling fixes WG = 256 (16x16 invocations), TM = TN = 64 (the tile) and the K step.
 const KT: u32 = 16u;
-var<workgroup> As: array<vec4<f32>, 256>; // [KT][16] vec4 = 16 x 64 floats
-var<workgroup> Bs: array<vec4<f32>, 256>;
+var<workgroup> As: array<vec4<T>, 256>; // [KT][16] vec4 = 16 x 64 floats
+var<workgroup> Bs: array<vec4<T>, 256>;
 
 @compute @workgroup_size(WG)
 fn main(
@@ -47,14 +47,14 @@ fn main(
     let a_col = min(tm * 16u + lc, lda4 - 1u);
     let b_col = min(tn * 16u + lc, ldb4 - 1u);
 
-    var acc: array<vec4<f32>, 4>;
+    var acc: array<vec4<T>, 4>;
     for (var i = 0u; i < 4u; i++) {
-        acc[i] = vec4<f32>(0.0);
+        acc[i] = vec4<T>(0.0);
     }
     for (var k0 = 0u; k0 < P.k; k0 += KT) {
         let kr = k0 + lk;
-        var av = vec4<f32>(0.0);
-        var bv = vec4<f32>(0.0);
+        var av = vec4<T>(0.0);
+        var bv = vec4<T>(0.0);
         if (kr < P.k) {
             av = a[a_base + kr * lda4 + a_col];
             bv = b[b_base + kr * ldb4 + b_col];
@@ -65,10 +65,10 @@ fn main(
         for (var kk = 0u; kk < KT; kk++) {
             let a4 = As[kk * 16u + ty];
             let b4 = Bs[kk * 16u + tx];
-            acc[0] = fma(vec4<f32>(a4.x), b4, acc[0]);
-            acc[1] = fma(vec4<f32>(a4.y), b4, acc[1]);
-            acc[2] = fma(vec4<f32>(a4.z), b4, acc[2]);
-            acc[3] = fma(vec4<f32>(a4.w), b4, acc[3]);
+            acc[0] = fma(vec4<T>(a4.x), b4, acc[0]);
+            acc[1] = fma(vec4<T>(a4.y), b4, acc[1]);
+            acc[2] = fma(vec4<T>(a4.z), b4, acc[2]);
+            acc[3] = fma(vec4<T>(a4.w), b4, acc[3]);
         }
         workgroupBarrier();
     }
@@ -81,20 +81,20 @@ fn main(
         }
         var row_bias = 0.0;
         if (BIAS_MODE == 1u) {
-            row_bias = bias[P.bias_off + bi * P.bias_si + m];
+            row_bias = f32(bias[P.bias_off + bi * P.bias_si + m]);
         }
         for (var e = 0u; e < 4u; e++) {
             let n = tn * 64u + tx * 4u + e;
             if (n < P.n) {
-                var out = acc[i][e] + row_bias;
+                var out = f32(acc[i][e]) + row_bias;
                 if (BIAS_MODE == 2u) {
-                    out += bias[P.bias_off + bi * P.bias_si + n];
+                    out += f32(bias[P.bias_off + bi * P.bias_si + n]);
                 }
                 let ci = c_base + m * P.ldc + n * P.ldc_n;
                 if (ACCUMULATE) {
-                    out += c[ci];
+                    out += f32(c[ci]);
                 }
-                c[ci] = out;
+                c[ci] = T(out);
             }
         }
     }

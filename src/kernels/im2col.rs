@@ -1,7 +1,7 @@
 //! `im2col`: unfolds the input patches of a convolution into the column matrix of the GEMM
 //! (K-major, or pixel-major for the weight gradient).
 
-use crate::gpu::wgsl::{hoist_params, params, spec, ParamStruct, Spec, SRC_INDEX};
+use crate::gpu::wgsl::{hoist_params, params, spec, Elem, ParamStruct, Spec, SRC_INDEX};
 use crate::kernels::shared::ConvShape;
 
 params! {
@@ -28,10 +28,12 @@ spec! {
     }
 }
 
-/// The WGSL source of `im2col`.
-pub(crate) fn source() -> String {
+/// The WGSL source of `im2col`, element type `T = elem` (the f16 twin feeds the f16 GEMMs
+/// of `Precision::F16Accumulate`).
+pub(crate) fn source(elem: Elem) -> String {
     let src = format!(
-        "{}\n\n{}\n\n{}\n\n{}",
+        "{}\n{}\n\n{}\n\n{}\n\n{}",
+        elem.header(),
         Im2colParams::wgsl(),
         Im2colSpec::wgsl(),
         SRC_INDEX,

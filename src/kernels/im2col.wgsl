@@ -14,13 +14,13 @@
 
 // Params, overrides and src_index are prepended by src/kernels/im2col.rs.
 @group(0) @binding(0) var<storage, read> P: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> col: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<T>;
+@group(0) @binding(2) var<storage, read_write> col: array<T>;
 
-fn sample(img: u32, g: u32, ci: u32, r: u32, s: u32, oy: u32, ox: u32) -> f32 {
+fn sample(img: u32, g: u32, ci: u32, r: u32, s: u32, oy: u32, ox: u32) -> T {
     let sy = src_index(i32(oy * P.sh + r * P.dh) - P.pad_top, i32(P.h));
     let sx = src_index(i32(ox * P.sw + s * P.dw) - P.pad_left, i32(P.w));
-    var v = 0.0;
+    var v = T(0.0);
     if (sy >= 0 && sx >= 0) {
         let plane = img * P.c + g * P.cg + ci;
         v = x[P.x_off + (plane * P.h + u32(sy)) * P.w + u32(sx)];
@@ -59,7 +59,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             if (q >= P.ldq) {
                 break;
             }
-            var v = 0.0;
+            var v = T(0.0);
             if (q < crs) {
                 let r = select(rr, P.r - 1u - rr, FLIP);
                 let s = select(ss, P.s - 1u - ss, FLIP);
@@ -98,7 +98,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             if (pp >= P.ldp) {
                 break;
             }
-            var v = 0.0;
+            var v = T(0.0);
             if (pp < P.np) {
                 v = sample(img, g, ci, r, s, oy, ox);
             }

@@ -201,7 +201,10 @@ kernels! {
     GemmRegF16 = "gemm_reg_f16", gemm_reg::source(Elem::F16), GemmParams, GemmRegSpec,
         [StorageRead, StorageRead, StorageRead, Storage];
     /// GEMM with workgroup-memory tiles (GPUs).
-    GemmTiled = "gemm_tiled", gemm_tiled::source(), GemmParams, GemmTiledSpec,
+    GemmTiled = "gemm_tiled", gemm_tiled::source(Elem::F32), GemmParams, GemmTiledSpec,
+        [StorageRead, StorageRead, StorageRead, Storage];
+    /// Its f16 twin: f16 operands, f16 arithmetic (`Precision::F16Accumulate`).
+    GemmTiledF16 = "gemm_tiled_f16", gemm_tiled::source(Elem::F16), GemmParams, GemmTiledSpec,
         [StorageRead, StorageRead, StorageRead, Storage];
     /// GEMM reading both operands from packed storage images (8-lane subgroups).
     GemmImage = "gemm_image", gemm_image::source(false), GemmImageParams, GemmImageSpec,
@@ -223,7 +226,10 @@ kernels! {
     PackImageFlat = "pack_image_flat", pack_image::source(true), PackImageParams, PackImageSpec,
         [ImageRead, Storage];
     /// Unfolds convolution patches into a column matrix.
-    Im2col = "im2col", im2col::source(), Im2colParams, Im2colSpec, [StorageRead, Storage];
+    Im2col = "im2col", im2col::source(Elem::F32), Im2colParams, Im2colSpec, [StorageRead, Storage];
+    /// Its f16 twin (the columns of `Precision::F16Accumulate`'s im2col GEMM).
+    Im2colF16 = "im2col_f16", im2col::source(Elem::F16), Im2colParams, Im2colSpec,
+        [StorageRead, Storage];
     /// Input gradient / transposed convolution, gathered.
     Conv2dDgrad = "conv2d_dgrad", conv2d_dgrad::source(Elem::F32), DgradParams, DgradSpec,
         [StorageRead, StorageRead, StorageRead, Storage];

@@ -6,7 +6,7 @@ use crate::conv::launch::{fit_one_binding, im2col_params, im2col_spec, ConvBuffe
 use crate::conv::table::{always, anywhere, need, Entry, Reason};
 use crate::conv::Algorithm;
 use crate::error::Result;
-use crate::gemm::job::{encode_job, pack, GemmJob, Mat, Packed};
+use crate::gemm::job::{encode_job, encode_job_f16, pack, pack_f16, GemmJob, Mat, Packed};
 use crate::gemm::GemmVariant;
 use crate::gpu::memory::ScratchBuffer;
 use crate::gpu::{launch, u32_of, Bind};
@@ -63,6 +63,30 @@ pub(crate) fn pack_weights(
     pack(ctx, enc, &wmat, false, crs, kg, 1, p.groups)
 }
 
+/// [`pack_weights`] of f32 weights, or of f16 ones (`f16`).
+fn pack_weights_of(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    w: &wgpu::Buffer,
+    f16: bool,
+) -> Result<Packed> {
+    if !f16 {
+        return pack_weights(ctx, enc, p, w);
+    }
+    let crs = p.reduction_len();
+    let kg = p.k_per_group();
+    let wmat = Mat {
+        win: None,
+        buf: w,
+        off: 0,
+        ld: crs,
+        si: kg * crs,
+        so: 0,
+    };
+    pack_f16(ctx, enc, &wmat, false, (crs, kg, 1, p.groups))
+}
+
 /// Row alignment (in floats) of column matrices: 64 when the GEMM runs on storage images,
 /// whose K-major operands with 64-float rows are copied into the image instead of packed.
 pub(crate) fn col_align(ctx: &Context) -> usize {
@@ -92,6 +116,31 @@ pub(crate) fn encode_im2col_at(
     bufs: &ConvBuffers,
     x_base: usize,
 ) -> Result<()> {
+    encode_im2col_of(ctx, enc, p, bufs, x_base, false)
+}
+
+/// The forward im2col GEMM with f16 arithmetic (`Precision::F16Accumulate`): every buffer
+/// of `bufs` holds f16 elements within one binding; `im2col_f16` fills f16 columns and the
+/// GEMM's f16 twin multiplies them (bias in f32 at its store; no epilogue).
+pub(crate) fn encode_im2col_f16(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    bufs: &ConvBuffers,
+) -> Result<()> {
+    encode_im2col_of(ctx, enc, p, bufs, 0, true)
+}
+
+/// [`encode_im2col_at`] of f32 buffers, or of f16 ones with f16 arithmetic (`f16`; the
+/// column scratch is sized for f32, twice what f16 columns need).
+fn encode_im2col_of(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    bufs: &ConvBuffers,
+    x_base: usize,
+    f16: bool,
+) -> Result<()> {
     let crs = p.reduction_len();
     let (kg, ohw) = (p.k_per_group(), p.oh * p.ow);
     let full_crs = crs * p.groups; // rows of one image's column matrix (all groups)
@@ -104,7 +153,8 @@ pub(crate) fn encode_im2col_at(
                                   // Rows of the column matrix are aligned for the GEMM (64 floats: copied, not packed, into
                                   // the image GEMM's operand) unless one aligned block of pixels exceeds the budget (a
                                   // lowered binding limit): then 4, and the GEMM packs it.
-    let align = match col_align(ctx) {
+                                  // The f16 GEMMs are the register and tiled kernels: vec4 alignment suffices.
+    let align = match if f16 { 4 } else { col_align(ctx) } {
         a if row_bytes * a <= budget => a,
         _ => 4,
     };
@@ -128,7 +178,7 @@ pub(crate) fn encode_im2col_at(
     let wp = if pixel_major {
         None
     } else {
-        Some(pack_weights(ctx, enc, p, &bufs.w)?)
+        Some(pack_weights_of(ctx, enc, p, &bufs.w, f16)?)
     };
     let spec = im2col_spec(p, false);
     let mut u = im2col_params(p)?;
@@ -149,14 +199,12 @@ pub(crate) fn encode_im2col_at(
             u.np = u32_of(cnt, "pixels")?;
             u.ldp = u32_of(ld, "pixels")?;
             u.total = u32_of(total, "column elements")?;
-            launch::<k::Im2col>(
-                ctx,
-                enc,
-                &spec,
-                &u,
-                &[Bind::whole(&bufs.x), Bind::whole(&col.buffer)],
-                total as u64,
-            )?;
+            let binds = [Bind::whole(&bufs.x), Bind::whole(&col.buffer)];
+            if f16 {
+                launch::<k::Im2colF16>(ctx, enc, &spec, &u, &binds, total as u64)?;
+            } else {
+                launch::<k::Im2col>(ctx, enc, &spec, &u, &binds, total as u64)?;
+            }
             let col_mat = Mat {
                 win: None,
                 buf: &col.buffer,
@@ -217,7 +265,16 @@ pub(crate) fn encode_im2col_at(
                     epilogue: None,
                 }
             };
-            encode_job(ctx, enc, &job, GemmVariant::Auto)?;
+            if f16 {
+                let v = if ctx.cpu_kernels() {
+                    GemmVariant::Register
+                } else {
+                    GemmVariant::Tiled
+                };
+                encode_job_f16(ctx, enc, &job, v)?;
+            } else {
+                encode_job(ctx, enc, &job, GemmVariant::Auto)?;
+            }
             p0 += cnt;
         }
         n0 += nb;
