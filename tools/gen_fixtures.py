@@ -1309,10 +1309,10 @@ def epi_kinks(e):
     return []
 
 
-def epi_apply(cid, e, v, va, ones, shape, rng, integer):
+def epi_apply(cid, e, v, va, ones, shape, rng, integer, dtype="float32"):
     """Output, abs scale, term counts and residual of epilogue e on v (= conv + b, float64)
     with |terms| va and term counts ones."""
-    r = draw(rng, shape, integer).astype(np.float64) if e["residual"] != "none" else 0.0
+    r = draw(rng, shape, integer, dtype).astype(np.float64) if e["residual"] != "none" else 0.0
     y = j_epi(e, v, r)
     ra = np.abs(r)
     lip = epi_lip(e)
@@ -1329,12 +1329,16 @@ def epi_apply(cid, e, v, va, ones, shape, rng, integer):
     return y, ya, cnt, (None if e["residual"] == "none" else np.asarray(r, np.float32))
 
 
+F16_SUFFIX = {"float32": "", "float16": "_f16"}
+
+
 def epi_tag(e):
     return "epi_%s_%s" % (e["activation"], e["residual"])
 
 
 def epi_finish(case, e, inputs, outputs, abs_out, counts, integer):
     case["epilogue"] = e
+    # float64 references, rounded once to the case's type by finish.
     finish(case, inputs, outputs, abs_out, counts, integer)
     if not integer:
         extra = max(EPI_REL * float(v) for v in case["abs_scale"].values())
@@ -1342,20 +1346,20 @@ def epi_finish(case, e, inputs, outputs, abs_out, counts, integer):
 
 
 def conv_epi(op, e, N, C, H, W, K, R, S, stride=1, padding=0, dilation=1, groups=1,
-             mode="zeros", bias=True, integer=False, note=None):
+             mode="zeros", bias=True, integer=False, note=None, dtype="float32"):
     flip = op == "convolve2d"
     p = conv_params(stride, padding, dilation, groups, mode, bias, R, S)
-    cid = conv_id(op, N, C, H, W, K, R, S, p, integer, epi_tag(e))
+    cid = conv_id(op, N, C, H, W, K, R, S, p, integer, epi_tag(e)) + F16_SUFFIX[dtype]
     xs, ws = [N, C, H, W], [K, C // groups, R, S]
     check(not conv_errors(p, xs, ws, [K] if bias else None), cid)
     rng = rng_for(cid)
-    x, w = draw(rng, xs, integer), draw(rng, ws, integer)
-    b = draw(rng, [K], integer) if bias else None
+    x, w = draw(rng, xs, integer, dtype), draw(rng, ws, integer, dtype)
+    b = draw(rng, [K], integer, dtype) if bias else None
     v = jref_conv(x, w, b, p, flip)
     va = jref_conv(np.abs(x), np.abs(w), None if b is None else np.abs(b), p, flip)
     ones = jref_conv(np.ones_like(x), np.ones_like(w), None if b is None else np.ones_like(b), p, flip)
     cross_check(cid, "conv", v, naive_conv(x, w, b, p, flip), float(va.max()))
-    y, ya, cnt, r = epi_apply(cid, e, v, va, ones, list(v.shape), rng, integer)
+    y, ya, cnt, r = epi_apply(cid, e, v, va, ones, list(v.shape), rng, integer, dtype)
     shapes = {"x": xs, "w": ws}
     inputs = {"x": x, "w": w}
     if bias:
@@ -1366,29 +1370,29 @@ def conv_epi(op, e, N, C, H, W, K, R, S, stride=1, padding=0, dilation=1, groups
     desc = describe(op, N, C, H, W, K, R, S, p, integer,
                     "epilogue %s, residual %s%s" % (e["activation"], e["residual"],
                                                     (". " + note) if note else ""))
-    case = header(cid, op, "ok", desc, p, shapes)
-    epi_finish(case, e, inputs, {"y": y.astype(np.float32)}, {"y": ya}, {"y": cnt}, integer)
+    case = header(cid, op, "ok", desc, p, shapes, dtype)
+    epi_finish(case, e, inputs, {"y": np.asarray(y, np.float64)}, {"y": ya}, {"y": cnt}, integer)
     add_case(case)
 
 
 def convt_epi(e, N, Cin, H, W, Cout, R, S, stride=1, padding=0, output_padding=0,
-              dilation=1, groups=1, bias=True, integer=False):
+              dilation=1, groups=1, bias=True, integer=False, dtype="float32"):
     op = "conv_transpose2d"
     p = {"stride": pair(stride), "padding": pair(padding)}
     p["padding_resolved"] = [[p["padding"][0]] * 2, [p["padding"][1]] * 2]
     p.update({"output_padding": pair(output_padding), "dilation": pair(dilation),
               "groups": groups, "padding_mode": "zeros", "bias": bias})
-    cid = conv_id(op, N, Cin, H, W, Cout, R, S, p, integer, epi_tag(e))
+    cid = conv_id(op, N, Cin, H, W, Cout, R, S, p, integer, epi_tag(e)) + F16_SUFFIX[dtype]
     xs, ws = [N, Cin, H, W], [Cin, Cout // groups, R, S]
     check(not convt_errors(p, xs, ws, [Cout] if bias else None), cid)
     rng = rng_for(cid)
-    x, w = draw(rng, xs, integer), draw(rng, ws, integer)
-    b = draw(rng, [Cout], integer) if bias else None
+    x, w = draw(rng, xs, integer, dtype), draw(rng, ws, integer, dtype)
+    b = draw(rng, [Cout], integer, dtype) if bias else None
     v = jref_convt(x, w, b, p)
     va = jref_convt(np.abs(x), np.abs(w), None if b is None else np.abs(b), p)
     ones = jref_convt(np.ones_like(x), np.ones_like(w), None if b is None else np.ones_like(b), p)
     cross_check(cid, "convt", v, naive_convt(x, w, b, p), float(va.max()))
-    y, ya, cnt, r = epi_apply(cid, e, v, va, ones, list(v.shape), rng, integer)
+    y, ya, cnt, r = epi_apply(cid, e, v, va, ones, list(v.shape), rng, integer, dtype)
     shapes = {"x": xs, "w": ws}
     inputs = {"x": x, "w": w}
     if bias:
@@ -1398,26 +1402,28 @@ def convt_epi(e, N, Cin, H, W, Cout, R, S, stride=1, padding=0, output_padding=0
     shapes["y"] = list(v.shape)
     desc = describe(op, N, Cin, H, W, Cout, R, S, p, integer,
                     "epilogue %s, residual %s" % (e["activation"], e["residual"]))
-    case = header(cid, op, "ok", desc, p, shapes)
-    epi_finish(case, e, inputs, {"y": y.astype(np.float32)}, {"y": ya}, {"y": cnt}, integer)
+    case = header(cid, op, "ok", desc, p, shapes, dtype)
+    epi_finish(case, e, inputs, {"y": np.asarray(y, np.float64)}, {"y": ya}, {"y": cnt}, integer)
     add_case(case)
 
 
 def grad_epi(e, N, C, H, W, K, R, S, stride=1, padding=0, dilation=1, groups=1, mode="zeros",
-             bias=True):
+             bias=True, dtype="float32"):
     op = "conv2d_grad"
     p = conv_params(stride, padding, dilation, groups, mode, bias, R, S)
-    cid = conv_id(op, N, C, H, W, K, R, S, p, False, epi_tag(e))
+    cid = conv_id(op, N, C, H, W, K, R, S, p, False, epi_tag(e)) + F16_SUFFIX[dtype]
     xs, ws = [N, C, H, W], [K, C // groups, R, S]
     rng = rng_for(cid)
-    x, w = draw(rng, xs, False), draw(rng, ws, False)
-    b = draw(rng, [K], False) if bias else None
+    x, w = draw(rng, xs, False, dtype), draw(rng, ws, False, dtype)
+    b = draw(rng, [K], False, dtype) if bias else None
     v = jref_conv(x, w, b, p, False)
     dys = list(v.shape)
     check(not conv_errors(p, xs, ws, [K] if bias else None, dys), cid)
-    dy = draw(rng, dys, False)
-    r = draw(rng, dys, False) if e["residual"] != "none" else None
-    z = (v + r if e["residual"] == "before" else v).astype(np.float32)
+    dy = draw(rng, dys, False, dtype)
+    r = draw(rng, dys, False, dtype) if e["residual"] != "none" else None
+    # z: the saved pre-activation, a tensor of the case's type.
+    zt = np.float16 if dtype == "float16" else np.float32
+    z = (v + r if e["residual"] == "before" else v).astype(zt).astype(np.float32)
     for k in epi_kinks(e):
         check(float(np.min(np.abs(z.astype(np.float64) - k))) > 1e-6, "%s: z at a kink" % cid)
     z64 = jnp.asarray(z, jnp.float64)
@@ -1454,28 +1460,28 @@ def grad_epi(e, N, C, H, W, K, R, S, stride=1, padding=0, dilation=1, groups=1, 
     desc = describe(op, N, C, H, W, K, R, S, p, False,
                     "epilogue %s, residual %s: gradients through it given z" %
                     (e["activation"], e["residual"]))
-    case = header(cid, op, "ok", desc, p, shapes)
-    epi_finish(case, e, inputs, {k: np.asarray(v_, np.float64).astype(np.float32)
-                                 for k, v_ in g.items()}, ga, go, False)
+    case = header(cid, op, "ok", desc, p, shapes, dtype)
+    epi_finish(case, e, inputs, {k: np.asarray(v_, np.float64) for k, v_ in g.items()}, ga, go,
+               False)
     add_case(case)
 
 
-def gemm_epi(e, m, k, n, ta, tb, bias=True, integer=False):
+def gemm_epi(e, m, k, n, ta, tb, bias=True, integer=False, dtype="float32"):
     p = {"m": m, "k": k, "n": n, "transpose_a": ta, "transpose_b": tb}
     cid = "gemm_%s_%dx%dx%d_%s%s%s%s" % (epi_tag(e), m, k, n, "t" if ta else "n",
                                          "t" if tb else "n", "_bias" if bias else "",
-                                         "_int" if integer else "")
+                                         "_int" if integer else "") + F16_SUFFIX[dtype]
     sa, sb = gemm_shapes(m, k, n, ta, tb)
     rng = rng_for(cid)
-    a, b = draw(rng, sa, integer), draw(rng, sb, integer)
-    bv = draw(rng, [n], integer) if bias else None
+    a, b = draw(rng, sa, integer, dtype), draw(rng, sb, integer, dtype)
+    bv = draw(rng, [n], integer, dtype) if bias else None
     v = jref_gemm(a, b, p)
     va = jref_gemm(np.abs(a), np.abs(b), p)
     cross_check(cid, "c", v, naive_gemm(a, b, p), float(va.max()))
     ones = np.full(v.shape, float(k))
     if bias:
         v, va, ones = v + bv[None, :], va + np.abs(bv)[None, :], ones + 1
-    c, ca, cnt, r = epi_apply(cid, e, v, va, ones, [m, n], rng, integer)
+    c, ca, cnt, r = epi_apply(cid, e, v, va, ones, [m, n], rng, integer, dtype)
     shapes = {"a": sa, "b": sb}
     inputs = {"a": a, "b": b}
     if bias:
@@ -1486,8 +1492,8 @@ def gemm_epi(e, m, k, n, ta, tb, bias=True, integer=False):
     desc = ("gemm: c [%d,%d] = epilogue(%s @ %s%s), k = %d, epilogue %s, residual %s%s"
             % (m, n, "a^T" if ta else "a", "b^T" if tb else "b", " + bias" if bias else "", k,
                e["activation"], e["residual"], "; integer-valued inputs" if integer else ""))
-    case = header(cid, "gemm", "ok", desc, p, shapes)
-    epi_finish(case, e, inputs, {"c": c.astype(np.float32)}, {"c": ca}, {"c": cnt}, integer)
+    case = header(cid, "gemm", "ok", desc, p, shapes, dtype)
+    epi_finish(case, e, inputs, {"c": np.asarray(c, np.float64)}, {"c": ca}, {"c": cnt}, integer)
     add_case(case)
 
 
@@ -1550,6 +1556,23 @@ def build_epilogue_cases():
     gemm_epi(E("gelu_tanh", "after"), 64, 48, 40, False, True)
     gemm_epi(E("sigmoid", "none"), 17, 9, 31, True, False, bias=False)
     gemm_epi(E("relu", "after"), 24, 16, 20, False, False, integer=True)
+    # float16 tensors (f32 arithmetic, each result rounded once to f16): every entry point.
+    H = "float16"
+    conv_epi(c, E("relu", "before"), 2, 4, 7, 9, 6, 3, 3, padding=1, mode="reflect", dtype=H)
+    conv_epi(c, E("gelu", "after"), 1, 8, 9, 16, 16, 3, 3, padding=1, groups=8, dtype=H,
+             note="depthwise multiplier 2")
+    conv_epi(c, E("silu", "none"), 1, 16, 8, 8, 16, 1, 1, dtype=H)
+    conv_epi(c, E("relu", "after"), 1, 16, 7, 9, 8, 1, 1, integer=True, dtype=H)
+    conv_epi(v, E("hardswish", "before"), 1, 3, 7, 9, 4, 3, 2, padding=1, mode="circular",
+             dtype=H)
+    convt_epi(E("leaky_relu", "after"), 1, 4, 5, 6, 4, 3, 3, stride=2, padding=1,
+              output_padding=1, dtype=H)
+    grad_epi(E("gelu", "before"), 1, 4, 7, 9, 6, 3, 3, padding=1, dtype=H)
+    grad_epi(E("sigmoid", "after"), 2, 16, 7, 9, 8, 1, 1, dtype=H)
+    grad_epi(E("relu", "none"), 1, 8, 9, 16, 8, 3, 3, padding=1, groups=8, mode="reflect",
+             dtype=H)
+    gemm_epi(E("tanh", "before"), 33, 20, 17, False, True, dtype=H)
+    gemm_epi(E("relu", "after"), 24, 16, 20, False, False, integer=True, dtype=H)
 
 
 def build_epilogue_errors():
@@ -1599,14 +1622,22 @@ def layout_signature(case):
             e["residual"] if e else None, case["dtype"])
 
 
+def layout_group(c):
+    """Cases added later cycle on their own, so adding them did not move the layout combos
+    of the others: 1 accumulate-float16 cases, 2 float16 cases with an epilogue."""
+    if c.get("accumulate") == "float16":
+        return 1
+    if c["dtype"] == "float16" and c.get("epilogue"):
+        return 2
+    return 0
+
+
 def build_layout_cases():
-    # The accumulate-float16 cases cycle on their own (adding them did not move the combos
-    # of the other cases).
-    for acc in (False, True):
-        build_layout_cases_of(acc)
+    for group in (0, 1, 2):
+        build_layout_cases_of(group)
 
 
-def build_layout_cases_of(acc_f16):
+def build_layout_cases_of(group):
     seen = set()
     picked = []
     for cid in sorted(CASES):
@@ -1614,7 +1645,7 @@ def build_layout_cases_of(acc_f16):
         if c["expect"] != "ok" or c["op"] not in ("conv2d", "convolve2d", "conv_transpose2d",
                                                    "conv2d_grad"):
             continue
-        if (c.get("accumulate") == "float16") != acc_f16 or "layout" in c:
+        if layout_group(c) != group or "layout" in c:
             continue
         sig = layout_signature(c)
         if sig in seen:

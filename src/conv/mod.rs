@@ -732,8 +732,9 @@ impl Context {
         (dx, dw, db): (&Tensor, &Tensor, Option<&Tensor>),
         algorithm: Algorithm,
     ) -> Result<()> {
-        if f16acc::active(self, dx) {
-            // f16 arithmetic for dx and dw; the bias gradient keeps f32 sums.
+        if f16acc::active(self, dy) && f16acc::active(self, dx) {
+            // f16 arithmetic for dx and dw; the bias gradient keeps f32 sums (and the f32 dz
+            // of `conv2d_backward_fused` keeps f32 arithmetic throughout).
             f16acc::input_grad(self, enc, p, (dy, w, None, dx), algorithm)?;
             f16acc::weight_grad(self, enc, p, (x, dy, dw), algorithm)?;
             if let Some(db) = db {
@@ -875,6 +876,24 @@ impl Context {
         if f16acc::active(self, x) {
             return f16acc::input_grad(self, encoder, &tp.conv, (x, w, bias, y), algorithm);
         }
+        let yv = self.encode_conv_transpose2d_view(encoder, x, w, bias, params, algorithm, y)?;
+        half::finish(self, encoder, &yv, y)
+    }
+
+    /// [`Context::encode_conv_transpose2d`] (f32 arithmetic) up to its result in the f32
+    /// view of `y` it returns, before [`half::finish`] writes it into `y`.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_conv_transpose2d_view(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        params: &ConvTranspose2dParams,
+        algorithm: Algorithm,
+        y: &Tensor,
+    ) -> Result<half::F32View> {
+        let tp = self.transposed_problem(x, w, bias, params)?;
         // Auto resolved once for a whole problem (see `encode_conv2d_fused_problem`).
         let pinned = band::input_grad_pin(self, &tp.conv, algorithm, (true, bias.is_some()));
         let algorithm = pinned.unwrap_or(algorithm);
@@ -902,7 +921,7 @@ impl Context {
             [xv.cl, yv.cl],
             false,
         )?;
-        half::finish(self, encoder, &yv, y)
+        Ok(yv)
     }
 
     fn transposed_problem(
@@ -990,8 +1009,10 @@ impl Context {
     /// or a residual given without / missing with a residual position;
     /// [`ErrorKind::ShapeMismatch`](crate::ErrorKind::ShapeMismatch) named `residual` for a
     /// residual of another shape than the output;
-    /// [`ErrorKind::DTypeMismatch`](crate::ErrorKind::DTypeMismatch) for an f16 tensor
-    /// (epilogues take f32 tensors, in every fused entry point).
+    /// [`ErrorKind::DTypeMismatch`](crate::ErrorKind::DTypeMismatch) for operands of
+    /// different element types. On f16 tensors the epilogue is computed in f32 on the f32
+    /// sum and the result rounded once to f16 (with `Precision::F16Accumulate`, on the f16
+    /// result: the direct kernel fuses it, other paths run the pass on an f32 copy).
     #[allow(clippy::too_many_arguments)]
     pub fn conv2d_fused(
         &self,
@@ -1003,7 +1024,7 @@ impl Context {
         epilogue: &Epilogue,
         algorithm: Algorithm,
     ) -> Result<Tensor> {
-        epilogue_f32(&[
+        half::common_dtype(&[
             ("x", Some(x)),
             ("w", Some(w)),
             ("bias", bias),
@@ -1011,7 +1032,7 @@ impl Context {
         ])?;
         let p = self.conv2d_problem(x, w, bias, params)?;
         self.check_residual(epilogue, residual, &p.y_shape(), None)?;
-        let y = Tensor::uninit_as(self, &p.y_shape(), DType::F32, x.format())?;
+        let y = Tensor::uninit_as(self, &p.y_shape(), x.dtype(), x.format())?;
         let mut enc = self.encoder("wgconv conv2d_fused");
         self.encode_conv2d_fused_problem(
             &mut enc,
@@ -1042,7 +1063,7 @@ impl Context {
     ) -> Result<()> {
         // Written when the caller submits: never cached from now on.
         y.mark_volatile();
-        epilogue_f32(&[
+        half::common_dtype(&[
             ("x", Some(x)),
             ("w", Some(w)),
             ("bias", bias),
@@ -1081,7 +1102,7 @@ impl Context {
         epilogue: &Epilogue,
         algorithm: Algorithm,
     ) -> Result<Tensor> {
-        epilogue_f32(&[
+        half::common_dtype(&[
             ("x", Some(x)),
             ("w", Some(w)),
             ("bias", bias),
@@ -1089,7 +1110,7 @@ impl Context {
         ])?;
         let tp = self.transposed_problem(x, w, bias, params)?;
         self.check_residual(epilogue, residual, &tp.y_shape(), None)?;
-        let y = Tensor::uninit_as(self, &tp.y_shape(), DType::F32, x.format())?;
+        let y = Tensor::uninit_as(self, &tp.y_shape(), x.dtype(), x.format())?;
         let mut enc = self.encoder("wgconv conv_transpose2d_fused");
         self.encode_conv_transpose2d_fused(
             &mut enc, x, w, bias, residual, params, epilogue, algorithm, &y,
@@ -1112,7 +1133,8 @@ impl Context {
         algorithm: Algorithm,
         y: &Tensor,
     ) -> Result<()> {
-        epilogue_f32(&[
+        y.mark_volatile();
+        half::common_dtype(&[
             ("x", Some(x)),
             ("w", Some(w)),
             ("bias", bias),
@@ -1123,15 +1145,48 @@ impl Context {
         self.check_residual(epilogue, residual, &tp.y_shape(), Some(y))?;
         // The epilogue pass is elementwise over y's storage: r in y's order.
         same_format("residual", residual, y.format())?;
-        self.encode_conv_transpose2d(encoder, x, w, bias, params, algorithm, y)?;
+        if y.dtype() == DType::F32 {
+            self.encode_conv_transpose2d(encoder, x, w, bias, params, algorithm, y)?;
+            return epilogue::encode_forward(
+                self,
+                encoder,
+                epilogue,
+                y.raw(),
+                residual.map(Tensor::raw),
+                numel(y.shape()),
+            );
+        }
+        if f16acc::active(self, x) {
+            self.encode_conv_transpose2d(encoder, x, w, bias, params, algorithm, y)?;
+            // f16 arithmetic: the pass on an f32 copy of the f16 result, rounded again.
+            let yv = half::input(self, encoder, y)?;
+            let rv = residual
+                .map(|r| half::input_in(self, encoder, r, yv.cl))
+                .transpose()?;
+            epilogue::encode_forward(
+                self,
+                encoder,
+                epilogue,
+                yv.buf(),
+                rv.as_ref().map(|r| r.buf()),
+                numel(y.shape()),
+            )?;
+            return half::finish(self, encoder, &yv, y);
+        }
+        // f16 with f32 arithmetic: the pass on the f32 result, rounded once.
+        let yv = self.encode_conv_transpose2d_view(encoder, x, w, bias, params, algorithm, y)?;
+        let rv = residual
+            .map(|r| half::input_in(self, encoder, r, yv.cl))
+            .transpose()?;
         epilogue::encode_forward(
             self,
             encoder,
             epilogue,
-            y.raw(),
-            residual.map(Tensor::raw),
+            yv.buf(),
+            rv.as_ref().map(|r| r.buf()),
             numel(y.shape()),
-        )
+        )?;
+        half::finish(self, encoder, &yv, y)
     }
 
     /// Records the gradient through an epilogue's activation, `dz = dy ⊙ act'(z)` (one
@@ -1163,7 +1218,7 @@ impl Context {
         }
         epilogue.validate()?;
         epilogue.check_residual_given(dr.is_some())?;
-        epilogue_f32(&[
+        half::common_dtype(&[
             ("dy", Some(dy)),
             ("z", Some(saved)),
             ("dz", Some(dz)),
@@ -1190,24 +1245,63 @@ impl Context {
                 "the outputs dz and dr must be distinct tensors, neither dy nor z",
             ));
         }
-        epilogue::encode_grad(
-            self,
-            encoder,
-            epilogue,
-            dy.raw(),
-            saved.raw(),
-            dz.raw(),
-            numel(dy.shape()),
-        )?;
-        let bytes = (numel(dy.shape()) * 4) as u64;
-        match (epilogue.residual, dr) {
-            (Residual::Before, Some(dr)) => {
-                encoder.copy_buffer_to_buffer(dz.raw(), 0, dr.raw(), 0, bytes)
+        self.encode_epilogue_grad(encoder, dy, saved, epilogue, dz, dr)
+    }
+
+    /// The pass of [`Context::encode_epilogue_backward`] on checked operands: the f32
+    /// tensors' own buffers, or f32 views of f16 ones (`dz` may be f32 for f16 `dy`: the
+    /// f32 `dz` that [`Context::conv2d_backward_fused`] keeps for the gradients).
+    fn encode_epilogue_grad(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        dy: &Tensor,
+        saved: &Tensor,
+        epilogue: &Epilogue,
+        dz: &Tensor,
+        dr: Option<&Tensor>,
+    ) -> Result<()> {
+        let n = numel(dy.shape());
+        let f32_only = [Some(dy), Some(saved), Some(dz), dr]
+            .into_iter()
+            .flatten()
+            .all(|t| t.dtype() == DType::F32);
+        if f32_only {
+            epilogue::encode_grad(
+                self,
+                encoder,
+                epilogue,
+                dy.raw(),
+                saved.raw(),
+                dz.raw(),
+                numel(dy.shape()),
+            )?;
+            let bytes = (numel(dy.shape()) * 4) as u64;
+            match (epilogue.residual, dr) {
+                (Residual::Before, Some(dr)) => {
+                    encoder.copy_buffer_to_buffer(dz.raw(), 0, dr.raw(), 0, bytes)
+                }
+                (Residual::After, Some(dr)) => {
+                    encoder.copy_buffer_to_buffer(dy.raw(), 0, dr.raw(), 0, bytes)
+                }
+                _ => {}
             }
-            (Residual::After, Some(dr)) => {
-                encoder.copy_buffer_to_buffer(dy.raw(), 0, dr.raw(), 0, bytes)
-            }
-            _ => {}
+            return Ok(());
+        }
+        // One elementwise pass over contiguous f32 views, each output written back.
+        let dyv = half::input(self, encoder, dy)?;
+        let zv = half::input(self, encoder, saved)?;
+        let dzv = half::output(self, encoder, dz, false)?;
+        epilogue::encode_grad(self, encoder, epilogue, dyv.buf(), zv.buf(), dzv.buf(), n)?;
+        let src = match epilogue.residual {
+            Residual::Before => Some(dzv.buf().clone()),
+            Residual::After => Some(dyv.buf().clone()),
+            Residual::None => None,
+        };
+        half::finish(self, encoder, &dzv, dz)?;
+        if let (Some(dr), Some(src)) = (dr, src) {
+            let drv = half::output(self, encoder, dr, false)?;
+            encoder.copy_buffer_to_buffer(&src, 0, drv.buf(), 0, (n * 4) as u64);
+            half::finish(self, encoder, &drv, dr)?;
         }
         Ok(())
     }
@@ -1234,7 +1328,7 @@ impl Context {
     ) -> Result<Conv2dFusedGradients> {
         x.check_ctx(self, "x")?;
         w.check_ctx(self, "w")?;
-        epilogue_f32(&[
+        let dt = half::common_dtype(&[
             ("x", Some(x)),
             ("w", Some(w)),
             ("dy", Some(dy)),
@@ -1244,20 +1338,26 @@ impl Context {
         self.check_dy(&p, dy)?;
         epilogue.validate()?;
         let f = dy.format();
+        // dz stays f32 for f16 tensors too (the gradients read the f32 values of dy ⊙ act'(z),
+        // rounded once at their own outputs); dr, dx, dw, db have the operands' type.
         let dz = Tensor::uninit_as(self, &p.y_shape(), DType::F32, f)?;
         let dr = match epilogue.residual {
             Residual::None => None,
-            _ => Some(Tensor::uninit_as(self, &p.y_shape(), DType::F32, f)?),
+            _ => Some(Tensor::uninit_as(self, &p.y_shape(), dt, f)?),
         };
-        let dx = Tensor::uninit_as(self, &p.x_shape(), DType::F32, x.format())?;
-        let dw = Tensor::uninit_as(self, &p.w_shape(), DType::F32, w.format())?;
+        let dx = Tensor::uninit_as(self, &p.x_shape(), dt, x.format())?;
+        let dw = Tensor::uninit_as(self, &p.w_shape(), dt, w.format())?;
         let db = if with_bias {
-            Some(Tensor::uninit_of(self, &[p.k], DType::F32)?)
+            Some(Tensor::uninit_of(self, &[p.k], dt)?)
         } else {
             None
         };
         let mut enc = self.encoder("wgconv conv2d_backward_fused");
-        self.encode_epilogue_backward(&mut enc, dy, saved, epilogue, &dz, dr.as_ref())?;
+        // The checks of `encode_epilogue_backward` (dz, dr are the library's own).
+        self.check_out(saved, "z", dy.shape())?;
+        same_format("z", Some(saved), f)?;
+        epilogue.check_residual_given(dr.is_some())?;
+        self.encode_epilogue_grad(&mut enc, dy, saved, epilogue, &dz, dr.as_ref())?;
         self.encode_backward_all(
             &mut enc,
             &p,
@@ -1303,15 +1403,4 @@ fn same_format(what: &'static str, t: Option<&Tensor>, f: MemoryFormat) -> Resul
         )),
         _ => Ok(()),
     }
-}
-
-/// Epilogues take f32 tensors only (for now): [`ErrorKind::DTypeMismatch`](crate::ErrorKind::DTypeMismatch)
-/// names the first f16 one.
-pub(crate) fn epilogue_f32(tensors: &[(&'static str, Option<&Tensor>)]) -> Result<()> {
-    for &(what, t) in tensors {
-        if let Some(t) = t.filter(|t| t.dtype() != DType::F32) {
-            return Err(Error::dtype_mismatch(what, DType::F32, t.dtype()));
-        }
-    }
-    Ok(())
 }

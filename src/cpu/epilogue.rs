@@ -10,7 +10,11 @@ use crate::params::{numel, Conv2dParams, Conv2dProblem, ConvTranspose2dParams, S
 
 /// Validates the epilogue and the residual slice (given exactly when the epilogue adds one,
 /// of `len` elements).
-fn check_residual(epilogue: &Epilogue, residual: Option<&[f32]>, len: usize) -> Result<()> {
+pub(crate) fn check_residual(
+    epilogue: &Epilogue,
+    residual: Option<&[f32]>,
+    len: usize,
+) -> Result<()> {
     epilogue.validate()?;
     epilogue.check_residual_given(residual.is_some())?;
     if let Some(r) = residual {
@@ -27,11 +31,19 @@ fn check_residual(epilogue: &Epilogue, residual: Option<&[f32]>, len: usize) -> 
 
 /// `epilogue` applied to unrounded `v` (= conv + b) with `residual`, rounded once.
 fn finish(v: Vec<f64>, residual: Option<&[f32]>, epilogue: &Epilogue) -> Vec<f32> {
+    finish_f64(v, residual, epilogue)
+        .into_iter()
+        .map(|v| v as f32)
+        .collect()
+}
+
+/// `epilogue` applied to unrounded `v` with `residual`, unrounded.
+pub(crate) fn finish_f64(v: Vec<f64>, residual: Option<&[f32]>, epilogue: &Epilogue) -> Vec<f64> {
     v.into_iter()
         .enumerate()
         .map(|(i, v)| {
             let r = residual.map_or(0.0, |r| r[i] as f64);
-            epilogue.apply(v, r) as f32
+            epilogue.apply(v, r)
         })
         .collect()
 }

@@ -18,11 +18,13 @@
 
 use ::half::f16;
 
+use super::epilogue::{check_residual, epilogue_backward, finish_f64};
 use super::gemm::gemm_f64;
 use super::grad::{
     backward_bias_f64, backward_input_f64, backward_weight_f64, conv_transpose2d_f64,
 };
 use super::{check_len, conv2d_f64, ensure_alloc};
+use crate::epilogue::Epilogue;
 use crate::error::{Error, Result};
 use crate::gemm::GemmParams;
 use crate::params::{numel, Conv2dParams, Conv2dProblem, ConvTranspose2dParams, Shape4};
@@ -172,4 +174,132 @@ pub fn gemm_f16(
 ) -> Result<(Vec<f16>, Vec<usize>)> {
     let (c, shape) = gemm_f64(&widen(a), a_shape, &widen(b), b_shape, params)?;
     Ok((round16(c), shape))
+}
+
+/// [`conv2d_fused`](super::conv2d_fused) on f16 slices: f64 throughout (the epilogue on the
+/// unrounded `conv + b (+ r)`), rounded once to f16.
+///
+/// # Errors
+/// Those of [`conv2d_fused`](super::conv2d_fused).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_fused_f16(
+    x: &[f16],
+    x_shape: Shape4,
+    w: &[f16],
+    w_shape: Shape4,
+    bias: Option<&[f16]>,
+    residual: Option<&[f16]>,
+    params: &Conv2dParams,
+    epilogue: &Epilogue,
+) -> Result<(Vec<f16>, Shape4)> {
+    let p = Conv2dProblem::new(x_shape, w_shape, bias.map(<[f16]>::len), params)?;
+    let (x, w, b, r) = (widen(x), widen(w), bias.map(widen), residual.map(widen));
+    check_len("x", &x, &x_shape)?;
+    check_len("w", &w, &w_shape)?;
+    check_residual(epilogue, r.as_deref(), numel(&p.y_shape()))?;
+    ensure_alloc(numel(&p.y_shape()), "conv2d")?;
+    let v = conv2d_f64(&p, &x, &w, b.as_deref());
+    Ok((round16(finish_f64(v, r.as_deref(), epilogue)), p.y_shape()))
+}
+
+/// [`conv_transpose2d_fused`](super::conv_transpose2d_fused) on f16 slices, rounded once to
+/// f16.
+///
+/// # Errors
+/// Those of [`conv_transpose2d_fused`](super::conv_transpose2d_fused).
+#[allow(clippy::too_many_arguments)]
+pub fn conv_transpose2d_fused_f16(
+    x: &[f16],
+    x_shape: Shape4,
+    w: &[f16],
+    w_shape: Shape4,
+    bias: Option<&[f16]>,
+    residual: Option<&[f16]>,
+    params: &ConvTranspose2dParams,
+    epilogue: &Epilogue,
+) -> Result<(Vec<f16>, Shape4)> {
+    let tp = params.resolve(x_shape, w_shape, bias.map(<[f16]>::len))?;
+    let (x, w, b, r) = (widen(x), widen(w), bias.map(widen), residual.map(widen));
+    check_len("x", &x, &x_shape)?;
+    check_len("w", &w, &w_shape)?;
+    check_residual(epilogue, r.as_deref(), numel(&tp.y_shape()))?;
+    ensure_alloc(numel(&tp.y_shape()), "conv_transpose2d")?;
+    let v = conv_transpose2d_f64(&tp, &x, &w, b.as_deref());
+    Ok((round16(finish_f64(v, r.as_deref(), epilogue)), tp.y_shape()))
+}
+
+/// [`gemm_fused`](super::gemm_fused) on f16 slices, rounded once to f16.
+///
+/// # Errors
+/// Those of [`gemm_fused`](super::gemm_fused).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_fused_f16(
+    a: &[f16],
+    a_shape: &[usize],
+    b: &[f16],
+    b_shape: &[usize],
+    bias: Option<&[f16]>,
+    residual: Option<&[f16]>,
+    params: &GemmParams,
+    epilogue: &Epilogue,
+) -> Result<(Vec<f16>, Vec<usize>)> {
+    let (mut c, shape) = gemm_f64(&widen(a), a_shape, &widen(b), b_shape, params)?;
+    let n = shape.last().copied().unwrap_or(1);
+    if let Some(bias) = bias {
+        if bias.len() != n {
+            return Err(Error::shape_mismatch(
+                "bias",
+                format!("[{n}]"),
+                format!("{} elements", bias.len()),
+            ));
+        }
+        for (i, v) in c.iter_mut().enumerate() {
+            *v += f64::from(bias[i % n]);
+        }
+    }
+    let r = residual.map(widen);
+    check_residual(epilogue, r.as_deref(), c.len())?;
+    Ok((round16(finish_f64(c, r.as_deref(), epilogue)), shape))
+}
+
+/// [`conv2d_grad_fused`](super::conv2d_grad_fused) on f16 slices: `dz = dy ⊙ act'(z)` kept
+/// in f32 (as the library keeps it), the gradients of `dz` in f64, every output rounded once
+/// to f16 (`dr` too).
+///
+/// # Errors
+/// Those of [`conv2d_grad_fused`](super::conv2d_grad_fused).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_grad_fused_f16(
+    x: &[f16],
+    x_shape: Shape4,
+    w: &[f16],
+    w_shape: Shape4,
+    dy: &[f16],
+    dy_shape: Shape4,
+    z: &[f16],
+    with_bias: bool,
+    params: &Conv2dParams,
+    epilogue: &Epilogue,
+) -> Result<(Conv2dGradsF16, Option<Vec<f16>>)> {
+    let p = Conv2dProblem::new(x_shape, w_shape, with_bias.then_some(w_shape[0]), params)?;
+    let (x, w, dy, z) = (widen(x), widen(w), widen(dy), widen(z));
+    check_len("x", &x, &x_shape)?;
+    check_len("w", &w, &w_shape)?;
+    check_len("dy", &dy, &dy_shape)?;
+    let (dz, dr) = epilogue_backward(&dy, &z, epilogue)?;
+    if dy_shape != p.y_shape() {
+        return Err(Error::shape_mismatch(
+            "dy",
+            format!("{:?} (the forward output shape)", p.y_shape()),
+            format!("{dy_shape:?}"),
+        ));
+    }
+    ensure_alloc(numel(&x_shape).max(numel(&w_shape)), "conv2d_grad")?;
+    let grads = Conv2dGradsF16 {
+        dx: round16(backward_input_f64(&p, &dz, &w)),
+        dw: round16(backward_weight_f64(&p, &x, &dz)),
+        db: with_bias.then(|| round16(backward_bias_f64(&p, &dz))),
+    };
+    let dr = dr.map(|d| d.into_iter().map(f16::from_f32).collect());
+    Ok((grads, dr))
 }

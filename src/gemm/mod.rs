@@ -224,7 +224,6 @@ impl Context {
         params: &GemmParams,
     ) -> Result<()> {
         self.encode_gemm_job(encoder, (a, b, bias, c), accumulate, params, None)
-            .map(drop)
     }
 
     /// [`Context::encode_gemm`] offering `epilogue` (and its residual) to the image kernel;
@@ -235,8 +234,8 @@ impl Context {
         (a, b, bias, c): (&Tensor, &Tensor, Option<&Tensor>, &Tensor),
         accumulate: bool,
         params: &GemmParams,
-        epilogue: Option<(Epilogue, Option<&wgpu::Buffer>)>,
-    ) -> Result<bool> {
+        epilogue: Option<(&Epilogue, Option<&Tensor>)>,
+    ) -> Result<()> {
         // Written when the caller submits: never cached from now on.
         c.mark_volatile();
         self.check_gemm_variant(params.variant)?;
@@ -274,7 +273,7 @@ impl Context {
         ])?;
         if crate::conv::f16acc::active(self, a) {
             // f16 arithmetic (`Precision::F16Accumulate`): a GEMM kernel's f16 twin on
-            // the tensors' own f16 buffers; an epilogue (f32 tensors only) never comes here.
+            // the tensors' own f16 buffers.
             // The register or tiled kernel's f16 twin (Auto: tiled on GPUs, else register).
             let variant = match params.variant {
                 GemmVariant::Auto if !self.cpu_kernels() => GemmVariant::Tiled,
@@ -298,12 +297,33 @@ impl Context {
                 None,
             );
             crate::gemm::job::encode_job_f16(self, encoder, &job, variant)?;
-            return Ok(false);
+            // The epilogue: one pass on an f32 copy of the f16 result, rounded again.
+            if let Some((ep, r)) = epilogue.filter(|(ep, _)| !ep.is_identity()) {
+                let cv = half::input(self, encoder, c)?;
+                let rv = r.map(|r| half::input(self, encoder, r)).transpose()?;
+                let rb = rv.as_ref().map(|r| r.buf());
+                let n = crate::params::numel(c.shape());
+                crate::conv::epilogue::encode_forward(self, encoder, ep, cv.buf(), rb, n)?;
+                half::finish(self, encoder, &cv, c)?;
+            }
+            return Ok(());
         }
         let av = half::input(self, encoder, a)?;
         let bv = half::input(self, encoder, b)?;
         let biasv = bias.map(|t| half::input(self, encoder, t)).transpose()?;
         let cv = half::output(self, encoder, c, accumulate)?;
+        let epilogue = epilogue.filter(|(ep, _)| !ep.is_identity());
+        let rv = epilogue
+            .and_then(|(_, r)| r)
+            .map(|r| half::input(self, encoder, r))
+            .transpose()?;
+        let fuse = self
+            .inner
+            .fuse_epilogues
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let offered = epilogue
+            .filter(|_| fuse)
+            .map(|(ep, _)| (*ep, rv.as_ref().map(|r| r.buf())));
         let job = gemm_job(
             (m, n, k, batch, ba, bb),
             params,
@@ -314,11 +334,15 @@ impl Context {
                 cv.buf(),
             ),
             accumulate,
-            epilogue,
+            offered,
         );
         let applied = encode_job_fused(self, encoder, &job, params.variant)?;
-        half::finish(self, encoder, &cv, c)?;
-        Ok(applied)
+        if let Some((ep, _)) = epilogue.filter(|_| !applied) {
+            let rb = rv.as_ref().map(|r| r.buf());
+            let n = crate::params::numel(c.shape());
+            crate::conv::epilogue::encode_forward(self, encoder, ep, cv.buf(), rb, n)?;
+        }
+        half::finish(self, encoder, &cv, c)
     }
 }
 
@@ -352,7 +376,8 @@ impl Context {
             vec![m, n]
         };
         self.check_residual(epilogue, residual, &shape, None)?;
-        let c = Tensor::uninit_of(self, &shape, crate::DType::F32)?;
+        half::common_dtype(&[("a", Some(a)), ("b", Some(b))])?;
+        let c = Tensor::uninit_of(self, &shape, a.dtype())?;
         let mut enc = self.encoder("wgconv gemm_fused");
         self.encode_gemm_fused(&mut enc, a, b, bias, residual, &c, params, epilogue)?;
         self.submit(enc)?;
@@ -374,29 +399,19 @@ impl Context {
         epilogue: &Epilogue,
     ) -> Result<()> {
         self.check_residual(epilogue, residual, c.shape(), Some(c))?;
-        crate::conv::epilogue_f32(&[
+        half::common_dtype(&[
             ("a", Some(a)),
             ("b", Some(b)),
             ("bias", bias),
             ("residual", residual),
             ("c", Some(c)),
         ])?;
-        let fuse = self
-            .inner
-            .fuse_epilogues
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let offered =
-            (fuse && !epilogue.is_identity()).then(|| (*epilogue, residual.map(Tensor::raw)));
-        if self.encode_gemm_job(encoder, (a, b, bias, c), false, params, offered)? {
-            return Ok(());
-        }
-        crate::conv::epilogue::encode_forward(
-            self,
+        self.encode_gemm_job(
             encoder,
-            epilogue,
-            c.raw(),
-            residual.map(Tensor::raw),
-            crate::params::numel(c.shape()),
+            (a, b, bias, c),
+            false,
+            params,
+            Some((epilogue, residual)),
         )
     }
 }

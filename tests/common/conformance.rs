@@ -70,14 +70,6 @@ fn unsupported_field(v: &Value) -> Option<String> {
             return Some(format!("{k} = {}", v[k]));
         }
     }
-    // Epilogues run on f32 tensors only (the library refuses f16 operands there).
-    if let Some(e) = v.get("epilogue").filter(|_| f16) {
-        let act = e.get("activation").and_then(Value::as_str);
-        let res = e.get("residual").and_then(Value::as_str).unwrap_or("none");
-        if !(matches!(act, None | Some("identity")) && res == "none") {
-            return Some(format!("epilogue = {e} on float16"));
-        }
-    }
     None
 }
 
@@ -388,14 +380,17 @@ fn conv2d(ctx: &Context, c: &Case, algo: &str, flip: bool) -> Result<Arrays, Err
     let (ep, r) = residual_input(c)?;
     let y = if algo == "cpu" && c.dtype == DType::F16 {
         let b16 = has_bias(c).then(|| input16(c, "b"));
+        let r16 = r.as_ref().map(|_| input16(c, "r"));
         widen(
-            cpu::conv2d_f16(
+            cpu::conv2d_fused_f16(
                 &input16(c, "x"),
                 xs,
                 &input16(c, "w"),
                 ws,
                 b16.as_deref(),
+                r16.as_deref(),
                 &params,
+                &ep,
             )?
             .0,
         )
@@ -420,11 +415,11 @@ fn conv2d(ctx: &Context, c: &Case, algo: &str, flip: bool) -> Result<Arrays, Err
             fetch(c, ctx.conv2d_with(&x, &w, b.as_ref(), &params, a)?, "y")?
         } else {
             let rt = r
-                .as_ref()
-                .map(|r| Tensor::from_slice(ctx, r, &shape::<4>(c, "r")?)?.with_format(c.layout))
+                .is_some()
+                .then(|| upload(ctx, c, "r", &shape::<4>(c, "r")?))
                 .transpose()?;
-            ctx.conv2d_fused(&x, &w, b.as_ref(), rt.as_ref(), &params, &ep, a)?
-                .read()?
+            let y = ctx.conv2d_fused(&x, &w, b.as_ref(), rt.as_ref(), &params, &ep, a)?;
+            fetch(c, y, "y")?
         }
     };
     Ok(BTreeMap::from([("y".to_string(), y)]))
@@ -466,14 +461,17 @@ fn conv_transpose2d(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error
     let (ep, r) = residual_input(c)?;
     let y = if algo == "cpu" && c.dtype == DType::F16 {
         let b16 = has_bias(c).then(|| input16(c, "b"));
+        let r16 = r.as_ref().map(|_| input16(c, "r"));
         widen(
-            cpu::conv_transpose2d_f16(
+            cpu::conv_transpose2d_fused_f16(
                 &input16(c, "x"),
                 xs,
                 &input16(c, "w"),
                 ws,
                 b16.as_deref(),
+                r16.as_deref(),
                 &params,
+                &ep,
             )?
             .0,
         )
@@ -502,11 +500,11 @@ fn conv_transpose2d(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error
             )?
         } else {
             let rt = r
-                .as_ref()
-                .map(|r| Tensor::from_slice(ctx, r, &shape::<4>(c, "r")?)?.with_format(c.layout))
+                .is_some()
+                .then(|| upload(ctx, c, "r", &shape::<4>(c, "r")?))
                 .transpose()?;
-            ctx.conv_transpose2d_fused(&x, &w, b.as_ref(), rt.as_ref(), &params, &ep, a)?
-                .read()?
+            let y = ctx.conv_transpose2d_fused(&x, &w, b.as_ref(), rt.as_ref(), &params, &ep, a)?;
+            fetch(c, y, "y")?
         }
     };
     Ok(BTreeMap::from([("y".to_string(), y)]))
@@ -529,16 +527,36 @@ fn conv2d_grad(
     let mut out = BTreeMap::new();
     let ep = epilogue(c)?;
     if algo == "cpu" && c.dtype == DType::F16 {
-        let g = cpu::conv2d_grad_f16(
-            &input16(c, "x"),
-            xs,
-            &input16(c, "w"),
-            ws,
-            &input16(c, "dy"),
-            dys,
-            has_bias(c),
-            &params,
-        )?;
+        let (g, dr) = match &ep {
+            None => (
+                cpu::conv2d_grad_f16(
+                    &input16(c, "x"),
+                    xs,
+                    &input16(c, "w"),
+                    ws,
+                    &input16(c, "dy"),
+                    dys,
+                    has_bias(c),
+                    &params,
+                )?,
+                None,
+            ),
+            Some(ep) => cpu::conv2d_grad_fused_f16(
+                &input16(c, "x"),
+                xs,
+                &input16(c, "w"),
+                ws,
+                &input16(c, "dy"),
+                dys,
+                &input16(c, "z"),
+                has_bias(c),
+                &params,
+                ep,
+            )?,
+        };
+        if let Some(dr) = dr {
+            out.insert("dr".to_string(), widen(dr));
+        }
         out.insert("dx".to_string(), widen(g.dx));
         out.insert("dw".to_string(), widen(g.dw));
         if let Some(db) = g.db {
@@ -591,6 +609,21 @@ fn conv2d_grad(
         let x = upload(ctx, c, "x", &xs)?;
         let w = upload(ctx, c, "w", &ws)?;
         let mut dy = upload(ctx, c, "dy", &dys)?;
+        if let Some(ep) = ep.as_ref().filter(|_| c.dtype == DType::F16) {
+            // f16: the whole backward through the epilogue in one call, which keeps
+            // dz = dy ⊙ act'(z) in f32 (`plan` runs it only on algorithms doing dx and dw).
+            let z = upload(ctx, c, "z", &dys)?;
+            let g = ctx.conv2d_backward_fused(&x, &w, &dy, &z, ep, has_bias(c), &params, a)?;
+            out.insert("dx".to_string(), fetch(c, g.grads.dx, "dx")?);
+            out.insert("dw".to_string(), fetch(c, g.grads.dw, "dw")?);
+            if let Some(db) = g.grads.db {
+                out.insert("db".to_string(), fetch(c, db, "db")?);
+            }
+            if let Some(dr) = g.dr {
+                out.insert("dr".to_string(), fetch(c, dr, "dr")?);
+            }
+            return Ok(out);
+        }
         if let Some(ep) = &ep {
             let z = upload(ctx, c, "z", &dys)?;
             let dz = Tensor::full(ctx, &dys, f32::NAN)?.with_format(c.layout)?;
@@ -670,7 +703,21 @@ fn gemm(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
     let (ep, r) = residual_input(c)?;
     let bias = c.shapes.contains_key("bias").then(|| input(c, "bias"));
     let out = if algo == "cpu" && c.dtype == DType::F16 {
-        widen(cpu::gemm_f16(&input16(c, "a"), &ash, &input16(c, "b"), &bsh, &params)?.0)
+        let bias16 = bias.as_ref().map(|_| input16(c, "bias"));
+        let r16 = r.as_ref().map(|_| input16(c, "r"));
+        widen(
+            cpu::gemm_fused_f16(
+                &input16(c, "a"),
+                &ash,
+                &input16(c, "b"),
+                &bsh,
+                bias16.as_deref(),
+                r16.as_deref(),
+                &params,
+                &ep,
+            )?
+            .0,
+        )
     } else if algo == "cpu" {
         if c.epilogue.is_none() {
             cpu::gemm(&input(c, "a"), &ash, &input(c, "b"), &bsh, &params)?.0
@@ -702,14 +749,17 @@ fn gemm(ctx: &Context, c: &Case, algo: &str) -> Result<Arrays, Error> {
         } else {
             let bt = bias
                 .as_ref()
-                .map(|v| Tensor::from_slice(ctx, v, &[n]))
+                .map(|v| Tensor::from_f32(ctx, v, &[n], c.dtype))
                 .transpose()?;
             let rt = r
                 .as_ref()
-                .map(|v| Tensor::from_slice(ctx, v, &[m, n]))
+                .map(|v| Tensor::from_f32(ctx, v, &[m, n], c.dtype))
                 .transpose()?;
-            ctx.gemm_fused(&a, &b, bt.as_ref(), rt.as_ref(), &params, &ep)?
-                .read()?
+            fetch(
+                c,
+                ctx.gemm_fused(&a, &b, bt.as_ref(), rt.as_ref(), &params, &ep)?,
+                "c",
+            )?
         }
     };
     Ok(BTreeMap::from([("c".to_string(), out)]))
@@ -789,6 +839,13 @@ fn plan(ctx: &Context, c: &Case, algo: &str) -> Result<Vec<&'static str>, String
     // The bias gradient has one entry (direct): an algorithm that runs neither dx nor dw is
     // not run for db alone.
     if outputs.iter().all(|&o| o == "db") {
+        return Err(reasons.join("; "));
+    }
+    // f16 gradients through an epilogue run in `conv2d_backward_fused` (f32 dz): one
+    // algorithm for dx and dw.
+    let f16_fused = c.op == "conv2d_grad" && c.dtype == DType::F16 && c.epilogue.is_some();
+    if f16_fused && !(outputs.contains(&"dx") && outputs.contains(&"dw")) {
+        reasons.push("f16 gradients through an epilogue need dx and dw on one algorithm".into());
         return Err(reasons.join("; "));
     }
     // dr comes from the epilogue's own pass, whatever the algorithm.
