@@ -558,3 +558,77 @@ fn f16_arithmetic_gpu_kernel_family() {
         false,
     );
 }
+
+/// Epilogues with f16 arithmetic: fused into the direct kernel's store (residual read as
+/// f16), or one pass on an f32 copy (transposed, GEMM); integer data: bit-exact.
+#[test]
+fn f16_arithmetic_with_epilogues() {
+    let Some(ctx) = f16ctx() else { return };
+    use wgconv::{Activation, Epilogue, Residual};
+    let mut rng = Rng::new(12);
+    let ep = Epilogue::new(Activation::Relu).with_residual(Residual::After);
+    let (params, xs, ws) = problems().swap_remove(1);
+    let p = Conv2dProblem::new(xs, ws, Some(ws[0]), &params).unwrap();
+    let ys = p.y_shape();
+    let x = data(&mut rng, true, xs.iter().product());
+    let w = data(&mut rng, true, ws.iter().product());
+    let b = data(&mut rng, true, ws[0]);
+    let r = data(&mut rng, true, ys.iter().product());
+    let (want, _) = cpu::conv2d_fused(&x, xs, &w, ws, Some(&b), Some(&r), &params, &ep).unwrap();
+    let y = ctx
+        .conv2d_fused(
+            &tensor(ctx, &x, &xs),
+            &tensor(ctx, &w, &ws),
+            Some(&tensor(ctx, &b, &[ws[0]])),
+            Some(&tensor(ctx, &r, &ys)),
+            &params,
+            &ep,
+            Algorithm::Auto,
+        )
+        .unwrap();
+    assert_eq!(y.dtype(), DType::F16);
+    assert_eq!(y.read().unwrap(), want, "conv2d_fused");
+    // GEMM with a bias and a residual before a leaky relu.
+    let ep = Epilogue::new(Activation::LeakyRelu { alpha: 0.5 }).with_residual(Residual::Before);
+    let (a, bm, bias, r) = (
+        data(&mut rng, true, 6 * 5),
+        data(&mut rng, true, 5 * 7),
+        data(&mut rng, true, 7),
+        data(&mut rng, true, 6 * 7),
+    );
+    let g = GemmParams::default();
+    let (want, _) =
+        cpu::gemm_fused(&a, &[6, 5], &bm, &[5, 7], Some(&bias), Some(&r), &g, &ep).unwrap();
+    let c = ctx
+        .gemm_fused(
+            &tensor(ctx, &a, &[6, 5]),
+            &tensor(ctx, &bm, &[5, 7]),
+            Some(&tensor(ctx, &bias, &[7])),
+            Some(&tensor(ctx, &r, &[6, 7])),
+            &g,
+            &ep,
+        )
+        .unwrap();
+    assert_eq!(c.read().unwrap(), want, "gemm_fused");
+    // The transposed convolution with a clamp.
+    let ep = Epilogue::new(Activation::Clamp { lo: -4.0, hi: 4.0 });
+    let tp = ConvTranspose2dParams::default().with_stride([2, 2]);
+    let (xs, ws) = ([1, 3, 4, 5], [3, 2, 3, 3]);
+    let (x, w) = (
+        data(&mut rng, true, xs.iter().product()),
+        data(&mut rng, true, ws.iter().product()),
+    );
+    let (want, _) = cpu::conv_transpose2d_fused(&x, xs, &w, ws, None, None, &tp, &ep).unwrap();
+    let y = ctx
+        .conv_transpose2d_fused(
+            &tensor(ctx, &x, &xs),
+            &tensor(ctx, &w, &ws),
+            None,
+            None,
+            &tp,
+            &ep,
+            Algorithm::Auto,
+        )
+        .unwrap();
+    assert_eq!(y.read().unwrap(), want, "conv_transpose2d_fused");
+}
