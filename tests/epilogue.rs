@@ -279,10 +279,11 @@ fn backward_through_the_epilogue_matches_the_reference() {
     }
 }
 
-/// Epilogues take f32 tensors: every fused entry point refuses an f16 operand with a typed
-/// `DTypeMismatch` naming it, before recording anything.
+/// Epilogues take f32 or f16 tensors, one type per call: every fused entry point refuses
+/// operands of mixed element types with a typed `DTypeMismatch` naming the first one that
+/// differs from the first operand, before recording anything; all-f16 operands run.
 #[test]
-fn fused_entry_points_refuse_f16_tensors() {
+fn fused_entry_points_refuse_mixed_element_types() {
     use wgconv::{DType, ErrorKind};
     let ctx = ctx();
     let f16 = |shape: &[usize]| {
@@ -311,7 +312,7 @@ fn fused_entry_points_refuse_f16_tensors() {
             &relu,
             Algorithm::Auto,
         ),
-        "x",
+        "w",
     );
     mismatch(
         ctx.conv2d_fused(
@@ -336,7 +337,7 @@ fn fused_entry_points_refuse_f16_tensors() {
             &relu,
             Algorithm::Auto,
         ),
-        "x",
+        "w",
     );
     mismatch(
         ctx.gemm_fused(
@@ -347,7 +348,24 @@ fn fused_entry_points_refuse_f16_tensors() {
             &wgconv::GemmParams::default(),
             &relu,
         ),
-        "a",
+        "b",
+    );
+    // One type per call: f16 throughout runs, and gives an f16 result.
+    let y = ctx
+        .conv2d_fused(
+            &f16(&xs),
+            &f16(&ws),
+            None,
+            None,
+            &params,
+            &relu,
+            Algorithm::Auto,
+        )
+        .unwrap();
+    assert_eq!(y.dtype(), DType::F16);
+    assert!(
+        y.read().unwrap().iter().all(|&v| v == 4.5),
+        "relu(2 * 9 * 0.25)"
     );
 }
 
