@@ -782,6 +782,22 @@ fn f16_implicit_gemm_reads_f16_x_in_its_input_fill() {
             true,
             "pad_image_nhwc_f16",
         ),
+        // Strided 1x1 (sampled pixels) and NCHW reflect: f16 words unpacked from x's buffer;
+        // odd element counts (the last word half used).
+        (
+            [1, 17, 9, 7],
+            [12, 17, 1, 1],
+            Conv2dParams::default().with_stride([2, 2]),
+            false,
+            "pad_image_f16",
+        ),
+        (
+            [1, 9, 7, 5],
+            [8, 9, 3, 3],
+            p.with_padding_mode(PaddingMode::Reflect),
+            false,
+            "pad_image_f16",
+        ),
     ];
     let mut rng = Rng::new(23);
     for (xs, ws, params, cl, kernel) in cases {

@@ -190,10 +190,11 @@ impl InputGeom {
         )
     }
 
-    /// Does [`InputGeom::fill`] read f16 x itself (from an `rgba16float` verbatim copy, the
-    /// `_f16` kernels) for every chunk of `p` (`sub` and `x_cl` as for `fill`)? Only CPU
-    /// adapters copy x into an image, for zero padding at stride 1 or channels-last x, and
-    /// every chunk must start on a texel and fit the texture limit and scratch budget.
+    /// Does [`InputGeom::fill`] read f16 x itself for every chunk of `p` (`sub` and `x_cl` as
+    /// for `fill`)? Where it copies x into an image (CPU adapters, for zero padding at
+    /// stride 1 or channels-last x) through an `rgba16float` verbatim copy (the image `_f16`
+    /// kernels), when every chunk starts on a texel and fits the texture limit and scratch
+    /// budget; elsewhere always (`pad_image_f16` unpacks the words from x's buffer).
     pub(crate) fn reads_f16(
         &self,
         ctx: &Context,
@@ -209,10 +210,8 @@ impl InputGeom {
         } else {
             chw.is_multiple_of(4)
         };
-        ctx.cpu_kernels()
-            && (x_cl || (sub == [1, 1] && p.mode == PaddingMode::Zeros))
-            && whole
-            && fits(self.chunk.min(p.n))
+        let copy = ctx.cpu_kernels() && (x_cl || (sub == [1, 1] && p.mode == PaddingMode::Zeros));
+        !copy || (whole && fits(self.chunk.min(p.n)))
     }
 
     /// Records the fill of `img` with `nb` images of x starting at element `x_off`: x and
@@ -286,7 +285,7 @@ impl InputGeom {
         } else {
             None
         };
-        if x_f16 && flat.is_none() {
+        if x_f16 && copy && flat.is_none() {
             // `reads_f16` said otherwise: never read f16 words as f32.
             return Err(Error::new(ErrorKind::Device {
                 context: "recording the input image of an implicit GEMM".into(),
@@ -360,12 +359,16 @@ impl InputGeom {
                 (Pass::Nhwc, true) => launch_linear::<k::PadImageNhwcF16>(
                     ctx, enc, &nhwc_spec, &mut u, set, &binds, n,
                 ),
-                (Pass::Buffer, _) => {
+                (Pass::Buffer, f16) => {
                     let spec = PadImageSpec {
                         PAD_MODE: p.mode.code(),
                         ..Default::default()
                     };
-                    launch_linear::<k::PadImage>(ctx, enc, &spec, &mut u, set, &binds, n)
+                    if f16 {
+                        launch_linear::<k::PadImageF16>(ctx, enc, &spec, &mut u, set, &binds, n)
+                    } else {
+                        launch_linear::<k::PadImage>(ctx, enc, &spec, &mut u, set, &binds, n)
+                    }
                 }
             }
         })
@@ -375,7 +378,7 @@ impl InputGeom {
 /// The kernel filling the padded input image (see [`InputGeom::fill`]).
 #[derive(Clone, Copy, PartialEq)]
 enum Pass {
-    /// `pad_image`: x from its storage buffer (any layout by strides).
+    /// `pad_image` (`pad_image_f16`): x from its storage buffer (any layout by strides).
     Buffer,
     /// `pad_image_flat`: zero padding at stride 1, x from a verbatim image copy.
     Flat,

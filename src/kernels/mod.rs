@@ -278,6 +278,9 @@ kernels! {
     /// Input copied into the padded input image of the implicit-GEMM convolution.
     PadImage = "pad_image", pad_image::source(false), PadImageParams, PadImageSpec,
         [StorageRead, Storage];
+    /// `pad_image` reading f16 x (packed words).
+    PadImageF16 = "pad_image_f16", pad_image::buffer_f16_source(), PadImageParams, PadImageSpec,
+        [StorageRead, Storage];
     /// [`Kernel::PadImage`] for channels-last x, read from a verbatim image copy.
     PadImageNhwc = "pad_image_nhwc", pad_image::nhwc_source(false), PadImageParams,
         PadImageNhwcSpec, [ImageRead, Storage];

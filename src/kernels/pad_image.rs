@@ -58,8 +58,14 @@ pub(crate) fn source(flat: bool) -> String {
     if flat {
         flat_source(false)
     } else {
-        buffer_source()
+        buffer_source(false)
     }
+}
+
+/// `pad_image_f16`: `pad_image` reading f16 x (two per `u32` word, `unpack2x16float`: no
+/// `shader-f16` needed) from its storage buffer.
+pub(crate) fn buffer_f16_source() -> String {
+    buffer_source(true)
 }
 
 /// The declaration of the verbatim image copy the image-reading variants take x from:
@@ -78,8 +84,9 @@ pub(crate) fn flat_f16_source() -> String {
     flat_source(true)
 }
 
-/// `pad_image`: any padding mode and stride, reading x from its storage buffer.
-fn buffer_source() -> String {
+/// `pad_image`: any padding mode and stride, reading x from its storage buffer (f32, or
+/// f16 words when `f16`).
+fn buffer_source(f16: bool) -> String {
     let mut w = Wgsl::new();
     w.line("// Output: texel (x, y) of the image, for rows y_lo <= y < y_hi, goes to");
     w.line(
@@ -105,19 +112,35 @@ fn buffer_source() -> String {
     w.line(&PadImageParams::wgsl());
     w.line("");
     w.line("@group(0) @binding(0) var<storage, read> P: Params;");
-    w.line("@group(0) @binding(1) var<storage, read> x: array<f32>;");
+    if f16 {
+        w.line("// x: f16 values, two per word (element i in half i & 1 of word i >> 1).");
+        w.line("@group(0) @binding(1) var<storage, read> x: array<u32>;");
+    } else {
+        w.line("@group(0) @binding(1) var<storage, read> x: array<f32>;");
+    }
     w.line("@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;");
     w.line("");
     w.line(&PadImageSpec::wgsl());
     w.line("");
     w.line(SRC_INDEX);
     w.line("");
+    if f16 {
+        w.line("fn xv(i: u32) -> f32 {");
+        w.line("    let h = unpack2x16float(x[i >> 1u]);");
+        w.line("    return select(h.x, h.y, (i & 1u) == 1u);");
+        w.line("}");
+    } else {
+        w.line("fn xv(i: u32) -> f32 {");
+        w.line("    return x[i];");
+        w.line("}");
+    }
+    w.line("");
     texel_walk(
         &mut w,
         "let base = P.x_off + n * P.xsn + (g * P.cg + cl0) * P.xsc + u32(ih) * P.xsh + u32(iw) * P.xsw;
 for (var e = 0u; e < 4u; e++) {
     if (cl0 + e < P.cg) {
-        v[e] = x[base + e * P.xsc];
+        v[e] = xv(base + e * P.xsc);
     }
 }",
     );
