@@ -568,7 +568,7 @@ impl Scratch {
                 false,
             ),
             Operation::WeightGrad => {
-                weight_grad::encode(ctx, enc, grad, x, y, w, algo, [false; 2], false)
+                weight_grad::encode(ctx, enc, grad, x, y, w, algo, [false; 2], (false, false))
             }
             Operation::BiasGrad => {
                 let own;

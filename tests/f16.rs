@@ -990,3 +990,74 @@ fn f16_weights_are_packed_once_and_follow_writes() {
         wt.write(&w).unwrap();
     }
 }
+
+/// The implicit GEMM's weight gradient reads f16 x in its input fill (`pad_image_f16` from
+/// the words, or the image-copy kernels), dy as f32: results within the f16 bound (bit-exact
+/// on integers), alone and in `conv2d_backward`.
+#[test]
+fn f16_implicit_gemm_weight_gradient_reads_f16_x() {
+    let probe = Conv2dParams::default()
+        .resolve([1, 8, 8, 8], [8, 8, 3, 3], None)
+        .unwrap();
+    if ctx()
+        .check_algorithm(Operation::WeightGrad, Algorithm::ImplicitGemm, &probe)
+        .is_err()
+    {
+        // Adapters without the implicit GEMM (GL, GPUs) refuse it.
+        return;
+    }
+    let p = Conv2dParams::default().with_padding(Padding::Symmetric([1, 1]));
+    let cases = [
+        (
+            [1, 17, 9, 7],
+            [12, 17, 1, 1],
+            Conv2dParams::default().with_stride([2, 2]),
+            "pad_image_f16",
+        ),
+        ([2, 16, 9, 12], [24, 16, 3, 3], p, "pad_image_"),
+        (
+            [1, 9, 7, 5],
+            [8, 9, 3, 3],
+            p.with_padding_mode(PaddingMode::Reflect),
+            "pad_image_f16",
+        ),
+    ];
+    let mut rng = Rng::new(29);
+    for (xs, ws, params, kernel) in cases {
+        let pr = Conv2dProblem::new(xs, ws, None, &params).unwrap();
+        let ys = pr.y_shape();
+        for integer in [true, false] {
+            let ctx = &Context::new_blocking().unwrap();
+            let x = data(&mut rng, integer, xs.iter().product());
+            let dy = data(&mut rng, integer, ys.iter().product());
+            let want = cpu::conv2d_backward_weight(&pr, &x, &dy);
+            let absv = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
+            let scale = cpu::conv2d_backward_weight(&pr, &absv(&x), &absv(&dy));
+            let len = pr.n() * pr.oh() * pr.ow();
+            let (xt, dyt) = (up(ctx, &x, &xs), up(ctx, &dy, &ys));
+            let dw = ctx
+                .conv2d_backward_weight(&xt, &dyt, ws, &params, Algorithm::ImplicitGemm)
+                .unwrap();
+            let label = format!("dw {xs:?} {ws:?} integer {integer}");
+            check_f16(&label, &dw.read().unwrap(), &want, &scale, len, integer);
+            let wt = up(ctx, &data(&mut rng, integer, ws.iter().product()), &ws);
+            let g = ctx
+                .conv2d_backward(&xt, &wt, &dyt, false, &params, Algorithm::ImplicitGemm)
+                .unwrap();
+            check_f16(
+                &format!("all {label}"),
+                &g.dw.read().unwrap(),
+                &want,
+                &scale,
+                len,
+                integer,
+            );
+            let k = wgconv::dev::compiled_kernels(ctx);
+            assert!(
+                k.iter()
+                    .any(|n| n.starts_with(kernel) && n.ends_with("_f16")),
+                "{xs:?}: {k:?}"
+            );
+        }
+    }
+}

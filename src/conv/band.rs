@@ -900,6 +900,20 @@ pub(crate) fn weight_grad_reads_f16(
     algorithm == Algorithm::Depthwise && weight_grad::depthwise::reads_f16(ctx, p)
 }
 
+/// Whether the weight gradient of `p` with the concrete `algorithm` ([`weight_grad_pin`])
+/// reads f16 x (alone; channels-last when `x_cl`) itself: the implicit GEMM's input fill, on a
+/// whole problem.
+pub(crate) fn weight_grad_reads_f16_x(
+    ctx: &Context,
+    p: &Conv2dProblem,
+    algorithm: Algorithm,
+    x_cl: bool,
+) -> bool {
+    algorithm == Algorithm::ImplicitGemm
+        && matches!(plan(ctx, p, Side::Outputs), Plan::Whole)
+        && weight_grad::implicit_gemm::reads_f16_x(ctx, p, x_cl)
+}
+
 /// Weight gradient of `p` (see `weight_grad::encode`); `cl` = (x, dy) stored channels-last,
 /// only where [`weight_grad_reads_channels_last`] holds.
 #[allow(clippy::too_many_arguments)]
@@ -911,7 +925,7 @@ pub(crate) fn weight_grad(
     dy: &wgpu::Buffer,
     dw: &wgpu::Buffer,
     algorithm: Algorithm,
-    (cl, f16): ([bool; 2], bool),
+    (cl, f16, x_f16): ([bool; 2], bool, bool),
 ) -> Result<()> {
     let table = &weight_grad::TABLE;
     let select = |q: &Conv2dProblem| {
@@ -925,22 +939,40 @@ pub(crate) fn weight_grad(
         dw: dw.clone(),
         cl: [false; 2],
         f16: false,
+        x_f16: false,
     };
     let plan = plan(ctx, p, Side::Outputs);
     debug_assert!(matches!(plan, Plan::Whole) || (cl == [false; 2] && !f16));
     let (xi, yi) = (p.c * p.h * p.w, p.k * p.oh * p.ow);
     let wlen = p.k * p.c_per_group() * p.r * p.s;
+    let entry_bug = || {
+        // `weight_grad_reads_f16_x` said otherwise: never read f16 words as f32.
+        Err(crate::error::Error::new(crate::error::ErrorKind::Device {
+            context: "recording a weight gradient".into(),
+            message: "f16 x for a path that reads f32 (library bug)".into(),
+        }))
+    };
+    if x_f16 && !matches!(plan, Plan::Whole) {
+        return entry_bug();
+    }
     match plan {
-        Plan::Whole => (select(p)?.encode)(
-            ctx,
-            enc,
-            p,
-            &WgradArgs {
-                cl,
-                f16,
-                ..args(x, dy, dw)
-            },
-        ),
+        Plan::Whole => {
+            let entry = select(p)?;
+            if x_f16 && entry.algorithm != Algorithm::ImplicitGemm {
+                return entry_bug();
+            }
+            (entry.encode)(
+                ctx,
+                enc,
+                p,
+                &WgradArgs {
+                    cl,
+                    f16,
+                    x_f16,
+                    ..args(x, dy, dw)
+                },
+            )
+        }
         Plan::Impossible(bytes) => Err(impossible(ctx, table.op, algorithm, bytes)?),
         Plan::Windows(reason) => {
             windows_only(table.op, algorithm, &reason)?;

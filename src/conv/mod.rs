@@ -446,6 +446,22 @@ impl Context {
             && pinned.is_some_and(|a| band::weight_grad_reads_f16(self, p, a))
     }
 
+    /// Whether the weight gradient of `p` (pinned to a concrete algorithm) reads f16 `x`
+    /// alone itself (the implicit GEMM's input fill; channels-last x only when read in place,
+    /// `native`).
+    fn weight_grad_reads_f16_x(
+        &self,
+        p: &Conv2dProblem,
+        pinned: Option<Algorithm>,
+        x: &Tensor,
+        native: bool,
+    ) -> bool {
+        let x_cl = x.format() == MemoryFormat::ChannelsLast;
+        x.dtype() == DType::F16
+            && (native || !x_cl)
+            && pinned.is_some_and(|a| band::weight_grad_reads_f16_x(self, p, a, x_cl))
+    }
+
     pub(crate) fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
         self.device()
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
@@ -637,7 +653,9 @@ impl Context {
         let native = any_channels_last(&[x, dy])
             && band::weight_grad_reads_channels_last(self, &p, pinned, all_channels_last(&[x, dy]));
         let f16 = self.weight_grad_reads_f16(&p, pinned, x, dy);
-        let xv = half::input_native(self, encoder, x, native, f16)?;
+        // f16 x alone read by the implicit GEMM's input fill.
+        let x16 = !f16 && self.weight_grad_reads_f16_x(&p, pinned, x, native);
+        let xv = half::input_native(self, encoder, x, native, f16 || x16)?;
         let dyv = half::input_native(self, encoder, dy, native, f16)?;
         let dwv = half::output(self, encoder, dw, false)?;
         weight_grad::encode(
@@ -649,7 +667,7 @@ impl Context {
             dwv.buf(),
             algorithm,
             [xv.cl, dyv.cl],
-            f16,
+            (f16, xv.f16 && !f16),
         )?;
         half::finish(self, encoder, &dwv, dw)
     }
@@ -780,7 +798,9 @@ impl Context {
             dy_view(ndw, enc)?
         };
         let dy_cl = dy.format() == MemoryFormat::ChannelsLast;
-        let xv = half::input_native(self, enc, x, ndw, dw16)?;
+        // f16 x alone read by the implicit GEMM's input fill.
+        let dwx16 = !dw16 && self.weight_grad_reads_f16_x(p, dw_pin, x, ndw);
+        let xv = half::input_native(self, enc, x, ndw, dw16 || dwx16)?;
         let wv = half::param(self, enc, w)?;
         let dxv = if dx16 {
             half::output_f16(self, enc, dx, true)?
@@ -812,7 +832,7 @@ impl Context {
             dwv.buf(),
             dw_algorithm,
             [xv.cl, ndw && dy_cl],
-            dw16,
+            (dw16, xv.f16 && !dw16),
         )?;
         half::finish(self, enc, &dwv, dw)?;
         if let Some(db) = db {

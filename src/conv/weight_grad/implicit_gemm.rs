@@ -36,6 +36,16 @@ fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
     wgrad_plan(ctx, &q).map(|_| ()).ok_or(NEEDS.into())
 }
 
+/// Does the input fill read f16 x itself for `src_p` (x channels-last when `x_cl`; see
+/// `InputGeom::reads_f16`)? dy is read as f32.
+pub(crate) fn reads_f16_x(ctx: &Context, src_p: &Conv2dProblem, x_cl: bool) -> bool {
+    let (p, sub) = match sampled_problem(src_p) {
+        Some(q) => (q, src_p.stride),
+        None => (*src_p, [1, 1]),
+    };
+    wgrad_plan(ctx, &p).is_some_and(|(xg, _)| xg.reads_f16(ctx, src_p, sub, x_cl))
+}
+
 /// Geometry of the weight-gradient launch: the input image and the dy panels (entries
 /// (image, group), rows = output channels of the group, K = output pixels).
 fn wgrad_plan(ctx: &Context, p: &Conv2dProblem) -> Option<(InputGeom, ImageGeom)> {
@@ -137,7 +147,15 @@ pub(crate) fn encode_wgrad(
     while n0 < p.n {
         let nb = xg.chunk.min(p.n - n0);
         let x_off = n0 * src_p.c * src_p.h * src_p.w;
-        xg.fill(ctx, enc, src_p, sub, (x, x_off, a.cl[0], false), nb, &ximg)?;
+        xg.fill(
+            ctx,
+            enc,
+            src_p,
+            sub,
+            (x, x_off, a.cl[0], a.x_f16),
+            nb,
+            &ximg,
+        )?;
         u.nimg = u32_of(nb, "images")?;
         u.n_base = u32_of(n0, "images")?;
         let spec = WgradImplicitSpec {

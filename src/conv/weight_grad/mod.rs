@@ -32,6 +32,9 @@ pub(crate) struct WgradArgs {
     /// x and dy are the caller's f16 tensors (packed words): only for the depthwise entry's
     /// f16 image kernel (see `band::weight_grad_reads_f16`).
     pub f16: bool,
+    /// x alone is the caller's f16 tensor: only for the implicit GEMM, whose input fill
+    /// reads it (see `band::weight_grad_reads_f16_x`).
+    pub x_f16: bool,
 }
 
 /// The weight-gradient table, in the heuristic's order of preference.
@@ -63,7 +66,7 @@ pub(crate) fn encode(
     dw: &wgpu::Buffer,
     algorithm: Algorithm,
     cl: [bool; 2],
-    f16: bool,
+    (f16, x_f16): (bool, bool),
 ) -> Result<()> {
-    crate::conv::band::weight_grad(ctx, enc, p, x, dy, dw, algorithm, (cl, f16))
+    crate::conv::band::weight_grad(ctx, enc, p, x, dy, dw, algorithm, (cl, f16, x_f16))
 }
