@@ -1176,25 +1176,14 @@ impl Context {
                 numel(y.shape()),
             );
         }
-        if f16acc::active(self, x) {
-            self.encode_conv_transpose2d(encoder, x, w, bias, params, algorithm, y)?;
+        let yv = if f16acc::active(self, x) {
             // f16 arithmetic: the pass on an f32 copy of the f16 result, rounded again.
-            let yv = half::input(self, encoder, y)?;
-            let rv = residual
-                .map(|r| half::input_in(self, encoder, r, yv.cl))
-                .transpose()?;
-            epilogue::encode_forward(
-                self,
-                encoder,
-                epilogue,
-                yv.buf(),
-                rv.as_ref().map(|r| r.buf()),
-                numel(y.shape()),
-            )?;
-            return half::finish(self, encoder, &yv, y);
-        }
-        // f16 with f32 arithmetic: the pass on the f32 result, rounded once.
-        let yv = self.encode_conv_transpose2d_view(encoder, x, w, bias, params, algorithm, y)?;
+            self.encode_conv_transpose2d(encoder, x, w, bias, params, algorithm, y)?;
+            half::input(self, encoder, y)?
+        } else {
+            // f16 with f32 arithmetic: the pass on the f32 result, rounded once.
+            self.encode_conv_transpose2d_view(encoder, x, w, bias, params, algorithm, y)?
+        };
         let rv = residual
             .map(|r| half::input_in(self, encoder, r, yv.cl))
             .transpose()?;

@@ -10,11 +10,7 @@ use crate::params::{numel, Conv2dParams, Conv2dProblem, ConvTranspose2dParams, S
 
 /// Validates the epilogue and the residual slice (given exactly when the epilogue adds one,
 /// of `len` elements).
-pub(crate) fn check_residual(
-    epilogue: &Epilogue,
-    residual: Option<&[f32]>,
-    len: usize,
-) -> Result<()> {
+fn check_residual(epilogue: &Epilogue, residual: Option<&[f32]>, len: usize) -> Result<()> {
     epilogue.validate()?;
     epilogue.check_residual_given(residual.is_some())?;
     if let Some(r) = residual {
@@ -29,16 +25,13 @@ pub(crate) fn check_residual(
     Ok(())
 }
 
-/// `epilogue` applied to unrounded `v` (= conv + b) with `residual`, rounded once.
-fn finish(v: Vec<f64>, residual: Option<&[f32]>, epilogue: &Epilogue) -> Vec<f32> {
-    finish_f64(v, residual, epilogue)
-        .into_iter()
-        .map(|v| v as f32)
-        .collect()
+/// `v` rounded once to f32.
+fn round32(v: Vec<f64>) -> Vec<f32> {
+    v.into_iter().map(|v| v as f32).collect()
 }
 
 /// `epilogue` applied to unrounded `v` with `residual`, unrounded.
-pub(crate) fn finish_f64(v: Vec<f64>, residual: Option<&[f32]>, epilogue: &Epilogue) -> Vec<f64> {
+fn finish_f64(v: Vec<f64>, residual: Option<&[f32]>, epilogue: &Epilogue) -> Vec<f64> {
     v.into_iter()
         .enumerate()
         .map(|(i, v)| {
@@ -69,13 +62,29 @@ pub fn conv2d_fused(
     params: &Conv2dParams,
     epilogue: &Epilogue,
 ) -> Result<(Vec<f32>, Shape4)> {
+    let (y, shape) = conv2d_fused_f64(x, x_shape, w, w_shape, bias, residual, params, epilogue)?;
+    Ok((round32(y), shape))
+}
+
+/// [`conv2d_fused`], unrounded.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv2d_fused_f64(
+    x: &[f32],
+    x_shape: Shape4,
+    w: &[f32],
+    w_shape: Shape4,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    params: &Conv2dParams,
+    epilogue: &Epilogue,
+) -> Result<(Vec<f64>, Shape4)> {
     let p = Conv2dProblem::new(x_shape, w_shape, bias.map(|b| b.len()), params)?;
     check_len("x", x, &x_shape)?;
     check_len("w", w, &w_shape)?;
     check_residual(epilogue, residual, numel(&p.y_shape()))?;
     super::ensure_alloc(numel(&p.y_shape()), "conv2d")?;
     let v = super::conv2d_f64(&p, x, w, bias);
-    Ok((finish(v, residual, epilogue), p.y_shape()))
+    Ok((finish_f64(v, residual, epilogue), p.y_shape()))
 }
 
 /// [`conv_transpose2d`](super::conv_transpose2d) followed by `epilogue` (as
@@ -95,13 +104,30 @@ pub fn conv_transpose2d_fused(
     params: &ConvTranspose2dParams,
     epilogue: &Epilogue,
 ) -> Result<(Vec<f32>, Shape4)> {
+    let (y, shape) =
+        conv_transpose2d_fused_f64(x, x_shape, w, w_shape, bias, residual, params, epilogue)?;
+    Ok((round32(y), shape))
+}
+
+/// [`conv_transpose2d_fused`], unrounded.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_transpose2d_fused_f64(
+    x: &[f32],
+    x_shape: Shape4,
+    w: &[f32],
+    w_shape: Shape4,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    params: &ConvTranspose2dParams,
+    epilogue: &Epilogue,
+) -> Result<(Vec<f64>, Shape4)> {
     let tp = params.resolve(x_shape, w_shape, bias.map(<[f32]>::len))?;
     check_len("x", x, &x_shape)?;
     check_len("w", w, &w_shape)?;
     check_residual(epilogue, residual, numel(&tp.y_shape()))?;
     super::ensure_alloc(numel(&tp.y_shape()), "conv_transpose2d")?;
     let v = conv_transpose2d_f64(&tp, x, w, bias);
-    Ok((finish(v, residual, epilogue), tp.y_shape()))
+    Ok((finish_f64(v, residual, epilogue), tp.y_shape()))
 }
 
 /// [`gemm`](super::gemm) plus a bias of length `N` added to every row, then `epilogue`:
@@ -122,6 +148,22 @@ pub fn gemm_fused(
     params: &GemmParams,
     epilogue: &Epilogue,
 ) -> Result<(Vec<f32>, Vec<usize>)> {
+    let (c, shape) = gemm_fused_f64(a, a_shape, b, b_shape, bias, residual, params, epilogue)?;
+    Ok((round32(c), shape))
+}
+
+/// [`gemm_fused`], unrounded.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_fused_f64(
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    params: &GemmParams,
+    epilogue: &Epilogue,
+) -> Result<(Vec<f64>, Vec<usize>)> {
     let (mut c, shape) = super::gemm::gemm_f64(a, a_shape, b, b_shape, params)?;
     let n = shape.last().copied().unwrap_or(1);
     if let Some(bias) = bias {
@@ -137,7 +179,7 @@ pub fn gemm_fused(
         }
     }
     check_residual(epilogue, residual, c.len())?;
-    Ok((finish(c, residual, epilogue), shape))
+    Ok((finish_f64(c, residual, epilogue), shape))
 }
 
 /// The gradient through the epilogue: from `dy` (gradient of the epilogue's output) and the

@@ -18,7 +18,9 @@
 
 use ::half::f16;
 
-use super::epilogue::{check_residual, epilogue_backward, finish_f64};
+use super::epilogue::{
+    conv2d_fused_f64, conv_transpose2d_fused_f64, epilogue_backward, gemm_fused_f64,
+};
 use super::gemm::gemm_f64;
 use super::grad::{
     backward_bias_f64, backward_input_f64, backward_weight_f64, conv_transpose2d_f64,
@@ -192,14 +194,19 @@ pub fn conv2d_fused_f16(
     params: &Conv2dParams,
     epilogue: &Epilogue,
 ) -> Result<(Vec<f16>, Shape4)> {
-    let p = Conv2dProblem::new(x_shape, w_shape, bias.map(<[f16]>::len), params)?;
-    let (x, w, b, r) = (widen(x), widen(w), bias.map(widen), residual.map(widen));
-    check_len("x", &x, &x_shape)?;
-    check_len("w", &w, &w_shape)?;
-    check_residual(epilogue, r.as_deref(), numel(&p.y_shape()))?;
-    ensure_alloc(numel(&p.y_shape()), "conv2d")?;
-    let v = conv2d_f64(&p, &x, &w, b.as_deref());
-    Ok((round16(finish_f64(v, r.as_deref(), epilogue)), p.y_shape()))
+    let (b, r) = (bias.map(widen), residual.map(widen));
+    let (x, w) = (widen(x), widen(w));
+    let (y, shape) = conv2d_fused_f64(
+        &x,
+        x_shape,
+        &w,
+        w_shape,
+        b.as_deref(),
+        r.as_deref(),
+        params,
+        epilogue,
+    )?;
+    Ok((round16(y), shape))
 }
 
 /// [`conv_transpose2d_fused`](super::conv_transpose2d_fused) on f16 slices, rounded once to
@@ -218,14 +225,19 @@ pub fn conv_transpose2d_fused_f16(
     params: &ConvTranspose2dParams,
     epilogue: &Epilogue,
 ) -> Result<(Vec<f16>, Shape4)> {
-    let tp = params.resolve(x_shape, w_shape, bias.map(<[f16]>::len))?;
-    let (x, w, b, r) = (widen(x), widen(w), bias.map(widen), residual.map(widen));
-    check_len("x", &x, &x_shape)?;
-    check_len("w", &w, &w_shape)?;
-    check_residual(epilogue, r.as_deref(), numel(&tp.y_shape()))?;
-    ensure_alloc(numel(&tp.y_shape()), "conv_transpose2d")?;
-    let v = conv_transpose2d_f64(&tp, &x, &w, b.as_deref());
-    Ok((round16(finish_f64(v, r.as_deref(), epilogue)), tp.y_shape()))
+    let (b, r) = (bias.map(widen), residual.map(widen));
+    let (x, w) = (widen(x), widen(w));
+    let (y, shape) = conv_transpose2d_fused_f64(
+        &x,
+        x_shape,
+        &w,
+        w_shape,
+        b.as_deref(),
+        r.as_deref(),
+        params,
+        epilogue,
+    )?;
+    Ok((round16(y), shape))
 }
 
 /// [`gemm_fused`](super::gemm_fused) on f16 slices, rounded once to f16.
@@ -243,23 +255,18 @@ pub fn gemm_fused_f16(
     params: &GemmParams,
     epilogue: &Epilogue,
 ) -> Result<(Vec<f16>, Vec<usize>)> {
-    let (mut c, shape) = gemm_f64(&widen(a), a_shape, &widen(b), b_shape, params)?;
-    let n = shape.last().copied().unwrap_or(1);
-    if let Some(bias) = bias {
-        if bias.len() != n {
-            return Err(Error::shape_mismatch(
-                "bias",
-                format!("[{n}]"),
-                format!("{} elements", bias.len()),
-            ));
-        }
-        for (i, v) in c.iter_mut().enumerate() {
-            *v += f64::from(bias[i % n]);
-        }
-    }
-    let r = residual.map(widen);
-    check_residual(epilogue, r.as_deref(), c.len())?;
-    Ok((round16(finish_f64(c, r.as_deref(), epilogue)), shape))
+    let (bias, r) = (bias.map(widen), residual.map(widen));
+    let (c, shape) = gemm_fused_f64(
+        &widen(a),
+        a_shape,
+        &widen(b),
+        b_shape,
+        bias.as_deref(),
+        r.as_deref(),
+        params,
+        epilogue,
+    )?;
+    Ok((round16(c), shape))
 }
 
 /// [`conv2d_grad_fused`](super::conv2d_grad_fused) on f16 slices: `dz = dy ⊙ act'(z)` kept

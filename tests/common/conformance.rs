@@ -996,16 +996,7 @@ impl Summary {
 /// Runs every case of `files` with every algorithm on `ctx` that runs it.
 pub fn run_all(ctx: &Context, files: &[PathBuf], out_dir: Option<&Path>) -> Summary {
     let mut summary = Summary::default();
-    for path in files {
-        let case = match load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                summary
-                    .failures
-                    .push(format!("{}: cannot load: {e}", path.display()));
-                continue;
-            }
-        };
+    for case in load_all(files, &mut summary) {
         if let Some(field) = &case.unsupported {
             for algo in algorithm_names(&case) {
                 summary.failures.push(format!(
@@ -1027,16 +1018,7 @@ pub fn run_all(ctx: &Context, files: &[PathBuf], out_dir: Option<&Path>) -> Summ
             if let Some(d) = out_dir {
                 write_out(d, &case, &algo, &result);
             }
-            let verdict = match (&result, case.expect_ok) {
-                (Ok(arrays), true) => compare(&case, &algo, arrays, &outputs),
-                (Err(e), true) => Err(format!("{} {algo}: unexpected error: {e}", case.id)),
-                (Ok(_), false) => Err(format!(
-                    "{} {algo}: computed a result, expected an error",
-                    case.id
-                )),
-                (Err(_), false) => Ok(()),
-            };
-            match verdict {
+            match verdict(&case, &algo, &result, &outputs) {
                 Ok(()) => summary.passed += 1,
                 Err(msg) => summary.failures.push(msg),
             }
@@ -1058,16 +1040,7 @@ fn runs_f16_arithmetic(algo: &str) -> bool {
 /// its reason; any other error fails).
 pub fn run_all_f16_arithmetic(ctx: &Context, files: &[PathBuf]) -> Summary {
     let mut summary = Summary::default();
-    for path in files {
-        let case = match load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                summary
-                    .failures
-                    .push(format!("{}: cannot load: {e}", path.display()));
-                continue;
-            }
-        };
+    for case in load_all(files, &mut summary) {
         if !case.accumulate_f16 || case.unsupported.is_some() {
             continue;
         }
@@ -1079,35 +1052,58 @@ pub fn run_all_f16_arithmetic(ctx: &Context, files: &[PathBuf]) -> Summary {
             let result = run(ctx, &case, &algo, &outputs);
             let refused = matches!(&result, Err(e)
                 if matches!(e.kind(), ErrorKind::UnsupportedAlgorithm { .. }));
-            let verdict = if refused && !runs_f16_arithmetic(&algo) && case.expect_ok {
+            if refused && !runs_f16_arithmetic(&algo) && case.expect_ok {
                 if let Err(e) = &result {
                     let reason = format!("f16 arithmetic: {}", e.kind());
                     *summary.not_run.entry((algo.clone(), reason)).or_default() += 1;
                 }
                 continue;
-            } else {
-                match (&result, case.expect_ok) {
-                    (Ok(arrays), true) => {
-                        compare(&case, &format!("{algo} (f16 arithmetic)"), arrays, &outputs)
-                    }
-                    (Err(e), true) => Err(format!(
-                        "{} {algo} (f16 arithmetic): unexpected error: {e}",
-                        case.id
-                    )),
-                    (Ok(_), false) => Err(format!(
-                        "{} {algo} (f16 arithmetic): computed a result, expected an error",
-                        case.id
-                    )),
-                    (Err(_), false) => Ok(()),
-                }
-            };
-            match verdict {
+            }
+            match verdict(
+                &case,
+                &format!("{algo} (f16 arithmetic)"),
+                &result,
+                &outputs,
+            ) {
                 Ok(()) => summary.passed += 1,
                 Err(msg) => summary.failures.push(msg),
             }
         }
     }
     summary
+}
+
+/// The cases of `files`; a file that does not load is a failure of `summary`.
+fn load_all(files: &[PathBuf], summary: &mut Summary) -> Vec<Case> {
+    let mut cases = Vec::new();
+    for path in files {
+        match load(path) {
+            Ok(c) => cases.push(c),
+            Err(e) => summary
+                .failures
+                .push(format!("{}: cannot load: {e}", path.display())),
+        }
+    }
+    cases
+}
+
+/// The outcome of one (case, algorithm) run: the outputs within tolerance of an ok case,
+/// an error for an error case.
+fn verdict(
+    case: &Case,
+    algo: &str,
+    result: &Result<Arrays, Error>,
+    outputs: &[&str],
+) -> Result<(), String> {
+    match (result, case.expect_ok) {
+        (Ok(arrays), true) => compare(case, algo, arrays, outputs),
+        (Err(e), true) => Err(format!("{} {algo}: unexpected error: {e}", case.id)),
+        (Ok(_), false) => Err(format!(
+            "{} {algo}: computed a result, expected an error",
+            case.id
+        )),
+        (Err(_), false) => Ok(()),
+    }
 }
 
 /// The `*.json` case files of `dir`, sorted.

@@ -50,17 +50,7 @@ pub(crate) fn pack_weights(
     p: &Conv2dProblem,
     w: &wgpu::Buffer,
 ) -> Result<Packed> {
-    let crs = p.reduction_len();
-    let kg = p.k_per_group();
-    let wmat = Mat {
-        win: None,
-        buf: w,
-        off: 0,
-        ld: crs,
-        si: kg * crs,
-        so: 0,
-    };
-    pack(ctx, enc, &wmat, false, crs, kg, 1, p.groups)
+    pack_weights_of(ctx, enc, p, w, false)
 }
 
 /// [`pack_weights`] of f32 weights, or of f16 ones (`f16`).
@@ -71,9 +61,6 @@ fn pack_weights_of(
     w: &wgpu::Buffer,
     f16: bool,
 ) -> Result<Packed> {
-    if !f16 {
-        return pack_weights(ctx, enc, p, w);
-    }
     let crs = p.reduction_len();
     let kg = p.k_per_group();
     let wmat = Mat {
@@ -84,7 +71,11 @@ fn pack_weights_of(
         si: kg * crs,
         so: 0,
     };
-    pack_f16(ctx, enc, &wmat, false, (crs, kg, 1, p.groups))
+    if f16 {
+        pack_f16(ctx, enc, &wmat, false, (crs, kg, 1, p.groups))
+    } else {
+        pack(ctx, enc, &wmat, false, crs, kg, 1, p.groups)
+    }
 }
 
 /// Row alignment (in floats) of column matrices: 64 when the GEMM runs on storage images,
