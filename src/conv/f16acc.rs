@@ -16,16 +16,14 @@ use crate::context::{Context, Precision};
 use crate::conv::forward::direct::encode_whole_f16;
 use crate::conv::forward::im2col_gemm;
 use crate::conv::input_grad::direct::dgrad_direct_f16;
-use crate::conv::input_grad::{needs_fold, pad_fold_as, padded_problem, DgradArgs};
+use crate::conv::input_grad::{fold_padded, needs_fold, DgradArgs};
 use crate::conv::launch::{ConvBuffers, FusedEpilogue};
 use crate::conv::weight_grad::direct::wgrad_direct_f16;
 use crate::conv::Algorithm;
 use crate::epilogue::Epilogue;
 use crate::error::{Error, ErrorKind, Result};
+use crate::gpu::fits;
 use crate::gpu::half::{f16_contiguous, finish_f16};
-use crate::gpu::memory::ScratchBuffer;
-use crate::gpu::{fits, u32_of, Bind};
-use crate::kernels::k;
 use crate::params::Conv2dProblem;
 use crate::tensor::{DType, Tensor};
 
@@ -177,42 +175,11 @@ pub(crate) fn input_grad(
         dgrad_direct_f16(ctx, enc, p, &args(0, b, dxv.buf()))?;
         return finish_f16(ctx, enc, &dxv, dx);
     }
-    // The padded input's gradient, images at a time within the scratch budget (bias only
-    // comes with the transposed convolution, which pads with zeros: never here).
-    let pp = padded_problem(p);
-    let per_image = DType::F16
-        .storage_bytes(p.c * pp.h * pp.w)
-        .next_multiple_of(4);
-    let budget = ctx
-        .scratch_budget()
-        .min(ctx.limits().max_storage_buffer_binding_size);
-    let images = ((budget / per_image.max(1)) as usize).clamp(1, p.n);
-    // Whole images of f16 elements: an even element count per image keeps the next
-    // image's first element at an element offset, whatever the parity.
-    let scratch = ScratchBuffer::new(
-        ctx,
-        enc,
-        DType::F16.storage_bytes(images * p.c * pp.h * pp.w),
-        "wgconv padded input gradient (f16)",
-    )?;
-    let mut n0 = 0;
-    while n0 < p.n {
-        let nb = images.min(p.n - n0);
-        let sub = Conv2dProblem { n: nb, ..pp };
-        let dy_off = n0 * p.k * p.oh * p.ow;
-        dgrad_direct_f16(ctx, enc, &sub, &args(dy_off, None, &scratch.buffer))?;
-        let total = nb * p.c * p.h * p.w;
-        let dst_off = u32_of(n0 * p.c * p.h * p.w, "elements")?;
-        pad_fold_as::<k::PadFoldF16>(
-            ctx,
-            enc,
-            p,
-            (nb * p.c, total, dst_off),
-            Bind::whole(&scratch.buffer),
-            Bind::whole(dxv.buf()),
-        )?;
-        n0 += nb;
-    }
+    // The padded input's gradient in f16 scratch, folded by `pad_fold_f16` (bias only comes
+    // with the transposed convolution, which pads with zeros: never here).
+    fold_padded(ctx, enc, p, dxv.buf(), true, |enc, sub, dy_off, scratch| {
+        dgrad_direct_f16(ctx, enc, sub, &args(dy_off, None, scratch))
+    })?;
     finish_f16(ctx, enc, &dxv, dx)
 }
 

@@ -32,6 +32,7 @@ use crate::gpu::{launch, max_window_elems, u32_of, Bind};
 use crate::kernels::pad_fold::{PadFoldParams, PadFoldSpec};
 use crate::kernels::{k, KernelDef};
 use crate::params::{numel, Conv2dProblem, PaddingMode};
+use crate::tensor::DType;
 
 /// The buffers an entry reads and writes: `dy` from element `dy_off`, `dx` from element 0.
 pub(crate) struct DgradArgs {
@@ -191,11 +192,28 @@ pub(crate) fn encode_whole(
             },
         );
     }
-    // Gradient of the padded input in bounded scratch (image by image if needed), folded
-    // back onto dx (with the bias, which only the transposed convolution has and which
-    // never meets a padding mode: conv_transpose2d pads with zeros).
+    // The bias only comes with the transposed convolution, which never meets a padding
+    // mode (conv_transpose2d pads with zeros).
+    fold_padded(ctx, enc, p, dx, false, |enc, sub, dy_off, scratch| {
+        (entry.encode)(ctx, enc, sub, &args(dy_off, None, scratch))
+    })
+}
+
+/// The input gradient of `p` (reflect / replicate / circular padding) onto `dx`: `grad`
+/// records the gradient of the explicitly padded input for a chunk of images (the padded
+/// problem `sub` of those images, dy from element `dy_off`) into bounded scratch, which
+/// `pad_fold` (`pad_fold_f16` for f16 elements, `f16`) folds back onto `dx`.
+pub(crate) fn fold_padded(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    dx: &wgpu::Buffer,
+    f16: bool,
+    mut grad: impl FnMut(&mut wgpu::CommandEncoder, &Conv2dProblem, usize, &wgpu::Buffer) -> Result<()>,
+) -> Result<()> {
+    let dtype = if f16 { DType::F16 } else { DType::F32 };
     let pp = padded_problem(p);
-    let per_image = (p.c * pp.h * pp.w * 4) as u64;
+    let per_image = dtype.storage_bytes(p.c * pp.h * pp.w).next_multiple_of(4);
     let budget = ctx
         .scratch_budget()
         .min(ctx.limits().max_storage_buffer_binding_size);
@@ -203,26 +221,23 @@ pub(crate) fn encode_whole(
     let scratch = ScratchBuffer::new(
         ctx,
         enc,
-        per_image * images as u64,
+        dtype.storage_bytes(images * p.c * pp.h * pp.w),
         "wgconv padded input gradient",
     )?;
     let mut n0 = 0;
     while n0 < p.n {
         let nb = images.min(p.n - n0);
         let sub = Conv2dProblem { n: nb, ..pp };
-        let dy_off = n0 * p.k * p.oh * p.ow;
-        (entry.encode)(ctx, enc, &sub, &args(dy_off, None, &scratch.buffer))?;
+        grad(enc, &sub, n0 * p.k * p.oh * p.ow, &scratch.buffer)?;
         let total = nb * p.c * p.h * p.w;
         let dst_off = u32_of(n0 * p.c * p.h * p.w, "elements")?;
         let fold = (nb * p.c, total, dst_off);
-        pad_fold(
-            ctx,
-            enc,
-            p,
-            fold,
-            Bind::whole(&scratch.buffer),
-            Bind::whole(dx),
-        )?;
+        let (src, dst) = (Bind::whole(&scratch.buffer), Bind::whole(dx));
+        if f16 {
+            pad_fold_as::<k::PadFoldF16>(ctx, enc, p, fold, src, dst)?;
+        } else {
+            pad_fold(ctx, enc, p, fold, src, dst)?;
+        }
         n0 += nb;
     }
     Ok(())
@@ -242,7 +257,7 @@ pub(crate) fn pad_fold(
 }
 
 /// [`pad_fold`] with kernel `K` (`pad_fold`, or `pad_fold_f16` on f16 buffers).
-pub(crate) fn pad_fold_as<K: KernelDef<Params = PadFoldParams, Spec = PadFoldSpec>>(
+fn pad_fold_as<K: KernelDef<Params = PadFoldParams, Spec = PadFoldSpec>>(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     p: &Conv2dProblem,
