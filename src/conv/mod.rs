@@ -896,24 +896,21 @@ impl Context {
         if f16acc::active(self, x) {
             return f16acc::input_grad(self, encoder, &tp.conv, (x, w, bias, y), algorithm);
         }
-        let yv = self.encode_conv_transpose2d_view(encoder, x, w, bias, params, algorithm, y)?;
+        let yv = self.encode_conv_transpose2d_view(encoder, &tp, (x, w, bias), algorithm, y)?;
         half::finish(self, encoder, &yv, y)
     }
 
-    /// [`Context::encode_conv_transpose2d`] (f32 arithmetic) up to its result in the f32
-    /// view of `y` it returns, before [`half::finish`] writes it into `y`.
-    #[allow(clippy::too_many_arguments)]
+    /// [`Context::encode_conv_transpose2d`] (f32 arithmetic) of the checked problem `tp` up
+    /// to its result in the f32 view of `y` it returns, before [`half::finish`] writes it
+    /// into `y`.
     fn encode_conv_transpose2d_view(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        x: &Tensor,
-        w: &Tensor,
-        bias: Option<&Tensor>,
-        params: &ConvTranspose2dParams,
+        tp: &TransposedProblem,
+        (x, w, bias): (&Tensor, &Tensor, Option<&Tensor>),
         algorithm: Algorithm,
         y: &Tensor,
     ) -> Result<half::F32View> {
-        let tp = self.transposed_problem(x, w, bias, params)?;
         // Auto resolved once for a whole problem (see `encode_conv2d_fused_problem`).
         let pinned = band::input_grad_pin(self, &tp.conv, algorithm, (true, bias.is_some()));
         let algorithm = pinned.unwrap_or(algorithm);
@@ -1163,6 +1160,7 @@ impl Context {
         ])?;
         let tp = self.transposed_problem(x, w, bias, params)?;
         self.check_residual(epilogue, residual, &tp.y_shape(), Some(y))?;
+        self.check_out(y, "y", &tp.y_shape())?;
         // The epilogue pass is elementwise over y's storage: r in y's order.
         same_format("residual", residual, y.format())?;
         if y.dtype() == DType::F32 {
@@ -1182,7 +1180,7 @@ impl Context {
             half::input(self, encoder, y)?
         } else {
             // f16 with f32 arithmetic: the pass on the f32 result, rounded once.
-            self.encode_conv_transpose2d_view(encoder, x, w, bias, params, algorithm, y)?
+            self.encode_conv_transpose2d_view(encoder, &tp, (x, w, bias), algorithm, y)?
         };
         let rv = residual
             .map(|r| half::input_in(self, encoder, r, yv.cl))

@@ -143,24 +143,20 @@ pub fn conv2d_grad_f16(
     with_bias: bool,
     params: &Conv2dParams,
 ) -> Result<Conv2dGradsF16> {
-    let p = Conv2dProblem::new(x_shape, w_shape, with_bias.then_some(w_shape[0]), params)?;
-    if dy_shape != p.y_shape() {
-        return Err(Error::shape_mismatch(
-            "dy",
-            format!("{:?} (the forward output shape)", p.y_shape()),
-            format!("{dy_shape:?}"),
-        ));
-    }
-    let (x, w, dy) = (widen(x), widen(w), widen(dy));
-    check_len("x", &x, &x_shape)?;
-    check_len("w", &w, &w_shape)?;
-    check_len("dy", &dy, &dy_shape)?;
-    ensure_alloc(numel(&x_shape).max(numel(&w_shape)), "conv2d_grad")?;
-    Ok(Conv2dGradsF16 {
-        dx: round16(backward_input_f64(&p, &dy, &w)),
-        dw: round16(backward_weight_f64(&p, &x, &dy)),
-        db: with_bias.then(|| round16(backward_bias_f64(&p, &dy))),
-    })
+    // The identity epilogue: dz = dy, exactly (any z of dy's length).
+    let (grads, _) = conv2d_grad_fused_f16(
+        x,
+        x_shape,
+        w,
+        w_shape,
+        dy,
+        dy_shape,
+        dy,
+        with_bias,
+        params,
+        &Epilogue::default(),
+    )?;
+    Ok(grads)
 }
 
 /// [`gemm`](super::gemm) on f16 slices, rounded once to f16.
@@ -289,11 +285,6 @@ pub fn conv2d_grad_fused_f16(
     epilogue: &Epilogue,
 ) -> Result<(Conv2dGradsF16, Option<Vec<f16>>)> {
     let p = Conv2dProblem::new(x_shape, w_shape, with_bias.then_some(w_shape[0]), params)?;
-    let (x, w, dy, z) = (widen(x), widen(w), widen(dy), widen(z));
-    check_len("x", &x, &x_shape)?;
-    check_len("w", &w, &w_shape)?;
-    check_len("dy", &dy, &dy_shape)?;
-    let (dz, dr) = epilogue_backward(&dy, &z, epilogue)?;
     if dy_shape != p.y_shape() {
         return Err(Error::shape_mismatch(
             "dy",
@@ -301,6 +292,11 @@ pub fn conv2d_grad_fused_f16(
             format!("{dy_shape:?}"),
         ));
     }
+    let (x, w, dy, z) = (widen(x), widen(w), widen(dy), widen(z));
+    check_len("x", &x, &x_shape)?;
+    check_len("w", &w, &w_shape)?;
+    check_len("dy", &dy, &dy_shape)?;
+    let (dz, dr) = epilogue_backward(&dy, &z, epilogue)?;
     ensure_alloc(numel(&x_shape).max(numel(&w_shape)), "conv2d_grad")?;
     let grads = Conv2dGradsF16 {
         dx: round16(backward_input_f64(&p, &dz, &w)),
