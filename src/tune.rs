@@ -552,7 +552,16 @@ impl Scratch {
                 ctx.encode_conv2d_problem(enc, p, &self.x, &self.w, self.b.as_ref(), &self.y, algo)
             }
             Operation::InputGrad => input_grad::encode(
-                ctx, enc, grad, y, w, None, x, algo, false, [false; 2], false,
+                ctx,
+                enc,
+                grad,
+                y,
+                w,
+                None,
+                x,
+                algo,
+                false,
+                Default::default(),
             ),
             Operation::Transposed => input_grad::encode(
                 ctx,
@@ -564,11 +573,10 @@ impl Scratch {
                 x,
                 algo,
                 true,
-                [false; 2],
-                false,
+                Default::default(),
             ),
             Operation::WeightGrad => {
-                weight_grad::encode(ctx, enc, grad, x, y, w, algo, [false; 2], (false, false))
+                weight_grad::encode(ctx, enc, grad, x, y, w, algo, Default::default())
             }
             Operation::BiasGrad => {
                 let own;

@@ -1061,3 +1061,178 @@ fn f16_implicit_gemm_weight_gradient_reads_f16_x() {
         }
     }
 }
+
+/// 1x1 weight gradients with a multiple of 8 channels per group (shape e of the bench:
+/// strided, sampled) write the f16 dw in the implicit GEMM's store
+/// (`conv2d_wgrad_implicit_v4h`, no `f16_pack*` pass): bit for bit the f32 sums of the
+/// same algorithm on the same values rounded once (round to nearest even), alone and
+/// through `conv2d_backward`. A batch split into several launches (small scratch budget)
+/// keeps the f32 sums and the rounding pass instead.
+#[test]
+fn f16_implicit_gemm_weight_gradient_writes_f16_dw() {
+    let probe = Conv2dParams::default()
+        .resolve([1, 8, 8, 8], [8, 8, 1, 1], None)
+        .unwrap();
+    if ctx()
+        .check_algorithm(Operation::WeightGrad, Algorithm::ImplicitGemm, &probe)
+        .is_err()
+    {
+        // Adapters without the implicit GEMM (GL, GPUs) refuse it.
+        return;
+    }
+    let s2 = Conv2dParams::default().with_stride([2, 2]);
+    let cases = [
+        ([1, 16, 9, 7], [24, 16, 1, 1], s2, None),
+        ([2, 8, 6, 5], [8, 8, 1, 1], Conv2dParams::default(), None),
+        ([1, 32, 5, 6], [16, 16, 1, 1], s2.with_groups(2), None),
+        // Several images per launch would not fit: chunks accumulate in f32.
+        ([6, 64, 24, 24], [8, 64, 1, 1], s2, Some(100 * 1024)),
+    ];
+    let mut rng = Rng::new(31);
+    for (xs, ws, params, budget) in cases {
+        let pr = Conv2dProblem::new(xs, ws, None, &params).unwrap();
+        let ys = pr.y_shape();
+        let ctx = &Context::with_options_blocking(wgconv::ContextOptions {
+            scratch_budget: budget,
+            ..Default::default()
+        })
+        .unwrap();
+        let x = data(&mut rng, false, xs.iter().product());
+        let dy = data(&mut rng, false, ys.iter().product());
+        let w = data(&mut rng, false, ws.iter().product());
+        let label = format!("{xs:?} {ws:?}");
+        // The f32 run on the same values, rounded once.
+        let f32_dw = ctx
+            .conv2d_backward_weight(
+                &Tensor::from_slice(ctx, &x, &xs).unwrap(),
+                &Tensor::from_slice(ctx, &dy, &ys).unwrap(),
+                ws,
+                &params,
+                Algorithm::ImplicitGemm,
+            )
+            .unwrap()
+            .read()
+            .unwrap();
+        let want: Vec<f32> = r16(&f32_dw);
+        let want_ref = cpu::conv2d_backward_weight(&pr, &x, &dy);
+        let absv = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
+        let scale = cpu::conv2d_backward_weight(&pr, &absv(&x), &absv(&dy));
+        let len = pr.n() * pr.oh() * pr.ow();
+        let (xt, dyt, wt) = (up(ctx, &x, &xs), up(ctx, &dy, &ys), up(ctx, &w, &ws));
+        let dw = ctx
+            .conv2d_backward_weight(&xt, &dyt, ws, &params, Algorithm::ImplicitGemm)
+            .unwrap()
+            .read()
+            .unwrap();
+        let mut runs = vec![("dw", dw)];
+        if budget.is_none() {
+            // (With the small budget the implicit GEMM cannot run the input gradient.)
+            let g = ctx
+                .conv2d_backward(&xt, &wt, &dyt, true, &params, Algorithm::ImplicitGemm)
+                .unwrap();
+            runs.push(("all", g.dw.read().unwrap()));
+        }
+        for (what, got) in runs {
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{what} {label}"
+            );
+            check_f16(
+                &format!("{what} {label}"),
+                &got,
+                &want_ref,
+                &scale,
+                len,
+                false,
+            );
+        }
+        let k = wgconv::dev::compiled_kernels(ctx);
+        let v4h = k.iter().any(|n| n.starts_with("conv2d_wgrad_implicit_v4h"));
+        assert_eq!(v4h, budget.is_none(), "{label}: {k:?}");
+    }
+}
+
+/// Strided 1x1 input gradients (shape e of the bench) on f16 tensors write dx in the
+/// scatter's store (`scatter_strided_h`, no `f16_pack*` pass) when rows have an even width:
+/// bit for bit the f32 run of the same algorithm on the same values rounded once, alone and
+/// through `conv2d_backward`. An odd width keeps the f32 scatter and the rounding pass.
+#[test]
+fn f16_strided_pointwise_input_gradient_writes_f16_dx() {
+    let probe = Conv2dParams::default()
+        .with_stride([2, 2])
+        .resolve([1, 8, 8, 8], [8, 8, 1, 1], None)
+        .unwrap();
+    if ctx()
+        .check_algorithm(Operation::InputGrad, Algorithm::ImplicitGemm, &probe)
+        .is_err()
+    {
+        // Adapters without the implicit GEMM (GL, GPUs) refuse it.
+        return;
+    }
+    let s2 = Conv2dParams::default().with_stride([2, 2]);
+    let cases = [
+        ([1, 16, 10, 8], [24, 16, 1, 1], s2, true),
+        ([2, 8, 6, 12], [16, 8, 1, 1], s2.with_stride([3, 2]), true),
+        (
+            [1, 8, 8, 6],
+            [8, 4, 1, 1],
+            s2.with_groups(2).with_padding(Padding::Symmetric([1, 1])),
+            true,
+        ),
+        ([1, 16, 9, 7], [24, 16, 1, 1], s2, false),
+    ];
+    let mut rng = Rng::new(37);
+    for (xs, ws, params, even) in cases {
+        let pr = Conv2dProblem::new(xs, ws, None, &params).unwrap();
+        let ys = pr.y_shape();
+        let ctx = &Context::new_blocking().unwrap();
+        let x = data(&mut rng, false, xs.iter().product());
+        let dy = data(&mut rng, false, ys.iter().product());
+        let w = data(&mut rng, false, ws.iter().product());
+        let label = format!("{xs:?} {ws:?}");
+        let f32_dx = ctx
+            .conv2d_backward_input(
+                &Tensor::from_slice(ctx, &dy, &ys).unwrap(),
+                &Tensor::from_slice(ctx, &w, &ws).unwrap(),
+                xs,
+                &params,
+                Algorithm::ImplicitGemm,
+            )
+            .unwrap()
+            .read()
+            .unwrap();
+        let want = r16(&f32_dx);
+        let want_ref = cpu::conv2d_backward_input(&pr, &dy, &w);
+        let absv = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
+        let scale = cpu::conv2d_backward_input(&pr, &absv(&dy), &absv(&w));
+        let len = pr.k() / pr.groups();
+        let (xt, dyt, wt) = (up(ctx, &x, &xs), up(ctx, &dy, &ys), up(ctx, &w, &ws));
+        let dx = ctx
+            .conv2d_backward_input(&dyt, &wt, xs, &params, Algorithm::ImplicitGemm)
+            .unwrap()
+            .read()
+            .unwrap();
+        let g = ctx
+            .conv2d_backward(&xt, &wt, &dyt, true, &params, Algorithm::ImplicitGemm)
+            .unwrap();
+        for (what, got) in [("dx", dx), ("all", g.dx.read().unwrap())] {
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{what} {label}"
+            );
+            check_f16(
+                &format!("{what} {label}"),
+                &got,
+                &want_ref,
+                &scale,
+                len,
+                false,
+            );
+        }
+        let k = wgconv::dev::compiled_kernels(ctx);
+        let h = k.iter().any(|n| n.starts_with("scatter_strided_h"));
+        assert_eq!(h, even, "{label}: {k:?}");
+    }
+}

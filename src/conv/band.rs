@@ -26,10 +26,10 @@
 //! binding) runs only on the direct algorithm's windows.
 
 use crate::context::Context;
-use crate::conv::input_grad::{self, needs_fold, padded_problem, DgradArgs};
+use crate::conv::input_grad::{self, needs_fold, padded_problem, DgradArgs, DgradNative};
 use crate::conv::launch::{fit_one_binding, ConvBuffers};
 use crate::conv::table::{Operation, Reason, Table};
-use crate::conv::weight_grad::WgradArgs;
+use crate::conv::weight_grad::{WgradArgs, WgradNative};
 use crate::conv::{forward, refuse, weight_grad, Algorithm};
 use crate::error::{Error, Result};
 use crate::gpu::memory::ScratchBuffer;
@@ -701,6 +701,20 @@ pub(crate) fn input_grad_reads_f16(ctx: &Context, p: &Conv2dProblem, algorithm: 
             .is_some_and(|q| forward::depthwise::reads_f16(ctx, &q))
 }
 
+/// Whether the input gradient of `p` with the concrete `algorithm` ([`input_grad_pin`])
+/// writes an f16 dx itself (contiguous, from f32 dy): the implicit GEMM's strided-1x1
+/// scatter, on a whole problem.
+pub(crate) fn input_grad_writes_f16_dx(
+    ctx: &Context,
+    p: &Conv2dProblem,
+    algorithm: Algorithm,
+) -> bool {
+    algorithm == Algorithm::ImplicitGemm
+        && matches!(plan(ctx, p, Side::Inputs), Plan::Whole)
+        && !input_grad::needs_fold(p)
+        && input_grad::implicit_gemm::writes_f16_dx(ctx, p)
+}
+
 /// The input-gradient table of the operation and its tuning key.
 fn input_grad_table(
     transposed: bool,
@@ -735,18 +749,17 @@ pub(crate) fn input_grad(
     ),
     algorithm: Algorithm,
     transposed: bool,
-    (cl, f16): ([bool; 2], bool),
+    native: DgradNative,
 ) -> Result<()> {
+    let DgradNative { cl, f16, dx_f16 } = native;
     let (table, tuned) = input_grad_table(transposed, bias.is_some());
     let select =
         |q: &Conv2dProblem| table.select(ctx, q, algorithm, |h, c| ctx.choose(tuned, q, h, &c));
     let plan = plan(ctx, p, Side::Inputs);
     let (xi, yi) = (p.c * p.h * p.w, p.k * p.oh * p.ow);
-    debug_assert!(matches!(plan, Plan::Whole) || (cl == [false; 2] && !f16));
+    debug_assert!(matches!(plan, Plan::Whole) || (cl == [false; 2] && !f16 && !dx_f16));
     match plan {
-        Plan::Whole => {
-            input_grad::encode_whole(ctx, enc, p, select(p)?, dy, w, bias, dx, (cl, f16))
-        }
+        Plan::Whole => input_grad::encode_whole(ctx, enc, p, select(p)?, dy, w, bias, dx, native),
         Plan::Impossible(bytes) => Err(impossible(ctx, table.op, algorithm, bytes)?),
         Plan::Windows(reason) => {
             windows_only(table.op, algorithm, &reason)?;
@@ -773,7 +786,7 @@ pub(crate) fn input_grad(
                     w,
                     bias,
                     &dxs.buffer,
-                    ([false; 2], false),
+                    DgradNative::default(),
                 )?;
                 copy_runs(enc, &dxs.buffer, 0, 0, dx, n0 * xi, 0, (1, nb * xi));
             }
@@ -822,6 +835,7 @@ pub(crate) fn input_grad(
                                 dx: gs.buffer.clone(),
                                 cl: [false; 2],
                                 f16: false,
+                                dx_f16: false,
                             };
                             (e.encode)(ctx, enc, &b.sub, &args)?;
                             let total = p.c * (b.b - b.a) * p.w;
@@ -843,6 +857,7 @@ pub(crate) fn input_grad(
                                 dx: dxs.buffer.clone(),
                                 cl: [false; 2],
                                 f16: false,
+                                dx_f16: false,
                             };
                             (e.encode)(ctx, enc, &b.sub, &args)?;
                         }
@@ -914,8 +929,21 @@ pub(crate) fn weight_grad_reads_f16_x(
         && weight_grad::implicit_gemm::reads_f16_x(ctx, p, x_cl)
 }
 
-/// Weight gradient of `p` (see `weight_grad::encode`); `cl` = (x, dy) stored channels-last,
-/// only where [`weight_grad_reads_channels_last`] holds.
+/// Whether the weight gradient of `p` with the concrete `algorithm` ([`weight_grad_pin`])
+/// writes an f16 dw itself (contiguous): the implicit GEMM's 1x1 kernel, on a whole problem
+/// in one launch.
+pub(crate) fn weight_grad_writes_f16_dw(
+    ctx: &Context,
+    p: &Conv2dProblem,
+    algorithm: Algorithm,
+) -> bool {
+    algorithm == Algorithm::ImplicitGemm
+        && matches!(plan(ctx, p, Side::Outputs), Plan::Whole)
+        && weight_grad::implicit_gemm::writes_f16_dw(ctx, p)
+}
+
+/// Weight gradient of `p` (see `weight_grad::encode`); each flag of `native` only where its
+/// query holds ([`weight_grad_reads_channels_last`], [`weight_grad_reads_f16`], ...).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn weight_grad(
     ctx: &Context,
@@ -925,8 +953,14 @@ pub(crate) fn weight_grad(
     dy: &wgpu::Buffer,
     dw: &wgpu::Buffer,
     algorithm: Algorithm,
-    (cl, f16, x_f16): ([bool; 2], bool, bool),
+    native: WgradNative,
 ) -> Result<()> {
+    let WgradNative {
+        cl,
+        f16,
+        x_f16,
+        dw_f16,
+    } = native;
     let table = &weight_grad::TABLE;
     let select = |q: &Conv2dProblem| {
         table.select(ctx, q, algorithm, |h, c| {
@@ -940,25 +974,27 @@ pub(crate) fn weight_grad(
         cl: [false; 2],
         f16: false,
         x_f16: false,
+        dw_f16: false,
     };
     let plan = plan(ctx, p, Side::Outputs);
     debug_assert!(matches!(plan, Plan::Whole) || (cl == [false; 2] && !f16));
     let (xi, yi) = (p.c * p.h * p.w, p.k * p.oh * p.ow);
     let wlen = p.k * p.c_per_group() * p.r * p.s;
     let entry_bug = || {
-        // `weight_grad_reads_f16_x` said otherwise: never read f16 words as f32.
+        // `weight_grad_reads_f16_x` / `weight_grad_writes_f16_dw` said otherwise: never
+        // read f16 words as f32 or write f32 sums into f16 words.
         Err(crate::error::Error::new(crate::error::ErrorKind::Device {
             context: "recording a weight gradient".into(),
-            message: "f16 x for a path that reads f32 (library bug)".into(),
+            message: "f16 x or dw for a path that reads or writes f32 (library bug)".into(),
         }))
     };
-    if x_f16 && !matches!(plan, Plan::Whole) {
+    if (x_f16 || dw_f16) && !matches!(plan, Plan::Whole) {
         return entry_bug();
     }
     match plan {
         Plan::Whole => {
             let entry = select(p)?;
-            if x_f16 && entry.algorithm != Algorithm::ImplicitGemm {
+            if (x_f16 || dw_f16) && entry.algorithm != Algorithm::ImplicitGemm {
                 return entry_bug();
             }
             (entry.encode)(
@@ -969,6 +1005,7 @@ pub(crate) fn weight_grad(
                     cl,
                     f16,
                     x_f16,
+                    dw_f16,
                     ..args(x, dy, dw)
                 },
             )

@@ -169,6 +169,7 @@ pub(crate) fn input_grad(
         dx: dx.clone(),
         cl: [false; 2],
         f16: true,
+        dx_f16: false,
     };
     if !needs_fold(p) {
         let b = bv.as_ref().map(|b| b.buf());

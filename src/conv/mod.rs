@@ -22,7 +22,9 @@ use crate::params::{
 };
 use crate::tensor::{DType, MemoryFormat, Tensor};
 use band::Side;
+use input_grad::DgradNative;
 use launch::ConvBuffers;
+use weight_grad::WgradNative;
 
 /// Which kernel family computes a convolution.
 ///
@@ -462,6 +464,28 @@ impl Context {
             && pinned.is_some_and(|a| band::weight_grad_reads_f16_x(self, p, a, x_cl))
     }
 
+    /// Whether the input gradient of `p` (pinned to a concrete algorithm) writes an f16 `dx`
+    /// itself from f32 `dy` (contiguous; the implicit GEMM's strided-1x1 scatter).
+    fn input_grad_writes_f16_dx(
+        &self,
+        p: &Conv2dProblem,
+        pinned: Option<Algorithm>,
+        dx: &Tensor,
+    ) -> bool {
+        plain_f16(dx) && pinned.is_some_and(|a| band::input_grad_writes_f16_dx(self, p, a))
+    }
+
+    /// Whether the weight gradient of `p` (pinned to a concrete algorithm) writes an f16
+    /// `dw` itself (contiguous; the implicit GEMM's 1x1 kernel).
+    fn weight_grad_writes_f16_dw(
+        &self,
+        p: &Conv2dProblem,
+        pinned: Option<Algorithm>,
+        dw: &Tensor,
+    ) -> bool {
+        plain_f16(dw) && pinned.is_some_and(|a| band::weight_grad_writes_f16_dw(self, p, a))
+    }
+
     pub(crate) fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
         self.device()
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
@@ -561,7 +585,9 @@ impl Context {
         let f16 = self.input_grad_reads_f16(&p, pinned, dy, dx);
         let dyv = half::input_native(self, encoder, dy, native, f16)?;
         let wv = half::param(self, encoder, w)?;
-        let dxv = if f16 {
+        // f16 dx alone stored by the input gradient's kernel itself.
+        let dx_out16 = !f16 && !native && self.input_grad_writes_f16_dx(&p, pinned, dx);
+        let dxv = if f16 || dx_out16 {
             half::output_f16(self, encoder, dx, true)?
         } else {
             half::output_in(self, encoder, dx, native)?
@@ -576,8 +602,11 @@ impl Context {
             dxv.buf(),
             algorithm,
             false,
-            [dyv.cl, dxv.cl],
-            f16,
+            DgradNative {
+                cl: [dyv.cl, dxv.cl],
+                f16,
+                dx_f16: dxv.f16 && !f16,
+            },
         )?;
         half::finish(self, encoder, &dxv, dx)
     }
@@ -657,7 +686,13 @@ impl Context {
         let x16 = !f16 && self.weight_grad_reads_f16_x(&p, pinned, x, native);
         let xv = half::input_native(self, encoder, x, native, f16 || x16)?;
         let dyv = half::input_native(self, encoder, dy, native, f16)?;
-        let dwv = half::output(self, encoder, dw, false)?;
+        // f16 dw stored by the weight gradient's kernel itself.
+        let dw16 = !f16 && self.weight_grad_writes_f16_dw(&p, pinned, dw);
+        let dwv = if dw16 {
+            half::output_f16(self, encoder, dw, true)?
+        } else {
+            half::output(self, encoder, dw, false)?
+        };
         weight_grad::encode(
             self,
             encoder,
@@ -666,8 +701,12 @@ impl Context {
             dyv.buf(),
             dwv.buf(),
             algorithm,
-            [xv.cl, dyv.cl],
-            (f16, xv.f16 && !f16),
+            WgradNative {
+                cl: [xv.cl, dyv.cl],
+                f16,
+                x_f16: xv.f16 && !f16,
+                dw_f16: dwv.f16 && !f16,
+            },
         )?;
         half::finish(self, encoder, &dwv, dw)
     }
@@ -802,7 +841,8 @@ impl Context {
         let dwx16 = !dw16 && self.weight_grad_reads_f16_x(p, dw_pin, x, ndw);
         let xv = half::input_native(self, enc, x, ndw, dw16 || dwx16)?;
         let wv = half::param(self, enc, w)?;
-        let dxv = if dx16 {
+        let dx_out16 = !dx16 && !ndx && self.input_grad_writes_f16_dx(p, dx_pin, dx);
+        let dxv = if dx16 || dx_out16 {
             half::output_f16(self, enc, dx, true)?
         } else {
             half::output_in(self, enc, dx, ndx)?
@@ -817,12 +857,20 @@ impl Context {
             dxv.buf(),
             dx_algorithm,
             false,
-            [ndx && dy_cl, dxv.cl],
-            dx16,
+            DgradNative {
+                cl: [ndx && dy_cl, dxv.cl],
+                f16: dx16,
+                dx_f16: dxv.f16 && !dx16,
+            },
         )?;
         half::finish(self, enc, &dxv, dx)?;
         drop(dxv);
-        let dwv = half::output(self, enc, dw, false)?;
+        let dw_out16 = !dw16 && self.weight_grad_writes_f16_dw(p, dw_pin, dw);
+        let dwv = if dw_out16 {
+            half::output_f16(self, enc, dw, true)?
+        } else {
+            half::output(self, enc, dw, false)?
+        };
         weight_grad::encode(
             self,
             enc,
@@ -831,8 +879,12 @@ impl Context {
             &dy_dw,
             dwv.buf(),
             dw_algorithm,
-            [xv.cl, ndw && dy_cl],
-            (dw16, xv.f16 && !dw16),
+            WgradNative {
+                cl: [xv.cl, ndw && dy_cl],
+                f16: dw16,
+                x_f16: xv.f16 && !dw16,
+                dw_f16: dwv.f16 && !dw16,
+            },
         )?;
         half::finish(self, enc, &dwv, dw)?;
         if let Some(db) = db {
@@ -935,8 +987,10 @@ impl Context {
             yv.buf(),
             algorithm,
             true,
-            [xv.cl, yv.cl],
-            false,
+            DgradNative {
+                cl: [xv.cl, yv.cl],
+                ..Default::default()
+            },
         )?;
         Ok(yv)
     }

@@ -3,6 +3,7 @@
 
 use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl};
 use crate::kernels::conv2d_implicit::IC_TN;
+use crate::kernels::f16_convert::F32_TO_F16_4;
 use crate::kernels::shared::{acc4, scalar_subblocks, IMPLICIT_LAYOUT_DOC, SG};
 
 params! {
@@ -31,7 +32,11 @@ spec! {
 /// few channels per group: the `_c4` kernel). `v4`: 1x1 kernels with a multiple of 4
 /// channels per group, whose 8 channels per lane are adjacent in dw: stored as vec4 (one
 /// per-lane store loop per 4 floats instead of per float; the `_v4` kernel, with `cw` 8).
-pub(crate) fn source(cw: usize, v4: bool) -> String {
+/// `f16_out` (with `v4` only): dw is an f16 tensor (`array<vec2<u32>>`, 4 halves per store,
+/// rounded to nearest even by `f32_to_f16_4`), written once by a launch over every image
+/// (`ACCUMULATE` is never set: f16 partial sums would round twice); the `_v4h` kernel.
+pub(crate) fn source(cw: usize, v4: bool, f16_out: bool) -> String {
+    debug_assert!(v4 || !f16_out);
     let nq = cw / 4;
     let xyzw = ['x', 'y', 'z', 'w'];
     let mut w = Wgsl::new();
@@ -62,6 +67,9 @@ pub(crate) fn source(cw: usize, v4: bool) -> String {
         );
         w.line("// loops over the lanes on lavapipe, whatever their width).");
     }
+    if f16_out {
+        w.line("// f16 dw: the four halves of a store as one vec2<u32> (no conversion pass).");
+    }
     w.line("//");
     w.line(IMPLICIT_LAYOUT_DOC);
     w.line("");
@@ -73,8 +81,15 @@ pub(crate) fn source(cw: usize, v4: bool) -> String {
     wln!(
         w,
         "@group(0) @binding(3) var<storage, read_write> dw: array<{}>;",
-        if v4 { "vec4<f32>" } else { "f32" }
+        match (v4, f16_out) {
+            (true, true) => "vec2<u32>",
+            (true, false) => "vec4<f32>",
+            _ => "f32",
+        }
     );
+    if f16_out {
+        w.line(F32_TO_F16_4);
+    }
     w.line("");
     w.line(&WgradImplicitSpec::wgsl());
     w.line("");
@@ -87,11 +102,16 @@ pub(crate) fn source(cw: usize, v4: bool) -> String {
         w.line("        return;");
         w.line("    }");
         w.line("    let i = ((g * P.kg + col) * P.cg + c) / 4u;");
-        w.line("    var out = v;");
-        w.line("    if (ACCUMULATE) {");
-        w.line("        out += dw[i];");
-        w.line("    }");
-        w.line("    dw[i] = out;");
+        if f16_out {
+            w.line("    let h = f32_to_f16_4(v);");
+            w.line("    dw[i] = vec2<u32>(h.x | (h.y << 16u), h.z | (h.w << 16u));");
+        } else {
+            w.line("    var out = v;");
+            w.line("    if (ACCUMULATE) {");
+            w.line("        out += dw[i];");
+            w.line("    }");
+            w.line("    dw[i] = out;");
+        }
         w.line("}");
         w.line("");
     } else {

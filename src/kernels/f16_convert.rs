@@ -50,7 +50,7 @@ fn f16_to_f32(h: u32) -> f32 {
 "#;
 
 /// f32 to f16 bits, round to nearest even, overflow to infinity.
-const F32_TO_F16: &str = r#"
+pub(crate) const F32_TO_F16: &str = r#"
 fn f32_to_f16(f: f32) -> u32 {
     let x = bitcast<u32>(f);
     let sign = (x >> 16u) & 0x8000u;

@@ -336,13 +336,16 @@ kernels! {
     Conv2dImplicitP1x32 = "conv2d_implicit_p1x32", conv2d_implicit::source(1, 32), ImplicitParams,
         ImplicitSpec, [ImageRead, ImageRead, StorageRead, Storage, StorageRead];
     /// Implicit-GEMM weight gradient on storage images.
-    Conv2dWgradImplicit = "conv2d_wgrad_implicit", conv2d_wgrad_implicit::source(8, false),
+    Conv2dWgradImplicit = "conv2d_wgrad_implicit", conv2d_wgrad_implicit::source(8, false, false),
         WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage];
     /// [`Kernel::Conv2dWgradImplicit`] with 4 input channels per lane (few channels).
-    Conv2dWgradImplicitC4 = "conv2d_wgrad_implicit_c4", conv2d_wgrad_implicit::source(4, false),
+    Conv2dWgradImplicitC4 = "conv2d_wgrad_implicit_c4", conv2d_wgrad_implicit::source(4, false, false),
         WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage];
     /// [`Kernel::Conv2dWgradImplicit`] for 1x1 kernels, storing 4 adjacent channels at once.
-    Conv2dWgradImplicitV4 = "conv2d_wgrad_implicit_v4", conv2d_wgrad_implicit::source(8, true),
+    Conv2dWgradImplicitV4 = "conv2d_wgrad_implicit_v4", conv2d_wgrad_implicit::source(8, true, false),
+        WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage];
+    /// [`Kernel::Conv2dWgradImplicitV4`] storing an f16 dw (one launch over every image).
+    Conv2dWgradImplicitV4H = "conv2d_wgrad_implicit_v4h", conv2d_wgrad_implicit::source(8, true, true),
         WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage];
     /// Implicit-GEMM convolution with workgroup-memory tiles (GPUs).
     Conv2dImplicitTiled = "conv2d_implicit_tiled", conv2d_implicit_tiled::source(), TiledParams,
@@ -394,8 +397,11 @@ kernels! {
     SwapAxes4 = "swap_axes4", swap_axes::source4(), SwapAxesParams, SwapAxesSpec,
         [StorageRead, Storage];
     /// Input gradient of a strided 1x1 convolution from its sampled pixels' gradient.
-    ScatterStrided = "scatter_strided", scatter_strided::source(), ScatterParams, ScatterSpec,
+    ScatterStrided = "scatter_strided", scatter_strided::source(false), ScatterParams, ScatterSpec,
         [StorageRead, StorageRead, Storage];
+    /// [`Kernel::ScatterStrided`] storing an f16 dx (NCHW rows of even width).
+    ScatterStridedH = "scatter_strided_h", scatter_strided::source(true), ScatterParams,
+        ScatterSpec, [StorageRead, StorageRead, Storage];
     /// The epilogue applied in place to an output stored without it (no residual).
     Epilogue = "epilogue", epilogue::source(false, false), EpilogueParams, EpilogueSpec,
         [Storage];

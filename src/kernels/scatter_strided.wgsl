@@ -59,6 +59,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let oy = ty / P.sh;
     let row_ok = ty - oy * P.sh == 0u && oy < P.oh;
     let sbase = (plane * P.oh + min(oy, P.oh - 1u)) * P.ow;
+    // NCHW rows.
     let dbase = t * P.w;
     var ox = P.left / P.sw;
     var ph = P.left - ox * P.sw;

@@ -57,6 +57,13 @@ fn encode(
     p: &Conv2dProblem,
     a: &DgradArgs,
 ) -> Result<()> {
+    if a.dx_f16 && !writes_f16_dx(ctx, p) {
+        // `writes_f16_dx` said otherwise: never write f32 values into f16 words.
+        return Err(crate::error::Error::new(crate::error::ErrorKind::Device {
+            context: "recording an input gradient".into(),
+            message: "f16 dx for a launch that writes f32 (library bug)".into(),
+        }));
+    }
     if let Some(q) = strided_pointwise_as_forward(ctx, p) {
         // Channels-last only with both dy and dx (`runs_as_forward`).
         debug_assert!(a.cl == [false; 2] || a.cl == [true; 2]);
@@ -71,6 +78,12 @@ fn encode(
         ..ConvBuffers::new(&a.dy, &a.w, a.bias.as_ref(), &a.dx)
     };
     encode_at(ctx, enc, &q, &bufs, a.dy_off, layout)
+}
+
+/// Does the strided-1x1 path write an f16 dx itself (the `scatter_strided_h` kernel:
+/// contiguous rows of even width, two halves per word)?
+pub(crate) fn writes_f16_dx(ctx: &Context, p: &Conv2dProblem) -> bool {
+    p.w.is_multiple_of(2) && strided_pointwise_as_forward(ctx, p).is_some()
 }
 
 /// Does the implicit GEMM read channels-last dy and write channels-last dx in place for the
@@ -150,6 +163,7 @@ fn dgrad_strided_pointwise(
         "wgconv sampled-pixel input gradient",
     )?;
     let nhwc = a.cl == [true; 2];
+    debug_assert!(!(nhwc && a.dx_f16));
     let bufs = ConvBuffers {
         x_cl: nhwc,
         y_cl: nhwc,
@@ -181,17 +195,15 @@ fn dgrad_strided_pointwise(
         NHWC: nhwc,
         ..Default::default()
     };
-    launch_linear::<k::ScatterStrided>(
-        ctx,
-        enc,
-        &spec,
-        &mut u,
-        |u, t0| u.t0 = t0,
-        &[
-            Bind::whole(&g.buffer),
-            Bind::whole(bias.unwrap_or(&g.buffer)),
-            Bind::whole(dx),
-        ],
-        rows as u64,
-    )
+    let binds = [
+        Bind::whole(&g.buffer),
+        Bind::whole(bias.unwrap_or(&g.buffer)),
+        Bind::whole(dx),
+    ];
+    let set = |u: &mut ScatterParams, t0| u.t0 = t0;
+    if a.dx_f16 {
+        launch_linear::<k::ScatterStridedH>(ctx, enc, &spec, &mut u, set, &binds, rows as u64)
+    } else {
+        launch_linear::<k::ScatterStrided>(ctx, enc, &spec, &mut u, set, &binds, rows as u64)
+    }
 }

@@ -47,6 +47,22 @@ pub(crate) struct DgradArgs {
     /// dy and dx are the caller's f16 tensors (packed words): only for the depthwise entry's
     /// f16 image kernel (see `band::input_grad_reads_f16`).
     pub f16: bool,
+    /// dx alone is the caller's f16 tensor: only for the implicit GEMM's strided-1x1 scatter,
+    /// which stores f16 itself (see `band::input_grad_writes_f16_dx`).
+    pub dx_f16: bool,
+}
+
+/// What an input-gradient call reads and writes in the caller's own layout and element type
+/// instead of contiguous f32 views (each flag only where the `band::input_grad_*` query for
+/// it holds; all false: contiguous f32 buffers).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DgradNative {
+    /// (dy, dx) stored channels-last (see `band::input_grad_reads_channels_last`).
+    pub cl: [bool; 2],
+    /// dy and dx are f16 words (see `band::input_grad_reads_f16`).
+    pub f16: bool,
+    /// dx alone is f16 words (see `band::input_grad_writes_f16_dx`).
+    pub dx_f16: bool,
 }
 
 /// The input-gradient table, in the heuristic's order of preference.
@@ -135,8 +151,7 @@ pub(crate) fn encode(
     dx: &wgpu::Buffer,
     algorithm: Algorithm,
     transposed: bool,
-    cl: [bool; 2],
-    f16: bool,
+    native: DgradNative,
 ) -> Result<()> {
     crate::conv::band::input_grad(
         ctx,
@@ -145,7 +160,7 @@ pub(crate) fn encode(
         (dy, w, bias, dx),
         algorithm,
         transposed,
-        (cl, f16),
+        native,
     )
 }
 
@@ -162,8 +177,9 @@ pub(crate) fn encode_whole(
     w: &wgpu::Buffer,
     bias: Option<&wgpu::Buffer>,
     dx: &wgpu::Buffer,
-    (cl, f16): ([bool; 2], bool),
+    native: DgradNative,
 ) -> Result<()> {
+    let DgradNative { cl, f16, dx_f16 } = native;
     let args = |dy_off: usize, bias: Option<&wgpu::Buffer>, dx: &wgpu::Buffer| DgradArgs {
         dy: dy.clone(),
         dy_off,
@@ -172,12 +188,16 @@ pub(crate) fn encode_whole(
         dx: dx.clone(),
         cl: [false; 2],
         f16: false,
+        dx_f16: false,
     };
-    if f16 && (needs_fold(p) || entry.algorithm != Algorithm::Depthwise) {
-        // `band::input_grad_reads_f16` said otherwise: never read f16 words as f32.
+    if (f16 && (needs_fold(p) || entry.algorithm != Algorithm::Depthwise))
+        || (dx_f16 && (needs_fold(p) || entry.algorithm != Algorithm::ImplicitGemm))
+    {
+        // `band::input_grad_reads_f16` / `input_grad_writes_f16_dx` said otherwise: never
+        // read f16 words as f32 or write f32 values into f16 words.
         return Err(crate::error::Error::new(crate::error::ErrorKind::Device {
             context: "recording an input gradient".into(),
-            message: "f16 operands for an entry that reads f32 (library bug)".into(),
+            message: "f16 operands for an entry that reads or writes f32 (library bug)".into(),
         }));
     }
     if !needs_fold(p) {
@@ -188,6 +208,7 @@ pub(crate) fn encode_whole(
             &DgradArgs {
                 cl,
                 f16,
+                dx_f16,
                 ..args(0, bias, dx)
             },
         );

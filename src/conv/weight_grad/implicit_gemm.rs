@@ -46,6 +46,41 @@ pub(crate) fn reads_f16_x(ctx: &Context, src_p: &Conv2dProblem, x_cl: bool) -> b
     wgrad_plan(ctx, &p).is_some_and(|(xg, _)| xg.reads_f16(ctx, src_p, sub, x_cl))
 }
 
+/// Does the launch for `src_p` write an f16 dw itself (the `_v4h` kernel)? 1x1 kernels
+/// (after sampling) with a multiple of 8 channels per group, every image in one launch.
+pub(crate) fn writes_f16_dw(ctx: &Context, src_p: &Conv2dProblem) -> bool {
+    let p = sampled_problem(src_p).unwrap_or(*src_p);
+    wgrad_plan(ctx, &p).is_some_and(|(xg, _)| {
+        variant(&p, &xg, 2 * p.k * p.c_per_group()) == Variant::V4 && xg.chunk >= p.n
+    })
+}
+
+/// The kernel variant of the launch (see `conv2d_wgrad_implicit::source`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Variant {
+    /// 4 channels per lane.
+    C4,
+    /// 1x1, vec4 stores.
+    V4,
+    /// 8 channels per lane, scalar stores.
+    Plain,
+}
+
+/// The variant for `p` (sampled) with input geometry `xg` and a dw of `dw_bytes`.
+fn variant(p: &Conv2dProblem, xg: &InputGeom, dw_bytes: usize) -> Variant {
+    // 4 channels per lane when that halves the channel padding (1-4 channels modulo 8).
+    if p.c_per_group().div_ceil(4) * 4 < xg.cb8 * 8 {
+        return Variant::C4;
+    }
+    // 1x1: a lane's 8 channels are adjacent in dw, stored as vec4 (checked after c4, so only
+    // channels per group a multiple of 8 get here).
+    if p.r * p.s == 1 && p.c_per_group().is_multiple_of(4) && dw_bytes.is_multiple_of(16) {
+        Variant::V4
+    } else {
+        Variant::Plain
+    }
+}
+
 /// Geometry of the weight-gradient launch: the input image and the dy panels (entries
 /// (image, group), rows = output channels of the group, K = output pixels).
 fn wgrad_plan(ctx: &Context, p: &Conv2dProblem) -> Option<(InputGeom, ImageGeom)> {
@@ -103,11 +138,16 @@ pub(crate) fn encode_wgrad(
         "wgconv implicit-gemm dy",
     )?;
     let ximg = xg.alloc(ctx, enc)?;
-    // 4 channels per lane when that halves the channel padding (1-4 channels modulo 8).
-    let c4 = p.c_per_group().div_ceil(4) * 4 < xg.cb8 * 8;
-    // 1x1: a lane's 8 channels are adjacent in dw, stored as vec4 (checked after c4, so only
-    // channels per group a multiple of 8 get here).
-    let v4 = p.r * p.s == 1 && p.c_per_group().is_multiple_of(4) && dw.size().is_multiple_of(16);
+    let dw_bytes = if a.dw_f16 { 2 } else { 4 } * p.k * p.c_per_group() * p.r * p.s;
+    let var = variant(p, &xg, dw_bytes);
+    if a.dw_f16 && !(var == Variant::V4 && xg.chunk >= p.n) {
+        // `writes_f16_dw` said otherwise: never write f32 sums into f16 words.
+        return Err(crate::error::Error::new(crate::error::ErrorKind::Device {
+            context: "recording a weight gradient".into(),
+            message: "f16 dw for a launch that writes f32 (library bug)".into(),
+        }));
+    }
+    let c4 = var == Variant::C4;
     let blocks = if c4 {
         p.c_per_group().div_ceil(4)
     } else {
@@ -180,12 +220,19 @@ pub(crate) fn encode_wgrad(
             let set = |u: &mut WgradImplicitParams, wg: u32| u.wg0 = wg / WG as u32;
             launch_linear::<K>(ctx, enc, spec, u, set, binds, total)
         }
-        if c4 {
-            go::<k::Conv2dWgradImplicitC4>(ctx, enc, &spec, &mut u, &binds, total)?;
-        } else if v4 {
-            go::<k::Conv2dWgradImplicitV4>(ctx, enc, &spec, &mut u, &binds, total)?;
-        } else {
-            go::<k::Conv2dWgradImplicit>(ctx, enc, &spec, &mut u, &binds, total)?;
+        match (var, a.dw_f16) {
+            (Variant::C4, _) => {
+                go::<k::Conv2dWgradImplicitC4>(ctx, enc, &spec, &mut u, &binds, total)?
+            }
+            (Variant::V4, true) => {
+                go::<k::Conv2dWgradImplicitV4H>(ctx, enc, &spec, &mut u, &binds, total)?
+            }
+            (Variant::V4, false) => {
+                go::<k::Conv2dWgradImplicitV4>(ctx, enc, &spec, &mut u, &binds, total)?
+            }
+            (Variant::Plain, _) => {
+                go::<k::Conv2dWgradImplicit>(ctx, enc, &spec, &mut u, &binds, total)?
+            }
         }
         n0 += nb;
     }

@@ -35,6 +35,24 @@ pub(crate) struct WgradArgs {
     /// x alone is the caller's f16 tensor: only for the implicit GEMM, whose input fill
     /// reads it (see `band::weight_grad_reads_f16_x`).
     pub x_f16: bool,
+    /// dw is the caller's f16 tensor (packed words), written by the implicit GEMM's 1x1
+    /// kernel itself (see `band::weight_grad_writes_f16_dw`).
+    pub dw_f16: bool,
+}
+
+/// What a weight-gradient call reads and writes in the caller's own layout and element type
+/// instead of contiguous f32 views (each flag only where the `band::weight_grad_*` query for
+/// it holds; all false: contiguous f32 buffers).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WgradNative {
+    /// (x, dy) stored channels-last (see `band::weight_grad_reads_channels_last`).
+    pub cl: [bool; 2],
+    /// x and dy are f16 words (see `band::weight_grad_reads_f16`).
+    pub f16: bool,
+    /// x alone is f16 words (see `band::weight_grad_reads_f16_x`).
+    pub x_f16: bool,
+    /// dw is f16 words (see `band::weight_grad_writes_f16_dw`).
+    pub dw_f16: bool,
 }
 
 /// The weight-gradient table, in the heuristic's order of preference.
@@ -65,8 +83,7 @@ pub(crate) fn encode(
     dy: &wgpu::Buffer,
     dw: &wgpu::Buffer,
     algorithm: Algorithm,
-    cl: [bool; 2],
-    (f16, x_f16): (bool, bool),
+    native: WgradNative,
 ) -> Result<()> {
-    crate::conv::band::weight_grad(ctx, enc, p, x, dy, dw, algorithm, (cl, f16, x_f16))
+    crate::conv::band::weight_grad(ctx, enc, p, x, dy, dw, algorithm, native)
 }
