@@ -88,7 +88,7 @@ impl Tensor {
     /// `"tensor rank"`) when the tensor is not 4-D; the errors of [`Tensor::read`].
     pub fn to_array4(&self) -> Result<ndarray::Array4<f32>> {
         let [n, c, h, w] = shape_of::<4>(self)?;
-        if self.format() != crate::MemoryFormat::Contiguous {
+        if self.storage_format() != crate::MemoryFormat::Contiguous {
             return self.to_format(crate::MemoryFormat::Contiguous)?.to_array4();
         }
         download(self, Ix4(n, c, h, w))

@@ -436,6 +436,19 @@ impl Tensor {
         self.format
     }
 
+    /// The memory order the library's kernels see: [`MemoryFormat::Contiguous`] for a
+    /// channels-last tensor whose storage order is the contiguous one too (one channel, or
+    /// one pixel: `[N, 1, H, W]`, `[N, C, 1, 1]`, 1x1 weights `[K, C, 1, 1]`), so that no path
+    /// converts or reorders it; else [`Tensor::format`].
+    pub(crate) fn storage_format(&self) -> MemoryFormat {
+        match (self.format, self.shape.as_slice()) {
+            (MemoryFormat::ChannelsLast, &[_, c, h, w]) if c <= 1 || h * w <= 1 => {
+                MemoryFormat::Contiguous
+            }
+            (f, _) => f,
+        }
+    }
+
     /// The same buffer read in memory format `format` (no data move): the storage is taken
     /// to hold the tensor's logical shape in that order. `Tensor::from_slice(ctx, nhwc_data,
     /// &[n, c, h, w])?.with_format(MemoryFormat::ChannelsLast)` uploads NHWC data.

@@ -230,6 +230,56 @@ fn f32_formats_round_trip_bit_exact() {
         assert_eq!(bits(&logical(&t)), bits(&d), "{s:?}");
         assert_eq!(bits(&t.to_format(CO).unwrap().read().unwrap()), bits(&d));
     }
+    // Short axes of 1..=17 elements against a multiple of 4 (the vector kernel up to 16,
+    // the general one beyond), both axes short (9 taps x 4 channels, 4 x 9), both directions.
+    let mut shapes: Vec<[usize; 4]> = (1..=17)
+        .flat_map(|k| [[2, k, 4, 3], [2, 8, k, 1]])
+        .collect();
+    shapes.extend([[2, 4, 3, 3], [3, 9, 2, 2], [2, 12, 4, 4], [5, 16, 1, 16]]);
+    for s in shapes {
+        let n: usize = s.iter().product();
+        let d = rng.vec(n);
+        let t = Tensor::from_slice(ctx, &d, &s).unwrap();
+        let cl = t.to_format(CL).unwrap();
+        let want = CO.convert(&d, s, CL).unwrap();
+        assert_eq!(
+            bits(&cl.read().unwrap()),
+            bits(&want),
+            "{s:?} to channels-last"
+        );
+        let back = cl.to_format(CO).unwrap();
+        assert_eq!(bits(&back.read().unwrap()), bits(&d), "{s:?} back");
+    }
+    // The 4 x 4 tile path (both axes multiples of 4; read from an image copy on CPU
+    // adapters) keeps every bit pattern too, on a fresh context to see which kernel ran.
+    {
+        let fresh = &Context::new_blocking().unwrap();
+        let s = [2, 20, 4, 5];
+        let mut d = rng.vec(800);
+        for (i, b) in [
+            0x7fc0_1234u32,
+            0xffa0_0001,
+            0x7f80_0001,
+            0x8000_0000,
+            0x0000_0001,
+            0x807f_ffff,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            d[i * 37] = f32::from_bits(b);
+        }
+        let t = Tensor::from_slice(fresh, &d, &s).unwrap();
+        let cl = t.to_format(CL).unwrap();
+        assert_eq!(
+            bits(&cl.read().unwrap()),
+            bits(&CO.convert(&d, s, CL).unwrap())
+        );
+        assert_eq!(bits(&cl.to_format(CO).unwrap().read().unwrap()), bits(&d));
+        let k = wgconv::dev::compiled_kernels(fresh);
+        let image = k.iter().any(|n| n.starts_with("swap_axes4_image"));
+        assert_eq!(image, fresh.is_cpu_adapter(), "{k:?}");
+    }
     // Empty tensors convert to empty tensors.
     let e = Tensor::zeros(ctx, &[0, 3, 4, 4])
         .unwrap()

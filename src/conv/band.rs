@@ -942,6 +942,17 @@ pub(crate) fn weight_grad_writes_f16_dw(
         && weight_grad::implicit_gemm::writes_f16_dw(ctx, p)
 }
 
+/// Whether the weight gradient of `p` with the concrete `algorithm` ([`weight_grad_pin`])
+/// stores dw channels-last (`[K, R, S, C/groups]`) itself: the implicit GEMM, on a whole
+/// problem.
+pub(crate) fn weight_grad_writes_channels_last(
+    ctx: &Context,
+    p: &Conv2dProblem,
+    algorithm: Algorithm,
+) -> bool {
+    algorithm == Algorithm::ImplicitGemm && matches!(plan(ctx, p, Side::Outputs), Plan::Whole)
+}
+
 /// Weight gradient of `p` (see `weight_grad::encode`); each flag of `native` only where its
 /// query holds ([`weight_grad_reads_channels_last`], [`weight_grad_reads_f16`], ...).
 #[allow(clippy::too_many_arguments)]
@@ -960,6 +971,7 @@ pub(crate) fn weight_grad(
         f16,
         x_f16,
         dw_f16,
+        dw_cl,
     } = native;
     let table = &weight_grad::TABLE;
     let select = |q: &Conv2dProblem| {
@@ -975,26 +987,28 @@ pub(crate) fn weight_grad(
         f16: false,
         x_f16: false,
         dw_f16: false,
+        dw_cl: false,
     };
     let plan = plan(ctx, p, Side::Outputs);
     debug_assert!(matches!(plan, Plan::Whole) || (cl == [false; 2] && !f16));
     let (xi, yi) = (p.c * p.h * p.w, p.k * p.oh * p.ow);
     let wlen = p.k * p.c_per_group() * p.r * p.s;
     let entry_bug = || {
-        // `weight_grad_reads_f16_x` / `weight_grad_writes_f16_dw` said otherwise: never
-        // read f16 words as f32 or write f32 sums into f16 words.
+        // `weight_grad_reads_f16_x` / `weight_grad_writes_f16_dw` / `..._channels_last` said
+        // otherwise: never read f16 words as f32 or write f32 sums into f16 words (or
+        // another order).
         Err(crate::error::Error::new(crate::error::ErrorKind::Device {
             context: "recording a weight gradient".into(),
             message: "f16 x or dw for a path that reads or writes f32 (library bug)".into(),
         }))
     };
-    if (x_f16 || dw_f16) && !matches!(plan, Plan::Whole) {
+    if (x_f16 || dw_f16 || dw_cl) && !matches!(plan, Plan::Whole) {
         return entry_bug();
     }
     match plan {
         Plan::Whole => {
             let entry = select(p)?;
-            if (x_f16 || dw_f16) && entry.algorithm != Algorithm::ImplicitGemm {
+            if (x_f16 || dw_f16 || dw_cl) && entry.algorithm != Algorithm::ImplicitGemm {
                 return entry_bug();
             }
             (entry.encode)(
@@ -1006,6 +1020,7 @@ pub(crate) fn weight_grad(
                     f16,
                     x_f16,
                     dw_f16,
+                    dw_cl,
                     ..args(x, dy, dw)
                 },
             )

@@ -340,13 +340,13 @@ impl Context {
         // order), else contiguous views.
         let native = any_channels_last(&[x, y])
             && band::forward_reads_channels_last(self, p, pinned, all_channels_last(&[x, y]))
-            && residual.is_none_or(|r| r.format() == y.format());
+            && residual.is_none_or(|r| r.storage_format() == y.storage_format());
         let fuse = self
             .inner
             .fuse_epilogues
             .load(std::sync::atomic::Ordering::Relaxed);
         // f16 x (and y) read (written) by the chosen kernel itself, no f32 copies.
-        let x_cl = native && x.format() == MemoryFormat::ChannelsLast;
+        let x_cl = native && x.storage_format() == MemoryFormat::ChannelsLast;
         let (x16, y16) = match pinned {
             Some(a) if x.dtype() == DType::F16 => forward::reads_f16(self, p, a, x_cl),
             _ => (false, false),
@@ -355,8 +355,8 @@ impl Context {
         // pass to work on) and in y's own order.
         let y16 = y16
             && (fuse || epilogue.is_identity())
-            && y.format() == MemoryFormat::Contiguous
-            && x.format() == MemoryFormat::Contiguous;
+            && y.storage_format() == MemoryFormat::Contiguous
+            && x.storage_format() == MemoryFormat::Contiguous;
         let x16 = x16 && (y16 || pinned != Some(Algorithm::Depthwise));
         let xv = half::input_native(self, enc, x, native, x16)?;
         // f16 / channels-last weights that the implicit GEMM takes from the packed-weight
@@ -430,7 +430,8 @@ impl Context {
         dy: &Tensor,
         dx: &Tensor,
     ) -> bool {
-        let plain = |t: &Tensor| t.dtype() == DType::F16 && t.format() == MemoryFormat::Contiguous;
+        let plain =
+            |t: &Tensor| t.dtype() == DType::F16 && t.storage_format() == MemoryFormat::Contiguous;
         plain(dy) && plain(dx) && pinned.is_some_and(|a| band::input_grad_reads_f16(self, p, a))
     }
 
@@ -458,7 +459,7 @@ impl Context {
         x: &Tensor,
         native: bool,
     ) -> bool {
-        let x_cl = x.format() == MemoryFormat::ChannelsLast;
+        let x_cl = x.storage_format() == MemoryFormat::ChannelsLast;
         x.dtype() == DType::F16
             && (native || !x_cl)
             && pinned.is_some_and(|a| band::weight_grad_reads_f16_x(self, p, a, x_cl))
@@ -473,6 +474,18 @@ impl Context {
         dx: &Tensor,
     ) -> bool {
         plain_f16(dx) && pinned.is_some_and(|a| band::input_grad_writes_f16_dx(self, p, a))
+    }
+
+    /// Whether the weight gradient of `p` (pinned to a concrete algorithm) stores a
+    /// channels-last `dw` (`[K, R, S, C/groups]`) in that order itself (the implicit GEMM).
+    fn weight_grad_writes_channels_last(
+        &self,
+        p: &Conv2dProblem,
+        pinned: Option<Algorithm>,
+        dw: &Tensor,
+    ) -> bool {
+        dw.storage_format() == MemoryFormat::ChannelsLast
+            && pinned.is_some_and(|a| band::weight_grad_writes_channels_last(self, p, a))
     }
 
     /// Whether the weight gradient of `p` (pinned to a concrete algorithm) writes an f16
@@ -691,7 +704,8 @@ impl Context {
         let dwv = if dw16 {
             half::output_f16(self, encoder, dw, true)?
         } else {
-            half::output(self, encoder, dw, false)?
+            let cl = self.weight_grad_writes_channels_last(&p, pinned, dw);
+            half::output_in(self, encoder, dw, cl)?
         };
         weight_grad::encode(
             self,
@@ -706,6 +720,7 @@ impl Context {
                 f16,
                 x_f16: xv.f16 && !f16,
                 dw_f16: dwv.f16 && !f16,
+                dw_cl: dwv.cl,
             },
         )?;
         half::finish(self, encoder, &dwv, dw)
@@ -817,7 +832,7 @@ impl Context {
         let ndb = any_channels_last(&[dy]) && bias_grad::reads_channels_last(self, dy.numel());
         let mut dy_views: Vec<half::F32View> = Vec::new();
         let mut dy_view = |keep: bool, enc: &mut wgpu::CommandEncoder| -> Result<wgpu::Buffer> {
-            let cl = keep && dy.format() == MemoryFormat::ChannelsLast;
+            let cl = keep && dy.storage_format() == MemoryFormat::ChannelsLast;
             if let Some(v) = dy_views.iter().find(|v| v.cl == cl) {
                 return Ok(v.buf().clone());
             }
@@ -836,7 +851,7 @@ impl Context {
         } else {
             dy_view(ndw, enc)?
         };
-        let dy_cl = dy.format() == MemoryFormat::ChannelsLast;
+        let dy_cl = dy.storage_format() == MemoryFormat::ChannelsLast;
         // f16 x alone read by the implicit GEMM's input fill.
         let dwx16 = !dw16 && self.weight_grad_reads_f16_x(p, dw_pin, x, ndw);
         let xv = half::input_native(self, enc, x, ndw, dw16 || dwx16)?;
@@ -869,7 +884,8 @@ impl Context {
         let dwv = if dw_out16 {
             half::output_f16(self, enc, dw, true)?
         } else {
-            half::output(self, enc, dw, false)?
+            let cl = self.weight_grad_writes_channels_last(p, dw_pin, dw);
+            half::output_in(self, enc, dw, cl)?
         };
         weight_grad::encode(
             self,
@@ -884,6 +900,7 @@ impl Context {
                 f16: dw16,
                 x_f16: xv.f16 && !dw16,
                 dw_f16: dwv.f16 && !dw16,
+                dw_cl: dwv.cl,
             },
         )?;
         half::finish(self, enc, &dwv, dw)?;
@@ -1438,19 +1455,19 @@ impl Context {
 fn all_channels_last(tensors: &[&Tensor]) -> bool {
     tensors
         .iter()
-        .all(|t| t.format() == MemoryFormat::ChannelsLast)
+        .all(|t| t.storage_format() == MemoryFormat::ChannelsLast)
 }
 
 /// An f16 tensor in contiguous order (what the f16 kernels read in place).
 fn plain_f16(t: &Tensor) -> bool {
-    t.dtype() == DType::F16 && t.format() == MemoryFormat::Contiguous
+    t.dtype() == DType::F16 && t.storage_format() == MemoryFormat::Contiguous
 }
 
 /// Is any of `tensors` stored channels-last?
 fn any_channels_last(tensors: &[&Tensor]) -> bool {
     tensors
         .iter()
-        .any(|t| t.format() == MemoryFormat::ChannelsLast)
+        .any(|t| t.storage_format() == MemoryFormat::ChannelsLast)
 }
 
 /// Elementwise passes read their operands in one memory order: `t` (when given) must have

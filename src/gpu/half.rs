@@ -105,7 +105,7 @@ pub(crate) fn input_native(
     keep_cl: bool,
     keep_f16: bool,
 ) -> Result<F32View> {
-    let cl = t.format() == MemoryFormat::ChannelsLast;
+    let cl = t.storage_format() == MemoryFormat::ChannelsLast;
     if keep_f16 && t.dtype() == DType::F16 && (keep_cl || !cl) {
         return Ok(F32View::own(t, cl, true));
     }
@@ -128,7 +128,10 @@ pub(crate) fn param(ctx: &Context, enc: &mut wgpu::CommandEncoder, t: &Tensor) -
     };
     // The layout slot of an f32 contiguous copy (packed-weight layouts are short lists of
     // sizes; this one cannot be one of them), and the format it was made from.
-    let layout = vec![u64::MAX, (t.format() == MemoryFormat::ChannelsLast) as u64];
+    let layout = vec![
+        u64::MAX,
+        (t.storage_format() == MemoryFormat::ChannelsLast) as u64,
+    ];
     if let Some(buffer) = cache.get_buffer(&key, &layout) {
         return Ok(F32View::own_buffer(buffer));
     }
@@ -157,7 +160,7 @@ pub(crate) fn output_f16(
     t: &Tensor,
     keep_f16: bool,
 ) -> Result<F32View> {
-    if keep_f16 && t.dtype() == DType::F16 && t.format() == MemoryFormat::Contiguous {
+    if keep_f16 && t.dtype() == DType::F16 && t.storage_format() == MemoryFormat::Contiguous {
         return Ok(F32View::own(t, false, true));
     }
     output(ctx, enc, t, false)
@@ -194,7 +197,7 @@ pub(crate) fn output(
 
 /// Does `t` need an f32 contiguous copy (f16, or not contiguous)?
 pub(crate) fn needs_copy(t: &Tensor) -> bool {
-    t.dtype() != DType::F32 || t.format() != MemoryFormat::Contiguous
+    t.dtype() != DType::F32 || t.storage_format() != MemoryFormat::Contiguous
 }
 
 fn view(
@@ -204,7 +207,7 @@ fn view(
     load: bool,
     keep_cl: bool,
 ) -> Result<F32View> {
-    let cl = t.format() == MemoryFormat::ChannelsLast;
+    let cl = t.storage_format() == MemoryFormat::ChannelsLast;
     let swap = cl && !keep_cl;
     if t.dtype() == DType::F32 && !swap {
         return Ok(F32View::own(t, cl, false));
@@ -267,7 +270,7 @@ pub(crate) fn f16_contiguous(
     t: &Tensor,
     load: bool,
 ) -> Result<F32View> {
-    if t.format() == MemoryFormat::Contiguous {
+    if t.storage_format() == MemoryFormat::Contiguous {
         return Ok(F32View::own(t, false, true));
     }
     let n = t.numel();
@@ -336,8 +339,8 @@ pub(crate) fn finish(
     }
     let n = t.numel();
     // A view in the tensor's own order needs at most the rounding.
-    let same_order = v.cl == (t.format() == MemoryFormat::ChannelsLast);
-    match (t.dtype(), t.format()) {
+    let same_order = v.cl == (t.storage_format() == MemoryFormat::ChannelsLast);
+    match (t.dtype(), t.storage_format()) {
         (DType::F32, _) if same_order => Ok(()),
         (DType::F16, _) if same_order => pack(ctx, enc, &v.buffer, t.raw(), n),
         (DType::F16, _) => {

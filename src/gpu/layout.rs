@@ -7,8 +7,8 @@
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::gpu::memory::ScratchBuffer;
-use crate::gpu::{launch_linear, max_window_elems, u32_of, window};
+use crate::gpu::memory::{copy_flat_at, ScratchBuffer};
+use crate::gpu::{launch_linear, max_window_elems, u32_of, window, Bind};
 use crate::kernels::k;
 use crate::kernels::swap_axes::{SwapAxesParams, SwapAxesSpec, SwapSmallSpec, SMALL_MAX};
 use crate::tensor::{DType, MemoryFormat, Tensor};
@@ -39,12 +39,12 @@ pub(crate) fn swap(
     }
     u32_of(e * a * b, "tensor elements")?;
     let max = max_window_elems(ctx);
-    // One axis of 1-3 elements (RGB images), the other a multiple of 4, the whole tensor in
-    // one binding: vector accesses on both sides (`swap_axes_small`).
-    let small = SMALL_MAX.min(a.min(b));
+    // One axis of 1-16 elements (RGB images, the taps of small kernels), the other a multiple
+    // of 4, the whole tensor in one binding: vector accesses on both sides (`swap_axes_small`).
     if e * a * b <= max && (a <= SMALL_MAX && b % 4 == 0 || b <= SMALL_MAX && a % 4 == 0) {
         let rows_short = a <= SMALL_MAX && b % 4 == 0;
-        let long = if rows_short { b } else { a };
+        // (Both axes may be short, e.g. 9 taps x 4 channels: the one of `rows_short`.)
+        let (small, long) = if rows_short { (a, b) } else { (b, a) };
         let total = e * (long / 4);
         let (sb, src_off) = window(ctx, src, 0, e * a * b)?;
         let (db, dst_off) = window(ctx, dst, 0, e * a * b)?;
@@ -79,6 +79,34 @@ pub(crate) fn swap(
     // then a multiple of 4, and window offsets are multiples of the 256-byte alignment).
     // (Tiled entries need 4 whole rows and 4 whole columns per window.)
     let vec4 = a % 4 == 0 && b % 4 == 0 && (a * b <= max || (4 * a <= max && 4 * b <= max));
+    // CPU adapters, the whole tensor in one binding: the tiles read from an image copy of the
+    // source (a copy, then texel loads instead of per-lane storage-buffer loads).
+    if vec4 && ctx.cpu_kernels() && e * a * b <= max {
+        if let Some((img, tw)) = copy_flat_at(ctx, enc, (src, 0), e * a * b, "wgconv format")? {
+            let total = e * (a / 4) * (b / 4);
+            let (db, dst_off) = window(ctx, dst, 0, e * a * b)?;
+            let mut params = SwapAxesParams {
+                a: a as u32,
+                b: b as u32,
+                ne: e as u32,
+                na: a as u32,
+                nb: b as u32,
+                dst_off,
+                total: u32_of(total, "tensor elements")?,
+                tw_shift: tw.trailing_zeros(),
+                ..Default::default()
+            };
+            return launch_linear::<k::SwapAxes4Image>(
+                ctx,
+                enc,
+                &SwapAxesSpec::default(),
+                &mut params,
+                |p, base| p.base = base,
+                &[Bind::Image(&img.view), db],
+                total as u64,
+            );
+        }
+    }
     let q = if vec4 { 4 } else { 1 };
     // Tiles whose source and destination ranges each fit one binding: whole entries when
     // one entry fits, else blocks of rows (source) and columns (destination). A row longer

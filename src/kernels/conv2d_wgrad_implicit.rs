@@ -25,6 +25,10 @@ spec! {
         WG: u32 = 8,
         FLIP: bool = false,
         ACCUMULATE: bool = false,
+        /// dw stored channels-last (`[K, R, S, C/groups]`, PyTorch's channels_last weights)
+        /// instead of `[K, C/groups, R, S]` (the scalar-store variants; 1x1 kernels store the
+        /// same order either way).
+        DW_CL: bool = false,
     }
 }
 
@@ -123,7 +127,8 @@ pub(crate) fn source(cw: usize, v4: bool, f16_out: bool) -> String {
         w.line("    for (var e = 0u; e < 4u; e++) {");
         w.line("        let col = col0 + e;");
         w.line("        if (col < P.kg) {");
-        w.line("            let i = ((g * P.kg + col) * P.cg + c) * rs + tap;");
+        w.line("            let k = g * P.kg + col;");
+        w.line("            let i = select((k * P.cg + c) * rs + tap, (k * rs + tap) * P.cg + c, DW_CL);");
         w.line("            var out = v[e];");
         w.line("            if (ACCUMULATE) {");
         w.line("                out += dw[i];");

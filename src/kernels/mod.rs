@@ -394,8 +394,11 @@ kernels! {
     SwapAxesSmall = "swap_axes_small", swap_axes::small_source(), SwapAxesParams, SwapSmallSpec,
         [StorageRead, Storage];
     /// [`Kernel::SwapAxes`] in 4 x 4 tiles of vector accesses (both axes multiples of 4).
-    SwapAxes4 = "swap_axes4", swap_axes::source4(), SwapAxesParams, SwapAxesSpec,
+    SwapAxes4 = "swap_axes4", swap_axes::source4(false), SwapAxesParams, SwapAxesSpec,
         [StorageRead, Storage];
+    /// [`Kernel::SwapAxes4`] reading its source from an image copy (CPU adapters).
+    SwapAxes4Image = "swap_axes4_image", swap_axes::source4(true), SwapAxesParams,
+        SwapAxesSpec, [ImageRead, Storage];
     /// Input gradient of a strided 1x1 convolution from its sampled pixels' gradient.
     ScatterStrided = "scatter_strided", scatter_strided::source(false), ScatterParams, ScatterSpec,
         [StorageRead, StorageRead, Storage];

@@ -17,6 +17,7 @@ params! {
         a: u32, b: u32, e0: u32, ne: u32,
         a0: u32, na: u32, b0: u32, nb: u32,
         src_off: u32, dst_off: u32, base: u32, total: u32,
+        tw_shift: u32, _p0: u32, _p1: u32, _p2: u32,
     }
 }
 
@@ -91,13 +92,41 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 ";
 
 /// The WGSL source of `swap_axes4`: [`source`] for `A` and `B` multiples of 4, in 4 x 4
-/// tiles of vector accesses.
-pub(crate) fn source4() -> String {
+/// tiles of vector accesses. With `image`, `swap_axes4_image`: the source words are read
+/// from a verbatim `rgba32float` image copy of the whole tensor (texel `t` holds words
+/// `4t..4t + 4`, rows of `1 << tw_shift` texels), for CPU adapters, where a texel load costs
+/// a fraction of a per-lane storage-buffer load; the texels are bit-cast, never converted.
+pub(crate) fn source4(image: bool) -> String {
+    let body = if image {
+        BODY4
+            .replace(
+                "var<storage, read> src: array<vec4<u32>>;",
+                "var src: texture_storage_2d<rgba32float, read>;",
+            )
+            .replace(
+                "    let r0 = src[s];
+    let r1 = src[s + sb];
+    let r2 = src[s + 2u * sb];
+    let r3 = src[s + 3u * sb];",
+                "    let r0 = texel(s);
+    let r1 = texel(s + sb);
+    let r2 = texel(s + 2u * sb);
+    let r3 = texel(s + 3u * sb);",
+            )
+            + "
+fn texel(t: u32) -> vec4<u32> {
+    let m = (1u << P.tw_shift) - 1u;
+    return bitcast<vec4<u32>>(textureLoad(src, vec2<u32>(t & m, t >> P.tw_shift)));
+}
+"
+    } else {
+        BODY4.to_string()
+    };
     let src = format!(
         "{}\n\n{}\n{}",
         SwapAxesParams::wgsl(),
         SwapAxesSpec::wgsl(),
-        BODY4
+        body
     );
     hoist_params(&src, &SwapAxesParams::fields())
 }
@@ -114,23 +143,23 @@ pub(crate) fn source() -> String {
 }
 
 /// Largest short axis of `swap_axes_small`.
-pub(crate) const SMALL_MAX: usize = 3;
+pub(crate) const SMALL_MAX: usize = 16;
 
 spec! {
     /// Specialisation of `swap_axes_small`.
     pub(crate) struct SwapSmallSpec {
         WG: u32 = 64,
-        /// The short axis (1..=3 elements).
-        N: u32 = 3 in [1, 2, 3],
+        /// The short axis (1..=16 elements: RGB images, the taps of kernels up to 4x4).
+        N: u32 = 3 in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16],
         /// `true`: the rows axis `A` is the short one (to channels-last: `[E, N, B]` to
         /// `[E, B, N]`); `false`: the columns axis `B` is (from channels-last).
         ROWS_SHORT: bool = true,
     }
 }
 
-/// The WGSL source of `swap_axes_small`: [`source`] for whole entries where one axis has 1–3
-/// elements and the other is a multiple of 4 (e.g. RGB images: NCHW ⇄ NHWC with 3
-/// channels). Invocation (entry, block of 4 along the long axis): N vector loads and N
+/// The WGSL source of `swap_axes_small`: [`source`] for whole entries where one axis has 1–16
+/// elements ([`SMALL_MAX`]) and the other is a multiple of 4 (e.g. RGB images: NCHW ⇄ NHWC
+/// with 3 channels; 3x3 weights: KCRS ⇄ KRSC with 9 taps). Invocation (entry, block of 4 along the long axis): N vector loads and N
 /// vector stores of the 4N consecutive words on the channels-last side, instead of 8N scalar
 /// accesses.
 pub(crate) fn small_source() -> String {

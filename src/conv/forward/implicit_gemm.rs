@@ -126,7 +126,7 @@ pub(crate) fn encode_at(
         // weights.
         bufs.w_src
             .as_ref()
-            .is_some_and(|t| t.format() == crate::tensor::MemoryFormat::ChannelsLast)
+            .is_some_and(|t| t.storage_format() == crate::tensor::MemoryFormat::ChannelsLast)
             as usize,
     ]
     .iter()

@@ -202,6 +202,7 @@ pub(crate) fn encode_wgrad(
             WG: WG as u32,
             FLIP: p.flip,
             ACCUMULATE: n0 > 0,
+            DW_CL: a.dw_cl,
         };
         let binds = [
             Bind::Image(&ximg.view),

@@ -38,6 +38,9 @@ pub(crate) struct WgradArgs {
     /// dw is the caller's f16 tensor (packed words), written by the implicit GEMM's 1x1
     /// kernel itself (see `band::weight_grad_writes_f16_dw`).
     pub dw_f16: bool,
+    /// dw is stored channels-last (`[K, R, S, C/groups]`), written in that order by the
+    /// implicit GEMM's kernel itself (see `band::weight_grad_writes_channels_last`).
+    pub dw_cl: bool,
 }
 
 /// What a weight-gradient call reads and writes in the caller's own layout and element type
@@ -53,6 +56,8 @@ pub(crate) struct WgradNative {
     pub x_f16: bool,
     /// dw is f16 words (see `band::weight_grad_writes_f16_dw`).
     pub dw_f16: bool,
+    /// dw is stored channels-last (see `band::weight_grad_writes_channels_last`).
+    pub dw_cl: bool,
 }
 
 /// The weight-gradient table, in the heuristic's order of preference.
