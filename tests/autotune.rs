@@ -498,3 +498,44 @@ fn first_call_stand_in_is_bit_identical_to_the_steady_kernel() {
         assert!(!compiled.contains(&stand_in), "warm-up: {compiled:?}");
     }
 }
+
+/// The background tuning thread runs at the lowest scheduling priority (Linux: nice 19 for
+/// that thread), so measuring and compiling for later calls yields the CPU to the caller.
+#[cfg(target_os = "linux")]
+#[test]
+fn background_tuning_thread_runs_at_the_lowest_priority() {
+    let ctx = Context::with_options_blocking(ContextOptions::default()).expect("adapter");
+    if is_gl(&ctx) {
+        // No background thread on GL (one device lock).
+        return;
+    }
+    ctx.set_tuning_mode(TuningMode::Background);
+    let mut rng = Rng::new(9);
+    run(&ctx, [1, 8, 11, 13], &mut rng);
+    // (tid, nice) of every thread of this process named wgconv-tuner: field 19 of
+    // /proc/self/task/<tid>/stat, counted after the command's closing parenthesis.
+    let tuners = || -> Vec<(String, i64)> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let dir = e.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if comm.trim() != "wgconv-tuner" {
+                continue;
+            }
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+            let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let nice = after
+                .split_whitespace()
+                .nth(16)
+                .and_then(|f| f.parse().ok());
+            if let Some(n) = nice {
+                v.push((e.file_name().to_string_lossy().into_owned(), n));
+            }
+        }
+        v
+    };
+    ctx.wait_for_tuning();
+    let found = tuners();
+    assert!(!found.is_empty(), "no wgconv-tuner thread");
+    assert!(found.iter().all(|&(_, n)| n == 19), "{found:?}");
+}
