@@ -1062,6 +1062,22 @@ fn f16_implicit_gemm_weight_gradient_reads_f16_x() {
     }
 }
 
+/// f16 results `got` bit for bit the f32 results of the same algorithm rounded once
+/// (`want`), and within the f16 bound of the f64 reference (`reference`: values, scales,
+/// reduction length).
+fn rounded_once(label: &str, got: &[f32], want: &[f32], reference: (&[f32], &[f32], usize)) {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(got), bits(want), "{label}");
+    let (want_ref, scale, len) = reference;
+    check_f16(label, got, want_ref, scale, len, false);
+}
+
+/// Has `ctx` compiled a kernel whose name starts with `name`?
+fn compiled(ctx: &Context, name: &str) -> bool {
+    let k = wgconv::dev::compiled_kernels(ctx);
+    k.iter().any(|n| n.starts_with(name))
+}
+
 /// 1x1 weight gradients with a multiple of 8 channels per group (shape e of the bench:
 /// strided, sampled) write the f16 dw in the implicit GEMM's store
 /// (`conv2d_wgrad_implicit_v4h`, no `f16_pack*` pass): bit for bit the f32 sums of the
@@ -1133,23 +1149,11 @@ fn f16_implicit_gemm_weight_gradient_writes_f16_dw() {
             runs.push(("all", g.dw.read().unwrap()));
         }
         for (what, got) in runs {
-            assert_eq!(
-                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                "{what} {label}"
-            );
-            check_f16(
-                &format!("{what} {label}"),
-                &got,
-                &want_ref,
-                &scale,
-                len,
-                false,
-            );
+            let label = format!("{what} {label}");
+            rounded_once(&label, &got, &want, (&want_ref, &scale, len));
         }
-        let k = wgconv::dev::compiled_kernels(ctx);
-        let v4h = k.iter().any(|n| n.starts_with("conv2d_wgrad_implicit_v4h"));
-        assert_eq!(v4h, budget.is_none(), "{label}: {k:?}");
+        let v4h = compiled(ctx, "conv2d_wgrad_implicit_v4h");
+        assert_eq!(v4h, budget.is_none(), "{label}");
     }
 }
 
@@ -1217,22 +1221,9 @@ fn f16_strided_pointwise_input_gradient_writes_f16_dx() {
             .conv2d_backward(&xt, &wt, &dyt, true, &params, Algorithm::ImplicitGemm)
             .unwrap();
         for (what, got) in [("dx", dx), ("all", g.dx.read().unwrap())] {
-            assert_eq!(
-                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                "{what} {label}"
-            );
-            check_f16(
-                &format!("{what} {label}"),
-                &got,
-                &want_ref,
-                &scale,
-                len,
-                false,
-            );
+            let label = format!("{what} {label}");
+            rounded_once(&label, &got, &want, (&want_ref, &scale, len));
         }
-        let k = wgconv::dev::compiled_kernels(ctx);
-        let h = k.iter().any(|n| n.starts_with("scatter_strided_h"));
-        assert_eq!(h, even, "{label}: {k:?}");
+        assert_eq!(compiled(ctx, "scatter_strided_h"), even, "{label}");
     }
 }

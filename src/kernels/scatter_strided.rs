@@ -37,21 +37,15 @@ const F16_ROWS: &str = "    // f16 rows: two elements per word (width even).
     var ph = P.left - ox * P.sw;
     for (var ix = 0u; ix < P.w; ix += 2u) {
         var v = vec2<f32>(b);
-        if (row_ok && ph == 0u && ox < P.ow) {
-            v.x += src[sbase + ox];
-        }
-        ph += 1u;
-        if (ph == P.sw) {
-            ph = 0u;
-            ox += 1u;
-        }
-        if (row_ok && ph == 0u && ox < P.ow) {
-            v.y += src[sbase + ox];
-        }
-        ph += 1u;
-        if (ph == P.sw) {
-            ph = 0u;
-            ox += 1u;
+        for (var e = 0u; e < 2u; e++) {
+            if (row_ok && ph == 0u && ox < P.ow) {
+                v[e] += src[sbase + ox];
+            }
+            ph += 1u;
+            if (ph == P.sw) {
+                ph = 0u;
+                ox += 1u;
+            }
         }
         dst[dbase + ix / 2u] = f32_to_f16(v.x) | (f32_to_f16(v.y) << 16u);
     }
