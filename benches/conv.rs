@@ -6,8 +6,8 @@
 //! Prints the adapter first, then one machine-readable line per measurement:
 //! `bench op=<op> shape=<name> algo=<name> ms=<median> gflops=<value>` (followed by
 //! ` dtype=f16` with `--dtype f16`, ` precision=f16-accumulate` with that precision, and
-//! ` layout=nhwc` with `--layout nhwc`: channels-last activations, KCRS weights), so the
-//! tools parsing these lines read all of them).
+//! ` layout=nhwc` with `--layout nhwc`: channels-last activations and KRSC weights, PyTorch's
+//! `channels_last` model), so the tools parsing these lines read all of them).
 //! `--dtype f16` runs every tensor in f16 (f16 storage, f32 accumulation);
 //! `--precision f16-accumulate` with it sets `Precision::F16Accumulate` (f16 arithmetic:
 //! the direct algorithm and the register GEMM, so `--algos auto` or `direct`).

@@ -141,7 +141,9 @@ pub fn run(
         }
         let x = Tensor::from_f32(&ctx, &fill(s.x.iter().product(), 7), &s.x, o.dtype)?
             .with_format(o.layout)?;
-        let w = Tensor::from_f32(&ctx, &fill(s.w.iter().product(), 11), &s.w, o.dtype)?;
+        // PyTorch's channels_last model: KRSC weights with NHWC activations.
+        let w = Tensor::from_f32(&ctx, &fill(s.w.iter().product(), 11), &s.w, o.dtype)?
+            .with_format(o.layout)?;
         let p = s.params.resolve(s.x, s.w, None)?;
         let runs = |ops: &[Operation], a: Algorithm| {
             ops.iter().all(|&op| ctx.check_algorithm(op, a, &p).is_ok())

@@ -61,10 +61,12 @@ pub(crate) const IMPLICIT_LAYOUT_DOC: &str =
 //   padding) to Hp x Wp planes, channels of each group padded to a multiple of 8 and packed
 //   4 per texel: block q (channels 4q..4q+3 of all groups, q = g * QG + local block) of image
 //   n is the plane at texel origin ((q % cpr) * Wp, (n * rows_img + q / cpr) * Hp).
-// - Weight image: for group g and output-channel block tn (16 channels), panel
+// - Weight image: for group g and output-channel block tn (TC channels: 16 for the 8 x 16
+//   tile and the weight gradient's panels, 32 for the 4 x 32 tile), panel
 //   pn = g * groups_n + tn holds the reduction rows k' = ((cb * R + r) * S + s) * 8 + j
 //   (input channel cb * 8 + j of the group, tap (r, s)); row L = pn * KP + k' sits at texel
-//   x = (L / HB) * 4 + col / 4, y = L % HB, channel col % 4 (the GEMM's wrapped B panels).
+//   x = (L / HB) * TC / 4 + col / 4, y = L % HB, channel col % 4 (the GEMM's wrapped B
+//   panels).
 //   Taps are rotated there for true convolution; padding rows/columns are 0.";
 
 params! {
