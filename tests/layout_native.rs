@@ -473,3 +473,67 @@ fn small_channel_conversions_use_vector_accesses() {
     assert!(compiled.contains(&"swap_axes_small"), "{compiled:?}");
     assert!(!compiled.contains(&"swap_axes"), "{compiled:?}");
 }
+
+/// A channels-last (KRSC) weight gradient is stored in that order by the implicit GEMM's
+/// kernel itself, and 1x1 weights are the same memory in both orders: no conversion at all
+/// (`swap_axes*` never compiled) with NHWC x and dy, 3x3 (groups too) and strided 1x1.
+#[test]
+fn implicit_gemm_weight_gradient_stores_krsc_in_place() {
+    if !implicit_runs() {
+        return;
+    }
+    let d = Conv2dParams::default();
+    let cases = [
+        (
+            [2, 16, 9, 11],
+            [24, 16, 3, 3],
+            d.with_padding(Padding::Symmetric([1, 1])),
+        ),
+        ([1, 16, 7, 6], [8, 8, 3, 3], d.with_groups(2)),
+        ([2, 16, 9, 11], [24, 16, 1, 1], d.with_stride([2, 2])),
+    ];
+    for (xs, ws, params) in cases {
+        let ctx = fresh();
+        let mut rng = common::Rng::new(11);
+        let x = rng.vec(xs.iter().product());
+        let ys = params.output_shape(xs, ws).unwrap();
+        let dy = rng.vec(ys.iter().product());
+        let p = params.resolve(xs, ws, None).unwrap();
+        let want = cpu::conv2d_backward_weight(&p, &x, &dy);
+        let up = |v: &[f32], s: [usize; 4]| {
+            let d = MemoryFormat::Contiguous.convert(v, s, CL).unwrap();
+            Tensor::from_slice(&ctx, &d, &s)
+                .unwrap()
+                .with_format(CL)
+                .unwrap()
+        };
+        let (xt, dyt) = (up(&x, xs), up(&dy, ys));
+        let dw = Tensor::full(&ctx, &ws, f32::NAN)
+            .unwrap()
+            .with_format(CL)
+            .unwrap();
+        let mut enc = ctx.device().create_command_encoder(&Default::default());
+        ctx.encode_conv2d_backward_weight(
+            &mut enc,
+            &xt,
+            &dyt,
+            &params,
+            Algorithm::ImplicitGemm,
+            &dw,
+        )
+        .unwrap();
+        ctx.submit(enc).unwrap();
+        check(&format!("dw {ws:?}"), &dw.read().unwrap(), CL, ws, &want);
+        let compiled = wgconv::dev::compiled_kernels(&ctx);
+        assert!(
+            !compiled.iter().any(|k| k.starts_with("swap_axes")),
+            "{ws:?} converted: {compiled:?}"
+        );
+        assert!(
+            compiled
+                .iter()
+                .any(|k| k.starts_with("conv2d_wgrad_implicit")),
+            "{compiled:?}"
+        );
+    }
+}
