@@ -9,12 +9,14 @@
 //! it twice) and cold (`MESA_SHADER_CACHE_DISABLE=true`, as on a fresh CI machine); set
 //! `WGCONV_TUNE_CACHE` to a file to see a persisted tuning cache skip the tuning.
 //!
-//! Run: `cargo run --release --example cold_start [-- --blocking-tune | --no-tune]`
+//! Run: `cargo run --release --example cold_start [-- --blocking-tune | --no-tune] [--warm-up]`
 
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use wgconv::{Algorithm, Context, ContextOptions, Conv2dParams, Padding, Tensor, TuningMode};
+use wgconv::{
+    Algorithm, Context, ContextOptions, Conv2dParams, Operation, Padding, Tensor, TuningMode,
+};
 
 /// Time to the first result of a conv in a fresh process (context, pipeline compilation,
 /// tuning) against the steady-state call.
@@ -30,6 +32,10 @@ struct Args {
     /// Force this algorithm (`direct`, `im2col_gemm`, `implicit_gemm`, ...; default `auto`)
     #[arg(long, default_value = "auto")]
     algo: String,
+    /// Call `Context::warm_up` for the layer first (timed apart): the first call then
+    /// should compile nothing
+    #[arg(long)]
+    warm_up: bool,
     /// Later calls timed for the steady state (the median is reported)
     #[arg(long, default_value_t = 15)]
     reps: usize,
@@ -71,6 +77,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let p = Conv2dParams::default().with_padding(Padding::Symmetric([1, 1]));
     let algo = Algorithm::from_name(&args.algo)?;
     let call = || -> wgconv::Result<Vec<f32>> { ctx.conv2d_with(&x, &w, None, &p, algo)?.read() };
+    if args.warm_up {
+        let t = Instant::now();
+        ctx.warm_up(&[Operation::Forward], &[p.resolve(xs, ws, None)?])?;
+        println!("warm_up: {:.1} ms", ms(t.elapsed()));
+    }
 
     let t1 = Instant::now();
     let y = ctx.conv2d_with(&x, &w, None, &p, algo)?;

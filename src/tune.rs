@@ -937,9 +937,11 @@ impl Context {
     }
 
     /// Compiles the pipelines that [`Algorithm::Auto`] will run for every operation of `ops`
-    /// on every problem of `problems`, without running anything: the work is recorded on
-    /// scratch tensors of the problems' shapes (allocated for the duration of the call, never
-    /// filled) and dropped unsubmitted. Later calls with these problems compile nothing.
+    /// on every problem of `problems`: the work is recorded on scratch tensors of the
+    /// problems' shapes (allocated for the duration of the call, never filled) and run once,
+    /// so that drivers which compile a pipeline at its first dispatch (lavapipe) do it now;
+    /// returns when it has run. Later calls with these problems compile nothing. Costs one
+    /// run of each operation on each problem besides the compilation.
     ///
     /// Tuning proceeds as on a first call: in [`TuningMode::Background`] the buckets are
     /// queued (their measurement compiles the other candidates' pipelines, so after
@@ -977,10 +979,14 @@ impl Context {
             for &op in ops {
                 scratch.encode(self, &mut enc, op, p, Algorithm::Auto)?;
             }
-            // Dropped unsubmitted: nothing runs.
-            drop(enc);
+            // Run, not just recorded: drivers that compile a pipeline at its first dispatch
+            // (lavapipe's LLVM, ~0.5 s for the register-blocked implicit GEMM) do it now.
+            // Recorded only, the pipelines existed and the first call still paid the
+            // driver's compilation, more than the first-call stand-ins it then skipped
+            // (shape b: 0.7-0.9 s against 0.3 s without warm-up; 11-14 ms now).
+            self.submit(enc)?;
         }
-        Ok(())
+        self.synchronize()
     }
 
     /// [`Context::warm_up`] for transposed convolutions ([`Context::conv_transpose2d`]),
@@ -995,14 +1001,13 @@ impl Context {
             let scratch = Scratch::new(self, &p, tp.has_bias())?;
             let mut enc = self.encoder("wgconv warm-up");
             scratch.encode(self, &mut enc, Operation::Transposed, &p, Algorithm::Auto)?;
-            drop(enc);
+            // Run, as in `warm_up`.
+            self.submit(enc)?;
         }
-        Ok(())
+        self.synchronize()
     }
 }
 
-/// The tuning thread of one context: measures queued buckets until the context is gone. It
-/// holds the context only while measuring, so it never keeps the device alive.
 /// Lowers the calling thread's scheduling priority to the lowest (Linux: nice 19, for this
 /// thread only), so that background work (measuring candidates, compiling the kernels the
 /// first-call stand-ins replace) yields the CPU to the caller's threads and to the driver's
@@ -1019,6 +1024,8 @@ fn background_priority() {
     }
 }
 
+/// The tuning thread of one context: measures queued buckets until the context is gone. It
+/// holds the context only while measuring, so it never keeps the device alive.
 fn worker(ctx: Weak<Inner>, queue: Arc<Queue>) {
     background_priority();
     loop {
