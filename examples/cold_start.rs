@@ -120,9 +120,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("buckets tuned: {tuned}");
     }
     println!(
-        "steady-state call: {t_steady:.1} ms (median of {}, min {:.1})",
+        "steady-state call: {t_steady:.1} ms (median of {}, min {:.1}, max {:.1})",
         steady.len(),
-        steady[0]
+        steady[0],
+        steady[steady.len() - 1]
     );
     println!("first / steady: {:.1}x", ms(t_first) / t_steady);
     println!(
