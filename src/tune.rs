@@ -1008,26 +1008,9 @@ impl Context {
     }
 }
 
-/// Lowers the calling thread's scheduling priority to the lowest (Linux: nice 19, for this
-/// thread only), so that background work (measuring candidates, compiling the kernels the
-/// first-call stand-ins replace) yields the CPU to the caller's threads and to the driver's
-/// queue thread running the caller's work; on a 2-core machine the background compile of the
-/// register-blocked kernel otherwise competes with the first call's own compilation. Best
-/// effort (an error leaves the priority as it was); nothing elsewhere.
-fn background_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: gettid has no preconditions; setpriority(PRIO_PROCESS, tid) changes the nice
-    // value of that one thread (Linux's per-thread semantics) and touches no memory.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
-    }
-}
-
 /// The tuning thread of one context: measures queued buckets until the context is gone. It
 /// holds the context only while measuring, so it never keeps the device alive.
 fn worker(ctx: Weak<Inner>, queue: Arc<Queue>) {
-    background_priority();
     loop {
         let mut s = queue.lock();
         let job = loop {
