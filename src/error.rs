@@ -73,6 +73,16 @@ impl Error {
         })
     }
 
+    /// A recording the library's own decisions should have ruled out (e.g. f16 words for a
+    /// kernel that reads f32): a typed [`ErrorKind::Device`] error instead of a wrong result,
+    /// its message ending in "(library bug)".
+    pub(crate) fn library_bug(context: &str, what: &str) -> Self {
+        Error::new(ErrorKind::Device {
+            context: context.into(),
+            message: format!("{what} (library bug)"),
+        })
+    }
+
     pub(crate) fn exceeds_limit(limit: &'static str, requested: u64, max: u64) -> Self {
         Error::new(ErrorKind::ExceedsLimit {
             limit,

@@ -760,14 +760,7 @@ fn f16_depthwise_reads_and_writes_f16_in_the_kernel() {
 /// Results within the documented f16 bound, integer data bit for bit.
 #[test]
 fn f16_implicit_gemm_reads_f16_x_in_its_input_fill() {
-    let _ = ctx();
-    let probe = Conv2dParams::default()
-        .resolve([1, 8, 8, 8], [8, 8, 3, 3], None)
-        .unwrap();
-    if ctx()
-        .check_algorithm(Operation::Forward, Algorithm::ImplicitGemm, &probe)
-        .is_err()
-    {
+    if !implicit_gemm_runs(Operation::Forward, Conv2dParams::default(), 3) {
         // Adapters without the implicit GEMM (GL, GPUs) refuse it; the f16 path is theirs.
         return;
     }
@@ -996,13 +989,7 @@ fn f16_weights_are_packed_once_and_follow_writes() {
 /// on integers), alone and in `conv2d_backward`.
 #[test]
 fn f16_implicit_gemm_weight_gradient_reads_f16_x() {
-    let probe = Conv2dParams::default()
-        .resolve([1, 8, 8, 8], [8, 8, 3, 3], None)
-        .unwrap();
-    if ctx()
-        .check_algorithm(Operation::WeightGrad, Algorithm::ImplicitGemm, &probe)
-        .is_err()
-    {
+    if !implicit_gemm_runs(Operation::WeightGrad, Conv2dParams::default(), 3) {
         // Adapters without the implicit GEMM (GL, GPUs) refuse it.
         return;
     }
@@ -1072,6 +1059,25 @@ fn rounded_once(label: &str, got: &[f32], want: &[f32], reference: (&[f32], &[f3
     check_f16(label, got, want_ref, scale, len, false);
 }
 
+/// Does this adapter run the implicit GEMM for `op` of an 8-channel layer with `params` and
+/// an `rs` x `rs` kernel? GL and GPUs refuse it (typed); tests of its f16 paths end there.
+fn implicit_gemm_runs(op: Operation, params: Conv2dParams, rs: usize) -> bool {
+    let probe = params.resolve([1, 8, 8, 8], [8, 8, rs, rs], None).unwrap();
+    ctx()
+        .check_algorithm(op, Algorithm::ImplicitGemm, &probe)
+        .is_ok()
+}
+
+/// Random f16-representable x, dy and w of problem `pr`.
+fn grad_data(rng: &mut Rng, pr: &Conv2dProblem) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let n = |s: [usize; 4]| s.iter().product();
+    (
+        data(rng, false, n(pr.x_shape())),
+        data(rng, false, n(pr.y_shape())),
+        data(rng, false, n(pr.w_shape())),
+    )
+}
+
 /// Has `ctx` compiled a kernel whose name starts with `name`?
 fn compiled(ctx: &Context, name: &str) -> bool {
     let k = wgconv::dev::compiled_kernels(ctx);
@@ -1086,13 +1092,7 @@ fn compiled(ctx: &Context, name: &str) -> bool {
 /// keeps the f32 sums and the rounding pass instead.
 #[test]
 fn f16_implicit_gemm_weight_gradient_writes_f16_dw() {
-    let probe = Conv2dParams::default()
-        .resolve([1, 8, 8, 8], [8, 8, 1, 1], None)
-        .unwrap();
-    if ctx()
-        .check_algorithm(Operation::WeightGrad, Algorithm::ImplicitGemm, &probe)
-        .is_err()
-    {
+    if !implicit_gemm_runs(Operation::WeightGrad, Conv2dParams::default(), 1) {
         // Adapters without the implicit GEMM (GL, GPUs) refuse it.
         return;
     }
@@ -1113,9 +1113,7 @@ fn f16_implicit_gemm_weight_gradient_writes_f16_dw() {
             ..Default::default()
         })
         .unwrap();
-        let x = data(&mut rng, false, xs.iter().product());
-        let dy = data(&mut rng, false, ys.iter().product());
-        let w = data(&mut rng, false, ws.iter().product());
+        let (x, dy, w) = grad_data(&mut rng, &pr);
         let label = format!("{xs:?} {ws:?}");
         // The f32 run on the same values, rounded once.
         let f32_dw = ctx
@@ -1163,18 +1161,11 @@ fn f16_implicit_gemm_weight_gradient_writes_f16_dw() {
 /// through `conv2d_backward`. An odd width keeps the f32 scatter and the rounding pass.
 #[test]
 fn f16_strided_pointwise_input_gradient_writes_f16_dx() {
-    let probe = Conv2dParams::default()
-        .with_stride([2, 2])
-        .resolve([1, 8, 8, 8], [8, 8, 1, 1], None)
-        .unwrap();
-    if ctx()
-        .check_algorithm(Operation::InputGrad, Algorithm::ImplicitGemm, &probe)
-        .is_err()
-    {
+    let s2 = Conv2dParams::default().with_stride([2, 2]);
+    if !implicit_gemm_runs(Operation::InputGrad, s2, 1) {
         // Adapters without the implicit GEMM (GL, GPUs) refuse it.
         return;
     }
-    let s2 = Conv2dParams::default().with_stride([2, 2]);
     let cases = [
         ([1, 16, 10, 8], [24, 16, 1, 1], s2, true),
         ([2, 8, 6, 12], [16, 8, 1, 1], s2.with_stride([3, 2]), true),
@@ -1191,9 +1182,7 @@ fn f16_strided_pointwise_input_gradient_writes_f16_dx() {
         let pr = Conv2dProblem::new(xs, ws, None, &params).unwrap();
         let ys = pr.y_shape();
         let ctx = &Context::new_blocking().unwrap();
-        let x = data(&mut rng, false, xs.iter().product());
-        let dy = data(&mut rng, false, ys.iter().product());
-        let w = data(&mut rng, false, ws.iter().product());
+        let (x, dy, w) = grad_data(&mut rng, &pr);
         let label = format!("{xs:?} {ws:?}");
         let f32_dx = ctx
             .conv2d_backward_input(

@@ -41,6 +41,15 @@ fn implicit_runs() -> bool {
     }
 }
 
+/// `v` (logical NCHW values of shape `s`) as a channels-last tensor.
+fn upload_cl(ctx: &Context, v: &[f32], s: [usize; 4]) -> Tensor {
+    let d = MemoryFormat::Contiguous.convert(v, s, CL).unwrap();
+    Tensor::from_slice(ctx, &d, &s)
+        .unwrap()
+        .with_format(CL)
+        .unwrap()
+}
+
 /// conv2d of NHWC x (and the output) against the CPU reference; returns the kernels compiled.
 fn run(
     algo: Algorithm,
@@ -199,13 +208,7 @@ fn implicit_gemm_backward_reads_nhwc_in_place() {
         let ys = params.output_shape(xs, ws).unwrap();
         let dy = rng.vec(ys.iter().product());
         let want = cpu::conv2d_grad(&x, xs, &w, ws, &dy, ys, true, &params).unwrap();
-        let up = |v: &[f32], s: [usize; 4]| {
-            let d = MemoryFormat::Contiguous.convert(v, s, CL).unwrap();
-            Tensor::from_slice(&ctx, &d, &s)
-                .unwrap()
-                .with_format(CL)
-                .unwrap()
-        };
+        let up = |v: &[f32], s: [usize; 4]| upload_cl(&ctx, v, s);
         let (xt, dyt) = (up(&x, xs), up(&dy, ys));
         let wt = Tensor::from_slice(&ctx, &w, &ws).unwrap();
         let g = ctx
@@ -389,13 +392,7 @@ fn depthwise_backward_reads_nhwc_in_place() {
         let ys = params.output_shape(xs, ws).unwrap();
         let dy = rng.vec(ys.iter().product());
         let want = cpu::conv2d_grad(&x, xs, &w, ws, &dy, ys, true, &params).unwrap();
-        let up = |v: &[f32], s: [usize; 4]| {
-            let d = MemoryFormat::Contiguous.convert(v, s, CL).unwrap();
-            Tensor::from_slice(&ctx, &d, &s)
-                .unwrap()
-                .with_format(CL)
-                .unwrap()
-        };
+        let up = |v: &[f32], s: [usize; 4]| upload_cl(&ctx, v, s);
         let (xt, dyt) = (up(&x, xs), up(&dy, ys));
         let wt = Tensor::from_slice(&ctx, &w, &ws).unwrap();
         let dw = ctx
@@ -500,13 +497,7 @@ fn implicit_gemm_weight_gradient_stores_krsc_in_place() {
         let dy = rng.vec(ys.iter().product());
         let p = params.resolve(xs, ws, None).unwrap();
         let want = cpu::conv2d_backward_weight(&p, &x, &dy);
-        let up = |v: &[f32], s: [usize; 4]| {
-            let d = MemoryFormat::Contiguous.convert(v, s, CL).unwrap();
-            Tensor::from_slice(&ctx, &d, &s)
-                .unwrap()
-                .with_format(CL)
-                .unwrap()
-        };
+        let up = |v: &[f32], s: [usize; 4]| upload_cl(&ctx, v, s);
         let (xt, dyt) = (up(&x, xs), up(&dy, ys));
         let dw = Tensor::full(&ctx, &ws, f32::NAN)
             .unwrap()

@@ -709,9 +709,9 @@ pub(crate) fn input_grad_writes_f16_dx(
     p: &Conv2dProblem,
     algorithm: Algorithm,
 ) -> bool {
+    // (Zero padding only: `writes_f16_dx` takes the strided-1x1 path, which has no fold.)
     algorithm == Algorithm::ImplicitGemm
         && matches!(plan(ctx, p, Side::Inputs), Plan::Whole)
-        && !input_grad::needs_fold(p)
         && input_grad::implicit_gemm::writes_f16_dx(ctx, p)
 }
 
@@ -997,10 +997,10 @@ pub(crate) fn weight_grad(
         // `weight_grad_reads_f16_x` / `weight_grad_writes_f16_dw` / `..._channels_last` said
         // otherwise: never read f16 words as f32 or write f32 sums into f16 words (or
         // another order).
-        Err(crate::error::Error::new(crate::error::ErrorKind::Device {
-            context: "recording a weight gradient".into(),
-            message: "f16 x or dw for a path that reads or writes f32 (library bug)".into(),
-        }))
+        Err(Error::library_bug(
+            "recording a weight gradient",
+            "f16 x or dw for a path that reads or writes f32",
+        ))
     };
     if (x_f16 || dw_f16 || dw_cl) && !matches!(plan, Plan::Whole) {
         return entry_bug();

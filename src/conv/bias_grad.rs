@@ -3,7 +3,7 @@
 use crate::context::Context;
 use crate::conv::table::{always, anywhere, runs_all, Entry, Operation, Table};
 use crate::conv::Algorithm;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::gpu::memory::{copy_flat, copy_flat_at_of, flat_image_fits_of};
 use crate::gpu::{fits, launch, max_window_elems, u32_of, window, Bind};
 use crate::kernels::k;
@@ -80,19 +80,19 @@ fn encode_bgrad(
     let (dy, db, cl) = (&a.dy, &a.db, a.cl);
     if a.f16 {
         if cl || !reads_f16(ctx, dy_shape) {
-            return Err(Error::new(ErrorKind::Device {
-                context: "recording a bias gradient".into(),
-                message: "f16 dy without the f16 image kernel (library bug)".into(),
-            }));
+            return Err(Error::library_bug(
+                "recording a bias gradient",
+                "f16 dy without the f16 image kernel",
+            ));
         }
         let [n, k, oh, ow] = dy_shape;
         let len = n * k * oh * ow;
         let label = "wgconv bias-gradient dy image";
         let Some((img, tw)) = copy_flat_at_of(ctx, enc, (dy, 0), len, DType::F16, label)? else {
-            return Err(Error::new(ErrorKind::Device {
-                context: "recording a bias gradient".into(),
-                message: "no image copy of f16 dy (library bug)".into(),
-            }));
+            return Err(Error::library_bug(
+                "recording a bias gradient",
+                "no image copy of f16 dy",
+            ));
         };
         let u = ReduceImageParams {
             rows: u32_of(k, "channels")?,

@@ -4,7 +4,7 @@
 
 use crate::context::Context;
 use crate::conv::launch::ConvBuffers;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::gpu::memory::{
     copy_flat, copy_flat_at_of, flat_fields, flat_image_fits_of, DeviceImage, ImageStaging,
 };
@@ -287,10 +287,10 @@ impl InputGeom {
         };
         if x_f16 && copy && flat.is_none() {
             // `reads_f16` said otherwise: never read f16 words as f32.
-            return Err(Error::new(ErrorKind::Device {
-                context: "recording the input image of an implicit GEMM".into(),
-                message: "f16 input without an image copy (library bug)".into(),
-            }));
+            return Err(Error::library_bug(
+                "recording the input image of an implicit GEMM",
+                "f16 input without an image copy",
+            ));
         }
         // The flat kernel's first-call stand-in (one invocation per texel, same image) while
         // it is not compiled (see `crate::tune`).

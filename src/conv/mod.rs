@@ -403,10 +403,10 @@ impl Context {
         if !applied && yv.f16 && !epilogue.is_identity() {
             // Unreachable (`native16` asks for an entry that fuses every epilogue); never a
             // pass over f16 words as if they were f32.
-            return Err(Error::new(crate::error::ErrorKind::Device {
-                context: "recording a forward convolution".into(),
-                message: "an f16-native kernel left its epilogue unapplied (library bug)".into(),
-            }));
+            return Err(Error::library_bug(
+                "recording a forward convolution",
+                "an f16-native kernel left its epilogue unapplied",
+            ));
         }
         if !applied && !yv.f16 {
             epilogue::encode_forward(
@@ -430,9 +430,9 @@ impl Context {
         dy: &Tensor,
         dx: &Tensor,
     ) -> bool {
-        let plain =
-            |t: &Tensor| t.dtype() == DType::F16 && t.storage_format() == MemoryFormat::Contiguous;
-        plain(dy) && plain(dx) && pinned.is_some_and(|a| band::input_grad_reads_f16(self, p, a))
+        plain_f16(dy)
+            && plain_f16(dx)
+            && pinned.is_some_and(|a| band::input_grad_reads_f16(self, p, a))
     }
 
     /// Whether the weight gradient of `p` (pinned to a concrete algorithm) reads f16 `x`
@@ -463,6 +463,45 @@ impl Context {
         x.dtype() == DType::F16
             && (native || !x_cl)
             && pinned.is_some_and(|a| band::weight_grad_reads_f16_x(self, p, a, x_cl))
+    }
+
+    /// The view the input gradient of `p` writes `dx` through: the caller's f16 words where
+    /// the pinned entry stores f16 itself (`f16`: it reads f16 dy too; or the strided-1x1
+    /// scatter's f16 store), else [`half::output_in`] (channels-last kept when `native`).
+    fn input_grad_output(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        p: &Conv2dProblem,
+        pinned: Option<Algorithm>,
+        dx: &Tensor,
+        f16: bool,
+        native: bool,
+    ) -> Result<half::F32View> {
+        if f16 || (!native && self.input_grad_writes_f16_dx(p, pinned, dx)) {
+            half::output_f16(self, enc, dx, true)
+        } else {
+            half::output_in(self, enc, dx, native)
+        }
+    }
+
+    /// The view the weight gradient of `p` writes `dw` through: the caller's f16 words where
+    /// the pinned entry stores f16 dw from f32 reads (not with `f16`, the depthwise f16
+    /// kernel's path), else [`half::output_in`] (channels-last kept where the entry stores
+    /// KRSC itself).
+    fn weight_grad_output(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        p: &Conv2dProblem,
+        pinned: Option<Algorithm>,
+        dw: &Tensor,
+        f16: bool,
+    ) -> Result<half::F32View> {
+        if !f16 && self.weight_grad_writes_f16_dw(p, pinned, dw) {
+            half::output_f16(self, enc, dw, true)
+        } else {
+            let cl = self.weight_grad_writes_channels_last(p, pinned, dw);
+            half::output_in(self, enc, dw, cl)
+        }
     }
 
     /// Whether the input gradient of `p` (pinned to a concrete algorithm) writes an f16 `dx`
@@ -598,13 +637,7 @@ impl Context {
         let f16 = self.input_grad_reads_f16(&p, pinned, dy, dx);
         let dyv = half::input_native(self, encoder, dy, native, f16)?;
         let wv = half::param(self, encoder, w)?;
-        // f16 dx alone stored by the input gradient's kernel itself.
-        let dx_out16 = !f16 && !native && self.input_grad_writes_f16_dx(&p, pinned, dx);
-        let dxv = if f16 || dx_out16 {
-            half::output_f16(self, encoder, dx, true)?
-        } else {
-            half::output_in(self, encoder, dx, native)?
-        };
+        let dxv = self.input_grad_output(encoder, &p, pinned, dx, f16, native)?;
         input_grad::encode(
             self,
             encoder,
@@ -699,14 +732,7 @@ impl Context {
         let x16 = !f16 && self.weight_grad_reads_f16_x(&p, pinned, x, native);
         let xv = half::input_native(self, encoder, x, native, f16 || x16)?;
         let dyv = half::input_native(self, encoder, dy, native, f16)?;
-        // f16 dw stored by the weight gradient's kernel itself.
-        let dw16 = !f16 && self.weight_grad_writes_f16_dw(&p, pinned, dw);
-        let dwv = if dw16 {
-            half::output_f16(self, encoder, dw, true)?
-        } else {
-            let cl = self.weight_grad_writes_channels_last(&p, pinned, dw);
-            half::output_in(self, encoder, dw, cl)?
-        };
+        let dwv = self.weight_grad_output(encoder, &p, pinned, dw, f16)?;
         weight_grad::encode(
             self,
             encoder,
@@ -856,12 +882,7 @@ impl Context {
         let dwx16 = !dw16 && self.weight_grad_reads_f16_x(p, dw_pin, x, ndw);
         let xv = half::input_native(self, enc, x, ndw, dw16 || dwx16)?;
         let wv = half::param(self, enc, w)?;
-        let dx_out16 = !dx16 && !ndx && self.input_grad_writes_f16_dx(p, dx_pin, dx);
-        let dxv = if dx16 || dx_out16 {
-            half::output_f16(self, enc, dx, true)?
-        } else {
-            half::output_in(self, enc, dx, ndx)?
-        };
+        let dxv = self.input_grad_output(enc, p, dx_pin, dx, dx16, ndx)?;
         input_grad::encode(
             self,
             enc,
@@ -880,13 +901,7 @@ impl Context {
         )?;
         half::finish(self, enc, &dxv, dx)?;
         drop(dxv);
-        let dw_out16 = !dw16 && self.weight_grad_writes_f16_dw(p, dw_pin, dw);
-        let dwv = if dw_out16 {
-            half::output_f16(self, enc, dw, true)?
-        } else {
-            let cl = self.weight_grad_writes_channels_last(p, dw_pin, dw);
-            half::output_in(self, enc, dw, cl)?
-        };
+        let dwv = self.weight_grad_output(enc, p, dw_pin, dw, dw16)?;
         weight_grad::encode(
             self,
             enc,

@@ -6,7 +6,7 @@ use crate::conv::launch::conv_shape;
 use crate::conv::launch::{fit_one_binding, ConvBuffers};
 use crate::conv::table::{anywhere, need, Entry, Reason};
 use crate::conv::Algorithm;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::gpu::memory::{
     copy_flat_at, flat_image_fits, flat_rows_geom_of, flat_rows_image, FlatRows, ScratchBuffer,
 };
@@ -293,10 +293,10 @@ pub(crate) fn encode_at(
 }
 
 fn f16_misuse() -> Error {
-    Error::new(ErrorKind::Device {
-        context: "recording a depthwise convolution".into(),
-        message: "f16 buffers for a problem the f16 image kernel cannot run (library bug)".into(),
-    })
+    Error::library_bug(
+        "recording a depthwise convolution",
+        "f16 buffers for a problem the f16 image kernel cannot run",
+    )
 }
 
 /// `p` on f16 x (from element `x_off`, which must be 0) and f16 y with the f16 image kernel

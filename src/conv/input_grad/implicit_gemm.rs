@@ -59,10 +59,10 @@ fn encode(
 ) -> Result<()> {
     if a.dx_f16 && !writes_f16_dx(ctx, p) {
         // `writes_f16_dx` said otherwise: never write f32 values into f16 words.
-        return Err(crate::error::Error::new(crate::error::ErrorKind::Device {
-            context: "recording an input gradient".into(),
-            message: "f16 dx for a launch that writes f32 (library bug)".into(),
-        }));
+        return Err(crate::error::Error::library_bug(
+            "recording an input gradient",
+            "f16 dx for a launch that writes f32",
+        ));
     }
     if let Some(q) = strided_pointwise_as_forward(ctx, p) {
         // Channels-last only with both dy and dx (`runs_as_forward`).

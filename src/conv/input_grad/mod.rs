@@ -195,10 +195,10 @@ pub(crate) fn encode_whole(
     {
         // `band::input_grad_reads_f16` / `input_grad_writes_f16_dx` said otherwise: never
         // read f16 words as f32 or write f32 values into f16 words.
-        return Err(crate::error::Error::new(crate::error::ErrorKind::Device {
-            context: "recording an input gradient".into(),
-            message: "f16 operands for an entry that reads or writes f32 (library bug)".into(),
-        }));
+        return Err(crate::error::Error::library_bug(
+            "recording an input gradient",
+            "f16 operands for an entry that reads or writes f32",
+        ));
     }
     if !needs_fold(p) {
         return (entry.encode)(

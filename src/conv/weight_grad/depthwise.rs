@@ -7,7 +7,7 @@ use crate::conv::forward::depthwise::{image_geom, supports};
 use crate::conv::launch::conv_shape;
 use crate::conv::table::{anywhere, need, Entry, Reason};
 use crate::conv::Algorithm;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::gpu::memory::{
     copy_flat_at, flat_image_fits, flat_rows_geom_of, flat_rows_image, FlatRows, ScratchBuffer,
 };
@@ -245,10 +245,10 @@ fn wgrad_depthwise(
     let geoms = wgrad_image_geoms_of(ctx, p, dtype);
     if a.f16 && geoms.is_none() {
         // `reads_f16` said otherwise: never read f16 words as f32.
-        return Err(Error::new(ErrorKind::Device {
-            context: "recording a depthwise weight gradient".into(),
-            message: "f16 operands without the f16 image kernel (library bug)".into(),
-        }));
+        return Err(Error::library_bug(
+            "recording a depthwise weight gradient",
+            "f16 operands without the f16 image kernel",
+        ));
     }
     if let Some((xg, dyg)) = geoms {
         // CPU adapters: x and dy read from image copies.

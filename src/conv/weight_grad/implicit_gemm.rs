@@ -50,9 +50,13 @@ pub(crate) fn reads_f16_x(ctx: &Context, src_p: &Conv2dProblem, x_cl: bool) -> b
 /// (after sampling) with a multiple of 8 channels per group, every image in one launch.
 pub(crate) fn writes_f16_dw(ctx: &Context, src_p: &Conv2dProblem) -> bool {
     let p = sampled_problem(src_p).unwrap_or(*src_p);
-    wgrad_plan(ctx, &p).is_some_and(|(xg, _)| {
-        variant(&p, &xg, 2 * p.k * p.c_per_group()) == Variant::V4 && xg.chunk >= p.n
-    })
+    wgrad_plan(ctx, &p).is_some_and(|(xg, _)| stores_f16(&p, &xg))
+}
+
+/// Can the launch of `p` (sampled) with input geometry `xg` store an f16 dw: the vec4
+/// variant, every image in one launch (no f32 partial sums to accumulate)?
+fn stores_f16(p: &Conv2dProblem, xg: &InputGeom) -> bool {
+    variant(p, xg, 2 * p.k * p.c_per_group() * p.r * p.s) == Variant::V4 && xg.chunk >= p.n
 }
 
 /// The kernel variant of the launch (see `conv2d_wgrad_implicit::source`).
@@ -138,14 +142,13 @@ pub(crate) fn encode_wgrad(
         "wgconv implicit-gemm dy",
     )?;
     let ximg = xg.alloc(ctx, enc)?;
-    let dw_bytes = if a.dw_f16 { 2 } else { 4 } * p.k * p.c_per_group() * p.r * p.s;
-    let var = variant(p, &xg, dw_bytes);
-    if a.dw_f16 && !(var == Variant::V4 && xg.chunk >= p.n) {
+    let var = variant(p, &xg, 4 * p.k * p.c_per_group() * p.r * p.s);
+    if a.dw_f16 && !stores_f16(p, &xg) {
         // `writes_f16_dw` said otherwise: never write f32 sums into f16 words.
-        return Err(crate::error::Error::new(crate::error::ErrorKind::Device {
-            context: "recording a weight gradient".into(),
-            message: "f16 dw for a launch that writes f32 (library bug)".into(),
-        }));
+        return Err(crate::error::Error::library_bug(
+            "recording a weight gradient",
+            "f16 dw for a launch that writes f32",
+        ));
     }
     let c4 = var == Variant::C4;
     let blocks = if c4 {
