@@ -1,5 +1,5 @@
-//! Cold start: time to the first result of a conv (shape b: 1x64x56x56 -> 64, 3x3, pad 1) in a
-//! fresh process, against the steady-state call.
+//! Cold start: time to the first result of a conv (shape b: 1x64x56x56 -> 64, 3x3, pad 1, or
+//! `--layer`) in a fresh process, against the steady-state call.
 //!
 //! Prints the context creation, the first call (compilation included; by default the
 //! heuristic's choice, its bucket queued for background tuning), the background tuning, the
@@ -39,6 +39,9 @@ struct Args {
     /// Later calls timed for the steady state (the median is reported)
     #[arg(long, default_value_t = 15)]
     reps: usize,
+    /// Another layer: `N,C,H,W,K,R,S,stride,pad` (default shape b: 1,64,56,56,64,3,3,1,1)
+    #[arg(long, value_delimiter = ',')]
+    layer: Vec<usize>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -71,10 +74,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "enabled"
         }
     );
-    let (xs, ws) = ([1, 64, 56, 56], [64, 64, 3, 3]);
+    let l = if args.layer.is_empty() {
+        vec![1, 64, 56, 56, 64, 3, 3, 1, 1]
+    } else if args.layer.len() == 9 {
+        args.layer.clone()
+    } else {
+        return Err("--layer takes 9 numbers: N,C,H,W,K,R,S,stride,pad".into());
+    };
+    let (xs, ws) = ([l[0], l[1], l[2], l[3]], [l[4], l[1], l[5], l[6]]);
     let x = Tensor::from_slice(&ctx, &vec![0.25; xs.iter().product()], &xs)?;
     let w = Tensor::from_slice(&ctx, &vec![0.01; ws.iter().product()], &ws)?;
-    let p = Conv2dParams::default().with_padding(Padding::Symmetric([1, 1]));
+    let p = Conv2dParams::default()
+        .with_stride([l[7], l[7]])
+        .with_padding(Padding::Symmetric([l[8], l[8]]));
+    println!(
+        "layer: x {xs:?}, w {ws:?}, stride {}, padding {}",
+        l[7], l[8]
+    );
     let algo = Algorithm::from_name(&args.algo)?;
     let call = || -> wgconv::Result<Vec<f32>> { ctx.conv2d_with(&x, &w, None, &p, algo)?.read() };
     if args.warm_up {
@@ -88,7 +104,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let compiled = ctx.pipeline_compiles();
     let y = y.read()?;
     let t_first = t1.elapsed();
-    assert_eq!(y.len(), 64 * 56 * 56);
+    assert_eq!(
+        y.len(),
+        p.resolve(xs, ws, None)?.y_shape().iter().product::<usize>()
+    );
 
     let t2 = Instant::now();
     ctx.wait_for_tuning();

@@ -804,13 +804,22 @@ impl Context {
         {
             return false;
         }
+        self.compile_later(key);
+        true
+    }
+
+    /// Queues the compilation of `key` for the tuning thread (the pipelines a first-call
+    /// kernel stood in for; see [`Context::stand_in`]).
+    pub(crate) fn compile_later(&self, key: PipelineKey) {
+        if self.pipeline_ready(&key) {
+            return;
+        }
         self.enqueue(Job {
             key: format!("{COMPILE_KEY}{} {:?}", key.kernel.name(), key.constants),
             work: Work::Compile(key),
             after: 0,
             seen: None,
         });
-        true
     }
 
     /// Runs `job` on this thread.
@@ -1045,11 +1054,11 @@ fn worker(ctx: Weak<Inner>, queue: Arc<Queue>) {
             return;
         };
         let ctx = Context { inner };
-        if let Work::Tune { .. } = job.work {
-            // Let the caller's submitted work (the call that queued the job, and the read of
-            // its result submitted right after) finish before the first tuning run.
-            let _ = ctx.synchronize();
-        }
+        // Let the caller's submitted work (the call that queued the job, and the read of
+        // its result submitted right after) finish before the first tuning run, and before a
+        // compilation: on a CPU adapter the compilation would take a core from the first
+        // call's kernels (and from the driver compiling them).
+        let _ = ctx.synchronize();
         ctx.run_job(&job);
         drop(ctx);
         drop(finish);

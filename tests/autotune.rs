@@ -8,8 +8,8 @@ mod common;
 
 use common::{check, tol, Rng};
 use wgconv::{
-    cpu, Algorithm, Context, ContextOptions, Conv2dParams, KernelClass, Operation, Padding, Tensor,
-    TuningMode,
+    cpu, Activation, Algorithm, Context, ContextOptions, Conv2dParams, Epilogue, KernelClass,
+    Operation, Padding, PaddingMode, Residual, Tensor, TuningMode,
 };
 
 fn is_gl(ctx: &Context) -> bool {
@@ -406,19 +406,39 @@ fn warm_up_compiles_what_the_calls_run() {
     }
 }
 
-/// The implicit GEMM's first-call stand-in (a smaller kernel that compiles fast) computes the
-/// same sums in the same order as the steady-state kernel: bit-identical forward and input
-/// gradient, whichever runs, for both tiles; the first call compiles the stand-in and queues
-/// the steady kernel, which `wait_for_tuning` waits for; blocking mode and `warm_up` never
-/// use stand-ins. The input padding and weight packing stand-ins fill the same images.
+/// The implicit GEMM's first-call kernels compute the same sums in the same order as the
+/// steady-state kernel: bit-identical forward and input gradient, whichever runs, for both
+/// tiles. With zero padding the first call runs `conv2d_implicit_first` alone (x and w read
+/// through image copies: no packing or padding kernel); with other padding modes the
+/// 1-pixel stand-in of the tile and the weight packing's stand-in. The first call queues the
+/// steady kernel, which `wait_for_tuning` waits for; blocking mode and `warm_up` never use
+/// first-call kernels.
 #[test]
 fn first_call_stand_in_is_bit_identical_to_the_steady_kernel() {
     let mut rng = Rng::new(11);
-    let params = Conv2dParams::default().with_padding(Padding::Symmetric([1, 1]));
+    let zeros = Conv2dParams::default().with_padding(Padding::Symmetric([1, 1]));
+    let reflect = zeros.with_padding_mode(PaddingMode::Reflect);
     // 64 output channels: the 4 x 32 tile; 16: the 8 x 16 tile.
-    for (k, steady, stand_in) in [
-        (64, "conv2d_implicit_n32", "conv2d_implicit_p1x32"),
-        (16, "conv2d_implicit", "conv2d_implicit_p1x16"),
+    for (k, params, steady, first) in [
+        (
+            64,
+            zeros,
+            "conv2d_implicit_n32",
+            &["conv2d_implicit_first"][..],
+        ),
+        (16, zeros, "conv2d_implicit", &["conv2d_implicit_first"][..]),
+        (
+            64,
+            reflect,
+            "conv2d_implicit_n32",
+            &["conv2d_implicit_p1x32", "pack_conv_weights_texel"][..],
+        ),
+        (
+            16,
+            reflect,
+            "conv2d_implicit",
+            &["conv2d_implicit_p1x16", "pack_conv_weights_texel"][..],
+        ),
     ] {
         let (xs, ws) = ([2, 16, 20, 20], [k, 16, 3, 3]);
         let p = params.resolve(xs, ws, None).unwrap();
@@ -455,11 +475,9 @@ fn first_call_stand_in_is_bit_identical_to_the_steady_kernel() {
         let (y_ref, dx_ref) = calls(&blocking).unwrap();
         let compiled = wgconv::dev::compiled_kernels(&blocking);
         assert!(compiled.contains(&steady), "{compiled:?}");
-        assert!(!compiled.contains(&stand_in), "blocking: {compiled:?}");
-        assert!(
-            !compiled.contains(&"pad_image_texel"),
-            "blocking: {compiled:?}"
-        );
+        for k in first.iter().chain(&["pad_image_texel"]) {
+            assert!(!compiled.contains(k), "blocking: {compiled:?}");
+        }
         let want = cpu::conv2d_problem(&p, &x, &w, None);
         let tols: Vec<f32> = cpu::conv2d_abs_scale(&p, &x, &w, None)
             .iter()
@@ -472,14 +490,29 @@ fn first_call_stand_in_is_bit_identical_to_the_steady_kernel() {
             ctx.set_tuning_paused(true);
             let (y1, dx1) = calls(&ctx).unwrap();
             let compiled = wgconv::dev::compiled_kernels(&ctx);
-            assert!(compiled.contains(&stand_in), "{mode:?}: {compiled:?}");
             assert!(!compiled.contains(&steady), "{mode:?}: {compiled:?}");
-            // The input padding and the weight packing have stand-ins too.
-            for k in ["pad_image_texel", "pack_conv_weights_texel"] {
-                assert!(compiled.contains(&k), "{mode:?}: {compiled:?}");
+            for k in first {
+                assert!(compiled.contains(k), "{mode:?}: {compiled:?}");
             }
-            assert_eq!(bits(&y1), bits(&y_ref), "{mode:?} k={k}: stand-in forward");
-            assert_eq!(bits(&dx1), bits(&dx_ref), "{mode:?} k={k}: stand-in dx");
+            if first.contains(&"conv2d_implicit_first") {
+                // One kernel: no packing, padding or GEMM stand-in.
+                for k in ["conv2d_implicit_p1x32", "conv2d_implicit_p1x16"] {
+                    assert!(!compiled.contains(&k), "{mode:?}: {compiled:?}");
+                }
+                for k in ["pad_image_texel", "pack_conv_weights_texel"] {
+                    assert!(!compiled.contains(&k), "{mode:?}: {compiled:?}");
+                }
+            }
+            assert_eq!(
+                bits(&y1),
+                bits(&y_ref),
+                "{mode:?} k={k} {first:?}: first-call forward"
+            );
+            assert_eq!(
+                bits(&dx1),
+                bits(&dx_ref),
+                "{mode:?} k={k} {first:?}: first-call dx"
+            );
             // The steady kernel was queued; waiting compiles it (here, on this thread).
             ctx.wait_for_tuning();
             assert!(wgconv::dev::compiled_kernels(&ctx).contains(&steady));
@@ -490,11 +523,121 @@ fn first_call_stand_in_is_bit_identical_to_the_steady_kernel() {
             assert_eq!(bits(&dx2), bits(&dx_ref), "{mode:?} k={k}: steady dx");
         }
 
-        // Warm-up compiles the steady kernel, not the stand-in.
+        // Warm-up compiles the steady kernel, not the first-call kernels.
         let warm = ctx_of(TuningMode::Off);
         warm.warm_up(&[Operation::Forward], &[p]).unwrap();
         let compiled = wgconv::dev::compiled_kernels(&warm);
         assert!(compiled.contains(&steady), "warm-up: {compiled:?}");
-        assert!(!compiled.contains(&stand_in), "warm-up: {compiled:?}");
+        for k in first {
+            assert!(!compiled.contains(k), "warm-up: {compiled:?}");
+        }
+    }
+}
+
+/// The first-call kernel (`conv2d_implicit_first`: x and w read through image copies) is
+/// bit-identical to the steady-state implicit GEMM across the parameters it takes: groups,
+/// stride, dilation, flip, per-side padding, channels that are not multiples of 8, output
+/// channels that are not multiples of 4, bias and a fused epilogue with a residual.
+#[test]
+fn first_call_kernel_is_bit_identical_across_parameters() {
+    let mut rng = Rng::new(23);
+    let base = Conv2dParams::default();
+    let cases = [
+        // (x shape, w shape, params, epilogue)
+        (
+            [2, 12, 11, 9],
+            [20, 12, 3, 3],
+            base.with_padding(Padding::Symmetric([1, 1])),
+            false,
+        ),
+        (
+            [1, 16, 13, 13],
+            [24, 8, 3, 3],
+            base.with_groups(2).with_stride([2, 2]),
+            false,
+        ),
+        (
+            [1, 9, 12, 10],
+            [6, 9, 3, 2],
+            base.with_dilation([2, 1])
+                .with_padding(Padding::PerSide([2, 0, 1, 3]))
+                .with_flip(true),
+            true,
+        ),
+        (
+            [2, 32, 8, 8],
+            [64, 32, 1, 1],
+            base.with_stride([2, 2]),
+            true,
+        ),
+    ];
+    for (xs, ws, params, fused) in cases {
+        let p = params.resolve(xs, ws, None).unwrap();
+        let x = rng.vec(xs.iter().product());
+        let w = rng.vec(ws.iter().product());
+        let b = rng.vec(ws[0]);
+        let r = rng.vec(p.y_shape().iter().product());
+        let ep =
+            Epilogue::new(Activation::LeakyRelu { alpha: 0.1 }).with_residual(Residual::Before);
+        let call = |ctx: &Context| -> wgconv::Result<Vec<f32>> {
+            let xt = Tensor::from_slice(ctx, &x, &xs)?;
+            let wt = Tensor::from_slice(ctx, &w, &ws)?;
+            let bt = Tensor::from_slice(ctx, &b, &[ws[0]])?;
+            let y = if fused {
+                let rt = Tensor::from_slice(ctx, &r, &p.y_shape())?;
+                let a = Algorithm::ImplicitGemm;
+                ctx.conv2d_fused(&xt, &wt, Some(&bt), Some(&rt), &params, &ep, a)?
+            } else {
+                ctx.conv2d_with(&xt, &wt, Some(&bt), &params, Algorithm::ImplicitGemm)?
+            };
+            y.read()
+        };
+        let ctx_of = |mode| {
+            Context::with_options_blocking(ContextOptions {
+                tuning: Some(mode),
+                ..Default::default()
+            })
+            .expect("adapter")
+        };
+        let blocking = ctx_of(TuningMode::Blocking);
+        if blocking
+            .check_algorithm(Operation::Forward, Algorithm::ImplicitGemm, &p)
+            .is_err()
+        {
+            assert!(call(&blocking).is_err());
+            continue;
+        }
+        let steady = call(&blocking).unwrap();
+        let first_ctx = ctx_of(TuningMode::Off);
+        first_ctx.set_tuning_paused(true);
+        let first = call(&first_ctx).unwrap();
+        let compiled = wgconv::dev::compiled_kernels(&first_ctx);
+        assert!(
+            compiled.contains(&"conv2d_implicit_first"),
+            "{xs:?} {ws:?}: {compiled:?}"
+        );
+        let differ = first
+            .iter()
+            .zip(&steady)
+            .position(|(a, b)| a.to_bits() != b.to_bits());
+        assert_eq!(first.len(), steady.len());
+        assert_eq!(
+            differ, None,
+            "{xs:?} {ws:?} {params:?}: first differing output"
+        );
+        // And both against the reference, so that a shared mistake cannot pass.
+        let want = if fused {
+            cpu::conv2d_fused(&x, xs, &w, ws, Some(&b), Some(&r), &params, &ep)
+                .unwrap()
+                .0
+        } else {
+            cpu::conv2d_problem(&p, &x, &w, Some(&b))
+        };
+        let tols: Vec<f32> = cpu::conv2d_abs_scale(&p, &x, &w, Some(&b))
+            .iter()
+            .zip(&r)
+            .map(|(&s, &r)| tol(s + if fused { r.abs() } else { 0.0 }, p.reduction_len()))
+            .collect();
+        check("first-call kernel", &first, &want, &tols).unwrap();
     }
 }

@@ -5,10 +5,16 @@
 mod common;
 
 use common::{check, tol, Rng};
-use wgconv::{cpu, Algorithm, Context, Conv2dParams, Padding, Tensor};
+use wgconv::{cpu, Algorithm, Context, ContextOptions, Conv2dParams, Padding, Tensor, TuningMode};
 
+/// A context whose calls run the steady-state kernels from the first call on (blocking
+/// tuning: no first-call kernels, which read the weights in place and cache nothing).
 fn fresh_ctx() -> Context {
-    match Context::new_blocking() {
+    let options = ContextOptions {
+        tuning: Some(TuningMode::Blocking),
+        ..Default::default()
+    };
+    match Context::with_options_blocking(options) {
         Ok(c) => c,
         Err(e) => panic!("GPU test needs a WebGPU adapter and found none: {e}"),
     }

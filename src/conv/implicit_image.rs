@@ -388,6 +388,41 @@ enum Pass {
     Nhwc,
 }
 
+/// Texels of 4 output channels that are contiguous, texel-aligned tap runs (the input
+/// gradient's view, k_stride == R * S): the run packer, one load per packed texel.
+fn packs_runs(p: &Conv2dProblem, wl: WeightLayout) -> bool {
+    let rs = p.r * p.s;
+    rs <= 9 && wl.k_stride == rs && [wl.g_stride, wl.c_stride].iter().all(|v| v % 4 == 0)
+}
+
+/// The weight packer and input filler a steady-state call of the f32, NCHW, zero-padded
+/// problem `src_p` runs on a CPU adapter (what a first call that ran neither queues for
+/// compilation).
+pub(crate) fn steady_fill_kernels(src_p: &Conv2dProblem, wl: WeightLayout) -> [PipelineKey; 2] {
+    let pack = if packs_runs(src_p, wl) {
+        PipelineKey::of::<k::PackConvWeightsRuns>(&PackWeightsRunsSpec {
+            FLIP: src_p.flip,
+            RS: (src_p.r * src_p.s) as u32,
+            ..Default::default()
+        })
+    } else {
+        PipelineKey::of::<k::PackConvWeightsImage>(&PackWeightsSpec {
+            FLIP: src_p.flip,
+            ..Default::default()
+        })
+    };
+    // Strided 1x1 problems fill the sampled pixels from the buffer; others copy x first.
+    let fill = if sampled_problem(src_p).is_some() {
+        PipelineKey::of::<k::PadImage>(&PadImageSpec {
+            PAD_MODE: src_p.mode.code(),
+            ..Default::default()
+        })
+    } else {
+        PipelineKey::of::<k::PadImageFlat>(&PadImageFlatSpec::default())
+    };
+    [pack, fill]
+}
+
 /// A strided 1x1 problem as the stride-1 problem on its sampled pixels (padded pixel
 /// (oy * sh, ox * sw) of the input, any padding mode): `None` for other problems.
 pub(crate) fn sampled_problem(p: &Conv2dProblem) -> Option<Conv2dProblem> {
@@ -571,10 +606,7 @@ pub(crate) fn pack_weights_image(
         None
     };
     let rs = p.r * p.s;
-    // Texels of 4 output channels that are contiguous, texel-aligned tap runs (the input
-    // gradient's view, k_stride == R * S): the run packer, one load per packed texel.
-    let runs =
-        rs <= 9 && wl.k_stride == rs && [wl.g_stride, wl.c_stride].iter().all(|v| v % 4 == 0);
+    let runs = packs_runs(p, wl);
     /// The packer that runs.
     enum Packer {
         Buffer,

@@ -25,6 +25,7 @@ pub(crate) mod conv2d_dgrad;
 pub(crate) mod conv2d_dgrad_phase_image;
 pub(crate) mod conv2d_direct;
 pub(crate) mod conv2d_implicit;
+pub(crate) mod conv2d_implicit_first;
 pub(crate) mod conv2d_implicit_tiled;
 pub(crate) mod conv2d_wgrad;
 pub(crate) mod conv2d_wgrad_depthwise;
@@ -164,6 +165,7 @@ use conv2d_dgrad::{DgradParams, DgradSpec};
 use conv2d_dgrad_phase_image::{PhaseParams, PhaseSpec};
 use conv2d_direct::{DirectParams, DirectSpec};
 use conv2d_implicit::{ImplicitParams, ImplicitSpec};
+use conv2d_implicit_first::{ImplicitFirstParams, ImplicitFirstSpec};
 use conv2d_implicit_tiled::{TiledParams, TiledSpec};
 use conv2d_wgrad::{WgradParams, WgradSpec};
 use conv2d_wgrad_depthwise::{WgradDepthwiseImageSpec, WgradDepthwiseParams, WgradDepthwiseSpec};
@@ -335,6 +337,12 @@ kernels! {
     /// channels per lane.
     Conv2dImplicitP1x32 = "conv2d_implicit_p1x32", conv2d_implicit::source(1, 32), ImplicitParams,
         ImplicitSpec, [ImageRead, ImageRead, StorageRead, Storage, StorageRead];
+    /// The first-call kernel of [`Kernel::Conv2dImplicit`] and [`Kernel::Conv2dImplicitN32`]:
+    /// x and the weights read through verbatim image copies (no packing or padding kernel),
+    /// 1 pixel x 8 output channels per lane, the same sums in the same order.
+    Conv2dImplicitFirst = "conv2d_implicit_first", conv2d_implicit_first::source(),
+        ImplicitFirstParams, ImplicitFirstSpec,
+        [ImageRead, ImageRead, StorageRead, Storage, StorageRead];
     /// Implicit-GEMM weight gradient on storage images.
     Conv2dWgradImplicit = "conv2d_wgrad_implicit", conv2d_wgrad_implicit::source(8, false, false),
         WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage];

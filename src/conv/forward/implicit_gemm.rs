@@ -2,18 +2,22 @@
 
 use crate::context::Context;
 use crate::conv::implicit_image::{
-    pack_weights_image, plan, runnable, sampled_problem, Tile, WeightLayout, WG,
+    pack_weights_image, plan, runnable, sampled_problem, steady_fill_kernels, Tile, WeightLayout,
+    WG,
 };
+use crate::conv::launch::conv_shape;
 use crate::conv::launch::{fit_one_binding, ConvBuffers};
 use crate::conv::table::{anywhere, Entry, Reason};
 use crate::conv::{refuse, Algorithm};
 use crate::error::Result;
 use crate::gpu::half;
+use crate::gpu::memory::{copy_flat, copy_flat_at};
 use crate::gpu::pipeline::PipelineKey;
 use crate::gpu::{launch_linear, u32_of, Bind};
 use crate::kernels::conv2d_implicit::{ImplicitParams, ImplicitSpec};
+use crate::kernels::conv2d_implicit_first::{ImplicitFirstParams, ImplicitFirstSpec, FIRST_TN};
 use crate::kernels::k;
-use crate::params::Conv2dProblem;
+use crate::params::{Conv2dProblem, PaddingMode};
 
 /// The forward entry: runs where the adapter has 8-lane subgroups and the padded input and
 /// packed weights fit `maxTextureDimension2D`.
@@ -98,6 +102,11 @@ pub(crate) fn encode_at(
         Tile::P4x32 => PipelineKey::of::<k::Conv2dImplicitN32>(&spec),
     };
     let stand_in = ctx.stand_in(kernel.clone());
+    // A first call that can read x and w through image copies runs one kernel, not three.
+    if stand_in && first_call(ctx, enc, src_p, bufs, x_base, wl)? {
+        bufs.mark_epilogue_applied();
+        return Ok(());
+    }
     ctx.compile_ahead(match (pl.tile, stand_in) {
         (_, false) => kernel,
         (Tile::P8x16, true) => PipelineKey::of::<k::Conv2dImplicitP1x16>(&spec),
@@ -243,4 +252,94 @@ pub(crate) fn encode_at(
     // The store applied the epilogue (fused).
     bufs.mark_epilogue_applied();
     Ok(())
+}
+
+/// The largest layer the first-call kernel runs. It saves ~150 ms of driver compilation
+/// when Mesa's shader cache is cold (one kernel instead of three), but runs at about half the
+/// speed of the 1-pixel stand-ins (lavapipe, 2 cores: ~9 GFLOP/s against ~18; the steady
+/// kernel ~40): past this size its run costs more than the compilation saves, and with a
+/// warm shader cache (little to save) it would only lose.
+const FIRST_KERNEL_MAX_FLOPS: f64 = 0.3e9;
+
+/// The first call of a layer whose implicit-GEMM kernel is not compiled yet (see
+/// `crate::tune`): `conv2d_implicit_first` alone, reading x and the weights through
+/// verbatim image copies, where it can (CPU adapters, f32 NCHW x, f32 KCRS weights, zero padding, copies
+/// within the image limits) and where it pays (up to [`FIRST_KERNEL_MAX_FLOPS`]). The same sums in the same order as the steady kernel. `false`
+/// (nothing recorded) where it cannot.
+fn first_call(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    bufs: &ConvBuffers,
+    x_base: usize,
+    wl: WeightLayout,
+) -> Result<bool> {
+    let zero_pad = p.mode == PaddingMode::Zeros || p.pad == [0; 4];
+    if !ctx.cpu_kernels()
+        || bufs.x_cl
+        || bufs.x_f16
+        || bufs.y_f16
+        // f16 or channels-last weights: `w` may be an unconverted placeholder (the pack
+        // converts them from `w_src`).
+        || bufs.w_src.is_some()
+        || !zero_pad
+        || p.flops() > FIRST_KERNEL_MAX_FLOPS
+    {
+        return Ok(false);
+    }
+    let (kg, cg, ohw) = (p.k_per_group(), p.c_per_group(), p.oh * p.ow);
+    let x_len = (p.n * p.c * p.h * p.w).div_ceil(4) * 4;
+    let w_len = (p.k * cg * p.r * p.s).div_ceil(4) * 4;
+    let Some((ximg, tw)) = copy_flat_at(ctx, enc, (&bufs.x, x_base), x_len, "wgconv first-call x")?
+    else {
+        return Ok(false);
+    };
+    let Some((wimg, wtw)) = copy_flat(ctx, enc, &bufs.w, w_len, "wgconv first-call weights")?
+    else {
+        return Ok(false);
+    };
+    let (act, res) = bufs.ep_codes();
+    let spec = ImplicitFirstSpec {
+        WG: WG as u32,
+        HAS_BIAS: bufs.b.is_some(),
+        FLIP: p.flip,
+        ACT: act,
+        RES: res,
+    };
+    let groups_m = ohw.div_ceil(WG);
+    let groups_n = kg.div_ceil(FIRST_TN);
+    let batch = p.n * p.groups;
+    let mut u = ImplicitFirstParams {
+        shape: conv_shape(p)?,
+        g_stride: u32_of(wl.g_stride, "weight stride")?,
+        k_stride: u32_of(wl.k_stride, "weight stride")?,
+        c_stride: u32_of(wl.c_stride, "weight stride")?,
+        cb8: u32_of(cg.div_ceil(8), "channel blocks")?,
+        groups_m: u32_of(groups_m, "pixel blocks")?,
+        groups_n: u32_of(groups_n, "channel blocks")?,
+        batch: u32_of(batch, "images x groups")?,
+        ysc: u32_of(if bufs.y_cl { 1 } else { ohw }, "output elements")?,
+        ysp: u32_of(if bufs.y_cl { p.k } else { 1 }, "output channels")?,
+        tw,
+        tw_shift: tw.trailing_zeros(),
+        wtw,
+        wtw_shift: wtw.trailing_zeros(),
+        ..Default::default()
+    };
+    (u.alpha, u.lo, u.hi) = bufs.ep_constants();
+    let binds = [
+        Bind::Image(&ximg.view),
+        Bind::Image(&wimg.view),
+        Bind::whole(bufs.b.as_ref().unwrap_or(&bufs.w)),
+        Bind::whole(&bufs.y),
+        Bind::whole(bufs.r_or(&bufs.w)),
+    ];
+    let set = |u: &mut ImplicitFirstParams, wg: u32| u.wg0 = wg / WG as u32;
+    let total = (groups_m * groups_n * batch * WG) as u64;
+    launch_linear::<k::Conv2dImplicitFirst>(ctx, enc, &spec, &mut u, set, &binds, total)?;
+    // The steady call also packs the weights and fills the input image.
+    for key in steady_fill_kernels(p, wl) {
+        ctx.compile_later(key);
+    }
+    Ok(true)
 }
