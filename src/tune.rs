@@ -33,10 +33,13 @@
 //!   (bit-identical results, about 2.5x slower to run, a quarter of the code). Outside
 //!   [`TuningMode::Blocking`], a call that finds the large kernel not compiled yet runs the
 //!   stand-in and queues the large one for compilation on the worker thread (without waiting
-//!   for a pause: compiling submits nothing); later calls run it once it is compiled.
-//!   Measurements, [`Context::warm_up`] and [`TuningMode::Blocking`] always use (and
-//!   compile) the large kernels; [`Context::wait_for_tuning`] also waits for the queued
-//!   compilations.
+//!   for a pause: compiling submits nothing, but after the work submitted so far has
+//!   finished, so that it does not take a core from the first call); later calls run it
+//!   once it is compiled. A small zero-padded forward runs one first-call kernel instead of
+//!   the stand-in and its packing and padding kernels (`conv2d_implicit_first`, see
+//!   `conv::forward::implicit_gemm`). Measurements, [`Context::warm_up`] and
+//!   [`TuningMode::Blocking`] always use (and compile) the large kernels;
+//!   [`Context::wait_for_tuning`] also waits for the queued compilations.
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet, VecDeque};

@@ -433,3 +433,59 @@ fn a_destroyed_device_with_warm_caches_gives_typed_errors() {
     ctx.release_scratch();
     assert_eq!(ctx.pooled_bytes(), 0);
 }
+
+/// A call run in many row bands reuses the scratch of one band for the next (the pool keeps
+/// idle scratch past the budget while the call records, then trims it): its allocations do
+/// not grow with the number of bands, and the idle pool is back within the budget after the
+/// call.
+#[test]
+fn banded_calls_reuse_scratch_across_bands() {
+    // A budget below one band's images: without the hold every band would allocate them.
+    let budget = 64 << 10;
+    let ctx = fresh_ctx(ContextOptions {
+        // 64 KiB bindings: the 1 MiB output runs in ~16 row bands.
+        limits: Some(wgconv::LimitsOverride {
+            max_storage_buffer_binding_size: Some(64 << 10),
+            ..Default::default()
+        }),
+        scratch_budget: Some(budget),
+        tuning: Some(wgconv::TuningMode::Blocking),
+        ..Default::default()
+    });
+    let (xs, ws) = ([1, 8, 128, 128], [16, 8, 3, 3]);
+    let params = Conv2dParams::default().with_padding(Padding::Symmetric([1, 1]));
+    let l = Layer::new(&ctx, xs, ws, &params, 9);
+    for op in [Operation::InputGrad, Operation::WeightGrad] {
+        assert_eq!(dev::band_plan(&ctx, op, &l.p), "rows", "{op:?}");
+    }
+    let run = || -> Vec<Vec<f32>> {
+        let a = Algorithm::Auto;
+        let y = ctx.conv2d_with(&l.x, &l.w, Some(&l.b), &params, a).unwrap();
+        let dx = ctx
+            .conv2d_backward_input(&l.dy, &l.w, xs, &params, a)
+            .unwrap();
+        let dw = ctx
+            .conv2d_backward_weight(&l.x, &l.dy, ws, &params, a)
+            .unwrap();
+        let db = ctx.conv2d_backward_bias(&l.dy).unwrap();
+        [y, dx, dw, db].iter().map(|t| t.read().unwrap()).collect()
+    };
+    run();
+    ctx.wait_for_tuning();
+    run();
+    let before = dev::pool_stats(&ctx).device_allocations;
+    let got = run();
+    let allocated = dev::pool_stats(&ctx).device_allocations - before;
+    // The four results and their readbacks, the band scratch of each operation and one
+    // band's images; with every band allocating its own images, over 40.
+    assert!(
+        allocated <= 24,
+        "{allocated} allocations for one banded step"
+    );
+    assert!(
+        ctx.pooled_bytes() <= budget,
+        "{} idle bytes",
+        ctx.pooled_bytes()
+    );
+    l.check("banded", &params, &got[0], &got[1], &got[2], &got[3]);
+}

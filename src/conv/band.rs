@@ -584,6 +584,8 @@ pub(crate) fn forward(
         })
     };
     let plan = plan(ctx, p, Side::Outputs);
+    // Band after band reuses the scratch of the band before.
+    let _hold = (!matches!(plan, Plan::Whole)).then(|| ctx.hold_scratch());
     let (xi, yi) = (p.c * p.h * p.w, p.k * p.oh * p.ow);
     // Channels-last buffers reach only whole problems (`forward_reads_channels_last`).
     debug_assert!(
@@ -756,6 +758,8 @@ pub(crate) fn input_grad(
     let select =
         |q: &Conv2dProblem| table.select(ctx, q, algorithm, |h, c| ctx.choose(tuned, q, h, &c));
     let plan = plan(ctx, p, Side::Inputs);
+    // Band after band reuses the scratch of the band before.
+    let _hold = (!matches!(plan, Plan::Whole)).then(|| ctx.hold_scratch());
     let (xi, yi) = (p.c * p.h * p.w, p.k * p.oh * p.ow);
     debug_assert!(matches!(plan, Plan::Whole) || (cl == [false; 2] && !f16 && !dx_f16));
     match plan {
@@ -990,6 +994,8 @@ pub(crate) fn weight_grad(
         dw_cl: false,
     };
     let plan = plan(ctx, p, Side::Outputs);
+    // Band after band reuses the scratch of the band before.
+    let _hold = (!matches!(plan, Plan::Whole)).then(|| ctx.hold_scratch());
     debug_assert!(matches!(plan, Plan::Whole) || (cl == [false; 2] && !f16));
     let (xi, yi) = (p.c * p.h * p.w, p.k * p.oh * p.ow);
     let wlen = p.k * p.c_per_group() * p.r * p.s;

@@ -34,7 +34,7 @@
 //! did not write fails its tests instead of reading zeros by luck.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::context::{poisoned, Context};
@@ -59,6 +59,10 @@ pub(crate) struct Pools {
     groups_created: AtomicU64,
     /// Fill scratch with NaN when handed out (`WGCONV_POISON_SCRATCH`).
     poison: bool,
+    /// Calls recording band by band ([`Context::hold_scratch`]): while any does, idle
+    /// scratch is kept past the budget, so every band reuses the images and buffers of the
+    /// band before instead of allocating (and the driver page-faulting) its own.
+    holds: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -130,6 +134,7 @@ impl Pools {
             allocations: AtomicU64::new(0),
             groups_created: AtomicU64::new(0),
             poison: std::env::var("WGCONV_POISON_SCRATCH").is_ok_and(|v| v == "1"),
+            holds: AtomicUsize::new(0),
         }
     }
 
@@ -230,6 +235,9 @@ impl Pools {
     /// Evicts idle scratch, least recently used first, until it and the parameter buffers
     /// fit the scratch budget; returns what left, to be destroyed after the lock is dropped.
     fn evict(&self, ctx: &Context, mut idle: MutexGuard<'_, Idle>) -> Evicted {
+        if self.holds.load(Ordering::Acquire) > 0 {
+            return Evicted::default();
+        }
         let budget = ctx.scratch_budget();
         let uniform_bytes = self.uniforms.lock().map_or(0, |u| u.bytes);
         let mut out = Evicted::default();
@@ -580,7 +588,27 @@ pub struct PoolStats {
     pub cached_bind_groups: usize,
 }
 
+/// While alive, idle scratch is kept past the budget (see [`Context::hold_scratch`]).
+pub(crate) struct ScratchHold<'a>(&'a Context);
+
+impl Drop for ScratchHold<'_> {
+    fn drop(&mut self) {
+        let pool = &self.0.inner.pool;
+        if pool.holds.fetch_sub(1, Ordering::AcqRel) == 1 {
+            pool.trim(self.0);
+        }
+    }
+}
+
 impl Context {
+    /// Keeps idle scratch past the scratch budget until the guard drops (then trims it to
+    /// the budget): for calls that record the same work band by band, whose per-band
+    /// scratch would otherwise be freed and allocated again for every band.
+    pub(crate) fn hold_scratch(&self) -> ScratchHold<'_> {
+        self.inner.pool.holds.fetch_add(1, Ordering::AcqRel);
+        ScratchHold(self)
+    }
+
     /// Bytes of device memory held for reuse and not in use: idle scratch buffers and images
     /// and cached dispatch-parameter buffers. Included in [`Context::allocated_bytes`]; at
     /// most [`Context::scratch_budget`] once a call has returned (scratch in use while a
