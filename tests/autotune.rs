@@ -406,6 +406,15 @@ fn warm_up_compiles_what_the_calls_run() {
     }
 }
 
+/// A context in tuning mode `mode`.
+fn ctx_of(mode: TuningMode) -> Context {
+    Context::with_options_blocking(ContextOptions {
+        tuning: Some(mode),
+        ..Default::default()
+    })
+    .expect("GPU test needs a WebGPU adapter")
+}
+
 /// The implicit GEMM's first-call kernels compute the same sums in the same order as the
 /// steady-state kernel: bit-identical forward and input gradient, whichever runs, for both
 /// tiles. With zero padding the first call runs `conv2d_implicit_first` alone (x and w read
@@ -454,14 +463,6 @@ fn first_call_stand_in_is_bit_identical_to_the_steady_kernel() {
             Ok((y.read()?, dx.read()?))
         };
         let bits = |v: &[f32]| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>();
-        let ctx_of = |mode| {
-            Context::with_options_blocking(ContextOptions {
-                tuning: Some(mode),
-                ..Default::default()
-            })
-            .expect("adapter")
-        };
-
         let blocking = ctx_of(TuningMode::Blocking);
         if blocking
             .check_algorithm(Operation::Forward, Algorithm::ImplicitGemm, &p)
@@ -591,13 +592,6 @@ fn first_call_kernel_is_bit_identical_across_parameters() {
                 ctx.conv2d_with(&xt, &wt, Some(&bt), &params, Algorithm::ImplicitGemm)?
             };
             y.read()
-        };
-        let ctx_of = |mode| {
-            Context::with_options_blocking(ContextOptions {
-                tuning: Some(mode),
-                ..Default::default()
-            })
-            .expect("adapter")
         };
         let blocking = ctx_of(TuningMode::Blocking);
         if blocking

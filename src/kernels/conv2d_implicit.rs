@@ -96,46 +96,7 @@ pub(crate) fn source(tm: usize, tn: usize) -> String {
     w.line("");
     w.line(ACTIVATION);
     w.line("");
-    w.line("fn store(live: bool, base: u32, px: u32, col0: u32, g: u32, v: vec4<f32>) {");
-    w.line("    if (!live || px >= P.ohw) {");
-    w.line("        return;");
-    w.line("    }");
-    w.line("    for (var e = 0u; e < 4u; e++) {");
-    w.line("        let col = col0 + e;");
-    w.line("        if (col < P.kg) {");
-    w.line("            var out = v[e];");
-    w.line("            if (HAS_BIAS) {");
-    w.line("                out += bias[g * P.kg + col];");
-    w.line("            }");
-    w.line(&epilogue_store(
-        "            ",
-        "out",
-        "base + col * P.ysc + px * P.ysp",
-    ));
-    w.line("            y[base + col * P.ysc + px * P.ysp] = out;");
-    w.line("        }");
-    w.line("    }");
-    w.line("}");
-    w.line("");
-    w.line("@compute @workgroup_size(WG)");
-    w.line("fn main(");
-    w.line("    @builtin(workgroup_id) wid: vec3<u32>,");
-    w.line("    @builtin(num_workgroups) nwg: vec3<u32>,");
-    w.line("    @builtin(local_invocation_index) lid: u32,");
-    w.line("    @builtin(subgroup_invocation_id) sl: u32,");
-    w.line(") {");
-    w.line(
-        "    // Workgroup -> ((image, group), channel block, pixel block), pixel block fastest.",
-    );
-    w.line("    let wg = P.wg0 + wid.x + wid.y * nwg.x;");
-    w.line("    let gm = wg % P.groups_m;");
-    w.line("    let t = wg / P.groups_m;");
-    w.line("    let tn = t % P.groups_n;");
-    w.line("    let bt = t / P.groups_n;");
-    w.line("    let live = bt < P.batch;");
-    w.line("    let bc = min(bt, P.batch - 1u);");
-    w.line("    let g = bc % P.groups;");
-    w.line("    let n = bc / P.groups;");
+    store_and_entry(&mut w, "P.ohw");
     wln!(w, "    let m0 = (gm * WG + lid) * {tm}u;");
     wln!(w, "    let n0 = tn * {tn}u;");
     w.line("    // Input-image offsets of this lane's pixels (the last pixel stands in for those past it).");
@@ -245,4 +206,51 @@ pub(crate) fn source(tm: usize, tn: usize) -> String {
     }
     w.line("}");
     hoist_params(&w.finish(), &ImplicitParams::fields())
+}
+
+/// The `store` function (4 adjacent output channels of one pixel: bias, the fused epilogue,
+/// the store by `P.ysc` / `P.ysp`; `ohw` is the WGSL for the pixels of one image) and the
+/// entry point's head up to the workgroup's (image, group) `n`, `g`, channel block `tn` and
+/// pixel block `gm`: shared by `conv2d_implicit` and `conv2d_implicit_first`.
+pub(crate) fn store_and_entry(w: &mut Wgsl, ohw: &str) {
+    w.line("fn store(live: bool, base: u32, px: u32, col0: u32, g: u32, v: vec4<f32>) {");
+    wln!(w, "    if (!live || px >= {ohw}) {{");
+    w.line("        return;");
+    w.line("    }");
+    w.line("    for (var e = 0u; e < 4u; e++) {");
+    w.line("        let col = col0 + e;");
+    w.line("        if (col < P.kg) {");
+    w.line("            var out = v[e];");
+    w.line("            if (HAS_BIAS) {");
+    w.line("                out += bias[g * P.kg + col];");
+    w.line("            }");
+    w.line(&epilogue_store(
+        "            ",
+        "out",
+        "base + col * P.ysc + px * P.ysp",
+    ));
+    w.line("            y[base + col * P.ysc + px * P.ysp] = out;");
+    w.line("        }");
+    w.line("    }");
+    w.line("}");
+    w.line("");
+    w.line("@compute @workgroup_size(WG)");
+    w.line("fn main(");
+    w.line("    @builtin(workgroup_id) wid: vec3<u32>,");
+    w.line("    @builtin(num_workgroups) nwg: vec3<u32>,");
+    w.line("    @builtin(local_invocation_index) lid: u32,");
+    w.line("    @builtin(subgroup_invocation_id) sl: u32,");
+    w.line(") {");
+    w.line(
+        "    // Workgroup -> ((image, group), channel block, pixel block), pixel block fastest.",
+    );
+    w.line("    let wg = P.wg0 + wid.x + wid.y * nwg.x;");
+    w.line("    let gm = wg % P.groups_m;");
+    w.line("    let t = wg / P.groups_m;");
+    w.line("    let tn = t % P.groups_n;");
+    w.line("    let bt = t / P.groups_n;");
+    w.line("    let live = bt < P.batch;");
+    w.line("    let bc = min(bt, P.batch - 1u);");
+    w.line("    let g = bc % P.groups;");
+    w.line("    let n = bc / P.groups;");
 }

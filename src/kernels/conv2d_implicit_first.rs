@@ -3,9 +3,8 @@
 //! kernel instead of three (weight packing, input padding, the GEMM): on lavapipe each
 //! kernel costs at least ~30 ms of LLVM at its first dispatch.
 
-use crate::gpu::wgsl::{
-    epilogue_store, hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, ACTIVATION,
-};
+use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, ACTIVATION};
+use crate::kernels::conv2d_implicit::store_and_entry;
 use crate::kernels::shared::{acc4, scalar_subblocks, ConvShape, SG};
 
 /// Output channels per lane (one pixel per lane).
@@ -90,46 +89,7 @@ pub(crate) fn source() -> String {
     w.line("    return textureLoad(tw, vec2<u32>(t & (P.wtw - 1u), t >> P.wtw_shift))[i % 4u];");
     w.line("}");
     w.line("");
-    w.line("fn store(live: bool, base: u32, px: u32, col0: u32, g: u32, v: vec4<f32>) {");
-    w.line("    if (!live || px >= P.oh * P.ow) {");
-    w.line("        return;");
-    w.line("    }");
-    w.line("    for (var e = 0u; e < 4u; e++) {");
-    w.line("        let col = col0 + e;");
-    w.line("        if (col < P.kg) {");
-    w.line("            var out = v[e];");
-    w.line("            if (HAS_BIAS) {");
-    w.line("                out += bias[g * P.kg + col];");
-    w.line("            }");
-    w.line(&epilogue_store(
-        "            ",
-        "out",
-        "base + col * P.ysc + px * P.ysp",
-    ));
-    w.line("            y[base + col * P.ysc + px * P.ysp] = out;");
-    w.line("        }");
-    w.line("    }");
-    w.line("}");
-    w.line("");
-    w.line("@compute @workgroup_size(WG)");
-    w.line("fn main(");
-    w.line("    @builtin(workgroup_id) wid: vec3<u32>,");
-    w.line("    @builtin(num_workgroups) nwg: vec3<u32>,");
-    w.line("    @builtin(local_invocation_index) lid: u32,");
-    w.line("    @builtin(subgroup_invocation_id) sl: u32,");
-    w.line(") {");
-    w.line(
-        "    // Workgroup -> ((image, group), channel block, pixel block), pixel block fastest.",
-    );
-    w.line("    let wg = P.wg0 + wid.x + wid.y * nwg.x;");
-    w.line("    let gm = wg % P.groups_m;");
-    w.line("    let t = wg / P.groups_m;");
-    w.line("    let tn = t % P.groups_n;");
-    w.line("    let bt = t / P.groups_n;");
-    w.line("    let live = bt < P.batch;");
-    w.line("    let bc = min(bt, P.batch - 1u);");
-    w.line("    let g = bc % P.groups;");
-    w.line("    let n = bc / P.groups;");
+    store_and_entry(&mut w, "P.oh * P.ow");
     w.line("    let ohw = P.oh * P.ow;");
     w.line("    let m0 = gm * WG + lid;");
     wln!(w, "    let n0 = tn * {tn}u;");

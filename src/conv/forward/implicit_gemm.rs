@@ -255,17 +255,18 @@ pub(crate) fn encode_at(
 }
 
 /// The largest layer the first-call kernel runs. It saves ~150 ms of driver compilation
-/// when Mesa's shader cache is cold (one kernel instead of three), but runs at about half the
-/// speed of the 1-pixel stand-ins (lavapipe, 2 cores: ~9 GFLOP/s against ~18; the steady
-/// kernel ~40): past this size its run costs more than the compilation saves, and with a
-/// warm shader cache (little to save) it would only lose.
+/// when Mesa's shader cache is cold (one kernel instead of three), but runs at less than half
+/// the speed of the 1-pixel stand-ins (lavapipe, 2 cores: ~7 GFLOP/s against ~18; the steady
+/// kernel ~40): with a warm shader cache (little to save) a 0.46 GFLOP layer's first call
+/// lost ~50 ms, a 3.7 GFLOP one ~350 ms (docs/benchmarks.md, 2026-12-07).
 const FIRST_KERNEL_MAX_FLOPS: f64 = 0.3e9;
 
 /// The first call of a layer whose implicit-GEMM kernel is not compiled yet (see
 /// `crate::tune`): `conv2d_implicit_first` alone, reading x and the weights through
-/// verbatim image copies, where it can (CPU adapters, f32 NCHW x, f32 KCRS weights, zero padding, copies
-/// within the image limits) and where it pays (up to [`FIRST_KERNEL_MAX_FLOPS`]). The same sums in the same order as the steady kernel. `false`
-/// (nothing recorded) where it cannot.
+/// verbatim image copies, where it can (CPU adapters, f32 NCHW x, f32 KCRS weights, zero
+/// padding, copies within the image limits) and where it pays (up to
+/// [`FIRST_KERNEL_MAX_FLOPS`]). The same sums in the same order as the steady kernel.
+/// `false` (nothing recorded) where it cannot.
 fn first_call(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
