@@ -9,7 +9,8 @@
 //! it twice) and cold (`MESA_SHADER_CACHE_DISABLE=true`, as on a fresh CI machine); set
 //! `WGCONV_TUNE_CACHE` to a file to see a persisted tuning cache skip the tuning.
 //!
-//! Run: `cargo run --release --example cold_start [-- --blocking-tune | --no-tune] [--warm-up]`
+//! Run: `cargo run --release --example cold_start [-- --blocking-tune | --no-tune] [--warm-up]
+//! [--backward] [--layer N,C,H,W,K,R,S,stride,pad]`
 
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,10 @@ struct Args {
     /// Later calls timed for the steady state (the median is reported)
     #[arg(long, default_value_t = 15)]
     reps: usize,
+    /// Time the backward (input, weight and bias gradients in one call) instead of the
+    /// forward
+    #[arg(long)]
+    backward: bool,
     /// Another layer: `N,C,H,W,K,R,S,stride,pad` (default shape b: 1,64,56,56,64,3,3,1,1)
     #[arg(long, value_delimiter = ',')]
     layer: Vec<usize>,
@@ -92,22 +97,47 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         l[7], l[8]
     );
     let algo = Algorithm::from_name(&args.algo)?;
-    let call = || -> wgconv::Result<Vec<f32>> { ctx.conv2d_with(&x, &w, None, &p, algo)?.read() };
+    let prob = p.resolve(xs, ws, None)?;
+    let dy = Tensor::from_slice(
+        &ctx,
+        &vec![0.5; prob.y_shape().iter().product()],
+        &prob.y_shape(),
+    )?;
+    // The call's result (the forward's y, or the backward's dw), and the pipelines it
+    // compiled.
+    let run = || -> wgconv::Result<(Vec<f32>, usize)> {
+        if args.backward {
+            let g = ctx.conv2d_backward(&x, &w, &dy, true, &p, algo)?;
+            let compiled = ctx.pipeline_compiles();
+            g.dx.read()?;
+            Ok((g.dw.read()?, compiled))
+        } else {
+            let y = ctx.conv2d_with(&x, &w, None, &p, algo)?;
+            let compiled = ctx.pipeline_compiles();
+            Ok((y.read()?, compiled))
+        }
+    };
+    let call = || run().map(|(v, _)| v);
     if args.warm_up {
         let t = Instant::now();
-        ctx.warm_up(&[Operation::Forward], &[p.resolve(xs, ws, None)?])?;
+        let ops: &[Operation] = if args.backward {
+            &[Operation::InputGrad, Operation::WeightGrad]
+        } else {
+            &[Operation::Forward]
+        };
+        ctx.warm_up(ops, &[prob])?;
         println!("warm_up: {:.1} ms", ms(t.elapsed()));
     }
 
     let t1 = Instant::now();
-    let y = ctx.conv2d_with(&x, &w, None, &p, algo)?;
-    let compiled = ctx.pipeline_compiles();
-    let y = y.read()?;
+    let (first, compiled) = run()?;
     let t_first = t1.elapsed();
-    assert_eq!(
-        y.len(),
-        p.resolve(xs, ws, None)?.y_shape().iter().product::<usize>()
-    );
+    let want = if args.backward {
+        prob.w_shape()
+    } else {
+        prob.y_shape()
+    };
+    assert_eq!(first.len(), want.iter().product::<usize>());
 
     let t2 = Instant::now();
     ctx.wait_for_tuning();
