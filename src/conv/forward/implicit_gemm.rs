@@ -11,7 +11,7 @@ use crate::conv::table::{anywhere, Entry, Reason};
 use crate::conv::{refuse, Algorithm};
 use crate::error::Result;
 use crate::gpu::half;
-use crate::gpu::memory::{copy_flat, copy_flat_at};
+use crate::gpu::memory::{copy_flat, copy_flat_at, flat_image_fits};
 use crate::gpu::pipeline::PipelineKey;
 use crate::gpu::{launch_linear, u32_of, Bind};
 use crate::kernels::conv2d_implicit::{ImplicitParams, ImplicitSpec};
@@ -291,6 +291,13 @@ fn first_call(
     let (kg, cg, ohw) = (p.k_per_group(), p.c_per_group(), p.oh * p.ow);
     let x_len = (p.n * p.c * p.h * p.w).div_ceil(4) * 4;
     let w_len = (p.k * cg * p.r * p.s).div_ceil(4) * 4;
+    // Both copies possible before either is recorded.
+    let fits = |buf: &wgpu::Buffer, off: usize, len: usize| {
+        flat_image_fits(ctx, off, len) && (off + len) as u64 * 4 <= buf.size()
+    };
+    if !fits(&bufs.x, x_base, x_len) || !fits(&bufs.w, 0, w_len) {
+        return Ok(false);
+    }
     let Some((ximg, tw)) = copy_flat_at(ctx, enc, (&bufs.x, x_base), x_len, "wgconv first-call x")?
     else {
         return Ok(false);
