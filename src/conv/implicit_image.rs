@@ -210,7 +210,7 @@ impl InputGeom {
         } else {
             chw.is_multiple_of(4)
         };
-        let copy = ctx.cpu_kernels() && (x_cl || (sub == [1, 1] && p.mode == PaddingMode::Zeros));
+        let copy = copies_x(ctx, p, sub, x_cl);
         !copy || (whole && fits(self.chunk.min(p.n)))
     }
 
@@ -270,7 +270,7 @@ impl InputGeom {
         // is masked by the kernels): `pad_image_flat` for zero padding at stride 1, and
         // `pad_image_nhwc` for channels-last x (any padding mode and stride, a texel load per
         // 4 channels).
-        let copy = ctx.cpu_kernels() && (x_cl || (sub == [1, 1] && p.mode == PaddingMode::Zeros));
+        let copy = copies_x(ctx, p, sub, x_cl);
         let dtype = if x_f16 { DType::F16 } else { DType::F32 };
         let flat = if copy {
             let len = (nb * p.c * p.h * p.w).div_ceil(4) * 4;
@@ -388,6 +388,13 @@ enum Pass {
     Nhwc,
 }
 
+/// Does the input fill of `p` (sampled at `sub`) read x through a verbatim image copy? On
+/// CPU adapters (storage-buffer loads are per-lane loops there): `pad_image_flat` for zero
+/// padding at stride 1, `pad_image_nhwc` for channels-last x.
+fn copies_x(ctx: &Context, p: &Conv2dProblem, sub: [usize; 2], x_cl: bool) -> bool {
+    ctx.cpu_kernels() && (x_cl || (sub == [1, 1] && p.mode == PaddingMode::Zeros))
+}
+
 /// Texels of 4 output channels that are contiguous, texel-aligned tap runs (the input
 /// gradient's view, k_stride == R * S): the run packer, one load per packed texel.
 fn packs_runs(p: &Conv2dProblem, wl: WeightLayout) -> bool {
@@ -395,10 +402,13 @@ fn packs_runs(p: &Conv2dProblem, wl: WeightLayout) -> bool {
     rs <= 9 && wl.k_stride == rs && [wl.g_stride, wl.c_stride].iter().all(|v| v % 4 == 0)
 }
 
-/// The weight packer and input filler a steady-state call of the f32, NCHW, zero-padded
-/// problem `src_p` runs on a CPU adapter (what a first call that ran neither queues for
-/// compilation).
-pub(crate) fn steady_fill_kernels(src_p: &Conv2dProblem, wl: WeightLayout) -> [PipelineKey; 2] {
+/// The weight packer and input filler a steady-state call of the f32, NCHW problem `src_p`
+/// runs on a CPU adapter (what a first call that ran neither queues for compilation).
+pub(crate) fn steady_fill_kernels(
+    ctx: &Context,
+    src_p: &Conv2dProblem,
+    wl: WeightLayout,
+) -> [PipelineKey; 2] {
     let pack = if packs_runs(src_p, wl) {
         PipelineKey::of::<k::PackConvWeightsRuns>(&PackWeightsRunsSpec {
             FLIP: src_p.flip,
@@ -411,14 +421,15 @@ pub(crate) fn steady_fill_kernels(src_p: &Conv2dProblem, wl: WeightLayout) -> [P
             ..Default::default()
         })
     };
-    // Strided 1x1 problems fill the sampled pixels from the buffer; others copy x first.
-    let fill = if sampled_problem(src_p).is_some() {
+    // The rule of `InputGeom::fill`: an image copy and `pad_image_flat`, else `pad_image`.
+    let sub = sampled_problem(src_p).map_or([1, 1], |_| src_p.stride);
+    let fill = if copies_x(ctx, src_p, sub, false) {
+        PipelineKey::of::<k::PadImageFlat>(&PadImageFlatSpec::default())
+    } else {
         PipelineKey::of::<k::PadImage>(&PadImageSpec {
             PAD_MODE: src_p.mode.code(),
             ..Default::default()
         })
-    } else {
-        PipelineKey::of::<k::PadImageFlat>(&PadImageFlatSpec::default())
     };
     [pack, fill]
 }

@@ -655,6 +655,18 @@ pub(crate) fn flat_image_fits_of(ctx: &Context, off: usize, len: usize, dtype: D
         && bytes <= ctx.scratch_budget().max(4096)
 }
 
+/// Can [`copy_flat_at_of`] copy `len` `dtype` values of `buf` from element `off`: the image
+/// fits ([`flat_image_fits_of`]) and the range lies within the buffer?
+pub(crate) fn flat_copy_fits_of(
+    ctx: &Context,
+    (buf, off): (&wgpu::Buffer, usize),
+    len: usize,
+    dtype: DType,
+) -> bool {
+    let elem = dtype.storage_bytes(2) / 2;
+    flat_image_fits_of(ctx, off, len, dtype) && (off + len) as u64 * elem <= buf.size()
+}
+
 pub(crate) fn copy_flat_at(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
@@ -675,10 +687,10 @@ pub(crate) fn copy_flat_at_of(
     dtype: DType,
     label: &str,
 ) -> Result<Option<(DeviceImage, u32)>> {
-    let elem = dtype.storage_bytes(2) / 2;
-    if !flat_image_fits_of(ctx, off, len, dtype) || (off + len) as u64 * elem > buf.size() {
+    if !flat_copy_fits_of(ctx, (buf, off), len, dtype) {
         return Ok(None);
     }
+    let elem = dtype.storage_bytes(2) / 2;
     let texels = len / 4;
     let tw = flat_tw(ctx);
     let rows = texels.div_ceil(tw);

@@ -163,13 +163,7 @@ pub(crate) fn source(tm: usize, tn: usize) -> String {
     w.line("        let eb = yb == P.hb;");
     w.line("        yb = select(yb, 0u, eb);");
     wln!(w, "        xb = select(xb, xb + {tn4}u, eb);");
-    w.line("        // Next tap: s, then r, then the channel block.");
-    w.line("        ts += 1u;");
-    w.line("        let es = ts == P.s;");
-    w.line("        ts = select(ts, 0u, es);");
-    w.line("        tr = select(tr, tr + 1u, es);");
-    w.line("        let er = tr == P.r;");
-    w.line("        tr = select(tr, 0u, er);");
+    next_tap(&mut w);
     w.line("        x0 = select(x0 + P.dw, ox0, es);");
     w.line("        x1 = select(x1 + P.dw, ox1, es);");
     w.line("        y0 = select(y0, y0 + P.dh, es);");
@@ -253,4 +247,16 @@ pub(crate) fn store_and_entry(w: &mut Wgsl, ohw: &str) {
     w.line("    let bc = min(bt, P.batch - 1u);");
     w.line("    let g = bc % P.groups;");
     w.line("    let n = bc / P.groups;");
+}
+
+/// The reduction loop's tap counters: `ts`, then `tr` (`es` / `er` say which wrapped; the
+/// channel block follows `er`). Shared by `conv2d_implicit` and `conv2d_implicit_first`.
+pub(crate) fn next_tap(w: &mut Wgsl) {
+    w.line("        // Next tap: s, then r, then the channel block.");
+    w.line("        ts += 1u;");
+    w.line("        let es = ts == P.s;");
+    w.line("        ts = select(ts, 0u, es);");
+    w.line("        tr = select(tr, tr + 1u, es);");
+    w.line("        let er = tr == P.r;");
+    w.line("        tr = select(tr, 0u, er);");
 }

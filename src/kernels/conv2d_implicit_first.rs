@@ -4,7 +4,7 @@
 //! kernel costs at least ~30 ms of LLVM at its first dispatch.
 
 use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, ACTIVATION};
-use crate::kernels::conv2d_implicit::store_and_entry;
+use crate::kernels::conv2d_implicit::{next_tap, store_and_entry};
 use crate::kernels::shared::{acc4, scalar_subblocks, ConvShape, SG};
 
 /// Output channels per lane (one pixel per lane).
@@ -146,13 +146,7 @@ pub(crate) fn source() -> String {
         );
     }
     scalar_subblocks(&mut w, "        ", 1, tn, |_, k| format!("a{k}"));
-    w.line("        // Next tap: s, then r, then the channel block.");
-    w.line("        ts += 1u;");
-    w.line("        let es = ts == P.s;");
-    w.line("        ts = select(ts, 0u, es);");
-    w.line("        tr = select(tr, tr + 1u, es);");
-    w.line("        let er = tr == P.r;");
-    w.line("        tr = select(tr, 0u, er);");
+    next_tap(&mut w);
     w.line("        cb = select(cb, cb + 1u, er);");
     w.line("    }");
     w.line("    let base = P.y_off + n * P.k * ohw + g * P.kg * P.ysc;");

@@ -11,13 +11,14 @@ use crate::conv::table::{anywhere, Entry, Reason};
 use crate::conv::{refuse, Algorithm};
 use crate::error::Result;
 use crate::gpu::half;
-use crate::gpu::memory::{copy_flat, copy_flat_at, flat_image_fits};
+use crate::gpu::memory::{copy_flat, copy_flat_at, flat_copy_fits_of};
 use crate::gpu::pipeline::PipelineKey;
 use crate::gpu::{launch_linear, u32_of, Bind};
 use crate::kernels::conv2d_implicit::{ImplicitParams, ImplicitSpec};
 use crate::kernels::conv2d_implicit_first::{ImplicitFirstParams, ImplicitFirstSpec, FIRST_TN};
 use crate::kernels::k;
 use crate::params::{Conv2dProblem, PaddingMode};
+use crate::tensor::DType;
 
 /// The forward entry: runs where the adapter has 8-lane subgroups and the padded input and
 /// packed weights fit `maxTextureDimension2D`.
@@ -292,10 +293,9 @@ fn first_call(
     let x_len = (p.n * p.c * p.h * p.w).div_ceil(4) * 4;
     let w_len = (p.k * cg * p.r * p.s).div_ceil(4) * 4;
     // Both copies possible before either is recorded.
-    let fits = |buf: &wgpu::Buffer, off: usize, len: usize| {
-        flat_image_fits(ctx, off, len) && (off + len) as u64 * 4 <= buf.size()
-    };
-    if !fits(&bufs.x, x_base, x_len) || !fits(&bufs.w, 0, w_len) {
+    if !flat_copy_fits_of(ctx, (&bufs.x, x_base), x_len, DType::F32)
+        || !flat_copy_fits_of(ctx, (&bufs.w, 0), w_len, DType::F32)
+    {
         return Ok(false);
     }
     let Some((ximg, tw)) = copy_flat_at(ctx, enc, (&bufs.x, x_base), x_len, "wgconv first-call x")?
@@ -346,7 +346,7 @@ fn first_call(
     let total = (groups_m * groups_n * batch * WG) as u64;
     launch_linear::<k::Conv2dImplicitFirst>(ctx, enc, &spec, &mut u, set, &binds, total)?;
     // The steady call also packs the weights and fills the input image.
-    for key in steady_fill_kernels(p, wl) {
+    for key in steady_fill_kernels(ctx, p, wl) {
         ctx.compile_later(key);
     }
     Ok(true)
