@@ -635,3 +635,45 @@ fn first_call_kernel_is_bit_identical_across_parameters() {
         check("first-call kernel", &first, &want, &tols).unwrap();
     }
 }
+
+/// A first-call kernel queues what the steady call runs: with reflect padding and nothing
+/// to pad, the first call runs `conv2d_implicit_first`, and once the queued compilations are
+/// done the next call compiles nothing (its input fill is `pad_image`, not the zero-padding
+/// `pad_image_flat`).
+#[test]
+fn first_call_kernel_queues_the_steady_fill() {
+    let mut rng = Rng::new(29);
+    let params = Conv2dParams::default().with_padding_mode(PaddingMode::Reflect);
+    let (xs, ws) = ([1, 16, 12, 12], [64, 16, 3, 3]);
+    let p = params.resolve(xs, ws, None).unwrap();
+    let ctx = ctx_of(TuningMode::Off);
+    if ctx
+        .check_algorithm(Operation::Forward, Algorithm::ImplicitGemm, &p)
+        .is_err()
+    {
+        return;
+    }
+    ctx.set_tuning_paused(true);
+    let x = Tensor::from_slice(&ctx, &rng.vec(xs.iter().product()), &xs).unwrap();
+    let w = Tensor::from_slice(&ctx, &rng.vec(ws.iter().product()), &ws).unwrap();
+    let call = || {
+        ctx.conv2d_with(&x, &w, None, &params, Algorithm::ImplicitGemm)
+            .unwrap()
+            .read()
+            .unwrap()
+    };
+    let first = call();
+    let compiled = wgconv::dev::compiled_kernels(&ctx);
+    assert!(compiled.contains(&"conv2d_implicit_first"), "{compiled:?}");
+    ctx.wait_for_tuning();
+    let before = ctx.pipeline_compiles();
+    let steady = call();
+    assert_eq!(
+        ctx.pipeline_compiles(),
+        before,
+        "the steady call compiled: {:?}",
+        wgconv::dev::compiled_kernels(&ctx)
+    );
+    let bits = |v: &[f32]| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&first), bits(&steady));
+}
