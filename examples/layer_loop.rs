@@ -4,7 +4,7 @@
 //! step; `allocated_bytes` is printed so a loop that allocates per call shows.
 //!
 //! Run: `cargo run --release --example layer_loop -- [--shape e] [--steps 200] [--algo auto]
-//! [--no-sync] [--no-tune]`
+//! [--no-sync] [--no-tune] [--layer N,C,H,W,K,R,S,stride,pad] [--profile STEPS]`
 
 #[path = "../benches/suite/mod.rs"]
 mod suite;
@@ -27,6 +27,9 @@ struct Args {
     /// Algorithm of every operation (auto, direct, implicit_gemm, ...)
     #[arg(long, default_value = "auto")]
     algo: String,
+    /// Another layer instead of a bench shape: `N,C,H,W,K,R,S,stride,pad`
+    #[arg(long, value_delimiter = ',')]
+    layer: Vec<usize>,
     /// Batch size (default: the bench shape's)
     #[arg(long)]
     batch: Option<usize>,
@@ -44,6 +47,10 @@ struct Args {
     /// Use the heuristic algorithm choice instead of autotuning
     #[arg(long)]
     no_tune: bool,
+    /// After the timed steps, profile this many more: GPU time of each kernel per step
+    /// (pass timestamps; needs the adapter's timestamp queries)
+    #[arg(long, default_value_t = 0)]
+    profile: usize,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -53,10 +60,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Default::default()
     })?;
     let algo = Algorithm::from_name(&a.algo)?;
-    let mut s = suite::shapes()
-        .into_iter()
-        .find(|s| s.name == a.shape)
-        .ok_or("unknown shape")?;
+    let mut s = match a.layer.as_slice() {
+        [] => suite::shapes()
+            .into_iter()
+            .find(|s| s.name == a.shape)
+            .ok_or("unknown shape")?,
+        &[n, c, h, w, k, r, sz, stride, pad] => suite::Shape {
+            name: "layer",
+            x: [n, c, h, w],
+            w: [k, c, r, sz],
+            params: wgconv::Conv2dParams::default()
+                .with_stride([stride, stride])
+                .with_padding(wgconv::Padding::Symmetric([pad, pad])),
+        },
+        _ => return Err("--layer takes 9 numbers: N,C,H,W,K,R,S,stride,pad".into()),
+    };
     s.x[0] = a.batch.unwrap_or(s.x[0]);
     let p = s.params.resolve(s.x, s.w, Some(s.w[0]))?;
     let x = Tensor::from_slice(&ctx, &suite::fill(s.x.iter().product(), 7), &s.x)?;
@@ -176,6 +194,45 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !per.is_empty() {
         println!("cpu_ms_per_step (thread:ms) {}", per.join(" "));
     }
+    if a.profile > 0 {
+        profile(&ctx, a.profile, &step)?;
+    }
+    Ok(())
+}
+
+/// Runs `steps` more steps with every dispatch timestamped; prints each kernel's mean GPU
+/// time per step and the sum against the step's wall time.
+fn profile(
+    ctx: &Context,
+    steps: usize,
+    step: &dyn Fn() -> wgconv::Result<()>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut rows: Vec<(String, f64, usize)> = Vec::new();
+    let mut wall = 0.0;
+    for _ in 0..steps {
+        wgconv::dev::profile_begin(ctx, 256)?;
+        let t = Instant::now();
+        step()?;
+        ctx.synchronize()?;
+        wall += t.elapsed().as_secs_f64() * 1e3;
+        for (i, (name, ns)) in wgconv::dev::profile_end(ctx)?.into_iter().enumerate() {
+            match rows.get_mut(i) {
+                Some(r) => r.1 += ns,
+                None => rows.push((name, ns, i)),
+            }
+        }
+    }
+    let n = steps as f64;
+    let mut total = 0.0;
+    for (name, ns, _) in &rows {
+        let ms = ns / n / 1e6;
+        total += ms;
+        println!("profile {ms:8.3} ms  {name}");
+    }
+    println!(
+        "profile sum of passes {total:.3} ms per step; wall {:.3} ms per step (with the timestamps)",
+        wall / n
+    );
     Ok(())
 }
 

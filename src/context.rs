@@ -222,6 +222,8 @@ pub(crate) struct Inner {
     pub(crate) fuse_epilogues: AtomicBool,
     /// [`Precision`] of operations on f16 tensors (`Precision::code`).
     precision: AtomicU8,
+    /// Per-dispatch GPU timestamps while a `dev::profile_begin` is active.
+    pub(crate) profiler: std::sync::Mutex<Option<crate::gpu::profile::Profiler>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -402,6 +404,7 @@ impl Context {
                 ),
                 pool: crate::gpu::pool::Pools::new(),
                 fuse_epilogues: AtomicBool::new(true),
+                profiler: std::sync::Mutex::new(None),
                 precision: AtomicU8::new(Precision::F32Accumulate.code()),
             }),
         }

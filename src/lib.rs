@@ -213,6 +213,20 @@ pub mod dev {
         ctx.compiled_kernels()
     }
 
+    /// Starts a profile of `ctx`'s dispatches: every compute pass recorded after this (at
+    /// most `capacity`) writes GPU timestamps at its start and end. Needs the adapter's
+    /// `TIMESTAMP_QUERY` feature.
+    pub fn profile_begin(ctx: &crate::Context, capacity: u32) -> crate::Result<()> {
+        crate::gpu::profile::begin(ctx, capacity)
+    }
+
+    /// Ends the profile started by [`profile_begin`]: `(kernel [specialisation] grid, GPU
+    /// nanoseconds)` of each recorded pass, in recording order. Submit every recorded
+    /// encoder first.
+    pub fn profile_end(ctx: &crate::Context) -> crate::Result<Vec<(String, f64)>> {
+        crate::gpu::profile::end(ctx)
+    }
+
     /// Every kernel of the library.
     pub fn kernel_sources() -> Vec<KernelSource> {
         crate::kernels::ALL_KERNELS

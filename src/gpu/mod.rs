@@ -7,6 +7,7 @@ pub(crate) mod layout;
 pub(crate) mod memory;
 pub(crate) mod pipeline;
 pub(crate) mod pool;
+pub(crate) mod profile;
 pub(crate) mod wgsl;
 
 use crate::context::Context;
@@ -204,9 +205,18 @@ fn dispatch(
     // when it is finished (in `Context::submit`'s scope, or by the caller of `encode_*`).
     ctx.check_lost(kernel.name())?;
     let bind_group = ctx.inner.pool.bind_group(ctx, kernel, uniforms, binds)?;
+    let mut profiler = ctx.inner.profiler.lock().ok();
+    let timestamp_writes = profiler.as_mut().and_then(|p| p.as_mut()).and_then(|p| {
+        let spec: Vec<String> = key
+            .constants
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        p.next(format!("{} [{}] {gx}x{gy}", kernel.name(), spec.join(",")))
+    });
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some(kernel.name()),
-        timestamp_writes: None,
+        timestamp_writes,
     });
     pass.set_pipeline(&pipeline);
     pass.set_bind_group(0, &bind_group, &[]);
