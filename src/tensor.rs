@@ -193,6 +193,14 @@ impl std::fmt::Debug for Tensor {
     }
 }
 
+/// Marks every given tensor as bound into a caller's encoder ([`Tensor::mark_caller_recorded`]):
+/// what every public `encode_*` call does first.
+pub(crate) fn caller_recorded(tensors: &[Option<&Tensor>]) {
+    for t in tensors.iter().flatten() {
+        t.mark_caller_recorded();
+    }
+}
+
 fn checked_numel(shape: &[usize]) -> Result<usize> {
     shape
         .iter()
@@ -390,6 +398,7 @@ impl Tensor {
                 id: NEXT_BUFFER_ID.fetch_add(1, Ordering::Relaxed),
                 version: AtomicU64::new(0),
                 volatile: AtomicBool::new(true),
+                reusable: AtomicBool::new(false),
             }),
             shape: shape.to_vec(),
             dtype,
@@ -479,21 +488,31 @@ impl Tensor {
         }
         let shape = self.shape4("channels-last tensor")?;
         let ctx = self.context().clone();
-        let out = Tensor::uninit_of(&ctx, &self.shape, self.dtype)?.with_format(format)?;
         let mut enc = ctx.encoder("wgconv to_format");
+        let out = Tensor::output(&ctx, &mut enc, &self.shape, self.dtype, format)?;
         crate::gpu::layout::convert_tensor(&ctx, &mut enc, self, &out, shape)?;
         ctx.submit(enc)?;
         Ok(out)
     }
 
-    /// Allocates a tensor of `dtype` in memory format `format` without uploading.
-    pub(crate) fn uninit_as(
+    /// The output of an allocating call recording into `enc` (which the call submits
+    /// itself) and writing every element: a pooled tensor buffer of its size when one is
+    /// idle (stale contents), else a new buffer (see `DeviceBuffer::new_in`).
+    pub(crate) fn output(
         ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
         shape: &[usize],
         dtype: DType,
         format: MemoryFormat,
     ) -> Result<Tensor> {
-        let t = Tensor::uninit_of(ctx, shape, dtype)?;
+        let n = checked_numel(shape)?;
+        let buf = DeviceBuffer::new_in(ctx, enc, dtype.storage_bytes(n), "wgconv tensor")?;
+        let t = Tensor {
+            buf: Arc::new(buf),
+            shape: shape.to_vec(),
+            dtype,
+            format: MemoryFormat::Contiguous,
+        };
         if format == MemoryFormat::Contiguous {
             Ok(t)
         } else {
@@ -563,6 +582,7 @@ impl Tensor {
     /// derived from tensor contents (packed weights) from then on.
     pub fn buffer(&self) -> &wgpu::Buffer {
         self.buf.volatile.store(true, Ordering::Release);
+        self.buf.reusable.store(false, Ordering::Release);
         &self.buf.buffer
     }
 
@@ -576,6 +596,15 @@ impl Tensor {
     /// never cached from then on.
     pub(crate) fn mark_volatile(&self) {
         self.buf.volatile.store(true, Ordering::Release);
+        self.buf.reusable.store(false, Ordering::Release);
+    }
+
+    /// Marks the tensor as bound into a caller's encoder (read or written): the caller may
+    /// drop it before submitting, so its buffer must not go to the pool of tensor buffers,
+    /// where a new tensor would take it and the caller's commands would then read or
+    /// overwrite the new tensor's data.
+    pub(crate) fn mark_caller_recorded(&self) {
+        self.buf.reusable.store(false, Ordering::Release);
     }
 
     /// Identity and content version of the tensor's buffer for caches of derived data, or

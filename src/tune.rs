@@ -587,6 +587,8 @@ impl Scratch {
                     Some(b) => b,
                     None => {
                         own = Tensor::zeros(ctx, &[p.k])?;
+                        // Dropped before `enc` is submitted: never pooled.
+                        own.mark_caller_recorded();
                         &own
                     }
                 };

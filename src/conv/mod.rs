@@ -20,7 +20,7 @@ use crate::gpu::half;
 use crate::params::{
     numel, Conv2dParams, Conv2dProblem, ConvTranspose2dParams, Shape4, TransposedProblem,
 };
-use crate::tensor::{DType, MemoryFormat, Tensor};
+use crate::tensor::{caller_recorded, DType, MemoryFormat, Tensor};
 use band::Side;
 use input_grad::DgradNative;
 use launch::ConvBuffers;
@@ -222,8 +222,8 @@ impl Context {
         algorithm: Algorithm,
     ) -> Result<Tensor> {
         let p = self.conv2d_problem(x, w, bias, params)?;
-        let y = Tensor::uninit_as(self, &p.y_shape(), x.dtype(), x.format())?;
         let mut enc = self.encoder("wgconv conv2d");
+        let y = Tensor::output(self, &mut enc, &p.y_shape(), x.dtype(), x.format())?;
         self.encode_conv2d_problem(&mut enc, &p, x, w, bias, &y, algorithm)?;
         self.submit(enc)?;
         Ok(y)
@@ -244,6 +244,7 @@ impl Context {
     ) -> Result<()> {
         // Written when the caller submits: never cached from now on.
         y.mark_volatile();
+        caller_recorded(&[Some(x), Some(w), bias]);
         let p = self.conv2d_problem(x, w, bias, params)?;
         y.check_ctx(self, "y")?;
         if y.shape() != p.y_shape() {
@@ -601,9 +602,9 @@ impl Context {
         params: &Conv2dParams,
         algorithm: Algorithm,
     ) -> Result<Tensor> {
-        let dx = Tensor::uninit_as(self, &x_shape, dy.dtype(), dy.format())?;
         let mut enc = self.encoder("wgconv conv2d_backward_input");
-        self.encode_conv2d_backward_input(&mut enc, dy, w, params, algorithm, &dx)?;
+        let dx = Tensor::output(self, &mut enc, &x_shape, dy.dtype(), dy.format())?;
+        self.record_conv2d_backward_input(&mut enc, dy, w, params, algorithm, &dx)?;
         self.submit(enc)?;
         Ok(dx)
     }
@@ -621,6 +622,20 @@ impl Context {
     ) -> Result<()> {
         // Written when the caller submits: never cached from now on.
         dx.mark_volatile();
+        caller_recorded(&[Some(dy), Some(w)]);
+        self.record_conv2d_backward_input(encoder, dy, w, params, algorithm, dx)
+    }
+
+    /// [`Context::encode_conv2d_backward_input`] after its marks, also for the allocating calls' own encoders.
+    fn record_conv2d_backward_input(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        dy: &Tensor,
+        w: &Tensor,
+        params: &Conv2dParams,
+        algorithm: Algorithm,
+        dx: &Tensor,
+    ) -> Result<()> {
         w.check_ctx(self, "w")?;
         dx.check_ctx(self, "dx")?;
         let p = Conv2dProblem::new(dx.shape4("dx")?, w.shape4("w")?, None, params)?;
@@ -689,9 +704,9 @@ impl Context {
         algorithm: Algorithm,
         dw_dtype: DType,
     ) -> Result<Tensor> {
-        let dw = Tensor::uninit_of(self, &w_shape, dw_dtype)?;
         let mut enc = self.encoder("wgconv conv2d_backward_weight");
-        self.encode_conv2d_backward_weight(&mut enc, x, dy, params, algorithm, &dw)?;
+        let dw = Tensor::output(self, &mut enc, &w_shape, dw_dtype, MemoryFormat::Contiguous)?;
+        self.record_conv2d_backward_weight(&mut enc, x, dy, params, algorithm, &dw)?;
         self.submit(enc)?;
         Ok(dw)
     }
@@ -710,6 +725,20 @@ impl Context {
     ) -> Result<()> {
         // Written when the caller submits: never cached from now on.
         dw.mark_volatile();
+        caller_recorded(&[Some(x), Some(dy)]);
+        self.record_conv2d_backward_weight(encoder, x, dy, params, algorithm, dw)
+    }
+
+    /// [`Context::encode_conv2d_backward_weight`] after its marks, also for the allocating calls' own encoders.
+    fn record_conv2d_backward_weight(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        dy: &Tensor,
+        params: &Conv2dParams,
+        algorithm: Algorithm,
+        dw: &Tensor,
+    ) -> Result<()> {
         x.check_ctx(self, "x")?;
         dw.check_ctx(self, "dw")?;
         let p = Conv2dProblem::new(x.shape4("x")?, dw.shape4("dw")?, None, params)?;
@@ -755,9 +784,9 @@ impl Context {
     /// Gradient of a conv2d w.r.t. its bias: `db[k] = Σ dy[n, k, :, :]` (`[K]`).
     pub fn conv2d_backward_bias(&self, dy: &Tensor) -> Result<Tensor> {
         let [_, k, _, _] = dy.shape4("dy")?;
-        let db = Tensor::uninit_of(self, &[k], dy.dtype())?;
         let mut enc = self.encoder("wgconv conv2d_backward_bias");
-        self.encode_conv2d_backward_bias(&mut enc, dy, &db)?;
+        let db = Tensor::output(self, &mut enc, &[k], dy.dtype(), MemoryFormat::Contiguous)?;
+        self.record_conv2d_backward_bias(&mut enc, dy, &db)?;
         self.submit(enc)?;
         Ok(db)
     }
@@ -771,6 +800,17 @@ impl Context {
     ) -> Result<()> {
         // Written when the caller submits: never cached from now on.
         db.mark_volatile();
+        caller_recorded(&[Some(dy)]);
+        self.record_conv2d_backward_bias(encoder, dy, db)
+    }
+
+    /// [`Context::encode_conv2d_backward_bias`] after its marks, also for the allocating calls' own encoders.
+    fn record_conv2d_backward_bias(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        dy: &Tensor,
+        db: &Tensor,
+    ) -> Result<()> {
         dy.check_ctx(self, "dy")?;
         let shape = dy.shape4("dy")?;
         if shape.contains(&0) {
@@ -806,14 +846,20 @@ impl Context {
         let p = Conv2dProblem::new(x.shape4("x")?, w.shape4("w")?, None, params)?;
         self.check_dy(&p, dy)?;
         let dt = half::common_dtype(&[("x", Some(x)), ("w", Some(w)), ("dy", Some(dy))])?;
-        let dx = Tensor::uninit_as(self, &p.x_shape(), dt, x.format())?;
-        let dw = Tensor::uninit_as(self, &p.w_shape(), dt, w.format())?;
+        let mut enc = self.encoder("wgconv conv2d_backward");
+        let dx = Tensor::output(self, &mut enc, &p.x_shape(), dt, x.format())?;
+        let dw = Tensor::output(self, &mut enc, &p.w_shape(), dt, w.format())?;
         let db = if with_bias {
-            Some(Tensor::uninit_of(self, &[p.k], dt)?)
+            Some(Tensor::output(
+                self,
+                &mut enc,
+                &[p.k],
+                dt,
+                MemoryFormat::Contiguous,
+            )?)
         } else {
             None
         };
-        let mut enc = self.encoder("wgconv conv2d_backward");
         self.encode_backward_all(&mut enc, &p, (x, w, dy), (&dx, &dw, db.as_ref()), algorithm)?;
         self.submit(enc)?;
         Ok(Conv2dGradients { dx, dw, db })
@@ -836,7 +882,7 @@ impl Context {
             f16acc::input_grad(self, enc, p, (dy, w, None, dx), algorithm)?;
             f16acc::weight_grad(self, enc, p, (x, dy, dw), algorithm)?;
             if let Some(db) = db {
-                self.encode_conv2d_backward_bias(enc, dy, db)?;
+                self.record_conv2d_backward_bias(enc, dy, db)?;
             }
             return Ok(());
         }
@@ -948,9 +994,9 @@ impl Context {
         algorithm: Algorithm,
     ) -> Result<Tensor> {
         let tp = self.transposed_problem(x, w, bias, params)?;
-        let y = Tensor::uninit_as(self, &tp.y_shape(), x.dtype(), x.format())?;
         let mut enc = self.encoder("wgconv conv_transpose2d");
-        self.encode_conv_transpose2d(&mut enc, x, w, bias, params, algorithm, &y)?;
+        let y = Tensor::output(self, &mut enc, &tp.y_shape(), x.dtype(), x.format())?;
+        self.record_conv_transpose2d(&mut enc, x, w, bias, params, algorithm, &y)?;
         self.submit(enc)?;
         Ok(y)
     }
@@ -969,6 +1015,22 @@ impl Context {
     ) -> Result<()> {
         // Written when the caller submits: never cached from now on.
         y.mark_volatile();
+        caller_recorded(&[Some(x), Some(w), bias]);
+        self.record_conv_transpose2d(encoder, x, w, bias, params, algorithm, y)
+    }
+
+    /// [`Context::encode_conv_transpose2d`] after its marks, also for the allocating calls' own encoders.
+    #[allow(clippy::too_many_arguments)]
+    fn record_conv_transpose2d(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        params: &ConvTranspose2dParams,
+        algorithm: Algorithm,
+        y: &Tensor,
+    ) -> Result<()> {
         let tp = self.transposed_problem(x, w, bias, params)?;
         self.check_out(y, "y", &tp.y_shape())?;
         half::common_dtype(&[
@@ -1135,8 +1197,8 @@ impl Context {
         ])?;
         let p = self.conv2d_problem(x, w, bias, params)?;
         self.check_residual(epilogue, residual, &p.y_shape(), None)?;
-        let y = Tensor::uninit_as(self, &p.y_shape(), x.dtype(), x.format())?;
         let mut enc = self.encoder("wgconv conv2d_fused");
+        let y = Tensor::output(self, &mut enc, &p.y_shape(), x.dtype(), x.format())?;
         self.encode_conv2d_fused_problem(
             &mut enc,
             &p,
@@ -1166,6 +1228,26 @@ impl Context {
     ) -> Result<()> {
         // Written when the caller submits: never cached from now on.
         y.mark_volatile();
+        caller_recorded(&[Some(x), Some(w), bias, residual]);
+        self.record_conv2d_fused(
+            encoder, x, w, bias, residual, params, epilogue, algorithm, y,
+        )
+    }
+
+    /// [`Context::encode_conv2d_fused`] after its marks, also for the allocating calls' own encoders.
+    #[allow(clippy::too_many_arguments)]
+    fn record_conv2d_fused(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+        params: &Conv2dParams,
+        epilogue: &Epilogue,
+        algorithm: Algorithm,
+        y: &Tensor,
+    ) -> Result<()> {
         half::common_dtype(&[
             ("x", Some(x)),
             ("w", Some(w)),
@@ -1213,9 +1295,9 @@ impl Context {
         ])?;
         let tp = self.transposed_problem(x, w, bias, params)?;
         self.check_residual(epilogue, residual, &tp.y_shape(), None)?;
-        let y = Tensor::uninit_as(self, &tp.y_shape(), x.dtype(), x.format())?;
         let mut enc = self.encoder("wgconv conv_transpose2d_fused");
-        self.encode_conv_transpose2d_fused(
+        let y = Tensor::output(self, &mut enc, &tp.y_shape(), x.dtype(), x.format())?;
+        self.record_conv_transpose2d_fused(
             &mut enc, x, w, bias, residual, params, epilogue, algorithm, &y,
         )?;
         self.submit(enc)?;
@@ -1236,7 +1318,28 @@ impl Context {
         algorithm: Algorithm,
         y: &Tensor,
     ) -> Result<()> {
+        // Written when the caller submits: never cached from now on.
         y.mark_volatile();
+        caller_recorded(&[Some(x), Some(w), bias, residual]);
+        self.record_conv_transpose2d_fused(
+            encoder, x, w, bias, residual, params, epilogue, algorithm, y,
+        )
+    }
+
+    /// [`Context::encode_conv_transpose2d_fused`] after its marks, also for the allocating calls' own encoders.
+    #[allow(clippy::too_many_arguments)]
+    fn record_conv_transpose2d_fused(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+        params: &ConvTranspose2dParams,
+        epilogue: &Epilogue,
+        algorithm: Algorithm,
+        y: &Tensor,
+    ) -> Result<()> {
         half::common_dtype(&[
             ("x", Some(x)),
             ("w", Some(w)),
@@ -1250,7 +1353,7 @@ impl Context {
         // The epilogue pass is elementwise over y's storage: r in y's order.
         same_format("residual", residual, y.format())?;
         if y.dtype() == DType::F32 {
-            self.encode_conv_transpose2d(encoder, x, w, bias, params, algorithm, y)?;
+            self.record_conv_transpose2d(encoder, x, w, bias, params, algorithm, y)?;
             return epilogue::encode_forward(
                 self,
                 encoder,
@@ -1262,7 +1365,7 @@ impl Context {
         }
         let yv = if f16acc::active(self, x) {
             // f16 arithmetic: the pass on an f32 copy of the f16 result, rounded again.
-            self.encode_conv_transpose2d(encoder, x, w, bias, params, algorithm, y)?;
+            self.record_conv_transpose2d(encoder, x, w, bias, params, algorithm, y)?;
             half::input(self, encoder, y)?
         } else {
             // f16 with f32 arithmetic: the pass on the f32 result, rounded once.
@@ -1305,10 +1408,25 @@ impl Context {
         dz: &Tensor,
         dr: Option<&Tensor>,
     ) -> Result<()> {
+        // Written when the caller submits: never cached from now on.
         dz.mark_volatile();
         if let Some(dr) = dr {
             dr.mark_volatile();
         }
+        caller_recorded(&[Some(dy), Some(saved)]);
+        self.record_epilogue_backward(encoder, dy, saved, epilogue, dz, dr)
+    }
+
+    /// [`Context::encode_epilogue_backward`] after its marks, also for the allocating calls' own encoders.
+    fn record_epilogue_backward(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        dy: &Tensor,
+        saved: &Tensor,
+        epilogue: &Epilogue,
+        dz: &Tensor,
+        dr: Option<&Tensor>,
+    ) -> Result<()> {
         epilogue.validate()?;
         epilogue.check_residual_given(dr.is_some())?;
         half::common_dtype(&[
@@ -1433,19 +1551,25 @@ impl Context {
         let f = dy.format();
         // dz stays f32 for f16 tensors too (the gradients read the f32 values of dy ⊙ act'(z),
         // rounded once at their own outputs); dr, dx, dw, db have the operands' type.
-        let dz = Tensor::uninit_as(self, &p.y_shape(), DType::F32, f)?;
+        let mut enc = self.encoder("wgconv conv2d_backward_fused");
+        let dz = Tensor::output(self, &mut enc, &p.y_shape(), DType::F32, f)?;
         let dr = match epilogue.residual {
             Residual::None => None,
-            _ => Some(Tensor::uninit_as(self, &p.y_shape(), dt, f)?),
+            _ => Some(Tensor::output(self, &mut enc, &p.y_shape(), dt, f)?),
         };
-        let dx = Tensor::uninit_as(self, &p.x_shape(), dt, x.format())?;
-        let dw = Tensor::uninit_as(self, &p.w_shape(), dt, w.format())?;
+        let dx = Tensor::output(self, &mut enc, &p.x_shape(), dt, x.format())?;
+        let dw = Tensor::output(self, &mut enc, &p.w_shape(), dt, w.format())?;
         let db = if with_bias {
-            Some(Tensor::uninit_of(self, &[p.k], dt)?)
+            Some(Tensor::output(
+                self,
+                &mut enc,
+                &[p.k],
+                dt,
+                MemoryFormat::Contiguous,
+            )?)
         } else {
             None
         };
-        let mut enc = self.encoder("wgconv conv2d_backward_fused");
         // The checks of `encode_epilogue_backward` (dz, dr are the library's own).
         self.check_out(saved, "z", dy.shape())?;
         same_format("z", Some(saved), f)?;

@@ -10,7 +10,7 @@ use crate::context::Context;
 use crate::epilogue::Epilogue;
 use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::half;
-use crate::tensor::Tensor;
+use crate::tensor::{caller_recorded, MemoryFormat, Tensor};
 use job::{encode_job_fused, GemmJob, Mat};
 
 /// Which GEMM kernel runs.
@@ -201,9 +201,9 @@ impl Context {
             vec![m, n]
         };
         crate::gpu::half::common_dtype(&[("a", Some(a)), ("b", Some(b))])?;
-        let c = Tensor::uninit_of(self, &shape, a.dtype())?;
         let mut enc = self.encoder("wgconv gemm");
-        self.encode_gemm(&mut enc, a, b, None, &c, false, params)?;
+        let c = Tensor::output(self, &mut enc, &shape, a.dtype(), MemoryFormat::Contiguous)?;
+        self.encode_gemm_job(&mut enc, (a, b, None, &c), false, params, None)?;
         self.submit(enc)?;
         Ok(c)
     }
@@ -223,6 +223,9 @@ impl Context {
         accumulate: bool,
         params: &GemmParams,
     ) -> Result<()> {
+        // Written when the caller submits: never cached from now on.
+        c.mark_volatile();
+        caller_recorded(&[Some(a), Some(b), bias]);
         self.encode_gemm_job(encoder, (a, b, bias, c), accumulate, params, None)
     }
 
@@ -236,8 +239,6 @@ impl Context {
         params: &GemmParams,
         epilogue: Option<(&Epilogue, Option<&Tensor>)>,
     ) -> Result<()> {
-        // Written when the caller submits: never cached from now on.
-        c.mark_volatile();
         self.check_gemm_variant(params.variant)?;
         a.check_ctx(self, "a")?;
         b.check_ctx(self, "b")?;
@@ -377,9 +378,9 @@ impl Context {
         };
         self.check_residual(epilogue, residual, &shape, None)?;
         half::common_dtype(&[("a", Some(a)), ("b", Some(b))])?;
-        let c = Tensor::uninit_of(self, &shape, a.dtype())?;
         let mut enc = self.encoder("wgconv gemm_fused");
-        self.encode_gemm_fused(&mut enc, a, b, bias, residual, &c, params, epilogue)?;
+        let c = Tensor::output(self, &mut enc, &shape, a.dtype(), MemoryFormat::Contiguous)?;
+        self.record_gemm_fused(&mut enc, a, b, bias, residual, &c, params, epilogue)?;
         self.submit(enc)?;
         Ok(c)
     }
@@ -388,6 +389,26 @@ impl Context {
     /// itself).
     #[allow(clippy::too_many_arguments)]
     pub fn encode_gemm_fused(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        a: &Tensor,
+        b: &Tensor,
+        bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+        c: &Tensor,
+        params: &GemmParams,
+        epilogue: &Epilogue,
+    ) -> Result<()> {
+        // Written when the caller submits: never cached from now on.
+        c.mark_volatile();
+        caller_recorded(&[Some(a), Some(b), bias, residual]);
+        self.record_gemm_fused(encoder, a, b, bias, residual, c, params, epilogue)
+    }
+
+    /// [`Context::encode_gemm_fused`] after its marks, also for [`Context::gemm_fused`]'s
+    /// own encoder.
+    #[allow(clippy::too_many_arguments)]
+    fn record_gemm_fused(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         a: &Tensor,

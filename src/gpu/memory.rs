@@ -25,6 +25,12 @@ pub(crate) struct DeviceBuffer {
     pub(crate) id: u64,
     pub(crate) version: AtomicU64,
     pub(crate) volatile: AtomicBool,
+    /// An output of an allocating call whose every use so far was recorded by the library
+    /// into encoders it submits itself: when the last tensor sharing the buffer drops, the
+    /// buffer goes back to the context's pool of tensor buffers instead of being destroyed
+    /// (see `gpu::pool`). Cleared for good by [`Tensor::buffer`] and by every `encode_*`
+    /// call binding the tensor.
+    pub(crate) reusable: AtomicBool,
 }
 
 /// Source of [`DeviceBuffer`] identities.
@@ -42,6 +48,14 @@ pub(crate) struct ContentKey {
 
 impl Drop for DeviceBuffer {
     fn drop(&mut self) {
+        if !self.external && self.reusable.load(Ordering::Acquire) && !self.is_volatile() {
+            // Still counted in `allocated_bytes`, now as pooled.
+            self.ctx
+                .inner
+                .pool
+                .put_output(&self.ctx, self.buffer.clone());
+            return;
+        }
         // Cached bind groups would keep the buffer alive.
         self.ctx.inner.pool.forget_buffer(&self.buffer);
         if !self.external {
@@ -62,14 +76,49 @@ impl DeviceBuffer {
     /// Allocates a storage buffer of `bytes` (rounded up to 4, at least 4), zero-filled.
     pub(crate) fn new(ctx: &Context, bytes: u64, label: &str) -> Result<Self> {
         let buffer = create_buffer(ctx, bytes, label)?;
-        Ok(DeviceBuffer {
+        Ok(Self::wrap(ctx, buffer, false))
+    }
+
+    /// A storage buffer of `bytes` (rounded up to 4, at least 4) for an output that the
+    /// commands recorded into `enc` write in full: a pooled tensor buffer, whose stale
+    /// contents those commands overwrite (filled with NaN by a command recorded into `enc`
+    /// under `WGCONV_POISON_SCRATCH=1`), or a new one (zeros).
+    ///
+    /// Every operation writes every element of its outputs: the `encode_*` calls take
+    /// caller-owned outputs of any contents, and their tests poison them with NaN.
+    pub(crate) fn new_in(
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+        bytes: u64,
+        label: &str,
+    ) -> Result<Self> {
+        let size = bytes.max(4).div_ceil(4) * 4;
+        let Some(buffer) = ctx.inner.pool.take_output(size) else {
+            return Ok(Self::wrap(ctx, create_buffer(ctx, size, label)?, true));
+        };
+        // Wrapped first: an error below returns the buffer to the pool.
+        let b = Self::wrap(ctx, buffer, true);
+        if ctx.inner.pool.poison() {
+            let nan = nan_buffer(ctx, size)?;
+            ctx.scoped("poisoning a tensor", || {
+                enc.copy_buffer_to_buffer(&nan, 0, &b.buffer, 0, size)
+            })?;
+        }
+        Ok(b)
+    }
+
+    /// `reusable`: an output of an allocating call, whose buffer may return to the pool
+    /// (tensors the caller creates are freed when dropped, as before the pool existed).
+    fn wrap(ctx: &Context, buffer: wgpu::Buffer, reusable: bool) -> Self {
+        DeviceBuffer {
             buffer,
             ctx: ctx.clone(),
             external: false,
             id: NEXT_BUFFER_ID.fetch_add(1, Ordering::Relaxed),
             version: AtomicU64::new(0),
             volatile: AtomicBool::new(false),
-        })
+            reusable: AtomicBool::new(reusable),
+        }
     }
 }
 

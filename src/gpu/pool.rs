@@ -18,6 +18,18 @@
 //!   undefined contents: a launcher that reads parts it does not write asks for zeros
 //!   (`ScratchBuffer::zeroed`). Idle scratch is matched by exact size and kept, least
 //!   recently used first out, within the scratch budget.
+//! - **Tensor buffers**: the buffer of a dropped result of an allocating call that only the
+//!   library's own submitted work touched (never bound into a caller's encoder by an
+//!   `encode_*` call nor handed out by `Tensor::buffer`), at most half the budget, waits here for
+//!   the next tensor of the same size an allocating call makes, as PyTorch's caching
+//!   allocator does: a layer in a loop then allocates no output either. The call's commands
+//!   overwrite every element (as every `encode_*` call does with a caller's output of any
+//!   contents), so the stale contents never show; `tests/tensor_pool.rs` poisons reused
+//!   buffers to check it. Kept apart from scratch: a scratch buffer's last user may be a
+//!   caller's encoder not yet submitted, which would overwrite a tensor made from it. An
+//!   internal tensor dropped before its encoder is submitted is marked
+//!   (`Tensor::mark_caller_recorded`) so it never comes here. Same budget and eviction as
+//!   scratch.
 //! - **Parameters**: one small buffer per distinct parameter struct (bytes), written once and
 //!   never changed, so sharing it between dispatches, threads and submissions is safe.
 //! - **Bind groups**: keyed by kernel, parameter buffer and the identity, offset and size of
@@ -26,8 +38,8 @@
 //!   image evicted) besides the least recently used beyond a fixed count.
 //!
 //! Every buffer and texture counts in [`Context::allocated_bytes`] from its creation to its
-//! destruction, idle or not; [`Context::pooled_bytes`] is the idle part (idle scratch and
-//! parameter buffers) and [`Context::release_scratch`] frees it.
+//! destruction, idle or not; [`Context::pooled_bytes`] is the idle part (idle scratch, idle
+//! tensor buffers and parameter buffers) and [`Context::release_scratch`] frees it.
 //!
 //! `WGCONV_POISON_SCRATCH=1` (read when a context is created; for the test suites) fills
 //! every scratch resource with NaN when it is handed out, so a launcher that reads scratch it
@@ -69,6 +81,10 @@ pub(crate) struct Pools {
 struct Idle {
     buffers: Vec<IdleBuffer>,
     images: Vec<IdleImage>,
+    /// Buffers of dropped tensors that only the library's own submitted work used (see
+    /// [`Pools::put_output`]): kept apart from scratch, which a caller's unsubmitted
+    /// encoder may still write.
+    outputs: Vec<IdleBuffer>,
     bytes: u64,
 }
 
@@ -203,6 +219,47 @@ impl Pools {
         destroy(ctx, evicted);
     }
 
+    /// An idle tensor buffer of exactly `size` bytes (the most recently used one), for a new
+    /// tensor the library writes in its own submissions. Its contents are stale: the taker
+    /// clears or overwrites them.
+    pub(crate) fn take_output(&self, size: u64) -> Option<wgpu::Buffer> {
+        let mut idle = self.idle.lock().ok()?;
+        let i = (idle.outputs.iter().enumerate())
+            .filter(|(_, b)| b.buffer.size() == size)
+            .max_by_key(|(_, b)| b.last)?
+            .0;
+        idle.bytes -= size;
+        Some(idle.outputs.swap_remove(i).buffer)
+    }
+
+    /// Takes back the buffer of a dropped tensor whose every use was recorded by the
+    /// library into encoders it submitted itself (never a caller's encoder, never handed
+    /// out): any later submission is ordered after those uses, so a new tensor may take
+    /// the buffer ([`Pools::take_output`]). Its cached bind groups stay valid and are reused.
+    pub(crate) fn put_output(&self, ctx: &Context, buffer: wgpu::Buffer) {
+        let size = buffer.size();
+        if size > ctx.scratch_budget() / 2 {
+            // Would push most of the pool out: freed instead.
+            self.forget_buffer(&buffer);
+            ctx.inner.allocated.fetch_sub(size, Ordering::Relaxed);
+            return;
+        }
+        let last = self.now();
+        let Ok(mut idle) = self.idle.lock() else {
+            return destroy(
+                ctx,
+                Evicted {
+                    buffers: vec![buffer],
+                    ..Default::default()
+                },
+            );
+        };
+        idle.outputs.push(IdleBuffer { buffer, last });
+        idle.bytes += size;
+        let evicted = self.evict(ctx, idle);
+        destroy(ctx, evicted);
+    }
+
     /// Takes back a scratch image whose commands are recorded.
     pub(crate) fn put_image(
         &self,
@@ -242,29 +299,32 @@ impl Pools {
         let uniform_bytes = self.uniforms.lock().map_or(0, |u| u.bytes);
         let mut out = Evicted::default();
         while idle.bytes + uniform_bytes > budget && idle.bytes > 0 {
-            let oldest_buffer = (idle.buffers.iter().enumerate())
-                .min_by_key(|(_, b)| b.last)
-                .map(|(i, b)| (i, b.last));
-            let oldest_image = (idle.images.iter().enumerate())
+            let oldest = |v: &[IdleBuffer]| {
+                (v.iter().enumerate())
+                    .min_by_key(|(_, b)| b.last)
+                    .map(|(i, b)| (i, b.last))
+            };
+            let buffer = oldest(&idle.buffers);
+            let output = oldest(&idle.outputs);
+            let image = (idle.images.iter().enumerate())
                 .min_by_key(|(_, m)| m.last)
                 .map(|(i, m)| (i, m.last));
-            match (oldest_buffer, oldest_image) {
-                (Some((i, lb)), Some((_, li))) if lb < li => {
-                    let b = idle.buffers.swap_remove(i).buffer;
-                    idle.bytes -= b.size();
-                    out.buffers.push(b);
-                }
-                (Some((i, _)), None) => {
-                    let b = idle.buffers.swap_remove(i).buffer;
-                    idle.bytes -= b.size();
-                    out.buffers.push(b);
-                }
-                (_, Some((i, _))) => {
-                    let m = idle.images.swap_remove(i);
-                    idle.bytes -= m.bytes;
-                    out.images.push((m.texture, m.view, m.bytes));
-                }
-                (None, None) => break,
+            let last = |o: Option<(usize, u64)>| o.map_or(u64::MAX, |(_, l)| l);
+            let (lb, lo, li) = (last(buffer), last(output), last(image));
+            if let Some((i, _)) = buffer.filter(|_| lb <= lo && lb <= li) {
+                let b = idle.buffers.swap_remove(i).buffer;
+                idle.bytes -= b.size();
+                out.buffers.push(b);
+            } else if let Some((i, _)) = output.filter(|_| lo <= li) {
+                let b = idle.outputs.swap_remove(i).buffer;
+                idle.bytes -= b.size();
+                out.buffers.push(b);
+            } else if let Some((i, _)) = image {
+                let m = idle.images.swap_remove(i);
+                idle.bytes -= m.bytes;
+                out.images.push((m.texture, m.view, m.bytes));
+            } else {
+                break;
             }
         }
         out
@@ -313,7 +373,10 @@ impl Pools {
         destroy(
             ctx,
             Evicted {
-                buffers: idle.buffers.into_iter().map(|b| b.buffer).collect(),
+                buffers: (idle.buffers.into_iter())
+                    .chain(idle.outputs)
+                    .map(|b| b.buffer)
+                    .collect(),
                 images: (idle.images.into_iter())
                     .map(|m| (m.texture, m.view, m.bytes))
                     .collect(),
@@ -580,7 +643,7 @@ pub struct PoolStats {
     pub device_allocations: u64,
     /// Bind groups created.
     pub bind_groups_created: u64,
-    /// Idle scratch buffers and images held for reuse.
+    /// Idle scratch buffers and images and idle tensor buffers held for reuse.
     pub idle_resources: usize,
     /// Parameter buffers and bind groups cached.
     pub cached_params: usize,
@@ -636,7 +699,7 @@ impl Context {
             idle_resources: p
                 .idle
                 .lock()
-                .map_or(0, |i| i.buffers.len() + i.images.len()),
+                .map_or(0, |i| i.buffers.len() + i.images.len() + i.outputs.len()),
             cached_params: p.uniforms.lock().map_or(0, |u| u.map.len()),
             cached_bind_groups: p.groups.lock().map_or(0, |g| g.map.len()),
         }
