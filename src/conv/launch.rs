@@ -43,6 +43,11 @@ pub(crate) struct ConvBuffers {
     pub x_f16: bool,
     /// `y` is the caller's f16 tensor, stored by the kernel itself (see `x_f16`).
     pub y_f16: bool,
+    /// Element pitches `[image, channel, row, column]` of the output when it is not the
+    /// problem's own contiguous y: the implicit GEMM's outputs on every sh-th row and sw-th
+    /// column of a bigger image (the input gradient of strided 1x1 layers written in place).
+    /// Only that entry reads it; `None` everywhere else.
+    pub y_pitch: Option<[usize; 4]>,
 }
 
 /// An epilogue offered to the forward kernels (`crate::conv::epilogue`): a launcher whose
@@ -117,6 +122,7 @@ impl ConvBuffers {
             y_cl: false,
             x_f16: false,
             y_f16: false,
+            y_pitch: None,
         }
     }
 }

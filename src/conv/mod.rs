@@ -398,6 +398,7 @@ impl Context {
             y_cl: yv.cl,
             x_f16: xv.f16,
             y_f16: yv.f16,
+            y_pitch: None,
         };
         forward::encode(self, enc, p, &bufs, algorithm)?;
         let applied = fused.is_some_and(|f| f.applied.load(std::sync::atomic::Ordering::Relaxed));

@@ -13,7 +13,8 @@ pub(crate) const IC_TN: usize = 16;
 
 params! {
     /// Parameters of `conv2d_implicit` (both shapes): output geometry, kernel, input image
-    /// layout, then the launch and weight-panel fields.
+    /// layout, then the launch and weight-panel fields and y's pitches (`spare*` pad the
+    /// struct to 16 bytes).
     pub(crate) struct ImplicitParams {
         ohw: u32, ow: u32, sh: u32, sw: u32,
         dh: u32, dw: u32, r: u32, s: u32,
@@ -22,6 +23,7 @@ params! {
         batch: u32, wg0: u32, kg: u32, k: u32,
         hb: u32, kp: u32, y_off: u32, alpha: f32,
         lo: f32, hi: f32, ysc: u32, ysp: u32,
+        ysn: u32, ysr: u32, spare0: u32, spare1: u32,
     }
 }
 
@@ -78,9 +80,11 @@ pub(crate) fn source(tm: usize, tn: usize) -> String {
     w.line("// accumulators (the code-shape rules of gemm_image: named accumulators, no guards in");
     w.line("// the loop).");
     w.line(
-        "//   y[y_off + n * K * ohw + (g * kg + col) * ysc + pixel * ysp] (+ bias[g * kg + col])",
+        "//   y[y_off + n * ysn + (g * kg + col) * ysc + (pixel / ow) * ysr + (pixel % ow) * ysp]",
     );
-    w.line("// with (ysc, ysp) = (ohw, 1) for NCHW outputs and (1, K) for NHWC ones.");
+    w.line("//   (+ bias[g * kg + col]) with (ysn, ysc, ysr, ysp) = (K ohw, ohw, ow, 1) for NCHW outputs,");
+    w.line("// (K ohw, 1, ow K, K) for NHWC ones, and the pitches of a bigger image for outputs on every");
+    w.line("// sh-th row and sw-th column of one (the input gradient of strided 1x1 layers).");
     w.line("");
     w.line(&ImplicitParams::wgsl());
     w.line("");
@@ -105,6 +109,10 @@ pub(crate) fn source(tm: usize, tn: usize) -> String {
         wln!(w, "    let p{i} = min(m0 + {i}u, last);");
         wln!(w, "    let bx{i} = (p{i} % P.ow) * P.sw;");
         wln!(w, "    let by{i} = (p{i} / P.ow) * P.sh;");
+        wln!(
+            w,
+            "    let o{i} = (p{i} / P.ow) * P.ysr + (p{i} % P.ow) * P.ysp;"
+        );
     }
     let tn4 = tn / 4;
     w.line("    // Weight panel of (group, channel block): row 0 at texel (xb, yb).");
@@ -187,12 +195,12 @@ pub(crate) fn source(tm: usize, tn: usize) -> String {
     w.line("        y0 = select(y0, noy0, er);");
     w.line("        y1 = select(y1, noy1, er);");
     w.line("    }");
-    w.line("    let base = P.y_off + n * P.k * P.ohw + g * P.kg * P.ysc;");
+    w.line("    let base = P.y_off + n * P.ysn + g * P.kg * P.ysc;");
     for i in 0..tm {
         for j in 0..tn4 {
             wln!(
                 w,
-                "    store(live, base, m0 + {i}u, n0 + {}u, g, {});",
+                "    store(live, base, m0 + {i}u, o{i}, n0 + {}u, g, {});",
                 4 * j,
                 acc4(i, j)
             );
@@ -202,12 +210,13 @@ pub(crate) fn source(tm: usize, tn: usize) -> String {
     hoist_params(&w.finish(), &ImplicitParams::fields())
 }
 
-/// The `store` function (4 adjacent output channels of one pixel: bias, the fused epilogue,
-/// the store by `P.ysc` / `P.ysp`; `ohw` is the WGSL for the pixels of one image) and the
+/// The `store` function (4 adjacent output channels of one pixel `px` at offset `po`: bias,
+/// the fused epilogue, the store by `P.ysc` from `po`; `ohw` is the WGSL for the pixels of
+/// one image) and the
 /// entry point's head up to the workgroup's (image, group) `n`, `g`, channel block `tn` and
 /// pixel block `gm`: shared by `conv2d_implicit` and `conv2d_implicit_first`.
 pub(crate) fn store_and_entry(w: &mut Wgsl, ohw: &str) {
-    w.line("fn store(live: bool, base: u32, px: u32, col0: u32, g: u32, v: vec4<f32>) {");
+    w.line("fn store(live: bool, base: u32, px: u32, po: u32, col0: u32, g: u32, v: vec4<f32>) {");
     wln!(w, "    if (!live || px >= {ohw}) {{");
     w.line("        return;");
     w.line("    }");
@@ -221,9 +230,9 @@ pub(crate) fn store_and_entry(w: &mut Wgsl, ohw: &str) {
     w.line(&epilogue_store(
         "            ",
         "out",
-        "base + col * P.ysc + px * P.ysp",
+        "base + col * P.ysc + po",
     ));
-    w.line("            y[base + col * P.ysc + px * P.ysp] = out;");
+    w.line("            y[base + col * P.ysc + po] = out;");
     w.line("        }");
     w.line("    }");
     w.line("}");

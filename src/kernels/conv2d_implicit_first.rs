@@ -153,7 +153,7 @@ pub(crate) fn source() -> String {
     for j in 0..tn / 4 {
         wln!(
             w,
-            "    store(live, base, m0, n0 + {}u, g, {});",
+            "    store(live, base, m0, m0 * P.ysp, n0 + {}u, g, {});",
             4 * j,
             acc4(0, j)
         );

@@ -103,8 +103,9 @@ pub(crate) fn encode_at(
         Tile::P4x32 => PipelineKey::of::<k::Conv2dImplicitN32>(&spec),
     };
     let stand_in = ctx.stand_in(kernel.clone());
-    // A first call that can read x and w through image copies runs one kernel, not three.
-    if stand_in && first_call(ctx, enc, src_p, bufs, x_base, wl)? {
+    // A first call that can read x and w through image copies runs one kernel, not three
+    // (contiguous outputs only).
+    if stand_in && bufs.y_pitch.is_none() && first_call(ctx, enc, src_p, bufs, x_base, wl)? {
         bufs.mark_epilogue_applied();
         return Ok(());
     }
@@ -187,6 +188,11 @@ pub(crate) fn encode_at(
     let pixels = if stand_in { 1 } else { pl.tile.pixels() };
     let groups_m = ohw.div_ceil(WG * pixels);
     let [ohw_, ow, sh, sw, dh, dw, r, s, cb8, cpr, wp, hp, rows_img] = pl.x.fields(p)?;
+    let [ysn, ysc, ysr, ysp] = bufs.y_pitch.unwrap_or(if bufs.y_cl {
+        [p.k * ohw, 1, p.ow * p.k, p.k]
+    } else {
+        [p.k * ohw, ohw, p.ow, 1]
+    });
     let mut cu = ImplicitParams {
         ohw: ohw_,
         ow,
@@ -208,9 +214,12 @@ pub(crate) fn encode_at(
         k: u32_of(p.k, "output channels")?,
         hb: u32_of(pl.hb, "weight image height")?,
         kp: u32_of(pl.kp, "reduction length")?,
-        // y's channel and pixel strides: NCHW (ohw, 1), NHWC (1, K).
-        ysc: u32_of(if bufs.y_cl { 1 } else { ohw }, "output elements")?,
-        ysp: u32_of(if bufs.y_cl { p.k } else { 1 }, "output channels")?,
+        // y's image, channel, row and column pitches: NCHW (K ohw, ohw, ow, 1), NHWC
+        // (K ohw, 1, ow K, K), or those given.
+        ysn: u32_of(ysn, "output elements")?,
+        ysc: u32_of(ysc, "output elements")?,
+        ysr: u32_of(ysr, "output elements")?,
+        ysp: u32_of(ysp, "output elements")?,
         ..Default::default()
     };
     (cu.alpha, cu.lo, cu.hi) = bufs.ep_constants();
@@ -222,7 +231,7 @@ pub(crate) fn encode_at(
         pl.x.fill(ctx, enc, src_p, sub, xs, nb, &ximg)?;
         let batch = nb * p.groups;
         cu.batch = u32_of(batch, "images x groups")?;
-        cu.y_off = u32_of(n0 * p.k * ohw, "output elements")?;
+        cu.y_off = u32_of(n0 * ysn, "output elements")?;
         let groups = groups_m * groups_n * batch;
         let set = |u: &mut ImplicitParams, wg: u32| u.wg0 = wg / WG as u32;
         let binds = [
