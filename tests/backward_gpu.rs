@@ -709,9 +709,10 @@ fn implicit_weight_gradient_accumulates_image_chunks() {
 }
 
 /// Strided 1x1 convolutions (downsampling shortcuts) under the implicit GEMM: the forward and
-/// the weight gradient on an image of the sampled pixels, the input gradient on dy plus
-/// `scatter_strided.wgsl`; strides, per-side and non-zero padding modes, groups, batches,
-/// and the bias of the transposed convolution.
+/// the weight gradient on an image of the sampled pixels, the input gradient on dy written in
+/// place on the sampled pixels of a cleared dx (no padding, no bias) or plus
+/// `scatter_strided` (padding, the transposed convolution's bias); strides, per-side and
+/// non-zero padding modes, groups, batches, and the bias of the transposed convolution.
 #[test]
 fn strided_pointwise_matches_cpu() {
     use wgconv::{Conv2dParams, Padding, PaddingMode};
@@ -852,6 +853,48 @@ fn strided_pointwise_matches_cpu() {
                 panic!("{e}");
             }
         }
+    }
+    // Which path ran: in place without padding, through the scatter with it.
+    for (pad, scatter) in [([0; 4], false), ([1, 0, 0, 1], true)] {
+        let fresh = wgconv::Context::with_options_blocking(wgconv::ContextOptions {
+            autotune: Some(false),
+            ..Default::default()
+        })
+        .unwrap();
+        let params = Conv2dParams::default()
+            .with_stride([3, 2])
+            .with_padding(Padding::PerSide(pad));
+        let (xs, ws) = ([2, 8, 9, 13], [12, 8, 1, 1]);
+        let p = params.resolve(xs, ws, None).unwrap();
+        let (w, dy) = (
+            rng.vec(ws.iter().product()),
+            rng.vec(p.y_shape().iter().product()),
+        );
+        let wt = Tensor::from_slice(&fresh, &w, &ws).unwrap();
+        let dyt = Tensor::from_slice(&fresh, &dy, &p.y_shape()).unwrap();
+        for _ in 0..2 {
+            // The second call after the first call's stand-in kernels.
+            fresh.wait_for_tuning();
+            let dx = fresh
+                .conv2d_backward_input(&dyt, &wt, xs, &params, Algorithm::ImplicitGemm)
+                .unwrap();
+            let want = cpu::conv2d_backward_input(&p, &dy, &w);
+            let scale = cpu::conv2d_backward_input(&p, &abs(&dy), &abs(&w));
+            let tols: Vec<f32> = scale.iter().map(|&v| tol(v, ws[0])).collect();
+            if let Err(e) = check(
+                &format!("dx pad {pad:?}"),
+                &dx.read().unwrap(),
+                &want,
+                &tols,
+            ) {
+                panic!("{e}");
+            }
+        }
+        let ran = wgconv::dev::compiled_kernels(&fresh).contains(&"scatter_strided");
+        assert_eq!(
+            ran, scatter,
+            "scatter_strided compiled with padding {pad:?}"
+        );
     }
 }
 
