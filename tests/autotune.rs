@@ -677,3 +677,93 @@ fn first_call_kernel_queues_the_steady_fill() {
     let bits = |v: &[f32]| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&first), bits(&steady));
 }
+
+/// The weight gradient's first-call kernel (`conv2d_wgrad_first`: x and dy read through
+/// image copies, one kernel) against the CPU reference and the steady kernel across groups,
+/// strides, dilation, per-side padding, true convolution, batches, channels not a multiple
+/// of 8 or 16 and a strided 1x1 layer; the call queues the steady kernels, so the call after
+/// `wait_for_tuning` compiles nothing.
+#[test]
+fn first_call_weight_gradient_matches_the_reference() {
+    let mut rng = Rng::new(29);
+    let base = Conv2dParams::default();
+    let cases = [
+        (
+            [2, 12, 11, 9],
+            [20, 12, 3, 3],
+            base.with_padding(Padding::Symmetric([1, 1])),
+        ),
+        (
+            [1, 16, 13, 13],
+            [24, 8, 3, 3],
+            base.with_groups(2).with_stride([2, 2]),
+        ),
+        (
+            [3, 9, 12, 10],
+            [6, 9, 3, 2],
+            base.with_dilation([2, 1])
+                .with_padding(Padding::PerSide([2, 0, 1, 3]))
+                .with_flip(true),
+        ),
+        ([2, 32, 8, 8], [40, 32, 1, 1], base.with_stride([2, 2])),
+        (
+            [1, 5, 8, 17],
+            [3, 5, 5, 5],
+            base.with_padding(Padding::Symmetric([2, 2])),
+        ),
+    ];
+    for (xs, ws, params) in cases {
+        let p = params.resolve(xs, ws, None).unwrap();
+        let x = rng.vec(xs.iter().product());
+        let dy = rng.vec(p.y_shape().iter().product());
+        let call = |ctx: &Context| -> wgconv::Result<Vec<f32>> {
+            let xt = Tensor::from_slice(ctx, &x, &xs)?;
+            let dyt = Tensor::from_slice(ctx, &dy, &p.y_shape())?;
+            let a = Algorithm::ImplicitGemm;
+            ctx.conv2d_backward_weight(&xt, &dyt, ws, &params, a)?
+                .read()
+        };
+        let blocking = ctx_of(TuningMode::Blocking);
+        if blocking
+            .check_algorithm(Operation::WeightGrad, Algorithm::ImplicitGemm, &p)
+            .is_err()
+        {
+            continue;
+        }
+        let steady = call(&blocking).unwrap();
+        let first_ctx = ctx_of(TuningMode::Background);
+        let first = call(&first_ctx).unwrap();
+        let compiled = wgconv::dev::compiled_kernels(&first_ctx);
+        assert!(
+            compiled.contains(&"conv2d_wgrad_first"),
+            "{xs:?} {ws:?}: {compiled:?}"
+        );
+        let want = cpu::conv2d_backward_weight(&p, &x, &dy);
+        let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<f32>>();
+        let scale = cpu::conv2d_backward_weight(&p, &abs(&x), &abs(&dy));
+        let pixels = p.n() * p.oh() * p.ow();
+        let tols: Vec<f32> = scale.iter().map(|&s| tol(s, pixels)).collect();
+        for (label, got) in [("first call", &first), ("steady", &steady)] {
+            if let Err(e) = check(
+                &format!("{label} dw {xs:?} {ws:?} {params:?}"),
+                got,
+                &want,
+                &tols,
+            ) {
+                panic!("{e}");
+            }
+        }
+        // The steady kernel and its fills were queued: the next call compiles nothing.
+        first_ctx.wait_for_tuning();
+        let before = first_ctx.pipeline_compiles();
+        let again = call(&first_ctx).unwrap();
+        assert_eq!(
+            first_ctx.pipeline_compiles(),
+            before,
+            "{xs:?} {ws:?}: compiled again"
+        );
+        if let Err(e) = check("second call", &again, &want, &tols) {
+            panic!("{e}");
+        }
+    }
+}

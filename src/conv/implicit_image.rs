@@ -421,17 +421,21 @@ pub(crate) fn steady_fill_kernels(
             ..Default::default()
         })
     };
-    // The rule of `InputGeom::fill`: an image copy and `pad_image_flat`, else `pad_image`.
+    [pack, input_fill_kernel(ctx, src_p)]
+}
+
+/// The kernel `InputGeom::fill` runs for f32 NCHW x of `src_p`: an image copy and
+/// `pad_image_flat`, else `pad_image`.
+pub(crate) fn input_fill_kernel(ctx: &Context, src_p: &Conv2dProblem) -> PipelineKey {
     let sub = sampled_problem(src_p).map_or([1, 1], |_| src_p.stride);
-    let fill = if copies_x(ctx, src_p, sub, false) {
+    if copies_x(ctx, src_p, sub, false) {
         PipelineKey::of::<k::PadImageFlat>(&PadImageFlatSpec::default())
     } else {
         PipelineKey::of::<k::PadImage>(&PadImageSpec {
             PAD_MODE: src_p.mode.code(),
             ..Default::default()
         })
-    };
-    [pack, fill]
+    }
 }
 
 /// A strided 1x1 problem as the stride-1 problem on its sampled pixels (padded pixel

@@ -5,11 +5,15 @@ use super::job::{encode_chunked, vec4_ready, GemmJob, Mat};
 use crate::context::Context;
 use crate::error::Result;
 use crate::gemm::GemmVariant;
-use crate::gpu::memory::{copy_flat_at, flat_fields, DeviceImage, ImageStaging, ScratchBuffer};
+use crate::gpu::memory::{
+    copy_flat_at, flat_copy_fits_of, flat_fields, DeviceImage, ImageStaging, ScratchBuffer,
+};
+use crate::gpu::pipeline::PipelineKey;
 use crate::gpu::{launch_linear, u32_of, Bind};
 use crate::kernels::gemm_image::{GemmImageParams, GemmImageSpec};
 use crate::kernels::k;
 use crate::kernels::pack_image::{PackImageParams, PackImageSpec};
+use crate::tensor::DType;
 
 /// Lanes of a `gemm_image` workgroup (one 8-lane subgroup; 8, 16, 32, 64 measured alike).
 const IMG_WG: usize = 8;
@@ -338,26 +342,11 @@ pub(crate) fn fill_image(
         u32_of(g.width, "gemm image width")?,
         u32_of(g.h, "gemm image height")?,
     );
-    // CPU adapters, k-contiguous operand: read it through a verbatim image copy of the
-    // elements it spans (storage-buffer loads are per-lane loops there).
-    // Row-contiguous operand (rs == 1) with every texel aligned: a texel per 4 rows and k.
-    let rows4 = rs == 1
-        && ks.is_multiple_of(4)
-        && mat.off.is_multiple_of(4)
-        && mat.so.is_multiple_of(4)
-        && mat.si.is_multiple_of(4);
-    let flat = if ctx.cpu_kernels() && (ks == 1 || rows4) && mat.win.is_none() && rows > 0 && k > 0
-    {
-        let last = mat.off
-            + (outers - 1) * mat.so
-            + (inners - 1) * mat.si
-            + (rows - 1) * rs
-            + (k - 1) * ks;
-        let lo = mat.off / 4 * 4;
-        let len = (last + 1 - lo).div_ceil(4) * 4;
-        copy_flat_at(ctx, enc, (mat.buf, lo), len, label)?.map(|(img, tw)| (img, tw, lo))
-    } else {
-        None
+    let flat = match flat_span(ctx, mat, k_major, rows, k, (outers, inners)) {
+        Some((lo, len)) => {
+            copy_flat_at(ctx, enc, (mat.buf, lo), len, label)?.map(|(img, tw)| (img, tw, lo))
+        }
+        None => None,
     };
     let src = match &flat {
         Some((img, tw, lo)) => {
@@ -383,6 +372,56 @@ pub(crate) fn fill_image(
         }
     })?;
     Ok(img)
+}
+
+/// The floats `lo..lo + len` of `mat`'s buffer that [`fill_image`] reads through a verbatim
+/// image copy, or `None` when it reads the buffer: CPU adapters (storage-buffer loads are
+/// per-lane loops there), a k-contiguous operand or a row-contiguous one (rs == 1) with every
+/// texel aligned (a texel per 4 rows and k), no window, and a copy within the image limits.
+fn flat_span(
+    ctx: &Context,
+    mat: &Mat<'_>,
+    k_major: bool,
+    rows: usize,
+    k: usize,
+    (outers, inners): (usize, usize),
+) -> Option<(usize, usize)> {
+    let (rs, ks) = if k_major { (1, mat.ld) } else { (mat.ld, 1) };
+    let rows4 = rs == 1
+        && ks.is_multiple_of(4)
+        && mat.off.is_multiple_of(4)
+        && mat.so.is_multiple_of(4)
+        && mat.si.is_multiple_of(4);
+    if !(ctx.cpu_kernels() && (ks == 1 || rows4) && mat.win.is_none() && rows > 0 && k > 0) {
+        return None;
+    }
+    let last =
+        mat.off + (outers - 1) * mat.so + (inners - 1) * mat.si + (rows - 1) * rs + (k - 1) * ks;
+    let lo = mat.off / 4 * 4;
+    let len = (last + 1 - lo).div_ceil(4) * 4;
+    flat_copy_fits_of(ctx, (mat.buf, lo), len, DType::F32).then_some((lo, len))
+}
+
+/// The kernel [`fill_image`] runs for its arguments (`None`: copies only), for the
+/// first-call kernels that queue the steady fills' compilation.
+pub(crate) fn fill_image_kernel(
+    ctx: &Context,
+    mat: &Mat<'_>,
+    k_major: bool,
+    rows: usize,
+    k: usize,
+    entries: (usize, usize),
+    g: &ImageGeom,
+) -> Option<PipelineKey> {
+    if g.copy {
+        return None;
+    }
+    let spec = PackImageSpec::default();
+    Some(match flat_span(ctx, mat, k_major, rows, k, entries) {
+        Some(_) if k_major && mat.ld != 1 => PipelineKey::of::<k::PackImageRows>(&spec),
+        Some(_) => PipelineKey::of::<k::PackImageFlat>(&spec),
+        None => PipelineKey::of::<k::PackImage>(&spec),
+    })
 }
 
 /// One image GEMM launch: packs A and B into images of geometry `ga`, `gb` and runs

@@ -30,6 +30,7 @@ pub(crate) mod conv2d_implicit_tiled;
 pub(crate) mod conv2d_wgrad;
 pub(crate) mod conv2d_wgrad_depthwise;
 pub(crate) mod conv2d_wgrad_depthwise_nhwc;
+pub(crate) mod conv2d_wgrad_first;
 pub(crate) mod conv2d_wgrad_implicit;
 pub(crate) mod dgrad_phase_weights;
 pub(crate) mod epilogue;
@@ -170,6 +171,7 @@ use conv2d_implicit_tiled::{TiledParams, TiledSpec};
 use conv2d_wgrad::{WgradParams, WgradSpec};
 use conv2d_wgrad_depthwise::{WgradDepthwiseImageSpec, WgradDepthwiseParams, WgradDepthwiseSpec};
 use conv2d_wgrad_depthwise_nhwc::{WgradDepthwiseNhwcParams, WgradDepthwiseNhwcSpec};
+use conv2d_wgrad_first::{WgradFirstParams, WgradFirstSpec};
 use conv2d_wgrad_implicit::{WgradImplicitParams, WgradImplicitSpec};
 use dgrad_phase_weights::{PhaseWeightsParams, PhaseWeightsSpec};
 use epilogue::{EpilogueParams, EpilogueSpec};
@@ -355,6 +357,11 @@ kernels! {
     /// [`Kernel::Conv2dWgradImplicitV4`] storing an f16 dw (one launch over every image).
     Conv2dWgradImplicitV4H = "conv2d_wgrad_implicit_v4h", conv2d_wgrad_implicit::source(8, true, true),
         WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage];
+    /// The first-call kernel of the [`Kernel::Conv2dWgradImplicit`] family: x and dy read
+    /// through verbatim image copies (no packing or fill kernel), one weight column x 16
+    /// output channels per lane.
+    Conv2dWgradFirst = "conv2d_wgrad_first", conv2d_wgrad_first::source(), WgradFirstParams,
+        WgradFirstSpec, [ImageRead, ImageRead, Storage];
     /// Implicit-GEMM convolution with workgroup-memory tiles (GPUs).
     Conv2dImplicitTiled = "conv2d_implicit_tiled", conv2d_implicit_tiled::source(), TiledParams,
         TiledSpec, [StorageRead, StorageRead, StorageRead, Storage];

@@ -269,7 +269,7 @@ pub(crate) fn encode_at(
 /// the speed of the 1-pixel stand-ins (lavapipe, 2 cores: ~7 GFLOP/s against ~18; the steady
 /// kernel ~40): with a warm shader cache (little to save) a 0.46 GFLOP layer's first call
 /// lost ~50 ms, a 3.7 GFLOP one ~350 ms (docs/benchmarks.md, 2026-12-07).
-const FIRST_KERNEL_MAX_FLOPS: f64 = 0.3e9;
+pub(crate) const FIRST_KERNEL_MAX_FLOPS: f64 = 0.3e9;
 
 /// The first call of a layer whose implicit-GEMM kernel is not compiled yet (see
 /// `crate::tune`): `conv2d_implicit_first` alone, reading x and the weights through

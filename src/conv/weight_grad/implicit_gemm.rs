@@ -2,17 +2,22 @@
 
 use super::{unwindowed, WgradArgs};
 use crate::context::Context;
-use crate::conv::implicit_image::{sampled_problem, InputGeom, COLS, WG};
+use crate::conv::forward::implicit_gemm::FIRST_KERNEL_MAX_FLOPS;
+use crate::conv::implicit_image::{input_fill_kernel, sampled_problem, InputGeom, COLS, WG};
+use crate::conv::launch::conv_shape;
 use crate::conv::table::{anywhere, Entry, Reason};
 use crate::conv::{refuse, Algorithm};
-use crate::error::Result;
-use crate::gemm::image::{fill_image, ImageGeom};
+use crate::error::{Error, Result};
+use crate::gemm::image::{fill_image, fill_image_kernel, ImageGeom};
 use crate::gemm::job::Mat;
-use crate::gpu::memory::DeviceImage;
+use crate::gpu::memory::{copy_flat, flat_copy_fits_of, DeviceImage};
+use crate::gpu::pipeline::PipelineKey;
 use crate::gpu::{launch_linear, u32_of, Bind};
+use crate::kernels::conv2d_wgrad_first::{WgradFirstParams, WgradFirstSpec, WFIRST_TK};
 use crate::kernels::conv2d_wgrad_implicit::{WgradImplicitParams, WgradImplicitSpec};
 use crate::kernels::{k, KernelDef};
-use crate::params::Conv2dProblem;
+use crate::params::{Conv2dProblem, PaddingMode};
+use crate::tensor::DType;
 
 /// The weight-gradient entry: runs where the adapter has 8-lane subgroups and the images
 /// fit `maxTextureDimension2D` and the scratch budget.
@@ -130,6 +135,21 @@ pub(crate) fn encode_wgrad(
         si: if dy_cl { kg } else { kg * ohw },
         so: p.k * ohw,
     };
+    let var = variant(p, &xg, 4 * p.k * p.c_per_group() * p.r * p.s);
+    // The first call of a layer whose steady kernel is not compiled yet: one kernel on
+    // image copies of x and dy; the steady kernel and its fills compile in the background.
+    if first_call_fits(ctx, src_p, a) && ctx.stand_in(steady_key(p, var, a, false)) {
+        first_call(ctx, enc, src_p, a)?;
+        let dy_fill = fill_image_kernel(ctx, &dy_mat, dy_cl, kg, ohw, (p.n, p.groups), &dg);
+        let later = [dy_fill, Some(input_fill_kernel(ctx, src_p))];
+        for key in later.into_iter().flatten() {
+            ctx.compile_later(key);
+        }
+        if xg.chunk < p.n {
+            ctx.compile_later(steady_key(p, var, a, true));
+        }
+        return Ok(());
+    }
     let dyimg = fill_image(
         ctx,
         enc,
@@ -142,7 +162,6 @@ pub(crate) fn encode_wgrad(
         "wgconv implicit-gemm dy",
     )?;
     let ximg = xg.alloc(ctx, enc)?;
-    let var = variant(p, &xg, 4 * p.k * p.c_per_group() * p.r * p.s);
     if a.dw_f16 && !stores_f16(p, &xg) {
         // `writes_f16_dw` said otherwise: never write f32 sums into f16 words.
         return Err(crate::error::Error::library_bug(
@@ -241,4 +260,108 @@ pub(crate) fn encode_wgrad(
         n0 += nb;
     }
     Ok(())
+}
+
+/// The pipeline of the steady kernel `var` for `p` (sampled), accumulating into dw when
+/// `accumulate` (images after the first chunk).
+fn steady_key(p: &Conv2dProblem, var: Variant, a: &WgradArgs, accumulate: bool) -> PipelineKey {
+    let spec = WgradImplicitSpec {
+        WG: WG as u32,
+        FLIP: p.flip,
+        ACCUMULATE: accumulate,
+        DW_CL: a.dw_cl,
+    };
+    match (var, a.dw_f16) {
+        (Variant::C4, _) => PipelineKey::of::<k::Conv2dWgradImplicitC4>(&spec),
+        (Variant::V4, true) => PipelineKey::of::<k::Conv2dWgradImplicitV4H>(&spec),
+        (Variant::V4, false) => PipelineKey::of::<k::Conv2dWgradImplicitV4>(&spec),
+        (Variant::Plain, _) => PipelineKey::of::<k::Conv2dWgradImplicit>(&spec),
+    }
+}
+
+/// Can `conv2d_wgrad_first` run `p` (the caller's problem, not sampled) here: a CPU adapter,
+/// f32 NCHW x and dy, an f32 KCRS dw, zero padding, at most [`FIRST_KERNEL_MAX_FLOPS`], and
+/// both image copies within the limits (checked before anything is recorded).
+fn first_call_fits(ctx: &Context, p: &Conv2dProblem, a: &WgradArgs) -> bool {
+    let zero_pad = p.mode == PaddingMode::Zeros || p.pad == [0; 4];
+    ctx.cpu_kernels()
+        && a.cl == [false; 2]
+        && !a.f16
+        && !a.x_f16
+        && !a.dw_f16
+        && !a.dw_cl
+        && zero_pad
+        && p.flops() <= FIRST_KERNEL_MAX_FLOPS
+        && u32::try_from(p.c_per_group() * p.r * p.s).is_ok()
+        && flat_copy_fits_of(ctx, (&a.x, 0), flat_len(p.n * p.c * p.h * p.w), DType::F32)
+        && flat_copy_fits_of(
+            ctx,
+            (&a.dy, 0),
+            flat_len(p.n * p.k * p.oh * p.ow),
+            DType::F32,
+        )
+}
+
+/// Floats of a flat image copy of `n` floats (whole texels).
+fn flat_len(n: usize) -> usize {
+    n.div_ceil(4) * 4
+}
+
+/// Records `conv2d_wgrad_first` for `p` (where [`first_call_fits`]).
+fn first_call(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    p: &Conv2dProblem,
+    a: &WgradArgs,
+) -> Result<()> {
+    let copies = (
+        copy_flat(
+            ctx,
+            enc,
+            &a.x,
+            flat_len(p.n * p.c * p.h * p.w),
+            "wgconv first-call x",
+        )?,
+        copy_flat(
+            ctx,
+            enc,
+            &a.dy,
+            flat_len(p.n * p.k * p.oh * p.ow),
+            "wgconv first-call dy",
+        )?,
+    );
+    let (Some((ximg, tw)), Some((dimg, dtw))) = copies else {
+        return Err(Error::library_bug(
+            "recording a first-call weight gradient",
+            "an image copy that first_call_fits accepted did not fit",
+        ));
+    };
+    let (kg, crs) = (p.k_per_group(), p.c_per_group() * p.r * p.s);
+    let groups_m = crs.div_ceil(WG);
+    let groups_n = kg.div_ceil(WFIRST_TK);
+    let mut u = WgradFirstParams {
+        shape: conv_shape(p)?,
+        crs: u32_of(crs, "weight columns")?,
+        groups_m: u32_of(groups_m, "column blocks")?,
+        groups_n: u32_of(groups_n, "channel blocks")?,
+        step_c: u32_of(WG % p.ow.max(1), "output width")?,
+        step_r: u32_of(WG / p.ow.max(1), "output width")?,
+        tw,
+        tw_shift: tw.trailing_zeros(),
+        dtw,
+        dtw_shift: dtw.trailing_zeros(),
+        ..Default::default()
+    };
+    let spec = WgradFirstSpec {
+        WG: WG as u32,
+        FLIP: p.flip,
+    };
+    let binds = [
+        Bind::Image(&ximg.view),
+        Bind::Image(&dimg.view),
+        Bind::whole(&a.dw),
+    ];
+    let total = (groups_m * groups_n * p.groups * WG) as u64;
+    let set = |u: &mut WgradFirstParams, wg: u32| u.wg0 = wg / WG as u32;
+    launch_linear::<k::Conv2dWgradFirst>(ctx, enc, &spec, &mut u, set, &binds, total)
 }
