@@ -193,12 +193,39 @@ impl std::fmt::Debug for Tensor {
     }
 }
 
-/// Marks every given tensor as bound into a caller's encoder ([`Tensor::mark_caller_recorded`]):
-/// what every public `encode_*` call does first.
-pub(crate) fn caller_recorded(tensors: &[Option<&Tensor>]) {
-    for t in tensors.iter().flatten() {
-        t.mark_caller_recorded();
+thread_local! {
+    /// Inside an allocating call on this thread (see [`OwnRecording`]).
+    static OWN_RECORDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// While alive, the public `encode_*` calls on this thread record into an encoder the
+/// library submits itself (an allocating call such as `Context::conv2d` creates one around
+/// its recording), so [`caller_records`] marks nothing: the call's results stay cacheable and
+/// poolable, and so do its inputs.
+pub(crate) struct OwnRecording(bool);
+
+impl OwnRecording {
+    pub(crate) fn enter() -> Self {
+        OwnRecording(OWN_RECORDING.with(|c| c.replace(true)))
     }
+}
+
+impl Drop for OwnRecording {
+    fn drop(&mut self) {
+        OWN_RECORDING.with(|c| c.set(self.0));
+    }
+}
+
+/// What every public `encode_*` call does first, unless inside an [`OwnRecording`]: the
+/// `written` tensors change when (and if) the caller submits, so they are never cached
+/// ([`Tensor::mark_volatile`]); those and the `read` ones may be dropped before that, so
+/// their buffers never go to the pool ([`Tensor::mark_caller_recorded`]).
+pub(crate) fn caller_records(written: &[Option<&Tensor>], read: &[Option<&Tensor>]) {
+    if OWN_RECORDING.with(|c| c.get()) {
+        return;
+    }
+    written.iter().flatten().for_each(|t| t.mark_volatile());
+    read.iter().flatten().for_each(|t| t.mark_caller_recorded());
 }
 
 fn checked_numel(shape: &[usize]) -> Result<usize> {
@@ -593,7 +620,7 @@ impl Tensor {
 
     /// Marks the tensor as written by work recorded into a caller's encoder: its contents
     /// change when (and if) the caller submits, which the library cannot order, so it is
-    /// never cached from then on.
+    /// never cached nor pooled from then on.
     pub(crate) fn mark_volatile(&self) {
         self.buf.volatile.store(true, Ordering::Release);
         self.buf.reusable.store(false, Ordering::Release);

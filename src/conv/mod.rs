@@ -20,7 +20,7 @@ use crate::gpu::half;
 use crate::params::{
     numel, Conv2dParams, Conv2dProblem, ConvTranspose2dParams, Shape4, TransposedProblem,
 };
-use crate::tensor::{caller_recorded, DType, MemoryFormat, Tensor};
+use crate::tensor::{caller_records, DType, MemoryFormat, OwnRecording, Tensor};
 use band::Side;
 use input_grad::DgradNative;
 use launch::ConvBuffers;
@@ -223,6 +223,8 @@ impl Context {
     ) -> Result<Tensor> {
         let p = self.conv2d_problem(x, w, bias, params)?;
         let mut enc = self.encoder("wgconv conv2d");
+        // The library's own encoder: its tensors are not marked (see `OwnRecording`).
+        let _own = OwnRecording::enter();
         let y = Tensor::output(self, &mut enc, &p.y_shape(), x.dtype(), x.format())?;
         self.encode_conv2d_problem(&mut enc, &p, x, w, bias, &y, algorithm)?;
         self.submit(enc)?;
@@ -242,9 +244,8 @@ impl Context {
         algorithm: Algorithm,
         y: &Tensor,
     ) -> Result<()> {
-        // Written when the caller submits: never cached from now on.
-        y.mark_volatile();
-        caller_recorded(&[Some(x), Some(w), bias]);
+        // Written (read) when the caller submits: never cached (pooled) from now on.
+        caller_records(&[Some(y)], &[Some(x), Some(w), bias]);
         let p = self.conv2d_problem(x, w, bias, params)?;
         y.check_ctx(self, "y")?;
         if y.shape() != p.y_shape() {
@@ -604,8 +605,10 @@ impl Context {
         algorithm: Algorithm,
     ) -> Result<Tensor> {
         let mut enc = self.encoder("wgconv conv2d_backward_input");
+        // The library's own encoder: its tensors are not marked (see `OwnRecording`).
+        let _own = OwnRecording::enter();
         let dx = Tensor::output(self, &mut enc, &x_shape, dy.dtype(), dy.format())?;
-        self.record_conv2d_backward_input(&mut enc, dy, w, params, algorithm, &dx)?;
+        self.encode_conv2d_backward_input(&mut enc, dy, w, params, algorithm, &dx)?;
         self.submit(enc)?;
         Ok(dx)
     }
@@ -621,22 +624,8 @@ impl Context {
         algorithm: Algorithm,
         dx: &Tensor,
     ) -> Result<()> {
-        // Written when the caller submits: never cached from now on.
-        dx.mark_volatile();
-        caller_recorded(&[Some(dy), Some(w)]);
-        self.record_conv2d_backward_input(encoder, dy, w, params, algorithm, dx)
-    }
-
-    /// [`Context::encode_conv2d_backward_input`] after its marks, also for the allocating calls' own encoders.
-    fn record_conv2d_backward_input(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        dy: &Tensor,
-        w: &Tensor,
-        params: &Conv2dParams,
-        algorithm: Algorithm,
-        dx: &Tensor,
-    ) -> Result<()> {
+        // Written (read) when the caller submits: never cached (pooled) from now on.
+        caller_records(&[Some(dx)], &[Some(dy), Some(w)]);
         w.check_ctx(self, "w")?;
         dx.check_ctx(self, "dx")?;
         let p = Conv2dProblem::new(dx.shape4("dx")?, w.shape4("w")?, None, params)?;
@@ -706,8 +695,10 @@ impl Context {
         dw_dtype: DType,
     ) -> Result<Tensor> {
         let mut enc = self.encoder("wgconv conv2d_backward_weight");
+        // The library's own encoder: its tensors are not marked (see `OwnRecording`).
+        let _own = OwnRecording::enter();
         let dw = Tensor::output(self, &mut enc, &w_shape, dw_dtype, MemoryFormat::Contiguous)?;
-        self.record_conv2d_backward_weight(&mut enc, x, dy, params, algorithm, &dw)?;
+        self.encode_conv2d_backward_weight(&mut enc, x, dy, params, algorithm, &dw)?;
         self.submit(enc)?;
         Ok(dw)
     }
@@ -724,22 +715,8 @@ impl Context {
         algorithm: Algorithm,
         dw: &Tensor,
     ) -> Result<()> {
-        // Written when the caller submits: never cached from now on.
-        dw.mark_volatile();
-        caller_recorded(&[Some(x), Some(dy)]);
-        self.record_conv2d_backward_weight(encoder, x, dy, params, algorithm, dw)
-    }
-
-    /// [`Context::encode_conv2d_backward_weight`] after its marks, also for the allocating calls' own encoders.
-    fn record_conv2d_backward_weight(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        x: &Tensor,
-        dy: &Tensor,
-        params: &Conv2dParams,
-        algorithm: Algorithm,
-        dw: &Tensor,
-    ) -> Result<()> {
+        // Written (read) when the caller submits: never cached (pooled) from now on.
+        caller_records(&[Some(dw)], &[Some(x), Some(dy)]);
         x.check_ctx(self, "x")?;
         dw.check_ctx(self, "dw")?;
         let p = Conv2dProblem::new(x.shape4("x")?, dw.shape4("dw")?, None, params)?;
@@ -786,8 +763,10 @@ impl Context {
     pub fn conv2d_backward_bias(&self, dy: &Tensor) -> Result<Tensor> {
         let [_, k, _, _] = dy.shape4("dy")?;
         let mut enc = self.encoder("wgconv conv2d_backward_bias");
+        // The library's own encoder: its tensors are not marked (see `OwnRecording`).
+        let _own = OwnRecording::enter();
         let db = Tensor::output(self, &mut enc, &[k], dy.dtype(), MemoryFormat::Contiguous)?;
-        self.record_conv2d_backward_bias(&mut enc, dy, &db)?;
+        self.encode_conv2d_backward_bias(&mut enc, dy, &db)?;
         self.submit(enc)?;
         Ok(db)
     }
@@ -799,19 +778,8 @@ impl Context {
         dy: &Tensor,
         db: &Tensor,
     ) -> Result<()> {
-        // Written when the caller submits: never cached from now on.
-        db.mark_volatile();
-        caller_recorded(&[Some(dy)]);
-        self.record_conv2d_backward_bias(encoder, dy, db)
-    }
-
-    /// [`Context::encode_conv2d_backward_bias`] after its marks, also for the allocating calls' own encoders.
-    fn record_conv2d_backward_bias(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        dy: &Tensor,
-        db: &Tensor,
-    ) -> Result<()> {
+        // Written (read) when the caller submits: never cached (pooled) from now on.
+        caller_records(&[Some(db)], &[Some(dy)]);
         dy.check_ctx(self, "dy")?;
         let shape = dy.shape4("dy")?;
         if shape.contains(&0) {
@@ -848,6 +816,8 @@ impl Context {
         self.check_dy(&p, dy)?;
         let dt = half::common_dtype(&[("x", Some(x)), ("w", Some(w)), ("dy", Some(dy))])?;
         let mut enc = self.encoder("wgconv conv2d_backward");
+        // The library's own encoder: its tensors are not marked (see `OwnRecording`).
+        let _own = OwnRecording::enter();
         let dx = Tensor::output(self, &mut enc, &p.x_shape(), dt, x.format())?;
         let dw = Tensor::output(self, &mut enc, &p.w_shape(), dt, w.format())?;
         let db = if with_bias {
@@ -883,7 +853,7 @@ impl Context {
             f16acc::input_grad(self, enc, p, (dy, w, None, dx), algorithm)?;
             f16acc::weight_grad(self, enc, p, (x, dy, dw), algorithm)?;
             if let Some(db) = db {
-                self.record_conv2d_backward_bias(enc, dy, db)?;
+                self.encode_conv2d_backward_bias(enc, dy, db)?;
             }
             return Ok(());
         }
@@ -996,8 +966,10 @@ impl Context {
     ) -> Result<Tensor> {
         let tp = self.transposed_problem(x, w, bias, params)?;
         let mut enc = self.encoder("wgconv conv_transpose2d");
+        // The library's own encoder: its tensors are not marked (see `OwnRecording`).
+        let _own = OwnRecording::enter();
         let y = Tensor::output(self, &mut enc, &tp.y_shape(), x.dtype(), x.format())?;
-        self.record_conv_transpose2d(&mut enc, x, w, bias, params, algorithm, &y)?;
+        self.encode_conv_transpose2d(&mut enc, x, w, bias, params, algorithm, &y)?;
         self.submit(enc)?;
         Ok(y)
     }
@@ -1014,24 +986,8 @@ impl Context {
         algorithm: Algorithm,
         y: &Tensor,
     ) -> Result<()> {
-        // Written when the caller submits: never cached from now on.
-        y.mark_volatile();
-        caller_recorded(&[Some(x), Some(w), bias]);
-        self.record_conv_transpose2d(encoder, x, w, bias, params, algorithm, y)
-    }
-
-    /// [`Context::encode_conv_transpose2d`] after its marks, also for the allocating calls' own encoders.
-    #[allow(clippy::too_many_arguments)]
-    fn record_conv_transpose2d(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        x: &Tensor,
-        w: &Tensor,
-        bias: Option<&Tensor>,
-        params: &ConvTranspose2dParams,
-        algorithm: Algorithm,
-        y: &Tensor,
-    ) -> Result<()> {
+        // Written (read) when the caller submits: never cached (pooled) from now on.
+        caller_records(&[Some(y)], &[Some(x), Some(w), bias]);
         let tp = self.transposed_problem(x, w, bias, params)?;
         self.check_out(y, "y", &tp.y_shape())?;
         half::common_dtype(&[
@@ -1199,6 +1155,8 @@ impl Context {
         let p = self.conv2d_problem(x, w, bias, params)?;
         self.check_residual(epilogue, residual, &p.y_shape(), None)?;
         let mut enc = self.encoder("wgconv conv2d_fused");
+        // The library's own encoder: its tensors are not marked (see `OwnRecording`).
+        let _own = OwnRecording::enter();
         let y = Tensor::output(self, &mut enc, &p.y_shape(), x.dtype(), x.format())?;
         self.encode_conv2d_fused_problem(
             &mut enc,
@@ -1227,28 +1185,8 @@ impl Context {
         algorithm: Algorithm,
         y: &Tensor,
     ) -> Result<()> {
-        // Written when the caller submits: never cached from now on.
-        y.mark_volatile();
-        caller_recorded(&[Some(x), Some(w), bias, residual]);
-        self.record_conv2d_fused(
-            encoder, x, w, bias, residual, params, epilogue, algorithm, y,
-        )
-    }
-
-    /// [`Context::encode_conv2d_fused`] after its marks, also for the allocating calls' own encoders.
-    #[allow(clippy::too_many_arguments)]
-    fn record_conv2d_fused(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        x: &Tensor,
-        w: &Tensor,
-        bias: Option<&Tensor>,
-        residual: Option<&Tensor>,
-        params: &Conv2dParams,
-        epilogue: &Epilogue,
-        algorithm: Algorithm,
-        y: &Tensor,
-    ) -> Result<()> {
+        // Written (read) when the caller submits: never cached (pooled) from now on.
+        caller_records(&[Some(y)], &[Some(x), Some(w), bias, residual]);
         half::common_dtype(&[
             ("x", Some(x)),
             ("w", Some(w)),
@@ -1297,8 +1235,10 @@ impl Context {
         let tp = self.transposed_problem(x, w, bias, params)?;
         self.check_residual(epilogue, residual, &tp.y_shape(), None)?;
         let mut enc = self.encoder("wgconv conv_transpose2d_fused");
+        // The library's own encoder: its tensors are not marked (see `OwnRecording`).
+        let _own = OwnRecording::enter();
         let y = Tensor::output(self, &mut enc, &tp.y_shape(), x.dtype(), x.format())?;
-        self.record_conv_transpose2d_fused(
+        self.encode_conv_transpose2d_fused(
             &mut enc, x, w, bias, residual, params, epilogue, algorithm, &y,
         )?;
         self.submit(enc)?;
@@ -1319,28 +1259,8 @@ impl Context {
         algorithm: Algorithm,
         y: &Tensor,
     ) -> Result<()> {
-        // Written when the caller submits: never cached from now on.
-        y.mark_volatile();
-        caller_recorded(&[Some(x), Some(w), bias, residual]);
-        self.record_conv_transpose2d_fused(
-            encoder, x, w, bias, residual, params, epilogue, algorithm, y,
-        )
-    }
-
-    /// [`Context::encode_conv_transpose2d_fused`] after its marks, also for the allocating calls' own encoders.
-    #[allow(clippy::too_many_arguments)]
-    fn record_conv_transpose2d_fused(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        x: &Tensor,
-        w: &Tensor,
-        bias: Option<&Tensor>,
-        residual: Option<&Tensor>,
-        params: &ConvTranspose2dParams,
-        epilogue: &Epilogue,
-        algorithm: Algorithm,
-        y: &Tensor,
-    ) -> Result<()> {
+        // Written (read) when the caller submits: never cached (pooled) from now on.
+        caller_records(&[Some(y)], &[Some(x), Some(w), bias, residual]);
         half::common_dtype(&[
             ("x", Some(x)),
             ("w", Some(w)),
@@ -1354,7 +1274,7 @@ impl Context {
         // The epilogue pass is elementwise over y's storage: r in y's order.
         same_format("residual", residual, y.format())?;
         if y.dtype() == DType::F32 {
-            self.record_conv_transpose2d(encoder, x, w, bias, params, algorithm, y)?;
+            self.encode_conv_transpose2d(encoder, x, w, bias, params, algorithm, y)?;
             return epilogue::encode_forward(
                 self,
                 encoder,
@@ -1366,7 +1286,7 @@ impl Context {
         }
         let yv = if f16acc::active(self, x) {
             // f16 arithmetic: the pass on an f32 copy of the f16 result, rounded again.
-            self.record_conv_transpose2d(encoder, x, w, bias, params, algorithm, y)?;
+            self.encode_conv_transpose2d(encoder, x, w, bias, params, algorithm, y)?;
             half::input(self, encoder, y)?
         } else {
             // f16 with f32 arithmetic: the pass on the f32 result, rounded once.
@@ -1409,25 +1329,8 @@ impl Context {
         dz: &Tensor,
         dr: Option<&Tensor>,
     ) -> Result<()> {
-        // Written when the caller submits: never cached from now on.
-        dz.mark_volatile();
-        if let Some(dr) = dr {
-            dr.mark_volatile();
-        }
-        caller_recorded(&[Some(dy), Some(saved)]);
-        self.record_epilogue_backward(encoder, dy, saved, epilogue, dz, dr)
-    }
-
-    /// [`Context::encode_epilogue_backward`] after its marks, also for the allocating calls' own encoders.
-    fn record_epilogue_backward(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        dy: &Tensor,
-        saved: &Tensor,
-        epilogue: &Epilogue,
-        dz: &Tensor,
-        dr: Option<&Tensor>,
-    ) -> Result<()> {
+        // Written (read) when the caller submits: never cached (pooled) from now on.
+        caller_records(&[Some(dz), dr], &[Some(dy), Some(saved)]);
         epilogue.validate()?;
         epilogue.check_residual_given(dr.is_some())?;
         half::common_dtype(&[
@@ -1553,6 +1456,8 @@ impl Context {
         // dz stays f32 for f16 tensors too (the gradients read the f32 values of dy ⊙ act'(z),
         // rounded once at their own outputs); dr, dx, dw, db have the operands' type.
         let mut enc = self.encoder("wgconv conv2d_backward_fused");
+        // The library's own encoder: its tensors are not marked (see `OwnRecording`).
+        let _own = OwnRecording::enter();
         let dz = Tensor::output(self, &mut enc, &p.y_shape(), DType::F32, f)?;
         let dr = match epilogue.residual {
             Residual::None => None,

@@ -10,7 +10,7 @@ use crate::context::Context;
 use crate::epilogue::Epilogue;
 use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::half;
-use crate::tensor::{caller_recorded, MemoryFormat, Tensor};
+use crate::tensor::{caller_records, MemoryFormat, OwnRecording, Tensor};
 use job::{encode_job_fused, GemmJob, Mat};
 
 /// Which GEMM kernel runs.
@@ -202,6 +202,8 @@ impl Context {
         };
         crate::gpu::half::common_dtype(&[("a", Some(a)), ("b", Some(b))])?;
         let mut enc = self.encoder("wgconv gemm");
+        // The library's own encoder: its tensors are not marked (see `OwnRecording`).
+        let _own = OwnRecording::enter();
         let c = Tensor::output(self, &mut enc, &shape, a.dtype(), MemoryFormat::Contiguous)?;
         self.encode_gemm_job(&mut enc, (a, b, None, &c), false, params, None)?;
         self.submit(enc)?;
@@ -223,9 +225,8 @@ impl Context {
         accumulate: bool,
         params: &GemmParams,
     ) -> Result<()> {
-        // Written when the caller submits: never cached from now on.
-        c.mark_volatile();
-        caller_recorded(&[Some(a), Some(b), bias]);
+        // Written (read) when the caller submits: never cached (pooled) from now on.
+        caller_records(&[Some(c)], &[Some(a), Some(b), bias]);
         self.encode_gemm_job(encoder, (a, b, bias, c), accumulate, params, None)
     }
 
@@ -379,8 +380,10 @@ impl Context {
         self.check_residual(epilogue, residual, &shape, None)?;
         half::common_dtype(&[("a", Some(a)), ("b", Some(b))])?;
         let mut enc = self.encoder("wgconv gemm_fused");
+        // The library's own encoder: its tensors are not marked (see `OwnRecording`).
+        let _own = OwnRecording::enter();
         let c = Tensor::output(self, &mut enc, &shape, a.dtype(), MemoryFormat::Contiguous)?;
-        self.record_gemm_fused(&mut enc, a, b, bias, residual, &c, params, epilogue)?;
+        self.encode_gemm_fused(&mut enc, a, b, bias, residual, &c, params, epilogue)?;
         self.submit(enc)?;
         Ok(c)
     }
@@ -399,26 +402,8 @@ impl Context {
         params: &GemmParams,
         epilogue: &Epilogue,
     ) -> Result<()> {
-        // Written when the caller submits: never cached from now on.
-        c.mark_volatile();
-        caller_recorded(&[Some(a), Some(b), bias, residual]);
-        self.record_gemm_fused(encoder, a, b, bias, residual, c, params, epilogue)
-    }
-
-    /// [`Context::encode_gemm_fused`] after its marks, also for [`Context::gemm_fused`]'s
-    /// own encoder.
-    #[allow(clippy::too_many_arguments)]
-    fn record_gemm_fused(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        a: &Tensor,
-        b: &Tensor,
-        bias: Option<&Tensor>,
-        residual: Option<&Tensor>,
-        c: &Tensor,
-        params: &GemmParams,
-        epilogue: &Epilogue,
-    ) -> Result<()> {
+        // Written (read) when the caller submits: never cached (pooled) from now on.
+        caller_records(&[Some(c)], &[Some(a), Some(b), bias, residual]);
         self.check_residual(epilogue, residual, c.shape(), Some(c))?;
         half::common_dtype(&[
             ("a", Some(a)),
