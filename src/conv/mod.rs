@@ -818,22 +818,29 @@ impl Context {
         let mut enc = self.encoder("wgconv conv2d_backward");
         // The library's own encoder: its tensors are not marked (see `OwnRecording`).
         let _own = OwnRecording::enter();
-        let dx = Tensor::output(self, &mut enc, &p.x_shape(), dt, x.format())?;
-        let dw = Tensor::output(self, &mut enc, &p.w_shape(), dt, w.format())?;
-        let db = if with_bias {
-            Some(Tensor::output(
-                self,
-                &mut enc,
-                &[p.k],
-                dt,
-                MemoryFormat::Contiguous,
-            )?)
-        } else {
-            None
-        };
+        let (dx, dw, db) = self.gradient_outputs(&mut enc, &p, dt, (x, w), with_bias)?;
         self.encode_backward_all(&mut enc, &p, (x, w, dy), (&dx, &dw, db.as_ref()), algorithm)?;
         self.submit(enc)?;
         Ok(Conv2dGradients { dx, dw, db })
+    }
+
+    /// The results `dx`, `dw` (in the formats of `x` and `w`) and `db` (when `with_bias`) of
+    /// the allocating gradient calls recording into `enc`.
+    fn gradient_outputs(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        p: &Conv2dProblem,
+        dt: DType,
+        (x, w): (&Tensor, &Tensor),
+        with_bias: bool,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let dx = Tensor::output(self, enc, &p.x_shape(), dt, x.format())?;
+        let dw = Tensor::output(self, enc, &p.w_shape(), dt, w.format())?;
+        let contiguous = MemoryFormat::Contiguous;
+        let db = with_bias
+            .then(|| Tensor::output(self, enc, &[p.k], dt, contiguous))
+            .transpose()?;
+        Ok((dx, dw, db))
     }
 
     /// Records `dx`, `dw` and `db` (when given) of the problem `p` from `x`, `w` and `dy`
@@ -1463,19 +1470,7 @@ impl Context {
             Residual::None => None,
             _ => Some(Tensor::output(self, &mut enc, &p.y_shape(), dt, f)?),
         };
-        let dx = Tensor::output(self, &mut enc, &p.x_shape(), dt, x.format())?;
-        let dw = Tensor::output(self, &mut enc, &p.w_shape(), dt, w.format())?;
-        let db = if with_bias {
-            Some(Tensor::output(
-                self,
-                &mut enc,
-                &[p.k],
-                dt,
-                MemoryFormat::Contiguous,
-            )?)
-        } else {
-            None
-        };
+        let (dx, dw, db) = self.gradient_outputs(&mut enc, &p, dt, (x, w), with_bias)?;
         // The checks of `encode_epilogue_backward` (dz, dr are the library's own).
         self.check_out(saved, "z", dy.shape())?;
         same_format("z", Some(saved), f)?;

@@ -98,12 +98,7 @@ impl DeviceBuffer {
         };
         // Wrapped first: an error below returns the buffer to the pool.
         let b = Self::wrap(ctx, buffer, true);
-        if ctx.inner.pool.poison() {
-            let nan = nan_buffer(ctx, size)?;
-            ctx.scoped("poisoning a tensor", || {
-                enc.copy_buffer_to_buffer(&nan, 0, &b.buffer, 0, size)
-            })?;
-        }
+        poison(ctx, enc, &b.buffer, size)?;
         Ok(b)
     }
 
@@ -180,12 +175,7 @@ impl ScratchBuffer {
             buffer,
             ctx: ctx.clone(),
         };
-        if ctx.inner.pool.poison() {
-            let nan = nan_buffer(ctx, size)?;
-            ctx.scoped("poisoning scratch", || {
-                enc.copy_buffer_to_buffer(&nan, 0, &s.buffer, 0, size)
-            })?;
-        }
+        poison(ctx, enc, &s.buffer, size)?;
         Ok(s)
     }
 
@@ -209,6 +199,22 @@ impl ScratchBuffer {
         ctx.scoped("clearing scratch", || enc.clear_buffer(&s.buffer, 0, None))?;
         Ok(s)
     }
+}
+
+/// Under `WGCONV_POISON_SCRATCH=1`, records filling the `size` bytes of `buffer` with NaN.
+fn poison(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    buffer: &wgpu::Buffer,
+    size: u64,
+) -> Result<()> {
+    if !ctx.inner.pool.poison() {
+        return Ok(());
+    }
+    let nan = nan_buffer(ctx, size)?;
+    ctx.scoped("poisoning scratch", || {
+        enc.copy_buffer_to_buffer(&nan, 0, buffer, 0, size)
+    })
 }
 
 /// A new buffer of `size` bytes (a multiple of 4) filled with NaN, for

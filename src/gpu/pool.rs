@@ -169,13 +169,48 @@ impl Pools {
 
     /// An idle scratch buffer of exactly `size` bytes (the most recently used one).
     pub(crate) fn take_buffer(&self, size: u64) -> Option<wgpu::Buffer> {
+        self.take_from(size, |i| &mut i.buffers)
+    }
+
+    /// The most recently used buffer of exactly `size` bytes of the idle list `list`.
+    fn take_from(
+        &self,
+        size: u64,
+        list: fn(&mut Idle) -> &mut Vec<IdleBuffer>,
+    ) -> Option<wgpu::Buffer> {
         let mut idle = self.idle.lock().ok()?;
-        let i = (idle.buffers.iter().enumerate())
+        let l = list(&mut idle);
+        let i = (l.iter().enumerate())
             .filter(|(_, b)| b.buffer.size() == size)
             .max_by_key(|(_, b)| b.last)?
             .0;
+        let b = l.swap_remove(i).buffer;
         idle.bytes -= size;
-        Some(idle.buffers.swap_remove(i).buffer)
+        Some(b)
+    }
+
+    /// Adds `buffer` to the idle list `list` and evicts down to the budget.
+    fn put_into(
+        &self,
+        ctx: &Context,
+        buffer: wgpu::Buffer,
+        list: fn(&mut Idle) -> &mut Vec<IdleBuffer>,
+    ) {
+        let size = buffer.size();
+        let last = self.now();
+        let Ok(mut idle) = self.idle.lock() else {
+            return destroy(
+                ctx,
+                Evicted {
+                    buffers: vec![buffer],
+                    ..Default::default()
+                },
+            );
+        };
+        list(&mut idle).push(IdleBuffer { buffer, last });
+        idle.bytes += size;
+        let evicted = self.evict(ctx, idle);
+        destroy(ctx, evicted);
     }
 
     /// An idle scratch image of `width` x `height` texels of `format` (the most recently used
@@ -202,34 +237,14 @@ impl Pools {
 
     /// Takes back a scratch buffer whose commands are recorded.
     pub(crate) fn put_buffer(&self, ctx: &Context, buffer: wgpu::Buffer) {
-        let size = buffer.size();
-        let last = self.now();
-        let Ok(mut idle) = self.idle.lock() else {
-            return destroy(
-                ctx,
-                Evicted {
-                    buffers: vec![buffer],
-                    ..Default::default()
-                },
-            );
-        };
-        idle.buffers.push(IdleBuffer { buffer, last });
-        idle.bytes += size;
-        let evicted = self.evict(ctx, idle);
-        destroy(ctx, evicted);
+        self.put_into(ctx, buffer, |i| &mut i.buffers)
     }
 
     /// An idle tensor buffer of exactly `size` bytes (the most recently used one), for a new
     /// tensor the library writes in its own submissions. Its contents are stale: the taker
     /// clears or overwrites them.
     pub(crate) fn take_output(&self, size: u64) -> Option<wgpu::Buffer> {
-        let mut idle = self.idle.lock().ok()?;
-        let i = (idle.outputs.iter().enumerate())
-            .filter(|(_, b)| b.buffer.size() == size)
-            .max_by_key(|(_, b)| b.last)?
-            .0;
-        idle.bytes -= size;
-        Some(idle.outputs.swap_remove(i).buffer)
+        self.take_from(size, |i| &mut i.outputs)
     }
 
     /// Takes back the buffer of a dropped tensor whose every use was recorded by the
@@ -244,20 +259,7 @@ impl Pools {
             ctx.inner.allocated.fetch_sub(size, Ordering::Relaxed);
             return;
         }
-        let last = self.now();
-        let Ok(mut idle) = self.idle.lock() else {
-            return destroy(
-                ctx,
-                Evicted {
-                    buffers: vec![buffer],
-                    ..Default::default()
-                },
-            );
-        };
-        idle.outputs.push(IdleBuffer { buffer, last });
-        idle.bytes += size;
-        let evicted = self.evict(ctx, idle);
-        destroy(ctx, evicted);
+        self.put_into(ctx, buffer, |i| &mut i.outputs)
     }
 
     /// Takes back a scratch image whose commands are recorded.

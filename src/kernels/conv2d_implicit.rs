@@ -4,7 +4,7 @@
 use crate::gpu::wgsl::{
     epilogue_store, hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, ACTIVATION,
 };
-use crate::kernels::shared::{acc4, scalar_subblocks, IMPLICIT_LAYOUT_DOC, SG};
+use crate::kernels::shared::{acc4, scalar_subblocks, subgroup_entry, IMPLICIT_LAYOUT_DOC, SG};
 
 /// Output pixels per invocation of the default shape.
 pub(crate) const IC_TM: usize = 8;
@@ -237,13 +237,7 @@ pub(crate) fn store_and_entry(w: &mut Wgsl, ohw: &str) {
     w.line("    }");
     w.line("}");
     w.line("");
-    w.line("@compute @workgroup_size(WG)");
-    w.line("fn main(");
-    w.line("    @builtin(workgroup_id) wid: vec3<u32>,");
-    w.line("    @builtin(num_workgroups) nwg: vec3<u32>,");
-    w.line("    @builtin(local_invocation_index) lid: u32,");
-    w.line("    @builtin(subgroup_invocation_id) sl: u32,");
-    w.line(") {");
+    subgroup_entry(w);
     w.line(
         "    // Workgroup -> ((image, group), channel block, pixel block), pixel block fastest.",
     );

@@ -5,7 +5,7 @@
 
 use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, ACTIVATION};
 use crate::kernels::conv2d_implicit::{next_tap, store_and_entry};
-use crate::kernels::shared::{acc4, scalar_subblocks, ConvShape, SG};
+use crate::kernels::shared::{acc4, flat_loader, scalar_subblocks, ConvShape, SG};
 
 /// Output channels per lane (one pixel per lane).
 pub(crate) const FIRST_TN: usize = 8;
@@ -79,15 +79,9 @@ pub(crate) fn source() -> String {
     w.line("");
     w.line(ACTIVATION);
     w.line("");
-    w.line("fn xl(i: u32) -> f32 {");
-    w.line("    let t = i / 4u;");
-    w.line("    return textureLoad(tx, vec2<u32>(t & (P.tw - 1u), t >> P.tw_shift))[i % 4u];");
-    w.line("}");
+    flat_loader(&mut w, "xl", "tx", "tw", "tw_shift");
     w.line("");
-    w.line("fn wl(i: u32) -> f32 {");
-    w.line("    let t = i / 4u;");
-    w.line("    return textureLoad(tw, vec2<u32>(t & (P.wtw - 1u), t >> P.wtw_shift))[i % 4u];");
-    w.line("}");
+    flat_loader(&mut w, "wl", "tw", "wtw", "wtw_shift");
     w.line("");
     store_and_entry(&mut w, "P.oh * P.ow");
     w.line("    let ohw = P.oh * P.ow;");

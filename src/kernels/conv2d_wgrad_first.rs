@@ -4,7 +4,7 @@
 //! LLVM compilation alone takes ~0.4–0.5 s on lavapipe).
 
 use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl};
-use crate::kernels::shared::{ConvShape, SG};
+use crate::kernels::shared::{flat_loader, subgroup_entry, ConvShape, SG};
 
 /// Output channels per lane (one weight column (c, r, s) per lane).
 pub(crate) const WFIRST_TK: usize = 16;
@@ -63,23 +63,11 @@ pub(crate) fn source() -> String {
     w.line("");
     w.line(&WgradFirstSpec::wgsl());
     w.line("");
-    w.line("fn xl(i: u32) -> f32 {");
-    w.line("    let t = i / 4u;");
-    w.line("    return textureLoad(tx, vec2<u32>(t & (P.tw - 1u), t >> P.tw_shift))[i % 4u];");
-    w.line("}");
+    flat_loader(&mut w, "xl", "tx", "tw", "tw_shift");
     w.line("");
-    w.line("fn dl(i: u32) -> f32 {");
-    w.line("    let t = i / 4u;");
-    w.line("    return textureLoad(tdy, vec2<u32>(t & (P.dtw - 1u), t >> P.dtw_shift))[i % 4u];");
-    w.line("}");
+    flat_loader(&mut w, "dl", "tdy", "dtw", "dtw_shift");
     w.line("");
-    w.line("@compute @workgroup_size(WG)");
-    w.line("fn main(");
-    w.line("    @builtin(workgroup_id) wid: vec3<u32>,");
-    w.line("    @builtin(num_workgroups) nwg: vec3<u32>,");
-    w.line("    @builtin(local_invocation_index) lid: u32,");
-    w.line("    @builtin(subgroup_invocation_id) sl: u32,");
-    w.line(") {");
+    subgroup_entry(&mut w);
     w.line("    // Workgroup -> (group, channel block, column block), column block fastest.");
     w.line("    let wg = P.wg0 + wid.x + wid.y * nwg.x;");
     w.line("    let gm = wg % P.groups_m;");

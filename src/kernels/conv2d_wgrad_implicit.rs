@@ -4,7 +4,7 @@
 use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl};
 use crate::kernels::conv2d_implicit::IC_TN;
 use crate::kernels::f16_convert::F32_TO_F16_4;
-use crate::kernels::shared::{acc4, scalar_subblocks, IMPLICIT_LAYOUT_DOC, SG};
+use crate::kernels::shared::{acc4, scalar_subblocks, subgroup_entry, IMPLICIT_LAYOUT_DOC, SG};
 
 params! {
     /// Parameters of `conv2d_wgrad_implicit` (all variants): output geometry, kernel, input
@@ -139,13 +139,7 @@ pub(crate) fn source(cw: usize, v4: bool, f16_out: bool) -> String {
         w.line("}");
         w.line("");
     }
-    w.line("@compute @workgroup_size(WG)");
-    w.line("fn main(");
-    w.line("    @builtin(workgroup_id) wid: vec3<u32>,");
-    w.line("    @builtin(num_workgroups) nwg: vec3<u32>,");
-    w.line("    @builtin(local_invocation_index) lid: u32,");
-    w.line("    @builtin(subgroup_invocation_id) sl: u32,");
-    w.line(") {");
+    subgroup_entry(&mut w);
     w.line("    // Workgroup -> (group, column block, row-block group), row blocks fastest.");
     w.line("    let wg = P.wg0 + wid.x + wid.y * nwg.x;");
     w.line("    let gm = wg % P.groups_m;");

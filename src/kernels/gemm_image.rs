@@ -6,7 +6,7 @@ use super::gemm_reg::gemm_store;
 use crate::gpu::wgsl::{
     hoist_params, params, spec, wln, Elem, ParamStruct, Spec, Wgsl, ACTIVATION,
 };
-use crate::kernels::shared::{acc4, scalar_subblocks, PANELS_DOC, SG};
+use crate::kernels::shared::{acc4, scalar_subblocks, subgroup_entry, PANELS_DOC, SG};
 
 /// Rows of C per invocation (two texels of an A panel row).
 pub(crate) const IMG_TM: usize = 8;
@@ -151,13 +151,7 @@ pub(crate) fn source(b_buffer: bool) -> String {
     w.line("");
     w.line(&gemm_store(true, true));
     w.line("");
-    w.line("@compute @workgroup_size(WG)");
-    w.line("fn main(");
-    w.line("    @builtin(workgroup_id) wid: vec3<u32>,");
-    w.line("    @builtin(num_workgroups) nwg: vec3<u32>,");
-    w.line("    @builtin(local_invocation_index) lid: u32,");
-    w.line("    @builtin(subgroup_invocation_id) sl: u32,");
-    w.line(") {");
+    subgroup_entry(&mut w);
     w.line(
         "    // Workgroup -> (batch entry, column block, row block), row block fastest. A launch",
     );

@@ -108,3 +108,27 @@ pub(crate) const FLAT_LOAD: &str = "fn flat_load(i: u32) -> f32 {
     return v[i % 4u];
 }
 ";
+
+/// WGSL: the head of the entry point `main` of a one-subgroup workgroup (`WG` lanes), up to
+/// its opening brace: workgroup id `wid` and count `nwg`, lane `lid` and subgroup lane `sl`.
+pub(crate) fn subgroup_entry(w: &mut Wgsl) {
+    w.line("@compute @workgroup_size(WG)");
+    w.line("fn main(");
+    w.line("    @builtin(workgroup_id) wid: vec3<u32>,");
+    w.line("    @builtin(num_workgroups) nwg: vec3<u32>,");
+    w.line("    @builtin(local_invocation_index) lid: u32,");
+    w.line("    @builtin(subgroup_invocation_id) sl: u32,");
+    w.line(") {");
+}
+
+/// WGSL: `fn {name}(i: u32) -> f32`, float i of the verbatim image copy `tex` of a buffer
+/// (texel i / 4 of rows of `P.{tw}` texels, a power of two, `P.{shift}` its log2).
+pub(crate) fn flat_loader(w: &mut Wgsl, name: &str, tex: &str, tw: &str, shift: &str) {
+    wln!(w, "fn {name}(i: u32) -> f32 {{");
+    w.line("    let t = i / 4u;");
+    wln!(
+        w,
+        "    return textureLoad({tex}, vec2<u32>(t & (P.{tw} - 1u), t >> P.{shift}))[i % 4u];"
+    );
+    w.line("}");
+}
