@@ -213,6 +213,14 @@ pub mod dev {
         ctx.compiled_kernels()
     }
 
+    /// Every pipeline `ctx` has compiled: kernel name and specialisation (override values),
+    /// sorted, once each.
+    pub fn compiled_pipelines(
+        ctx: &crate::Context,
+    ) -> Vec<(&'static str, Vec<(&'static str, i64)>)> {
+        ctx.compiled_pipelines()
+    }
+
     /// Starts a profile of `ctx`'s dispatches: every compute pass recorded after this (at
     /// most `capacity`) writes GPU timestamps at its start and end. Needs the adapter's
     /// `TIMESTAMP_QUERY` feature.

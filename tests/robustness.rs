@@ -240,11 +240,28 @@ fn eight_threads_share_one_context_and_compile_each_pipeline_once() {
     }
     shared.wait_for_tuning();
     // 400 ops raced on the cache: every specialization was compiled exactly once.
+    let compiled = wgconv::dev::compiled_pipelines(&shared);
     assert_eq!(
         shared.pipeline_compiles(),
-        expected,
-        "compiles under contention vs single-threaded"
+        compiled.len(),
+        "compiles under contention vs pipelines held"
     );
+    // The same steady pipelines as single-threaded. Which first calls run a first-call kernel
+    // or stand-in depends on timing: not when another thread's call or the tuner compiled
+    // the steady kernel first.
+    let steady = |c: Vec<(&'static str, Vec<(&'static str, i64)>)>| {
+        let first_call_only =
+            |n: &str| n.ends_with("_first") || n.contains("_p1x") || n.ends_with("_texel");
+        c.into_iter()
+            .filter(|(n, _)| !first_call_only(n))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        steady(compiled),
+        steady(wgconv::dev::compiled_pipelines(&single)),
+        "steady pipelines under contention vs single-threaded"
+    );
+    let expected = shared.pipeline_compiles();
     // And running everything again compiles nothing.
     let mut rng = Rng::new(2);
     for which in 0..60 {

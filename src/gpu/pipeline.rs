@@ -123,6 +123,19 @@ impl Context {
     }
 
     /// The names of the kernels with a compiled pipeline (sorted, once each).
+    pub(crate) fn compiled_pipelines(&self) -> Vec<(&'static str, Vec<(&'static str, i64)>)> {
+        let Ok(map) = self.inner.pipelines.read() else {
+            return Vec::new();
+        };
+        let mut keys: Vec<(&'static str, Vec<(&'static str, i64)>)> = map
+            .iter()
+            .filter(|(_, slot)| slot.try_lock().is_ok_and(|p| p.is_some()))
+            .map(|(k, _)| (k.kernel.name(), k.constants.clone()))
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
     pub(crate) fn compiled_kernels(&self) -> Vec<&'static str> {
         let Ok(map) = self.inner.pipelines.read() else {
             return Vec::new();
