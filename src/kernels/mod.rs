@@ -358,7 +358,7 @@ kernels! {
     Conv2dWgradImplicitV4H = "conv2d_wgrad_implicit_v4h", conv2d_wgrad_implicit::source(8, true, true),
         WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage];
     /// The first-call kernel of the [`Kernel::Conv2dWgradImplicit`] family: x and dy read
-    /// through verbatim image copies (no packing or fill kernel), one weight column x 16
+    /// through verbatim image copies (no packing or fill kernel), one weight column x 8
     /// output channels per lane.
     Conv2dWgradFirst = "conv2d_wgrad_first", conv2d_wgrad_first::source(), WgradFirstParams,
         WgradFirstSpec, [ImageRead, ImageRead, Storage];
