@@ -224,6 +224,8 @@ pub(crate) struct Inner {
     precision: AtomicU8,
     /// Per-dispatch GPU timestamps while a `dev::profile_begin` is active.
     pub(crate) profiler: std::sync::Mutex<Option<crate::gpu::profile::Profiler>>,
+    /// A profile is active: dispatches take the `profiler` lock only then.
+    pub(crate) profiling: AtomicBool,
 }
 
 impl std::fmt::Debug for Context {
@@ -405,6 +407,7 @@ impl Context {
                 pool: crate::gpu::pool::Pools::new(),
                 fuse_epilogues: AtomicBool::new(true),
                 profiler: std::sync::Mutex::new(None),
+                profiling: AtomicBool::new(false),
                 precision: AtomicU8::new(Precision::F32Accumulate.code()),
             }),
         }

@@ -37,7 +37,9 @@
 //!   finished, so that it does not take a core from the first call); later calls run it
 //!   once it is compiled. A small zero-padded forward runs one first-call kernel instead of
 //!   the stand-in and its packing and padding kernels (`conv2d_implicit_first`, see
-//!   `conv::forward::implicit_gemm`). Measurements, [`Context::warm_up`] and
+//!   `conv::forward::implicit_gemm`), and its weight gradient one kernel instead of the dy
+//!   packing, the input fill and the steady kernel (`conv2d_wgrad_first`, see
+//!   `conv::weight_grad::implicit_gemm`). Measurements, [`Context::warm_up`] and
 //!   [`TuningMode::Blocking`] always use (and compile) the large kernels;
 //!   [`Context::wait_for_tuning`] also waits for the queued compilations.
 
@@ -587,8 +589,6 @@ impl Scratch {
                     Some(b) => b,
                     None => {
                         own = Tensor::zeros(ctx, &[p.k])?;
-                        // Dropped before `enc` is submitted: never pooled.
-                        own.mark_caller_recorded();
                         &own
                     }
                 };

@@ -5,6 +5,7 @@
 use crate::context::Context;
 use crate::conv::launch::ConvBuffers;
 use crate::error::{Error, Result};
+use crate::gemm::job::round4;
 use crate::gpu::memory::{
     copy_flat, copy_flat_at_of, flat_fields, flat_image_fits_of, DeviceImage, ImageStaging,
 };
@@ -273,7 +274,7 @@ impl InputGeom {
         let copy = copies_x(ctx, p, sub, x_cl);
         let dtype = if x_f16 { DType::F16 } else { DType::F32 };
         let flat = if copy {
-            let len = (nb * p.c * p.h * p.w).div_ceil(4) * 4;
+            let len = round4(nb * p.c * p.h * p.w);
             copy_flat_at_of(
                 ctx,
                 enc,

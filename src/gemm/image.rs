@@ -1,7 +1,7 @@
 //! The image GEMM (CPU adapters with 8-lane subgroups): operands in wrapped panels of
 //! storage images.
 
-use super::job::{encode_chunked, vec4_ready, GemmJob, Mat};
+use super::job::{encode_chunked, round4, vec4_ready, GemmJob, Mat};
 use crate::context::Context;
 use crate::error::Result;
 use crate::gemm::GemmVariant;
@@ -398,7 +398,7 @@ fn flat_span(
     let last =
         mat.off + (outers - 1) * mat.so + (inners - 1) * mat.si + (rows - 1) * rs + (k - 1) * ks;
     let lo = mat.off / 4 * 4;
-    let len = (last + 1 - lo).div_ceil(4) * 4;
+    let len = round4(last + 1 - lo);
     flat_copy_fits_of(ctx, (mat.buf, lo), len, DType::F32).then_some((lo, len))
 }
 

@@ -48,7 +48,8 @@ pub(crate) struct ContentKey {
 
 impl Drop for DeviceBuffer {
     fn drop(&mut self) {
-        if !self.external && self.reusable.load(Ordering::Acquire) && !self.is_volatile() {
+        // (Wrapped caller buffers and volatile ones are never reusable.)
+        if self.reusable.load(Ordering::Acquire) {
             // Still counted in `allocated_bytes`, now as pooled.
             self.ctx
                 .inner
@@ -92,7 +93,7 @@ impl DeviceBuffer {
         bytes: u64,
         label: &str,
     ) -> Result<Self> {
-        let size = bytes.max(4).div_ceil(4) * 4;
+        let size = storage_size(bytes);
         let Some(buffer) = ctx.inner.pool.take_output(size) else {
             return Ok(Self::wrap(ctx, create_buffer(ctx, size, label)?, true));
         };
@@ -117,10 +118,16 @@ impl DeviceBuffer {
     }
 }
 
+/// `bytes` rounded up to a whole number of 4-byte words, at least one: the size of every
+/// storage buffer the library creates.
+fn storage_size(bytes: u64) -> u64 {
+    bytes.max(4).div_ceil(4) * 4
+}
+
 /// Creates a storage buffer of `bytes` (rounded up to 4, at least 4), counted in
 /// `allocated_bytes` (the caller subtracts it when it is destroyed). New buffers read as zeros.
 pub(crate) fn create_buffer(ctx: &Context, bytes: u64, label: &str) -> Result<wgpu::Buffer> {
-    let size = bytes.max(4).div_ceil(4) * 4;
+    let size = storage_size(bytes);
     let max = ctx.limits().max_buffer_size;
     if size > max {
         return Err(Error::exceeds_limit("max_buffer_size", size, max));
@@ -166,7 +173,7 @@ impl ScratchBuffer {
         bytes: u64,
         label: &str,
     ) -> Result<Self> {
-        let size = bytes.max(4).div_ceil(4) * 4;
+        let size = storage_size(bytes);
         let buffer = match ctx.inner.pool.take_buffer(size) {
             Some(b) => b,
             None => create_buffer(ctx, size, label)?,
@@ -187,7 +194,7 @@ impl ScratchBuffer {
         bytes: u64,
         label: &str,
     ) -> Result<Self> {
-        let size = bytes.max(4).div_ceil(4) * 4;
+        let size = storage_size(bytes);
         let buffer = match ctx.inner.pool.take_buffer(size) {
             Some(b) => b,
             None => create_buffer(ctx, size, label)?,

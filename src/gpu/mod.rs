@@ -205,7 +205,11 @@ fn dispatch(
     // when it is finished (in `Context::submit`'s scope, or by the caller of `encode_*`).
     ctx.check_lost(kernel.name())?;
     let bind_group = ctx.inner.pool.bind_group(ctx, kernel, uniforms, binds)?;
-    let mut profiler = ctx.inner.profiler.lock().ok();
+    let profiling = ctx
+        .inner
+        .profiling
+        .load(std::sync::atomic::Ordering::Acquire);
+    let mut profiler = profiling.then(|| ctx.inner.profiler.lock().ok()).flatten();
     let timestamp_writes = profiler.as_mut().and_then(|p| p.as_mut()).and_then(|p| {
         let spec: Vec<String> = key
             .constants

@@ -26,9 +26,9 @@
 //!   overwrite every element (as every `encode_*` call does with a caller's output of any
 //!   contents), so the stale contents never show; `tests/tensor_pool.rs` poisons reused
 //!   buffers to check it. Kept apart from scratch: a scratch buffer's last user may be a
-//!   caller's encoder not yet submitted, which would overwrite a tensor made from it. An
-//!   internal tensor dropped before its encoder is submitted is marked
-//!   (`Tensor::mark_caller_recorded`) so it never comes here. Same budget and eviction as
+//!   caller's encoder not yet submitted, which would overwrite a tensor made from it. A
+//!   result the library uses internally must not be dropped before its encoder is submitted
+//!   (or must be marked, `Tensor::mark_caller_recorded`). Same budget and eviction as
 //!   scratch.
 //! - **Parameters**: one small buffer per distinct parameter struct (bytes), written once and
 //!   never changed, so sharing it between dispatches, threads and submissions is safe.

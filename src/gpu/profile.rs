@@ -3,6 +3,9 @@
 //! end, so a profile says which kernels a call runs and what each costs on the adapter.
 //! Needs `Features::TIMESTAMP_QUERY` (requested when the adapter has it).
 
+use std::sync::atomic::Ordering;
+
+use crate::context::poisoned;
 use crate::{Context, Error, Result};
 
 /// An active profile: one query set, two timestamps per recorded pass.
@@ -47,34 +50,20 @@ pub(crate) fn begin(ctx: &Context, capacity: u32) -> Result<()> {
         ty: wgpu::QueryType::Timestamp,
         count: 2 * capacity,
     });
-    *ctx.inner.profiler.lock().map_err(|_| {
-        Error::from(crate::ErrorKind::Device {
-            context: "profiling".into(),
-            message: "profiler poisoned".into(),
-        })
-    })? = Some(Profiler {
+    *ctx.inner.profiler.lock().map_err(poisoned)? = Some(Profiler {
         set,
         names: Vec::new(),
         capacity,
     });
+    ctx.inner.profiling.store(true, Ordering::Release);
     Ok(())
 }
 
 /// Ends the profile: `(pass name, GPU nanoseconds)` of every recorded pass. Every recorded
 /// pass must have been submitted.
 pub(crate) fn end(ctx: &Context) -> Result<Vec<(String, f64)>> {
-    let Some(p) = ctx
-        .inner
-        .profiler
-        .lock()
-        .map_err(|_| {
-            Error::from(crate::ErrorKind::Device {
-                context: "profiling".into(),
-                message: "profiler poisoned".into(),
-            })
-        })?
-        .take()
-    else {
+    ctx.inner.profiling.store(false, Ordering::Release);
+    let Some(p) = ctx.inner.profiler.lock().map_err(poisoned)?.take() else {
         return Ok(Vec::new());
     };
     let n = p.names.len() as u32;

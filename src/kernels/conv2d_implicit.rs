@@ -4,7 +4,9 @@
 use crate::gpu::wgsl::{
     epilogue_store, hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, ACTIVATION,
 };
-use crate::kernels::shared::{acc4, scalar_subblocks, subgroup_entry, IMPLICIT_LAYOUT_DOC, SG};
+use crate::kernels::shared::{
+    acc4, scalar_subblocks, subgroup_entry, workgroup_blocks, IMPLICIT_LAYOUT_DOC, SG,
+};
 
 /// Output pixels per invocation of the default shape.
 pub(crate) const IC_TM: usize = 8;
@@ -241,12 +243,7 @@ pub(crate) fn store_and_entry(w: &mut Wgsl, ohw: &str) {
     w.line(
         "    // Workgroup -> ((image, group), channel block, pixel block), pixel block fastest.",
     );
-    w.line("    let wg = P.wg0 + wid.x + wid.y * nwg.x;");
-    w.line("    let gm = wg % P.groups_m;");
-    w.line("    let t = wg / P.groups_m;");
-    w.line("    let tn = t % P.groups_n;");
-    w.line("    let bt = t / P.groups_n;");
-    w.line("    let live = bt < P.batch;");
+    workgroup_blocks(w);
     w.line("    let bc = min(bt, P.batch - 1u);");
     w.line("    let g = bc % P.groups;");
     w.line("    let n = bc / P.groups;");

@@ -6,7 +6,9 @@ use super::gemm_reg::gemm_store;
 use crate::gpu::wgsl::{
     hoist_params, params, spec, wln, Elem, ParamStruct, Spec, Wgsl, ACTIVATION,
 };
-use crate::kernels::shared::{acc4, scalar_subblocks, subgroup_entry, PANELS_DOC, SG};
+use crate::kernels::shared::{
+    acc4, scalar_subblocks, subgroup_entry, workgroup_blocks, PANELS_DOC, SG,
+};
 
 /// Rows of C per invocation (two texels of an A panel row).
 pub(crate) const IMG_TM: usize = 8;
@@ -156,12 +158,7 @@ pub(crate) fn source(b_buffer: bool) -> String {
         "    // Workgroup -> (batch entry, column block, row block), row block fastest. A launch",
     );
     w.line("    // larger than one dispatch is split into dispatches starting at workgroup wg0.");
-    w.line("    let wg = P.wg0 + wid.x + wid.y * nwg.x;");
-    w.line("    let gm = wg % P.groups_m;");
-    w.line("    let t = wg / P.groups_m;");
-    w.line("    let tn = t % P.groups_n;");
-    w.line("    let bt = t / P.groups_n;");
-    w.line("    let live = bt < P.batch;");
+    workgroup_blocks(&mut w);
     w.line("    let bo = bt / P.batch_inner;");
     w.line("    let bi = bt % P.batch_inner;");
     wln!(w, "    let m0 = (gm * WG + lid) * {tm}u;");

@@ -132,3 +132,15 @@ pub(crate) fn flat_loader(w: &mut Wgsl, name: &str, tex: &str, tw: &str, shift: 
     );
     w.line("}");
 }
+
+/// WGSL: the launch's workgroup `wg` (dispatches of a split launch start at `P.wg0`) as row
+/// block `gm` (fastest), column block `tn` and batch entry `bt` (`live`: within `P.batch`),
+/// from `P.groups_m` and `P.groups_n`.
+pub(crate) fn workgroup_blocks(w: &mut Wgsl) {
+    w.line("    let wg = P.wg0 + wid.x + wid.y * nwg.x;");
+    w.line("    let gm = wg % P.groups_m;");
+    w.line("    let t = wg / P.groups_m;");
+    w.line("    let tn = t % P.groups_n;");
+    w.line("    let bt = t / P.groups_n;");
+    w.line("    let live = bt < P.batch;");
+}

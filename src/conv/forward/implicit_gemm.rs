@@ -10,6 +10,7 @@ use crate::conv::launch::{fit_one_binding, ConvBuffers};
 use crate::conv::table::{anywhere, Entry, Reason};
 use crate::conv::{refuse, Algorithm};
 use crate::error::Result;
+use crate::gemm::job::round4;
 use crate::gpu::half;
 use crate::gpu::memory::{copy_flat, copy_flat_at, flat_copy_fits_of};
 use crate::gpu::pipeline::PipelineKey;
@@ -188,11 +189,7 @@ pub(crate) fn encode_at(
     let pixels = if stand_in { 1 } else { pl.tile.pixels() };
     let groups_m = ohw.div_ceil(WG * pixels);
     let [ohw_, ow, sh, sw, dh, dw, r, s, cb8, cpr, wp, hp, rows_img] = pl.x.fields(p)?;
-    let [ysn, ysc, ysr, ysp] = bufs.y_pitch.unwrap_or(if bufs.y_cl {
-        [p.k * ohw, 1, p.ow * p.k, p.k]
-    } else {
-        [p.k * ohw, ohw, p.ow, 1]
-    });
+    let [ysn, ysc, ysr, ysp] = bufs.y_pitch.unwrap_or(own_y_pitch(p, bufs.y_cl));
     let mut cu = ImplicitParams {
         ohw: ohw_,
         ow,
@@ -214,8 +211,6 @@ pub(crate) fn encode_at(
         k: u32_of(p.k, "output channels")?,
         hb: u32_of(pl.hb, "weight image height")?,
         kp: u32_of(pl.kp, "reduction length")?,
-        // y's image, channel, row and column pitches: NCHW (K ohw, ohw, ow, 1), NHWC
-        // (K ohw, 1, ow K, K), or those given.
         ysn: u32_of(ysn, "output elements")?,
         ysc: u32_of(ysc, "output elements")?,
         ysr: u32_of(ysr, "output elements")?,
@@ -264,6 +259,17 @@ pub(crate) fn encode_at(
     Ok(())
 }
 
+/// y's image, channel, row and column pitches (elements) for `p`'s own output: NCHW
+/// (K ohw, ohw, ow, 1), channels-last (K ohw, 1, ow K, K).
+fn own_y_pitch(p: &Conv2dProblem, y_cl: bool) -> [usize; 4] {
+    let ohw = p.oh * p.ow;
+    if y_cl {
+        [p.k * ohw, 1, p.ow * p.k, p.k]
+    } else {
+        [p.k * ohw, ohw, p.ow, 1]
+    }
+}
+
 /// The largest layer the first-call kernel runs. It saves ~150 ms of driver compilation
 /// when Mesa's shader cache is cold (one kernel instead of three), but runs at less than half
 /// the speed of the 1-pixel stand-ins (lavapipe, 2 cores: ~7 GFLOP/s against ~18; the steady
@@ -299,8 +305,9 @@ fn first_call(
         return Ok(false);
     }
     let (kg, cg, ohw) = (p.k_per_group(), p.c_per_group(), p.oh * p.ow);
-    let x_len = (p.n * p.c * p.h * p.w).div_ceil(4) * 4;
-    let w_len = (p.k * cg * p.r * p.s).div_ceil(4) * 4;
+    let [_, ysc, _, ysp] = own_y_pitch(p, bufs.y_cl);
+    let x_len = round4(p.n * p.c * p.h * p.w);
+    let w_len = round4(p.k * cg * p.r * p.s);
     // Both copies possible before either is recorded.
     if !flat_copy_fits_of(ctx, (&bufs.x, x_base), x_len, DType::F32)
         || !flat_copy_fits_of(ctx, (&bufs.w, 0), w_len, DType::F32)
@@ -335,8 +342,8 @@ fn first_call(
         groups_m: u32_of(groups_m, "pixel blocks")?,
         groups_n: u32_of(groups_n, "channel blocks")?,
         batch: u32_of(batch, "images x groups")?,
-        ysc: u32_of(if bufs.y_cl { 1 } else { ohw }, "output elements")?,
-        ysp: u32_of(if bufs.y_cl { p.k } else { 1 }, "output channels")?,
+        ysc: u32_of(ysc, "output elements")?,
+        ysp: u32_of(ysp, "output elements")?,
         tw,
         tw_shift: tw.trailing_zeros(),
         wtw,

@@ -9,7 +9,7 @@ use crate::conv::table::{anywhere, Entry, Reason};
 use crate::conv::{refuse, Algorithm};
 use crate::error::{Error, Result};
 use crate::gemm::image::{fill_image, fill_image_kernel, ImageGeom};
-use crate::gemm::job::Mat;
+use crate::gemm::job::{round4, Mat};
 use crate::gpu::memory::{copy_flat, flat_copy_fits_of, DeviceImage};
 use crate::gpu::pipeline::PipelineKey;
 use crate::gpu::{launch_linear, u32_of, Bind};
@@ -293,18 +293,8 @@ fn first_call_fits(ctx: &Context, p: &Conv2dProblem, a: &WgradArgs) -> bool {
         && zero_pad
         && p.flops() <= FIRST_KERNEL_MAX_FLOPS
         && u32::try_from(p.c_per_group() * p.r * p.s).is_ok()
-        && flat_copy_fits_of(ctx, (&a.x, 0), flat_len(p.n * p.c * p.h * p.w), DType::F32)
-        && flat_copy_fits_of(
-            ctx,
-            (&a.dy, 0),
-            flat_len(p.n * p.k * p.oh * p.ow),
-            DType::F32,
-        )
-}
-
-/// Floats of a flat image copy of `n` floats (whole texels).
-fn flat_len(n: usize) -> usize {
-    n.div_ceil(4) * 4
+        && flat_copy_fits_of(ctx, (&a.x, 0), round4(p.n * p.c * p.h * p.w), DType::F32)
+        && flat_copy_fits_of(ctx, (&a.dy, 0), round4(p.n * p.k * p.oh * p.ow), DType::F32)
 }
 
 /// Records `conv2d_wgrad_first` for `p` (where [`first_call_fits`]).
@@ -319,14 +309,14 @@ fn first_call(
             ctx,
             enc,
             &a.x,
-            flat_len(p.n * p.c * p.h * p.w),
+            round4(p.n * p.c * p.h * p.w),
             "wgconv first-call x",
         )?,
         copy_flat(
             ctx,
             enc,
             &a.dy,
-            flat_len(p.n * p.k * p.oh * p.ow),
+            round4(p.n * p.k * p.oh * p.ow),
             "wgconv first-call dy",
         )?,
     );
