@@ -198,11 +198,12 @@ pub(crate) fn source(tm: usize, tn: usize) -> String {
     w.line("        y1 = select(y1, noy1, er);");
     w.line("    }");
     w.line("    let base = P.y_off + n * P.ysn + g * P.kg * P.ysc;");
+    bias_vectors(&mut w, tn4);
     for i in 0..tm {
         for j in 0..tn4 {
             wln!(
                 w,
-                "    store(live, base, m0 + {i}u, o{i}, n0 + {}u, g, {});",
+                "    store(live, base, m0 + {i}u, o{i}, n0 + {}u, {}, bv{j});",
                 4 * j,
                 acc4(i, j)
             );
@@ -212,13 +213,33 @@ pub(crate) fn source(tm: usize, tn: usize) -> String {
     hoist_params(&w.finish(), &ImplicitParams::fields())
 }
 
-/// The `store` function (4 adjacent output channels of one pixel `px` at offset `po`: bias,
-/// the fused epilogue, the store by `P.ysc` from `po`; `ohw` is the WGSL for the pixels of
-/// one image) and the
+/// Declares `bv0..bv{tn4 - 1}`: the bias of the workgroup's output channels `n0 + 4 j ..
+/// n0 + 4 j + 3` of group `g` (zeros without `HAS_BIAS`; channels past the group read its last
+/// one, never stored). Loaded once per channel for all of a lane's pixels: a storage-buffer
+/// load is a per-lane loop on CPU adapters, and the stores called them per pixel before.
+pub(crate) fn bias_vectors(w: &mut Wgsl, tn4: usize) {
+    for j in 0..tn4 {
+        wln!(w, "    var bv{j} = vec4<f32>(0.0);");
+    }
+    w.line("    if (HAS_BIAS) {");
+    w.line("        let bb = g * P.kg;");
+    w.line("        let bl = P.kg - 1u;");
+    for j in 0..tn4 {
+        let loads: Vec<String> = (0..4)
+            .map(|e| format!("bias[bb + min(n0 + {}u, bl)]", 4 * j + e))
+            .collect();
+        wln!(w, "        bv{j} = vec4<f32>({});", loads.join(", "));
+    }
+    w.line("    }");
+}
+
+/// The `store` function (4 adjacent output channels of one pixel `px` at offset `po`: the
+/// bias `b` (see [`bias_vectors`]), the fused epilogue, the store by `P.ysc` from `po`; `ohw`
+/// is the WGSL for the pixels of one image) and the
 /// entry point's head up to the workgroup's (image, group) `n`, `g`, channel block `tn` and
 /// pixel block `gm`: shared by `conv2d_implicit` and `conv2d_implicit_first`.
 pub(crate) fn store_and_entry(w: &mut Wgsl, ohw: &str) {
-    w.line("fn store(live: bool, base: u32, px: u32, po: u32, col0: u32, g: u32, v: vec4<f32>) {");
+    w.line("fn store(live: bool, base: u32, px: u32, po: u32, col0: u32, v: vec4<f32>, b: vec4<f32>) {");
     wln!(w, "    if (!live || px >= {ohw}) {{");
     w.line("        return;");
     w.line("    }");
@@ -227,7 +248,7 @@ pub(crate) fn store_and_entry(w: &mut Wgsl, ohw: &str) {
     w.line("        if (col < P.kg) {");
     w.line("            var out = v[e];");
     w.line("            if (HAS_BIAS) {");
-    w.line("                out += bias[g * P.kg + col];");
+    w.line("                out += b[e];");
     w.line("            }");
     w.line(&epilogue_store(
         "            ",

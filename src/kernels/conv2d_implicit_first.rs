@@ -4,7 +4,7 @@
 //! kernel costs at least ~30 ms of LLVM at its first dispatch.
 
 use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, ACTIVATION};
-use crate::kernels::conv2d_implicit::{next_tap, store_and_entry};
+use crate::kernels::conv2d_implicit::{bias_vectors, next_tap, store_and_entry};
 use crate::kernels::shared::{acc4, flat_loader, scalar_subblocks, ConvShape, SG};
 
 /// Output channels per lane (one pixel per lane).
@@ -144,10 +144,11 @@ pub(crate) fn source() -> String {
     w.line("        cb = select(cb, cb + 1u, er);");
     w.line("    }");
     w.line("    let base = P.y_off + n * P.k * ohw + g * P.kg * P.ysc;");
+    bias_vectors(&mut w, tn / 4);
     for j in 0..tn / 4 {
         wln!(
             w,
-            "    store(live, base, m0, m0 * P.ysp, n0 + {}u, g, {});",
+            "    store(live, base, m0, m0 * P.ysp, n0 + {}u, {}, bv{j});",
             4 * j,
             acc4(0, j)
         );
