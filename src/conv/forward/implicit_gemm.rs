@@ -82,7 +82,7 @@ pub(crate) fn encode_at(
         None => (*src_p, [1, 1]),
     };
     let p = &sampled;
-    let Some(pl) = plan(ctx, p) else {
+    let Some(pl) = plan(ctx, p).map(|pl| pl.for_weights(ctx, p, wl)) else {
         return Err(refuse(Algorithm::ImplicitGemm, why_not(ctx)));
     };
     if p.oh * p.ow == 0 || p.n == 0 || p.k == 0 {
