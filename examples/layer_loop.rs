@@ -4,7 +4,8 @@
 //! step; `allocated_bytes` is printed so a loop that allocates per call shows.
 //!
 //! Run: `cargo run --release --example layer_loop -- [--shape e] [--steps 200] [--algo auto]
-//! [--no-sync] [--no-tune] [--layer N,C,H,W,K,R,S,stride,pad] [--profile STEPS]`
+//! [--no-sync] [--no-tune] [--update-weights] [--layer N,C,H,W,K,R,S,stride,pad]
+//! [--profile STEPS]`
 
 #[path = "../benches/suite/mod.rs"]
 mod suite;
@@ -44,6 +45,10 @@ struct Args {
     /// Do not wait for the GPU after each step (only at the end)
     #[arg(long)]
     no_sync: bool,
+    /// Rewrite the weights (`Tensor::write`, same values) before every step, as a training
+    /// loop whose optimizer runs on the host does: the packed-weight cache misses every step
+    #[arg(long)]
+    update_weights: bool,
     /// Use the heuristic algorithm choice instead of autotuning
     #[arg(long)]
     no_tune: bool,
@@ -78,7 +83,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     s.x[0] = a.batch.unwrap_or(s.x[0]);
     let p = s.params.resolve(s.x, s.w, Some(s.w[0]))?;
     let x = Tensor::from_slice(&ctx, &suite::fill(s.x.iter().product(), 7), &s.x)?;
-    let w = Tensor::from_slice(&ctx, &suite::fill(s.w.iter().product(), 11), &s.w)?;
+    let w_data = suite::fill(s.w.iter().product(), 11);
+    let w = Tensor::from_slice(&ctx, &w_data, &s.w)?;
     let b = Tensor::from_slice(&ctx, &suite::fill(s.w[0], 5), &[s.w[0]])?;
     let dy = Tensor::from_slice(
         &ctx,
@@ -110,6 +116,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(())
     };
     let step = || -> wgconv::Result<()> {
+        if a.update_weights {
+            w.write(&w_data)?;
+        }
         if a.reuse_outputs {
             for op in &a.ops {
                 let mut enc = ctx
