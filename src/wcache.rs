@@ -9,7 +9,10 @@
 //! into a caller's encoder) are never cached. A miss packs in a submission of its own, so a
 //! cached image is filled whatever the caller later does with its encoder. Entries die with
 //! their tensor (checked on every insertion) and the least recently used go first when the
-//! cache exceeds its byte budget ([`Context::set_weight_cache_budget`]).
+//! cache exceeds its byte budget ([`Context::set_weight_cache_budget`]). On CPU adapters a
+//! 1x1 layer whose cached weights changed since (a training loop writing them every step)
+//! reads its weights' verbatim image copy instead of packing them again: no pass, no
+//! allocation, nothing cached (see `reads_flat_weights` in `conv::forward::implicit_gemm`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -67,6 +70,17 @@ impl WeightCache {
             Held::Buffer(b) => Some(b),
             Held::Image(_) => None,
         }
+    }
+
+    /// Does the cache hold another version of the weights `key` in layout `layout`? Then
+    /// they changed since they were cached (a training loop writing them every step), and
+    /// packing this version for the cache would likely be wasted.
+    pub(crate) fn holds_other_version(&self, key: &ContentKey, layout: &[u64]) -> bool {
+        self.entries.lock().is_ok_and(|entries| {
+            entries
+                .iter()
+                .any(|e| e.key.id == key.id && e.key.version != key.version && e.layout == layout)
+        })
     }
 
     fn get_held(&self, key: &ContentKey, layout: &[u64]) -> Option<Held> {

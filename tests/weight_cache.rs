@@ -235,3 +235,84 @@ fn channels_last_weights_are_cached_apart_from_their_contiguous_view() {
     );
     expect("krsc again", &xv, &wv, &conv(&ctx, &x, &w_cl));
 }
+
+/// Whether `ctx` compiled an implicit-GEMM forward pipeline reading flat weights (`W_FLAT`).
+fn ran_flat_weights(ctx: &Context) -> bool {
+    wgconv::dev::compiled_pipelines(ctx)
+        .iter()
+        .any(|(name, spec)| {
+            name.starts_with("conv2d_implicit")
+                && spec.iter().any(|&(k, v)| k == "W_FLAT" && v == 1)
+        })
+}
+
+/// 1x1 layers (channels per group a multiple of 8) read their weights' verbatim copy once the
+/// weights change between calls (a training loop) or cannot be cached: every write is
+/// followed, across groups, strides, output channels that fill no whole channel block,
+/// batches and the bias.
+#[test]
+fn flat_weights_of_pointwise_layers_follow_every_write() {
+    let mut rng = Rng::new(71);
+    // (N, C, H, W, K, groups, stride, bias)
+    let cases = [
+        (2, 16, 7, 9, 40, 1, 1, true),
+        (1, 32, 8, 8, 20, 2, 2, false),
+        (2, 48, 5, 6, 60, 3, 1, true),
+        (1, 8, 14, 14, 36, 1, 2, true),
+    ];
+    for budget in [None, Some(0)] {
+        let ctx = fresh_ctx();
+        if let Some(b) = budget {
+            ctx.set_weight_cache_budget(b);
+        }
+        let mut flat_possible = false;
+        for &(n, c, h, wd, k, groups, stride, with_bias) in &cases {
+            let xs = [n, c, h, wd];
+            let ws = [k, c / groups, 1, 1];
+            let prm = Conv2dParams::default()
+                .with_stride([stride, stride])
+                .with_groups(groups);
+            let p = prm.resolve(xs, ws, Some(k)).unwrap();
+            let algo = if ctx.can_run_forward(Algorithm::ImplicitGemm, &p) {
+                flat_possible = true;
+                Algorithm::ImplicitGemm
+            } else {
+                Algorithm::Auto
+            };
+            let xv = rng.vec(xs.iter().product());
+            let bv = rng.vec(k);
+            let x = Tensor::from_slice(&ctx, &xv, &xs).unwrap();
+            let b = Tensor::from_slice(&ctx, &bv, &[k]).unwrap();
+            let bias = with_bias.then_some(&b);
+            let w = Tensor::from_slice(&ctx, &rng.vec(ws.iter().product()), &ws).unwrap();
+            for round in 0..3 {
+                let wv = rng.vec(ws.iter().product());
+                w.write(&wv).unwrap();
+                let got = ctx
+                    .conv2d_with(&x, &w, bias, &prm, algo)
+                    .and_then(|y| y.read())
+                    .unwrap();
+                let bref = with_bias.then_some(bv.as_slice());
+                let want = cpu::conv2d(&xv, xs, &wv, ws, bref, &prm).unwrap().0;
+                let scale = cpu::conv2d(&abs(&xv), xs, &abs(&wv), ws, None, &prm)
+                    .unwrap()
+                    .0;
+                let tols: Vec<f32> = scale
+                    .iter()
+                    .map(|&s| tol(s + 1.0, p.reduction_len()))
+                    .collect();
+                let label = format!("1x1 {xs:?} K={k} groups={groups} s={stride} round {round}");
+                if let Err(e) = check(&label, &got, &want, &tols) {
+                    panic!("{e} (cache budget {budget:?})");
+                }
+            }
+        }
+        // Rounds 1 and 2 changed cached weights (and with no cache every call reads them
+        // flat): the flat kernel ran wherever the implicit GEMM does.
+        assert_eq!(
+            ran_flat_weights(&ctx),
+            flat_possible,
+            "flat weights (cache budget {budget:?})"
+        );
+    }
+}

@@ -5,7 +5,7 @@ use crate::gpu::wgsl::{
     epilogue_store, hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, ACTIVATION,
 };
 use crate::kernels::shared::{
-    acc4, scalar_subblocks, subgroup_entry, workgroup_blocks, IMPLICIT_LAYOUT_DOC, SG,
+    acc4, scalar_subblocks_of, subgroup_entry, workgroup_blocks, IMPLICIT_LAYOUT_DOC, SG,
 };
 
 /// Output pixels per invocation of the default shape.
@@ -15,8 +15,8 @@ pub(crate) const IC_TN: usize = 16;
 
 params! {
     /// Parameters of `conv2d_implicit` (both shapes): output geometry, kernel, input image
-    /// layout, then the launch and weight-panel fields and y's pitches (`spare*` pad the
-    /// struct to 16 bytes).
+    /// layout, then the launch and weight-panel fields, y's pitches and, with `W_FLAT`, the
+    /// log2 width of the weights' flat image (`spare1` pads the struct to 16 bytes).
     pub(crate) struct ImplicitParams {
         ohw: u32, ow: u32, sh: u32, sw: u32,
         dh: u32, dw: u32, r: u32, s: u32,
@@ -25,7 +25,7 @@ params! {
         batch: u32, wg0: u32, kg: u32, k: u32,
         hb: u32, kp: u32, y_off: u32, alpha: f32,
         lo: f32, hi: f32, ysc: u32, ysp: u32,
-        ysn: u32, ysr: u32, spare0: u32, spare1: u32,
+        ysn: u32, ysr: u32, tw_shift: u32, spare1: u32,
     }
 }
 
@@ -38,6 +38,10 @@ spec! {
         ACT: u32 = 0 in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
         /// The fused epilogue's residual position (`Residual::code`).
         RES: u32 = 0 in [0, 1, 2],
+        /// 1x1 layers with channels per group a multiple of 8: the weights are a verbatim
+        /// image copy of their `[K, C/groups]` buffer (`copy_flat`) instead of packed panels,
+        /// so no packing pass runs (see `W_FLAT` in the source).
+        W_FLAT: bool = false,
     }
 }
 
@@ -144,14 +148,30 @@ pub(crate) fn source(tm: usize, tn: usize) -> String {
     w.line("    var ts = 0u;");
     w.line("    var tr = 0u;");
     w.line("    let steps = P.cb8 * P.r * P.s;");
+    flat_rows(&mut w, tn4);
     w.line("    for (var t = 0u; t < steps; t++) {");
-    w.line("        // Weights: lane sl loads k-row sl of this step, shared by subgroupBroadcast.");
+    w.line("        // Weights: lane sl loads k-row sl of this step (W_FLAT: its output channels'");
+    w.line("        // 8 weights of this channel block), shared by subgroupBroadcast.");
+    for j in 0..tn4 {
+        wln!(w, "        var bl{j}: vec4<f32>;");
+    }
+    w.line("        if (W_FLAT) {");
+    for j in 0..tn4 {
+        let (kk, h) = flat_texel(tn4, j);
+        wln!(w, "            let f{j} = wr{kk} + 2u * t{h};");
+        wln!(
+            w,
+            "            bl{j} = textureLoad(tb, vec2<u32>(f{j} & (wtw - 1u), f{j} >> P.tw_shift));"
+        );
+    }
+    w.line("        } else {");
     for j in 0..tn4 {
         wln!(
             w,
-            "        let bl{j} = textureLoad(tb, vec2<u32>(xb + {j}u, yb + sl));"
+            "            bl{j} = textureLoad(tb, vec2<u32>(xb + {j}u, yb + sl));"
         );
     }
+    w.line("        }");
     wln!(
         w,
         "        // Input: channels 0-3 and 4-7 of the block at this lane's {tm} pixels."
@@ -166,9 +186,16 @@ pub(crate) fn source(tm: usize, tn: usize) -> String {
             "        let a{i}_1 = textureLoad(tx, vec2<u32>(x1 + bx{i}, y1 + by{i}));"
         );
     }
-    scalar_subblocks(&mut w, "        ", tm, tn, |i, k| {
-        format!("a{i}_{}.{}", k / 4, ['x', 'y', 'z', 'w'][k % 4])
-    });
+    scalar_subblocks_of(
+        &mut w,
+        "        ",
+        (tm, tn),
+        |i, k| format!("a{i}_{}.{}", k / 4, ['x', 'y', 'z', 'w'][k % 4]),
+        |n, k| {
+            let (packed, flat) = (packed_broadcast(n, k), flat_broadcast(tn4, n, k));
+            format!("select({packed}, {flat}, W_FLAT)")
+        },
+    );
     wln!(w, "        yb += {SG}u;");
     w.line("        let eb = yb == P.hb;");
     w.line("        yb = select(yb, 0u, eb);");
@@ -211,6 +238,69 @@ pub(crate) fn source(tm: usize, tn: usize) -> String {
     }
     w.line("}");
     hoist_params(&w.finish(), &ImplicitParams::fields())
+}
+
+/// Lanes per 4-output-channel group of the flat weights (`W_FLAT`): with `tn4` groups per
+/// workgroup, lane `sl` holds group `sl % tn4` and, of the 8 channels of a reduction step,
+/// those of half `sl / tn4` (`tn4` = 4) or both halves (`tn4` = 8).
+fn flat_texel(tn4: usize, j: usize) -> (usize, &'static str) {
+    assert!(
+        tn4 == 4 || tn4 == 8,
+        "W_FLAT needs 16 or 32 channels per workgroup"
+    );
+    match (tn4, j % 2) {
+        // 8 texels per lane: output channel kk = j / 2 of the group, channels 4h..4h+3.
+        (8, 0) => (j / 2, ""),
+        (8, _) => (j / 2, " + 1u"),
+        // 4 texels per lane: output channel kk = j, the lane's half (in `wr`).
+        _ => (j, ""),
+    }
+}
+
+/// WGSL: each lane's flat-weight row offsets `wr0..wr3` (texels; output channel
+/// `n0 + 4 * (sl % tn4) + kk`, clamped into the group) and the flat image width `wtw`.
+fn flat_rows(w: &mut Wgsl, tn4: usize) {
+    w.line(
+        "    // W_FLAT: texel offsets of this lane's 4 output channels' weight rows (channels past",
+    );
+    w.line("    // the group stand in for the last one: never stored), and the flat image width.");
+    w.line("    let wtw = 1u << P.tw_shift;");
+    wln!(w, "    let wq = n0 + 4u * (sl % {tn4}u);");
+    let half = if tn4 == 8 { "0u" } else { "sl / 4u" };
+    for kk in 0..4 {
+        wln!(
+            w,
+            "    let wr{kk} = ((g * P.kg + min(wq + {kk}u, P.kg - 1u)) * P.kp) / 4u + {half};"
+        );
+    }
+}
+
+/// The broadcast of column `n`, reduction row `k` of a step from the packed panel: lane `k`'s
+/// row texel.
+fn packed_broadcast(n: usize, k: usize) -> String {
+    let c = ['x', 'y', 'z', 'w'];
+    format!("subgroupBroadcast(bl{}.{}, {k}u)", n / 4, c[n % 4])
+}
+
+/// The broadcast of column `n`, reduction row `k` from the flat weights (see
+/// [`flat_texel`]): the lane holding output channel `n`'s group and channel `k`'s half.
+fn flat_broadcast(tn4: usize, n: usize, k: usize) -> String {
+    let c = ['x', 'y', 'z', 'w'];
+    let (kk, h) = (n % 4, k / 4);
+    if tn4 == 8 {
+        format!(
+            "subgroupBroadcast(bl{}.{}, {}u)",
+            kk * 2 + h,
+            c[k % 4],
+            n / 4
+        )
+    } else {
+        format!(
+            "subgroupBroadcast(bl{kk}.{}, {}u)",
+            c[k % 4],
+            n / 4 + tn4 * h
+        )
+    }
 }
 
 /// Declares `bv0..bv{tn4 - 1}`: the bias of the workgroup's output channels `n0 + 4 j ..

@@ -17,15 +17,25 @@ pub(crate) fn scalar_subblocks(
     cols: usize,
     a_of: impl Fn(usize, usize) -> String,
 ) {
+    scalar_subblocks_of(w, ind, (rows, cols), a_of, |n, k| {
+        let lane = ['x', 'y', 'z', 'w'][n % 4];
+        format!("subgroupBroadcast(bl{}.{lane}, {k}u)", n / 4)
+    });
+}
+
+/// [`scalar_subblocks`] with the broadcast of column `n`, k-step `k` given by `b_of` (a
+/// WGSL expression) instead of lane `k`'s row texel `bl{n / 4}`.
+pub(crate) fn scalar_subblocks_of(
+    w: &mut Wgsl,
+    ind: &str,
+    (rows, cols): (usize, usize),
+    a_of: impl Fn(usize, usize) -> String,
+    b_of: impl Fn(usize, usize) -> String,
+) {
     for n in 0..cols {
         wln!(w, "{ind}{{");
         for k in 0..SG {
-            let lane = ['x', 'y', 'z', 'w'][n % 4];
-            wln!(
-                w,
-                "{ind}    let b{k} = subgroupBroadcast(bl{}.{lane}, {k}u);",
-                n / 4
-            );
+            wln!(w, "{ind}    let b{k} = {};", b_of(n, k));
             for r in 0..rows {
                 wln!(
                     w,

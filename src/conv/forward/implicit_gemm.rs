@@ -88,35 +88,7 @@ pub(crate) fn encode_at(
     if p.oh * p.ow == 0 || p.n == 0 || p.k == 0 {
         return Ok(());
     }
-    let (act, res) = bufs.ep_codes();
-    let spec = ImplicitSpec {
-        WG: WG as u32,
-        HAS_BIAS: bufs.b.is_some(),
-        ACT: act,
-        RES: res,
-    };
-    // The tile's kernel, or its first-call stand-in (1 pixel per lane, same weight panels,
-    // same sums in the same order) while the tile's kernel is not compiled yet. A kernel
-    // not compiled yet compiles on another thread while the weight packing and input
-    // padding below compile theirs.
-    let kernel = match pl.tile {
-        Tile::P8x16 => PipelineKey::of::<k::Conv2dImplicit>(&spec),
-        Tile::P4x32 => PipelineKey::of::<k::Conv2dImplicitN32>(&spec),
-    };
-    let stand_in = ctx.stand_in(kernel.clone());
-    // A first call that can read x and w through image copies runs one kernel, not three
-    // (contiguous outputs only).
-    if stand_in && bufs.y_pitch.is_none() && first_call(ctx, enc, src_p, bufs, x_base, wl)? {
-        bufs.mark_epilogue_applied();
-        return Ok(());
-    }
-    ctx.compile_ahead(match (pl.tile, stand_in) {
-        (_, false) => kernel,
-        (Tile::P8x16, true) => PipelineKey::of::<k::Conv2dImplicitP1x16>(&spec),
-        (Tile::P4x32, true) => PipelineKey::of::<k::Conv2dImplicitP1x32>(&spec),
-    });
     let (kg, cg, ohw) = (p.k_per_group(), p.c_per_group(), p.oh * p.ow);
-    let groups_n = kg.div_ceil(pl.tile.cols());
     // Weights: from the packed-weight cache, else packed (in a submission of its own when
     // the result is cached, so the image is filled whatever the caller does with `enc`).
     let layout_key: Vec<u64> = [
@@ -146,10 +118,60 @@ pub(crate) fn encode_at(
     .collect();
     let cache = &ctx.inner.weights;
     let cached = bufs.w_key.as_ref().and_then(|k| cache.get(k, &layout_key));
+    // 1x1 layers read their weights' verbatim copy unless they are cached, or seen for the
+    // first time (then packed and cached as before, for calls that keep them).
+    let w_flat = cached.is_none()
+        && reads_flat_weights(ctx, p, bufs, wl)
+        && bufs
+            .w_key
+            .as_ref()
+            .is_none_or(|k| cache.budget() == 0 || cache.holds_other_version(k, &layout_key));
+    let (act, res) = bufs.ep_codes();
+    let spec = ImplicitSpec {
+        WG: WG as u32,
+        HAS_BIAS: bufs.b.is_some(),
+        ACT: act,
+        RES: res,
+        W_FLAT: w_flat,
+    };
+    // The tile's kernel, or its first-call stand-in (1 pixel per lane, same weight panels,
+    // same sums in the same order) while the tile's kernel is not compiled yet. A kernel
+    // not compiled yet compiles on another thread while the weight packing and input
+    // padding below compile theirs.
+    let kernel = match pl.tile {
+        Tile::P8x16 => PipelineKey::of::<k::Conv2dImplicit>(&spec),
+        Tile::P4x32 => PipelineKey::of::<k::Conv2dImplicitN32>(&spec),
+    };
+    let stand_in = ctx.stand_in(kernel.clone());
+    // A first call that can read x and w through image copies runs one kernel, not three
+    // (contiguous outputs only).
+    if stand_in && bufs.y_pitch.is_none() && first_call(ctx, enc, src_p, bufs, x_base, wl)? {
+        bufs.mark_epilogue_applied();
+        return Ok(());
+    }
+    ctx.compile_ahead(match (pl.tile, stand_in) {
+        (_, false) => kernel,
+        (Tile::P8x16, true) => PipelineKey::of::<k::Conv2dImplicitP1x16>(&spec),
+        (Tile::P4x32, true) => PipelineKey::of::<k::Conv2dImplicitP1x32>(&spec),
+    });
+    let groups_n = kg.div_ceil(pl.tile.cols());
+    let mut w_shift = 0;
     // A packed image not cached goes back to the scratch pool when `_wimg` drops, after the
     // last command binding it is recorded.
     let (wview, _wimg) = match cached {
         Some(v) => (v, None),
+        // 1x1 layers: the weights' verbatim image copy (one copy; nothing to pack or cache).
+        None if w_flat => {
+            let len = p.k * cg;
+            let Some((img, tw)) = copy_flat(ctx, enc, &bufs.w, len, "wgconv flat weights")? else {
+                return Err(crate::error::Error::library_bug(
+                    "recording an implicit-GEMM convolution",
+                    "a flat weight copy that reads_flat_weights accepted did not fit",
+                ));
+            };
+            w_shift = tw.trailing_zeros();
+            (img.view.clone(), Some(img))
+        }
         None => {
             let own = bufs.w_key.is_some() && cache.budget() > 0;
             let mut own_enc = own.then(|| ctx.encoder("wgconv weight pack"));
@@ -211,6 +233,7 @@ pub(crate) fn encode_at(
         k: u32_of(p.k, "output channels")?,
         hb: u32_of(pl.hb, "weight image height")?,
         kp: u32_of(pl.kp, "reduction length")?,
+        tw_shift: w_shift,
         ysn: u32_of(ysn, "output elements")?,
         ysc: u32_of(ysc, "output elements")?,
         ysr: u32_of(ysr, "output elements")?,
@@ -257,6 +280,29 @@ pub(crate) fn encode_at(
     // The store applied the epilogue (fused).
     bufs.mark_epilogue_applied();
     Ok(())
+}
+
+/// Does the kernel read `p`'s weights (laid out as `wl`) from a verbatim image copy of their
+/// buffer (`W_FLAT`) instead of packed panels? On CPU adapters for 1x1 layers in the forward
+/// layout with channels per group a multiple of 8 (a reduction step's 8 channels are two
+/// texels of a weight row) and f32 weights used as they are: the copy replaces the packing
+/// pass (~0.3 ms for 512 x 256 weights on lavapipe, every call of a training loop whose
+/// weights change) at the same kernel cost.
+fn reads_flat_weights(
+    ctx: &Context,
+    p: &Conv2dProblem,
+    bufs: &ConvBuffers,
+    wl: WeightLayout,
+) -> bool {
+    let (kg, cg) = (p.k_per_group(), p.c_per_group());
+    ctx.cpu_kernels()
+        && p.r * p.s == 1
+        && cg.is_multiple_of(8)
+        && wl.c_stride == 1
+        && wl.k_stride == cg
+        && wl.g_stride == kg * cg
+        && bufs.w_src.is_none()
+        && flat_copy_fits_of(ctx, (&bufs.w, 0), p.k * cg, DType::F32)
 }
 
 /// y's image, channel, row and column pitches (elements) for `p`'s own output: NCHW
