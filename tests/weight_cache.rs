@@ -316,3 +316,61 @@ fn flat_weights_of_pointwise_layers_follow_every_write() {
         );
     }
 }
+
+/// Weights written between calls (a training loop) are packed again in the call's own
+/// encoder, into pooled scratch: after the first change no call allocates, f32 and f16
+/// weights alike (f16 ones are converted in the call: it bound only a placeholder, expecting
+/// the cache), and every result follows the write.
+#[test]
+fn changing_weights_pack_without_allocating() {
+    let mut rng = Rng::new(72);
+    let ctx = fresh_ctx();
+    let algo = cached_algorithm(&ctx);
+    let n: usize = WS.iter().product();
+    let h = |v: &[f32]| -> Vec<half::f16> { v.iter().map(|&a| half::f16::from_f32(a)).collect() };
+    let back = |v: &[half::f16]| -> Vec<f32> { v.iter().map(|a| a.to_f32()).collect() };
+    for f16 in [false, true] {
+        let mut xv = rng.vec(XS.iter().product());
+        let (x, w) = if f16 {
+            xv = back(&h(&xv));
+            let x = Tensor::from_f16(&ctx, &h(&xv), &XS).unwrap();
+            (
+                x,
+                Tensor::from_f16(&ctx, &vec![half::f16::ZERO; n], &WS).unwrap(),
+            )
+        } else {
+            let x = Tensor::from_slice(&ctx, &xv, &XS).unwrap();
+            (x, Tensor::zeros(&ctx, &WS).unwrap())
+        };
+        for round in 0..4 {
+            let mut wv = rng.vec(n);
+            if f16 {
+                wv = back(&h(&wv));
+                w.write_f16(&h(&wv)).unwrap();
+            } else {
+                w.write(&wv).unwrap();
+            }
+            let before = wgconv::dev::pool_stats(&ctx).device_allocations;
+            let y = ctx.conv2d_with(&x, &w, None, &params(), algo).unwrap();
+            let allocated = wgconv::dev::pool_stats(&ctx).device_allocations - before;
+            let label = format!("f16 {f16} round {round}");
+            if f16 {
+                // f16 results: the f32 sums rounded once more.
+                let got = back(&y.read_f16().unwrap());
+                let want = cpu::conv2d(&xv, XS, &wv, WS, None, &params()).unwrap().0;
+                for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - e).abs() <= 1e-3 + 2e-3 * e.abs(),
+                        "{label}: element {i} got {g} want {e}"
+                    );
+                }
+            } else {
+                expect(&label, &xv, &wv, &y.read().unwrap());
+            }
+            // Round 0 caches, round 1 takes scratch for the first repack; later rounds reuse.
+            if round >= 2 {
+                assert_eq!(allocated, 0, "{label}: device allocations");
+            }
+        }
+    }
+}

@@ -118,14 +118,15 @@ pub(crate) fn encode_at(
     .collect();
     let cache = &ctx.inner.weights;
     let cached = bufs.w_key.as_ref().and_then(|k| cache.get(k, &layout_key));
+    // Weights that changed since they were cached (a training loop writing them every step)
+    // are not cached again: caching pays only for weights that calls keep.
+    let changing = cached.is_none()
+        && (bufs.w_key.as_ref()).is_some_and(|k| cache.holds_other_version(k, &layout_key));
     // 1x1 layers read their weights' verbatim copy unless they are cached, or seen for the
     // first time (then packed and cached as before, for calls that keep them).
     let w_flat = cached.is_none()
         && reads_flat_weights(ctx, p, bufs, wl)
-        && bufs
-            .w_key
-            .as_ref()
-            .is_none_or(|k| cache.budget() == 0 || cache.holds_other_version(k, &layout_key));
+        && (bufs.w_key.is_none() || cache.budget() == 0 || changing);
     let (act, res) = bufs.ep_codes();
     let spec = ImplicitSpec {
         WG: WG as u32,
@@ -173,13 +174,19 @@ pub(crate) fn encode_at(
             (img.view.clone(), Some(img))
         }
         None => {
-            let own = bufs.w_key.is_some() && cache.budget() > 0;
+            // Changing weights pack into scratch in the call's own encoder (no submission of
+            // their own, no allocation); others into a new image cached after its own
+            // submission.
+            let own = bufs.w_key.is_some() && cache.budget() > 0 && !changing;
             let mut own_enc = own.then(|| ctx.encoder("wgconv weight pack"));
             // f16 weights packed in a submission of their own are converted there (the
             // call's f32 copy is filled by `enc`, submitted later). The scratch goes back to
             // the pool after that submission, which runs before anything recorded later.
+            // Changing ones are converted in `enc`: the call may have bound only a
+            // placeholder for them, expecting the cache (`lazy_w` in `conv2d`).
             let w32 = match (&bufs.w_src, own_enc.as_mut()) {
                 (Some(t), Some(penc)) => Some(half::input(ctx, penc, t)?),
+                (Some(t), None) if changing => Some(half::input(ctx, enc, t)?),
                 _ => None,
             };
             let converted;
