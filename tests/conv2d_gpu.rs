@@ -379,3 +379,50 @@ fn depthwise_matches_cpu_on_sweep() {
         n += 1;
     }
 }
+
+/// The row packer of forward weights (`pack_conv_weights_rows`: one texel load per packed
+/// texel) on panels that wrap to the next column block of the weight image (at most 256 texels
+/// tall here), with flipped taps, groups and a 5x5 kernel whose rows straddle texels and
+/// taps; steady kernels from the first call on (blocking tuning, no first-call stand-ins).
+#[test]
+fn weight_row_packer_matches_cpu_on_wrapped_panels() {
+    let ctx = Context::with_options_blocking(ContextOptions {
+        limits: Some(LimitsOverride {
+            max_texture_dimension_2d: Some(256),
+            ..Default::default()
+        }),
+        tuning: Some(wgconv::TuningMode::Blocking),
+        ..Default::default()
+    })
+    .expect("adapter");
+    if !ctx.has_subgroups8() {
+        return;
+    }
+    let mut rng = Rng::new(29);
+    let pad =
+        |p: usize| wgconv::Conv2dParams::default().with_padding(wgconv::Padding::Symmetric([p, p]));
+    // (x, w, params): 64 x 16 x 3 x 3 is two 144-row panels in a 256-row image.
+    let cases = [
+        ([1, 16, 6, 6], [64, 16, 3, 3], pad(1)),
+        ([2, 16, 5, 7], [64, 16, 3, 3], pad(1).with_flip(true)),
+        ([1, 32, 5, 5], [64, 16, 3, 3], pad(1).with_groups(2)),
+        ([1, 8, 9, 9], [32, 8, 5, 5], pad(2).with_flip(true)),
+    ];
+    for (i, (x, w, params)) in cases.into_iter().enumerate() {
+        let problem = params.resolve(x, w, Some(w[0])).unwrap();
+        let case = ConvCase {
+            x,
+            w,
+            bias: true,
+            params,
+            problem,
+        };
+        assert!(ctx.can_run_forward(Algorithm::ImplicitGemm, &problem));
+        run_case_on(&ctx, 2000 + i, &case, Algorithm::ImplicitGemm, &mut rng).unwrap();
+    }
+    assert!(
+        wgconv::dev::compiled_kernels(&ctx).contains(&"pack_conv_weights_rows"),
+        "{:?}",
+        wgconv::dev::compiled_kernels(&ctx)
+    );
+}

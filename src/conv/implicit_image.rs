@@ -12,7 +12,9 @@ use crate::gpu::memory::{
 use crate::gpu::pipeline::PipelineKey;
 use crate::gpu::{i32_of, launch_linear, u32_of, Bind};
 use crate::kernels::k;
-use crate::kernels::pack_conv_weights::{PackWeightsParams, PackWeightsRunsSpec, PackWeightsSpec};
+use crate::kernels::pack_conv_weights::{
+    PackWeightsParams, PackWeightsRunsSpec, PackWeightsSpec, ROW_TEXELS,
+};
 use crate::kernels::pad_image::{PadImageFlatSpec, PadImageNhwcSpec, PadImageParams, PadImageSpec};
 use crate::params::{Conv2dProblem, PaddingMode};
 use crate::tensor::DType;
@@ -396,6 +398,22 @@ fn copies_x(ctx: &Context, p: &Conv2dProblem, sub: [usize; 2], x_cl: bool) -> bo
     ctx.cpu_kernels() && (x_cl || (sub == [1, 1] && p.mode == PaddingMode::Zeros))
 }
 
+/// Can `pack_conv_weights_rows` pack `p`'s weights (laid out as `wl`) into plan `pl`'s image?
+/// Forward weights whose rows (an output channel's `C/groups * R * S` weights) are runs of
+/// whole texels, panels without padding (channels per group a multiple of 8, output channels
+/// per group a multiple of the panel width) each within at most two column blocks.
+fn packs_rows(p: &Conv2dProblem, (pl, wl): (&Plan, WeightLayout)) -> bool {
+    let (kg, cg, rs) = (p.k_per_group(), p.c_per_group(), p.r * p.s);
+    wl.c_stride == rs
+        && wl.k_stride == cg * rs
+        && wl.g_stride == kg * cg * rs
+        && wl.k_stride.is_multiple_of(4)
+        && cg.is_multiple_of(8)
+        && kg.is_multiple_of(pl.tile.cols())
+        && pl.kp == cg * rs
+        && pl.kp <= pl.hb
+}
+
 /// Texels of 4 output channels that are contiguous, texel-aligned tap runs (the input
 /// gradient's view, k_stride == R * S): the run packer, one load per packed texel.
 fn packs_runs(p: &Conv2dProblem, wl: WeightLayout) -> bool {
@@ -669,6 +687,7 @@ pub(crate) fn pack_weights_image(
     enum Packer {
         Buffer,
         Image,
+        Rows,
         Runs,
         Texel,
     }
@@ -677,7 +696,13 @@ pub(crate) fn pack_weights_image(
             wu.tw = *tw;
             wu.tw_shift = tw.trailing_zeros();
             wu.texels = u32_of(w_len / 4, "weight texels")?;
-            let packer = if runs { Packer::Runs } else { Packer::Image };
+            let packer = if runs {
+                Packer::Runs
+            } else if packs_rows(p, (pl, wl)) {
+                Packer::Rows
+            } else {
+                Packer::Image
+            };
             (packer, Bind::Image(&img.view))
         }
         None => (Packer::Buffer, Bind::whole(&bufs.w)),
@@ -694,8 +719,19 @@ pub(crate) fn pack_weights_image(
             wu.total = u32_of(wtotal, "weight texels")?;
             Packer::Texel
         }
+        Packer::Rows if ctx.stand_in(PipelineKey::of::<k::PackConvWeightsRows>(&spec)) => {
+            wtotal = pl.wwidth * pl.hb;
+            wu.total = u32_of(wtotal, "weight texels")?;
+            Packer::Texel
+        }
         other => other,
     };
+    if matches!(packer, Packer::Rows) {
+        // One invocation per (panel, texel column, run of ROW_TEXELS texels of a row).
+        let runs = (wl.k_stride / 4).div_ceil(ROW_TEXELS);
+        wtotal = pl.rows_total / pl.kp * (pl.tile.cols() / 4) * runs;
+        wu.total = u32_of(wtotal, "weight texels")?;
+    }
     if matches!(packer, Packer::Runs) {
         // One invocation per (panel, 8-channel block, texel column).
         wtotal = pl.rows_total / pl.kp * (pl.kp / (8 * rs)) * (pl.tile.cols() / 4);
@@ -722,6 +758,9 @@ pub(crate) fn pack_weights_image(
                 launch_linear::<k::PackConvWeights>(ctx, enc, &spec, &mut wu, set, &binds, total)
             }
             Packer::Image => launch_linear::<k::PackConvWeightsImage>(
+                ctx, enc, &spec, &mut wu, set, &binds, total,
+            ),
+            Packer::Rows => launch_linear::<k::PackConvWeightsRows>(
                 ctx, enc, &spec, &mut wu, set, &binds, total,
             ),
             Packer::Texel => launch_linear::<k::PackConvWeightsTexel>(

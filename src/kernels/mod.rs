@@ -312,6 +312,10 @@ kernels! {
     /// The first-call stand-in of [`Kernel::PackConvWeightsImage`]: one invocation per texel.
     PackConvWeightsTexel = "pack_conv_weights_texel", pack_conv_weights::texel_source(),
         PackWeightsParams, PackWeightsSpec, [ImageRead, Storage];
+    /// [`Kernel::PackConvWeightsImage`] for forward weights whose rows are whole texels and
+    /// whose panels need no padding: one texel load per packed texel (4 x 4 transposes).
+    PackConvWeightsRows = "pack_conv_weights_rows", pack_conv_weights::rows_source(),
+        PackWeightsParams, PackWeightsSpec, [ImageRead, Storage];
     /// [`Kernel::PackConvWeightsImage`] for weights whose texels are contiguous tap runs
     /// (the input gradient's channel-swapped view): one texel load per packed texel.
     PackConvWeightsRuns = "pack_conv_weights_runs", pack_conv_weights::runs_source(),

@@ -226,6 +226,111 @@ pub(crate) fn texel_source() -> String {
     hoist_params(&w.finish(), &PackWeightsParams::fields())
 }
 
+/// Texels of a weight row each `pack_conv_weights_rows` invocation reads (for each of its 4
+/// output channels): as many packed texels as it writes.
+pub(crate) const ROW_TEXELS: usize = 2;
+
+/// The WGSL source of `pack_conv_weights_rows`: `pack_conv_weights_image` for forward
+/// weights (`[K, C/groups, R, S]`, each output channel's `C/groups * R * S` weights a run of
+/// whole texels) whose panels have no padding (channels per group a multiple of 8, output
+/// channels per group a multiple of the panel width) and fit one column block of the image.
+/// An invocation reads `ROW_TEXELS` texels of the rows of 4 output channels and writes the
+/// 4 x 4 transposes: one texel load per packed texel, where `pack_conv_weights_image` loads 4
+/// (one per output channel, one float used of each).
+pub(crate) fn rows_source() -> String {
+    let mut w = Wgsl::new();
+    w.line(
+        "// pack_conv_weights_image for forward weights whose rows are runs of whole texels and",
+    );
+    w.line("// whose panels need no padding: one invocation per (panel column c4 of group g and");
+    wln!(w, "// channel block tn, run of {ROW_TEXELS} texels of the weight rows); it loads those texels");
+    w.line("// of output channels k0..k0+3 (k0 = 4 (tn pw + c4)) and stores, for each of their");
+    w.line("// elements e = (input channel c, tap), the texel (k0..k0+3) at panel row");
+    w.line("// (c / 8) * 8 R S + tap' * 8 + c % 8 (tap' rotated with FLIP).");
+    w.line("//");
+    w.line(IMPLICIT_LAYOUT_DOC);
+    w.line("");
+    w.line(&PackWeightsParams::wgsl());
+    w.line("");
+    w.line("@group(0) @binding(0) var<storage, read> P: Params;");
+    w.line("@group(0) @binding(1) var src: texture_storage_2d<rgba32float, read>;");
+    w.line("@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;");
+    w.line("");
+    w.line(&PackWeightsSpec::wgsl());
+    w.line("");
+    w.line("@compute @workgroup_size(WG)");
+    w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
+    w.line("    let t = P.t0 + gid.x + gid.y * nwg.x * WG;");
+    w.line("    if (t >= P.total) {");
+    w.line("        return;");
+    w.line("    }");
+    w.line("    let rs = P.r * P.s;");
+    w.line("    // Texels per weight row, and runs of them per row.");
+    w.line("    let rt = P.k_stride / 4u;");
+    wln!(
+        w,
+        "    let runs = (rt + {}u) / {ROW_TEXELS}u;",
+        ROW_TEXELS - 1
+    );
+    w.line("    let run = t % runs;");
+    w.line("    let col = t / runs;");
+    w.line("    let c4 = col % P.pw;");
+    w.line("    let pn = col / P.pw;");
+    w.line("    let g = pn / P.groups_n;");
+    w.line("    let tn = pn - g * P.groups_n;");
+    w.line("    let k0 = (tn * P.pw + c4) * 4u;");
+    w.line("    let row0 = (P.w_off + g * P.g_stride + k0 * P.k_stride) / 4u;");
+    w.line("    let krow = P.k_stride / 4u;");
+    w.line("    // Image position of the panel's first row: column block q0, row y0 (a panel of kp <= hb");
+    w.line("    // rows wraps to the next column block at most once).");
+    w.line("    let pbase = pn * P.kp;");
+    w.line("    let q0 = pbase / P.hb;");
+    w.line("    let y0 = pbase - q0 * P.hb;");
+    wln!(w, "    let j0 = run * {ROW_TEXELS}u;");
+    w.line("    // Element e0 = 4 j0 of the row: input channel c, tap tp (counters from here on).");
+    w.line("    var c = (4u * j0) / rs;");
+    w.line("    var tp = 4u * j0 - c * rs;");
+    for j in 0..ROW_TEXELS {
+        wln!(w, "    let i{j} = min(j0 + {j}u, rt - 1u);");
+        for kk in 0..4 {
+            wln!(w, "    let s{j}_{kk} = row0 + {kk}u * krow + i{j};");
+            wln!(
+                w,
+                "    let v{j}_{kk} = textureLoad(src, vec2<u32>(s{j}_{kk} & (P.tw - 1u), s{j}_{kk} >> P.tw_shift));"
+            );
+        }
+        for e in 0..4 {
+            let comp = ['x', 'y', 'z', 'w'][e];
+            wln!(w, "    {{");
+            wln!(w, "        var tq = tp;");
+            w.line("        if (FLIP) {");
+            w.line("            tq = rs - 1u - tp;");
+            w.line("        }");
+            w.line("        let off = (c >> 3u) * 8u * rs + tq * 8u + (c & 7u);");
+            w.line("        let yy = y0 + off;");
+            w.line("        let wrap = yy >= P.hb;");
+            w.line("        let y = select(yy, yy - P.hb, wrap);");
+            w.line("        let x = select(q0, q0 + 1u, wrap) * P.pw + c4;");
+            wln!(
+                w,
+                "        if (j0 + {j}u < rt && y >= P.y_lo && y < P.y_hi) {{"
+            );
+            wln!(
+                w,
+                "            dst[(y - P.y_lo) * P.dst_row + x] = vec4<f32>(v{j}_0.{comp}, v{j}_1.{comp}, v{j}_2.{comp}, v{j}_3.{comp});"
+            );
+            w.line("        }");
+            w.line("        tp += 1u;");
+            w.line("        let nc = tp == rs;");
+            w.line("        tp = select(tp, 0u, nc);");
+            w.line("        c = select(c, c + 1u, nc);");
+            w.line("    }");
+        }
+    }
+    w.line("}");
+    hoist_params(&w.finish(), &PackWeightsParams::fields())
+}
+
 /// The WGSL source of `pack_conv_weights_runs` (body in `pack_conv_weights_runs.wgsl`).
 pub(crate) fn runs_source() -> String {
     let mut w = Wgsl::new();
