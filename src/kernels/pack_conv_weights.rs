@@ -4,7 +4,7 @@
 //! (`pack_conv_weights_runs.wgsl`).
 
 use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl};
-use crate::kernels::shared::{FLAT_LOAD, IMPLICIT_LAYOUT_DOC};
+use crate::kernels::shared::{linear_entry, FLAT_LOAD, IMPLICIT_LAYOUT_DOC};
 
 params! {
     /// Parameters of the weight packers (`pack_conv_weights`, `pack_conv_weights_image`,
@@ -174,6 +174,21 @@ pub(crate) fn source(from_image: bool) -> String {
     hoist_params(&w.finish(), &PackWeightsParams::fields())
 }
 
+/// WGSL: the layout documentation, parameters, bindings (the weights' verbatim image copy
+/// `src`, the staging buffer `dst`) and specialisation of the packers reading an image.
+fn image_packer_head(w: &mut Wgsl) {
+    w.line(IMPLICIT_LAYOUT_DOC);
+    w.line("");
+    w.line(&PackWeightsParams::wgsl());
+    w.line("");
+    w.line("@group(0) @binding(0) var<storage, read> P: Params;");
+    w.line("@group(0) @binding(1) var src: texture_storage_2d<rgba32float, read>;");
+    w.line("@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;");
+    w.line("");
+    w.line(&PackWeightsSpec::wgsl());
+    w.line("");
+}
+
 /// The WGSL source of `pack_conv_weights_texel`: the first-call stand-in of
 /// `pack_conv_weights_image` (same parameters, same image), one invocation per texel, so a
 /// fraction of the code to compile (the 8-row kernel is ~200 ms of LLVM on lavapipe without
@@ -187,23 +202,9 @@ pub(crate) fn texel_source() -> String {
     w.line("// Texel (x, y) holds output channels 4 * (tn * pw + x % pw) .. + 3 at input channel");
     w.line("// cl0 + y % 8 of the reduction step of panel row l = (x / pw) * hb + y - y % 8.");
     w.line("//");
-    w.line(IMPLICIT_LAYOUT_DOC);
-    w.line("");
-    w.line(&PackWeightsParams::wgsl());
-    w.line("");
-    w.line("@group(0) @binding(0) var<storage, read> P: Params;");
-    w.line("@group(0) @binding(1) var src: texture_storage_2d<rgba32float, read>;");
-    w.line("@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;");
-    w.line("");
-    w.line(&PackWeightsSpec::wgsl());
-    w.line("");
+    image_packer_head(&mut w);
     w.line(FLAT_LOAD);
-    w.line("@compute @workgroup_size(WG)");
-    w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
-    w.line("    let t = P.t0 + gid.x + gid.y * nwg.x * WG;");
-    w.line("    if (t >= P.total) {");
-    w.line("        return;");
-    w.line("    }");
+    linear_entry(&mut w);
     w.line("    let y = t / P.width;");
     w.line("    let x = t - y * P.width;");
     w.line("    if (y < P.y_lo || y >= P.y_hi) {");
@@ -248,22 +249,8 @@ pub(crate) fn rows_source() -> String {
     w.line("// elements e = (input channel c, tap), the texel (k0..k0+3) at panel row");
     w.line("// (c / 8) * 8 R S + tap' * 8 + c % 8 (tap' rotated with FLIP).");
     w.line("//");
-    w.line(IMPLICIT_LAYOUT_DOC);
-    w.line("");
-    w.line(&PackWeightsParams::wgsl());
-    w.line("");
-    w.line("@group(0) @binding(0) var<storage, read> P: Params;");
-    w.line("@group(0) @binding(1) var src: texture_storage_2d<rgba32float, read>;");
-    w.line("@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;");
-    w.line("");
-    w.line(&PackWeightsSpec::wgsl());
-    w.line("");
-    w.line("@compute @workgroup_size(WG)");
-    w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
-    w.line("    let t = P.t0 + gid.x + gid.y * nwg.x * WG;");
-    w.line("    if (t >= P.total) {");
-    w.line("        return;");
-    w.line("    }");
+    image_packer_head(&mut w);
+    linear_entry(&mut w);
     w.line("    let rs = P.r * P.s;");
     w.line("    // Texels per weight row, and runs of them per row.");
     w.line("    let rt = P.k_stride / 4u;");

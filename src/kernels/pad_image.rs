@@ -3,7 +3,7 @@
 
 use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl, SRC_INDEX};
 use crate::kernels::pack_image::RUN8;
-use crate::kernels::shared::{FLAT_LOAD, IMPLICIT_LAYOUT_DOC};
+use crate::kernels::shared::{linear_entry, FLAT_LOAD, IMPLICIT_LAYOUT_DOC};
 
 params! {
     /// Parameters of `pad_image` and `pad_image_flat`.
@@ -153,12 +153,7 @@ for (var e = 0u; e < 4u; e++) {
 /// channels cl0.. of the group), padded row ihp / column iwp, source row ih / column iw
 /// (`src_index`); `load` (WGSL) fills `v` from x where ih, iw >= 0 and q < qb.
 fn texel_walk(w: &mut Wgsl, load: &str) {
-    w.line("@compute @workgroup_size(WG)");
-    w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
-    w.line("    let t = P.t0 + gid.x + gid.y * nwg.x * WG;");
-    w.line("    if (t >= P.total) {");
-    w.line("        return;");
-    w.line("    }");
+    linear_entry(w);
     w.line("    let xgroups = (P.width + 7u) / 8u;");
     w.line("    let ty = t / xgroups;");
     w.line("    let tx0 = (t - ty * xgroups) * 8u;");
@@ -220,12 +215,7 @@ pub(crate) fn texel_source(f16: bool) -> String {
     w.line(&PadImageFlatSpec::wgsl());
     w.line("");
     w.line(FLAT_LOAD);
-    w.line("@compute @workgroup_size(WG)");
-    w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
-    w.line("    let t = P.t0 + gid.x + gid.y * nwg.x * WG;");
-    w.line("    if (t >= P.total) {");
-    w.line("        return;");
-    w.line("    }");
+    linear_entry(&mut w);
     w.line("    let y = t / P.width;");
     w.line("    let x = t - y * P.width;");
     w.line("    if (y < P.y_lo || y >= P.y_hi) {");
@@ -342,12 +332,7 @@ fn flat_source(f16: bool) -> String {
     w.line(&PadImageFlatSpec::wgsl());
     w.line("");
     w.line(RUN8);
-    w.line("@compute @workgroup_size(WG)");
-    w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
-    w.line("    let t = P.t0 + gid.x + gid.y * nwg.x * WG;");
-    w.line("    if (t >= P.total) {");
-    w.line("        return;");
-    w.line("    }");
+    linear_entry(&mut w);
     w.line("    // t = (image row ty, plane pc of that row, 8-pixel block b of the plane row).");
     w.line("    let bpw = (P.wp + 7u) / 8u;");
     w.line("    let per_row = P.cpr * bpw;");

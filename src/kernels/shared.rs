@@ -154,3 +154,15 @@ pub(crate) fn workgroup_blocks(w: &mut Wgsl) {
     w.line("    let bt = t / P.groups_n;");
     w.line("    let live = bt < P.batch;");
 }
+
+/// WGSL: the head of a linear launch's entry point `main` (`WG` invocations per workgroup, 2-D
+/// grids for large launches), up to invocation `t` of `[P.t0, P.total)`; the invocations past
+/// `P.total` return.
+pub(crate) fn linear_entry(w: &mut Wgsl) {
+    w.line("@compute @workgroup_size(WG)");
+    w.line("fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {");
+    w.line("    let t = P.t0 + gid.x + gid.y * nwg.x * WG;");
+    w.line("    if (t >= P.total) {");
+    w.line("        return;");
+    w.line("    }");
+}
