@@ -428,10 +428,19 @@ pub(crate) fn steady_fill_kernels(
     src_p: &Conv2dProblem,
     wl: WeightLayout,
 ) -> [PipelineKey; 2] {
+    let q = sampled_problem(src_p).unwrap_or(*src_p);
+    let rows = plan(ctx, &q)
+        .map(|pl| pl.for_weights(ctx, &q, wl))
+        .is_some_and(|pl| packs_rows(&q, (&pl, wl)));
     let pack = if packs_runs(src_p, wl) {
         PipelineKey::of::<k::PackConvWeightsRuns>(&PackWeightsRunsSpec {
             FLIP: src_p.flip,
             RS: (src_p.r * src_p.s) as u32,
+            ..Default::default()
+        })
+    } else if rows {
+        PipelineKey::of::<k::PackConvWeightsRows>(&PackWeightsSpec {
+            FLIP: src_p.flip,
             ..Default::default()
         })
     } else {
