@@ -374,3 +374,90 @@ fn changing_weights_pack_without_allocating() {
         }
     }
 }
+
+/// The input gradient and the transposed convolution cache their packed weights too (the
+/// weights bound as they are), and follow every write: `Tensor::write`, and an `encode_*`
+/// call writing them in the encoder that then reads them.
+#[test]
+fn input_gradient_and_transposed_cache_follow_every_write() {
+    let ctx = fresh_ctx();
+    let mut rng = Rng::new(73);
+    let p = params().resolve(XS, WS, None).unwrap();
+    let algo = if ctx.can_run_forward(Algorithm::ImplicitGemm, &p) {
+        Algorithm::ImplicitGemm
+    } else {
+        Algorithm::Auto
+    };
+    let ys = p.y_shape();
+    let dyv = rng.vec(ys.iter().product());
+    let dy = Tensor::from_slice(&ctx, &dyv, &ys).unwrap();
+    let w = Tensor::from_slice(&ctx, &rng.vec(WS.iter().product()), &WS).unwrap();
+    let check_dx = |label: &str, wv: &[f32], got: Vec<f32>| {
+        let want = cpu::conv2d_backward_input(&p, &dyv, wv);
+        let scale = cpu::conv2d_backward_input(&p, &abs(&dyv), &abs(wv));
+        let tols: Vec<f32> = scale.iter().map(|&s| tol(s, p.reduction_len())).collect();
+        if let Err(e) = check(label, &got, &want, &tols) {
+            panic!("{e}");
+        }
+    };
+    let dx = |w: &Tensor| {
+        ctx.conv2d_backward_input(&dy, w, XS, &params(), algo)
+            .and_then(|t| t.read())
+            .unwrap()
+    };
+    let mut wv = w.read().unwrap();
+    check_dx("first call", &wv, dx(&w));
+    let cached = ctx.weight_cache_bytes();
+    check_dx("cached call", &wv, dx(&w));
+    assert_eq!(
+        ctx.weight_cache_bytes(),
+        cached,
+        "a hit must not add entries"
+    );
+    if algo == Algorithm::ImplicitGemm {
+        assert!(cached > 0, "the input gradient cached nothing");
+    }
+    for round in 0..2 {
+        wv = rng.vec(WS.iter().product());
+        w.write(&wv).unwrap();
+        check_dx(&format!("after write {round}"), &wv, dx(&w));
+    }
+    // Written by an encode_* call in the encoder that then reads it.
+    let x = Tensor::from_slice(&ctx, &rng.vec(XS.iter().product()), &XS).unwrap();
+    let out = Tensor::zeros(&ctx, &XS).unwrap();
+    let mut enc = ctx.device().create_command_encoder(&Default::default());
+    ctx.encode_conv2d_backward_weight(&mut enc, &x, &dy, &params(), Algorithm::Auto, &w)
+        .unwrap();
+    ctx.encode_conv2d_backward_input(&mut enc, &dy, &w, &params(), algo, &out)
+        .unwrap();
+    ctx.submit(enc).unwrap();
+    check_dx(
+        "weights written in the same encoder",
+        &w.read().unwrap(),
+        out.read().unwrap(),
+    );
+    // The transposed convolution with those weights ([C_in, C_out, R, S] = w's [K, C, R, S]).
+    let tparams = wgconv::ConvTranspose2dParams::default().with_padding([1, 1]);
+    for round in 0..3 {
+        if round == 2 {
+            wv = rng.vec(WS.iter().product());
+            w.write(&wv).unwrap();
+        } else {
+            wv = w.read().unwrap();
+        }
+        let got = ctx
+            .conv_transpose2d(&dy, &w, None, &tparams, algo)
+            .and_then(|t| t.read())
+            .unwrap();
+        let want = cpu::conv_transpose2d(&dyv, ys, &wv, WS, None, &tparams)
+            .unwrap()
+            .0;
+        let scale = cpu::conv_transpose2d(&abs(&dyv), ys, &abs(&wv), WS, None, &tparams)
+            .unwrap()
+            .0;
+        let tols: Vec<f32> = scale.iter().map(|&s| tol(s, p.reduction_len())).collect();
+        if let Err(e) = check(&format!("transposed round {round}"), &got, &want, &tols) {
+            panic!("{e}");
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! fields of the kernel parameter structs, the rule that tensors must fit one storage
 //! binding, and the im2col kernel.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use crate::gpu::{i32_of, u32_of};
 use crate::kernels::im2col::{Im2colParams, Im2colSpec};
 use crate::kernels::shared::ConvShape;
 use crate::params::{numel, Conv2dProblem};
+use crate::tensor::Tensor;
 
 /// Buffers of one forward convolution call (cheap clones of the caller's buffers).
 #[derive(Clone)]
@@ -190,4 +192,43 @@ pub(crate) fn im2col_spec(p: &Conv2dProblem, transposed: bool) -> Im2colSpec {
         TRANSPOSED: transposed,
         ..Default::default()
     }
+}
+
+thread_local! {
+    static WEIGHT_KEY: RefCell<Option<(wgpu::Buffer, ContentKey)>> = const { RefCell::new(None) };
+}
+
+/// The caller's weights as a key of the packed-weight cache while an input gradient or a
+/// transposed convolution records (its launchers see only buffers, `ConvBuffers::new`): set
+/// when the weights are bound as they are (f32, contiguous, trackable), so that a launcher
+/// binding that very buffer may take its packed panels from the cache
+/// ([`scoped_weight_key`]). Restores the previous scope when dropped.
+pub(crate) struct WeightKeyScope(Option<(wgpu::Buffer, ContentKey)>);
+
+impl WeightKeyScope {
+    /// `w` bound as `bound` (its own buffer, or an f32 copy: then no key).
+    pub(crate) fn enter(w: &Tensor, bound: &wgpu::Buffer) -> Self {
+        let key = (!crate::gpu::half::needs_copy(w) && w.raw() == bound)
+            .then(|| w.content_key())
+            .flatten()
+            .map(|k| (bound.clone(), k));
+        WeightKeyScope(WEIGHT_KEY.with(|c| c.replace(key)))
+    }
+}
+
+impl Drop for WeightKeyScope {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        WEIGHT_KEY.with(|c| *c.borrow_mut() = previous);
+    }
+}
+
+/// The cache key of weights bound as `w` inside a [`WeightKeyScope`] of that buffer.
+pub(crate) fn scoped_weight_key(w: &wgpu::Buffer) -> Option<ContentKey> {
+    WEIGHT_KEY.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(b, _)| b == w)
+            .map(|(_, k)| k.clone())
+    })
 }

@@ -23,7 +23,7 @@ use crate::params::{
 use crate::tensor::{caller_records, DType, MemoryFormat, OwnRecording, Tensor};
 use band::Side;
 use input_grad::DgradNative;
-use launch::ConvBuffers;
+use launch::{ConvBuffers, WeightKeyScope};
 use weight_grad::WgradNative;
 
 /// Which kernel family computes a convolution.
@@ -643,6 +643,7 @@ impl Context {
         let dyv = half::input_native(self, encoder, dy, native, f16)?;
         let wv = half::param(self, encoder, w)?;
         let dxv = self.input_grad_output(encoder, &p, pinned, dx, f16, native)?;
+        let _w_key = WeightKeyScope::enter(w, wv.buf());
         input_grad::encode(
             self,
             encoder,
@@ -907,6 +908,7 @@ impl Context {
         let xv = half::input_native(self, enc, x, ndw, dw16 || dwx16)?;
         let wv = half::param(self, enc, w)?;
         let dxv = self.input_grad_output(enc, p, dx_pin, dx, dx16, ndx)?;
+        let w_key = WeightKeyScope::enter(w, wv.buf());
         input_grad::encode(
             self,
             enc,
@@ -923,6 +925,7 @@ impl Context {
                 dx_f16: dxv.f16 && !dx16,
             },
         )?;
+        drop(w_key);
         half::finish(self, enc, &dxv, dx)?;
         drop(dxv);
         let dwv = self.weight_grad_output(enc, p, dw_pin, dw, dw16)?;
@@ -1035,6 +1038,7 @@ impl Context {
         let wv = half::param(self, encoder, w)?;
         let bv = bias.map(|b| half::param(self, encoder, b)).transpose()?;
         let yv = half::output_in(self, encoder, y, native)?;
+        let _w_key = WeightKeyScope::enter(w, wv.buf());
         input_grad::encode(
             self,
             encoder,

@@ -6,7 +6,7 @@ use crate::conv::implicit_image::{
     WG,
 };
 use crate::conv::launch::conv_shape;
-use crate::conv::launch::{fit_one_binding, ConvBuffers};
+use crate::conv::launch::{fit_one_binding, scoped_weight_key, ConvBuffers};
 use crate::conv::table::{anywhere, Entry, Reason};
 use crate::conv::{refuse, Algorithm};
 use crate::error::Result;
@@ -117,16 +117,19 @@ pub(crate) fn encode_at(
     .map(|&v| v as u64)
     .collect();
     let cache = &ctx.inner.weights;
-    let cached = bufs.w_key.as_ref().and_then(|k| cache.get(k, &layout_key));
+    // The weights' cache key: the forward's own, or that of the caller's weights an input
+    // gradient or transposed convolution binds as they are (`WeightKeyScope`).
+    let w_key = (bufs.w_key.clone()).or_else(|| scoped_weight_key(&bufs.w));
+    let cached = w_key.as_ref().and_then(|k| cache.get(k, &layout_key));
     // Weights that changed since they were cached (a training loop writing them every step)
     // are not cached again: caching pays only for weights that calls keep.
     let changing = cached.is_none()
-        && (bufs.w_key.as_ref()).is_some_and(|k| cache.holds_other_version(k, &layout_key));
+        && (w_key.as_ref()).is_some_and(|k| cache.holds_other_version(k, &layout_key));
     // 1x1 layers read their weights' verbatim copy unless they are cached, or seen for the
     // first time (then packed and cached as before, for calls that keep them).
     let w_flat = cached.is_none()
         && reads_flat_weights(ctx, p, bufs, wl)
-        && (bufs.w_key.is_none() || cache.budget() == 0 || changing);
+        && (w_key.is_none() || cache.budget() == 0 || changing);
     let (act, res) = bufs.ep_codes();
     let spec = ImplicitSpec {
         WG: WG as u32,
@@ -177,7 +180,7 @@ pub(crate) fn encode_at(
             // Changing weights pack into scratch in the call's own encoder (no submission of
             // their own, no allocation); others into a new image cached after its own
             // submission.
-            let own = bufs.w_key.is_some() && cache.budget() > 0 && !changing;
+            let own = w_key.is_some() && cache.budget() > 0 && !changing;
             let mut own_enc = own.then(|| ctx.encoder("wgconv weight pack"));
             // f16 weights packed in a submission of their own are converted there (the
             // call's f32 copy is filled by `enc`, submitted later). The scratch goes back to
@@ -205,7 +208,7 @@ pub(crate) fn encode_at(
                 None => &mut *enc,
             };
             let wimg = pack_weights_image(ctx, target, p, src, (&pl, wl), own)?;
-            if let (Some(penc), Some(k)) = (own_enc, &bufs.w_key) {
+            if let (Some(penc), Some(k)) = (own_enc, &w_key) {
                 ctx.submit_internal(penc)?;
                 cache.insert(ctx, k, layout_key, &wimg);
             }
