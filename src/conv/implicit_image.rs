@@ -398,6 +398,55 @@ fn copies_x(ctx: &Context, p: &Conv2dProblem, sub: [usize; 2], x_cl: bool) -> bo
     ctx.cpu_kernels() && (x_cl || (sub == [1, 1] && p.mode == PaddingMode::Zeros))
 }
 
+/// The weight packer that runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Packer {
+    /// `pack_conv_weights`: from the weights' buffer.
+    Buffer,
+    /// `pack_conv_weights_image`: from their verbatim image copy, any layout.
+    Image,
+    /// `pack_conv_weights_rows` (see [`packs_rows`]).
+    Rows,
+    /// `pack_conv_weights_runs` (see [`packs_runs`]).
+    Runs,
+    /// `pack_conv_weights_texel`: the first-call stand-in of `Image` and `Rows`.
+    Texel,
+}
+
+impl Packer {
+    /// The packer's pipeline for `p`.
+    fn key(self, p: &Conv2dProblem) -> PipelineKey {
+        let spec = PackWeightsSpec {
+            FLIP: p.flip,
+            ..Default::default()
+        };
+        match self {
+            Packer::Buffer => PipelineKey::of::<k::PackConvWeights>(&spec),
+            Packer::Image => PipelineKey::of::<k::PackConvWeightsImage>(&spec),
+            Packer::Rows => PipelineKey::of::<k::PackConvWeightsRows>(&spec),
+            Packer::Texel => PipelineKey::of::<k::PackConvWeightsTexel>(&spec),
+            Packer::Runs => PipelineKey::of::<k::PackConvWeightsRuns>(&PackWeightsRunsSpec {
+                FLIP: p.flip,
+                RS: (p.r * p.s) as u32,
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+/// The packer of `p`'s weights (laid out as `wl`) into plan `pl`'s image from their verbatim
+/// image copy (CPU adapters): the one choice of [`pack_weights_image`] and of the first
+/// call's compile list ([`steady_fill_kernels`]).
+fn image_packer(p: &Conv2dProblem, (pl, wl): (&Plan, WeightLayout)) -> Packer {
+    if packs_runs(p, wl) {
+        Packer::Runs
+    } else if packs_rows(p, (pl, wl)) {
+        Packer::Rows
+    } else {
+        Packer::Image
+    }
+}
+
 /// Can `pack_conv_weights_rows` pack `p`'s weights (laid out as `wl`) into plan `pl`'s image?
 /// Forward weights whose rows (an output channel's `C/groups * R * S` weights) are runs of
 /// whole texels, panels without padding (channels per group a multiple of 8, output channels
@@ -429,27 +478,12 @@ pub(crate) fn steady_fill_kernels(
     wl: WeightLayout,
 ) -> [PipelineKey; 2] {
     let q = sampled_problem(src_p).unwrap_or(*src_p);
-    let rows = plan(ctx, &q)
-        .map(|pl| pl.for_weights(ctx, &q, wl))
-        .is_some_and(|pl| packs_rows(&q, (&pl, wl)));
-    let pack = if packs_runs(src_p, wl) {
-        PipelineKey::of::<k::PackConvWeightsRuns>(&PackWeightsRunsSpec {
-            FLIP: src_p.flip,
-            RS: (src_p.r * src_p.s) as u32,
-            ..Default::default()
-        })
-    } else if rows {
-        PipelineKey::of::<k::PackConvWeightsRows>(&PackWeightsSpec {
-            FLIP: src_p.flip,
-            ..Default::default()
-        })
-    } else {
-        PipelineKey::of::<k::PackConvWeightsImage>(&PackWeightsSpec {
-            FLIP: src_p.flip,
-            ..Default::default()
-        })
+    let pack = match plan(ctx, &q) {
+        Some(pl) => image_packer(&q, (&pl.for_weights(ctx, &q, wl), wl)),
+        None if packs_runs(&q, wl) => Packer::Runs,
+        None => Packer::Image,
     };
-    [pack, input_fill_kernel(ctx, src_p)]
+    [pack.key(src_p), input_fill_kernel(ctx, src_p)]
 }
 
 /// The kernel `InputGeom::fill` runs for f32 NCHW x of `src_p`: an image copy and
@@ -691,28 +725,12 @@ pub(crate) fn pack_weights_image(
         None
     };
     let rs = p.r * p.s;
-    let runs = packs_runs(p, wl);
-    /// The packer that runs.
-    enum Packer {
-        Buffer,
-        Image,
-        Rows,
-        Runs,
-        Texel,
-    }
     let (packer, src) = match &raw {
         Some((img, tw)) => {
             wu.tw = *tw;
             wu.tw_shift = tw.trailing_zeros();
             wu.texels = u32_of(w_len / 4, "weight texels")?;
-            let packer = if runs {
-                Packer::Runs
-            } else if packs_rows(p, (pl, wl)) {
-                Packer::Rows
-            } else {
-                Packer::Image
-            };
-            (packer, Bind::Image(&img.view))
+            (image_packer(p, (pl, wl)), Bind::Image(&img.view))
         }
         None => (Packer::Buffer, Bind::whole(&bufs.w)),
     };
@@ -720,20 +738,15 @@ pub(crate) fn pack_weights_image(
         FLIP: p.flip,
         ..Default::default()
     };
-    // The image packer's first-call stand-in (one invocation per texel, same image) while it
-    // is not compiled (see `crate::tune`).
-    let packer = match packer {
-        Packer::Image if ctx.stand_in(PipelineKey::of::<k::PackConvWeightsImage>(&spec)) => {
-            wtotal = pl.wwidth * pl.hb;
-            wu.total = u32_of(wtotal, "weight texels")?;
-            Packer::Texel
-        }
-        Packer::Rows if ctx.stand_in(PipelineKey::of::<k::PackConvWeightsRows>(&spec)) => {
-            wtotal = pl.wwidth * pl.hb;
-            wu.total = u32_of(wtotal, "weight texels")?;
-            Packer::Texel
-        }
-        other => other,
+    // The image packers' first-call stand-in (one invocation per texel, same image) while
+    // the chosen one is not compiled (see `crate::tune`).
+    let stand_in = matches!(packer, Packer::Image | Packer::Rows) && ctx.stand_in(packer.key(p));
+    let packer = if stand_in {
+        wtotal = pl.wwidth * pl.hb;
+        wu.total = u32_of(wtotal, "weight texels")?;
+        Packer::Texel
+    } else {
+        packer
     };
     if matches!(packer, Packer::Rows) {
         // One invocation per (panel, texel column, run of ROW_TEXELS texels of a row).
