@@ -537,3 +537,76 @@ fn image_variant_long_reduction() {
         check_on(ctx(), (64, 128, 2049), 2, true, true, false, &p, &mut rng);
     }
 }
+
+/// Whether `ctx` compiled `gemm_image_c4` with `C4 = mode` (C stored as vec4s).
+fn compiled_c4(ctx: &Context, mode: i64) -> bool {
+    wgconv::dev::compiled_pipelines(ctx)
+        .iter()
+        .any(|(name, spec)| *name == "gemm_image_c4" && spec.contains(&("C4", mode)))
+}
+
+/// The image GEMM stores C four floats at a time when C's rows (or, inside the 1x1 weight
+/// gradient, its columns) are whole aligned vec4s: bias, accumulation, long reductions and
+/// batches give the CPU reference's values; an N that is not a multiple of 4 keeps the
+/// scalar stores.
+#[test]
+fn image_variant_stores_aligned_c_as_vec4() {
+    if !image_variant_runs(ctx()) {
+        return;
+    }
+    let mut rng = Rng::new(11);
+    let fresh = || Context::with_options_blocking(ContextOptions::default()).unwrap();
+    let ctx4 = fresh();
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        let p = GemmParams::default()
+            .with_transpose_a(ta)
+            .with_transpose_b(tb)
+            .with_variant(GemmVariant::Image);
+        check_on(&ctx4, (13, 12, 21), 0, false, true, true, &p, &mut rng);
+        check_on(&ctx4, (8, 4, 3), 0, false, false, false, &p, &mut rng);
+        check_on(&ctx4, (70, 44, 2100), 2, true, true, true, &p, &mut rng);
+        check_on(&ctx4, (9, 20, 17), 3, false, false, true, &p, &mut rng);
+    }
+    assert!(compiled_c4(&ctx4, 1), "no vec4 stores along the rows of C");
+    let ctx1 = fresh();
+    let p = GemmParams::default().with_variant(GemmVariant::Image);
+    check_on(&ctx1, (13, 9, 21), 2, true, true, true, &p, &mut rng);
+    assert!(
+        !compiled_c4(&ctx1, 1) && !compiled_c4(&ctx1, 2),
+        "vec4 stores into rows of 9 floats"
+    );
+    // The 1x1 weight gradient's GEMM writes dw[k, c] as C[m = c, n = k]: columns of C are
+    // contiguous (C4 = 2), per group.
+    let ctxw = fresh();
+    for (c, k, groups, stride) in [(8, 12, 1, 2), (16, 12, 2, 1), (24, 5, 1, 1)] {
+        let params = Conv2dParams::default()
+            .with_groups(groups)
+            .with_stride([stride, stride])
+            .with_padding(Padding::Symmetric([0, 0]));
+        let xs = [2, c, 5, 6];
+        let ws = [k, c / groups, 1, 1];
+        let pr = params.resolve(xs, ws, None).unwrap();
+        let x = rng.vec(xs.iter().product());
+        let dy = rng.vec(pr.y_shape().iter().product());
+        let want = cpu::conv2d_backward_weight(&pr, &x, &dy);
+        let scale = cpu::conv2d_backward_weight(&pr, &abs(&x), &abs(&dy));
+        let xt = Tensor::from_slice(&ctxw, &x, &xs).unwrap();
+        let dyt = Tensor::from_slice(&ctxw, &dy, &pr.y_shape()).unwrap();
+        let got = ctxw
+            .conv2d_backward_weight(&xt, &dyt, ws, &params, Algorithm::Im2colGemm)
+            .unwrap();
+        let len = 2 * pr.y_shape()[2] * pr.y_shape()[3];
+        let tols: Vec<f32> = scale.iter().map(|&s| tol(s, len)).collect();
+        check(
+            &format!("dw c={c} k={k} groups={groups} stride={stride}"),
+            &got.read().unwrap(),
+            &want,
+            &tols,
+        )
+        .unwrap();
+    }
+    assert!(
+        compiled_c4(&ctxw, 2),
+        "no vec4 stores along the columns of C"
+    );
+}

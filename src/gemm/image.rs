@@ -522,6 +522,7 @@ fn encode_image(
         Some((_, Some(r))) => Bind::whole(r),
         _ => bias_bind,
     };
+    let c4 = c4_mode(&u, batch);
     for k_lo in (0..ga.kp).step_by(IMG_K_BLOCK) {
         let first = k_lo == 0;
         let last = k_lo + IMG_K_BLOCK >= ga.kp;
@@ -533,15 +534,36 @@ fn encode_image(
             ACCUMULATE: job.accumulate || !first,
             ACT: if last { act } else { 0 },
             RES: if last { res } else { 0 },
+            C4: c4,
         };
         let set = |u: &mut GemmImageParams, start: u32| u.wg0 = start / wg as u32;
         let binds = [Bind::Image(&ia.view), b_bind, bias_bind, c_bind, r_bind];
         let total = groups as u64 * wg;
-        if ib.is_some() {
+        if ib.is_some() && c4 != 0 {
+            launch_linear::<k::GemmImageC4>(ctx, enc, &spec, &mut u, set, &binds, total)?;
+        } else if ib.is_some() {
             launch_linear::<k::GemmImage>(ctx, enc, &spec, &mut u, set, &binds, total)?;
         } else {
             launch_linear::<k::GemmImageSb>(ctx, enc, &spec, &mut u, set, &binds, total)?;
         }
     }
     Ok(())
+}
+
+/// How `gemm_image_c4` can store the C of `u` (`GemmImageSpec::C4`): 1 when C's rows are
+/// contiguous runs of whole vec4s (`ldc_n = 1`), 2 when its columns are (`ldc = 1`), else 0
+/// (`gemm_image`, one float per store). Every element offset the kernel forms must be a
+/// multiple of 4, and N (or M) too, so that a vec4 is either whole inside C or past its edge.
+fn c4_mode(u: &GemmImageParams, batch: usize) -> u32 {
+    let aligned = |v: u32| v.is_multiple_of(4);
+    let offsets = aligned(u.c_off) && (batch == 1 || aligned(u.c_si) && aligned(u.c_so));
+    if !offsets {
+        0
+    } else if u.ldc_n == 1 && aligned(u.ldc) && aligned(u.n) {
+        1
+    } else if u.ldc == 1 && aligned(u.ldc_n) && aligned(u.m) {
+        2
+    } else {
+        0
+    }
 }

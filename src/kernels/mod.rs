@@ -211,11 +211,14 @@ kernels! {
     GemmTiledF16 = "gemm_tiled_f16", gemm_tiled::source(Elem::F16), GemmParams, GemmTiledSpec,
         [StorageRead, StorageRead, StorageRead, Storage];
     /// GEMM reading both operands from packed storage images (8-lane subgroups).
-    GemmImage = "gemm_image", gemm_image::source(false), GemmImageParams, GemmImageSpec,
+    GemmImage = "gemm_image", gemm_image::source(false, false), GemmImageParams, GemmImageSpec,
         [ImageRead, ImageRead, StorageRead, Storage, StorageRead];
+    /// [`Kernel::GemmImage`] storing C four floats at a time (`C4`).
+    GemmImageC4 = "gemm_image_c4", gemm_image::source(false, true), GemmImageParams,
+        GemmImageSpec, [ImageRead, ImageRead, StorageRead, Storage, StorageRead];
     /// [`Kernel::GemmImage`] reading B from a storage buffer.
-    GemmImageSb = "gemm_image_sb", gemm_image::source(true), GemmImageParams, GemmImageSpec,
-        [ImageRead, StorageRead, StorageRead, Storage, StorageRead];
+    GemmImageSb = "gemm_image_sb", gemm_image::source(true, false), GemmImageParams,
+        GemmImageSpec, [ImageRead, StorageRead, StorageRead, Storage, StorageRead];
     /// Operand packing (transpose / pad to vec4) for the buffer GEMM kernels.
     Pack = "pack", pack::source(Elem::F32), PackParams, PackSpec, [StorageRead, Storage];
     /// Its f16 twin (the operands of `gemm_reg_f16`).
