@@ -698,6 +698,24 @@ fn flat_tw(ctx: &Context) -> usize {
     FLAT_TW.min(1 << d.max(16).ilog2())
 }
 
+/// The width of the verbatim image copy of `texels` texels of `dtype`: the widest power of
+/// two up to [`flat_tw`] that divides `texels`, when its rows are whole 256-byte copy
+/// pitches and fit the texture limit: then one
+/// buffer-to-texture copy fills the image, where rows of [`flat_tw`] texels need a second
+/// copy for the last partial row (on lavapipe every copy command costs ~10 us on the queue
+/// thread; driver notes section 15). Else [`flat_tw`].
+fn flat_width(ctx: &Context, texels: usize, dtype: DType) -> usize {
+    let tw = flat_tw(ctx);
+    let d = ctx.limits().max_texture_dimension_2d as usize;
+    let min = (256 / dtype.storage_bytes(4) as usize).max(1);
+    let even = (1usize << texels.trailing_zeros().min(tw.trailing_zeros())).min(tw);
+    if texels.is_multiple_of(tw) || even < min || texels / even > d {
+        tw
+    } else {
+        even
+    }
+}
+
 /// Can [`copy_flat_at`] copy `len` floats from element `off` (of a buffer holding them) into
 /// an image: whole texels, within the texture limit and the scratch budget?
 pub(crate) fn flat_image_fits(ctx: &Context, off: usize, len: usize) -> bool {
@@ -749,12 +767,41 @@ pub(crate) fn copy_flat_at_of(
     dtype: DType,
     label: &str,
 ) -> Result<Option<(DeviceImage, u32)>> {
+    copy_flat_in(ctx, enc, (buf, off), len, dtype, label, true)
+}
+
+/// [`copy_flat`] into rows of exactly [`flat_tw`] texels (1024 but for tiny texture limits),
+/// for a kernel that indexes the image with that width as a constant.
+pub(crate) fn copy_flat_wide(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    buf: &wgpu::Buffer,
+    len: usize,
+    label: &str,
+) -> Result<Option<(DeviceImage, u32)>> {
+    copy_flat_in(ctx, enc, (buf, 0), len, DType::F32, label, false)
+}
+
+/// [`copy_flat_at_of`], its width chosen by [`flat_width`] when `fit`, else [`flat_tw`].
+fn copy_flat_in(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    (buf, off): (&wgpu::Buffer, usize),
+    len: usize,
+    dtype: DType,
+    label: &str,
+    fit: bool,
+) -> Result<Option<(DeviceImage, u32)>> {
     if !flat_copy_fits_of(ctx, (buf, off), len, dtype) {
         return Ok(None);
     }
     let elem = dtype.storage_bytes(2) / 2;
     let texels = len / 4;
-    let tw = flat_tw(ctx);
+    let tw = if fit {
+        flat_width(ctx, texels, dtype)
+    } else {
+        flat_tw(ctx)
+    };
     let rows = texels.div_ceil(tw);
     let img = DeviceImage::new_of(ctx, enc, tw as u32, rows as u32, dtype, label)?;
     ctx.scoped("copying a buffer into an image", || {

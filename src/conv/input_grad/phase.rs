@@ -13,7 +13,7 @@
 use super::DgradArgs;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::gpu::memory::{copy_flat, flat_rows_geom, flat_rows_image, ScratchBuffer};
+use crate::gpu::memory::{copy_flat_wide, flat_rows_geom, flat_rows_image, ScratchBuffer};
 use crate::gpu::{i32_of, launch, u32_of, Bind};
 use crate::kernels::conv2d_dgrad_phase_image::{PhaseParams, PhaseSpec};
 use crate::kernels::dgrad_phase_weights::{PhaseWeightsParams, PhaseWeightsSpec};
@@ -153,7 +153,7 @@ pub(crate) fn encode(
             base += total;
         }
     }
-    let Some((wimg, tw)) = copy_flat(
+    let Some((wimg, tw)) = copy_flat_wide(
         ctx,
         enc,
         &staging.buffer,
