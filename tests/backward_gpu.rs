@@ -939,3 +939,99 @@ fn bias_gradient_matches_cpu_on_unaligned_rows() {
         }
     }
 }
+
+/// The weight gradient's GEMMs (im2col + image GEMM, implicit GEMM) sum the dy panels they
+/// read into the bias gradient (`COL_SUMS`) instead of a pass of its own: dx, dw and db match
+/// the CPU reference across strided 1x1 layers, several images, groups, output channels that
+/// fill no whole 16-column block and pixel counts that fill no whole 8-pixel step; and the
+/// summing kernels ran.
+#[test]
+fn bias_gradient_summed_by_the_weight_gradient_gemms() {
+    use wgconv::{Context, ContextOptions, Conv2dParams, Padding, TuningMode};
+    let ctx = Context::with_options_blocking(ContextOptions {
+        tuning: Some(TuningMode::Blocking),
+        ..Default::default()
+    })
+    .expect("GPU test needs a WebGPU adapter");
+    let mut rng = Rng::new(97);
+    // (N, C, H, W, K, R, S, stride, pad, groups)
+    let cases = [
+        (1, 16, 14, 14, 40, 1, 1, 2, 0, 1),
+        (3, 8, 7, 9, 20, 3, 3, 1, 1, 1),
+        (2, 16, 6, 6, 24, 1, 1, 1, 0, 2),
+        (2, 8, 5, 5, 16, 1, 1, 1, 0, 1),
+    ];
+    let mut ran = Vec::new();
+    for (n, c, h, w, k, r, s, stride, pad, groups) in cases {
+        let params = Conv2dParams::default()
+            .with_stride([stride, stride])
+            .with_padding(Padding::Symmetric([pad, pad]))
+            .with_groups(groups);
+        let (xs, ws) = ([n, c, h, w], [k, c / groups, r, s]);
+        let p = params.resolve(xs, ws, None).unwrap();
+        let x = rng.vec(xs.iter().product());
+        let wv = rng.vec(ws.iter().product());
+        let dy = rng.vec(p.y_shape().iter().product());
+        let want = (
+            cpu::conv2d_backward_input(&p, &dy, &wv),
+            cpu::conv2d_backward_weight(&p, &x, &dy),
+            cpu::conv2d_backward_bias(&p, &dy),
+        );
+        let scale = (
+            cpu::conv2d_backward_input(&p, &abs(&dy), &abs(&wv)),
+            cpu::conv2d_backward_weight(&p, &abs(&x), &abs(&dy)),
+            cpu::conv2d_backward_bias(&p, &abs(&dy)),
+        );
+        let pixels = n * p.y_shape()[2] * p.y_shape()[3];
+        let tols = |s: &[f32], len: usize| s.iter().map(|&v| tol(v, len)).collect::<Vec<_>>();
+        let xt = Tensor::from_slice(&ctx, &x, &xs).unwrap();
+        let wt = Tensor::from_slice(&ctx, &wv, &ws).unwrap();
+        let dyt = Tensor::from_slice(&ctx, &dy, &p.y_shape()).unwrap();
+        for algo in [Algorithm::Im2colGemm, Algorithm::ImplicitGemm] {
+            let runs = [Operation::InputGrad, Operation::WeightGrad]
+                .iter()
+                .all(|&op| ctx.check_algorithm(op, algo, &p).is_ok());
+            if !runs {
+                continue;
+            }
+            ran.push(algo);
+            let g = ctx
+                .conv2d_backward(&xt, &wt, &dyt, true, &params, algo)
+                .unwrap();
+            let label = format!("{algo:?} {:?}", (n, c, h, w, k, r, s, stride, pad, groups));
+            let db = g.db.expect("db asked for").read().unwrap();
+            check(
+                &format!("{label} db"),
+                &db,
+                &want.2,
+                &tols(&scale.2, pixels),
+            )
+            .unwrap();
+            let dw = g.dw.read().unwrap();
+            check(
+                &format!("{label} dw"),
+                &dw,
+                &want.1,
+                &tols(&scale.1, pixels),
+            )
+            .unwrap();
+            let dx = g.dx.read().unwrap();
+            let len = (k / groups) * r * s;
+            check(&format!("{label} dx"), &dx, &want.0, &tols(&scale.0, len)).unwrap();
+        }
+    }
+    let summed = |kernel: &str| {
+        wgconv::dev::compiled_pipelines(&ctx)
+            .iter()
+            .any(|(name, spec)| name.starts_with(kernel) && spec.contains(&("COL_SUMS", 1)))
+    };
+    if ran.contains(&Algorithm::ImplicitGemm) {
+        assert!(
+            summed("conv2d_wgrad_implicit"),
+            "the implicit GEMM summed no dy"
+        );
+    }
+    if ctx.check_gemm_variant(wgconv::GemmVariant::Image).is_ok() {
+        assert!(summed("gemm_image"), "the image GEMM summed no dy");
+    }
+}

@@ -964,12 +964,15 @@ pub(crate) fn weight_grad(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     p: &Conv2dProblem,
-    x: &wgpu::Buffer,
-    dy: &wgpu::Buffer,
-    dw: &wgpu::Buffer,
+    (x, dy, dw, db): (
+        &wgpu::Buffer,
+        &wgpu::Buffer,
+        &wgpu::Buffer,
+        Option<&wgpu::Buffer>,
+    ),
     algorithm: Algorithm,
     native: WgradNative,
-) -> Result<()> {
+) -> Result<bool> {
     let WgradNative {
         cl,
         f16,
@@ -992,6 +995,8 @@ pub(crate) fn weight_grad(
         x_f16: false,
         dw_f16: false,
         dw_cl: false,
+        db: None,
+        db_done: Default::default(),
     };
     let plan = plan(ctx, p, Side::Outputs);
     // Band after band reuses the scratch of the band before.
@@ -1017,24 +1022,23 @@ pub(crate) fn weight_grad(
             if (x_f16 || dw_f16 || dw_cl) && entry.algorithm != Algorithm::ImplicitGemm {
                 return entry_bug();
             }
-            (entry.encode)(
-                ctx,
-                enc,
-                p,
-                &WgradArgs {
-                    cl,
-                    f16,
-                    x_f16,
-                    dw_f16,
-                    dw_cl,
-                    ..args(x, dy, dw)
-                },
-            )
+            let a = WgradArgs {
+                cl,
+                f16,
+                x_f16,
+                dw_f16,
+                dw_cl,
+                db: db.cloned(),
+                ..args(x, dy, dw)
+            };
+            (entry.encode)(ctx, enc, p, &a)?;
+            Ok(a.db_done.get())
         }
         Plan::Impossible(bytes) => Err(impossible(ctx, table.op, algorithm, bytes)?),
         Plan::Windows(reason) => {
             windows_only(table.op, algorithm, &reason)?;
-            (weight_grad::direct::WEIGHT_GRAD.encode)(ctx, enc, p, &args(x, dy, dw))
+            (weight_grad::direct::WEIGHT_GRAD.encode)(ctx, enc, p, &args(x, dy, dw))?;
+            Ok(false)
         }
         Plan::Images { per_band } => {
             // Every band's entry first: a refusal records nothing.
@@ -1056,7 +1060,7 @@ pub(crate) fn weight_grad(
                     add_into(ctx, enc, &part.buffer, dw, wlen)?;
                 }
             }
-            Ok(())
+            Ok(false)
         }
         Plan::Rows(bands) => {
             let entries = bands
@@ -1086,7 +1090,7 @@ pub(crate) fn weight_grad(
                     first = false;
                 }
             }
-            Ok(())
+            Ok(false)
         }
     }
 }

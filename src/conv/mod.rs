@@ -748,6 +748,7 @@ impl Context {
             xv.buf(),
             dyv.buf(),
             dwv.buf(),
+            None,
             algorithm,
             WgradNative {
                 cl: [xv.cl, dyv.cl],
@@ -929,13 +930,20 @@ impl Context {
         half::finish(self, enc, &dxv, dx)?;
         drop(dxv);
         let dwv = self.weight_grad_output(enc, p, dw_pin, dw, dw16)?;
-        weight_grad::encode(
+        // The bias gradient: from the sums of the dy the weight gradient's GEMM reads anyway
+        // (its dy panels; f32 dy), else its own pass below.
+        let dbv = match db {
+            Some(db) => Some(half::output(self, enc, db, false)?),
+            None => None,
+        };
+        let db_fused = weight_grad::encode(
             self,
             enc,
             p,
             xv.buf(),
             &dy_dw,
             dwv.buf(),
+            dbv.as_ref().filter(|_| !dw16).map(|v| v.buf()),
             dw_algorithm,
             WgradNative {
                 cl: [xv.cl, ndw && dy_cl],
@@ -946,17 +954,18 @@ impl Context {
             },
         )?;
         half::finish(self, enc, &dwv, dw)?;
-        if let Some(db) = db {
-            // f16 dy summed by the bias gradient's kernel itself.
-            let db16 = plain_f16(dy) && bias_grad::reads_f16(self, p.y_shape());
-            let dy_db = if db16 {
-                dy.raw().clone()
-            } else {
-                dy_view(ndb, enc)?
-            };
-            let dbv = half::output(self, enc, db, false)?;
-            let cl = ndb && dy_cl && !db16;
-            bias_grad::encode(self, enc, p.y_shape(), &dy_db, dbv.buf(), cl, db16)?;
+        if let (Some(db), Some(dbv)) = (db, dbv) {
+            if !db_fused {
+                // f16 dy summed by the bias gradient's kernel itself.
+                let db16 = plain_f16(dy) && bias_grad::reads_f16(self, p.y_shape());
+                let dy_db = if db16 {
+                    dy.raw().clone()
+                } else {
+                    dy_view(ndb, enc)?
+                };
+                let cl = ndb && dy_cl && !db16;
+                bias_grad::encode(self, enc, p.y_shape(), &dy_db, dbv.buf(), cl, db16)?;
+            }
             half::finish(self, enc, &dbv, db)?;
         }
         Ok(())

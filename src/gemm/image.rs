@@ -9,7 +9,7 @@ use crate::gpu::memory::{
     copy_flat_at, flat_copy_fits_of, flat_fields, DeviceImage, ImageStaging, ScratchBuffer,
 };
 use crate::gpu::pipeline::PipelineKey;
-use crate::gpu::{launch_linear, u32_of, Bind};
+use crate::gpu::{fits, launch_linear, u32_of, Bind};
 use crate::kernels::gemm_image::{GemmImageParams, GemmImageSpec};
 use crate::kernels::k;
 use crate::kernels::pack_image::{PackImageParams, PackImageSpec};
@@ -215,7 +215,8 @@ pub(crate) fn encode_image_job(
     let (outer, inner) = (job.batch_outer, job.batch_inner);
     let plan = |oc: usize, ic: usize| image_plan(ctx, job, oc, ic);
     if let Some(geom) = plan(outer, inner) {
-        return encode_image(ctx, enc, job, geom);
+        encode_image(ctx, enc, job, geom, None)?;
+        return Ok(());
     }
     if plan(1, 1).is_none() {
         return encode_chunked(ctx, enc, job, GemmVariant::Image);
@@ -238,6 +239,7 @@ pub(crate) fn encode_image_job(
                 enc,
                 &sub,
                 image_plan(ctx, &sub, oc, inner).expect("fits"),
+                None,
             )?;
         }
     } else {
@@ -246,7 +248,8 @@ pub(crate) fn encode_image_job(
             for i0 in (0..inner).step_by(g) {
                 let ic = g.min(inner - i0);
                 let sub = batch_range(job, (o, 1), (i0, ic));
-                encode_image(ctx, enc, &sub, image_plan(ctx, &sub, 1, ic).expect("fits"))?;
+                let geom = image_plan(ctx, &sub, 1, ic).expect("fits");
+                encode_image(ctx, enc, &sub, geom, None)?;
             }
         }
     }
@@ -424,14 +427,49 @@ pub(crate) fn fill_image_kernel(
     })
 }
 
+/// Where [`encode_image_sums`] writes the column sums of B: `buf[off + bi * si + n]` for
+/// inner batch entry `bi` and column `n`.
+pub(crate) type ColSums<'a> = (&'a wgpu::Buffer, usize, usize);
+
+/// [`encode_image_job`] that also writes (or with `job.accumulate` adds) the column sums of
+/// B over the reduction into `sums` (the bias gradient of a weight-gradient GEMM whose B is
+/// dy), when the job runs as one whole image launch with B from an image and one outer
+/// batch entry. `None`: nothing recorded (the caller runs the job, and the sums apart);
+/// `Some(done)`: the job is recorded, with the sums when `done` (without them while their
+/// pipeline compiles in the background, as a first call's stand-in).
+pub(crate) fn encode_image_sums(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    job: &GemmJob<'_>,
+    sums: ColSums<'_>,
+    variant: GemmVariant,
+) -> Result<Option<bool>> {
+    let whole = job.a.fits(ctx) && job.b.fits(ctx) && job.c.fits(ctx);
+    let bias_fits = job.bias.is_none_or(|(b, ..)| fits(ctx, b));
+    if variant.resolve(ctx) != GemmVariant::Image
+        || job.batch_outer != 1
+        || !(whole && bias_fits && fits(ctx, sums.0))
+    {
+        return Ok(None);
+    }
+    match image_plan(ctx, job, 1, job.batch_inner) {
+        Some(geom @ (_, Some(_))) => Ok(Some(encode_image(ctx, enc, job, geom, Some(sums))?)),
+        _ => Ok(None),
+    }
+}
+
 /// One image GEMM launch: packs A and B into images of geometry `ga`, `gb` and runs
-/// `gemm_image` over every batch entry.
+/// `gemm_image` over every batch entry, writing the column sums of B into `sums` too (B
+/// from an image, one outer batch entry) unless their pipeline is not compiled yet and
+/// compiles in the background (`Context::stand_in`): returns whether it wrote them.
 fn encode_image(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,
     job: &GemmJob<'_>,
     (ga, gb): (ImageGeom, Option<ImageGeom>),
-) -> Result<()> {
+    sums: Option<ColSums<'_>>,
+) -> Result<bool> {
+    debug_assert!(sums.is_none() || gb.is_some() && job.batch_outer == 1);
     let (m, n, k) = (job.m, job.n, job.k);
     let (outer, inner) = (job.batch_outer, job.batch_inner);
     let ea = entries(&job.a, outer, inner);
@@ -503,6 +541,8 @@ fn encode_image(
         ldb: u32_of(job.b.ld, "gemm ldb")?,
         b_si: u32_of(job.b.si, "gemm stride")?,
         b_so: u32_of(job.b.so, "gemm stride")?,
+        sum_off: u32_of(sums.map_or(0, |s| s.1), "bias-gradient offset")?,
+        sum_si: u32_of(sums.map_or(0, |s| s.2), "bias-gradient stride")?,
         ..Default::default()
     };
     let groups = groups_m * groups_n * batch;
@@ -523,31 +563,55 @@ fn encode_image(
         _ => bias_bind,
     };
     let c4 = c4_mode(&u, batch);
-    for k_lo in (0..ga.kp).step_by(IMG_K_BLOCK) {
-        let first = k_lo == 0;
-        let last = k_lo + IMG_K_BLOCK >= ga.kp;
-        u.k_lo = k_lo as u32;
-        u.k_len = IMG_K_BLOCK.min(ga.kp - k_lo) as u32;
-        let spec = GemmImageSpec {
+    let spec_at = |k_lo: usize, sums: bool| {
+        let (first, last) = (k_lo == 0, k_lo + IMG_K_BLOCK >= ga.kp);
+        GemmImageSpec {
             WG: IMG_WG as u32,
             BIAS_MODE: if first { bias_mode } else { 0 },
             ACCUMULATE: job.accumulate || !first,
             ACT: if last { act } else { 0 },
             RES: if last { res } else { 0 },
             C4: c4,
+            COL_SUMS: sums,
+        }
+    };
+    let sums = sums.filter(|_| {
+        let spec = spec_at(0, true);
+        let key = if c4 != 0 {
+            PipelineKey::of::<k::GemmImageC4>(&spec)
+        } else {
+            PipelineKey::of::<k::GemmImage>(&spec)
         };
+        !ctx.stand_in(key)
+    });
+    for k_lo in (0..ga.kp).step_by(IMG_K_BLOCK) {
+        u.k_lo = k_lo as u32;
+        u.k_len = IMG_K_BLOCK.min(ga.kp - k_lo) as u32;
+        let spec = spec_at(k_lo, sums.is_some());
         let set = |u: &mut GemmImageParams, start: u32| u.wg0 = start / wg as u32;
         let binds = [Bind::Image(&ia.view), b_bind, bias_bind, c_bind, r_bind];
+        // The sums, or C again (not touched without COL_SUMS).
+        let sums_bind = sums.map_or(c_bind, |s| Bind::whole(s.0));
         let total = groups as u64 * wg;
-        if ib.is_some() && c4 != 0 {
-            launch_linear::<k::GemmImageC4>(ctx, enc, &spec, &mut u, set, &binds, total)?;
-        } else if ib.is_some() {
-            launch_linear::<k::GemmImage>(ctx, enc, &spec, &mut u, set, &binds, total)?;
+        if ib.is_some() {
+            let binds = [
+                Bind::Image(&ia.view),
+                b_bind,
+                bias_bind,
+                c_bind,
+                r_bind,
+                sums_bind,
+            ];
+            if c4 != 0 {
+                launch_linear::<k::GemmImageC4>(ctx, enc, &spec, &mut u, set, &binds, total)?;
+            } else {
+                launch_linear::<k::GemmImage>(ctx, enc, &spec, &mut u, set, &binds, total)?;
+            }
         } else {
             launch_linear::<k::GemmImageSb>(ctx, enc, &spec, &mut u, set, &binds, total)?;
         }
     }
-    Ok(())
+    Ok(sums.is_some())
 }
 
 /// How `gemm_image_c4` can store the C of `u` (`GemmImageSpec::C4`): 1 when C's rows are

@@ -29,6 +29,9 @@ spec! {
         /// instead of `[K, C/groups, R, S]` (the scalar-store variants; 1x1 kernels store the
         /// same order either way).
         DW_CL: bool = false,
+        /// Also write the bias gradient, the sums of dy over the images and pixels of the
+        /// launch, `sums[g * kg + col]` (added to them with `ACCUMULATE`).
+        COL_SUMS: bool = false,
     }
 }
 
@@ -91,6 +94,8 @@ pub(crate) fn source(cw: usize, v4: bool, f16_out: bool) -> String {
             _ => "f32",
         }
     );
+    w.line("// The bias gradient (COL_SUMS; any buffer otherwise: not touched then).");
+    w.line("@group(0) @binding(4) var<storage, read_write> sums: array<f32>;");
     if f16_out {
         w.line(F32_TO_F16_4);
     }
@@ -188,6 +193,10 @@ pub(crate) fn source(cw: usize, v4: bool, f16_out: bool) -> String {
             wln!(w, "    var c{i}_{n} = 0.0;");
         }
     }
+    w.line("    // COL_SUMS: this lane's pixels of dy summed (pixels past the last are 0 in the panels).");
+    for j in 0..IC_TN / 4 {
+        wln!(w, "    var s{j} = vec4<f32>(0.0);");
+    }
     w.line("    for (var n = 0u; n < P.nimg; n++) {");
     w.line("        let yn = n * P.rows_img * P.hp;");
     w.line("        let y0 = oy0 + yn;");
@@ -209,6 +218,11 @@ pub(crate) fn source(cw: usize, v4: bool, f16_out: bool) -> String {
             "            let bl{j} = textureLoad(tdy, vec2<u32>(xb + {j}u, yb + sl));"
         );
     }
+    w.line("            if (COL_SUMS) {");
+    for j in 0..IC_TN / 4 {
+        wln!(w, "                s{j} += bl{j};");
+    }
+    w.line("            }");
     wln!(w, "            // x: this lane's {cw} channels at the 8 pixels; lane sl holds pixel k0 + sl and");
     w.line("            // the subgroup shares the coordinates.");
     w.line("            let live_px = k0 + sl <= last;");
@@ -242,6 +256,31 @@ pub(crate) fn source(cw: usize, v4: bool, f16_out: bool) -> String {
     wln!(w, "            xb = select(xb, xb + {}u, eb);", IC_TN / 4);
     w.line("        }");
     w.line("    }");
+    wln!(w, "    let col0 = tn * {IC_TN}u;");
+    w.line("    if (COL_SUMS) {");
+    w.line(
+        "        // The subgroup's pixels together, written by the first row block's workgroup of",
+    );
+    w.line("        // each (group, column block), lane 0.");
+    for j in 0..IC_TN / 4 {
+        wln!(w, "        let t{j} = subgroupAdd(s{j});");
+    }
+    w.line("        if (gt < P.groups && gm == 0u && sl == 0u) {");
+    w.line("            let sb = g * P.kg + col0;");
+    for j in 0..IC_TN / 4 {
+        for (e, xyzw) in xyzw.iter().enumerate() {
+            let col = 4 * j + e;
+            wln!(w, "            if (col0 + {col}u < P.kg) {{");
+            wln!(w, "                var v = t{j}.{xyzw};");
+            w.line("                if (ACCUMULATE) {");
+            wln!(w, "                    v += sums[sb + {col}u];");
+            w.line("                }");
+            wln!(w, "                sums[sb + {col}u] = v;");
+            w.line("            }");
+        }
+    }
+    w.line("        }");
+    w.line("    }");
     w.line("    var wr = r;");
     w.line("    var ws = s;");
     w.line("    if (FLIP) {");
@@ -249,7 +288,6 @@ pub(crate) fn source(cw: usize, v4: bool, f16_out: bool) -> String {
     w.line("        ws = P.s - 1u - s;");
     w.line("    }");
     w.line("    let wtap = wr * P.s + ws;");
-    wln!(w, "    let col0 = tn * {IC_TN}u;");
     if v4 {
         w.line("    _ = wtap;");
         for h in 0..cw / 4 {

@@ -31,7 +31,7 @@ params! {
         wg0: u32, a_pn: u32, b_pn: u32, k_lo: u32,
         k_len: u32, k: u32, b_off: u32, ldb: u32,
         b_si: u32, b_so: u32, alpha: f32, lo: f32,
-        hi: f32, _p0: u32, _p1: u32, _p2: u32,
+        hi: f32, sum_off: u32, sum_si: u32, _p2: u32,
     }
 }
 
@@ -53,6 +53,10 @@ spec! {
         /// (`ldc_n = 1`; `ldc`, N and C's offsets multiples of 4), 2 four rows of a column
         /// per store (`ldc = 1`; `ldc_n`, M and C's offsets multiples of 4).
         C4: u32 = 0 in [0, 1, 2],
+        /// Also write the column sums of B over the reduction, `sums[sum_off + bi * sum_si
+        /// + n]` (added to them with `ACCUMULATE`): the bias gradient of a weight-gradient
+        /// GEMM whose B is dy. B from an image, one outer batch entry.
+        COL_SUMS: bool = false,
     }
 }
 
@@ -194,6 +198,10 @@ pub(crate) fn source(b_buffer: bool, c4: bool) -> String {
     }
     w.line("// The residual of the fused epilogue (C's layout; read only when RES != 0).");
     w.line("@group(0) @binding(5) var<storage, read> r: array<f32>;");
+    if !b_buffer {
+        w.line("// The column sums of B (COL_SUMS; any buffer otherwise: not touched then).");
+        w.line("@group(0) @binding(6) var<storage, read_write> sums: array<f32>;");
+    }
     w.line("");
     w.line(&GemmImageSpec::wgsl());
     w.line("");
@@ -242,6 +250,14 @@ pub(crate) fn source(b_buffer: bool, c4: bool) -> String {
             wln!(w, "    var c{r}_{n} = 0.0;");
         }
     }
+    if !b_buffer {
+        w.line(
+            "    // COL_SUMS: this lane's k-rows of B summed (rows past K are 0 in the panels).",
+        );
+        for j in 0..tn / 4 {
+            wln!(w, "    var s{j} = vec4<f32>(0.0);");
+        }
+    }
     wln!(w, "    for (var k0 = 0u; k0 < P.k_len; k0 += {SG}u) {{");
     w.line("        // B: lane sl loads k-row k0 + sl of the panel, shared below by subgroupBroadcast.");
     if b_buffer {
@@ -260,6 +276,11 @@ pub(crate) fn source(b_buffer: bool, c4: bool) -> String {
                 "        let bl{j} = textureLoad(tb, vec2<u32>(xb + {j}u, yb + sl));"
             );
         }
+        w.line("        if (COL_SUMS) {");
+        for j in 0..tn / 4 {
+            wln!(w, "            s{j} += bl{j};");
+        }
+        w.line("        }");
     }
     wln!(w, "        // A: this lane's {tm} rows for the 8 k-steps.");
     for s in 0..SG {
@@ -291,6 +312,31 @@ pub(crate) fn source(b_buffer: bool, c4: bool) -> String {
         wln!(w, "        xb = select(xb, xb + {}u, eb);", tn / 4);
     }
     w.line("    }");
+    if !b_buffer {
+        w.line("    if (COL_SUMS) {");
+        w.line("        // The subgroup's rows together: the column sums of this k-block, written by the");
+        w.line("        // first row block's workgroup (one per column block), lane 0.");
+        for j in 0..tn / 4 {
+            wln!(w, "        let t{j} = subgroupAdd(s{j});");
+        }
+        w.line("        if (live && gm == 0u && sl == 0u) {");
+        w.line("            let sb = P.sum_off + bi * P.sum_si + n0;");
+        for j in 0..tn / 4 {
+            for e in 0..4 {
+                let col = 4 * j + e;
+                let xyzw = ['x', 'y', 'z', 'w'][e];
+                wln!(w, "            if (n0 + {col}u < P.n) {{");
+                wln!(w, "                var v = t{j}.{xyzw};");
+                w.line("                if (ACCUMULATE) {");
+                wln!(w, "                    v += sums[sb + {col}u];");
+                w.line("                }");
+                wln!(w, "                sums[sb + {col}u] = v;");
+                w.line("            }");
+            }
+        }
+        w.line("        }");
+        w.line("    }");
+    }
     w.line("    let c_base = P.c_off + bo * P.c_so + bi * P.c_si;");
     let rows = |w: &mut Wgsl, ind: &str| {
         for r in 0..tm {

@@ -212,10 +212,10 @@ kernels! {
         [StorageRead, StorageRead, StorageRead, Storage];
     /// GEMM reading both operands from packed storage images (8-lane subgroups).
     GemmImage = "gemm_image", gemm_image::source(false, false), GemmImageParams, GemmImageSpec,
-        [ImageRead, ImageRead, StorageRead, Storage, StorageRead];
+        [ImageRead, ImageRead, StorageRead, Storage, StorageRead, Storage];
     /// [`Kernel::GemmImage`] storing C four floats at a time (`C4`).
     GemmImageC4 = "gemm_image_c4", gemm_image::source(false, true), GemmImageParams,
-        GemmImageSpec, [ImageRead, ImageRead, StorageRead, Storage, StorageRead];
+        GemmImageSpec, [ImageRead, ImageRead, StorageRead, Storage, StorageRead, Storage];
     /// [`Kernel::GemmImage`] reading B from a storage buffer.
     GemmImageSb = "gemm_image_sb", gemm_image::source(true, false), GemmImageParams,
         GemmImageSpec, [ImageRead, StorageRead, StorageRead, Storage, StorageRead];
@@ -354,16 +354,16 @@ kernels! {
         [ImageRead, ImageRead, StorageRead, Storage, StorageRead];
     /// Implicit-GEMM weight gradient on storage images.
     Conv2dWgradImplicit = "conv2d_wgrad_implicit", conv2d_wgrad_implicit::source(8, false, false),
-        WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage];
+        WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage, Storage];
     /// [`Kernel::Conv2dWgradImplicit`] with 4 input channels per lane (few channels).
     Conv2dWgradImplicitC4 = "conv2d_wgrad_implicit_c4", conv2d_wgrad_implicit::source(4, false, false),
-        WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage];
+        WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage, Storage];
     /// [`Kernel::Conv2dWgradImplicit`] for 1x1 kernels, storing 4 adjacent channels at once.
     Conv2dWgradImplicitV4 = "conv2d_wgrad_implicit_v4", conv2d_wgrad_implicit::source(8, true, false),
-        WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage];
+        WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage, Storage];
     /// [`Kernel::Conv2dWgradImplicitV4`] storing an f16 dw (one launch over every image).
     Conv2dWgradImplicitV4H = "conv2d_wgrad_implicit_v4h", conv2d_wgrad_implicit::source(8, true, true),
-        WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage];
+        WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage, Storage];
     /// The first-call kernel of the [`Kernel::Conv2dWgradImplicit`] family: x and dy read
     /// through verbatim image copies (no packing or fill kernel), one weight column x 8
     /// output channels per lane.

@@ -9,6 +9,7 @@ use crate::conv::launch::{im2col_params, im2col_spec};
 use crate::conv::table::{always, anywhere, need, never, Entry, Reason};
 use crate::conv::Algorithm;
 use crate::error::Result;
+use crate::gemm::image::encode_image_sums;
 use crate::gemm::job::{encode_job, GemmJob, Mat};
 use crate::gemm::GemmVariant;
 use crate::gpu::memory::ScratchBuffer;
@@ -87,8 +88,9 @@ fn wgrad_gemm(
                     (p0, cnt): (usize, usize),
                     col: &wgpu::Buffer,
                     (dst, dst_so): (&wgpu::Buffer, usize),
-                    accumulate: bool|
-     -> Result<()> {
+                    accumulate: bool,
+                    sums: bool|
+     -> Result<bool> {
         let total = nb * p.groups * cnt * ldq.div_ceil(8); // invocations, 8 elements each
         u.shape.n = u32_of(nb, "images")?;
         u.x_off = u32_of(n0 * x_img, "input elements")?;
@@ -138,7 +140,14 @@ fn wgrad_gemm(
             accumulate,
             epilogue: None,
         };
-        encode_job(ctx, enc, &job, GemmVariant::Auto)
+        // The bias gradient: the column sums of B = dy, per group (db[g * kg + k_out]).
+        if let (true, Some(db)) = (sums, &a.db) {
+            if let Some(done) = encode_image_sums(ctx, enc, &job, (db, 0, kg), GemmVariant::Auto)? {
+                return Ok(done);
+            }
+        }
+        encode_job(ctx, enc, &job, GemmVariant::Auto)?;
+        Ok(false)
     };
     // Several whole images per launch when their columns and partial results fit: one
     // batched GEMM writes one partial dw per image, then a fixed-order sum (deterministic).
@@ -166,7 +175,7 @@ fn wgrad_gemm(
         while n0 < p.n {
             let nb = images.min(p.n - n0);
             let parts = (&partial.buffer, dw_len);
-            step(enc, n0, nb, (0, ohw), &col_all.buffer, parts, false)?;
+            step(enc, n0, nb, (0, ohw), &col_all.buffer, parts, false, false)?;
             let rspec = ReduceSpec {
                 ACCUMULATE: n0 > 0,
                 ..Default::default()
@@ -192,15 +201,19 @@ fn wgrad_gemm(
         (np * pix_bytes) as u64,
         "wgconv im2col (pixel-major)",
     )?;
+    // The bias gradient with every step's GEMM while each one can (a step that cannot
+    // leaves partial sums, which the separate pass then overwrites).
     let mut first = true;
+    let mut sums = a.db.is_some() && a.cl == [false; 2];
     for n in 0..p.n {
         let mut p0 = 0;
         while p0 < ohw {
             let cnt = np.min(ohw - p0);
-            step(enc, n, 1, (p0, cnt), &col.buffer, (dw, 0), !first)?;
+            sums = step(enc, n, 1, (p0, cnt), &col.buffer, (dw, 0), !first, sums)?;
             first = false;
             p0 += cnt;
         }
     }
+    a.db_done.set(sums);
     Ok(())
 }

@@ -12,7 +12,7 @@ use crate::gemm::image::{fill_image, fill_image_kernel, ImageGeom};
 use crate::gemm::job::{round4, Mat};
 use crate::gpu::memory::{copy_flat, flat_copy_fits_of, DeviceImage};
 use crate::gpu::pipeline::PipelineKey;
-use crate::gpu::{launch_linear, u32_of, Bind};
+use crate::gpu::{fits, launch_linear, u32_of, Bind};
 use crate::kernels::conv2d_wgrad_first::{WgradFirstParams, WgradFirstSpec, WFIRST_TK};
 use crate::kernels::conv2d_wgrad_implicit::{WgradImplicitParams, WgradImplicitSpec};
 use crate::kernels::{k, KernelDef};
@@ -205,6 +205,8 @@ pub(crate) fn encode_wgrad(
         ..Default::default()
     };
     let groups = groups_m * groups_n * p.groups;
+    // The bias gradient from the dy panels the kernel reads (db[g * kg + col]).
+    let db = a.db.as_ref().filter(|b| fits(ctx, b));
     let mut n0 = 0;
     while n0 < p.n {
         let nb = xg.chunk.min(p.n - n0);
@@ -225,11 +227,14 @@ pub(crate) fn encode_wgrad(
             FLIP: p.flip,
             ACCUMULATE: n0 > 0,
             DW_CL: a.dw_cl,
+            COL_SUMS: db.is_some(),
         };
         let binds = [
             Bind::Image(&ximg.view),
             Bind::Image(&dyimg.view),
             Bind::whole(dw),
+            // The bias gradient, or dw again (not touched without COL_SUMS).
+            Bind::whole(db.unwrap_or(dw)),
         ];
         let total = (groups * WG) as u64;
         fn go<K: KernelDef<Params = WgradImplicitParams, Spec = WgradImplicitSpec>>(
@@ -259,6 +264,7 @@ pub(crate) fn encode_wgrad(
         }
         n0 += nb;
     }
+    a.db_done.set(db.is_some());
     Ok(())
 }
 
@@ -270,6 +276,7 @@ fn steady_key(p: &Conv2dProblem, var: Variant, a: &WgradArgs, accumulate: bool) 
         FLIP: p.flip,
         ACCUMULATE: accumulate,
         DW_CL: a.dw_cl,
+        COL_SUMS: a.db.is_some(),
     };
     match (var, a.dw_f16) {
         (Variant::C4, _) => PipelineKey::of::<k::Conv2dWgradImplicitC4>(&spec),

@@ -41,6 +41,11 @@ pub(crate) struct WgradArgs {
     /// dw is stored channels-last (`[K, R, S, C/groups]`), written in that order by the
     /// implicit GEMM's kernel itself (see `band::weight_grad_writes_channels_last`).
     pub dw_cl: bool,
+    /// The bias gradient (`[K]`, f32) to write alongside dw where the entry's kernel can sum
+    /// the dy it reads anyway (the GEMMs' dy panels); the entry sets `db_done` when it did.
+    pub db: Option<wgpu::Buffer>,
+    /// Set by an entry that wrote `db`.
+    pub db_done: std::cell::Cell<bool>,
 }
 
 /// What a weight-gradient call reads and writes in the caller's own layout and element type
@@ -78,7 +83,8 @@ pub(crate) fn unwindowed(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason>
 }
 
 /// Weight gradient `dw` (`[K, C/g, R, S]`) of the forward `p` from `x` and `dy`; tensors
-/// beyond one binding run in bands (`conv::band`).
+/// beyond one binding run in bands (`conv::band`). With `db` (f32 `[K]`), the entry may
+/// write the bias gradient too: returns whether it did (else the caller runs it apart).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn encode(
     ctx: &Context,
@@ -87,8 +93,9 @@ pub(crate) fn encode(
     x: &wgpu::Buffer,
     dy: &wgpu::Buffer,
     dw: &wgpu::Buffer,
+    db: Option<&wgpu::Buffer>,
     algorithm: Algorithm,
     native: WgradNative,
-) -> Result<()> {
-    crate::conv::band::weight_grad(ctx, enc, p, x, dy, dw, algorithm, native)
+) -> Result<bool> {
+    crate::conv::band::weight_grad(ctx, enc, p, (x, dy, dw, db), algorithm, native)
 }
