@@ -548,10 +548,7 @@ impl Scratch {
     ) -> Result<()> {
         use crate::conv::{bias_grad, input_grad, weight_grad};
         let (x, w, y) = (self.x.raw(), self.w.raw(), self.y.raw());
-        let grad = &Conv2dProblem {
-            has_bias: false,
-            ..*p
-        };
+        let grad = &without_bias(p);
         match op {
             Operation::Forward => {
                 ctx.encode_conv2d_problem(enc, p, &self.x, &self.w, self.b.as_ref(), &self.y, algo)
@@ -608,27 +605,32 @@ impl Scratch {
         p: &Conv2dProblem,
         algo: Algorithm,
     ) -> Result<()> {
-        use crate::conv::{bias_grad, weight_grad};
-        let (x, w, y) = (self.x.raw(), self.w.raw(), self.y.raw());
-        let grad = &Conv2dProblem {
-            has_bias: false,
-            ..*p
-        };
         let db = Tensor::zeros(ctx, &[p.k])?;
-        if !weight_grad::encode(
+        let (x, y, dw) = (self.x.raw(), self.y.raw(), self.w.raw());
+        let native = Default::default();
+        let grad = &without_bias(p);
+        if !crate::conv::weight_grad::encode(
             ctx,
             enc,
             grad,
             x,
             y,
-            w,
+            dw,
             Some(db.raw()),
             algo,
-            Default::default(),
+            native,
         )? {
-            bias_grad::encode(ctx, enc, p.y_shape(), y, db.raw(), false, false)?;
+            self.encode(ctx, enc, Operation::BiasGrad, p, algo)?;
         }
         Ok(())
+    }
+}
+
+/// `p` without its bias: the problem of the gradients, which never have one (as in the calls).
+fn without_bias(p: &Conv2dProblem) -> Conv2dProblem {
+    Conv2dProblem {
+        has_bias: false,
+        ..*p
     }
 }
 

@@ -4,7 +4,9 @@
 use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl};
 use crate::kernels::conv2d_implicit::IC_TN;
 use crate::kernels::f16_convert::F32_TO_F16_4;
-use crate::kernels::shared::{acc4, scalar_subblocks, subgroup_entry, IMPLICIT_LAYOUT_DOC, SG};
+use crate::kernels::shared::{
+    acc4, col_sums, scalar_subblocks, subgroup_entry, IMPLICIT_LAYOUT_DOC, SG,
+};
 
 params! {
     /// Parameters of `conv2d_wgrad_implicit` (all variants): output geometry, kernel, input
@@ -193,10 +195,17 @@ pub(crate) fn source(cw: usize, v4: bool, f16_out: bool) -> String {
             wln!(w, "    var c{i}_{n} = 0.0;");
         }
     }
-    w.line("    // COL_SUMS: this lane's pixels of dy summed (pixels past the last are 0 in the panels).");
-    for j in 0..IC_TN / 4 {
-        wln!(w, "    var s{j} = vec4<f32>(0.0);");
-    }
+    // The bias gradient (COL_SUMS): the column sums of the dy panels, per lane, then per
+    // subgroup.
+    let sums = col_sums(
+        IC_TN,
+        "            ",
+        "gt < P.groups && gm == 0u",
+        "g * P.kg + col0",
+        "col0",
+        "P.kg",
+    );
+    w.line(&sums.decl);
     w.line("    for (var n = 0u; n < P.nimg; n++) {");
     w.line("        let yn = n * P.rows_img * P.hp;");
     w.line("        let y0 = oy0 + yn;");
@@ -218,11 +227,7 @@ pub(crate) fn source(cw: usize, v4: bool, f16_out: bool) -> String {
             "            let bl{j} = textureLoad(tdy, vec2<u32>(xb + {j}u, yb + sl));"
         );
     }
-    w.line("            if (COL_SUMS) {");
-    for j in 0..IC_TN / 4 {
-        wln!(w, "                s{j} += bl{j};");
-    }
-    w.line("            }");
+    w.line(&sums.add);
     wln!(w, "            // x: this lane's {cw} channels at the 8 pixels; lane sl holds pixel k0 + sl and");
     w.line("            // the subgroup shares the coordinates.");
     w.line("            let live_px = k0 + sl <= last;");
@@ -257,30 +262,7 @@ pub(crate) fn source(cw: usize, v4: bool, f16_out: bool) -> String {
     w.line("        }");
     w.line("    }");
     wln!(w, "    let col0 = tn * {IC_TN}u;");
-    w.line("    if (COL_SUMS) {");
-    w.line(
-        "        // The subgroup's pixels together, written by the first row block's workgroup of",
-    );
-    w.line("        // each (group, column block), lane 0.");
-    for j in 0..IC_TN / 4 {
-        wln!(w, "        let t{j} = subgroupAdd(s{j});");
-    }
-    w.line("        if (gt < P.groups && gm == 0u && sl == 0u) {");
-    w.line("            let sb = g * P.kg + col0;");
-    for j in 0..IC_TN / 4 {
-        for (e, xyzw) in xyzw.iter().enumerate() {
-            let col = 4 * j + e;
-            wln!(w, "            if (col0 + {col}u < P.kg) {{");
-            wln!(w, "                var v = t{j}.{xyzw};");
-            w.line("                if (ACCUMULATE) {");
-            wln!(w, "                    v += sums[sb + {col}u];");
-            w.line("                }");
-            wln!(w, "                sums[sb + {col}u] = v;");
-            w.line("            }");
-        }
-    }
-    w.line("        }");
-    w.line("    }");
+    w.line(&sums.store);
     w.line("    var wr = r;");
     w.line("    var ws = s;");
     w.line("    if (FLIP) {");

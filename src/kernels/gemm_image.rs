@@ -7,7 +7,7 @@ use crate::gpu::wgsl::{
     hoist_params, params, spec, wln, Elem, ParamStruct, Spec, Wgsl, ACTIVATION,
 };
 use crate::kernels::shared::{
-    acc4, scalar_subblocks, subgroup_entry, workgroup_blocks, PANELS_DOC, SG,
+    acc4, col_sums, scalar_subblocks, subgroup_entry, workgroup_blocks, PANELS_DOC, SG,
 };
 
 /// Rows of C per invocation (two texels of an A panel row).
@@ -250,13 +250,17 @@ pub(crate) fn source(b_buffer: bool, c4: bool) -> String {
             wln!(w, "    var c{r}_{n} = 0.0;");
         }
     }
+    // The column sums of B (COL_SUMS; image B only): per lane, then per subgroup.
+    let sums = col_sums(
+        tn,
+        "        ",
+        "live && gm == 0u",
+        "P.sum_off + bi * P.sum_si + n0",
+        "n0",
+        "P.n",
+    );
     if !b_buffer {
-        w.line(
-            "    // COL_SUMS: this lane's k-rows of B summed (rows past K are 0 in the panels).",
-        );
-        for j in 0..tn / 4 {
-            wln!(w, "    var s{j} = vec4<f32>(0.0);");
-        }
+        w.line(&sums.decl);
     }
     wln!(w, "    for (var k0 = 0u; k0 < P.k_len; k0 += {SG}u) {{");
     w.line("        // B: lane sl loads k-row k0 + sl of the panel, shared below by subgroupBroadcast.");
@@ -276,11 +280,7 @@ pub(crate) fn source(b_buffer: bool, c4: bool) -> String {
                 "        let bl{j} = textureLoad(tb, vec2<u32>(xb + {j}u, yb + sl));"
             );
         }
-        w.line("        if (COL_SUMS) {");
-        for j in 0..tn / 4 {
-            wln!(w, "            s{j} += bl{j};");
-        }
-        w.line("        }");
+        w.line(&sums.add);
     }
     wln!(w, "        // A: this lane's {tm} rows for the 8 k-steps.");
     for s in 0..SG {
@@ -313,29 +313,7 @@ pub(crate) fn source(b_buffer: bool, c4: bool) -> String {
     }
     w.line("    }");
     if !b_buffer {
-        w.line("    if (COL_SUMS) {");
-        w.line("        // The subgroup's rows together: the column sums of this k-block, written by the");
-        w.line("        // first row block's workgroup (one per column block), lane 0.");
-        for j in 0..tn / 4 {
-            wln!(w, "        let t{j} = subgroupAdd(s{j});");
-        }
-        w.line("        if (live && gm == 0u && sl == 0u) {");
-        w.line("            let sb = P.sum_off + bi * P.sum_si + n0;");
-        for j in 0..tn / 4 {
-            for e in 0..4 {
-                let col = 4 * j + e;
-                let xyzw = ['x', 'y', 'z', 'w'][e];
-                wln!(w, "            if (n0 + {col}u < P.n) {{");
-                wln!(w, "                var v = t{j}.{xyzw};");
-                w.line("                if (ACCUMULATE) {");
-                wln!(w, "                    v += sums[sb + {col}u];");
-                w.line("                }");
-                wln!(w, "                sums[sb + {col}u] = v;");
-                w.line("            }");
-            }
-        }
-        w.line("        }");
-        w.line("    }");
+        w.line(&sums.store);
     }
     w.line("    let c_base = P.c_off + bo * P.c_so + bi * P.c_si;");
     let rows = |w: &mut Wgsl, ind: &str| {

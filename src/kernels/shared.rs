@@ -166,3 +166,67 @@ pub(crate) fn linear_entry(w: &mut Wgsl) {
     w.line("        return;");
     w.line("    }");
 }
+
+/// WGSL of the column sums of a GEMM's B operand (`COL_SUMS`, the bias gradient of the
+/// weight gradients), in three pieces for the kernel to place: `decl` declares a lane's
+/// partial sums `s0..` of `cols` columns (a multiple of 4), `add` adds this k-step's row of
+/// B, the texels `bl0..` (rows past K are 0 in the panels), and `store` sums the subgroup's
+/// lanes and lets lane 0 of the workgroups where `owner` holds write (or with `ACCUMULATE`
+/// add) column `col0 + c` of `sums[base + c]` for `col0 + c < limit`. `ind`: the
+/// indentation of `add`.
+pub(crate) struct ColSums {
+    pub decl: String,
+    pub add: String,
+    pub store: String,
+}
+
+pub(crate) fn col_sums(
+    cols: usize,
+    ind: &str,
+    owner: &str,
+    base: &str,
+    col0: &str,
+    limit: &str,
+) -> ColSums {
+    let mut decl = Wgsl::new();
+    decl.line("    // COL_SUMS: this lane's k-rows of B summed (rows past K are 0 in the panels).");
+    for j in 0..cols / 4 {
+        wln!(decl, "    var s{j} = vec4<f32>(0.0);");
+    }
+    let mut add = Wgsl::new();
+    wln!(add, "{ind}if (COL_SUMS) {{");
+    for j in 0..cols / 4 {
+        wln!(add, "{ind}    s{j} += bl{j};");
+    }
+    wln!(add, "{ind}}}");
+    let mut st = Wgsl::new();
+    st.line("    if (COL_SUMS) {");
+    st.line(
+        "        // The subgroup's rows together; lane 0 of the owning workgroups writes them.",
+    );
+    for j in 0..cols / 4 {
+        wln!(st, "        let t{j} = subgroupAdd(s{j});");
+    }
+    wln!(st, "        if ({owner} && sl == 0u) {{");
+    wln!(st, "            let sb = {base};");
+    for j in 0..cols / 4 {
+        for (e, c) in ['x', 'y', 'z', 'w'].iter().enumerate() {
+            let col = 4 * j + e;
+            wln!(st, "            if ({col0} + {col}u < {limit}) {{");
+            wln!(st, "                var v = t{j}.{c};");
+            st.line("                if (ACCUMULATE) {");
+            wln!(st, "                    v += sums[sb + {col}u];");
+            st.line("                }");
+            wln!(st, "                sums[sb + {col}u] = v;");
+            st.line("            }");
+        }
+    }
+    st.line("        }");
+    st.line("    }");
+    let text = |w: Wgsl| w.finish().trim_end().to_string();
+    ColSums {
+        decl: text(decl),
+        add: text(add),
+        store: text(st),
+    }
+}
