@@ -538,11 +538,15 @@ fn image_variant_long_reduction() {
     }
 }
 
-/// Whether `ctx` compiled `gemm_image_c4` with `C4 = mode` (C stored as vec4s).
+/// Whether `ctx` compiled the image GEMM storing C as vec4s: mode 1 along rows
+/// (`gemm_image_c4`), 2 along columns (`gemm_image_c4t`).
 fn compiled_c4(ctx: &Context, mode: i64) -> bool {
-    wgconv::dev::compiled_pipelines(ctx)
-        .iter()
-        .any(|(name, spec)| *name == "gemm_image_c4" && spec.contains(&("C4", mode)))
+    let kernel = if mode == 1 {
+        "gemm_image_c4"
+    } else {
+        "gemm_image_c4t"
+    };
+    wgconv::dev::compiled_kernels(ctx).contains(&kernel)
 }
 
 /// The image GEMM stores C four floats at a time when C's rows (or, inside the 1x1 weight

@@ -571,16 +571,15 @@ fn encode_image(
             ACCUMULATE: job.accumulate || !first,
             ACT: if last { act } else { 0 },
             RES: if last { res } else { 0 },
-            C4: c4,
             COL_SUMS: sums,
         }
     };
     let sums = sums.filter(|_| {
         let spec = spec_at(0, true);
-        let key = if c4 != 0 {
-            PipelineKey::of::<k::GemmImageC4>(&spec)
-        } else {
-            PipelineKey::of::<k::GemmImage>(&spec)
+        let key = match c4 {
+            1 => PipelineKey::of::<k::GemmImageC4>(&spec),
+            2 => PipelineKey::of::<k::GemmImageC4t>(&spec),
+            _ => PipelineKey::of::<k::GemmImage>(&spec),
         };
         !ctx.stand_in(key)
     });
@@ -602,10 +601,10 @@ fn encode_image(
                 r_bind,
                 sums_bind,
             ];
-            if c4 != 0 {
-                launch_linear::<k::GemmImageC4>(ctx, enc, &spec, &mut u, set, &binds, total)?;
-            } else {
-                launch_linear::<k::GemmImage>(ctx, enc, &spec, &mut u, set, &binds, total)?;
+            match c4 {
+                1 => launch_linear::<k::GemmImageC4>(ctx, enc, &spec, &mut u, set, &binds, total)?,
+                2 => launch_linear::<k::GemmImageC4t>(ctx, enc, &spec, &mut u, set, &binds, total)?,
+                _ => launch_linear::<k::GemmImage>(ctx, enc, &spec, &mut u, set, &binds, total)?,
             }
         } else {
             launch_linear::<k::GemmImageSb>(ctx, enc, &spec, &mut u, set, &binds, total)?;
@@ -614,9 +613,9 @@ fn encode_image(
     Ok(sums.is_some())
 }
 
-/// How `gemm_image_c4` can store the C of `u` (`GemmImageSpec::C4`): 1 when C's rows are
-/// contiguous runs of whole vec4s (`ldc_n = 1`), 2 when its columns are (`ldc = 1`), else 0
-/// (`gemm_image`, one float per store). Every element offset the kernel forms must be a
+/// How the image GEMM can store the C of `u`: 1 (`gemm_image_c4`) when C's rows are
+/// contiguous runs of whole vec4s (`ldc_n = 1`), 2 (`gemm_image_c4t`) when its columns are
+/// (`ldc = 1`), else 0 (`gemm_image`, one float per store). Every element offset the kernel forms must be a
 /// multiple of 4, and N (or M) too, so that a vec4 is either whole inside C or past its edge.
 fn c4_mode(u: &GemmImageParams, batch: usize) -> u32 {
     let aligned = |v: u32| v.is_multiple_of(4);

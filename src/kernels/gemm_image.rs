@@ -48,11 +48,6 @@ spec! {
         ACT: u32 = 0 in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
         /// The fused epilogue's residual position (`Residual::code`).
         RES: u32 = 0 in [0, 1, 2],
-        /// How C is stored: 0 one float at a time (`gemm_image`, `gemm_image_sb`); with C
-        /// bound as `array<vec4<f32>>` (`gemm_image_c4`), 1 four columns of a row per store
-        /// (`ldc_n = 1`; `ldc`, N and C's offsets multiples of 4), 2 four rows of a column
-        /// per store (`ldc = 1`; `ldc_n`, M and C's offsets multiples of 4).
-        C4: u32 = 0 in [0, 1, 2],
         /// Also write the column sums of B over the reduction, `sums[sum_off + bi * sum_si
         /// + n]` (added to them with `ACCUMULATE`): the bias gradient of a weight-gradient
         /// GEMM whose B is dy. B from an image, one outer batch entry.
@@ -60,43 +55,56 @@ spec! {
     }
 }
 
-/// The store of `gemm_image_c4`: `v` holds C[m, n..n + 4] (`C4 = 1`) or C[m..m + 4, n]
-/// (`C4 = 2`), four consecutive floats of C either way (the host checks the alignment), so
-/// the bounds check of the first covers all four.
-const STORE4: &str = "fn store(live: bool, c_base: u32, m: u32, n: u32, v: vec4<f32>, bi: u32) {
-    if (!live || m >= P.m || n >= P.n) {
+/// The store of the `gemm_image_c4` twins: `v` holds C[m, n..n + 4] (`cols` false:
+/// `gemm_image_c4`, `ldc_n = 1`) or C[m..m + 4, n] (`cols`: `gemm_image_c4t`, `ldc = 1`),
+/// four consecutive floats of C either way (the host checks the alignment), so the bounds
+/// check of the first covers all four. (One orientation per kernel: with both behind an
+/// override, lavapipe's NIR inlined both sets of stores before folding the choice, and the
+/// pipeline took ~0.8 s to create.)
+fn store4(cols: bool) -> String {
+    let along = if cols { 1 } else { 2 };
+    format!(
+        "fn store(live: bool, c_base: u32, m: u32, n: u32, v: vec4<f32>, bi: u32) {{
+    if (!live || m >= P.m || n >= P.n) {{
         return;
-    }
+    }}
     var out = v;
-    // The bias of the rows (BIAS_MODE 1) or the columns (2): one value, or four along v.
-    if (BIAS_MODE != 0u) {
-        let along = (BIAS_MODE == 1u) == (C4 == 2u);
+    // The bias of the rows (BIAS_MODE 1) or the columns (2): four values along v, or one.
+    if (BIAS_MODE != 0u) {{
         let bb = P.bias_off + bi * P.bias_si + select(n, m, BIAS_MODE == 1u);
-        if (along) {
+        if (BIAS_MODE == {along}u) {{
             out += vec4<f32>(bias[bb], bias[bb + 1u], bias[bb + 2u], bias[bb + 3u]);
-        } else {
+        }} else {{
             out += vec4<f32>(bias[bb]);
-        }
-    }
+        }}
+    }}
     let ci = c_base + m * P.ldc + n * P.ldc_n;
     let q = ci / 4u;
-    if (ACCUMULATE) {
+    if (ACCUMULATE) {{
         out += c[q];
-    }
-    if (ACT != 0u || RES != 0u) {
-        var rv = vec4<f32>(0.0);
-        if (RES != 0u) {
-            rv = vec4<f32>(r[ci], r[ci + 1u], r[ci + 2u], r[ci + 3u]);
-        }
-        out = epilogue4(out, rv, P.alpha, P.lo, P.hi);
-    }
+    }}
+    if (ACT != 0u || RES != 0u) {{
+        // A loop, not four inlined epilogues: each would be inlined at every store before
+        // the override folds it away (pipeline creation time on lavapipe).
+        for (var e = 0u; e < 4u; e++) {{
+            var rv = 0.0;
+            if (RES != 0u) {{
+                rv = r[ci + e];
+            }}
+            out[e] = epilogue(out[e], rv, P.alpha, P.lo, P.hi);
+        }}
+    }}
     c[q] = out;
-}";
+}}"
+    )
+}
 
 /// The WGSL source of `gemm_image`: B from a packed storage image, or with `b_buffer` from
-/// a K-major storage buffer (`gemm_image(b_buffer=True)` of the Python generator); with `c4`
-/// (B from an image) the `gemm_image_c4` twin that stores C four floats at a time.
-pub(crate) fn source(b_buffer: bool, c4: bool) -> String {
+/// a K-major storage buffer (`gemm_image(b_buffer=True)` of the Python generator). `c4`
+/// (B from an image): 0 one float of C per store; 1 four columns of a row
+/// (`gemm_image_c4`), 2 four rows of a column (`gemm_image_c4t`), C bound as vec4s.
+pub(crate) fn source(b_buffer: bool, c4: u32) -> String {
+    debug_assert!(c4 == 0 || !b_buffer);
     let (tm, tn) = (IMG_TM, IMG_TN);
     let mut w = Wgsl::new();
     // `T` of the shared store (`gemm_reg::gemm_store`).
@@ -186,7 +194,7 @@ pub(crate) fn source(b_buffer: bool, c4: bool) -> String {
         w.line("@group(0) @binding(2) var tb: texture_storage_2d<rgba32float, read>;");
     }
     w.line("@group(0) @binding(3) var<storage, read> bias: array<f32>;");
-    if c4 {
+    if c4 != 0 {
         w.line(
             "// C as vec4s: on lavapipe a vec4 store costs about what a scalar one does, and the",
         );
@@ -207,8 +215,8 @@ pub(crate) fn source(b_buffer: bool, c4: bool) -> String {
     w.line("");
     w.line(ACTIVATION);
     w.line("");
-    if c4 {
-        w.line(STORE4);
+    if c4 != 0 {
+        w.line(&store4(c4 == 2));
     } else {
         w.line(&gemm_store(true, true));
     }
@@ -328,22 +336,18 @@ pub(crate) fn source(b_buffer: bool, c4: bool) -> String {
             }
         }
     };
-    if c4 {
-        w.line("    if (C4 == 1u) {");
-        rows(&mut w, "        ");
-        w.line("    } else {");
+    if c4 == 2 {
         for i in 0..tm / 4 {
             for n in 0..tn {
                 let v: Vec<String> = (0..4).map(|e| format!("c{}_{n}", 4 * i + e)).collect();
                 wln!(
                     w,
-                    "        store(live, c_base, m0 + {}u, n0 + {n}u, vec4<f32>({}), bi);",
+                    "    store(live, c_base, m0 + {}u, n0 + {n}u, vec4<f32>({}), bi);",
                     4 * i,
                     v.join(", ")
                 );
             }
         }
-        w.line("    }");
     } else {
         rows(&mut w, "    ");
     }

@@ -211,13 +211,16 @@ kernels! {
     GemmTiledF16 = "gemm_tiled_f16", gemm_tiled::source(Elem::F16), GemmParams, GemmTiledSpec,
         [StorageRead, StorageRead, StorageRead, Storage];
     /// GEMM reading both operands from packed storage images (8-lane subgroups).
-    GemmImage = "gemm_image", gemm_image::source(false, false), GemmImageParams, GemmImageSpec,
+    GemmImage = "gemm_image", gemm_image::source(false, 0), GemmImageParams, GemmImageSpec,
         [ImageRead, ImageRead, StorageRead, Storage, StorageRead, Storage];
-    /// [`Kernel::GemmImage`] storing C four floats at a time (`C4`).
-    GemmImageC4 = "gemm_image_c4", gemm_image::source(false, true), GemmImageParams,
+    /// [`Kernel::GemmImage`] storing four columns of a row of C at a time.
+    GemmImageC4 = "gemm_image_c4", gemm_image::source(false, 1), GemmImageParams,
+        GemmImageSpec, [ImageRead, ImageRead, StorageRead, Storage, StorageRead, Storage];
+    /// [`Kernel::GemmImage`] storing four rows of a column of C at a time.
+    GemmImageC4t = "gemm_image_c4t", gemm_image::source(false, 2), GemmImageParams,
         GemmImageSpec, [ImageRead, ImageRead, StorageRead, Storage, StorageRead, Storage];
     /// [`Kernel::GemmImage`] reading B from a storage buffer.
-    GemmImageSb = "gemm_image_sb", gemm_image::source(true, false), GemmImageParams,
+    GemmImageSb = "gemm_image_sb", gemm_image::source(true, 0), GemmImageParams,
         GemmImageSpec, [ImageRead, StorageRead, StorageRead, Storage, StorageRead];
     /// Operand packing (transpose / pad to vec4) for the buffer GEMM kernels.
     Pack = "pack", pack::source(Elem::F32), PackParams, PackSpec, [StorageRead, Storage];
