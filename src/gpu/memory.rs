@@ -667,9 +667,10 @@ fn gcd(a: usize, b: usize) -> usize {
 const FLAT_TW: usize = 1024;
 
 /// Copies the first `len` floats of `buf` verbatim into a new image of rows of `tw` texels
-/// (float i at texel i / 4, channel i % 4): one buffer-to-texture copy for the full rows and
-/// one for the last partial row. `None` when it cannot (`len` not a multiple of 4, or an
-/// image beyond `maxTextureDimension2D` or the scratch budget); returns the image and `tw`.
+/// (float i at texel i / 4, channel i % 4; `tw` from [`flat_width`]): one buffer-to-texture
+/// copy when `tw` divides the texel count, else one for the full rows and one for the last
+/// partial row. `None` when it cannot (`len` not a multiple of 4, or an image beyond
+/// `maxTextureDimension2D` or the scratch budget); returns the image and `tw`.
 pub(crate) fn copy_flat(
     ctx: &Context,
     enc: &mut wgpu::CommandEncoder,

@@ -5,7 +5,7 @@ use crate::gpu::wgsl::{hoist_params, params, spec, wln, ParamStruct, Spec, Wgsl}
 use crate::kernels::conv2d_implicit::IC_TN;
 use crate::kernels::f16_convert::F32_TO_F16_4;
 use crate::kernels::shared::{
-    acc4, col_sums, scalar_subblocks, subgroup_entry, IMPLICIT_LAYOUT_DOC, SG,
+    acc4, acc4_rows, col_sums, scalar_subblocks, subgroup_entry, IMPLICIT_LAYOUT_DOC, SG,
 };
 
 params! {
@@ -276,12 +276,11 @@ pub(crate) fn source(cw: usize, v4: bool, f16_out: bool) -> String {
             for j in 0..IC_TN / 4 {
                 for e in 0..4 {
                     let col = 4 * j + e;
-                    let v: Vec<String> = (0..4).map(|i| format!("c{}_{col}", 4 * h + i)).collect();
                     wln!(
                         w,
-                        "    store4(live, g, cb * {cw}u + {}u, col0 + {col}u, vec4<f32>({}));",
+                        "    store4(live, g, cb * {cw}u + {}u, col0 + {col}u, {});",
                         4 * h,
-                        v.join(", ")
+                        acc4_rows(4 * h, col)
                     );
                 }
             }

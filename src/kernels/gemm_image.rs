@@ -7,7 +7,7 @@ use crate::gpu::wgsl::{
     hoist_params, params, spec, wln, Elem, ParamStruct, Spec, Wgsl, ACTIVATION,
 };
 use crate::kernels::shared::{
-    acc4, col_sums, scalar_subblocks, subgroup_entry, workgroup_blocks, PANELS_DOC, SG,
+    acc4, acc4_rows, col_sums, scalar_subblocks, subgroup_entry, workgroup_blocks, PANELS_DOC, SG,
 };
 
 /// Rows of C per invocation (two texels of an A panel row).
@@ -339,12 +339,11 @@ pub(crate) fn source(b_buffer: bool, c4: u32) -> String {
     if c4 == 2 {
         for i in 0..tm / 4 {
             for n in 0..tn {
-                let v: Vec<String> = (0..4).map(|e| format!("c{}_{n}", 4 * i + e)).collect();
                 wln!(
                     w,
-                    "    store(live, c_base, m0 + {}u, n0 + {n}u, vec4<f32>({}), bi);",
+                    "    store(live, c_base, m0 + {}u, n0 + {n}u, {}, bi);",
                     4 * i,
-                    v.join(", ")
+                    acc4_rows(4 * i, n)
                 );
             }
         }

@@ -54,6 +54,13 @@ pub(crate) fn acc4(r: usize, j: usize) -> String {
     format!("vec4<f32>({})", c.join(", "))
 }
 
+/// WGSL: the accumulators of rows `r0..r0 + 4` of column `n` as one `vec4<f32>` (stores of
+/// four adjacent rows: C's columns or dw's channels contiguous).
+pub(crate) fn acc4_rows(r0: usize, n: usize) -> String {
+    let c: Vec<String> = (0..4).map(|e| format!("c{}_{n}", r0 + e)).collect();
+    format!("vec4<f32>({})", c.join(", "))
+}
+
 /// Layout of the wrapped GEMM operand panels in storage images.
 pub(crate) const PANELS_DOC: &str =
     "// Wrapped panels. An operand with R rows (M for A, N for B) and K columns is cut into panels
