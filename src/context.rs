@@ -210,6 +210,11 @@ pub(crate) struct Inner {
     limits: Limits,
     scratch_budget: AtomicU64,
     pub(crate) pipelines: RwLock<HashMap<PipelineKey, crate::gpu::pipeline::PipelineSlot>>,
+    /// Pipelines whose creation failed with a shader compilation error, and that error:
+    /// returned again instead of compiling again, and never queued for the background.
+    pub(crate) failed_pipelines: RwLock<HashMap<PipelineKey, Error>>,
+    /// Pipeline creations that failed (each attempt; tests check that none is repeated).
+    pub(crate) compile_failures: AtomicUsize,
     pub(crate) layouts: RwLock<HashMap<Kernel, Arc<wgpu::BindGroupLayout>>>,
     pub(crate) compiles: AtomicUsize,
     pub(crate) allocated: AtomicU64,
@@ -394,6 +399,8 @@ impl Context {
                 limits,
                 scratch_budget: AtomicU64::new(scratch.unwrap_or(DEFAULT_SCRATCH_BUDGET)),
                 pipelines: RwLock::default(),
+                failed_pipelines: RwLock::default(),
+                compile_failures: AtomicUsize::new(0),
                 layouts: RwLock::default(),
                 compiles: AtomicUsize::new(0),
                 allocated: AtomicU64::new(0),
@@ -647,5 +654,38 @@ mod tests {
     fn context_is_send_sync() {
         fn check<T: Send + Sync + Clone>() {}
         check::<Context>();
+    }
+
+    /// A pipeline that fails to compile (here a workgroup size of 0) fails once: asking for
+    /// it again returns the same typed error without compiling, and a first call that could
+    /// stand in for it keeps standing in without queueing it for the background again.
+    #[test]
+    fn a_failed_pipeline_is_not_compiled_again() {
+        use crate::gpu::pipeline::PipelineKey;
+        use crate::kernels::{k, pad_image::PadImageFlatSpec};
+        let ctx = Context::with_options_blocking(ContextOptions {
+            tuning: Some(crate::TuningMode::Background),
+            ..Default::default()
+        })
+        .expect("GPU test needs a WebGPU adapter");
+        let key = PipelineKey::of::<k::PadImageFlat>(&PadImageFlatSpec { WG: 0 });
+        let failures = || ctx.inner.compile_failures.load(Ordering::Relaxed);
+        let first = ctx
+            .pipeline(&key)
+            .expect_err("a workgroup size of 0 compiled");
+        assert!(
+            matches!(first.kind(), ErrorKind::ShaderCompile { .. }),
+            "{first}"
+        );
+        assert_eq!(failures(), 1);
+        let again = ctx.pipeline(&key).expect_err("compiled on the second try");
+        assert_eq!(again, first);
+        if ctx.adapter_info().backend != wgpu::Backend::Gl {
+            // (GL never stands in.)
+            assert!(ctx.stand_in(key.clone()), "stopped standing in");
+        }
+        ctx.compile_later(key);
+        ctx.wait_for_tuning();
+        assert_eq!(failures(), 1, "compiled again");
     }
 }

@@ -852,7 +852,7 @@ impl Context {
     /// Queues the compilation of `key` for the tuning thread (the pipelines a first-call
     /// kernel stood in for; see [`Context::stand_in`]).
     pub(crate) fn compile_later(&self, key: PipelineKey) {
-        if self.pipeline_ready(&key) {
+        if self.pipeline_ready(&key) || self.pipeline_failure(&key).is_some() {
             return;
         }
         self.enqueue(Job {

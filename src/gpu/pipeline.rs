@@ -150,6 +150,31 @@ impl Context {
         names
     }
 
+    /// The shader compilation error the pipeline of `key` failed with, if it did.
+    pub(crate) fn pipeline_failure(&self, key: &PipelineKey) -> Option<Error> {
+        self.inner.failed_pipelines.read().ok()?.get(key).cloned()
+    }
+
+    /// Remembers a shader compilation error of `key` (other errors, e.g. a lost device, are
+    /// not about the pipeline): later requests return it without compiling again, and a
+    /// first call keeps its stand-in instead of queueing the compilation again; logged once.
+    fn remember_failure(&self, key: &PipelineKey, e: &Error) {
+        self.inner.compile_failures.fetch_add(1, Ordering::Relaxed);
+        if !matches!(e.kind(), ErrorKind::ShaderCompile { .. }) {
+            return;
+        }
+        if let Ok(mut failed) = self.inner.failed_pipelines.write() {
+            if failed.insert(key.clone(), e.clone()).is_none() {
+                log::warn!(
+                    "wgconv: {} {:?} failed to compile; calls that can run another kernel in \
+                     its place keep doing so: {e}",
+                    key.kernel.name(),
+                    key.constants
+                );
+            }
+        }
+    }
+
     /// Whether the pipeline of `key` is compiled (without waiting for a compilation under
     /// way, and without compiling it).
     pub(crate) fn pipeline_ready(&self, key: &PipelineKey) -> bool {
@@ -188,6 +213,9 @@ impl Context {
         let mut compiled = slot.lock().map_err(poisoned)?;
         if let Some(p) = compiled.as_ref() {
             return Ok(p.clone());
+        }
+        if let Some(e) = self.pipeline_failure(key) {
+            return Err(e);
         }
         let layout = self.layout(key.kernel)?;
         let kernel = key.kernel;
@@ -240,7 +268,8 @@ impl Context {
                     message,
                 }),
                 k => Error::new(k),
-            })?;
+            })
+            .inspect_err(|e| self.remember_failure(key, e))?;
         self.inner.compiles.fetch_add(1, Ordering::Relaxed);
         log::debug!(
             "wgconv: compiled {} {:?} in {:.1} ms",
