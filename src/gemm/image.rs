@@ -583,31 +583,35 @@ fn encode_image(
         };
         !ctx.stand_in(key)
     });
+    // The image-B kernels' last binding: the sums, or C again (not touched without
+    // COL_SUMS); `gemm_image_sb` has no such binding.
+    let sums_bind = sums.map_or(c_bind, |s| Bind::whole(s.0));
+    let all = [
+        Bind::Image(&ia.view),
+        b_bind,
+        bias_bind,
+        c_bind,
+        r_bind,
+        sums_bind,
+    ];
+    let binds = if ib.is_some() { &all[..] } else { &all[..5] };
+    let total = groups as u64 * wg;
     for k_lo in (0..ga.kp).step_by(IMG_K_BLOCK) {
         u.k_lo = k_lo as u32;
         u.k_len = IMG_K_BLOCK.min(ga.kp - k_lo) as u32;
         let spec = spec_at(k_lo, sums.is_some());
         let set = |u: &mut GemmImageParams, start: u32| u.wg0 = start / wg as u32;
-        let binds = [Bind::Image(&ia.view), b_bind, bias_bind, c_bind, r_bind];
-        // The sums, or C again (not touched without COL_SUMS).
-        let sums_bind = sums.map_or(c_bind, |s| Bind::whole(s.0));
-        let total = groups as u64 * wg;
-        if ib.is_some() {
-            let binds = [
-                Bind::Image(&ia.view),
-                b_bind,
-                bias_bind,
-                c_bind,
-                r_bind,
-                sums_bind,
-            ];
-            match c4 {
-                1 => launch_linear::<k::GemmImageC4>(ctx, enc, &spec, &mut u, set, &binds, total)?,
-                2 => launch_linear::<k::GemmImageC4t>(ctx, enc, &spec, &mut u, set, &binds, total)?,
-                _ => launch_linear::<k::GemmImage>(ctx, enc, &spec, &mut u, set, &binds, total)?,
+        match (ib.is_some(), c4) {
+            (false, _) => {
+                launch_linear::<k::GemmImageSb>(ctx, enc, &spec, &mut u, set, binds, total)?
             }
-        } else {
-            launch_linear::<k::GemmImageSb>(ctx, enc, &spec, &mut u, set, &binds, total)?;
+            (true, 1) => {
+                launch_linear::<k::GemmImageC4>(ctx, enc, &spec, &mut u, set, binds, total)?
+            }
+            (true, 2) => {
+                launch_linear::<k::GemmImageC4t>(ctx, enc, &spec, &mut u, set, binds, total)?
+            }
+            (true, _) => launch_linear::<k::GemmImage>(ctx, enc, &spec, &mut u, set, binds, total)?,
         }
     }
     Ok(sums.is_some())

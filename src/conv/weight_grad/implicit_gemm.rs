@@ -138,7 +138,7 @@ pub(crate) fn encode_wgrad(
     let var = variant(p, &xg, 4 * p.k * p.c_per_group() * p.r * p.s);
     // The first call of a layer whose steady kernel is not compiled yet: one kernel on
     // image copies of x and dy; the steady kernel and its fills compile in the background.
-    if first_call_fits(ctx, src_p, a) && ctx.stand_in(steady_key(p, var, a, false)) {
+    if first_call_fits(ctx, src_p, a) && ctx.stand_in(steady_key(ctx, p, var, a, false)) {
         first_call(ctx, enc, src_p, a)?;
         let dy_fill = fill_image_kernel(ctx, &dy_mat, dy_cl, kg, ohw, (p.n, p.groups), &dg);
         let later = [dy_fill, Some(input_fill_kernel(ctx, src_p))];
@@ -146,7 +146,7 @@ pub(crate) fn encode_wgrad(
             ctx.compile_later(key);
         }
         if xg.chunk < p.n {
-            ctx.compile_later(steady_key(p, var, a, true));
+            ctx.compile_later(steady_key(ctx, p, var, a, true));
         }
         return Ok(());
     }
@@ -206,7 +206,7 @@ pub(crate) fn encode_wgrad(
     };
     let groups = groups_m * groups_n * p.groups;
     // The bias gradient from the dy panels the kernel reads (db[g * kg + col]).
-    let db = a.db.as_ref().filter(|b| fits(ctx, b));
+    let db = sums_into(ctx, a);
     let mut n0 = 0;
     while n0 < p.n {
         let nb = xg.chunk.min(p.n - n0);
@@ -268,15 +268,26 @@ pub(crate) fn encode_wgrad(
     Ok(())
 }
 
+/// The buffer the launch sums the bias gradient into (`COL_SUMS`), if any.
+fn sums_into<'a>(ctx: &Context, a: &'a WgradArgs) -> Option<&'a wgpu::Buffer> {
+    a.db.as_ref().filter(|b| fits(ctx, b))
+}
+
 /// The pipeline of the steady kernel `var` for `p` (sampled), accumulating into dw when
 /// `accumulate` (images after the first chunk).
-fn steady_key(p: &Conv2dProblem, var: Variant, a: &WgradArgs, accumulate: bool) -> PipelineKey {
+fn steady_key(
+    ctx: &Context,
+    p: &Conv2dProblem,
+    var: Variant,
+    a: &WgradArgs,
+    accumulate: bool,
+) -> PipelineKey {
     let spec = WgradImplicitSpec {
         WG: WG as u32,
         FLIP: p.flip,
         ACCUMULATE: accumulate,
         DW_CL: a.dw_cl,
-        COL_SUMS: a.db.is_some(),
+        COL_SUMS: sums_into(ctx, a).is_some(),
     };
     match (var, a.dw_f16) {
         (Variant::C4, _) => PipelineKey::of::<k::Conv2dWgradImplicitC4>(&spec),
