@@ -626,6 +626,54 @@ impl Scratch {
     }
 }
 
+impl Scratch {
+    /// Records the forward of `p` with weights the library can track, as a call whose
+    /// weights stay alive does: 1x1 layers pack and cache those (other pipelines than the
+    /// scratch weights, which their kernel reads in place from a verbatim copy).
+    fn encode_forward_kept(
+        &self,
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+        p: &Conv2dProblem,
+    ) -> Result<()> {
+        let w = Tensor::zeros(ctx, &p.w_shape())?;
+        ctx.encode_conv2d_problem(
+            enc,
+            p,
+            &self.x,
+            &w,
+            self.b.as_ref(),
+            &self.y,
+            Algorithm::Auto,
+        )
+    }
+
+    /// Records the gradients of `p` (the bias gradient too when `bias`) as `conv2d_backward`
+    /// does: one recording in which they may share work (other pipelines than each gradient
+    /// alone, e.g. the weight gradient reading the input gradient's dy image).
+    fn encode_backward(
+        &self,
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+        p: &Conv2dProblem,
+        bias: bool,
+    ) -> Result<()> {
+        let db = bias.then(|| Tensor::zeros(ctx, &[p.k])).transpose()?;
+        if let Some(t) = &db {
+            t.mark_volatile();
+        }
+        // dx and dw into x and w: the values are not used, and no pass reads the buffer it
+        // writes.
+        ctx.encode_backward_all(
+            enc,
+            &without_bias(p),
+            (&self.x, &self.w, &self.y),
+            (&self.x, &self.w, db.as_ref()),
+            Algorithm::Auto,
+        )
+    }
+}
+
 /// `p` without its bias: the problem of the gradients, which never have one (as in the calls).
 fn without_bias(p: &Conv2dProblem) -> Conv2dProblem {
     Conv2dProblem {
@@ -1044,6 +1092,13 @@ impl Context {
             }
             if ops.contains(&Operation::WeightGrad) && ops.contains(&Operation::BiasGrad) {
                 scratch.encode_weight_and_bias(self, &mut enc, p, Algorithm::Auto)?;
+            }
+            if ops.contains(&Operation::Forward) && p.r * p.s == 1 {
+                scratch.encode_forward_kept(self, &mut enc, p)?;
+            }
+            if ops.contains(&Operation::InputGrad) && ops.contains(&Operation::WeightGrad) {
+                let bias = ops.contains(&Operation::BiasGrad);
+                scratch.encode_backward(self, &mut enc, p, bias)?;
             }
             // Run, not just recorded: drivers that compile a pipeline at its first dispatch
             // (lavapipe's LLVM, ~0.5 s for the register-blocked implicit GEMM) do it now.

@@ -354,6 +354,11 @@ fn warm_up_compiles_what_the_calls_run() {
         .with_padding([1, 1]);
     let (txs, tws) = ([1, 12, 7, 11], [12, 8, 3, 3]);
     let tp = tparams.resolve(txs, tws, Some(8)).unwrap();
+    // A strided 1x1 layer: its backward shares dy's image between the gradients (other
+    // pipelines than either gradient alone).
+    let params1 = Conv2dParams::default().with_stride([2, 2]);
+    let (xs1, ws1) = ([1, 64, 14, 14], [128, 64, 1, 1]);
+    let p1 = params1.resolve(xs1, ws1, Some(128)).unwrap();
     let mut rng = Rng::new(7);
     for mode in [
         TuningMode::Off,
@@ -372,7 +377,7 @@ fn warm_up_compiles_what_the_calls_run() {
                 Operation::WeightGrad,
                 Operation::BiasGrad,
             ],
-            &[p],
+            &[p, p1],
         )
         .unwrap();
         ctx.warm_up_transposed(&[tp]).unwrap();
@@ -395,7 +400,13 @@ fn warm_up_compiles_what_the_calls_run() {
         let ty = ctx
             .conv_transpose2d(&tx, &tw, Some(&tb), &tparams, Algorithm::Auto)
             .unwrap();
+        let (x1, w1, b1) = (t(&xs1), t(&ws1), t(&[128]));
+        let y1 = ctx.conv2d(&x1, &w1, Some(&b1), &params1).unwrap();
+        let g1 = ctx
+            .conv2d_backward(&x1, &w1, &y1, true, &params1, Algorithm::Auto)
+            .unwrap();
         g.dw.read().unwrap();
+        g1.dw.read().unwrap();
         ty.read().unwrap();
         assert_eq!(ctx.pending_tuning(), 0, "{mode:?}: nothing new to tune");
         assert_eq!(

@@ -1035,3 +1035,115 @@ fn bias_gradient_summed_by_the_weight_gradient_gemms() {
         assert!(summed("gemm_image"), "the image GEMM summed no dy");
     }
 }
+
+/// The backward of a 1x1 layer whose gradients both run the implicit GEMM fills dy once:
+/// the weight gradient reads it from the input gradient's input image (the `_v4d` kernel)
+/// instead of packing dy again, and `Auto` takes that path for strided layers. dx, dw and
+/// db against the CPU reference across strides (also unequal), padding (the scattered
+/// input gradient), 3 images, groups whose output channels end inside a 16-channel panel
+/// (blocks past the group read as 0), and pixel counts not a multiple of 8; the profile of
+/// the call shows the kernel ran and dy was not packed.
+#[test]
+fn weight_gradient_reads_dy_from_the_input_gradient_image() {
+    use wgconv::{Context, ContextOptions, Conv2dParams, Padding, TuningMode};
+    let mut rng = Rng::new(131);
+    // (N, C, H, W, K, stride, pad, groups, algorithm)
+    let cases = [
+        (1, 256, 14, 14, 512, [2, 2], 0, 1, Algorithm::Auto),
+        (3, 32, 9, 11, 40, [2, 3], 0, 2, Algorithm::ImplicitGemm),
+        (2, 8, 10, 10, 24, [2, 2], 1, 1, Algorithm::ImplicitGemm),
+        (2, 16, 6, 6, 24, [1, 1], 0, 1, Algorithm::ImplicitGemm),
+    ];
+    for (n, c, h, w, k, stride, pad, groups, algo) in cases {
+        let ctx = Context::with_options_blocking(ContextOptions {
+            tuning: Some(TuningMode::Blocking),
+            ..Default::default()
+        })
+        .expect("GPU test needs a WebGPU adapter");
+        let params = Conv2dParams::default()
+            .with_stride(stride)
+            .with_padding(Padding::Symmetric([pad, pad]))
+            .with_groups(groups);
+        let (xs, ws) = ([n, c, h, w], [k, c / groups, 1, 1]);
+        let p = params.resolve(xs, ws, None).unwrap();
+        let implicit = [Operation::InputGrad, Operation::WeightGrad]
+            .iter()
+            .all(|&op| ctx.check_algorithm(op, Algorithm::ImplicitGemm, &p).is_ok());
+        let x = rng.vec(xs.iter().product());
+        let wv = rng.vec(ws.iter().product());
+        let dy = rng.vec(p.y_shape().iter().product());
+        let want = (
+            cpu::conv2d_backward_input(&p, &dy, &wv),
+            cpu::conv2d_backward_weight(&p, &x, &dy),
+            cpu::conv2d_backward_bias(&p, &dy),
+        );
+        let scale = (
+            cpu::conv2d_backward_input(&p, &abs(&dy), &abs(&wv)),
+            cpu::conv2d_backward_weight(&p, &abs(&x), &abs(&dy)),
+            cpu::conv2d_backward_bias(&p, &abs(&dy)),
+        );
+        let xt = Tensor::from_slice(&ctx, &x, &xs).unwrap();
+        let wt = Tensor::from_slice(&ctx, &wv, &ws).unwrap();
+        let dyt = Tensor::from_slice(&ctx, &dy, &p.y_shape()).unwrap();
+        let label = format!("{algo:?} {:?}", (n, c, h, w, k, stride, pad, groups));
+        // The first calls may run first-call kernels while the steady ones compile.
+        for _ in 0..2 {
+            drop(
+                ctx.conv2d_backward(&xt, &wt, &dyt, true, &params, algo)
+                    .unwrap(),
+            );
+        }
+        ctx.wait_for_tuning();
+        ctx.synchronize().unwrap();
+        let profiled = wgconv::dev::profile_begin(&ctx, 64).is_ok();
+        let g = ctx
+            .conv2d_backward(&xt, &wt, &dyt, true, &params, algo)
+            .unwrap();
+        let passes = if profiled {
+            ctx.synchronize().unwrap();
+            wgconv::dev::profile_end(&ctx).unwrap()
+        } else {
+            Vec::new()
+        };
+        let pixels = n * p.y_shape()[2] * p.y_shape()[3];
+        let tols = |s: &[f32], len: usize| s.iter().map(|&v| tol(v, len)).collect::<Vec<_>>();
+        let db = g.db.expect("db asked for").read().unwrap();
+        check(
+            &format!("{label} db"),
+            &db,
+            &want.2,
+            &tols(&scale.2, pixels),
+        )
+        .unwrap();
+        let dw = g.dw.read().unwrap();
+        check(
+            &format!("{label} dw"),
+            &dw,
+            &want.1,
+            &tols(&scale.1, pixels),
+        )
+        .unwrap();
+        let dx = g.dx.read().unwrap();
+        check(
+            &format!("{label} dx"),
+            &dx,
+            &want.0,
+            &tols(&scale.0, k / groups),
+        )
+        .unwrap();
+        // Auto shares dy where its input gradient runs the implicit GEMM (the tuner's
+        // choice on this adapter; shape e of the bench).
+        let ran = |name: &str| passes.iter().any(|(pass, _)| pass.starts_with(name));
+        if implicit && (algo != Algorithm::Auto || ran("conv2d_implicit")) {
+            assert!(profiled, "{label}: no pass timestamps on this adapter");
+            assert!(
+                ran("conv2d_wgrad_implicit_v4d "),
+                "{label}: the weight gradient did not read the shared dy image: {passes:?}"
+            );
+            assert!(
+                !ran("pack_image"),
+                "{label}: dy was packed although shared: {passes:?}"
+            );
+        }
+    }
+}

@@ -21,6 +21,82 @@ use crate::tensor::DType;
 
 /// Lanes per workgroup (one 8-lane subgroup).
 pub(crate) const WG: usize = 8;
+
+/// An input image one implicit-GEMM launch filled, handed over to a later launch of the
+/// same recording that reads the same tensor: the backward of a 1x1 layer fills dy's image
+/// for the input gradient, and the weight gradient reads dy from it instead of packing dy
+/// again (one fill pass fewer; see [`ImageShareScope`]).
+pub(crate) struct SharedInput {
+    /// The image (back to the scratch pool when dropped, after its last reader is recorded).
+    pub(crate) img: DeviceImage,
+    pub(crate) geom: InputGeom,
+    /// Offset of pixel (0, 0) in a plane: the (left, top) padding.
+    pub(crate) origin: [usize; 2],
+}
+
+/// What the scope of [`ImageShareScope`] holds.
+enum Share {
+    /// Wants the input image of a launch reading this buffer.
+    Armed(wgpu::Buffer),
+    /// Holds it: the tensor's (images, channels, height, width, groups) and the image.
+    Filled(wgpu::Buffer, [usize; 5], Box<SharedInput>),
+}
+
+thread_local! {
+    static SHARE: std::cell::RefCell<Option<Share>> = const { std::cell::RefCell::new(None) };
+}
+
+/// While alive, the input image an implicit-GEMM launch fills from `buf` (every image of it
+/// at once, as it is: f32, NCHW, zero padding, not sampled) is kept for a later launch of
+/// the same recording ([`take_shared_input`]) instead of going back to the scratch pool.
+/// `conv2d_backward` opens one over dy around both gradients. Restores the previous scope
+/// (dropping an image nobody took) when dropped.
+pub(crate) struct ImageShareScope(Option<Share>);
+
+impl ImageShareScope {
+    pub(crate) fn enter(buf: &wgpu::Buffer) -> Self {
+        ImageShareScope(SHARE.with(|c| c.replace(Some(Share::Armed(buf.clone())))))
+    }
+}
+
+impl Drop for ImageShareScope {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        let _unused = SHARE.with(|c| std::mem::replace(&mut *c.borrow_mut(), previous));
+    }
+}
+
+/// Does an open [`ImageShareScope`] want the input image of a launch reading `buf`?
+pub(crate) fn share_wanted(buf: &wgpu::Buffer) -> bool {
+    SHARE.with(|c| matches!(&*c.borrow(), Some(Share::Armed(b)) if b == buf))
+}
+
+/// Hands the input image filled from `buf` (tensor `dims`: images, channels, height,
+/// width, groups) to the open scope that wants it.
+pub(crate) fn share_input(buf: &wgpu::Buffer, dims: [usize; 5], shared: SharedInput) {
+    SHARE.with(|c| {
+        let mut slot = c.borrow_mut();
+        if matches!(&*slot, Some(Share::Armed(b)) if b == buf) {
+            *slot = Some(Share::Filled(buf.clone(), dims, Box::new(shared)));
+        }
+    })
+}
+
+/// Is an input image of the tensor in `buf` (`dims`) held by the open scope?
+pub(crate) fn shared_input_held(buf: &wgpu::Buffer, dims: [usize; 5]) -> bool {
+    SHARE.with(|c| matches!(&*c.borrow(), Some(Share::Filled(b, d, _)) if b == buf && *d == dims))
+}
+
+/// Takes the input image of the tensor in `buf` (`dims`) from the open scope, if it holds it.
+pub(crate) fn take_shared_input(buf: &wgpu::Buffer, dims: [usize; 5]) -> Option<SharedInput> {
+    if !shared_input_held(buf, dims) {
+        return None;
+    }
+    SHARE.with(|c| match c.borrow_mut().take() {
+        Some(Share::Filled(_, _, shared)) => Some(*shared),
+        _ => None,
+    })
+}
 /// Output channels per workgroup of the weight gradient (and of the dy panels).
 pub(crate) const COLS: usize = 16;
 

@@ -14,6 +14,7 @@ pub(crate) mod weight_grad;
 pub use table::Operation;
 
 use crate::context::Context;
+use crate::conv::implicit_image::ImageShareScope;
 use crate::epilogue::{Epilogue, Residual};
 use crate::error::{Error, Result};
 use crate::gpu::half;
@@ -848,7 +849,7 @@ impl Context {
     /// Records `dx`, `dw` and `db` (when given) of the problem `p` from `x`, `w` and `dy`
     /// (any element types and formats the outputs can be computed from: each operand is
     /// read through one contiguous f32 view, `dy`'s shared by the three gradients).
-    fn encode_backward_all(
+    pub(crate) fn encode_backward_all(
         &self,
         enc: &mut wgpu::CommandEncoder,
         p: &Conv2dProblem,
@@ -876,6 +877,29 @@ impl Context {
         let ndx = any_channels_last(&[dy, dx])
             && band::input_grad_reads_channels_last(self, p, dx_pin, all_channels_last(&[dy, dx]));
         let dw_pin = band::weight_grad_pin(self, p, algorithm);
+        // A 1x1 layer whose input gradient runs the implicit GEMM: its weight gradient reads
+        // dy from the input gradient's input image (`ImageShareScope`) where the implicit
+        // GEMM runs it too; `Auto` picks that for strided layers, where the alternative
+        // fills dy and x in passes of their own.
+        let share_dy = dx_pin == Some(Algorithm::ImplicitGemm)
+            && p.r * p.s == 1
+            && [x, w, dy, dx, dw]
+                .iter()
+                .all(|t| t.dtype() == DType::F32 && t.storage_format() == MemoryFormat::Contiguous)
+            && weight_grad::implicit_gemm::reads_shared_dy(self, p);
+        let dw_pin = match dw_pin {
+            Some(Algorithm::Im2colGemm | Algorithm::Gemm1x1)
+                if share_dy
+                    && algorithm == Algorithm::Auto
+                    && p.stride != [1, 1]
+                    && self
+                        .check_algorithm(Operation::WeightGrad, Algorithm::ImplicitGemm, p)
+                        .is_ok() =>
+            {
+                Some(Algorithm::ImplicitGemm)
+            }
+            pin => pin,
+        };
         let dw_algorithm = dw_pin.unwrap_or(algorithm);
         // f16 x and dy read by the weight gradient's kernel itself.
         let dw16 = self.weight_grad_reads_f16(p, dw_pin, x, dy);
@@ -909,6 +933,8 @@ impl Context {
         let xv = half::input_native(self, enc, x, ndw, dw16 || dwx16)?;
         let wv = half::param(self, enc, w)?;
         let dxv = self.input_grad_output(enc, p, dx_pin, dx, dx16, ndx)?;
+        let _share = (share_dy && dw_pin == Some(Algorithm::ImplicitGemm))
+            .then(|| ImageShareScope::enter(&dy_dx));
         let w_key = WeightKeyScope::enter(w, wv.buf());
         input_grad::encode(
             self,

@@ -18,6 +18,11 @@ params! {
         rows_img: u32, groups_m: u32, groups_n: u32, groups: u32,
         wg0: u32, kg: u32, cg: u32, nimg: u32,
         kpp: u32, hdy: u32, rb_total: u32, n_base: u32,
+        /// dy read from the input image of the input gradient's implicit GEMM (the `_v4d`
+        /// kernel, see `source`): its blocks per row, plane width and height, block rows per
+        /// image, blocks per group, and the offset of pixel (0, 0) in a plane (its padding).
+        d_cpr: u32, d_wp: u32, d_hp: u32, d_rows: u32,
+        d_qg: u32, d_x0: u32, d_y0: u32, _d0: u32,
     }
 }
 
@@ -44,8 +49,14 @@ spec! {
 /// `f16_out` (with `v4` only): dw is an f16 tensor (`array<vec2<u32>>`, 4 halves per store,
 /// rounded to nearest even by `f32_to_f16_4`), written once by a launch over every image
 /// (`ACCUMULATE` is never set: f16 partial sums would round twice); the `_v4h` kernel.
-pub(crate) fn source(cw: usize, v4: bool, f16_out: bool) -> String {
+///
+/// `dy_img` (with `v4` only, f32 dw): dy is read from the padded input image the input
+/// gradient's implicit GEMM filled from the same dy (input-image layout, 4 output channels
+/// of one pixel per texel; `d_*` fields) instead of the B panels of `pack_image`: the
+/// backward of a strided 1x1 layer fills dy once for both gradients (the `_v4d` kernel).
+pub(crate) fn source(cw: usize, v4: bool, f16_out: bool, dy_img: bool) -> String {
     debug_assert!(v4 || !f16_out);
+    debug_assert!(!dy_img || (v4 && !f16_out));
     let nq = cw / 4;
     let xyzw = ['x', 'y', 'z', 'w'];
     let mut w = Wgsl::new();
@@ -61,6 +72,16 @@ pub(crate) fn source(cw: usize, v4: bool, f16_out: bool) -> String {
     );
     w.line("// gathered straight from the padded input image of pad_image; dy is packed into");
     w.line("// the GEMM's wrapped B panels by pack_image (entry (n, g), K = output pixels).");
+    if dy_img {
+        w.line(
+            "// This is the variant reading dy instead from the input image the input gradient's",
+        );
+        w.line("// implicit GEMM filled from it (same layout as tx: block q = 4 output channels of one");
+        w.line(
+            "// pixel, plane origin ((q % d_cpr) * d_wp, (n * d_rows + q / d_cpr) * d_hp), pixel",
+        );
+        w.line("// (0, 0) at (d_x0, d_y0)); pixels past the last read 0.");
+    }
     wln!(w, "// Per 8 output pixels each lane loads {nq} texel(s) (its {cw} channels) per pixel and one");
     w.line(
         "// pixel row of the dy panel (4 texels) that the subgroup shares by subgroupBroadcast.",
@@ -190,6 +211,15 @@ pub(crate) fn source(cw: usize, v4: bool, f16_out: bool) -> String {
     w.line("    let last_y = (last / P.ow) * P.sh;");
     w.line("    let pc0 = sl % P.ow;");
     w.line("    let pr0 = sl / P.ow;");
+    if dy_img {
+        w.line("    let last_c = last % P.ow;");
+        w.line("    let last_r = last / P.ow;");
+        wln!(
+            w,
+            "    // dy blocks of this workgroup's {IC_TN} output channels."
+        );
+        wln!(w, "    let dqg = g * P.d_qg + tn * {}u;", IC_TN / 4);
+    }
     for i in 0..cw {
         for n in 0..IC_TN {
             wln!(w, "    var c{i}_{n} = 0.0;");
@@ -212,25 +242,55 @@ pub(crate) fn source(cw: usize, v4: bool, f16_out: bool) -> String {
     if nq == 2 {
         w.line("        let y1 = oy1 + yn;");
     }
-    w.line("        let lb = (((P.n_base + n) * P.groups + g) * P.groups_n + tn) * P.kpp;");
-    w.line("        var yb = lb % P.hdy;");
-    wln!(w, "        var xb = (lb / P.hdy) * {}u;", IC_TN / 4);
+    if dy_img {
+        w.line("        let dyn_ = (P.n_base + n) * P.d_rows;");
+        for j in 0..IC_TN / 4 {
+            wln!(w, "        let dq{j} = dqg + {j}u;");
+            wln!(
+                w,
+                "        let dox{j} = (dq{j} % P.d_cpr) * P.d_wp + P.d_x0;"
+            );
+            wln!(
+                w,
+                "        let doy{j} = (dyn_ + dq{j} / P.d_cpr) * P.d_hp + P.d_y0;"
+            );
+        }
+    } else {
+        w.line("        let lb = (((P.n_base + n) * P.groups + g) * P.groups_n + tn) * P.kpp;");
+        w.line("        var yb = lb % P.hdy;");
+        wln!(w, "        var xb = (lb / P.hdy) * {}u;", IC_TN / 4);
+    }
     w.line("        var pc = pc0;");
     w.line("        var pr = pr0;");
     wln!(w, "        for (var k0 = 0u; k0 < P.kpp; k0 += {SG}u) {{");
-    w.line(
-        "            // dy: lane sl loads output pixel k0 + sl of the panel (16 output channels).",
-    );
-    for j in 0..IC_TN / 4 {
-        wln!(
-            w,
-            "            let bl{j} = textureLoad(tdy, vec2<u32>(xb + {j}u, yb + sl));"
+    w.line("            let live_px = k0 + sl <= last;");
+    if dy_img {
+        w.line("            // dy: lane sl loads output pixel k0 + sl (16 output channels), 0 past the last");
+        w.line(
+            "            // pixel (blocks past the group feed only columns that are never stored).",
         );
+        w.line("            let dpc = select(last_c, pc, live_px);");
+        w.line("            let dpr = select(last_r, pr, live_px);");
+        for j in 0..IC_TN / 4 {
+            wln!(
+                w,
+                "            let bl{j} = select(vec4<f32>(0.0), textureLoad(tdy, vec2<u32>(dox{j} + dpc, doy{j} + dpr)), live_px);"
+            );
+        }
+    } else {
+        w.line(
+            "            // dy: lane sl loads output pixel k0 + sl of the panel (16 output channels).",
+        );
+        for j in 0..IC_TN / 4 {
+            wln!(
+                w,
+                "            let bl{j} = textureLoad(tdy, vec2<u32>(xb + {j}u, yb + sl));"
+            );
+        }
     }
     w.line(&sums.add);
     wln!(w, "            // x: this lane's {cw} channels at the 8 pixels; lane sl holds pixel k0 + sl and");
     w.line("            // the subgroup shares the coordinates.");
-    w.line("            let live_px = k0 + sl <= last;");
     w.line("            let pxl = select(last_x, pc * P.sw, live_px);");
     w.line("            let pyl = select(last_y, pr * P.sh, live_px);");
     w.line("            pc += step_c;");
@@ -255,10 +315,12 @@ pub(crate) fn source(cw: usize, v4: bool, f16_out: bool) -> String {
     scalar_subblocks(&mut w, "            ", cw, IC_TN, |i, k| {
         format!("a{k}_{}.{}", i / 4, xyzw[i % 4])
     });
-    wln!(w, "            yb += {SG}u;");
-    w.line("            let eb = yb == P.hdy;");
-    w.line("            yb = select(yb, 0u, eb);");
-    wln!(w, "            xb = select(xb, xb + {}u, eb);", IC_TN / 4);
+    if !dy_img {
+        wln!(w, "            yb += {SG}u;");
+        w.line("            let eb = yb == P.hdy;");
+        w.line("            yb = select(yb, 0u, eb);");
+        wln!(w, "            xb = select(xb, xb + {}u, eb);", IC_TN / 4);
+    }
     w.line("        }");
     w.line("    }");
     wln!(w, "    let col0 = tn * {IC_TN}u;");

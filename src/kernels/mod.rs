@@ -356,16 +356,20 @@ kernels! {
         ImplicitFirstParams, ImplicitFirstSpec,
         [ImageRead, ImageRead, StorageRead, Storage, StorageRead];
     /// Implicit-GEMM weight gradient on storage images.
-    Conv2dWgradImplicit = "conv2d_wgrad_implicit", conv2d_wgrad_implicit::source(8, false, false),
+    Conv2dWgradImplicit = "conv2d_wgrad_implicit", conv2d_wgrad_implicit::source(8, false, false, false),
         WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage, Storage];
     /// [`Kernel::Conv2dWgradImplicit`] with 4 input channels per lane (few channels).
-    Conv2dWgradImplicitC4 = "conv2d_wgrad_implicit_c4", conv2d_wgrad_implicit::source(4, false, false),
+    Conv2dWgradImplicitC4 = "conv2d_wgrad_implicit_c4", conv2d_wgrad_implicit::source(4, false, false, false),
         WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage, Storage];
     /// [`Kernel::Conv2dWgradImplicit`] for 1x1 kernels, storing 4 adjacent channels at once.
-    Conv2dWgradImplicitV4 = "conv2d_wgrad_implicit_v4", conv2d_wgrad_implicit::source(8, true, false),
+    Conv2dWgradImplicitV4 = "conv2d_wgrad_implicit_v4", conv2d_wgrad_implicit::source(8, true, false, false),
+        WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage, Storage];
+    /// [`Kernel::Conv2dWgradImplicitV4`] reading dy from the input image of the input
+    /// gradient's implicit GEMM (the backward of a strided 1x1 layer fills dy once).
+    Conv2dWgradImplicitV4D = "conv2d_wgrad_implicit_v4d", conv2d_wgrad_implicit::source(8, true, false, true),
         WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage, Storage];
     /// [`Kernel::Conv2dWgradImplicitV4`] storing an f16 dw (one launch over every image).
-    Conv2dWgradImplicitV4H = "conv2d_wgrad_implicit_v4h", conv2d_wgrad_implicit::source(8, true, true),
+    Conv2dWgradImplicitV4H = "conv2d_wgrad_implicit_v4h", conv2d_wgrad_implicit::source(8, true, true, false),
         WgradImplicitParams, WgradImplicitSpec, [ImageRead, ImageRead, Storage, Storage];
     /// The first-call kernel of the [`Kernel::Conv2dWgradImplicit`] family: x and dy read
     /// through verbatim image copies (no packing or fill kernel), one weight column x 8

@@ -2,8 +2,8 @@
 
 use crate::context::Context;
 use crate::conv::implicit_image::{
-    pack_weights_image, plan, runnable, sampled_problem, steady_fill_kernels, Tile, WeightLayout,
-    WG,
+    pack_weights_image, plan, runnable, sampled_problem, share_input, share_wanted,
+    steady_fill_kernels, SharedInput, Tile, WeightLayout, WG,
 };
 use crate::conv::launch::conv_shape;
 use crate::conv::launch::{fit_one_binding, scoped_weight_key, ConvBuffers};
@@ -286,6 +286,26 @@ pub(crate) fn encode_at(
             }
         }
         n0 += nb;
+    }
+    // The backward of a 1x1 layer: the weight gradient reads dy from this image (the input
+    // gradient's input) when it holds every image of dy as it is.
+    if share_wanted(&bufs.x)
+        && x_base == 0
+        && pl.x.chunk >= p.n
+        && sub == [1, 1]
+        && !(bufs.x_cl || bufs.x_f16)
+        && p.mode == PaddingMode::Zeros
+        && p.pad[0] >= 0
+        && p.pad[2] >= 0
+    {
+        let dims = [p.n, p.c, p.h, p.w, p.groups];
+        let origin = [p.pad[2] as usize, p.pad[0] as usize];
+        let shared = SharedInput {
+            img: ximg,
+            geom: pl.x,
+            origin,
+        };
+        share_input(&bufs.x, dims, shared);
     }
     // The store applied the epilogue (fused).
     bufs.mark_epilogue_applied();

@@ -3,7 +3,9 @@
 use super::{unwindowed, WgradArgs};
 use crate::context::Context;
 use crate::conv::forward::implicit_gemm::FIRST_KERNEL_MAX_FLOPS;
-use crate::conv::implicit_image::{input_fill_kernel, sampled_problem, InputGeom, COLS, WG};
+use crate::conv::implicit_image::{
+    input_fill_kernel, sampled_problem, shared_input_held, take_shared_input, InputGeom, COLS, WG,
+};
 use crate::conv::launch::conv_shape;
 use crate::conv::table::{anywhere, Entry, Reason};
 use crate::conv::{refuse, Algorithm};
@@ -41,6 +43,16 @@ fn check(ctx: &Context, p: &Conv2dProblem) -> Result<(), Reason> {
     wgrad_plan(ctx, &q).map(|_| ()).ok_or(NEEDS.into())
 }
 
+/// Can the launch for `src_p` read dy from the input gradient's input image (the `_v4d`
+/// kernel, see `ImageShareScope`): a 1x1 layer (after sampling) whose launch runs the vec4
+/// variant.
+pub(crate) fn reads_shared_dy(ctx: &Context, src_p: &Conv2dProblem) -> bool {
+    let p = sampled_problem(src_p).unwrap_or(*src_p);
+    wgrad_plan(ctx, &p).is_some_and(|(xg, _)| {
+        p.r * p.s == 1 && variant(&p, &xg, 4 * p.k * p.c_per_group()) == Variant::V4
+    })
+}
+
 /// Does the input fill read f16 x itself for `src_p` (x channels-last when `x_cl`; see
 /// `InputGeom::reads_f16`)? dy is read as f32.
 pub(crate) fn reads_f16_x(ctx: &Context, src_p: &Conv2dProblem, x_cl: bool) -> bool {
@@ -71,6 +83,8 @@ enum Variant {
     C4,
     /// 1x1, vec4 stores.
     V4,
+    /// `V4` reading dy from the input gradient's input image ([`take_shared_input`]).
+    V4D,
     /// 8 channels per lane, scalar stores.
     Plain,
 }
@@ -136,6 +150,14 @@ pub(crate) fn encode_wgrad(
         so: p.k * ohw,
     };
     let var = variant(p, &xg, 4 * p.k * p.c_per_group() * p.r * p.s);
+    // dy from the input gradient's input image when the backward of a 1x1 layer left it
+    // (`ImageShareScope`): no dy panels to fill.
+    let dy_dims = [p.n, p.k, p.oh, p.ow, p.groups];
+    let var = if var == Variant::V4 && !a.dw_f16 && !dy_cl && shared_input_held(dy, dy_dims) {
+        Variant::V4D
+    } else {
+        var
+    };
     // The first call of a layer whose steady kernel is not compiled yet: one kernel on
     // image copies of x and dy; the steady kernel and its fills compile in the background.
     if first_call_fits(ctx, src_p, a) && ctx.stand_in(steady_key(ctx, p, var, a, false)) {
@@ -150,17 +172,29 @@ pub(crate) fn encode_wgrad(
         }
         return Ok(());
     }
-    let dyimg = fill_image(
-        ctx,
-        enc,
-        &dy_mat,
-        dy_cl,
-        kg,
-        ohw,
-        (p.n, p.groups),
-        &dg,
-        "wgconv implicit-gemm dy",
-    )?;
+    // dy's image: the input gradient's (V4D), else dy packed into panels.
+    let (dyimg, shared) = if var == Variant::V4D {
+        let Some(d) = take_shared_input(dy, dy_dims) else {
+            return Err(crate::error::Error::library_bug(
+                "recording a weight gradient",
+                "the shared dy image vanished",
+            ));
+        };
+        (d.img, Some((d.geom, d.origin)))
+    } else {
+        let img = fill_image(
+            ctx,
+            enc,
+            &dy_mat,
+            dy_cl,
+            kg,
+            ohw,
+            (p.n, p.groups),
+            &dg,
+            "wgconv implicit-gemm dy",
+        )?;
+        (img, None)
+    };
     let ximg = xg.alloc(ctx, enc)?;
     if a.dw_f16 && !stores_f16(p, &xg) {
         // `writes_f16_dw` said otherwise: never write f32 sums into f16 words.
@@ -204,6 +238,15 @@ pub(crate) fn encode_wgrad(
         rb_total: u32_of(rb_total, "row blocks")?,
         ..Default::default()
     };
+    if let Some((dgeom, origin)) = shared {
+        u.d_cpr = u32_of(dgeom.cpr, "channel blocks")?;
+        u.d_wp = u32_of(dgeom.wp, "padded width")?;
+        u.d_hp = u32_of(dgeom.hp, "padded height")?;
+        u.d_rows = u32_of(dgeom.rows_img, "channel blocks")?;
+        u.d_qg = u32_of(dgeom.cb8 * 2, "channel blocks")?;
+        u.d_x0 = u32_of(origin[0], "padding")?;
+        u.d_y0 = u32_of(origin[1], "padding")?;
+    }
     let groups = groups_m * groups_n * p.groups;
     // The bias gradient from the dy panels the kernel reads (db[g * kg + col]).
     let db = sums_into(ctx, a);
@@ -258,6 +301,9 @@ pub(crate) fn encode_wgrad(
             (Variant::V4, false) => {
                 go::<k::Conv2dWgradImplicitV4>(ctx, enc, &spec, &mut u, &binds, total)?
             }
+            (Variant::V4D, _) => {
+                go::<k::Conv2dWgradImplicitV4D>(ctx, enc, &spec, &mut u, &binds, total)?
+            }
             (Variant::Plain, _) => {
                 go::<k::Conv2dWgradImplicit>(ctx, enc, &spec, &mut u, &binds, total)?
             }
@@ -293,6 +339,7 @@ fn steady_key(
         (Variant::C4, _) => PipelineKey::of::<k::Conv2dWgradImplicitC4>(&spec),
         (Variant::V4, true) => PipelineKey::of::<k::Conv2dWgradImplicitV4H>(&spec),
         (Variant::V4, false) => PipelineKey::of::<k::Conv2dWgradImplicitV4>(&spec),
+        (Variant::V4D, _) => PipelineKey::of::<k::Conv2dWgradImplicitV4D>(&spec),
         (Variant::Plain, _) => PipelineKey::of::<k::Conv2dWgradImplicit>(&spec),
     }
 }
