@@ -49,6 +49,10 @@ struct Args {
     /// loop whose optimizer runs on the host does: the packed-weight cache misses every step
     #[arg(long)]
     update_weights: bool,
+    /// Rewrite x and dy (`Tensor::write`, same values) before every step, as a training loop
+    /// on a new batch every step does: no cache can reuse anything derived from them
+    #[arg(long)]
+    update_inputs: bool,
     /// Use the heuristic algorithm choice instead of autotuning
     #[arg(long)]
     no_tune: bool,
@@ -82,15 +86,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     s.x[0] = a.batch.unwrap_or(s.x[0]);
     let p = s.params.resolve(s.x, s.w, Some(s.w[0]))?;
-    let x = Tensor::from_slice(&ctx, &suite::fill(s.x.iter().product(), 7), &s.x)?;
+    let x_data = suite::fill(s.x.iter().product(), 7);
+    let x = Tensor::from_slice(&ctx, &x_data, &s.x)?;
     let w_data = suite::fill(s.w.iter().product(), 11);
     let w = Tensor::from_slice(&ctx, &w_data, &s.w)?;
     let b = Tensor::from_slice(&ctx, &suite::fill(s.w[0], 5), &[s.w[0]])?;
-    let dy = Tensor::from_slice(
-        &ctx,
-        &suite::fill(p.y_shape().iter().product(), 13),
-        &p.y_shape(),
-    )?;
+    let dy_data = suite::fill(p.y_shape().iter().product(), 13);
+    let dy = Tensor::from_slice(&ctx, &dy_data, &p.y_shape())?;
     let outs = [
         Tensor::zeros(&ctx, &p.y_shape())?,
         Tensor::zeros(&ctx, &s.x)?,
@@ -116,6 +118,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(())
     };
     let step = || -> wgconv::Result<()> {
+        if a.update_inputs {
+            x.write(&x_data)?;
+            dy.write(&dy_data)?;
+        }
         if a.update_weights {
             w.write(&w_data)?;
         }

@@ -47,7 +47,8 @@ pub struct ContextOptions {
     /// `WGCONV_TUNE_CACHE` if set, else in memory only.
     pub tune_cache: Option<std::path::PathBuf>,
     /// Byte budget of the cache of packed weights reused across calls with unchanged
-    /// weights (see [`Context::set_weight_cache_budget`]); `Some(0)` disables it. `None`:
+    /// weights (see [`Context::set_weight_cache_budget`]); `Some(0)` disables it (and the
+    /// cache of filled input images the weight gradient shares with the forward). `None`:
     /// [`DEFAULT_WEIGHT_CACHE_BUDGET`](crate::DEFAULT_WEIGHT_CACHE_BUDGET).
     pub weight_cache_budget: Option<u64>,
     /// Family of kernel variants to run. `None`: by the adapter's device type
@@ -221,6 +222,8 @@ pub(crate) struct Inner {
     lost: Arc<AtomicBool>,
     pub(crate) tuner: crate::tune::Tuner,
     pub(crate) weights: crate::wcache::WeightCache,
+    /// Filled input images across calls (see `crate::icache`).
+    pub(crate) inputs: crate::icache::InputCache,
     pub(crate) pool: crate::gpu::pool::Pools,
     /// Kernels may fuse an epilogue into their store (default); off: always the elementwise
     /// pass (`dev::set_fused_epilogues`, for measuring what fusing saves).
@@ -411,6 +414,11 @@ impl Context {
                         .weight_cache_budget
                         .unwrap_or(crate::wcache::DEFAULT_WEIGHT_CACHE_BUDGET),
                 ),
+                // Off with the packed-weight cache (`weight_cache_budget: Some(0)`).
+                inputs: crate::icache::InputCache::new(match options.weight_cache_budget {
+                    Some(0) => 0,
+                    _ => crate::icache::DEFAULT_INPUT_CACHE_BUDGET,
+                }),
                 pool: crate::gpu::pool::Pools::new(),
                 fuse_epilogues: AtomicBool::new(true),
                 profiler: std::sync::Mutex::new(None),
@@ -443,6 +451,18 @@ impl Context {
     /// Bytes held by the packed-weight cache (included in [`Context::allocated_bytes`]).
     pub fn weight_cache_bytes(&self) -> u64 {
         self.inner.weights.bytes()
+    }
+
+    /// Bytes held by the cache of filled input images (included in
+    /// [`Context::allocated_bytes`]): on CPU adapters the implicit GEMM's padded image of an
+    /// input that an allocating call filled, kept (at most 64 MiB, least recently used out)
+    /// so that the weight gradient of the same input reads it instead of filling it again,
+    /// plus images of replaced entries kept for the next input of their size (a training
+    /// loop with a new batch every step allocates nothing). Off with
+    /// [`ContextOptions::weight_cache_budget`] `Some(0)`; [`Context::release_scratch`] frees
+    /// it.
+    pub fn input_cache_bytes(&self) -> u64 {
+        self.inner.inputs.bytes()
     }
 
     /// The wgpu device.
@@ -570,8 +590,9 @@ impl Context {
     /// allocated (not buffers wrapped with [`Tensor::from_buffer`]), scratch buffers and
     /// images in use by a call being recorded, idle scratch and dispatch-parameter buffers
     /// kept for reuse ([`Context::pooled_bytes`], at most the scratch budget;
-    /// [`Context::release_scratch`] frees them), and the packed-weight cache
-    /// ([`Context::weight_cache_bytes`]). A layer called in a loop reaches a steady value
+    /// [`Context::release_scratch`] frees them), the packed-weight cache
+    /// ([`Context::weight_cache_bytes`]) and the input-image cache
+    /// ([`Context::input_cache_bytes`]). A layer called in a loop reaches a steady value
     /// after its first call. Memory wgpu still holds for submitted work that has not finished
     /// is not included. While a background tuning measurement runs, its scratch tensors
     /// count too (see [`Context::wait_for_tuning`]).

@@ -121,6 +121,7 @@ pub mod epilogue;
 mod error;
 mod gemm;
 mod gpu;
+mod icache;
 mod kernels;
 /// `Tensor::{from,to}_array{4,2}`: conversions to and from `ndarray` (feature `ndarray`).
 #[cfg(feature = "ndarray")]

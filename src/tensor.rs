@@ -206,12 +206,15 @@ pub(crate) struct OwnRecording(bool);
 
 impl OwnRecording {
     pub(crate) fn enter() -> Self {
+        crate::icache::enter_level();
         OwnRecording(OWN_RECORDING.with(|c| c.replace(true)))
     }
 }
 
 impl Drop for OwnRecording {
     fn drop(&mut self) {
+        // The input images this recording filled are cached if it was submitted.
+        crate::icache::leave_level();
         OWN_RECORDING.with(|c| c.set(self.0));
     }
 }

@@ -321,11 +321,11 @@ fn release_scratch_frees_the_pool_and_allocated_bytes_adds_up() {
     assert_eq!(ctx.allocated_bytes(), inputs, "tensors only");
     run_all(&ctx, &layers, &|_| {});
     ctx.synchronize().unwrap();
-    // Tensors, the idle pool and the packed-weight cache: nothing else is held.
+    // Tensors, the idle pool and the caches: nothing else is held.
     assert!(ctx.pooled_bytes() > 0);
     assert_eq!(
         ctx.allocated_bytes(),
-        inputs + ctx.pooled_bytes() + ctx.weight_cache_bytes()
+        inputs + ctx.pooled_bytes() + ctx.weight_cache_bytes() + ctx.input_cache_bytes()
     );
     ctx.release_scratch();
     assert_eq!(ctx.pooled_bytes(), 0);

@@ -190,7 +190,7 @@ fn cached_weights_follow_every_change() {
     // tensors count while it measures; idle scratch kept for reuse is counted apart.
     ctx.wait_for_tuning();
     assert_eq!(
-        ctx.allocated_bytes() - ctx.pooled_bytes(),
+        ctx.allocated_bytes() - ctx.pooled_bytes() - ctx.input_cache_bytes(),
         base,
         "cache bytes not released"
     );

@@ -28,7 +28,7 @@ pub(crate) const WG: usize = 8;
 /// again (one fill pass fewer; see [`ImageShareScope`]).
 pub(crate) struct SharedInput {
     /// The image (back to the scratch pool when dropped, after its last reader is recorded).
-    pub(crate) img: DeviceImage,
+    pub(crate) img: InputImage,
     pub(crate) geom: InputGeom,
     /// Offset of pixel (0, 0) in a plane: the (left, top) padding.
     pub(crate) origin: [usize; 2],
@@ -169,6 +169,79 @@ impl WeightLayout {
             c_stride: rs,
         }
     }
+}
+
+/// The padded input image of a launch: scratch, or an image of the input-image cache
+/// (`crate::icache`), which keeps it for a later call reading the same x in the same layout
+/// (the weight gradient after the forward of a training step).
+pub(crate) enum InputImage {
+    Scratch(DeviceImage),
+    Cached(std::sync::Arc<DeviceImage>),
+}
+
+impl InputImage {
+    pub(crate) fn image(&self) -> &DeviceImage {
+        match self {
+            InputImage::Scratch(i) => i,
+            InputImage::Cached(i) => i,
+        }
+    }
+}
+
+/// The input image of a launch over every image of the tensor `x_key` (sampled at `sub`,
+/// geometry `g`), and whether it is already filled. The forward (`reuse` false) fills it,
+/// into the input-image cache's image when `x_key` is given (kept once the allocating call's
+/// recording is submitted); the weight gradient (`reuse`) takes that image filled out of
+/// the cache when it holds it, else scratch to fill. Only a forward fills entries and only
+/// the next weight gradient of the same x reads one: a call's cost never depends on the
+/// same call having run before (repeated forwards, or repeated gradients, on one input fill
+/// it every time).
+pub(crate) fn input_image(
+    ctx: &Context,
+    enc: &mut wgpu::CommandEncoder,
+    src_p: &Conv2dProblem,
+    (sub, g): ([usize; 2], &InputGeom),
+    (x_key, reuse): (Option<crate::gpu::memory::ContentKey>, bool),
+) -> Result<(InputImage, bool)> {
+    let whole = g.chunk >= src_p.n;
+    if let Some(key) = x_key.filter(|_| whole) {
+        // Everything the image's contents depend on besides x's.
+        let layout: Vec<u64> = [
+            src_p.n,
+            src_p.c,
+            src_p.h,
+            src_p.w,
+            src_p.groups,
+            sub[0],
+            sub[1],
+            src_p.mode.code() as usize,
+            g.cb8,
+            g.cpr,
+            g.wp,
+            g.hp,
+            g.rows_img,
+            g.width,
+        ]
+        .iter()
+        .map(|&v| v as u64)
+        .chain(src_p.pad.iter().map(|&v| v as i64 as u64))
+        .collect();
+        let cache = &ctx.inner.inputs;
+        if reuse {
+            if let Some(img) = cache.take(&key, &layout) {
+                return Ok((InputImage::Cached(img), true));
+            }
+        } else {
+            let size = (
+                u32_of(g.width, "input image width")?,
+                u32_of(g.chunk * g.image_height(), "input image height")?,
+            );
+            if let Some(img) = cache.reserve(ctx, enc, (&key, layout), size)? {
+                return Ok((InputImage::Cached(img), false));
+            }
+        }
+    }
+    Ok((InputImage::Scratch(g.alloc(ctx, enc)?), false))
 }
 
 /// Geometry of the padded input image of a problem (see the `pad_image` kernel).

@@ -195,40 +195,46 @@ pub(crate) fn im2col_spec(p: &Conv2dProblem, transposed: bool) -> Im2colSpec {
 }
 
 thread_local! {
-    static WEIGHT_KEY: RefCell<Option<(wgpu::Buffer, ContentKey)>> = const { RefCell::new(None) };
+    static SCOPED_KEYS: RefCell<Vec<(wgpu::Buffer, ContentKey)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The caller's weights as a key of the packed-weight cache while an input gradient or a
-/// transposed convolution records (its launchers see only buffers, `ConvBuffers::new`): set
-/// when the weights are bound as they are (f32, contiguous, trackable), so that a launcher
-/// binding that very buffer may take its packed panels from the cache
-/// ([`scoped_weight_key`]). Restores the previous scope when dropped.
-pub(crate) struct WeightKeyScope(Option<(wgpu::Buffer, ContentKey)>);
+/// The caller's tensor as a key of the caches of derived data while a call records (the
+/// launchers see only buffers): the weights of an input gradient or transposed convolution
+/// for the packed-weight cache, x of a weight gradient for the input-image cache
+/// (`crate::icache`). Set when the tensor is bound as it is (f32, contiguous, trackable), so
+/// that a launcher binding that very buffer may take its derived data from the cache
+/// ([`scoped_key`]). Scopes nest; each removes its key when dropped.
+pub(crate) struct KeyScope(bool);
 
-impl WeightKeyScope {
-    /// `w` bound as `bound` (its own buffer, or an f32 copy: then no key).
-    pub(crate) fn enter(w: &Tensor, bound: &wgpu::Buffer) -> Self {
-        let key = (!crate::gpu::half::needs_copy(w) && w.raw() == bound)
-            .then(|| w.content_key())
-            .flatten()
-            .map(|k| (bound.clone(), k));
-        WeightKeyScope(WEIGHT_KEY.with(|c| c.replace(key)))
+impl KeyScope {
+    /// `t` bound as `bound` (its own buffer, or an f32 copy: then no key).
+    pub(crate) fn enter(t: &Tensor, bound: &wgpu::Buffer) -> Self {
+        let key = (!crate::gpu::half::needs_copy(t) && t.raw() == bound)
+            .then(|| t.content_key())
+            .flatten();
+        let pushed = key.is_some();
+        if let Some(k) = key {
+            SCOPED_KEYS.with(|c| c.borrow_mut().push((bound.clone(), k)));
+        }
+        KeyScope(pushed)
     }
 }
 
-impl Drop for WeightKeyScope {
+impl Drop for KeyScope {
     fn drop(&mut self) {
-        let previous = self.0.take();
-        WEIGHT_KEY.with(|c| *c.borrow_mut() = previous);
+        if self.0 {
+            SCOPED_KEYS.with(|c| c.borrow_mut().pop());
+        }
     }
 }
 
-/// The cache key of weights bound as `w` inside a [`WeightKeyScope`] of that buffer.
-pub(crate) fn scoped_weight_key(w: &wgpu::Buffer) -> Option<ContentKey> {
-    WEIGHT_KEY.with(|c| {
+/// The cache key of the tensor bound as `buf` inside a [`KeyScope`] of that buffer.
+pub(crate) fn scoped_key(buf: &wgpu::Buffer) -> Option<ContentKey> {
+    SCOPED_KEYS.with(|c| {
         c.borrow()
-            .as_ref()
-            .filter(|(b, _)| b == w)
+            .iter()
+            .rev()
+            .find(|(b, _)| b == buf)
             .map(|(_, k)| k.clone())
     })
 }

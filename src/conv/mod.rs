@@ -24,7 +24,7 @@ use crate::params::{
 use crate::tensor::{caller_records, DType, MemoryFormat, OwnRecording, Tensor};
 use band::Side;
 use input_grad::DgradNative;
-use launch::{ConvBuffers, WeightKeyScope};
+use launch::{ConvBuffers, KeyScope};
 use weight_grad::WgradNative;
 
 /// Which kernel family computes a convolution.
@@ -402,7 +402,10 @@ impl Context {
             y_f16: yv.f16,
             y_pitch: None,
         };
+        // x as a key of the input-image cache (a later weight gradient reads its image).
+        let x_key = KeyScope::enter(x, xv.buf());
         forward::encode(self, enc, p, &bufs, algorithm)?;
+        drop(x_key);
         let applied = fused.is_some_and(|f| f.applied.load(std::sync::atomic::Ordering::Relaxed));
         if !applied && yv.f16 && !epilogue.is_identity() {
             // Unreachable (`native16` asks for an entry that fuses every epilogue); never a
@@ -552,6 +555,8 @@ impl Context {
     /// to the device's uncaptured-error handler.
     pub fn submit(&self, enc: wgpu::CommandEncoder) -> Result<()> {
         self.submit_internal(enc)?;
+        // An allocating call's recording went out: the input images it filled may be cached.
+        crate::icache::mark_submitted();
         // The end of a call: buckets it queued for background tuning may start.
         self.release_tuning();
         Ok(())
@@ -644,7 +649,7 @@ impl Context {
         let dyv = half::input_native(self, encoder, dy, native, f16)?;
         let wv = half::param(self, encoder, w)?;
         let dxv = self.input_grad_output(encoder, &p, pinned, dx, f16, native)?;
-        let _w_key = WeightKeyScope::enter(w, wv.buf());
+        let _w_key = KeyScope::enter(w, wv.buf());
         input_grad::encode(
             self,
             encoder,
@@ -935,7 +940,7 @@ impl Context {
         let dxv = self.input_grad_output(enc, p, dx_pin, dx, dx16, ndx)?;
         let _share = (share_dy && dw_pin == Some(Algorithm::ImplicitGemm))
             .then(|| ImageShareScope::enter(&dy_dx));
-        let w_key = WeightKeyScope::enter(w, wv.buf());
+        let w_key = KeyScope::enter(w, wv.buf());
         input_grad::encode(
             self,
             enc,
@@ -962,6 +967,8 @@ impl Context {
             Some(db) => Some(half::output(self, enc, db, false)?),
             None => None,
         };
+        // x as a key of the input-image cache (the forward may have filled its image).
+        let x_key = KeyScope::enter(x, xv.buf());
         let db_fused = weight_grad::encode(
             self,
             enc,
@@ -979,6 +986,7 @@ impl Context {
                 dw_cl: dwv.cl,
             },
         )?;
+        drop(x_key);
         half::finish(self, enc, &dwv, dw)?;
         if let (Some(db), Some(dbv)) = (db, dbv) {
             if !db_fused {
@@ -1073,7 +1081,7 @@ impl Context {
         let wv = half::param(self, encoder, w)?;
         let bv = bias.map(|b| half::param(self, encoder, b)).transpose()?;
         let yv = half::output_in(self, encoder, y, native)?;
-        let _w_key = WeightKeyScope::enter(w, wv.buf());
+        let _w_key = KeyScope::enter(w, wv.buf());
         input_grad::encode(
             self,
             encoder,

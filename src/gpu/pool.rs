@@ -686,9 +686,11 @@ impl Context {
     }
 
     /// Frees the idle scratch, the cached dispatch parameters and the cached bind groups
-    /// (see [`Context::pooled_bytes`]). Calls after this allocate them again. Work already
+    /// (see [`Context::pooled_bytes`]), and the cached input images
+    /// ([`Context::input_cache_bytes`]). Calls after this allocate them again. Work already
     /// recorded or submitted is unaffected (wgpu keeps what it uses alive until it ran).
     pub fn release_scratch(&self) {
+        self.inner.inputs.clear();
         self.inner.pool.release(self);
     }
 

@@ -2,11 +2,11 @@
 
 use crate::context::Context;
 use crate::conv::implicit_image::{
-    pack_weights_image, plan, runnable, sampled_problem, share_input, share_wanted,
+    input_image, pack_weights_image, plan, runnable, sampled_problem, share_input, share_wanted,
     steady_fill_kernels, SharedInput, Tile, WeightLayout, WG,
 };
 use crate::conv::launch::conv_shape;
-use crate::conv::launch::{fit_one_binding, scoped_weight_key, ConvBuffers};
+use crate::conv::launch::{fit_one_binding, scoped_key, ConvBuffers};
 use crate::conv::table::{anywhere, Entry, Reason};
 use crate::conv::{refuse, Algorithm};
 use crate::error::Result;
@@ -118,8 +118,8 @@ pub(crate) fn encode_at(
     .collect();
     let cache = &ctx.inner.weights;
     // The weights' cache key: the forward's own, or that of the caller's weights an input
-    // gradient or transposed convolution binds as they are (`WeightKeyScope`).
-    let w_key = (bufs.w_key.clone()).or_else(|| scoped_weight_key(&bufs.w));
+    // gradient or transposed convolution binds as they are (`KeyScope`).
+    let w_key = (bufs.w_key.clone()).or_else(|| scoped_key(&bufs.w));
     let cached = w_key.as_ref().and_then(|k| cache.get(k, &layout_key));
     // Weights that changed since they were cached (a training loop writing them every step)
     // are not cached again: caching pays only for weights that calls keep.
@@ -216,8 +216,10 @@ pub(crate) fn encode_at(
             (wimg.view.clone(), Some(wimg))
         }
     };
-    // Input image, reused chunk by chunk.
-    let ximg = pl.x.alloc(ctx, enc)?;
+    // Input image, reused chunk by chunk; the input-image cache's when x is the caller's
+    // tensor (`KeyScope`): the weight gradient of the same x reads it then.
+    let x_key = (x_base == 0).then(|| scoped_key(&bufs.x)).flatten();
+    let (ximg, filled) = input_image(ctx, enc, src_p, (sub, &pl.x), (x_key, false))?;
     let pixels = if stand_in { 1 } else { pl.tile.pixels() };
     let groups_m = ohw.div_ceil(WG * pixels);
     let [ohw_, ow, sh, sw, dh, dw, r, s, cb8, cpr, wp, hp, rows_img] = pl.x.fields(p)?;
@@ -256,14 +258,16 @@ pub(crate) fn encode_at(
         let nb = pl.x.chunk.min(p.n - n0);
         let x_off = x_base + n0 * src_p.c * src_p.h * src_p.w;
         let xs = (&bufs.x, x_off, bufs.x_cl, bufs.x_f16);
-        pl.x.fill(ctx, enc, src_p, sub, xs, nb, &ximg)?;
+        if !filled {
+            pl.x.fill(ctx, enc, src_p, sub, xs, nb, ximg.image())?;
+        }
         let batch = nb * p.groups;
         cu.batch = u32_of(batch, "images x groups")?;
         cu.y_off = u32_of(n0 * ysn, "output elements")?;
         let groups = groups_m * groups_n * batch;
         let set = |u: &mut ImplicitParams, wg: u32| u.wg0 = wg / WG as u32;
         let binds = [
-            Bind::Image(&ximg.view),
+            Bind::Image(&ximg.image().view),
             Bind::Image(&wview),
             Bind::whole(bufs.b.as_ref().unwrap_or(&bufs.w)),
             Bind::whole(&bufs.y),

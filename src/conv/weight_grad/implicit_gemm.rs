@@ -4,9 +4,10 @@ use super::{unwindowed, WgradArgs};
 use crate::context::Context;
 use crate::conv::forward::implicit_gemm::FIRST_KERNEL_MAX_FLOPS;
 use crate::conv::implicit_image::{
-    input_fill_kernel, sampled_problem, shared_input_held, take_shared_input, InputGeom, COLS, WG,
+    input_fill_kernel, input_image, sampled_problem, shared_input_held, take_shared_input,
+    InputGeom, InputImage, COLS, WG,
 };
-use crate::conv::launch::conv_shape;
+use crate::conv::launch::{conv_shape, scoped_key};
 use crate::conv::table::{anywhere, Entry, Reason};
 use crate::conv::{refuse, Algorithm};
 use crate::error::{Error, Result};
@@ -193,9 +194,11 @@ pub(crate) fn encode_wgrad(
             &dg,
             "wgconv implicit-gemm dy",
         )?;
-        (img, None)
+        (InputImage::Scratch(img), None)
     };
-    let ximg = xg.alloc(ctx, enc)?;
+    // x's image: the forward's from the input-image cache when it holds it (x bound as the
+    // caller's tensor, `KeyScope`).
+    let (ximg, filled) = input_image(ctx, enc, src_p, (sub, &xg), (scoped_key(x), true))?;
     if a.dw_f16 && !stores_f16(p, &xg) {
         // `writes_f16_dw` said otherwise: never write f32 sums into f16 words.
         return Err(crate::error::Error::library_bug(
@@ -254,15 +257,17 @@ pub(crate) fn encode_wgrad(
     while n0 < p.n {
         let nb = xg.chunk.min(p.n - n0);
         let x_off = n0 * src_p.c * src_p.h * src_p.w;
-        xg.fill(
-            ctx,
-            enc,
-            src_p,
-            sub,
-            (x, x_off, a.cl[0], a.x_f16),
-            nb,
-            &ximg,
-        )?;
+        if !filled {
+            xg.fill(
+                ctx,
+                enc,
+                src_p,
+                sub,
+                (x, x_off, a.cl[0], a.x_f16),
+                nb,
+                ximg.image(),
+            )?;
+        }
         u.nimg = u32_of(nb, "images")?;
         u.n_base = u32_of(n0, "images")?;
         let spec = WgradImplicitSpec {
@@ -273,8 +278,8 @@ pub(crate) fn encode_wgrad(
             COL_SUMS: db.is_some(),
         };
         let binds = [
-            Bind::Image(&ximg.view),
-            Bind::Image(&dyimg.view),
+            Bind::Image(&ximg.image().view),
+            Bind::Image(&dyimg.image().view),
             Bind::whole(dw),
             // The bias gradient, or dw again (not touched without COL_SUMS).
             Bind::whole(db.unwrap_or(dw)),
