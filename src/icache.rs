@@ -145,6 +145,29 @@ impl InputCache {
         Some(img)
     }
 
+    /// A kept image of `width` x `height` texels for the open own recording to fill and use
+    /// as scratch (not cached), held until it ends: a weight gradient that found no entry
+    /// (its forward's image taken by an earlier call) fills the image it took before rather
+    /// than new scratch. `None` outside an own recording or when none is free.
+    pub(crate) fn scratch(&self, (width, height): (u32, u32)) -> Option<Arc<DeviceImage>> {
+        if !recording() {
+            return None;
+        }
+        let s = self.state.lock().ok()?;
+        let img = s
+            .free
+            .iter()
+            .find(|i| {
+                i.texture.width() == width
+                    && i.texture.height() == height
+                    && Arc::strong_count(i) == 1
+            })?
+            .clone();
+        drop(s);
+        hold(&img);
+        Some(img)
+    }
+
     /// An image of `width` x `height` texels for the open own recording to fill with tensor
     /// `key` in `layout`: cached once the recording is submitted. `None` outside an own
     /// recording or beyond the budget (the caller fills scratch instead).
@@ -159,7 +182,15 @@ impl InputCache {
         if !recording() || bytes > self.budget.load(Ordering::Relaxed) / 2 {
             return Ok(None);
         }
+        // The image of this tensor's entry in this layout (the fill replaces it), else a kept
+        // image of the same size; either only when nothing else holds it.
         let reused = self.state.lock().ok().and_then(|mut s| {
+            let own = s.entries.iter().position(|e| {
+                e.key.id == key.id && e.layout == layout && Arc::strong_count(&e.img) == 1
+            });
+            if let Some(i) = own {
+                return Some(s.entries.swap_remove(i).img);
+            }
             let i = s.free.iter().position(|i| {
                 i.texture.width() == width
                     && i.texture.height() == height

@@ -940,6 +940,31 @@ fn bias_gradient_matches_cpu_on_unaligned_rows() {
     }
 }
 
+/// dx, dw and db of `g` against the CPU reference of problem `p` (`x`, `w`, `dy` host
+/// copies; `len` the input gradient's reduction length per output).
+fn check_gradients(
+    label: &str,
+    p: &wgconv::Conv2dProblem,
+    (x, w, dy): (&[f32], &[f32], &[f32]),
+    g: wgconv::Conv2dGradients,
+    len: usize,
+) {
+    let pixels = p.y_shape()[0] * p.y_shape()[2] * p.y_shape()[3];
+    let tols = |s: &[f32], len: usize| s.iter().map(|&v| tol(v, len)).collect::<Vec<_>>();
+    let want = cpu::conv2d_backward_bias(p, dy);
+    let scale = cpu::conv2d_backward_bias(p, &abs(dy));
+    let db = g.db.expect("db asked for").read().unwrap();
+    check(&format!("{label} db"), &db, &want, &tols(&scale, pixels)).unwrap();
+    let want = cpu::conv2d_backward_weight(p, x, dy);
+    let scale = cpu::conv2d_backward_weight(p, &abs(x), &abs(dy));
+    let dw = g.dw.read().unwrap();
+    check(&format!("{label} dw"), &dw, &want, &tols(&scale, pixels)).unwrap();
+    let want = cpu::conv2d_backward_input(p, dy, w);
+    let scale = cpu::conv2d_backward_input(p, &abs(dy), &abs(w));
+    let dx = g.dx.read().unwrap();
+    check(&format!("{label} dx"), &dx, &want, &tols(&scale, len)).unwrap();
+}
+
 /// The weight gradient's GEMMs (im2col + image GEMM, implicit GEMM) sum the dy panels they
 /// read into the bias gradient (`COL_SUMS`) instead of a pass of its own: dx, dw and db match
 /// the CPU reference across strided 1x1 layers, several images, groups, output channels that
@@ -972,18 +997,6 @@ fn bias_gradient_summed_by_the_weight_gradient_gemms() {
         let x = rng.vec(xs.iter().product());
         let wv = rng.vec(ws.iter().product());
         let dy = rng.vec(p.y_shape().iter().product());
-        let want = (
-            cpu::conv2d_backward_input(&p, &dy, &wv),
-            cpu::conv2d_backward_weight(&p, &x, &dy),
-            cpu::conv2d_backward_bias(&p, &dy),
-        );
-        let scale = (
-            cpu::conv2d_backward_input(&p, &abs(&dy), &abs(&wv)),
-            cpu::conv2d_backward_weight(&p, &abs(&x), &abs(&dy)),
-            cpu::conv2d_backward_bias(&p, &abs(&dy)),
-        );
-        let pixels = n * p.y_shape()[2] * p.y_shape()[3];
-        let tols = |s: &[f32], len: usize| s.iter().map(|&v| tol(v, len)).collect::<Vec<_>>();
         let xt = Tensor::from_slice(&ctx, &x, &xs).unwrap();
         let wt = Tensor::from_slice(&ctx, &wv, &ws).unwrap();
         let dyt = Tensor::from_slice(&ctx, &dy, &p.y_shape()).unwrap();
@@ -999,25 +1012,8 @@ fn bias_gradient_summed_by_the_weight_gradient_gemms() {
                 .conv2d_backward(&xt, &wt, &dyt, true, &params, algo)
                 .unwrap();
             let label = format!("{algo:?} {:?}", (n, c, h, w, k, r, s, stride, pad, groups));
-            let db = g.db.expect("db asked for").read().unwrap();
-            check(
-                &format!("{label} db"),
-                &db,
-                &want.2,
-                &tols(&scale.2, pixels),
-            )
-            .unwrap();
-            let dw = g.dw.read().unwrap();
-            check(
-                &format!("{label} dw"),
-                &dw,
-                &want.1,
-                &tols(&scale.1, pixels),
-            )
-            .unwrap();
-            let dx = g.dx.read().unwrap();
             let len = (k / groups) * r * s;
-            check(&format!("{label} dx"), &dx, &want.0, &tols(&scale.0, len)).unwrap();
+            check_gradients(&label, &p, (&x, &wv, &dy), g, len);
         }
     }
     let summed = |kernel: &str| {
@@ -1072,16 +1068,6 @@ fn weight_gradient_reads_dy_from_the_input_gradient_image() {
         let x = rng.vec(xs.iter().product());
         let wv = rng.vec(ws.iter().product());
         let dy = rng.vec(p.y_shape().iter().product());
-        let want = (
-            cpu::conv2d_backward_input(&p, &dy, &wv),
-            cpu::conv2d_backward_weight(&p, &x, &dy),
-            cpu::conv2d_backward_bias(&p, &dy),
-        );
-        let scale = (
-            cpu::conv2d_backward_input(&p, &abs(&dy), &abs(&wv)),
-            cpu::conv2d_backward_weight(&p, &abs(&x), &abs(&dy)),
-            cpu::conv2d_backward_bias(&p, &abs(&dy)),
-        );
         let xt = Tensor::from_slice(&ctx, &x, &xs).unwrap();
         let wt = Tensor::from_slice(&ctx, &wv, &ws).unwrap();
         let dyt = Tensor::from_slice(&ctx, &dy, &p.y_shape()).unwrap();
@@ -1105,32 +1091,7 @@ fn weight_gradient_reads_dy_from_the_input_gradient_image() {
         } else {
             Vec::new()
         };
-        let pixels = n * p.y_shape()[2] * p.y_shape()[3];
-        let tols = |s: &[f32], len: usize| s.iter().map(|&v| tol(v, len)).collect::<Vec<_>>();
-        let db = g.db.expect("db asked for").read().unwrap();
-        check(
-            &format!("{label} db"),
-            &db,
-            &want.2,
-            &tols(&scale.2, pixels),
-        )
-        .unwrap();
-        let dw = g.dw.read().unwrap();
-        check(
-            &format!("{label} dw"),
-            &dw,
-            &want.1,
-            &tols(&scale.1, pixels),
-        )
-        .unwrap();
-        let dx = g.dx.read().unwrap();
-        check(
-            &format!("{label} dx"),
-            &dx,
-            &want.0,
-            &tols(&scale.0, k / groups),
-        )
-        .unwrap();
+        check_gradients(&label, &p, (&x, &wv, &dy), g, k / groups);
         // Auto shares dy where its input gradient runs the implicit GEMM (the tuner's
         // choice on this adapter; shape e of the bench).
         let ran = |name: &str| passes.iter().any(|(pass, _)| pass.starts_with(name));

@@ -227,18 +227,20 @@ pub(crate) fn input_image(
         .chain(src_p.pad.iter().map(|&v| v as i64 as u64))
         .collect();
         let cache = &ctx.inner.inputs;
+        let size = (
+            u32_of(g.width, "input image width")?,
+            u32_of(g.chunk * g.image_height(), "input image height")?,
+        );
         if reuse {
             if let Some(img) = cache.take(&key, &layout) {
                 return Ok((InputImage::Cached(img), true));
             }
-        } else {
-            let size = (
-                u32_of(g.width, "input image width")?,
-                u32_of(g.chunk * g.image_height(), "input image height")?,
-            );
-            if let Some(img) = cache.reserve(ctx, enc, (&key, layout), size)? {
+            // The image an earlier gradient took, if free: a repeated call allocates nothing.
+            if let Some(img) = cache.scratch(size) {
                 return Ok((InputImage::Cached(img), false));
             }
+        } else if let Some(img) = cache.reserve(ctx, enc, (&key, layout), size)? {
+            return Ok((InputImage::Cached(img), false));
         }
     }
     Ok((InputImage::Scratch(g.alloc(ctx, enc)?), false))
