@@ -455,8 +455,9 @@ impl Context {
 
     /// Bytes held by the cache of filled input images (included in
     /// [`Context::allocated_bytes`]): on CPU adapters the implicit GEMM's padded image of an
-    /// input that an allocating call filled, kept (at most 64 MiB, least recently used out)
-    /// so that the weight gradient of the same input reads it instead of filling it again,
+    /// input that an allocating forward filled, kept (at most 64 MiB, least recently used
+    /// out; only for layers whose weight gradient ran before, so inference keeps nothing) so
+    /// that the weight gradient of the same input reads it instead of filling it again,
     /// plus images of replaced entries kept for the next input of their size (a training
     /// loop with a new batch every step allocates nothing). Off with
     /// [`ContextOptions::weight_cache_budget`] `Some(0)`; [`Context::release_scratch`] frees

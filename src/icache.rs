@@ -19,6 +19,9 @@
 //!   entry only when nothing else holds it, and never goes to the scratch pool (whose last
 //!   user may be a caller's encoder submitted later, see `gpu::pool`).
 //!
+//! A forward fills an entry only in a layout a weight gradient asked for before (the first
+//! training step's backward registers it), so inference caches nothing.
+//!
 //! Entries of dropped or untrackable tensors go at the next insertion, older versions of a
 //! tensor with the same layout when a newer one comes, and the least recently used past the
 //! byte budget. Images count in [`Context::allocated_bytes`] while cached or kept for reuse.
@@ -46,8 +49,14 @@ struct State {
     entries: Vec<Entry>,
     /// Images of evicted entries nothing else held, for the next entry of their size.
     free: Vec<Arc<DeviceImage>>,
+    /// Layouts a weight gradient asked for: a forward fills an entry only in these, so
+    /// inference (no weight gradient) caches nothing.
+    wanted: Vec<Vec<u64>>,
     tick: u64,
 }
+
+/// Layouts remembered in `State::wanted` (the most recent; a network has one per layer).
+const WANTED_LAYOUTS: usize = 256;
 
 impl State {
     fn bytes(&self) -> u64 {
@@ -128,12 +137,19 @@ impl InputCache {
     /// Takes the cached image of tensor `key` in `layout` out of the cache, held for the open
     /// own recording (its image is kept for reuse once that recording ends); `None` outside
     /// one. One read per fill: the weight gradient of a training step takes what its forward
-    /// filled, and a second gradient of the same input fills again.
+    /// filled, and a second gradient of the same input fills again. Remembers `layout` as
+    /// wanted: forwards fill entries only in layouts a weight gradient asked for.
     pub(crate) fn take(&self, key: &ContentKey, layout: &[u64]) -> Option<Arc<DeviceImage>> {
         if !recording() {
             return None;
         }
         let mut s = self.state.lock().ok()?;
+        if !s.wanted.iter().any(|l| l == layout) {
+            if s.wanted.len() == WANTED_LAYOUTS {
+                s.wanted.remove(0);
+            }
+            s.wanted.push(layout.to_vec());
+        }
         let i = s.entries.iter().position(|e| {
             e.key.id == key.id && e.key.version == key.version && e.layout == layout
         })?;
@@ -170,7 +186,8 @@ impl InputCache {
 
     /// An image of `width` x `height` texels for the open own recording to fill with tensor
     /// `key` in `layout`: cached once the recording is submitted. `None` outside an own
-    /// recording or beyond the budget (the caller fills scratch instead).
+    /// recording, beyond the budget, or in a layout no weight gradient asked for yet (the
+    /// caller fills scratch instead).
     pub(crate) fn reserve(
         &self,
         ctx: &Context,
@@ -180,6 +197,13 @@ impl InputCache {
     ) -> Result<Option<Arc<DeviceImage>>> {
         let bytes = width as u64 * height as u64 * DeviceImage::TEXEL;
         if !recording() || bytes > self.budget.load(Ordering::Relaxed) / 2 {
+            return Ok(None);
+        }
+        let wanted = self
+            .state
+            .lock()
+            .is_ok_and(|s| s.wanted.contains(&layout));
+        if !wanted {
             return Ok(None);
         }
         // The image of this tensor's entry in this layout (the fill replaces it), else a kept

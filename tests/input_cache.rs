@@ -272,3 +272,32 @@ fn no_input_cache_without_the_weight_cache() {
         assert_eq!(fills(&passes), 2, "{label}: {passes:?}");
     }
 }
+
+/// Forwards alone (inference) cache nothing; once a weight gradient of the layer ran, its
+/// forwards fill entries.
+#[test]
+fn inference_caches_nothing() {
+    let ctx = ctx_with(None);
+    let mut rng = Rng::new(13);
+    let l = Layer::new(&ctx, &mut rng, layers().remove(0));
+    let label = format!("{:?} {:?}", l.xs, l.ws);
+    for _ in 0..3 {
+        l.forward(&ctx);
+    }
+    ctx.wait_for_tuning();
+    l.forward(&ctx);
+    ctx.synchronize().unwrap();
+    assert_eq!(ctx.input_cache_bytes(), 0, "{label}: forwards alone cached");
+    let xv = l.x.read().unwrap();
+    l.backward(&ctx, &xv, &label);
+    l.forward(&ctx);
+    ctx.synchronize().unwrap();
+    if l.implicit {
+        assert!(
+            ctx.input_cache_bytes() > 0,
+            "{label}: nothing cached for training"
+        );
+        let passes = l.backward(&ctx, &xv, &label);
+        assert_eq!(fills(&passes), 1, "{label}: {passes:?}");
+    }
+}
