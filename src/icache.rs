@@ -143,13 +143,8 @@ impl InputCache {
         if !recording() {
             return None;
         }
+        self.want(layout);
         let mut s = self.state.lock().ok()?;
-        if !s.wanted.iter().any(|l| l == layout) {
-            if s.wanted.len() == WANTED_LAYOUTS {
-                s.wanted.remove(0);
-            }
-            s.wanted.push(layout.to_vec());
-        }
         let i = s.entries.iter().position(|e| {
             e.key.id == key.id && e.key.version == key.version && e.layout == layout
         })?;
@@ -159,6 +154,18 @@ impl InputCache {
         drop(s);
         hold(&img);
         Some(img)
+    }
+
+    /// Remembers `layout` as one a weight gradient reads: forwards fill entries in it.
+    pub(crate) fn want(&self, layout: &[u64]) {
+        if let Ok(mut s) = self.state.lock() {
+            if !s.wanted.iter().any(|l| l == layout) {
+                if s.wanted.len() == WANTED_LAYOUTS {
+                    s.wanted.remove(0);
+                }
+                s.wanted.push(layout.to_vec());
+            }
+        }
     }
 
     /// A kept image of `width` x `height` texels for the open own recording to fill and use
@@ -199,10 +206,7 @@ impl InputCache {
         if !recording() || bytes > self.budget.load(Ordering::Relaxed) / 2 {
             return Ok(None);
         }
-        let wanted = self
-            .state
-            .lock()
-            .is_ok_and(|s| s.wanted.contains(&layout));
+        let wanted = self.state.lock().is_ok_and(|s| s.wanted.contains(&layout));
         if !wanted {
             return Ok(None);
         }

@@ -205,27 +205,7 @@ pub(crate) fn input_image(
 ) -> Result<(InputImage, bool)> {
     let whole = g.chunk >= src_p.n;
     if let Some(key) = x_key.filter(|_| whole) {
-        // Everything the image's contents depend on besides x's.
-        let layout: Vec<u64> = [
-            src_p.n,
-            src_p.c,
-            src_p.h,
-            src_p.w,
-            src_p.groups,
-            sub[0],
-            sub[1],
-            src_p.mode.code() as usize,
-            g.cb8,
-            g.cpr,
-            g.wp,
-            g.hp,
-            g.rows_img,
-            g.width,
-        ]
-        .iter()
-        .map(|&v| v as u64)
-        .chain(src_p.pad.iter().map(|&v| v as i64 as u64))
-        .collect();
+        let layout = input_layout(src_p, (sub, g));
         let cache = &ctx.inner.inputs;
         let size = (
             u32_of(g.width, "input image width")?,
@@ -244,6 +224,43 @@ pub(crate) fn input_image(
         }
     }
     Ok((InputImage::Scratch(g.alloc(ctx, enc)?), false))
+}
+
+/// The input-image cache's layout key of `src_p`'s input image sampled at `sub` with
+/// geometry `g`: everything the image's contents depend on besides x's.
+fn input_layout(src_p: &Conv2dProblem, (sub, g): ([usize; 2], &InputGeom)) -> Vec<u64> {
+    [
+        src_p.n,
+        src_p.c,
+        src_p.h,
+        src_p.w,
+        src_p.groups,
+        sub[0],
+        sub[1],
+        src_p.mode.code() as usize,
+        g.cb8,
+        g.cpr,
+        g.wp,
+        g.hp,
+        g.rows_img,
+        g.width,
+    ]
+    .iter()
+    .map(|&v| v as u64)
+    .chain(src_p.pad.iter().map(|&v| v as i64 as u64))
+    .collect()
+}
+
+/// Tells the input-image cache that a weight gradient reads `src_p`'s input image (sampled
+/// at `sub`, geometry `g`): later forwards of that layout fill entries. For the weight
+/// gradient's first-call kernel, which reads no input image but is the first backward of
+/// the layer.
+pub(crate) fn want_input_image(
+    ctx: &Context,
+    src_p: &Conv2dProblem,
+    (sub, g): ([usize; 2], &InputGeom),
+) {
+    ctx.inner.inputs.want(&input_layout(src_p, (sub, g)));
 }
 
 /// Geometry of the padded input image of a problem (see the `pad_image` kernel).

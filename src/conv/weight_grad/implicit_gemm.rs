@@ -5,7 +5,7 @@ use crate::context::Context;
 use crate::conv::forward::implicit_gemm::FIRST_KERNEL_MAX_FLOPS;
 use crate::conv::implicit_image::{
     input_fill_kernel, input_image, sampled_problem, shared_input_held, take_shared_input,
-    InputGeom, InputImage, COLS, WG,
+    want_input_image, InputGeom, InputImage, COLS, WG,
 };
 use crate::conv::launch::{conv_shape, scoped_key};
 use crate::conv::table::{anywhere, Entry, Reason};
@@ -163,6 +163,8 @@ pub(crate) fn encode_wgrad(
     // image copies of x and dy; the steady kernel and its fills compile in the background.
     if first_call_fits(ctx, src_p, a) && ctx.stand_in(steady_key(ctx, p, var, a, false)) {
         first_call(ctx, enc, src_p, a)?;
+        // The layer's first backward: its forwards may keep x's image from now on.
+        want_input_image(ctx, src_p, (sub, &xg));
         let dy_fill = fill_image_kernel(ctx, &dy_mat, dy_cl, kg, ohw, (p.n, p.groups), &dg);
         let later = [dy_fill, Some(input_fill_kernel(ctx, src_p))];
         for key in later.into_iter().flatten() {
