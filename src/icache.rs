@@ -63,6 +63,13 @@ impl State {
         let held = self.entries.iter().map(|e| e.img.bytes).sum::<u64>();
         held + self.free.iter().map(|i| i.bytes).sum::<u64>()
     }
+
+    /// The kept image of `width` x `height` texels nothing else holds, if any.
+    fn free_image(&self, (width, height): (u32, u32)) -> Option<usize> {
+        self.free.iter().position(|i| {
+            i.texture.width() == width && i.texture.height() == height && Arc::strong_count(i) == 1
+        })
+    }
 }
 
 /// The input-image cache of a context.
@@ -137,13 +144,11 @@ impl InputCache {
     /// Takes the cached image of tensor `key` in `layout` out of the cache, held for the open
     /// own recording (its image is kept for reuse once that recording ends); `None` outside
     /// one. One read per fill: the weight gradient of a training step takes what its forward
-    /// filled, and a second gradient of the same input fills again. Remembers `layout` as
-    /// wanted: forwards fill entries only in layouts a weight gradient asked for.
+    /// filled, and a second gradient of the same input fills again.
     pub(crate) fn take(&self, key: &ContentKey, layout: &[u64]) -> Option<Arc<DeviceImage>> {
         if !recording() {
             return None;
         }
-        self.want(layout);
         let mut s = self.state.lock().ok()?;
         let i = s.entries.iter().position(|e| {
             e.key.id == key.id && e.key.version == key.version && e.layout == layout
@@ -177,15 +182,7 @@ impl InputCache {
             return None;
         }
         let s = self.state.lock().ok()?;
-        let img = s
-            .free
-            .iter()
-            .find(|i| {
-                i.texture.width() == width
-                    && i.texture.height() == height
-                    && Arc::strong_count(i) == 1
-            })?
-            .clone();
+        let img = s.free[s.free_image((width, height))?].clone();
         drop(s);
         hold(&img);
         Some(img)
@@ -206,26 +203,23 @@ impl InputCache {
         if !recording() || bytes > self.budget.load(Ordering::Relaxed) / 2 {
             return Ok(None);
         }
-        let wanted = self.state.lock().is_ok_and(|s| s.wanted.contains(&layout));
-        if !wanted {
-            return Ok(None);
-        }
         // The image of this tensor's entry in this layout (the fill replaces it), else a kept
         // image of the same size; either only when nothing else holds it.
-        let reused = self.state.lock().ok().and_then(|mut s| {
+        let reused = {
+            let Ok(mut s) = self.state.lock() else {
+                return Ok(None);
+            };
+            if !s.wanted.contains(&layout) {
+                return Ok(None);
+            }
             let own = s.entries.iter().position(|e| {
                 e.key.id == key.id && e.layout == layout && Arc::strong_count(&e.img) == 1
             });
-            if let Some(i) = own {
-                return Some(s.entries.swap_remove(i).img);
+            match own {
+                Some(i) => Some(s.entries.swap_remove(i).img),
+                None => s.free_image((width, height)).map(|i| s.free.swap_remove(i)),
             }
-            let i = s.free.iter().position(|i| {
-                i.texture.width() == width
-                    && i.texture.height() == height
-                    && Arc::strong_count(i) == 1
-            })?;
-            Some(s.free.swap_remove(i))
-        });
+        };
         let img = match reused {
             Some(img) => img,
             None => {

@@ -940,6 +940,20 @@ fn bias_gradient_matches_cpu_on_unaligned_rows() {
     }
 }
 
+/// Random x, w and dy of problem `p`: the host copies and the tensors.
+#[allow(clippy::type_complexity)]
+fn random_operands(
+    ctx: &wgconv::Context,
+    rng: &mut Rng,
+    p: &wgconv::Conv2dProblem,
+) -> ((Vec<f32>, Vec<f32>, Vec<f32>), (Tensor, Tensor, Tensor)) {
+    let shapes = [p.x_shape(), p.w_shape(), p.y_shape()];
+    let [x, w, dy] = shapes.map(|s| rng.vec(s.iter().product()));
+    let t = |v: &[f32], s: &[usize]| Tensor::from_slice(ctx, v, s).unwrap();
+    let tensors = (t(&x, &shapes[0]), t(&w, &shapes[1]), t(&dy, &shapes[2]));
+    ((x, w, dy), tensors)
+}
+
 /// dx, dw and db of `g` against the CPU reference of problem `p` (`x`, `w`, `dy` host
 /// copies; `len` the input gradient's reduction length per output).
 fn check_gradients(
@@ -994,12 +1008,7 @@ fn bias_gradient_summed_by_the_weight_gradient_gemms() {
             .with_groups(groups);
         let (xs, ws) = ([n, c, h, w], [k, c / groups, r, s]);
         let p = params.resolve(xs, ws, None).unwrap();
-        let x = rng.vec(xs.iter().product());
-        let wv = rng.vec(ws.iter().product());
-        let dy = rng.vec(p.y_shape().iter().product());
-        let xt = Tensor::from_slice(&ctx, &x, &xs).unwrap();
-        let wt = Tensor::from_slice(&ctx, &wv, &ws).unwrap();
-        let dyt = Tensor::from_slice(&ctx, &dy, &p.y_shape()).unwrap();
+        let ((x, wv, dy), (xt, wt, dyt)) = random_operands(&ctx, &mut rng, &p);
         for algo in [Algorithm::Im2colGemm, Algorithm::ImplicitGemm] {
             let runs = [Operation::InputGrad, Operation::WeightGrad]
                 .iter()
@@ -1065,12 +1074,7 @@ fn weight_gradient_reads_dy_from_the_input_gradient_image() {
         let implicit = [Operation::InputGrad, Operation::WeightGrad]
             .iter()
             .all(|&op| ctx.check_algorithm(op, Algorithm::ImplicitGemm, &p).is_ok());
-        let x = rng.vec(xs.iter().product());
-        let wv = rng.vec(ws.iter().product());
-        let dy = rng.vec(p.y_shape().iter().product());
-        let xt = Tensor::from_slice(&ctx, &x, &xs).unwrap();
-        let wt = Tensor::from_slice(&ctx, &wv, &ws).unwrap();
-        let dyt = Tensor::from_slice(&ctx, &dy, &p.y_shape()).unwrap();
+        let ((x, wv, dy), (xt, wt, dyt)) = random_operands(&ctx, &mut rng, &p);
         let label = format!("{algo:?} {:?}", (n, c, h, w, k, stride, pad, groups));
         // The first calls may run first-call kernels while the steady ones compile.
         for _ in 0..2 {

@@ -93,6 +93,11 @@ impl Layer {
         }
     }
 
+    /// The layer's shapes, for messages.
+    fn label(&self) -> String {
+        format!("{:?} {:?}", self.xs, self.ws)
+    }
+
     fn algo(&self) -> Algorithm {
         if self.implicit {
             Algorithm::ImplicitGemm
@@ -155,7 +160,7 @@ fn weight_gradient_reads_the_forwards_input_image() {
     let mut implicit_ran = false;
     for spec in layers() {
         let l = Layer::new(&ctx, &mut rng, spec);
-        let label = format!("{:?} {:?}", l.xs, l.ws);
+        let label = l.label();
         let mut xv = l.x.read().unwrap();
         // Steady kernels (the first calls may run first-call kernels).
         l.forward(&ctx);
@@ -220,7 +225,7 @@ fn a_new_input_every_step_allocates_nothing() {
     let ctx = ctx_with(None);
     let mut rng = Rng::new(9);
     let l = Layer::new(&ctx, &mut rng, layers().remove(0));
-    let label = format!("{:?} {:?}", l.xs, l.ws);
+    let label = l.label();
     // A step checked against the CPU (its readback allocates a staging buffer) or not.
     let step = |rng: &mut Rng, checked: bool| {
         let xv = rng.vec(l.x.numel());
@@ -262,7 +267,7 @@ fn no_input_cache_without_the_weight_cache() {
     let mut rng = Rng::new(11);
     let l = Layer::new(&ctx, &mut rng, layers().remove(0));
     let xv = l.x.read().unwrap();
-    let label = format!("{:?} {:?}", l.xs, l.ws);
+    let label = l.label();
     l.forward(&ctx);
     l.backward(&ctx, &xv, &label);
     ctx.wait_for_tuning();
@@ -280,7 +285,7 @@ fn inference_caches_nothing() {
     let ctx = ctx_with(None);
     let mut rng = Rng::new(13);
     let l = Layer::new(&ctx, &mut rng, layers().remove(0));
-    let label = format!("{:?} {:?}", l.xs, l.ws);
+    let label = l.label();
     for _ in 0..3 {
         l.forward(&ctx);
     }

@@ -252,9 +252,8 @@ fn input_layout(src_p: &Conv2dProblem, (sub, g): ([usize; 2], &InputGeom)) -> Ve
 }
 
 /// Tells the input-image cache that a weight gradient reads `src_p`'s input image (sampled
-/// at `sub`, geometry `g`): later forwards of that layout fill entries. For the weight
-/// gradient's first-call kernel, which reads no input image but is the first backward of
-/// the layer.
+/// at `sub`, geometry `g`): later forwards of that layout fill entries. Every weight
+/// gradient launch says so, also one running the first-call kernel (no input image).
 pub(crate) fn want_input_image(
     ctx: &Context,
     src_p: &Conv2dProblem,

@@ -161,10 +161,11 @@ pub(crate) fn encode_wgrad(
     };
     // The first call of a layer whose steady kernel is not compiled yet: one kernel on
     // image copies of x and dy; the steady kernel and its fills compile in the background.
+    // A weight gradient of this layer ran (whichever kernel below): its forwards may keep
+    // x's image from now on.
+    want_input_image(ctx, src_p, (sub, &xg));
     if first_call_fits(ctx, src_p, a) && ctx.stand_in(steady_key(ctx, p, var, a, false)) {
         first_call(ctx, enc, src_p, a)?;
-        // The layer's first backward: its forwards may keep x's image from now on.
-        want_input_image(ctx, src_p, (sub, &xg));
         let dy_fill = fill_image_kernel(ctx, &dy_mat, dy_cl, kg, ohw, (p.n, p.groups), &dg);
         let later = [dy_fill, Some(input_fill_kernel(ctx, src_p))];
         for key in later.into_iter().flatten() {
@@ -178,7 +179,7 @@ pub(crate) fn encode_wgrad(
     // dy's image: the input gradient's (V4D), else dy packed into panels.
     let (dyimg, shared) = if var == Variant::V4D {
         let Some(d) = take_shared_input(dy, dy_dims) else {
-            return Err(crate::error::Error::library_bug(
+            return Err(Error::library_bug(
                 "recording a weight gradient",
                 "the shared dy image vanished",
             ));
